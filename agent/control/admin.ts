@@ -1,0 +1,77 @@
+// The admin listener (node namespace, default :15020): health, readiness, Prometheus metrics and
+// a debug view of the configuration. Metrics of the workers are gathered only when scraped.
+
+import { createServer, type Server } from "node:http";
+import { AggregatorRegistry, collectDefaultMetrics, Gauge, Registry } from "prom-client";
+import type { EnrolledPod } from "../../api/enrollment.ts";
+import { HttpError, sendError, sendJson } from "./http.ts";
+
+export interface AdminState {
+  node: string;
+  ready(): boolean;
+  workers: number;
+  configVersion(): string;
+  configSource: string;
+  pods(): EnrolledPod[];
+  config(): unknown;
+  workerMetrics(): Promise<unknown[]>;
+}
+
+export async function startAdminServer(host: string, port: number, state: AdminState): Promise<Server> {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "nodemesh_agent_" });
+  new Gauge({
+    name: "nodemesh_enrolled_pods",
+    help: "Pods enrolled with this agent",
+    registers: [registry],
+    collect() {
+      this.set(state.pods().length);
+    },
+  });
+  new Gauge({
+    name: "nodemesh_agent_workers",
+    help: "Data-plane worker threads",
+    registers: [registry],
+    collect() {
+      this.set(state.workers);
+    },
+  });
+
+  const server = createServer(async (req, res) => {
+    try {
+      if (req.method !== "GET") throw new HttpError(405, "METHOD_NOT_ALLOWED", "admin endpoints are read-only");
+      switch (req.url) {
+        case "/healthz":
+          return sendJson(res, 200, { status: "ok" });
+        case "/readyz": {
+          const ready = state.ready();
+          return sendJson(res, ready ? 200 : 503, {
+            ready,
+            node: state.node,
+            workers: state.workers,
+            pods: state.pods().length,
+            config: { source: state.configSource, version: state.configVersion() },
+          });
+        }
+        case "/metrics": {
+          const perWorker = (await state.workerMetrics()) as object[];
+          const merged = AggregatorRegistry.aggregate(perWorker);
+          const text = `${await registry.metrics()}${await merged.metrics()}`;
+          res.writeHead(200, { "content-type": registry.contentType });
+          return res.end(text);
+        }
+        case "/debug/config":
+          return sendJson(res, 200, { node: state.node, pods: state.pods(), config: state.config() });
+        default:
+          throw new HttpError(404, "NOT_FOUND", `no admin endpoint ${req.url}`);
+      }
+    } catch (err) {
+      sendError(res, err);
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}

@@ -1,0 +1,106 @@
+// The enrolled pods of this node: the source of truth for which listeners the workers hold.
+// Persisted (atomically) so that an agent restart brings every pod's listeners back without the
+// pod's init container running again.
+
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import type { Logger } from "pino";
+import type { EnrolledPod } from "../../api/enrollment.ts";
+import { writeFileAtomic } from "../sys/files.ts";
+import { netnsInode } from "../sys/netns-path.ts";
+import type { WorkerPool } from "./workers.ts";
+
+interface StoredPod extends EnrolledPod {
+  netnsInode: number;
+}
+
+export class PodRegistry {
+  private readonly pods = new Map<string, StoredPod>();
+  private readonly file: string;
+  private readonly workers: WorkerPool;
+  private readonly log: Logger;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(stateDir: string, workers: WorkerPool, log: Logger) {
+    mkdirSync(stateDir, { recursive: true });
+    this.file = `${stateDir}/pods.json`;
+    this.workers = workers;
+    this.log = log;
+  }
+
+  list(): EnrolledPod[] {
+    return [...this.pods.values()].map(({ netnsInode: _, ...pod }) => pod);
+  }
+
+  get size(): number {
+    return this.pods.size;
+  }
+
+  /** Enrollments and removals run one at a time, so the persisted file follows their order. */
+  private serial<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(work, work);
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  enroll(pod: EnrolledPod): Promise<void> {
+    return this.serial(async () => {
+      const inode = netnsInode(pod.netnsPath);
+      await this.workers.addPod(pod);
+      this.pods.set(key(pod), { ...pod, netnsInode: inode });
+      this.save();
+      this.log.info({ pod: key(pod), ip: pod.ip, netns: pod.netnsPath }, "pod enrolled");
+    });
+  }
+
+  /** Returns false when the pod was not enrolled. */
+  remove(namespace: string, name: string): Promise<boolean> {
+    return this.serial(async () => {
+      const k = `${namespace}/${name}`;
+      if (!this.pods.has(k)) return false;
+      await this.workers.removePod(k);
+      this.pods.delete(k);
+      this.save();
+      this.log.info({ pod: k }, "pod removed");
+      return true;
+    });
+  }
+
+  /** Re-opens the listeners of every pod enrolled before a restart whose namespace still exists. */
+  async restore(): Promise<void> {
+    if (!existsSync(this.file)) return;
+    let stored: StoredPod[];
+    try {
+      stored = JSON.parse(readFileSync(this.file, "utf8")).pods;
+    } catch (err) {
+      // Never guess: an unreadable state file is kept for inspection and the agent starts empty.
+      this.log.error({ file: this.file, err: (err as Error).message }, "pod state unreadable; starting with no pods");
+      return;
+    }
+    for (const pod of stored) {
+      let inode: number | undefined;
+      try {
+        inode = netnsInode(pod.netnsPath);
+      } catch {}
+      if (inode !== pod.netnsInode) {
+        this.log.warn({ pod: key(pod), netns: pod.netnsPath }, "pod namespace is gone; dropping the pod");
+        continue;
+      }
+      try {
+        await this.workers.addPod(pod);
+        this.pods.set(key(pod), pod);
+      } catch (err) {
+        this.log.error({ pod: key(pod), err: (err as Error).message }, "could not restore pod listeners");
+      }
+    }
+    this.save();
+    this.log.info({ pods: this.pods.size }, "restored enrolled pods");
+  }
+
+  private save(): void {
+    writeFileAtomic(this.file, `${JSON.stringify({ pods: [...this.pods.values()] }, null, 2)}\n`);
+  }
+}
+
+function key(pod: EnrolledPod): string {
+  return `${pod.namespace}/${pod.name}`;
+}

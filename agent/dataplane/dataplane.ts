@@ -1,0 +1,121 @@
+// One data-plane worker: it owns, for every enrolled pod, its own listeners inside the pod's
+// network namespace (SO_REUSEPORT, so the kernel spreads connections over the workers) and the
+// current configuration snapshot. Pods and snapshots arrive from the control thread.
+
+import net from "node:net";
+import type { Logger } from "pino";
+import { INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT } from "../../api/dataplane.ts";
+import type { EnrolledPod } from "../../api/enrollment.ts";
+import { type Address, bindListenerFd, Netns, originalDst, socketFd } from "../sys/linux.ts";
+import { RoundRobin } from "./balancer.ts";
+import type { DataplaneContext, PodContext } from "./context.ts";
+import { handleInbound, handleTunnel } from "./inbound.ts";
+import { DataplaneMetrics } from "./metrics.ts";
+import { handleOutbound } from "./outbound.ts";
+import { compileSnapshot, EMPTY_SNAPSHOT, type Snapshot, type SnapshotMessage } from "./snapshot.ts";
+
+export interface DataplaneOptions {
+  balancerCounters: SharedArrayBuffer;
+  connectTimeoutMs: number;
+  log: Logger;
+}
+
+interface PodListeners {
+  ctx: PodContext;
+  servers: net.Server[];
+}
+
+type Handler = (ctx: DataplaneContext, pod: PodContext, socket: net.Socket) => Promise<void>;
+
+const ignore = () => {};
+
+/** Handlers that need the pre-REDIRECT destination read it from the accepted socket first. */
+function withOriginalDst(
+  handle: (ctx: DataplaneContext, pod: PodContext, socket: net.Socket, dst: Address) => Promise<void>,
+): Handler {
+  return (ctx, pod, socket) => handle(ctx, pod, socket, originalDst(socketFd(socket)));
+}
+
+const LISTENERS: ReadonlyArray<{ port: number; handler: Handler }> = [
+  { port: OUTBOUND_PORT, handler: withOriginalDst(handleOutbound) },
+  { port: INBOUND_PORT, handler: withOriginalDst(handleInbound) },
+  { port: TUNNEL_PORT, handler: handleTunnel },
+];
+
+export class Dataplane implements DataplaneContext {
+  readonly balancer: RoundRobin;
+  readonly metrics = new DataplaneMetrics();
+  readonly log: Logger;
+  readonly connectTimeoutMs: number;
+  private current: Snapshot = EMPTY_SNAPSHOT;
+  private readonly pods = new Map<string, PodListeners>();
+
+  constructor(opts: DataplaneOptions) {
+    this.balancer = new RoundRobin(opts.balancerCounters);
+    this.log = opts.log;
+    this.connectTimeoutMs = opts.connectTimeoutMs;
+  }
+
+  snapshot(): Snapshot {
+    return this.current;
+  }
+
+  applySnapshot(msg: SnapshotMessage): void {
+    this.current = compileSnapshot(msg);
+  }
+
+  /** Opens the pod's listeners; replaces them if the pod was already known. */
+  async addPod(pod: EnrolledPod): Promise<void> {
+    const key = `${pod.namespace}/${pod.name}`;
+    await this.removePod(key);
+    const netns = Netns.open(pod.netnsPath);
+    const ctx: PodContext = { key, pod, netns };
+    const servers: net.Server[] = [];
+    try {
+      for (const { port, handler } of LISTENERS) {
+        servers.push(await this.listen(ctx, port, handler));
+      }
+    } catch (err) {
+      for (const s of servers) s.close();
+      netns.close();
+      throw err;
+    }
+    this.pods.set(key, { ctx, servers });
+  }
+
+  async removePod(key: string): Promise<void> {
+    const entry = this.pods.get(key);
+    if (!entry) return;
+    this.pods.delete(key);
+    // Closing stops new connections; connections in flight finish on their own.
+    await Promise.all(entry.servers.map((s) => new Promise((resolve) => s.close(resolve))));
+    entry.ctx.netns.close();
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.pods.keys()].map((key) => this.removePod(key)));
+  }
+
+  podCount(): number {
+    return this.pods.size;
+  }
+
+  private listen(pod: PodContext, port: number, handler: Handler): Promise<net.Server> {
+    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true }, (socket) => {
+      socket.on("error", ignore); // handlers attach their own; a reset before that must not crash us
+      handler(this, pod, socket).catch((err: Error) => {
+        this.log.warn({ pod: pod.key, port, err: err.message }, "connection handler failed");
+        socket.destroy();
+      });
+    });
+    const fd = bindListenerFd(pod.netns, port);
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ fd, backlog: 511 }, () => {
+        server.removeListener("error", reject);
+        server.on("error", (err) => this.log.error({ pod: pod.key, port, err: err.message }, "listener error"));
+        resolve(server);
+      });
+    });
+  }
+}

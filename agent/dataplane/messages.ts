@@ -1,0 +1,20 @@
+// Messages between the control thread and the data-plane workers.
+
+import type { EnrolledPod } from "../../api/enrollment.ts";
+import type { SnapshotMessage } from "./snapshot.ts";
+
+export interface WorkerInit {
+  index: number;
+  balancerCounters: SharedArrayBuffer;
+  connectTimeoutMs: number;
+  logLevel: string;
+}
+
+export type ToWorker =
+  | { type: "snapshot"; snapshot: SnapshotMessage }
+  | { type: "add-pod"; id: number; pod: EnrolledPod }
+  | { type: "remove-pod"; id: number; key: string }
+  | { type: "metrics"; id: number }
+  | { type: "stop"; id: number };
+
+export type FromWorker = { type: "ready" } | { type: "reply"; id: number; error?: string; value?: unknown };

@@ -1,0 +1,92 @@
+// Outbound: a connection a pod made, redirected to the agent's 15001 listener in that pod.
+// Decide first (pure: original destination → plan), then execute (connect with failover, pipe).
+
+import type { Socket } from "node:net";
+import { AGENT_PORTS, TUNNEL_PORT } from "../../api/dataplane.ts";
+import { AgentErrors, type AgentErrorKind, errorCode } from "../errors.ts";
+import type { Address } from "../sys/linux.ts";
+import type { RoundRobin } from "./balancer.ts";
+import type { DataplaneContext, PodContext } from "./context.ts";
+import { dial } from "./dial.ts";
+import { pipeBoth } from "./pipe.ts";
+import { type Endpoint, routeKey, type ServiceRoute, type Snapshot } from "./snapshot.ts";
+import { openTunnel } from "./tunnel.ts";
+
+export type OutboundPlan =
+  | { kind: "refuse"; reason: AgentErrorKind }
+  | { kind: "service"; route: ServiceRoute; attempts: Endpoint[] }
+  | { kind: "passthrough"; ip: string; port: number };
+
+/** The destination label for traffic that matched no service (Istio calls it PassthroughCluster). */
+export const PASSTHROUGH = "passthrough";
+
+export function planOutbound(dst: Address, snapshot: Snapshot, balancer: RoundRobin): OutboundPlan {
+  if (AGENT_PORTS.includes(dst.port)) return { kind: "refuse", reason: AgentErrors.LOOP };
+  const route = snapshot.routes.get(routeKey(dst.ip, dst.port));
+  if (!route) return { kind: "passthrough", ip: dst.ip, port: dst.port };
+  if (route.endpoints.length === 0) return { kind: "refuse", reason: AgentErrors.NO_ENDPOINT };
+  return { kind: "service", route, attempts: balancer.order(route) };
+}
+
+/**
+ * How to reach an endpoint: a meshed endpoint through its agent's tunnel port (the agent answers
+ * only once the workload accepted), anything else directly. Cross-node mTLS will hook in here.
+ */
+export async function connectEndpoint(ctx: DataplaneContext, from: PodContext, ep: Endpoint): Promise<Socket> {
+  const deadline = Date.now() + ctx.connectTimeoutMs;
+  if (!ep.meshed) return dial({ netns: from.netns, ip: ep.ip, port: ep.port, timeoutMs: ctx.connectTimeoutMs });
+  const socket = await dial({ netns: from.netns, ip: ep.ip, port: TUNNEL_PORT, timeoutMs: ctx.connectTimeoutMs });
+  try {
+    await openTunnel(socket, { ip: ep.ip, port: ep.port, source: from.key }, Math.max(1, deadline - Date.now()));
+    return socket;
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+}
+
+export async function handleOutbound(ctx: DataplaneContext, from: PodContext, client: Socket, dst: Address) {
+  const plan = planOutbound(dst, ctx.snapshot(), ctx.balancer);
+  if (plan.kind === "refuse") {
+    ctx.metrics.refused.labels("outbound", plan.reason.code).inc();
+    client.resetAndDestroy();
+    return;
+  }
+  const service = plan.kind === "service" ? plan.route.id : PASSTHROUGH;
+  const attempts: Endpoint[] =
+    plan.kind === "service" ? plan.attempts : [{ ip: plan.ip, port: plan.port, meshed: false, pod: "", node: "" }];
+
+  // The client may give up while we connect; stop trying then.
+  let clientGone = false;
+  const onClientClose = () => {
+    clientGone = true;
+  };
+  client.once("close", onClientClose);
+
+  let upstream: Socket | undefined;
+  for (const ep of attempts) {
+    if (clientGone) break;
+    try {
+      upstream = await connectEndpoint(ctx, from, ep);
+      break;
+    } catch (err) {
+      ctx.metrics.connectFailures.labels("outbound", errorCode(err)).inc();
+      ctx.log.debug({ pod: from.key, endpoint: `${ep.ip}:${ep.port}`, err: (err as Error).message }, "connect failed");
+    }
+  }
+  client.removeListener("close", onClientClose);
+  if (!upstream || clientGone) {
+    upstream?.destroy();
+    if (!clientGone) {
+      ctx.metrics.refused.labels("outbound", AgentErrors.ALL_ENDPOINTS_FAILED.code).inc();
+      client.resetAndDestroy();
+    }
+    return;
+  }
+  const m = ctx.metrics.forConnection("outbound", service);
+  m.opened.inc();
+  const result = await pipeBoth(client, upstream);
+  m.closed.inc();
+  m.bytesFromDownstream.inc(result.bytesFromDownstream);
+  m.bytesFromUpstream.inc(result.bytesFromUpstream);
+}

@@ -1,0 +1,47 @@
+// Byte forwarding between two established sockets, both ways, with backpressure (stream.pipe
+// pauses the faster side) and half-close (an end on one side becomes an end on the other; the
+// other direction keeps flowing until it ends too). A reset on either side resets the other.
+
+import type { Socket } from "node:net";
+
+export interface PipeResult {
+  /** Bytes read from the downstream (client) side and written upstream. */
+  bytesFromDownstream: number;
+  /** Bytes read from upstream and written to the downstream side. */
+  bytesFromUpstream: number;
+}
+
+/** Bytes read before the pipe starts (a handshake), less what is still buffered and will be forwarded. */
+function alreadyConsumed(s: Socket): number {
+  return s.bytesRead - s.readableLength;
+}
+
+export function pipeBoth(downstream: Socket, upstream: Socket): Promise<PipeResult> {
+  const downstreamBase = alreadyConsumed(downstream);
+  const upstreamBase = alreadyConsumed(upstream);
+  return new Promise((resolve) => {
+    let open = 2;
+    const done = () => {
+      if (--open > 0) return;
+      resolve({
+        bytesFromDownstream: downstream.bytesRead - downstreamBase,
+        bytesFromUpstream: upstream.bytesRead - upstreamBase,
+      });
+    };
+    downstream.once("close", done);
+    upstream.once("close", done);
+    // An error is an abortive close: pass it on as a reset rather than a clean end.
+    downstream.once("error", () => upstream.resetAndDestroy());
+    upstream.once("error", () => downstream.resetAndDestroy());
+    // A socket that is ended in both directions is finished; close it so "close" fires.
+    for (const s of [downstream, upstream]) {
+      s.once("end", () => {
+        if (s.writableFinished) s.destroy();
+        else s.once("finish", () => s.destroy());
+      });
+    }
+    downstream.pipe(upstream);
+    upstream.pipe(downstream);
+    downstream.resume();
+  });
+}

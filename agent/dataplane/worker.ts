@@ -1,0 +1,52 @@
+// Entry point of a data-plane worker thread (see Dataplane). It only translates messages.
+
+import { parentPort, workerData } from "node:worker_threads";
+import pino from "pino";
+import { Dataplane } from "./dataplane.ts";
+import type { FromWorker, ToWorker, WorkerInit } from "./messages.ts";
+
+const init = workerData as WorkerInit;
+const port = parentPort!;
+const log = pino({ level: init.logLevel, base: { component: "agent", worker: init.index } });
+const dataplane = new Dataplane({
+  balancerCounters: init.balancerCounters,
+  connectTimeoutMs: init.connectTimeoutMs,
+  log,
+});
+
+function send(msg: FromWorker): void {
+  port.postMessage(msg);
+}
+
+async function reply(id: number, work: () => Promise<unknown> | unknown): Promise<void> {
+  try {
+    send({ type: "reply", id, value: await work() });
+  } catch (err) {
+    send({ type: "reply", id, error: (err as Error).message });
+  }
+}
+
+port.on("message", (msg: ToWorker) => {
+  switch (msg.type) {
+    case "snapshot":
+      dataplane.applySnapshot(msg.snapshot);
+      return;
+    case "add-pod":
+      void reply(msg.id, () => dataplane.addPod(msg.pod));
+      return;
+    case "remove-pod":
+      void reply(msg.id, () => dataplane.removePod(msg.key));
+      return;
+    case "metrics":
+      void reply(msg.id, () => dataplane.metrics.registry.getMetricsAsJSON());
+      return;
+    case "stop":
+      void reply(msg.id, async () => {
+        await dataplane.stop();
+        port.close();
+      });
+      return;
+  }
+});
+
+send({ type: "ready" });

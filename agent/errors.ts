@@ -1,0 +1,33 @@
+// The agent's error table: every failure the data plane can produce has one stable code, used in
+// logs, metrics labels and (for L7, later) in the response the client receives. Turning a code
+// into a client-visible result happens in one place per protocol, never at the throw site.
+
+export const AgentErrors = {
+  LOOP: { code: "NM_LOOP", message: "the original destination is an agent port" },
+  NO_ORIGINAL_DST: { code: "NM_NO_ORIGINAL_DST", message: "the connection has no original destination" },
+  NO_ENDPOINT: { code: "NM_NO_ENDPOINT", message: "the service has no endpoint" },
+  ALL_ENDPOINTS_FAILED: { code: "NM_ALL_ENDPOINTS_FAILED", message: "no endpoint accepted the connection" },
+  CONNECT_TIMEOUT: { code: "NM_CONNECT_TIMEOUT", message: "connect timed out" },
+  CONNECT_FAILED: { code: "NM_CONNECT_FAILED", message: "connect failed" },
+  TUNNEL_REFUSED: { code: "NM_TUNNEL_REFUSED", message: "the destination agent could not reach the workload" },
+  TUNNEL_PROTOCOL: { code: "NM_TUNNEL_PROTOCOL", message: "malformed tunnel handshake" },
+  TUNNEL_FORBIDDEN: { code: "NM_TUNNEL_FORBIDDEN", message: "the tunnel target is not this pod" },
+} as const;
+
+export type AgentErrorKind = (typeof AgentErrors)[keyof typeof AgentErrors];
+export type AgentErrorCode = AgentErrorKind["code"];
+
+export class AgentError extends Error {
+  readonly code: AgentErrorCode;
+  constructor(kind: AgentErrorKind, detail?: string, options?: { cause?: unknown }) {
+    super(detail ? `${kind.message}: ${detail}` : kind.message, options);
+    this.code = kind.code;
+  }
+}
+
+/** The stable code of any error, for metrics and logs (system errors keep their errno name). */
+export function errorCode(err: unknown): string {
+  if (err instanceof AgentError) return err.code;
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === "string" ? code : "UNKNOWN";
+}

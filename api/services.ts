@@ -1,0 +1,119 @@
+// The service table an agent forwards by: service VIP:port → endpoints. Today it comes from a
+// static JSON file (`nodemesh agent --services FILE`); the controller will stream the same shape.
+
+import { isIPv4 } from "./enrollment.ts";
+
+export type PortProtocol = "tcp" | "http" | "http2" | "grpc";
+
+export interface ServicePort {
+  name?: string;
+  port: number;
+  /** The port the endpoints listen on; defaults to `port`. */
+  targetPort?: number;
+  protocol?: PortProtocol;
+}
+
+export interface ServiceEndpoint {
+  ip: string;
+  /** Overrides the service's targetPort for this endpoint (tests use it to tell endpoints apart). */
+  port?: number;
+  node?: string;
+  pod?: string;
+  /**
+   * The endpoint's pod is enrolled with an agent, so the connection goes agent to agent through
+   * the tunnel port and a dead endpoint is noticed before the client is committed to it.
+   */
+  meshed?: boolean;
+}
+
+export interface Service {
+  name: string;
+  namespace: string;
+  vip: string;
+  ports: ServicePort[];
+  endpoints: ServiceEndpoint[];
+}
+
+export interface ServiceTable {
+  services: Service[];
+}
+
+export interface FieldError {
+  field: string;
+  message: string;
+}
+
+const PROTOCOLS: readonly string[] = ["tcp", "http", "http2", "grpc"];
+const NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+function isPort(v: unknown): v is number {
+  return Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 65535;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function unknownFields(obj: Record<string, unknown>, allowed: readonly string[], path: string, out: FieldError[]) {
+  for (const key of Object.keys(obj)) {
+    if (!allowed.includes(key)) out.push({ field: `${path}.${key}`, message: "unknown field" });
+  }
+}
+
+/** Validates a decoded service table; returns every problem with its field path, or none. */
+export function validateServiceTable(input: unknown): FieldError[] {
+  const errors: FieldError[] = [];
+  if (!isObject(input) || !Array.isArray(input.services)) {
+    return [{ field: "services", message: "must be an array" }];
+  }
+  unknownFields(input, ["services"], "", errors);
+  const seenVipPorts = new Set<string>();
+  input.services.forEach((svc: unknown, i: number) => {
+    const at = `services[${i}]`;
+    if (!isObject(svc)) {
+      errors.push({ field: at, message: "must be an object" });
+      return;
+    }
+    unknownFields(svc, ["name", "namespace", "vip", "ports", "endpoints"], at, errors);
+    for (const key of ["name", "namespace"]) {
+      if (typeof svc[key] !== "string" || !NAME.test(svc[key] as string)) {
+        errors.push({ field: `${at}.${key}`, message: "must be a DNS label" });
+      }
+    }
+    if (typeof svc.vip !== "string" || !isIPv4(svc.vip)) errors.push({ field: `${at}.vip`, message: "must be IPv4" });
+    if (!Array.isArray(svc.ports) || svc.ports.length === 0) {
+      errors.push({ field: `${at}.ports`, message: "must be a non-empty array" });
+    } else {
+      svc.ports.forEach((p: unknown, j: number) => {
+        const pat = `${at}.ports[${j}]`;
+        if (!isObject(p)) return errors.push({ field: pat, message: "must be an object" });
+        unknownFields(p, ["name", "port", "targetPort", "protocol"], pat, errors);
+        if (!isPort(p.port)) errors.push({ field: `${pat}.port`, message: "must be an integer 1-65535" });
+        if (p.targetPort !== undefined && !isPort(p.targetPort)) {
+          errors.push({ field: `${pat}.targetPort`, message: "must be an integer 1-65535" });
+        }
+        if (p.protocol !== undefined && !PROTOCOLS.includes(p.protocol as string)) {
+          errors.push({ field: `${pat}.protocol`, message: `must be one of ${PROTOCOLS.join(", ")}` });
+        }
+        const key = `${svc.vip}:${p.port}`;
+        if (seenVipPorts.has(key)) errors.push({ field: `${pat}.port`, message: `duplicate VIP:port ${key}` });
+        seenVipPorts.add(key);
+      });
+    }
+    if (!Array.isArray(svc.endpoints)) {
+      errors.push({ field: `${at}.endpoints`, message: "must be an array" });
+    } else {
+      svc.endpoints.forEach((e: unknown, j: number) => {
+        const eat = `${at}.endpoints[${j}]`;
+        if (!isObject(e)) return errors.push({ field: eat, message: "must be an object" });
+        unknownFields(e, ["ip", "port", "node", "pod", "meshed"], eat, errors);
+        if (typeof e.ip !== "string" || !isIPv4(e.ip)) errors.push({ field: `${eat}.ip`, message: "must be IPv4" });
+        if (e.port !== undefined && !isPort(e.port)) errors.push({ field: `${eat}.port`, message: "must be 1-65535" });
+        if (e.meshed !== undefined && typeof e.meshed !== "boolean") {
+          errors.push({ field: `${eat}.meshed`, message: "must be a boolean" });
+        }
+      });
+    }
+  });
+  return errors;
+}
