@@ -42,7 +42,9 @@ export function isIPv4(value: string): boolean {
 }
 
 /** Checks a decoded request body; returns the first problem with the field it concerns. */
-export function validateEnrollment(body: unknown): { ok: true; value: PodEnrollment } | { ok: false; field: string; message: string } {
+export function validateEnrollment(
+  body: unknown,
+): { ok: true; value: PodEnrollment } | { ok: false; field: string; message: string } {
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
     return { ok: false, field: "", message: "body must be a JSON object" };
   }
@@ -57,7 +59,8 @@ export function validateEnrollment(body: unknown): { ok: true; value: PodEnrollm
       return { ok: false, field: key, message: `${key} must be a DNS label (lowercase letters, digits, '-')` };
     }
   }
-  if (typeof b.ip !== "string" || !isIPv4(b.ip)) return { ok: false, field: "ip", message: "ip must be an IPv4 address" };
+  if (typeof b.ip !== "string" || !isIPv4(b.ip))
+    return { ok: false, field: "ip", message: "ip must be an IPv4 address" };
   if (b.netnsPath !== undefined && (typeof b.netnsPath !== "string" || !b.netnsPath.startsWith("/"))) {
     return { ok: false, field: "netnsPath", message: "netnsPath must be an absolute path" };
   }

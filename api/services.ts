@@ -86,7 +86,10 @@ export function validateServiceTable(input: unknown): FieldError[] {
     } else {
       svc.ports.forEach((p: unknown, j: number) => {
         const pat = `${at}.ports[${j}]`;
-        if (!isObject(p)) return errors.push({ field: pat, message: "must be an object" });
+        if (!isObject(p)) {
+          errors.push({ field: pat, message: "must be an object" });
+          return;
+        }
         unknownFields(p, ["name", "port", "targetPort", "protocol"], pat, errors);
         if (!isPort(p.port)) errors.push({ field: `${pat}.port`, message: "must be an integer 1-65535" });
         if (p.targetPort !== undefined && !isPort(p.targetPort)) {
@@ -105,7 +108,10 @@ export function validateServiceTable(input: unknown): FieldError[] {
     } else {
       svc.endpoints.forEach((e: unknown, j: number) => {
         const eat = `${at}.endpoints[${j}]`;
-        if (!isObject(e)) return errors.push({ field: eat, message: "must be an object" });
+        if (!isObject(e)) {
+          errors.push({ field: eat, message: "must be an object" });
+          return;
+        }
         unknownFields(e, ["ip", "port", "node", "pod", "meshed"], eat, errors);
         if (typeof e.ip !== "string" || !isIPv4(e.ip)) errors.push({ field: `${eat}.ip`, message: "must be IPv4" });
         if (e.port !== undefined && !isPort(e.port)) errors.push({ field: `${eat}.port`, message: "must be 1-65535" });

@@ -43,7 +43,8 @@ export async function startEnrollmentServer(socketPath: string, pods: PodRegistr
       }
       const m = POD_PATH.exec(req.url ?? "");
       if (m && req.method === "DELETE") {
-        if (!(await pods.remove(m[1], m[2]))) throw new HttpError(404, "NOT_FOUND", `pod ${m[1]}/${m[2]} is not enrolled`);
+        if (!(await pods.remove(m[1], m[2])))
+          throw new HttpError(404, "NOT_FOUND", `pod ${m[1]}/${m[2]} is not enrolled`);
         return sendJson(res, 200, { status: "removed" });
       }
       throw new HttpError(404, "NOT_FOUND", `no route for ${req.method} ${req.url}`);

@@ -29,5 +29,8 @@ export function loadServiceFile(path: string): VersionedTable {
   if (errors.length > 0) {
     throw new ServiceTableError(`${path} is invalid: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);
   }
-  return { version: `file-${createHash("sha256").update(text).digest("hex").slice(0, 12)}`, table: data as ServiceTable };
+  return {
+    version: `file-${createHash("sha256").update(text).digest("hex").slice(0, 12)}`,
+    table: data as ServiceTable,
+  };
 }

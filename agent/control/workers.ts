@@ -15,7 +15,11 @@ export function defaultWorkerCount(): number {
 }
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };
-type Request = { type: "add-pod"; pod: EnrolledPod } | { type: "remove-pod"; key: string } | { type: "metrics" } | { type: "stop" };
+type Request =
+  | { type: "add-pod"; pod: EnrolledPod }
+  | { type: "remove-pod"; key: string }
+  | { type: "metrics" }
+  | { type: "stop" };
 
 export class WorkerPool {
   private readonly workers: Worker[] = [];
@@ -27,7 +31,9 @@ export class WorkerPool {
   static async start(count: number, opts: { connectTimeoutMs: number; logLevel: string }): Promise<WorkerPool> {
     const pool = new WorkerPool();
     await Promise.all(
-      Array.from({ length: count }, (_, index) => pool.spawn({ index, balancerCounters: pool.balancerCounters, ...opts })),
+      Array.from({ length: count }, (_, index) =>
+        pool.spawn({ index, balancerCounters: pool.balancerCounters, ...opts }),
+      ),
     );
     return pool;
   }

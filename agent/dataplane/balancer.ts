@@ -10,16 +10,17 @@ export class RoundRobin {
   }
 
   /**
-   * The endpoints in the order to try them: the next in rotation first, then the others as
-   * failover. Failover does not advance the shared rotation.
+   * The next endpoint in rotation that this connection has not tried yet. A failover re-picks
+   * from the rotation (as a fresh pick would) rather than taking the dead endpoint's neighbour, so
+   * one dead endpoint does not double the load of the one after it.
    */
-  order(route: ServiceRoute): Endpoint[] {
+  pick(route: ServiceRoute, tried: readonly Endpoint[]): Endpoint | undefined {
     const eps = route.endpoints;
     const n = eps.length;
-    if (n === 0) return [];
-    const start = (Atomics.add(this.counters, route.balancerSlot, 1) >>> 0) % n;
-    const out = new Array<Endpoint>(n);
-    for (let i = 0; i < n; i++) out[i] = eps[(start + i) % n];
-    return out;
+    for (let i = 0; i < n; i++) {
+      const ep = eps[(Atomics.add(this.counters, route.balancerSlot, 1) >>> 0) % n];
+      if (!tried.includes(ep)) return ep;
+    }
+    return undefined;
   }
 }

@@ -3,9 +3,8 @@
 
 import type { Socket } from "node:net";
 import { AGENT_PORTS, TUNNEL_PORT } from "../../api/dataplane.ts";
-import { AgentErrors, type AgentErrorKind, errorCode } from "../errors.ts";
+import { type AgentErrorKind, AgentErrors, errorCode } from "../errors.ts";
 import type { Address } from "../sys/linux.ts";
-import type { RoundRobin } from "./balancer.ts";
 import type { DataplaneContext, PodContext } from "./context.ts";
 import { dial } from "./dial.ts";
 import { pipeBoth } from "./pipe.ts";
@@ -14,18 +13,18 @@ import { openTunnel } from "./tunnel.ts";
 
 export type OutboundPlan =
   | { kind: "refuse"; reason: AgentErrorKind }
-  | { kind: "service"; route: ServiceRoute; attempts: Endpoint[] }
+  | { kind: "service"; route: ServiceRoute }
   | { kind: "passthrough"; ip: string; port: number };
 
 /** The destination label for traffic that matched no service (Istio calls it PassthroughCluster). */
 export const PASSTHROUGH = "passthrough";
 
-export function planOutbound(dst: Address, snapshot: Snapshot, balancer: RoundRobin): OutboundPlan {
+export function planOutbound(dst: Address, snapshot: Snapshot): OutboundPlan {
   if (AGENT_PORTS.includes(dst.port)) return { kind: "refuse", reason: AgentErrors.LOOP };
   const route = snapshot.routes.get(routeKey(dst.ip, dst.port));
   if (!route) return { kind: "passthrough", ip: dst.ip, port: dst.port };
   if (route.endpoints.length === 0) return { kind: "refuse", reason: AgentErrors.NO_ENDPOINT };
-  return { kind: "service", route, attempts: balancer.order(route) };
+  return { kind: "service", route };
 }
 
 /**
@@ -46,15 +45,20 @@ export async function connectEndpoint(ctx: DataplaneContext, from: PodContext, e
 }
 
 export async function handleOutbound(ctx: DataplaneContext, from: PodContext, client: Socket, dst: Address) {
-  const plan = planOutbound(dst, ctx.snapshot(), ctx.balancer);
+  const plan = planOutbound(dst, ctx.snapshot());
   if (plan.kind === "refuse") {
     ctx.metrics.refused.labels("outbound", plan.reason.code).inc();
     client.resetAndDestroy();
     return;
   }
   const service = plan.kind === "service" ? plan.route.id : PASSTHROUGH;
-  const attempts: Endpoint[] =
-    plan.kind === "service" ? plan.attempts : [{ ip: plan.ip, port: plan.port, meshed: false, pod: "", node: "" }];
+  // Each attempt picks an endpoint this connection has not tried; passthrough has exactly one.
+  const next = (tried: readonly Endpoint[]): Endpoint | undefined =>
+    plan.kind === "service"
+      ? ctx.balancer.pick(plan.route, tried)
+      : tried.length === 0
+        ? { ip: plan.ip, port: plan.port, meshed: false, pod: "", node: "" }
+        : undefined;
 
   // The client may give up while we connect; stop trying then.
   let clientGone = false;
@@ -64,8 +68,9 @@ export async function handleOutbound(ctx: DataplaneContext, from: PodContext, cl
   client.once("close", onClientClose);
 
   let upstream: Socket | undefined;
-  for (const ep of attempts) {
-    if (clientGone) break;
+  const tried: Endpoint[] = [];
+  for (let ep = next(tried); ep && !clientGone; ep = next(tried)) {
+    tried.push(ep);
     try {
       upstream = await connectEndpoint(ctx, from, ep);
       break;

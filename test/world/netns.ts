@@ -75,7 +75,7 @@ export function newWorldPrefix(owner = process.pid): string {
 /** The owner pid encoded in a world namespace name, or undefined when the name is not ours. */
 export function ownerOf(name: string): number | undefined {
   const match = /^nmt-([0-9a-z]+)-[0-9a-f]{4}-/.exec(name);
-  return match ? Number.parseInt(match[1]!, 36) : undefined;
+  return match ? Number.parseInt(match[1], 36) : undefined;
 }
 
 export function isAlive(pid: number): boolean {

@@ -20,7 +20,8 @@ export interface ProcOptions {
   stdin?: "pipe" | "ignore";
 }
 
-export type LineMatcher = RegExp | ((line: string) => boolean);
+/** A string matches lines that contain it. */
+export type LineMatcher = string | RegExp | ((line: string) => boolean);
 
 export class Proc {
   readonly name: string;
@@ -79,7 +80,12 @@ export class Proc {
 
   /** Resolves with the first line (already printed or to come) that matches. */
   waitForLine(match: LineMatcher, timeoutMs = 10_000): Promise<string> {
-    const test = typeof match === "function" ? match : (line: string) => line.search(match) >= 0;
+    const test =
+      typeof match === "function"
+        ? match
+        : typeof match === "string"
+          ? (line: string) => line.includes(match)
+          : (line: string) => line.search(match) >= 0; // unlike test(), search() ignores a /g regex's lastIndex
     const found = this.lines.find(test);
     if (found !== undefined) return Promise.resolve(found);
     return new Promise((resolve, reject) => {
@@ -89,7 +95,8 @@ export class Proc {
         settle();
       };
       const listener = (line: string | undefined) => {
-        if (line === undefined) finish(() => reject(this.#error(`exited (${describe(this.#exit)}) before a line matched ${match}`)));
+        if (line === undefined)
+          finish(() => reject(this.#error(`exited (${describe(this.#exit)}) before a line matched ${match}`)));
         else if (test(line)) finish(() => resolve(line));
       };
       const timer = setTimeout(
@@ -138,7 +145,7 @@ function describe(exit: Exit | undefined): string {
 async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<undefined>((resolve) => {
-    timer = setTimeout(resolve, ms);
+    timer = setTimeout(() => resolve(undefined), ms);
   });
   try {
     return await Promise.race([promise, timeout]);

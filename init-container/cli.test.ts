@@ -1,0 +1,84 @@
+// Flag parsing is pure (parseInitArgs); the CLI's effects are tested end to end in iptables.test.ts.
+import type { NetworkInterfaceInfo } from "node:os";
+import { describe, expect, it } from "vitest";
+import { HELP, OPTIONS, parseInitArgs } from "./cli.ts";
+
+const iface = (address: string, internal = false): NetworkInterfaceInfo => {
+  return { address, family: "IPv4", internal, netmask: "255.255.255.0", mac: "00:00:00:00:00:00", cidr: null };
+};
+const NETNS = () => ({ lo: [iface("127.0.0.1", true)], eth0: [iface("10.244.1.7")] });
+const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) => parseInitArgs(argv, env, NETNS);
+
+describe("nodemesh init flags", () => {
+  it("fills the pod from the downward-API environment and the namespace's address", () => {
+    const plan = parse([], { POD_NAME: "web", POD_NAMESPACE: "shop" });
+    expect(plan.pod).toEqual({
+      name: "web",
+      namespace: "shop",
+      ip: "10.244.1.7",
+      labels: {},
+      serviceAccount: "default",
+    });
+    expect(plan.agent).toEqual({ socketPath: "/var/run/nodemesh/agent.sock", timeoutMs: 30_000 });
+    expect(plan).toMatchObject({ uninstall: false, dryRun: false, help: false });
+  });
+
+  it("lets flags win over the environment", () => {
+    const argv = [
+      "--pod-name=api",
+      "--pod-namespace=prod",
+      "--pod-ip=10.0.0.3",
+      "--label=app=api",
+      "--label",
+      "tier=be=x",
+    ];
+    const plan = parse([...argv, "--service-account=api-sa", "--netns-path=/var/run/netns/cni-1"], { POD_NAME: "web" });
+    expect(plan.pod).toEqual({
+      name: "api",
+      namespace: "prod",
+      ip: "10.0.0.3",
+      netnsPath: "/var/run/netns/cni-1",
+      labels: { app: "api", tier: "be=x" },
+      serviceAccount: "api-sa",
+    });
+  });
+
+  it("joins repeated exclusion flags", () => {
+    const plan = parse(["--no-enroll", "--exclude-outbound-ports=22", "--exclude-outbound-ports", "80,443"]);
+    expect(plan.config.excludeOutboundPorts.map((p) => p.first)).toEqual([22, 80, 443]);
+    expect(plan.pod).toBeUndefined();
+  });
+
+  it("reads --enroll-timeout as a duration", () => {
+    const timeout = (t: string) => parse(["--no-enroll", `--enroll-timeout=${t}`]).agent.timeoutMs;
+    expect([timeout("45"), timeout("2m"), timeout("500ms"), timeout("1.5s")]).toEqual([45_000, 120_000, 500, 1_500]);
+  });
+
+  const bad: [string[], NodeJS.ProcessEnv, string][] = [
+    [[], {}, "--pod-name (or POD_NAME) is required to enroll the pod; use --no-enroll for rules only"],
+    [["--pod-name=Web"], {}, "--pod-name: name must be a DNS label (lowercase letters, digits, '-')"],
+    [["--pod-ip=10.0.0.300"], { POD_NAME: "web" }, "--pod-ip: ip must be an IPv4 address"],
+    [["--label=app"], { POD_NAME: "web" }, '--label: "app" is not KEY=VALUE'],
+    [["--no-enroll", "--enroll-timeout=soon"], {}, '--enroll-timeout: "soon" is not a duration like 30s, 2m or 500ms'],
+    [["--no-enroll", "--exclude-inbound-ports=0"], {}, 'exclude-inbound-ports: "0" is not a port (1-65535)'],
+    [["--no-enroll", "--bogus"], {}, "Unknown option '--bogus'"],
+    [["--no-enroll", "extra"], {}, "Unexpected argument 'extra'"],
+  ];
+  for (const [argv, env, message] of bad) {
+    it(`rejects ${argv.join(" ") || "no pod name"}`, () => {
+      expect(() => parse(argv, env)).toThrow(expect.objectContaining({ code: "invalid_argument" }));
+      expect(() => parse(argv, env)).toThrow(message);
+    });
+  }
+
+  it("requires --pod-ip when the namespace has no address", () => {
+    expect(() => parseInitArgs(["--pod-name=web"], {}, () => ({ lo: [iface("127.0.0.1", true)] }))).toThrow(
+      "--pod-ip (or POD_IP) is required",
+    );
+  });
+
+  it("documents every flag in --help", () => {
+    for (const flag of Object.keys(OPTIONS)) expect(HELP).toContain(`--${flag}`);
+    expect(parse(["--help"]).help).toBe(true);
+  });
+});

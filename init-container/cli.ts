@@ -1,0 +1,220 @@
+// `nodemesh init`: the init container of a meshed pod. It runs in the pod's network namespace,
+// installs the redirect rules (rules.ts, applied by iptables.ts) and enrolls the pod with the
+// node agent (enroll.ts). Everything is checked before anything is changed: parseInitArgs is pure.
+//
+// Install order is rules, then enrollment. If enrollment fails the rules stay and we exit 1: the
+// pod's app containers do not start, kubelet reruns us, and the rerun is idempotent. Traffic never
+// bypasses the mesh (fail closed).
+import os from "node:os";
+import { parseArgs } from "node:util";
+import { DEFAULT_ENROLLMENT_SOCKET, INBOUND_PORT, OUTBOUND_PORT } from "../api/dataplane.ts";
+import { type PodEnrollment, validateEnrollment } from "../api/enrollment.ts";
+import { type AgentOptions, DEFAULT_ENROLL_TIMEOUT_MS, enroll, unenroll } from "./enroll.ts";
+import { INIT_ERROR_CODES, InitError } from "./errors.ts";
+import { applyRedirect, saveNat } from "./iptables.ts";
+import { buildNatTable, parseExclusions, type RedirectConfig } from "./rules.ts";
+
+export const HELP = `Usage: nodemesh init [flags]
+
+Runs inside a pod's network namespace (as its init container). Installs iptables rules that
+redirect the pod's TCP traffic to the node agent (outbound to :${OUTBOUND_PORT}, inbound to :${INBOUND_PORT};
+the tunnel port, loopback and the agent's own marked sockets pass untouched) by restoring the
+whole nat table atomically, then enrolls the pod with the agent. Safe to run again.
+
+Pod (flags win over the downward-API environment variables):
+  --pod-name NAME             env POD_NAME; required unless --no-enroll
+  --pod-namespace NS          env POD_NAMESPACE; default "default"
+  --pod-ip IP                 env POD_IP; default: the first non-loopback IPv4 address here
+  --label KEY=VALUE           pod label for the agent; repeatable
+  --service-account NAME      default "default"
+
+Agent:
+  --agent-socket PATH         default ${DEFAULT_ENROLLMENT_SOCKET}
+  --enroll-timeout DURATION   keep retrying until then: 30s (default), 2m, 500ms, or seconds
+  --netns-path PATH           sent to the agent as the pod's network namespace
+                              (default: the agent uses the namespace of this process)
+  --no-enroll                 only install (or remove) the rules
+
+Exclusions (comma-separated; each flag may be repeated):
+  --exclude-outbound-ports LIST   ports or ranges not redirected, e.g. 22,8000:8100
+  --exclude-inbound-ports LIST    ports or ranges not redirected, e.g. 9090
+  --exclude-outbound-cidrs LIST   destinations not redirected, e.g. 10.0.0.0/8,169.254.169.254
+
+Modes:
+  --dry-run                   print the nat table that would be restored and change nothing
+  --uninstall                 remove the rules (the nat table is restored without them),
+                              then unenroll; failing to unenroll is only a warning
+  -h, --help                  show this text
+
+Exit status: 0 done, 1 failed, 2 bad flags.
+`;
+
+export const OPTIONS = {
+  "pod-name": { type: "string" },
+  "pod-namespace": { type: "string" },
+  "pod-ip": { type: "string" },
+  label: { type: "string", multiple: true },
+  "service-account": { type: "string" },
+  "agent-socket": { type: "string" },
+  "enroll-timeout": { type: "string" },
+  "netns-path": { type: "string" },
+  "no-enroll": { type: "boolean" },
+  "exclude-outbound-ports": { type: "string", multiple: true },
+  "exclude-inbound-ports": { type: "string", multiple: true },
+  "exclude-outbound-cidrs": { type: "string", multiple: true },
+  "dry-run": { type: "boolean" },
+  uninstall: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+export interface InitPlan {
+  help: boolean;
+  uninstall: boolean;
+  dryRun: boolean;
+  /** Rules to install; ignored when uninstalling. */
+  config: RedirectConfig;
+  /** The pod to enroll (or unenroll): undefined with --no-enroll. */
+  pod?: PodEnrollment;
+  agent: AgentOptions;
+}
+
+/** Flags + environment → what to do, or an InitError(invalid_argument). No side effects. */
+export function parseInitArgs(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  interfaces: () => ReturnType<typeof os.networkInterfaces> = os.networkInterfaces,
+): InitPlan {
+  let values: ReturnType<typeof readFlags>;
+  try {
+    values = readFlags(argv);
+  } catch (err) {
+    throw invalid(`${(err as Error).message} (see --help)`);
+  }
+  const config = parseExclusions({
+    outboundPorts: values["exclude-outbound-ports"]?.join(","),
+    inboundPorts: values["exclude-inbound-ports"]?.join(","),
+    outboundCidrs: values["exclude-outbound-cidrs"]?.join(","),
+  });
+  const agent = {
+    socketPath: values["agent-socket"] ?? DEFAULT_ENROLLMENT_SOCKET,
+    timeoutMs: values["enroll-timeout"] === undefined ? DEFAULT_ENROLL_TIMEOUT_MS : duration(values["enroll-timeout"]),
+  };
+  const plan = { help: values.help ?? false, uninstall: values.uninstall ?? false, dryRun: values["dry-run"] ?? false };
+  if (plan.help || values["no-enroll"]) return { ...plan, config, agent };
+
+  const name = values["pod-name"] ?? env.POD_NAME;
+  if (!name) throw invalid("--pod-name (or POD_NAME) is required to enroll the pod; use --no-enroll for rules only");
+  const namespace = values["pod-namespace"] ?? env.POD_NAMESPACE ?? "default";
+  const ip = values["pod-ip"] ?? env.POD_IP ?? firstIPv4(interfaces);
+  const netnsPath = values["netns-path"];
+  const candidate = {
+    name,
+    namespace,
+    ip,
+    ...(netnsPath === undefined ? {} : { netnsPath }),
+    labels: labels(values.label ?? []),
+    serviceAccount: values["service-account"] ?? "default",
+  };
+  const checked = validateEnrollment(candidate);
+  if (!checked.ok) throw invalid(`${FLAG_OF_FIELD[checked.field] ?? checked.field}: ${checked.message}`);
+  return { ...plan, config, agent, pod: checked.value };
+}
+
+/** Runs `nodemesh init`; returns the exit code (never calls process.exit). */
+export async function runInit(argv: string[]): Promise<number> {
+  try {
+    const plan = parseInitArgs(argv);
+    if (plan.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    const config = plan.uninstall ? null : plan.config;
+    if (plan.dryRun) {
+      process.stdout.write(buildNatTable(await saveNat(), config));
+      if (plan.pod) log(`dry run: would ${plan.uninstall ? "unenroll" : "enroll"} ${describePod(plan.pod)}`);
+      return 0;
+    }
+    await applyRedirect(config);
+    if (plan.uninstall) {
+      log("redirect rules removed");
+      if (plan.pod) await unenrollWarning(plan.pod, plan.agent);
+      return 0;
+    }
+    log(`redirect rules installed (outbound to :${OUTBOUND_PORT}, inbound to :${INBOUND_PORT})`);
+    if (plan.pod) {
+      await enroll(plan.pod, plan.agent);
+      log(`enrolled ${describePod(plan.pod)} with the agent at ${plan.agent.socketPath}`);
+    }
+    return 0;
+  } catch (err) {
+    if (!(err instanceof InitError)) throw err;
+    log(`error [${err.code}]: ${err.message}`);
+    return err.code === INIT_ERROR_CODES.INVALID_ARGUMENT ? 2 : 1;
+  }
+}
+
+async function unenrollWarning(pod: PodEnrollment, agent: AgentOptions): Promise<void> {
+  try {
+    await unenroll(pod.namespace, pod.name, agent);
+    log(`unenrolled ${pod.namespace}/${pod.name}`);
+  } catch (err) {
+    // The rules are gone, which is what the pod needs; a leftover enrollment is the agent's to clean up.
+    if (!(err instanceof InitError)) throw err;
+    log(`warning [${err.code}]: ${err.message}`);
+  }
+}
+
+function readFlags(argv: string[]) {
+  return parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values;
+}
+
+const FLAG_OF_FIELD: Record<string, string> = {
+  name: "--pod-name",
+  namespace: "--pod-namespace",
+  ip: "--pod-ip",
+  netnsPath: "--netns-path",
+  labels: "--label",
+  serviceAccount: "--service-account",
+};
+
+function firstIPv4(interfaces: () => ReturnType<typeof os.networkInterfaces>): string {
+  for (const addresses of Object.values(interfaces())) {
+    const found = addresses?.find((a) => a.family === "IPv4" && !a.internal);
+    if (found) return found.address;
+  }
+  throw invalid("--pod-ip (or POD_IP) is required: this network namespace has no non-loopback IPv4 address");
+}
+
+function labels(pairs: string[]): Record<string, string> {
+  const result: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw invalid(`--label: "${pair}" is not KEY=VALUE`);
+    result[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return result;
+}
+
+const MS_PER_UNIT: Record<string, number> = { ms: 1, s: 1_000, m: 60_000 };
+
+/** "30s", "2m", "500ms" or a plain number of seconds → milliseconds. */
+function duration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  const ms = m ? Number(m[1]) * MS_PER_UNIT[m[2] ?? "s"] : Number.NaN;
+  if (!(ms > 0)) throw invalid(`--enroll-timeout: "${text}" is not a duration like 30s, 2m or 500ms`);
+  return ms;
+}
+
+function describePod(pod: PodEnrollment): string {
+  return `pod ${pod.namespace}/${pod.name} (ip ${pod.ip})`;
+}
+
+function invalid(message: string): InitError {
+  return new InitError(INIT_ERROR_CODES.INVALID_ARGUMENT, message);
+}
+
+function log(line: string): void {
+  process.stderr.write(`nodemesh init: ${line}\n`);
+}
+
+if (import.meta.main) process.exitCode = await runInit(process.argv.slice(2));

@@ -1,0 +1,134 @@
+// A running mesh inside a test world: agents on nodes, sample workloads in pods, init run in
+// pods. Used by the end-to-end tests and the demo; every process goes through the world, so the
+// world's cleanup covers it.
+
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ADMIN_PORT } from "../../api/dataplane.ts";
+import type { ServiceTable } from "../../api/services.ts";
+import type { Node, Place, Pod, Proc, RunResult, World } from "../world/world.ts";
+import { httpFrom, parseMetrics } from "./netns-client.ts";
+
+const REPO = new URL("../..", import.meta.url).pathname;
+const CLI = join(REPO, "bin/nodemesh.ts");
+const WORKLOAD = join(REPO, "test/workload/workload.ts");
+
+export interface AgentHandle {
+  node: Node;
+  proc: Proc;
+  socket: string;
+  stateDir: string;
+}
+
+export class Mesh {
+  readonly world: World;
+  readonly dir: string;
+  readonly servicesFile: string;
+  readonly agents = new Map<Node, AgentHandle>();
+  private readonly agentArgs: string[];
+
+  constructor(world: World, opts: { agentArgs?: string[] } = {}) {
+    this.world = world;
+    this.dir = mkdtempSync(join(tmpdir(), "nodemesh-test-"));
+    this.servicesFile = join(this.dir, "services.json");
+    this.agentArgs = opts.agentArgs ?? [];
+    this.writeServices({ services: [] });
+    // The world's signal hook ends the process before async cleanup could run; files go here.
+    process.once("exit", () => rmSync(this.dir, { recursive: true, force: true }));
+  }
+
+  writeServices(table: ServiceTable): void {
+    writeFileSync(this.servicesFile, JSON.stringify(table, null, 2));
+  }
+
+  /** Starts (or restarts) the node's agent and waits until it is ready. */
+  async startAgent(node: Node): Promise<AgentHandle> {
+    const socket = join(this.dir, node.name, "agent.sock");
+    const stateDir = join(this.dir, node.name, "state");
+    mkdirSync(stateDir, { recursive: true });
+    const proc = this.world.spawn(
+      node,
+      process.execPath,
+      [
+        CLI,
+        "agent",
+        "--node-name",
+        node.name,
+        "--enrollment-socket",
+        socket,
+        "--state-dir",
+        stateDir,
+        "--services",
+        this.servicesFile,
+        "--connect-timeout-ms",
+        "500",
+        ...this.agentArgs,
+      ],
+      { name: `agent ${node.name}` },
+    );
+    await proc.waitForLine(/"msg":"agent ready"/, 15_000);
+    const handle = { node, proc, socket, stateDir };
+    this.agents.set(node, handle);
+    return handle;
+  }
+
+  async stopAgent(node: Node, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    await this.agents.get(node)?.proc.stop(signal);
+  }
+
+  /** Starts the sample workload in a pod and waits for its ready line. */
+  async startWorkload(pod: Pod, args: string[] = []): Promise<Proc> {
+    const proc = this.world.spawn(pod, process.execPath, [WORKLOAD, "--name", pod.name, ...args], {
+      name: `workload ${pod.name}`,
+    });
+    await proc.waitForLine(/"event":"ready"/, 15_000);
+    return proc;
+  }
+
+  /** Runs `nodemesh init` inside the pod, against its node's agent. */
+  init(pod: Pod, args: string[] = []): Promise<RunResult> {
+    const socket = join(this.dir, pod.node.name, "agent.sock");
+    return this.world.exec(
+      pod,
+      process.execPath,
+      [CLI, "init", "--pod-name", pod.name, "--pod-namespace", "default", "--agent-socket", socket, ...args],
+      { timeoutMs: 30_000 },
+    );
+  }
+
+  /** Runs init and fails with its output if it did not succeed. */
+  async enroll(pod: Pod, args: string[] = []): Promise<void> {
+    const r = await this.init(pod, args);
+    if (r.code !== 0) throw new Error(`nodemesh init in ${pod.name} failed (${r.code}): ${r.stderr}${r.stdout}`);
+  }
+
+  async metrics(node: Node): Promise<Map<string, number>> {
+    const reply = await httpFrom(node.netnsPath, `http://127.0.0.1:${ADMIN_PORT}/metrics`);
+    if (reply.status !== 200) throw new Error(`metrics of ${node.name}: ${reply.status} ${reply.body}`);
+    return parseMetrics(reply.body);
+  }
+
+  /**
+   * The namespace's rules as `iptables-save` prints them, without timestamps and counters, and
+   * without tables that hold no rule and only ACCEPT policies: such a table behaves exactly like
+   * an absent one (iptables-nft cannot delete a table, so an uninstall leaves it empty).
+   */
+  async iptablesSave(place: Place): Promise<string> {
+    const r = await this.world.exec(place, "iptables-save", []);
+    const tables = r.stdout
+      .split("\n")
+      .filter((l) => !l.startsWith("#"))
+      .map((l) => l.replace(/\[\d+:\d+\]/, "[0:0]"))
+      .join("\n")
+      .split(/^(?=\*)/m);
+    const empty = (t: string) => !/^-A /m.test(t) && !/^:\S+ (DROP|REJECT)/m.test(t) && !/^:\S+ - /m.test(t);
+    return tables.filter((t) => t.trim() && !empty(t)).join("");
+  }
+
+  /** The world's destroy stops the processes; this removes the agents' files. */
+  async destroy(): Promise<void> {
+    await this.world.destroy();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,150 @@
+// Clients that run inside a test world's namespaces without a helper process: the socket is
+// created in the namespace (agent/sys/linux.ts), so a pod's interception rules apply to it exactly
+// as they do to the pod's own programs.
+
+import { createHash } from "node:crypto";
+import http from "node:http";
+import net from "node:net";
+import { connectableFd, Netns } from "../../agent/sys/linux.ts";
+
+const opened = new Map<string, Netns>();
+function netnsAt(path: string): Netns {
+  let ns = opened.get(path);
+  if (!ns) {
+    ns = Netns.open(path);
+    opened.set(path, ns);
+  }
+  return ns;
+}
+
+/** A TCP connection from inside the namespace at `netnsPath`. */
+export function connectFrom(netnsPath: string, ip: string, port: number, timeoutMs = 5000): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = new net.Socket({ fd: connectableFd(netnsAt(netnsPath), 0), readable: true, writable: true });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`connect ${ip}:${port} timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      resolve(socket);
+    });
+    socket.once("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    socket.connect(port, ip);
+  });
+}
+
+export interface HttpReply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/**
+ * One HTTP/1.1 request on a fresh connection from inside the namespace. `createConnection` with no
+ * `agent` is the only http.request shape that uses our socket (`agent: false` makes Node build an
+ * Agent that ignores it and connects from the root namespace), so the reply is also checked to
+ * have come over that socket.
+ */
+export function httpFrom(
+  netnsPath: string,
+  url: string,
+  opts: { method?: string; body?: string; timeoutMs?: number } = {},
+): Promise<HttpReply> {
+  const u = new URL(url);
+  const port = Number(u.port || 80);
+  return new Promise((resolve, reject) => {
+    let ours: net.Socket | undefined;
+    const req = http.request(
+      {
+        method: opts.method ?? "GET",
+        host: u.hostname,
+        port,
+        path: `${u.pathname}${u.search}`,
+        headers: { connection: "close", ...(opts.body ? { "content-type": "application/json" } : {}) },
+        createConnection: () => {
+          ours = new net.Socket({ fd: connectableFd(netnsAt(netnsPath), 0), readable: true, writable: true });
+          return ours.connect(port, u.hostname);
+        },
+        timeout: opts.timeoutMs ?? 5000,
+      },
+      (res) => {
+        if (!ours || res.socket !== ours) {
+          req.destroy();
+          reject(new Error("the request did not use the socket created in the namespace"));
+          return;
+        }
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => {
+          body += c;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        res.on("error", reject);
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error(`${url} timed out`)));
+    req.on("error", reject);
+    req.end(opts.body);
+  });
+}
+
+/** Sends `payload`, half-closes, and collects everything until the peer closes. */
+export async function echoFrom(netnsPath: string, ip: string, port: number, payload: Buffer): Promise<Buffer> {
+  const socket = await connectFrom(netnsPath, ip, port);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    socket.on("data", (c: Buffer) => chunks.push(c));
+    socket.on("end", () => resolve(Buffer.concat(chunks)));
+    socket.on("error", reject);
+    socket.end(payload);
+  });
+}
+
+/** Reads the first line a server sends, then closes. */
+export async function firstLineFrom(netnsPath: string, ip: string, port: number): Promise<string> {
+  const socket = await connectFrom(netnsPath, ip, port);
+  return new Promise((resolve, reject) => {
+    let text = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (c: string) => {
+      text += c;
+      const nl = text.indexOf("\n");
+      if (nl >= 0) {
+        socket.destroy();
+        resolve(text.slice(0, nl));
+      }
+    });
+    socket.on("end", () => reject(new Error(`closed before a line; got "${text}"`)));
+    socket.on("error", reject);
+    socket.end();
+  });
+}
+
+export function sha256(data: Buffer): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/** Parses Prometheus text into "name{labels}" → value (labels as printed by prom-client). */
+export function parseMetrics(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const i = line.lastIndexOf(" ");
+    out.set(line.slice(0, i), Number(line.slice(i + 1)));
+  }
+  return out;
+}
+
+/** Sum of every series of `name` whose labels include all of `labels`. */
+export function metricSum(metrics: Map<string, number>, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const [series, value] of metrics) {
+    if (series !== name && !series.startsWith(`${name}{`)) continue;
+    if (Object.entries(labels).every(([k, v]) => series.includes(`${k}="${v}"`))) sum += value;
+  }
+  return sum;
+}
