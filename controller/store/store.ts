@@ -1,0 +1,42 @@
+// The controller's store: where resources live. The embedded default is the file store; a
+// Kubernetes-backed store (CRDs) can replace it behind this interface.
+
+import type { Resource } from "../../api/resources.ts";
+
+export interface ObjectKey {
+  /** The kind's plural, e.g. "services". */
+  plural: string;
+  namespace: string;
+  name: string;
+}
+
+export type WatchEventType = "ADDED" | "MODIFIED" | "DELETED";
+export interface WatchEvent {
+  type: WatchEventType;
+  object: Resource;
+}
+
+export class StoreConflictError extends Error {}
+export class StoreNotFoundError extends Error {}
+export class StoreAlreadyExistsError extends Error {}
+
+export interface Store {
+  /** Loads the store; a corrupt store throws with a clear message, never starts empty. */
+  open(): Promise<void>;
+  close(): Promise<void>;
+  get(key: ObjectKey): Resource | undefined;
+  /** Namespace undefined = all namespaces. Sorted by namespace, then name. */
+  list(plural: string, namespace?: string): Resource[];
+  /** The store's current resourceVersion (a decimal string that only grows). */
+  resourceVersion(): string;
+  /**
+   * Writes are durable when the promise resolves. `create` fails if the object exists; `update`
+   * fails with StoreConflictError when `expectedResourceVersion` is given and is not current;
+   * each assigns the next resourceVersion.
+   */
+  create(obj: Resource): Promise<Resource>;
+  update(obj: Resource, expectedResourceVersion?: string): Promise<Resource>;
+  delete(key: ObjectKey, expectedResourceVersion?: string): Promise<Resource>;
+  /** Every change after this call, in order. Returns the unsubscribe function. */
+  watch(listener: (event: WatchEvent) => void): () => void;
+}
