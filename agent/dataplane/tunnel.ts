@@ -89,5 +89,8 @@ export function answerTunnel(socket: Socket, error: AgentError | undefined): voi
     return;
   }
   const status = error.code === AgentErrors.TUNNEL_PROTOCOL.code ? "400 Bad Request" : "503 Service Unavailable";
-  socket.end(`HTTP/1.1 ${status}\r\nX-Nodemesh-Error: ${error.code}\r\nContent-Length: 0\r\n\r\n`);
+  // Close outright once the answer is flushed: a peer that never sends its FIN must not pin the socket.
+  socket.end(`HTTP/1.1 ${status}\r\nX-Nodemesh-Error: ${error.code}\r\nContent-Length: 0\r\n\r\n`, () =>
+    socket.destroy(),
+  );
 }

@@ -39,7 +39,12 @@ export class Mesh {
   }
 
   writeServices(table: ServiceTable): void {
-    writeFileSync(this.servicesFile, JSON.stringify(table, null, 2));
+    this.writeServicesRaw(JSON.stringify(table, null, 2));
+  }
+
+  /** For tests of broken files: the agents read whatever is written here on start and on SIGHUP. */
+  writeServicesRaw(text: string): void {
+    writeFileSync(this.servicesFile, text);
   }
 
   /** Starts (or restarts) the node's agent and waits until it is ready. */

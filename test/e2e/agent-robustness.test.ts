@@ -1,0 +1,222 @@
+// Bad input never costs anyone else: malformed enrollments get a 4xx and change nothing,
+// malformed or hostile tunnel handshakes are refused, loops are cut, a broken service file is
+// rejected, and through all of it the agent keeps forwarding for the well-behaved pods.
+
+import http from "node:http";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TUNNEL_PORT } from "../../api/dataplane.ts";
+import type { ServiceTable } from "../../api/services.ts";
+import { type Node, type Pod, World } from "../world/world.ts";
+import { type AgentHandle, Mesh } from "./mesh.ts";
+import { connectFrom, httpFrom, metricSum } from "./netns-client.ts";
+
+const VIP = "10.96.0.10";
+const NEW_VIP = "10.96.0.20";
+
+function table(server: Pod, vips: string[]): ServiceTable {
+  return {
+    services: vips.map((vip, i) => ({
+      name: `web-${i}`,
+      namespace: "default",
+      vip,
+      ports: [{ port: 80, targetPort: 8080 }],
+      endpoints: [{ ip: server.ip, pod: server.name, meshed: true }],
+    })),
+  };
+}
+
+/** A raw request on the agent's enrollment socket (a unix socket: no namespace involved). */
+function enrollRequest(
+  agent: AgentHandle,
+  method: string,
+  path: string,
+  body: string,
+  contentType = "application/json",
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { socketPath: agent.socket, method, path, headers: { "content-type": contentType } },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => {
+          text += c;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+/** Sends raw bytes to a port and returns everything received until the peer closes. */
+async function rawExchange(from: Pod, ip: string, port: number, bytes: string): Promise<string> {
+  const socket = await connectFrom(from.netnsPath, ip, port);
+  return new Promise((resolve, reject) => {
+    let text = "";
+    socket.setEncoding("latin1");
+    socket.on("data", (c: string) => {
+      text += c;
+    });
+    socket.on("close", () => resolve(text));
+    socket.on("error", reject);
+    socket.write(bytes);
+  });
+}
+
+describe("agent robustness", () => {
+  let world: World;
+  let mesh: Mesh;
+  let node: Node;
+  let client: Pod;
+  let server: Pod;
+  let stranger: Pod;
+  let agent: AgentHandle;
+
+  const served = async () => JSON.parse((await httpFrom(client.netnsPath, `http://${VIP}/`)).body).pod;
+
+  beforeAll(async () => {
+    world = await World.create({ nodes: 1 });
+    mesh = new Mesh(world);
+    [node] = world.nodes;
+    client = await world.addPod(node, "client");
+    server = await world.addPod(node, "server");
+    stranger = await world.addPod(node, "stranger"); // not meshed
+    mesh.writeServices(table(server, [VIP]));
+    agent = await mesh.startAgent(node);
+    await mesh.startWorkload(server, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "0"]);
+    await mesh.enroll(client);
+    await mesh.enroll(server);
+  }, 60_000);
+
+  afterAll(async () => {
+    await mesh?.destroy();
+  });
+
+  it.each([
+    ["a body that is not JSON", "POST", "/v1/pods", "{name:", "application/json", 400, "BAD_JSON"],
+    ["a wrong content type", "POST", "/v1/pods", "{}", "text/plain", 415, "UNSUPPORTED_MEDIA_TYPE"],
+    [
+      "an unknown field",
+      "POST",
+      "/v1/pods",
+      JSON.stringify({ name: "x", namespace: "default", ip: "10.244.1.99", uid: 1 }),
+      "application/json",
+      422,
+      '"field":"uid"',
+    ],
+    [
+      "an invalid name",
+      "POST",
+      "/v1/pods",
+      JSON.stringify({ name: "X_1", namespace: "default", ip: "10.244.1.99" }),
+      "application/json",
+      422,
+      '"field":"name"',
+    ],
+    [
+      "an invalid IP",
+      "POST",
+      "/v1/pods",
+      JSON.stringify({ name: "x", namespace: "default", ip: "10.244.1.999" }),
+      "application/json",
+      422,
+      '"field":"ip"',
+    ],
+    [
+      "a namespace path that does not exist",
+      "POST",
+      "/v1/pods",
+      JSON.stringify({ name: "x", namespace: "default", ip: "10.244.1.99", netnsPath: "/run/netns/nope" }),
+      "application/json",
+      422,
+      '"field":"netnsPath"',
+    ],
+    [
+      "an oversized body",
+      "POST",
+      "/v1/pods",
+      JSON.stringify({ name: "x", pad: "a".repeat(70_000) }),
+      "application/json",
+      413,
+      "BODY_TOO_LARGE",
+    ],
+    [
+      "removing a pod that is not enrolled",
+      "DELETE",
+      "/v1/pods/default/ghost",
+      "",
+      "application/json",
+      404,
+      "NOT_FOUND",
+    ],
+    ["an unknown route", "PUT", "/v1/pods", "{}", "application/json", 404, "NOT_FOUND"],
+  ])("refuses %s with a clear 4xx and changes nothing", async (_, method, path, body, type, status, text) => {
+    const reply = await enrollRequest(agent, method, path, body, type);
+    expect(reply.status).toBe(status);
+    expect(reply.body).toContain(text);
+    const pods = JSON.parse((await enrollRequest(agent, "GET", "/v1/pods", "")).body).pods;
+    expect(pods.map((p: { name: string }) => p.name).sort()).toEqual(["client", "server"]);
+    expect(await served()).toBe("server");
+  });
+
+  it("refuses to enroll the agent's own namespace", async () => {
+    const body = JSON.stringify({ name: "x", namespace: "default", ip: "10.244.1.99", netnsPath: node.netnsPath });
+    const reply = await enrollRequest(agent, "POST", "/v1/pods", body);
+    expect(reply.status).toBe(422);
+    expect(reply.body).toContain("agent's own");
+  });
+
+  it("answers a malformed tunnel handshake with 400 and keeps serving", async () => {
+    const reply = await rawExchange(stranger, server.ip, TUNNEL_PORT, "HELLO\r\n\r\n");
+    expect(reply).toMatch(/^HTTP\/1\.1 400 Bad Request\r\nX-Nodemesh-Error: NM_TUNNEL_PROTOCOL/);
+    expect(await served()).toBe("server");
+  });
+
+  it("is not an open proxy: a tunnel to another address is refused", async () => {
+    const reply = await rawExchange(stranger, server.ip, TUNNEL_PORT, `CONNECT ${client.ip}:8080 HTTP/1.1\r\n\r\n`);
+    expect(reply).toMatch(/^HTTP\/1\.1 503 .*\r\nX-Nodemesh-Error: NM_TUNNEL_FORBIDDEN/);
+  });
+
+  it("drops a handshake that never completes, serving others meanwhile", async () => {
+    const slow = await connectFrom(stranger.netnsPath, server.ip, TUNNEL_PORT);
+    const closed = new Promise<number>((resolve) => slow.on("close", () => resolve(performance.now())));
+    slow.on("error", () => {});
+    slow.resume(); // read, so the agent's close is seen
+    const t0 = performance.now();
+    slow.write("CONNECT 10.244.1.11:8080 HTTP/1.1\r\n"); // and never the end of the head
+    expect(await served()).toBe("server");
+    // The agent runs with --connect-timeout-ms 500, which bounds the handshake too.
+    expect((await closed) - t0).toBeLessThan(1500);
+  });
+
+  it("cuts a connection whose original destination is an agent port", async () => {
+    const loops = async () =>
+      metricSum(await mesh.metrics(node), "nodemesh_tcp_connections_refused_total", { reason: "NM_LOOP" });
+    const before = await loops();
+    const socket = await connectFrom(client.netnsPath, server.ip, 15001);
+    await new Promise<void>((resolve) => {
+      socket.on("error", () => {});
+      socket.on("close", () => resolve());
+      socket.end("x");
+    });
+    expect(await loops()).toBe(before + 1);
+  });
+
+  it("keeps the previous service table when a reloaded file is invalid, and takes a valid one", async () => {
+    await mesh.writeServicesRaw('{"services": [{"name": "BAD"}]}');
+    agent.proc.kill("SIGHUP");
+    await agent.proc.waitForLine(/service table rejected/, 5000);
+    expect(await served()).toBe("server");
+
+    mesh.writeServices(table(server, [VIP, NEW_VIP]));
+    agent.proc.kill("SIGHUP");
+    await agent.proc.waitForLine(
+      (line) => line.includes('"services":2') && line.includes("service table applied"),
+      5000,
+    );
+    const reply = await httpFrom(client.netnsPath, `http://${NEW_VIP}/`);
+    expect(JSON.parse(reply.body).pod).toBe("server");
+  });
+});
