@@ -1,8 +1,8 @@
 // The README's first command must keep working: `make demo` runs test/demo.ts.
 
 import { describe, expect, it } from "vitest";
-import { Proc } from "../world/world.ts";
 import { worldNamespaces } from "../world/netns.ts";
+import { Proc } from "../world/world.ts";
 
 const DEMO = new URL("../demo.ts", import.meta.url).pathname;
 
