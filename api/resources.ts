@@ -54,7 +54,8 @@ export const ServiceSpec = z
   .superRefine((spec, ctx) => {
     const seen = new Set<number>();
     spec.ports.forEach((p, i) => {
-      if (seen.has(p.port)) ctx.addIssue({ code: "custom", path: ["ports", i, "port"], message: `duplicate port ${p.port}` });
+      if (seen.has(p.port))
+        ctx.addIssue({ code: "custom", path: ["ports", i, "port"], message: `duplicate port ${p.port}` });
       seen.add(p.port);
     });
   });
@@ -78,7 +79,14 @@ export const KINDS: readonly KindInfo[] = [
 export interface Resource<Spec = unknown> {
   apiVersion: string;
   kind: string;
-  metadata: ObjectMeta & { name: string; namespace: string; uid: string; resourceVersion: string; generation: number; creationTimestamp: string };
+  metadata: ObjectMeta & {
+    name: string;
+    namespace: string;
+    uid: string;
+    resourceVersion: string;
+    generation: number;
+    creationTimestamp: string;
+  };
   spec: Spec;
   status?: PropagationStatus;
 }
