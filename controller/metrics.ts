@@ -1,0 +1,77 @@
+// The controller's Prometheus registry. Every part of the controller registers its metrics in the
+// one Registry that `/metrics` serves (prefix `nodemesh_controller_`).
+
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { KINDS } from "../api/resources.ts";
+import type { Store } from "./store/store.ts";
+
+export const METRIC_PREFIX = "nodemesh_controller_";
+
+/** A registry with the process metrics (CPU, memory, event loop lag) already in it. */
+export function createControllerRegistry(): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: METRIC_PREFIX });
+  return registry;
+}
+
+/** Metrics of the REST API; labels are bounded (verbs, plurals, status codes). */
+export class RestMetrics {
+  readonly #requests: Counter<"verb" | "resource" | "code">;
+  readonly #duration: Histogram<"verb" | "resource">;
+  readonly #watches: Gauge;
+
+  constructor(registry: Registry) {
+    this.#requests = new Counter({
+      name: `${METRIC_PREFIX}rest_requests_total`,
+      help: "REST requests by verb, resource and response code",
+      labelNames: ["verb", "resource", "code"],
+      registers: [registry],
+    });
+    this.#duration = new Histogram({
+      name: `${METRIC_PREFIX}rest_request_duration_seconds`,
+      help: "REST request latency (watches excluded)",
+      labelNames: ["verb", "resource"],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    });
+    this.#watches = new Gauge({
+      name: `${METRIC_PREFIX}rest_watches`,
+      help: "Open watch streams",
+      registers: [registry],
+    });
+  }
+
+  request(verb: string, resource: string, code: number, seconds: number): void {
+    this.#requests.inc({ verb, resource, code: String(code) });
+    if (verb !== "watch") this.#duration.observe({ verb, resource }, seconds);
+  }
+
+  watchOpened(): void {
+    this.#watches.inc();
+  }
+
+  watchClosed(): void {
+    this.#watches.dec();
+  }
+}
+
+/** Objects per kind and the store's resourceVersion, read from the store at scrape time. */
+export function registerStoreMetrics(registry: Registry, store: Store): void {
+  new Gauge({
+    name: `${METRIC_PREFIX}store_objects`,
+    help: "Objects in the store by kind",
+    labelNames: ["kind"],
+    registers: [registry],
+    collect() {
+      for (const kind of KINDS) this.set({ kind: kind.kind }, store.list(kind.plural).length);
+    },
+  });
+  new Gauge({
+    name: `${METRIC_PREFIX}store_resource_version`,
+    help: "The store's current resourceVersion",
+    registers: [registry],
+    collect() {
+      this.set(Number(store.resourceVersion()));
+    },
+  });
+}

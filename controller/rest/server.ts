@@ -1,0 +1,224 @@
+// The controller's REST API server (node:http): routing, auth, the verbs of every kind, watch
+// streams, OpenAPI, health and metrics. One request flows through `handle`: route → auth →
+// verb → response; every error becomes a Kubernetes Status in `sendError`, and only there.
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import { API_VERSION, GROUP, KINDS, VERSION } from "../../api/resources.ts";
+import { assertListenAllowed, authorize, type TokenAuth } from "../auth.ts";
+import { RestMetrics } from "../metrics.ts";
+import type { Store } from "../store/store.ts";
+import { RestError, type StatusDetails, toRestError, toStatus } from "./errors.ts";
+import { DEFAULT_MAX_BODY_BYTES, JSON_TYPE, MERGE_PATCH_TYPE, readJsonObject, sendJson } from "./http-io.ts";
+import { KindHandler, type StatusFor } from "./kind-handler.ts";
+import { openApiDocument } from "./openapi.ts";
+import { parsePath, type ResourcePath, type ResourceRoute, resolveResourceRoute } from "./routes.ts";
+import { type ActiveWatch, DEFAULT_MAX_WATCH_BACKLOG_BYTES, serveWatch } from "./watch.ts";
+
+export const DEFAULT_REST_PORT = 8080;
+
+export interface RestServerOptions {
+  store: Store;
+  /** Default 127.0.0.1; any other address requires `auth`. */
+  host?: string;
+  /** Default 8080; 0 picks a free port. */
+  port?: number;
+  /** Bearer tokens; undefined = auth off (loopback only). */
+  auth?: TokenAuth;
+  /** Where `/metrics` comes from; other controller parts register their metrics in it too. */
+  registry: Registry;
+  /** Fills `status` on reads (supplied by the config stream). */
+  statusFor?: StatusFor;
+  /** `/readyz`; default: always ready. */
+  ready?: () => boolean;
+  /**
+   * Read-only lists that are not stored resources (e.g. "agents": what the controller knows of
+   * each node), served like a cluster-wide list at /apis/nodemesh.io/v1alpha1/{plural}.
+   */
+  views?: Readonly<Record<string, { kind: string; items: () => unknown[] }>>;
+  log?: Logger;
+  maxBodyBytes?: number;
+  maxWatchBacklogBytes?: number;
+}
+
+export interface RestServer {
+  server: Server;
+  /** e.g. http://127.0.0.1:8080 */
+  url: string;
+  port: number;
+  /** Ends watch streams, stops listening and waits for requests in flight. */
+  close(): Promise<void>;
+}
+
+export async function startRestServer(options: RestServerOptions): Promise<RestServer> {
+  const host = options.host ?? "127.0.0.1";
+  assertListenAllowed(host, options.auth);
+  const api = new RestApi(options);
+  const server = createServer((req, res) => void api.handle(req, res));
+  // Bounded waits for a request to arrive (watch responses may last: these only cover the request).
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port ?? DEFAULT_REST_PORT, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    server,
+    port,
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      await api.stopWatches();
+      server.closeIdleConnections();
+      await closed;
+    },
+  };
+}
+
+class RestApi {
+  readonly #o: RestServerOptions;
+  readonly #handlers: ReadonlyMap<string, KindHandler>;
+  readonly #metrics: RestMetrics;
+  readonly #watches = new Set<ActiveWatch>();
+  /** The schemas do not change while the process runs: rendered once. */
+  readonly #openApi: string;
+
+  constructor(options: RestServerOptions) {
+    this.#o = options;
+    this.#handlers = new Map(KINDS.map((k) => [k.plural, new KindHandler(k, options.store, options.statusFor)]));
+    this.#metrics = new RestMetrics(options.registry);
+    this.#openApi = JSON.stringify(openApiDocument());
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    let verb = (req.method ?? "").toLowerCase();
+    let resource = "";
+    let context: StatusDetails = {};
+    try {
+      const url = new URL(req.url ?? "/", "http://localhost");
+      const parsed = parsePath(url.pathname);
+      if (parsed.type === "system") {
+        resource = parsed.path;
+        // Health is open (probes carry no token); metrics and the schema need a reader.
+        if (parsed.path !== "healthz" && parsed.path !== "readyz") this.#authorize(req, "read");
+        if (req.method !== "GET")
+          throw new RestError("MethodNotAllowed", `only GET on ${url.pathname}`, {}, { allow: "GET" });
+        return await this.#system(parsed.path, res);
+      }
+      // Authenticate before saying what exists: unknown paths get 401 too.
+      this.#authorize(req, req.method === "GET" ? "read" : "write");
+      if (parsed.type === "unknown") throw new RestError("NotFound", `no route for ${url.pathname}`);
+      const view = this.#view(parsed.path);
+      if (view) {
+        resource = parsed.path.plural;
+        if (req.method !== "GET")
+          throw new RestError("MethodNotAllowed", `${resource} is read-only`, {}, { allow: "GET" });
+        return sendJson(res, 200, { apiVersion: API_VERSION, kind: `${view.kind}List`, items: view.items() });
+      }
+      const watch = ["true", "1"].includes(url.searchParams.get("watch") ?? "");
+      const route = resolveResourceRoute(parsed.path, req.method ?? "", watch);
+      verb = route.verb;
+      resource = route.plural;
+      context = { name: route.name, group: route.group, kind: route.kind.plural };
+      await this.#resource(route, req, res);
+    } catch (err) {
+      this.#sendError(res, err, context);
+    } finally {
+      this.#metrics.request(verb, resource, res.statusCode, (performance.now() - started) / 1000);
+    }
+  }
+
+  #view(path: ResourcePath): { kind: string; items: () => unknown[] } | undefined {
+    if (path.group !== GROUP || path.version !== VERSION || path.namespace || path.name) return undefined;
+    return this.#o.views?.[path.plural];
+  }
+
+  async stopWatches(): Promise<void> {
+    for (const w of this.#watches) w.stop();
+    await Promise.all([...this.#watches].map((w) => w.done));
+  }
+
+  async #system(path: "healthz" | "readyz" | "metrics" | "openapi", res: ServerResponse): Promise<void> {
+    switch (path) {
+      case "healthz":
+        return sendJson(res, 200, { status: "ok" });
+      case "readyz": {
+        const ready = this.#o.ready?.() ?? true;
+        return sendJson(res, ready ? 200 : 503, { status: ready ? "ok" : "not ready" });
+      }
+      case "metrics": {
+        const text = await this.#o.registry.metrics();
+        res.writeHead(200, { "content-type": this.#o.registry.contentType });
+        res.end(text);
+        return;
+      }
+      case "openapi":
+        res.writeHead(200, { "content-type": JSON_TYPE });
+        res.end(this.#openApi);
+        return;
+    }
+  }
+
+  async #resource(route: ResourceRoute, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const handler = this.#handlers.get(route.plural)!;
+    const limit = this.#o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+    switch (route.verb) {
+      case "get":
+        return sendJson(res, 200, handler.get(route));
+      case "list":
+        return sendJson(res, 200, handler.list(route));
+      case "watch":
+        return this.#watch(route, handler, res);
+      case "create":
+        return sendJson(res, 201, await handler.create(route, await readJsonObject(req, JSON_TYPE, limit)));
+      case "update":
+        return sendJson(res, 200, await handler.replace(route, await readJsonObject(req, JSON_TYPE, limit)));
+      case "patch":
+        return sendJson(res, 200, await handler.patch(route, await readJsonObject(req, MERGE_PATCH_TYPE, limit)));
+      case "delete":
+        return sendJson(res, 200, await handler.delete(route));
+    }
+  }
+
+  async #watch(route: ResourceRoute, handler: KindHandler, res: ServerResponse): Promise<void> {
+    const watch = serveWatch(res, {
+      store: this.#o.store,
+      kind: route.kind.kind,
+      plural: route.plural,
+      namespace: route.namespace,
+      present: (o) => handler.present(o),
+      maxBacklogBytes: this.#o.maxWatchBacklogBytes ?? DEFAULT_MAX_WATCH_BACKLOG_BYTES,
+    });
+    this.#watches.add(watch);
+    this.#metrics.watchOpened();
+    await watch.done;
+    this.#watches.delete(watch);
+    this.#metrics.watchClosed();
+  }
+
+  #authorize(req: IncomingMessage, needs: "read" | "write"): void {
+    const decision = authorize(this.#o.auth, req.headers.authorization, needs);
+    if (decision.allowed) return;
+    const headers: Record<string, string> =
+      decision.reason === "Unauthorized" ? { "www-authenticate": 'Bearer realm="nodemesh"' } : {};
+    throw new RestError(decision.reason, decision.message, {}, headers);
+  }
+
+  /** The one place where errors become responses. */
+  #sendError(res: ServerResponse, err: unknown, context: StatusDetails): void {
+    const error = toRestError(err);
+    if (error.reason === "InternalError") this.#o.log?.error({ err }, "REST request failed");
+    if (res.headersSent) {
+      res.destroy(); // a stream already started: the client sees the cut
+      return;
+    }
+    sendJson(res, error.code, toStatus(error, context), error.headers);
+  }
+}

@@ -1,0 +1,61 @@
+// A REST server on 127.0.0.1:<free port> over a MemoryStore, and a tiny client for the tests.
+
+import { Registry } from "prom-client";
+import type { TokenAuth } from "../auth.ts";
+import { MemoryStore } from "../store/memory-store.ts";
+import type { StatusFor } from "./kind-handler.ts";
+import type { RestServer } from "./server.ts";
+import { startRestServer } from "./server.ts";
+
+export interface TestServer {
+  store: MemoryStore;
+  rest: RestServer;
+  registry: Registry;
+  call(method: string, path: string, options?: CallOptions): Promise<Reply>;
+}
+
+export interface CallOptions {
+  /** An object is sent as JSON; a string is sent as is. */
+  body?: unknown;
+  contentType?: string;
+  token?: string;
+}
+
+export interface Reply {
+  status: number;
+  headers: Headers;
+  // biome-ignore lint/suspicious/noExplicitAny: tests read arbitrary response shapes
+  body: any;
+}
+
+export async function startTestServer(options: { auth?: TokenAuth; statusFor?: StatusFor } = {}): Promise<TestServer> {
+  const store = new MemoryStore();
+  const registry = new Registry();
+  const rest = await startRestServer({ store, registry, host: "127.0.0.1", port: 0, ...options });
+  const call = async (method: string, path: string, o: CallOptions = {}): Promise<Reply> => {
+    const headers: Record<string, string> = {};
+    if (o.token) headers["authorization"] = `Bearer ${o.token}`;
+    let body: string | undefined;
+    if (o.body !== undefined) {
+      body = typeof o.body === "string" ? o.body : JSON.stringify(o.body);
+      headers["content-type"] =
+        o.contentType ?? (method === "PATCH" ? "application/merge-patch+json" : "application/json");
+    }
+    const res = await fetch(`${rest.url}${path}`, { method, headers, body });
+    const text = await res.text();
+    const isJson = res.headers.get("content-type")?.startsWith("application/json");
+    return { status: res.status, headers: res.headers, body: isJson ? JSON.parse(text) : text };
+  };
+  return { store, rest, registry, call };
+}
+
+export const SERVICES = "/apis/nodemesh.io/v1alpha1/namespaces/default/services";
+
+export function service(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    apiVersion: "nodemesh.io/v1alpha1",
+    kind: "Service",
+    metadata: { name, namespace: "default" },
+    spec: { vip: "10.96.0.10", ports: [{ port: 80, protocol: "http" }], selector: { app: name }, ...spec },
+  };
+}

@@ -1,0 +1,61 @@
+// Turns zod issues into Kubernetes Status causes: one cause per bad field, with its path written
+// the way kubectl users read it (`spec.ports[1].port`).
+
+import type { z } from "zod";
+import type { StatusCause } from "./errors.ts";
+
+type Issue = z.core.$ZodIssue;
+
+export function fieldPath(path: ReadonlyArray<PropertyKey>): string {
+  let out = "";
+  for (const part of path) {
+    if (typeof part === "number") out += `[${part}]`;
+    else out += out ? `.${String(part)}` : String(part);
+  }
+  return out;
+}
+
+/** Kubernetes cause types (k8s.io/apimachinery metav1.CauseType) for each zod issue. */
+function causeReason(issue: Issue, input: unknown): string {
+  switch (issue.code) {
+    case "invalid_type":
+      return input === undefined ? "FieldValueRequired" : "FieldValueTypeInvalid";
+    case "invalid_value":
+      return "FieldValueNotSupported";
+    case "too_big":
+      if (issue.origin === "string") return "FieldValueTooLong";
+      return issue.origin === "array" ? "FieldValueTooMany" : "FieldValueInvalid";
+    default:
+      return "FieldValueInvalid";
+  }
+}
+
+function valueAt(root: unknown, path: ReadonlyArray<PropertyKey>): unknown {
+  let value = root;
+  for (const part of path) {
+    if (typeof value !== "object" || value === null) return undefined;
+    value = (value as Record<PropertyKey, unknown>)[part];
+  }
+  return value;
+}
+
+export function causesOf(issues: readonly Issue[], input: unknown): StatusCause[] {
+  return issues.flatMap((issue): StatusCause[] => {
+    if (issue.code === "unrecognized_keys") {
+      // One cause per unknown field, so a client can point at each.
+      return issue.keys.map((key) => ({
+        field: fieldPath([...issue.path, key]),
+        message: "unknown field",
+        reason: "FieldValueForbidden",
+      }));
+    }
+    return [
+      { field: fieldPath(issue.path), message: issue.message, reason: causeReason(issue, valueAt(input, issue.path)) },
+    ];
+  });
+}
+
+export function invalidMessage(kind: string, name: string | undefined, causes: readonly StatusCause[]): string {
+  const who = name ? `${kind} "${name}"` : kind;
+  return `${who} is invalid: ${causes.map((c) => `${c.field}: ${c.message}`).join("; ")}`;
+}

@@ -1,0 +1,55 @@
+// `?watch=true`: newline-delimited JSON watch events, Kubernetes style. The stream starts with the
+// current objects as ADDED, then every change in store order, until the client goes away.
+
+import type { ServerResponse } from "node:http";
+import type { Resource } from "../../api/resources.ts";
+import type { Store, WatchEventType } from "../store/store.ts";
+import { JSON_TYPE } from "./http-io.ts";
+
+/** A watcher this far behind is cut off (it re-lists and watches again) rather than buffered without bound. */
+export const DEFAULT_MAX_WATCH_BACKLOG_BYTES = 16 * 1024 * 1024;
+
+export interface WatchRequest {
+  store: Store;
+  /** The watched kind: its name (as in objects) and plural (as in the store). */
+  kind: string;
+  plural: string;
+  /** Undefined = all namespaces. */
+  namespace: string | undefined;
+  /** What the client sees of an object (adds the live status). */
+  present(obj: Resource): Resource;
+  maxBacklogBytes: number;
+}
+
+export interface ActiveWatch {
+  /** Resolves when the stream ended, whoever ended it. */
+  done: Promise<void>;
+  stop(): void;
+}
+
+/** Streams until the client disconnects or `stop()`. */
+export function serveWatch(res: ServerResponse, w: WatchRequest): ActiveWatch {
+  res.writeHead(200, { "content-type": JSON_TYPE, "cache-control": "no-store" });
+  res.flushHeaders(); // an empty collection must still answer now, not at the first change
+  const selected = (o: Resource) =>
+    o.kind === w.kind && (w.namespace === undefined || o.metadata.namespace === w.namespace);
+  const send = (type: WatchEventType, object: Resource) => {
+    if (res.writableEnded) return;
+    res.write(`${JSON.stringify({ type, object: w.present(object) })}\n`);
+    if (res.writableLength > w.maxBacklogBytes) stop();
+  };
+  // Subscribing and listing in one synchronous step: no change can fall between the two.
+  const unsubscribe = w.store.watch((event) => {
+    if (selected(event.object)) send(event.type, event.object);
+  });
+  const stop = () => {
+    unsubscribe();
+    if (!res.writableEnded) res.end();
+  };
+  for (const obj of w.store.list(w.plural, w.namespace)) send("ADDED", obj);
+  // "close" on the response fires when the client disconnects as well as after end().
+  const done = new Promise<void>((resolve) => res.once("close", resolve)).then(() => {
+    unsubscribe();
+  });
+  return { done, stop };
+}
