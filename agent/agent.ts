@@ -3,7 +3,9 @@
 
 import type { Server } from "node:http";
 import pino, { type Logger } from "pino";
+import type { EnrolledPod } from "../api/enrollment.ts";
 import { startAdminServer } from "./control/admin.ts";
+import { ControllerLink } from "./control/controller-link.ts";
 import { startEnrollmentServer } from "./control/enrollment-server.ts";
 import { PodRegistry } from "./control/pods.ts";
 import { loadServiceFile, type VersionedTable } from "./control/service-source.ts";
@@ -15,6 +17,8 @@ export interface AgentOptions {
   enrollmentSocket: string;
   stateDir: string;
   servicesFile: string | undefined;
+  /** Take the service table from the controller instead of a file. */
+  controller: ControllerOptions | undefined;
   adminAddress: string;
   adminPort: number;
   workers: number;
@@ -22,12 +26,44 @@ export interface AgentOptions {
   logLevel: string;
 }
 
+export interface ControllerOptions {
+  /** host:port of the controller's AgentService (gRPC, default port 15012). */
+  address: string;
+  /** Bootstrap token for the controller. */
+  token?: string;
+  /** Address other nodes reach this one on; default: the first non-loopback IPv4 address. */
+  underlayIp?: string;
+  reportIntervalMs: number;
+}
+
+/** The pod registry, telling a listener about every enrollment change. */
+class ObservedPodRegistry extends PodRegistry {
+  onChange: () => void = () => {};
+
+  override async enroll(pod: EnrolledPod): Promise<void> {
+    await super.enroll(pod);
+    this.onChange();
+  }
+
+  override async remove(namespace: string, name: string): Promise<boolean> {
+    const removed = await super.remove(namespace, name);
+    if (removed) this.onChange();
+    return removed;
+  }
+}
+
+function configSource(o: AgentOptions): string {
+  if (o.controller) return `controller:${o.controller.address}`;
+  return o.servicesFile ? `file:${o.servicesFile}` : "none";
+}
+
 export class Agent {
   readonly log: Logger;
   private readonly opts: AgentOptions;
   private readonly slots = new BalancerSlots(BALANCER_SLOTS);
   private pool!: WorkerPool;
-  private pods!: PodRegistry;
+  private pods!: ObservedPodRegistry;
+  private controller: ControllerLink | undefined;
   private servers: Server[] = [];
   private table: VersionedTable = { version: "", table: { services: [] } };
   private started = false;
@@ -42,8 +78,25 @@ export class Agent {
     this.pool = await WorkerPool.start(o.workers, { connectTimeoutMs: o.connectTimeoutMs, logLevel: o.logLevel });
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));
     else this.applyTable({ version: "empty", table: { services: [] } });
-    this.pods = new PodRegistry(o.stateDir, this.pool, this.log);
+    this.pods = new ObservedPodRegistry(o.stateDir, this.pool, this.log);
+    if (o.controller) {
+      // Serves the cached table (if any) before pods are restored, so they forward as before.
+      this.controller = await ControllerLink.start(
+        { ...o.controller, nodeName: o.nodeName, stateDir: o.stateDir, log: this.log },
+        {
+          apply: (table) => this.applyTable(table),
+          pods: () => this.pods.list(),
+          ready: () => this.started,
+          workerMetrics: () => this.pool.metrics(),
+        },
+      );
+    }
     await this.pods.restore();
+    const controller = this.controller;
+    if (controller) {
+      this.pods.onChange = () => controller.podsChanged();
+      controller.podsChanged();
+    }
     this.servers.push(await startEnrollmentServer(o.enrollmentSocket, this.pods));
     this.servers.push(
       await startAdminServer(o.adminAddress, o.adminPort, {
@@ -51,10 +104,11 @@ export class Agent {
         ready: () => this.started,
         workers: o.workers,
         configVersion: () => this.table.version,
-        configSource: o.servicesFile ? `file:${o.servicesFile}` : "none",
+        configSource: configSource(o),
         pods: () => this.pods.list(),
         config: () => this.table,
         workerMetrics: () => this.pool.metrics(),
+        controller: controller ? () => controller.status() : undefined,
       }),
     );
     this.started = true;
@@ -66,7 +120,7 @@ export class Agent {
 
   /** Re-reads the service file; an invalid file leaves the current table in force. */
   reloadServices(): void {
-    if (!this.opts.servicesFile) return;
+    if (!this.opts.servicesFile || this.controller) return;
     try {
       this.applyTable(loadServiceFile(this.opts.servicesFile));
     } catch (err) {
@@ -74,15 +128,18 @@ export class Agent {
     }
   }
 
+  /** Puts a table in force; when it throws, the previous table stays in force. */
   private applyTable(table: VersionedTable): void {
+    const slots = this.slots.assign(table.table);
+    this.pool.broadcastSnapshot({ version: table.version, table: table.table, slots });
     this.table = table;
-    this.pool.broadcastSnapshot({ version: table.version, table: table.table, slots: this.slots.assign(table.table) });
     this.log.info({ version: table.version, services: table.table.services.length }, "service table applied");
   }
 
   /** Stops listening. Enrolled pods stay recorded so a restarted agent takes them back. */
   async stop(): Promise<void> {
     this.started = false;
+    await this.controller?.stop();
     await Promise.all(this.servers.map((s) => new Promise((resolve) => s.close(resolve))));
     await this.pool?.stop();
   }

@@ -1,5 +1,6 @@
 // `nodemesh agent`: starts the node agent.
 
+import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { ADMIN_PORT, DEFAULT_ENROLLMENT_SOCKET } from "../api/dataplane.ts";
@@ -16,7 +17,15 @@ Options:
   --node-name NAME          this node's name (default: $NODE_NAME, else the hostname)
   --enrollment-socket PATH  unix socket for init containers (default: ${DEFAULT_ENROLLMENT_SOCKET})
   --state-dir DIR           where enrolled pods are recorded across restarts (default: /var/lib/nodemesh)
-  --services FILE           static service table (JSON, see api/services.ts); SIGHUP re-reads it
+  --services FILE           static service table (JSON, see api/services.ts); SIGHUP re-reads it.
+                            The offline alternative to --controller
+  --controller HOST:PORT    take the service table from the controller's gRPC AgentService (port 15012);
+                            the last applied table is cached in the state dir and served at start-up
+                            until the controller answers
+  --controller-token-file FILE
+                            bootstrap token for the controller (default: $NODEMESH_BOOTSTRAP_TOKEN)
+  --underlay-ip IP          address other nodes reach this one on (default: first non-loopback IPv4)
+  --report-interval-s N     seconds between reports (pods, counters, peer RTT) to the controller (default: 5)
   --admin-address ADDR      admin listener address (default: 0.0.0.0)
   --admin-port PORT         admin listener port: /healthz /readyz /metrics /debug/config (default: ${ADMIN_PORT})
   --workers N               data-plane worker threads (default: ${defaultWorkerCount()}, the core count up to 8)
@@ -39,6 +48,10 @@ export async function runAgent(argv: string[]): Promise<number> {
       "enrollment-socket": { type: "string", default: DEFAULT_ENROLLMENT_SOCKET },
       "state-dir": { type: "string", default: "/var/lib/nodemesh" },
       services: { type: "string" },
+      controller: { type: "string" },
+      "controller-token-file": { type: "string" },
+      "underlay-ip": { type: "string" },
+      "report-interval-s": { type: "string", default: "5" },
       "admin-address": { type: "string", default: "0.0.0.0" },
       "admin-port": { type: "string", default: String(ADMIN_PORT) },
       workers: { type: "string", default: String(defaultWorkerCount()) },
@@ -51,11 +64,25 @@ export async function runAgent(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
+  if (values.services && values.controller) throw new Error("--services and --controller exclude each other");
+  if (values.controller && !/^[^:\s]+:\d+$/.test(values.controller)) {
+    throw new Error(`--controller must be HOST:PORT, got "${values.controller}"`);
+  }
+  const tokenFile = values["controller-token-file"];
+  const token = tokenFile ? readFileSync(tokenFile, "utf8").trim() : process.env.NODEMESH_BOOTSTRAP_TOKEN;
   const agent = new Agent({
     nodeName: values["node-name"] ?? process.env.NODE_NAME ?? hostname(),
     enrollmentSocket: values["enrollment-socket"],
     stateDir: values["state-dir"],
     servicesFile: values.services,
+    controller: values.controller
+      ? {
+          address: values.controller,
+          ...(token ? { token } : {}),
+          ...(values["underlay-ip"] ? { underlayIp: values["underlay-ip"] } : {}),
+          reportIntervalMs: positiveInt("report-interval-s", values["report-interval-s"]) * 1000,
+        }
+      : undefined,
     adminAddress: values["admin-address"],
     adminPort: positiveInt("admin-port", values["admin-port"]),
     workers: positiveInt("workers", values.workers),

@@ -4,6 +4,7 @@
 import { createServer, type Server } from "node:http";
 import { AggregatorRegistry, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { EnrolledPod } from "../../api/enrollment.ts";
+import type { ControllerStatus } from "./controller-client.ts";
 import { HttpError, sendError, sendJson } from "./http.ts";
 
 export interface AdminState {
@@ -15,6 +16,8 @@ export interface AdminState {
   pods(): EnrolledPod[];
   config(): unknown;
   workerMetrics(): Promise<unknown[]>;
+  /** Present when the agent takes its configuration from the controller. */
+  controller?: () => ControllerStatus;
 }
 
 export async function startAdminServer(host: string, port: number, state: AdminState): Promise<Server> {
@@ -37,6 +40,9 @@ export async function startAdminServer(host: string, port: number, state: AdminS
     },
   });
 
+  const controller = state.controller;
+  if (controller) registerControllerMetrics(registry, controller);
+
   const server = createServer(async (req, res) => {
     try {
       if (req.method !== "GET") throw new HttpError(405, "METHOD_NOT_ALLOWED", "admin endpoints are read-only");
@@ -51,6 +57,7 @@ export async function startAdminServer(host: string, port: number, state: AdminS
             workers: state.workers,
             pods: state.pods().length,
             config: { source: state.configSource, version: state.configVersion() },
+            ...(controller ? { controller: controllerDetail(controller()) } : {}),
           });
         }
         case "/metrics": {
@@ -74,4 +81,37 @@ export async function startAdminServer(host: string, port: number, state: AdminS
     server.listen(port, host, () => resolve());
   });
   return server;
+}
+
+function controllerDetail(status: ControllerStatus) {
+  const { address, connected, appliedVersion, appliedFrom, lastNack } = status;
+  return {
+    address,
+    connected,
+    appliedVersion: appliedVersion ?? null,
+    appliedFrom: appliedFrom ?? null,
+    lastNack: lastNack ?? null,
+  };
+}
+
+function registerControllerMetrics(registry: Registry, status: () => ControllerStatus): void {
+  new Gauge({
+    name: "nodemesh_controller_connected",
+    help: "1 while the configuration stream to the controller is up (forwarding continues without it)",
+    registers: [registry],
+    collect() {
+      this.set(status().connected ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "nodemesh_config_applied_version_info",
+    help: "The configuration version in force (value 1), and where it came from: controller or cache",
+    labelNames: ["version", "source"],
+    registers: [registry],
+    collect() {
+      const { appliedVersion, appliedFrom } = status();
+      this.reset();
+      if (appliedVersion !== undefined) this.set({ version: appliedVersion, source: appliedFrom ?? "" }, 1);
+    },
+  });
 }

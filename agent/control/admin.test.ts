@@ -1,0 +1,55 @@
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { type AdminState, startAdminServer } from "./admin.ts";
+import type { ControllerStatus } from "./controller-client.ts";
+
+let server: Server | undefined;
+afterEach(() => new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve())));
+
+async function admin(controller?: () => ControllerStatus): Promise<string> {
+  const state: AdminState = {
+    node: "node-a",
+    ready: () => true,
+    workers: 1,
+    configVersion: () => "7.2",
+    configSource: "controller:10.0.0.9:15012",
+    pods: () => [],
+    config: () => ({}),
+    workerMetrics: async () => [],
+    controller,
+  };
+  server = await startAdminServer("127.0.0.1", 0, state);
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+describe("admin with a controller", () => {
+  const status: ControllerStatus = {
+    address: "10.0.0.9:15012",
+    connected: false,
+    appliedVersion: "7.2",
+    appliedFrom: "cache",
+    lastNack: { version: "7.3", error: "bad table", at: "2025-01-01T00:00:00.000Z" },
+  };
+
+  it("shows the controller link in /readyz and /metrics", async () => {
+    const base = await admin(() => status);
+    const ready = (await (await fetch(`${base}/readyz`)).json()) as { controller: unknown };
+    expect(ready.controller).toEqual({
+      address: "10.0.0.9:15012",
+      connected: false,
+      appliedVersion: "7.2",
+      appliedFrom: "cache",
+      lastNack: status.lastNack,
+    });
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toContain("nodemesh_controller_connected 0");
+    expect(metrics).toContain('nodemesh_config_applied_version_info{version="7.2",source="cache"} 1');
+  });
+
+  it("leaves both out when the agent runs from a static file", async () => {
+    const base = await admin();
+    expect(((await (await fetch(`${base}/readyz`)).json()) as { controller?: unknown }).controller).toBeUndefined();
+    expect(await (await fetch(`${base}/metrics`)).text()).not.toContain("nodemesh_controller_connected");
+  });
+});

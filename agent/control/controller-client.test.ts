@@ -1,0 +1,224 @@
+// The agent's controller client against a real controller AgentService in this process (a test
+// may cross the agent/controller line; production code never does). The data plane is replaced
+// by a fake `apply` that records tables.
+
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { Registry } from "prom-client";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { Report, WirePod } from "../../api/agent-service.ts";
+import { AgentServer } from "../../controller/config/agent-server.ts";
+import { newServiceObject } from "../../controller/config/testing/fixtures.ts";
+import { MemoryStore } from "../../controller/store/memory-store.ts";
+import { ControllerClient, type ControllerClientOptions } from "./controller-client.ts";
+import type { VersionedTable } from "./service-source.ts";
+
+const log = pino({ level: process.env.TEST_LOG ?? "silent" });
+const FACTS = { cpuModel: "test", cpuCores: 2, memoryBytes: 1 << 30, os: "test", kernel: "6", interfaces: [] };
+const webPod: WirePod = { name: "web-1", namespace: "default", ip: "10.1.0.11", labels: { app: "web" } };
+
+let dir: string;
+let store: MemoryStore;
+let servers: AgentServer[] = [];
+let clients: ControllerClient[] = [];
+
+beforeEach(async () => {
+  dir = mkdtempSync(join(tmpdir(), "nodemesh-client-"));
+  store = new MemoryStore();
+  await store.open();
+  await store.create(newServiceObject("web", "10.96.0.10", { app: "web" }));
+});
+
+afterEach(async () => {
+  for (const c of clients) await c.stop();
+  for (const s of servers) await s.stop();
+  clients = [];
+  servers = [];
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function startServer(port = 0, token?: string): Promise<AgentServer> {
+  const server = await AgentServer.start({
+    store,
+    metrics: new Registry(),
+    host: "127.0.0.1",
+    port,
+    token,
+    debounceMs: 5,
+    startupGraceMs: 0,
+    log,
+  });
+  servers.push(server);
+  return server;
+}
+
+interface FakeAgent {
+  client: ControllerClient;
+  applied: VersionedTable[];
+  pods: WirePod[];
+  /** Set to make the next apply throw. */
+  failApply?: string;
+}
+
+function startClient(port: number, overrides: Partial<ControllerClientOptions> = {}): FakeAgent {
+  const agent: FakeAgent = { applied: [], pods: [] } as unknown as FakeAgent;
+  const report = async (): Promise<Report> => ({
+    health: { ready: true, detail: "" },
+    pods: agent.pods,
+    traffic: { connectionsOpened: 3, connectionsClosed: 2, bytesReceived: 100, bytesSent: 200 },
+    peers: [{ nodeName: "node-b", rttMs: 0.2, lossRatio: 0, error: "" }],
+  });
+  agent.client = new ControllerClient({
+    address: `127.0.0.1:${port}`,
+    nodeName: "node-a",
+    agentVersion: "test",
+    underlayIp: "10.0.0.1",
+    facts: FACTS,
+    cacheFile: join(dir, "config-cache.json"),
+    apply: (table) => {
+      if (agent.failApply) throw new Error(agent.failApply);
+      agent.applied.push(table);
+    },
+    pods: () => agent.pods,
+    report,
+    reportIntervalMs: 50,
+    backoff: { initialMs: 20, maxMs: 200 },
+    log,
+    ...overrides,
+  });
+  agent.client.start();
+  clients.push(agent.client);
+  return agent;
+}
+
+async function eventually(check: () => void, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return check();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+}
+
+/** The agent has ACKed the controller's current table. */
+async function synced(server: AgentServer): Promise<void> {
+  await eventually(() => {
+    expect(server.configVersion()).toBeDefined();
+    expect(server.agents()[0]?.appliedVersion).toBe(server.configVersion());
+  });
+}
+
+function serviceNames(table: VersionedTable | undefined): string[] {
+  return (table?.table.services ?? []).map((s) => s.name).sort();
+}
+
+describe("ControllerClient", () => {
+  it("applies the controller's table, ACKs it, and reports pods, counters and peers", async () => {
+    const server = await startServer();
+    const agent = startClient(server.port);
+    await eventually(() => expect(agent.client.status()).toMatchObject({ connected: true, appliedFrom: "controller" }));
+    await synced(server);
+    expect(agent.client.status().appliedVersion).toBe(server.configVersion());
+    expect(serviceNames(agent.applied.at(-1))).toEqual(["web"]);
+    expect(server.agents()[0]).toMatchObject({ node: "node-a", underlayIp: "10.0.0.1", facts: { cpuModel: "test" } });
+
+    await store.create(newServiceObject("api", "10.96.0.11", { app: "api" }));
+    await eventually(() => expect(serviceNames(agent.applied.at(-1))).toEqual(["api", "web"]));
+
+    // An enrollment reaches the controller at once and comes back as an endpoint.
+    agent.pods = [webPod];
+    agent.client.podsChanged();
+    await eventually(() => {
+      const web = agent.applied.at(-1)!.table.services.find((s) => s.name === "web")!;
+      expect(web.endpoints).toEqual([{ ip: "10.1.0.11", node: "node-a", pod: "default/web-1", meshed: true }]);
+    });
+    await eventually(() =>
+      expect(server.agents()[0].lastReport).toMatchObject({
+        traffic: { connectionsOpened: 3, bytesSent: 200 },
+        peers: [{ nodeName: "node-b", rttMs: 0.2 }],
+      }),
+    );
+  });
+
+  it("NACKs a table it cannot apply and keeps the previous one", async () => {
+    const server = await startServer();
+    const agent = startClient(server.port);
+    await synced(server);
+    const good = agent.client.status().appliedVersion;
+    const appliedBefore = agent.applied.length;
+
+    agent.failApply = "no balancer slot left";
+    await store.create(newServiceObject("api", "10.96.0.11", { app: "api" }));
+    await eventually(() => expect(server.agents()[0].lastNack?.error).toBe("apply failed: no balancer slot left"));
+    expect(agent.client.status()).toMatchObject({ appliedVersion: good, lastNack: { error: expect.any(String) } });
+    expect(server.agents()[0].appliedVersion).toBe(good);
+    expect(agent.applied.length).toBe(appliedBefore);
+
+    // Fixed: the next change arrives in full (the controller knows we kept the old table).
+    agent.failApply = undefined;
+    await store.create(newServiceObject("db", "10.96.0.12", { app: "db" }));
+    await eventually(() => expect(serviceNames(agent.applied.at(-1))).toEqual(["api", "db", "web"]));
+    await eventually(() => expect(server.agents()[0].lastNack).toBeUndefined());
+  });
+
+  it("reconnects with backoff after the controller restarts, and resyncs", async () => {
+    const first = await startServer();
+    const port = first.port;
+    const agent = startClient(port);
+    await eventually(() => expect(agent.client.status().connected).toBe(true));
+
+    await first.stop();
+    servers = [];
+    await eventually(() => expect(agent.client.status().connected).toBe(false));
+    // Forwarding state is untouched while the controller is away.
+    expect(serviceNames(agent.applied.at(-1))).toEqual(["web"]);
+
+    await store.create(newServiceObject("api", "10.96.0.11", { app: "api" }));
+    const second = await startServer(port);
+    await eventually(() => expect(agent.client.status().connected).toBe(true));
+    await eventually(() => expect(serviceNames(agent.applied.at(-1))).toEqual(["api", "web"]));
+    await synced(second);
+  });
+
+  it("serves the cached table when the controller is down at start-up", async () => {
+    const server = await startServer();
+    const port = server.port;
+    const before = startClient(port);
+    await synced(server);
+    const cachedVersion = before.client.status().appliedVersion;
+    await before.client.stop();
+    await server.stop();
+    servers = [];
+
+    // A new agent process: the controller is unreachable, the cache is there.
+    const restarted = startClient(port);
+    expect(restarted.applied).toHaveLength(1);
+    expect(serviceNames(restarted.applied[0])).toEqual(["web"]);
+    expect(restarted.client.status()).toMatchObject({
+      connected: false,
+      appliedVersion: cachedVersion,
+      appliedFrom: "cache",
+    });
+
+    await startServer(port);
+    await eventually(() =>
+      expect(restarted.client.status()).toMatchObject({ connected: true, appliedFrom: "controller" }),
+    );
+  });
+
+  it("presents the bootstrap token, and stays disconnected when it is refused", async () => {
+    const server = await startServer(0, "s3cret");
+    const refused = startClient(server.port, { token: "wrong", nodeName: "node-x" });
+    const admitted = startClient(server.port, { token: "s3cret" });
+    await synced(server);
+    expect(server.agents().map((a) => a.node)).toEqual(["node-a"]);
+    expect(admitted.client.status().connected).toBe(true);
+    await new Promise((r) => setTimeout(r, 100)); // a few refused attempts
+    expect(refused.client.status()).toMatchObject({ connected: false, appliedVersion: undefined });
+  });
+});

@@ -1,0 +1,239 @@
+// The agent's side of the configuration stream (api/agent.proto). It says Hello, reports its
+// enrolled pods, and applies each Config: assemble and validate (pure, config-assembly.ts), then
+// apply; ACK, or NACK with the reason and keep the previous table. The last ACKed table is cached
+// on disk and served at start-up until the controller answers, so a restarted agent forwards as
+// before even while the controller is down. Lost streams are retried with capped exponential
+// backoff and full jitter; forwarding never depends on the stream being up.
+
+import { type ClientDuplexStream, credentials, Metadata, makeGenericClientConstructor } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import {
+  type AgentMessage,
+  agentServiceDefinition,
+  type Config,
+  type ControllerMessage,
+  type NodeFacts,
+  type Peer,
+  type Report,
+  type WirePod,
+} from "../../api/agent-service.ts";
+import { type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from "./backoff.ts";
+import { assembleConfig, type ControllerConfig, fromServiceTable, toServiceTable } from "./config-assembly.ts";
+import { loadConfigCache, saveConfigCache } from "./config-cache.ts";
+import type { VersionedTable } from "./service-source.ts";
+
+const AgentServiceClient = makeGenericClientConstructor(agentServiceDefinition, "AgentService");
+type AgentCall = ClientDuplexStream<AgentMessage, ControllerMessage>;
+
+const CHANNEL_OPTIONS = {
+  // Notices a controller that vanished without closing the connection.
+  "grpc.keepalive_time_ms": 15_000,
+  "grpc.keepalive_timeout_ms": 5_000,
+  "grpc.max_receive_message_length": 64 << 20,
+  // Not shared with other channels: a fresh channel must not inherit a failed connection's backoff.
+  "grpc.use_local_subchannel_pool": 1,
+};
+
+export interface ControllerClientOptions {
+  /** host:port of the controller's AgentService. */
+  address: string;
+  /** Bootstrap token, sent as `authorization: Bearer <token>`. */
+  token?: string;
+  nodeName: string;
+  agentVersion: string;
+  underlayIp: string;
+  facts: NodeFacts;
+  /** Where the last ACKed configuration is kept. */
+  cacheFile: string;
+  /** Puts a table in force; throwing means the table cannot be applied (the client NACKs). */
+  apply(table: VersionedTable): void;
+  pods(): WirePod[];
+  report(): Promise<Report>;
+  reportIntervalMs: number;
+  backoff?: BackoffPolicy;
+  log: Logger;
+}
+
+export interface ControllerStatus {
+  address: string;
+  connected: boolean;
+  /** The version in force: from the controller, or from the cache until it answers. */
+  appliedVersion: string | undefined;
+  appliedFrom: "controller" | "cache" | undefined;
+  lastNack: { version: string; error: string; at: string } | undefined;
+}
+
+export class ControllerClient {
+  private readonly opts: ControllerClientOptions;
+  /** A fresh channel per attempt, so our backoff alone decides when to retry (not the channel's). */
+  private client: InstanceType<typeof AgentServiceClient> | undefined;
+  private readonly backoff: BackoffPolicy;
+  private call: AgentCall | undefined;
+  private config: ControllerConfig | undefined;
+  private appliedFrom: ControllerStatus["appliedFrom"];
+  private lastNack: ControllerStatus["lastNack"];
+  private connected = false;
+  private failedAttempts = 0;
+  private stopped = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private reportTimer: NodeJS.Timeout | undefined;
+
+  constructor(opts: ControllerClientOptions) {
+    this.opts = opts;
+    this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
+  }
+
+  /** Serves the cached configuration, if any, and starts connecting (in the background). */
+  start(): void {
+    this.serveCache();
+    this.connect();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.streamEnded();
+    this.call?.cancel();
+    this.client?.close();
+  }
+
+  status(): ControllerStatus {
+    return {
+      address: this.opts.address,
+      connected: this.connected,
+      appliedVersion: this.config?.version,
+      appliedFrom: this.appliedFrom,
+      lastNack: this.lastNack,
+    };
+  }
+
+  /** The other nodes, as the controller last told us (for probes). */
+  peers(): Peer[] {
+    return (this.config?.peers ?? []).filter((p) => p.name !== this.opts.nodeName);
+  }
+
+  /** Call on every enrollment change: the controller updates endpoints at once. */
+  podsChanged(): void {
+    if (this.connected) this.send({ kind: "podsChanged", podsChanged: { pods: this.opts.pods() } });
+  }
+
+  private serveCache(): void {
+    try {
+      const cached = loadConfigCache(this.opts.cacheFile);
+      if (!cached) return;
+      this.opts.apply({ version: cached.version, table: cached.table });
+      this.config = fromServiceTable(cached.version, cached.table, cached.peers);
+      this.appliedFrom = "cache";
+      this.opts.log.info({ version: cached.version, savedAt: cached.savedAt }, "serving the cached configuration");
+    } catch (err) {
+      this.opts.log.error({ err: (err as Error).message }, "cached configuration unusable; waiting for the controller");
+    }
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const metadata = new Metadata();
+    if (this.opts.token) metadata.set("authorization", `Bearer ${this.opts.token}`);
+    this.client?.close();
+    this.client = new AgentServiceClient(this.opts.address, credentials.createInsecure(), CHANNEL_OPTIONS);
+    const call = (this.client as unknown as { Connect(m: Metadata): AgentCall }).Connect(metadata);
+    this.call = call;
+    // The controller sends headers once it accepted our Hello.
+    call.on("metadata", () => this.streamUp(call));
+    call.on("data", (msg: ControllerMessage) => this.receive(call, msg.config));
+    call.on("error", (err: Error) => this.streamDown(call, err.message));
+    call.on("end", () => this.streamDown(call, "the controller ended the stream"));
+    this.send({
+      kind: "hello",
+      hello: {
+        nodeName: this.opts.nodeName,
+        agentVersion: this.opts.agentVersion,
+        underlayIp: this.opts.underlayIp,
+        facts: this.opts.facts,
+      },
+    });
+  }
+
+  private streamUp(call: AgentCall): void {
+    if (call !== this.call || this.connected) return;
+    this.connected = true;
+    this.opts.log.info({ controller: this.opts.address }, "connected to the controller");
+    this.podsChanged();
+    this.reportTimer = setInterval(() => this.sendReport(), this.opts.reportIntervalMs);
+    this.reportTimer.unref();
+  }
+
+  private streamDown(call: AgentCall, reason: string): void {
+    if (call !== this.call) return;
+    this.call = undefined;
+    call.cancel();
+    const wasConnected = this.connected;
+    this.streamEnded();
+    if (this.stopped) return;
+    const delay = backoffDelay(this.failedAttempts++, this.backoff);
+    this.opts.log[wasConnected ? "warn" : "debug"](
+      { controller: this.opts.address, reason, retryInMs: delay },
+      "controller stream down; forwarding continues with the current table",
+    );
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  private streamEnded(): void {
+    this.connected = false;
+    clearInterval(this.reportTimer);
+  }
+
+  private receive(call: AgentCall, update: Config): void {
+    if (call !== this.call) return;
+    this.failedAttempts = 0; // a stream that delivers configuration is a healthy one
+    const assembled = assembleConfig(this.config, update);
+    if (!assembled.ok) {
+      this.refuse(update.version, assembled.error);
+      return;
+    }
+    try {
+      this.opts.apply({ version: update.version, table: assembled.table });
+    } catch (err) {
+      this.refuse(update.version, `apply failed: ${(err as Error).message}`);
+      return;
+    }
+    this.config = assembled.config;
+    this.appliedFrom = "controller";
+    this.lastNack = undefined;
+    this.send({ kind: "ack", ack: { version: update.version } });
+    this.saveCache(assembled.config);
+  }
+
+  private refuse(version: string, error: string): void {
+    this.lastNack = { version, error, at: new Date().toISOString() };
+    this.opts.log.error({ version, error, keeping: this.config?.version }, "configuration refused");
+    this.send({ kind: "nack", nack: { version, error } });
+  }
+
+  private saveCache(config: ControllerConfig): void {
+    try {
+      saveConfigCache(this.opts.cacheFile, {
+        version: config.version,
+        controller: this.opts.address,
+        savedAt: new Date().toISOString(),
+        table: toServiceTable(config),
+        peers: [...config.peers],
+      });
+    } catch (err) {
+      this.opts.log.error({ err: (err as Error).message }, "could not cache the configuration");
+    }
+  }
+
+  private async sendReport(): Promise<void> {
+    try {
+      const report = await this.opts.report();
+      if (this.connected) this.send({ kind: "report", report });
+    } catch (err) {
+      this.opts.log.warn({ err: (err as Error).message }, "report not sent");
+    }
+  }
+
+  private send(msg: AgentMessage): void {
+    this.call?.write(msg);
+  }
+}

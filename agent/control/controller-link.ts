@@ -1,0 +1,108 @@
+// Everything the agent needs to take its configuration from the controller, assembled in one
+// place: node facts for the Hello, the stream client, the peer probe loop and the periodic report.
+
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import type { PeerProbe, Report, WirePod } from "../../api/agent-service.ts";
+import type { EnrolledPod } from "../../api/enrollment.ts";
+import { ControllerClient, type ControllerStatus } from "./controller-client.ts";
+import { gatherRawFacts, pickUnderlayIp, toNodeFacts } from "./node-facts.ts";
+import { PeerProber } from "./probes.ts";
+import type { VersionedTable } from "./service-source.ts";
+import { trafficTotals } from "./traffic-totals.ts";
+
+export const AGENT_VERSION: string = createRequire(import.meta.url)("../../package.json").version;
+
+export interface ControllerLinkOptions {
+  /** host:port of the controller's AgentService. */
+  address: string;
+  token?: string;
+  nodeName: string;
+  /** Defaults to the node's first non-loopback IPv4 address. */
+  underlayIp?: string;
+  stateDir: string;
+  reportIntervalMs: number;
+  log: Logger;
+}
+
+/** What the link needs from the agent. */
+export interface AgentSide {
+  apply(table: VersionedTable): void;
+  pods(): EnrolledPod[];
+  ready(): boolean;
+  workerMetrics(): Promise<unknown[]>;
+}
+
+function toWirePod(pod: EnrolledPod): WirePod {
+  return { name: pod.name, namespace: pod.namespace, ip: pod.ip, labels: pod.labels };
+}
+
+export class ControllerLink {
+  private readonly client: ControllerClient;
+  private readonly prober: PeerProber;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private latestProbes: PeerProbe[] = [];
+  private stopped = false;
+
+  private constructor(client: ControllerClient, prober: PeerProber) {
+    this.client = client;
+    this.prober = prober;
+  }
+
+  /** Serves the cached configuration at once, then connects in the background. */
+  static async start(opts: ControllerLinkOptions, agent: AgentSide): Promise<ControllerLink> {
+    const raw = await gatherRawFacts();
+    const underlayIp = opts.underlayIp ?? pickUnderlayIp(raw);
+    let link: ControllerLink | undefined;
+    const client = new ControllerClient({
+      address: opts.address,
+      token: opts.token,
+      nodeName: opts.nodeName,
+      agentVersion: AGENT_VERSION,
+      underlayIp,
+      facts: toNodeFacts(raw),
+      cacheFile: join(opts.stateDir, "config-cache.json"),
+      apply: (table) => agent.apply(table),
+      pods: () => agent.pods().map(toWirePod),
+      report: async (): Promise<Report> => ({
+        health: { ready: agent.ready(), detail: agent.ready() ? "" : "starting" },
+        pods: agent.pods().map(toWirePod),
+        traffic: trafficTotals(await agent.workerMetrics()),
+        peers: link?.latestProbes ?? [],
+      }),
+      reportIntervalMs: opts.reportIntervalMs,
+      log: opts.log,
+    });
+    link = new ControllerLink(client, PeerProber.open());
+    client.start();
+    link.probeLoop(opts.reportIntervalMs);
+    opts.log.info({ controller: opts.address, underlayIp }, "taking configuration from the controller");
+    return link;
+  }
+
+  status(): ControllerStatus {
+    return this.client.status();
+  }
+
+  /** Call on every enrollment change. */
+  podsChanged(): void {
+    this.client.podsChanged();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.probeTimer);
+    this.prober.close();
+    await this.client.stop();
+  }
+
+  /** One round at a time: the next starts an interval after the previous one finished. */
+  private probeLoop(intervalMs: number): void {
+    this.probeTimer = setTimeout(async () => {
+      this.latestProbes = await this.prober.probe(this.client.peers());
+      if (!this.stopped) this.probeLoop(intervalMs);
+    }, intervalMs);
+    this.probeTimer.unref();
+  }
+}

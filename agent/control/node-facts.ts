@@ -1,0 +1,40 @@
+// What an agent tells the controller about its node (shown by `nodemesh nodes`), gathered once
+// at start-up with systeminformation. Gathering is best effort: a fact that cannot be read is
+// left empty rather than keeping the agent from connecting.
+
+import si from "systeminformation";
+import type { NodeFacts } from "../../api/agent-service.ts";
+
+export interface RawFacts {
+  cpu?: Pick<si.Systeminformation.CpuData, "manufacturer" | "brand" | "cores">;
+  mem?: Pick<si.Systeminformation.MemData, "total">;
+  os?: Pick<si.Systeminformation.OsData, "distro" | "release" | "kernel">;
+  interfaces?: Pick<si.Systeminformation.NetworkInterfacesData, "iface" | "ip4" | "mac" | "internal">[];
+}
+
+export function toNodeFacts(raw: RawFacts): NodeFacts {
+  return {
+    cpuModel: [raw.cpu?.manufacturer, raw.cpu?.brand].filter(Boolean).join(" "),
+    cpuCores: raw.cpu?.cores ?? 0,
+    memoryBytes: raw.mem?.total ?? 0,
+    os: [raw.os?.distro, raw.os?.release].filter(Boolean).join(" "),
+    kernel: raw.os?.kernel ?? "",
+    interfaces: (raw.interfaces ?? []).map((n) => ({ name: n.iface, ipv4: n.ip4 ?? "", mac: n.mac ?? "" })),
+  };
+}
+
+/** The address other nodes reach this one on: the first non-loopback interface with IPv4. */
+export function pickUnderlayIp(raw: RawFacts): string {
+  return raw.interfaces?.find((n) => !n.internal && n.ip4)?.ip4 ?? "";
+}
+
+export async function gatherRawFacts(): Promise<RawFacts> {
+  const settled = <T>(p: Promise<T>) => p.catch(() => undefined);
+  const [cpu, mem, os, interfaces] = await Promise.all([
+    settled(si.cpu()),
+    settled(si.mem()),
+    settled(si.osInfo()),
+    settled(si.networkInterfaces()),
+  ]);
+  return { cpu, mem, os, interfaces: Array.isArray(interfaces) ? interfaces : [] };
+}

@@ -1,0 +1,79 @@
+// ICMP probes between two network namespaces made here (a veth pair, 10.253.0.0/29), sent from
+// inside one of them: the prober's raw socket is created while this thread is in that namespace.
+
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Netns, withNetns } from "../sys/linux.ts";
+import { PeerProber, summarizeProbes } from "./probes.ts";
+
+describe("summarizeProbes", () => {
+  it("averages the answered probes and counts the others as lost", () => {
+    expect(summarizeProbes("b", [0.2, undefined, 0.4, undefined])).toEqual({
+      nodeName: "b",
+      rttMs: expect.closeTo(0.3, 6),
+      lossRatio: 0.5,
+      error: "",
+    });
+    expect(summarizeProbes("b", [undefined])).toEqual({ nodeName: "b", rttMs: 0, lossRatio: 1, error: "" });
+  });
+});
+
+describe("PeerProber in a namespace pair", () => {
+  const id = randomBytes(3).toString("hex");
+  const left = `nmp-${id}-a`;
+  const right = `nmp-${id}-b`;
+  const created: string[] = [];
+  let leftNs: Netns | undefined;
+
+  const ip = (...args: string[]) => execFileSync("ip", args, { stdio: "pipe", timeout: 10_000 });
+
+  beforeAll(() => {
+    for (const name of [left, right]) {
+      ip("netns", "add", name);
+      created.push(name);
+    }
+    ip("-n", left, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1", "netns", right);
+    ip("-n", left, "addr", "add", "10.253.0.1/29", "dev", "probe0");
+    ip("-n", right, "addr", "add", "10.253.0.2/29", "dev", "probe1");
+    for (const [ns, dev] of [
+      [left, "probe0"],
+      [right, "probe1"],
+    ]) {
+      ip("-n", ns, "link", "set", dev, "up");
+      ip("-n", ns, "link", "set", "lo", "up");
+    }
+    leftNs = Netns.open(`/run/netns/${left}`);
+  });
+
+  afterAll(() => {
+    leftNs?.close();
+    for (const name of created) {
+      try {
+        ip("netns", "del", name); // takes the veth pair with it
+      } catch (err) {
+        console.error(`could not delete namespace ${name}: ${(err as Error).message}`);
+      }
+    }
+  });
+
+  it("measures RTT with no loss to a reachable peer, and loss to a silent one", async () => {
+    const prober = withNetns(leftNs!, () => PeerProber.open({ probesPerPeer: 3, timeoutMs: 300 }));
+    try {
+      const [reachable, silent, unaddressed] = await prober.probe([
+        { name: "right", underlayIp: "10.253.0.2" },
+        { name: "ghost", underlayIp: "10.253.0.3" }, // in the subnet, nobody home
+        { name: "nameless", underlayIp: "" },
+      ]);
+      expect(reachable).toMatchObject({ nodeName: "right", lossRatio: 0, error: "" });
+      expect(reachable.rttMs).toBeGreaterThan(0);
+      expect(reachable.rttMs).toBeLessThan(300);
+      expect(silent).toMatchObject({ nodeName: "ghost", rttMs: 0, lossRatio: 1, error: "" });
+      expect(unaddressed).toMatchObject({ lossRatio: 1, error: "the peer has no underlay address" });
+    } finally {
+      prober.close();
+    }
+    // A closed prober reports instead of reopening a socket in whatever namespace it is in now.
+    expect((await prober.probe([{ name: "right", underlayIp: "10.253.0.2" }]))[0].error).toBe("prober closed");
+  });
+});

@@ -1,0 +1,102 @@
+// Node-to-node RTT and loss: a few ICMP echo requests (net-ping) to each peer's underlay address.
+//
+// net-ping opens its raw socket when the session is created, and a socket stays in the network
+// namespace it was created in: to probe from another namespace, open the prober inside
+// `withNetns`. Raw sockets need CAP_NET_RAW; without it every peer reports the error instead.
+
+import { randomInt } from "node:crypto";
+import { createRequire } from "node:module";
+import type { Peer, PeerProbe } from "../../api/agent-service.ts";
+
+interface PingSession {
+  pingHost(target: string, callback: (error: Error | null, target: string) => void): void;
+  close(): void;
+  on(event: "error", listener: (error: Error) => void): void;
+}
+const ping = createRequire(import.meta.url)("net-ping") as { createSession(options: object): PingSession };
+
+export interface ProbeOptions {
+  /** Echo requests per peer per round (one at a time, so a round lasts up to count × timeout). */
+  probesPerPeer: number;
+  timeoutMs: number;
+}
+
+export const DEFAULT_PROBE_OPTIONS: ProbeOptions = { probesPerPeer: 3, timeoutMs: 1000 };
+
+/** One round of probes of a peer → its report: mean RTT of the answers, share of unanswered probes. */
+export function summarizeProbes(nodeName: string, rttsMs: readonly (number | undefined)[]): PeerProbe {
+  const answered = rttsMs.filter((rtt): rtt is number => rtt !== undefined);
+  const rttMs = answered.length > 0 ? answered.reduce((a, b) => a + b, 0) / answered.length : 0;
+  const lossRatio = rttsMs.length > 0 ? 1 - answered.length / rttsMs.length : 0;
+  return { nodeName, rttMs, lossRatio, error: "" };
+}
+
+export class PeerProber {
+  private readonly opts: ProbeOptions;
+  private session: PingSession | undefined;
+  /** Why probing is impossible (raw socket refused or failed); reported for every peer. */
+  private failure: string | undefined;
+
+  private constructor(opts: ProbeOptions) {
+    this.opts = opts;
+  }
+
+  /** Opens the raw socket now, in the calling thread's network namespace. Never throws. */
+  static open(opts: ProbeOptions = DEFAULT_PROBE_OPTIONS): PeerProber {
+    const prober = new PeerProber(opts);
+    try {
+      // Our own session id keeps replies to several probers in one process apart.
+      const session = ping.createSession({ retries: 0, timeout: opts.timeoutMs, sessionId: randomInt(1, 65535) });
+      session.on("error", (err) => {
+        prober.failure = `ICMP socket failed: ${err.message}`;
+        prober.close();
+      });
+      prober.session = session;
+    } catch (err) {
+      prober.failure = `cannot open an ICMP raw socket: ${(err as Error).message}`;
+    }
+    return prober;
+  }
+
+  /** Probes every peer (in parallel; each peer's probes one after another). */
+  probe(peers: readonly Peer[]): Promise<PeerProbe[]> {
+    return Promise.all(peers.map((peer) => this.probePeer(peer)));
+  }
+
+  private async probePeer(peer: Peer): Promise<PeerProbe> {
+    const failed = (error: string): PeerProbe => ({ nodeName: peer.name, rttMs: 0, lossRatio: 1, error });
+    if (this.failure) return failed(this.failure);
+    if (!peer.underlayIp) return failed("the peer has no underlay address");
+    const rtts: (number | undefined)[] = [];
+    for (let i = 0; i < this.opts.probesPerPeer; i++) {
+      const outcome = await this.echo(peer.underlayIp);
+      if (typeof outcome === "string") return failed(outcome);
+      rtts.push(outcome.rttMs);
+    }
+    return summarizeProbes(peer.name, rtts);
+  }
+
+  /** One echo request: its RTT, undefined RTT when unanswered, or a string when it could not be sent. */
+  private echo(target: string): Promise<{ rttMs: number | undefined } | string> {
+    const session = this.session;
+    if (!session) return Promise.resolve(this.failure ?? "prober closed");
+    return new Promise((resolve) => {
+      // net-ping's Date stamps have millisecond resolution; a same-host RTT is well below that.
+      const start = performance.now();
+      session.pingHost(target, (error) => {
+        if (!error) return resolve({ rttMs: performance.now() - start });
+        // net-ping names its ICMP outcomes (RequestTimedOutError, DestinationUnreachableError, …):
+        // the probe was lost. A plain Error is local (send failed, socket closed): report it.
+        if (error.name !== "Error") return resolve({ rttMs: undefined });
+        resolve(error.message);
+      });
+    });
+  }
+
+  close(): void {
+    const session = this.session;
+    this.session = undefined;
+    this.failure ??= "prober closed";
+    session?.close();
+  }
+}

@@ -1,0 +1,201 @@
+// The agent ↔ controller contract (api/agent.proto) loaded for @grpc/grpc-js, with TypeScript
+// types for its messages and the conversions between the wire Service and api/services.ts.
+//
+// Loader options: camelCase field names, 64-bit integers as numbers, proto3 defaults filled in
+// (so strings are "" and lists [] when unset) and `kind` naming the member set in each oneof.
+
+import { fileURLToPath } from "node:url";
+import type { ServiceDefinition } from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
+import type { PortProtocol, Service, ServiceEndpoint, ServicePort } from "./services.ts";
+
+export const AGENT_SERVICE_NAME = "nodemesh.agent.v1.AgentService";
+export const CONTROLLER_GRPC_PORT = 15012;
+
+const packageDefinition = loadSync(fileURLToPath(new URL("./agent.proto", import.meta.url)), {
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+});
+
+/** Pass to `server.addService` or `makeGenericClientConstructor`. */
+export const agentServiceDefinition = packageDefinition[AGENT_SERVICE_NAME] as unknown as ServiceDefinition;
+
+// ---- agent → controller ----
+
+export interface NetworkInterfaceFacts {
+  name: string;
+  ipv4: string;
+  mac: string;
+}
+
+export interface NodeFacts {
+  cpuModel: string;
+  cpuCores: number;
+  memoryBytes: number;
+  os: string;
+  kernel: string;
+  interfaces: NetworkInterfaceFacts[];
+}
+
+export interface Hello {
+  nodeName: string;
+  agentVersion: string;
+  underlayIp: string;
+  facts: NodeFacts;
+}
+
+export interface Ack {
+  version: string;
+}
+
+export interface Nack {
+  version: string;
+  error: string;
+}
+
+export interface WirePod {
+  name: string;
+  namespace: string;
+  ip: string;
+  labels: Record<string, string>;
+}
+
+export interface Health {
+  ready: boolean;
+  detail: string;
+}
+
+export interface TrafficCounters {
+  connectionsOpened: number;
+  connectionsClosed: number;
+  bytesReceived: number;
+  bytesSent: number;
+}
+
+export interface PeerProbe {
+  nodeName: string;
+  rttMs: number;
+  lossRatio: number;
+  error: string;
+}
+
+export interface Report {
+  health: Health;
+  pods: WirePod[];
+  traffic: TrafficCounters;
+  peers: PeerProbe[];
+}
+
+export interface PodsChanged {
+  pods: WirePod[];
+}
+
+export type AgentMessage =
+  | { kind: "hello"; hello: Hello }
+  | { kind: "ack"; ack: Ack }
+  | { kind: "nack"; nack: Nack }
+  | { kind: "report"; report: Report }
+  | { kind: "podsChanged"; podsChanged: PodsChanged };
+
+// ---- controller → agent ----
+
+export interface WireServicePort {
+  name: string;
+  port: number;
+  targetPort?: number;
+  protocol: string;
+}
+
+export interface WireEndpoint {
+  ip: string;
+  port?: number;
+  node: string;
+  pod: string;
+  meshed: boolean;
+}
+
+export interface WireService {
+  name: string;
+  namespace: string;
+  vip: string;
+  ports: WireServicePort[];
+  endpoints: WireEndpoint[];
+}
+
+export interface Peer {
+  name: string;
+  underlayIp: string;
+}
+
+export interface PeerList {
+  nodes: Peer[];
+}
+
+export interface Config {
+  version: string;
+  full: boolean;
+  baseVersion: string;
+  services: WireService[];
+  removed: string[];
+  /** Every known node (the receiver included); null or absent when unchanged since the base. */
+  peers?: PeerList | null;
+}
+
+export type ControllerMessage = { kind: "config"; config: Config };
+
+// ---- conversions ----
+
+/** The key a service goes by in `Config.removed` and in tables: "<namespace>/<name>". */
+export function serviceKey(s: { namespace: string; name: string }): string {
+  return `${s.namespace}/${s.name}`;
+}
+
+export function toWireService(s: Service): WireService {
+  return {
+    name: s.name,
+    namespace: s.namespace,
+    vip: s.vip,
+    ports: s.ports.map((p) => ({
+      name: p.name ?? "",
+      port: p.port,
+      ...(p.targetPort !== undefined ? { targetPort: p.targetPort } : {}),
+      protocol: p.protocol ?? "",
+    })),
+    endpoints: s.endpoints.map((e) => ({
+      ip: e.ip,
+      ...(e.port !== undefined ? { port: e.port } : {}),
+      node: e.node ?? "",
+      pod: e.pod ?? "",
+      meshed: e.meshed ?? false,
+    })),
+  };
+}
+
+/**
+ * The api/services.ts shape of a decoded wire service: unset strings ("") become absent fields and
+ * the loader's virtual oneof fields are dropped, so validateServiceTable sees exactly the schema.
+ */
+export function fromWireService(w: WireService): Service {
+  return {
+    name: w.name,
+    namespace: w.namespace,
+    vip: w.vip,
+    ports: w.ports.map((p) => {
+      const port: ServicePort = { port: p.port };
+      if (p.name) port.name = p.name;
+      if (p.targetPort !== undefined) port.targetPort = p.targetPort;
+      if (p.protocol) port.protocol = p.protocol as PortProtocol;
+      return port;
+    }),
+    endpoints: w.endpoints.map((e) => {
+      const endpoint: ServiceEndpoint = { ip: e.ip, meshed: e.meshed };
+      if (e.port !== undefined) endpoint.port = e.port;
+      if (e.node) endpoint.node = e.node;
+      if (e.pod) endpoint.pod = e.pod;
+      return endpoint;
+    }),
+  };
+}

@@ -1,0 +1,205 @@
+import { status as GrpcStatus } from "@grpc/grpc-js";
+import pino from "pino";
+import { Registry } from "prom-client";
+import { afterEach, describe, expect, it } from "vitest";
+import type { WirePod } from "../../api/agent-service.ts";
+import { MemoryStore } from "../store/memory-store.ts";
+import { AgentServer } from "./agent-server.ts";
+import { newServiceObject } from "./testing/fixtures.ts";
+import { histogramTotals } from "./testing/metrics.ts";
+import { SimAgent } from "./testing/sim-agent.ts";
+
+const log = pino({ level: "silent" });
+const FACTS = { cpuModel: "", cpuCores: 0, memoryBytes: 0, os: "", kernel: "", interfaces: [] };
+const webPod: WirePod = { name: "web-1", namespace: "default", ip: "10.1.0.11", labels: { app: "web" } };
+
+let server: AgentServer | undefined;
+let agents: SimAgent[] = [];
+
+async function startWorld(opts: { token?: string } = {}) {
+  const store = new MemoryStore();
+  await store.open();
+  await store.create(newServiceObject("web", "10.96.0.10", { app: "web" }));
+  await store.create(newServiceObject("api", "10.96.0.11", { app: "api" }));
+  const metrics = new Registry();
+  server = await AgentServer.start({
+    store,
+    metrics,
+    host: "127.0.0.1",
+    port: 0,
+    debounceMs: 5,
+    startupGraceMs: 0,
+    log,
+    ...opts,
+  });
+  return { store, metrics, server };
+}
+
+function agent(node: string, opts: { token?: string; underlayIp?: string } = {}): SimAgent {
+  const a = new SimAgent(server!.port, node, opts);
+  agents.push(a);
+  return a;
+}
+
+function statusOf(node: string) {
+  return server!.agents().find((a) => a.node === node);
+}
+
+async function eventually(check: () => void, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return check();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+}
+
+/** Waits until the agent has applied the controller's current table (connecting bumps the peer set). */
+async function converged(a: SimAgent): Promise<string> {
+  await eventually(() => {
+    expect(a.version).toBe(server!.configVersion());
+    expect(statusOf(a.node)?.appliedVersion).toBe(a.version);
+  });
+  return a.version;
+}
+
+afterEach(async () => {
+  for (const a of agents) a.close();
+  agents = [];
+  await server?.stop();
+  server = undefined;
+});
+
+describe("AgentServer", () => {
+  it("sends a full snapshot on connect, then incremental updates after store changes", async () => {
+    const { store } = await startWorld();
+    const a = agent("node-a", { underlayIp: "10.0.0.1" });
+    const first = await a.nextConfig();
+    expect(first.full).toBe(true);
+    expect(first.services.map((s) => s.name).sort()).toEqual(["api", "web"]);
+    // The node's own arrival changes the node list: a second version follows with it.
+    const settled = await converged(a);
+    expect(a.peers).toEqual([{ name: "node-a", underlayIp: "10.0.0.1" }]);
+
+    const next = a.nextConfig();
+    await store.create(newServiceObject("db", "10.96.0.12", { app: "db" }));
+    const update = await next;
+    expect(update).toMatchObject({ full: false, baseVersion: settled, removed: [], peers: null });
+    expect(update.services.map((s) => s.name)).toEqual(["db"]);
+    await a.until(() => a.version === update.version);
+    await eventually(() => expect(statusOf("node-a")?.appliedVersion).toBe(update.version));
+    expect(statusOf("node-a")).toMatchObject({ connected: true, underlayIp: "10.0.0.1", agentVersion: "sim" });
+  });
+
+  it("turns enrolled pods into endpoints on every agent and tells each about its peers", async () => {
+    await startWorld();
+    const a = agent("node-a", { underlayIp: "10.0.0.1" });
+    const b = agent("node-b", { underlayIp: "10.0.0.2" });
+    await Promise.all([a.nextConfig(), b.nextConfig()]);
+    a.send({ kind: "podsChanged", podsChanged: { pods: [webPod] } });
+    const endpointsOf = (x: SimAgent) => x.services.get("default/web")?.endpoints ?? [];
+    for (const x of [a, b]) {
+      await x.until(() => endpointsOf(x).length === 1, 5000, "the web endpoint");
+      expect(endpointsOf(x)[0]).toMatchObject({ ip: "10.1.0.11", node: "node-a", pod: "default/web-1", meshed: true });
+    }
+    await b.until(() => b.peers.length === 2, 5000, "both nodes in the node list");
+    expect(b.peers).toEqual([
+      { name: "node-a", underlayIp: "10.0.0.1" },
+      { name: "node-b", underlayIp: "10.0.0.2" },
+    ]);
+
+    a.send({ kind: "podsChanged", podsChanged: { pods: [] } });
+    await b.until(() => endpointsOf(b).length === 0, 5000, "the endpoint to go");
+
+    // A pod that cannot be an endpoint is dropped rather than breaking every agent's table.
+    const broken = { ...webPod, name: "web-2", ip: "not-an-ip" };
+    a.send({ kind: "podsChanged", podsChanged: { pods: [broken, webPod] } });
+    await b.until(() => endpointsOf(b).length === 1, 5000, "the valid endpoint");
+    expect(endpointsOf(b).map((e) => e.ip)).toEqual(["10.1.0.11"]);
+  });
+
+  it("keeps a NACKing agent on its previous version and shows the error", async () => {
+    const { store } = await startWorld();
+    const a = agent("node-a");
+    const applied = await converged(a);
+
+    a.decide = () => ({ nack: "route table full" });
+    const refused = a.nextConfig();
+    await store.create(newServiceObject("db", "10.96.0.12", { app: "db" }));
+    const bad = await refused;
+    await eventually(() =>
+      expect(statusOf("node-a")?.lastNack).toMatchObject({ version: bad.version, error: "route table full" }),
+    );
+    expect(statusOf("node-a")?.appliedVersion).toBe(applied);
+    expect(server!.propagation({ plural: "services", namespace: "default", name: "db" })).toMatchObject({
+      agentsApplied: 0,
+      agentsTotal: 1,
+    });
+
+    // The agent kept the old table, so what comes next is complete, not a diff from the refused one.
+    a.decide = () => "ack";
+    const recovery = a.nextConfig();
+    await store.create(newServiceObject("cache", "10.96.0.13", { app: "cache" }));
+    const full = await recovery;
+    expect(full.full).toBe(true);
+    await eventually(() => expect(statusOf("node-a")?.appliedVersion).toBe(full.version));
+    expect(statusOf("node-a")?.lastNack).toBeUndefined();
+  });
+
+  it("counts N of M agents per resource and measures write → last ACK", async () => {
+    const { store, metrics } = await startWorld();
+    const a = agent("node-a");
+    const b = agent("node-b");
+    await converged(a);
+    await converged(b);
+
+    b.decide = () => "ignore"; // b receives the update but does not answer (yet)
+    const key = { plural: "services", namespace: "default", name: "db" };
+    const bGot = b.nextConfig();
+    await store.create(newServiceObject("db", "10.96.0.12", { app: "db" }));
+    const update = await bGot;
+    await eventually(() => expect(server!.propagation(key)).toMatchObject({ agentsApplied: 1, agentsTotal: 2 }));
+    const count = async () => (await histogramTotals(metrics, "nodemesh_controller_config_propagation_seconds")).count;
+    expect(await count()).toBe(0);
+
+    b.send({ kind: "ack", ack: { version: update.version } });
+    await eventually(() => expect(server!.propagation(key)).toMatchObject({ agentsApplied: 2, agentsTotal: 2 }));
+    expect(server!.propagation(key)).toMatchObject({ observedGeneration: 1, lastAppliedTime: expect.any(String) });
+    expect(await count()).toBe(1);
+    // An object no table carries has no propagation.
+    expect(server!.propagation({ ...key, name: "nope" })).toBeUndefined();
+  });
+
+  it("ends the older stream when a node connects again", async () => {
+    await startWorld();
+    const first = agent("node-a");
+    await first.nextConfig();
+    const second = agent("node-a");
+    await second.nextConfig();
+    await first.until(() => first.status !== undefined, 5000, "the old stream to end");
+    expect(first.status?.code).toBe(GrpcStatus.ABORTED);
+    expect(statusOf("node-a")?.connected).toBe(true);
+  });
+
+  it("ends a stream that breaks the protocol", async () => {
+    await startWorld();
+    const a = agent("node-a");
+    await a.nextConfig();
+    a.send({ kind: "hello", hello: { nodeName: "node-a", agentVersion: "", underlayIp: "", facts: FACTS } });
+    await a.until(() => a.status !== undefined, 5000, "the stream to end");
+    expect(a.status).toEqual({ code: GrpcStatus.FAILED_PRECONDITION, details: "Hello was already received" });
+    await eventually(() => expect(statusOf("node-a")?.connected).toBe(false));
+  });
+
+  it("refuses agents without the bootstrap token when one is configured", async () => {
+    await startWorld({ token: "s3cret" });
+    const intruder = agent("node-x", { token: "wrong" });
+    await intruder.until(() => intruder.status !== undefined, 5000, "refusal");
+    expect(intruder.status?.code).toBe(GrpcStatus.UNAUTHENTICATED);
+    const member = agent("node-a", { token: "s3cret" });
+    expect((await member.nextConfig()).full).toBe(true);
+  });
+});

@@ -1,0 +1,132 @@
+// One agent's stream. The first message must be Hello; then the session sends a full Config and,
+// whenever a newer table exists, the update from what the agent holds. At most one Config is in
+// flight per agent: when its write completes, the session sends the latest table, so a slow agent
+// skips intermediate versions instead of queueing them.
+
+import { status as GrpcStatus, Metadata, type ServerDuplexStream, type StatusObject } from "@grpc/grpc-js";
+import type { AgentMessage, ControllerMessage, Hello, Report, WirePod } from "../../api/agent-service.ts";
+import type { ConfigPublisher } from "./config-publisher.ts";
+import type { ConfigTable } from "./service-table.ts";
+import { compareVersions } from "./version.ts";
+
+export type AgentCall = ServerDuplexStream<AgentMessage, ControllerMessage>;
+
+/** What a session reports to, implemented by the server. */
+export interface SessionHost {
+  readonly publisher: ConfigPublisher;
+  /** Registers the node for this session, ending an older session of the same node. */
+  claim(session: AgentSession, hello: Hello): void;
+  release(session: AgentSession): void;
+  acked(node: string, version: string): void;
+  nacked(node: string, version: string, error: string): void;
+  reported(node: string, report: Report): void;
+  podsChanged(node: string, pods: WirePod[]): void;
+}
+
+const NODE_NAME = /^[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$/;
+
+export class AgentSession {
+  private readonly call: AgentCall;
+  private readonly host: SessionHost;
+  private nodeName: string | undefined;
+  /** The table the agent holds once it has applied everything sent; undefined → next send is full. */
+  private base: ConfigTable | undefined;
+  private lastSentVersion: string | undefined;
+  /** Like lastSentVersion, but never reset: an ACK beyond it is not believed. */
+  private newestSentVersion: string | undefined;
+  private writing = false;
+  private ended = false;
+  private readonly stopListening: () => void;
+
+  constructor(call: AgentCall, host: SessionHost) {
+    this.call = call;
+    this.host = host;
+    this.stopListening = host.publisher.onTable(() => this.sendLatest());
+    call.on("data", (msg: AgentMessage) => this.receive(msg));
+    call.on("end", () => this.end());
+    call.on("error", () => this.end()); // the agent went away; nothing to report back
+    call.on("cancelled", () => this.end());
+  }
+
+  get node(): string | undefined {
+    return this.nodeName;
+  }
+
+  private receive(msg: AgentMessage): void {
+    if (this.ended) return;
+    if (this.nodeName === undefined) this.greet(msg);
+    else this.handle(this.nodeName, msg);
+  }
+
+  private greet(msg: AgentMessage): void {
+    if (msg.kind !== "hello") {
+      this.fail(GrpcStatus.FAILED_PRECONDITION, "the first message must be Hello");
+    } else if (!NODE_NAME.test(msg.hello.nodeName)) {
+      this.fail(GrpcStatus.INVALID_ARGUMENT, "invalid node_name");
+    } else {
+      this.nodeName = msg.hello.nodeName;
+      this.host.claim(this, msg.hello);
+      this.call.sendMetadata(new Metadata()); // lets the agent know it is connected before any Config
+      this.sendLatest();
+    }
+  }
+
+  private handle(node: string, msg: AgentMessage): void {
+    switch (msg.kind) {
+      case "ack":
+        if (this.newestSentVersion !== undefined && compareVersions(msg.ack.version, this.newestSentVersion) <= 0) {
+          this.host.acked(node, msg.ack.version);
+        }
+        break;
+      case "nack":
+        this.host.nacked(node, msg.nack.version, msg.nack.error);
+        // The agent kept its previous table, whatever we sent after it: resend in full. Resending
+        // the refused version itself would only be refused again, so that waits for a newer table.
+        this.base = undefined;
+        if (msg.nack.version !== this.lastSentVersion) this.lastSentVersion = undefined;
+        this.sendLatest();
+        break;
+      case "report":
+        this.host.reported(node, msg.report);
+        break;
+      case "podsChanged":
+        this.host.podsChanged(node, msg.podsChanged.pods);
+        break;
+      case "hello":
+        this.fail(GrpcStatus.FAILED_PRECONDITION, "Hello was already received");
+        break;
+    }
+  }
+
+  private sendLatest(): void {
+    if (this.writing || this.ended || this.nodeName === undefined) return;
+    const table = this.host.publisher.current();
+    if (!table || table.version === this.lastSentVersion) return;
+    const message = this.host.publisher.messageFrom(this.base);
+    this.base = table;
+    this.lastSentVersion = table.version;
+    this.newestSentVersion = table.version;
+    this.writing = true;
+    this.call.write(message, () => {
+      this.writing = false;
+      this.sendLatest();
+    });
+  }
+
+  private fail(code: GrpcStatus, details: string): void {
+    this.end({ code, details });
+  }
+
+  /** Ends the stream (if still open) with `status`, or OK, and unregisters; idempotent. */
+  end(status?: Pick<StatusObject, "code" | "details">): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.stopListening();
+    if (!this.call.writableEnded) {
+      // grpc-js turns an emitted error into the call's final status.
+      if (status) this.call.emit("error", status);
+      else this.call.end();
+    }
+    if (this.nodeName !== undefined) this.host.release(this);
+  }
+}

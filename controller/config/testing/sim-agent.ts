@@ -1,0 +1,118 @@
+// A simulated node agent for tests: a real grpc-js client on its own HTTP/2 connection that says
+// Hello, keeps the table the controller sends and answers each Config as `decide` says.
+
+import { type ClientDuplexStream, credentials, Metadata, makeGenericClientConstructor } from "@grpc/grpc-js";
+import {
+  type AgentMessage,
+  agentServiceDefinition,
+  type Config,
+  type ControllerMessage,
+  type NodeFacts,
+  type Peer,
+  serviceKey,
+  type WireService,
+} from "../../../api/agent-service.ts";
+
+type SimCall = ClientDuplexStream<AgentMessage, ControllerMessage>;
+const AgentServiceClient = makeGenericClientConstructor(agentServiceDefinition, "AgentService");
+
+/** "ack", or the error to NACK with, or "ignore" to leave the Config unanswered. */
+export type Decision = "ack" | "ignore" | { nack: string };
+
+const FACTS: NodeFacts = {
+  cpuModel: "sim",
+  cpuCores: 2,
+  memoryBytes: 1 << 30,
+  os: "sim",
+  kernel: "6.0",
+  interfaces: [],
+};
+
+export class SimAgent {
+  readonly node: string;
+  readonly configs: Config[] = [];
+  readonly services = new Map<string, WireService>();
+  version = "";
+  /** The node list as last sent (it includes this node). */
+  peers: Peer[] = [];
+  decide: (config: Config) => Decision = () => "ack";
+  private readonly client: InstanceType<typeof AgentServiceClient>;
+  private readonly call: SimCall;
+  private waiters: Array<() => void> = [];
+  status: { code: number; details: string } | undefined;
+
+  constructor(port: number, node: string, opts: { token?: string; underlayIp?: string } = {}) {
+    this.node = node;
+    // A private subchannel pool gives each simulated agent its own connection, as real agents have.
+    this.client = new AgentServiceClient(`127.0.0.1:${port}`, credentials.createInsecure(), {
+      "grpc.use_local_subchannel_pool": 1,
+    });
+    const metadata = new Metadata();
+    if (opts.token) metadata.set("authorization", `Bearer ${opts.token}`);
+    this.call = (this.client as unknown as { Connect(m: Metadata): SimCall }).Connect(metadata);
+    this.call.on("data", (msg: ControllerMessage) => this.receive(msg.config));
+    this.call.on("error", (err: { code: number; details: string }) => {
+      this.status = { code: err.code, details: err.details };
+      this.wake();
+    });
+    this.call.on("status", (s) => {
+      this.status ??= { code: s.code, details: s.details };
+      this.wake();
+    });
+    this.send({
+      kind: "hello",
+      hello: { nodeName: node, agentVersion: "sim", underlayIp: opts.underlayIp ?? "", facts: FACTS },
+    });
+  }
+
+  send(msg: AgentMessage): void {
+    this.call.write(msg);
+  }
+
+  private receive(config: Config): void {
+    this.configs.push(config);
+    const decision = this.decide(config);
+    if (decision === "ack") {
+      if (config.full) this.services.clear();
+      for (const key of config.removed) this.services.delete(key);
+      for (const s of config.services) this.services.set(serviceKey(s), s);
+      if (config.peers) this.peers = config.peers.nodes;
+      this.version = config.version;
+      this.send({ kind: "ack", ack: { version: config.version } });
+    } else if (decision !== "ignore") {
+      this.send({ kind: "nack", nack: { version: config.version, error: decision.nack } });
+    }
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Resolves once `condition` holds (checked after every Config); rejects after `timeoutMs`. */
+  until(condition: () => boolean, timeoutMs = 5000, what = "condition"): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.node}: timed out waiting for ${what}`)), timeoutMs);
+      const check = () => {
+        if (condition()) {
+          clearTimeout(timer);
+          resolve();
+        } else this.waiters.push(check);
+      };
+      check();
+    });
+  }
+
+  /** The next Config received after this call. */
+  nextConfig(timeoutMs = 5000): Promise<Config> {
+    const seen = this.configs.length;
+    return this.until(() => this.configs.length > seen, timeoutMs, "a Config").then(() => this.configs[seen]);
+  }
+
+  close(): void {
+    this.call.end();
+    this.client.close();
+  }
+}
