@@ -3,10 +3,19 @@
 
 const HELP = `Usage: nodemesh <command> [options]
 
-Commands:
-  agent     run the node agent (one per node)
-  init      install a pod's traffic redirection and enroll it with the node agent
-  help      show this help
+Components:
+  controller  run the controller (service registry, REST API, agents' configuration stream)
+  agent       run the node agent (one per node)
+  init        install a pod's traffic redirection and enroll it with the node agent
+
+Using the controller's API:
+  apply       create or update objects from a YAML or JSON file (-f FILE)
+  get         list or show objects (nodemesh get services)
+  delete      delete an object (nodemesh delete service NAME)
+  nodes       the agents' node facts and the node-to-node RTT matrix
+  status      agents: connected, applied configuration version, last refusal
+
+  help        show this help
 
 Run 'nodemesh <command> --help' for the options of a command.
 `;
@@ -19,6 +28,14 @@ async function main(): Promise<number> {
       return (await import("../agent/cli.ts")).runAgent(args);
     case "init":
       return (await import("../init-container/cli.ts")).runInit(args);
+    case "controller":
+      return (await import("../controller/cli.ts")).runController(args);
+    case "apply":
+    case "get":
+    case "delete":
+    case "nodes":
+    case "status":
+      return (await import("../controller/client/cli.ts")).runClient(command, args);
     case undefined:
     case "help":
     case "-h":

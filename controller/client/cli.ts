@@ -1,0 +1,289 @@
+// `nodemesh apply | get | delete | nodes | status`: a small kubectl for the controller's REST API.
+// Errors print the server's message (a Kubernetes Status), with each bad field.
+
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { parseAllDocuments, stringify } from "yaml";
+import { KINDS, type KindInfo } from "../../api/resources.ts";
+
+const DEFAULT_SERVER = "http://127.0.0.1:8080";
+
+const COMMON = `Common options:
+  --server URL      controller REST address (default: $NODEMESH_SERVER, else ${DEFAULT_SERVER})
+  --token TOKEN     bearer token (default: $NODEMESH_TOKEN)
+  -n, --namespace NS  namespace (default: "default")`;
+
+const HELP: Record<string, string> = {
+  apply: `Usage: nodemesh apply -f FILE [options]\n\nCreates or updates every object in FILE (YAML or JSON, one or many documents; - reads stdin).\n\n${COMMON}\n`,
+  get: `Usage: nodemesh get KIND [NAME] [options]\n\nLists objects of KIND (e.g. services), or shows one.\n  -A, --all-namespaces  list across namespaces\n  -o, --output FORMAT   table (default), yaml or json\n\n${COMMON}\n`,
+  delete: `Usage: nodemesh delete KIND NAME [options]\n\n${COMMON}\n`,
+  nodes: `Usage: nodemesh nodes [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix.\n  -o, --output FORMAT   table (default) or json\n\n${COMMON}\n`,
+  status: `Usage: nodemesh status [options]\n\nAgents: connected, applied configuration version against the controller's, last NACK.\n  -o, --output FORMAT   table (default) or json\n\n${COMMON}\n`,
+};
+
+class CliError extends Error {}
+
+interface Status {
+  kind?: string;
+  message?: string;
+  details?: { causes?: Array<{ field?: string; message?: string }> };
+}
+
+interface Client {
+  server: string;
+  token: string | undefined;
+}
+
+async function call(c: Client, method: string, path: string, body?: unknown): Promise<unknown> {
+  let res: Response;
+  try {
+    res = await fetch(`${c.server}${path}`, {
+      method,
+      headers: {
+        ...(body !== undefined ? { "content-type": "application/json" } : {}),
+        ...(c.token ? { authorization: `Bearer ${c.token}` } : {}),
+      },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+  } catch (err) {
+    throw new CliError(`cannot reach the controller at ${c.server}: ${(err as Error).cause ?? (err as Error).message}`);
+  }
+  const text = await res.text();
+  let data: unknown;
+  try {
+    data = text ? JSON.parse(text) : undefined;
+  } catch {
+    data = undefined;
+  }
+  if (!res.ok) {
+    const status = data as Status | undefined;
+    const causes = status?.details?.causes ?? [];
+    const lines = causes.map((cause) => `  ${cause.field ?? ""}: ${cause.message ?? ""}`);
+    throw new CliError([`${res.status}: ${status?.message ?? text}`, ...lines].join("\n"));
+  }
+  return data;
+}
+
+function kindFor(name: string): KindInfo {
+  const lower = name.toLowerCase();
+  const kind = KINDS.find(
+    (k) => k.plural === lower || k.kind.toLowerCase() === lower || `${k.kind.toLowerCase()}s` === lower,
+  );
+  if (!kind) throw new CliError(`unknown kind "${name}"; known: ${KINDS.map((k) => k.plural).join(", ")}`);
+  return kind;
+}
+
+function collectionPath(kind: KindInfo, namespace: string | undefined): string {
+  const base = `/apis/${kind.group}/${kind.version}`;
+  return kind.namespaced && namespace ? `${base}/namespaces/${namespace}/${kind.plural}` : `${base}/${kind.plural}`;
+}
+
+type Obj = {
+  kind?: string;
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
+  spec?: unknown;
+};
+
+async function apply(c: Client, file: string, namespace: string): Promise<void> {
+  const text = readFileSync(file === "-" ? 0 : file, "utf8");
+  const docs = parseAllDocuments(text);
+  for (const doc of docs) {
+    if (doc.errors.length > 0) throw new CliError(`${file}: ${doc.errors[0].message}`);
+    const obj = doc.toJS() as Obj | null;
+    if (!obj) continue;
+    if (typeof obj.kind !== "string" || !obj.metadata?.name)
+      throw new CliError(`${file}: every document needs kind and metadata.name`);
+    const kind = kindFor(obj.kind);
+    const ns = obj.metadata.namespace ?? namespace;
+    obj.metadata.namespace = ns;
+    const path = `${collectionPath(kind, ns)}/${obj.metadata.name}`;
+    const existing = (await call(c, "GET", path).catch((err: Error) => {
+      if (err.message.startsWith("404")) return undefined;
+      throw err;
+    })) as Obj | undefined;
+    const label = `${kind.kind.toLowerCase()}/${obj.metadata.name}`;
+    if (!existing) {
+      await call(c, "POST", collectionPath(kind, ns), obj);
+      console.log(`${label} created`);
+    } else if (JSON.stringify(existing.spec) === JSON.stringify(obj.spec)) {
+      console.log(`${label} unchanged`);
+    } else {
+      // Replace with the version we read: a concurrent writer makes this fail with 409, not lose a change.
+      obj.metadata.resourceVersion = existing.metadata?.resourceVersion;
+      await call(c, "PUT", path, obj);
+      console.log(`${label} configured`);
+    }
+  }
+}
+
+function age(timestamp: string | undefined): string {
+  if (!timestamp) return "";
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(timestamp)) / 1000));
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows
+    .map((r) =>
+      r
+        .map((cell, i) => (cell ?? "").padEnd(widths[i]))
+        .join("   ")
+        .trimEnd(),
+    )
+    .join("\n");
+}
+
+type ServiceObj = {
+  metadata: { name: string; namespace: string; creationTimestamp?: string };
+  spec: { vip: string; ports: Array<{ port: number; protocol?: string }> };
+  status?: { agentsApplied?: number; agentsTotal?: number };
+};
+
+async function get(c: Client, kindName: string, name: string | undefined, ns: string | undefined, output: string) {
+  const kind = kindFor(kindName);
+  const data = (await call(c, "GET", name ? `${collectionPath(kind, ns)}/${name}` : collectionPath(kind, ns))) as {
+    items?: unknown[];
+  };
+  if (output === "json") return console.log(JSON.stringify(data, null, 2));
+  if (output === "yaml") return process.stdout.write(stringify(data));
+  const items = (name ? [data] : (data.items ?? [])) as ServiceObj[];
+  if (items.length === 0) return console.log(`No ${kind.plural} found.`);
+  const rows = [["NAMESPACE", "NAME", "VIP", "PORTS", "APPLIED", "AGE"]];
+  for (const o of items) {
+    const applied = o.status?.agentsTotal !== undefined ? `${o.status.agentsApplied ?? 0}/${o.status.agentsTotal}` : "";
+    const ports = (o.spec?.ports ?? []).map((p) => `${p.port}/${p.protocol ?? "tcp"}`).join(",");
+    rows.push([
+      o.metadata.namespace,
+      o.metadata.name,
+      o.spec?.vip ?? "",
+      ports,
+      applied,
+      age(o.metadata.creationTimestamp),
+    ]);
+  }
+  console.log(table(rows));
+}
+
+/** What the controller serves at /apis/nodemesh.io/v1alpha1/agents (controller/config AgentStatus). */
+interface NodeView {
+  node: string;
+  connected: boolean;
+  appliedVersion?: string;
+  appliedAt?: string;
+  currentVersion: string;
+  lastNack?: { version: string; error: string; at: string };
+  facts?: { cpuModel?: string; cpuCores?: number; memoryBytes?: number; os?: string; kernel?: string };
+  peers?: Array<{ nodeName: string; rttMs: number; lossRatio: number; error: string }>;
+}
+
+async function agents(c: Client): Promise<NodeView[]> {
+  const data = (await call(c, "GET", "/apis/nodemesh.io/v1alpha1/agents")) as { items: NodeView[] };
+  return data.items;
+}
+
+async function nodes(c: Client, output: string): Promise<void> {
+  const list = await agents(c);
+  if (output === "json") return console.log(JSON.stringify(list, null, 2));
+  if (list.length === 0) return console.log("No agents have connected.");
+  const rows = [["NODE", "CONNECTED", "CPU", "CORES", "MEMORY", "OS", "KERNEL"]];
+  for (const n of list) {
+    const f = n.facts ?? {};
+    const mem = f.memoryBytes ? `${(f.memoryBytes / 2 ** 30).toFixed(1)}Gi` : "";
+    rows.push([
+      n.node,
+      String(n.connected),
+      f.cpuModel ?? "",
+      String(f.cpuCores ?? ""),
+      mem,
+      f.os ?? "",
+      f.kernel ?? "",
+    ]);
+  }
+  console.log(table(rows));
+  const names = list.map((n) => n.node);
+  const matrix = [["RTT ms (from \\ to)", ...names]];
+  for (const n of list) {
+    matrix.push([
+      n.node,
+      ...names.map((to) => {
+        if (to === n.node) return "-";
+        const p = n.peers?.find((peer) => peer.nodeName === to);
+        if (!p) return "?";
+        if (p.error) return `error: ${p.error}`;
+        if (p.lossRatio >= 1) return "lost";
+        return `${p.rttMs.toFixed(3)}${p.lossRatio ? ` (${Math.round(p.lossRatio * 100)}% loss)` : ""}`;
+      }),
+    ]);
+  }
+  console.log(`\n${table(matrix)}`);
+}
+
+async function status(c: Client, output: string): Promise<void> {
+  const list = await agents(c);
+  if (output === "json") return console.log(JSON.stringify(list, null, 2));
+  if (list.length === 0) return console.log("No agents have connected.");
+  const rows = [["NODE", "CONNECTED", "APPLIED VERSION", "CONTROLLER VERSION", "IN SYNC", "LAST NACK"]];
+  for (const n of list) {
+    const inSync = n.appliedVersion === n.currentVersion ? "yes" : "no";
+    const nack = n.lastNack ? `${n.lastNack.version}: ${n.lastNack.error}` : "";
+    rows.push([n.node, String(n.connected), n.appliedVersion ?? "", n.currentVersion, inSync, nack]);
+  }
+  console.log(table(rows));
+}
+
+export async function runClient(command: string, argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      server: { type: "string" },
+      token: { type: "string" },
+      namespace: { type: "string", short: "n" },
+      "all-namespaces": { type: "boolean", short: "A" },
+      filename: { type: "string", short: "f" },
+      output: { type: "string", short: "o", default: "table" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP[command]);
+    return 0;
+  }
+  const c: Client = {
+    server: (values.server ?? process.env.NODEMESH_SERVER ?? DEFAULT_SERVER).replace(/\/$/, ""),
+    token: values.token ?? process.env.NODEMESH_TOKEN,
+  };
+  const namespace = values.namespace ?? "default";
+  try {
+    switch (command) {
+      case "apply":
+        if (!values.filename) throw new CliError("apply needs -f FILE");
+        await apply(c, values.filename, namespace);
+        return 0;
+      case "get":
+        if (!positionals[0]) throw new CliError("get needs a KIND, e.g. nodemesh get services");
+        await get(c, positionals[0], positionals[1], values["all-namespaces"] ? undefined : namespace, values.output);
+        return 0;
+      case "delete": {
+        if (positionals.length < 2) throw new CliError("delete needs KIND and NAME");
+        const kind = kindFor(positionals[0]);
+        await call(c, "DELETE", `${collectionPath(kind, namespace)}/${positionals[1]}`);
+        console.log(`${kind.kind.toLowerCase()}/${positionals[1]} deleted`);
+        return 0;
+      }
+      case "nodes":
+        await nodes(c, values.output);
+        return 0;
+      case "status":
+        await status(c, values.output);
+        return 0;
+      default:
+        throw new CliError(`unknown command ${command}`);
+    }
+  } catch (err) {
+    if (!(err instanceof CliError)) throw err;
+    process.stderr.write(`nodemesh ${command}: ${err.message}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,77 @@
+// The controller process: the store, the REST API (and later the UI) and the agents' gRPC
+// configuration stream, wired together. Each part is its own module; this file only assembles.
+
+import pino, { type Logger } from "pino";
+import type { Resource } from "../api/resources.ts";
+import { TokenAuth } from "./auth.ts";
+import { AgentServer } from "./config/agent-server.ts";
+import { createControllerRegistry, registerStoreMetrics } from "./metrics.ts";
+import { type RestServer, startRestServer } from "./rest/server.ts";
+import { FileStore } from "./store/file-store.ts";
+import { keyOf } from "./store/memory-store.ts";
+import type { Store } from "./store/store.ts";
+
+export interface ControllerOptions {
+  storeDir: string;
+  restHost: string;
+  restPort: number;
+  grpcHost: string;
+  grpcPort: number;
+  /** Bearer tokens for the REST API; without them the API only listens on loopback. */
+  tokensFile?: string;
+  /** Shared bootstrap token agents present on the gRPC stream. */
+  agentToken?: string;
+  logLevel: string;
+}
+
+export class Controller {
+  readonly log: Logger;
+  readonly store: Store;
+  private rest?: RestServer;
+  private agents?: AgentServer;
+
+  private constructor(opts: ControllerOptions) {
+    this.log = pino({ level: opts.logLevel, base: { component: "controller" } });
+    this.store = new FileStore(opts.storeDir);
+  }
+
+  static async start(opts: ControllerOptions): Promise<Controller> {
+    const c = new Controller(opts);
+    await c.store.open(); // a corrupt store throws here: the controller refuses to start
+    const registry = createControllerRegistry();
+    registerStoreMetrics(registry, c.store);
+    const auth = opts.tokensFile ? await TokenAuth.fromFile(opts.tokensFile) : undefined;
+    c.agents = await AgentServer.start({
+      store: c.store,
+      metrics: registry,
+      host: opts.grpcHost,
+      port: opts.grpcPort,
+      ...(opts.agentToken ? { token: opts.agentToken } : {}),
+      log: c.log.child({ component: "agent-server" }),
+    });
+    const agents = c.agents;
+    c.rest = await startRestServer({
+      store: c.store,
+      registry,
+      host: opts.restHost,
+      port: opts.restPort,
+      ...(auth ? { auth } : {}),
+      log: c.log,
+      statusFor: (r: Resource) => agents.propagation(keyOf(r)),
+      views: {
+        agents: {
+          kind: "Agent",
+          items: () => agents.agents().map((a) => ({ ...a, currentVersion: agents.configVersion() ?? "" })),
+        },
+      },
+    });
+    c.log.info({ rest: c.rest.url, grpc: `${opts.grpcHost}:${agents.port}`, store: opts.storeDir }, "controller ready");
+    return c;
+  }
+
+  async stop(): Promise<void> {
+    await this.rest?.close();
+    await this.agents?.stop();
+    await this.store.close();
+  }
+}
