@@ -84,6 +84,22 @@ type Obj = {
   spec?: unknown;
 };
 
+/** JSON with sorted keys, so two equal objects print the same whatever their key order. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value && typeof value === "object") {
+    const entries = Object.entries(value).sort(([a], [b]) => (a < b ? -1 : 1));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** The stored spec has the schema's defaults filled in; compare the file's spec the same way. */
+function sameSpec(kind: KindInfo, stored: unknown, wanted: unknown): boolean {
+  const parsed = kind.spec.safeParse(wanted);
+  return parsed.success && canonical(stored) === canonical(parsed.data);
+}
+
 async function apply(c: Client, file: string, namespace: string): Promise<void> {
   const text = readFileSync(file === "-" ? 0 : file, "utf8");
   const docs = parseAllDocuments(text);
@@ -105,7 +121,7 @@ async function apply(c: Client, file: string, namespace: string): Promise<void> 
     if (!existing) {
       await call(c, "POST", collectionPath(kind, ns), obj);
       console.log(`${label} created`);
-    } else if (JSON.stringify(existing.spec) === JSON.stringify(obj.spec)) {
+    } else if (sameSpec(kind, existing.spec, obj.spec)) {
       console.log(`${label} unchanged`);
     } else {
       // Replace with the version we read: a concurrent writer makes this fail with 409, not lose a change.

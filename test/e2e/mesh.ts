@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ADMIN_PORT } from "../../api/dataplane.ts";
 import type { ServiceTable } from "../../api/services.ts";
-import type { Node, Place, Pod, Proc, RunResult, World } from "../world/world.ts";
+import type { Controller, Node, Place, Pod, Proc, RunResult, World } from "../world/world.ts";
 import { httpFrom, parseMetrics } from "./netns-client.ts";
 
 const REPO = new URL("../..", import.meta.url).pathname;
@@ -27,6 +27,8 @@ export class Mesh {
   readonly servicesFile: string;
   readonly agents = new Map<Node, AgentHandle>();
   private readonly agentArgs: string[];
+  /** Set by startController: agents then take their configuration from it instead of the file. */
+  controller: { place: Controller; proc: Proc; storeDir: string } | undefined;
 
   constructor(world: World, opts: { agentArgs?: string[] } = {}) {
     this.world = world;
@@ -52,6 +54,16 @@ export class Mesh {
     const socket = join(this.dir, node.name, "agent.sock");
     const stateDir = join(this.dir, node.name, "state");
     mkdirSync(stateDir, { recursive: true });
+    const config = this.controller
+      ? [
+          "--controller",
+          `${this.controller.place.ip}:15012`,
+          "--underlay-ip",
+          node.underlayIp,
+          "--report-interval-s",
+          "1",
+        ]
+      : ["--services", this.servicesFile];
     const proc = this.world.spawn(
       node,
       process.execPath,
@@ -64,8 +76,7 @@ export class Mesh {
         socket,
         "--state-dir",
         stateDir,
-        "--services",
-        this.servicesFile,
+        ...config,
         "--connect-timeout-ms",
         "500",
         ...this.agentArgs,
@@ -76,6 +87,29 @@ export class Mesh {
     const handle = { node, proc, socket, stateDir };
     this.agents.set(node, handle);
     return handle;
+  }
+
+  /**
+   * Starts (or restarts) the controller in the world's controller namespace, its REST API on that
+   * namespace's loopback, its gRPC stream on the underlay. Start it before the agents.
+   */
+  async startController(): Promise<void> {
+    const place = this.controller?.place ?? (await this.world.addController());
+    const storeDir = join(this.dir, "controller-store");
+    const proc = this.world.spawn(place, process.execPath, [CLI, "controller", "--store-dir", storeDir], {
+      name: "controller",
+    });
+    await proc.waitForLine(/"msg":"controller ready"/, 15_000);
+    this.controller = { place, proc, storeDir };
+  }
+
+  /** Runs a `nodemesh` client command (apply, get, …) in the controller's namespace. */
+  async cli(args: string[], input?: string): Promise<RunResult> {
+    if (!this.controller) throw new Error("no controller");
+    return this.world.exec(this.controller.place, process.execPath, [CLI, ...args], {
+      timeoutMs: 20_000,
+      ...(input !== undefined ? { input } : {}),
+    });
   }
 
   async stopAgent(node: Node, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {

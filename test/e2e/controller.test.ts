@@ -1,0 +1,175 @@
+// The controller in the 2-node world: a Service applied over REST reaches both agents and carries
+// traffic; a configuration the agents cannot apply is NACKed and visible, while they keep serving
+// the previous one; the data plane survives the controller's death and an agent's restart while
+// it is down (cached configuration); everything converges when it returns.
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Node, type Pod, World } from "../world/world.ts";
+import { Mesh } from "./mesh.ts";
+import { httpFrom } from "./netns-client.ts";
+
+const VIP = "10.96.0.10";
+
+const serviceYaml = (name: string, vip: string) => `apiVersion: nodemesh.io/v1alpha1
+kind: Service
+metadata:
+  name: ${name}
+  namespace: default
+spec:
+  vip: ${vip}
+  ports:
+    - name: http
+      port: 80
+      targetPort: 8080
+  selector:
+    app: web
+`;
+
+interface AgentView {
+  node: string;
+  connected: boolean;
+  appliedVersion?: string;
+  currentVersion: string;
+  lastNack?: { version: string; error: string };
+  facts: { cpuModel: string; cpuCores: number; memoryBytes: number; kernel: string };
+  peers: Array<{ nodeName: string; rttMs: number; lossRatio: number; error: string }>;
+}
+
+/** Polls `check` every 100 ms until it returns a value, for at most `ms`. */
+async function eventually<T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${last}` : ""}`);
+}
+
+describe("controller and agents", () => {
+  let world: World;
+  let mesh: Mesh;
+  let n1: Node;
+  let n2: Node;
+  let client: Pod;
+
+  const statusJson = async (): Promise<AgentView[]> => {
+    const r = await mesh.cli(["status", "-o", "json"]);
+    if (r.code !== 0) throw new Error(r.stderr);
+    return JSON.parse(r.stdout);
+  };
+  const inSync = async () => {
+    const agents = await statusJson();
+    return agents.length === 2 && agents.every((a) => a.connected && a.appliedVersion === a.currentVersion)
+      ? agents
+      : undefined;
+  };
+  const served = async () => {
+    const reply = await httpFrom(client.netnsPath, `http://${VIP}/`);
+    expect(reply.status).toBe(200);
+    return JSON.parse(reply.body).pod as string;
+  };
+
+  beforeAll(async () => {
+    world = await World.create({ nodes: 2 });
+    mesh = new Mesh(world);
+    [n1, n2] = world.nodes;
+    await mesh.startController();
+    await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);
+    client = await world.addPod(n1, "client");
+    const web = [await world.addPod(n1, "web-1"), await world.addPod(n2, "web-2")];
+    for (const pod of web)
+      await mesh.startWorkload(pod, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "0"]);
+    await mesh.enroll(client, ["--label", "app=client"]);
+    for (const pod of web) await mesh.enroll(pod, ["--label", "app=web"]);
+  }, 60_000);
+
+  afterAll(async () => {
+    await mesh?.destroy();
+  });
+
+  it("applies a Service from YAML; both agents apply it and traffic to its VIP works", async () => {
+    const r = await mesh.cli(["apply", "-f", "-"], serviceYaml("web", VIP));
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe("service/web created");
+
+    const listed = await eventually("2 of 2 agents to apply the Service", 15_000, async () => {
+      const get = await mesh.cli(["get", "services"]);
+      return /web\s+10\.96\.0\.10\s+80\/tcp\s+2\/2/.test(get.stdout) ? get.stdout : undefined;
+    });
+    expect(listed).toContain("APPLIED");
+    const pods = new Set<string>();
+    for (let i = 0; i < 4; i++) pods.add(await served());
+    expect(pods).toEqual(new Set(["web-1", "web-2"]));
+
+    // Applying the same file again changes nothing.
+    const again = await mesh.cli(["apply", "-f", "-"], serviceYaml("web", VIP));
+    expect(again.stdout.trim()).toBe("service/web unchanged");
+  });
+
+  it("refuses a malformed Service with the server's message and each bad field", async () => {
+    const bad = serviceYaml("Bad_Name", "10.96.0.999").replace("port: 80", "port: 0");
+    const r = await mesh.cli(["apply", "-f", "-"], bad);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/422/);
+    for (const field of ["metadata.name", "spec.vip", "spec.ports[0].port"]) expect(r.stderr).toContain(field);
+  });
+
+  it("shows a NACK in nodemesh status while the agents keep serving the previous version", async () => {
+    await eventually("agents in sync", 10_000, inSync);
+    // Valid on its own, but its VIP:port collides with "web": the agents refuse the table.
+    const r = await mesh.cli(["apply", "-f", "-"], serviceYaml("web-clash", VIP));
+    expect(r.code, r.stderr).toBe(0);
+    const nacked = await eventually("both agents to NACK", 10_000, async () => {
+      const agents = await statusJson();
+      return agents.every((a) => a.lastNack && a.appliedVersion !== a.currentVersion) ? agents : undefined;
+    });
+    expect(nacked[0].lastNack!.error).toContain("duplicate VIP:port 10.96.0.10:80");
+    const table = await mesh.cli(["status"]);
+    expect(table.stdout).toMatch(/node-1\s+true\s+\S+\s+\S+\s+no\s+\S+: .*duplicate VIP:port/);
+    expect(await served()).toMatch(/^web-/);
+
+    expect((await mesh.cli(["delete", "service", "web-clash"])).stdout.trim()).toBe("service/web-clash deleted");
+    await eventually("agents back in sync after the fix", 10_000, inSync);
+  });
+
+  it("shows node facts and a measured RTT between the nodes", async () => {
+    const agents = await eventually("RTT probes of both nodes", 10_000, async () => {
+      const list = await statusJson();
+      return list.every((a) => a.peers.some((p) => p.rttMs > 0 && p.lossRatio === 0 && !p.error)) ? list : undefined;
+    });
+    for (const a of agents) {
+      expect(a.facts.cpuCores).toBeGreaterThan(0);
+      expect(a.facts.memoryBytes).toBeGreaterThan(0);
+      expect(a.facts.kernel).not.toBe("");
+    }
+    const r = await mesh.cli(["nodes"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/node-1\s+true/);
+    expect(r.stdout).toMatch(/node-2\s+true/);
+    // The RTT matrix: node-1's row has a number of milliseconds for node-2.
+    expect(r.stdout).toMatch(/^node-1\s+-\s+\d+\.\d{3}/m);
+  });
+
+  it("keeps traffic flowing with the controller dead, even across an agent restart, and converges after", async () => {
+    await mesh.controller!.proc.stop("SIGKILL");
+    expect(await served()).toMatch(/^web-/);
+
+    // Static stability: a restarted agent serves its cached configuration.
+    await mesh.stopAgent(n1, "SIGKILL");
+    await mesh.startAgent(n1);
+    const pods = new Set<string>();
+    for (let i = 0; i < 4; i++) pods.add(await served());
+    expect(pods).toEqual(new Set(["web-1", "web-2"]));
+
+    await mesh.startController();
+    const agents = await eventually("agents to reconnect and converge", 20_000, inSync);
+    expect(new Set(agents.map((a) => a.appliedVersion)).size).toBe(1);
+    expect(await served()).toMatch(/^web-/);
+  });
+});
