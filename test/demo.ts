@@ -1,12 +1,12 @@
-// `make demo`: the whole mesh on this machine. Two nodes in network namespaces, an agent on each,
-// a client pod and a service with three replicas spread over both nodes, all enrolled by
-// `nodemesh init`. Sends traffic to the service address and shows which replica served it, then
-// keeps running until Ctrl-C, which removes everything.
+// `make demo`: the whole mesh on this machine. Two nodes in network namespaces, the controller
+// (file store) in its own namespace, an agent on each node, a client pod and three replicas spread
+// over both nodes, all enrolled by `nodemesh init`. Applies the reviews Service from YAML, waits
+// until both agents applied it, sends traffic to its address and shows which replica served what,
+// then keeps running until Ctrl-C, which removes everything.
 //
 //   node test/demo.ts [--requests N] [--once]
 
 import { parseArgs } from "node:util";
-import type { ServiceTable } from "../api/services.ts";
 import { Mesh } from "./e2e/mesh.ts";
 import { httpFrom, metricSum } from "./e2e/netns-client.ts";
 import { type Pod, World } from "./world/world.ts";
@@ -26,9 +26,35 @@ if (values.help) {
 }
 
 const VIP = "10.96.0.10";
+const REVIEWS_YAML = `apiVersion: nodemesh.io/v1alpha1
+kind: Service
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  vip: ${VIP}
+  ports:
+    - name: http
+      port: 80
+      targetPort: 8080
+      protocol: http
+  selector:
+    app: reviews
+`;
 const say = (text: string) => console.log(text);
 
 const world = await World.create({ nodes: 2 });
+
+/** Polls the Service's status until both agents applied it (bounded: 20 s). */
+async function waitUntilApplied(): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const r = await mesh.cli(["get", "services", "reviews", "-o", "json"]);
+    const status = r.code === 0 ? JSON.parse(r.stdout).status : undefined;
+    if (status?.agentsTotal === 2 && status.agentsApplied === 2) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error("the agents did not apply the reviews Service within 20 s");
+}
 const mesh = new Mesh(world);
 try {
   const [n1, n2] = world.nodes;
@@ -39,20 +65,10 @@ try {
     await world.addPod(n2, "reviews-2"),
     await world.addPod(n2, "reviews-3"),
   ];
-  const table: ServiceTable = {
-    services: [
-      {
-        name: "reviews",
-        namespace: "default",
-        vip: VIP,
-        ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "http" }],
-        endpoints: replicas.map((p) => ({ ip: p.ip, node: p.node.name, pod: p.name, meshed: true })),
-      },
-    ],
-  };
-  mesh.writeServices(table);
+  await mesh.startController();
+  say(`controller ready in its namespace (${mesh.controller!.place.ip}): REST on its loopback :8080, gRPC :15012`);
   await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);
-  say("agents ready on both nodes (admin :15020 in each node namespace)");
+  say("agents connected to the controller (admin :15020 in each node namespace)");
 
   for (const [i, pod] of replicas.entries()) {
     await mesh.startWorkload(pod, ["--version", `v${i + 1}`, "--http-port", "8080", "--grpc-port", "0"]);
@@ -61,6 +77,14 @@ try {
     await mesh.enroll(pod, ["--label", `app=${pod.name.replace(/-\d+$/, "")}`]);
     say(`enrolled ${pod.name.padEnd(10)} ${pod.ip.padEnd(12)} on ${pod.node.name}`);
   }
+
+  say(`\n$ nodemesh apply -f reviews.yaml`);
+  const applied = await mesh.cli(["apply", "-f", "-"], REVIEWS_YAML);
+  if (applied.code !== 0) throw new Error(`apply failed: ${applied.stderr}`);
+  process.stdout.write(applied.stdout);
+  await waitUntilApplied();
+  say("$ nodemesh get services");
+  process.stdout.write((await mesh.cli(["get", "services"])).stdout);
 
   say(`\nclient → reviews (${VIP}:80), one connection per request:`);
   const served = new Map<string, number>();
@@ -86,6 +110,7 @@ try {
     say(`\nThe mesh keeps running. Try it from the client pod:`);
     say(`  nsenter --net=${client.netnsPath} curl -s http://${VIP}/`);
     say(`  nsenter --net=${n1.netnsPath} curl -s localhost:15020/metrics | grep nodemesh_`);
+    say(`  nsenter --net=${mesh.controller!.place.netnsPath} node bin/nodemesh.ts status`);
     say("Ctrl-C stops it and removes every namespace.");
     await new Promise<void>((resolve) => {
       process.once("SIGINT", resolve);
