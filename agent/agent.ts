@@ -3,7 +3,6 @@
 
 import type { Server } from "node:http";
 import pino, { type Logger } from "pino";
-import type { EnrolledPod } from "../api/enrollment.ts";
 import { startAdminServer } from "./control/admin.ts";
 import { ControllerLink } from "./control/controller-link.ts";
 import { startEnrollmentServer } from "./control/enrollment-server.ts";
@@ -36,22 +35,6 @@ export interface ControllerOptions {
   reportIntervalMs: number;
 }
 
-/** The pod registry, telling a listener about every enrollment change. */
-class ObservedPodRegistry extends PodRegistry {
-  onChange: () => void = () => {};
-
-  override async enroll(pod: EnrolledPod): Promise<void> {
-    await super.enroll(pod);
-    this.onChange();
-  }
-
-  override async remove(namespace: string, name: string): Promise<boolean> {
-    const removed = await super.remove(namespace, name);
-    if (removed) this.onChange();
-    return removed;
-  }
-}
-
 function configSource(o: AgentOptions): string {
   if (o.controller) return `controller:${o.controller.address}`;
   return o.servicesFile ? `file:${o.servicesFile}` : "none";
@@ -62,7 +45,7 @@ export class Agent {
   private readonly opts: AgentOptions;
   private readonly slots = new BalancerSlots(BALANCER_SLOTS);
   private pool!: WorkerPool;
-  private pods!: ObservedPodRegistry;
+  private pods!: PodRegistry;
   private controller: ControllerLink | undefined;
   private servers: Server[] = [];
   private table: VersionedTable = { version: "", table: { services: [] } };
@@ -78,7 +61,7 @@ export class Agent {
     this.pool = await WorkerPool.start(o.workers, { connectTimeoutMs: o.connectTimeoutMs, logLevel: o.logLevel });
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));
     else this.applyTable({ version: "empty", table: { services: [] } });
-    this.pods = new ObservedPodRegistry(o.stateDir, this.pool, this.log);
+    this.pods = new PodRegistry(o.stateDir, this.pool, this.log);
     if (o.controller) {
       // Serves the cached table (if any) before pods are restored, so they forward as before.
       this.controller = await ControllerLink.start(

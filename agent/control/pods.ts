@@ -19,6 +19,8 @@ export class PodRegistry {
   private readonly workers: WorkerPool;
   private readonly log: Logger;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Called after every enrollment or removal (the controller link reports the pods then). */
+  onChange: () => void = () => {};
 
   constructor(stateDir: string, workers: WorkerPool, log: Logger) {
     mkdirSync(stateDir, { recursive: true });
@@ -49,6 +51,7 @@ export class PodRegistry {
       this.pods.set(key(pod), { ...pod, netnsInode: inode });
       this.save();
       this.log.info({ pod: key(pod), ip: pod.ip, netns: pod.netnsPath }, "pod enrolled");
+      this.onChange();
     });
   }
 
@@ -61,6 +64,7 @@ export class PodRegistry {
       this.pods.delete(k);
       this.save();
       this.log.info({ pod: k }, "pod removed");
+      this.onChange();
       return true;
     });
   }
