@@ -6,11 +6,12 @@ import net from "node:net";
 import type { Logger } from "pino";
 import { INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT } from "../../api/dataplane.ts";
 import type { EnrolledPod } from "../../api/enrollment.ts";
+import { AgentErrors } from "../errors.ts";
 import { type Address, bindListenerFd, Netns, originalDst, socketFd } from "../sys/linux.ts";
 import { RoundRobin } from "./balancer.ts";
 import type { DataplaneContext, PodContext } from "./context.ts";
 import { handleInbound, handleTunnel } from "./inbound.ts";
-import { DataplaneMetrics } from "./metrics.ts";
+import { DataplaneMetrics, type Direction } from "./metrics.ts";
 import { handleOutbound } from "./outbound.ts";
 import { compileSnapshot, EMPTY_SNAPSHOT, type Snapshot, type SnapshotMessage } from "./snapshot.ts";
 
@@ -29,16 +30,31 @@ type Handler = (ctx: DataplaneContext, pod: PodContext, socket: net.Socket) => P
 
 const ignore = () => {};
 
-/** Handlers that need the pre-REDIRECT destination read it from the accepted socket first. */
+/**
+ * Handlers that need the pre-REDIRECT destination read it from the accepted socket first. A
+ * socket without one (no conntrack entry, already gone) is refused, never thrown out of the
+ * connection callback, where it would take the worker down.
+ */
 function withOriginalDst(
+  direction: Direction,
   handle: (ctx: DataplaneContext, pod: PodContext, socket: net.Socket, dst: Address) => Promise<void>,
 ): Handler {
-  return (ctx, pod, socket) => handle(ctx, pod, socket, originalDst(socketFd(socket)));
+  return async (ctx, pod, socket) => {
+    let dst: Address;
+    try {
+      dst = originalDst(socketFd(socket));
+    } catch {
+      ctx.metrics.refused.labels(direction, AgentErrors.NO_ORIGINAL_DST.code).inc();
+      socket.resetAndDestroy();
+      return;
+    }
+    await handle(ctx, pod, socket, dst);
+  };
 }
 
 const LISTENERS: ReadonlyArray<{ port: number; handler: Handler }> = [
-  { port: OUTBOUND_PORT, handler: withOriginalDst(handleOutbound) },
-  { port: INBOUND_PORT, handler: withOriginalDst(handleInbound) },
+  { port: OUTBOUND_PORT, handler: withOriginalDst("outbound", handleOutbound) },
+  { port: INBOUND_PORT, handler: withOriginalDst("inbound", handleInbound) },
   { port: TUNNEL_PORT, handler: handleTunnel },
 ];
 
@@ -83,13 +99,21 @@ export class Dataplane implements DataplaneContext {
     this.pods.set(key, { ctx, servers });
   }
 
+  /**
+   * Stops accepting at once; connections in flight finish on their own, without holding up the
+   * removal. The namespace fd stays open until the last of them is gone (they may still dial from
+   * it), so its number cannot be reused for another pod's namespace meanwhile.
+   */
   async removePod(key: string): Promise<void> {
     const entry = this.pods.get(key);
     if (!entry) return;
     this.pods.delete(key);
-    // Closing stops new connections; connections in flight finish on their own.
-    await Promise.all(entry.servers.map((s) => new Promise((resolve) => s.close(resolve))));
-    entry.ctx.netns.close();
+    let open = entry.servers.length;
+    for (const server of entry.servers) {
+      server.close(() => {
+        if (--open === 0) entry.ctx.netns.close();
+      });
+    }
   }
 
   async stop(): Promise<void> {

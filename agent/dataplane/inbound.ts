@@ -62,6 +62,10 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, client
     if (!client.destroyed) answerTunnel(client, error);
     return;
   }
+  if (client.destroyed) {
+    app.destroy(); // the source agent went away while we connected
+    return;
+  }
   answerTunnel(client, undefined);
   await forward(ctx, to, client, app);
 }

@@ -17,6 +17,12 @@ function alreadyConsumed(s: Socket): number {
 }
 
 export function pipeBoth(downstream: Socket, upstream: Socket): Promise<PipeResult> {
+  // A side that closed while the other was being connected has already fired "close": reset the other.
+  if (downstream.destroyed || upstream.destroyed) {
+    downstream.resetAndDestroy();
+    upstream.resetAndDestroy();
+    return Promise.resolve({ bytesFromDownstream: 0, bytesFromUpstream: 0 });
+  }
   const downstreamBase = alreadyConsumed(downstream);
   const upstreamBase = alreadyConsumed(upstream);
   return new Promise((resolve) => {

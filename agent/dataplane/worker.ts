@@ -41,10 +41,8 @@ port.on("message", (msg: ToWorker) => {
       void reply(msg.id, () => dataplane.metrics.registry.getMetricsAsJSON());
       return;
     case "stop":
-      void reply(msg.id, async () => {
-        await dataplane.stop();
-        port.close();
-      });
+      // Reply before closing the port: a message posted after close() is dropped.
+      void reply(msg.id, () => dataplane.stop()).then(() => port.close());
       return;
   }
 });

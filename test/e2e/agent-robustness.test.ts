@@ -224,4 +224,29 @@ describe("agent robustness", () => {
     const reply = await httpFrom(client.netnsPath, `http://${NEW_VIP}/`);
     expect(JSON.parse(reply.body).pod).toBe("server");
   });
+
+  it("unenrolls a pod promptly while its connections stay open, and they keep working", async () => {
+    const open = await connectFrom(client.netnsPath, VIP, 80);
+    const t0 = performance.now();
+    const reply = await enrollRequest(agent, "DELETE", "/v1/pods/default/client", "");
+    expect(reply.status).toBe(200);
+    expect(performance.now() - t0).toBeLessThan(1000);
+    const response = await new Promise<string>((resolve, reject) => {
+      let text = "";
+      open.setEncoding("utf8");
+      open.on("data", (c: string) => {
+        text += c;
+      });
+      open.on("end", () => resolve(text));
+      open.on("error", reject);
+      open.end("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    });
+    expect(response).toMatch(/^HTTP\/1\.1 200/);
+    expect(response).toContain('"pod":"server"');
+  });
+
+  it("stops cleanly on SIGTERM", async () => {
+    const exit = await agent.proc.stop("SIGTERM", 5000);
+    expect(exit).toEqual({ code: 0, signal: null });
+  });
 });
