@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
 import { Registry } from "prom-client";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Report, WirePod } from "../../api/agent-service.ts";
 import { AgentServer } from "../../controller/config/agent-server.ts";
 import { newServiceObject } from "../../controller/config/testing/fixtures.ts";
@@ -93,16 +93,9 @@ function startClient(port: number, overrides: Partial<ControllerClientOptions> =
   return agent;
 }
 
-async function eventually(check: () => void, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return check();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  }
+/** Retries `check` until it stops throwing (vitest's waitFor), for at most `timeoutMs`. */
+function eventually(check: () => void, timeoutMs = 5000): Promise<void> {
+  return vi.waitFor(check, { timeout: timeoutMs, interval: 10 });
 }
 
 /** The agent has ACKed the controller's current table. */

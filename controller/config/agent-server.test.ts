@@ -1,7 +1,7 @@
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import pino from "pino";
 import { Registry } from "prom-client";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import type { WirePod } from "../../api/agent-service.ts";
 import { MemoryStore } from "../store/memory-store.ts";
 import { AgentServer } from "./agent-server.ts";
@@ -45,16 +45,9 @@ function statusOf(node: string) {
   return server!.agents().find((a) => a.node === node);
 }
 
-async function eventually(check: () => void, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return check();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  }
+/** Retries `check` until it stops throwing (vitest's waitFor), for at most `timeoutMs`. */
+function eventually(check: () => void, timeoutMs = 5000): Promise<void> {
+  return vi.waitFor(check, { timeout: timeoutMs, interval: 10 });
 }
 
 /** Waits until the agent has applied the controller's current table (connecting bumps the peer set). */

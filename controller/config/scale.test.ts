@@ -3,7 +3,7 @@
 
 import pino from "pino";
 import { Registry } from "prom-client";
-import { afterAll, expect, it } from "vitest";
+import { afterAll, expect, it, vi } from "vitest";
 import type { Resource, ServiceSpec } from "../../api/resources.ts";
 import { MemoryStore } from "../store/memory-store.ts";
 import { AgentServer } from "./agent-server.ts";
@@ -28,12 +28,13 @@ function vip(i: number): string {
   return `10.96.${Math.floor(i / 250)}.${(i % 250) + 1}`;
 }
 
-async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
+function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  return vi.waitFor(
+    async () => {
+      if (!(await condition())) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    },
+    { timeout: timeoutMs, interval: 2 },
+  );
 }
 
 it(`propagates a write to ${AGENTS} agents holding ${SERVICES} services`, { timeout: 120_000 }, async () => {

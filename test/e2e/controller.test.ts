@@ -3,7 +3,7 @@
 // the previous one; the data plane survives the controller's death and an agent's restart while
 // it is down (cached configuration); everything converges when it returns.
 
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { type Node, type Pod, World } from "../world/world.ts";
 import { Mesh } from "./mesh.ts";
 import { httpFrom } from "./netns-client.ts";
@@ -35,20 +35,16 @@ interface AgentView {
   peers: Array<{ nodeName: string; rttMs: number; lossRatio: number; error: string }>;
 }
 
-/** Polls `check` every 100 ms until it returns a value, for at most `ms`. */
-async function eventually<T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
+/** Polls `check` every 100 ms until it returns a value (vitest's waitFor), for at most `ms`. */
+function eventually<T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> {
+  return vi.waitFor(
+    async () => {
       const value = await check();
-      if (value !== undefined) return value;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${last}` : ""}`);
+      if (value === undefined) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+      return value;
+    },
+    { timeout: ms, interval: 100 },
+  );
 }
 
 describe("controller and agents", () => {
