@@ -8,8 +8,9 @@ import { ControllerLink } from "./control/controller-link.ts";
 import { startEnrollmentServer } from "./control/enrollment-server.ts";
 import { PodRegistry } from "./control/pods.ts";
 import { loadServiceFile, type VersionedTable } from "./control/service-source.ts";
-import { BALANCER_SLOTS, WorkerPool } from "./control/workers.ts";
-import { BalancerSlots } from "./dataplane/snapshot.ts";
+import { WorkerPool } from "./control/workers.ts";
+import { ENDPOINT_SLOTS, ROUTE_SLOTS, SlotAllocator } from "./dataplane/shared-state.ts";
+import { slotKeys } from "./dataplane/snapshot.ts";
 
 export interface AgentOptions {
   nodeName: string;
@@ -22,6 +23,10 @@ export interface AgentOptions {
   adminPort: number;
   workers: number;
   connectTimeoutMs: number;
+  /** How long an undeclared port waits for a client's first bytes before it is opaque TCP. */
+  detectTimeoutMs: number;
+  /** Time a client has to send a complete HTTP request head. */
+  headersTimeoutMs: number;
   logLevel: string;
 }
 
@@ -43,7 +48,8 @@ function configSource(o: AgentOptions): string {
 export class Agent {
   readonly log: Logger;
   private readonly opts: AgentOptions;
-  private readonly slots = new BalancerSlots(BALANCER_SLOTS);
+  private readonly routeSlots = new SlotAllocator(ROUTE_SLOTS);
+  private readonly endpointSlots = new SlotAllocator(ENDPOINT_SLOTS);
   private pool!: WorkerPool;
   private pods!: PodRegistry;
   private controller: ControllerLink | undefined;
@@ -58,7 +64,12 @@ export class Agent {
 
   async start(): Promise<void> {
     const o = this.opts;
-    this.pool = await WorkerPool.start(o.workers, { connectTimeoutMs: o.connectTimeoutMs, logLevel: o.logLevel });
+    this.pool = await WorkerPool.start(o.workers, {
+      connectTimeoutMs: o.connectTimeoutMs,
+      detectTimeoutMs: o.detectTimeoutMs,
+      headersTimeoutMs: o.headersTimeoutMs,
+      logLevel: o.logLevel,
+    });
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));
     else this.applyTable({ version: "empty", table: { services: [] } });
     this.pods = new PodRegistry(o.stateDir, this.pool, this.log);
@@ -77,6 +88,7 @@ export class Agent {
     await this.pods.restore();
     const controller = this.controller;
     if (controller) {
+      controller.onProbes = () => this.applyTable(this.table);
       this.pods.onChange = () => controller.podsChanged();
       controller.podsChanged();
     }
@@ -113,8 +125,15 @@ export class Agent {
 
   /** Puts a table in force; when it throws, the previous table stays in force. */
   private applyTable(table: VersionedTable): void {
-    const slots = this.slots.assign(table.table);
-    this.pool.broadcastSnapshot({ version: table.version, table: table.table, slots });
+    const keys = slotKeys(table.table);
+    this.pool.broadcastSnapshot({
+      version: table.version,
+      table: table.table,
+      routeSlots: Object.fromEntries(keys.routes.map((k) => [k, this.routeSlots.slot(k)])),
+      endpointSlots: Object.fromEntries(keys.endpoints.map((k) => [k, this.endpointSlots.slot(k)])),
+      node: this.opts.nodeName,
+      rttMs: this.controller?.peerRtts() ?? {},
+    });
     this.table = table;
     this.log.info({ version: table.version, services: table.table.services.length }, "service table applied");
   }

@@ -30,6 +30,10 @@ Options:
   --admin-port PORT         admin listener port: /healthz /readyz /metrics /debug/config (default: ${ADMIN_PORT})
   --workers N               data-plane worker threads (default: ${defaultWorkerCount()}, the core count up to 8)
   --connect-timeout-ms MS   budget of one upstream connect attempt before failing over (default: 1000)
+  --detect-timeout-ms MS    on a port whose protocol is not declared, how long to wait for the
+                            client's first bytes before treating it as opaque TCP (default: 100)
+  --http-headers-timeout-ms MS
+                            time a client has to send a complete HTTP request head (default: 10000)
   --log-level LEVEL         trace, debug, info, warn, error (default: info)
   -h, --help                show this help
 `;
@@ -56,6 +60,8 @@ export async function runAgent(argv: string[]): Promise<number> {
       "admin-port": { type: "string", default: String(ADMIN_PORT) },
       workers: { type: "string", default: String(defaultWorkerCount()) },
       "connect-timeout-ms": { type: "string", default: "1000" },
+      "detect-timeout-ms": { type: "string", default: "100" },
+      "http-headers-timeout-ms": { type: "string", default: "10000" },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", short: "h" },
     },
@@ -87,6 +93,8 @@ export async function runAgent(argv: string[]): Promise<number> {
     adminPort: positiveInt("admin-port", values["admin-port"]),
     workers: positiveInt("workers", values.workers),
     connectTimeoutMs: positiveInt("connect-timeout-ms", values["connect-timeout-ms"]),
+    detectTimeoutMs: positiveInt("detect-timeout-ms", values["detect-timeout-ms"]),
+    headersTimeoutMs: positiveInt("http-headers-timeout-ms", values["http-headers-timeout-ms"]),
     logLevel: values["log-level"],
   });
   await agent.start();

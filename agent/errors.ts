@@ -1,5 +1,5 @@
 // The agent's error table: every failure the data plane can produce has one stable code, used in
-// logs, metrics labels and (for L7, later) in the response the client receives. Turning a code
+// logs, metrics labels and in the response the client receives (agent/dataplane/http/errors.ts). Turning a code
 // into a client-visible result happens in one place per protocol, never at the throw site.
 
 export const AgentErrors = {
@@ -12,6 +12,20 @@ export const AgentErrors = {
   TUNNEL_REFUSED: { code: "NM_TUNNEL_REFUSED", message: "the destination agent could not reach the workload" },
   TUNNEL_PROTOCOL: { code: "NM_TUNNEL_PROTOCOL", message: "malformed tunnel handshake" },
   TUNNEL_FORBIDDEN: { code: "NM_TUNNEL_FORBIDDEN", message: "the tunnel target is not this pod" },
+  // L7: each of these becomes an HTTP status and a gRPC status in one table.
+  NO_HEALTHY_ENDPOINT: { code: "NM_NO_HEALTHY_ENDPOINT", message: "no healthy endpoint is available" },
+  CIRCUIT_OPEN: { code: "NM_CIRCUIT_OPEN", message: "the circuit breaker is open" },
+  UPSTREAM_RESET: { code: "NM_UPSTREAM_RESET", message: "the upstream reset the connection" },
+  UPSTREAM_PROTOCOL: { code: "NM_UPSTREAM_PROTOCOL", message: "the upstream sent a malformed response" },
+  TIMEOUT: { code: "NM_TIMEOUT", message: "the request timed out" },
+  PER_TRY_TIMEOUT: { code: "NM_PER_TRY_TIMEOUT", message: "the upstream attempt timed out" },
+  RATE_LIMITED: { code: "NM_RATE_LIMITED", message: "rate limited" },
+  FAULT_ABORT: { code: "NM_FAULT_ABORT", message: "fault injected" },
+  NO_ROUTE: { code: "NM_NO_ROUTE", message: "no route rule matches the request" },
+  BACKEND_NOT_FOUND: { code: "NM_BACKEND_NOT_FOUND", message: "the route names a backend that does not exist" },
+  BAD_REQUEST: { code: "NM_BAD_REQUEST", message: "malformed request" },
+  HEADERS_TOO_LARGE: { code: "NM_HEADERS_TOO_LARGE", message: "request headers too large" },
+  CLIENT_TIMEOUT: { code: "NM_CLIENT_TIMEOUT", message: "the client was too slow to send its request" },
 } as const;
 
 export type AgentErrorKind = (typeof AgentErrors)[keyof typeof AgentErrors];

@@ -1,5 +1,5 @@
 // The agent ↔ controller contract (api/agent.proto) loaded for @grpc/grpc-js, with TypeScript
-// types for its messages and the conversions between the wire Service and api/services.ts.
+// types for its messages and the conversions between the wire messages and api/services.ts.
 //
 // Loader options: camelCase field names, 64-bit integers as numbers, proto3 defaults filled in
 // (so strings are "" and lists [] when unset) and `kind` naming the member set in each oneof.
@@ -7,7 +7,9 @@
 import { fileURLToPath } from "node:url";
 import type { ServiceDefinition } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
+import { canonicalJson } from "./canonical-json.ts";
 import type { PortProtocol, Service, ServiceEndpoint, ServicePort } from "./services.ts";
+import { type TrafficObject, trafficKey } from "./traffic.ts";
 
 export const AGENT_SERVICE_NAME = "nodemesh.agent.v1.AgentService";
 export const CONTROLLER_GRPC_PORT = 15012;
@@ -134,6 +136,13 @@ export interface PeerList {
   nodes: Peer[];
 }
 
+export interface WireTrafficObject {
+  kind: string;
+  namespace: string;
+  name: string;
+  specJson: string;
+}
+
 export interface Config {
   version: string;
   full: boolean;
@@ -142,6 +151,9 @@ export interface Config {
   removed: string[];
   /** Every known node (the receiver included); null or absent when unchanged since the base. */
   peers?: PeerList | null;
+  traffic: WireTrafficObject[];
+  /** trafficKey ("<kind>/<namespace>/<name>") of each traffic object that is gone. */
+  removedTraffic: string[];
 }
 
 export type ControllerMessage = { kind: "config"; config: Config };
@@ -198,4 +210,20 @@ export function fromWireService(w: WireService): Service {
       return endpoint;
     }),
   };
+}
+
+/** The spec goes as canonical JSON, so equal objects are equal bytes. */
+export function toWireTraffic(o: TrafficObject): WireTrafficObject {
+  return { kind: o.kind, namespace: o.namespace, name: o.name, specJson: canonicalJson(o.spec) };
+}
+
+/** Not validated yet (validateServiceTable does that); throws when spec_json is not JSON. */
+export function fromWireTraffic(w: WireTrafficObject): TrafficObject {
+  let spec: unknown;
+  try {
+    spec = JSON.parse(w.specJson);
+  } catch (err) {
+    throw new Error(`${trafficKey(w)}: spec_json is not JSON: ${(err as Error).message}`);
+  }
+  return { kind: w.kind, namespace: w.namespace, name: w.name, spec } as TrafficObject;
 }

@@ -2,9 +2,10 @@
 // the TypeScript type (z.infer), the REST validation (strict: unknown fields are refused, errors
 // carry field paths) and, through z.toJSONSchema, the OpenAPI / CRD openAPIV3Schema.
 //
-// Adding a kind = a spec schema here plus an entry in KINDS.
+// Adding a kind = a spec schema here (or in api/traffic.ts) plus an entry in KINDS.
 
 import { z } from "zod";
+import { GATEWAY_GROUP, GATEWAY_VERSION, GRPCRouteSpec, HTTPRouteSpec, TrafficPolicySpec } from "./traffic.ts";
 
 export const GROUP = "nodemesh.io";
 export const VERSION = "v1alpha1";
@@ -42,7 +43,8 @@ export const ServicePortSpec = z.strictObject({
   name: Name.optional(),
   port: Port,
   targetPort: Port.optional(),
-  protocol: z.enum(["tcp", "http", "http2", "grpc"]).default("tcp"),
+  /** Absent: the agent detects the protocol. */
+  protocol: z.enum(["tcp", "http", "http2", "grpc"]).optional(),
 });
 
 export const ServiceSpec = z
@@ -64,6 +66,7 @@ export type ServiceSpec = z.infer<typeof ServiceSpec>;
 /** One entry per kind: what the REST API, the store, the CRDs and the config stream need. */
 export interface KindInfo {
   kind: string;
+  /** Also the kind's name in the store and in propagation keys: unique across groups. */
   plural: string;
   group: string;
   version: string;
@@ -71,9 +74,32 @@ export interface KindInfo {
   spec: z.ZodType;
 }
 
+const gateway = { group: GATEWAY_GROUP, version: GATEWAY_VERSION, namespaced: true };
+const nodemesh = { group: GROUP, version: VERSION, namespaced: true };
+
 export const KINDS: readonly KindInfo[] = [
-  { kind: "Service", plural: "services", group: GROUP, version: VERSION, namespaced: true, spec: ServiceSpec },
+  { kind: "Service", plural: "services", ...nodemesh, spec: ServiceSpec },
+  { kind: "HTTPRoute", plural: "httproutes", ...gateway, spec: HTTPRouteSpec },
+  { kind: "GRPCRoute", plural: "grpcroutes", ...gateway, spec: GRPCRouteSpec },
+  { kind: "TrafficPolicy", plural: "trafficpolicies", ...nodemesh, spec: TrafficPolicySpec },
 ];
+
+// The store, the propagation keys and the CLI name a kind by its plural or its kind alone, so
+// neither may repeat in another group.
+for (const name of ["plural", "kind"] as const) {
+  const values = KINDS.map((k) => k[name].toLowerCase());
+  const repeated = values.find((v, i) => values.indexOf(v) !== i);
+  if (repeated) throw new Error(`KINDS: ${name} ${repeated} appears twice`);
+}
+
+export function apiVersionOf(kind: KindInfo): string {
+  return `${kind.group}/${kind.version}`;
+}
+
+/** The kind of an object, by apiVersion and kind. */
+export function kindOf(obj: { apiVersion?: unknown; kind?: unknown }): KindInfo | undefined {
+  return KINDS.find((k) => k.kind === obj.kind && apiVersionOf(k) === obj.apiVersion);
+}
 
 /** The stored shape of any object. */
 export interface Resource<Spec = unknown> {
@@ -93,7 +119,7 @@ export interface Resource<Spec = unknown> {
 
 export function objectSchema(info: KindInfo) {
   return z.strictObject({
-    apiVersion: z.literal(`${info.group}/${info.version}`),
+    apiVersion: z.literal(apiVersionOf(info)),
     kind: z.literal(info.kind),
     metadata: ObjectMeta,
     spec: info.spec,

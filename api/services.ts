@@ -2,6 +2,7 @@
 // static JSON file (`nodemesh agent --services FILE`); the controller will stream the same shape.
 
 import { isIPv4 } from "./enrollment.ts";
+import { parseTrafficObject, type TrafficObject, trafficKey } from "./traffic.ts";
 
 export type PortProtocol = "tcp" | "http" | "http2" | "grpc";
 
@@ -36,6 +37,8 @@ export interface Service {
 
 export interface ServiceTable {
   services: Service[];
+  /** HTTPRoutes, GRPCRoutes and TrafficPolicies (api/traffic.ts); absent means none. */
+  traffic?: TrafficObject[];
 }
 
 export interface FieldError {
@@ -60,13 +63,49 @@ function unknownFields(obj: Record<string, unknown>, allowed: readonly string[],
   }
 }
 
+function validateTraffic(traffic: unknown, errors: FieldError[]): void {
+  if (traffic === undefined) return;
+  if (!Array.isArray(traffic)) {
+    errors.push({ field: "traffic", message: "must be an array" });
+    return;
+  }
+  const seen = new Set<string>();
+  traffic.forEach((obj: unknown, i: number) => {
+    // parseTrafficObject checks the spec strictly but not the fields around it.
+    if (isObject(obj)) unknownFields(obj, ["kind", "name", "namespace", "spec"], `traffic[${i}]`, errors);
+    const result = parseTrafficObject(obj);
+    if (!result.ok) {
+      for (const e of result.errors) {
+        errors.push({ field: e.field ? `traffic[${i}].${e.field}` : `traffic[${i}]`, message: e.message });
+      }
+      return;
+    }
+    const key = trafficKey(result.value);
+    if (seen.has(key)) errors.push({ field: `traffic[${i}]`, message: `duplicate ${key}` });
+    seen.add(key);
+  });
+}
+
+/**
+ * Parses the traffic objects of a table that validateServiceTable accepted, with defaults filled in.
+ * (Objects from the controller already carry them; a hand-written `--services` file may not.)
+ */
+export function parseTraffic(table: ServiceTable): TrafficObject[] {
+  return (table.traffic ?? []).map((obj) => {
+    const result = parseTrafficObject(obj);
+    if (!result.ok) throw new Error(`invalid traffic object ${trafficKey(obj)}`);
+    return result.value;
+  });
+}
+
 /** Validates a decoded service table; returns every problem with its field path, or none. */
 export function validateServiceTable(input: unknown): FieldError[] {
   const errors: FieldError[] = [];
   if (!isObject(input) || !Array.isArray(input.services)) {
     return [{ field: "services", message: "must be an array" }];
   }
-  unknownFields(input, ["services"], "", errors);
+  unknownFields(input, ["services", "traffic"], "", errors);
+  validateTraffic(input.traffic, errors);
   const seenVipPorts = new Set<string>();
   input.services.forEach((svc: unknown, i: number) => {
     const at = `services[${i}]`;

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { HTTPRouteSpec } from "../../api/traffic.ts";
 import { type CachedConfig, ConfigCacheError, loadConfigCache, saveConfigCache } from "./config-cache.ts";
 
 describe("config cache", () => {
@@ -26,6 +27,22 @@ describe("config cache", () => {
     expect(loadConfigCache(file)).toBeUndefined();
     saveConfigCache(file, cached);
     expect(loadConfigCache(file)).toEqual(cached);
+  });
+
+  it("keeps the traffic objects, and refuses a cache holding an invalid one", () => {
+    const file = join(dir, "config-cache.json");
+    const route = {
+      kind: "HTTPRoute" as const,
+      namespace: "default",
+      name: "web-split",
+      spec: HTTPRouteSpec.parse({ parentRefs: [{ name: "web" }], rules: [{ backendRefs: [{ name: "web-v2" }] }] }),
+    };
+    const withTraffic = { ...cached, table: { ...cached.table, traffic: [route] } };
+    saveConfigCache(file, withTraffic);
+    expect(loadConfigCache(file)).toEqual(withTraffic);
+    const broken = { ...route, spec: { ...route.spec, rules: [{ backendRefs: [{ name: "web-v2", weight: -1 }] }] } };
+    writeFileSync(file, JSON.stringify({ ...cached, table: { ...cached.table, traffic: [broken] } }));
+    expect(() => loadConfigCache(file)).toThrow(/not a valid config cache/);
   });
 
   it("refuses a corrupt or invalid file instead of serving it", () => {

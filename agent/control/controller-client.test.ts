@@ -10,7 +10,12 @@ import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Report, WirePod } from "../../api/agent-service.ts";
 import { AgentServer } from "../../controller/config/agent-server.ts";
-import { newServiceObject } from "../../controller/config/testing/fixtures.ts";
+import {
+  asNewObject,
+  httpRouteResource,
+  newServiceObject,
+  trafficPolicyResource,
+} from "../../controller/config/testing/fixtures.ts";
 import { MemoryStore } from "../../controller/store/memory-store.ts";
 import { ControllerClient, type ControllerClientOptions } from "./controller-client.ts";
 import type { VersionedTable } from "./service-source.ts";
@@ -202,6 +207,29 @@ describe("ControllerClient", () => {
     await eventually(() =>
       expect(restarted.client.status()).toMatchObject({ connected: true, appliedFrom: "controller" }),
     );
+  });
+
+  it("receives routes and policies as ServiceTable.traffic, and serves them from its cache", async () => {
+    const server = await startServer();
+    const agent = startClient(server.port);
+    await synced(server);
+    await store.create(asNewObject(httpRouteResource("web-split", { backends: ["web-v1", "web-v2"] })));
+    await store.create(asNewObject(trafficPolicyResource("web-retries")));
+    const trafficOf = (t: VersionedTable | undefined) => (t?.table.traffic ?? []).map((o) => `${o.kind}/${o.name}`);
+    await eventually(() =>
+      expect(trafficOf(agent.applied.at(-1))).toEqual(["HTTPRoute/web-split", "TrafficPolicy/web-retries"]),
+    );
+    // Specs arrive with the schema's defaults filled in.
+    expect(agent.applied.at(-1)!.table.traffic![1]).toMatchObject({
+      spec: { retries: { attempts: 2, retryOn: expect.any(Array), backoff: { baseInterval: "25ms" } } },
+    });
+    await synced(server);
+    await agent.client.stop();
+    await server.stop();
+    servers = [];
+
+    const restarted = startClient(server.port);
+    expect(trafficOf(restarted.applied[0])).toEqual(["HTTPRoute/web-split", "TrafficPolicy/web-retries"]);
   });
 
   it("presents the bootstrap token, and stays disconnected when it is refused", async () => {

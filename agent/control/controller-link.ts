@@ -43,6 +43,8 @@ export class ControllerLink {
   private readonly prober: PeerProber;
   private probeTimer: NodeJS.Timeout | undefined;
   private latestProbes: PeerProbe[] = [];
+  /** Called after each probe round (the agent refreshes locality). */
+  onProbes: (() => void) | undefined;
   private stopped = false;
 
   private constructor(client: ControllerClient, prober: PeerProber) {
@@ -81,6 +83,13 @@ export class ControllerLink {
     return link;
   }
 
+  /** Measured RTT to each peer that answered its last probes (ms), for locality. */
+  peerRtts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const p of this.latestProbes) if (p.lossRatio < 1) out[p.nodeName] = p.rttMs;
+    return out;
+  }
+
   status(): ControllerStatus {
     return this.client.status();
   }
@@ -101,6 +110,7 @@ export class ControllerLink {
   private probeLoop(intervalMs: number): void {
     this.probeTimer = setTimeout(async () => {
       this.latestProbes = await this.prober.probe(this.client.peers());
+      this.onProbes?.();
       if (!this.stopped) this.probeLoop(intervalMs);
     }, intervalMs);
     this.probeTimer.unref();

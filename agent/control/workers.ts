@@ -5,10 +5,8 @@ import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import type { FromWorker, ToWorker, WorkerInit } from "../dataplane/messages.ts";
+import { allocateSharedBuffers } from "../dataplane/shared-state.ts";
 import type { SnapshotMessage } from "../dataplane/snapshot.ts";
-
-/** Round-robin counters shared by all workers: one Int32 per route (see BalancerSlots). */
-export const BALANCER_SLOTS = 65_536;
 
 export function defaultWorkerCount(): number {
   return Math.max(1, Math.min(availableParallelism(), 8));
@@ -26,15 +24,15 @@ export class WorkerPool {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private lastSnapshot: SnapshotMessage | undefined;
-  readonly balancerCounters = new SharedArrayBuffer(BALANCER_SLOTS * 4);
+  /** Counters every worker sees (round robin, limits, budgets, ejections): shared-state.ts. */
+  readonly shared = allocateSharedBuffers();
 
-  static async start(count: number, opts: { connectTimeoutMs: number; logLevel: string }): Promise<WorkerPool> {
+  static async start(
+    count: number,
+    opts: { connectTimeoutMs: number; detectTimeoutMs: number; headersTimeoutMs: number; logLevel: string },
+  ): Promise<WorkerPool> {
     const pool = new WorkerPool();
-    await Promise.all(
-      Array.from({ length: count }, (_, index) =>
-        pool.spawn({ index, balancerCounters: pool.balancerCounters, ...opts }),
-      ),
-    );
+    await Promise.all(Array.from({ length: count }, (_, index) => pool.spawn({ index, shared: pool.shared, ...opts })));
     return pool;
   }
 

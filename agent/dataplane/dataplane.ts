@@ -8,16 +8,21 @@ import { INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT } from "../../api/dataplane.ts
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import { AgentErrors } from "../errors.ts";
 import { type Address, bindListenerFd, Netns, originalDst, socketFd } from "../sys/linux.ts";
-import { RoundRobin } from "./balancer.ts";
+import { EndpointPicker } from "./balancer.ts";
 import type { DataplaneContext, PodContext } from "./context.ts";
+import { DEFAULT_FRONTEND_OPTIONS, HttpFrontend } from "./http/frontend.ts";
+import { UpstreamPools } from "./http/upstream.ts";
 import { handleInbound, handleTunnel } from "./inbound.ts";
 import { DataplaneMetrics, type Direction } from "./metrics.ts";
-import { handleOutbound } from "./outbound.ts";
+import { connectEndpoint, handleOutbound } from "./outbound.ts";
+import { type SharedBuffers, SharedState } from "./shared-state.ts";
 import { compileSnapshot, EMPTY_SNAPSHOT, type Snapshot, type SnapshotMessage } from "./snapshot.ts";
 
 export interface DataplaneOptions {
-  balancerCounters: SharedArrayBuffer;
+  shared: SharedBuffers;
   connectTimeoutMs: number;
+  detectTimeoutMs: number;
+  headersTimeoutMs: number;
   log: Logger;
 }
 
@@ -58,18 +63,49 @@ const LISTENERS: ReadonlyArray<{ port: number; handler: Handler }> = [
   { port: TUNNEL_PORT, handler: handleTunnel },
 ];
 
+/** The workload a pod belongs to, as Istio names it: the `app` label, else the pod name. */
+function workloadOf(pod: EnrolledPod): string {
+  return `${pod.namespace}/${pod.labels?.app ?? pod.labels?.["app.kubernetes.io/name"] ?? pod.name}`;
+}
+
 export class Dataplane implements DataplaneContext {
-  readonly balancer: RoundRobin;
+  readonly shared: SharedState;
+  readonly picker: EndpointPicker;
+  readonly pools: UpstreamPools;
+  readonly frontend: HttpFrontend;
   readonly metrics = new DataplaneMetrics();
   readonly log: Logger;
   readonly connectTimeoutMs: number;
+  readonly detectTimeoutMs: number;
   private current: Snapshot = EMPTY_SNAPSHOT;
   private readonly pods = new Map<string, PodListeners>();
 
   constructor(opts: DataplaneOptions) {
-    this.balancer = new RoundRobin(opts.balancerCounters);
+    this.shared = new SharedState(opts.shared);
+    this.picker = new EndpointPicker(this.shared);
+    this.pools = new UpstreamPools(this.shared, (from, ep, protocol, timeoutMs) =>
+      connectEndpoint(from, ep, timeoutMs, protocol),
+    );
     this.log = opts.log;
     this.connectTimeoutMs = opts.connectTimeoutMs;
+    this.detectTimeoutMs = opts.detectTimeoutMs;
+    const proxy = {
+      shared: this.shared,
+      picker: this.picker,
+      pools: this.pools,
+      metrics: this.metrics,
+      connectTimeoutMs: opts.connectTimeoutMs,
+      connect: (
+        from: PodContext,
+        ep: Parameters<typeof connectEndpoint>[1],
+        protocol: "http1" | "h2",
+        timeoutMs: number,
+      ) => connectEndpoint(from, ep, timeoutMs, protocol === "http1" ? undefined : protocol),
+    };
+    this.frontend = new HttpFrontend(proxy, this.metrics, {
+      ...DEFAULT_FRONTEND_OPTIONS,
+      headersTimeoutMs: opts.headersTimeoutMs,
+    });
   }
 
   snapshot(): Snapshot {
@@ -85,7 +121,7 @@ export class Dataplane implements DataplaneContext {
     const key = `${pod.namespace}/${pod.name}`;
     await this.removePod(key);
     const netns = Netns.open(pod.netnsPath);
-    const ctx: PodContext = { key, pod, netns };
+    const ctx: PodContext = { key, pod, netns, workload: workloadOf(pod) };
     const servers: net.Server[] = [];
     try {
       for (const { port, handler } of LISTENERS) {
@@ -108,6 +144,7 @@ export class Dataplane implements DataplaneContext {
     const entry = this.pods.get(key);
     if (!entry) return;
     this.pods.delete(key);
+    this.pools.dropPod(key);
     let open = entry.servers.length;
     for (const server of entry.servers) {
       server.close(() => {

@@ -2,15 +2,18 @@
 // - 15006, plain: anything the pod's PREROUTING rules redirected (a caller that is not meshed);
 // - 15008, the tunnel: a source agent asking us to connect to this pod's workload.
 // Either way the agent connects to the workload from inside the pod, marked so it is not
-// intercepted again, and forwards bytes.
+// intercepted again. HTTP (declared, detected, or announced by the source agent) goes through the
+// L7 proxy's inbound side (rate limits, strict parsing); anything else is forwarded as bytes.
 
 import type { Socket } from "node:net";
 import { AGENT_PORTS } from "../../api/dataplane.ts";
 import { AgentError, AgentErrors, errorCode } from "../errors.ts";
 import type { Address } from "../sys/linux.ts";
 import type { DataplaneContext, PodContext } from "./context.ts";
+import { detectProtocol } from "./detect.ts";
 import { dial } from "./dial.ts";
 import { pipeBoth } from "./pipe.ts";
+import { routeKey } from "./snapshot.ts";
 import { acceptTunnel, answerTunnel } from "./tunnel.ts";
 
 /** The destination_service label of inbound traffic: the workload's own "name.namespace". */
@@ -25,10 +28,23 @@ function deliver(ctx: DataplaneContext, to: PodContext, port: number): Promise<S
 async function forward(ctx: DataplaneContext, to: PodContext, client: Socket, app: Socket): Promise<void> {
   const m = ctx.metrics.forConnection("inbound", inboundLabel(to));
   m.opened.inc();
-  const result = await pipeBoth(client, app);
+  const route = ctx.snapshot().inbound.get(routeKey(to.pod.ip, app.remotePort ?? 0));
+  const result = await pipeBoth(client, app, route?.policy.idleTimeoutMs);
   m.closed.inc();
   m.bytesFromDownstream.inc(result.bytesFromDownstream);
   m.bytesFromUpstream.inc(result.bytesFromUpstream);
+}
+
+function serveHttp(
+  ctx: DataplaneContext,
+  to: PodContext,
+  client: Socket,
+  port: number,
+  protocol: "http1" | "h2",
+  source: string,
+) {
+  const route = ctx.snapshot().inbound.get(routeKey(to.pod.ip, port));
+  ctx.frontend.serve(client, protocol, { direction: "inbound", to, port, route, source });
 }
 
 export async function handleInbound(ctx: DataplaneContext, to: PodContext, client: Socket, dst: Address) {
@@ -37,24 +53,48 @@ export async function handleInbound(ctx: DataplaneContext, to: PodContext, clien
     client.resetAndDestroy();
     return;
   }
+  const declared = ctx.snapshot().inbound.get(routeKey(to.pod.ip, dst.port))?.protocol;
+  if (declared !== "tcp") {
+    const { protocol, leftover } = await detectProtocol(
+      client,
+      declared === undefined ? ctx.detectTimeoutMs : ctx.frontend.headersTimeoutMs,
+    );
+    if (protocol === "gone") {
+      client.destroy();
+      return;
+    }
+    if ((protocol !== "opaque" || declared !== undefined) && leftover.length === 0 && !client.readableEnded) {
+      // A caller outside the mesh: its address is all we know of it.
+      serveHttp(ctx, to, client, dst.port, protocol === "h2" ? "h2" : "http1", client.remoteAddress ?? "");
+      return;
+    }
+    return deliverOpaque(ctx, to, client, dst.port, leftover);
+  }
+  return deliverOpaque(ctx, to, client, dst.port);
+}
+
+async function deliverOpaque(ctx: DataplaneContext, to: PodContext, client: Socket, port: number, leftover?: Buffer) {
   let app: Socket;
   try {
-    app = await deliver(ctx, to, dst.port);
+    app = await deliver(ctx, to, port);
   } catch (err) {
     // The workload refused: pass that on as a reset, as a refused connect would have looked.
     ctx.metrics.connectFailures.labels("inbound", errorCode(err)).inc();
     client.resetAndDestroy();
     return;
   }
+  if (leftover?.length) app.write(leftover);
   await forward(ctx, to, client, app);
 }
 
 export async function handleTunnel(ctx: DataplaneContext, to: PodContext, client: Socket) {
   let app: Socket;
+  let req: Awaited<ReturnType<typeof acceptTunnel>>;
   try {
-    const req = await acceptTunnel(client, ctx.connectTimeoutMs);
+    req = await acceptTunnel(client, ctx.connectTimeoutMs);
     if (req.ip !== to.pod.ip) throw new AgentError(AgentErrors.TUNNEL_FORBIDDEN, req.ip);
     if (AGENT_PORTS.includes(req.port)) throw new AgentError(AgentErrors.LOOP);
+    // Connected before answering, so the source agent learns of a dead workload and fails over.
     app = await deliver(ctx, to, req.port);
   } catch (err) {
     const error = err instanceof AgentError ? err : new AgentError(AgentErrors.CONNECT_FAILED, String(err));
@@ -67,5 +107,11 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, client
     return;
   }
   answerTunnel(client, undefined);
+  if (req.protocol) {
+    // HTTP the source agent already parsed: served per request with pooled workload connections.
+    app.destroy();
+    serveHttp(ctx, to, client, req.port, req.protocol, req.workload ?? req.source);
+    return;
+  }
   await forward(ctx, to, client, app);
 }

@@ -1,12 +1,15 @@
 // Messages between the control thread and the data-plane workers.
 
 import type { EnrolledPod } from "../../api/enrollment.ts";
+import type { SharedBuffers } from "./shared-state.ts";
 import type { SnapshotMessage } from "./snapshot.ts";
 
 export interface WorkerInit {
   index: number;
-  balancerCounters: SharedArrayBuffer;
+  shared: SharedBuffers;
   connectTimeoutMs: number;
+  detectTimeoutMs: number;
+  headersTimeoutMs: number;
   logLevel: string;
 }
 

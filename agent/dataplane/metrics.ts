@@ -54,6 +54,68 @@ export class DataplaneMetrics {
     registers: [this.registry],
   });
 
+  // ---- L7 (issue 5 extends these with workload labels and histograms)
+  readonly requests = new Counter({
+    name: "nodemesh_requests_total",
+    help: "HTTP and gRPC requests answered, by direction, destination service and response code",
+    labelNames: ["direction", "destination_service", "response_code"],
+    registers: [this.registry],
+  });
+  readonly localReplies = new Counter({
+    name: "nodemesh_local_replies_total",
+    help: "Requests the agent answered itself instead of the upstream, by error code",
+    labelNames: ["direction", "reason"],
+    registers: [this.registry],
+  });
+  readonly retries = new Counter({
+    name: "nodemesh_retries_total",
+    help: "Upstream retries made",
+    labelNames: ["destination_service"],
+    registers: [this.registry],
+  });
+  readonly retriesRefused = new Counter({
+    name: "nodemesh_retries_budget_exhausted_total",
+    help: "Retries not made because the retry budget was used up",
+    labelNames: ["destination_service"],
+    registers: [this.registry],
+  });
+  readonly breakerTrips = new Counter({
+    name: "nodemesh_circuit_breaker_trips_total",
+    help: "Requests refused by a circuit breaker limit",
+    labelNames: ["destination_service"],
+    registers: [this.registry],
+  });
+  readonly ejections = new Counter({
+    name: "nodemesh_outlier_ejections_total",
+    help: "Endpoints ejected by outlier detection",
+    labelNames: ["destination_service"],
+    registers: [this.registry],
+  });
+  readonly rateLimited = new Counter({
+    name: "nodemesh_rate_limited_requests_total",
+    help: "Requests refused with 429 by a local rate limit",
+    labelNames: ["destination_service"],
+    registers: [this.registry],
+  });
+  readonly faults = new Counter({
+    name: "nodemesh_injected_faults_total",
+    help: "Faults injected, by type (delay, abort)",
+    labelNames: ["destination_service", "type"],
+    registers: [this.registry],
+  });
+  readonly mirrored = new Counter({
+    name: "nodemesh_mirrored_requests_total",
+    help: "Requests copied to a mirror backend",
+    labelNames: ["destination_service"],
+    registers: [this.registry],
+  });
+  readonly malformed = new Counter({
+    name: "nodemesh_malformed_requests_total",
+    help: "Client requests refused before reaching any app, by reason",
+    labelNames: ["direction", "reason"],
+    registers: [this.registry],
+  });
+
   forConnection(direction: Direction, service: string): ConnectionMetrics {
     const key = `${direction}|${service}`;
     let m = this.bound.get(key);

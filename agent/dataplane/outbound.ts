@@ -1,12 +1,15 @@
 // Outbound: a connection a pod made, redirected to the agent's 15001 listener in that pod.
-// Decide first (pure: original destination → plan), then execute (connect with failover, pipe).
+// Decide first (pure: original destination → plan), then execute: HTTP goes to the L7 proxy
+// (http/), anything else is forwarded as bytes after a connect with failover.
 
 import type { Socket } from "node:net";
 import { AGENT_PORTS, TUNNEL_PORT } from "../../api/dataplane.ts";
 import { type AgentErrorKind, AgentErrors, errorCode } from "../errors.ts";
 import type { Address } from "../sys/linux.ts";
 import type { DataplaneContext, PodContext } from "./context.ts";
+import { detectProtocol } from "./detect.ts";
 import { dial } from "./dial.ts";
+import type { HttpProtocol } from "./http/upstream.ts";
 import { pipeBoth } from "./pipe.ts";
 import { type Endpoint, routeKey, type ServiceRoute, type Snapshot } from "./snapshot.ts";
 import { openTunnel } from "./tunnel.ts";
@@ -29,14 +32,21 @@ export function planOutbound(dst: Address, snapshot: Snapshot): OutboundPlan {
 
 /**
  * How to reach an endpoint: a meshed endpoint through its agent's tunnel port (the agent answers
- * only once the workload accepted), anything else directly. Cross-node mTLS will hook in here.
+ * only once the workload accepted), anything else directly. With `protocol`, the destination
+ * agent serves the tunnel as HTTP. Cross-node mTLS will hook in here.
  */
-export async function connectEndpoint(ctx: DataplaneContext, from: PodContext, ep: Endpoint): Promise<Socket> {
-  const deadline = Date.now() + ctx.connectTimeoutMs;
-  if (!ep.meshed) return dial({ netns: from.netns, ip: ep.ip, port: ep.port, timeoutMs: ctx.connectTimeoutMs });
-  const socket = await dial({ netns: from.netns, ip: ep.ip, port: TUNNEL_PORT, timeoutMs: ctx.connectTimeoutMs });
+export async function connectEndpoint(
+  from: PodContext,
+  ep: Endpoint,
+  timeoutMs: number,
+  protocol?: HttpProtocol,
+): Promise<Socket> {
+  const deadline = Date.now() + timeoutMs;
+  if (!ep.meshed) return dial({ netns: from.netns, ip: ep.ip, port: ep.port, timeoutMs });
+  const socket = await dial({ netns: from.netns, ip: ep.ip, port: TUNNEL_PORT, timeoutMs });
   try {
-    await openTunnel(socket, { ip: ep.ip, port: ep.port, source: from.key }, Math.max(1, deadline - Date.now()));
+    const req = { ip: ep.ip, port: ep.port, source: from.key, workload: from.workload, protocol };
+    await openTunnel(socket, req, Math.max(1, deadline - Date.now()));
     return socket;
   } catch (err) {
     socket.destroy();
@@ -51,14 +61,47 @@ export async function handleOutbound(ctx: DataplaneContext, from: PodContext, cl
     client.resetAndDestroy();
     return;
   }
+  if (plan.kind === "service" && plan.route.protocol !== "tcp") {
+    const declared = plan.route.protocol !== undefined;
+    const { protocol, leftover } = await detectProtocol(
+      client,
+      declared ? ctx.frontend.headersTimeoutMs : ctx.detectTimeoutMs,
+    );
+    if (protocol === "gone") {
+      client.destroy();
+      return;
+    }
+    // A declared HTTP port is HTTP even when the bytes say otherwise: the parser answers 400.
+    if ((protocol !== "opaque" || declared) && leftover.length === 0 && !client.readableEnded) {
+      ctx.frontend.serve(client, protocol === "h2" ? "h2" : "http1", {
+        direction: "outbound",
+        from,
+        route: plan.route,
+      });
+      return;
+    }
+    return forwardOpaque(ctx, from, client, plan, leftover);
+  }
+  await forwardOpaque(ctx, from, client, plan);
+}
+
+async function forwardOpaque(
+  ctx: DataplaneContext,
+  from: PodContext,
+  client: Socket,
+  plan: Exclude<OutboundPlan, { kind: "refuse" }>,
+  leftover?: Buffer,
+): Promise<void> {
   const service = plan.kind === "service" ? plan.route.id : PASSTHROUGH;
+  const backend = plan.kind === "service" ? plan.route.self : undefined;
   // Each attempt picks an endpoint this connection has not tried; passthrough has exactly one.
   const next = (tried: readonly Endpoint[]): Endpoint | undefined =>
-    plan.kind === "service"
-      ? ctx.balancer.pick(plan.route, tried)
-      : tried.length === 0
-        ? { ip: plan.ip, port: plan.port, meshed: false, pod: "", node: "" }
+    backend
+      ? ctx.picker.pick(backend, { tried, hashKey: from.pod.ip, nowMs: Date.now() })
+      : plan.kind === "passthrough" && tried.length === 0
+        ? { ip: plan.ip, port: plan.port, meshed: false, pod: "", node: "", slot: 0 }
         : undefined;
+  const connectTimeoutMs = backend?.policy.connectTimeoutMs ?? ctx.connectTimeoutMs;
 
   // The client may give up while we connect; stop trying then.
   let clientGone = false;
@@ -72,7 +115,7 @@ export async function handleOutbound(ctx: DataplaneContext, from: PodContext, cl
   for (let ep = next(tried); ep && !clientGone; ep = next(tried)) {
     tried.push(ep);
     try {
-      upstream = await connectEndpoint(ctx, from, ep);
+      upstream = await connectEndpoint(from, ep, connectTimeoutMs);
       break;
     } catch (err) {
       ctx.metrics.connectFailures.labels("outbound", errorCode(err)).inc();
@@ -90,7 +133,8 @@ export async function handleOutbound(ctx: DataplaneContext, from: PodContext, cl
   }
   const m = ctx.metrics.forConnection("outbound", service);
   m.opened.inc();
-  const result = await pipeBoth(client, upstream);
+  if (leftover?.length) upstream.write(leftover);
+  const result = await pipeBoth(client, upstream, backend?.policy.idleTimeoutMs);
   m.closed.inc();
   m.bytesFromDownstream.inc(result.bytesFromDownstream);
   m.bytesFromUpstream.inc(result.bytesFromUpstream);

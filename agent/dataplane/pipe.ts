@@ -16,7 +16,8 @@ function alreadyConsumed(s: Socket): number {
   return s.bytesRead - s.readableLength;
 }
 
-export function pipeBoth(downstream: Socket, upstream: Socket): Promise<PipeResult> {
+/** `idleMs`: a connection with no bytes either way for this long is closed (default: never). */
+export function pipeBoth(downstream: Socket, upstream: Socket, idleMs?: number): Promise<PipeResult> {
   // A side that closed while the other was being connected has already fired "close": reset the other.
   if (downstream.destroyed || upstream.destroyed) {
     downstream.resetAndDestroy();
@@ -41,10 +42,30 @@ export function pipeBoth(downstream: Socket, upstream: Socket): Promise<PipeResu
     upstream.once("error", () => downstream.resetAndDestroy());
     // A socket that is ended in both directions is finished; close it so "close" fires.
     for (const s of [downstream, upstream]) {
-      s.once("end", () => {
+      const onEnd = () => {
         if (s.writableFinished) s.destroy();
         else s.once("finish", () => s.destroy());
-      });
+      };
+      // A side may have ended before the pipe (a client that half-closed during detection).
+      if (s.readableEnded) onEnd();
+      else s.once("end", onEnd);
+    }
+    if (idleMs !== undefined && idleMs > 0) {
+      // Each socket's timer restarts on its own traffic; idle means both are quiet.
+      const onIdle = () => {
+        if (Date.now() - lastActivity >= idleMs) {
+          downstream.destroy();
+          upstream.destroy();
+        }
+      };
+      let lastActivity = Date.now();
+      const touch = () => {
+        lastActivity = Date.now();
+      };
+      downstream.on("data", touch);
+      upstream.on("data", touch);
+      downstream.setTimeout(idleMs, onIdle);
+      upstream.setTimeout(idleMs, onIdle);
     }
     downstream.pipe(upstream);
     upstream.pipe(downstream);

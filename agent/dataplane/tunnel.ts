@@ -3,7 +3,9 @@
 // it has connected to the workload. So the source agent learns that an endpoint is dead before it
 // commits the client to it, and fails over. The later mTLS work wraps this same exchange in TLS.
 //
-//   → CONNECT 10.244.2.11:8080 HTTP/1.1\r\nHost: 10.244.2.11:8080\r\nX-Nodemesh-Source: ns/pod\r\n\r\n
+//   → CONNECT 10.244.2.11:8080 HTTP/1.1\r\nHost: 10.244.2.11:8080\r\nX-Nodemesh-Source: ns/pod\r\n
+//     X-Nodemesh-Source-Workload: ns/app\r\n[X-Nodemesh-Protocol: http1|h2\r\n]\r\n
+//     (with a protocol, the destination agent serves the tunnel as HTTP: its inbound side)
 //   ← HTTP/1.1 200 OK\r\n\r\n                                        then raw bytes both ways
 //   ← HTTP/1.1 503 Service Unavailable\r\nX-Nodemesh-Error: NM_...\r\n\r\n   then close
 
@@ -17,7 +19,12 @@ const HEAD_END = Buffer.from("\r\n\r\n");
 export interface TunnelRequest {
   ip: string;
   port: number;
+  /** "namespace/pod" of the caller. */
   source: string;
+  /** "namespace/workload" of the caller (per-source rate limits, metrics). */
+  workload?: string;
+  /** Set when the tunnel carries HTTP the source agent already parsed. */
+  protocol?: "http1" | "h2";
 }
 
 /** Reads bytes until the end of an HTTP head; bytes after it are pushed back into the socket. */
@@ -63,7 +70,10 @@ function readHead(socket: Socket, timeoutMs: number): Promise<string> {
 /** Source side: asks the destination agent for `ip:port`; resolves once it has connected. */
 export async function openTunnel(socket: Socket, req: TunnelRequest, timeoutMs: number): Promise<void> {
   const target = `${req.ip}:${req.port}`;
-  socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nX-Nodemesh-Source: ${req.source}\r\n\r\n`);
+  const extra =
+    (req.workload ? `X-Nodemesh-Source-Workload: ${req.workload}\r\n` : "") +
+    (req.protocol ? `X-Nodemesh-Protocol: ${req.protocol}\r\n` : "");
+  socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nX-Nodemesh-Source: ${req.source}\r\n${extra}\r\n`);
   const head = await readHead(socket, timeoutMs);
   const status = /^HTTP\/1\.1 (\d{3})/.exec(head)?.[1];
   if (status === "200") return;
@@ -80,7 +90,9 @@ export async function acceptTunnel(socket: Socket, timeoutMs: number): Promise<T
   const port = Number(m?.[2]);
   if (!m || port < 1 || port > 65535) throw new AgentError(AgentErrors.TUNNEL_PROTOCOL, "expected CONNECT ip:port");
   const source = /\r\nX-Nodemesh-Source: ([^\r\n]{1,256})/i.exec(head)?.[1] ?? "";
-  return { ip: m[1], port, source };
+  const workload = /\r\nX-Nodemesh-Source-Workload: ([^\r\n]{1,256})/i.exec(head)?.[1];
+  const protocol = /\r\nX-Nodemesh-Protocol: (http1|h2)\r?$/im.exec(head)?.[1] as TunnelRequest["protocol"];
+  return { ip: m[1]!, port, source, workload, protocol };
 }
 
 export function answerTunnel(socket: Socket, error: AgentError | undefined): void {

@@ -9,8 +9,10 @@ const init = workerData as WorkerInit;
 const port = parentPort!;
 const log = pino({ level: init.logLevel, base: { component: "agent", worker: init.index } });
 const dataplane = new Dataplane({
-  balancerCounters: init.balancerCounters,
+  shared: init.shared,
   connectTimeoutMs: init.connectTimeoutMs,
+  detectTimeoutMs: init.detectTimeoutMs,
+  headersTimeoutMs: init.headersTimeoutMs,
   log,
 });
 

@@ -4,7 +4,8 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { parseAllDocuments, stringify } from "yaml";
-import { KINDS, type KindInfo } from "../../api/resources.ts";
+import { canonicalJson } from "../../api/canonical-json.ts";
+import { apiVersionOf, KINDS, type KindInfo } from "../../api/resources.ts";
 
 const DEFAULT_SERVER = "http://127.0.0.1:8080";
 
@@ -15,7 +16,7 @@ const COMMON = `Common options:
 
 const HELP: Record<string, string> = {
   apply: `Usage: nodemesh apply -f FILE [options]\n\nCreates or updates every object in FILE (YAML or JSON, one or many documents; - reads stdin).\n\n${COMMON}\n`,
-  get: `Usage: nodemesh get KIND [NAME] [options]\n\nLists objects of KIND (e.g. services), or shows one.\n  -A, --all-namespaces  list across namespaces\n  -o, --output FORMAT   table (default), yaml or json\n\n${COMMON}\n`,
+  get: `Usage: nodemesh get KIND [NAME] [options]\n\nLists objects of KIND (${KINDS.map((k) => k.plural).join(", ")}), or shows one.\n  -A, --all-namespaces  list across namespaces\n  -o, --output FORMAT   table (default), yaml or json\n\n${COMMON}\n`,
   delete: `Usage: nodemesh delete KIND NAME [options]\n\n${COMMON}\n`,
   nodes: `Usage: nodemesh nodes [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix.\n  -o, --output FORMAT   table (default) or json\n\n${COMMON}\n`,
   status: `Usage: nodemesh status [options]\n\nAgents: connected, applied configuration version against the controller's, last NACK.\n  -o, --output FORMAT   table (default) or json\n\n${COMMON}\n`,
@@ -74,7 +75,7 @@ function kindFor(name: string): KindInfo {
 }
 
 function collectionPath(kind: KindInfo, namespace: string | undefined): string {
-  const base = `/apis/${kind.group}/${kind.version}`;
+  const base = `/apis/${apiVersionOf(kind)}`;
   return kind.namespaced && namespace ? `${base}/namespaces/${namespace}/${kind.plural}` : `${base}/${kind.plural}`;
 }
 
@@ -84,20 +85,10 @@ type Obj = {
   spec?: unknown;
 };
 
-/** JSON with sorted keys, so two equal objects print the same whatever their key order. */
-function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
-  if (value && typeof value === "object") {
-    const entries = Object.entries(value).sort(([a], [b]) => (a < b ? -1 : 1));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(",")}}`;
-  }
-  return JSON.stringify(value);
-}
-
 /** The stored spec has the schema's defaults filled in; compare the file's spec the same way. */
 function sameSpec(kind: KindInfo, stored: unknown, wanted: unknown): boolean {
   const parsed = kind.spec.safeParse(wanted);
-  return parsed.success && canonical(stored) === canonical(parsed.data);
+  return parsed.success && canonicalJson(stored) === canonicalJson(parsed.data);
 }
 
 async function apply(c: Client, file: string, namespace: string): Promise<void> {
@@ -150,10 +141,41 @@ function table(rows: string[][]): string {
     .join("\n");
 }
 
-type ServiceObj = {
+type Listed = {
   metadata: { name: string; namespace: string; creationTimestamp?: string };
-  spec: { vip: string; ports: Array<{ port: number; protocol?: string }> };
+  // biome-ignore lint/suspicious/noExplicitAny: each kind's spec, read for its own columns
+  spec?: any;
   status?: { agentsApplied?: number; agentsTotal?: number };
+};
+
+type Ref = { name: string; namespace?: string; port?: number };
+const refs = (list: Ref[] | undefined) =>
+  (list ?? []).map((r) => `${r.namespace ? `${r.namespace}/` : ""}${r.name}${r.port ? `:${r.port}` : ""}`).join(",");
+
+interface Columns {
+  headers: string[];
+  cells(spec: Listed["spec"]): string[];
+}
+const ROUTE_COLUMNS: Columns = {
+  headers: ["PARENTS", "RULES"],
+  cells: (spec) => [refs(spec?.parentRefs), String(spec?.rules?.length ?? 0)],
+};
+
+/** The columns between NAME and APPLIED, per kind. */
+const COLUMNS: Record<string, Columns> = {
+  Service: {
+    headers: ["VIP", "PORTS"],
+    cells: (spec) => [
+      spec?.vip ?? "",
+      // No protocol: the agent detects it.
+      (spec?.ports ?? [])
+        .map((p: { port: number; protocol?: string }) => `${p.port}/${p.protocol ?? "auto"}`)
+        .join(","),
+    ],
+  },
+  HTTPRoute: ROUTE_COLUMNS,
+  GRPCRoute: ROUTE_COLUMNS,
+  TrafficPolicy: { headers: ["TARGETS"], cells: (spec) => [refs(spec?.targetRefs)] },
 };
 
 async function get(c: Client, kindName: string, name: string | undefined, ns: string | undefined, output: string) {
@@ -163,17 +185,16 @@ async function get(c: Client, kindName: string, name: string | undefined, ns: st
   };
   if (output === "json") return console.log(JSON.stringify(data, null, 2));
   if (output === "yaml") return process.stdout.write(stringify(data));
-  const items = (name ? [data] : (data.items ?? [])) as ServiceObj[];
+  const items = (name ? [data] : (data.items ?? [])) as Listed[];
   if (items.length === 0) return console.log(`No ${kind.plural} found.`);
-  const rows = [["NAMESPACE", "NAME", "VIP", "PORTS", "APPLIED", "AGE"]];
+  const columns = COLUMNS[kind.kind] ?? { headers: [], cells: () => [] };
+  const rows = [["NAMESPACE", "NAME", ...columns.headers, "APPLIED", "AGE"]];
   for (const o of items) {
     const applied = o.status?.agentsTotal !== undefined ? `${o.status.agentsApplied ?? 0}/${o.status.agentsTotal}` : "";
-    const ports = (o.spec?.ports ?? []).map((p) => `${p.port}/${p.protocol ?? "tcp"}`).join(",");
     rows.push([
       o.metadata.namespace,
       o.metadata.name,
-      o.spec?.vip ?? "",
-      ports,
+      ...columns.cells(o.spec),
       applied,
       age(o.metadata.creationTimestamp),
     ]);

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import type { WirePod } from "../../api/agent-service.ts";
 import { MemoryStore } from "../store/memory-store.ts";
 import { AgentServer } from "./agent-server.ts";
-import { newServiceObject } from "./testing/fixtures.ts";
+import { asNewObject, httpRouteResource, newServiceObject, trafficPolicyResource } from "./testing/fixtures.ts";
 import { histogramTotals } from "./testing/metrics.ts";
 import { SimAgent } from "./testing/sim-agent.ts";
 
@@ -164,6 +164,45 @@ describe("AgentServer", () => {
     expect(await count()).toBe(1);
     // An object no table carries has no propagation.
     expect(server!.propagation({ ...key, name: "nope" })).toBeUndefined();
+  });
+
+  it("sends routes and policies to every agent and counts N of M for an HTTPRoute", async () => {
+    const { store } = await startWorld();
+    const a = agent("node-a");
+    const b = agent("node-b");
+    await converged(a);
+    await converged(b);
+
+    b.decide = () => "ignore";
+    const key = { plural: "httproutes", namespace: "default", name: "web-split" };
+    const bGot = b.nextConfig();
+    const route = await store.create(asNewObject(httpRouteResource("web-split", { backends: ["web-v1", "web-v2"] })));
+    const update = await bGot;
+    expect(update).toMatchObject({ full: false, services: [], removedTraffic: [] });
+    expect(update.traffic.map((t) => `${t.kind}/${t.namespace}/${t.name}`)).toEqual(["HTTPRoute/default/web-split"]);
+    expect(JSON.parse(update.traffic[0]!.specJson)).toEqual(route.spec);
+    await a.until(() => a.traffic.has("HTTPRoute/default/web-split"), 5000, "the route");
+    await eventually(() =>
+      expect(server!.propagation(key)).toMatchObject({ observedGeneration: 1, agentsApplied: 1, agentsTotal: 2 }),
+    );
+    b.send({ kind: "ack", ack: { version: update.version } });
+    await eventually(() => expect(server!.propagation(key)).toMatchObject({ agentsApplied: 2, agentsTotal: 2 }));
+
+    // A policy of the same name is another object; deleting the route removes it from every agent.
+    b.decide = () => "ack";
+    await store.create(asNewObject(trafficPolicyResource("web-split")));
+    await store.delete({ plural: "httproutes", namespace: "default", name: "web-split" });
+    for (const x of [a, b]) {
+      await x.until(
+        () => !x.traffic.has("HTTPRoute/default/web-split") && x.traffic.has("TrafficPolicy/default/web-split"),
+        5000,
+        "the route to go and the policy to arrive",
+      );
+    }
+    expect(server!.propagation(key)).toBeUndefined();
+    await eventually(() =>
+      expect(server!.propagation({ ...key, plural: "trafficpolicies" })).toMatchObject({ agentsApplied: 2 }),
+    );
   });
 
   it("ends the older stream when a node connects again", async () => {

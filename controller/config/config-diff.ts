@@ -1,32 +1,37 @@
 // The pure step from two tables to the Config message that takes an agent from one to the other.
 
-import { type Config, type Peer, toWireService } from "../../api/agent-service.ts";
+import { type Config, type Peer, toWireService, toWireTraffic } from "../../api/agent-service.ts";
 import type { ConfigTable } from "./service-table.ts";
 
 function samePeers(a: readonly Peer[], b: readonly Peer[]): boolean {
   return a.length === b.length && a.every((p, i) => p.name === b[i].name && p.underlayIp === b[i].underlayIp);
 }
 
+/** The entries of `to` whose fingerprint differs from `from`'s (all of them without `from`), and the keys gone. */
+function changes<E extends { fingerprint: string }>(
+  from: ReadonlyMap<string, E> | undefined,
+  to: ReadonlyMap<string, E>,
+) {
+  const changed = [...to].filter(([key, entry]) => from?.get(key)?.fingerprint !== entry.fingerprint);
+  const removed = from ? [...from.keys()].filter((key) => !to.has(key)) : [];
+  return { changed: changed.map(([, entry]) => entry), removed };
+}
+
 /**
- * The full table when `from` is undefined, else the services added, changed and removed since
- * `from`; the peer list only when it differs from `from`'s.
+ * The full table when `from` is undefined, else the services and traffic objects added, changed
+ * and removed since `from`; the peer list only when it differs from `from`'s.
  */
 export function diffTables(from: ConfigTable | undefined, to: ConfigTable): Config {
-  const peers = !from || !samePeers(from.peers, to.peers) ? { nodes: [...to.peers] } : null;
-  if (!from) {
-    return {
-      version: to.version,
-      full: true,
-      baseVersion: "",
-      services: [...to.services.values()].map((e) => toWireService(e.service)),
-      removed: [],
-      peers,
-    };
-  }
-  const services = [];
-  for (const [key, entry] of to.services) {
-    if (from.services.get(key)?.fingerprint !== entry.fingerprint) services.push(toWireService(entry.service));
-  }
-  const removed = [...from.services.keys()].filter((key) => !to.services.has(key));
-  return { version: to.version, full: false, baseVersion: from.version, services, removed, peers };
+  const services = changes(from?.services, to.services);
+  const traffic = changes(from?.traffic, to.traffic);
+  return {
+    version: to.version,
+    full: !from,
+    baseVersion: from?.version ?? "",
+    services: services.changed.map((e) => toWireService(e.service)),
+    removed: services.removed,
+    peers: !from || !samePeers(from.peers, to.peers) ? { nodes: [...to.peers] } : null,
+    traffic: traffic.changed.map((e) => toWireTraffic(e.object)),
+    removedTraffic: traffic.removed,
+  };
 }

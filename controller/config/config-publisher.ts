@@ -4,13 +4,17 @@
 
 import type { Logger } from "pino";
 import type { ControllerMessage } from "../../api/agent-service.ts";
-import { type Resource, ServiceSpec } from "../../api/resources.ts";
+import { KINDS, type KindInfo, type Resource, type ServiceSpec } from "../../api/resources.ts";
+import { TRAFFIC_KINDS } from "../../api/traffic.ts";
 import type { Store } from "../store/store.ts";
 import type { AgentRegistry } from "./agent-registry.ts";
 import { diffTables } from "./config-diff.ts";
 import type { PropagationTracker } from "./propagation.ts";
 import { buildServiceTable, type ConfigTable } from "./service-table.ts";
 import { formatVersion } from "./version.ts";
+
+const SERVICE_KIND = KINDS.find((k) => k.kind === "Service")!;
+const TRAFFIC_KIND_INFOS = KINDS.filter((k) => Object.hasOwn(TRAFFIC_KINDS, k.kind));
 
 export interface PublisherOptions {
   store: Store;
@@ -107,7 +111,8 @@ export class ConfigPublisher {
     this.topologyDirty = false;
     const table = buildServiceTable({
       version: formatVersion(store.resourceVersion(), this.endpointsGeneration),
-      services: this.validServices(),
+      services: this.valid(SERVICE_KIND) as Resource<ServiceSpec>[],
+      traffic: TRAFFIC_KIND_INFOS.flatMap((kind) => this.valid(kind)),
       pods: agents.pods(),
       nodes: agents.peers(),
     });
@@ -118,14 +123,17 @@ export class ConfigPublisher {
     if (this.published) for (const listener of this.listeners) listener();
   }
 
-  /** Objects are validated on write; one that is not valid anyway is left out, not fatal. */
-  private validServices(): Resource<ServiceSpec>[] {
-    const services: Resource<ServiceSpec>[] = [];
-    for (const resource of this.opts.store.list("services")) {
-      const spec = ServiceSpec.safeParse(resource.spec);
-      if (spec.success) services.push({ ...resource, spec: spec.data });
-      else this.opts.log.error({ service: resource.metadata, err: spec.error.message }, "invalid Service skipped");
+  /**
+   * The kind's objects with their specs' defaults filled in. Objects are validated on write; one
+   * that is not valid anyway is left out, not fatal.
+   */
+  private valid(kind: KindInfo): Resource[] {
+    const objects: Resource[] = [];
+    for (const resource of this.opts.store.list(kind.plural)) {
+      const spec = kind.spec.safeParse(resource.spec);
+      if (spec.success) objects.push({ ...resource, spec: spec.data });
+      else this.opts.log.error({ object: resource.metadata, err: spec.error.message }, `invalid ${kind.kind} skipped`);
     }
-    return services;
+    return objects;
   }
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { PropagationTracker } from "./propagation.ts";
 import { buildServiceTable } from "./service-table.ts";
-import { serviceResource } from "./testing/fixtures.ts";
+import { httpRouteResource, serviceResource } from "./testing/fixtures.ts";
 
 function table(version: string, generations: Record<string, number>) {
   const services = Object.entries(generations).map(([name, generation]) =>
@@ -52,5 +52,23 @@ describe("PropagationTracker", () => {
     t.recordTable(table("2.0", { web: 2 }), [1000]);
     expect(t.agentAcked("a", "2.0", 1100)).toEqual([]);
     expect(t.agentDisconnected("b", 1200)).toEqual([0.2]);
+  });
+
+  it("tracks traffic objects like Services, under <plural>/<namespace>/<name>", () => {
+    const t = new PropagationTracker();
+    t.agentConnected("a");
+    const withRoute = (version: string, generation: number) =>
+      buildServiceTable({
+        version,
+        services: [],
+        pods: [],
+        nodes: [],
+        traffic: [httpRouteResource("r", { generation })],
+      });
+    t.recordTable(withRoute("1.0", 1), []);
+    t.agentAcked("a", "1.0", 1000);
+    expect(t.status("httproutes/default/r")).toMatchObject({ observedGeneration: 1, agentsApplied: 1, agentsTotal: 1 });
+    t.recordTable(withRoute("2.0", 2), []);
+    expect(t.status("httproutes/default/r")).toMatchObject({ observedGeneration: 2, agentsApplied: 0 });
   });
 });

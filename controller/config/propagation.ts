@@ -35,7 +35,7 @@ export class PropagationTracker {
       record ??= { version: table.version, writes: [], appliedAt: new Map() };
       return record;
     };
-    for (const { resource } of table.services.values()) {
+    for (const { resource } of [...table.services.values(), ...table.traffic.values()]) {
       seen.add(resource.key);
       const known = this.resources.get(resource.key);
       if (known?.generation === resource.generation) continue;

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { fromWireService } from "../../api/agent-service.ts";
+import { fromWireService, fromWireTraffic } from "../../api/agent-service.ts";
 import { validateServiceTable } from "../../api/services.ts";
 import { diffTables } from "./config-diff.ts";
 import { buildServiceTable, selectorMatches } from "./service-table.ts";
-import { pod, serviceResource } from "./testing/fixtures.ts";
+import { httpRouteResource, pod, serviceResource, trafficPolicyResource } from "./testing/fixtures.ts";
 import { compareVersions, formatVersion } from "./version.ts";
 
 const nodes = [
@@ -110,6 +110,16 @@ describe("diffTables", () => {
     expect(back.find((s) => s.name === "web")).toEqual(before.services.get("default/web")!.service);
   });
 
+  it("leaves an unset protocol absent: empty on the wire, absent again at the agent", () => {
+    const web = serviceResource("web");
+    const raw = { ...web, spec: { ...web.spec, ports: [{ port: 5432 }] } };
+    const table = buildServiceTable({ version: "1.0", services: [raw], pods: [], nodes: [] });
+    expect(table.services.get("default/web")!.service.ports).toEqual([{ port: 5432 }]);
+    const [wire] = diffTables(undefined, table).services;
+    expect(wire!.ports).toEqual([{ name: "", port: 5432, protocol: "" }]);
+    expect(fromWireService(wire!).ports).toEqual([{ port: 5432 }]);
+  });
+
   it("carries the node list when full or changed, and leaves it out when unchanged", () => {
     const sorted = [
       { name: "node-a", underlayIp: "10.0.0.1" },
@@ -124,6 +134,76 @@ describe("diffTables", () => {
       nodes: [{ name: "node-a", underlayIp: "10.0.0.9" }],
     });
     expect(diffTables(before, moved).peers).toEqual({ nodes: [{ name: "node-a", underlayIp: "10.0.0.9" }] });
+  });
+});
+
+describe("traffic objects", () => {
+  const services = [serviceResource("web")];
+  const route = httpRouteResource("web-split", { backends: ["web-v1", "web-v2"], generation: 2 });
+  const policy = trafficPolicyResource("web-retries");
+  const before = buildServiceTable({ version: "5.0", services, pods: [], nodes, traffic: [route, policy] });
+
+  it("are keyed by kind/namespace/name and tracked under <plural>/<namespace>/<name>", () => {
+    expect([...before.traffic.keys()]).toEqual(["HTTPRoute/default/web-split", "TrafficPolicy/default/web-retries"]);
+    expect(before.traffic.get("HTTPRoute/default/web-split")!.resource).toEqual({
+      key: "httproutes/default/web-split",
+      generation: 2,
+    });
+    expect(before.traffic.get("TrafficPolicy/default/web-retries")!.resource.key).toBe(
+      "trafficpolicies/default/web-retries",
+    );
+  });
+
+  it("all go in a full Config, as valid objects with their defaults", () => {
+    const full = diffTables(undefined, before);
+    expect(full).toMatchObject({ full: true, removedTraffic: [] });
+    const objects = full.traffic.map(fromWireTraffic);
+    expect(objects).toEqual([
+      { kind: "HTTPRoute", namespace: "default", name: "web-split", spec: route.spec },
+      { kind: "TrafficPolicy", namespace: "default", name: "web-retries", spec: policy.spec },
+    ]);
+    expect(objects[1]!.spec).toMatchObject({ retries: { budget: { percent: 20 } } });
+    const table = { services: full.services.map(fromWireService), traffic: objects };
+    expect(validateServiceTable(table)).toEqual([]);
+  });
+
+  it("go in an incremental Config only when changed, and are removed by key", () => {
+    expect(diffTables(before, before)).toMatchObject({ traffic: [], removedTraffic: [] });
+    // A pod change rebuilds the table from equal objects: nothing to send.
+    const same = buildServiceTable({
+      version: "5.1",
+      services,
+      pods: [pod("web-1", "10.1.0.11", { app: "web" })],
+      nodes,
+      traffic: [httpRouteResource("web-split", { backends: ["web-v1", "web-v2"], generation: 2 }), policy],
+    });
+    expect(diffTables(before, same)).toMatchObject({ traffic: [], removedTraffic: [] });
+
+    const changed = buildServiceTable({
+      version: "6.0",
+      services,
+      pods: [],
+      nodes,
+      traffic: [httpRouteResource("web-split", { backends: ["web-v2"], generation: 3 })],
+    });
+    const update = diffTables(before, changed);
+    expect(update).toMatchObject({ full: false, services: [], removed: [] });
+    expect(update.traffic.map((t) => [t.kind, t.name])).toEqual([["HTTPRoute", "web-split"]]);
+    expect(JSON.parse(update.traffic[0]!.specJson).rules[0].backendRefs).toEqual([
+      { kind: "Service", name: "web-v2", weight: 1 },
+    ]);
+    expect(update.removedTraffic).toEqual(["TrafficPolicy/default/web-retries"]);
+  });
+
+  it("of the same name but different kinds do not collide", () => {
+    const table = buildServiceTable({
+      version: "1.0",
+      services: [],
+      pods: [],
+      nodes: [],
+      traffic: [httpRouteResource("web"), trafficPolicyResource("web")],
+    });
+    expect([...table.traffic.keys()]).toEqual(["HTTPRoute/default/web", "TrafficPolicy/default/web"]);
   });
 });
 

@@ -1,28 +1,45 @@
 // The pure part of the configuration stream: Service resources plus the pods the agents have
-// enrolled → one immutable, versioned service table. No I/O, no clock: same input, same table.
+// enrolled, and the traffic objects (routes, policies) → one immutable, versioned service table.
+// No I/O, no clock: same input, same table.
 
 import type { Peer, WirePod } from "../../api/agent-service.ts";
 import { serviceKey } from "../../api/agent-service.ts";
-import type { Resource, ServiceSpec } from "../../api/resources.ts";
+import { canonicalJson } from "../../api/canonical-json.ts";
+import { kindOf, type Resource, type ServiceSpec } from "../../api/resources.ts";
 import type { Service, ServiceEndpoint } from "../../api/services.ts";
+import { type TrafficObject, trafficKey } from "../../api/traffic.ts";
 
 /** A pod some agent reported as enrolled, with the node it runs on. */
 export interface NodePod extends WirePod {
   node: string;
 }
 
+/** The resource an entry was built from, for propagation tracking. */
+export interface ResourceRef {
+  readonly key: string;
+  readonly generation: number;
+}
+
 export interface TableEntry {
   readonly service: Service;
   /** Canonical JSON of `service`: two entries are the same iff their fingerprints are equal. */
   readonly fingerprint: string;
-  /** The resource the entry was built from, for propagation tracking. */
-  readonly resource: { readonly key: string; readonly generation: number };
+  readonly resource: ResourceRef;
+}
+
+export interface TrafficEntry {
+  readonly object: TrafficObject;
+  /** Canonical JSON of the spec: two entries of one key are the same iff their fingerprints are equal. */
+  readonly fingerprint: string;
+  readonly resource: ResourceRef;
 }
 
 export interface ConfigTable {
   readonly version: string;
   /** Keyed by serviceKey ("namespace/name"). */
   readonly services: ReadonlyMap<string, TableEntry>;
+  /** Keyed by trafficKey ("kind/namespace/name"); every agent gets all of them. */
+  readonly traffic: ReadonlyMap<string, TrafficEntry>;
   /** Every known node, sorted by name (each agent gets the list without itself). */
   readonly peers: readonly Peer[];
 }
@@ -32,6 +49,8 @@ export interface TableInput {
   services: readonly Resource<ServiceSpec>[];
   pods: readonly NodePod[];
   nodes: readonly Peer[];
+  /** HTTPRoutes, GRPCRoutes and TrafficPolicies, validated with their defaults filled in. */
+  traffic?: readonly Resource[];
 }
 
 /** The propagation-tracking key of a stored object: "<plural>/<namespace>/<name>". */
@@ -76,7 +95,7 @@ function buildService(resource: Resource<ServiceSpec>, candidates: readonly Node
       ...(p.name !== undefined ? { name: p.name } : {}),
       port: p.port,
       ...(p.targetPort !== undefined ? { targetPort: p.targetPort } : {}),
-      protocol: p.protocol,
+      ...(p.protocol !== undefined ? { protocol: p.protocol } : {}),
     })),
     endpoints,
   };
@@ -96,6 +115,17 @@ export function buildServiceTable(input: TableInput): ConfigTable {
       },
     });
   }
+  const traffic = new Map<string, TrafficEntry>();
+  for (const resource of input.traffic ?? []) {
+    const { name, namespace, generation } = resource.metadata;
+    const object = { kind: resource.kind, name, namespace, spec: resource.spec } as TrafficObject;
+    const plural = kindOf(resource)!.plural;
+    traffic.set(trafficKey(object), {
+      object,
+      fingerprint: canonicalJson(object.spec),
+      resource: { key: resourceKey(plural, namespace, name), generation },
+    });
+  }
   const peers = [...input.nodes].sort((a, b) => a.name.localeCompare(b.name));
-  return { version: input.version, services, peers };
+  return { version: input.version, services, traffic, peers };
 }

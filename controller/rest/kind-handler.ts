@@ -2,7 +2,13 @@
 // layer decides what is written (validation, URL/body agreement, server-owned fields, optimistic
 // concurrency); it knows nothing of HTTP beyond throwing RestErrors.
 
-import { type KindInfo, objectSchema, type PropagationStatus, type Resource } from "../../api/resources.ts";
+import {
+  apiVersionOf,
+  type KindInfo,
+  objectSchema,
+  type PropagationStatus,
+  type Resource,
+} from "../../api/resources.ts";
 import { type ObjectKey, type Store, StoreConflictError } from "../store/store.ts";
 import { RestError, type StatusCause } from "./errors.ts";
 import { isPlainObject } from "./http-io.ts";
@@ -44,7 +50,7 @@ export class KindHandler {
   }
 
   get apiVersion(): string {
-    return `${this.kind.group}/${this.kind.version}`;
+    return apiVersionOf(this.kind);
   }
 
   get(target: Target): Resource {

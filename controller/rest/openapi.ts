@@ -2,7 +2,7 @@
 // same source that validates requests (and will give the CRDs their openAPIV3Schema).
 
 import { z } from "zod";
-import { API_VERSION, KINDS, type KindInfo, objectSchema } from "../../api/resources.ts";
+import { API_VERSION, apiVersionOf, KINDS, type KindInfo, objectSchema } from "../../api/resources.ts";
 import { JSON_TYPE, MERGE_PATCH_TYPE } from "./http-io.ts";
 
 type JsonSchema = Record<string, unknown>;
@@ -53,7 +53,9 @@ function kindPaths(kind: KindInfo): Record<string, unknown> {
   const one = ref(schemaName(kind));
   const list = ref(schemaName(kind, "List"));
   const failure = { default: reply("Failure", ref("io.k8s.apimachinery.pkg.apis.meta.v1.Status")) };
-  const base = `/apis/${kind.group}/${kind.version}`;
+  const base = `/apis/${apiVersionOf(kind)}`;
+  // Operations are tagged with their group/version, so the document lists each group's kinds.
+  const tags = [apiVersionOf(kind)];
   const scoped = kind.namespaced ? `${base}/namespaces/{namespace}/${kind.plural}` : `${base}/${kind.plural}`;
   const param = (name: string) => ({ name, in: "path", required: true, schema: { type: "string" } });
   const scopeParams = kind.namespaced ? [param("namespace")] : [];
@@ -64,6 +66,7 @@ function kindPaths(kind: KindInfo): Record<string, unknown> {
     description: "stream changes (NDJSON)",
   };
   const listOp = {
+    tags,
     operationId: `list${kind.kind}`,
     parameters: [watchParam],
     responses: { 200: reply("OK", list), ...failure },
@@ -73,6 +76,7 @@ function kindPaths(kind: KindInfo): Record<string, unknown> {
       parameters: scopeParams,
       get: listOp,
       post: {
+        tags,
         operationId: `create${kind.kind}`,
         requestBody: body(one),
         responses: { 201: reply("Created", one), ...failure },
@@ -80,18 +84,20 @@ function kindPaths(kind: KindInfo): Record<string, unknown> {
     },
     [`${scoped}/{name}`]: {
       parameters: [...scopeParams, param("name")],
-      get: { operationId: `read${kind.kind}`, responses: { 200: reply("OK", one), ...failure } },
+      get: { tags, operationId: `read${kind.kind}`, responses: { 200: reply("OK", one), ...failure } },
       put: {
+        tags,
         operationId: `replace${kind.kind}`,
         requestBody: body(one),
         responses: { 200: reply("OK", one), ...failure },
       },
       patch: {
+        tags,
         operationId: `patch${kind.kind}`,
         requestBody: body({ type: "object" }, MERGE_PATCH_TYPE),
         responses: { 200: reply("OK", one), ...failure },
       },
-      delete: { operationId: `delete${kind.kind}`, responses: { 200: reply("OK", one), ...failure } },
+      delete: { tags, operationId: `delete${kind.kind}`, responses: { 200: reply("OK", one), ...failure } },
     },
   };
   if (kind.namespaced) {
@@ -117,9 +123,17 @@ function kindSchemas(kind: KindInfo): Record<string, JsonSchema> {
 }
 
 export function openApiDocument(kinds: readonly KindInfo[] = KINDS): Record<string, unknown> {
+  const groupVersions = [...new Set(kinds.map(apiVersionOf))];
   return {
     openapi: "3.0.3",
     info: { title: "nodemesh", version: API_VERSION },
+    tags: groupVersions.map((name) => ({
+      name,
+      description: kinds
+        .filter((k) => apiVersionOf(k) === name)
+        .map((k) => k.kind)
+        .join(", "),
+    })),
     paths: Object.assign({}, ...kinds.map(kindPaths)),
     components: {
       schemas: Object.assign(

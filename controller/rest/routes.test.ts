@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { fieldPath } from "../../api/field-path.ts";
 import { RestError } from "./errors.ts";
 import { applyMergePatch } from "./merge-patch.ts";
 import { parsePath, resolveResourceRoute } from "./routes.ts";
-import { fieldPath } from "./validation.ts";
 
 describe("parsePath", () => {
   it("recognises namespaced, cluster-wide and system paths", () => {
@@ -52,6 +52,15 @@ describe("resolveResourceRoute", () => {
     [allNamespaces, "GET", true, "watch"],
   ] as const)("%o %s (watch %s) is %s", (path, method, watch, verb) => {
     expect(resolveResourceRoute(path, method, watch).verb).toBe(verb);
+  });
+
+  it("resolves each kind in its own group only", () => {
+    const route = { ...item, group: "gateway.networking.k8s.io", version: "v1", plural: "httproutes" };
+    expect(resolveResourceRoute(route, "GET", false).kind.kind).toBe("HTTPRoute");
+    expect(resolveResourceRoute({ ...route, plural: "grpcroutes" }, "GET", false).kind.kind).toBe("GRPCRoute");
+    expect(resolveResourceRoute({ ...item, plural: "trafficpolicies" }, "GET", false).kind.kind).toBe("TrafficPolicy");
+    expect(() => resolveResourceRoute({ ...route, plural: "services" }, "GET", false)).toThrow(RestError);
+    expect(() => resolveResourceRoute({ ...item, plural: "httproutes" }, "GET", false)).toThrow(RestError);
   });
 
   it.each([

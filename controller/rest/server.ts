@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
-import { API_VERSION, GROUP, KINDS, VERSION } from "../../api/resources.ts";
+import { API_VERSION, GROUP, KINDS, type KindInfo, VERSION } from "../../api/resources.ts";
 import { assertListenAllowed, authorize, type TokenAuth } from "../auth.ts";
 import { RestMetrics } from "../metrics.ts";
 import type { Store } from "../store/store.ts";
@@ -83,7 +83,7 @@ export async function startRestServer(options: RestServerOptions): Promise<RestS
 
 class RestApi {
   readonly #o: RestServerOptions;
-  readonly #handlers: ReadonlyMap<string, KindHandler>;
+  readonly #handlers: ReadonlyMap<KindInfo, KindHandler>;
   readonly #metrics: RestMetrics;
   readonly #watches = new Set<ActiveWatch>();
   /** The schemas do not change while the process runs: rendered once. */
@@ -91,7 +91,7 @@ class RestApi {
 
   constructor(options: RestServerOptions) {
     this.#o = options;
-    this.#handlers = new Map(KINDS.map((k) => [k.plural, new KindHandler(k, options.store, options.statusFor)]));
+    this.#handlers = new Map(KINDS.map((k) => [k, new KindHandler(k, options.store, options.statusFor)]));
     this.#metrics = new RestMetrics(options.registry);
     this.#openApi = JSON.stringify(openApiDocument());
   }
@@ -167,7 +167,7 @@ class RestApi {
   }
 
   async #resource(route: ResourceRoute, req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const handler = this.#handlers.get(route.plural)!;
+    const handler = this.#handlers.get(route.kind)!;
     const limit = this.#o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     switch (route.verb) {
       case "get":
@@ -190,8 +190,7 @@ class RestApi {
   async #watch(route: ResourceRoute, handler: KindHandler, res: ServerResponse): Promise<void> {
     const watch = serveWatch(res, {
       store: this.#o.store,
-      kind: route.kind.kind,
-      plural: route.plural,
+      kind: route.kind,
       namespace: route.namespace,
       present: (o) => handler.present(o),
       maxBacklogBytes: this.#o.maxWatchBacklogBytes ?? DEFAULT_MAX_WATCH_BACKLOG_BYTES,

@@ -59,3 +59,56 @@ export function service(name: string, spec: Record<string, unknown> = {}): Recor
     spec: { vip: "10.96.0.10", ports: [{ port: 80, protocol: "http" }], selector: { app: name }, ...spec },
   };
 }
+
+export const HTTPROUTES = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes";
+export const GRPCROUTES = "/apis/gateway.networking.k8s.io/v1/namespaces/default/grpcroutes";
+export const TRAFFICPOLICIES = "/apis/nodemesh.io/v1alpha1/namespaces/default/trafficpolicies";
+
+export function httpRoute(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "HTTPRoute",
+    metadata: { name, namespace: "default" },
+    spec: {
+      parentRefs: [{ name: "web", port: 80 }],
+      rules: [
+        {
+          matches: [{ path: { type: "PathPrefix", value: "/v2" } }],
+          backendRefs: [
+            { name: "web-v2", weight: 90 },
+            { name: "web-v1", weight: 10 },
+          ],
+        },
+      ],
+      ...spec,
+    },
+  };
+}
+
+export function grpcRoute(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "GRPCRoute",
+    metadata: { name, namespace: "default" },
+    spec: {
+      parentRefs: [{ name: "greeter" }],
+      rules: [{ matches: [{ method: { service: "helloworld.Greeter" } }], backendRefs: [{ name: "greeter-v2" }] }],
+      ...spec,
+    },
+  };
+}
+
+export function trafficPolicy(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    apiVersion: "nodemesh.io/v1alpha1",
+    kind: "TrafficPolicy",
+    metadata: { name, namespace: "default" },
+    spec: {
+      targetRefs: [{ name: "web" }],
+      loadBalancer: { type: "ConsistentHash", consistentHash: { header: "x-user" } },
+      timeouts: { request: "5s" },
+      retries: { attempts: 3 },
+      ...spec,
+    },
+  };
+}

@@ -2,18 +2,10 @@
 // the way kubectl users read it (`spec.ports[1].port`).
 
 import type { z } from "zod";
+import { fieldPath } from "../../api/field-path.ts";
 import type { StatusCause } from "./errors.ts";
 
 type Issue = z.core.$ZodIssue;
-
-export function fieldPath(path: ReadonlyArray<PropertyKey>): string {
-  let out = "";
-  for (const part of path) {
-    if (typeof part === "number") out += `[${part}]`;
-    else out += out ? `.${String(part)}` : String(part);
-  }
-  return out;
-}
 
 /** Kubernetes cause types (k8s.io/apimachinery metav1.CauseType) for each zod issue. */
 function causeReason(issue: Issue, input: unknown): string {

@@ -2,7 +2,7 @@
 // current objects as ADDED, then every change in store order, until the client goes away.
 
 import type { ServerResponse } from "node:http";
-import type { Resource } from "../../api/resources.ts";
+import { apiVersionOf, type KindInfo, type Resource } from "../../api/resources.ts";
 import type { Store, WatchEventType } from "../store/store.ts";
 import { JSON_TYPE } from "./http-io.ts";
 
@@ -11,9 +11,7 @@ export const DEFAULT_MAX_WATCH_BACKLOG_BYTES = 16 * 1024 * 1024;
 
 export interface WatchRequest {
   store: Store;
-  /** The watched kind: its name (as in objects) and plural (as in the store). */
-  kind: string;
-  plural: string;
+  kind: KindInfo;
   /** Undefined = all namespaces. */
   namespace: string | undefined;
   /** What the client sees of an object (adds the live status). */
@@ -31,8 +29,11 @@ export interface ActiveWatch {
 export function serveWatch(res: ServerResponse, w: WatchRequest): ActiveWatch {
   res.writeHead(200, { "content-type": JSON_TYPE, "cache-control": "no-store" });
   res.flushHeaders(); // an empty collection must still answer now, not at the first change
+  const apiVersion = apiVersionOf(w.kind);
   const selected = (o: Resource) =>
-    o.kind === w.kind && (w.namespace === undefined || o.metadata.namespace === w.namespace);
+    o.kind === w.kind.kind &&
+    o.apiVersion === apiVersion &&
+    (w.namespace === undefined || o.metadata.namespace === w.namespace);
   const send = (type: WatchEventType, object: Resource) => {
     if (res.writableEnded) return;
     res.write(`${JSON.stringify({ type, object: w.present(object) })}\n`);
@@ -46,7 +47,7 @@ export function serveWatch(res: ServerResponse, w: WatchRequest): ActiveWatch {
     unsubscribe();
     if (!res.writableEnded) res.end();
   };
-  for (const obj of w.store.list(w.plural, w.namespace)) send("ADDED", obj);
+  for (const obj of w.store.list(w.kind.plural, w.namespace)) send("ADDED", obj);
   // "close" on the response fires when the client disconnects as well as after end().
   const done = new Promise<void>((resolve) => res.once("close", resolve)).then(() => {
     unsubscribe();

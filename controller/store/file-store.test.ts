@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { asNewObject, httpRouteResource, trafficPolicyResource } from "../config/testing/fixtures.ts";
 import { FileStore } from "./file-store.ts";
 import { contentOf, serviceAt } from "./store-test-objects.fixture.ts";
 
@@ -39,6 +40,21 @@ describe("FileStore", () => {
     expect(second.get(key("a"))).toEqual(updated);
     expect(second.get(key("a"))?.metadata.generation).toBe(2);
     expect(second.list("services").map((o) => o.metadata.name)).toEqual(["a", "b"]);
+    await second.close();
+  });
+
+  it("keeps each kind in its own directory, the Gateway API group's too", async () => {
+    const first = await openStore();
+    const route = await first.create(asNewObject(httpRouteResource("web")));
+    const policy = await first.create(asNewObject(trafficPolicyResource("web")));
+    await first.create(serviceAt("default", "web", 1));
+    await first.close();
+    expect(existsSync(join(dir, "objects", "httproutes", "default", "web.json"))).toBe(true);
+
+    const second = await openStore();
+    expect(second.get({ plural: "httproutes", namespace: "default", name: "web" })).toEqual(route);
+    expect(second.get({ plural: "trafficpolicies", namespace: "default", name: "web" })).toEqual(policy);
+    expect(second.list("services").map((o) => o.kind)).toEqual(["Service"]);
     await second.close();
   });
 

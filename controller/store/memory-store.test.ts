@@ -63,6 +63,10 @@ describe("MemoryStore", () => {
       StoreInvalidObjectError,
     );
     await expect(store.create({ ...bad, kind: "Gadget" })).rejects.toBeInstanceOf(StoreInvalidObjectError);
+    // A kind is known by its group too.
+    await expect(store.create({ ...bad, apiVersion: "gateway.networking.k8s.io/v1" })).rejects.toThrow(
+      /unknown kind "Service" in "gateway.networking.k8s.io\/v1"/,
+    );
     expect(store.resourceVersion()).toBe("0");
     expect(store.list("services")).toEqual([]);
   });

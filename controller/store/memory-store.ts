@@ -4,7 +4,7 @@
 
 import { randomUUID } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
-import { KINDS, type KindInfo, objectSchema, type Resource } from "../../api/resources.ts";
+import { kindOf, objectSchema, type Resource } from "../../api/resources.ts";
 import {
   type ObjectKey,
   type Store,
@@ -19,14 +19,9 @@ export class StoreInvalidObjectError extends Error {}
 /** The store cannot take writes: it is closed, or a write failed half-way and memory may differ from disk. */
 export class StoreUnavailableError extends Error {}
 
-/** The kind of a stored object, looked up by `kind` (apiVersion is checked by the schema). */
-export function kindOf(obj: Pick<Resource, "kind">): KindInfo | undefined {
-  return KINDS.find((k) => k.kind === obj.kind);
-}
-
 export function keyOf(obj: Resource): ObjectKey {
   const info = kindOf(obj);
-  if (!info) throw new StoreInvalidObjectError(`unknown kind ${JSON.stringify(obj.kind)}`);
+  if (!info) throw new StoreInvalidObjectError(`unknown kind ${unknownKind(obj)}`);
   // Cluster-scoped kinds have no namespace; their key uses "".
   return { plural: info.plural, namespace: obj.metadata.namespace ?? "", name: obj.metadata.name };
 }
@@ -36,8 +31,8 @@ export function keyOf(obj: Resource): ObjectKey {
  * carry every server-assigned field. The file store applies the same test when it loads.
  */
 export function storedObjectProblem(obj: unknown): string | undefined {
-  const info = kindOf(obj as Resource);
-  if (!info) return `unknown kind ${JSON.stringify((obj as Resource)?.kind)}`;
+  const info = kindOf((obj ?? {}) as Resource);
+  if (!info) return `unknown kind ${unknownKind(obj as Resource)}`;
   const parsed = objectSchema(info).safeParse(obj);
   if (!parsed.success) {
     return parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ");
@@ -51,6 +46,10 @@ export function storedObjectProblem(obj: unknown): string | undefined {
     return info.namespaced ? "metadata lacks namespace" : "metadata.namespace is set on a cluster-scoped kind";
   }
   return undefined;
+}
+
+function unknownKind(obj: Resource | undefined): string {
+  return `${JSON.stringify(obj?.kind)} in ${JSON.stringify(obj?.apiVersion)}`;
 }
 
 function mapKey(key: ObjectKey): string {

@@ -4,7 +4,7 @@
 import type { Resource } from "../../api/resources.ts";
 
 export interface ObjectKey {
-  /** The kind's plural, e.g. "services". */
+  /** The kind's plural, e.g. "services" (unique across API groups, see KINDS). */
   plural: string;
   namespace: string;
   name: string;

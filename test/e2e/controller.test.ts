@@ -96,7 +96,7 @@ describe("controller and agents", () => {
 
     const listed = await eventually("2 of 2 agents to apply the Service", 15_000, async () => {
       const get = await mesh.cli(["get", "services"]);
-      return /web\s+10\.96\.0\.10\s+80\/tcp\s+2\/2/.test(get.stdout) ? get.stdout : undefined;
+      return /web\s+10\.96\.0\.10\s+80\/auto\s+2\/2/.test(get.stdout) ? get.stdout : undefined;
     });
     expect(listed).toContain("APPLIED");
     const pods = new Set<string>();

@@ -77,8 +77,9 @@ describe("transparent L4 interception", () => {
 
   const outboundOpened = async (node: Node) =>
     metricSum(await mesh.metrics(node), "nodemesh_tcp_connections_opened_total", { direction: "outbound" });
-  const inboundOpened = async (node: Node) =>
-    metricSum(await mesh.metrics(node), "nodemesh_tcp_connections_opened_total", { direction: "inbound" });
+  /** HTTP on an undeclared port is detected and proxied per request: count requests, not connections. */
+  const inboundRequests = async (node: Node) =>
+    metricSum(await mesh.metrics(node), "nodemesh_requests_total", { direction: "inbound" });
 
   beforeAll(async () => {
     world = await World.create({ nodes: 2 });
@@ -171,9 +172,9 @@ describe("transparent L4 interception", () => {
   });
 
   it("passes a connection from an unmeshed pod to a meshed pod through the destination node's agent", async () => {
-    const before = await inboundOpened(n1);
+    const before = await inboundRequests(n1);
     expect(await servedBy(outsider, `http://${replicas[0].ip}:8080/`)).toBe("reviews-1");
-    expect(await inboundOpened(n1)).toBe(before + 1);
+    expect(await inboundRequests(n1)).toBe(before + 1);
   });
 
   it("fails closed while the agent is down and recovers without re-running init", async () => {

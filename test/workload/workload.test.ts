@@ -268,10 +268,16 @@ describe("fault injection", () => {
   it("changes settings at runtime through /_control", async () => {
     const { ports } = await start({ httpPort: 0 });
     const port = ports.http!;
-    expect((await request(port, "/_control")).json).toEqual({ latencyMs: 0, failRate: 0, failStatus: 503 });
+    const served = (http: number) => ({ http, grpc: 0 });
+    expect((await request(port, "/_control")).json).toEqual({
+      latencyMs: 0,
+      failRate: 0,
+      failStatus: 503,
+      served: served(0),
+    });
 
     const update = await controlPost(port, { failRate: 1, failStatus: 504 });
-    expect(update.json).toEqual({ latencyMs: 0, failRate: 1, failStatus: 504 });
+    expect(update.json).toEqual({ latencyMs: 0, failRate: 1, failStatus: 504, served: served(0) });
     expect((await request(port, "/a")).status).toBe(504);
 
     // Control requests never fail, so faults can always be turned off again.
@@ -285,7 +291,13 @@ describe("fault injection", () => {
       expect(refused.status).toBe(400);
       expect(refused.json.error).toEqual(expect.any(String));
     }
-    expect((await request(port, "/_control")).json).toEqual({ latencyMs: 100, failRate: 0, failStatus: 504 });
+    // Control requests are not counted as served; the two /a requests are.
+    expect((await request(port, "/_control")).json).toEqual({
+      latencyMs: 100,
+      failRate: 0,
+      failStatus: 504,
+      served: served(2),
+    });
   });
 });
 

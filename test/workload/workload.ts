@@ -19,6 +19,12 @@ import { parseArgs } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 
+/** Requests this workload has served (HTTP echo requests and gRPC calls), shown by `GET /_control`. */
+export interface ServedCounts {
+  http: number;
+  grpc: number;
+}
+
 /** What `/_control` reads and changes while the workload runs. */
 export interface FaultSettings {
   /** Delay before each HTTP reply and each gRPC reply message. */
@@ -135,6 +141,7 @@ export async function startWorkload(options: WorkloadOptions = {}): Promise<Work
   if (!(Number.isInteger(responseBytes) && responseBytes >= 0)) {
     throw new RangeError(`responseBytes must be an integer >= 0, got ${responseBytes}`);
   }
+  const served: ServedCounts = { http: 0, grpc: 0 };
   let settings = checkSettings({
     latencyMs: options.latencyMs ?? 0,
     failRate: options.failRate ?? 0,
@@ -188,7 +195,7 @@ export async function startWorkload(options: WorkloadOptions = {}): Promise<Work
   const ports: WorkloadPorts = {};
   try {
     if (options.httpPort != null) {
-      const handle = httpHandler(name, version, responseBytes, () => settings, configure);
+      const handle = httpHandler(name, version, responseBytes, () => settings, configure, served);
       const h1 = http.createServer({ keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS }, handle);
       const h2 = http2.createServer(handle);
       ports.http = await listenTcp(options.httpPort, (socket) => routeByPreface(socket, h1, h2));
@@ -197,7 +204,7 @@ export async function startWorkload(options: WorkloadOptions = {}): Promise<Work
       grpcServer = new grpc.Server();
       grpcServer.addService(
         await loadEchoService(),
-        echoHandlers(name, version, () => settings),
+        echoHandlers(name, version, () => settings, served),
       );
       ports.grpc = await bindGrpc(grpcServer, `${host}:${options.grpcPort}`);
     }
@@ -272,8 +279,14 @@ function routeByPreface(socket: net.Socket, h1: http.Server, h2: http2.Http2Serv
     socket.off("data", onData);
     socket.pause();
     socket.unshift(head);
-    (isH2 ? h2 : h1).emit("connection", socket);
-    // Resume once the chosen server has attached its listeners, so they see the first bytes.
+    if (isH2) {
+      // The HTTP/2 session reads the pushed-back bytes and then the socket's handle itself;
+      // resuming the JS stream as well would steal frames from it.
+      h2.emit("connection", socket);
+      return;
+    }
+    h1.emit("connection", socket);
+    // Resume once the HTTP/1.1 server has attached its listeners, so they see the first bytes.
     process.nextTick(() => socket.resume());
   };
   socket.on("data", onData);
@@ -286,6 +299,7 @@ function httpHandler(
   responseBytes: number,
   current: () => FaultSettings,
   configure: (patch: Partial<FaultSettings>) => FaultSettings,
+  served: ServedCounts,
 ): (req: HttpRequest, res: HttpResponse) => void {
   const send = (res: HttpResponse, status: number, body: string) => {
     res.writeHead(status, {
@@ -308,10 +322,11 @@ function httpHandler(
     } else if (req.method !== "GET") {
       return send(res, 405, JSON.stringify({ error: "use GET or POST" }));
     }
-    send(res, 200, JSON.stringify(current()));
+    send(res, 200, JSON.stringify({ ...current(), served }));
   };
 
   const echo = async (req: HttpRequest, res: HttpResponse) => {
+    served.http++;
     const settings = current();
     let bodyBytes = 0;
     for await (const chunk of req) bodyBytes += (chunk as Buffer).length;
@@ -382,7 +397,12 @@ function bindGrpc(server: grpc.Server, address: string): Promise<number> {
   });
 }
 
-function echoHandlers(pod: string, version: string, current: () => FaultSettings): grpc.UntypedServiceImplementation {
+function echoHandlers(
+  pod: string,
+  version: string,
+  current: () => FaultSettings,
+  served: ServedCounts,
+): grpc.UntypedServiceImplementation {
   const reply = (message: string, sequence: number): EchoReply => ({ pod, version, message, sequence });
   const failure = (s: FaultSettings): Partial<grpc.StatusObject> => ({
     code: grpcStatusFor(s.failStatus),
@@ -393,6 +413,7 @@ function echoHandlers(pod: string, version: string, current: () => FaultSettings
   const detached =
     <A extends unknown[]>(handler: (...args: A) => Promise<void>) =>
     (...args: A): void => {
+      served.grpc++;
       handler(...args).catch(() => {});
     };
 
@@ -459,7 +480,7 @@ A sample application pod for nodemesh tests, demos and benchmarks.
   --response-bytes BYTES  pad HTTP reply bodies to at least BYTES (default: 0)
   --help                  print this help
 
-GET /_control shows latencyMs, failRate and failStatus; POST /_control {"failRate":0.5} changes them.
+GET /_control shows latencyMs, failRate, failStatus and the requests served so far; POST /_control {"failRate":0.5} changes them.
 Once every listener is up, prints one line on stdout, with the ports of the listeners that are on:
   {"event":"ready","name":...,"version":...,"ports":{"http":8080,"grpc":9090,"tcpEcho":7070,"tcpIdent":[...]}}
 SIGTERM or SIGINT closes the listeners and exits 0.

@@ -1,22 +1,20 @@
 // Test data shared by the config tests.
 
-import { API_VERSION, type Resource, type ServiceSpec } from "../../../api/resources.ts";
+import { apiVersionOf, KINDS, type Resource, type ServiceSpec } from "../../../api/resources.ts";
+import { HTTPRouteSpec, TrafficPolicySpec } from "../../../api/traffic.ts";
 import type { NodePod } from "../service-table.ts";
 
-export function serviceResource(
-  name: string,
-  opts: {
-    namespace?: string;
-    vip?: string;
-    selector?: Record<string, string>;
-    generation?: number;
-    targetPort?: number;
-  } = {},
-): Resource<ServiceSpec> {
+interface StoredOptions {
+  namespace?: string;
+  generation?: number;
+}
+
+/** An object as the store holds it (server-assigned metadata filled in). */
+function stored<Spec>(kind: string, name: string, spec: Spec, opts: StoredOptions): Resource<Spec> {
   const namespace = opts.namespace ?? "default";
   return {
-    apiVersion: API_VERSION,
-    kind: "Service",
+    apiVersion: apiVersionOf(KINDS.find((k) => k.kind === kind)!),
+    kind,
     metadata: {
       name,
       namespace,
@@ -25,18 +23,58 @@ export function serviceResource(
       generation: opts.generation ?? 1,
       creationTimestamp: "2025-01-01T00:00:00Z",
     },
-    spec: {
+    spec,
+  };
+}
+
+/** The object a client would hand to Store.create (no server-assigned metadata). */
+export function asNewObject(obj: Resource): Resource {
+  const { name, namespace } = obj.metadata;
+  return { ...obj, metadata: { name, namespace } } as unknown as Resource;
+}
+
+export function serviceResource(
+  name: string,
+  opts: StoredOptions & { vip?: string; selector?: Record<string, string>; targetPort?: number } = {},
+): Resource<ServiceSpec> {
+  return stored(
+    "Service",
+    name,
+    {
       vip: opts.vip ?? "10.96.0.10",
       ports: [{ port: 80, protocol: "http", ...(opts.targetPort ? { targetPort: opts.targetPort } : {}) }],
       selector: opts.selector ?? { app: name },
     },
-  };
+    opts,
+  );
 }
 
-/** The unvalidated object a client would hand to Store.create. */
 export function newServiceObject(name: string, vip: string, selector: Record<string, string>, namespace = "default") {
-  const { metadata: _, ...rest } = serviceResource(name, { namespace, vip, selector });
-  return { ...rest, metadata: { name, namespace } } as unknown as Resource;
+  return asNewObject(serviceResource(name, { namespace, vip, selector }));
+}
+
+/** An HTTPRoute sending `parent`'s traffic to `backends`, spec validated with defaults filled in. */
+export function httpRouteResource(
+  name: string,
+  opts: StoredOptions & { parent?: string; backends?: string[] } = {},
+): Resource<HTTPRouteSpec> {
+  const spec = HTTPRouteSpec.parse({
+    parentRefs: [{ name: opts.parent ?? "web" }],
+    rules: [{ backendRefs: (opts.backends ?? ["web-v1"]).map((backend) => ({ name: backend })) }],
+  });
+  return stored("HTTPRoute", name, spec, opts);
+}
+
+/** A TrafficPolicy retrying requests to `target`, spec validated with defaults filled in. */
+export function trafficPolicyResource(
+  name: string,
+  opts: StoredOptions & { target?: string; attempts?: number } = {},
+): Resource<TrafficPolicySpec> {
+  const spec = TrafficPolicySpec.parse({
+    targetRefs: [{ name: opts.target ?? "web" }],
+    retries: { attempts: opts.attempts ?? 2 },
+  });
+  return stored("TrafficPolicy", name, spec, opts);
 }
 
 export function pod(

@@ -11,7 +11,9 @@ import {
   type Peer,
   serviceKey,
   type WireService,
+  type WireTrafficObject,
 } from "../../../api/agent-service.ts";
+import { trafficKey } from "../../../api/traffic.ts";
 
 type SimCall = ClientDuplexStream<AgentMessage, ControllerMessage>;
 const AgentServiceClient = makeGenericClientConstructor(agentServiceDefinition, "AgentService");
@@ -32,6 +34,8 @@ export class SimAgent {
   readonly node: string;
   readonly configs: Config[] = [];
   readonly services = new Map<string, WireService>();
+  /** By trafficKey. */
+  readonly traffic = new Map<string, WireTrafficObject>();
   version = "";
   /** The node list as last sent (it includes this node). */
   peers: Peer[] = [];
@@ -73,9 +77,14 @@ export class SimAgent {
     this.configs.push(config);
     const decision = this.decide(config);
     if (decision === "ack") {
-      if (config.full) this.services.clear();
+      if (config.full) {
+        this.services.clear();
+        this.traffic.clear();
+      }
       for (const key of config.removed) this.services.delete(key);
+      for (const key of config.removedTraffic) this.traffic.delete(key);
       for (const s of config.services) this.services.set(serviceKey(s), s);
+      for (const t of config.traffic) this.traffic.set(trafficKey(t), t);
       if (config.peers) this.peers = config.peers.nodes;
       this.version = config.version;
       this.send({ kind: "ack", ack: { version: config.version } });

@@ -1,0 +1,141 @@
+// The HTTP servers of a worker: one HTTP/1.1 and one HTTP/2 (h2c) server that never listen;
+// connections the agent accepted and classified are handed to them. Node's parser is strict
+// (llhttp without lenient flags): Content-Length with Transfer-Encoding, differing duplicate
+// Content-Length, bad chunk sizes, obs-fold and oversized heads are refused before any request
+// exists. Two Host headers are refused here. Slow clients meet the header timeout.
+
+import http from "node:http";
+import http2 from "node:http2";
+import type { Socket } from "node:net";
+import { AgentErrors } from "../../errors.ts";
+import type { DataplaneMetrics } from "../metrics.ts";
+import { Http1Downstream, Http2Downstream } from "./downstream.ts";
+import { type ProxyContext, type ProxyTarget, proxyRequest, upgradeRequest } from "./proxy.ts";
+
+export interface FrontendOptions {
+  /** Time a client has to send a complete request head (slowloris). */
+  headersTimeoutMs: number;
+  /** Largest request head accepted (431 above it). */
+  maxHeaderBytes: number;
+  /** An idle keep-alive connection from a client is closed after this. */
+  keepAliveTimeoutMs: number;
+}
+
+export const DEFAULT_FRONTEND_OPTIONS: FrontendOptions = {
+  headersTimeoutMs: 10_000,
+  maxHeaderBytes: 16 * 1024,
+  keepAliveTimeoutMs: 60_000,
+};
+
+const TARGET = Symbol("nodemesh.target");
+type WithTarget = { [TARGET]?: ProxyTarget };
+
+/** Node's parser errors → the agent's error codes and statuses. */
+function clientErrorStatus(err: NodeJS.ErrnoException): { status: number; code: string } {
+  if (err.code === "HPE_HEADER_OVERFLOW") return { status: 431, code: AgentErrors.HEADERS_TOO_LARGE.code };
+  if (err.code === "ERR_HTTP_REQUEST_TIMEOUT" || err.code === "ERR_HTTP_HEADERS_TIMEOUT") {
+    return { status: 408, code: AgentErrors.CLIENT_TIMEOUT.code };
+  }
+  return { status: 400, code: AgentErrors.BAD_REQUEST.code };
+}
+
+function countHost(raw: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === "host") n++;
+  return n;
+}
+
+export class HttpFrontend {
+  private readonly h1: http.Server;
+  private readonly h2: http2.Http2Server;
+  readonly headersTimeoutMs: number;
+
+  private readonly px: ProxyContext;
+  private readonly metrics: DataplaneMetrics;
+
+  constructor(px: ProxyContext, metrics: DataplaneMetrics, opts: FrontendOptions = DEFAULT_FRONTEND_OPTIONS) {
+    this.px = px;
+    this.metrics = metrics;
+    this.headersTimeoutMs = opts.headersTimeoutMs;
+    this.h1 = http.createServer(
+      {
+        maxHeaderSize: opts.maxHeaderBytes,
+        headersTimeout: opts.headersTimeoutMs,
+        requestTimeout: 0,
+        keepAliveTimeout: opts.keepAliveTimeoutMs,
+        connectionsCheckingInterval: Math.max(100, Math.min(1000, opts.headersTimeoutMs / 4)),
+        insecureHTTPParser: false,
+        requireHostHeader: false,
+      },
+      (req, res) => this.onRequest(req, res),
+    );
+    // A client that half-closes after its request still gets the answer (node's default aborts it).
+    (this.h1 as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+    this.h1.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
+    // WebSocket and other upgrades: passed through as a tunnel once the upstream agreed.
+    this.h1.on("upgrade", (req, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
+    // The server never listens, but its header-timeout sweep starts on "listening".
+    this.h1.emit("listening");
+
+    this.h2 = http2.createServer({ maxSessionMemory: 10, settings: { maxHeaderListSize: opts.maxHeaderBytes } });
+    this.h2.on("stream", (stream, headers) => {
+      const target = (stream.session?.socket as unknown as WithTarget | undefined)?.[TARGET];
+      if (!target) {
+        stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        return;
+      }
+      stream.on("error", () => {});
+      void proxyRequest(this.px, new Http2Downstream(stream, headers), target);
+    });
+    this.h2.on("sessionError", () => {});
+    this.h2.on("session", (session) => session.on("error", () => {}));
+  }
+
+  /** Serves `socket` (paused, its first bytes pushed back) as HTTP of the given version. */
+  serve(socket: Socket, protocol: "http1" | "h2", target: ProxyTarget): void {
+    (socket as unknown as WithTarget)[TARGET] = target;
+    if (protocol === "h2") this.h2.emit("connection", socket);
+    else {
+      this.h1.emit("connection", socket);
+      socket.resume();
+    }
+  }
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const target = (req.socket as unknown as WithTarget)[TARGET];
+    if (!target) {
+      res.destroy();
+      return;
+    }
+    if (countHost(req.rawHeaders) > 1) {
+      this.refuse(target.direction, req.socket, 400, AgentErrors.BAD_REQUEST.code);
+      return;
+    }
+    void proxyRequest(this.px, new Http1Downstream(req, res), target);
+  }
+
+  private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    const target = (socket as unknown as WithTarget)[TARGET];
+    const { status, code } = clientErrorStatus(err);
+    this.refuse(target?.direction ?? "outbound", socket, status, code);
+  }
+
+  private refuse(direction: "outbound" | "inbound", socket: Socket, status: number, code: string): void {
+    this.metrics.malformed.labels(direction, code).inc();
+    if (socket.writable && !(socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
+      socket.end(
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nconnection: close\r\nx-nodemesh-error: ${code}\r\ncontent-length: 0\r\n\r\n`,
+      );
+    }
+    socket.destroySoon();
+  }
+
+  private onUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
+    const target = (socket as unknown as WithTarget)[TARGET];
+    if (!target) {
+      socket.destroy();
+      return;
+    }
+    void upgradeRequest(this.px, req, socket, head, target);
+  }
+}

@@ -1,0 +1,199 @@
+// Pooled upstream connections, one pool per (source pod, endpoint, protocol) in each worker: the
+// socket must leave from the source pod's namespace, so pools cannot be shared across pods.
+// HTTP/1.1 reuses keep-alive connections (node's http.Agent, with our own connect); HTTP/2 and
+// gRPC multiplex streams over one session per endpoint. Circuit breaking on connections and
+// pending requests is enforced here, on the shared counters.
+
+import http from "node:http";
+import http2 from "node:http2";
+import type { Socket } from "node:net";
+import { AgentError, AgentErrors } from "../../errors.ts";
+import type { PodContext } from "../context.ts";
+import type { SharedState } from "../shared-state.ts";
+import type { Endpoint } from "../snapshot.ts";
+
+export type HttpProtocol = "http1" | "h2";
+
+export interface ConnectionLimits {
+  readonly maxConnections: number;
+  readonly maxPending: number;
+  readonly connectTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+}
+
+/** Opens one upstream connection (directly, or through the endpoint's agent). */
+export type Connector = (from: PodContext, ep: Endpoint, protocol: HttpProtocol, timeoutMs: number) => Promise<Socket>;
+
+/**
+ * Sockets this module created. A request whose socket is not one of them is stopped: it would
+ * have left from the agent's own namespace instead of the pod's.
+ */
+const ours = new WeakSet<Socket>();
+
+export function isPooledSocket(socket: unknown): boolean {
+  return ours.has(socket as Socket);
+}
+
+type Opener = (limits: ConnectionLimits) => Promise<Socket>;
+
+class Http1Pool extends http.Agent {
+  limits: ConnectionLimits;
+  private readonly open: Opener;
+  constructor(open: Opener, limits: ConnectionLimits) {
+    super({ keepAlive: true, scheduling: "lifo", timeout: limits.idleTimeoutMs });
+    // The tunnel handshake leaves the socket paused; the HTTP client only adds a data listener.
+    this.open = (l) => open(l).then((socket) => socket.resume());
+    this.limits = limits;
+  }
+
+  /** True when a request would have to wait for a new connection. */
+  hasIdleConnection(): boolean {
+    for (const list of Object.values(this.freeSockets)) if (list && list.length > 0) return true;
+    return false;
+  }
+
+  // Asynchronous: node's Agent waits for the callback when this returns nothing.
+  override createConnection(
+    _options: http.ClientRequestArgs,
+    callback?: (err: Error | null, stream: Socket) => void,
+  ): undefined {
+    this.open(this.limits).then(
+      (socket) => callback?.(null, socket),
+      (err: Error) => callback?.(err, undefined as unknown as Socket),
+    );
+    return undefined;
+  }
+}
+
+class Http2Pool {
+  private session: http2.ClientHttp2Session | undefined;
+  private connecting: Promise<http2.ClientHttp2Session> | undefined;
+  limits: ConnectionLimits;
+  private readonly open: Opener;
+  private readonly authority: string;
+
+  constructor(open: Opener, authority: string, limits: ConnectionLimits) {
+    this.open = open;
+    this.authority = authority;
+    this.limits = limits;
+  }
+
+  hasIdleConnection(): boolean {
+    return this.session !== undefined && !this.session.closed && !this.session.destroyed;
+  }
+
+  get(): Promise<http2.ClientHttp2Session> {
+    if (this.hasIdleConnection()) return Promise.resolve(this.session!);
+    this.connecting ??= this.open(this.limits)
+      .then((socket) => {
+        const session = http2.connect(this.authority, { createConnection: () => socket });
+        const forget = () => {
+          if (this.session === session) this.session = undefined;
+        };
+        session.once("close", forget);
+        session.once("goaway", forget);
+        session.setTimeout(this.limits.idleTimeoutMs, () => {
+          // Idle = no stream for the whole period.
+          if (!session.closed) session.close();
+        });
+        this.session = session;
+        return session;
+      })
+      .finally(() => {
+        this.connecting = undefined;
+      });
+    return this.connecting;
+  }
+
+  close(): void {
+    this.session?.close();
+  }
+}
+
+export class UpstreamPools {
+  private readonly h1 = new Map<string, Http1Pool>();
+  private readonly h2 = new Map<string, Http2Pool>();
+
+  private readonly shared: SharedState;
+  private readonly connector: Connector;
+  constructor(shared: SharedState, connector: Connector) {
+    this.shared = shared;
+    this.connector = connector;
+  }
+
+  private opener(from: PodContext, ep: Endpoint, protocol: HttpProtocol) {
+    return async (limits: ConnectionLimits): Promise<Socket> => {
+      if (!this.shared.tryOpenConnection(ep.slot, limits.maxConnections)) {
+        throw new AgentError(AgentErrors.CIRCUIT_OPEN, `${ep.ip}:${ep.port}: max connections`);
+      }
+      let socket: Socket;
+      try {
+        socket = await this.connector(from, ep, protocol, limits.connectTimeoutMs);
+      } catch (err) {
+        this.shared.connectionClosed(ep.slot);
+        throw err;
+      }
+      ours.add(socket);
+      socket.once("close", () => this.shared.connectionClosed(ep.slot));
+      return socket;
+    };
+  }
+
+  http1(from: PodContext, ep: Endpoint, limits: ConnectionLimits): Http1Pool {
+    const key = `${from.key}|${ep.ip}:${ep.port}`;
+    let pool = this.h1.get(key);
+    if (!pool) {
+      pool = new Http1Pool(this.opener(from, ep, "http1"), limits);
+      this.h1.set(key, pool);
+    }
+    pool.limits = limits;
+    return pool;
+  }
+
+  http2(from: PodContext, ep: Endpoint, limits: ConnectionLimits): Http2Pool {
+    const key = `${from.key}|${ep.ip}:${ep.port}`;
+    let pool = this.h2.get(key);
+    if (!pool) {
+      pool = new Http2Pool(this.opener(from, ep, "h2"), `http://${ep.ip}:${ep.port}`, limits);
+      this.h2.set(key, pool);
+    }
+    pool.limits = limits;
+    return pool;
+  }
+
+  /** Drops the pools of a pod that left (its namespace is about to close). */
+  dropPod(podKey: string): void {
+    for (const [key, pool] of this.h1) {
+      if (key.startsWith(`${podKey}|`)) {
+        pool.destroy();
+        this.h1.delete(key);
+      }
+    }
+    for (const [key, pool] of this.h2) {
+      if (key.startsWith(`${podKey}|`)) {
+        pool.close();
+        this.h2.delete(key);
+      }
+    }
+  }
+
+  /**
+   * Counts a request as pending while it waits for a new connection (none idle in the pool), and
+   * refuses it past `maxPending` (circuit breaking). Returns the release, to call once the request
+   * has its connection or failed.
+   */
+  enterPending(ep: Endpoint, pool: { hasIdleConnection(): boolean; limits: ConnectionLimits }): () => void {
+    if (pool.hasIdleConnection()) return () => {};
+    if (!this.shared.tryStartPending(ep.slot, pool.limits.maxPending)) {
+      throw new AgentError(AgentErrors.CIRCUIT_OPEN, `${ep.ip}:${ep.port}: max pending requests`);
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.shared.pendingEnded(ep.slot);
+    };
+  }
+}
+
+export type { Http1Pool, Http2Pool };
