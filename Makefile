@@ -29,7 +29,7 @@ help:
 	@echo "make setup      install Node $(NODE_MAJOR_WANTED) (if needed), Debian tools and npm packages"
 	@echo "make demo       run the mesh on this machine: 2 nodes in network namespaces, sample services"
 	@echo "make test       lint, type check and the whole test suite (as root)"
-	@echo "make bench      L4 benchmark: wrk through the mesh vs direct (QUICK=1: short)"
+	@echo "make bench      benchmarks: TCP through the mesh vs direct, L7 latency per hop (QUICK=1: short)"
 
 setup: debian-packages node_modules/.installed
 
@@ -70,10 +70,12 @@ test: check
 demo: setup
 	node test/demo.ts
 
-# A first benchmark (wrk through the mesh vs direct); QUICK=1 for a 3-second smoke run.
+# Benchmarks: opaque TCP throughput (wrk, mesh vs direct), then L7 latency per hop at a fixed
+# rate (h2load --rps, HTTP/1.1 and gRPC). QUICK=1 for a 3-second smoke run of each.
 BENCH_DURATION := $(if $(QUICK),3,10)
 bench: setup
 	node test/bench/l4.ts --duration $(BENCH_DURATION)
+	node test/bench/l7-latency.ts --duration $(BENCH_DURATION)
 
 clean:
 	rm -rf node_modules test-results $(TOOLS)

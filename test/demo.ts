@@ -101,9 +101,9 @@ try {
   say(`\nserved: ${[...served].map(([pod, n]) => `${pod} ${n}`).join(", ")}`);
   for (const node of world.nodes) {
     const m = await mesh.metrics(node);
-    const out = metricSum(m, "nodemesh_tcp_connections_opened_total", { direction: "outbound" });
-    const inb = metricSum(m, "nodemesh_tcp_connections_opened_total", { direction: "inbound" });
-    say(`${node.name} agent: ${out} outbound, ${inb} inbound connections`);
+    const out = metricSum(m, "nodemesh_requests_total", { direction: "outbound" });
+    const inb = metricSum(m, "nodemesh_requests_total", { direction: "inbound" });
+    say(`${node.name} agent: ${out} outbound, ${inb} inbound requests`);
   }
 
   if (!values.once) {

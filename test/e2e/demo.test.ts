@@ -18,7 +18,7 @@ describe("make demo", () => {
     expect(exit.code, demo.lines.join("\n")).toBe(0);
     const output = demo.lines.join("\n");
     expect(output).toContain("served: reviews-1 2, reviews-2 2, reviews-3 2");
-    expect(output).toMatch(/node-2 agent: 0 outbound, 4 inbound connections/);
+    expect(output).toMatch(/node-2 agent: 0 outbound, 4 inbound requests/);
     expect(namespacesOf(demo.pid!)).toEqual([]);
   }, 60_000);
 

@@ -21,7 +21,7 @@ import type { DataplaneMetrics, Direction } from "../metrics.ts";
 import { pipeBoth } from "../pipe.ts";
 import { type CompiledPolicy, DEFAULT_POLICY } from "../policy.ts";
 import type { RequestFacts } from "../routing.ts";
-import type { SharedState } from "../shared-state.ts";
+import { RATE_BUCKETS, type SharedState } from "../shared-state.ts";
 import { type Backend, type Endpoint, type Rule, type ServiceRoute, selectRule } from "../snapshot.ts";
 import { type BodySource, FixedBody, RequestBody } from "./body.ts";
 import type { Downstream } from "./downstream.ts";
@@ -176,46 +176,20 @@ export async function proxyRequest(px: ProxyContext, down: Downstream, target: P
     if (!backend) {
       return reply(px, down, target.direction, service, new AgentError(AgentErrors.BACKEND_NOT_FOUND, rule?.name));
     }
-    const fault = policy.fault;
-    if (
-      fault &&
-      fault.headers.every((h) => {
-        const v = req.header(h.name);
-        return v !== undefined && h.test(v);
-      })
-    ) {
-      if (fault.delayRatio > 0 && Math.random() < fault.delayRatio) {
-        px.metrics.faults.labels(service, "delay").inc();
-        await sleep(fault.delayMs);
-        if (down.gone) return;
-      }
-      if (fault.abortRatio > 0 && Math.random() < fault.abortRatio) {
-        px.metrics.faults.labels(service, "abort").inc();
-        return reply(px, down, target.direction, service, new AgentError(AgentErrors.FAULT_ABORT), {
-          status: fault.abortHttpStatus ?? 503,
-          grpcStatus: fault.abortGrpcStatus,
-        });
-      }
+    if (policy.fault) {
+      const abort = await injectFault(px, policy.fault, req, service);
+      if (down.gone) return;
+      if (abort) return reply(px, down, target.direction, service, new AgentError(AgentErrors.FAULT_ABORT), abort);
     }
     applyHeaderOps(headers, rule?.requestHeaders);
   } else {
     from = target.to;
     policy = target.route?.policy ?? DEFAULT_POLICY;
-    const limit = policy.rateLimit;
-    if (limit) {
-      const bucketKey = limit.perSource ? `${service}|${target.source}` : service;
-      const waitUs = px.shared.rateLimit(
-        hash32(bucketKey) % 16_384,
-        performance.timeOrigin * 1000 + performance.now() * 1000,
-        limit.intervalUs,
-        limit.burst,
-      );
-      if (waitUs > 0) {
-        px.metrics.rateLimited.labels(service).inc();
-        return reply(px, down, target.direction, service, new AgentError(AgentErrors.RATE_LIMITED), {
-          retryAfterS: Math.max(1, Math.ceil(waitUs / 1_000_000)),
-        });
-      }
+    const waitS = policy.rateLimit && rateLimitWait(px, policy.rateLimit, service, target.source);
+    if (waitS) {
+      return reply(px, down, target.direction, service, new AgentError(AgentErrors.RATE_LIMITED), {
+        retryAfterS: waitS,
+      });
     }
   }
 
@@ -410,6 +384,49 @@ export async function proxyRequest(px: ProxyContext, down: Downstream, target: P
     // A retriable answer that is not retried goes to the client as it is.
     return new PassOn(outcome);
   }
+}
+
+/**
+ * Fault injection (on the source side, as Istio does): a delay, then maybe an abort. Returns the
+ * abort's status when one was drawn.
+ */
+async function injectFault(
+  px: ProxyContext,
+  fault: NonNullable<CompiledPolicy["fault"]>,
+  req: RequestFacts,
+  service: string,
+): Promise<{ status: number; grpcStatus?: number } | undefined> {
+  for (const h of fault.headers) {
+    const v = req.header(h.name);
+    if (v === undefined || !h.test(v)) return undefined;
+  }
+  if (fault.delayRatio > 0 && Math.random() < fault.delayRatio) {
+    px.metrics.faults.labels(service, "delay").inc();
+    await sleep(fault.delayMs);
+  }
+  if (fault.abortRatio > 0 && Math.random() < fault.abortRatio) {
+    px.metrics.faults.labels(service, "abort").inc();
+    return { status: fault.abortHttpStatus ?? 503, grpcStatus: fault.abortGrpcStatus };
+  }
+  return undefined;
+}
+
+/**
+ * Local rate limit (on the destination side, like Envoy's local rate limit on the server
+ * sidecar): 0 when admitted, else the seconds to wait for Retry-After.
+ */
+function rateLimitWait(
+  px: ProxyContext,
+  limit: NonNullable<CompiledPolicy["rateLimit"]>,
+  service: string,
+  source: string,
+): number {
+  const bucket = hash32(limit.perSource ? `${service}|${source}` : service) % RATE_BUCKETS;
+  const nowUs = (performance.timeOrigin + performance.now()) * 1000;
+  const waitUs = px.shared.rateLimit(bucket, nowUs, limit.intervalUs, limit.burst);
+  if (waitUs === 0) return 0;
+  px.metrics.rateLimited.labels(service).inc();
+  return Math.max(1, Math.ceil(waitUs / 1_000_000));
 }
 
 /** Not an error: an upstream answer to deliver after retries ran out or were refused. */

@@ -1,0 +1,148 @@
+// L7 latency per hop at a fixed rate: h2load sends HTTP/1.1 (and gRPC unary over HTTP/2) at a
+// fixed request rate, open loop, from a pod on node 1 to the sample workload on node 2:
+//
+//   direct    unmeshed client → unmeshed backend
+//   one hop   meshed client → its agent (L7) → unmeshed backend       (the source agent's cost)
+//   two hops  meshed client → its agent → backend's agent → backend   (+ the destination agent's)
+//
+// Percentiles come from h2load's per-request log (h2load itself prints only mean and sd).
+//
+//   node test/bench/l7-latency.ts [--rate 1000] [--duration 10] [--connections 10]
+
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import type { ServiceTable } from "../../api/services.ts";
+import { Mesh } from "../e2e/mesh.ts";
+import { type Pod, World } from "../world/world.ts";
+
+const { values } = parseArgs({
+  options: {
+    rate: { type: "string", default: "1000" },
+    duration: { type: "string", default: "10" },
+    connections: { type: "string", default: "10" },
+  },
+});
+const RATE = Number(values.rate);
+const CONNECTIONS = Number(values.connections);
+
+/** EchoRequest{message: "x", count: 1} in a gRPC length-prefixed frame. */
+const GRPC_BODY = Buffer.from([0, 0, 0, 0, 5, 0x0a, 0x01, 0x78, 0x10, 0x01]);
+
+interface Latency {
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  ok: number;
+  total: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function h2load(world: World, from: Pod, url: string, grpc: boolean): Promise<Latency> {
+  const log = join(tmpdir(), `h2load-${process.pid}-${Date.now()}.log`);
+  const body = join(tmpdir(), `grpc-body-${process.pid}`);
+  writeFileSync(body, GRPC_BODY);
+  const perClient = Math.max(1, Math.round(RATE / CONNECTIONS));
+  const args = [
+    ...(grpc ? ["-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers"] : ["--h1"]),
+    "-c",
+    String(CONNECTIONS),
+    "--rps",
+    String(perClient),
+    "-D",
+    values.duration!,
+    "--warm-up-time",
+    "1",
+    "--log-file",
+    log,
+    url,
+  ];
+  const r = await world.exec(from, "h2load", args, { timeoutMs: (Number(values.duration) + 30) * 1000 });
+  if (r.code !== 0) throw new Error(`h2load failed: ${r.stderr}${r.stdout}`);
+  // Log lines: start time (µs), status, duration (µs).
+  const rows = readFileSync(log, "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => l.split("\t").map(Number));
+  rmSync(log, { force: true });
+  const ms = rows.map((r) => r[2]! / 1000).sort((a, b) => a - b);
+  return {
+    p50: percentile(ms, 50),
+    p90: percentile(ms, 90),
+    p99: percentile(ms, 99),
+    p999: percentile(ms, 99.9),
+    ok: rows.filter((r) => r[1] === 200).length,
+    total: rows.length,
+  };
+}
+
+const world = await World.create({ nodes: 2 });
+const mesh = new Mesh(world);
+try {
+  const [n1, n2] = world.nodes;
+  const client = await world.addPod(n1, "client");
+  const plainClient = await world.addPod(n1, "plain-client");
+  const meshedBackend = await world.addPod(n2, "backend-meshed");
+  const plainBackend = await world.addPod(n2, "backend-plain");
+  const svc = (name: string, vip: string, pod: Pod, meshed: boolean) => ({
+    name,
+    namespace: "default",
+    vip,
+    ports: [
+      { name: "http", port: 80, targetPort: 8080, protocol: "http" as const },
+      { name: "grpc", port: 9090, protocol: "grpc" as const },
+    ],
+    endpoints: [{ ip: pod.ip, node: pod.node.name, pod: pod.name, meshed }],
+  });
+  const table: ServiceTable = {
+    services: [svc("meshed", "10.96.0.10", meshedBackend, true), svc("plain", "10.96.0.11", plainBackend, false)],
+  };
+  mesh.writeServices(table);
+  await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);
+  const workloadArgs = [
+    "--http-port",
+    "8080",
+    "--grpc-port",
+    "9090",
+    "--tcp-echo-port",
+    "0",
+    "--response-bytes",
+    "1024",
+  ];
+  for (const pod of [meshedBackend, plainBackend]) await mesh.startWorkload(pod, workloadArgs);
+  for (const pod of [client, meshedBackend]) await mesh.enroll(pod);
+
+  const rows: Array<[string, string, Latency]> = [];
+  for (const [proto, port, grpc] of [
+    ["HTTP/1.1", 8080, false],
+    ["gRPC unary", 9090, true],
+  ] as const) {
+    const path = grpc ? "/echo.Echo/Unary" : "/";
+    const servicePort = grpc ? 9090 : 80;
+    rows.push([proto, "direct", await h2load(world, plainClient, `http://${plainBackend.ip}:${port}${path}`, grpc)]);
+    rows.push([proto, "one hop", await h2load(world, client, `http://10.96.0.11:${servicePort}${path}`, grpc)]);
+    rows.push([proto, "two hops", await h2load(world, client, `http://10.96.0.10:${servicePort}${path}`, grpc)]);
+  }
+
+  console.log(
+    `\nh2load --rps, ${RATE} req/s total over ${CONNECTIONS} connections, ${values.duration} s, 1 KiB responses, cross-node\n`,
+  );
+  console.log("| protocol | path | ok/total | p50 ms | p90 ms | p99 ms | p99.9 ms | added p50 | added p99 |");
+  console.log("|---|---|---|---|---|---|---|---|---|");
+  for (let i = 0; i < rows.length; i++) {
+    const [proto, path, l] = rows[i]!;
+    const prev = path === "direct" ? undefined : rows[i - 1]![2];
+    const added = prev ? `${(l.p50 - prev.p50).toFixed(3)} | ${(l.p99 - prev.p99).toFixed(3)}` : " | ";
+    console.log(
+      `| ${proto} | ${path} | ${l.ok}/${l.total} | ${l.p50.toFixed(3)} | ${l.p90.toFixed(3)} | ${l.p99.toFixed(3)} | ${l.p999.toFixed(3)} | ${added} |`,
+    );
+  }
+  console.log("\n(added = this row minus the row above: the cost of the hop it adds)");
+} finally {
+  await mesh.destroy();
+}
