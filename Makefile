@@ -17,9 +17,10 @@ export PATH := $(NODE_HOME)/bin:$(PATH)
 # Native addons (raw-socket under net-ping) build against the headers of the Node that runs them.
 export npm_config_nodedir := $(NODE_HOME)
 
-# Debian packages the tests and the demo use (iptables, iproute2, nsenter, curl, load tools).
-DEBIAN_PACKAGES := iptables iproute2 util-linux procps curl wrk nghttp2-client
-DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl wrk h2load
+# Debian packages the tests and the demo use (iptables, iproute2, nsenter, curl, load tools,
+# Prometheus and promtool, Chromium for the dashboard test).
+DEBIAN_PACKAGES := iptables iproute2 util-linux procps curl wrk nghttp2-client prometheus chromium
+DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl wrk h2load prometheus promtool chromium
 
 VITEST_JSON := test-results/vitest.json
 

@@ -9,6 +9,7 @@ import { startEnrollmentServer } from "./control/enrollment-server.ts";
 import { PodRegistry } from "./control/pods.ts";
 import { loadServiceFile, type VersionedTable } from "./control/service-source.ts";
 import { WorkerPool } from "./control/workers.ts";
+import type { AccessLogOptions } from "./dataplane/access-log.ts";
 import { ENDPOINT_SLOTS, ROUTE_SLOTS, SlotAllocator } from "./dataplane/shared-state.ts";
 import { slotKeys } from "./dataplane/snapshot.ts";
 
@@ -27,6 +28,8 @@ export interface AgentOptions {
   detectTimeoutMs: number;
   /** Time a client has to send a complete HTTP request head. */
   headersTimeoutMs: number;
+  /** Which traffic gets access-log lines, and where they go. */
+  accessLog: AccessLogOptions;
   logLevel: string;
 }
 
@@ -56,6 +59,8 @@ export class Agent {
   private servers: Server[] = [];
   private table: VersionedTable = { version: "", table: { services: [] } };
   private started = false;
+  /** Peers nearest first, as last sent to the workers. */
+  private rttOrder = "";
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -68,6 +73,7 @@ export class Agent {
       connectTimeoutMs: o.connectTimeoutMs,
       detectTimeoutMs: o.detectTimeoutMs,
       headersTimeoutMs: o.headersTimeoutMs,
+      accessLog: o.accessLog,
       logLevel: o.logLevel,
     });
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));
@@ -82,13 +88,23 @@ export class Agent {
           pods: () => this.pods.list(),
           ready: () => this.started,
           workerMetrics: () => this.pool.metrics(),
+          edges: () => this.pool.edges(),
         },
       );
     }
     await this.pods.restore();
     const controller = this.controller;
     if (controller) {
-      controller.onProbes = () => this.applyTable(this.table);
+      // Locality follows the measured RTTs: resend the snapshot when the nearness order changes.
+      controller.onProbes = () => {
+        const order = Object.entries(controller.peerRtts())
+          .sort(([, a], [, b]) => a - b)
+          .map(([node]) => node)
+          .join(",");
+        if (order === this.rttOrder) return;
+        this.rttOrder = order;
+        this.broadcast();
+      };
       this.pods.onChange = () => controller.podsChanged();
       controller.podsChanged();
     }
@@ -125,6 +141,13 @@ export class Agent {
 
   /** Puts a table in force; when it throws, the previous table stays in force. */
   private applyTable(table: VersionedTable): void {
+    this.broadcast(table);
+    this.table = table;
+    this.log.info({ version: table.version, services: table.table.services.length }, "service table applied");
+  }
+
+  /** Sends the workers a snapshot of `table` with the current slots, node and RTTs. */
+  private broadcast(table: VersionedTable = this.table): void {
     const keys = slotKeys(table.table);
     this.pool.broadcastSnapshot({
       version: table.version,
@@ -134,8 +157,6 @@ export class Agent {
       node: this.opts.nodeName,
       rttMs: this.controller?.peerRtts() ?? {},
     });
-    this.table = table;
-    this.log.info({ version: table.version, services: table.table.services.length }, "service table applied");
   }
 
   /** Stops listening. Enrolled pods stay recorded so a restarted agent takes them back. */

@@ -32,6 +32,10 @@ Options:
   --connect-timeout-ms MS   budget of one upstream connect attempt before failing over (default: 1000)
   --detect-timeout-ms MS    on a port whose protocol is not declared, how long to wait for the
                             client's first bytes before treating it as opaque TCP (default: 100)
+  --access-log SCOPE        access-log lines (JSON, one per request or TCP connection) for: all,
+                            none (default), or namespaces separated by commas; a TrafficPolicy's
+                            accessLog turns them on for its Service
+  --access-log-file FILE    where access-log lines go (default: stdout)
   --http-headers-timeout-ms MS
                             time a client has to send a complete HTTP request head (default: 10000)
   --log-level LEVEL         trace, debug, info, warn, error (default: info)
@@ -62,6 +66,8 @@ export async function runAgent(argv: string[]): Promise<number> {
       "connect-timeout-ms": { type: "string", default: "1000" },
       "detect-timeout-ms": { type: "string", default: "100" },
       "http-headers-timeout-ms": { type: "string", default: "10000" },
+      "access-log": { type: "string", default: "none" },
+      "access-log-file": { type: "string" },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", short: "h" },
     },
@@ -95,6 +101,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     connectTimeoutMs: positiveInt("connect-timeout-ms", values["connect-timeout-ms"]),
     detectTimeoutMs: positiveInt("detect-timeout-ms", values["detect-timeout-ms"]),
     headersTimeoutMs: positiveInt("http-headers-timeout-ms", values["http-headers-timeout-ms"]),
+    accessLog: { scope: values["access-log"], file: values["access-log-file"] },
     logLevel: values["log-level"],
   });
   await agent.start();

@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import type { ServiceDefinition } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { canonicalJson } from "./canonical-json.ts";
+import type { EdgeSample } from "./service-graph.ts";
 import type { PortProtocol, Service, ServiceEndpoint, ServicePort } from "./services.ts";
 import { type TrafficObject, trafficKey } from "./traffic.ts";
 
@@ -89,6 +90,10 @@ export interface Report {
   pods: WirePod[];
   traffic: TrafficCounters;
   peers: PeerProbe[];
+  /** Traffic per edge since the previous report (api/service-graph.ts). */
+  edges: EdgeSample[];
+  /** Seconds since the previous report (or since the agent started). */
+  intervalSeconds: number;
 }
 
 export interface PodsChanged {
@@ -117,6 +122,7 @@ export interface WireEndpoint {
   node: string;
   pod: string;
   meshed: boolean;
+  workload: string;
 }
 
 export interface WireService {
@@ -182,6 +188,7 @@ export function toWireService(s: Service): WireService {
       node: e.node ?? "",
       pod: e.pod ?? "",
       meshed: e.meshed ?? false,
+      workload: e.workload ?? "",
     })),
   };
 }
@@ -207,6 +214,7 @@ export function fromWireService(w: WireService): Service {
       if (e.port !== undefined) endpoint.port = e.port;
       if (e.node) endpoint.node = e.node;
       if (e.pod) endpoint.pod = e.pod;
+      if (e.workload) endpoint.workload = e.workload;
       return endpoint;
     }),
   };

@@ -25,6 +25,8 @@ export interface ServiceEndpoint {
    * the tunnel port and a dead endpoint is noticed before the client is committed to it.
    */
   meshed?: boolean;
+  /** The pod's workload name (its `app` label, else its name); labels metrics. */
+  workload?: string;
 }
 
 export interface Service {
@@ -33,6 +35,11 @@ export interface Service {
   vip: string;
   ports: ServicePort[];
   endpoints: ServiceEndpoint[];
+}
+
+/** A pod's workload as Istio names it: the `app` label, else `app.kubernetes.io/name`, else the pod. */
+export function workloadName(pod: { name: string; labels?: Readonly<Record<string, string>> }): string {
+  return pod.labels?.app ?? pod.labels?.["app.kubernetes.io/name"] ?? pod.name;
 }
 
 export interface ServiceTable {
@@ -151,7 +158,7 @@ export function validateServiceTable(input: unknown): FieldError[] {
           errors.push({ field: eat, message: "must be an object" });
           return;
         }
-        unknownFields(e, ["ip", "port", "node", "pod", "meshed"], eat, errors);
+        unknownFields(e, ["ip", "port", "node", "pod", "meshed", "workload"], eat, errors);
         if (typeof e.ip !== "string" || !isIPv4(e.ip)) errors.push({ field: `${eat}.ip`, message: "must be IPv4" });
         if (e.port !== undefined && !isPort(e.port)) errors.push({ field: `${eat}.port`, message: "must be 1-65535" });
         if (e.meshed !== undefined && typeof e.meshed !== "boolean") {

@@ -367,6 +367,12 @@ export const RateLimit = z.strictObject({
   perSourceWorkload: z.boolean().default(false),
 });
 
+/** Access logs for requests to the Service: a JSON line per request or connection, on both agents. */
+export const AccessLog = z.strictObject({
+  /** Share of requests logged. */
+  sampling: Percent.default(100),
+});
+
 export const TrafficPolicySpec = z.strictObject({
   targetRefs: z.array(TargetRef).min(1).max(32),
   loadBalancer: LoadBalancer.optional(),
@@ -376,6 +382,7 @@ export const TrafficPolicySpec = z.strictObject({
   outlierDetection: OutlierDetection.optional(),
   faultInjection: FaultInjection.optional(),
   rateLimit: RateLimit.optional(),
+  accessLog: AccessLog.optional(),
 });
 export type TrafficPolicySpec = z.infer<typeof TrafficPolicySpec>;
 

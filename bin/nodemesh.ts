@@ -14,6 +14,8 @@ Using the controller's API:
   delete      delete an object (nodemesh delete service NAME)
   nodes       the agents' node facts and the node-to-node RTT matrix
   status      agents: connected, applied configuration version, last refusal
+  top         live golden signals per service (success rate, RPS, p50, p99)
+  edges       the service graph's edges: who calls whom, how much, how well
 
   help        show this help
 
@@ -35,6 +37,8 @@ async function main(): Promise<number> {
     case "delete":
     case "nodes":
     case "status":
+    case "top":
+    case "edges":
       return (await import("../controller/client/cli.ts")).runClient(command, args);
     case undefined:
     case "help":

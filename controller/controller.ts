@@ -5,6 +5,7 @@ import pino, { type Logger } from "pino";
 import type { Resource } from "../api/resources.ts";
 import { TokenAuth } from "./auth.ts";
 import { AgentServer } from "./config/agent-server.ts";
+import { GraphQueries } from "./graph/service-graph.ts";
 import { createControllerRegistry, registerStoreMetrics } from "./metrics.ts";
 import { type RestServer, startRestServer } from "./rest/server.ts";
 import { FileStore } from "./store/file-store.ts";
@@ -58,6 +59,12 @@ export class Controller {
       ...(auth ? { auth } : {}),
       log: c.log,
       statusFor: (r: Resource) => agents.propagation(keyOf(r)),
+      serviceGraph: new GraphQueries({
+        traffic: agents.traffic,
+        store: c.store,
+        service: (namespace, name) => agents.service(namespace, name),
+        propagation: (key) => agents.propagation(key),
+      }),
       views: {
         agents: {
           kind: "Agent",

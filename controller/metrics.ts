@@ -1,7 +1,8 @@
 // The controller's Prometheus registry. Every part of the controller registers its metrics in the
 // one Registry that `/metrics` serves (prefix `nodemesh_controller_`).
 
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectProcessMetrics } from "../api/process-metrics.ts";
 import { KINDS } from "../api/resources.ts";
 import type { Store } from "./store/store.ts";
 
@@ -10,7 +11,7 @@ export const METRIC_PREFIX = "nodemesh_controller_";
 /** A registry with the process metrics (CPU, memory, event loop lag) already in it. */
 export function createControllerRegistry(): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: METRIC_PREFIX });
+  collectProcessMetrics(registry, METRIC_PREFIX);
   return registry;
 }
 

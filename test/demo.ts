@@ -101,8 +101,8 @@ try {
   say(`\nserved: ${[...served].map(([pod, n]) => `${pod} ${n}`).join(", ")}`);
   for (const node of world.nodes) {
     const m = await mesh.metrics(node);
-    const out = metricSum(m, "nodemesh_requests_total", { direction: "outbound" });
-    const inb = metricSum(m, "nodemesh_requests_total", { direction: "inbound" });
+    const out = metricSum(m, "nodemesh_requests_total", { reporter: "source" });
+    const inb = metricSum(m, "nodemesh_requests_total", { reporter: "destination" });
     say(`${node.name} agent: ${out} outbound, ${inb} inbound requests`);
   }
 

@@ -2,8 +2,9 @@
 // a debug view of the configuration. Metrics of the workers are gathered only when scraped.
 
 import { createServer, type Server } from "node:http";
-import { AggregatorRegistry, collectDefaultMetrics, Gauge, Registry } from "prom-client";
+import { AggregatorRegistry, Gauge, Registry } from "prom-client";
 import type { EnrolledPod } from "../../api/enrollment.ts";
+import { collectProcessMetrics } from "../../api/process-metrics.ts";
 import type { ControllerStatus } from "./controller-client.ts";
 import { HttpError, sendError, sendJson } from "./http.ts";
 
@@ -22,7 +23,7 @@ export interface AdminState {
 
 export async function startAdminServer(host: string, port: number, state: AdminState): Promise<Server> {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "nodemesh_agent_" });
+  collectProcessMetrics(registry, "nodemesh_agent_");
   new Gauge({
     name: "nodemesh_enrolled_pods",
     help: "Pods enrolled with this agent",

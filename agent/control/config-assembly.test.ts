@@ -9,7 +9,7 @@ function wire(name: string, vip: string, endpoints: string[] = []): WireService 
     namespace: "default",
     vip,
     ports: [{ name: "", port: 80, protocol: "http" }],
-    endpoints: endpoints.map((ip) => ({ ip, node: "node-a", pod: `default/${name}`, meshed: true })),
+    endpoints: endpoints.map((ip) => ({ ip, node: "node-a", pod: `default/${name}`, meshed: true, workload: name })),
   };
 }
 
@@ -65,7 +65,7 @@ describe("assembleConfig", () => {
     );
     expect([...next.services.keys()]).toEqual(["default/web"]);
     expect(next.services.get("default/web")!.endpoints).toEqual([
-      { ip: "10.1.0.11", node: "node-a", pod: "default/web", meshed: true },
+      { ip: "10.1.0.11", node: "node-a", pod: "default/web", meshed: true, workload: "web" },
     ]);
     expect([...first.services.keys()]).toHaveLength(2); // the current config is never mutated
     expect(next.peers).toEqual(peers); // no node list in the update: unchanged

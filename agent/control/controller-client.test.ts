@@ -74,6 +74,8 @@ function startClient(port: number, overrides: Partial<ControllerClientOptions> =
     pods: agent.pods,
     traffic: { connectionsOpened: 3, connectionsClosed: 2, bytesReceived: 100, bytesSent: 200 },
     peers: [{ nodeName: "node-b", rttMs: 0.2, lossRatio: 0, error: "" }],
+    edges: [],
+    intervalSeconds: 1,
   });
   agent.client = new ControllerClient({
     address: `127.0.0.1:${port}`,
@@ -133,7 +135,9 @@ describe("ControllerClient", () => {
     agent.client.podsChanged();
     await eventually(() => {
       const web = agent.applied.at(-1)!.table.services.find((s) => s.name === "web")!;
-      expect(web.endpoints).toEqual([{ ip: "10.1.0.11", node: "node-a", pod: "default/web-1", meshed: true }]);
+      expect(web.endpoints).toEqual([
+        { ip: "10.1.0.11", node: "node-a", pod: "default/web-1", meshed: true, workload: "web" },
+      ]);
     });
     await eventually(() =>
       expect(server.agents()[0].lastReport).toMatchObject({

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import type { PeerProbe, Report, WirePod } from "../../api/agent-service.ts";
 import type { EnrolledPod } from "../../api/enrollment.ts";
+import type { EdgeSample } from "../../api/service-graph.ts";
 import { ControllerClient, type ControllerStatus } from "./controller-client.ts";
 import { gatherRawFacts, pickUnderlayIp, toNodeFacts } from "./node-facts.ts";
 import { PeerProber } from "./probes.ts";
@@ -32,6 +33,8 @@ export interface AgentSide {
   pods(): EnrolledPod[];
   ready(): boolean;
   workerMetrics(): Promise<unknown[]>;
+  /** Edge samples since the last call (the service graph). */
+  edges(): Promise<EdgeSample[]>;
 }
 
 function toWirePod(pod: EnrolledPod): WirePod {
@@ -57,6 +60,8 @@ export class ControllerLink {
     const raw = await gatherRawFacts();
     const underlayIp = opts.underlayIp ?? pickUnderlayIp(raw);
     let link: ControllerLink | undefined;
+    // The first report's interval starts now: edge samples count from the agent's start.
+    let lastReportAt = Date.now();
     const client = new ControllerClient({
       address: opts.address,
       token: opts.token,
@@ -67,12 +72,19 @@ export class ControllerLink {
       cacheFile: join(opts.stateDir, "config-cache.json"),
       apply: (table) => agent.apply(table),
       pods: () => agent.pods().map(toWirePod),
-      report: async (): Promise<Report> => ({
-        health: { ready: agent.ready(), detail: agent.ready() ? "" : "starting" },
-        pods: agent.pods().map(toWirePod),
-        traffic: trafficTotals(await agent.workerMetrics()),
-        peers: link?.latestProbes ?? [],
-      }),
+      report: async (): Promise<Report> => {
+        const now = Date.now();
+        const intervalSeconds = (now - lastReportAt) / 1000;
+        lastReportAt = now;
+        return {
+          health: { ready: agent.ready(), detail: agent.ready() ? "" : "starting" },
+          pods: agent.pods().map(toWirePod),
+          traffic: trafficTotals(await agent.workerMetrics()),
+          peers: link?.latestProbes ?? [],
+          edges: await agent.edges(),
+          intervalSeconds,
+        };
+      },
       reportIntervalMs: opts.reportIntervalMs,
       log: opts.log,
     });

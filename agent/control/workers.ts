@@ -4,6 +4,8 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import type { EnrolledPod } from "../../api/enrollment.ts";
+import type { EdgeSample } from "../../api/service-graph.ts";
+import { mergeEdges } from "../dataplane/edges.ts";
 import type { FromWorker, ToWorker, WorkerInit } from "../dataplane/messages.ts";
 import { allocateSharedBuffers } from "../dataplane/shared-state.ts";
 import type { SnapshotMessage } from "../dataplane/snapshot.ts";
@@ -17,6 +19,7 @@ type Request =
   | { type: "add-pod"; pod: EnrolledPod }
   | { type: "remove-pod"; key: string }
   | { type: "metrics" }
+  | { type: "edges" }
   | { type: "stop" };
 
 export class WorkerPool {
@@ -27,10 +30,7 @@ export class WorkerPool {
   /** Counters every worker sees (round robin, limits, budgets, ejections): shared-state.ts. */
   readonly shared = allocateSharedBuffers();
 
-  static async start(
-    count: number,
-    opts: { connectTimeoutMs: number; detectTimeoutMs: number; headersTimeoutMs: number; logLevel: string },
-  ): Promise<WorkerPool> {
+  static async start(count: number, opts: Omit<WorkerInit, "index" | "shared">): Promise<WorkerPool> {
     const pool = new WorkerPool();
     await Promise.all(Array.from({ length: count }, (_, index) => pool.spawn({ index, shared: pool.shared, ...opts })));
     return pool;
@@ -100,6 +100,11 @@ export class WorkerPool {
   /** Each worker's prom-client registry as JSON, for aggregation at scrape time. */
   async metrics(): Promise<unknown[]> {
     return this.askAll({ type: "metrics" });
+  }
+
+  /** Every worker's edge samples since the last call, summed per edge (the service graph). */
+  async edges(): Promise<EdgeSample[]> {
+    return mergeEdges((await this.askAll({ type: "edges" })) as EdgeSample[][]);
   }
 
   async stop(): Promise<void> {

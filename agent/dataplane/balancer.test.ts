@@ -12,6 +12,8 @@ const ep = (n: number, node = ""): Endpoint => ({
   meshed: true,
   pod: `p${n}`,
   node,
+  workload: "w",
+  namespace: "default",
   slot: n,
 });
 

@@ -3,7 +3,9 @@
 import type { Logger } from "pino";
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import type { Netns } from "../sys/linux.ts";
+import type { AccessLog } from "./access-log.ts";
 import type { EndpointPicker } from "./balancer.ts";
+import type { EdgeAggregator } from "./edges.ts";
 import type { HttpFrontend } from "./http/frontend.ts";
 import type { DataplaneMetrics } from "./metrics.ts";
 import type { SharedState } from "./shared-state.ts";
@@ -14,8 +16,8 @@ export interface PodContext {
   readonly key: string; // "namespace/name"
   readonly pod: EnrolledPod;
   readonly netns: Netns;
-  /** "namespace/workload": the pod's `app` label, else its name (metrics, per-source limits). */
-  readonly workload: string;
+  /** The pod's workload (its `app` label, else its name) and namespace: metrics, per-source limits. */
+  readonly workload: { readonly name: string; readonly namespace: string };
 }
 
 export interface DataplaneContext {
@@ -24,6 +26,8 @@ export interface DataplaneContext {
   readonly picker: EndpointPicker;
   readonly frontend: HttpFrontend;
   readonly metrics: DataplaneMetrics;
+  readonly edges: EdgeAggregator;
+  readonly accessLog: AccessLog;
   readonly log: Logger;
   /** Budget for one upstream attempt: TCP connect plus, through the tunnel, its handshake. */
   readonly connectTimeoutMs: number;

@@ -6,10 +6,13 @@ import net from "node:net";
 import type { Logger } from "pino";
 import { INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT } from "../../api/dataplane.ts";
 import type { EnrolledPod } from "../../api/enrollment.ts";
+import { workloadName } from "../../api/services.ts";
 import { AgentErrors } from "../errors.ts";
 import { type Address, bindListenerFd, Netns, originalDst, socketFd } from "../sys/linux.ts";
+import { AccessLog, type AccessLogOptions } from "./access-log.ts";
 import { EndpointPicker } from "./balancer.ts";
 import type { DataplaneContext, PodContext } from "./context.ts";
+import { EdgeAggregator } from "./edges.ts";
 import { DEFAULT_FRONTEND_OPTIONS, HttpFrontend } from "./http/frontend.ts";
 import { UpstreamPools } from "./http/upstream.ts";
 import { handleInbound, handleTunnel } from "./inbound.ts";
@@ -23,6 +26,7 @@ export interface DataplaneOptions {
   connectTimeoutMs: number;
   detectTimeoutMs: number;
   headersTimeoutMs: number;
+  accessLog: AccessLogOptions;
   log: Logger;
 }
 
@@ -63,17 +67,14 @@ const LISTENERS: ReadonlyArray<{ port: number; handler: Handler }> = [
   { port: TUNNEL_PORT, handler: handleTunnel },
 ];
 
-/** The workload a pod belongs to, as Istio names it: the `app` label, else the pod name. */
-function workloadOf(pod: EnrolledPod): string {
-  return `${pod.namespace}/${pod.labels?.app ?? pod.labels?.["app.kubernetes.io/name"] ?? pod.name}`;
-}
-
 export class Dataplane implements DataplaneContext {
   readonly shared: SharedState;
   readonly picker: EndpointPicker;
   readonly pools: UpstreamPools;
   readonly frontend: HttpFrontend;
   readonly metrics = new DataplaneMetrics();
+  readonly edges = new EdgeAggregator();
+  readonly accessLog: AccessLog;
   readonly log: Logger;
   readonly connectTimeoutMs: number;
   readonly detectTimeoutMs: number;
@@ -82,6 +83,7 @@ export class Dataplane implements DataplaneContext {
 
   constructor(opts: DataplaneOptions) {
     this.shared = new SharedState(opts.shared);
+    this.accessLog = new AccessLog(opts.accessLog);
     this.picker = new EndpointPicker(this.shared);
     this.pools = new UpstreamPools(this.shared, (from, ep, protocol, timeoutMs) =>
       connectEndpoint(from, ep, timeoutMs, protocol),
@@ -90,10 +92,13 @@ export class Dataplane implements DataplaneContext {
     this.connectTimeoutMs = opts.connectTimeoutMs;
     this.detectTimeoutMs = opts.detectTimeoutMs;
     const proxy = {
+      snapshot: () => this.current,
       shared: this.shared,
       picker: this.picker,
       pools: this.pools,
       metrics: this.metrics,
+      edges: this.edges,
+      accessLog: this.accessLog,
       connectTimeoutMs: opts.connectTimeoutMs,
       connect: (
         from: PodContext,
@@ -121,7 +126,7 @@ export class Dataplane implements DataplaneContext {
     const key = `${pod.namespace}/${pod.name}`;
     await this.removePod(key);
     const netns = Netns.open(pod.netnsPath);
-    const ctx: PodContext = { key, pod, netns, workload: workloadOf(pod) };
+    const ctx: PodContext = { key, pod, netns, workload: { name: workloadName(pod), namespace: pod.namespace } };
     const servers: net.Server[] = [];
     try {
       for (const { port, handler } of LISTENERS) {
@@ -155,6 +160,7 @@ export class Dataplane implements DataplaneContext {
 
   async stop(): Promise<void> {
     await Promise.all([...this.pods.keys()].map((key) => this.removePod(key)));
+    this.accessLog.flush();
   }
 
   podCount(): number {

@@ -9,30 +9,76 @@ import type { Socket } from "node:net";
 import { AGENT_PORTS } from "../../api/dataplane.ts";
 import { AgentError, AgentErrors, errorCode } from "../errors.ts";
 import type { Address } from "../sys/linux.ts";
+import { tcpEntryPeers } from "./access-log.ts";
 import type { DataplaneContext, PodContext } from "./context.ts";
 import { detectProtocol } from "./detect.ts";
 import { dial } from "./dial.ts";
+import { type Peers, UNKNOWN } from "./metrics.ts";
 import { pipeBoth } from "./pipe.ts";
 import { routeKey } from "./snapshot.ts";
 import { acceptTunnel, answerTunnel } from "./tunnel.ts";
 
-/** The destination_service label of inbound traffic: the workload's own "name.namespace". */
-function inboundLabel(to: PodContext): string {
-  return `${to.pod.name}.${to.pod.namespace}`;
+/** A caller as the destination side knows it: the workload named in the tunnel, or no one. */
+export interface Caller {
+  readonly workload: { readonly name: string; readonly namespace: string };
+  /** Rate-limit key per source: "namespace/workload", or the address of a caller outside the mesh. */
+  readonly key: string;
+  /** The caller's address as this agent sees it (the source agent's, through the tunnel). */
+  readonly address?: string;
+}
+
+function callerFromTunnel(workload: string | undefined, address: string | undefined): Caller {
+  const [namespace, name] = workload?.split("/", 2) ?? [];
+  return namespace && name ? { workload: { name, namespace }, key: workload!, address } : outsider(address);
+}
+
+function outsider(address: string | undefined): Caller {
+  return { workload: { name: UNKNOWN, namespace: UNKNOWN }, key: address ?? UNKNOWN, address };
+}
+
+/** The destination_service of inbound traffic: the Service the port belongs to, else the workload. */
+function inboundService(ctx: DataplaneContext, to: PodContext, port: number): string {
+  return ctx.snapshot().inbound.get(routeKey(to.pod.ip, port))?.id ?? `${to.workload.name}.${to.workload.namespace}`;
 }
 
 function deliver(ctx: DataplaneContext, to: PodContext, port: number): Promise<Socket> {
   return dial({ netns: to.netns, ip: to.pod.ip, port, timeoutMs: ctx.connectTimeoutMs });
 }
 
-async function forward(ctx: DataplaneContext, to: PodContext, client: Socket, app: Socket): Promise<void> {
-  const m = ctx.metrics.forConnection("inbound", inboundLabel(to));
+async function forward(
+  ctx: DataplaneContext,
+  to: PodContext,
+  client: Socket,
+  app: Socket,
+  port: number,
+  caller: Caller,
+): Promise<void> {
+  const peers: Peers = {
+    reporter: "destination",
+    sourceWorkload: caller.workload.name,
+    sourceNamespace: caller.workload.namespace,
+    destinationService: inboundService(ctx, to, port),
+    destinationWorkload: to.workload.name,
+    destinationNamespace: to.workload.namespace,
+  };
+  const m = ctx.metrics.forConnection(peers);
   m.opened.inc();
-  const route = ctx.snapshot().inbound.get(routeKey(to.pod.ip, app.remotePort ?? 0));
+  const route = ctx.snapshot().inbound.get(routeKey(to.pod.ip, port));
+  const started = performance.now();
   const result = await pipeBoth(client, app, route?.policy.idleTimeoutMs);
   m.closed.inc();
   m.bytesFromDownstream.inc(result.bytesFromDownstream);
   m.bytesFromUpstream.inc(result.bytesFromUpstream);
+  if (ctx.accessLog.wants(route?.policy, caller.workload.namespace, to.workload.namespace)) {
+    ctx.accessLog.write({
+      ...tcpEntryPeers(peers),
+      sourceIp: caller.address,
+      upstream: `${to.pod.ip}:${port}`,
+      durationMs: Math.round((performance.now() - started) * 1000) / 1000,
+      bytesReceived: result.bytesFromDownstream,
+      bytesSent: result.bytesFromUpstream,
+    });
+  }
 }
 
 function serveHttp(
@@ -41,10 +87,9 @@ function serveHttp(
   client: Socket,
   port: number,
   protocol: "http1" | "h2",
-  source: string,
+  caller: Caller,
 ) {
-  const route = ctx.snapshot().inbound.get(routeKey(to.pod.ip, port));
-  ctx.frontend.serve(client, protocol, { direction: "inbound", to, port, route, source });
+  ctx.frontend.serve(client, protocol, { direction: "inbound", to, port, caller });
 }
 
 export async function handleInbound(ctx: DataplaneContext, to: PodContext, client: Socket, dst: Address) {
@@ -65,7 +110,7 @@ export async function handleInbound(ctx: DataplaneContext, to: PodContext, clien
     }
     if ((protocol !== "opaque" || declared !== undefined) && leftover.length === 0 && !client.readableEnded) {
       // A caller outside the mesh: its address is all we know of it.
-      serveHttp(ctx, to, client, dst.port, protocol === "h2" ? "h2" : "http1", client.remoteAddress ?? "");
+      serveHttp(ctx, to, client, dst.port, protocol === "h2" ? "h2" : "http1", outsider(client.remoteAddress));
       return;
     }
     return deliverOpaque(ctx, to, client, dst.port, leftover);
@@ -84,7 +129,7 @@ async function deliverOpaque(ctx: DataplaneContext, to: PodContext, client: Sock
     return;
   }
   if (leftover?.length) app.write(leftover);
-  await forward(ctx, to, client, app);
+  await forward(ctx, to, client, app, port, outsider(client.remoteAddress));
 }
 
 export async function handleTunnel(ctx: DataplaneContext, to: PodContext, client: Socket) {
@@ -110,8 +155,8 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, client
   if (req.protocol) {
     // HTTP the source agent already parsed: served per request with pooled workload connections.
     app.destroy();
-    serveHttp(ctx, to, client, req.port, req.protocol, req.workload ?? req.source);
+    serveHttp(ctx, to, client, req.port, req.protocol, callerFromTunnel(req.workload, client.remoteAddress));
     return;
   }
-  await forward(ctx, to, client, app);
+  await forward(ctx, to, client, app, req.port, callerFromTunnel(req.workload, client.remoteAddress));
 }

@@ -1,6 +1,7 @@
 // Messages between the control thread and the data-plane workers.
 
 import type { EnrolledPod } from "../../api/enrollment.ts";
+import type { AccessLogOptions } from "./access-log.ts";
 import type { SharedBuffers } from "./shared-state.ts";
 import type { SnapshotMessage } from "./snapshot.ts";
 
@@ -10,6 +11,7 @@ export interface WorkerInit {
   connectTimeoutMs: number;
   detectTimeoutMs: number;
   headersTimeoutMs: number;
+  accessLog: AccessLogOptions;
   logLevel: string;
 }
 
@@ -18,6 +20,7 @@ export type ToWorker =
   | { type: "add-pod"; id: number; pod: EnrolledPod }
   | { type: "remove-pod"; id: number; key: string }
   | { type: "metrics"; id: number }
+  | { type: "edges"; id: number }
   | { type: "stop"; id: number };
 
 export type FromWorker = { type: "ready" } | { type: "reply"; id: number; error?: string; value?: unknown };

@@ -6,10 +6,12 @@ import type { Socket } from "node:net";
 import { AGENT_PORTS, TUNNEL_PORT } from "../../api/dataplane.ts";
 import { type AgentErrorKind, AgentErrors, errorCode } from "../errors.ts";
 import type { Address } from "../sys/linux.ts";
+import { tcpEntryPeers } from "./access-log.ts";
 import type { DataplaneContext, PodContext } from "./context.ts";
 import { detectProtocol } from "./detect.ts";
 import { dial } from "./dial.ts";
 import type { HttpProtocol } from "./http/upstream.ts";
+import { type Peers, UNKNOWN } from "./metrics.ts";
 import { pipeBoth } from "./pipe.ts";
 import { type Endpoint, routeKey, type ServiceRoute, type Snapshot } from "./snapshot.ts";
 import { openTunnel } from "./tunnel.ts";
@@ -21,6 +23,16 @@ export type OutboundPlan =
 
 /** The destination label for traffic that matched no service (Istio calls it PassthroughCluster). */
 export const PASSTHROUGH = "passthrough";
+const PASSTHROUGH_ENDPOINT: Endpoint = {
+  ip: "",
+  port: 0,
+  meshed: false,
+  pod: "",
+  node: "",
+  workload: UNKNOWN,
+  namespace: UNKNOWN,
+  slot: 0,
+};
 
 export function planOutbound(dst: Address, snapshot: Snapshot): OutboundPlan {
   if (AGENT_PORTS.includes(dst.port)) return { kind: "refuse", reason: AgentErrors.LOOP };
@@ -45,7 +57,8 @@ export async function connectEndpoint(
   if (!ep.meshed) return dial({ netns: from.netns, ip: ep.ip, port: ep.port, timeoutMs });
   const socket = await dial({ netns: from.netns, ip: ep.ip, port: TUNNEL_PORT, timeoutMs });
   try {
-    const req = { ip: ep.ip, port: ep.port, source: from.key, workload: from.workload, protocol };
+    const workload = `${from.workload.namespace}/${from.workload.name}`;
+    const req = { ip: ep.ip, port: ep.port, source: from.key, workload, protocol };
     await openTunnel(socket, req, Math.max(1, deadline - Date.now()));
     return socket;
   } catch (err) {
@@ -76,7 +89,7 @@ export async function handleOutbound(ctx: DataplaneContext, from: PodContext, cl
       ctx.frontend.serve(client, protocol === "h2" ? "h2" : "http1", {
         direction: "outbound",
         from,
-        route: plan.route,
+        routeKey: routeKey(dst.ip, dst.port),
       });
       return;
     }
@@ -99,7 +112,7 @@ async function forwardOpaque(
     backend
       ? ctx.picker.pick(backend, { tried, hashKey: from.pod.ip, nowMs: Date.now() })
       : plan.kind === "passthrough" && tried.length === 0
-        ? { ip: plan.ip, port: plan.port, meshed: false, pod: "", node: "", slot: 0 }
+        ? { ...PASSTHROUGH_ENDPOINT, ip: plan.ip, port: plan.port }
         : undefined;
   const connectTimeoutMs = backend?.policy.connectTimeoutMs ?? ctx.connectTimeoutMs;
 
@@ -111,11 +124,13 @@ async function forwardOpaque(
   client.once("close", onClientClose);
 
   let upstream: Socket | undefined;
+  let upstreamEndpoint: Endpoint | undefined;
   const tried: Endpoint[] = [];
   for (let ep = next(tried); ep && !clientGone; ep = next(tried)) {
     tried.push(ep);
     try {
       upstream = await connectEndpoint(from, ep, connectTimeoutMs);
+      upstreamEndpoint = ep;
       break;
     } catch (err) {
       ctx.metrics.connectFailures.labels("outbound", errorCode(err)).inc();
@@ -123,19 +138,41 @@ async function forwardOpaque(
     }
   }
   client.removeListener("close", onClientClose);
+  const peers: Peers = {
+    reporter: "source",
+    sourceWorkload: from.workload.name,
+    sourceNamespace: from.workload.namespace,
+    destinationService: service,
+    destinationWorkload: upstreamEndpoint?.workload ?? UNKNOWN,
+    destinationNamespace: upstreamEndpoint?.namespace ?? UNKNOWN,
+  };
   if (!upstream || clientGone) {
     upstream?.destroy();
     if (!clientGone) {
       ctx.metrics.refused.labels("outbound", AgentErrors.ALL_ENDPOINTS_FAILED.code).inc();
+      ctx.edges.connection(peers, true, 0, 0);
       client.resetAndDestroy();
     }
     return;
   }
-  const m = ctx.metrics.forConnection("outbound", service);
+  const m = ctx.metrics.forConnection(peers);
   m.opened.inc();
   if (leftover?.length) upstream.write(leftover);
+  const started = performance.now();
   const result = await pipeBoth(client, upstream, backend?.policy.idleTimeoutMs);
   m.closed.inc();
   m.bytesFromDownstream.inc(result.bytesFromDownstream);
   m.bytesFromUpstream.inc(result.bytesFromUpstream);
+  ctx.edges.connection(peers, false, result.bytesFromDownstream, result.bytesFromUpstream);
+  const policy = plan.kind === "service" ? plan.route.policy : undefined;
+  if (ctx.accessLog.wants(policy, peers.sourceNamespace, peers.destinationNamespace)) {
+    ctx.accessLog.write({
+      ...tcpEntryPeers(peers),
+      sourceIp: from.pod.ip,
+      upstream: `${upstreamEndpoint!.ip}:${upstreamEndpoint!.port}`,
+      durationMs: Math.round((performance.now() - started) * 1000) / 1000,
+      bytesReceived: result.bytesFromDownstream,
+      bytesSent: result.bytesFromUpstream,
+    });
+  }
 }

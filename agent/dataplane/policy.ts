@@ -48,6 +48,8 @@ export interface CompiledPolicy {
     readonly headers: readonly { name: string; test: (value: string) => boolean }[];
   };
   readonly rateLimit?: { readonly intervalUs: number; readonly burst: number; readonly perSource: boolean };
+  /** Share (0..1) of requests to log; absent: the agent-wide setting decides. */
+  readonly accessLogRatio?: number;
 }
 
 /** Idle timeout of connections when no policy says otherwise (Envoy's and Istio's default: 1 h). */
@@ -117,6 +119,7 @@ export function compilePolicy(name: string, spec: TrafficPolicySpec): CompiledPo
       burst: rl.burst ?? Math.max(1, Math.ceil(rl.requestsPerSecond)),
       perSource: rl.perSourceWorkload,
     },
+    accessLogRatio: spec.accessLog ? spec.accessLog.sampling / 100 : undefined,
   };
 }
 

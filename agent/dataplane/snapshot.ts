@@ -5,6 +5,7 @@
 import type { PortProtocol, ServiceTable } from "../../api/services.ts";
 import { parseTraffic } from "../../api/services.ts";
 import { buildHashRing, type HashRing } from "./balancer.ts";
+import { UNKNOWN } from "./metrics.ts";
 import { type CompiledPolicy, DEFAULT_POLICY, policiesByService } from "./policy.ts";
 import {
   type BackendSpec,
@@ -22,6 +23,9 @@ export interface Endpoint {
   readonly meshed: boolean;
   readonly pod: string;
   readonly node: string;
+  /** The serving pod's workload and namespace (metric labels); "unknown" when not known. */
+  readonly workload: string;
+  readonly namespace: string;
   /** Index of the endpoint's shared counters (SharedState), stable across snapshots. */
   readonly slot: number;
 }
@@ -129,12 +133,15 @@ export function compileSnapshot(msg: SnapshotMessage): Snapshot {
       const key = routeKey(svc.vip, p.port);
       const endpoints = svc.endpoints.map((e) => {
         const port = e.port ?? p.targetPort ?? p.port;
+        const [podNamespace, podName] = e.pod?.includes("/") ? e.pod.split("/", 2) : [svc.namespace, e.pod];
         return {
           ip: e.ip,
           port,
           meshed: e.meshed ?? false,
           pod: e.pod ?? "",
           node: e.node ?? "",
+          workload: e.workload ?? podName ?? UNKNOWN,
+          namespace: podNamespace ?? UNKNOWN,
           slot: msg.endpointSlots[routeKey(e.ip, port)] ?? 0,
         };
       });

@@ -13,6 +13,7 @@ const dataplane = new Dataplane({
   connectTimeoutMs: init.connectTimeoutMs,
   detectTimeoutMs: init.detectTimeoutMs,
   headersTimeoutMs: init.headersTimeoutMs,
+  accessLog: init.accessLog,
   log,
 });
 
@@ -41,6 +42,9 @@ port.on("message", (msg: ToWorker) => {
       return;
     case "metrics":
       void reply(msg.id, () => dataplane.metrics.registry.getMetricsAsJSON());
+      return;
+    case "edges":
+      void reply(msg.id, () => dataplane.edges.drain());
       return;
     case "stop":
       // Reply before closing the port: a message posted after close() is dropped.

@@ -1,4 +1,5 @@
-// `nodemesh apply | get | delete | nodes | status`: a small kubectl for the controller's REST API.
+// `nodemesh apply | get | delete | nodes | status | top | edges`: a small kubectl for the
+// controller's REST API.
 // Errors print the server's message (a Kubernetes Status), with each bad field.
 
 import { readFileSync } from "node:fs";
@@ -6,8 +7,10 @@ import { parseArgs } from "node:util";
 import { parseAllDocuments, stringify } from "yaml";
 import { canonicalJson } from "../../api/canonical-json.ts";
 import { apiVersionOf, KINDS, type KindInfo } from "../../api/resources.ts";
+import type { ServiceGraph } from "../../api/service-graph.ts";
 
 const DEFAULT_SERVER = "http://127.0.0.1:8080";
+const GRAPH_PATH = "/apis/nodemesh.io/v1alpha1/servicegraph";
 
 const COMMON = `Common options:
   --server URL      controller REST address (default: $NODEMESH_SERVER, else ${DEFAULT_SERVER})
@@ -19,6 +22,8 @@ const HELP: Record<string, string> = {
   get: `Usage: nodemesh get KIND [NAME] [options]\n\nLists objects of KIND (${KINDS.map((k) => k.plural).join(", ")}), or shows one.\n  -A, --all-namespaces  list across namespaces\n  -o, --output FORMAT   table (default), yaml or json\n\n${COMMON}\n`,
   delete: `Usage: nodemesh delete KIND NAME [options]\n\n${COMMON}\n`,
   nodes: `Usage: nodemesh nodes [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix.\n  -o, --output FORMAT   table (default) or json\n\n${COMMON}\n`,
+  top: `Usage: nodemesh top [options]\n\nLive golden signals per service (like linkerd viz stat): success rate, requests per second,\np50 and p99 latency over the window, from the agents' traffic reports.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -w, --watch           refresh every 2 s until Ctrl-C\n  -o, --output FORMAT   table (default) or json\n\n${COMMON}\n`,
+  edges: `Usage: nodemesh edges [options]\n\nWho talks to whom: every edge of the service graph (workload → service → workload) with its\nrequest rate, success rate, latency and mTLS state over the window.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -o, --output FORMAT   table (default) or json\n\n${COMMON}\n`,
   status: `Usage: nodemesh status [options]\n\nAgents: connected, applied configuration version against the controller's, last NACK.\n  -o, --output FORMAT   table (default) or json\n\n${COMMON}\n`,
 };
 
@@ -269,6 +274,53 @@ async function status(c: Client, output: string): Promise<void> {
   console.log(table(rows));
 }
 
+const ms = (v: number | null) => (v === null ? "-" : `${v.toFixed(v < 10 ? 2 : 0)}ms`);
+const percent = (errorRate: number, rps: number) => (rps > 0 ? `${((1 - errorRate) * 100).toFixed(2)}%` : "-");
+
+async function graph(c: Client, windowSeconds: string): Promise<ServiceGraph> {
+  return (await call(c, "GET", `${GRAPH_PATH}?window=${encodeURIComponent(windowSeconds)}`)) as ServiceGraph;
+}
+
+async function top(c: Client, windowSeconds: string, output: string): Promise<void> {
+  const g = await graph(c, windowSeconds);
+  if (output === "json") return console.log(JSON.stringify(g.services, null, 2));
+  if (g.services.length === 0) return console.log(`No traffic in the last ${g.windowSeconds} s.`);
+  const rows = [["SERVICE", "NAMESPACE", "PROTOCOL", "SUCCESS", "RPS", "P50", "P99"]];
+  for (const s of g.services) {
+    rows.push([
+      s.name,
+      s.namespace,
+      s.protocol,
+      percent(s.errorRate, s.requestsPerSecond),
+      s.requestsPerSecond.toFixed(1),
+      ms(s.p50Ms),
+      ms(s.p99Ms),
+    ]);
+  }
+  console.log(table(rows));
+}
+
+async function edges(c: Client, windowSeconds: string, output: string): Promise<void> {
+  const g = await graph(c, windowSeconds);
+  if (output === "json") return console.log(JSON.stringify(g.edges, null, 2));
+  if (g.edges.length === 0) return console.log(`No traffic in the last ${g.windowSeconds} s.`);
+  const name = (id: string) => id.replace(/^(svc|wl):/, "");
+  const rows = [["SOURCE", "DESTINATION", "PROTOCOL", "SUCCESS", "RPS", "P50", "P99", "MTLS"]];
+  for (const e of g.edges) {
+    rows.push([
+      `${e.source.startsWith("svc:") ? "service" : "workload"}/${name(e.source)}`,
+      `${e.target.startsWith("svc:") ? "service" : "workload"}/${name(e.target)}`,
+      e.protocol,
+      percent(e.errorRate, e.requestsPerSecond),
+      e.requestsPerSecond.toFixed(1),
+      ms(e.p50Ms),
+      ms(e.p99Ms),
+      e.mtls ? "yes" : "no",
+    ]);
+  }
+  console.log(table(rows));
+}
+
 export async function runClient(command: string, argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -280,6 +332,8 @@ export async function runClient(command: string, argv: string[]): Promise<number
       "all-namespaces": { type: "boolean", short: "A" },
       filename: { type: "string", short: "f" },
       output: { type: "string", short: "o", default: "table" },
+      window: { type: "string", default: "60" },
+      watch: { type: "boolean", short: "w" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -314,6 +368,17 @@ export async function runClient(command: string, argv: string[]): Promise<number
         return 0;
       case "status":
         await status(c, values.output);
+        return 0;
+      case "top":
+        await top(c, values.window, values.output);
+        while (values.watch) {
+          await new Promise((resolve) => setTimeout(resolve, 2000));
+          process.stdout.write("\x1b[2J\x1b[H"); // clear the screen, as top does
+          await top(c, values.window, values.output);
+        }
+        return 0;
+      case "edges":
+        await edges(c, values.window, values.output);
         return 0;
       default:
         throw new CliError(`unknown command ${command}`);

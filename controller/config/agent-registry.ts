@@ -22,7 +22,7 @@ export interface AgentStatus {
   appliedAt?: string;
   /** The last refusal; cleared by a later ACK of a newer version. */
   lastNack?: { version: string; error: string; at: string };
-  lastReport?: Report & { at: string };
+  lastReport?: Omit<Report, "edges"> & { at: string };
   /** The agent's latest probes of the other nodes (RTT, loss). */
   peers: PeerProbe[];
   pods: WirePod[];
@@ -107,7 +107,9 @@ export class AgentRegistry {
   reported(node: string, report: Report, now: Date): void {
     const status = this.nodes.get(node)?.status;
     if (!status) return;
-    status.lastReport = { ...report, at: now.toISOString() };
+    // Edges go to the traffic window; the status keeps the report's small parts only.
+    const { edges: _edges, ...rest } = report;
+    status.lastReport = { ...rest, at: now.toISOString() };
     status.peers = report.peers;
     // Reports carry the pods too: a missed PodsChanged heals at the next report.
     this.podsChanged(node, report.pods);

@@ -26,6 +26,8 @@ import {
   type WirePod,
 } from "../../api/agent-service.ts";
 import type { PropagationStatus } from "../../api/resources.ts";
+import type { Service } from "../../api/services.ts";
+import { TrafficWindow } from "../graph/traffic-window.ts";
 import type { ObjectKey, Store } from "../store/store.ts";
 import { AgentRegistry, type AgentStatus } from "./agent-registry.ts";
 import { type AgentCall, AgentSession, type SessionHost } from "./agent-session.ts";
@@ -87,6 +89,8 @@ function wallClockMs(): number {
 }
 
 export class AgentServer implements SessionHost {
+  /** The agents' traffic reports of the last 15 minutes: the service graph. */
+  readonly traffic = new TrafficWindow();
   readonly publisher: ConfigPublisher;
   private readonly grpc = new Server(SERVER_CHANNEL_OPTIONS);
   private readonly registry: AgentRegistry;
@@ -238,7 +242,14 @@ export class AgentServer implements SessionHost {
   }
 
   reported(node: string, report: Report): void {
-    this.registry.reported(node, report, new Date());
+    const now = new Date();
+    this.traffic.add(node, now.getTime(), report.intervalSeconds, report.edges ?? []);
+    this.registry.reported(node, report, now);
+  }
+
+  /** A Service as the agents currently have it (endpoints included), from the current table. */
+  service(namespace: string, name: string): Service | undefined {
+    return this.publisher.current()?.services.get(`${namespace}/${name}`)?.service;
   }
 
   podsChanged(node: string, pods: WirePod[]): void {

@@ -6,7 +6,7 @@ import type { Peer, WirePod } from "../../api/agent-service.ts";
 import { serviceKey } from "../../api/agent-service.ts";
 import { canonicalJson } from "../../api/canonical-json.ts";
 import { kindOf, type Resource, type ServiceSpec } from "../../api/resources.ts";
-import type { Service, ServiceEndpoint } from "../../api/services.ts";
+import { type Service, type ServiceEndpoint, workloadName } from "../../api/services.ts";
 import { type TrafficObject, trafficKey } from "../../api/traffic.ts";
 
 /** A pod some agent reported as enrolled, with the node it runs on. */
@@ -85,7 +85,13 @@ function buildService(resource: Resource<ServiceSpec>, candidates: readonly Node
     .filter((pod) => selectorMatches(spec.selector, pod.labels))
     // Every pod we know of is enrolled with an agent, hence meshed. The endpoint's port is left to
     // the service port (targetPort ?? port), which also keeps multi-port services right.
-    .map((pod) => ({ ip: pod.ip, node: pod.node, pod: `${pod.namespace}/${pod.name}`, meshed: true }))
+    .map((pod) => ({
+      ip: pod.ip,
+      node: pod.node,
+      pod: `${pod.namespace}/${pod.name}`,
+      meshed: true,
+      workload: workloadName(pod),
+    }))
     .sort(byPodAddress);
   return {
     name,

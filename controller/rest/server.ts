@@ -8,6 +8,12 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { API_VERSION, GROUP, KINDS, type KindInfo, VERSION } from "../../api/resources.ts";
 import { assertListenAllowed, authorize, type TokenAuth } from "../auth.ts";
+import {
+  DEFAULT_WINDOW_SECONDS,
+  type GraphQueries,
+  MAX_WINDOW_SECONDS,
+  MIN_WINDOW_SECONDS,
+} from "../graph/service-graph.ts";
 import { RestMetrics } from "../metrics.ts";
 import type { Store } from "../store/store.ts";
 import { RestError, type StatusDetails, toRestError, toStatus } from "./errors.ts";
@@ -18,6 +24,9 @@ import { parsePath, type ResourcePath, type ResourceRoute, resolveResourceRoute 
 import { type ActiveWatch, DEFAULT_MAX_WATCH_BACKLOG_BYTES, serveWatch } from "./watch.ts";
 
 export const DEFAULT_REST_PORT = 8080;
+
+/** `/apis/nodemesh.io/v1alpha1/servicegraph[/services/{namespace}/{name}]` */
+const SERVICE_GRAPH_PATH = /^\/apis\/nodemesh\.io\/v1alpha1\/servicegraph(?:\/services\/([^/]+)\/([^/]+))?\/?$/;
 
 export interface RestServerOptions {
   store: Store;
@@ -38,6 +47,10 @@ export interface RestServerOptions {
    * each node), served like a cluster-wide list at /apis/nodemesh.io/v1alpha1/{plural}.
    */
   views?: Readonly<Record<string, { kind: string; items: () => unknown[] }>>;
+  /** The service graph API (api/service-graph.ts); absent: 404. */
+  serviceGraph?: Pick<GraphQueries, "graph" | "service">;
+  /** Serves the dashboard (`/`, `/ui/**`); returns false for other paths. */
+  ui?: (req: IncomingMessage, res: ServerResponse) => boolean;
   log?: Logger;
   maxBodyBytes?: number;
   maxWatchBacklogBytes?: number;
@@ -103,6 +116,17 @@ class RestApi {
     let context: StatusDetails = {};
     try {
       const url = new URL(req.url ?? "/", "http://localhost");
+      // The dashboard's page and assets are public; the API calls it makes are authorized.
+      if (req.method === "GET" && !url.pathname.startsWith("/apis/") && this.#o.ui?.(req, res)) {
+        resource = "ui";
+        return;
+      }
+      const graph = SERVICE_GRAPH_PATH.exec(url.pathname);
+      if (graph) {
+        resource = "servicegraph";
+        this.#authorize(req, "read");
+        return this.#serviceGraph(req, res, url, graph[1], graph[2]);
+      }
       const parsed = parsePath(url.pathname);
       if (parsed.type === "system") {
         resource = parsed.path;
@@ -133,6 +157,34 @@ class RestApi {
     } finally {
       this.#metrics.request(verb, resource, res.statusCode, (performance.now() - started) / 1000);
     }
+  }
+
+  #serviceGraph(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    namespace: string | undefined,
+    name: string | undefined,
+  ): void {
+    const queries = this.#o.serviceGraph;
+    if (!queries) throw new RestError("NotFound", "the service graph is not served here");
+    if (req.method !== "GET")
+      throw new RestError("MethodNotAllowed", "servicegraph is read-only", {}, { allow: "GET" });
+    const raw = url.searchParams.get("window");
+    const window = raw === null ? DEFAULT_WINDOW_SECONDS : Number(raw);
+    if (!Number.isInteger(window) || window < MIN_WINDOW_SECONDS || window > MAX_WINDOW_SECONDS) {
+      throw new RestError(
+        "BadRequest",
+        `window must be an integer number of seconds from ${MIN_WINDOW_SECONDS} to ${MAX_WINDOW_SECONDS}`,
+      );
+    }
+    if (namespace === undefined || name === undefined) {
+      sendJson(res, 200, queries.graph(window));
+      return;
+    }
+    const detail = queries.service(decodeURIComponent(namespace), decodeURIComponent(name), window);
+    if (!detail) throw new RestError("NotFound", `service ${namespace}/${name} not found`);
+    sendJson(res, 200, detail);
   }
 
   #view(path: ResourcePath): { kind: string; items: () => unknown[] } | undefined {

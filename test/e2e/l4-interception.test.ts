@@ -76,10 +76,10 @@ describe("transparent L4 interception", () => {
   let rulesBeforeInit: string;
 
   const outboundOpened = async (node: Node) =>
-    metricSum(await mesh.metrics(node), "nodemesh_tcp_connections_opened_total", { direction: "outbound" });
+    metricSum(await mesh.metrics(node), "nodemesh_tcp_connections_opened_total", { reporter: "source" });
   /** HTTP on an undeclared port is detected and proxied per request: count requests, not connections. */
   const inboundRequests = async (node: Node) =>
-    metricSum(await mesh.metrics(node), "nodemesh_requests_total", { direction: "inbound" });
+    metricSum(await mesh.metrics(node), "nodemesh_requests_total", { reporter: "destination" });
 
   beforeAll(async () => {
     world = await World.create({ nodes: 2 });

@@ -17,6 +17,8 @@ export class RequestBody implements BodySource {
   private sink: Writable | undefined;
   private listening = false;
   private ended = false;
+  /** Body bytes received from the client so far. */
+  bytes = 0;
   /** Every byte so far is kept: a retry can resend the body. */
   replayable: boolean;
 
@@ -73,6 +75,7 @@ export class RequestBody implements BodySource {
   }
 
   private onData(chunk: Buffer): void {
+    this.bytes += chunk.length;
     if (this.replayable) {
       this.size += chunk.length;
       if (this.size > this.cap) {

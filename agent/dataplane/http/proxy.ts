@@ -14,15 +14,26 @@ import type { Socket } from "node:net";
 import type { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { AgentError, AgentErrors, errorCode } from "../../errors.ts";
+import { type AccessEntry, type AccessLog, traceIdOf } from "../access-log.ts";
 import type { EndpointPicker } from "../balancer.ts";
 import { hash32 } from "../balancer.ts";
 import type { PodContext } from "../context.ts";
-import type { DataplaneMetrics, Direction } from "../metrics.ts";
+import type { EdgeAggregator } from "../edges.ts";
+import type { Caller } from "../inbound.ts";
+import { type DataplaneMetrics, type Peers, UNKNOWN } from "../metrics.ts";
 import { pipeBoth } from "../pipe.ts";
 import { type CompiledPolicy, DEFAULT_POLICY } from "../policy.ts";
 import type { RequestFacts } from "../routing.ts";
 import { RATE_BUCKETS, type SharedState } from "../shared-state.ts";
-import { type Backend, type Endpoint, type Rule, type ServiceRoute, selectRule } from "../snapshot.ts";
+import {
+  type Backend,
+  type Endpoint,
+  type Rule,
+  routeKey,
+  type ServiceRoute,
+  type Snapshot,
+  selectRule,
+} from "../snapshot.ts";
 import { type BodySource, FixedBody, RequestBody } from "./body.ts";
 import type { Downstream } from "./downstream.ts";
 import { clientError, GrpcStatus } from "./errors.ts";
@@ -37,13 +48,25 @@ export interface ProxyContext {
   readonly shared: SharedState;
   readonly picker: EndpointPicker;
   readonly pools: UpstreamPools;
+  snapshot(): Snapshot;
   readonly metrics: DataplaneMetrics;
+  readonly edges: EdgeAggregator;
+  readonly accessLog: AccessLog;
   readonly connectTimeoutMs: number;
   /** Opens one upstream connection, unpooled (upgrades). */
   readonly connect: Connector;
 }
 
+/**
+ * Where a connection's requests go. Bound once per client connection; the route is looked up
+ * again for every request, so a keep-alive connection follows configuration changes.
+ */
 export type ProxyTarget =
+  | { readonly direction: "outbound"; readonly from: PodContext; readonly routeKey: string }
+  | { readonly direction: "inbound"; readonly to: PodContext; readonly port: number; readonly caller: Caller };
+
+/** A target with the current snapshot's route. */
+type Resolved =
   | { readonly direction: "outbound"; readonly from: PodContext; readonly route: ServiceRoute }
   | {
       readonly direction: "inbound";
@@ -51,9 +74,66 @@ export type ProxyTarget =
       readonly port: number;
       /** The Service the pod port belongs to, when known (its policy applies). */
       readonly route: ServiceRoute | undefined;
-      /** "namespace/workload" of the caller, for per-source rate limits. */
-      readonly source: string;
+      readonly caller: Caller;
     };
+
+/** The target under the current configuration; undefined when its Service is gone. */
+function resolve(px: ProxyContext, target: ProxyTarget): Resolved | undefined {
+  const snapshot = px.snapshot();
+  if (target.direction === "outbound") {
+    const route = snapshot.routes.get(target.routeKey);
+    return route && { ...target, route };
+  }
+  return { ...target, route: snapshot.inbound.get(routeKey(target.to.pod.ip, target.port)) };
+}
+
+/** What one request did: filled in along the way, reported once at its end (metrics, edges). */
+interface RequestRecord {
+  readonly started: number;
+  readonly peers: { -readonly [K in keyof Peers]: Peers[K] };
+  readonly grpc: boolean;
+  status: number;
+  grpcStatus: string;
+  requestBytes: number;
+  responseBytes: number;
+  // For the access log:
+  route?: string;
+  upstream?: string;
+  retries: number;
+  requestId?: string;
+  error?: string;
+}
+
+function newRecord(down: Downstream, target: Resolved): RequestRecord {
+  const peers =
+    target.direction === "outbound"
+      ? {
+          reporter: "source" as const,
+          sourceWorkload: target.from.workload.name,
+          sourceNamespace: target.from.workload.namespace,
+          destinationService: target.route.id,
+          destinationWorkload: UNKNOWN,
+          destinationNamespace: UNKNOWN,
+        }
+      : {
+          reporter: "destination" as const,
+          sourceWorkload: target.caller.workload.name,
+          sourceNamespace: target.caller.workload.namespace,
+          destinationService: target.route?.id ?? `${target.to.workload.name}.${target.to.workload.namespace}`,
+          destinationWorkload: target.to.workload.name,
+          destinationNamespace: target.to.workload.namespace,
+        };
+  return {
+    started: performance.now(),
+    peers,
+    grpc: down.grpc,
+    status: 0,
+    grpcStatus: "",
+    requestBytes: 0,
+    responseBytes: 0,
+    retries: 0,
+  };
+}
 
 /** Why an attempt failed, in the retryOn vocabulary. */
 type FailureClass = "connect-failure" | "reset" | "timeout" | "status";
@@ -153,13 +233,62 @@ function retryAfterMs(res: Outcome): number | undefined {
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
-export async function proxyRequest(px: ProxyContext, down: Downstream, target: ProxyTarget): Promise<void> {
+export async function proxyRequest(px: ProxyContext, down: Downstream, bound: ProxyTarget): Promise<void> {
+  const target = resolve(px, bound);
+  if (!target) {
+    // The Service was removed while this connection stayed open.
+    down.fail(clientError(new AgentError(AgentErrors.NO_ENDPOINT, "the service is gone")));
+    return;
+  }
+  const rec = newRecord(down, target);
+  try {
+    await handle(px, down, target, rec);
+  } finally {
+    const seconds = (performance.now() - rec.started) / 1000;
+    px.metrics.recordRequest(rec.peers, rec.status, rec.grpcStatus, seconds, rec.requestBytes, rec.responseBytes);
+    if (rec.peers.reporter === "source") {
+      const failed = rec.status === 0 || rec.status >= 500 || (rec.grpc && rec.grpcStatus !== "0");
+      px.edges.request(rec.peers, rec.grpc, failed, seconds * 1000, rec.requestBytes, rec.responseBytes);
+    }
+    const policy = target.route?.policy;
+    if (px.accessLog.wants(policy, rec.peers.sourceNamespace, rec.peers.destinationNamespace)) {
+      px.accessLog.write(accessEntry(down, target, rec, seconds));
+    }
+  }
+}
+
+function accessEntry(down: Downstream, target: Resolved, rec: RequestRecord, seconds: number): AccessEntry {
+  const p = rec.peers;
+  return {
+    type: rec.grpc ? "grpc" : "http",
+    reporter: p.reporter,
+    sourceWorkload: p.sourceWorkload,
+    sourceNamespace: p.sourceNamespace,
+    sourceIp: target.direction === "outbound" ? target.from.pod.ip : target.caller.address,
+    destinationService: p.destinationService,
+    destinationWorkload: p.destinationWorkload,
+    destinationNamespace: p.destinationNamespace,
+    route: rec.route,
+    upstream: rec.upstream,
+    method: down.method,
+    path: down.target,
+    status: rec.status,
+    grpcStatus: rec.grpcStatus || undefined,
+    durationMs: Math.round(seconds * 1e6) / 1000,
+    bytesReceived: rec.requestBytes,
+    bytesSent: rec.responseBytes,
+    retries: rec.retries,
+    requestId: rec.requestId,
+    traceId: traceIdOf(headerValue(down.headers, "traceparent"), headerValue(down.headers, "x-b3-traceid")),
+    error: rec.error,
+  };
+}
+
+async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec: RequestRecord): Promise<void> {
   const req = facts(down);
-  const service =
-    target.route?.id ?? (target.direction === "inbound" ? `${target.to.pod.name}.${target.to.pod.namespace}` : "");
+  const service = rec.peers.destinationService;
   const headers = endToEnd(down.headers, true);
-  ensureRequestId(headers);
-  const record = (code: string) => px.metrics.requests.labels(target.direction, service, code).inc();
+  rec.requestId = ensureRequestId(headers);
 
   let policy: CompiledPolicy;
   let backend: Backend | undefined;
@@ -170,24 +299,24 @@ export async function proxyRequest(px: ProxyContext, down: Downstream, target: P
     policy = target.route.policy;
     const selected = selectRule(target.route, down.grpc, req);
     rule = selected.rule;
-    if (selected.routed && !rule)
-      return reply(px, down, target.direction, service, new AgentError(AgentErrors.NO_ROUTE, req.path));
+    rec.route = rule?.name;
+    if (selected.routed && !rule) return reply(px, down, rec, new AgentError(AgentErrors.NO_ROUTE, req.path));
     backend = rule ? pickWeighted(rule) : target.route.self;
     if (!backend) {
-      return reply(px, down, target.direction, service, new AgentError(AgentErrors.BACKEND_NOT_FOUND, rule?.name));
+      return reply(px, down, rec, new AgentError(AgentErrors.BACKEND_NOT_FOUND, rule?.name));
     }
     if (policy.fault) {
       const abort = await injectFault(px, policy.fault, req, service);
       if (down.gone) return;
-      if (abort) return reply(px, down, target.direction, service, new AgentError(AgentErrors.FAULT_ABORT), abort);
+      if (abort) return reply(px, down, rec, new AgentError(AgentErrors.FAULT_ABORT), abort);
     }
     applyHeaderOps(headers, rule?.requestHeaders);
   } else {
     from = target.to;
     policy = target.route?.policy ?? DEFAULT_POLICY;
-    const waitS = policy.rateLimit && rateLimitWait(px, policy.rateLimit, service, target.source);
+    const waitS = policy.rateLimit && rateLimitWait(px, policy.rateLimit, service, target.caller.key);
     if (waitS) {
-      return reply(px, down, target.direction, service, new AgentError(AgentErrors.RATE_LIMITED), {
+      return reply(px, down, rec, new AgentError(AgentErrors.RATE_LIMITED), {
         retryAfterS: waitS,
       });
     }
@@ -208,6 +337,7 @@ export async function proxyRequest(px: ProxyContext, down: Downstream, target: P
   const mirror = rule?.mirror && Math.random() < rule.mirror.ratio ? rule.mirror.backend : undefined;
   // Keep the body when a retry or a mirror may need it again; -1 keeps nothing.
   const body = new RequestBody(down.body, retriableMethod || mirror ? (retry?.maxBodyBytes ?? 64 * 1024) : -1);
+  rec.requestBytes = 0;
   if (mirror) void sendMirror(px, from, mirror, down, headers, body);
 
   const routeSlot = target.route?.slot ?? 0;
@@ -255,6 +385,9 @@ export async function proxyRequest(px: ProxyContext, down: Downstream, target: P
         );
       }
       tried.push(endpoint);
+      rec.upstream = `${endpoint.ip}:${endpoint.port}`;
+      rec.peers.destinationWorkload = endpoint.workload;
+      rec.peers.destinationNamespace = endpoint.namespace;
       const guard = target.direction === "outbound" ? backend!.policy : DEFAULT_POLICY;
       const cb = guard.circuitBreaker;
       if (!px.shared.tryStartRequest(endpoint.slot, cb?.maxRequests ?? UNLIMITED)) {
@@ -347,8 +480,11 @@ export async function proxyRequest(px: ProxyContext, down: Downstream, target: P
               : outcome.error;
         }
         current = outcome;
-        await commit(px, down, outcome, rule, target.direction, service);
-        px.shared.requestEnded(endpoint.slot);
+        try {
+          await commit(down, outcome, rule, rec);
+        } finally {
+          px.shared.requestEnded(endpoint.slot);
+        }
         return;
       }
       // Retry: release this attempt, then wait (Retry-After, else jittered backoff).
@@ -364,6 +500,7 @@ export async function proxyRequest(px: ProxyContext, down: Downstream, target: P
       }
       inRetry = true;
       retries++;
+      rec.retries = retries;
       px.metrics.retries.labels(service).inc();
       // Another endpoint is preferred; with a single endpoint the retry goes to it again.
       if (backend && tried.length >= backend.route.endpoints.length) tried.length = 0;
@@ -371,18 +508,23 @@ export async function proxyRequest(px: ProxyContext, down: Downstream, target: P
       if (down.gone || timedOut) throw new AgentError(AgentErrors.TIMEOUT, `after ${requestTimeoutMs} ms`);
     }
   } catch (err) {
-    reply(px, down, target.direction, service, err);
+    // A retriable answer that is not retried goes to the client as it is.
+    if (err instanceof PassOn) await commit(down, err.response, rule, rec);
+    else {
+      if (errorCode(err) === AgentErrors.TIMEOUT.code || errorCode(err) === AgentErrors.PER_TRY_TIMEOUT.code) {
+        px.metrics.timeouts.labels(service).inc();
+      }
+      reply(px, down, rec, err);
+    }
   } finally {
     if (inRetry) px.shared.retryEnded(routeSlot);
     px.shared.routeRequestEnded(routeSlot);
     if (deadlineTimer) clearTimeout(deadlineTimer);
-    if (current) record(String(current.status));
+    rec.requestBytes = body.bytes;
   }
 
   function lastError(outcome: Outcome): unknown {
-    if (outcome.kind === "failure") return outcome.error;
-    // A retriable answer that is not retried goes to the client as it is.
-    return new PassOn(outcome);
+    return outcome.kind === "failure" ? outcome.error : new PassOn(outcome);
   }
 }
 
@@ -437,33 +579,30 @@ class PassOn {
   }
 }
 
+/** The agent's own answer: errors.ts decides its shape; the record gets its status. */
 function reply(
   px: ProxyContext,
   down: Downstream,
-  direction: Direction,
-  service: string,
+  rec: RequestRecord,
   err: unknown,
   override?: { status?: number; grpcStatus?: number; retryAfterS?: number },
 ): void {
-  if (err instanceof PassOn) {
-    void commit(px, down, err.response, undefined, direction, service);
-    px.metrics.requests.labels(direction, service, String(err.response.status)).inc();
-    return;
-  }
   const e = clientError(err, override);
-  px.metrics.requests.labels(direction, service, String(e.status)).inc();
-  px.metrics.localReplies.labels(direction, e.code).inc();
+  rec.error = e.code;
+  rec.status = rec.grpc ? 200 : e.status;
+  rec.grpcStatus = rec.grpc ? String(e.grpcStatus) : "";
+  px.metrics.localReplies.labels(rec.peers.reporter === "source" ? "outbound" : "inbound", e.code).inc();
   if (!down.gone) down.fail(e);
 }
 
+/** Delivers an upstream answer: head (with the rule's header changes), body, trailers. */
 async function commit(
-  _px: ProxyContext,
   down: Downstream,
   res: UpstreamResponse,
   rule: Rule | undefined,
-  _direction: Direction,
-  _service: string,
+  rec: RequestRecord,
 ): Promise<void> {
+  rec.status = res.status;
   if (down.gone) {
     res.abort();
     return;
@@ -471,11 +610,16 @@ async function commit(
   const headers = endToEnd(res.headers, false);
   applyHeaderOps(headers, rule?.responseHeaders);
   if (res.trailersOnly) {
+    rec.grpcStatus = String(res.headers["grpc-status"] ?? "");
     down.respond(res.status, headers, true);
     return;
   }
   down.respond(res.status, headers, false);
+  res.body.on("data", (chunk: Buffer) => {
+    rec.responseBytes += chunk.length;
+  });
   await down.sendBody(res.body, res.trailers);
+  if (rec.grpc) rec.grpcStatus = String(res.trailers()?.["grpc-status"] ?? res.headers["grpc-status"] ?? "");
 }
 
 /** Outlier detection and least-request's latency estimate, fed by every attempt. */
@@ -502,7 +646,16 @@ function observe(px: ProxyContext, backend: Backend, ep: Endpoint, outcome: Outc
 function localEndpoint(to: PodContext, port: number, route: ServiceRoute | undefined): Endpoint {
   // Delivered directly inside the pod (never through a tunnel: that would be this agent again).
   const slot = route?.endpoints.find((e) => e.ip === to.pod.ip && e.port === port)?.slot ?? 0;
-  return { ip: to.pod.ip, port, meshed: false, pod: to.key, node: "", slot };
+  return {
+    ip: to.pod.ip,
+    port,
+    meshed: false,
+    pod: to.key,
+    node: "",
+    workload: to.workload.name,
+    namespace: to.workload.namespace,
+    slot,
+  };
 }
 
 interface Attempt {
@@ -727,8 +880,13 @@ export async function upgradeRequest(
   req: http.IncomingMessage,
   socket: Socket,
   head: Buffer,
-  target: ProxyTarget,
+  bound: ProxyTarget,
 ): Promise<void> {
+  const target = resolve(px, bound);
+  if (!target) {
+    socket.end("HTTP/1.1 503 Service Unavailable\r\nx-nodemesh-error: NM_NO_ENDPOINT\r\ncontent-length: 0\r\n\r\n");
+    return;
+  }
   const from = target.direction === "outbound" ? target.from : target.to;
   const ep =
     target.direction === "outbound"
