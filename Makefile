@@ -71,12 +71,13 @@ test: check
 demo: setup
 	node test/demo.ts
 
-# Benchmarks: opaque TCP throughput (wrk, mesh vs direct), then L7 latency per hop at a fixed
-# rate (h2load --rps, HTTP/1.1 and gRPC). QUICK=1 for a 3-second smoke run of each.
+# Benchmarks: opaque TCP throughput (wrk, mesh vs direct), L7 latency per hop at a fixed rate
+# (h2load --rps, HTTP/1.1 and gRPC), and what metrics and access logs cost. QUICK=1: 3 s each.
 BENCH_DURATION := $(if $(QUICK),3,10)
 bench: setup
 	node test/bench/l4.ts --duration $(BENCH_DURATION)
 	node test/bench/l7-latency.ts --duration $(BENCH_DURATION)
+	node test/bench/telemetry-cost.ts --duration $(BENCH_DURATION)
 
 clean:
 	rm -rf node_modules test-results $(TOOLS)

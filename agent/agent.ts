@@ -30,6 +30,8 @@ export interface AgentOptions {
   headersTimeoutMs: number;
   /** Which traffic gets access-log lines, and where they go. */
   accessLog: AccessLogOptions;
+  /** Per-request metrics and service-graph samples; off only to measure what they cost. */
+  requestMetrics: boolean;
   logLevel: string;
 }
 
@@ -74,6 +76,7 @@ export class Agent {
       detectTimeoutMs: o.detectTimeoutMs,
       headersTimeoutMs: o.headersTimeoutMs,
       accessLog: o.accessLog,
+      requestMetrics: o.requestMetrics,
       logLevel: o.logLevel,
     });
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));

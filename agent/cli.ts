@@ -36,6 +36,8 @@ Options:
                             none (default), or namespaces separated by commas; a TrafficPolicy's
                             accessLog turns them on for its Service
   --access-log-file FILE    where access-log lines go (default: stdout)
+  --request-metrics on|off  per-request metrics and service-graph reports (default: on; off only
+                            to measure their cost)
   --http-headers-timeout-ms MS
                             time a client has to send a complete HTTP request head (default: 10000)
   --log-level LEVEL         trace, debug, info, warn, error (default: info)
@@ -46,6 +48,11 @@ function positiveInt(name: string, value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got "${value}"`);
   return n;
+}
+
+function onOff(name: string, value: string): boolean {
+  if (value !== "on" && value !== "off") throw new Error(`--${name} must be on or off, got "${value}"`);
+  return value === "on";
 }
 
 export async function runAgent(argv: string[]): Promise<number> {
@@ -68,6 +75,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       "http-headers-timeout-ms": { type: "string", default: "10000" },
       "access-log": { type: "string", default: "none" },
       "access-log-file": { type: "string" },
+      "request-metrics": { type: "string", default: "on" },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", short: "h" },
     },
@@ -102,6 +110,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     detectTimeoutMs: positiveInt("detect-timeout-ms", values["detect-timeout-ms"]),
     headersTimeoutMs: positiveInt("http-headers-timeout-ms", values["http-headers-timeout-ms"]),
     accessLog: { scope: values["access-log"], file: values["access-log-file"] },
+    requestMetrics: onOff("request-metrics", values["request-metrics"]),
     logLevel: values["log-level"],
   });
   await agent.start();

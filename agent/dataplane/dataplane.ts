@@ -27,6 +27,7 @@ export interface DataplaneOptions {
   detectTimeoutMs: number;
   headersTimeoutMs: number;
   accessLog: AccessLogOptions;
+  requestMetrics: boolean;
   log: Logger;
 }
 
@@ -99,6 +100,7 @@ export class Dataplane implements DataplaneContext {
       metrics: this.metrics,
       edges: this.edges,
       accessLog: this.accessLog,
+      requestMetrics: opts.requestMetrics,
       connectTimeoutMs: opts.connectTimeoutMs,
       connect: (
         from: PodContext,

@@ -12,6 +12,7 @@ export interface WorkerInit {
   detectTimeoutMs: number;
   headersTimeoutMs: number;
   accessLog: AccessLogOptions;
+  requestMetrics: boolean;
   logLevel: string;
 }
 

@@ -14,6 +14,7 @@ const dataplane = new Dataplane({
   detectTimeoutMs: init.detectTimeoutMs,
   headersTimeoutMs: init.headersTimeoutMs,
   accessLog: init.accessLog,
+  requestMetrics: init.requestMetrics,
   log,
 });
 

@@ -5,17 +5,14 @@
 //   one hop   meshed client → its agent (L7) → unmeshed backend       (the source agent's cost)
 //   two hops  meshed client → its agent → backend's agent → backend   (+ the destination agent's)
 //
-// Percentiles come from h2load's per-request log (h2load itself prints only mean and sd).
 //
 //   node test/bench/l7-latency.ts [--rate 1000] [--duration 10] [--connections 10]
 
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { ServiceTable } from "../../api/services.ts";
 import { Mesh } from "../e2e/mesh.ts";
 import { type Pod, World } from "../world/world.ts";
+import { h2loadAtRate, type Latency } from "./h2load.ts";
 
 const { values } = parseArgs({
   options: {
@@ -27,61 +24,9 @@ const { values } = parseArgs({
 const RATE = Number(values.rate);
 const CONNECTIONS = Number(values.connections);
 
-/** EchoRequest{message: "x", count: 1} in a gRPC length-prefixed frame. */
-const GRPC_BODY = Buffer.from([0, 0, 0, 0, 5, 0x0a, 0x01, 0x78, 0x10, 0x01]);
-
-interface Latency {
-  p50: number;
-  p90: number;
-  p99: number;
-  p999: number;
-  ok: number;
-  total: number;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-async function h2load(world: World, from: Pod, url: string, grpc: boolean): Promise<Latency> {
-  const log = join(tmpdir(), `h2load-${process.pid}-${Date.now()}.log`);
-  const body = join(tmpdir(), `grpc-body-${process.pid}`);
-  writeFileSync(body, GRPC_BODY);
-  const perClient = Math.max(1, Math.round(RATE / CONNECTIONS));
-  const args = [
-    ...(grpc ? ["-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers"] : ["--h1"]),
-    "-c",
-    String(CONNECTIONS),
-    "--rps",
-    String(perClient),
-    "-D",
-    values.duration!,
-    "--warm-up-time",
-    "1",
-    "--log-file",
-    log,
-    url,
-  ];
-  const r = await world.exec(from, "h2load", args, { timeoutMs: (Number(values.duration) + 30) * 1000 });
-  if (r.code !== 0) throw new Error(`h2load failed: ${r.stderr}${r.stdout}`);
-  // Log lines: start time (µs), status, duration (µs).
-  const rows = readFileSync(log, "utf8")
-    .trim()
-    .split("\n")
-    .map((l) => l.split("\t").map(Number));
-  rmSync(log, { force: true });
-  const ms = rows.map((r) => r[2]! / 1000).sort((a, b) => a - b);
-  return {
-    p50: percentile(ms, 50),
-    p90: percentile(ms, 90),
-    p99: percentile(ms, 99),
-    p999: percentile(ms, 99.9),
-    ok: rows.filter((r) => r[1] === 200).length,
-    total: rows.length,
-  };
-}
-
 const world = await World.create({ nodes: 2 });
+const h2load = (from: Pod, url: string, grpc: boolean) =>
+  h2loadAtRate(world, from, url, { rate: RATE, connections: CONNECTIONS, durationS: Number(values.duration), grpc });
 const mesh = new Mesh(world);
 try {
   const [n1, n2] = world.nodes;
@@ -124,9 +69,9 @@ try {
   ] as const) {
     const path = grpc ? "/echo.Echo/Unary" : "/";
     const servicePort = grpc ? 9090 : 80;
-    rows.push([proto, "direct", await h2load(world, plainClient, `http://${plainBackend.ip}:${port}${path}`, grpc)]);
-    rows.push([proto, "one hop", await h2load(world, client, `http://10.96.0.11:${servicePort}${path}`, grpc)]);
-    rows.push([proto, "two hops", await h2load(world, client, `http://10.96.0.10:${servicePort}${path}`, grpc)]);
+    rows.push([proto, "direct", await h2load(plainClient, `http://${plainBackend.ip}:${port}${path}`, grpc)]);
+    rows.push([proto, "one hop", await h2load(client, `http://10.96.0.11:${servicePort}${path}`, grpc)]);
+    rows.push([proto, "two hops", await h2load(client, `http://10.96.0.10:${servicePort}${path}`, grpc)]);
   }
 
   console.log(

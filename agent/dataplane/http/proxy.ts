@@ -52,6 +52,8 @@ export interface ProxyContext {
   readonly metrics: DataplaneMetrics;
   readonly edges: EdgeAggregator;
   readonly accessLog: AccessLog;
+  /** Per-request metrics and edge samples (off only to measure their cost). */
+  readonly requestMetrics: boolean;
   readonly connectTimeoutMs: number;
   /** Opens one upstream connection, unpooled (upgrades). */
   readonly connect: Connector;
@@ -245,8 +247,10 @@ export async function proxyRequest(px: ProxyContext, down: Downstream, bound: Pr
     await handle(px, down, target, rec);
   } finally {
     const seconds = (performance.now() - rec.started) / 1000;
-    px.metrics.recordRequest(rec.peers, rec.status, rec.grpcStatus, seconds, rec.requestBytes, rec.responseBytes);
-    if (rec.peers.reporter === "source") {
+    if (px.requestMetrics) {
+      px.metrics.recordRequest(rec.peers, rec.status, rec.grpcStatus, seconds, rec.requestBytes, rec.responseBytes);
+    }
+    if (px.requestMetrics && rec.peers.reporter === "source") {
       const failed = rec.status === 0 || rec.status >= 500 || (rec.grpc && rec.grpcStatus !== "0");
       px.edges.request(rec.peers, rec.grpc, failed, seconds * 1000, rec.requestBytes, rec.responseBytes);
     }
