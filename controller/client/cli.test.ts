@@ -3,8 +3,15 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { type EdgeSample, LATENCY_BUCKETS_MS } from "../../api/service-graph.ts";
+import { TokenAuth } from "../auth.ts";
+import { GraphQueries } from "../graph/service-graph.ts";
+import { TrafficWindow } from "../graph/traffic-window.ts";
+import { type RestServer, startRestServer } from "../rest/server.ts";
 import { startTestServer, type TestServer } from "../rest/test-server.fixture.ts";
+import { MemoryStore } from "../store/memory-store.ts";
 import { runClient } from "./cli.ts";
 
 const MESH = `
@@ -142,5 +149,192 @@ describe("nodemesh apply, get, delete", () => {
     expect(err.join("")).toContain("spec.rules[0].matches[0].path.value: nested quantifiers");
     expect(err.join("")).toContain("spec.rules[0].backendRefs[1].weight");
     expect(t.store.list("httproutes")).toEqual([]);
+  });
+});
+
+// ---------------------------------------------------------------- top, edges
+
+const GRAPH_T0 = Date.UTC(2025, 0, 1, 12, 0, 0);
+
+function graphEdge(over: Partial<EdgeSample> & { bucket?: number } = {}): EdgeSample {
+  const { bucket = 4, ...rest } = over;
+  const requests = rest.requests ?? 10;
+  return {
+    sourceWorkload: "frontend",
+    sourceNamespace: "default",
+    destinationService: "web.default",
+    destinationWorkload: "web",
+    destinationNamespace: "default",
+    protocol: "http",
+    requests,
+    errors: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    latencyBuckets: LATENCY_BUCKETS_MS.map((_, i) => (i === bucket ? requests : 0)),
+    ...rest,
+  };
+}
+
+describe("nodemesh top and edges", () => {
+  let traffic: TrafficWindow;
+  let graphServer: RestServer;
+
+  async function startGraphServer(auth?: TokenAuth): Promise<void> {
+    graphServer = await startRestServer({
+      store: new MemoryStore(),
+      registry: new Registry(),
+      host: "127.0.0.1",
+      port: 0,
+      ...(auth ? { auth } : {}),
+      serviceGraph: new GraphQueries({
+        traffic,
+        store: new MemoryStore(),
+        service: () => undefined,
+        propagation: () => undefined,
+        now: () => GRAPH_T0,
+      }),
+    });
+  }
+
+  /** Fills the last minute: web (HTTP, 2 rps, 5 % errors), cart (gRPC, 0.5 rps), passthrough (TCP). */
+  function fillTraffic(): void {
+    traffic.add("node-1", GRAPH_T0, 60, [
+      graphEdge({ requests: 120, errors: 6, bucket: 4 }), // (5, 10] ms
+      graphEdge({
+        destinationService: "cart.shop",
+        destinationWorkload: "cart",
+        destinationNamespace: "shop",
+        protocol: "grpc",
+        requests: 30,
+        bucket: 6, // (25, 50] ms
+      }),
+    ]);
+    traffic.add("node-2", GRAPH_T0, 60, [
+      graphEdge({
+        sourceWorkload: "api",
+        sourceNamespace: "edge",
+        destinationService: "passthrough",
+        destinationWorkload: "unknown",
+        destinationNamespace: "unknown",
+        protocol: "tcp",
+        requests: 6,
+        errors: 3,
+        latencyBuckets: [],
+      }),
+    ]);
+    // Older than a minute: only a longer window sees it.
+    traffic.add("node-1", GRAPH_T0 - 200_000, 10, [graphEdge({ requests: 100 })]);
+  }
+
+  beforeEach(async () => {
+    traffic = new TrafficWindow();
+    await startGraphServer();
+  });
+
+  afterEach(async () => {
+    await graphServer.close();
+  });
+
+  function graphCli(command: string, ...args: string[]): Promise<number> {
+    out = [];
+    err = [];
+    return runClient(command, [...args, "--server", graphServer.url]);
+  }
+
+  it("top: one row per service over the last minute", async () => {
+    fillTraffic();
+    expect(await graphCli("top")).toBe(0);
+    const printed = lines();
+    expect(printed).toEqual([
+      expect.stringMatching(/^SERVICE\s+NAMESPACE\s+PROTOCOL\s+SUCCESS\s+RPS\s+P50\s+P99$/),
+      expect.stringMatching(/^cart\s+shop\s+grpc\s+100\.00%\s+0\.5\s+38ms\s+50ms$/),
+      expect.stringMatching(/^passthrough\s+tcp\s+50\.00%\s+0\.1\s+-\s+-$/), // no namespace, no latency
+      expect.stringMatching(/^web\s+default\s+http\s+95\.00%\s+2\.0\s+7\.50ms\s+9\.95ms$/),
+    ]);
+    // Aligned columns: the passthrough row's empty namespace keeps PROTOCOL in place.
+    expect(printed[2]!.indexOf("tcp")).toBe(printed[0]!.indexOf("PROTOCOL"));
+    expect(printed[3]!.indexOf("7.50ms")).toBe(printed[0]!.indexOf("P50"));
+  });
+
+  it("top --window: a longer window takes older reports in", async () => {
+    fillTraffic();
+    expect(await graphCli("top", "--window", "300")).toBe(0);
+    // web: 220 requests over the 210 s the reports cover.
+    expect(lines()[3]).toMatch(/^web\s+default\s+http\s+97\.27%\s+1\.0\s/);
+  });
+
+  it("top -o json: the services as served", async () => {
+    fillTraffic();
+    expect(await graphCli("top", "-o", "json", "--window", "60")).toBe(0);
+    const services = JSON.parse(out.join(""));
+    expect(services).toEqual(traffic.graph(GRAPH_T0, 60).services);
+    expect(services.map((s: { id: string }) => s.id)).toEqual(["svc:cart.shop", "svc:passthrough", "svc:web.default"]);
+  });
+
+  it("top: says so when there is no traffic", async () => {
+    expect(await graphCli("top")).toBe(0);
+    expect(out).toEqual(["No traffic in the last 60 s."]);
+    expect(await graphCli("top", "--window", "900")).toBe(0);
+    expect(out).toEqual(["No traffic in the last 900 s."]);
+  });
+
+  it("top and edges: a window out of range is the server's 400", async () => {
+    expect(await graphCli("top", "--window", "5")).toBe(1);
+    expect(err.join("")).toBe("nodemesh top: 400: window must be an integer number of seconds from 10 to 900\n");
+    expect(await graphCli("edges", "--window", "ten")).toBe(1);
+    expect(err.join("")).toContain("nodemesh edges: 400: window must be");
+    expect(out).toEqual([]);
+  });
+
+  it("edges: every hop, workload → service → workload, with mTLS", async () => {
+    fillTraffic();
+    expect(await graphCli("edges")).toBe(0);
+    const printed = lines();
+    expect(printed).toEqual([
+      expect.stringMatching(/^SOURCE\s+DESTINATION\s+PROTOCOL\s+SUCCESS\s+RPS\s+P50\s+P99\s+MTLS$/),
+      expect.stringMatching(/^service\/cart\.shop\s+workload\/cart\.shop\s+grpc\s+100\.00%\s+0\.5\s+38ms\s+50ms\s+no$/),
+      expect.stringMatching(
+        /^service\/web\.default\s+workload\/web\.default\s+http\s+95\.00%\s+2\.0\s+7\.50ms\s+9\.95ms\s+no$/,
+      ),
+      // The unknown workload behind passthrough has no hop of its own.
+      expect.stringMatching(/^workload\/api\.edge\s+service\/passthrough\s+tcp\s+50\.00%\s+0\.1\s+-\s+-\s+no$/),
+      expect.stringMatching(/^workload\/frontend\.default\s+service\/cart\.shop\s+grpc\s+100\.00%\s+0\.5\s/),
+      expect.stringMatching(/^workload\/frontend\.default\s+service\/web\.default\s+http\s+95\.00%\s+2\.0\s/),
+    ]);
+    expect(printed[1]!.indexOf("workload/")).toBe(printed[0]!.indexOf("DESTINATION"));
+  });
+
+  it("edges -o json, and the empty case", async () => {
+    expect(await graphCli("edges")).toBe(0);
+    expect(out).toEqual(["No traffic in the last 60 s."]);
+    fillTraffic();
+    expect(await graphCli("edges", "-o", "json")).toBe(0);
+    const edges = JSON.parse(out.join(""));
+    expect(edges).toEqual(traffic.graph(GRAPH_T0, 60).edges);
+    expect(edges).toHaveLength(5);
+  });
+
+  it("shows a dash for success and latency on an edge without requests", async () => {
+    traffic.add("node-1", GRAPH_T0, 60, [graphEdge({ requests: 0 })]);
+    expect(await graphCli("top")).toBe(0);
+    expect(lines()[1]).toMatch(/^web\s+default\s+http\s+-\s+0\.0\s+-\s+-$/);
+  });
+
+  it("sends the token, and prints the server's refusal without one", async () => {
+    await graphServer.close();
+    await startGraphServer(TokenAuth.parse("reader-token read alice\n"));
+    fillTraffic();
+    expect(await graphCli("edges")).toBe(1);
+    expect(err.join("")).toBe("nodemesh edges: 401: a bearer token is required\n");
+    expect(await graphCli("top", "--token", "reader-token")).toBe(0);
+    expect(lines()).toHaveLength(4);
+  });
+
+  it("top --help and edges --help describe the columns' source", async () => {
+    expect(await graphCli("top", "--help")).toBe(0);
+    expect(out.join("")).toContain("Usage: nodemesh top");
+    expect(out.join("")).toContain("--window SECONDS");
+    expect(await graphCli("edges", "-h")).toBe(0);
+    expect(out.join("")).toContain("Usage: nodemesh edges");
   });
 });

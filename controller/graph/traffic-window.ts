@@ -35,12 +35,13 @@ function emptyTotals(): Totals {
   return { requests: 0, errors: 0, bytes: 0, buckets: LATENCY_BUCKETS_MS.map(() => 0) };
 }
 
-function add(t: Totals, e: EdgeSample): void {
-  t.requests += e.requests;
-  t.errors += e.errors;
-  t.bytes += e.bytesSent + e.bytesReceived;
+/** Adds `share` (0..1) of a sample: a report spread over several series steps adds a part to each. */
+function add(t: Totals, e: EdgeSample, share = 1): void {
+  t.requests += e.requests * share;
+  t.errors += e.errors * share;
+  t.bytes += (e.bytesSent + e.bytesReceived) * share;
   e.latencyBuckets.forEach((n, i) => {
-    if (i < t.buckets.length) t.buckets[i]! += n;
+    if (i < t.buckets.length) t.buckets[i]! += n * share;
   });
 }
 
@@ -82,7 +83,9 @@ export class TrafficWindow {
     const from = now - windowSeconds * 1000;
     const reports = this.reports.filter((r) => r.end > from && r.end <= now);
     if (reports.length === 0) return { reports, seconds: windowSeconds };
-    const earliest = Math.max(from, Math.min(...reports.map((r) => r.start)));
+    let start = Number.POSITIVE_INFINITY;
+    for (const r of reports) if (r.start < start) start = r.start; // a loop: spreading 100k+ values overflows
+    const earliest = Math.max(from, start);
     return { reports, seconds: Math.max(1, (now - earliest) / 1000) };
   }
 
@@ -156,16 +159,23 @@ export class TrafficWindow {
   ): { totals: EdgeStats; series: ({ t: number } & EdgeStats)[]; callers: ({ source: string } & EdgeStats)[] } {
     const { reports, seconds } = this.within(now, windowSeconds);
     const total = emptyTotals();
+    const stepMs = stepSeconds * 1000;
     const steps = new Map<number, Totals>();
     const callers = new Map<string, Totals>();
     for (const r of reports) {
       for (const s of r.edges) {
         if (s.destinationService !== service) continue;
         add(total, s);
-        const step = Math.floor(r.end / 1000 / stepSeconds) * stepSeconds;
-        const t = steps.get(step) ?? emptyTotals();
-        add(t, s);
-        steps.set(step, t);
+        // A report covers [start, end]: each step it overlaps gets its share of the counts, so a
+        // step finer than the report interval still shows the steady rate.
+        const length = Math.max(1, r.end - r.start);
+        for (let step = Math.floor(r.start / stepMs) * stepMs; step < r.end; step += stepMs) {
+          const overlap = Math.min(r.end, step + stepMs) - Math.max(r.start, step);
+          if (overlap <= 0) continue;
+          const t = steps.get(step) ?? emptyTotals();
+          add(t, s, overlap / length);
+          steps.set(step, t);
+        }
         const caller = `${s.sourceWorkload}.${s.sourceNamespace}`;
         const c = callers.get(caller) ?? emptyTotals();
         add(c, s);
@@ -174,12 +184,21 @@ export class TrafficWindow {
     }
     return {
       totals: stats(total, seconds),
-      series: [...steps.entries()].sort(([a], [b]) => a - b).map(([t, v]) => ({ t, ...stats(v, stepSeconds) })),
+      series: fillSeries(steps, stepMs).map(([t, v]) => ({ t: t / 1000, ...stats(v, stepSeconds) })),
       callers: [...callers.entries()]
         .sort(([a], [b]) => a.localeCompare(b))
         .map(([source, v]) => ({ source, ...stats(v, seconds) })),
     };
   }
+}
+
+/** The steps oldest first, with empty steps between the first and the last filled in as zeros. */
+function fillSeries(steps: Map<number, Totals>, stepMs: number): [number, Totals][] {
+  const keys = [...steps.keys()].sort((a, b) => a - b);
+  if (keys.length === 0) return [];
+  const out: [number, Totals][] = [];
+  for (let t = keys[0]!; t <= keys[keys.length - 1]!; t += stepMs) out.push([t, steps.get(t) ?? emptyTotals()]);
+  return out;
 }
 
 /** "name.namespace" → [name, namespace]; "passthrough" has no namespace. */

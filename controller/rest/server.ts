@@ -182,7 +182,15 @@ class RestApi {
       sendJson(res, 200, queries.graph(window));
       return;
     }
-    const detail = queries.service(decodeURIComponent(namespace), decodeURIComponent(name), window);
+    let ns: string;
+    let svc: string;
+    try {
+      ns = decodeURIComponent(namespace);
+      svc = decodeURIComponent(name);
+    } catch {
+      throw new RestError("NotFound", `no route for ${url.pathname}`);
+    }
+    const detail = queries.service(ns, svc, window);
     if (!detail) throw new RestError("NotFound", `service ${namespace}/${name} not found`);
     sendJson(res, 200, detail);
   }
