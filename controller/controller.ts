@@ -11,6 +11,7 @@ import { type RestServer, startRestServer } from "./rest/server.ts";
 import { FileStore } from "./store/file-store.ts";
 import { keyOf } from "./store/memory-store.ts";
 import type { Store } from "./store/store.ts";
+import { uiHandler } from "./ui/ui-server.ts";
 
 export interface ControllerOptions {
   storeDir: string;
@@ -59,6 +60,7 @@ export class Controller {
       ...(auth ? { auth } : {}),
       log: c.log,
       statusFor: (r: Resource) => agents.propagation(keyOf(r)),
+      ui: uiHandler(),
       serviceGraph: new GraphQueries({
         traffic: agents.traffic,
         store: c.store,

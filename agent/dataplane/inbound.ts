@@ -25,15 +25,19 @@ export interface Caller {
   readonly key: string;
   /** The caller's address as this agent sees it (the source agent's, through the tunnel). */
   readonly address?: string;
+  /** Came through the tunnel: its agent's `x-nodemesh-service` names the Service addressed. */
+  readonly viaTunnel: boolean;
 }
 
 function callerFromTunnel(workload: string | undefined, address: string | undefined): Caller {
   const [namespace, name] = workload?.split("/", 2) ?? [];
-  return namespace && name ? { workload: { name, namespace }, key: workload!, address } : outsider(address);
+  return namespace && name
+    ? { workload: { name, namespace }, key: workload!, address, viaTunnel: true }
+    : { ...outsider(address), viaTunnel: true };
 }
 
 function outsider(address: string | undefined): Caller {
-  return { workload: { name: UNKNOWN, namespace: UNKNOWN }, key: address ?? UNKNOWN, address };
+  return { workload: { name: UNKNOWN, namespace: UNKNOWN }, key: address ?? UNKNOWN, address, viaTunnel: false };
 }
 
 /** The destination_service of inbound traffic: the Service the port belongs to, else the workload. */

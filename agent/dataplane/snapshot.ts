@@ -78,11 +78,22 @@ export interface Snapshot {
   readonly routes: ReadonlyMap<string, ServiceRoute>;
   /** Keyed by "endpoint ip:port": the service an inbound connection to a pod port belongs to. */
   readonly inbound: ReadonlyMap<string, ServiceRoute>;
+  /**
+   * Keyed by "name.namespace|endpoint ip:port": the route of a Service a source agent named for a
+   * request (a pod can serve several Services on one port: reviews and reviews-v2).
+   */
+  readonly inboundByService: ReadonlyMap<string, ServiceRoute>;
   /** This agent's node name (locality). */
   readonly node: string;
 }
 
-export const EMPTY_SNAPSHOT: Snapshot = { version: "", routes: new Map(), inbound: new Map(), node: "" };
+export const EMPTY_SNAPSHOT: Snapshot = {
+  version: "",
+  routes: new Map(),
+  inbound: new Map(),
+  inboundByService: new Map(),
+  node: "",
+};
 
 /** What the control thread sends to the data-plane workers: plain data plus the slot assignment. */
 export interface SnapshotMessage {
@@ -121,6 +132,7 @@ export function compileSnapshot(msg: SnapshotMessage): Snapshot {
   const policies = policiesByService(traffic);
   const routes = new Map<string, ServiceRoute>();
   const inbound = new Map<string, ServiceRoute>();
+  const inboundByService = new Map<string, ServiceRoute>();
   /** "name.namespace" → port → route: how backendRefs find their service. */
   const byService = new Map<string, Map<number, MutableRoute>>();
 
@@ -159,7 +171,11 @@ export function compileSnapshot(msg: SnapshotMessage): Snapshot {
       route.self = backendOf(route, 1, route.policy, msg);
       routes.set(key, route);
       ports.set(p.port, route);
-      for (const e of endpoints) if (!inbound.has(routeKey(e.ip, e.port))) inbound.set(routeKey(e.ip, e.port), route);
+      for (const e of endpoints) {
+        const key = routeKey(e.ip, e.port);
+        if (!inbound.has(key)) inbound.set(key, route);
+        inboundByService.set(`${id}|${key}`, route);
+      }
     }
   }
 
@@ -201,7 +217,7 @@ export function compileSnapshot(msg: SnapshotMessage): Snapshot {
       route.grpcRules = rulesFor(route, grpc);
     }
   }
-  return { version: msg.version, routes, inbound, node: msg.node };
+  return { version: msg.version, routes, inbound, inboundByService, node: msg.node };
 }
 
 function backendOf(route: ServiceRoute, weight: number, policy: CompiledPolicy, msg: SnapshotMessage): Backend {

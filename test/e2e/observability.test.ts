@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ADMIN_PORT } from "../../api/dataplane.ts";
 import type { ServiceGraph } from "../../api/service-graph.ts";
-import { type Node, type Pod, type Proc, World } from "../world/world.ts";
+import { type Node, type Pod, World } from "../world/world.ts";
 import { Mesh } from "./mesh.ts";
 import { echoFrom, httpFrom, metricSum, parseMetrics } from "./netns-client.ts";
 
@@ -46,7 +46,6 @@ describe("observability", () => {
   let client: Pod;
   let server: Pod;
   let dir: string;
-  let prometheus: Proc | undefined;
 
   const metricsText = async (node: Node) =>
     (await httpFrom(node.netnsPath, `http://127.0.0.1:${ADMIN_PORT}/metrics`)).body;
@@ -170,7 +169,8 @@ scrape_configs:
     static_configs: [{ targets: ["${n1.underlayIp}:${ADMIN_PORT}", "${n2.underlayIp}:${ADMIN_PORT}"] }]
 `,
     );
-    prometheus = world.spawn(
+    // The world stops it with everything else.
+    world.spawn(
       controller,
       "prometheus",
       [

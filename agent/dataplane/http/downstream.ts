@@ -4,7 +4,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import http2 from "node:http2";
 import type { Readable } from "node:stream";
-import { type ClientError, errorHeaders } from "./errors.ts";
+import { type ClientError, errorHeaders, grpcMessage } from "./errors.ts";
 
 export interface Downstream {
   readonly protocol: "http1" | "h2";
@@ -146,7 +146,7 @@ export class Http2Downstream implements Downstream {
         try {
           this.stream.sendTrailers({
             "grpc-status": String(e.grpcStatus),
-            "grpc-message": encodeURIComponent(e.message),
+            "grpc-message": grpcMessage(e.message),
           });
           return;
         } catch {}

@@ -130,9 +130,13 @@ describe("errorHeaders", () => {
       "x-nodemesh-error": "NM_CIRCUIT_OPEN",
       "content-type": "application/grpc",
       "grpc-status": "14",
-      "grpc-message": "the%20circuit%20breaker%20is%20open%3A%20reviews-v2%20%25%20full",
+      // gRPC's encoding: only '%' and bytes outside printable ASCII.
+      "grpc-message": "the circuit breaker is open: reviews-v2 %25 full",
     });
     expect(decodeURIComponent(h["grpc-message"]!)).toBe("the circuit breaker is open: reviews-v2 % full");
+    expect(errorHeaders(clientError(new AgentError(AgentErrors.TIMEOUT, "é\n")), true)["grpc-message"]).toBe(
+      "the request timed out: %C3%A9%0A",
+    );
     expect(h["retry-after"]).toBeUndefined();
     // No HTTP status in there: a trailers-only gRPC answer is :status 200, set by the caller.
     expect(Object.keys(h).some((k) => k.startsWith(":"))).toBe(false);

@@ -95,6 +95,21 @@ export function clientError(
   };
 }
 
+/**
+ * grpc-message's encoding (gRPC over HTTP/2): percent-encode '%' and every byte outside printable
+ * ASCII, nothing else; clients decode exactly that.
+ */
+export function grpcMessage(text: string): string {
+  let out = "";
+  for (const byte of Buffer.from(text, "utf8")) {
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25
+        ? String.fromCharCode(byte)
+        : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
+
 /** The response headers of an error: plain HTTP or gRPC trailers-only. */
 export function errorHeaders(e: ClientError, grpc: boolean): Record<string, string> {
   const headers: Record<string, string> = { "x-nodemesh-error": e.code };
@@ -102,7 +117,7 @@ export function errorHeaders(e: ClientError, grpc: boolean): Record<string, stri
   if (grpc) {
     headers["content-type"] = "application/grpc";
     headers["grpc-status"] = String(e.grpcStatus);
-    headers["grpc-message"] = encodeURIComponent(e.message);
+    headers["grpc-message"] = grpcMessage(e.message);
   } else {
     headers["content-type"] = "text/plain; charset=utf-8";
   }

@@ -79,14 +79,24 @@ type Resolved =
       readonly caller: Caller;
     };
 
+/**
+ * Set by the source agent on requests to a meshed endpoint: the Service the request was sent to,
+ * so the destination agent applies that Service's policy (a pod can back several Services on one
+ * port). Clients cannot set it: every x-nodemesh-* header from a client is removed.
+ */
+const SERVICE_HEADER = "x-nodemesh-service";
+
 /** The target under the current configuration; undefined when its Service is gone. */
-function resolve(px: ProxyContext, target: ProxyTarget): Resolved | undefined {
+function resolve(px: ProxyContext, target: ProxyTarget, headers: IncomingHttpHeaders): Resolved | undefined {
   const snapshot = px.snapshot();
   if (target.direction === "outbound") {
     const route = snapshot.routes.get(target.routeKey);
     return route && { ...target, route };
   }
-  return { ...target, route: snapshot.inbound.get(routeKey(target.to.pod.ip, target.port)) };
+  const key = routeKey(target.to.pod.ip, target.port);
+  const named = target.caller.viaTunnel ? headerValue(headers, SERVICE_HEADER) : undefined;
+  const route = (named && snapshot.inboundByService.get(`${named}|${key}`)) || snapshot.inbound.get(key);
+  return { ...target, route };
 }
 
 /** What one request did: filled in along the way, reported once at its end (metrics, edges). */
@@ -236,7 +246,7 @@ function retryAfterMs(res: Outcome): number | undefined {
 }
 
 export async function proxyRequest(px: ProxyContext, down: Downstream, bound: ProxyTarget): Promise<void> {
-  const target = resolve(px, bound);
+  const target = resolve(px, bound, down.headers);
   if (!target) {
     // The Service was removed while this connection stayed open.
     down.fail(clientError(new AgentError(AgentErrors.NO_ENDPOINT, "the service is gone")));
@@ -318,7 +328,8 @@ async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec:
   } else {
     from = target.to;
     policy = target.route?.policy ?? DEFAULT_POLICY;
-    const waitS = policy.rateLimit && rateLimitWait(px, policy.rateLimit, service, target.caller.key);
+    const pod = `${target.to.pod.ip}:${target.port}`;
+    const waitS = policy.rateLimit && rateLimitWait(px, policy.rateLimit, service, pod, target.caller.key);
     if (waitS) {
       return reply(px, down, rec, new AgentError(AgentErrors.RATE_LIMITED), {
         retryAfterS: waitS,
@@ -345,6 +356,7 @@ async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec:
   if (mirror) void sendMirror(px, from, mirror, down, headers, body);
 
   const routeSlot = target.route?.slot ?? 0;
+  const sentTo = target.direction === "outbound" ? backend?.route.id : undefined;
   px.shared.routeRequestStarted(routeSlot);
   const hashKey =
     backend?.policy.lb.hashHeader !== undefined
@@ -407,13 +419,16 @@ async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec:
       const started = performance.now();
       let outcome: Outcome;
       try {
-        const attemptMs = Math.min(perTryMs ?? Number.POSITIVE_INFINITY, deadline - Date.now());
-        const attempt = startAttempt(px, down.protocol, from, endpoint, limits, down, headers, body, attemptMs);
+        // Only a per-try timeout shorter than what is left of the request arms the attempt's own
+        // timer; otherwise the request's deadline ends the attempt (and answers NM_TIMEOUT).
+        const attemptMs =
+          perTryMs !== undefined && perTryMs < deadline - Date.now() ? perTryMs : Number.POSITIVE_INFINITY;
+        const attempt = startAttempt(px, down.protocol, from, endpoint, limits, down, headers, body, attemptMs, sentTo);
         attemptAbort = attempt.abort;
         outcome = await attempt.outcome;
         if (outcome.kind === "failure" && outcome.stale && outcome.class === "reset" && body.replayable) {
           // The pool handed out a connection the server had just closed: resend once, uncounted.
-          const again = startAttempt(px, down.protocol, from, endpoint, limits, down, headers, body, attemptMs);
+          const again = startAttempt(px, down.protocol, from, endpoint, limits, down, headers, body, attemptMs, sentTo);
           attemptAbort = again.abort;
           outcome = await again.outcome;
         }
@@ -565,9 +580,12 @@ function rateLimitWait(
   px: ProxyContext,
   limit: NonNullable<CompiledPolicy["rateLimit"]>,
   service: string,
+  pod: string,
   source: string,
 ): number {
-  const bucket = hash32(limit.perSource ? `${service}|${source}` : service) % RATE_BUCKETS;
+  // One bucket per destination pod (several pods of a Service may share this agent).
+  const key = `${service}|${pod}`;
+  const bucket = hash32(limit.perSource ? `${key}|${source}` : key) % RATE_BUCKETS;
   const nowUs = (performance.timeOrigin + performance.now()) * 1000;
   const waitUs = px.shared.rateLimit(bucket, nowUs, limit.intervalUs, limit.burst);
   if (waitUs === 0) return 0;
@@ -677,10 +695,13 @@ function startAttempt(
   headers: OutgoingHttpHeaders,
   body: BodySource,
   timeoutMs: number,
+  service: string | undefined,
 ): Attempt {
+  // A meshed endpoint's agent is told which Service the request was sent to (SERVICE_HEADER).
+  const sent = ep.meshed && service ? { ...headers, [SERVICE_HEADER]: service } : headers;
   return protocol === "http1"
-    ? attemptHttp1(px, from, ep, limits, down.method, down.target, headers, body, timeoutMs)
-    : attemptHttp2(px, from, ep, limits, down, headers, body, timeoutMs);
+    ? attemptHttp1(px, from, ep, limits, down.method, down.target, sent, body, timeoutMs)
+    : attemptHttp2(px, from, ep, limits, down, sent, body, timeoutMs);
 }
 
 function classify(err: unknown): FailureClass {
@@ -866,6 +887,7 @@ async function sendMirror(
       { ...headers },
       new FixedBody([...body.kept]),
       30_000,
+      backend.route.id,
     );
     const outcome = await attempt.outcome;
     px.metrics.mirrored.labels(backend.route.id).inc();
@@ -886,7 +908,7 @@ export async function upgradeRequest(
   head: Buffer,
   bound: ProxyTarget,
 ): Promise<void> {
-  const target = resolve(px, bound);
+  const target = resolve(px, bound, req.headers);
   if (!target) {
     socket.end("HTTP/1.1 503 Service Unavailable\r\nx-nodemesh-error: NM_NO_ENDPOINT\r\ncontent-length: 0\r\n\r\n");
     return;

@@ -4,8 +4,9 @@
 //   world.exec(client, process.execPath, [GRPC_CALL, JSON.stringify({ target: "10.96.0.12:9090", mode: "unary", calls: 10 })])
 //
 // Modes: `unary` makes `calls` Unary calls, `concurrency` at a time (all on one channel, so one
-// HTTP/2 connection); `bidi` opens one BidiStream, sends `messages` messages one by one, each after
-// the previous reply, and collects the replies. Prints one JSON line (GrpcReport).
+// HTTP/2 connection); `bidi` opens `calls` BidiStreams one after the other, on each sends
+// `messages` messages one by one, each after the previous reply, and collects the replies. With
+// `deadlineMs`, each call or stream must finish that long after it starts. Prints one JSON line (GrpcReport).
 
 import { performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
@@ -19,18 +20,21 @@ interface EchoCalls {
     options: grpc.CallOptions,
     callback: grpc.requestCallback<EchoReply>,
   ): grpc.ClientUnaryCall;
-  BidiStream(metadata: grpc.Metadata, options: grpc.CallOptions): grpc.ClientDuplexStream<Partial<EchoRequest>, EchoReply>;
+  BidiStream(
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+  ): grpc.ClientDuplexStream<Partial<EchoRequest>, EchoReply>;
 }
 
 export interface GrpcArgs {
   /** "host:port". */
   target: string;
   mode: "unary" | "bidi";
-  /** unary: number of calls. Default 1. */
+  /** unary: number of calls; bidi: number of streams, one after the other. Default 1. */
   calls?: number;
   /** unary: calls in flight at once. Default 1. */
   concurrency?: number;
-  /** bidi: messages to send. Default 1. */
+  /** bidi: messages to send on each stream. Default 1. */
   messages?: number;
   /** Deadline of each call, ms after it starts. */
   deadlineMs?: number;
@@ -58,10 +62,8 @@ export interface GrpcReport {
   nmErrors: Record<string, number>;
   latencies: number[];
   results: CallResult[];
-  /** bidi: the replies, in the order they arrived. */
-  received?: EchoReply[];
-  /** bidi: the messages sent. */
-  sent?: string[];
+  /** bidi: per stream, the messages sent and the replies in the order they arrived. */
+  streams?: { sent: string[]; received: EchoReply[] }[];
 }
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
@@ -145,41 +147,12 @@ export async function runGrpc(args: GrpcArgs): Promise<GrpcReport> {
       await Promise.all(Array.from({ length: Math.min(Math.max(1, args.concurrency ?? 1), total) }, worker));
     } else {
       const count = args.messages ?? 1;
-      const received: EchoReply[] = [];
-      const sent: string[] = [];
-      report.received = received;
-      report.sent = sent;
-      const started = performance.now();
-      const result = await new Promise<CallResult>((resolve) => {
-        const call = calls.BidiStream(metadataOf(args.metadata), options());
-        const sendNext = () => {
-          if (sent.length >= count) {
-            call.end();
-            return;
-          }
-          const m = `${message}-${sent.length + 1}`;
-          sent.push(m);
-          call.write({ message: m });
-        };
-        call.on("data", (reply: EchoReply) => {
-          received.push(reply);
-          sendNext();
-        });
-        call.on("error", () => {}); // the status below carries it
-        call.on("status", (s: grpc.StatusObject) => {
-          const last = received.at(-1);
-          resolve({
-            code: codeName(s.code),
-            details: s.details,
-            ms: round(performance.now() - started),
-            pod: last?.pod,
-            version: last?.version,
-            nmError: nmErrorOf(s.metadata),
-          });
-        });
-        sendNext();
-      });
-      results.push(result);
+      report.streams = [];
+      for (let i = 0; i < (args.calls ?? 1); i++) {
+        const stream = { sent: [] as string[], received: [] as EchoReply[] };
+        report.streams.push(stream);
+        results.push(await bidi(calls, args, count, `${message}-${i}`, stream, options()));
+      }
     }
   } finally {
     client.close();
@@ -194,6 +167,47 @@ export async function runGrpc(args: GrpcArgs): Promise<GrpcReport> {
     report.latencies.push(r.ms);
   }
   return report;
+}
+
+/** One BidiStream: sends a message, waits for its reply, sends the next; then ends. */
+function bidi(
+  calls: EchoCalls,
+  args: GrpcArgs,
+  count: number,
+  prefix: string,
+  stream: { sent: string[]; received: EchoReply[] },
+  options: grpc.CallOptions,
+): Promise<CallResult> {
+  const started = performance.now();
+  return new Promise<CallResult>((resolve) => {
+    const call = calls.BidiStream(metadataOf(args.metadata), options);
+    const sendNext = () => {
+      if (stream.sent.length >= count) {
+        call.end();
+        return;
+      }
+      const m = `${prefix}-${stream.sent.length + 1}`;
+      stream.sent.push(m);
+      call.write({ message: m });
+    };
+    call.on("data", (reply: EchoReply) => {
+      stream.received.push(reply);
+      sendNext();
+    });
+    call.on("error", () => {}); // the status below carries it
+    call.on("status", (s: grpc.StatusObject) => {
+      const last = stream.received.at(-1);
+      resolve({
+        code: codeName(s.code),
+        details: s.details,
+        ms: round(performance.now() - started),
+        pod: last?.pod,
+        version: last?.version,
+        nmError: nmErrorOf(s.metadata),
+      });
+    });
+    sendNext();
+  });
 }
 
 if (import.meta.main) {

@@ -8,7 +8,7 @@
 // slow or refusing server cannot slow the offered load down. Prints one JSON line (LoadReport).
 
 import { performance } from "node:perf_hooks";
-import { Pool } from "undici";
+import { buildConnector, Pool } from "undici";
 
 export interface LoadArgs {
   url: string;
@@ -41,6 +41,8 @@ export interface RequestResult {
   /** The x-nodemesh-error header. */
   nmError?: string;
   retryAfter?: string;
+  /** The start of a body that is not the workload's JSON (an agent's error text). */
+  text?: string;
   /** Connection error message. */
   error?: string;
   /** Milliseconds from the run's start to the send. */
@@ -85,13 +87,18 @@ export async function runLoad(args: LoadArgs): Promise<LoadReport> {
   const timeoutMs = args.timeoutMs ?? 10_000;
   const h2 = args.protocol === "h2";
   // Open loop: as many connections as requests may be outstanding; closed loop: one per worker.
+  // A Pool drops `useH2c` (not in the typings) when it builds its connector: h2 gets its own.
   const pool = new Pool(url.origin, {
     connections: args.rate ? null : concurrency,
     pipelining: 1,
     headersTimeout: timeoutMs,
     bodyTimeout: timeoutMs,
-    connect: { timeout: timeoutMs },
-    ...(h2 ? { allowH2: true, useH2c: true } : {}),
+    ...(h2
+      ? {
+          allowH2: true,
+          connect: buildConnector({ allowH2: true, useH2c: true, timeout: timeoutMs } as buildConnector.BuildOptions),
+        }
+      : { connect: { timeout: timeoutMs } }),
   });
   const path = `${url.pathname}${url.search}`;
   const results: RequestResult[] = new Array(args.requests);
@@ -114,15 +121,20 @@ export async function runLoad(args: LoadArgs): Promise<LoadReport> {
       if (nm !== undefined) result.nmError = String(nm);
       const ra = res.headers["retry-after"];
       if (ra !== undefined) result.retryAfter = String(ra);
+      let json: { pod?: string; version?: string; protocol?: string } | undefined;
       if (String(res.headers["content-type"] ?? "").startsWith("application/json")) {
         try {
-          const body = JSON.parse(text) as { pod?: string; version?: string; protocol?: string };
-          result.pod = body.pod;
-          result.version = body.version;
-          result.protocol = body.protocol;
+          json = JSON.parse(text);
         } catch {
           // not the workload's JSON
         }
+      }
+      if (json) {
+        result.pod = json.pod;
+        result.version = json.version;
+        result.protocol = json.protocol;
+      } else if (text) {
+        result.text = text.slice(0, 200);
       }
     } catch (err) {
       result.error = (err as Error).message || String(err);
