@@ -34,6 +34,37 @@ export const Duration = z
   .string()
   .regex(/^([0-9]{1,5}(h|m|s|ms)){1,4}$/, 'must be a duration such as "500ms", "2s" or "1m30s"');
 
+/**
+ * True when a group that holds a quantifier (*, +, ?, {n}) or an alternation (|) is itself
+ * followed by a quantifier. Escapes and character classes are skipped.
+ */
+function hasQuantifiedComplexGroup(source: string): boolean {
+  const open: { complex: boolean }[] = [];
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i]!;
+    if (c === "\\") {
+      i++;
+      continue;
+    }
+    if (c === "[") {
+      for (i++; i < source.length && source[i] !== "]"; i++) if (source[i] === "\\") i++;
+      continue;
+    }
+    if (c === "(") open.push({ complex: false });
+    else if (c === ")") {
+      const group = open.pop();
+      const next = source[i + 1];
+      if (group?.complex && next !== undefined && "*+?{".includes(next)) return true;
+      if (group?.complex && open.length > 0) open[open.length - 1]!.complex = true;
+    } else if ("*+?{|".includes(c) && open.length > 0) {
+      // "(?" opens a non-capturing group or a lookaround: not a quantifier.
+      if (c === "?" && source[i - 1] === "(") continue;
+      open[open.length - 1]!.complex = true;
+    }
+  }
+  return false;
+}
+
 const UNIT_MS: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1000, ms: 1 };
 
 export function durationMs(duration: string): number {
@@ -43,8 +74,9 @@ export function durationMs(duration: string): number {
 }
 
 /**
- * A regular expression in a match. Bounded cost: length-capped, compiled once per snapshot, and
- * nested quantifiers such as (a+)+ (the catastrophic-backtracking shape) are refused.
+ * A regular expression in a match. Bounded cost: length-capped, compiled once per snapshot, no
+ * backreferences, and a quantified group may hold neither a quantifier nor an alternation — the
+ * shapes of catastrophic backtracking ((a+)+, (a|a)+, (\w|\d)+x) are refused.
  */
 export const SafeRegex = z
   .string()
@@ -57,8 +89,11 @@ export const SafeRegex = z
       ctx.addIssue({ code: "custom", message: `invalid regular expression: ${(err as Error).message}` });
       return;
     }
-    if (/\([^)]*[+*}][^)]*\)\s*[+*{]/.test(source) || /\\[1-9]/.test(source)) {
-      ctx.addIssue({ code: "custom", message: "nested quantifiers and backreferences are not allowed" });
+    if (hasQuantifiedComplexGroup(source) || /\\[1-9k]/.test(source)) {
+      ctx.addIssue({
+        code: "custom",
+        message: "a repeated group may not contain a quantifier or an alternation, and backreferences are not allowed",
+      });
     }
   });
 

@@ -156,7 +156,7 @@ describe("assembleConfig with traffic objects", () => {
           rules: [{ matches: [{ path: { type: "RegularExpression", value: "(a+)+" } }] }],
         }),
       },
-      /traffic\[HTTPRoute\/default\/web-split\]\.spec\.rules\[0\]\.matches\[0\]\.path\.value: nested quantifiers/,
+      /traffic\[HTTPRoute\/default\/web-split\]\.spec\.rules\[0\]\.matches\[0\]\.path\.value: a repeated group may not contain a quantifier/,
     ],
     [
       "an unknown kind",

@@ -29,9 +29,12 @@ export interface Caller {
   readonly viaTunnel: boolean;
 }
 
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
 function callerFromTunnel(workload: string | undefined, address: string | undefined): Caller {
   const [namespace, name] = workload?.split("/", 2) ?? [];
-  return namespace && name
+  // Metric labels come from this: anything but two DNS labels is "unknown" (bounded cardinality).
+  return namespace && name && DNS_LABEL.test(namespace) && DNS_LABEL.test(name)
     ? { workload: { name, namespace }, key: workload!, address, viaTunnel: true }
     : { ...outsider(address), viaTunnel: true };
 }

@@ -38,7 +38,10 @@ export function planOutbound(dst: Address, snapshot: Snapshot): OutboundPlan {
   if (AGENT_PORTS.includes(dst.port)) return { kind: "refuse", reason: AgentErrors.LOOP };
   const route = snapshot.routes.get(routeKey(dst.ip, dst.port));
   if (!route) return { kind: "passthrough", ip: dst.ip, port: dst.port };
-  if (route.endpoints.length === 0) return { kind: "refuse", reason: AgentErrors.NO_ENDPOINT };
+  // A Service with no endpoints of its own may still route elsewhere (GAMMA parent with rules).
+  if (route.endpoints.length === 0 && route.httpRules.length === 0 && route.grpcRules.length === 0) {
+    return { kind: "refuse", reason: AgentErrors.NO_ENDPOINT };
+  }
   return { kind: "service", route };
 }
 

@@ -243,7 +243,10 @@ export class AgentServer implements SessionHost {
 
   reported(node: string, report: Report): void {
     const now = new Date();
-    this.traffic.add(node, now.getTime(), report.intervalSeconds, report.edges ?? []);
+    // An interval outside 0–300 s is not one an agent sends; clamp it so one bad report cannot
+    // make the window's series arithmetic run away.
+    const interval = Math.min(300, Math.max(0, Number(report.intervalSeconds) || 0));
+    this.traffic.add(node, now.getTime(), interval, report.edges ?? []);
     this.registry.reported(node, report, now);
   }
 

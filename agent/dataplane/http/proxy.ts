@@ -41,6 +41,10 @@ import { applyHeaderOps, endToEnd, ensureRequestId, headerValue, IDEMPOTENT_METH
 import { type ConnectionLimits, type Connector, isPooledSocket, type UpstreamPools } from "./upstream.ts";
 
 const UNLIMITED = 2 ** 31 - 1;
+/** Node timers cannot wait longer (a longer one fires at once): longer timeouts mean none. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Without a retry policy, this much of a body is kept so a connect failure can fail over. */
+const DEFAULT_KEPT_BODY_BYTES = 64 * 1024;
 /** A Retry-After longer than this is not waited for: the error goes to the client. */
 const MAX_RETRY_AFTER_MS = 10_000;
 
@@ -228,6 +232,12 @@ function retryNames(outcome: Outcome, grpcStatus: number | undefined): string[] 
   return names;
 }
 
+/** A gRPC status as a metric label: "0"–"16", else "unknown" (an app cannot grow the label set). */
+function grpcStatusLabel(value: unknown): string {
+  const n = Number(value);
+  return Number.isInteger(n) && n >= 0 && n <= 16 ? String(n) : "unknown";
+}
+
 /** The gRPC status of a trailers-only answer, if that is what the response is. */
 function trailersOnlyGrpcStatus(res: UpstreamResponse): number | undefined {
   if (!res.trailersOnly) return undefined;
@@ -340,18 +350,20 @@ async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec:
   // Timeouts: the rule's, else the policy's; a gRPC deadline can only shorten them.
   const grpcDeadline = down.grpc ? grpcTimeoutMs(headerValue(down.headers, "grpc-timeout")) : undefined;
   const configured = rule?.requestTimeoutMs ?? policy.requestTimeoutMs;
-  const requestTimeoutMs =
+  const shortest =
     configured !== undefined && grpcDeadline !== undefined
       ? Math.min(configured, grpcDeadline)
       : (configured ?? grpcDeadline);
-  const perTryMs = rule?.perTryTimeoutMs ?? policy.perTryTimeoutMs;
+  const requestTimeoutMs = shortest !== undefined && shortest <= MAX_TIMER_MS ? shortest : undefined;
+  const perTry = rule?.perTryTimeoutMs ?? policy.perTryTimeoutMs;
+  const perTryMs = perTry !== undefined && perTry <= MAX_TIMER_MS ? perTry : undefined;
   const deadline = requestTimeoutMs === undefined ? Number.POSITIVE_INFINITY : Date.now() + requestTimeoutMs;
 
   const retry = target.direction === "outbound" ? policy.retry : undefined;
   const retriableMethod = retry !== undefined && (retry.nonIdempotent || IDEMPOTENT_METHODS.has(req.method));
   const mirror = rule?.mirror && Math.random() < rule.mirror.ratio ? rule.mirror.backend : undefined;
-  // Keep the body when a retry or a mirror may need it again; -1 keeps nothing.
-  const body = new RequestBody(down.body, retriableMethod || mirror ? (retry?.maxBodyBytes ?? 64 * 1024) : -1);
+  // Keep the body (up to the cap) for a failover after a connect failure, a retry or a mirror.
+  const body = new RequestBody(down.body, retry?.maxBodyBytes ?? DEFAULT_KEPT_BODY_BYTES);
   rec.requestBytes = 0;
   if (mirror) void sendMirror(px, from, mirror, down, headers, body);
 
@@ -426,7 +438,10 @@ async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec:
         const attempt = startAttempt(px, down.protocol, from, endpoint, limits, down, headers, body, attemptMs, sentTo);
         attemptAbort = attempt.abort;
         outcome = await attempt.outcome;
-        if (outcome.kind === "failure" && outcome.stale && outcome.class === "reset" && body.replayable) {
+        const idempotent = IDEMPOTENT_METHODS.has(req.method);
+        const stale = outcome.kind === "failure" && outcome.stale && outcome.class === "reset";
+        // (Not a reset we caused ourselves: the deadline or the client leaving aborts the attempt.)
+        if (stale && body.replayable && idempotent && !timedOut && !down.gone) {
           // The pool handed out a connection the server had just closed: resend once, uncounted.
           const again = startAttempt(px, down.protocol, from, endpoint, limits, down, headers, body, attemptMs, sentTo);
           attemptAbort = again.abort;
@@ -436,6 +451,12 @@ async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec:
         outcome = { kind: "failure", error: err, class: "connect-failure", stale: false };
       } finally {
         attemptAbort = undefined;
+      }
+      if (down.gone) {
+        // The client left: nothing to answer, nothing to learn about the endpoint.
+        if (outcome.kind === "response") outcome.abort();
+        px.shared.requestEnded(endpoint.slot);
+        return;
       }
       if (
         outcome.kind === "response" &&
@@ -474,9 +495,14 @@ async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec:
         observe(px, backend!, endpoint, outcome, performance.now() - started);
       }
 
-      if (outcome.kind === "failure" && outcome.class === "connect-failure" && target.direction === "outbound") {
-        // The request never left: fail over to another endpoint, as a TCP connection would,
-        // whatever the retry policy (not a retry, no budget).
+      if (
+        outcome.kind === "failure" &&
+        outcome.class === "connect-failure" &&
+        target.direction === "outbound" &&
+        body.replayable
+      ) {
+        // The request never reached an app: fail over to another endpoint, as a TCP connection
+        // would, whatever the retry policy (not a retry, no budget). Needs the body kept.
         px.shared.requestEnded(endpoint.slot);
         lastConnectError = outcome.error;
         continue;
@@ -506,17 +532,30 @@ async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec:
         }
         return;
       }
-      // Retry: release this attempt, then wait (Retry-After, else jittered backoff).
-      if (outcome.kind === "response") outcome.abort();
-      px.shared.requestEnded(endpoint.slot);
+      // Retry: wait (Retry-After, else jittered backoff) unless that is not allowed, in which case
+      // the answer goes to the client as it is.
       const hinted = retryAfterMs(outcome);
       const backoff = hinted ?? Math.random() * Math.min(retry.maxMs, retry.baseMs * 2 ** retries);
-      if (hinted !== undefined && hinted > MAX_RETRY_AFTER_MS) throw lastError(outcome);
-      if (Date.now() + backoff >= deadline) throw lastError(outcome);
-      if (!px.shared.tryStartRetry(routeSlot, retry.budgetPercent, retry.budgetMin)) {
+      let refused = (hinted !== undefined && hinted > MAX_RETRY_AFTER_MS) || Date.now() + backoff >= deadline;
+      if (!refused && !px.shared.tryStartRetry(routeSlot, retry.budgetPercent, retry.budgetMin)) {
         px.metrics.retriesRefused.labels(service).inc();
-        throw lastError(outcome);
+        refused = true;
       }
+      if (refused) {
+        if (outcome.kind === "failure") {
+          px.shared.requestEnded(endpoint.slot);
+          throw outcome.error;
+        }
+        current = outcome;
+        try {
+          await commit(down, outcome, rule, rec);
+        } finally {
+          px.shared.requestEnded(endpoint.slot);
+        }
+        return;
+      }
+      if (outcome.kind === "response") outcome.abort();
+      px.shared.requestEnded(endpoint.slot);
       inRetry = true;
       retries++;
       rec.retries = retries;
@@ -527,23 +566,18 @@ async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec:
       if (down.gone || timedOut) throw new AgentError(AgentErrors.TIMEOUT, `after ${requestTimeoutMs} ms`);
     }
   } catch (err) {
-    // A retriable answer that is not retried goes to the client as it is.
-    if (err instanceof PassOn) await commit(down, err.response, rule, rec);
-    else {
-      if (errorCode(err) === AgentErrors.TIMEOUT.code || errorCode(err) === AgentErrors.PER_TRY_TIMEOUT.code) {
-        px.metrics.timeouts.labels(service).inc();
-      }
-      reply(px, down, rec, err);
+    if (
+      !down.gone &&
+      (errorCode(err) === AgentErrors.TIMEOUT.code || errorCode(err) === AgentErrors.PER_TRY_TIMEOUT.code)
+    ) {
+      px.metrics.timeouts.labels(service).inc();
     }
+    reply(px, down, rec, err);
   } finally {
     if (inRetry) px.shared.retryEnded(routeSlot);
     px.shared.routeRequestEnded(routeSlot);
     if (deadlineTimer) clearTimeout(deadlineTimer);
     rec.requestBytes = body.bytes;
-  }
-
-  function lastError(outcome: Outcome): unknown {
-    return outcome.kind === "failure" ? outcome.error : new PassOn(outcome);
   }
 }
 
@@ -593,14 +627,6 @@ function rateLimitWait(
   return Math.max(1, Math.ceil(waitUs / 1_000_000));
 }
 
-/** Not an error: an upstream answer to deliver after retries ran out or were refused. */
-class PassOn {
-  readonly response: UpstreamResponse;
-  constructor(response: UpstreamResponse) {
-    this.response = response;
-  }
-}
-
 /** The agent's own answer: errors.ts decides its shape; the record gets its status. */
 function reply(
   px: ProxyContext,
@@ -611,10 +637,11 @@ function reply(
 ): void {
   const e = clientError(err, override);
   rec.error = e.code;
+  if (down.gone) return; // no answer was sent: the record keeps status 0
   rec.status = rec.grpc ? 200 : e.status;
   rec.grpcStatus = rec.grpc ? String(e.grpcStatus) : "";
   px.metrics.localReplies.labels(rec.peers.reporter === "source" ? "outbound" : "inbound", e.code).inc();
-  if (!down.gone) down.fail(e);
+  down.fail(e);
 }
 
 /** Delivers an upstream answer: head (with the rule's header changes), body, trailers. */
@@ -629,10 +656,11 @@ async function commit(
     res.abort();
     return;
   }
-  const headers = endToEnd(res.headers, false);
+  // The destination side drops x-nodemesh-* from the app's answer: an app cannot speak for an agent.
+  const headers = endToEnd(res.headers, rec.peers.reporter === "destination");
   applyHeaderOps(headers, rule?.responseHeaders);
   if (res.trailersOnly) {
-    rec.grpcStatus = String(res.headers["grpc-status"] ?? "");
+    rec.grpcStatus = grpcStatusLabel(res.headers["grpc-status"]);
     down.respond(res.status, headers, true);
     return;
   }
@@ -641,7 +669,7 @@ async function commit(
     rec.responseBytes += chunk.length;
   });
   await down.sendBody(res.body, res.trailers);
-  if (rec.grpc) rec.grpcStatus = String(res.trailers()?.["grpc-status"] ?? res.headers["grpc-status"] ?? "");
+  if (rec.grpc) rec.grpcStatus = grpcStatusLabel(res.trailers()?.["grpc-status"] ?? res.headers["grpc-status"]);
 }
 
 /** Outlier detection and least-request's latency estimate, fed by every attempt. */
@@ -704,10 +732,19 @@ function startAttempt(
     : attemptHttp2(px, from, ep, limits, down, sent, body, timeoutMs);
 }
 
+/** Errors with which no connection to the endpoint was made: the request never left. */
+const CONNECT_ERRORS = new Set<string>([
+  AgentErrors.CONNECT_FAILED.code,
+  AgentErrors.CONNECT_TIMEOUT.code,
+  AgentErrors.TUNNEL_REFUSED.code,
+  AgentErrors.TUNNEL_PROTOCOL.code,
+  AgentErrors.CIRCUIT_OPEN.code,
+]);
+
 function classify(err: unknown): FailureClass {
   const code = errorCode(err);
   if (code === AgentErrors.PER_TRY_TIMEOUT.code) return "timeout";
-  if (code.startsWith("NM_")) return "connect-failure";
+  if (CONNECT_ERRORS.has(code)) return "connect-failure";
   return "reset";
 }
 
@@ -779,9 +816,10 @@ function attemptHttp2(
   const releasePending = px.pools.enterPending(ep, pool);
   let stream: http2.ClientHttp2Stream | undefined;
   let aborted = false;
+  let settle: (o: Outcome) => void = () => {};
   const outcome = new Promise<Outcome>((resolve) => {
     let settled = false;
-    const settle = (o: Outcome) => {
+    settle = (o: Outcome) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -853,6 +891,13 @@ function attemptHttp2(
     abort: () => {
       aborted = true;
       stream?.close(http2.constants.NGHTTP2_CANCEL);
+      // Also while the session is still connecting: the attempt must end now, not never.
+      settle({
+        kind: "failure",
+        error: new AgentError(AgentErrors.UPSTREAM_RESET, "cancelled"),
+        class: "reset",
+        stale: false,
+      });
     },
   };
 }

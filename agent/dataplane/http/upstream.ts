@@ -87,6 +87,9 @@ class Http2Pool {
     this.connecting ??= this.open(this.limits)
       .then((socket) => {
         const session = http2.connect(this.authority, { createConnection: () => socket });
+        // Session errors (a reset, a protocol error) end its streams, which report to their
+        // requests; unhandled, the error would take the worker down.
+        session.on("error", () => {});
         const forget = () => {
           if (this.session === session) this.session = undefined;
         };
