@@ -146,7 +146,9 @@ describe("nodemesh apply, get, delete", () => {
     );
     expect(await cli("apply", "-f", file("bad.yaml", bad))).toBe(1);
     expect(err.join("")).toContain("422: HTTPRoute");
-    expect(err.join("")).toContain("spec.rules[0].matches[0].path.value: a repeated group may not contain a quantifier");
+    expect(err.join("")).toContain(
+      "spec.rules[0].matches[0].path.value: a repeated group may not contain a quantifier",
+    );
     expect(err.join("")).toContain("spec.rules[0].backendRefs[1].weight");
     expect(t.store.list("httproutes")).toEqual([]);
   });
