@@ -4,7 +4,7 @@
 const HELP = `Usage: nodemesh <command> [options]
 
 Components:
-  controller  run the controller (service registry, REST API, agents' configuration stream)
+  controller  run the controller (service registry, REST API, dashboard, agents' configuration stream)
   agent       run the node agent (one per node)
   init        install a pod's traffic redirection and enroll it with the node agent
 

@@ -8,8 +8,9 @@ import { DEFAULT_REST_PORT } from "./rest/server.ts";
 
 const HELP = `Usage: nodemesh controller [options]
 
-Runs the controller: keeps Services, routes and policies in a file store, serves the REST API,
-and streams configuration to the agents over gRPC.
+Runs the controller: keeps Services, routes and policies in a file store, serves the REST API
+and the mesh dashboard (at / on the REST port), streams configuration to the agents over gRPC,
+and keeps their traffic reports of the last 15 minutes (the service graph).
 
 Options:
   --store-dir DIR         the file store (default: /var/lib/nodemesh-controller)
