@@ -121,6 +121,11 @@ export class Dataplane implements DataplaneContext {
 
   applySnapshot(msg: SnapshotMessage): void {
     this.current = compileSnapshot(msg);
+    // Pools to endpoints that left the configuration go; so do those to a pod's own ports that no
+    // Service names any more (they are made again on demand).
+    const live = new Set<string>();
+    for (const route of this.current.routes.values()) for (const e of route.endpoints) live.add(`${e.ip}:${e.port}`);
+    this.pools.retain(live);
   }
 
   /** Opens the pod's listeners; replaces them if the pod was already known. */

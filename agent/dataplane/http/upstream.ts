@@ -164,6 +164,24 @@ export class UpstreamPools {
     return pool;
   }
 
+  /**
+   * Forgets the pools of endpoints that are no longer in the configuration ("ip:port" keys): idle
+   * connections close now, requests in flight finish on theirs. Without this, pools would pile up
+   * as endpoints come and go.
+   */
+  retain(liveEndpoints: ReadonlySet<string>): void {
+    for (const [key, pool] of this.h1) {
+      if (liveEndpoints.has(key.slice(key.indexOf("|") + 1))) continue;
+      for (const list of Object.values(pool.freeSockets)) for (const s of list ?? []) s.destroy();
+      this.h1.delete(key);
+    }
+    for (const [key, pool] of this.h2) {
+      if (liveEndpoints.has(key.slice(key.indexOf("|") + 1))) continue;
+      pool.close(); // graceful: streams in flight complete
+      this.h2.delete(key);
+    }
+  }
+
   /** Drops the pools of a pod that left (its namespace is about to close). */
   dropPod(podKey: string): void {
     for (const [key, pool] of this.h1) {
