@@ -5,9 +5,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { type EdgeSample, LATENCY_BUCKETS_MS } from "../../api/service-graph.ts";
 import { TokenAuth } from "../auth.ts";
 import { GraphQueries } from "../graph/service-graph.ts";
+import { edgeSample } from "../graph/testing/edge-sample.ts";
 import { TrafficWindow } from "../graph/traffic-window.ts";
 import { type RestServer, startRestServer } from "../rest/server.ts";
 import { startTestServer, type TestServer } from "../rest/test-server.fixture.ts";
@@ -158,24 +158,7 @@ describe("nodemesh apply, get, delete", () => {
 
 const GRAPH_T0 = Date.UTC(2025, 0, 1, 12, 0, 0);
 
-function graphEdge(over: Partial<EdgeSample> & { bucket?: number } = {}): EdgeSample {
-  const { bucket = 4, ...rest } = over;
-  const requests = rest.requests ?? 10;
-  return {
-    sourceWorkload: "frontend",
-    sourceNamespace: "default",
-    destinationService: "web.default",
-    destinationWorkload: "web",
-    destinationNamespace: "default",
-    protocol: "http",
-    requests,
-    errors: 0,
-    bytesSent: 0,
-    bytesReceived: 0,
-    latencyBuckets: LATENCY_BUCKETS_MS.map((_, i) => (i === bucket ? requests : 0)),
-    ...rest,
-  };
-}
+const graphEdge = edgeSample;
 
 describe("nodemesh top and edges", () => {
   let traffic: TrafficWindow;

@@ -1,6 +1,5 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import type { PropagationStatus, Resource } from "../../api/resources.ts";
-import { type EdgeSample, LATENCY_BUCKETS_MS } from "../../api/service-graph.ts";
 import type { Service } from "../../api/services.ts";
 import { grpcRoute, httpRoute, trafficPolicy } from "../rest/test-server.fixture.ts";
 import { MemoryStore } from "../store/memory-store.ts";
@@ -11,29 +10,14 @@ import {
   MAX_WINDOW_SECONDS,
   MIN_WINDOW_SECONDS,
 } from "./service-graph.ts";
+import { edgeSample } from "./testing/edge-sample.ts";
 import { TrafficWindow } from "./traffic-window.ts";
 
 const T0 = Date.UTC(2025, 0, 1, 12, 0, 0);
 const T0S = T0 / 1000;
 const s = (seconds: number) => seconds * 1000;
 
-function edge(over: Partial<EdgeSample> = {}): EdgeSample {
-  const requests = over.requests ?? 10;
-  return {
-    sourceWorkload: "frontend",
-    sourceNamespace: "default",
-    destinationService: "web.default",
-    destinationWorkload: "web",
-    destinationNamespace: "default",
-    protocol: "http",
-    requests,
-    errors: 0,
-    bytesSent: 0,
-    bytesReceived: 0,
-    latencyBuckets: LATENCY_BUCKETS_MS.map((_, i) => (i === 4 ? requests : 0)), // (5, 10] ms
-    ...over,
-  };
-}
+const edge = edgeSample;
 
 const WEB: Service = {
   name: "web",

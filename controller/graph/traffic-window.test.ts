@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { type EdgeSample, LATENCY_BUCKETS_MS } from "../../api/service-graph.ts";
+import { edgeSample } from "./testing/edge-sample.ts";
 import { RETENTION_MS, splitService, TrafficWindow } from "./traffic-window.ts";
 
 /** A round instant (a multiple of a minute), so series steps fall on known boundaries. */
@@ -15,22 +16,15 @@ function bucket(upperMs: number, n: number): number[] {
 }
 
 /** frontend.shop → cart.shop served by cart.shop, over HTTP; `requests` all in (5, 10] ms. */
+/** edgeSample, in the shop namespace: frontend → cart.shop (workload cart). */
 function edge(over: Partial<EdgeSample> = {}): EdgeSample {
-  const requests = over.requests ?? 10;
-  return {
-    sourceWorkload: "frontend",
+  return edgeSample({
     sourceNamespace: "shop",
     destinationService: "cart.shop",
     destinationWorkload: "cart",
     destinationNamespace: "shop",
-    protocol: "http",
-    requests,
-    errors: 0,
-    bytesSent: 0,
-    bytesReceived: 0,
-    latencyBuckets: bucket(10, requests),
     ...over,
-  };
+  });
 }
 
 describe("TrafficWindow.graph", () => {

@@ -3,10 +3,10 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { type EdgeSample, LATENCY_BUCKETS_MS } from "../../api/service-graph.ts";
 import type { Service } from "../../api/services.ts";
 import { TokenAuth } from "../auth.ts";
 import { GraphQueries } from "../graph/service-graph.ts";
+import { edgeSample } from "../graph/testing/edge-sample.ts";
 import { TrafficWindow } from "../graph/traffic-window.ts";
 import { MemoryStore } from "../store/memory-store.ts";
 import { type RestServer, type RestServerOptions, startRestServer } from "./server.ts";
@@ -22,23 +22,7 @@ const WEB: Service = {
   endpoints: [{ ip: "10.0.1.5", node: "node-1", pod: "web-abc" }],
 };
 
-function edge(over: Partial<EdgeSample> = {}): EdgeSample {
-  const requests = over.requests ?? 10;
-  return {
-    sourceWorkload: "frontend",
-    sourceNamespace: "default",
-    destinationService: "web.default",
-    destinationWorkload: "web",
-    destinationNamespace: "default",
-    protocol: "http",
-    requests,
-    errors: 0,
-    bytesSent: 0,
-    bytesReceived: 0,
-    latencyBuckets: LATENCY_BUCKETS_MS.map((_, i) => (i === 4 ? requests : 0)),
-    ...over,
-  };
-}
+const edge = edgeSample;
 
 interface Reply {
   status: number;
