@@ -393,6 +393,27 @@ async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec:
     attemptAbort?.();
   });
 
+  /**
+   * The last attempt's outcome is final: its answer goes to the client as it is, or its failure
+   * becomes the agent's error answer (in the catch below). Releases the endpoint either way.
+   */
+  const finish = async (outcome: Outcome, endpoint: Endpoint): Promise<void> => {
+    if (outcome.kind === "failure") {
+      px.shared.requestEnded(endpoint.slot);
+      throw outcome.class === "timeout"
+        ? new AgentError(AgentErrors.PER_TRY_TIMEOUT, `after ${perTryMs} ms`)
+        : outcome.class === "reset"
+          ? new AgentError(AgentErrors.UPSTREAM_RESET, (outcome.error as Error)?.message)
+          : outcome.error;
+    }
+    current = outcome;
+    try {
+      await commit(down, outcome, rule, rec);
+    } finally {
+      px.shared.requestEnded(endpoint.slot);
+    }
+  };
+
   const tried: Endpoint[] = [];
   let lastConnectError: unknown;
   let retries = 0;
@@ -515,23 +536,7 @@ async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec:
         retries < retry.attempts &&
         body.replayable &&
         names.some((n) => retry.on.has(n as never));
-      if (!canRetry) {
-        if (outcome.kind === "failure") {
-          px.shared.requestEnded(endpoint.slot);
-          throw outcome.class === "timeout"
-            ? new AgentError(AgentErrors.PER_TRY_TIMEOUT, `after ${perTryMs} ms`)
-            : outcome.class === "reset"
-              ? new AgentError(AgentErrors.UPSTREAM_RESET, (outcome.error as Error)?.message)
-              : outcome.error;
-        }
-        current = outcome;
-        try {
-          await commit(down, outcome, rule, rec);
-        } finally {
-          px.shared.requestEnded(endpoint.slot);
-        }
-        return;
-      }
+      if (!canRetry) return await finish(outcome, endpoint);
       // Retry: wait (Retry-After, else jittered backoff) unless that is not allowed, in which case
       // the answer goes to the client as it is.
       const hinted = retryAfterMs(outcome);
@@ -541,19 +546,7 @@ async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec:
         px.metrics.retriesRefused.labels(service).inc();
         refused = true;
       }
-      if (refused) {
-        if (outcome.kind === "failure") {
-          px.shared.requestEnded(endpoint.slot);
-          throw outcome.error;
-        }
-        current = outcome;
-        try {
-          await commit(down, outcome, rule, rec);
-        } finally {
-          px.shared.requestEnded(endpoint.slot);
-        }
-        return;
-      }
+      if (refused) return await finish(outcome, endpoint);
       if (outcome.kind === "response") outcome.abort();
       px.shared.requestEnded(endpoint.slot);
       inRetry = true;
