@@ -6,11 +6,21 @@
 import { type EdgeProtocol, type EdgeSample, LATENCY_BUCKETS_MS } from "../../api/service-graph.ts";
 import type { Peers } from "./metrics.ts";
 
+type EdgeEnds = Pick<
+  EdgeSample,
+  "sourceWorkload" | "sourceNamespace" | "destinationService" | "destinationWorkload" | "destinationNamespace"
+>;
+
+/** One edge: its two ends, the serving workload and the protocol. */
+function edgeKey(e: EdgeEnds, protocol: EdgeProtocol): string {
+  return `${e.sourceWorkload}|${e.sourceNamespace}|${e.destinationService}|${e.destinationWorkload}|${e.destinationNamespace}|${protocol}`;
+}
+
 export class EdgeAggregator {
   private edges = new Map<string, EdgeSample>();
 
   private edge(peers: Peers, protocol: EdgeProtocol): EdgeSample {
-    const key = `${peers.sourceWorkload}|${peers.sourceNamespace}|${peers.destinationService}|${peers.destinationWorkload}|${peers.destinationNamespace}|${protocol}`;
+    const key = edgeKey(peers, protocol);
     let e = this.edges.get(key);
     if (!e) {
       e = {
@@ -63,7 +73,7 @@ export function mergeEdges(lists: readonly (readonly EdgeSample[])[]): EdgeSampl
   const merged = new Map<string, EdgeSample>();
   for (const list of lists) {
     for (const e of list) {
-      const key = `${e.sourceWorkload}|${e.sourceNamespace}|${e.destinationService}|${e.destinationWorkload}|${e.destinationNamespace}|${e.protocol}`;
+      const key = edgeKey(e, e.protocol);
       const m = merged.get(key);
       if (!m) {
         merged.set(key, { ...e, latencyBuckets: [...e.latencyBuckets] });
