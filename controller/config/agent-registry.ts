@@ -30,6 +30,8 @@ export interface AgentStatus {
 
 interface NodeRecord {
   status: AgentStatus;
+  /** status.pods with the node, built when the pods change rather than at every table rebuild. */
+  nodePods: NodePod[];
   /** The stream that registered the node; a replaced stream's late disconnect is ignored. */
   stream: object;
   forgetTimer?: NodeJS.Timeout;
@@ -52,6 +54,7 @@ export class AgentRegistry {
     const isNewPeer = !previous || previous.status.underlayIp !== hello.underlayIp;
     this.nodes.set(hello.nodeName, {
       stream,
+      nodePods: previous?.nodePods ?? [],
       status: {
         node: hello.nodeName,
         connected: true,
@@ -84,10 +87,11 @@ export class AgentRegistry {
 
   /** Pods that could not be endpoints are dropped: one bad report must not make every agent NACK. */
   podsChanged(node: string, reported: WirePod[]): void {
-    const status = this.nodes.get(node)?.status;
+    const record = this.nodes.get(node);
     const pods = reported.filter(isValidPod);
-    if (!status || samePods(status.pods, pods)) return;
-    status.pods = pods;
+    if (!record || samePods(record.status.pods, pods)) return;
+    record.status.pods = pods;
+    record.nodePods = pods.map((pod) => ({ ...pod, node }));
     this.onTopologyChange();
   }
 
@@ -117,7 +121,7 @@ export class AgentRegistry {
 
   /** Enrolled pods of every known node (connected, or disconnected for less than forgetAfterMs). */
   pods(): NodePod[] {
-    return [...this.nodes.values()].flatMap(({ status }) => status.pods.map((pod) => ({ ...pod, node: status.node })));
+    return [...this.nodes.values()].flatMap((record) => record.nodePods);
   }
 
   peers(): Peer[] {

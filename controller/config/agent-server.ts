@@ -20,7 +20,6 @@ import { Gauge, Histogram, type Registry } from "prom-client";
 import {
   agentServiceDefinition,
   CONTROLLER_GRPC_PORT,
-  type ControllerMessage,
   type Hello,
   type Report,
   type WirePod,
@@ -33,6 +32,7 @@ import { AgentRegistry, type AgentStatus } from "./agent-registry.ts";
 import { type AgentCall, AgentSession, type SessionHost } from "./agent-session.ts";
 import { ConfigPublisher } from "./config-publisher.ts";
 import { PropagationTracker } from "./propagation.ts";
+import { SendBudget } from "./send-budget.ts";
 import { resourceKey } from "./service-table.ts";
 
 export type { AgentStatus } from "./agent-registry.ts";
@@ -56,6 +56,9 @@ export interface AgentServerOptions {
   log?: Logger;
 }
 
+// Config bytes written and not yet taken by agents, over all agents (see send-budget.ts): enough
+// for a few full tables of 10,000 services at once, and for every agent's small update.
+const SEND_BUDGET_BYTES = 16 << 20;
 const PROPAGATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 // Detects agents that vanished without closing their connection (power loss, partition).
 const SERVER_CHANNEL_OPTIONS = {
@@ -65,24 +68,11 @@ const SERVER_CHANNEL_OPTIONS = {
   "grpc.max_receive_message_length": 4 << 20,
 };
 
-/**
- * The AgentService definition, encoding each ControllerMessage object once however many agents
- * it is written to (agents at the same base share one message object, see ConfigPublisher).
- * grpc-js copies the bytes into its own frame, so sharing them is safe.
- */
-function definitionWithSharedEncoding(): ServiceDefinition {
-  const connect = agentServiceDefinition.Connect;
-  const encoded = new WeakMap<ControllerMessage, Buffer>();
-  const responseSerialize = (message: ControllerMessage): Buffer => {
-    let bytes = encoded.get(message);
-    if (!bytes) {
-      bytes = connect.responseSerialize(message);
-      encoded.set(message, bytes);
-    }
-    return bytes;
-  };
-  return { ...agentServiceDefinition, Connect: { ...connect, responseSerialize } };
-}
+/** The AgentService definition, its responses going out as the bytes ConfigPublisher encoded. */
+const definitionForEncodedConfigs: ServiceDefinition = {
+  ...agentServiceDefinition,
+  Connect: { ...agentServiceDefinition.Connect, responseSerialize: (bytes: Buffer) => bytes },
+};
 
 function wallClockMs(): number {
   return performance.timeOrigin + performance.now();
@@ -92,6 +82,7 @@ export class AgentServer implements SessionHost {
   /** The agents' traffic reports of the last 15 minutes: the service graph. */
   readonly traffic = new TrafficWindow();
   readonly publisher: ConfigPublisher;
+  readonly sendBudget = new SendBudget(SEND_BUDGET_BYTES);
   private readonly grpc = new Server(SERVER_CHANNEL_OPTIONS);
   private readonly registry: AgentRegistry;
   private readonly tracker = new PropagationTracker();
@@ -137,7 +128,7 @@ export class AgentServer implements SessionHost {
   /** Starts listening and watching the store. */
   static async start(opts: AgentServerOptions): Promise<AgentServer> {
     const server = new AgentServer(opts);
-    server.grpc.addService(definitionWithSharedEncoding(), {
+    server.grpc.addService(definitionForEncodedConfigs, {
       Connect: (call: AgentCall) => server.accept(call),
     } as UntypedServiceImplementation);
     const address = `${opts.host ?? "0.0.0.0"}:${opts.port ?? CONTROLLER_GRPC_PORT}`;

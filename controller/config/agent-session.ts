@@ -1,19 +1,25 @@
 // One agent's stream. The first message must be Hello; then the session sends a full Config and,
 // whenever a newer table exists, the update from what the agent holds. At most one Config is in
-// flight per agent: when its write completes, the session sends the latest table, so a slow agent
-// skips intermediate versions instead of queueing them.
+// flight per agent: the next goes out once the agent has answered (ACK or NACK) the last one, and
+// it is the update to the latest table. A slow agent thus skips intermediate versions instead of
+// queueing them, and during a burst of changes (a thousand agents enrolling their pods) each agent
+// gets a few large updates rather than one per rebuild. (xDS paces by ACK the same way.)
 
 import { status as GrpcStatus, Metadata, type ServerDuplexStream, type StatusObject } from "@grpc/grpc-js";
-import type { AgentMessage, ControllerMessage, Hello, Report, WirePod } from "../../api/agent-service.ts";
+import type { AgentMessage, Hello, Report, WirePod } from "../../api/agent-service.ts";
 import type { ConfigPublisher } from "./config-publisher.ts";
+import type { SendBudget } from "./send-budget.ts";
 import type { ConfigTable } from "./service-table.ts";
 import { compareVersions } from "./version.ts";
 
-export type AgentCall = ServerDuplexStream<AgentMessage, ControllerMessage>;
+/** Configs go out already encoded (ConfigPublisher.messageFrom): the stream writes bytes. */
+export type AgentCall = ServerDuplexStream<AgentMessage, Buffer>;
 
 /** What a session reports to, implemented by the server. */
 export interface SessionHost {
   readonly publisher: ConfigPublisher;
+  /** Shared by every session: how many Config bytes may be unread by agents at once. */
+  readonly sendBudget: SendBudget;
   /** Registers the node for this session, ending an older session of the same node. */
   claim(session: AgentSession, hello: Hello): void;
   release(session: AgentSession): void;
@@ -34,14 +40,18 @@ export class AgentSession {
   private lastSentVersion: string | undefined;
   /** Like lastSentVersion, but never reset: an ACK beyond it is not believed. */
   private newestSentVersion: string | undefined;
-  private writing = false;
+  /** The version sent and not answered yet: nothing else is sent until the agent answers it. */
+  private awaiting: string | undefined;
   private ended = false;
   private readonly stopListening: () => void;
+  private readonly retrySend = () => this.sendLatest();
+  /** Budget taken by the write in progress; grpc-js never completes a write to a cancelled call. */
+  private budgetHeld = 0;
 
   constructor(call: AgentCall, host: SessionHost) {
     this.call = call;
     this.host = host;
-    this.stopListening = host.publisher.onTable(() => this.sendLatest());
+    this.stopListening = host.publisher.onTable(this.retrySend);
     call.on("data", (msg: AgentMessage) => this.receive(msg));
     call.on("end", () => this.end());
     call.on("error", () => this.end()); // the agent went away; nothing to report back
@@ -77,6 +87,7 @@ export class AgentSession {
         if (this.newestSentVersion !== undefined && compareVersions(msg.ack.version, this.newestSentVersion) <= 0) {
           this.host.acked(node, msg.ack.version);
         }
+        this.answered(msg.ack.version);
         break;
       case "nack":
         this.host.nacked(node, msg.nack.version, msg.nack.error);
@@ -84,7 +95,7 @@ export class AgentSession {
         // the refused version itself would only be refused again, so that waits for a newer table.
         this.base = undefined;
         if (msg.nack.version !== this.lastSentVersion) this.lastSentVersion = undefined;
-        this.sendLatest();
+        this.answered(msg.nack.version);
         break;
       case "report":
         this.host.reported(node, msg.report);
@@ -98,19 +109,28 @@ export class AgentSession {
     }
   }
 
+  private answered(version: string): void {
+    if (version === this.awaiting) this.awaiting = undefined;
+    this.sendLatest();
+  }
+
   private sendLatest(): void {
-    if (this.writing || this.ended || this.nodeName === undefined) return;
+    if (this.awaiting !== undefined || this.ended || this.nodeName === undefined) return;
     const table = this.host.publisher.current();
     if (!table || table.version === this.lastSentVersion) return;
     const message = this.host.publisher.messageFrom(this.base);
+    if (!this.host.sendBudget.take(message.length, this.retrySend)) return;
     this.base = table;
     this.lastSentVersion = table.version;
     this.newestSentVersion = table.version;
-    this.writing = true;
-    this.call.write(message, () => {
-      this.writing = false;
-      this.sendLatest();
-    });
+    this.awaiting = table.version;
+    this.budgetHeld = message.length;
+    this.call.write(message, () => this.releaseBudget());
+  }
+
+  private releaseBudget(): void {
+    this.host.sendBudget.release(this.budgetHeld);
+    this.budgetHeld = 0;
   }
 
   private fail(code: GrpcStatus, details: string): void {
@@ -122,6 +142,8 @@ export class AgentSession {
     if (this.ended) return;
     this.ended = true;
     this.stopListening();
+    this.host.sendBudget.forget(this.retrySend);
+    this.releaseBudget();
     if (!this.call.writableEnded) {
       // grpc-js turns an emitted error into the call's final status.
       if (status) this.call.emit("error", status);

@@ -3,18 +3,21 @@
 // sessions a new table exists. Sessions pull the update for their own base (see agent-session.ts).
 
 import type { Logger } from "pino";
-import type { ControllerMessage } from "../../api/agent-service.ts";
 import { KINDS, type KindInfo, type Resource, type ServiceSpec } from "../../api/resources.ts";
 import { TRAFFIC_KINDS } from "../../api/traffic.ts";
-import type { Store } from "../store/store.ts";
+import type { Store, WatchEvent } from "../store/store.ts";
 import type { AgentRegistry } from "./agent-registry.ts";
-import { diffTables } from "./config-diff.ts";
+import { tableDiff } from "./config-diff.ts";
+import { encodeConfigMessage } from "./config-encoding.ts";
 import type { PropagationTracker } from "./propagation.ts";
 import { buildServiceTable, type ConfigTable } from "./service-table.ts";
 import { formatVersion } from "./version.ts";
 
 const SERVICE_KIND = KINDS.find((k) => k.kind === "Service")!;
 const TRAFFIC_KIND_INFOS = KINDS.filter((k) => Object.hasOwn(TRAFFIC_KINDS, k.kind));
+// After a burst of changes agents sit at many bases; caching every update from each would keep
+// hundreds of megabytes for a table that may be replaced in 20 ms.
+const MESSAGE_CACHE_BYTES = 64 << 20;
 
 export interface PublisherOptions {
   store: Store;
@@ -36,23 +39,32 @@ export class ConfigPublisher {
   private published = false;
   private endpointsGeneration = 0;
   private topologyDirty = false;
+  /** A Service was written since the last rebuild (else only traffic objects were). */
+  private servicesDirty = true;
   private pendingWrites: number[] = [];
   private rebuildTimer: NodeJS.Timeout | undefined;
   private graceTimer: NodeJS.Timeout | undefined;
   private unwatch: (() => void) | undefined;
   private readonly listeners = new Set<() => void>();
   /**
-   * Messages taking an agent to the current table, by base version ("" = full). Agents at the
-   * same base share one message object, which the server encodes once for all of them.
+   * Encoded messages taking an agent to the current table, by base version ("" = full): agents at
+   * the same base share one encoding. Updates are kept up to MESSAGE_CACHE_BYTES, the full table always.
    */
-  private messages = new Map<string, ControllerMessage>();
+  private messages = new Map<string, Buffer>();
+  private cachedBytes = 0;
+  /**
+   * Stored objects (frozen, replaced on every write) → the same with their spec's defaults filled
+   * in, or null when invalid. Parsed once per write, not once per rebuild; and the same object
+   * each time lets the table builder reuse the entry built from it.
+   */
+  private readonly validated = new WeakMap<Resource, Resource | null>();
 
   constructor(opts: PublisherOptions) {
     this.opts = opts;
   }
 
   start(): void {
-    this.unwatch = this.opts.store.watch(() => this.storeChanged());
+    this.unwatch = this.opts.store.watch((event) => this.storeChanged(event));
     this.rebuild();
     this.graceTimer = setTimeout(() => {
       this.published = true;
@@ -71,13 +83,16 @@ export class ConfigPublisher {
     return this.published ? this.table : undefined;
   }
 
-  /** The Config taking an agent from `base` (undefined: nothing) to the current table. Do not mutate. */
-  messageFrom(base: ConfigTable | undefined): ControllerMessage {
+  /** The encoded ControllerMessage taking an agent from `base` (undefined: nothing) to the current table. */
+  messageFrom(base: ConfigTable | undefined): Buffer {
     const cacheKey = base?.version ?? "";
     let message = this.messages.get(cacheKey);
     if (!message) {
-      message = { kind: "config", config: diffTables(base, this.table!) };
-      this.messages.set(cacheKey, message);
+      message = encodeConfigMessage(tableDiff(base, this.table!));
+      if (!base || this.cachedBytes + message.length <= MESSAGE_CACHE_BYTES) {
+        this.messages.set(cacheKey, message);
+        this.cachedBytes += message.length;
+      }
     }
     return message;
   }
@@ -87,7 +102,8 @@ export class ConfigPublisher {
     return () => this.listeners.delete(listener);
   }
 
-  private storeChanged(): void {
+  private storeChanged(event: WatchEvent): void {
+    if (event.object.kind === SERVICE_KIND.kind) this.servicesDirty = true;
     this.pendingWrites.push(this.opts.now());
     this.schedule();
   }
@@ -108,18 +124,24 @@ export class ConfigPublisher {
   private rebuild(): void {
     const { store, agents, tracker } = this.opts;
     if (this.topologyDirty) this.endpointsGeneration++;
+    // A policy or route write leaves every service entry as it is: no need to rebuild 10,000 of them.
+    const servicesUnchanged = !this.topologyDirty && !this.servicesDirty;
     this.topologyDirty = false;
+    this.servicesDirty = false;
     const table = buildServiceTable({
       version: formatVersion(store.resourceVersion(), this.endpointsGeneration),
-      services: this.valid(SERVICE_KIND) as Resource<ServiceSpec>[],
+      ...(servicesUnchanged
+        ? { servicesUnchanged, services: [], pods: [] }
+        : { services: this.valid(SERVICE_KIND) as Resource<ServiceSpec>[], pods: agents.pods() }),
       traffic: TRAFFIC_KIND_INFOS.flatMap((kind) => this.valid(kind)),
-      pods: agents.pods(),
       nodes: agents.peers(),
+      previous: this.table,
     });
     tracker.recordTable(table, this.pendingWrites);
     this.pendingWrites = [];
     this.table = table;
     this.messages = new Map();
+    this.cachedBytes = 0;
     if (this.published) for (const listener of this.listeners) listener();
   }
 
@@ -130,9 +152,16 @@ export class ConfigPublisher {
   private valid(kind: KindInfo): Resource[] {
     const objects: Resource[] = [];
     for (const resource of this.opts.store.list(kind.plural)) {
-      const spec = kind.spec.safeParse(resource.spec);
-      if (spec.success) objects.push({ ...resource, spec: spec.data });
-      else this.opts.log.error({ object: resource.metadata, err: spec.error.message }, `invalid ${kind.kind} skipped`);
+      let valid = this.validated.get(resource);
+      if (valid === undefined) {
+        const spec = kind.spec.safeParse(resource.spec);
+        valid = spec.success ? { ...resource, spec: spec.data } : null;
+        if (!spec.success) {
+          this.opts.log.error({ object: resource.metadata, err: spec.error.message }, `invalid ${kind.kind} skipped`);
+        }
+        this.validated.set(resource, valid);
+      }
+      if (valid) objects.push(valid);
     }
     return objects;
   }

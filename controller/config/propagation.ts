@@ -10,6 +10,11 @@ interface VersionRecord {
   readonly version: string;
   /** Store writes (ms timestamps) this version is the first to carry; measured once all agents ACK it. */
   writes: number[];
+  /**
+   * While there are writes: the connected agents that have not ACKed this version or a newer one.
+   * Kept as a set so that an ACK costs O(1) per pending version rather than a pass over every agent.
+   */
+  readonly waiting: Set<string>;
   /** When each agent first ACKed this version or a newer one. */
   readonly appliedAt: Map<string, number>;
 }
@@ -32,7 +37,7 @@ export class PropagationTracker {
     const seen = new Set<string>();
     let record: VersionRecord | undefined;
     const recordForThisVersion = () => {
-      record ??= { version: table.version, writes: [], appliedAt: new Map() };
+      record ??= { version: table.version, writes: [], waiting: new Set(), appliedAt: new Map() };
       return record;
     };
     for (const { resource } of [...table.services.values(), ...table.traffic.values()]) {
@@ -44,18 +49,24 @@ export class PropagationTracker {
     }
     for (const key of this.resources.keys()) if (!seen.has(key)) this.resources.delete(key);
     // A write seen while no agent is connected reaches nobody: there is nothing to measure.
-    if (writes.length > 0 && this.agents.size > 0) recordForThisVersion().writes.push(...writes);
+    if (writes.length > 0 && this.agents.size > 0) {
+      const r = recordForThisVersion();
+      r.writes.push(...writes);
+      for (const [node, acked] of this.agents) if (!isAtLeast(acked, r.version)) r.waiting.add(node);
+    }
     if (record) this.versions.push(record);
     this.prune();
   }
 
   agentConnected(node: string): void {
     this.agents.set(node, undefined);
+    for (const record of this.versions) if (record.writes.length > 0) record.waiting.add(node);
   }
 
   /** Returns the durations (seconds) of the writes this disconnection leaves fully propagated. */
   agentDisconnected(node: string, now: number): number[] {
     this.agents.delete(node);
+    for (const record of this.versions) record.waiting.delete(node);
     return this.completedWrites(now);
   }
 
@@ -68,7 +79,9 @@ export class PropagationTracker {
     for (let i = this.versions.length - 1; i >= 0; i--) {
       const record = this.versions[i];
       if (isAtLeast(previous, record.version)) break;
-      if (compareVersions(record.version, version) <= 0 && !record.appliedAt.has(node)) record.appliedAt.set(node, now);
+      if (compareVersions(record.version, version) > 0) continue;
+      if (!record.appliedAt.has(node)) record.appliedAt.set(node, now);
+      record.waiting.delete(node);
     }
     return this.completedWrites(now);
   }
@@ -98,14 +111,12 @@ export class PropagationTracker {
     const durations: number[] = [];
     for (const record of this.versions) {
       if (record.writes.length === 0) continue;
-      if (this.agents.size === 0) {
-        record.writes = []; // everyone left before applying it: not a propagation to measure
-        continue;
-      }
-      const everyoneApplied = [...this.agents.values()].every((acked) => isAtLeast(acked, record.version));
-      if (!everyoneApplied) continue;
-      for (const writtenAt of record.writes) durations.push((now - writtenAt) / 1000);
+      if (this.agents.size > 0) {
+        if (record.waiting.size > 0) continue;
+        for (const writtenAt of record.writes) durations.push((now - writtenAt) / 1000);
+      } // else everyone left before applying it: not a propagation to measure
       record.writes = [];
+      record.waiting.clear();
     }
     if (durations.length > 0) this.prune();
     return durations;

@@ -5,8 +5,9 @@
 import type { Peer, WirePod } from "../../api/agent-service.ts";
 import { serviceKey } from "../../api/agent-service.ts";
 import { canonicalJson } from "../../api/canonical-json.ts";
+import { workloadName } from "../../api/enrollment.ts";
 import { kindOf, type Resource, type ServiceSpec } from "../../api/resources.ts";
-import { type Service, type ServiceEndpoint, workloadName } from "../../api/services.ts";
+import type { Service, ServiceEndpoint } from "../../api/services.ts";
 import { type TrafficObject, trafficKey } from "../../api/traffic.ts";
 
 /** A pod some agent reported as enrolled, with the node it runs on. */
@@ -25,6 +26,8 @@ export interface TableEntry {
   /** Canonical JSON of `service`: two entries are the same iff their fingerprints are equal. */
   readonly fingerprint: string;
   readonly resource: ResourceRef;
+  /** The (validated) Service resource the entry was built from: a rebuild reuses the entry while it is the same object. */
+  readonly source: Resource<ServiceSpec>;
 }
 
 export interface TrafficEntry {
@@ -32,6 +35,7 @@ export interface TrafficEntry {
   /** Canonical JSON of the spec: two entries of one key are the same iff their fingerprints are equal. */
   readonly fingerprint: string;
   readonly resource: ResourceRef;
+  readonly source: Resource;
 }
 
 export interface ConfigTable {
@@ -51,6 +55,16 @@ export interface TableInput {
   nodes: readonly Peer[];
   /** HTTPRoutes, GRPCRoutes and TrafficPolicies, validated with their defaults filled in. */
   traffic?: readonly Resource[];
+  /**
+   * The table built before: an entry whose resource is the same object and whose endpoints did not
+   * change is reused as is, which keeps rebuilds cheap and lets diffs compare entries by identity.
+   */
+  previous?: ConfigTable;
+  /**
+   * The Services and pods are those `previous` was built from (only traffic objects or nodes
+   * changed): its service entries are kept as they are and `services` and `pods` are not read.
+   */
+  servicesUnchanged?: boolean;
 }
 
 /** The propagation-tracking key of a stored object: "<plural>/<namespace>/<name>". */
@@ -68,31 +82,69 @@ function byPodAddress(a: ServiceEndpoint, b: ServiceEndpoint): number {
   return a.ip === b.ip ? (a.pod ?? "").localeCompare(b.pod ?? "") : a.ip.localeCompare(b.ip);
 }
 
-function podsByNamespace(pods: readonly NodePod[]): Map<string, NodePod[]> {
-  const index = new Map<string, NodePod[]>();
+/** Enrolled pods of one namespace, and the same pods by label ("key\0value"). */
+interface NamespacePods {
+  readonly all: NodePod[];
+  readonly byLabel: Map<string, NodePod[]>;
+}
+
+function labelKey(key: string, value: string): string {
+  return `${key}\0${value}`;
+}
+
+function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const list = map.get(key);
+  if (list) list.push(value);
+  else map.set(key, [value]);
+}
+
+/** Lets each service look at the pods carrying one of its selector's labels, not every pod. */
+function indexPods(pods: readonly NodePod[]): Map<string, NamespacePods> {
+  const index = new Map<string, NamespacePods>();
   for (const pod of pods) {
-    const list = index.get(pod.namespace);
-    if (list) list.push(pod);
-    else index.set(pod.namespace, [pod]);
+    let ns = index.get(pod.namespace);
+    if (!ns) {
+      ns = { all: [], byLabel: new Map() };
+      index.set(pod.namespace, ns);
+    }
+    ns.all.push(pod);
+    for (const [k, v] of Object.entries(pod.labels)) push(ns.byLabel, labelKey(k, v), pod);
   }
   return index;
 }
 
-function buildService(resource: Resource<ServiceSpec>, candidates: readonly NodePod[]): Service {
+const NO_PODS: readonly NodePod[] = [];
+
+/** The pods `selector` picks in a namespace (an empty selector picks them all). */
+function selectPods(pods: NamespacePods | undefined, selector: Readonly<Record<string, string>>): NodePod[] {
+  if (!pods) return [];
+  let candidates: readonly NodePod[] | undefined;
+  for (const [k, v] of Object.entries(selector)) {
+    const withLabel = pods.byLabel.get(labelKey(k, v)) ?? NO_PODS;
+    if (!candidates || withLabel.length < candidates.length) candidates = withLabel;
+  }
+  return (candidates ?? pods.all).filter((pod) => selectorMatches(selector, pod.labels));
+}
+
+function toEndpoint(pod: NodePod): ServiceEndpoint {
+  // Every pod we know of is enrolled with an agent, hence meshed. The endpoint's port is left to
+  // the service port (targetPort ?? port), which also keeps multi-port services right.
+  return { ip: pod.ip, node: pod.node, pod: `${pod.namespace}/${pod.name}`, meshed: true, workload: workloadName(pod) };
+}
+
+function sameEndpoints(a: readonly ServiceEndpoint[], b: readonly ServiceEndpoint[]): boolean {
+  return (
+    a.length === b.length &&
+    a.every((e, i) => {
+      const o = b[i];
+      return e.ip === o.ip && e.node === o.node && e.pod === o.pod && e.workload === o.workload && e.port === o.port;
+    })
+  );
+}
+
+function buildService(resource: Resource<ServiceSpec>, endpoints: ServiceEndpoint[]): Service {
   const { name, namespace } = resource.metadata;
   const { spec } = resource;
-  const endpoints: ServiceEndpoint[] = candidates
-    .filter((pod) => selectorMatches(spec.selector, pod.labels))
-    // Every pod we know of is enrolled with an agent, hence meshed. The endpoint's port is left to
-    // the service port (targetPort ?? port), which also keeps multi-port services right.
-    .map((pod) => ({
-      ip: pod.ip,
-      node: pod.node,
-      pod: `${pod.namespace}/${pod.name}`,
-      meshed: true,
-      workload: workloadName(pod),
-    }))
-    .sort(byPodAddress);
   return {
     name,
     namespace,
@@ -107,30 +159,52 @@ function buildService(resource: Resource<ServiceSpec>, candidates: readonly Node
   };
 }
 
-export function buildServiceTable(input: TableInput): ConfigTable {
-  const pods = podsByNamespace(input.pods);
+function serviceEntry(
+  resource: Resource<ServiceSpec>,
+  pods: NamespacePods | undefined,
+  previous?: TableEntry,
+): TableEntry {
+  const endpoints = selectPods(pods, resource.spec.selector).map(toEndpoint).sort(byPodAddress);
+  if (previous?.source === resource && sameEndpoints(previous.service.endpoints, endpoints)) return previous;
+  const service = buildService(resource, endpoints);
+  const { namespace, name, generation } = resource.metadata;
+  return {
+    service,
+    fingerprint: JSON.stringify(service),
+    resource: { key: resourceKey("services", namespace, name), generation },
+    source: resource,
+  };
+}
+
+function trafficEntry(resource: Resource, previous?: TrafficEntry): TrafficEntry {
+  if (previous?.source === resource) return previous;
+  const { name, namespace, generation } = resource.metadata;
+  const object = { kind: resource.kind, name, namespace, spec: resource.spec } as TrafficObject;
+  return {
+    object,
+    fingerprint: canonicalJson(object.spec),
+    resource: { key: resourceKey(kindOf(resource)!.plural, namespace, name), generation },
+    source: resource,
+  };
+}
+
+function buildServices(input: TableInput): ReadonlyMap<string, TableEntry> {
+  if (input.servicesUnchanged && input.previous) return input.previous.services;
+  const pods = indexPods(input.pods);
   const services = new Map<string, TableEntry>();
   for (const resource of input.services) {
-    const service = buildService(resource, pods.get(resource.metadata.namespace) ?? []);
-    services.set(serviceKey(service), {
-      service,
-      fingerprint: JSON.stringify(service),
-      resource: {
-        key: resourceKey("services", service.namespace, service.name),
-        generation: resource.metadata.generation,
-      },
-    });
+    const key = serviceKey(resource.metadata);
+    services.set(key, serviceEntry(resource, pods.get(resource.metadata.namespace), input.previous?.services.get(key)));
   }
+  return services;
+}
+
+export function buildServiceTable(input: TableInput): ConfigTable {
+  const services = buildServices(input);
   const traffic = new Map<string, TrafficEntry>();
   for (const resource of input.traffic ?? []) {
-    const { name, namespace, generation } = resource.metadata;
-    const object = { kind: resource.kind, name, namespace, spec: resource.spec } as TrafficObject;
-    const plural = kindOf(resource)!.plural;
-    traffic.set(trafficKey(object), {
-      object,
-      fingerprint: canonicalJson(object.spec),
-      resource: { key: resourceKey(plural, namespace, name), generation },
-    });
+    const key = trafficKey({ kind: resource.kind, ...resource.metadata });
+    traffic.set(key, trafficEntry(resource, input.previous?.traffic.get(key)));
   }
   const peers = [...input.nodes].sort((a, b) => a.name.localeCompare(b.name));
   return { version: input.version, services, traffic, peers };

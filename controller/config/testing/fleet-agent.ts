@@ -1,0 +1,269 @@
+// A lean simulated agent for scale benchmarks: a real grpc-js client on its own HTTP/2 connection
+// (like SimAgent) that says Hello, enrolls its pods and ACKs every Config, but never decodes the
+// services into objects. A thousand agents each holding 10,000 decoded services would not fit in a
+// benchmark's memory or CPU, so Configs arrive as raw bytes and only what the benchmark checks is
+// read: the version, and per service its key and how many endpoints it has.
+//
+// A version names one table, whoever receives it, so the agents of one process share a TableCache:
+// the first Config reaching a version is read, the others adopt the result.
+import { type ClientDuplexStream, credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
+import { type AgentMessage, agentServiceDefinition, type NodeFacts, type WirePod } from "../../../api/agent-service.ts";
+
+/** What the benchmark needs to know about a table: its services' endpoint counts. */
+export interface TableSummary {
+  readonly version: string;
+  /** serviceKey → number of endpoints. */
+  readonly endpointsByService: ReadonlyMap<string, number>;
+  readonly endpoints: number;
+}
+
+const connect = agentServiceDefinition.Connect;
+const RawAgentServiceClient = makeGenericClientConstructor(
+  { Connect: { ...connect, responseDeserialize: (bytes: Buffer) => bytes } },
+  "AgentService",
+);
+type RawCall = ClientDuplexStream<AgentMessage, Buffer>;
+
+const FACTS: NodeFacts = {
+  cpuModel: "sim",
+  cpuCores: 2,
+  memoryBytes: 1 << 30,
+  os: "sim",
+  kernel: "6.0",
+  interfaces: [],
+};
+
+// ---- a minimal protobuf reader: tags, varints, length-delimited ranges ----
+
+const VARINT = 0;
+const I64 = 1;
+const LEN = 2;
+const I32 = 5;
+
+class WireReader {
+  field = 0;
+  private type = 0;
+  private readonly buf: Buffer;
+  pos: number;
+  private readonly end: number;
+
+  constructor(buf: Buffer, start = 0, end = buf.length) {
+    this.buf = buf;
+    this.pos = start;
+    this.end = end;
+  }
+
+  /** Reads the next tag; false at the end. */
+  next(): boolean {
+    if (this.pos >= this.end) return false;
+    const tag = this.varint();
+    this.field = tag >>> 3;
+    this.type = tag & 7;
+    return true;
+  }
+
+  varint(): number {
+    let value = 0;
+    let shift = 0;
+    for (;;) {
+      const byte = this.buf[this.pos++];
+      if (byte === undefined) throw new Error("truncated varint");
+      value += (byte & 0x7f) * 2 ** shift;
+      if (byte < 0x80) return value;
+      shift += 7;
+    }
+  }
+
+  /** The current length-delimited field as [start, end), moving past it. */
+  range(): [number, number] {
+    const length = this.varint();
+    const start = this.pos;
+    this.pos += length;
+    if (this.pos > this.end) throw new Error("truncated field");
+    return [start, this.pos];
+  }
+
+  string(): string {
+    const [start, end] = this.range();
+    return this.buf.toString("utf8", start, end);
+  }
+
+  skip(): void {
+    if (this.type === VARINT) this.varint();
+    else if (this.type === LEN) this.range();
+    else if (this.type === I64) this.pos += 8;
+    else if (this.type === I32) this.pos += 4;
+    else throw new Error(`unsupported wire type ${this.type}`);
+  }
+}
+
+/** The top of a Config: what the agent checks before applying it. */
+interface ConfigHead {
+  version: string;
+  full: boolean;
+  baseVersion: string;
+}
+
+/** ControllerMessage → its Config's byte range. */
+function configRange(bytes: Buffer): [number, number] {
+  const r = new WireReader(bytes);
+  while (r.next()) {
+    if (r.field === 1) return r.range();
+    r.skip();
+  }
+  throw new Error("a ControllerMessage without a Config");
+}
+
+function readHead(bytes: Buffer, [start, end]: [number, number]): ConfigHead {
+  const head: ConfigHead = { version: "", full: false, baseVersion: "" };
+  const r = new WireReader(bytes, start, end);
+  while (r.next()) {
+    if (r.field === 1) head.version = r.string();
+    else if (r.field === 2) head.full = r.varint() !== 0;
+    else if (r.field === 3) head.baseVersion = r.string();
+    else r.skip();
+  }
+  return head;
+}
+
+/** Service bytes → [serviceKey, endpoint count]. */
+function readService(bytes: Buffer, start: number, end: number): [string, number] {
+  let name = "";
+  let namespace = "";
+  let endpoints = 0;
+  const r = new WireReader(bytes, start, end);
+  while (r.next()) {
+    if (r.field === 1) name = r.string();
+    else if (r.field === 2) namespace = r.string();
+    else {
+      if (r.field === 5) endpoints++;
+      r.skip();
+    }
+  }
+  return [`${namespace}/${name}`, endpoints];
+}
+
+/** The table a Config leads to, from the table it applies to (none for a full Config). */
+function applyConfig(bytes: Buffer, range: [number, number], head: ConfigHead, base?: TableSummary): TableSummary {
+  const counts = new Map(head.full ? [] : base!.endpointsByService);
+  const r = new WireReader(bytes, range[0], range[1]);
+  while (r.next()) {
+    if (r.field === 4) {
+      const [key, n] = readService(bytes, ...r.range());
+      counts.set(key, n);
+    } else if (r.field === 5) counts.delete(r.string());
+    else r.skip();
+  }
+  let endpoints = 0;
+  for (const n of counts.values()) endpoints += n;
+  return { version: head.version, endpointsByService: counts, endpoints };
+}
+
+/** The tables the agents of one process hold, by version; each is dropped when no agent holds it. */
+export class TableCache {
+  private readonly tables = new Map<string, { summary: TableSummary; holders: number }>();
+
+  /** The table `version` leads to, read from `bytes` unless another agent already reached it. */
+  resolve(version: string, read: () => TableSummary): TableSummary {
+    const known = this.tables.get(version);
+    if (known) {
+      known.holders++;
+      return known.summary;
+    }
+    const summary = read();
+    this.tables.set(version, { summary, holders: 1 });
+    return summary;
+  }
+
+  release(version: string): void {
+    const known = this.tables.get(version);
+    if (known && --known.holders === 0) this.tables.delete(version);
+  }
+
+  get size(): number {
+    return this.tables.size;
+  }
+}
+
+export interface FleetAgentOptions {
+  port: number;
+  node: string;
+  underlayIp: string;
+  pods: WirePod[];
+  cache: TableCache;
+  /** Called after each ACK is written (wall-clock ms). */
+  onApplied?: (agent: FleetAgent, atMs: number) => void;
+}
+
+function wallClockMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+export class FleetAgent {
+  readonly node: string;
+  table: TableSummary | undefined;
+  /** The store resourceVersion of each Config received (version "<store>.<endpoints>") and when. */
+  readonly received: Array<{ storeVersion: number; atMs: number }> = [];
+  nacks = 0;
+  bytesReceived = 0;
+  status: { code: number; details: string } | undefined;
+  private readonly opts: FleetAgentOptions;
+  private readonly client: InstanceType<typeof RawAgentServiceClient>;
+  private readonly call: RawCall;
+
+  constructor(opts: FleetAgentOptions) {
+    this.opts = opts;
+    this.node = opts.node;
+    // A private subchannel pool gives each simulated agent its own connection, as real agents have.
+    this.client = new RawAgentServiceClient(`127.0.0.1:${opts.port}`, credentials.createInsecure(), {
+      "grpc.use_local_subchannel_pool": 1,
+      "grpc.max_receive_message_length": 64 << 20, // as the real agent
+    });
+    this.call = (this.client as unknown as { Connect(): RawCall }).Connect();
+    this.call.on("data", (bytes: Buffer) => this.receive(bytes));
+    this.call.on("error", (err: { code: number; details: string }) => {
+      this.status ??= { code: err.code, details: err.details };
+    });
+    this.call.on("status", (s) => {
+      this.status ??= { code: s.code, details: s.details };
+    });
+    this.send({
+      kind: "hello",
+      hello: { nodeName: opts.node, agentVersion: "sim", underlayIp: opts.underlayIp, facts: FACTS },
+    });
+    this.send({ kind: "podsChanged", podsChanged: { pods: opts.pods } });
+  }
+
+  private send(msg: AgentMessage): void {
+    this.call.write(msg);
+  }
+
+  private receive(bytes: Buffer): void {
+    const atMs = wallClockMs();
+    this.bytesReceived += bytes.length;
+    const range = configRange(bytes);
+    const head = readHead(bytes, range);
+    this.received.push({ storeVersion: Number(head.version.split(".")[0]), atMs });
+    if (!head.full && head.baseVersion !== this.table?.version) {
+      // As a real agent does: an update for a table it does not hold is refused.
+      this.nacks++;
+      this.send({ kind: "nack", nack: { version: head.version, error: `base ${head.baseVersion} is not held` } });
+      return;
+    }
+    const base = this.table;
+    this.table = this.opts.cache.resolve(head.version, () => applyConfig(bytes, range, head, base));
+    if (base) this.opts.cache.release(base.version);
+    this.send({ kind: "ack", ack: { version: head.version } });
+    this.opts.onApplied?.(this, wallClockMs());
+  }
+
+  /** When this agent first received a Config carrying store resourceVersion `storeVersion` or newer. */
+  receivedAt(storeVersion: number): number | undefined {
+    return this.received.find((r) => r.storeVersion >= storeVersion)?.atMs;
+  }
+
+  close(): void {
+    this.call.end();
+    this.client.close();
+  }
+}

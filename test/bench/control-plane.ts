@@ -1,0 +1,552 @@
+// The control plane at scale: one controller process (the real CLI, loopback only, a file store
+// pre-filled with Services), a fleet of simulated agents (real grpc-js clients, one HTTP/2
+// connection each, spread over a few child processes) that each enroll pods matching the Services'
+// selectors. Measures the time to full sync, the propagation of policy writes to every agent, and
+// the controller's memory and CPU.
+//
+//   node test/bench/control-plane.ts [--agents 1000] [--services 10000] [--endpoints 50000]
+//        [--processes 4] [--writes 20] [--quick] [--json FILE] [--cpu-prof DIR]
+//
+// --quick is 200 agents × 2000 services × 10000 endpoints. --cpu-prof DIR runs the controller with
+// node's --cpu-prof and writes its profile there. Clocks: every process reads
+// performance.timeOrigin + performance.now(), all on this machine.
+
+import { type ChildProcess, fork, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import type { WirePod } from "../../api/agent-service.ts";
+import { FleetAgent, TableCache, type TableSummary } from "../../controller/config/testing/fleet-agent.ts";
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const CLI = join(REPO, "bin/nodemesh.ts");
+const NAMESPACE = "default";
+// The controller publishes no table during its start-up grace (2 s; see config-publisher.ts).
+const CONTROLLER_STARTUP_GRACE_MS = 2000;
+const READY_TIMEOUT_MS = 30_000;
+const SYNC_TIMEOUT_MS = 120_000;
+const WRITE_TIMEOUT_MS = 15_000;
+const GOALS = { propagationP99Ms: 1000, fullSyncMs: 2000 };
+
+const { values: args } = parseArgs({
+  options: {
+    agents: { type: "string" },
+    services: { type: "string" },
+    endpoints: { type: "string" },
+    processes: { type: "string", default: "4" },
+    writes: { type: "string", default: "20" },
+    quick: { type: "boolean", default: false },
+    json: { type: "string", default: "test-results/bench-control-plane.json" },
+    "cpu-prof": { type: "string" },
+    fleet: { type: "boolean", default: false }, // internal: this process is one of the fleet's
+  },
+});
+
+function wallClockMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+function count(name: "agents" | "services" | "endpoints", full: number, quick: number): number {
+  const n = Number(args[name] ?? (args.quick ? quick : full));
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer`);
+  return n;
+}
+
+/** a.b.c.d from a base address and an offset below 2^16. */
+function address(prefix: string, i: number): string {
+  return `${prefix}.${i >> 8}.${i & 255}`;
+}
+
+function serviceName(i: number): string {
+  return `svc-${i}`;
+}
+
+// ---- the fleet: child processes of simulated agents ----
+
+type ToFleet =
+  | {
+      type: "start";
+      port: number;
+      firstAgent: number;
+      agents: number;
+      podsPerAgent: number;
+      services: number;
+      endpoints: number;
+    }
+  | { type: "received"; storeVersion: number }
+  /** Replace the first agent by a new stream of the same node (own table cache): one agent's full sync. */
+  | { type: "reconnect" }
+  | { type: "stop" };
+
+type FromFleet =
+  | { type: "synced"; times: number[]; configs: number; bytes: number; nacks: number }
+  | { type: "received"; storeVersion: number; times: Array<number | null> }
+  | { type: "reconnected"; ms: number }
+  | { type: "failed"; error: string };
+
+/** Pod p (global index) selects service p mod services: each service gets endpoints / services pods. */
+function podsOf(agent: number, podsPerAgent: number, services: number): WirePod[] {
+  return Array.from({ length: podsPerAgent }, (_, j) => {
+    const p = agent * podsPerAgent + j;
+    return {
+      name: `pod-${p}`,
+      namespace: NAMESPACE,
+      ip: address(`10.${128 + (p >> 16)}`, p & 0xffff),
+      labels: { app: serviceName(p % services) },
+    };
+  });
+}
+
+function runFleet(): void {
+  const send = (msg: FromFleet) => process.send!(msg);
+  const agents: FleetAgent[] = [];
+  let started: Extract<ToFleet, { type: "start" }> | undefined;
+  const agentOf = (i: number, cache: TableCache, onApplied: (agent: FleetAgent, atMs: number) => void) =>
+    new FleetAgent({
+      port: started!.port,
+      node: `node-${i}`,
+      underlayIp: address("10.250", i),
+      pods: podsOf(i, started!.podsPerAgent, started!.services),
+      cache,
+      onApplied,
+    });
+  const complete = (t: TableSummary) =>
+    t.endpointsByService.size === started!.services && t.endpoints === started!.endpoints;
+  // The parent going away ends the fleet, whatever happened to it.
+  process.on("disconnect", () => {
+    for (const a of agents) a.close();
+    process.exit(0);
+  });
+  process.on("message", (msg: ToFleet) => {
+    if (msg.type === "start") {
+      started = msg;
+      const cache = new TableCache();
+      const syncedAt = new Map<FleetAgent, number>();
+      const onApplied = (agent: FleetAgent, atMs: number) => {
+        if (syncedAt.has(agent) || !complete(agent.table!)) return;
+        syncedAt.set(agent, atMs);
+        if (syncedAt.size < agents.length) return;
+        const sum = (f: (a: FleetAgent) => number) => agents.reduce((n, a) => n + f(a), 0);
+        send({
+          type: "synced",
+          times: [...syncedAt.values()],
+          configs: sum((a) => a.received.length),
+          bytes: sum((a) => a.bytesReceived),
+          nacks: sum((a) => a.nacks),
+        });
+      };
+      for (let i = msg.firstAgent; i < msg.firstAgent + msg.agents; i++) agents.push(agentOf(i, cache, onApplied));
+    } else if (msg.type === "reconnect") {
+      agents[0]!.close();
+      const connectedAt = wallClockMs();
+      let done = false;
+      agents[0] = agentOf(started!.firstAgent, new TableCache(), (agent, atMs) => {
+        if (done || !complete(agent.table!)) return;
+        done = true;
+        send({ type: "reconnected", ms: atMs - connectedAt });
+      });
+    } else if (msg.type === "received") {
+      const times = agents.map((a) => a.receivedAt(msg.storeVersion) ?? null);
+      send({ type: "received", storeVersion: msg.storeVersion, times });
+    } else {
+      for (const a of agents) a.close();
+      process.disconnect();
+    }
+  });
+}
+
+class FleetProcess {
+  readonly child: ChildProcess;
+  private readonly waiters = new Set<(msg: FromFleet) => void>();
+  exited = false;
+
+  constructor() {
+    this.child = fork(fileURLToPath(import.meta.url), ["--fleet"], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    this.child.on("message", (msg: FromFleet) => {
+      for (const w of [...this.waiters]) w(msg);
+    });
+    this.child.on("exit", () => {
+      this.exited = true;
+      for (const w of [...this.waiters]) w({ type: "failed", error: "fleet process exited" });
+    });
+  }
+
+  send(msg: ToFleet): void {
+    this.child.send(msg);
+  }
+
+  /** The next message of `type`; rejects on a failure or after `timeoutMs`. */
+  next<T extends FromFleet["type"]>(type: T, timeoutMs: number): Promise<Extract<FromFleet, { type: T }>> {
+    return new Promise((resolve, reject) => {
+      const done = (msg: FromFleet) => {
+        if (msg.type !== type && msg.type !== "failed") return;
+        this.waiters.delete(done);
+        clearTimeout(timer);
+        if (msg.type === "failed") reject(new Error(msg.error));
+        else resolve(msg as Extract<FromFleet, { type: T }>);
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(done);
+        reject(new Error(`fleet process: no "${type}" within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiters.add(done);
+    });
+  }
+}
+
+// ---- the controller process ----
+
+/** The store files FileStore reads (controller/store/file-store.ts): one per Service, and meta.json. */
+function writeStore(dir: string, services: number): void {
+  const servicesDir = join(dir, "objects", "services", NAMESPACE);
+  mkdirSync(servicesDir, { recursive: true });
+  for (let i = 0; i < services; i++) {
+    const name = serviceName(i);
+    const object = {
+      apiVersion: "nodemesh.io/v1alpha1",
+      kind: "Service",
+      metadata: {
+        name,
+        namespace: NAMESPACE,
+        uid: `bench-${i}`,
+        resourceVersion: String(i + 1),
+        generation: 1,
+        creationTimestamp: "2025-01-01T00:00:00Z",
+      },
+      spec: {
+        vip: address("10.96", i),
+        ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "http" }],
+        selector: { app: name },
+      },
+    };
+    writeFileSync(join(servicesDir, `${name}.json`), JSON.stringify(object));
+  }
+  writeFileSync(join(dir, "meta.json"), JSON.stringify({ resourceVersion: String(services) }));
+}
+
+interface ControllerProcess {
+  proc: ChildProcess;
+  rest: string;
+  grpcPort: number;
+}
+
+async function startController(storeDir: string, profileDir: string | undefined): Promise<ControllerProcess> {
+  const nodeFlags = profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : [];
+  const proc = spawn(
+    process.execPath,
+    [
+      ...nodeFlags,
+      CLI,
+      "controller",
+      "--store-dir",
+      storeDir,
+      "--port",
+      "0",
+      "--grpc-address",
+      "127.0.0.1",
+      "--grpc-port",
+      "0",
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  return new Promise((resolve, reject) => {
+    let buffered: string | undefined = "";
+    const timer = setTimeout(() => reject(new Error("the controller did not get ready")), READY_TIMEOUT_MS);
+    proc.on("exit", (code) => reject(new Error(`the controller exited (${code})`)));
+    // Keep draining its log after "ready", or the controller blocks on a full pipe.
+    proc.stdout!.on("data", (chunk: Buffer) => {
+      if (buffered === undefined) return;
+      buffered += chunk.toString();
+      const ready = buffered.split("\n").find((line) => line.includes('"msg":"controller ready"'));
+      buffered = buffered.slice(buffered.lastIndexOf("\n") + 1);
+      if (!ready) return;
+      buffered = undefined;
+      clearTimeout(timer);
+      const entry = JSON.parse(ready) as { rest: string; grpc: string };
+      resolve({ proc, rest: entry.rest, grpcPort: Number(entry.grpc.split(":").at(-1)) });
+    });
+  });
+}
+
+const CLOCK_TICKS_PER_S = 100; // USER_HZ on Linux
+
+/** utime + stime of a process, in seconds. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // Fields 14 and 15 of stat(5); the slice starts at field 3.
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
+}
+
+/** A /proc/<pid>/status line in MB (VmRSS: now, VmHWM: peak). */
+function memoryMB(pid: number, field: "VmRSS" | "VmHWM"): number {
+  const line = readFileSync(`/proc/${pid}/status`, "utf8").match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
+  return Number(line?.[1]) / 1024;
+}
+
+async function rest(base: string, method: string, path: string, body?: unknown, type = "application/json") {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: body ? { "content-type": type } : {},
+    body: body ? JSON.stringify(body) : undefined,
+    signal: AbortSignal.timeout(WRITE_TIMEOUT_MS),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return text;
+}
+
+/** The controller's own write → last ACK histogram (count, sum in seconds). */
+async function propagationHistogram(base: string): Promise<{ count: number; sum: number }> {
+  const text = await rest(base, "GET", "/metrics");
+  const pick = (suffix: string) =>
+    Number(text.match(new RegExp(`^nodemesh_controller_config_propagation_seconds_${suffix} (\\S+)$`, "m"))?.[1] ?? 0);
+  return { count: pick("count"), sum: pick("sum") };
+}
+
+const POLICIES = "/apis/nodemesh.io/v1alpha1/namespaces/default/trafficpolicies";
+
+/** Write w: even ones create a TrafficPolicy, odd ones change the one just created. Returns its store version. */
+async function policyWrite(base: string, w: number, services: number): Promise<number> {
+  const name = `bench-${w >> 1}`;
+  const text =
+    w % 2 === 0
+      ? await rest(base, "POST", POLICIES, {
+          apiVersion: "nodemesh.io/v1alpha1",
+          kind: "TrafficPolicy",
+          metadata: { name, namespace: NAMESPACE },
+          spec: { targetRefs: [{ name: serviceName((w >> 1) % services) }], retries: { attempts: 2 } },
+        })
+      : await rest(
+          base,
+          "PATCH",
+          `${POLICIES}/${name}`,
+          { spec: { retries: { attempts: 3 } } },
+          "application/merge-patch+json",
+        );
+  return Number((JSON.parse(text) as { metadata: { resourceVersion: string } }).metadata.resourceVersion);
+}
+
+interface CpuProfile {
+  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** The functions the controller spent the most self time in, from its .cpuprofile (--cpu-prof). */
+function profileSummary(dir: string, top = 15): string[] {
+  const file = readdirSync(dir).filter((f) => f.endsWith(".cpuprofile"))[0];
+  if (!file) return [`no .cpuprofile in ${dir}`];
+  const profile = JSON.parse(readFileSync(join(dir, file), "utf8")) as CpuProfile;
+  const sampled = new Map<number, number>();
+  for (const [i, id] of profile.samples.entries())
+    sampled.set(id, (sampled.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  const self = new Map<string, number>();
+  let total = 0;
+  for (const { id, callFrame: f } of profile.nodes) {
+    const ms = (sampled.get(id) ?? 0) / 1000;
+    const where = `${f.functionName || "(anonymous)"} ${f.url.split("/").slice(-2).join("/")}:${f.lineNumber + 1}`;
+    self.set(where, (self.get(where) ?? 0) + ms);
+    total += ms;
+  }
+  return [...self]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top)
+    .map(([where, ms]) => `| ${where} | ${ms.toFixed(0)} | ${((100 * ms) / total).toFixed(1)} % |`);
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function poll<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await sleep(20);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+async function main(): Promise<void> {
+  const agents = count("agents", 1000, 200);
+  const services = count("services", 10_000, 2000);
+  const endpoints = count("endpoints", 50_000, 10_000);
+  const processes = Math.min(agents, Number(args.processes));
+  const writes = Number(args.writes);
+  if (endpoints % agents !== 0) throw new Error("--endpoints must be a multiple of --agents");
+  const podsPerAgent = endpoints / agents;
+  const profileDir = args["cpu-prof"] ? resolve(args["cpu-prof"]) : undefined;
+
+  const dir = mkdtempSync(join(tmpdir(), "nodemesh-bench-cp-"));
+  const fleet: FleetProcess[] = [];
+  let controller: ControllerProcess | undefined;
+  const cleanup = () => {
+    for (const f of fleet) if (!f.exited) f.child.kill("SIGKILL");
+    if (controller && controller.proc.exitCode === null) controller.proc.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once("SIGINT", () => {
+    cleanup();
+    process.exit(130);
+  });
+  try {
+    writeStore(dir, services);
+    controller = await startController(dir, profileDir);
+    const pid = controller.proc.pid!;
+    await sleep(CONTROLLER_STARTUP_GRACE_MS + 200);
+    const cpuBefore = cpuSeconds(pid);
+
+    // Full sync: from starting the agents until each has ACKed a table with every service and endpoint.
+    const started = wallClockMs();
+    for (let i = 0; i < processes; i++) fleet.push(new FleetProcess());
+    const synced = fleet.map((f) => f.next("synced", SYNC_TIMEOUT_MS));
+    fleet.forEach((f, i) => {
+      const first = Math.floor((i * agents) / processes);
+      const n = Math.floor(((i + 1) * agents) / processes) - first;
+      f.send({
+        type: "start",
+        port: controller!.grpcPort,
+        firstAgent: first,
+        agents: n,
+        podsPerAgent,
+        services,
+        endpoints,
+      });
+    });
+    const syncReplies = await Promise.all(synced);
+    const syncTimes = syncReplies.flatMap((m) => m.times.map((t) => t - started)).sort((a, b) => a - b);
+    const fullSyncMs = syncTimes.at(-1)!;
+    const cpuSync = cpuSeconds(pid) - cpuBefore;
+    const fleetCpuSync = fleet.reduce((s, f) => s + cpuSeconds(f.child.pid!), 0);
+    const total = (f: (m: (typeof syncReplies)[number]) => number) => syncReplies.reduce((n, m) => n + f(m), 0);
+    const syncTraffic = {
+      configs: total((m) => m.configs),
+      MB: total((m) => m.bytes) / 2 ** 20,
+      nacks: total((m) => m.nacks),
+    };
+    await sleep(2000); // let the last ACKs and the garbage settle
+    const rssIdle = memoryMB(pid, "VmRSS");
+
+    // Policy writes, one at a time: write → receipt at every agent.
+    const samples: number[] = [];
+    const lastAgentMs: number[] = [];
+    const histogramBefore = await propagationHistogram(controller.rest);
+    const cpuWritesBefore = cpuSeconds(pid);
+    for (let w = 0; w < writes; w++) {
+      const writtenAt = wallClockMs();
+      const storeVersion = await policyWrite(controller.rest, w, services);
+      const times = await poll(`write ${w} to reach every agent`, WRITE_TIMEOUT_MS, async () => {
+        const replies = await Promise.all(
+          fleet.map((f) => {
+            const reply = f.next("received", 5000);
+            f.send({ type: "received", storeVersion });
+            return reply;
+          }),
+        );
+        const all = replies.flatMap((r) => r.times);
+        return all.every((t) => t !== null) ? (all as number[]) : undefined;
+      });
+      const latencies = times.map((t) => t - writtenAt);
+      samples.push(...latencies);
+      lastAgentMs.push(Math.max(...latencies));
+      // The controller observes its histogram at the last ACK: wait for it, so writes do not overlap.
+      await poll(`the controller to see write ${w} ACKed`, WRITE_TIMEOUT_MS, async () =>
+        (await propagationHistogram(controller!.rest)).count > histogramBefore.count + w ? true : undefined,
+      );
+    }
+    const cpuPerWrite = writes > 0 ? (cpuSeconds(pid) - cpuWritesBefore) / writes : 0;
+    const histogramAfter = await propagationHistogram(controller.rest);
+    // One agent reconnecting to the synced controller: its full table alone.
+    const reconnected = fleet[0]!.next("reconnected", SYNC_TIMEOUT_MS);
+    fleet[0]!.send({ type: "reconnect" });
+    const oneAgentSyncMs = (await reconnected).ms;
+    const rssPeak = memoryMB(pid, "VmHWM");
+
+    samples.sort((a, b) => a - b);
+    const round = (n: number, digits = 1) => Number(n.toFixed(digits));
+    const result = {
+      agents,
+      services,
+      endpoints,
+      processes,
+      writes,
+      fullSyncMs: round(fullSyncMs),
+      fullSyncP50Ms: round(percentile(syncTimes, 50)),
+      oneAgentSyncMs: round(oneAgentSyncMs),
+      propagationP50Ms: writes > 0 ? round(percentile(samples, 50)) : null,
+      propagationP99Ms: writes > 0 ? round(percentile(samples, 99)) : null,
+      propagationMaxMs: writes > 0 ? round(samples.at(-1)!) : null,
+      controllerHistogramMeanMs:
+        writes > 0
+          ? round(((histogramAfter.sum - histogramBefore.sum) / (histogramAfter.count - histogramBefore.count)) * 1000)
+          : null,
+      controllerRssIdleMB: round(rssIdle),
+      controllerRssPeakMB: round(rssPeak),
+      controllerCpuSyncS: round(cpuSync, 2),
+      controllerCpuPerWriteS: round(cpuPerWrite, 3),
+      fleetCpuSyncS: round(fleetCpuSync, 2),
+      syncConfigs: syncTraffic.configs,
+      syncMB: round(syncTraffic.MB),
+      syncNacks: syncTraffic.nacks,
+      goals: {
+        propagationP99Ms: GOALS.propagationP99Ms,
+        propagationMet: writes > 0 && percentile(samples, 99) <= GOALS.propagationP99Ms,
+        fullSyncMs: GOALS.fullSyncMs,
+        fullSyncMet: fullSyncMs <= GOALS.fullSyncMs,
+      },
+    };
+
+    const rows: Array<[string, string]> = [
+      ["agents × services × endpoints", `${agents} × ${services} × ${endpoints} (${processes} agent processes)`],
+      [
+        "full sync, last agent (median agent)",
+        `${result.fullSyncMs} ms (${result.fullSyncP50Ms} ms), goal ≤ ${GOALS.fullSyncMs} ms: ${result.goals.fullSyncMet ? "met" : "missed"}`,
+      ],
+      ["one agent reconnecting: full table applied", `${result.oneAgentSyncMs} ms`],
+      [
+        `policy write → agent, p50 / p99 / max (${samples.length} samples)`,
+        `${result.propagationP50Ms} / ${result.propagationP99Ms} / ${result.propagationMaxMs} ms, goal p99 ≤ ${GOALS.propagationP99Ms} ms: ${result.goals.propagationMet ? "met" : "missed"}`,
+      ],
+      ["controller histogram (store write → last ACK), mean", `${result.controllerHistogramMeanMs} ms`],
+      ["controller RSS idle after sync / peak", `${result.controllerRssIdleMB} / ${result.controllerRssPeakMB} MB`],
+      ["controller CPU: full sync / per write", `${result.controllerCpuSyncS} s / ${result.controllerCpuPerWriteS} s`],
+      ["agent processes' CPU until full sync", `${result.fleetCpuSyncS} s`],
+      [
+        "Configs (MB) received until full sync, NACKs",
+        `${result.syncConfigs} (${result.syncMB} MB), ${result.syncNacks}`,
+      ],
+    ];
+    console.log("\n| control plane | |\n|---|---|");
+    for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);
+    mkdirSync(dirname(resolve(args.json)), { recursive: true });
+    writeFileSync(args.json, `${JSON.stringify(result, null, 2)}\n`);
+    console.log(`\nwritten to ${args.json}`);
+
+    for (const f of fleet) f.send({ type: "stop" });
+    // SIGTERM lets the controller stop cleanly (and write its CPU profile).
+    const exited = new Promise((r) => controller!.proc.once("exit", r));
+    controller.proc.kill("SIGTERM");
+    await Promise.race([exited, sleep(10_000)]);
+    if (profileDir) {
+      console.log(`\n| controller: top self time (${profileDir}) | ms | share |\n|---|---|---|`);
+      for (const row of profileSummary(profileDir)) console.log(row);
+    }
+  } finally {
+    cleanup();
+  }
+}
+
+if (args.fleet) runFleet();
+else
+  main().catch((err: Error) => {
+    console.error(`control-plane bench: ${err.stack ?? err.message}`);
+    process.exitCode = 1;
+  });
