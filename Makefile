@@ -17,20 +17,22 @@ export PATH := $(NODE_HOME)/bin:$(PATH)
 # Native addons (raw-socket under net-ping) build against the headers of the Node that runs them.
 export npm_config_nodedir := $(NODE_HOME)
 
-# Debian packages the tests and the demo use (iptables, iproute2, nsenter, curl, load tools,
-# Prometheus and promtool, Chromium for the dashboard test).
-DEBIAN_PACKAGES := iptables iproute2 util-linux procps curl wrk nghttp2-client prometheus chromium
-DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl wrk h2load prometheus promtool chromium
+# Debian packages the tests, the demo and the benchmarks use (iptables, iproute2, nsenter, curl,
+# load tools, Prometheus and promtool, Chromium for the dashboard test, HAProxy and iperf3 to
+# compare with).
+DEBIAN_PACKAGES := iptables iproute2 util-linux procps curl wrk nghttp2-client prometheus chromium haproxy iperf3
+DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl wrk h2load prometheus promtool chromium haproxy iperf3
 
 VITEST_JSON := test-results/vitest.json
 
-.PHONY: help setup debian-packages test check lint format typecheck demo bench clean
+.PHONY: help setup debian-packages test check lint format typecheck demo build bench clean
 
 help:
 	@echo "make setup      install Node $(NODE_MAJOR_WANTED) (if needed), Debian tools and npm packages"
 	@echo "make demo       run the mesh on this machine: 2 nodes in network namespaces, sample services"
 	@echo "make test       lint, type check and the whole test suite (as root)"
-	@echo "make bench      benchmarks: TCP through the mesh vs direct, L7 latency per hop (QUICK=1: short)"
+	@echo "make build      compile to JavaScript in dist/ (what a container image runs)"
+	@echo "make bench      benchmarks: direct vs nodemesh vs HAProxy, control plane at scale (QUICK=1: short)"
 
 setup: debian-packages node_modules/.installed
 
@@ -71,13 +73,18 @@ test: check
 demo: setup
 	node test/demo.ts
 
-# Benchmarks: opaque TCP throughput (wrk, mesh vs direct), L7 latency per hop at a fixed rate
-# (h2load --rps, HTTP/1.1 and gRPC), and what metrics and access logs cost. QUICK=1: 3 s each.
-BENCH_DURATION := $(if $(QUICK),3,10)
-bench: setup
-	node test/bench/l4.ts --duration $(BENCH_DURATION)
-	node test/bench/l7-latency.ts --duration $(BENCH_DURATION)
-	node test/bench/telemetry-cost.ts --duration $(BENCH_DURATION)
+# The agent, the controller and the CLI compiled to JavaScript in dist/ (what a container image
+# runs; the tests and the demo run the TypeScript sources directly).
+build: setup
+	npm run build
+
+# Benchmarks (docs/benchmarks.md): direct, nodemesh and HAProxy side by side (latency at a fixed
+# rate, saturation, CPU, memory, bulk TCP; JSON and markdown in test-results/), then the control
+# plane at scale. QUICK=1: short runs, cross-node only, fewer pods and agents.
+COMPARE_ARGS := $(if $(QUICK),--duration 2 --saturation-duration 1 --bulk-duration 1 --pods 200 --locations cross-node,)
+bench: build
+	node test/bench/compare.ts $(COMPARE_ARGS)
+	node test/bench/control-plane.ts $(if $(QUICK),--quick,)
 
 clean:
-	rm -rf node_modules test-results $(TOOLS)
+	rm -rf dist test-results

@@ -3,6 +3,7 @@
 
 import type { Server } from "node:http";
 import pino, { type Logger } from "pino";
+import { parseTraffic } from "../api/services.ts";
 import { startAdminServer } from "./control/admin.ts";
 import { ControllerLink } from "./control/controller-link.ts";
 import { startEnrollmentServer } from "./control/enrollment-server.ts";
@@ -154,7 +155,8 @@ export class Agent {
     const keys = slotKeys(table.table);
     this.pool.broadcastSnapshot({
       version: table.version,
-      table: table.table,
+      // Parsed here, once, with their defaults filled in: the workers never load the schemas.
+      table: { ...table.table, traffic: parseTraffic(table.table) },
       routeSlots: Object.fromEntries(keys.routes.map((k) => [k, this.routeSlots.slot(k)])),
       endpointSlots: Object.fromEntries(keys.endpoints.map((k) => [k, this.endpointSlots.slot(k)])),
       node: this.opts.nodeName,

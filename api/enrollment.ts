@@ -34,6 +34,11 @@ export interface ErrorReply {
   error: { code: string; message: string; field?: string };
 }
 
+/** A pod's workload as Istio names it: the `app` label, else `app.kubernetes.io/name`, else the pod. */
+export function workloadName(pod: { name: string; labels?: Readonly<Record<string, string>> }): string {
+  return pod.labels?.app ?? pod.labels?.["app.kubernetes.io/name"] ?? pod.name;
+}
+
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 

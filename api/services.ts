@@ -37,11 +37,6 @@ export interface Service {
   endpoints: ServiceEndpoint[];
 }
 
-/** A pod's workload as Istio names it: the `app` label, else `app.kubernetes.io/name`, else the pod. */
-export function workloadName(pod: { name: string; labels?: Readonly<Record<string, string>> }): string {
-  return pod.labels?.app ?? pod.labels?.["app.kubernetes.io/name"] ?? pod.name;
-}
-
 export interface ServiceTable {
   services: Service[];
   /** HTTPRoutes, GRPCRoutes and TrafficPolicies (api/traffic.ts); absent means none. */

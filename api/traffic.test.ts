@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { durationMs, SafeRegex } from "./traffic.ts";
+import { durationMs } from "./duration.ts";
+import { SafeRegex } from "./traffic.ts";
 
 describe("SafeRegex", () => {
   it.each(["(a+)+", "(a|a)+", "((a)+)+", "(\\w|\\d)+x", "(a*)*", "(a)\\1", "(?<x>a)\\k<x>"])(

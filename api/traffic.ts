@@ -65,14 +65,6 @@ function hasQuantifiedComplexGroup(source: string): boolean {
   return false;
 }
 
-const UNIT_MS: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1000, ms: 1 };
-
-export function durationMs(duration: string): number {
-  let total = 0;
-  for (const m of duration.matchAll(/([0-9]+)(ms|h|m|s)/g)) total += Number(m[1]) * UNIT_MS[m[2]!]!;
-  return total;
-}
-
 /**
  * A regular expression in a match. Bounded cost: length-capped, compiled once per snapshot, no
  * backreferences, and a quantified group may hold neither a quantifier nor an alternation — the

@@ -1,19 +1,19 @@
 // Everything the agent needs to take its configuration from the controller, assembled in one
 // place: node facts for the Hello, the stream client, the peer probe loop and the periodic report.
 
-import { createRequire } from "node:module";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { PeerProbe, Report, WirePod } from "../../api/agent-service.ts";
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import type { EdgeSample } from "../../api/service-graph.ts";
+import packageJson from "../../package.json" with { type: "json" };
 import { ControllerClient, type ControllerStatus } from "./controller-client.ts";
 import { gatherRawFacts, pickUnderlayIp, toNodeFacts } from "./node-facts.ts";
 import { PeerProber } from "./probes.ts";
 import type { VersionedTable } from "./service-source.ts";
 import { trafficTotals } from "./traffic-totals.ts";
 
-export const AGENT_VERSION: string = createRequire(import.meta.url)("../../package.json").version;
+export const AGENT_VERSION: string = packageJson.version;
 
 export interface ControllerLinkOptions {
   /** host:port of the controller's AgentService. */

@@ -2,6 +2,7 @@
 // pod changes, and gathers replies. A pod is enrolled only once every worker has its listeners.
 
 import { availableParallelism } from "node:os";
+import { extname } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import type { EdgeSample } from "../../api/service-graph.ts";
@@ -9,6 +10,9 @@ import { mergeEdges } from "../dataplane/edges.ts";
 import type { FromWorker, ToWorker, WorkerInit } from "../dataplane/messages.ts";
 import { allocateSharedBuffers } from "../dataplane/shared-state.ts";
 import type { SnapshotMessage } from "../dataplane/snapshot.ts";
+
+/** worker.ts when running from source, worker.js when built (npm run build: dist/). */
+const WORKER_MODULE = new URL(`../dataplane/worker${extname(import.meta.url)}`, import.meta.url);
 
 export function defaultWorkerCount(): number {
   return Math.max(1, Math.min(availableParallelism(), 8));
@@ -41,7 +45,7 @@ export class WorkerPool {
   }
 
   private spawn(init: WorkerInit): Promise<void> {
-    const worker = new Worker(new URL("../dataplane/worker.ts", import.meta.url), { workerData: init });
+    const worker = new Worker(WORKER_MODULE, { workerData: init });
     this.workers.push(worker);
     worker.on("message", (msg: FromWorker) => {
       if (msg.type !== "reply") return;

@@ -5,8 +5,7 @@
 import net from "node:net";
 import type { Logger } from "pino";
 import { INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT } from "../../api/dataplane.ts";
-import type { EnrolledPod } from "../../api/enrollment.ts";
-import { workloadName } from "../../api/services.ts";
+import { type EnrolledPod, workloadName } from "../../api/enrollment.ts";
 import { AgentErrors } from "../errors.ts";
 import { type Address, bindListenerFd, Netns, originalDst, socketFd } from "../sys/linux.ts";
 import { AccessLog, type AccessLogOptions } from "./access-log.ts";

@@ -50,25 +50,35 @@ export function pipeBoth(downstream: Socket, upstream: Socket, idleMs?: number):
       if (s.readableEnded) onEnd();
       else s.once("end", onEnd);
     }
-    if (idleMs !== undefined && idleMs > 0) {
-      // Each socket's timer restarts on its own traffic; idle means both are quiet.
-      const onIdle = () => {
-        if (Date.now() - lastActivity >= idleMs) {
-          downstream.destroy();
-          upstream.destroy();
-        }
-      };
-      let lastActivity = Date.now();
-      const touch = () => {
-        lastActivity = Date.now();
-      };
-      downstream.on("data", touch);
-      upstream.on("data", touch);
-      downstream.setTimeout(idleMs, onIdle);
-      upstream.setTimeout(idleMs, onIdle);
-    }
+    if (idleMs !== undefined && idleMs > 0) closeWhenIdle(downstream, upstream, idleMs);
     downstream.pipe(upstream);
     upstream.pipe(downstream);
     downstream.resume();
   });
+}
+
+/**
+ * Closes both sockets once no byte has moved either way for `idleMs` (noticed within 1.5 × idleMs).
+ * A timer that polls the byte counts, rather than socket timeouts, which Node refreshes on every
+ * read and write: nothing per chunk on the forwarding path.
+ */
+function closeWhenIdle(a: Socket, b: Socket, idleMs: number): void {
+  const moved = () => a.bytesRead + b.bytesRead;
+  let last = moved();
+  let lastChange = Date.now();
+  const timer = setInterval(
+    () => {
+      const now = Date.now();
+      if (moved() !== last) {
+        last = moved();
+        lastChange = now;
+      } else if (now - lastChange >= idleMs) {
+        a.destroy();
+        b.destroy();
+      }
+    },
+    Math.max(10, idleMs / 2),
+  );
+  timer.unref();
+  a.once("close", () => clearInterval(timer));
 }

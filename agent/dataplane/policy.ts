@@ -1,7 +1,8 @@
 // TrafficPolicy → the numbers the request path reads. Compiled once per snapshot: durations are
 // milliseconds, sets are Sets, percentages are ratios; nothing here runs per request.
 
-import { durationMs, type RetryOn, type TrafficObject, type TrafficPolicySpec } from "../../api/traffic.ts";
+import { durationMs } from "../../api/duration.ts";
+import type { RetryOn, TrafficObject, TrafficPolicySpec } from "../../api/traffic.ts";
 
 export type LbType = "RoundRobin" | "LeastRequest" | "ConsistentHash";
 

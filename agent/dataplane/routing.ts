@@ -3,6 +3,7 @@
 // exact path, then the longest prefix, then regex; then method; then more header matches; then
 // more query matches; then route namespace/name and rule order.
 
+import { durationMs } from "../../api/duration.ts";
 import type {
   BackendRef,
   GRPCRouteMatch,
@@ -12,7 +13,6 @@ import type {
   RouteFilter,
   TrafficObject,
 } from "../../api/traffic.ts";
-import { durationMs } from "../../api/traffic.ts";
 import { headerTest } from "./policy.ts";
 
 /** What matching reads from a request; headers are lower-case names. */

@@ -3,7 +3,6 @@
 // configuration: routes, policies, regexes, hash rings and locality tiers are all prepared here.
 
 import type { PortProtocol, ServiceTable } from "../../api/services.ts";
-import { parseTraffic } from "../../api/services.ts";
 import { buildHashRing, type HashRing } from "./balancer.ts";
 import { UNKNOWN } from "./metrics.ts";
 import { type CompiledPolicy, DEFAULT_POLICY, policiesByService } from "./policy.ts";
@@ -98,6 +97,7 @@ export const EMPTY_SNAPSHOT: Snapshot = {
 /** What the control thread sends to the data-plane workers: plain data plus the slot assignment. */
 export interface SnapshotMessage {
   version: string;
+  /** Validated, its traffic objects parsed with their defaults filled in (parseTraffic). */
   table: ServiceTable;
   /** "vip:port" → route slot. */
   routeSlots: Record<string, number>;
@@ -128,7 +128,7 @@ export function slotKeys(table: ServiceTable): { routes: string[]; endpoints: st
 type MutableRoute = { -readonly [K in keyof ServiceRoute]: ServiceRoute[K] };
 
 export function compileSnapshot(msg: SnapshotMessage): Snapshot {
-  const traffic = parseTraffic(msg.table);
+  const traffic = msg.table.traffic ?? [];
   const policies = policiesByService(traffic);
   const routes = new Map<string, ServiceRoute>();
   const inbound = new Map<string, ServiceRoute>();

@@ -1,7 +1,8 @@
-// h2load at a fixed request rate, open loop, with percentiles from its per-request log (h2load
-// itself prints only mean and sd). Shared by the benchmarks.
+// h2load, the one load client of the benchmarks: at a fixed request rate, open loop, with
+// percentiles from its per-request log (h2load itself prints only mean and sd), or closed loop
+// for saturation throughput.
 
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Pod, World } from "../world/world.ts";
@@ -25,17 +26,36 @@ export interface RateOptions {
   grpc: boolean;
 }
 
+/** Seconds each run spends connecting and warming up before it measures. */
+export const WARM_UP_S = 1;
+
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
+/** The request options shared by both modes: HTTP/1.1, or gRPC unary over HTTP/2. */
+function requestArgs(grpc: boolean): string[] {
+  const body = join(tmpdir(), `grpc-body-${process.pid}`);
+  if (grpc && !existsSync(body)) {
+    writeFileSync(body, GRPC_BODY);
+    process.once("exit", () => rmSync(body, { force: true }));
+  }
+  return grpc ? ["-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers"] : ["--h1"];
+}
+
+async function run(world: World, from: Pod, args: string[], durationS: number): Promise<string> {
+  const r = await world.exec(from, "h2load", args, { timeoutMs: (durationS + 30) * 1000 });
+  if (r.code !== 0) throw new Error(`h2load failed: ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+/** Latency percentiles at a fixed total rate, open loop (each connection sends on its own schedule). */
 export async function h2loadAtRate(world: World, from: Pod, url: string, o: RateOptions): Promise<Latency> {
   const log = join(tmpdir(), `h2load-${process.pid}-${Date.now()}.log`);
-  const body = join(tmpdir(), `grpc-body-${process.pid}`);
-  writeFileSync(body, GRPC_BODY);
-  const perClient = Math.max(1, Math.round(o.rate / o.connections));
+  // h2load's rate is per connection and fractional rates are allowed.
+  const perClient = o.rate / o.connections;
   const args = [
-    ...(o.grpc ? ["-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers"] : ["--h1"]),
+    ...requestArgs(o.grpc),
     "-c",
     String(o.connections),
     "--rps",
@@ -43,13 +63,12 @@ export async function h2loadAtRate(world: World, from: Pod, url: string, o: Rate
     "-D",
     String(o.durationS),
     "--warm-up-time",
-    "1",
+    String(WARM_UP_S),
     "--log-file",
     log,
     url,
   ];
-  const r = await world.exec(from, "h2load", args, { timeoutMs: (o.durationS + 30) * 1000 });
-  if (r.code !== 0) throw new Error(`h2load failed: ${r.stderr}${r.stdout}`);
+  await run(world, from, args, o.durationS);
   // Log lines: start time (µs), status, duration (µs).
   const rows = readFileSync(log, "utf8")
     .trim()
@@ -65,4 +84,31 @@ export async function h2loadAtRate(world: World, from: Pod, url: string, o: Rate
     ok: rows.filter((row) => row[1] === 200).length,
     total: rows.length,
   };
+}
+
+/** Requests per second with every connection sending back to back (closed loop): saturation. */
+export async function h2loadSaturation(
+  world: World,
+  from: Pod,
+  url: string,
+  o: Omit<RateOptions, "rate">,
+): Promise<{ rps: number; failed: number }> {
+  // Two client threads, one per core of the test machine: one thread alone saturates before the direct path.
+  const args = [
+    ...requestArgs(o.grpc),
+    "-t",
+    "2",
+    "-c",
+    String(o.connections),
+    "-D",
+    String(o.durationS),
+    "--warm-up-time",
+    String(WARM_UP_S),
+    url,
+  ];
+  const out = await run(world, from, args, o.durationS);
+  const rps = /finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(out);
+  const counts = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(out);
+  if (!rps || !counts) throw new Error(`cannot read h2load's summary:\n${out}`);
+  return { rps: Number(rps[1]), failed: Number(counts[2]) };
 }

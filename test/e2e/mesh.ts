@@ -11,7 +11,9 @@ import type { Controller, Node, Place, Pod, Proc, RunResult, World } from "../wo
 import { httpFrom, parseMetrics } from "./netns-client.ts";
 
 const REPO = new URL("../..", import.meta.url).pathname;
-const CLI = join(REPO, "bin/nodemesh.ts");
+const SOURCE_CLI = join(REPO, "bin/nodemesh.ts");
+/** The command line as `npm run build` compiles it (what a container image runs). */
+export const BUILT_CLI = join(REPO, "dist/bin/nodemesh.js");
 const WORKLOAD = join(REPO, "test/workload/workload.ts");
 
 export interface AgentHandle {
@@ -27,14 +29,17 @@ export class Mesh {
   readonly servicesFile: string;
   readonly agents = new Map<Node, AgentHandle>();
   private readonly agentArgs: string[];
+  private readonly command: string;
   /** Set by startController: agents then take their configuration from it instead of the file. */
   controller: { place: Controller; proc: Proc; storeDir: string } | undefined;
 
-  constructor(world: World, opts: { agentArgs?: string[] } = {}) {
+  /** `cli`: the nodemesh command line to run (default: from source; benchmarks run BUILT_CLI). */
+  constructor(world: World, opts: { agentArgs?: string[]; cli?: string } = {}) {
     this.world = world;
     this.dir = mkdtempSync(join(tmpdir(), "nodemesh-test-"));
     this.servicesFile = join(this.dir, "services.json");
     this.agentArgs = opts.agentArgs ?? [];
+    this.command = opts.cli ?? SOURCE_CLI;
     this.writeServices({ services: [] });
     // The world's signal hook ends the process before async cleanup could run; files go here.
     process.once("exit", () => rmSync(this.dir, { recursive: true, force: true }));
@@ -68,7 +73,7 @@ export class Mesh {
       node,
       process.execPath,
       [
-        CLI,
+        this.command,
         "agent",
         "--node-name",
         node.name,
@@ -96,7 +101,7 @@ export class Mesh {
   async startController(): Promise<void> {
     const place = this.controller?.place ?? (await this.world.addController());
     const storeDir = join(this.dir, "controller-store");
-    const proc = this.world.spawn(place, process.execPath, [CLI, "controller", "--store-dir", storeDir], {
+    const proc = this.world.spawn(place, process.execPath, [this.command, "controller", "--store-dir", storeDir], {
       name: "controller",
     });
     await proc.waitForLine(/"msg":"controller ready"/, 15_000);
@@ -106,7 +111,7 @@ export class Mesh {
   /** Runs a `nodemesh` client command (apply, get, …) in the controller's namespace. */
   async cli(args: string[], input?: string): Promise<RunResult> {
     if (!this.controller) throw new Error("no controller");
-    return this.world.exec(this.controller.place, process.execPath, [CLI, ...args], {
+    return this.world.exec(this.controller.place, process.execPath, [this.command, ...args], {
       timeoutMs: 20_000,
       ...(input !== undefined ? { input } : {}),
     });
@@ -131,7 +136,7 @@ export class Mesh {
     return this.world.exec(
       pod,
       process.execPath,
-      [CLI, "init", "--pod-name", pod.name, "--pod-namespace", "default", "--agent-socket", socket, ...args],
+      [this.command, "init", "--pod-name", pod.name, "--pod-namespace", "default", "--agent-socket", socket, ...args],
       { timeoutMs: 30_000 },
     );
   }

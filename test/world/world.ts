@@ -182,6 +182,21 @@ export class World {
     return pod;
   }
 
+  /**
+   * `count` empty namespaces (not even loopback up), named `<prefix><role>-<i>`: stand-ins for pods
+   * when what matters is how many are enrolled (agent memory per pod), not their traffic. They are
+   * deleted with the world. One `ip` process creates them all.
+   */
+  async addBareNamespaces(role: string, count: number): Promise<Place[]> {
+    if (!/^[a-z0-9-]{1,20}$/.test(role)) throw new Error(`invalid role "${role}"`);
+    const places = Array.from({ length: count }, (_, i) => this.#place(`${role}-${i}`));
+    await this.#create(
+      places.map((p) => p.netns),
+      [],
+    );
+    return places;
+  }
+
   /** Stops the pod's processes and deletes its namespace (its veth pair goes with it). */
   async removePod(pod: Pod): Promise<void> {
     if (this.#pods.get(pod.name) !== pod) throw new Error(`pod "${pod.name}" is not in this world`);

@@ -1,0 +1,392 @@
+// The side-by-side benchmark: the same client (h2load, iperf3) against the same backend (the sample
+// workload) in one run, directly, through nodemesh, and through HAProxy in the same interception
+// position (haproxy.ts), same-node and cross-node. Every proxied path has two hops: the client's
+// side and the backend's side.
+//
+//   direct              client pod → backend pod
+//   nodemesh opaque TCP a Service port declared `tcp`: bytes forwarded, no HTTP parsing
+//   nodemesh HTTP/1.1   a Service port declared `http`, with a TrafficPolicy (retries), metrics on
+//   nodemesh gRPC       a Service port declared `grpc` (HTTP/2 end to end)
+//   HAProxy tcp / http  HAProxy 2.6 in `mode tcp` / `mode http` in both pods
+//
+// Figures per path: latency at a fixed rate (open loop; added = minus direct), saturation
+// throughput (closed loop), CPU seconds per 1000 requests of the proxy processes at the fixed rate,
+// and single-stream bulk throughput; agent RSS idle, under load and with `--pods` more pods
+// enrolled. Writes JSON and markdown (with ratios and the issue's goals) and prints the markdown.
+//
+//   node test/bench/compare.ts [--duration 10] [--saturation-duration 5] [--bulk-duration 5]
+//        [--rate 1000] [--connections 16] [--pods 1000] [--locations same-node,cross-node]
+//        [--only REGEX (paths whose "system protocol" matches, e.g. 'direct|opaque'; bulk is "system bulk")]
+//        [--json test-results/bench.json] [--markdown test-results/bench.md]
+
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { request } from "node:http";
+import { cpus, release } from "node:os";
+import { dirname } from "node:path";
+import { parseArgs } from "node:util";
+import type { ServiceTable } from "../../api/services.ts";
+import type { TrafficObject } from "../../api/traffic.ts";
+import { BUILT_CLI, Mesh } from "../e2e/mesh.ts";
+import { type Node, type Pod, type Proc, World } from "../world/world.ts";
+import { h2loadAtRate, h2loadSaturation, type Latency, WARM_UP_S } from "./h2load.ts";
+import {
+  type HaproxyInbound,
+  type HaproxyMode,
+  type HaproxyRoute,
+  inboundConfig,
+  inboundRules,
+  installRules,
+  outboundConfig,
+  outboundRules,
+  startHaproxy,
+} from "./haproxy.ts";
+import { bulkGbitPerS, IPERF_PORT } from "./iperf.ts";
+import { cpuInWindow, peakRssMB, rssMB } from "./proc-stats.ts";
+import { goalsReport, markdownReport } from "./report.ts";
+
+const { values } = parseArgs({
+  options: {
+    duration: { type: "string", default: "10" },
+    "saturation-duration": { type: "string", default: "5" },
+    "bulk-duration": { type: "string", default: "5" },
+    rate: { type: "string", default: "1000" },
+    connections: { type: "string", default: "16" },
+    pods: { type: "string", default: "1000" },
+    locations: { type: "string", default: "same-node,cross-node" },
+    only: { type: "string" },
+    json: { type: "string", default: "test-results/bench.json" },
+    markdown: { type: "string", default: "test-results/bench.md" },
+  },
+});
+const RATE = Number(values.rate);
+const CONNECTIONS = Number(values.connections);
+const DURATION_S = Number(values.duration);
+const SATURATION_S = Number(values["saturation-duration"]);
+const BULK_S = Number(values["bulk-duration"]);
+const EXTRA_PODS = Number(values.pods);
+const LOCATIONS = values.locations.split(",") as Location[];
+for (const l of LOCATIONS) if (l !== "same-node" && l !== "cross-node") throw new Error(`unknown location ${l}`);
+const ONLY = values.only ? new RegExp(values.only) : undefined;
+const wanted = (label: string) => !ONLY || ONLY.test(label);
+
+export type Location = "same-node" | "cross-node";
+export type System = "direct" | "nodemesh" | "HAProxy";
+export type Protocol = "HTTP/1.1" | "gRPC" | "opaque TCP" | "tcp" | "http";
+
+export interface PathResult {
+  location: Location;
+  system: System;
+  /** nodemesh: how the Service port is declared; HAProxy: its mode. The load is HTTP/1.1 but for gRPC. */
+  protocol: Protocol;
+  latency: Latency;
+  /** This path's percentiles minus the direct path's with the same load and location. */
+  added?: Latency;
+  saturationRps: number;
+  /** CPU seconds of the proxy processes (both hops) per 1000 requests at the fixed rate. */
+  cpuPer1000?: number;
+}
+
+export interface BulkResult {
+  location: Location;
+  system: System;
+  gbitPerS: number;
+}
+
+export interface BenchResults {
+  date: string;
+  machine: { cpus: number; model: string; kernel: string; node: string };
+  options: { rate: number; connections: number; durationS: number; saturationS: number; bulkS: number };
+  paths: PathResult[];
+  bulk: BulkResult[];
+  /** Idle and with `pods` enrolled: an agent without traffic; loaded: the peak of the two serving the load. */
+  agentRss: { idleMB: number; loadedMB: number; pods: number; withPodsMB: number };
+}
+
+const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+
+if (!existsSync(BUILT_CLI)) throw new Error(`${BUILT_CLI} is missing: run npm run build (make bench does)`);
+// Node 3 carries no traffic: its agent gives the idle memory and the memory per enrolled pod.
+const world = await World.create({ nodes: 3 });
+// The agents run as built (dist/), as in a container image: running from source costs every
+// thread TypeScript's type stripper (about 17 MB each).
+const mesh = new Mesh(world, { cli: BUILT_CLI });
+try {
+  const [n1, n2, n3] = world.nodes as [Node, Node, Node];
+  const pods = {
+    plainClient: await world.addPod(n1, "plain-client"),
+    meshClient: await world.addPod(n1, "mesh-client"),
+    haproxyClient: await world.addPod(n1, "haproxy-client"),
+  };
+  // One backend per system and location, all running the same workload.
+  const backends = {} as Record<`${System}-${Location}`, Pod>;
+  for (const system of ["direct", "nodemesh", "HAProxy"] as const) {
+    for (const location of ["same-node", "cross-node"] as const) {
+      const name = `${system.toLowerCase()}-${location === "same-node" ? "near" : "far"}`;
+      backends[`${system}-${location}`] = await world.addPod(location === "same-node" ? n1 : n2, name);
+    }
+  }
+
+  // nodemesh: one opaque and one HTTP Service per location, both on the nodemesh backend.
+  const vip = {
+    tcp: { "same-node": "10.96.0.10", "cross-node": "10.96.0.11" },
+    http: { "same-node": "10.96.0.20", "cross-node": "10.96.0.21" },
+  };
+  const haproxyVip = { "same-node": "10.96.0.30", "cross-node": "10.96.0.31" };
+  const endpoint = (pod: Pod) => [{ ip: pod.ip, node: pod.node.name, pod: pod.name, meshed: true }];
+  const services: ServiceTable["services"] = [];
+  const traffic: TrafficObject[] = [];
+  for (const location of ["same-node", "cross-node"] as const) {
+    const backend = backends[`nodemesh-${location}`];
+    services.push({
+      name: `tcp-${location}`,
+      namespace: "default",
+      vip: vip.tcp[location],
+      ports: [
+        { name: "web", port: 80, targetPort: 8080, protocol: "tcp" },
+        { name: "bulk", port: IPERF_PORT, protocol: "tcp" },
+      ],
+      endpoints: endpoint(backend),
+    });
+    services.push({
+      name: `http-${location}`,
+      namespace: "default",
+      vip: vip.http[location],
+      ports: [
+        { name: "http", port: 80, targetPort: 8080, protocol: "http" },
+        { name: "grpc", port: 9090, protocol: "grpc" },
+      ],
+      endpoints: endpoint(backend),
+    });
+    traffic.push({
+      kind: "TrafficPolicy",
+      name: `http-${location}`,
+      namespace: "default",
+      spec: {
+        targetRefs: [{ kind: "Service", name: `http-${location}` }],
+        retries: { attempts: 2, retryOn: ["connect-failure", "reset", "gateway-error", "unavailable"] },
+      } as TrafficObject["spec"],
+    } as TrafficObject);
+  }
+  mesh.writeServices({ services, traffic });
+  log("starting agents and workloads");
+  const [agent1, agent2, idleAgent] = await Promise.all([
+    mesh.startAgent(n1),
+    mesh.startAgent(n2),
+    mesh.startAgent(n3),
+  ]);
+  const agentPids = [agent1.proc.pid!, agent2.proc.pid!];
+  const workloadArgs = [
+    "--http-port",
+    "8080",
+    "--grpc-port",
+    "9090",
+    "--tcp-echo-port",
+    "0",
+    "--response-bytes",
+    "1024",
+  ];
+  for (const pod of Object.values(backends)) {
+    await mesh.startWorkload(pod, workloadArgs);
+    const iperf = world.spawn(pod, "iperf3", ["-s", "--forceflush", "-p", String(IPERF_PORT)], {
+      name: `iperf3 ${pod.name}`,
+    });
+    await iperf.waitForLine(/Server listening/, 5_000);
+  }
+  for (const pod of [pods.meshClient, backends["nodemesh-same-node"], backends["nodemesh-cross-node"]]) {
+    await mesh.enroll(pod);
+  }
+
+  // HAProxy: the client pod's VIP ports go to its HAProxy; the backends' app ports to theirs.
+  const routes: HaproxyRoute[] = (["same-node", "cross-node"] as const).flatMap((location, i) => [
+    {
+      vip: haproxyVip[location],
+      vipPort: 80,
+      listenPort: 15001 + i,
+      backend: backends[`HAProxy-${location}`],
+      backendPort: 8080,
+    },
+    {
+      vip: haproxyVip[location],
+      vipPort: IPERF_PORT,
+      listenPort: 15003 + i,
+      backend: backends[`HAProxy-${location}`],
+      backendPort: IPERF_PORT,
+      mode: "tcp" as const,
+    },
+  ]);
+  const inbound: HaproxyInbound[] = [
+    { appPort: 8080, listenPort: 15006 },
+    { appPort: IPERF_PORT, listenPort: 15007, mode: "tcp" },
+  ];
+  const haproxyPods = [backends["HAProxy-same-node"], backends["HAProxy-cross-node"]];
+  await installRules(world, pods.haproxyClient, outboundRules(routes));
+  for (const pod of haproxyPods) await installRules(world, pod, inboundRules(inbound));
+  let haproxyProcs: Proc[] = [];
+  const startHaproxies = async (mode: HaproxyMode) => {
+    await Promise.all(haproxyProcs.map((p) => p.stop("SIGTERM")));
+    haproxyProcs = [
+      await startHaproxy(
+        world,
+        pods.haproxyClient,
+        outboundConfig(mode, routes),
+        routes.map((r) => r.listenPort),
+      ),
+      ...(await Promise.all(
+        haproxyPods.map((pod) =>
+          startHaproxy(
+            world,
+            pod,
+            inboundConfig(mode, inbound),
+            inbound.map((i) => i.listenPort),
+          ),
+        ),
+      )),
+    ];
+    return haproxyProcs.map((p) => p.pid!);
+  };
+
+  // Memory per enrolled pod: empty namespaces enrolled with the idle agent, as its init container would.
+  await new Promise((r) => setTimeout(r, 1000));
+  const idleMB = rssMB(idleAgent.proc.pid!);
+  log(`enrolling ${EXTRA_PODS} pods`);
+  const places = EXTRA_PODS > 0 ? await world.addBareNamespaces("idle", EXTRA_PODS) : [];
+  for (const [i, place] of places.entries()) {
+    await enroll(idleAgent.socket, {
+      name: `idle-${i}`,
+      namespace: "bench",
+      ip: `10.245.${i >> 8}.${i & 255}`,
+      netnsPath: place.netnsPath,
+      labels: { app: "idle" },
+    });
+  }
+  await new Promise((r) => setTimeout(r, 1000));
+  const withPodsMB = rssMB(idleAgent.proc.pid!);
+  let loadedMB = Math.max(...agentPids.map(rssMB));
+
+  const paths: PathResult[] = [];
+  const bulk: BulkResult[] = [];
+  const measure = async (
+    location: Location,
+    system: System,
+    protocol: Protocol,
+    from: Pod,
+    url: string,
+    proxyPids: number[],
+  ) => {
+    if (!wanted(`${system} ${protocol}`)) return;
+    const grpc = protocol === "gRPC";
+    log(`${location} ${system} ${protocol}: ${RATE} req/s for ${DURATION_S} s, then saturation`);
+    const rated = await cpuInWindow(proxyPids, (WARM_UP_S + 0.3) * 1000, (WARM_UP_S + DURATION_S - 0.3) * 1000, () =>
+      h2loadAtRate(world, from, url, { rate: RATE, connections: CONNECTIONS, durationS: DURATION_S, grpc }),
+    );
+    const latency = rated.result;
+    if (latency.ok !== latency.total)
+      throw new Error(`${system} ${protocol}: ${latency.total - latency.ok} failed requests`);
+    const watched = system === "nodemesh" ? agentPids : [];
+    const saturated = await peakRssMB(watched, () =>
+      h2loadSaturation(world, from, url, { connections: CONNECTIONS, durationS: SATURATION_S, grpc }),
+    );
+    if (saturated.result.failed > 0) throw new Error(`${system} ${protocol}: failures at saturation`);
+    loadedMB = Math.max(loadedMB, ...saturated.peaks);
+    const achievedRps = latency.total / DURATION_S;
+    const direct = paths.find(
+      (p) => p.location === location && p.system === "direct" && (p.protocol === "gRPC") === grpc,
+    );
+    paths.push({
+      location,
+      system,
+      protocol,
+      latency,
+      ...(direct ? { added: minus(latency, direct.latency) } : {}),
+      saturationRps: saturated.result.rps,
+      ...(proxyPids.length ? { cpuPer1000: (rated.cpuS / (achievedRps * rated.windowS)) * 1000 } : {}),
+    });
+  };
+  const measureBulk = async (location: Location, system: System, from: Pod, ip: string) => {
+    if (!wanted(`${system} bulk`)) return;
+    log(`${location} ${system}: bulk TCP for ${BULK_S} s`);
+    bulk.push({ location, system, gbitPerS: await bulkGbitPerS(world, from, ip, IPERF_PORT, BULK_S) });
+  };
+
+  for (const location of LOCATIONS) {
+    const direct = backends[`direct-${location}`];
+    await measure(location, "direct", "HTTP/1.1", pods.plainClient, `http://${direct.ip}:8080/`, []);
+    await measure(location, "direct", "gRPC", pods.plainClient, `http://${direct.ip}:9090/echo.Echo/Unary`, []);
+    await measureBulk(location, "direct", pods.plainClient, direct.ip);
+    await measure(location, "nodemesh", "opaque TCP", pods.meshClient, `http://${vip.tcp[location]}/`, agentPids);
+    await measure(location, "nodemesh", "HTTP/1.1", pods.meshClient, `http://${vip.http[location]}/`, agentPids);
+    await measure(
+      location,
+      "nodemesh",
+      "gRPC",
+      pods.meshClient,
+      `http://${vip.http[location]}:9090/echo.Echo/Unary`,
+      agentPids,
+    );
+    await measureBulk(location, "nodemesh", pods.meshClient, vip.tcp[location]);
+  }
+  for (const mode of ["tcp", "http"] as const) {
+    if (!wanted(`HAProxy ${mode}`) && !(mode === "tcp" && wanted("HAProxy bulk"))) continue;
+    const haproxyPids = await startHaproxies(mode);
+    for (const location of LOCATIONS) {
+      await measure(location, "HAProxy", mode, pods.haproxyClient, `http://${haproxyVip[location]}/`, haproxyPids);
+      if (mode === "tcp") await measureBulk(location, "HAProxy", pods.haproxyClient, haproxyVip[location]);
+    }
+  }
+
+  const results: BenchResults = {
+    date: new Date().toISOString(),
+    machine: { cpus: cpus().length, model: cpus()[0]?.model ?? "?", kernel: release(), node: process.version },
+    options: { rate: RATE, connections: CONNECTIONS, durationS: DURATION_S, saturationS: SATURATION_S, bulkS: BULK_S },
+    paths,
+    bulk,
+    agentRss: { idleMB, loadedMB, pods: EXTRA_PODS, withPodsMB },
+  };
+  const markdown = markdownReport(results);
+  for (const [file, text] of [
+    [values.json, `${JSON.stringify({ ...results, goals: goalsReport(results) }, null, 2)}\n`],
+    [values.markdown, markdown],
+  ] as const) {
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, text);
+  }
+  console.log(markdown);
+} finally {
+  await mesh.destroy();
+}
+
+function minus(a: Latency, b: Latency): Latency {
+  return {
+    p50: a.p50 - b.p50,
+    p90: a.p90 - b.p90,
+    p99: a.p99 - b.p99,
+    p999: a.p999 - b.p999,
+    ok: a.ok,
+    total: a.total,
+  };
+}
+
+/** Enrolls a pod over the agent's unix socket, as the init container does (api/enrollment.ts). */
+function enroll(socketPath: string, body: object): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        socketPath,
+        method: "POST",
+        path: "/v1/pods",
+        headers: { "content-type": "application/json" },
+        timeout: 10_000,
+      },
+      (res) => {
+        let text = "";
+        res.on("data", (chunk) => (text += chunk));
+        res.on("end", () =>
+          res.statusCode === 200 ? resolve() : reject(new Error(`enroll: ${res.statusCode} ${text}`)),
+        );
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error("enroll: timed out")));
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
+}

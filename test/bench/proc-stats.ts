@@ -1,0 +1,74 @@
+// CPU time and resident memory of processes, read from /proc (both cover every thread: the
+// agent's worker threads and HAProxy's threads count). Shared by the benchmarks.
+
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+
+const CLOCK_TICKS_PER_S = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
+
+/** User + system CPU seconds used so far by the processes, summed. */
+export function cpuSeconds(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat(5))
+  }
+  return ticks / CLOCK_TICKS_PER_S;
+}
+
+/** Resident set size (VmRSS) in MB (10^6 bytes, as the goals are stated). */
+export function rssMB(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return (Number(m[1]) * 1024) / 1e6;
+}
+
+/** The highest RSS of each process seen while `work` runs, sampled every `intervalMs`. */
+export async function peakRssMB<T>(
+  pids: readonly number[],
+  work: () => Promise<T>,
+  intervalMs = 100,
+): Promise<{ result: T; peaks: number[] }> {
+  const peaks = pids.map(rssMB);
+  const timer = setInterval(() => {
+    pids.forEach((pid, i) => {
+      peaks[i] = Math.max(peaks[i]!, rssMB(pid));
+    });
+  }, intervalMs);
+  try {
+    return { result: await work(), peaks };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/**
+ * CPU seconds the processes used between `fromMs` and `toMs` after the call, while `work` runs:
+ * the steady part of a load run, without its warm-up and tail.
+ */
+export async function cpuInWindow<T>(
+  pids: readonly number[],
+  fromMs: number,
+  toMs: number,
+  work: () => Promise<T>,
+): Promise<{ result: T; cpuS: number; windowS: number }> {
+  let first: [number, number] | undefined;
+  let last: [number, number] | undefined;
+  const sample = (): [number, number] => [performance.now(), cpuSeconds(pids)];
+  const t1 = setTimeout(() => {
+    first = sample();
+  }, fromMs);
+  const t2 = setTimeout(() => {
+    last = sample();
+  }, toMs);
+  try {
+    const result = await work();
+    if (!first || !last) throw new Error("the load ended before its CPU window closed");
+    return { result, cpuS: last[1] - first[1], windowS: (last[0] - first[0]) / 1000 };
+  } finally {
+    clearTimeout(t1);
+    clearTimeout(t2);
+  }
+}
