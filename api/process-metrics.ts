@@ -3,7 +3,7 @@
 // `*_total` (a counter suffix; `promtool check metrics` rejects them). Their per-type
 // breakdowns (`nodejs_active_handles` etc.) carry the same numbers.
 
-import { collectDefaultMetrics, type Registry } from "prom-client";
+import { collectDefaultMetrics, type Registry } from "./prom.ts";
 
 const MISNAMED_GAUGES = [
   "nodejs_active_handles_total",

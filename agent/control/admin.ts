@@ -2,9 +2,9 @@
 // a debug view of the configuration. Metrics of the workers are gathered only when scraped.
 
 import { createServer, type Server } from "node:http";
-import { AggregatorRegistry, Gauge, Registry } from "prom-client";
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import { collectProcessMetrics } from "../../api/process-metrics.ts";
+import { AggregatorRegistry, Gauge, Registry } from "../../api/prom.ts";
 import type { ControllerStatus } from "./controller-client.ts";
 import { HttpError, sendError, sendJson } from "./http.ts";
 

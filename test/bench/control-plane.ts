@@ -12,16 +12,17 @@
 // performance.timeOrigin + performance.now(), all on this machine.
 
 import { type ChildProcess, fork, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { WirePod } from "../../api/agent-service.ts";
 import { FleetAgent, TableCache, type TableSummary } from "../../controller/config/testing/fleet-agent.ts";
+import { BUILT_CLI } from "../e2e/mesh.ts";
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const CLI = join(REPO, "bin/nodemesh.ts");
+// The controller as built (npm run build), as in production: no type stripping at run time.
+const CLI = BUILT_CLI;
 const NAMESPACE = "default";
 // The controller publishes no table during its start-up grace (2 s; see config-publisher.ts).
 const CONTROLLER_STARTUP_GRACE_MS = 2000;
@@ -233,6 +234,7 @@ interface ControllerProcess {
 }
 
 async function startController(storeDir: string, profileDir: string | undefined): Promise<ControllerProcess> {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build (make bench does)`);
   const nodeFlags = profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : [];
   const proc = spawn(
     process.execPath,
