@@ -1,8 +1,10 @@
 // Data-plane metrics (docs/metrics.md), one registry per worker thread; the admin endpoint merges
 // the workers' registries at scrape time (off the data path). Label children are bound once per
 // label set and reused, so a request or connection costs a Map lookup and a few increments.
+// The per-request families keep their own counts (prom-client's children hash their labels on
+// every observation) and hand them to prom-client only when scraped.
 
-import { Counter, Histogram, Registry } from "prom-client";
+import { Counter, type Metric, Registry } from "../../api/prom.ts";
 
 export type Direction = "outbound" | "inbound";
 
@@ -18,19 +20,13 @@ export interface Peers {
 
 export const UNKNOWN = "unknown";
 
+type CounterChild = ReturnType<Counter["labels"]>;
+
 export interface ConnectionMetrics {
-  opened: Counter.Internal;
-  closed: Counter.Internal;
-  bytesFromDownstream: Counter.Internal;
-  bytesFromUpstream: Counter.Internal;
-}
-
-type HistogramChild = Histogram.Internal<string>;
-
-interface RequestMetrics {
-  duration: HistogramChild;
-  requestSize: HistogramChild;
-  responseSize: HistogramChild;
+  opened: CounterChild;
+  closed: CounterChild;
+  bytesFromDownstream: CounterChild;
+  bytesFromUpstream: CounterChild;
 }
 
 const PEER_LABELS = [
@@ -41,6 +37,11 @@ const PEER_LABELS = [
   "destination_workload",
   "destination_namespace",
 ] as const;
+
+/** The label set of `p` as one string (a Map key). */
+function peerKey(p: Peers): string {
+  return `${p.reporter}|${p.sourceWorkload}|${p.sourceNamespace}|${p.destinationService}|${p.destinationWorkload}|${p.destinationNamespace}`;
+}
 
 function peerValues(p: Peers): string[] {
   return [
@@ -57,11 +58,87 @@ function peerValues(p: Peers): string[] {
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const SIZE_BUCKETS = [100, 1000, 10_000, 100_000, 1_000_000, 10_000_000];
 
+/** Observations per bucket (not cumulative; past the last bound only `count` has them), sum, count. */
+class Buckets {
+  readonly bounds: readonly number[];
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+  constructor(bounds: readonly number[]) {
+    this.bounds = bounds;
+    this.counts = bounds.map(() => 0);
+  }
+  observe(value: number): void {
+    this.sum += value;
+    this.count++;
+    let i = 0;
+    while (i < this.bounds.length && value > this.bounds[i]!) i++;
+    if (i < this.bounds.length) this.counts[i]!++;
+  }
+}
+
+type Labels = Record<string, string | number>;
+
+/** One sample as prom-client's registry reads it (getMetricsAsJSON, then the admin's merge). */
+interface Sample {
+  labels: Labels;
+  value: number;
+  metricName?: string;
+}
+
+function histogramSamples(name: string, labels: Labels, b: Buckets, out: Sample[]): void {
+  let cumulative = 0;
+  for (let i = 0; i < b.bounds.length; i++) {
+    cumulative += b.counts[i]!;
+    out.push({ labels: { le: b.bounds[i]!, ...labels }, value: cumulative, metricName: `${name}_bucket` });
+  }
+  out.push({ labels: { le: "+Inf", ...labels }, value: b.count, metricName: `${name}_bucket` });
+  out.push({ labels, value: b.sum, metricName: `${name}_sum` });
+  out.push({ labels, value: b.count, metricName: `${name}_count` });
+}
+
+/** The request metrics of one label set (peers and response code), bound when first seen. */
+class RequestSeries {
+  readonly labels: Labels;
+  /** Requests by grpc_status ("" for plain HTTP). */
+  readonly requests = new Map<string, number>();
+  readonly duration = new Buckets(DURATION_BUCKETS);
+  readonly requestSize = new Buckets(SIZE_BUCKETS);
+  readonly responseSize = new Buckets(SIZE_BUCKETS);
+  constructor(peers: Peers, code: string) {
+    const labels: Labels = {};
+    const values = peerValues(peers);
+    for (let i = 0; i < PEER_LABELS.length; i++) labels[PEER_LABELS[i]!] = values[i]!;
+    labels.response_code = code;
+    this.labels = labels;
+  }
+}
+
+/**
+ * Registers a family whose samples are computed when the registry is read (a scrape). prom-client
+ * reads any registered object through get(), as its own AggregatorRegistry does.
+ */
+function registerFamily(
+  registry: Registry,
+  name: string,
+  help: string,
+  type: "counter" | "histogram",
+  samples: () => Sample[],
+): void {
+  const family = {
+    name,
+    help,
+    type,
+    aggregator: "sum",
+    get: async () => ({ name, help, type, aggregator: "sum", values: samples() }),
+    reset: () => {},
+  };
+  registry.registerMetric(family as unknown as Metric);
+}
+
 export class DataplaneMetrics {
   readonly registry = new Registry();
   private readonly boundConnections = new Map<string, ConnectionMetrics>();
-  private readonly boundRequests = new Map<string, RequestMetrics>();
-  private readonly boundCounts = new Map<string, Counter.Internal>();
 
   private readonly opened = new Counter({
     name: "nodemesh_tcp_connections_opened_total",
@@ -100,40 +177,39 @@ export class DataplaneMetrics {
     registers: [this.registry],
   });
 
-  private readonly requests = new Counter({
-    name: "nodemesh_requests_total",
-    help: "HTTP and gRPC requests answered",
-    labelNames: [...PEER_LABELS, "response_code", "grpc_status"],
-    registers: [this.registry],
-  });
-  private readonly duration = new Histogram({
-    name: "nodemesh_request_duration_seconds",
-    help: "From the request head to the end of the response",
-    labelNames: [...PEER_LABELS, "response_code"],
-    buckets: DURATION_BUCKETS,
-    registers: [this.registry],
-  });
-  private readonly requestSize = new Histogram({
-    name: "nodemesh_request_size_bytes",
-    help: "Request body bytes",
-    labelNames: [...PEER_LABELS, "response_code"],
-    buckets: SIZE_BUCKETS,
-    registers: [this.registry],
-  });
-  private readonly responseSize = new Histogram({
-    name: "nodemesh_response_size_bytes",
-    help: "Response body bytes",
-    labelNames: [...PEER_LABELS, "response_code"],
-    buckets: SIZE_BUCKETS,
-    registers: [this.registry],
-  });
+  private readonly requestSeries = new Map<string, RequestSeries>();
+
+  constructor() {
+    const series = () => this.requestSeries.values();
+    registerFamily(this.registry, "nodemesh_requests_total", "HTTP and gRPC requests answered", "counter", () => {
+      const out: Sample[] = [];
+      for (const s of series()) {
+        for (const [grpcStatus, value] of s.requests)
+          out.push({ labels: { ...s.labels, grpc_status: grpcStatus }, value });
+      }
+      return out;
+    });
+    const histogram = (name: string, help: string, pick: (s: RequestSeries) => Buckets) =>
+      registerFamily(this.registry, name, help, "histogram", () => {
+        const out: Sample[] = [];
+        for (const s of series()) histogramSamples(name, s.labels, pick(s), out);
+        return out;
+      });
+    histogram(
+      "nodemesh_request_duration_seconds",
+      "From the request head to the end of the response",
+      (s) => s.duration,
+    );
+    histogram("nodemesh_request_size_bytes", "Request body bytes", (s) => s.requestSize);
+    histogram("nodemesh_response_size_bytes", "Response body bytes", (s) => s.responseSize);
+  }
 
   /** Label children are bound once per label set and reused: a request costs a Map lookup. */
   forConnection(peers: Peers): ConnectionMetrics {
-    const values = peerValues(peers);
-    const key = values.join("|");
+    const key = peerKey(peers);
     let m = this.boundConnections.get(key);
     if (!m) {
+      const values = peerValues(peers);
       m = {
         opened: this.opened.labels(...values),
         closed: this.closed.labels(...values),
@@ -154,28 +230,16 @@ export class DataplaneMetrics {
     requestBytes: number,
     responseBytes: number,
   ): void {
-    const values = peerValues(peers);
-    const code = String(status);
-    const key = `${values.join("|")}|${code}`;
-    let m = this.boundRequests.get(key);
-    if (!m) {
-      m = {
-        duration: this.duration.labels(...values, code),
-        requestSize: this.requestSize.labels(...values, code),
-        responseSize: this.responseSize.labels(...values, code),
-      };
-      this.boundRequests.set(key, m);
+    const key = `${peerKey(peers)}|${status}`;
+    let s = this.requestSeries.get(key);
+    if (!s) {
+      s = new RequestSeries(peers, String(status));
+      this.requestSeries.set(key, s);
     }
-    const countKey = `${key}|${grpcStatus}`;
-    let count = this.boundCounts.get(countKey);
-    if (!count) {
-      count = this.requests.labels(...values, code, grpcStatus);
-      this.boundCounts.set(countKey, count);
-    }
-    count.inc();
-    m.duration.observe(seconds);
-    m.requestSize.observe(requestBytes);
-    m.responseSize.observe(responseBytes);
+    s.requests.set(grpcStatus, (s.requests.get(grpcStatus) ?? 0) + 1);
+    s.duration.observe(seconds);
+    s.requestSize.observe(requestBytes);
+    s.responseSize.observe(responseBytes);
   }
 
   // ---- resilience events

@@ -29,6 +29,8 @@ export class RequestBody implements BodySource {
     this.src = src;
     this.cap = cap;
     this.replayable = cap >= 0;
+    // A request without a body may arrive already ended (optimizeEmptyRequests): no "end" follows.
+    this.ended = src.readableEnded;
     // Listening from the start: an HTTP/2 stream may end before the first attempt attaches.
     src.once("end", () => {
       this.ended = true;

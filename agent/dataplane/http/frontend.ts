@@ -66,6 +66,9 @@ export class HttpFrontend {
         connectionsCheckingInterval: Math.max(100, Math.min(1000, opts.headersTimeoutMs / 4)),
         insecureHTTPParser: false,
         requireHostHeader: false,
+        // A request without Content-Length or Transfer-Encoding has no body: its stream starts out
+        // ended, so the upstream request is ended at once instead of after a round of stream events.
+        optimizeEmptyRequests: true,
       },
       (req, res) => this.onRequest(req, res),
     );

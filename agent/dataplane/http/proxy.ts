@@ -114,7 +114,8 @@ interface RequestRecord {
   responseBytes: number;
   // For the access log:
   route?: string;
-  upstream?: string;
+  /** The endpoint of the last attempt. */
+  endpoint?: Endpoint;
   retries: number;
   requestId?: string;
   error?: string;
@@ -266,18 +267,47 @@ export async function proxyRequest(px: ProxyContext, down: Downstream, bound: Pr
   try {
     await handle(px, down, target, rec);
   } finally {
-    const seconds = (performance.now() - rec.started) / 1000;
-    if (px.requestMetrics) {
-      px.metrics.recordRequest(rec.peers, rec.status, rec.grpcStatus, seconds, rec.requestBytes, rec.responseBytes);
-    }
-    if (px.requestMetrics && rec.peers.reporter === "source") {
+    reportLater({ px, down, target, rec, seconds: (performance.now() - rec.started) / 1000 });
+  }
+}
+
+/** A finished request whose metrics, edge sample and access-log line are still to be written. */
+interface Finished {
+  readonly px: ProxyContext;
+  readonly down: Downstream;
+  readonly target: Resolved;
+  readonly rec: RequestRecord;
+  readonly seconds: number;
+}
+
+/**
+ * Requests that finished during this turn of the event loop. They are reported once the loop has
+ * handled all the I/O that was ready (setImmediate): when requests arrive together (a client's
+ * burst, many connections at once), every answer goes out before any bookkeeping is done.
+ */
+let finished: Finished[] = [];
+
+function reportLater(f: Finished): void {
+  if (finished.length === 0) setImmediate(reportFinished);
+  finished.push(f);
+}
+
+function reportFinished(): void {
+  const batch = finished;
+  finished = [];
+  for (const f of batch) report(f);
+}
+
+function report({ px, down, target, rec, seconds }: Finished): void {
+  if (px.requestMetrics) {
+    px.metrics.recordRequest(rec.peers, rec.status, rec.grpcStatus, seconds, rec.requestBytes, rec.responseBytes);
+    if (rec.peers.reporter === "source") {
       const failed = rec.status === 0 || rec.status >= 500 || (rec.grpc && rec.grpcStatus !== "0");
       px.edges.request(rec.peers, rec.grpc, failed, seconds * 1000, rec.requestBytes, rec.responseBytes);
     }
-    const policy = target.route?.policy;
-    if (px.accessLog.wants(policy, rec.peers.sourceNamespace, rec.peers.destinationNamespace)) {
-      px.accessLog.write(accessEntry(down, target, rec, seconds));
-    }
+  }
+  if (px.accessLog.wants(target.route?.policy, rec.peers.sourceNamespace, rec.peers.destinationNamespace)) {
+    px.accessLog.write(accessEntry(down, target, rec, seconds));
   }
 }
 
@@ -293,7 +323,7 @@ function accessEntry(down: Downstream, target: Resolved, rec: RequestRecord, sec
     destinationWorkload: p.destinationWorkload,
     destinationNamespace: p.destinationNamespace,
     route: rec.route,
-    upstream: rec.upstream,
+    upstream: rec.endpoint && `${rec.endpoint.ip}:${rec.endpoint.port}`,
     method: down.method,
     path: down.target,
     status: rec.status,
@@ -434,7 +464,7 @@ async function handle(px: ProxyContext, down: Downstream, target: Resolved, rec:
         );
       }
       tried.push(endpoint);
-      rec.upstream = `${endpoint.ip}:${endpoint.port}`;
+      rec.endpoint = endpoint;
       rec.peers.destinationWorkload = endpoint.workload;
       rec.peers.destinationNamespace = endpoint.namespace;
       const guard = target.direction === "outbound" ? backend!.policy : DEFAULT_POLICY;
@@ -718,11 +748,13 @@ function startAttempt(
   timeoutMs: number,
   service: string | undefined,
 ): Attempt {
-  // A meshed endpoint's agent is told which Service the request was sent to (SERVICE_HEADER).
-  const sent = ep.meshed && service ? { ...headers, [SERVICE_HEADER]: service } : headers;
+  // A meshed endpoint's agent is told which Service the request was sent to (SERVICE_HEADER). Set
+  // in place (an attempt copies the headers as it starts): the next attempt may go elsewhere.
+  if (ep.meshed && service) headers[SERVICE_HEADER] = service;
+  else delete headers[SERVICE_HEADER];
   return protocol === "http1"
-    ? attemptHttp1(px, from, ep, limits, down.method, down.target, sent, body, timeoutMs)
-    : attemptHttp2(px, from, ep, limits, down, sent, body, timeoutMs);
+    ? attemptHttp1(px, from, ep, limits, down.method, down.target, headers, body, timeoutMs)
+    : attemptHttp2(px, from, ep, limits, down, headers, body, timeoutMs);
 }
 
 /** Errors with which no connection to the endpoint was made: the request never left. */
@@ -807,6 +839,14 @@ function attemptHttp2(
 ): Attempt {
   const pool = px.pools.http2(from, ep, limits);
   const releasePending = px.pools.enterPending(ep, pool);
+  const requestHeaders = {
+    ...headers,
+    ":method": down.method,
+    ":path": down.target,
+    ":authority": down.authority,
+    ":scheme": "http",
+    ...(down.grpc ? { te: "trailers" } : {}),
+  };
   let stream: http2.ClientHttp2Stream | undefined;
   let aborted = false;
   let settle: (o: Outcome) => void = () => {};
@@ -838,17 +878,7 @@ function attemptHttp2(
       (session) => {
         releasePending();
         if (settled || aborted) return;
-        const s = session.request(
-          {
-            ...headers,
-            ":method": down.method,
-            ":path": down.target,
-            ":authority": down.authority,
-            ":scheme": "http",
-            ...(down.grpc ? { te: "trailers" } : {}),
-          },
-          { endStream: false },
-        );
+        const s = session.request(requestHeaders, { endStream: false });
         stream = s;
         let trailers: OutgoingHttpHeaders | undefined;
         s.on("trailers", (t) => {

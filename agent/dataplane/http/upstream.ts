@@ -34,6 +34,9 @@ export function isPooledSocket(socket: unknown): boolean {
   return ours.has(socket as Socket);
 }
 
+/** The release of a request that did not wait for a connection. */
+const NOTHING_TO_RELEASE = () => {};
+
 type Opener = (limits: ConnectionLimits) => Promise<Socket>;
 
 class Http1Pool extends http.Agent {
@@ -46,9 +49,10 @@ class Http1Pool extends http.Agent {
     this.limits = limits;
   }
 
-  /** True when a request would have to wait for a new connection. */
+  /** True when a request can go out at once on an idle pooled connection. */
   hasIdleConnection(): boolean {
-    for (const list of Object.values(this.freeSockets)) if (list && list.length > 0) return true;
+    // Asked for every request: no array of the lists is made.
+    for (const name in this.freeSockets) if (this.freeSockets[name]?.length) return true;
     return false;
   }
 
@@ -204,7 +208,7 @@ export class UpstreamPools {
    * has its connection or failed.
    */
   enterPending(ep: Endpoint, pool: { hasIdleConnection(): boolean; limits: ConnectionLimits }): () => void {
-    if (pool.hasIdleConnection()) return () => {};
+    if (pool.hasIdleConnection()) return NOTHING_TO_RELEASE;
     if (!this.shared.tryStartPending(ep.slot, pool.limits.maxPending)) {
       throw new AgentError(AgentErrors.CIRCUIT_OPEN, `${ep.ip}:${ep.port}: max pending requests`);
     }
