@@ -18,10 +18,10 @@ export PATH := $(NODE_HOME)/bin:$(PATH)
 export npm_config_nodedir := $(NODE_HOME)
 
 # Debian packages the tests, the demo and the benchmarks use (iptables, iproute2, nsenter, curl,
-# load tools, Prometheus and promtool, Chromium for the dashboard test, HAProxy and iperf3 to
+# h2load, Prometheus and promtool, Chromium for the dashboard test, HAProxy and iperf3 to
 # compare with).
-DEBIAN_PACKAGES := iptables iproute2 util-linux procps curl wrk nghttp2-client prometheus chromium haproxy iperf3
-DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl wrk h2load prometheus promtool chromium haproxy iperf3
+DEBIAN_PACKAGES := iptables iproute2 util-linux procps curl nghttp2-client prometheus chromium haproxy iperf3
+DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl h2load prometheus promtool chromium haproxy iperf3
 
 VITEST_JSON := test-results/vitest.json
 

@@ -166,6 +166,8 @@ export class Dataplane implements DataplaneContext {
 
   async stop(): Promise<void> {
     await Promise.all([...this.pods.keys()].map((key) => this.removePod(key)));
+    // Requests that finished this turn are reported in a setImmediate batch (http/proxy.ts): let it run.
+    await new Promise((resolve) => setImmediate(resolve));
     this.accessLog.flush();
   }
 

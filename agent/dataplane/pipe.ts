@@ -62,6 +62,8 @@ export function pipeBoth(downstream: Socket, upstream: Socket, idleMs?: number):
  * A timer that polls the byte counts, rather than socket timeouts, which Node refreshes on every
  * read and write: nothing per chunk on the forwarding path.
  */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 function closeWhenIdle(a: Socket, b: Socket, idleMs: number): void {
   const moved = () => a.bytesRead + b.bytesRead;
   let last = moved();
@@ -77,7 +79,8 @@ function closeWhenIdle(a: Socket, b: Socket, idleMs: number): void {
         b.destroy();
       }
     },
-    Math.max(10, idleMs / 2),
+    // Node caps timers at 2^31 - 1 ms (24.8 days) and fires longer ones after 1 ms.
+    Math.min(MAX_TIMER_MS, Math.max(10, idleMs / 2)),
   );
   timer.unref();
   a.once("close", () => clearInterval(timer));

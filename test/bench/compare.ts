@@ -16,6 +16,7 @@
 //
 //   node test/bench/compare.ts [--duration 10] [--saturation-duration 5] [--bulk-duration 5]
 //        [--rate 1000] [--connections 16] [--pods 1000] [--locations same-node,cross-node]
+//        [--agent-args "--workers 1"] (extra flags for the agents)
 //        [--only REGEX (paths whose "system protocol" matches, e.g. 'direct|opaque'; bulk is "system bulk")]
 //        [--json test-results/bench.json] [--markdown test-results/bench.md]
 
@@ -54,6 +55,7 @@ const { values } = parseArgs({
     pods: { type: "string", default: "1000" },
     locations: { type: "string", default: "same-node,cross-node" },
     only: { type: "string" },
+    "agent-args": { type: "string", default: "" },
     json: { type: "string", default: "test-results/bench.json" },
     markdown: { type: "string", default: "test-results/bench.md" },
   },
@@ -95,7 +97,14 @@ export interface BulkResult {
 export interface BenchResults {
   date: string;
   machine: { cpus: number; model: string; kernel: string; node: string };
-  options: { rate: number; connections: number; durationS: number; saturationS: number; bulkS: number };
+  options: {
+    rate: number;
+    connections: number;
+    durationS: number;
+    saturationS: number;
+    bulkS: number;
+    agentArgs: string;
+  };
   paths: PathResult[];
   bulk: BulkResult[];
   /** Idle and with `pods` enrolled: an agent without traffic; loaded: the peak of the two serving the load. */
@@ -109,7 +118,7 @@ if (!existsSync(BUILT_CLI)) throw new Error(`${BUILT_CLI} is missing: run npm ru
 const world = await World.create({ nodes: 3 });
 // The agents run as built (dist/), as in a container image: running from source costs every
 // thread TypeScript's type stripper (about 17 MB each).
-const mesh = new Mesh(world, { cli: BUILT_CLI });
+const mesh = new Mesh(world, { cli: BUILT_CLI, agentArgs: values["agent-args"].split(" ").filter(Boolean) });
 try {
   const [n1, n2, n3] = world.nodes as [Node, Node, Node];
   const pods = {
@@ -261,7 +270,7 @@ try {
   }
   await new Promise((r) => setTimeout(r, 1000));
   const withPodsMB = rssMB(idleAgent.proc.pid!);
-  let loadedMB = Math.max(...agentPids.map(rssMB));
+  let loadedMB = Math.max(...agentPids.map((pid) => rssMB(pid)));
 
   const paths: PathResult[] = [];
   const bulk: BulkResult[] = [];
@@ -275,19 +284,20 @@ try {
   ) => {
     if (!wanted(`${system} ${protocol}`)) return;
     const grpc = protocol === "gRPC";
-    log(`${location} ${system} ${protocol}: ${RATE} req/s for ${DURATION_S} s, then saturation`);
-    const rated = await cpuInWindow(proxyPids, (WARM_UP_S + 0.3) * 1000, (WARM_UP_S + DURATION_S - 0.3) * 1000, () =>
-      h2loadAtRate(world, from, url, { rate: RATE, connections: CONNECTIONS, durationS: DURATION_S, grpc }),
-    );
-    const latency = rated.result;
-    if (latency.ok !== latency.total)
-      throw new Error(`${system} ${protocol}: ${latency.total - latency.ok} failed requests`);
+    log(`${location} ${system} ${protocol}: saturation for ${SATURATION_S} s, then ${RATE} req/s for ${DURATION_S} s`);
+    // Saturation first: it also warms the proxies up (JIT), so the fixed-rate run measures them warm.
     const watched = system === "nodemesh" ? agentPids : [];
     const saturated = await peakRssMB(watched, () =>
       h2loadSaturation(world, from, url, { connections: CONNECTIONS, durationS: SATURATION_S, grpc }),
     );
     if (saturated.result.failed > 0) throw new Error(`${system} ${protocol}: failures at saturation`);
     loadedMB = Math.max(loadedMB, ...saturated.peaks);
+    const rated = await cpuInWindow(proxyPids, (WARM_UP_S + 0.3) * 1000, (WARM_UP_S + DURATION_S - 0.3) * 1000, () =>
+      h2loadAtRate(world, from, url, { rate: RATE, connections: CONNECTIONS, durationS: DURATION_S, grpc }),
+    );
+    const latency = rated.result;
+    if (latency.ok !== latency.total)
+      throw new Error(`${system} ${protocol}: ${latency.total - latency.ok} failed requests`);
     const achievedRps = latency.total / DURATION_S;
     const direct = paths.find(
       (p) => p.location === location && p.system === "direct" && (p.protocol === "gRPC") === grpc,
@@ -337,7 +347,14 @@ try {
   const results: BenchResults = {
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, model: cpus()[0]?.model ?? "?", kernel: release(), node: process.version },
-    options: { rate: RATE, connections: CONNECTIONS, durationS: DURATION_S, saturationS: SATURATION_S, bulkS: BULK_S },
+    options: {
+      rate: RATE,
+      connections: CONNECTIONS,
+      durationS: DURATION_S,
+      saturationS: SATURATION_S,
+      bulkS: BULK_S,
+      agentArgs: values["agent-args"],
+    },
     paths,
     bulk,
     agentRss: { idleMB, loadedMB, pods: EXTRA_PODS, withPodsMB },

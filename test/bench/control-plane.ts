@@ -12,7 +12,7 @@
 // performance.timeOrigin + performance.now(), all on this machine.
 
 import { type ChildProcess, fork, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -20,6 +20,9 @@ import { parseArgs } from "node:util";
 import type { WirePod } from "../../api/agent-service.ts";
 import { FleetAgent, TableCache, type TableSummary } from "../../controller/config/testing/fleet-agent.ts";
 import { BUILT_CLI } from "../e2e/mesh.ts";
+import { percentile } from "./h2load.ts";
+import { cpuSeconds, rssMB } from "./proc-stats.ts";
+import { summarizeProfiles } from "./profile-summary.ts";
 
 // The controller as built (npm run build), as in production: no type stripping at run time.
 const CLI = BUILT_CLI;
@@ -82,6 +85,7 @@ type ToFleet =
   | { type: "stop" };
 
 type FromFleet =
+  | { type: "ready" }
   | { type: "synced"; times: number[]; configs: number; bytes: number; nacks: number }
   | { type: "received"; storeVersion: number; times: Array<number | null> }
   | { type: "reconnected"; ms: number }
@@ -156,6 +160,7 @@ function runFleet(): void {
       process.disconnect();
     }
   });
+  send({ type: "ready" }); // loaded: the parent starts the clock only once every fleet process is
 }
 
 class FleetProcess {
@@ -236,9 +241,14 @@ interface ControllerProcess {
 async function startController(storeDir: string, profileDir: string | undefined): Promise<ControllerProcess> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build (make bench does)`);
   const nodeFlags = profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : [];
+  // setpriv's parent-death signal: the controller dies with this process, however it ends.
   const proc = spawn(
-    process.execPath,
+    "setpriv",
     [
+      "--pdeathsig",
+      "KILL",
+      "--",
+      process.execPath,
       ...nodeFlags,
       CLI,
       "controller",
@@ -270,22 +280,6 @@ async function startController(storeDir: string, profileDir: string | undefined)
       resolve({ proc, rest: entry.rest, grpcPort: Number(entry.grpc.split(":").at(-1)) });
     });
   });
-}
-
-const CLOCK_TICKS_PER_S = 100; // USER_HZ on Linux
-
-/** utime + stime of a process, in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // Fields 14 and 15 of stat(5); the slice starts at field 3.
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
-}
-
-/** A /proc/<pid>/status line in MB (VmRSS: now, VmHWM: peak). */
-function memoryMB(pid: number, field: "VmRSS" | "VmHWM"): number {
-  const line = readFileSync(`/proc/${pid}/status`, "utf8").match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
-  return Number(line?.[1]) / 1024;
 }
 
 async function rest(base: string, method: string, path: string, body?: unknown, type = "application/json") {
@@ -331,38 +325,6 @@ async function policyWrite(base: string, w: number, services: number): Promise<n
   return Number((JSON.parse(text) as { metadata: { resourceVersion: string } }).metadata.resourceVersion);
 }
 
-interface CpuProfile {
-  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
-  samples: number[];
-  timeDeltas: number[];
-}
-
-/** The functions the controller spent the most self time in, from its .cpuprofile (--cpu-prof). */
-function profileSummary(dir: string, top = 15): string[] {
-  const file = readdirSync(dir).filter((f) => f.endsWith(".cpuprofile"))[0];
-  if (!file) return [`no .cpuprofile in ${dir}`];
-  const profile = JSON.parse(readFileSync(join(dir, file), "utf8")) as CpuProfile;
-  const sampled = new Map<number, number>();
-  for (const [i, id] of profile.samples.entries())
-    sampled.set(id, (sampled.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
-  const self = new Map<string, number>();
-  let total = 0;
-  for (const { id, callFrame: f } of profile.nodes) {
-    const ms = (sampled.get(id) ?? 0) / 1000;
-    const where = `${f.functionName || "(anonymous)"} ${f.url.split("/").slice(-2).join("/")}:${f.lineNumber + 1}`;
-    self.set(where, (self.get(where) ?? 0) + ms);
-    total += ms;
-  }
-  return [...self]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, top)
-    .map(([where, ms]) => `| ${where} | ${ms.toFixed(0)} | ${((100 * ms) / total).toFixed(1)} % |`);
-}
-
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -395,20 +357,27 @@ async function main(): Promise<void> {
     if (controller && controller.proc.exitCode === null) controller.proc.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
   };
-  process.once("SIGINT", () => {
-    cleanup();
-    process.exit(130);
-  });
+  for (const [signal, code] of [
+    ["SIGINT", 130],
+    ["SIGTERM", 143],
+  ] as const) {
+    process.once(signal, () => {
+      cleanup();
+      process.exit(code);
+    });
+  }
+  process.once("exit", cleanup);
   try {
     writeStore(dir, services);
     controller = await startController(dir, profileDir);
     const pid = controller.proc.pid!;
     await sleep(CONTROLLER_STARTUP_GRACE_MS + 200);
-    const cpuBefore = cpuSeconds(pid);
+    const cpuBefore = cpuSeconds([pid]);
 
+    for (let i = 0; i < processes; i++) fleet.push(new FleetProcess());
+    await Promise.all(fleet.map((f) => f.next("ready", READY_TIMEOUT_MS)));
     // Full sync: from starting the agents until each has ACKed a table with every service and endpoint.
     const started = wallClockMs();
-    for (let i = 0; i < processes; i++) fleet.push(new FleetProcess());
     const synced = fleet.map((f) => f.next("synced", SYNC_TIMEOUT_MS));
     fleet.forEach((f, i) => {
       const first = Math.floor((i * agents) / processes);
@@ -426,8 +395,8 @@ async function main(): Promise<void> {
     const syncReplies = await Promise.all(synced);
     const syncTimes = syncReplies.flatMap((m) => m.times.map((t) => t - started)).sort((a, b) => a - b);
     const fullSyncMs = syncTimes.at(-1)!;
-    const cpuSync = cpuSeconds(pid) - cpuBefore;
-    const fleetCpuSync = fleet.reduce((s, f) => s + cpuSeconds(f.child.pid!), 0);
+    const cpuSync = cpuSeconds([pid]) - cpuBefore;
+    const fleetCpuSync = fleet.reduce((s, f) => s + cpuSeconds([f.child.pid!]), 0);
     const total = (f: (m: (typeof syncReplies)[number]) => number) => syncReplies.reduce((n, m) => n + f(m), 0);
     const syncTraffic = {
       configs: total((m) => m.configs),
@@ -435,13 +404,13 @@ async function main(): Promise<void> {
       nacks: total((m) => m.nacks),
     };
     await sleep(2000); // let the last ACKs and the garbage settle
-    const rssIdle = memoryMB(pid, "VmRSS");
+    const rssIdle = rssMB(pid);
 
     // Policy writes, one at a time: write → receipt at every agent.
     const samples: number[] = [];
     const lastAgentMs: number[] = [];
     const histogramBefore = await propagationHistogram(controller.rest);
-    const cpuWritesBefore = cpuSeconds(pid);
+    const cpuWritesBefore = cpuSeconds([pid]);
     for (let w = 0; w < writes; w++) {
       const writtenAt = wallClockMs();
       const storeVersion = await policyWrite(controller.rest, w, services);
@@ -464,13 +433,13 @@ async function main(): Promise<void> {
         (await propagationHistogram(controller!.rest)).count > histogramBefore.count + w ? true : undefined,
       );
     }
-    const cpuPerWrite = writes > 0 ? (cpuSeconds(pid) - cpuWritesBefore) / writes : 0;
+    const cpuPerWrite = writes > 0 ? (cpuSeconds([pid]) - cpuWritesBefore) / writes : 0;
     const histogramAfter = await propagationHistogram(controller.rest);
     // One agent reconnecting to the synced controller: its full table alone.
     const reconnected = fleet[0]!.next("reconnected", SYNC_TIMEOUT_MS);
     fleet[0]!.send({ type: "reconnect" });
     const oneAgentSyncMs = (await reconnected).ms;
-    const rssPeak = memoryMB(pid, "VmHWM");
+    const rssPeak = rssMB(pid, "VmHWM");
 
     samples.sort((a, b) => a - b);
     const round = (n: number, digits = 1) => Number(n.toFixed(digits));
@@ -538,8 +507,13 @@ async function main(): Promise<void> {
     controller.proc.kill("SIGTERM");
     await Promise.race([exited, sleep(10_000)]);
     if (profileDir) {
-      console.log(`\n| controller: top self time (${profileDir}) | ms | share |\n|---|---|---|`);
-      for (const row of profileSummary(profileDir)) console.log(row);
+      const files = readdirSync(profileDir).filter((f) => f.endsWith(".cpuprofile"));
+      console.log(
+        `\ncontroller profile (${profileDir}):\n${summarizeProfiles(
+          files.map((f) => join(profileDir, f)),
+          15,
+        ).join("\n")}`,
+      );
     }
   } finally {
     cleanup();

@@ -29,7 +29,8 @@ export interface RateOptions {
 /** Seconds each run spends connecting and warming up before it measures. */
 export const WARM_UP_S = 1;
 
-function percentile(sorted: number[], p: number): number {
+/** The value below which p % of `sorted` (ascending) lie. */
+export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 

@@ -18,10 +18,16 @@ export function cpuSeconds(pids: readonly number[]): number {
   return ticks / CLOCK_TICKS_PER_S;
 }
 
-/** Resident set size (VmRSS) in MB (10^6 bytes, as the goals are stated). */
-export function rssMB(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+/** Resident set size in MB (10^6 bytes, as the goals are stated): now (VmRSS) or its peak (VmHWM). */
+export function rssMB(pid: number, field: "VmRSS" | "VmHWM" = "VmRSS"): number {
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    throw new Error(`process ${pid} has exited`);
+  }
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status);
+  if (!m) throw new Error(`no ${field} for pid ${pid}`);
   return (Number(m[1]) * 1024) / 1e6;
 }
 
@@ -31,14 +37,21 @@ export async function peakRssMB<T>(
   work: () => Promise<T>,
   intervalMs = 100,
 ): Promise<{ result: T; peaks: number[] }> {
-  const peaks = pids.map(rssMB);
+  const peaks = pids.map((pid) => rssMB(pid));
+  let failure: Error | undefined; // a process that exited mid-run fails the run, after it
   const timer = setInterval(() => {
-    pids.forEach((pid, i) => {
-      peaks[i] = Math.max(peaks[i]!, rssMB(pid));
-    });
+    try {
+      pids.forEach((pid, i) => {
+        peaks[i] = Math.max(peaks[i]!, rssMB(pid));
+      });
+    } catch (err) {
+      failure ??= err as Error;
+    }
   }, intervalMs);
   try {
-    return { result: await work(), peaks };
+    const result = await work();
+    if (failure) throw failure;
+    return { result, peaks };
   } finally {
     clearInterval(timer);
   }
