@@ -9,14 +9,14 @@
 //   nodemesh gRPC       a Service port declared `grpc` (HTTP/2 end to end)
 //   HAProxy tcp / http  HAProxy 2.6 in `mode tcp` / `mode http` in both pods
 //
-// Figures per path: latency at a fixed rate (open loop; added = minus direct), saturation
+// Figures per path: latency at a fixed rate (paced per connection; added = minus direct), saturation
 // throughput (closed loop), CPU seconds per 1000 requests of the proxy processes at the fixed rate,
 // and single-stream bulk throughput; agent RSS idle, under load and with `--pods` more pods
 // enrolled. Writes JSON and markdown (with ratios and the issue's goals) and prints the markdown.
 //
 //   node test/bench/compare.ts [--duration 10] [--saturation-duration 5] [--bulk-duration 5]
 //        [--rate 1000] [--connections 16] [--pods 1000] [--locations same-node,cross-node]
-//        [--agent-args "--workers 1"] (extra flags for the agents)
+//        [--agent-args="--workers 1"] (extra flags for the agents)
 //        [--only REGEX (paths whose "system protocol" matches, e.g. 'direct|opaque'; bulk is "system bulk")]
 //        [--json test-results/bench.json] [--markdown test-results/bench.md]
 
@@ -268,8 +268,12 @@ try {
       labels: { app: "idle" },
     });
   }
-  await new Promise((r) => setTimeout(r, 1000));
-  const withPodsMB = rssMB(idleAgent.proc.pid!);
+  // The lowest of 10 samples over 5 s: enrolling leaves garbage that a later collection returns.
+  let withPodsMB = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < 10; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    withPodsMB = Math.min(withPodsMB, rssMB(idleAgent.proc.pid!));
+  }
   let loadedMB = Math.max(...agentPids.map((pid) => rssMB(pid)));
 
   const paths: PathResult[] = [];

@@ -1,5 +1,5 @@
 // L7 latency per hop at a fixed rate: h2load sends HTTP/1.1 (and gRPC unary over HTTP/2) at a
-// fixed request rate, open loop, from a pod on node 1 to the sample workload on node 2:
+// fixed request rate, paced per connection, from a pod on node 1 to the sample workload on node 2:
 //
 //   direct    unmeshed client → unmeshed backend
 //   one hop   meshed client → its agent (L7) → unmeshed backend       (the source agent's cost)

@@ -105,7 +105,7 @@ export function markdownReport(r: BenchResults): string {
   const lines = [
     `${r.date.slice(0, 10)} · ${r.machine.cpus} × ${r.machine.model} · Linux ${r.machine.kernel} · Node ${r.machine.node}`,
     "",
-    `Latency at ${o.rate} req/s over ${o.connections} connections for ${o.durationS} s (h2load --rps, open loop, 1 KiB` +
+    `Latency at ${o.rate} req/s over ${o.connections} connections for ${o.durationS} s (h2load --rps, paced per connection, 1 KiB` +
       ` responses); saturation: ${o.connections} connections back to back for ${o.saturationS} s. Added = minus direct.` +
       " CPU: both hops' proxy processes, at the fixed rate." +
       (o.agentArgs ? ` Agents started with \`${o.agentArgs}\`.` : ""),
