@@ -67,10 +67,10 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 function closeWhenIdle(a: Socket, b: Socket, idleMs: number): void {
   const moved = () => a.bytesRead + b.bytesRead;
   let last = moved();
-  let lastChange = Date.now();
+  let lastChange = performance.now(); // monotonic: a wall-clock step must not close busy connections
   const timer = setInterval(
     () => {
-      const now = Date.now();
+      const now = performance.now();
       if (moved() !== last) {
         last = moved();
         lastChange = now;

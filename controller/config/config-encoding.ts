@@ -14,8 +14,9 @@ import {
 import type { TableDiff } from "./config-diff.ts";
 import type { TableEntry, TrafficEntry } from "./service-table.ts";
 
-const VARINT = 0;
-const LEN = 2;
+/** Protobuf wire types (the reader in testing/fleet-agent.ts uses them too). */
+export const WIRE_TYPE = { VARINT: 0, I64: 1, LEN: 2, I32: 5 } as const;
+const { VARINT, LEN } = WIRE_TYPE;
 
 /** A growable buffer with the few protobuf primitives the Config needs. */
 class Writer {

@@ -74,13 +74,17 @@ export async function h2loadAtRate(world: World, from: Pod, url: string, o: Rate
     log,
     url,
   ];
-  await run(world, from, args, o.durationS);
-  // Log lines: start time (µs), status, duration (µs).
-  const rows = readFileSync(log, "utf8")
-    .trim()
-    .split("\n")
-    .map((l) => l.split("\t").map(Number));
-  rmSync(log, { force: true });
+  let rows: number[][];
+  try {
+    await run(world, from, args, o.durationS);
+    // Log lines: start time (µs), status, duration (µs).
+    rows = readFileSync(log, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => l.split("\t").map(Number));
+  } finally {
+    rmSync(log, { force: true });
+  }
   const ms = rows.map((row) => row[2]! / 1000).sort((a, b) => a - b);
   return {
     p50: percentile(ms, 50),

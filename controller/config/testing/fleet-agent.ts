@@ -8,6 +8,7 @@
 // the first Config reaching a version is read, the others adopt the result.
 import { type ClientDuplexStream, credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
 import { type AgentMessage, agentServiceDefinition, type NodeFacts, type WirePod } from "../../../api/agent-service.ts";
+import { WIRE_TYPE } from "../config-encoding.ts";
 
 /** What the benchmark needs to know about a table: its services' endpoint counts. */
 export interface TableSummary {
@@ -35,10 +36,7 @@ const FACTS: NodeFacts = {
 
 // ---- a minimal protobuf reader: tags, varints, length-delimited ranges ----
 
-const VARINT = 0;
-const I64 = 1;
-const LEN = 2;
-const I32 = 5;
+const { VARINT, I64, LEN, I32 } = WIRE_TYPE;
 
 class WireReader {
   field = 0;
