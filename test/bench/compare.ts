@@ -44,6 +44,7 @@ import {
 import { bulkGbitPerS, IPERF_PORT } from "./iperf.ts";
 import { cpuInWindow, peakRssMB, rssMB } from "./proc-stats.ts";
 import { goalsReport, markdownReport } from "./report.ts";
+import { BENCH_WORKLOAD_ARGS } from "./workload.ts";
 
 const { values } = parseArgs({
   options: {
@@ -184,18 +185,8 @@ try {
     mesh.startAgent(n3),
   ]);
   const agentPids = [agent1.proc.pid!, agent2.proc.pid!];
-  const workloadArgs = [
-    "--http-port",
-    "8080",
-    "--grpc-port",
-    "9090",
-    "--tcp-echo-port",
-    "0",
-    "--response-bytes",
-    "1024",
-  ];
   for (const pod of Object.values(backends)) {
-    await mesh.startWorkload(pod, workloadArgs);
+    await mesh.startWorkload(pod, [...BENCH_WORKLOAD_ARGS]);
     const iperf = world.spawn(pod, "iperf3", ["-s", "--forceflush", "-p", String(IPERF_PORT)], {
       name: `iperf3 ${pod.name}`,
     });

@@ -13,6 +13,7 @@ import type { ServiceTable } from "../../api/services.ts";
 import { Mesh } from "../e2e/mesh.ts";
 import { type Pod, World } from "../world/world.ts";
 import { h2loadAtRate, type Latency } from "./h2load.ts";
+import { BENCH_WORKLOAD_ARGS } from "./workload.ts";
 
 const { values } = parseArgs({
   options: {
@@ -49,17 +50,7 @@ try {
   };
   mesh.writeServices(table);
   await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);
-  const workloadArgs = [
-    "--http-port",
-    "8080",
-    "--grpc-port",
-    "9090",
-    "--tcp-echo-port",
-    "0",
-    "--response-bytes",
-    "1024",
-  ];
-  for (const pod of [meshedBackend, plainBackend]) await mesh.startWorkload(pod, workloadArgs);
+  for (const pod of [meshedBackend, plainBackend]) await mesh.startWorkload(pod, [...BENCH_WORKLOAD_ARGS]);
   for (const pod of [client, meshedBackend]) await mesh.enroll(pod);
 
   const rows: Array<[string, string, Latency]> = [];

@@ -11,6 +11,7 @@ import { parseArgs } from "node:util";
 import { Mesh } from "../e2e/mesh.ts";
 import { World } from "../world/world.ts";
 import { h2loadAtRate, type Latency } from "./h2load.ts";
+import { BENCH_WORKLOAD_ARGS } from "./workload.ts";
 
 const { values } = parseArgs({
   options: { rate: { type: "string", default: "1000" }, duration: { type: "string", default: "10" } },
@@ -36,16 +37,7 @@ async function run(agentArgs: string[]): Promise<Latency> {
       ],
     });
     await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);
-    await mesh.startWorkload(backend, [
-      "--http-port",
-      "8080",
-      "--grpc-port",
-      "0",
-      "--tcp-echo-port",
-      "0",
-      "--response-bytes",
-      "1024",
-    ]);
+    await mesh.startWorkload(backend, [...BENCH_WORKLOAD_ARGS]);
     for (const pod of [client, backend]) await mesh.enroll(pod);
     return await h2loadAtRate(world, client, "http://10.96.0.10/", {
       rate: Number(values.rate),

@@ -1,5 +1,6 @@
 // Test data shared by the config tests.
 
+import type { NodeFacts } from "../../../api/agent-service.ts";
 import { apiVersionOf, KINDS, type Resource, type ServiceSpec } from "../../../api/resources.ts";
 import { HTTPRouteSpec, TrafficPolicySpec } from "../../../api/traffic.ts";
 import type { NodePod } from "../service-table.ts";
@@ -86,3 +87,13 @@ export function pod(
 ): NodePod {
   return { name, namespace, ip, labels, node };
 }
+
+/** What a simulated agent says of its node in its Hello. */
+export const SIM_NODE_FACTS: NodeFacts = {
+  cpuModel: "sim",
+  cpuCores: 2,
+  memoryBytes: 1 << 30,
+  os: "sim",
+  kernel: "6.0",
+  interfaces: [],
+};

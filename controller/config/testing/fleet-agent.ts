@@ -7,8 +7,9 @@
 // A version names one table, whoever receives it, so the agents of one process share a TableCache:
 // the first Config reaching a version is read, the others adopt the result.
 import { type ClientDuplexStream, credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
-import { type AgentMessage, agentServiceDefinition, type NodeFacts, type WirePod } from "../../../api/agent-service.ts";
+import { type AgentMessage, agentServiceDefinition, type WirePod } from "../../../api/agent-service.ts";
 import { WIRE_TYPE } from "../config-encoding.ts";
+import { SIM_NODE_FACTS } from "./fixtures.ts";
 
 /** What the benchmark needs to know about a table: its services' endpoint counts. */
 export interface TableSummary {
@@ -24,15 +25,6 @@ const RawAgentServiceClient = makeGenericClientConstructor(
   "AgentService",
 );
 type RawCall = ClientDuplexStream<AgentMessage, Buffer>;
-
-const FACTS: NodeFacts = {
-  cpuModel: "sim",
-  cpuCores: 2,
-  memoryBytes: 1 << 30,
-  os: "sim",
-  kernel: "6.0",
-  interfaces: [],
-};
 
 // ---- a minimal protobuf reader: tags, varints, length-delimited ranges ----
 
@@ -227,7 +219,7 @@ export class FleetAgent {
     });
     this.send({
       kind: "hello",
-      hello: { nodeName: opts.node, agentVersion: "sim", underlayIp: opts.underlayIp, facts: FACTS },
+      hello: { nodeName: opts.node, agentVersion: "sim", underlayIp: opts.underlayIp, facts: SIM_NODE_FACTS },
     });
     this.send({ kind: "podsChanged", podsChanged: { pods: opts.pods } });
   }

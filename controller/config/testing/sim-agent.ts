@@ -7,28 +7,19 @@ import {
   agentServiceDefinition,
   type Config,
   type ControllerMessage,
-  type NodeFacts,
   type Peer,
   serviceKey,
   type WireService,
   type WireTrafficObject,
 } from "../../../api/agent-service.ts";
 import { trafficKey } from "../../../api/traffic.ts";
+import { SIM_NODE_FACTS } from "./fixtures.ts";
 
 type SimCall = ClientDuplexStream<AgentMessage, ControllerMessage>;
 const AgentServiceClient = makeGenericClientConstructor(agentServiceDefinition, "AgentService");
 
 /** "ack", or the error to NACK with, or "ignore" to leave the Config unanswered. */
 export type Decision = "ack" | "ignore" | { nack: string };
-
-const FACTS: NodeFacts = {
-  cpuModel: "sim",
-  cpuCores: 2,
-  memoryBytes: 1 << 30,
-  os: "sim",
-  kernel: "6.0",
-  interfaces: [],
-};
 
 export class SimAgent {
   readonly node: string;
@@ -65,7 +56,7 @@ export class SimAgent {
     });
     this.send({
       kind: "hello",
-      hello: { nodeName: node, agentVersion: "sim", underlayIp: opts.underlayIp ?? "", facts: FACTS },
+      hello: { nodeName: node, agentVersion: "sim", underlayIp: opts.underlayIp ?? "", facts: SIM_NODE_FACTS },
     });
   }
 
