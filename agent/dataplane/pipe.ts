@@ -57,13 +57,13 @@ export function pipeBoth(downstream: Socket, upstream: Socket, idleMs?: number):
   });
 }
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /**
  * Closes both sockets once no byte has moved either way for `idleMs` (noticed within 1.5 × idleMs).
  * A timer that polls the byte counts, rather than socket timeouts, which Node refreshes on every
  * read and write: nothing per chunk on the forwarding path.
  */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
 function closeWhenIdle(a: Socket, b: Socket, idleMs: number): void {
   const moved = () => a.bytesRead + b.bytesRead;
   let last = moved();
