@@ -31,7 +31,7 @@ help:
 	@echo "make setup      install Node $(NODE_MAJOR_WANTED) (if needed), Debian tools and npm packages"
 	@echo "make demo       run the mesh on this machine: 2 nodes in network namespaces, sample services"
 	@echo "make test       lint, type check and the whole test suite (as root)"
-	@echo "make build      compile to JavaScript in dist/ (what a container image runs)"
+	@echo "make build      compile to JavaScript in dist/ (what production runs)"
 	@echo "make bench      benchmarks: direct vs nodemesh vs HAProxy, control plane at scale (QUICK=1: short)"
 
 setup: debian-packages node_modules/.installed
@@ -73,8 +73,8 @@ test: check
 demo: setup
 	node test/demo.ts
 
-# The agent, the controller and the CLI compiled to JavaScript in dist/ (what a container image
-# runs; the tests and the demo run the TypeScript sources directly).
+# The agent, the controller and the CLI compiled to JavaScript in dist/ (what production runs;
+# the tests and the demo run the TypeScript sources directly).
 build: setup
 	npm run build
 

@@ -117,7 +117,7 @@ const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 if (!existsSync(BUILT_CLI)) throw new Error(`${BUILT_CLI} is missing: run npm run build (make bench does)`);
 // Node 3 carries no traffic: its agent gives the idle memory and the memory per enrolled pod.
 const world = await World.create({ nodes: 3 });
-// The agents run as built (dist/), as in a container image: running from source costs every
+// The agents run as built (dist/), as production runs them: running from source costs every
 // thread TypeScript's type stripper (about 17 MB each).
 const mesh = new Mesh(world, { cli: BUILT_CLI, agentArgs: values["agent-args"].split(" ").filter(Boolean) });
 try {

@@ -12,7 +12,7 @@ import { httpFrom, parseMetrics } from "./netns-client.ts";
 
 const REPO = new URL("../..", import.meta.url).pathname;
 const SOURCE_CLI = join(REPO, "bin/nodemesh.ts");
-/** The command line as `npm run build` compiles it (what a container image runs). */
+/** The command line as `npm run build` compiles it (what production runs). */
 export const BUILT_CLI = join(REPO, "dist/bin/nodemesh.js");
 const WORKLOAD = join(REPO, "test/workload/workload.ts");
 
