@@ -17,14 +17,20 @@ import type { TableEntry, TrafficEntry } from "./service-table.ts";
 /** Protobuf wire types (the reader in testing/fleet-agent.ts uses them too). */
 export const WIRE_TYPE = { VARINT: 0, I64: 1, LEN: 2, I32: 5 } as const;
 const { VARINT, LEN } = WIRE_TYPE;
+/** A one-byte tag and a length varint (at most 10 bytes). */
+const TAG_AND_LENGTH_BYTES = 11;
 
 /** A growable buffer with the few protobuf primitives the Config needs. */
 class Writer {
   private buf: Buffer;
-  private pos = 0;
+  /** Where the content starts: `headRoom` bytes are left in front for finishAsField. */
+  private readonly start: number;
+  private pos: number;
 
-  constructor(capacity = 256) {
-    this.buf = Buffer.allocUnsafe(capacity);
+  constructor(capacity = 256, headRoom = 0) {
+    this.buf = Buffer.allocUnsafe(headRoom + capacity);
+    this.start = headRoom;
+    this.pos = headRoom;
   }
 
   private reserve(n: number): void {
@@ -82,7 +88,19 @@ class Writer {
   }
 
   finish(): Buffer {
-    return this.buf.subarray(0, this.pos);
+    return this.buf.subarray(this.start, this.pos);
+  }
+
+  /** The content as length-delimited field `field` of an enclosing message, its tag and length written into the head room. */
+  finishAsField(field: number): Buffer {
+    const head = new Writer(TAG_AND_LENGTH_BYTES)
+      .tag(field, LEN)
+      .varint(this.pos - this.start)
+      .finish();
+    if (head.length > this.start) throw new Error("finishAsField needs head room for the tag and length");
+    const begin = this.start - head.length;
+    head.copy(this.buf, begin);
+    return this.buf.subarray(begin, this.pos);
   }
 }
 
@@ -137,13 +155,14 @@ export function encodeConfigMessage(diff: TableDiff): Buffer {
   );
   // Sized for the entries plus their tags and lengths, so the buffer rarely grows (and copies).
   const entryBytes = [...services, ...traffic].reduce((n, b) => n + b.length + 6, 0);
-  const w = new Writer(entryBytes + 1024).string(1, diff.to.version).bool(2, diff.full);
+  // The Config is written behind room for its enclosing field's tag and length, so that wrapping
+  // it into the ControllerMessage does not copy a table of several megabytes once more.
+  const w = new Writer(entryBytes + 1024, TAG_AND_LENGTH_BYTES).string(1, diff.to.version).bool(2, diff.full);
   w.string(3, diff.from?.version ?? "");
   for (const bytes of services) w.bytes(4, bytes);
   for (const key of diff.removed) w.string(5, key, true);
   if (diff.peers) w.message(6, (m) => encodePeers(m, diff.peers!));
   for (const bytes of traffic) w.bytes(7, bytes);
   for (const key of diff.removedTraffic) w.string(8, key, true);
-  const config = w.finish();
-  return new Writer(config.length + 11).bytes(1, config).finish();
+  return w.finishAsField(1);
 }
