@@ -56,8 +56,9 @@ export interface AgentServerOptions {
   log?: Logger;
 }
 
-// Config bytes written and not yet taken by agents, over all agents (see send-budget.ts): enough
-// for a few full tables of 10,000 services at once, and for every agent's small update.
+// Config bytes written to the streams and not yet flushed to their sockets, over all agents (see
+// send-budget.ts): enough for a few full tables of 10,000 services at once, and for every agent's
+// small update.
 const SEND_BUDGET_BYTES = 16 << 20;
 const PROPAGATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 // Detects agents that vanished without closing their connection (power loss, partition).

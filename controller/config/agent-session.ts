@@ -18,7 +18,7 @@ export type AgentCall = ServerDuplexStream<AgentMessage, Buffer>;
 /** What a session reports to, implemented by the server. */
 export interface SessionHost {
   readonly publisher: ConfigPublisher;
-  /** Shared by every session: how many Config bytes may be unread by agents at once. */
+  /** Shared by every session: how many Config bytes may be written and not yet flushed at once. */
   readonly sendBudget: SendBudget;
   /** Registers the node for this session, ending an older session of the same node. */
   claim(session: AgentSession, hello: Hello): void;
