@@ -114,6 +114,8 @@ export function parseInitArgs(
     ...(netnsPath === undefined ? {} : { netnsPath }),
     labels: labels(values.label ?? []),
     serviceAccount: values["service-account"] ?? "default",
+    // The agent's tunnel must not reach what the rules leave out: it learns these at enrollment.
+    ...(config.excludeInboundPorts.length ? { excludeInboundPorts: [...config.excludeInboundPorts] } : {}),
   };
   const checked = validateEnrollment(candidate);
   if (!checked.ok) throw invalid(`${FLAG_OF_FIELD[checked.field] ?? checked.field}: ${checked.message}`);
@@ -175,6 +177,7 @@ const FLAG_OF_FIELD: Record<string, string> = {
   netnsPath: "--netns-path",
   labels: "--label",
   serviceAccount: "--service-account",
+  excludeInboundPorts: "--exclude-inbound-ports",
 };
 
 function firstIPv4(interfaces: () => ReturnType<typeof os.networkInterfaces>): string {

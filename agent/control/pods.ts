@@ -9,8 +9,22 @@ import { writeFileAtomic } from "../sys/files.ts";
 import { netnsInode } from "../sys/netns-path.ts";
 import type { WorkerPool } from "./workers.ts";
 
-interface StoredPod extends EnrolledPod {
+/** An enrolled pod with the inode of its network namespace: what names the namespace it owns. */
+export interface StoredPod extends EnrolledPod {
   netnsInode: number;
+}
+
+/**
+ * Whether the pod's namespace path still opens the namespace it was enrolled with. A removed pin
+ * (the runtime tore the pod down) or a dead /proc/<pid> path means the pod is gone, even though
+ * the agent's own fd keeps the namespace itself alive (and so its inode unique) until removal.
+ */
+export function namespaceStillThere(pod: StoredPod): boolean {
+  try {
+    return netnsInode(pod.netnsPath) === pod.netnsInode;
+  } catch {
+    return false;
+  }
 }
 
 export class PodRegistry {
@@ -33,6 +47,16 @@ export class PodRegistry {
     return [...this.pods.values()].map(({ netnsInode: _, ...pod }) => pod);
   }
 
+  get(namespace: string, name: string): StoredPod | undefined {
+    return this.pods.get(`${namespace}/${name}`);
+  }
+
+  /** The pod enrolled for the network namespace with this inode: at most one (the server sees to it). */
+  inNetns(inode: number): StoredPod | undefined {
+    for (const pod of this.pods.values()) if (pod.netnsInode === inode) return pod;
+    return undefined;
+  }
+
   get size(): number {
     return this.pods.size;
   }
@@ -44,11 +68,23 @@ export class PodRegistry {
     return next;
   }
 
-  enroll(pod: EnrolledPod): Promise<void> {
+  /**
+   * Enrolls `pod` for the network namespace with inode `netnsInode`, or re-enrolls it there. One
+   * pod per namespace; a pod enrolled from another namespace that still exists is replaced only
+   * when `replaceLive` (a privileged caller): otherwise anyone could take over a pod by its name.
+   */
+  enroll(pod: EnrolledPod, netnsInode: number, { replaceLive = false } = {}): Promise<void> {
     return this.serial(async () => {
-      const inode = netnsInode(pod.netnsPath);
+      const inNetns = this.inNetns(netnsInode);
+      if (inNetns && key(inNetns) !== key(pod)) {
+        throw new EnrollmentConflict(`this network namespace is already enrolled as pod ${key(inNetns)}`);
+      }
+      const existing = this.pods.get(key(pod));
+      if (existing && existing.netnsInode !== netnsInode && !replaceLive && namespaceStillThere(existing)) {
+        throw new EnrollmentConflict(`pod ${key(pod)} is enrolled from another network namespace that still exists`);
+      }
       await this.workers.addPod(pod);
-      this.pods.set(key(pod), { ...pod, netnsInode: inode });
+      this.pods.set(key(pod), { ...pod, netnsInode });
       this.save();
       this.log.info({ pod: key(pod), ip: pod.ip, netns: pod.netnsPath }, "pod enrolled");
       this.onChange();
@@ -81,11 +117,7 @@ export class PodRegistry {
       return;
     }
     for (const pod of stored) {
-      let inode: number | undefined;
-      try {
-        inode = netnsInode(pod.netnsPath);
-      } catch {}
-      if (inode !== pod.netnsInode) {
+      if (!namespaceStillThere(pod)) {
         this.log.warn({ pod: key(pod), netns: pod.netnsPath }, "pod namespace is gone; dropping the pod");
         continue;
       }
@@ -104,6 +136,9 @@ export class PodRegistry {
     writeFileAtomic(this.file, `${JSON.stringify({ pods: [...this.pods.values()] }, null, 2)}\n`);
   }
 }
+
+/** The enrollment contradicts one already in force; nothing was changed. */
+export class EnrollmentConflict extends Error {}
 
 function key(pod: EnrolledPod): string {
   return `${pod.namespace}/${pod.name}`;
