@@ -31,13 +31,15 @@ Pod (flags win over the downward-API environment variables):
 Agent:
   --agent-socket PATH         default ${DEFAULT_ENROLLMENT_SOCKET}
   --enroll-timeout DURATION   keep retrying until then: 30s (default), 2m, 500ms, or seconds
-  --netns-path PATH           sent to the agent as the pod's network namespace
-                              (default: the agent uses the namespace of this process)
+  --netns-path PATH           sent to the agent as the pod's network namespace; it must be
+                              this process's own unless run as root in the node's network
+                              namespace (default: the agent uses the namespace of this process)
   --no-enroll                 only install (or remove) the rules
 
 Exclusions (comma-separated; each flag may be repeated):
   --exclude-outbound-ports LIST   ports or ranges not redirected, e.g. 22,8000:8100
-  --exclude-inbound-ports LIST    ports or ranges not redirected, e.g. 9090
+  --exclude-inbound-ports LIST    ports or ranges not redirected, e.g. 9090 (also sent to the
+                                  agent, whose tunnel then never connects to them)
   --exclude-outbound-cidrs LIST   destinations not redirected, e.g. 10.0.0.0/8,169.254.169.254
 
 Modes:
