@@ -3,18 +3,18 @@
 // Who calls is taken from the connection, never from the request (docs/security.md, "Enrollment
 // socket"): SO_PEERCRED gives the calling process, /proc/<pid>/ns/net its network namespace. A
 // caller enrolls, re-enrolls and removes only the pod of its own namespace, with an address of
-// that namespace. A privileged caller (root in the agent's or the host's network namespace:
-// kubelet, an operator, the tests) may name any pod namespace and list and remove any pod.
+// that namespace. A privileged caller (root in the agent's own network namespace, the node's host
+// network: kubelet, an operator, the tests) may name any pod namespace, list and remove any pod.
 
 import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { Socket } from "node:net";
 import { dirname } from "node:path";
 import { type EnrolledPod, validateEnrollment } from "../../api/enrollment.ts";
-import { interfaceAddresses, Netns, NotANetworkNamespaceError, peerCredentials, socketFd } from "../sys/linux.ts";
-import { identifyNetnsOfPid, type NetnsIdentity, netnsInode, ownNetnsInode } from "../sys/netns-path.ts";
+import { Netns, NotANetworkNamespaceError, peerCredentials, socketFd } from "../sys/linux.ts";
+import { identifyNetnsOfPid, type NetnsIdentity, ownNetnsInode } from "../sys/netns-path.ts";
 import { HttpError, readJson, sendError, sendJson } from "./http.ts";
-import { EnrollmentConflict, type PodRegistry } from "./pods.ts";
+import { EnrollmentConflict, type PodRegistry, podAddressProblem } from "./pods.ts";
 
 const MAX_BODY = 64 * 1024;
 const POD_PATH = /^\/v1\/pods\/([a-z0-9-]+)\/([a-z0-9-]+)$/;
@@ -25,22 +25,13 @@ interface Caller {
   privileged: boolean;
 }
 
-/** The namespaces whose root callers are privileged, and which are never enrolled as a pod's. */
-function trustedNamespaces(): Set<number> {
-  const trusted = new Set([ownNetnsInode()]);
-  try {
-    trusted.add(netnsInode("/proc/1/ns/net")); // the host's, when the agent sees the host's pids
-  } catch {}
-  return trusted;
-}
-
-function identifyCaller(socket: Socket, trusted: Set<number>): Caller {
+function identifyCaller(socket: Socket, agentNetns: number): Caller {
   try {
     const { pid, uid } = peerCredentials(socketFd(socket));
     // pid 0: the caller lives in a pid namespace the agent cannot see into (the agent needs hostPID).
     if (pid <= 0) return { netns: undefined, privileged: false };
     const netns = identifyNetnsOfPid(pid);
-    return { netns, privileged: uid === 0 && trusted.has(netns.inode) };
+    return { netns, privileged: uid === 0 && netns.inode === agentNetns };
   } catch {
     return { netns: undefined, privileged: false };
   }
@@ -60,25 +51,15 @@ function openPodNetns(path: string): Netns {
   }
 }
 
-/** The claimed IP must be configured on an interface of the pod's namespace (not its loopback). */
-function checkAddress(ns: Netns, ip: string): void {
-  const addresses = interfaceAddresses(ns)
-    .filter((a) => !a.loopback)
-    .map((a) => a.address);
-  if (!addresses.includes(ip)) {
-    const has = addresses.length ? `its addresses: ${addresses.join(", ")}` : "it has no address";
-    throw new HttpError(422, "INVALID", `${ip} is not an address of the pod's network namespace (${has})`, "ip");
-  }
-}
-
 export async function startEnrollmentServer(socketPath: string, pods: PodRegistry): Promise<Server> {
-  const trusted = trustedNamespaces();
+  // Root in this namespace is privileged (docs/security.md), and it is never a pod's.
+  const agentNetns = ownNetnsInode();
   // Identified once the connection is accepted, while the caller is surely still there.
   const callers = new WeakMap<Socket, Caller>();
   const callerOf = (socket: Socket): Caller => {
     let caller = callers.get(socket);
     if (!caller) {
-      caller = identifyCaller(socket, trusted);
+      caller = identifyCaller(socket, agentNetns);
       callers.set(socket, caller);
     }
     return caller;
@@ -93,13 +74,14 @@ export async function startEnrollmentServer(socketPath: string, pods: PodRegistr
     let inode: number;
     try {
       inode = ns.inode;
-      if (trusted.has(inode)) {
+      if (inode === agentNetns) {
         throw new HttpError(422, "INVALID", "the namespace is the agent's own: run the init in the pod", "netnsPath");
       }
       if (!caller.privileged && inode !== caller.netns.inode) {
         throw forbidden("a pod may enroll only its own network namespace", "netnsPath");
       }
-      checkAddress(ns, value.ip);
+      const addressProblem = podAddressProblem(ns, value.ip);
+      if (addressProblem) throw new HttpError(422, "INVALID", addressProblem, "ip");
     } finally {
       ns.close();
     }

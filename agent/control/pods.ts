@@ -4,8 +4,9 @@
 
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import type { Logger } from "pino";
-import type { EnrolledPod } from "../../api/enrollment.ts";
+import { type EnrolledPod, notAPodAddress } from "../../api/enrollment.ts";
 import { writeFileAtomic } from "../sys/files.ts";
+import { interfaceAddresses, Netns } from "../sys/linux.ts";
 import { netnsInode } from "../sys/netns-path.ts";
 import type { WorkerPool } from "./workers.ts";
 
@@ -121,6 +122,15 @@ export class PodRegistry {
         this.log.warn({ pod: key(pod), netns: pod.netnsPath }, "pod namespace is gone; dropping the pod");
         continue;
       }
+      // A state file written before the enrollment checks may hold what they now refuse.
+      const problem = this.restoreProblem(pod);
+      if (problem) {
+        this.log.warn(
+          { pod: key(pod), ip: pod.ip, netns: pod.netnsPath, problem },
+          "dropping a pod the agent would refuse now",
+        );
+        continue;
+      }
       try {
         await this.workers.addPod(pod);
         this.pods.set(key(pod), pod);
@@ -132,9 +142,41 @@ export class PodRegistry {
     this.log.info({ pods: this.pods.size }, "restored enrolled pods");
   }
 
+  private restoreProblem(pod: StoredPod): string | undefined {
+    const sameNetns = this.inNetns(pod.netnsInode);
+    if (sameNetns) return `its namespace is already enrolled as ${key(sameNetns)}`;
+    try {
+      return podAddressProblem(pod.netnsPath, pod.ip);
+    } catch (err) {
+      return (err as Error).message;
+    }
+  }
+
   private save(): void {
     writeFileAtomic(this.file, `${JSON.stringify({ pods: [...this.pods.values()] }, null, 2)}\n`);
   }
+}
+
+/**
+ * Why `ip` cannot be the address of the pod whose network namespace is at `netnsPath`, or
+ * undefined: it must be a pod address (not loopback, link-local, …) configured on a non-loopback
+ * interface there. Read from inside the namespace, so a pod cannot claim another pod's address.
+ */
+export function podAddressProblem(netns: Netns | string, ip: string): string | undefined {
+  const special = notAPodAddress(ip);
+  if (special) return `${ip} is ${special}, not a pod address`;
+  const ns = typeof netns === "string" ? Netns.open(netns) : netns;
+  let addresses: string[];
+  try {
+    addresses = interfaceAddresses(ns)
+      .filter((a) => !a.loopback)
+      .map((a) => a.address);
+  } finally {
+    if (ns !== netns) ns.close();
+  }
+  if (addresses.includes(ip)) return undefined;
+  const has = addresses.length ? `its addresses: ${addresses.join(", ")}` : "it has no address";
+  return `${ip} is not an address of the pod's network namespace (${has})`;
 }
 
 /** The enrollment contradicts one already in force; nothing was changed. */

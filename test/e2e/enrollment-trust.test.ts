@@ -4,6 +4,8 @@
 // pod's loopback or to a port the pod excluded from interception. Calls made from the node's own
 // namespace are privileged, as kubelet's or an operator's on a node are.
 
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TUNNEL_PORT } from "../../api/dataplane.ts";
 import { type Node, type Pod, type Proc, World } from "../world/world.ts";
@@ -174,6 +176,23 @@ describe("enrollment trust boundary", () => {
     direct.destroy();
     const served = await tunnelExchange(stranger, victim, `${victim.ip}:8080`, true);
     expect(served).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+  });
+
+  it("drops, on restart, a ghost that a state file from before these checks still holds", async () => {
+    const handle = mesh.agents.get(node)!;
+    await mesh.stopAgent(node, "SIGTERM");
+    const file = join(handle.stateDir, "pods.json");
+    const state = JSON.parse(readFileSync(file, "utf8"));
+    const victimPod = state.pods.find((p: { name: string }) => p.name === "victim");
+    state.pods.push({ ...victimPod, name: "ghost", ip: "127.0.0.1", excludeInboundPorts: undefined });
+    writeFileSync(file, JSON.stringify(state));
+    await mesh.startAgent(node);
+    expect(await enrolledNames()).toEqual(["client", "mallory", "victim"]);
+    for (let i = 0; i < 5; i++) {
+      const answer = await tunnelExchange(stranger, victim, `127.0.0.1:${SECRET_PORT}`);
+      expect(answer).toMatch(/^HTTP\/1\.1 503 .*\r\nX-Nodemesh-Error: NM_TUNNEL_FORBIDDEN/);
+    }
+    expect(await servedByVictim()).toBe(true);
   });
 
   it("still lets a pod remove itself, and the host remove anyone", async () => {
