@@ -136,9 +136,16 @@ describe("enrollment trust boundary", () => {
   });
 
   it("refuses taking over another pod's name from another namespace", async () => {
-    const hijack = { name: "victim", namespace: "default", ip: mallory.ip, labels: { app: "victim" } };
-    const reply = await call(mallory, "POST", "/v1/pods", hijack);
-    expect(reply.status).toBe(409);
+    const hijack = (from: Pod) => ({ name: "victim", namespace: "default", ip: from.ip, labels: { app: "victim" } });
+    // From a namespace not enrolled yet: the name belongs to a namespace that still exists.
+    const fresh = await call(stranger, "POST", "/v1/pods", hijack(stranger));
+    expect(fresh.status).toBe(409);
+    expect(fresh.body).toContain("enrolled from another network namespace");
+    // From an enrolled one: one pod per namespace.
+    const enrolled = await call(mallory, "POST", "/v1/pods", hijack(mallory));
+    expect(enrolled.status).toBe(409);
+    expect(enrolled.body).toContain("already enrolled as pod default/mallory");
+    expect(await enrolledNames()).toEqual(["client", "mallory", "victim"]);
     expect(await servedByVictim()).toBe(true);
   });
 
@@ -159,7 +166,7 @@ describe("enrollment trust boundary", () => {
   it.each([
     ["a regular file", "/etc/passwd"],
     ["a directory", "/run"],
-    ["a mount namespace", "/proc/1/ns/mnt"],
+    ["a mount namespace", "/proc/self/ns/mnt"], // the agent's own, as the agent resolves it
   ])("refuses a netnsPath that is %s with 422 naming the field", async (_, netnsPath) => {
     const body = { name: "odd", namespace: "default", ip: "10.244.1.99", netnsPath };
     const reply = await call(node, "POST", "/v1/pods", body);
