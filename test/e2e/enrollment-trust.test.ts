@@ -106,15 +106,15 @@ describe("enrollment trust boundary", () => {
   it("refuses a ghost pod with 127.0.0.1 in another pod's namespace; the tunnel never reaches that loopback", async () => {
     const ghost = { name: "ghost", namespace: "default", ip: "127.0.0.1", netnsPath: victim.netnsPath };
     const reply = await call(mallory, "POST", "/v1/pods", ghost);
+    // The attempts first: on an agent that took the ghost, the failure then says how much leaked.
+    const answers: string[] = [];
+    for (let i = 0; i < TUNNEL_ATTEMPTS; i++) {
+      answers.push(await tunnelExchange(stranger, victim, `127.0.0.1:${SECRET_PORT}`));
+    }
+    expect(answers.filter((a) => a.includes("the-secret")).length).toBe(0);
+    for (const answer of answers) expect(answer).toMatch(/^HTTP\/1\.1 503 .*\r\nX-Nodemesh-Error: NM_TUNNEL_FORBIDDEN/);
     expect(reply.status).toBe(422);
     expect(reply.body).toContain('"field":"ip"');
-    let leaked = 0;
-    for (let i = 0; i < TUNNEL_ATTEMPTS; i++) {
-      const answer = await tunnelExchange(stranger, victim, `127.0.0.1:${SECRET_PORT}`);
-      if (answer.includes("the-secret")) leaked++;
-      else expect(answer).toMatch(/^HTTP\/1\.1 503 .*\r\nX-Nodemesh-Error: NM_TUNNEL_FORBIDDEN/);
-    }
-    expect(leaked).toBe(0);
     expect(await enrolledNames()).toEqual(["client", "mallory", "victim"]);
     expect(await servedByVictim()).toBe(true);
   });
@@ -122,16 +122,16 @@ describe("enrollment trust boundary", () => {
   it("refuses another pod's IP in that pod's namespace, and in the caller's own", async () => {
     const intoVictim = { name: "ghost", namespace: "default", ip: victim.ip, netnsPath: victim.netnsPath };
     const r1 = await call(mallory, "POST", "/v1/pods", intoVictim);
-    expect(r1.status).toBe(403);
-    expect(r1.body).toContain('"field":"netnsPath"');
+    expect.soft(r1.status).toBe(403);
+    expect.soft(r1.body).toContain('"field":"netnsPath"');
     const own = { name: "ghost", namespace: "default", ip: victim.ip };
     const r2 = await call(mallory, "POST", "/v1/pods", own);
-    expect(r2.status).toBe(422);
-    expect(r2.body).toContain('"field":"ip"');
+    expect.soft(r2.status).toBe(422);
+    expect.soft(r2.body).toContain('"field":"ip"');
     const loopback = { name: "ghost", namespace: "default", ip: "127.0.0.1" };
     const r3 = await call(mallory, "POST", "/v1/pods", loopback);
-    expect(r3.status).toBe(422);
-    expect(r3.body).toContain('"field":"ip"');
+    expect.soft(r3.status).toBe(422);
+    expect.soft(r3.body).toContain('"field":"ip"');
     expect(await enrolledNames()).toEqual(["client", "mallory", "victim"]);
   });
 
