@@ -52,7 +52,7 @@ export class PodRegistry {
     return this.pods.get(`${namespace}/${name}`);
   }
 
-  /** The pod enrolled for the network namespace with this inode: at most one (the server sees to it). */
+  /** The pod enrolled for the network namespace with this inode: at most one (enroll and restore see to it). */
   inNetns(inode: number): StoredPod | undefined {
     for (const pod of this.pods.values()) if (pod.netnsInode === inode) return pod;
     return undefined;
