@@ -11,7 +11,7 @@ export const AgentErrors = {
   CONNECT_FAILED: { code: "NM_CONNECT_FAILED", message: "connect failed" },
   TUNNEL_REFUSED: { code: "NM_TUNNEL_REFUSED", message: "the destination agent could not reach the workload" },
   TUNNEL_PROTOCOL: { code: "NM_TUNNEL_PROTOCOL", message: "malformed tunnel handshake" },
-  TUNNEL_FORBIDDEN: { code: "NM_TUNNEL_FORBIDDEN", message: "the tunnel target is not this pod" },
+  TUNNEL_FORBIDDEN: { code: "NM_TUNNEL_FORBIDDEN", message: "the tunnel target is not a meshed port of this pod" },
   // L7: each of these becomes an HTTP status and a gRPC status in one table.
   NO_HEALTHY_ENDPOINT: { code: "NM_NO_HEALTHY_ENDPOINT", message: "no healthy endpoint is available" },
   CIRCUIT_OPEN: { code: "NM_CIRCUIT_OPEN", message: "the circuit breaker is open" },

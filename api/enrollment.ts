@@ -2,12 +2,14 @@
 // HTTP/1.1 over the agent's unix socket (try it with `curl --unix-socket`).
 //
 //   POST   /v1/pods                      body: PodEnrollment → 200 EnrollmentReply | 4xx ErrorReply
-//   DELETE /v1/pods/{namespace}/{name}   → 200 | 404 ErrorReply
-//   GET    /v1/pods                      → 200 { pods: EnrolledPod[] }
+//   DELETE /v1/pods/{namespace}/{name}   → 200 | 403 | 404 ErrorReply
+//   GET    /v1/pods                      → 200 { pods: EnrolledPod[] } | 403 (privileged callers only)
 //
-// The agent identifies the pod's network namespace from the caller: `netnsPath` when given,
-// otherwise the namespace of the calling process (SO_PEERCRED), so the init container must make
-// the call from inside the pod's namespace.
+// The agent believes no claim it can check (docs/security.md, "Enrollment socket"): it takes the
+// caller's network namespace from the connection (SO_PEERCRED), enrolls only that namespace
+// (`netnsPath`, when given, must name it too, unless the caller is privileged), only with an
+// address configured on one of its interfaces, and lets a caller remove only its own pod. So the
+// init container makes the call from inside the pod's namespace.
 
 export interface PodEnrollment {
   name: string;
@@ -18,6 +20,14 @@ export interface PodEnrollment {
   netnsPath?: string;
   labels: Record<string, string>;
   serviceAccount: string;
+  /** Ports the pod's rules leave out of inbound interception: the tunnel never connects to them. */
+  excludeInboundPorts?: PortRange[];
+}
+
+/** Ports `first` to `last`, both included. */
+export interface PortRange {
+  first: number;
+  last: number;
 }
 
 export interface EnrolledPod extends PodEnrollment {
@@ -46,6 +56,28 @@ export function isIPv4(value: string): boolean {
   return IPV4.test(value);
 }
 
+/**
+ * What kind of address an IPv4 `ip` is when it cannot be a pod's, else undefined. Loopback and
+ * link-local above all: there an address reaches local-only services of the pod (or of the node,
+ * the cloud metadata server), never a workload port meant for others.
+ */
+export function notAPodAddress(ip: string): string | undefined {
+  const [a, b] = ip.split(".").map(Number);
+  if (a === 0) return "an unspecified address (0.0.0.0/8)";
+  if (a === 127) return "a loopback address (127.0.0.0/8)";
+  if (a === 169 && b === 254) return "a link-local address (169.254.0.0/16)";
+  if (a >= 224 && a < 240) return "a multicast address (224.0.0.0/4)";
+  if (a >= 240) return "a reserved or broadcast address (240.0.0.0/4)";
+  return undefined;
+}
+
+/** True when `port` is in one of `ranges`. */
+export function inPortRanges(port: number, ranges: readonly PortRange[] | undefined): boolean {
+  return ranges?.some((r) => port >= r.first && port <= r.last) ?? false;
+}
+
+const MAX_PORT_RANGES = 256;
+
 /** Checks a decoded request body; returns the first problem with the field it concerns. */
 export function validateEnrollment(
   body: unknown,
@@ -54,7 +86,7 @@ export function validateEnrollment(
     return { ok: false, field: "", message: "body must be a JSON object" };
   }
   const b = body as Record<string, unknown>;
-  const allowed = new Set(["name", "namespace", "ip", "netnsPath", "labels", "serviceAccount"]);
+  const allowed = new Set(["name", "namespace", "ip", "netnsPath", "labels", "serviceAccount", "excludeInboundPorts"]);
   for (const key of Object.keys(b)) {
     if (!allowed.has(key)) return { ok: false, field: key, message: `unknown field "${key}"` };
   }
@@ -66,6 +98,8 @@ export function validateEnrollment(
   }
   if (typeof b.ip !== "string" || !isIPv4(b.ip))
     return { ok: false, field: "ip", message: "ip must be an IPv4 address" };
+  const special = notAPodAddress(b.ip);
+  if (special) return { ok: false, field: "ip", message: `ip ${b.ip} is ${special}, not a pod address` };
   if (b.netnsPath !== undefined && (typeof b.netnsPath !== "string" || !b.netnsPath.startsWith("/"))) {
     return { ok: false, field: "netnsPath", message: "netnsPath must be an absolute path" };
   }
@@ -80,6 +114,20 @@ export function validateEnrollment(
   if (typeof serviceAccount !== "string" || !DNS_LABEL.test(serviceAccount)) {
     return { ok: false, field: "serviceAccount", message: "serviceAccount must be a DNS label" };
   }
+  const excluded = b.excludeInboundPorts;
+  if (excluded !== undefined) {
+    if (!Array.isArray(excluded) || excluded.length > MAX_PORT_RANGES) {
+      const message = `excludeInboundPorts must be a list of at most ${MAX_PORT_RANGES} port ranges`;
+      return { ok: false, field: "excludeInboundPorts", message };
+    }
+    for (const [i, r] of excluded.entries()) {
+      const { first, last } = (typeof r === "object" && r !== null ? r : {}) as Partial<PortRange>;
+      if (!isPort(first) || !isPort(last) || first > last) {
+        const message = "a port range is { first, last }: ports 1-65535, first <= last";
+        return { ok: false, field: `excludeInboundPorts[${i}]`, message };
+      }
+    }
+  }
   return {
     ok: true,
     value: {
@@ -89,6 +137,13 @@ export function validateEnrollment(
       ...(b.netnsPath !== undefined ? { netnsPath: b.netnsPath as string } : {}),
       labels: labels as Record<string, string>,
       serviceAccount,
+      ...(Array.isArray(excluded) && excluded.length > 0
+        ? { excludeInboundPorts: (excluded as PortRange[]).map(({ first, last }) => ({ first, last })) }
+        : {}),
     },
   };
+}
+
+function isPort(value: unknown): value is number {
+  return Number.isInteger(value) && (value as number) >= 1 && (value as number) <= 65535;
 }

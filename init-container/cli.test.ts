@@ -49,6 +49,15 @@ describe("nodemesh init flags", () => {
     expect(plan.pod).toBeUndefined();
   });
 
+  it("tells the agent the excluded inbound ports, which its tunnel must not reach", () => {
+    const plan = parse(["--pod-name=web", "--exclude-inbound-ports=9090,10000:10100"]);
+    expect(plan.pod?.excludeInboundPorts).toEqual([
+      { first: 9090, last: 9090 },
+      { first: 10000, last: 10100 },
+    ]);
+    expect(parse(["--pod-name=web"]).pod).not.toHaveProperty("excludeInboundPorts");
+  });
+
   it("reads --enroll-timeout as a duration", () => {
     const timeout = (t: string) => parse(["--no-enroll", `--enroll-timeout=${t}`]).agent.timeoutMs;
     expect([timeout("45"), timeout("2m"), timeout("500ms"), timeout("1.5s")]).toEqual([45_000, 120_000, 500, 1_500]);
@@ -58,6 +67,7 @@ describe("nodemesh init flags", () => {
     [[], {}, "--pod-name (or POD_NAME) is required to enroll the pod; use --no-enroll for rules only"],
     [["--pod-name=Web"], {}, "--pod-name: name must be a DNS label (lowercase letters, digits, '-')"],
     [["--pod-ip=10.0.0.300"], { POD_NAME: "web" }, "--pod-ip: ip must be an IPv4 address"],
+    [["--pod-ip=127.0.0.1"], { POD_NAME: "web" }, "--pod-ip: ip 127.0.0.1 is a loopback address (127.0.0.0/8)"],
     [["--label=app"], { POD_NAME: "web" }, '--label: "app" is not KEY=VALUE'],
     [["--no-enroll", "--enroll-timeout=soon"], {}, '--enroll-timeout: "soon" is not a duration like 30s, 2m or 500ms'],
     [["--no-enroll", "--exclude-inbound-ports=0"], {}, 'exclude-inbound-ports: "0" is not a port (1-65535)'],

@@ -31,13 +31,15 @@ Pod (flags win over the downward-API environment variables):
 Agent:
   --agent-socket PATH         default ${DEFAULT_ENROLLMENT_SOCKET}
   --enroll-timeout DURATION   keep retrying until then: 30s (default), 2m, 500ms, or seconds
-  --netns-path PATH           sent to the agent as the pod's network namespace
-                              (default: the agent uses the namespace of this process)
+  --netns-path PATH           sent to the agent as the pod's network namespace; it must be
+                              this process's own unless run as root in the node's network
+                              namespace (default: the agent uses the namespace of this process)
   --no-enroll                 only install (or remove) the rules
 
 Exclusions (comma-separated; each flag may be repeated):
   --exclude-outbound-ports LIST   ports or ranges not redirected, e.g. 22,8000:8100
-  --exclude-inbound-ports LIST    ports or ranges not redirected, e.g. 9090
+  --exclude-inbound-ports LIST    ports or ranges not redirected, e.g. 9090 (also sent to the
+                                  agent, whose tunnel then never connects to them)
   --exclude-outbound-cidrs LIST   destinations not redirected, e.g. 10.0.0.0/8,169.254.169.254
 
 Modes:
@@ -114,6 +116,8 @@ export function parseInitArgs(
     ...(netnsPath === undefined ? {} : { netnsPath }),
     labels: labels(values.label ?? []),
     serviceAccount: values["service-account"] ?? "default",
+    // The agent's tunnel must not reach what the rules leave out: it learns these at enrollment.
+    ...(config.excludeInboundPorts.length ? { excludeInboundPorts: [...config.excludeInboundPorts] } : {}),
   };
   const checked = validateEnrollment(candidate);
   if (!checked.ok) throw invalid(`${FLAG_OF_FIELD[checked.field] ?? checked.field}: ${checked.message}`);
@@ -175,6 +179,7 @@ const FLAG_OF_FIELD: Record<string, string> = {
   netnsPath: "--netns-path",
   labels: "--label",
   serviceAccount: "--service-account",
+  excludeInboundPorts: "--exclude-inbound-ports",
 };
 
 function firstIPv4(interfaces: () => ReturnType<typeof os.networkInterfaces>): string {

@@ -13,7 +13,7 @@
 // it is the same text: a second run computes the same table, and a diff of the dump against
 // `--dry-run` shows only real changes.
 import { AGENT_SOCKET_MARK, INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT } from "../api/dataplane.ts";
-import { isIPv4 } from "../api/enrollment.ts";
+import { isIPv4, type PortRange } from "../api/enrollment.ts";
 import { INIT_ERROR_CODES, InitError } from "./errors.ts";
 
 /** Every chain we own starts with this; anything else in the table belongs to someone else. */
@@ -25,11 +25,6 @@ export const AGENT_MARK_MASK = 0xfff;
 
 /** The nat table's built-in chains, in the order iptables-save prints them. */
 const BUILTIN_CHAINS = ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"];
-
-export interface PortRange {
-  first: number;
-  last: number;
-}
 
 export interface Cidr {
   /** Network address (host bits cleared). */

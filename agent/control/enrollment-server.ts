@@ -1,50 +1,127 @@
 // The enrollment endpoint on the agent's unix socket (contract: api/enrollment.ts).
+//
+// Who calls is taken from the connection, never from the request (docs/security.md, "Enrollment
+// socket"): SO_PEERCRED gives the calling process, /proc/<pid>/ns/net its network namespace. A
+// caller enrolls, re-enrolls and removes only the pod of its own namespace, with an address of
+// that namespace. A privileged caller (root in the agent's own network namespace, the node's host
+// network: kubelet, an operator, the tests) may name any pod namespace, list and remove any pod.
 
 import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
+import type { Socket } from "node:net";
 import { dirname } from "node:path";
 import { type EnrolledPod, validateEnrollment } from "../../api/enrollment.ts";
-import { peerCredentials, socketFd } from "../sys/linux.ts";
-import { identifyNetnsOfPid, netnsInode, ownNetnsInode } from "../sys/netns-path.ts";
+import { Netns, NotANetworkNamespaceError, peerCredentials, socketFd } from "../sys/linux.ts";
+import { identifyNetnsOfPid, type NetnsIdentity, ownNetnsInode } from "../sys/netns-path.ts";
 import { HttpError, readJson, sendError, sendJson } from "./http.ts";
-import type { PodRegistry } from "./pods.ts";
+import { EnrollmentConflict, type PodRegistry, podAddressProblem } from "./pods.ts";
 
 const MAX_BODY = 64 * 1024;
 const POD_PATH = /^\/v1\/pods\/([a-z0-9-]+)\/([a-z0-9-]+)$/;
 
+interface Caller {
+  /** The caller's network namespace; undefined when the calling process could not be identified. */
+  netns: NetnsIdentity | undefined;
+  privileged: boolean;
+}
+
+function identifyCaller(socket: Socket, agentNetns: number): Caller {
+  try {
+    const { pid, uid } = peerCredentials(socketFd(socket));
+    // pid 0: the caller lives in a pid namespace the agent cannot see into (the agent needs hostPID).
+    if (pid <= 0) return { netns: undefined, privileged: false };
+    const netns = identifyNetnsOfPid(pid);
+    return { netns, privileged: uid === 0 && netns.inode === agentNetns };
+  } catch {
+    return { netns: undefined, privileged: false };
+  }
+}
+
+function forbidden(message: string, field?: string): HttpError {
+  return new HttpError(403, "FORBIDDEN", message, field);
+}
+
+/** Opens the namespace a request names; a path that is not a network namespace is the caller's mistake (422). */
+function openPodNetns(path: string): Netns {
+  try {
+    return Netns.open(path);
+  } catch (err) {
+    const why = err instanceof NotANetworkNamespaceError ? "is not a network namespace" : "cannot be opened";
+    throw new HttpError(422, "INVALID", `${path} ${why}`, "netnsPath");
+  }
+}
+
 export async function startEnrollmentServer(socketPath: string, pods: PodRegistry): Promise<Server> {
+  // Root in this namespace is privileged (docs/security.md), and it is never a pod's.
   const agentNetns = ownNetnsInode();
+  // Identified once the connection is accepted, while the caller is surely still there.
+  const callers = new WeakMap<Socket, Caller>();
+  const callerOf = (socket: Socket): Caller => {
+    let caller = callers.get(socket);
+    if (!caller) {
+      caller = identifyCaller(socket, agentNetns);
+      callers.set(socket, caller);
+    }
+    return caller;
+  };
+
+  const enroll = async (caller: Caller, body: unknown): Promise<EnrolledPod> => {
+    const checked = validateEnrollment(body);
+    if (!checked.ok) throw new HttpError(422, "INVALID", checked.message, checked.field);
+    const { value } = checked;
+    if (!caller.netns) throw forbidden("the calling process could not be identified (SO_PEERCRED)");
+    const ns = openPodNetns(value.netnsPath ?? caller.netns.path);
+    let inode: number;
+    try {
+      inode = ns.inode;
+      if (inode === agentNetns) {
+        throw new HttpError(422, "INVALID", "the namespace is the agent's own: run the init in the pod", "netnsPath");
+      }
+      if (!caller.privileged && inode !== caller.netns.inode) {
+        throw forbidden("a pod may enroll only its own network namespace", "netnsPath");
+      }
+      const addressProblem = podAddressProblem(ns, value.ip);
+      if (addressProblem) throw new HttpError(422, "INVALID", addressProblem, "ip");
+    } finally {
+      ns.close();
+    }
+    // A pod's namespace is reopened (by the workers, after a restart) through the agent's own
+    // path for it, never a path the pod gave, which it could repoint once checked.
+    const netnsPath = caller.privileged ? (value.netnsPath ?? caller.netns.path) : caller.netns.path;
+    const pod: EnrolledPod = { ...value, netnsPath, enrolledAt: new Date().toISOString() };
+    try {
+      await pods.enroll(pod, inode, { replaceLive: caller.privileged });
+    } catch (err) {
+      if (err instanceof EnrollmentConflict) throw new HttpError(409, "CONFLICT", err.message);
+      throw new HttpError(500, "LISTEN_FAILED", `could not open the pod's listeners: ${(err as Error).message}`);
+    }
+    return pod;
+  };
+
+  const remove = async (caller: Caller, namespace: string, name: string): Promise<void> => {
+    const notEnrolled = new HttpError(404, "NOT_FOUND", `pod ${namespace}/${name} is not enrolled`);
+    const pod = pods.get(namespace, name);
+    if (!pod) throw notEnrolled;
+    if (!caller.privileged && pod.netnsInode !== caller.netns?.inode) {
+      throw forbidden(`pod ${namespace}/${name} is not the pod of the caller's network namespace`);
+    }
+    if (!(await pods.remove(namespace, name))) throw notEnrolled;
+  };
+
   const server = createServer(async (req, res) => {
     try {
-      if (req.url === "/v1/pods" && req.method === "GET") return sendJson(res, 200, { pods: pods.list() });
+      const caller = callerOf(req.socket);
+      if (req.url === "/v1/pods" && req.method === "GET") {
+        if (!caller.privileged) throw forbidden("only a privileged caller may list the pods");
+        return sendJson(res, 200, { pods: pods.list() });
+      }
       if (req.url === "/v1/pods" && req.method === "POST") {
-        const checked = validateEnrollment(await readJson(req, MAX_BODY));
-        if (!checked.ok) throw new HttpError(422, "INVALID", checked.message, checked.field);
-        const { value } = checked;
-        // Without an explicit path, the pod's namespace is the caller's own.
-        let netnsPath = value.netnsPath;
-        if (!netnsPath) netnsPath = identifyNetnsOfPid(peerCredentials(socketFd(req.socket)).pid).path;
-        let inode: number;
-        try {
-          inode = netnsInode(netnsPath);
-        } catch {
-          throw new HttpError(422, "INVALID", `cannot open network namespace ${netnsPath}`, "netnsPath");
-        }
-        if (inode === agentNetns) {
-          throw new HttpError(422, "INVALID", "the namespace is the agent's own: run the init in the pod", "netnsPath");
-        }
-        const pod: EnrolledPod = { ...value, netnsPath, enrolledAt: new Date().toISOString() };
-        try {
-          await pods.enroll(pod);
-        } catch (err) {
-          throw new HttpError(500, "LISTEN_FAILED", `could not open the pod's listeners: ${(err as Error).message}`);
-        }
+        const pod = await enroll(caller, await readJson(req, MAX_BODY));
         return sendJson(res, 200, { status: "enrolled", pod });
       }
       const m = POD_PATH.exec(req.url ?? "");
       if (m && req.method === "DELETE") {
-        if (!(await pods.remove(m[1], m[2])))
-          throw new HttpError(404, "NOT_FOUND", `pod ${m[1]}/${m[2]} is not enrolled`);
+        await remove(caller, m[1], m[2]);
         return sendJson(res, 200, { status: "removed" });
       }
       throw new HttpError(404, "NOT_FOUND", `no route for ${req.method} ${req.url}`);
@@ -52,6 +129,7 @@ export async function startEnrollmentServer(socketPath: string, pods: PodRegistr
       sendError(res, err);
     }
   });
+  server.on("connection", (socket: Socket) => callerOf(socket));
   mkdirSync(dirname(socketPath), { recursive: true });
   rmSync(socketPath, { force: true }); // a stale socket from a previous run
   await new Promise<void>((resolve, reject) => {

@@ -4,13 +4,28 @@
 
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import type { Logger } from "pino";
-import type { EnrolledPod } from "../../api/enrollment.ts";
+import { type EnrolledPod, notAPodAddress } from "../../api/enrollment.ts";
 import { writeFileAtomic } from "../sys/files.ts";
+import { interfaceAddresses, Netns } from "../sys/linux.ts";
 import { netnsInode } from "../sys/netns-path.ts";
 import type { WorkerPool } from "./workers.ts";
 
-interface StoredPod extends EnrolledPod {
+/** An enrolled pod with the inode of its network namespace: what names the namespace it owns. */
+export interface StoredPod extends EnrolledPod {
   netnsInode: number;
+}
+
+/**
+ * Whether the pod's namespace path still opens the namespace it was enrolled with. A removed pin
+ * (the runtime tore the pod down) or a dead /proc/<pid> path means the pod is gone, even though
+ * the agent's own fd keeps the namespace itself alive (and so its inode unique) until removal.
+ */
+export function namespaceStillThere(pod: StoredPod): boolean {
+  try {
+    return netnsInode(pod.netnsPath) === pod.netnsInode;
+  } catch {
+    return false;
+  }
 }
 
 export class PodRegistry {
@@ -33,6 +48,16 @@ export class PodRegistry {
     return [...this.pods.values()].map(({ netnsInode: _, ...pod }) => pod);
   }
 
+  get(namespace: string, name: string): StoredPod | undefined {
+    return this.pods.get(`${namespace}/${name}`);
+  }
+
+  /** The pod enrolled for the network namespace with this inode: at most one (enroll and restore see to it). */
+  inNetns(inode: number): StoredPod | undefined {
+    for (const pod of this.pods.values()) if (pod.netnsInode === inode) return pod;
+    return undefined;
+  }
+
   get size(): number {
     return this.pods.size;
   }
@@ -44,11 +69,23 @@ export class PodRegistry {
     return next;
   }
 
-  enroll(pod: EnrolledPod): Promise<void> {
+  /**
+   * Enrolls `pod` for the network namespace with inode `netnsInode`, or re-enrolls it there. One
+   * pod per namespace; a pod enrolled from another namespace that still exists is replaced only
+   * when `replaceLive` (a privileged caller): otherwise anyone could take over a pod by its name.
+   */
+  enroll(pod: EnrolledPod, netnsInode: number, { replaceLive = false } = {}): Promise<void> {
     return this.serial(async () => {
-      const inode = netnsInode(pod.netnsPath);
+      const inNetns = this.inNetns(netnsInode);
+      if (inNetns && key(inNetns) !== key(pod)) {
+        throw new EnrollmentConflict(`this network namespace is already enrolled as pod ${key(inNetns)}`);
+      }
+      const existing = this.pods.get(key(pod));
+      if (existing && existing.netnsInode !== netnsInode && !replaceLive && namespaceStillThere(existing)) {
+        throw new EnrollmentConflict(`pod ${key(pod)} is enrolled from another network namespace that still exists`);
+      }
       await this.workers.addPod(pod);
-      this.pods.set(key(pod), { ...pod, netnsInode: inode });
+      this.pods.set(key(pod), { ...pod, netnsInode });
       this.save();
       this.log.info({ pod: key(pod), ip: pod.ip, netns: pod.netnsPath }, "pod enrolled");
       this.onChange();
@@ -81,12 +118,17 @@ export class PodRegistry {
       return;
     }
     for (const pod of stored) {
-      let inode: number | undefined;
-      try {
-        inode = netnsInode(pod.netnsPath);
-      } catch {}
-      if (inode !== pod.netnsInode) {
+      if (!namespaceStillThere(pod)) {
         this.log.warn({ pod: key(pod), netns: pod.netnsPath }, "pod namespace is gone; dropping the pod");
+        continue;
+      }
+      // A state file written before the enrollment checks may hold what they now refuse.
+      const problem = this.restoreProblem(pod);
+      if (problem) {
+        this.log.warn(
+          { pod: key(pod), ip: pod.ip, netns: pod.netnsPath, problem },
+          "dropping a pod the agent would refuse now",
+        );
         continue;
       }
       try {
@@ -100,10 +142,45 @@ export class PodRegistry {
     this.log.info({ pods: this.pods.size }, "restored enrolled pods");
   }
 
+  private restoreProblem(pod: StoredPod): string | undefined {
+    const sameNetns = this.inNetns(pod.netnsInode);
+    if (sameNetns) return `its namespace is already enrolled as ${key(sameNetns)}`;
+    try {
+      return podAddressProblem(pod.netnsPath, pod.ip);
+    } catch (err) {
+      return (err as Error).message;
+    }
+  }
+
   private save(): void {
     writeFileAtomic(this.file, `${JSON.stringify({ pods: [...this.pods.values()] }, null, 2)}\n`);
   }
 }
+
+/**
+ * Why `ip` cannot be the address of the pod whose network namespace is at `netnsPath`, or
+ * undefined: it must be a pod address (not loopback, link-local, …) configured on a non-loopback
+ * interface there. Read from inside the namespace, so a pod cannot claim another pod's address.
+ */
+export function podAddressProblem(netns: Netns | string, ip: string): string | undefined {
+  const special = notAPodAddress(ip);
+  if (special) return `${ip} is ${special}, not a pod address`;
+  const ns = typeof netns === "string" ? Netns.open(netns) : netns;
+  let addresses: string[];
+  try {
+    addresses = interfaceAddresses(ns)
+      .filter((a) => !a.loopback)
+      .map((a) => a.address);
+  } finally {
+    if (ns !== netns) ns.close();
+  }
+  if (addresses.includes(ip)) return undefined;
+  const has = addresses.length ? `its addresses: ${addresses.join(", ")}` : "it has no address";
+  return `${ip} is not an address of the pod's network namespace (${has})`;
+}
+
+/** The enrollment contradicts one already in force; nothing was changed. */
+export class EnrollmentConflict extends Error {}
 
 function key(pod: EnrolledPod): string {
   return `${pod.namespace}/${pod.name}`;

@@ -16,7 +16,7 @@ import { dial } from "./dial.ts";
 import { type Peers, UNKNOWN } from "./metrics.ts";
 import { pipeBoth } from "./pipe.ts";
 import { routeKey } from "./snapshot.ts";
-import { acceptTunnel, answerTunnel } from "./tunnel.ts";
+import { acceptTunnel, answerTunnel, tunnelTargetRefusal } from "./tunnel.ts";
 
 /** A caller as the destination side knows it: the workload named in the tunnel, or no one. */
 export interface Caller {
@@ -144,8 +144,8 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, client
   let req: Awaited<ReturnType<typeof acceptTunnel>>;
   try {
     req = await acceptTunnel(client, ctx.connectTimeoutMs);
-    if (req.ip !== to.pod.ip) throw new AgentError(AgentErrors.TUNNEL_FORBIDDEN, req.ip);
-    if (AGENT_PORTS.includes(req.port)) throw new AgentError(AgentErrors.LOOP);
+    const refusal = tunnelTargetRefusal(req, to.pod);
+    if (refusal) throw refusal;
     // Connected before answering, so the source agent learns of a dead workload and fails over.
     app = await deliver(ctx, to, req.port);
   } catch (err) {

@@ -1,7 +1,8 @@
 import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
+import type { EnrolledPod } from "../../api/enrollment.ts";
 import { AgentError } from "../errors.ts";
-import { acceptTunnel, answerTunnel, MAX_HEAD_BYTES, openTunnel } from "./tunnel.ts";
+import { acceptTunnel, answerTunnel, MAX_HEAD_BYTES, openTunnel, tunnelTargetRefusal } from "./tunnel.ts";
 
 /** A connected loopback socket pair: [client, server]. */
 async function socketPair(): Promise<[net.Socket, net.Socket]> {
@@ -86,5 +87,36 @@ describe("tunnel handshake", () => {
     client.write("CONNECT 10.0.0.1:80 HTTP/1.1\r\n");
     await expect(accepted).rejects.toThrow(/no handshake within 150 ms/);
     expect(performance.now() - t0).toBeLessThan(1000);
+  });
+});
+
+describe("tunnel target", () => {
+  const pod = (ip: string, excludeInboundPorts?: EnrolledPod["excludeInboundPorts"]): EnrolledPod => ({
+    name: "web",
+    namespace: "default",
+    ip,
+    netnsPath: "/run/netns/web",
+    labels: {},
+    serviceAccount: "default",
+    enrolledAt: "2026-12-03T08:00:00Z",
+    ...(excludeInboundPorts ? { excludeInboundPorts } : {}),
+  });
+  const refusal = (ip: string, port: number, to: EnrolledPod) =>
+    tunnelTargetRefusal({ ip, port, source: "default/client" }, to)?.code;
+
+  it("allows only the pod's own address, on a port it did not exclude", () => {
+    const web = pod("10.244.1.12", [{ first: 9000, last: 9100 }]);
+    expect(refusal("10.244.1.12", 8080, web)).toBeUndefined();
+    expect(refusal("10.244.1.13", 8080, web)).toBe("NM_TUNNEL_FORBIDDEN");
+    expect(refusal("10.244.1.12", 9000, web)).toBe("NM_TUNNEL_FORBIDDEN");
+    expect(refusal("10.244.1.12", 9100, web)).toBe("NM_TUNNEL_FORBIDDEN");
+    expect(refusal("10.244.1.12", 9101, web)).toBeUndefined();
+    expect(refusal("10.244.1.12", 15008, web)).toBe("NM_LOOP");
+  });
+
+  it("never connects to loopback or link-local, even for a pod enrolled with such an address", () => {
+    // An enrollment the agent would now refuse, as a state file written before could still hold.
+    expect(refusal("127.0.0.1", 9999, pod("127.0.0.1"))).toBe("NM_TUNNEL_FORBIDDEN");
+    expect(refusal("169.254.169.254", 80, pod("169.254.169.254"))).toBe("NM_TUNNEL_FORBIDDEN");
   });
 });

@@ -10,6 +10,8 @@
 //   ← HTTP/1.1 503 Service Unavailable\r\nX-Nodemesh-Error: NM_...\r\n\r\n   then close
 
 import type { Socket } from "node:net";
+import { AGENT_PORTS } from "../../api/dataplane.ts";
+import { type EnrolledPod, inPortRanges, notAPodAddress } from "../../api/enrollment.ts";
 import { AgentError, AgentErrors } from "../errors.ts";
 
 /** A handshake head larger than this is refused: it bounds what an unauthenticated peer can make us buffer. */
@@ -93,6 +95,21 @@ export async function acceptTunnel(socket: Socket, timeoutMs: number): Promise<T
   const workload = /\r\nX-Nodemesh-Source-Workload: ([^\r\n]{1,256})/i.exec(head)?.[1];
   const protocol = /\r\nX-Nodemesh-Protocol: (http1|h2)\r?$/im.exec(head)?.[1] as TunnelRequest["protocol"];
   return { ip: m[1]!, port, source, workload, protocol };
+}
+
+/**
+ * Destination side: why the agent must not connect where the tunnel asks, else undefined. Only
+ * the pod's own address; never loopback or link-local (the pod's local-only services), even if a
+ * stale enrollment named one; never a port the pod excluded from inbound interception (it chose
+ * to keep that port outside the mesh); never an agent port (a loop).
+ */
+export function tunnelTargetRefusal(req: TunnelRequest, pod: EnrolledPod): AgentError | undefined {
+  if (req.ip !== pod.ip || notAPodAddress(req.ip)) return new AgentError(AgentErrors.TUNNEL_FORBIDDEN, req.ip);
+  if (AGENT_PORTS.includes(req.port)) return new AgentError(AgentErrors.LOOP);
+  if (inPortRanges(req.port, pod.excludeInboundPorts)) {
+    return new AgentError(AgentErrors.TUNNEL_FORBIDDEN, `port ${req.port} is excluded from inbound interception`);
+  }
+  return undefined;
 }
 
 export function answerTunnel(socket: Socket, error: AgentError | undefined): void {

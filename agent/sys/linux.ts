@@ -1,11 +1,11 @@
 // The few Linux calls Node does not expose: setns, socket creation in another network namespace,
-// SO_ORIGINAL_DST, SO_MARK and SO_PEERCRED. They go through koffi (prebuilt in its npm package),
+// SO_ORIGINAL_DST, SO_MARK, SO_PEERCRED and the namespace-type ioctl. They go through koffi (prebuilt in its npm package),
 // so there is no native build step. Everything here is synchronous and cheap (one syscall each).
 //
 // Network namespaces are per thread: `withNetns` enters a namespace, runs a synchronous function
 // and returns to the thread's own namespace before anything else can run on this thread. A socket
 // keeps the namespace it was created in, so creating the fd is the only step that needs it.
-import { closeSync, openSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import type { Socket } from "node:net";
 
@@ -26,6 +26,8 @@ const SO_REUSEPORT = 15;
 const SO_MARK = 36;
 const SO_ORIGINAL_DST = 80;
 const CLONE_NEWNET = 0x40000000;
+/** ioctl on a namespace file: answers the namespace's CLONE_NEW* type (Linux 4.11). */
+const NS_GET_NSTYPE = 0xb703;
 
 const SockaddrIn = koffi.struct("nodemesh_sockaddr_in", {
   family: "uint16",
@@ -33,6 +35,19 @@ const SockaddrIn = koffi.struct("nodemesh_sockaddr_in", {
   addrBE: "uint32",
   zero: koffi.array("uint8", 8),
 });
+// struct ifaddrs; only the fields read here are typed, the rest are opaque pointers.
+const IfAddrs = koffi.struct("nodemesh_ifaddrs", {
+  next: "void *",
+  name: "const char *",
+  flags: "uint32",
+  addr: "void *",
+  netmask: "void *",
+  ifu: "void *",
+  data: "void *",
+});
+const IFF_LOOPBACK = 0x8;
+/** A bound on the list walk: far more addresses than a pod namespace holds. */
+const MAX_INTERFACE_ADDRESSES = 4096;
 const UCred = koffi.struct("nodemesh_ucred", { pid: "int32", uid: "uint32", gid: "uint32" });
 
 const c = {
@@ -44,6 +59,9 @@ const c = {
   getsockoptAddr: libc.func(
     "int getsockopt(int fd, int level, int name, _Out_ nodemesh_sockaddr_in *value, _Inout_ uint32 *len)",
   ),
+  ioctl: libc.func("int ioctl(int fd, unsigned long request, ...)"),
+  getifaddrs: libc.func("int getifaddrs(_Out_ void **list)"),
+  freeifaddrs: libc.func("void freeifaddrs(void *list)"),
   getsockoptCred: libc.func(
     "int getsockopt(int fd, int level, int name, _Out_ nodemesh_ucred *value, _Inout_ uint32 *len)",
   ),
@@ -76,6 +94,12 @@ function beToIpv4(n: number): string {
   return `${n & 0xff}.${(n >>> 8) & 0xff}.${(n >>> 16) & 0xff}.${(n >>> 24) & 0xff}`;
 }
 
+/** The path opens, but not a network namespace: a regular file, a directory, another kind of namespace. */
+export class NotANetworkNamespaceError extends Error {}
+
+// Every namespace file (/proc/<pid>/ns/*, the bind mounts under /run/netns) lives on the nsfs device.
+let nsfsDevice: number | undefined;
+
 /** A network namespace held open by fd, so it stays valid while the agent uses it. */
 export class Netns {
   readonly fd: number;
@@ -84,8 +108,24 @@ export class Netns {
     this.path = path;
     this.fd = fd;
   }
+  /**
+   * Opens `path` after checking it is a network namespace: the path may come from a caller, and
+   * opening a FIFO or a device could block or act, so anything off nsfs is refused unopened.
+   */
   static open(path: string): Netns {
-    return new Netns(path, openSync(path, "r"));
+    nsfsDevice ??= statSync("/proc/self/ns/net").dev;
+    if (statSync(path).dev !== nsfsDevice) throw new NotANetworkNamespaceError(`${path} is not a namespace file`);
+    const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK); // libuv adds O_CLOEXEC
+    // Checked again on the open fd: the path may have been swapped since the stat.
+    if (fstatSync(fd).dev !== nsfsDevice || c.ioctl(fd, NS_GET_NSTYPE) !== CLONE_NEWNET) {
+      closeSync(fd);
+      throw new NotANetworkNamespaceError(`${path} is not a network namespace`);
+    }
+    return new Netns(path, fd);
+  }
+  /** Names the namespace: two paths open the same namespace when their inodes are equal. */
+  get inode(): number {
+    return fstatSync(this.fd).ino;
   }
   close(): void {
     closeSync(this.fd);
@@ -112,6 +152,41 @@ export function withNetns<T>(ns: Netns, fn: () => T): T {
   } finally {
     check("setns(back)", c.setns(back.fd, CLONE_NEWNET) as number);
   }
+}
+
+export interface InterfaceAddress {
+  interface: string;
+  address: string;
+  /** On a loopback interface (IFF_LOOPBACK). */
+  loopback: boolean;
+}
+
+/**
+ * The IPv4 addresses configured in `ns`, whatever their interface's state. getifaddrs() asks
+ * netlink from the calling thread, so inside withNetns it reads that namespace. (Node's
+ * os.networkInterfaces() would too, but hides interfaces whose carrier the kernel has not yet
+ * reported up, which lags a fresh veth by up to a second.)
+ */
+export function interfaceAddresses(ns: Netns): InterfaceAddress[] {
+  const list: [unknown] = [null];
+  withNetns(ns, () => check("getifaddrs", c.getifaddrs(list) as number));
+  const found: InterfaceAddress[] = [];
+  try {
+    let entry = list[0];
+    for (let i = 0; entry && i < MAX_INTERFACE_ADDRESSES; i++) {
+      const ifa = koffi.decode(entry, IfAddrs) as { next: unknown; name: string; flags: number; addr: unknown };
+      if (ifa.addr) {
+        const sa = koffi.decode(ifa.addr, SockaddrIn) as { family: number; addrBE: number };
+        if (sa.family === AF_INET) {
+          found.push({ interface: ifa.name, address: beToIpv4(sa.addrBE), loopback: (ifa.flags & IFF_LOOPBACK) !== 0 });
+        }
+      }
+      entry = ifa.next;
+    }
+  } finally {
+    c.freeifaddrs(list[0]);
+  }
+  return found;
 }
 
 function newTcpSocket(): number {

@@ -2,7 +2,6 @@
 // malformed or hostile tunnel handshakes are refused, loops are cut, a broken service file is
 // rejected, and through all of it the agent keeps forwarding for the well-behaved pods.
 
-import http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TUNNEL_PORT } from "../../api/dataplane.ts";
 import type { ServiceTable } from "../../api/services.ts";
@@ -23,31 +22,6 @@ function table(server: Pod, vips: string[]): ServiceTable {
       endpoints: [{ ip: server.ip, pod: server.name, meshed: true }],
     })),
   };
-}
-
-/** A raw request on the agent's enrollment socket (a unix socket: no namespace involved). */
-function enrollRequest(
-  agent: AgentHandle,
-  method: string,
-  path: string,
-  body: string,
-  contentType = "application/json",
-): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { socketPath: agent.socket, method, path, headers: { "content-type": contentType } },
-      (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => {
-          text += c;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
-      },
-    );
-    req.on("error", reject);
-    req.end(body);
-  });
 }
 
 /** Sends raw bytes to a port and returns everything received until the peer closes. */
@@ -74,6 +48,9 @@ describe("agent robustness", () => {
   let stranger: Pod;
   let agent: AgentHandle;
 
+  /** A request on the enrollment socket from the node's own namespace (a privileged caller). */
+  const enrollRequest = (method: string, path: string, body: string, contentType?: string) =>
+    mesh.enrollmentCall(node, node, method, path, body === "" ? undefined : body, contentType);
   const served = async () => JSON.parse((await httpFrom(client.netnsPath, `http://${VIP}/`)).body).pod;
 
   beforeAll(async () => {
@@ -153,17 +130,17 @@ describe("agent robustness", () => {
     ],
     ["an unknown route", "PUT", "/v1/pods", "{}", "application/json", 404, "NOT_FOUND"],
   ])("refuses %s with a clear 4xx and changes nothing", async (_, method, path, body, type, status, text) => {
-    const reply = await enrollRequest(agent, method, path, body, type);
+    const reply = await enrollRequest(method, path, body, type);
     expect(reply.status).toBe(status);
     expect(reply.body).toContain(text);
-    const pods = JSON.parse((await enrollRequest(agent, "GET", "/v1/pods", "")).body).pods;
+    const pods = JSON.parse((await enrollRequest("GET", "/v1/pods", "")).body).pods;
     expect(pods.map((p: { name: string }) => p.name).sort()).toEqual(["client", "server"]);
     expect(await served()).toBe("server");
   });
 
   it("refuses to enroll the agent's own namespace", async () => {
     const body = JSON.stringify({ name: "x", namespace: "default", ip: "10.244.1.99", netnsPath: node.netnsPath });
-    const reply = await enrollRequest(agent, "POST", "/v1/pods", body);
+    const reply = await enrollRequest("POST", "/v1/pods", body);
     expect(reply.status).toBe(422);
     expect(reply.body).toContain("agent's own");
   });
@@ -228,7 +205,7 @@ describe("agent robustness", () => {
   it("unenrolls a pod promptly while its connections stay open, and they keep working", async () => {
     const open = await connectFrom(client.netnsPath, VIP, 80);
     const t0 = performance.now();
-    const reply = await enrollRequest(agent, "DELETE", "/v1/pods/default/client", "");
+    const reply = await enrollRequest("DELETE", "/v1/pods/default/client", "");
     expect(reply.status).toBe(200);
     expect(performance.now() - t0).toBeLessThan(1000);
     const response = await new Promise<string>((resolve, reject) => {

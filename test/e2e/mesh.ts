@@ -147,6 +147,31 @@ export class Mesh {
     if (r.code !== 0) throw new Error(`nodemesh init in ${pod.name} failed (${r.code}): ${r.stderr}${r.stdout}`);
   }
 
+  /**
+   * A request on `node`'s enrollment socket, made (with curl) by a process inside `from`: a pod
+   * calls as that pod; the node itself is the privileged caller (docs/security.md). `body` is sent
+   * as is, with `contentType` (default application/json).
+   */
+  async enrollmentCall(
+    node: Node,
+    from: Place,
+    method: string,
+    path: string,
+    body?: string,
+    contentType = "application/json",
+  ): Promise<{ status: number; body: string }> {
+    const socket = join(this.dir, node.name, "agent.sock");
+    const args = ["-s", "-m", "5", "--unix-socket", socket, "-X", method, "-w", "\n%{http_code}"];
+    if (body !== undefined) args.push("-H", `content-type: ${contentType}`, "--data-binary", "@-");
+    const r = await this.world.exec(from, "curl", [...args, `http://agent${path}`], {
+      timeoutMs: 10_000,
+      ...(body !== undefined ? { input: body } : {}),
+    });
+    if (r.code !== 0) throw new Error(`curl ${method} ${path} in ${from.netns} failed (${r.code}): ${r.stderr}`);
+    const cut = r.stdout.lastIndexOf("\n");
+    return { status: Number(r.stdout.slice(cut + 1)), body: r.stdout.slice(0, cut) };
+  }
+
   async metrics(node: Node): Promise<Map<string, number>> {
     const reply = await httpFrom(node.netnsPath, `http://127.0.0.1:${ADMIN_PORT}/metrics`);
     if (reply.status !== 200) throw new Error(`metrics of ${node.name}: ${reply.status} ${reply.body}`);

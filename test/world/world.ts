@@ -185,15 +185,29 @@ export class World {
   /**
    * `count` empty namespaces (not even loopback up), named `<prefix><role>-<i>`: stand-ins for pods
    * when what matters is how many are enrolled (agent memory per pod), not their traffic. They are
-   * deleted with the world. One `ip` process creates them all.
+   * deleted with the world. One `ip` process creates them all. With `address`, the i-th gets that
+   * address on an interface that is up (a veth pair inside it, joined to nothing), as the agent
+   * requires of an enrolled pod's IP; one more `ip` process per namespace sets it.
    */
-  async addBareNamespaces(role: string, count: number): Promise<Place[]> {
+  async addBareNamespaces(role: string, count: number, address?: (i: number) => string): Promise<Place[]> {
     if (!/^[a-z0-9-]{1,20}$/.test(role)) throw new Error(`invalid role "${role}"`);
     const places = Array.from({ length: count }, (_, i) => this.#place(`${role}-${i}`));
     await this.#create(
       places.map((p) => p.netns),
-      [],
+      address ? places.map((p) => `link add e0 netns ${p.netns} type veth peer name e1 netns ${p.netns}`) : [],
     );
+    if (address) {
+      const PARALLEL = 8;
+      for (let first = 0; first < places.length; first += PARALLEL) {
+        await Promise.all(
+          places.slice(first, first + PARALLEL).map((p, j) =>
+            ipBatch([`addr add ${address(first + j)}/32 dev e0`, "link set e1 up", "link set e0 up"], {
+              netns: p.netns,
+            }),
+          ),
+        );
+      }
+    }
     return places;
   }
 
