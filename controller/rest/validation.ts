@@ -1,8 +1,8 @@
 // Turns zod issues into Kubernetes Status causes: one cause per bad field, with its path written
-// the way kubectl users read it (`spec.ports[1].port`).
+// the way kubectl users read it (`spec.ports[1].port`); an unknown field names the nearest known one.
 
 import type { z } from "zod";
-import { fieldPath } from "../../api/field-path.ts";
+import { fieldPath, unknownFieldMessage } from "../../api/field-path.ts";
 import type { StatusCause } from "./errors.ts";
 
 type Issue = z.core.$ZodIssue;
@@ -31,13 +31,14 @@ function valueAt(root: unknown, path: ReadonlyArray<PropertyKey>): unknown {
   return value;
 }
 
-export function causesOf(issues: readonly Issue[], input: unknown): StatusCause[] {
+/** `schema` is the one that raised the issues: it knows the fields an unknown one may have meant. */
+export function causesOf(issues: readonly Issue[], input: unknown, schema: z.core.$ZodType): StatusCause[] {
   return issues.flatMap((issue): StatusCause[] => {
     if (issue.code === "unrecognized_keys") {
       // One cause per unknown field, so a client can point at each.
       return issue.keys.map((key) => ({
         field: fieldPath([...issue.path, key]),
-        message: "unknown field",
+        message: unknownFieldMessage(schema, issue.path, key),
         reason: "FieldValueForbidden",
       }));
     }
