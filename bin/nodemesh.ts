@@ -18,6 +18,7 @@ Using the controller's API:
   status      agents: connected, applied configuration version, last refusal
   top         live golden signals per service (success rate, RPS, p50, p99)
   edges       the service graph's edges: who calls whom, how much, how well
+  (they find the controller by --server, $NODEMESH_SERVER or ~/.config/nodemesh/config)
 
   version     print nodemesh's version (also --version)
   help        show this help

@@ -14,7 +14,7 @@ import { TrafficWindow } from "../graph/traffic-window.ts";
 import { type RestServer, startRestServer } from "../rest/server.ts";
 import { startTestServer, type TestServer } from "../rest/test-server.fixture.ts";
 import { MemoryStore } from "../store/memory-store.ts";
-import { type ClientCommand, runClient } from "./cli.ts";
+import { type ClientCommand, HELP, OPTIONS, runClient } from "./cli.ts";
 
 const MESH = `
 apiVersion: nodemesh.io/v1alpha1
@@ -289,10 +289,24 @@ spec:
   });
 
   it("refuses a server that is not a URL", async () => {
-    expect(await runClient("get", ["services", "--server", "10.0.0.2:8080"])).toBe(1);
-    expect(err.join("")).toBe(
-      'nodemesh get: the server "10.0.0.2:8080" (--server) is not an http:// or https:// URL\n',
-    );
+    for (const server of ["10.0.0.2:8080", "http://127.0.0.1:99999", "ftp://10.0.0.2"]) {
+      err = [];
+      expect(await runClient("get", ["services", "--server", server])).toBe(1);
+      expect(err.join("")).toBe(`nodemesh get: the server "${server}" (--server) is not an http:// or https:// URL\n`);
+    }
+  });
+
+  it("documents every flag of each command in its --help, and only those", async () => {
+    for (const [command, options] of Object.entries(OPTIONS)) {
+      for (const [name, option] of Object.entries(options)) {
+        expect(HELP[command as ClientCommand]).toContain(`--${name}`);
+        if ("short" in option) expect(HELP[command as ClientCommand]).toContain(`-${option.short}, --${name}`);
+      }
+    }
+    for (const command of ["nodes", "status", "top", "edges"] as const)
+      expect(HELP[command]).not.toContain("--namespace");
+    expect(HELP.apply).toContain("--dry-run");
+    expect(HELP.get).toContain("table (default), wide, yaml or json");
   });
 });
 

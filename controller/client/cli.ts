@@ -15,27 +15,28 @@ import { ApiError, CliError, type Client, call, DEFAULT_SERVER, resolveClient } 
 const GRAPH_PATH = "/apis/nodemesh.io/v1alpha1/servicegraph";
 
 const CONNECTION = `Connection (the first that is set wins):
-  --server URL        controller REST address; else $NODEMESH_SERVER, else the current context
-                      of the context file, else ${DEFAULT_SERVER}
-  --token TOKEN       bearer token; else $NODEMESH_TOKEN, else the context's token (sent only to
-                      the context's own server)
-  --context NAME      use this context of the context file instead of its current-context
-  Context file: $NODEMESH_CONFIG, else ~/.config/nodemesh/config (YAML):
-    current-context: lab
-    contexts:
-      lab: { server: "http://10.250.0.2:8080", token: "..." }
-  Without --tokens the controller listens on 127.0.0.1 only: from another host, start it with
-  --address 0.0.0.0 --tokens FILE.`;
+  --server URL          controller REST address; else $NODEMESH_SERVER, else the current
+                        context of the context file, else ${DEFAULT_SERVER}
+  --token TOKEN         bearer token; else $NODEMESH_TOKEN, else the context's token (sent only
+                        to the context's own server)
+  --context NAME        use this context of the context file instead of its current-context
+Context file (YAML): $NODEMESH_CONFIG, else ~/.config/nodemesh/config ($XDG_CONFIG_HOME if set):
+  current-context: lab
+  contexts:
+    lab: { server: "http://10.250.0.2:8080", token: "..." }
+Without --tokens the controller listens on 127.0.0.1 only: from another host, start it with
+--address 0.0.0.0 --tokens FILE.`;
 const NAMESPACE = `  -n, --namespace NS    namespace (default: "default")`;
+const HELP_FLAG = "  -h, --help            show this help";
 
-const HELP: Record<string, string> = {
-  apply: `Usage: nodemesh apply -f FILE [options]\n\nCreates or updates every object in FILE (YAML or JSON, one or many documents; - reads stdin).\nEvery document is checked before any is sent.\n  -f, --filename FILE   the objects\n  --dry-run             send them with ?dryRun=All: the controller validates them and writes\n                        nothing (refused while the controller offers no server-side dry run)\n${NAMESPACE}\n\n${CONNECTION}\n`,
-  get: `Usage: nodemesh get KIND [NAME] [options]\n\nLists objects of KIND (${KINDS.map((k) => k.plural).join(", ")}), or shows one.\n  -A, --all-namespaces  list across namespaces\n  -o, --output FORMAT   table (default), wide, yaml or json; wide adds a TrafficPolicy's\n                        effective retry settings (defaults filled in)\n${NAMESPACE}\n\n${CONNECTION}\n`,
-  delete: `Usage: nodemesh delete KIND NAME [options]\n\n${NAMESPACE}\n\n${CONNECTION}\n`,
-  nodes: `Usage: nodemesh nodes [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix.\n  -o, --output FORMAT   table (default) or json\n\n${CONNECTION}\n`,
-  top: `Usage: nodemesh top [options]\n\nLive golden signals per service (like linkerd viz stat): success rate, requests per second,\np50 and p99 latency over the window, from the agents' traffic reports.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -w, --watch           refresh every 2 s until Ctrl-C\n  -o, --output FORMAT   table (default) or json\n\n${CONNECTION}\n`,
-  edges: `Usage: nodemesh edges [options]\n\nWho talks to whom: every edge of the service graph (workload → service → workload) with its\nrequest rate, success rate, latency and mTLS state over the window.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -o, --output FORMAT   table (default) or json\n\n${CONNECTION}\n`,
-  status: `Usage: nodemesh status [options]\n\nAgents: connected, applied configuration version against the controller's, last NACK.\n  -o, --output FORMAT   table (default) or json\n\n${CONNECTION}\n`,
+export const HELP: Record<ClientCommand, string> = {
+  apply: `Usage: nodemesh apply -f FILE [options]\n\nCreates or updates every object in FILE (YAML or JSON, one or many documents; - reads stdin).\nEvery document is checked before any is sent.\n  -f, --filename FILE   the objects\n  --dry-run             send them with ?dryRun=All: the controller validates them and writes\n                        nothing (refused while the controller offers no server-side dry run)\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  get: `Usage: nodemesh get KIND [NAME] [options]\n\nLists objects of KIND (${KINDS.map((k) => k.plural).join(", ")}), or shows one.\n  -A, --all-namespaces  list across namespaces\n  -o, --output FORMAT   table (default), wide, yaml or json; wide adds a TrafficPolicy's\n                        effective retry settings (defaults filled in)\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  delete: `Usage: nodemesh delete KIND NAME [options]\n\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  nodes: `Usage: nodemesh nodes [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  top: `Usage: nodemesh top [options]\n\nLive golden signals per service (like linkerd viz stat): success rate, requests per second,\np50 and p99 latency over the window, from the agents' traffic reports.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -w, --watch           refresh every 2 s until Ctrl-C\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  edges: `Usage: nodemesh edges [options]\n\nWho talks to whom: every edge of the service graph (workload → service → workload) with its\nrequest rate, success rate, latency and mTLS state over the window.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  status: `Usage: nodemesh status [options]\n\nAgents: connected, applied configuration version against the controller's, last NACK.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
 };
 
 const CONNECTION_OPTIONS = {
@@ -49,7 +50,7 @@ const output = { output: { type: "string", short: "o", default: "table" } } as c
 const window = { window: { type: "string", default: "60" } } as const;
 
 /** Each command's flags: a flag that would do nothing is refused, not silently ignored. */
-const OPTIONS = {
+export const OPTIONS = {
   apply: {
     ...CONNECTION_OPTIONS,
     ...namespace,

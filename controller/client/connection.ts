@@ -26,12 +26,19 @@ export interface Client {
   contextFile: string;
 }
 
+/** An http:// or https:// URL that fetch accepts (a port in range, no spaces). */
+function isHttpUrl(text: string): boolean {
+  if (!URL.canParse(text)) return false;
+  const { protocol, hostname } = new URL(text);
+  return (protocol === "http:" || protocol === "https:") && hostname !== "";
+}
+
 const ContextFile = z.strictObject({
   "current-context": z.string().optional(),
   contexts: z.record(
     z.string(),
     z.strictObject({
-      server: z.string().regex(/^https?:\/\/[^\s/]+/, "must be an http:// or https:// URL"),
+      server: z.string().refine(isHttpUrl, "must be an http:// or https:// URL"),
       token: z.string().min(1).optional(),
     }),
   ),
@@ -96,7 +103,7 @@ export function resolveClient(flags: ConnectionFlags, env: NodeJS.ProcessEnv = p
 }
 
 function checked(c: Client): Client {
-  if (!/^https?:\/\/[^\s/]+/.test(c.server)) {
+  if (!isHttpUrl(c.server)) {
     throw new CliError(`the server "${c.server}" (${c.serverFrom}) is not an http:// or https:// URL`);
   }
   return { ...c, server: c.server.replace(/\/$/, "") };
