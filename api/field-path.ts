@@ -129,3 +129,26 @@ export function unknownFieldMessage(schema: Schema, objectPath: ReadonlyArray<Pr
   const suggestion = nearestField(key, fieldsAt(schema, objectPath));
   return suggestion ? `unknown field; did you mean "${suggestion}"?` : "unknown field";
 }
+
+export interface FieldError {
+  /** Where, from the root of what `schema` parsed. */
+  path: PropertyKey[];
+  message: string;
+  issue: z.core.$ZodIssue;
+}
+
+/**
+ * The issues of a failed `schema.safeParse` as one error per bad field: zod reports the unknown keys
+ * of an object as one issue at the object; here each is its own field, with the nearest known one.
+ */
+export function fieldErrors(schema: Schema, issues: readonly z.core.$ZodIssue[]): FieldError[] {
+  return issues.flatMap((issue): FieldError[] =>
+    issue.code === "unrecognized_keys"
+      ? issue.keys.map((key) => ({
+          path: [...issue.path, key],
+          message: unknownFieldMessage(schema, issue.path, key),
+          issue,
+        }))
+      : [{ path: [...issue.path], message: issue.message, issue }],
+  );
+}

@@ -10,7 +10,7 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { fieldPath, unknownFieldMessage } from "../../api/field-path.ts";
+import { fieldErrors, fieldPath } from "../../api/field-path.ts";
 
 export const DEFAULT_SERVER = "http://127.0.0.1:8080";
 
@@ -60,12 +60,8 @@ function readContextFile(path: string): ContextFile | undefined {
   }
   const parsed = ContextFile.safeParse(data ?? {});
   if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.flatMap((issue) =>
-    issue.code === "unrecognized_keys"
-      ? issue.keys.map(
-          (key) => `${fieldPath([...issue.path, key])}: ${unknownFieldMessage(ContextFile, issue.path, key)}`,
-        )
-      : [`${fieldPath(issue.path) || "(top)"}: ${issue.message}`],
+  const problems = fieldErrors(ContextFile, parsed.error.issues).map(
+    (e) => `${fieldPath(e.path) || "(top)"}: ${e.message}`,
   );
   throw new CliError(`${path} is invalid: ${problems.join("; ")}`);
 }
