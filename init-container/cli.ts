@@ -55,10 +55,10 @@ Modes:
                               needs no pod flags (given ones are checked and shown)
   --uninstall                 remove the rules (the nat table is restored without them),
                               then unenroll; failing to unenroll is only a warning
+  -h, --help                  show this text
 
 If enrollment fails, the rules stay (fail closed): the pod's traffic is blocked until the agent
 accepts the pod. Run init again once the agent is up, or remove the rules with --uninstall.
-  -h, --help                  show this text
 
 Exit status: 0 done, 1 failed, 2 bad flags.
 `;

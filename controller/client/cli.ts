@@ -39,7 +39,7 @@ export const HELP: Record<ClientCommand, string> = {
   status: `Usage: nodemesh status [options]\n\nAgents: connected, applied configuration version against the controller's, last NACK.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
 };
 
-const CONNECTION_OPTIONS = {
+const COMMON_OPTIONS = {
   server: { type: "string" },
   token: { type: "string" },
   context: { type: "string" },
@@ -52,17 +52,17 @@ const window = { window: { type: "string", default: "60" } } as const;
 /** Each command's flags: a flag that would do nothing is refused, not silently ignored. */
 export const OPTIONS = {
   apply: {
-    ...CONNECTION_OPTIONS,
+    ...COMMON_OPTIONS,
     ...namespace,
     filename: { type: "string", short: "f" },
     "dry-run": { type: "boolean" },
   },
-  get: { ...CONNECTION_OPTIONS, ...namespace, ...output, "all-namespaces": { type: "boolean", short: "A" } },
-  delete: { ...CONNECTION_OPTIONS, ...namespace },
-  nodes: { ...CONNECTION_OPTIONS, ...output },
-  status: { ...CONNECTION_OPTIONS, ...output },
-  top: { ...CONNECTION_OPTIONS, ...output, ...window, watch: { type: "boolean", short: "w" } },
-  edges: { ...CONNECTION_OPTIONS, ...output, ...window },
+  get: { ...COMMON_OPTIONS, ...namespace, ...output, "all-namespaces": { type: "boolean", short: "A" } },
+  delete: { ...COMMON_OPTIONS, ...namespace },
+  nodes: { ...COMMON_OPTIONS, ...output },
+  status: { ...COMMON_OPTIONS, ...output },
+  top: { ...COMMON_OPTIONS, ...output, ...window, watch: { type: "boolean", short: "w" } },
+  edges: { ...COMMON_OPTIONS, ...output, ...window },
 } as const satisfies Record<string, ParseArgsOptionsConfig>;
 export type ClientCommand = keyof typeof OPTIONS;
 
