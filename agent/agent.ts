@@ -46,11 +46,6 @@ export interface ControllerOptions {
   reportIntervalMs: number;
 }
 
-function configSource(o: AgentOptions): string {
-  if (o.controller) return `controller:${o.controller.address}`;
-  return o.servicesFile ? `file:${o.servicesFile}` : "none";
-}
-
 export class Agent {
   readonly log: Logger;
   private readonly opts: AgentOptions;
@@ -60,7 +55,8 @@ export class Agent {
   private pods!: PodRegistry;
   private controller: ControllerLink | undefined;
   private servers: Server[] = [];
-  private table: VersionedTable = { version: "", table: { services: [] } };
+  /** The table in force, and where it came from. */
+  private table: VersionedTable = { version: "", table: { services: [] }, source: "none" };
   private started = false;
   /** Peers nearest first, as last sent to the workers. */
   private rttOrder = "";
@@ -81,7 +77,7 @@ export class Agent {
       logLevel: o.logLevel,
     });
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));
-    else this.applyTable({ version: "empty", table: { services: [] } });
+    else this.applyTable({ version: "empty", table: { services: [] }, source: "none" });
     this.pods = new PodRegistry(o.stateDir, this.pool, this.log);
     if (o.controller) {
       // Serves the cached table (if any) before pods are restored, so they forward as before.
@@ -118,8 +114,7 @@ export class Agent {
         node: o.nodeName,
         ready: () => this.started,
         workers: o.workers,
-        configVersion: () => this.table.version,
-        configSource: configSource(o),
+        configInForce: () => ({ version: this.table.version, source: this.table.source }),
         pods: () => this.pods.list(),
         config: () => this.table,
         workerMetrics: () => this.pool.metrics(),

@@ -15,8 +15,9 @@ forwards its TCP traffic. Run it in the node's network namespace, as root.
 
 Options:
   --node-name NAME          this node's name (default: $NODE_NAME, else the hostname)
-  --enrollment-socket PATH  unix socket for init containers (default: ${DEFAULT_ENROLLMENT_SOCKET});
-                            a caller enrolls only its own network namespace (docs/security.md)
+  --enrollment-socket PATH  unix socket init containers enroll pods on, the same flag as
+                            nodemesh init's (default: ${DEFAULT_ENROLLMENT_SOCKET}); a caller
+                            enrolls only its own network namespace (docs/security.md)
   --state-dir DIR           where enrolled pods are recorded across restarts (default: /var/lib/nodemesh)
   --services FILE           static service table (JSON, see api/services.ts); SIGHUP re-reads it.
                             The offline alternative to --controller

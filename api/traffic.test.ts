@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { durationMs } from "./duration.ts";
-import { SafeRegex } from "./traffic.ts";
+import { parseTrafficObject, SafeRegex } from "./traffic.ts";
 
 describe("SafeRegex", () => {
   it.each(["(a+)+", "(a|a)+", "((a)+)+", "(\\w|\\d)+x", "(a*)*", "(a)\\1", "(?<x>a)\\k<x>"])(
@@ -26,5 +26,19 @@ describe("durationMs", () => {
   it("adds up Gateway API durations", () => {
     expect(durationMs("1h30m")).toBe(5_400_000);
     expect(durationMs("2s500ms")).toBe(2500);
+  });
+});
+
+describe("parseTrafficObject", () => {
+  it("names each unknown field with the nearest known one, as the REST API does", () => {
+    const policy = { kind: "TrafficPolicy", namespace: "default", name: "p" };
+    const spec = { targetRefs: [{ name: "web" }], faults: {}, retries: { attempt: 6 } };
+    expect(parseTrafficObject({ ...policy, spec })).toEqual({
+      ok: false,
+      errors: [
+        { field: "spec.retries.attempt", message: 'unknown field; did you mean "attempts"?' },
+        { field: "spec.faults", message: 'unknown field; did you mean "faultInjection"?' },
+      ],
+    });
   });
 });

@@ -9,7 +9,7 @@
 //   detection, fault injection and local rate limiting.
 
 import { z } from "zod";
-import { fieldPath } from "./field-path.ts";
+import { fieldErrors, fieldPath } from "./field-path.ts";
 
 export const GATEWAY_GROUP = "gateway.networking.k8s.io";
 export const GATEWAY_VERSION = "v1";
@@ -447,7 +447,10 @@ export function parseTrafficObject(
   if (!spec.success) {
     return {
       ok: false,
-      errors: spec.error.issues.map((i) => ({ field: fieldPath(["spec", ...i.path]), message: i.message })),
+      errors: fieldErrors(TRAFFIC_KINDS[kind], spec.error.issues).map((e) => ({
+        field: fieldPath(["spec", ...e.path]),
+        message: e.message,
+      })),
     };
   }
   return { ok: true, value: { kind, name, namespace, spec: spec.data } as TrafficObject };

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // The one command line of nodemesh: each subcommand starts one component.
 
+import packageJson from "../package.json" with { type: "json" };
+
 const HELP = `Usage: nodemesh <command> [options]
 
 Components:
@@ -16,7 +18,9 @@ Using the controller's API:
   status      agents: connected, applied configuration version, last refusal
   top         live golden signals per service (success rate, RPS, p50, p99)
   edges       the service graph's edges: who calls whom, how much, how well
+  (they find the controller by --server, $NODEMESH_SERVER or ~/.config/nodemesh/config)
 
+  version     print nodemesh's version (also --version)
   help        show this help
 
 Run 'nodemesh <command> --help' for the options of a command.
@@ -40,6 +44,11 @@ async function main(): Promise<number> {
     case "top":
     case "edges":
       return (await import("../controller/client/cli.ts")).runClient(command, args);
+    case "version":
+    case "-v":
+    case "--version":
+      process.stdout.write(`nodemesh ${packageJson.version}\n`);
+      return 0;
     case undefined:
     case "help":
     case "-h":

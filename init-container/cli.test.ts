@@ -87,6 +87,37 @@ describe("nodemesh init flags", () => {
     );
   });
 
+  it("names the socket --enrollment-socket, as the agent does; --agent-socket still works, with a warning", () => {
+    const current = parse(["--no-enroll", "--enrollment-socket=/run/a.sock"]);
+    expect(current.agent.socketPath).toBe("/run/a.sock");
+    expect(current.warnings).toEqual([]);
+    const old = parse(["--no-enroll", "--agent-socket=/run/b.sock"]);
+    expect(old.agent.socketPath).toBe("/run/b.sock");
+    expect(old.warnings).toEqual([
+      "--agent-socket is deprecated; use --enrollment-socket (the same flag as nodemesh agent's)",
+    ]);
+    expect(() => parse(["--no-enroll", "--agent-socket=/a", "--enrollment-socket=/b"])).toThrow(
+      "give --enrollment-socket only (--agent-socket is its old name)",
+    );
+    expect(HELP).toMatch(/^ {2}--enrollment-socket PATH .*\(nodemesh agent --enrollment-socket\)/m);
+  });
+
+  it("needs no pod for a dry run, and checks and keeps one that is given", () => {
+    const bare = parse(["--dry-run"]);
+    expect(bare.dryRun).toBe(true);
+    expect(bare.pod).toBeUndefined();
+    expect(parse(["--dry-run", "--pod-name=web"]).pod).toMatchObject({ name: "web", ip: "10.244.1.7" });
+    expect(() => parse(["--dry-run", "--pod-name=Web"])).toThrow("--pod-name: name must be a DNS label");
+    // Without a dry run the pod stays required.
+    expect(() => parse([])).toThrow("--pod-name (or POD_NAME) is required");
+  });
+
+  it("waits 2 s for the agent when unenrolling, unless told otherwise", () => {
+    expect(parse(["--uninstall", "--pod-name=web"]).agent.timeoutMs).toBe(2_000);
+    expect(parse(["--uninstall", "--pod-name=web", "--enroll-timeout=10s"]).agent.timeoutMs).toBe(10_000);
+    expect(parse(["--pod-name=web"]).agent.timeoutMs).toBe(30_000);
+  });
+
   it("documents every flag in --help", () => {
     for (const flag of Object.keys(OPTIONS)) expect(HELP).toContain(`--${flag}`);
     expect(parse(["--help"]).help).toBe(true);

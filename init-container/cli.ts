@@ -4,12 +4,20 @@
 //
 // Install order is rules, then enrollment. If enrollment fails the rules stay and we exit 1: the
 // pod's app containers do not start, kubelet reruns us, and the rerun is idempotent. Traffic never
-// bypasses the mesh (fail closed).
+// bypasses the mesh (fail closed), and the message says so, with the command that undoes it.
+// Uninstall is the other way round: the rules go first and unenrolling waits only a short while,
+// since an absent agent must not hold up a pod that is leaving the mesh.
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { DEFAULT_ENROLLMENT_SOCKET, INBOUND_PORT, OUTBOUND_PORT } from "../api/dataplane.ts";
 import { type PodEnrollment, validateEnrollment } from "../api/enrollment.ts";
-import { type AgentOptions, DEFAULT_ENROLL_TIMEOUT_MS, enroll, unenroll } from "./enroll.ts";
+import {
+  type AgentOptions,
+  DEFAULT_ENROLL_TIMEOUT_MS,
+  DEFAULT_UNENROLL_TIMEOUT_MS,
+  enroll,
+  unenroll,
+} from "./enroll.ts";
 import { INIT_ERROR_CODES, InitError } from "./errors.ts";
 import { applyRedirect, saveNat } from "./iptables.ts";
 import { buildNatTable, parseExclusions, type RedirectConfig } from "./rules.ts";
@@ -22,15 +30,17 @@ the tunnel port, loopback and the agent's own marked sockets pass untouched) by 
 whole nat table atomically, then enrolls the pod with the agent. Safe to run again.
 
 Pod (flags win over the downward-API environment variables):
-  --pod-name NAME             env POD_NAME; required unless --no-enroll
+  --pod-name NAME             env POD_NAME; required unless --no-enroll or --dry-run
   --pod-namespace NS          env POD_NAMESPACE; default "default"
   --pod-ip IP                 env POD_IP; default: the first non-loopback IPv4 address here
   --label KEY=VALUE           pod label for the agent; repeatable
   --service-account NAME      default "default"
 
 Agent:
-  --agent-socket PATH         default ${DEFAULT_ENROLLMENT_SOCKET}
-  --enroll-timeout DURATION   keep retrying until then: 30s (default), 2m, 500ms, or seconds
+  --enrollment-socket PATH    the agent's enrollment socket (nodemesh agent --enrollment-socket);
+                              default ${DEFAULT_ENROLLMENT_SOCKET}. --agent-socket: deprecated alias
+  --enroll-timeout DURATION   keep retrying until then: 30s, 2m, 500ms, or seconds
+                              (default: ${DEFAULT_ENROLL_TIMEOUT_MS / 1000}s to enroll, ${DEFAULT_UNENROLL_TIMEOUT_MS / 1000}s to unenroll with --uninstall)
   --netns-path PATH           sent to the agent as the pod's network namespace; it must be
                               this process's own unless run as root in the node's network
                               namespace (default: the agent uses the namespace of this process)
@@ -43,10 +53,14 @@ Exclusions (comma-separated; each flag may be repeated):
   --exclude-outbound-cidrs LIST   destinations not redirected, e.g. 10.0.0.0/8,169.254.169.254
 
 Modes:
-  --dry-run                   print the nat table that would be restored and change nothing
+  --dry-run                   print the nat table that would be restored and change nothing;
+                              needs no pod flags (given ones are checked and shown)
   --uninstall                 remove the rules (the nat table is restored without them),
                               then unenroll; failing to unenroll is only a warning
   -h, --help                  show this text
+
+If enrollment fails, the rules stay (fail closed): the pod's traffic is blocked until the agent
+accepts the pod. Run init again once the agent is up, or remove the rules with --uninstall.
 
 Exit status: 0 done, 1 failed, 2 bad flags.
 `;
@@ -57,6 +71,8 @@ export const OPTIONS = {
   "pod-ip": { type: "string" },
   label: { type: "string", multiple: true },
   "service-account": { type: "string" },
+  "enrollment-socket": { type: "string" },
+  /** Deprecated alias of --enrollment-socket (the agent's flag has always been that). */
   "agent-socket": { type: "string" },
   "enroll-timeout": { type: "string" },
   "netns-path": { type: "string" },
@@ -75,9 +91,11 @@ export interface InitPlan {
   dryRun: boolean;
   /** Rules to install; ignored when uninstalling. */
   config: RedirectConfig;
-  /** The pod to enroll (or unenroll): undefined with --no-enroll. */
+  /** The pod to enroll (or unenroll): undefined with --no-enroll, or a dry run without pod flags. */
   pod?: PodEnrollment;
   agent: AgentOptions;
+  /** Printed before anything is done, e.g. for a deprecated flag. */
+  warnings: string[];
 }
 
 /** Flags + environment → what to do, or an InitError(invalid_argument). No side effects. */
@@ -97,14 +115,25 @@ export function parseInitArgs(
     inboundPorts: values["exclude-inbound-ports"]?.join(","),
     outboundCidrs: values["exclude-outbound-cidrs"]?.join(","),
   });
+  const warnings: string[] = [];
+  if (values["agent-socket"] !== undefined) {
+    if (values["enrollment-socket"] !== undefined)
+      throw invalid("give --enrollment-socket only (--agent-socket is its old name)");
+    warnings.push("--agent-socket is deprecated; use --enrollment-socket (the same flag as nodemesh agent's)");
+  }
+  const uninstall = values.uninstall ?? false;
+  const timeout = values["enroll-timeout"];
   const agent = {
-    socketPath: values["agent-socket"] ?? DEFAULT_ENROLLMENT_SOCKET,
-    timeoutMs: values["enroll-timeout"] === undefined ? DEFAULT_ENROLL_TIMEOUT_MS : duration(values["enroll-timeout"]),
+    socketPath: values["enrollment-socket"] ?? values["agent-socket"] ?? DEFAULT_ENROLLMENT_SOCKET,
+    timeoutMs:
+      timeout !== undefined ? duration(timeout) : uninstall ? DEFAULT_UNENROLL_TIMEOUT_MS : DEFAULT_ENROLL_TIMEOUT_MS,
   };
-  const plan = { help: values.help ?? false, uninstall: values.uninstall ?? false, dryRun: values["dry-run"] ?? false };
+  const plan = { help: values.help ?? false, uninstall, dryRun: values["dry-run"] ?? false, warnings };
   if (plan.help || values["no-enroll"]) return { ...plan, config, agent };
 
   const name = values["pod-name"] ?? env.POD_NAME;
+  // A dry run enrolls nothing, so it needs no pod; one that names a pod shows what it would do.
+  if (!name && plan.dryRun) return { ...plan, config, agent };
   if (!name) throw invalid("--pod-name (or POD_NAME) is required to enroll the pod; use --no-enroll for rules only");
   const namespace = values["pod-namespace"] ?? env.POD_NAMESPACE ?? "default";
   const ip = values["pod-ip"] ?? env.POD_IP ?? firstIPv4(interfaces);
@@ -132,6 +161,7 @@ export async function runInit(argv: string[]): Promise<number> {
       process.stdout.write(HELP);
       return 0;
     }
+    for (const warning of plan.warnings) log(`warning: ${warning}`);
     const config = plan.uninstall ? null : plan.config;
     if (plan.dryRun) {
       process.stdout.write(buildNatTable(await saveNat(), config));
@@ -146,15 +176,40 @@ export async function runInit(argv: string[]): Promise<number> {
     }
     log(`redirect rules installed (outbound to :${OUTBOUND_PORT}, inbound to :${INBOUND_PORT})`);
     if (plan.pod) {
-      await enroll(plan.pod, plan.agent);
+      try {
+        await enroll(plan.pod, plan.agent);
+      } catch (err) {
+        const code = reportFailure(err);
+        log(blockedMessage(plan.pod, plan.agent.socketPath));
+        return code;
+      }
       log(`enrolled ${describePod(plan.pod)} with the agent at ${plan.agent.socketPath}`);
     }
     return 0;
   } catch (err) {
-    if (!(err instanceof InitError)) throw err;
-    log(`error [${err.code}]: ${err.message}`);
-    return err.code === INIT_ERROR_CODES.INVALID_ARGUMENT ? 2 : 1;
+    return reportFailure(err);
   }
+}
+
+/** Logs an InitError and returns the exit code; anything else is a bug and propagates. */
+function reportFailure(err: unknown): number {
+  if (!(err instanceof InitError)) throw err;
+  log(`error [${err.code}]: ${err.message}`);
+  return err.code === INIT_ERROR_CODES.INVALID_ARGUMENT ? 2 : 1;
+}
+
+/**
+ * Said after a failed enrollment: the rules stay (fail closed), so the pod is cut off until the agent
+ * accepts it; the last words are the command that undoes the install.
+ */
+export function blockedMessage(pod: PodEnrollment, socketPath: string): string {
+  const socket = socketPath === DEFAULT_ENROLLMENT_SOCKET ? "" : ` --enrollment-socket ${socketPath}`;
+  return (
+    `pod ${pod.namespace}/${pod.name} is cut off: its redirect rules stay installed (fail closed), so its ` +
+    `traffic is blocked until the agent at ${socketPath} accepts the pod. Run nodemesh init again once the ` +
+    `agent is up, or remove the rules with: nodemesh init --uninstall --pod-name ${pod.name} ` +
+    `--pod-namespace ${pod.namespace}${socket}`
+  );
 }
 
 async function unenrollWarning(pod: PodEnrollment, agent: AgentOptions): Promise<void> {

@@ -8,6 +8,8 @@ import type { EnrollmentReply, ErrorReply, PodEnrollment } from "../api/enrollme
 import { INIT_ERROR_CODES, InitError } from "./errors.ts";
 
 export const DEFAULT_ENROLL_TIMEOUT_MS = 30_000;
+/** Unenrolling is a courtesy to the agent: a pod leaving the mesh does not wait long for an absent one. */
+export const DEFAULT_UNENROLL_TIMEOUT_MS = 2_000;
 
 const FIRST_RETRY_DELAY_MS = 100;
 const MAX_RETRY_DELAY_MS = 1_000;

@@ -52,10 +52,15 @@ describe.skipIf(process.getuid?.() !== 0)("iptables in a network namespace", () 
       expect(await sh(ns, "iptables-save -c -t nat")).toContain("[7:420] -A OUTPUT -d 10.1.2.3/32");
 
       // Unenrolling from an absent agent is only a warning: the rules are what matters.
-      const args = ["--uninstall", "--pod-name=web", "--agent-socket=/nonexistent.sock", "--enroll-timeout=200ms"];
+      // ... and it does not wait long for it: no --enroll-timeout, the 2 s default for unenrolling.
+      const args = ["--uninstall", "--pod-name=web", "--enrollment-socket=/nonexistent.sock"];
+      const started = Date.now();
       const uninstall = await init(ns, args, { POD_IP: "10.0.0.9" });
+      expect(Date.now() - started).toBeLessThan(6_000);
       expect(uninstall.code, uninstall.stderr).toBe(0);
-      expect(uninstall.stderr).toMatch(/warning \[agent_unreachable\]: .*\/nonexistent\.sock/);
+      expect(uninstall.stderr).toMatch(
+        /warning \[agent_unreachable\]: could not unenroll pod default\/web: .*\/nonexistent\.sock within 2 s/,
+      );
       expect(await iptablesSave(ns)).toBe(before);
     });
   });
@@ -64,7 +69,8 @@ describe.skipIf(process.getuid?.() !== 0)("iptables in a network namespace", () 
     await withNamespaces(1, async (ns) => {
       await addForeignRules(ns);
       const before = await iptablesSave(ns);
-      const dry = await init(ns, ["--dry-run", "--no-enroll", ...EXCLUDE]);
+      // A dry run needs no pod flags (no --pod-name, no --no-enroll).
+      const dry = await init(ns, ["--dry-run", ...EXCLUDE]);
       expect(dry.code, dry.stderr).toBe(0);
       // The table is computed from a dump with counters (-c), so other tools' rules keep theirs.
       expect(dry.stdout).toBe(buildNatTable(await sh(ns, "iptables-save -c -t nat"), CONFIG));
@@ -101,13 +107,31 @@ describe.skipIf(process.getuid?.() !== 0)("iptables in a network namespace", () 
       const args = [
         "--pod-name=web",
         "--pod-ip=10.0.0.9",
-        "--agent-socket=/nonexistent.sock",
+        "--enrollment-socket=/nonexistent.sock",
         "--enroll-timeout=300ms",
       ];
       const r = await init(ns, args);
       expect(r.code).toBe(1);
-      expect(r.stderr).toMatch(/error \[agent_unreachable\]: could not enroll pod default\/web: .*\/nonexistent\.sock/);
+      const lines = r.stderr.trimEnd().split("\n");
+      expect(lines).toHaveLength(3);
+      expect(lines[0]).toBe("nodemesh init: redirect rules installed (outbound to :15001, inbound to :15006)");
+      expect(lines[1]).toMatch(/error \[agent_unreachable\]: could not enroll pod default\/web: .*\/nonexistent\.sock/);
+      // Says plainly that the pod is cut off, and how to undo it.
+      expect(lines[2]).toBe(
+        "nodemesh init: pod default/web is cut off: its redirect rules stay installed (fail closed), so its " +
+          "traffic is blocked until the agent at /nonexistent.sock accepts the pod. Run nodemesh init again once " +
+          "the agent is up, or remove the rules with: nodemesh init --uninstall --pod-name web " +
+          "--pod-namespace default --enrollment-socket /nonexistent.sock",
+      );
       expect(await iptablesSave(ns, "nat")).toContain("-j NODEMESH_OUTPUT");
+      // The command it gives does undo it (in a pod, POD_IP comes from the downward API).
+      const undo = await init(
+        ns,
+        ["--uninstall", "--pod-name", "web", "--pod-namespace", "default", "--enrollment-socket", "/nonexistent.sock"],
+        { POD_IP: "10.0.0.9" },
+      );
+      expect(undo.code, undo.stderr).toBe(0);
+      expect(await iptablesSave(ns, "nat")).not.toContain("NODEMESH");
     });
   });
 

@@ -3,17 +3,17 @@ import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { type AdminState, startAdminServer } from "./admin.ts";
 import type { ControllerStatus } from "./controller-client.ts";
+import type { ConfigSource } from "./service-source.ts";
 
 let server: Server | undefined;
 afterEach(() => new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve())));
 
-async function admin(controller?: () => ControllerStatus): Promise<string> {
+async function admin(controller?: () => ControllerStatus, source: ConfigSource = "cache"): Promise<string> {
   const state: AdminState = {
     node: "node-a",
     ready: () => true,
     workers: 1,
-    configVersion: () => "7.2",
-    configSource: "controller:10.0.0.9:15012",
+    configInForce: () => ({ version: "7.2", source }),
     pods: () => [],
     config: () => ({}),
     workerMetrics: async () => [],
@@ -28,27 +28,29 @@ describe("admin with a controller", () => {
     address: "10.0.0.9:15012",
     connected: false,
     appliedVersion: "7.2",
-    appliedFrom: "cache",
     lastNack: { version: "7.3", error: "bad table", at: "2025-01-01T00:00:00.000Z" },
   };
 
-  it("shows the controller link in /readyz and /metrics", async () => {
+  it("shows the controller link in /readyz and /metrics, and what is in force in one place", async () => {
     const base = await admin(() => status);
-    const ready = (await (await fetch(`${base}/readyz`)).json()) as { controller: unknown };
-    expect(ready.controller).toEqual({
-      address: "10.0.0.9:15012",
-      connected: false,
-      appliedVersion: "7.2",
-      appliedFrom: "cache",
-      lastNack: status.lastNack,
-    });
+    const ready = (await (await fetch(`${base}/readyz`)).json()) as { config: unknown; controller: unknown };
+    // Served from the cache after a restart: config says so, and nothing else claims otherwise.
+    expect(ready.config).toEqual({ version: "7.2", source: "cache" });
+    expect(ready.controller).toEqual({ address: "10.0.0.9:15012", connected: false, lastNack: status.lastNack });
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toContain("nodemesh_controller_connected 0");
     expect(metrics).toContain('nodemesh_config_applied_version_info{version="7.2",source="cache"} 1');
   });
 
+  it("shows no applied version before the cache or the controller gave one", async () => {
+    const base = await admin(() => ({ ...status, appliedVersion: undefined }), "none");
+    const ready = (await (await fetch(`${base}/readyz`)).json()) as { config: unknown };
+    expect(ready.config).toEqual({ version: "7.2", source: "none" });
+    expect(await (await fetch(`${base}/metrics`)).text()).not.toMatch(/^nodemesh_config_applied_version_info\{/m);
+  });
+
   it("leaves both out when the agent runs from a static file", async () => {
-    const base = await admin();
+    const base = await admin(undefined, "file");
     expect(((await (await fetch(`${base}/readyz`)).json()) as { controller?: unknown }).controller).toBeUndefined();
     expect(await (await fetch(`${base}/metrics`)).text()).not.toContain("nodemesh_controller_connected");
   });

@@ -7,13 +7,14 @@ import { collectProcessMetrics } from "../../api/process-metrics.ts";
 import { AggregatorRegistry, Gauge, Registry } from "../../api/prom.ts";
 import type { ControllerStatus } from "./controller-client.ts";
 import { HttpError, sendError, sendJson } from "./http.ts";
+import type { ConfigSource } from "./service-source.ts";
 
 export interface AdminState {
   node: string;
   ready(): boolean;
   workers: number;
-  configVersion(): string;
-  configSource: string;
+  /** The table in force: the one answer to "which configuration, from where" for /readyz and /metrics. */
+  configInForce(): { version: string; source: ConfigSource };
   pods(): EnrolledPod[];
   config(): unknown;
   workerMetrics(): Promise<unknown[]>;
@@ -42,7 +43,7 @@ export async function startAdminServer(host: string, port: number, state: AdminS
   });
 
   const controller = state.controller;
-  if (controller) registerControllerMetrics(registry, controller);
+  if (controller) registerControllerMetrics(registry, controller, state.configInForce);
 
   const server = createServer(async (req, res) => {
     try {
@@ -57,7 +58,7 @@ export async function startAdminServer(host: string, port: number, state: AdminS
             node: state.node,
             workers: state.workers,
             pods: state.pods().length,
-            config: { source: state.configSource, version: state.configVersion() },
+            config: state.configInForce(),
             ...(controller ? { controller: controllerDetail(controller()) } : {}),
           });
         }
@@ -84,18 +85,17 @@ export async function startAdminServer(host: string, port: number, state: AdminS
   return server;
 }
 
+/** The link to the controller; what is in force (and from where) is `config`'s alone to say. */
 function controllerDetail(status: ControllerStatus) {
-  const { address, connected, appliedVersion, appliedFrom, lastNack } = status;
-  return {
-    address,
-    connected,
-    appliedVersion: appliedVersion ?? null,
-    appliedFrom: appliedFrom ?? null,
-    lastNack: lastNack ?? null,
-  };
+  const { address, connected, lastNack } = status;
+  return { address, connected, lastNack: lastNack ?? null };
 }
 
-function registerControllerMetrics(registry: Registry, status: () => ControllerStatus): void {
+function registerControllerMetrics(
+  registry: Registry,
+  status: () => ControllerStatus,
+  configInForce: AdminState["configInForce"],
+): void {
   new Gauge({
     name: "nodemesh_controller_connected",
     help: "1 while the configuration stream to the controller is up (forwarding continues without it)",
@@ -110,9 +110,10 @@ function registerControllerMetrics(registry: Registry, status: () => ControllerS
     labelNames: ["version", "source"],
     registers: [registry],
     collect() {
-      const { appliedVersion, appliedFrom } = status();
+      const { version, source } = configInForce();
       this.reset();
-      if (appliedVersion !== undefined) this.set({ version: appliedVersion, source: appliedFrom ?? "" }, 1);
+      // Before the cache or the controller gave a table, the agent runs on an empty one: none applied.
+      if (source === "controller" || source === "cache") this.set({ version, source }, 1);
     },
   });
 }

@@ -57,9 +57,8 @@ export interface ControllerClientOptions {
 export interface ControllerStatus {
   address: string;
   connected: boolean;
-  /** The version in force: from the controller, or from the cache until it answers. */
+  /** The version this link applied last: from the controller, or from the cache until it answers. */
   appliedVersion: string | undefined;
-  appliedFrom: "controller" | "cache" | undefined;
   lastNack: { version: string; error: string; at: string } | undefined;
 }
 
@@ -70,7 +69,6 @@ export class ControllerClient {
   private readonly backoff: BackoffPolicy;
   private call: AgentCall | undefined;
   private config: ControllerConfig | undefined;
-  private appliedFrom: ControllerStatus["appliedFrom"];
   private lastNack: ControllerStatus["lastNack"];
   private connected = false;
   private failedAttempts = 0;
@@ -102,7 +100,6 @@ export class ControllerClient {
       address: this.opts.address,
       connected: this.connected,
       appliedVersion: this.config?.version,
-      appliedFrom: this.appliedFrom,
       lastNack: this.lastNack,
     };
   }
@@ -121,9 +118,8 @@ export class ControllerClient {
     try {
       const cached = loadConfigCache(this.opts.cacheFile);
       if (!cached) return;
-      this.opts.apply({ version: cached.version, table: cached.table });
+      this.opts.apply({ version: cached.version, table: cached.table, source: "cache" });
       this.config = fromServiceTable(cached.version, cached.table, cached.peers);
-      this.appliedFrom = "cache";
       this.opts.log.info({ version: cached.version, savedAt: cached.savedAt }, "serving the cached configuration");
     } catch (err) {
       this.opts.log.error({ err: (err as Error).message }, "cached configuration unusable; waiting for the controller");
@@ -192,13 +188,12 @@ export class ControllerClient {
       return;
     }
     try {
-      this.opts.apply({ version: update.version, table: assembled.table });
+      this.opts.apply({ version: update.version, table: assembled.table, source: "controller" });
     } catch (err) {
       this.refuse(update.version, `apply failed: ${(err as Error).message}`);
       return;
     }
     this.config = assembled.config;
-    this.appliedFrom = "controller";
     this.lastNack = undefined;
     this.send({ kind: "ack", ack: { version: update.version } });
     this.saveCache(assembled.config);

@@ -1,13 +1,17 @@
-// Where the service table comes from. Today: a static JSON file, re-read on SIGHUP; the
-// controller's configuration stream will be another source behind the same `onTable` callback.
+// Where the service table comes from: a static JSON file, re-read on SIGHUP, or the controller's
+// configuration stream (controller-client.ts), which serves its cache until the controller answers.
 
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { type ServiceTable, validateServiceTable } from "../../api/services.ts";
 
+/** Where a table came from; the table in force carries it, so /readyz and /metrics say one thing. */
+export type ConfigSource = "file" | "controller" | "cache" | "none";
+
 export interface VersionedTable {
   version: string;
   table: ServiceTable;
+  source: ConfigSource;
 }
 
 export class ServiceTableError extends Error {}
@@ -32,5 +36,6 @@ export function loadServiceFile(path: string): VersionedTable {
   return {
     version: `file-${createHash("sha256").update(text).digest("hex").slice(0, 12)}`,
     table: data as ServiceTable,
+    source: "file",
   };
 }

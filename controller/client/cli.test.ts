@@ -1,6 +1,8 @@
 // `nodemesh apply | get | delete` against a REST server in this process, output captured.
 
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Registry } from "prom-client";
@@ -12,7 +14,7 @@ import { TrafficWindow } from "../graph/traffic-window.ts";
 import { type RestServer, startRestServer } from "../rest/server.ts";
 import { startTestServer, type TestServer } from "../rest/test-server.fixture.ts";
 import { MemoryStore } from "../store/memory-store.ts";
-import { runClient } from "./cli.ts";
+import { type ClientCommand, HELP, OPTIONS, runClient } from "./cli.ts";
 
 const MESH = `
 apiVersion: nodemesh.io/v1alpha1
@@ -56,6 +58,10 @@ let err: string[];
 beforeEach(async () => {
   t = await startTestServer();
   dir = mkdtempSync(join(tmpdir(), "nodemesh-cli-"));
+  // Hermetic: no context file of the machine's user, no address or token from the environment.
+  vi.stubEnv("NODEMESH_CONFIG", join(dir, "config"));
+  vi.stubEnv("NODEMESH_SERVER", undefined);
+  vi.stubEnv("NODEMESH_TOKEN", undefined);
   out = [];
   err = [];
   vi.spyOn(console, "log").mockImplementation((line: string) => void out.push(line));
@@ -65,11 +71,12 @@ beforeEach(async () => {
 
 afterEach(async () => {
   vi.restoreAllMocks();
+  vi.unstubAllEnvs();
   await t.rest.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
-function cli(command: string, ...args: string[]): Promise<number> {
+function cli(command: ClientCommand, ...args: string[]): Promise<number> {
   out = [];
   err = [];
   return runClient(command, [...args, "--server", t.rest.url]);
@@ -154,6 +161,202 @@ describe("nodemesh apply, get, delete", () => {
   });
 });
 
+describe("the first hour: messages a new user meets", () => {
+  it("prints each bad field once, with the nearest known field", async () => {
+    const typo = MESH.split("---")[3]!.replace("retries: { attempts: 3 }", "faults: { abort: { percent: 10 } }");
+    expect(await cli("apply", "-f", file("typo.yaml", typo))).toBe(1);
+    expect(err.join("")).toBe(
+      'nodemesh apply: 422: TrafficPolicy "web" is invalid:\n  spec.faults: unknown field; did you mean "faultInjection"?\n',
+    );
+    expect(t.store.list("trafficpolicies")).toEqual([]);
+  });
+
+  it("checks every document before sending any", async () => {
+    const broken = `${MESH}\n---\nkind: Service\nspec: {}\n`;
+    expect(await cli("apply", "-f", file("broken.yaml", broken))).toBe(1);
+    expect(err.join("")).toMatch(/document 5: every document needs kind and metadata\.name/);
+    expect(t.store.list("services")).toEqual([]);
+  });
+
+  it("get -o wide shows a TrafficPolicy's effective retries, defaults filled in", async () => {
+    const policies = `${MESH.split("---")[3]}---
+apiVersion: nodemesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: { name: wide }
+spec:
+  targetRefs: [{ name: api }]
+  retries: { attempts: 6, budget: { percent: 60 } }
+---
+apiVersion: nodemesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: { name: plain }
+spec:
+  targetRefs: [{ name: db }]
+`;
+    expect(await cli("apply", "-f", file("policies.yaml", policies))).toBe(0);
+    expect(await cli("get", "trafficpolicies", "-o", "wide")).toBe(0);
+    expect(lines()).toEqual([
+      expect.stringMatching(/^NAMESPACE\s+NAME\s+TARGETS\s+ATTEMPTS\s+RETRY ON\s+BACKOFF\s+BUDGET\s+APPLIED\s+AGE$/),
+      expect.stringMatching(/^default\s+plain\s+db\s+none\s+-\s+-\s+-\s/),
+      expect.stringMatching(
+        /^default\s+web\s+web\s+3\s+connect-failure,reset,gateway-error,unavailable\s+25ms\.\.250ms\s+20% \(min 3\)\s/,
+      ),
+      expect.stringMatching(
+        /^default\s+wide\s+api\s+6\s+connect-failure,reset,gateway-error,unavailable\s+25ms\.\.250ms\s+60% \(min 3\)\s/,
+      ),
+    ]);
+    // The plain table keeps its columns.
+    expect(await cli("get", "trafficpolicies")).toBe(0);
+    expect(lines()[0]).toMatch(/^NAMESPACE\s+NAME\s+TARGETS\s+APPLIED\s+AGE$/);
+  });
+
+  it("refuses an output format the command does not have, and flags that would do nothing", async () => {
+    expect(await cli("get", "services", "-o", "xml")).toBe(2);
+    expect(err.join("")).toBe("nodemesh get: -o xml: the output format is one of table, wide, yaml, json\n");
+    expect(await cli("nodes", "-n", "shop")).toBe(2);
+    expect(err.join("")).toBe("nodemesh nodes: nodes has no option -n (see nodemesh nodes --help)\n");
+    expect(await cli("status", "--namespace", "shop")).toBe(2);
+    expect(err.join("")).toBe("nodemesh status: status has no option --namespace (see nodemesh status --help)\n");
+    expect(await cli("status", "-o", "wide")).toBe(2);
+    expect(out).toEqual([]);
+  });
+
+  it("apply --dry-run: refused, sending nothing, while the controller has no server-side dry run", async () => {
+    expect(await cli("apply", "--dry-run", "-f", file("mesh.yaml", MESH))).toBe(1);
+    expect(err.join("")).toBe(
+      `nodemesh apply: --dry-run: server-side dry run is not available yet (the controller at ${t.rest.url} ` +
+        "offers no dryRun parameter for services); nothing was applied\n",
+    );
+    expect(out).toEqual([]);
+    expect(t.store.list("services")).toEqual([]);
+  });
+
+  it("apply --dry-run: sends ?dryRun=All to a controller whose API declares it", async () => {
+    // A stand-in for the controller once it has the server-side dry run: it declares the
+    // parameter in its OpenAPI document and records what it is sent.
+    const seen: string[] = [];
+    const collection = "/apis/nodemesh.io/v1alpha1/namespaces/{namespace}/services";
+    const dryRun = [{ name: "dryRun", in: "query", schema: { type: "string" } }];
+    const openapi = {
+      paths: {
+        [collection]: { post: { parameters: dryRun } },
+        [`${collection}/{name}`]: { put: { parameters: dryRun } },
+      },
+    };
+    const stub = createServer((req, res) => {
+      seen.push(`${req.method} ${req.url}`);
+      req.resume();
+      const json = (status: number, body: unknown) =>
+        res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
+      if (req.url === "/openapi/v3") return json(200, openapi);
+      if (req.method === "GET") return json(404, { kind: "Status", message: "not found" });
+      return json(201, {});
+    });
+    await new Promise<void>((resolve) => stub.listen(0, "127.0.0.1", resolve));
+    try {
+      const server = `http://127.0.0.1:${(stub.address() as AddressInfo).port}`;
+      const service = MESH.split("---")[0]!;
+      out = [];
+      const code = await runClient("apply", ["--dry-run", "-f", file("svc.yaml", service), "--server", server]);
+      expect(code, err.join("")).toBe(0);
+      expect(out).toEqual(["service/web created (server dry run)"]);
+      expect(seen).toEqual([
+        "GET /openapi/v3",
+        "GET /apis/nodemesh.io/v1alpha1/namespaces/default/services/web",
+        "POST /apis/nodemesh.io/v1alpha1/namespaces/default/services?dryRun=All",
+      ]);
+    } finally {
+      await new Promise((resolve) => stub.close(resolve));
+    }
+  });
+
+  it("says why the controller cannot be reached and what to do", async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    expect(await runClient("get", ["services", "--server", `http://127.0.0.1:${port}`])).toBe(1);
+    expect(err.join("")).toBe(
+      `nodemesh get: cannot reach the controller at http://127.0.0.1:${port} (--server): connect ECONNREFUSED 127.0.0.1:${port}\n` +
+        "  Without --tokens the controller's REST API listens on 127.0.0.1 only, so only its own host reaches it.\n" +
+        "  From elsewhere, start it with --address 0.0.0.0 --tokens FILE, then give the CLI its address and a token:\n" +
+        `  --server URL --token TOKEN, or $NODEMESH_SERVER and $NODEMESH_TOKEN, or a context in ${join(dir, "config")}.\n`,
+    );
+    err = [];
+    vi.stubEnv("NODEMESH_SERVER", `http://127.0.0.1:${port}`);
+    expect(await runClient("status", [])).toBe(1);
+    expect(err.join("")).toContain(`cannot reach the controller at http://127.0.0.1:${port} ($NODEMESH_SERVER)`);
+  });
+
+  it("refuses a server that is not a URL", async () => {
+    for (const server of ["10.0.0.2:8080", "http://127.0.0.1:99999", "ftp://10.0.0.2"]) {
+      err = [];
+      expect(await runClient("get", ["services", "--server", server])).toBe(1);
+      expect(err.join("")).toBe(`nodemesh get: the server "${server}" (--server) is not an http:// or https:// URL\n`);
+    }
+  });
+
+  it("documents every flag of each command in its --help, and only those", async () => {
+    for (const [command, options] of Object.entries(OPTIONS)) {
+      for (const [name, option] of Object.entries(options)) {
+        expect(HELP[command as ClientCommand]).toContain(`--${name}`);
+        if ("short" in option) expect(HELP[command as ClientCommand]).toContain(`-${option.short}, --${name}`);
+      }
+    }
+    for (const command of ["nodes", "status", "top", "edges"] as const)
+      expect(HELP[command]).not.toContain("--namespace");
+    expect(HELP.apply).toContain("--dry-run");
+    expect(HELP.get).toContain("table (default), wide, yaml or json");
+  });
+});
+
+describe("the context file", () => {
+  let secured: TestServer;
+  beforeEach(async () => {
+    secured = await startTestServer({ auth: TokenAuth.parse("writer-token write alice\n") });
+  });
+  afterEach(async () => {
+    await secured.rest.close();
+  });
+
+  function contexts(text: string): void {
+    writeFileSync(join(dir, "config"), text);
+  }
+
+  it("gives the server and the token of its current context, or of --context", async () => {
+    contexts(`current-context: lab
+contexts:
+  lab: { server: "${secured.rest.url}/", token: writer-token }
+  open: { server: "${t.rest.url}" }
+`);
+    out = [];
+    expect(await runClient("apply", ["-f", file("mesh.yaml", MESH)]), err.join("")).toBe(0);
+    expect(secured.store.list("services")).toHaveLength(1);
+    expect(t.store.list("services")).toHaveLength(0);
+    expect(await runClient("get", ["services", "--context", "open"])).toBe(0);
+    expect(out.at(-1)).toBe("No services found.");
+  });
+
+  it("sends the context's token only to the context's server", async () => {
+    contexts(`current-context: lab\ncontexts:\n  lab: { server: "http://127.0.0.1:1", token: writer-token }\n`);
+    expect(await runClient("get", ["services", "--server", secured.rest.url])).toBe(1);
+    expect(err.join("")).toBe("nodemesh get: 401: a bearer token is required\n");
+  });
+
+  it("names what is wrong in it", async () => {
+    contexts(`current_context: lab\ncontexts:\n  lab: { server: "10.0.0.2:8080" }\n`);
+    expect(await runClient("get", ["services"])).toBe(1);
+    expect(err.join("")).toBe(
+      `nodemesh get: ${join(dir, "config")} is invalid: contexts.lab.server: must be an http:// or https:// URL; ` +
+        'current_context: unknown field; did you mean "current-context"?\n',
+    );
+    err = [];
+    contexts(`contexts:\n  lab: { server: "http://127.0.0.1:1" }\n`);
+    expect(await runClient("get", ["services", "--context", "prod"])).toBe(1);
+    expect(err.join("")).toBe(`nodemesh get: context "prod" is not in ${join(dir, "config")} (it has: lab)\n`);
+  });
+});
+
 // ---------------------------------------------------------------- top, edges
 
 const GRAPH_T0 = Date.UTC(2025, 0, 1, 12, 0, 0);
@@ -220,7 +423,7 @@ describe("nodemesh top and edges", () => {
     await graphServer.close();
   });
 
-  function graphCli(command: string, ...args: string[]): Promise<number> {
+  function graphCli(command: ClientCommand, ...args: string[]): Promise<number> {
     out = [];
     err = [];
     return runClient(command, [...args, "--server", graphServer.url]);

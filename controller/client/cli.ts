@@ -1,74 +1,83 @@
 // `nodemesh apply | get | delete | nodes | status | top | edges`: a small kubectl for the
-// controller's REST API.
-// Errors print the server's message (a Kubernetes Status), with each bad field.
+// controller's REST API (connection.ts finds it and speaks to it).
+// Errors print the server's message (a Kubernetes Status), each bad field once. Exit codes: 0 done,
+// 1 failed, 2 bad flags or arguments.
 
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
+import { type ParseArgsOptionsConfig, parseArgs } from "node:util";
 import { parseAllDocuments, stringify } from "yaml";
 import { canonicalJson } from "../../api/canonical-json.ts";
 import { apiVersionOf, KINDS, type KindInfo } from "../../api/resources.ts";
 import type { ServiceGraph } from "../../api/service-graph.ts";
+import { RetryPolicy } from "../../api/traffic.ts";
+import { ApiError, CliError, type Client, call, DEFAULT_SERVER, resolveClient } from "./connection.ts";
 
-const DEFAULT_SERVER = "http://127.0.0.1:8080";
 const GRAPH_PATH = "/apis/nodemesh.io/v1alpha1/servicegraph";
 
-const COMMON = `Common options:
-  --server URL      controller REST address (default: $NODEMESH_SERVER, else ${DEFAULT_SERVER})
-  --token TOKEN     bearer token (default: $NODEMESH_TOKEN)
-  -n, --namespace NS  namespace (default: "default")`;
+const CONNECTION = `Connection (the first that is set wins):
+  --server URL          controller REST address; else $NODEMESH_SERVER, else the current
+                        context of the context file, else ${DEFAULT_SERVER}
+  --token TOKEN         bearer token; else $NODEMESH_TOKEN, else the context's token (sent only
+                        to the context's own server)
+  --context NAME        use this context of the context file instead of its current-context
+Context file (YAML): $NODEMESH_CONFIG, else ~/.config/nodemesh/config ($XDG_CONFIG_HOME if set):
+  current-context: lab
+  contexts:
+    lab: { server: "http://10.250.0.2:8080", token: "..." }
+Without --tokens the controller listens on 127.0.0.1 only: from another host, start it with
+--address 0.0.0.0 --tokens FILE.`;
+const NAMESPACE = `  -n, --namespace NS    namespace (default: "default")`;
+const HELP_FLAG = "  -h, --help            show this help";
 
-const HELP: Record<string, string> = {
-  apply: `Usage: nodemesh apply -f FILE [options]\n\nCreates or updates every object in FILE (YAML or JSON, one or many documents; - reads stdin).\n\n${COMMON}\n`,
-  get: `Usage: nodemesh get KIND [NAME] [options]\n\nLists objects of KIND (${KINDS.map((k) => k.plural).join(", ")}), or shows one.\n  -A, --all-namespaces  list across namespaces\n  -o, --output FORMAT   table (default), yaml or json\n\n${COMMON}\n`,
-  delete: `Usage: nodemesh delete KIND NAME [options]\n\n${COMMON}\n`,
-  nodes: `Usage: nodemesh nodes [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix.\n  -o, --output FORMAT   table (default) or json\n\n${COMMON}\n`,
-  top: `Usage: nodemesh top [options]\n\nLive golden signals per service (like linkerd viz stat): success rate, requests per second,\np50 and p99 latency over the window, from the agents' traffic reports.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -w, --watch           refresh every 2 s until Ctrl-C\n  -o, --output FORMAT   table (default) or json\n\n${COMMON}\n`,
-  edges: `Usage: nodemesh edges [options]\n\nWho talks to whom: every edge of the service graph (workload → service → workload) with its\nrequest rate, success rate, latency and mTLS state over the window.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -o, --output FORMAT   table (default) or json\n\n${COMMON}\n`,
-  status: `Usage: nodemesh status [options]\n\nAgents: connected, applied configuration version against the controller's, last NACK.\n  -o, --output FORMAT   table (default) or json\n\n${COMMON}\n`,
+export const HELP: Record<ClientCommand, string> = {
+  apply: `Usage: nodemesh apply -f FILE [options]\n\nCreates or updates every object in FILE (YAML or JSON, one or many documents; - reads stdin).\nEvery document is checked before any is sent.\n  -f, --filename FILE   the objects\n  --dry-run             send them with ?dryRun=All: the controller validates them and writes\n                        nothing (refused while the controller offers no server-side dry run)\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  get: `Usage: nodemesh get KIND [NAME] [options]\n\nLists objects of KIND (${KINDS.map((k) => k.plural).join(", ")}), or shows one.\n  -A, --all-namespaces  list across namespaces\n  -o, --output FORMAT   table (default), wide, yaml or json; wide adds a TrafficPolicy's\n                        effective retry settings (defaults filled in)\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  delete: `Usage: nodemesh delete KIND NAME [options]\n\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  nodes: `Usage: nodemesh nodes [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  top: `Usage: nodemesh top [options]\n\nLive golden signals per service (like linkerd viz stat): success rate, requests per second,\np50 and p99 latency over the window, from the agents' traffic reports.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -w, --watch           refresh every 2 s until Ctrl-C\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  edges: `Usage: nodemesh edges [options]\n\nWho talks to whom: every edge of the service graph (workload → service → workload) with its\nrequest rate, success rate, latency and mTLS state over the window.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  status: `Usage: nodemesh status [options]\n\nAgents: connected, applied configuration version against the controller's, last NACK.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
 };
 
-class CliError extends Error {}
+const COMMON_OPTIONS = {
+  server: { type: "string" },
+  token: { type: "string" },
+  context: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies ParseArgsOptionsConfig;
+const namespace = { namespace: { type: "string", short: "n" } } as const;
+const output = { output: { type: "string", short: "o", default: "table" } } as const;
+const window = { window: { type: "string", default: "60" } } as const;
 
-interface Status {
-  kind?: string;
-  message?: string;
-  details?: { causes?: Array<{ field?: string; message?: string }> };
-}
+/** Each command's flags: a flag that would do nothing is refused, not silently ignored. */
+export const OPTIONS = {
+  apply: {
+    ...COMMON_OPTIONS,
+    ...namespace,
+    filename: { type: "string", short: "f" },
+    "dry-run": { type: "boolean" },
+  },
+  get: { ...COMMON_OPTIONS, ...namespace, ...output, "all-namespaces": { type: "boolean", short: "A" } },
+  delete: { ...COMMON_OPTIONS, ...namespace },
+  nodes: { ...COMMON_OPTIONS, ...output },
+  status: { ...COMMON_OPTIONS, ...output },
+  top: { ...COMMON_OPTIONS, ...output, ...window, watch: { type: "boolean", short: "w" } },
+  edges: { ...COMMON_OPTIONS, ...output, ...window },
+} as const satisfies Record<string, ParseArgsOptionsConfig>;
+export type ClientCommand = keyof typeof OPTIONS;
 
-interface Client {
-  server: string;
-  token: string | undefined;
-}
+const OUTPUTS: Record<ClientCommand, readonly string[]> = {
+  apply: [],
+  delete: [],
+  get: ["table", "wide", "yaml", "json"],
+  nodes: ["table", "json"],
+  status: ["table", "json"],
+  top: ["table", "json"],
+  edges: ["table", "json"],
+};
 
-async function call(c: Client, method: string, path: string, body?: unknown): Promise<unknown> {
-  let res: Response;
-  try {
-    res = await fetch(`${c.server}${path}`, {
-      method,
-      headers: {
-        ...(body !== undefined ? { "content-type": "application/json" } : {}),
-        ...(c.token ? { authorization: `Bearer ${c.token}` } : {}),
-      },
-      body: body !== undefined ? JSON.stringify(body) : undefined,
-    });
-  } catch (err) {
-    throw new CliError(`cannot reach the controller at ${c.server}: ${(err as Error).cause ?? (err as Error).message}`);
-  }
-  const text = await res.text();
-  let data: unknown;
-  try {
-    data = text ? JSON.parse(text) : undefined;
-  } catch {
-    data = undefined;
-  }
-  if (!res.ok) {
-    const status = data as Status | undefined;
-    const causes = status?.details?.causes ?? [];
-    const lines = causes.map((cause) => `  ${cause.field ?? ""}: ${cause.message ?? ""}`);
-    throw new CliError([`${res.status}: ${status?.message ?? text}`, ...lines].join("\n"));
-  }
-  return data;
-}
+/** Bad flags or arguments: exit code 2, as for the other commands. */
+class UsageError extends CliError {}
 
 function kindFor(name: string): KindInfo {
   const lower = name.toLowerCase();
@@ -96,34 +105,82 @@ function sameSpec(kind: KindInfo, stored: unknown, wanted: unknown): boolean {
   return parsed.success && canonicalJson(stored) === canonicalJson(parsed.data);
 }
 
-async function apply(c: Client, file: string, namespace: string): Promise<void> {
+interface Document {
+  obj: Obj & { metadata: { name: string; namespace: string } };
+  kind: KindInfo;
+}
+
+/** Every document of the file, checked before anything is sent: a bad one stops the whole apply. */
+function readDocuments(file: string, namespace: string): Document[] {
   const text = readFileSync(file === "-" ? 0 : file, "utf8");
-  const docs = parseAllDocuments(text);
-  for (const doc of docs) {
-    if (doc.errors.length > 0) throw new CliError(`${file}: ${doc.errors[0].message}`);
+  const docs: Document[] = [];
+  parseAllDocuments(text).forEach((doc, i) => {
+    const where = `${file}, document ${i + 1}`;
+    if (doc.errors.length > 0) throw new CliError(`${where}: ${doc.errors[0].message}`);
     const obj = doc.toJS() as Obj | null;
-    if (!obj) continue;
+    if (!obj) return;
     if (typeof obj.kind !== "string" || !obj.metadata?.name)
-      throw new CliError(`${file}: every document needs kind and metadata.name`);
+      throw new CliError(`${where}: every document needs kind and metadata.name`);
     const kind = kindFor(obj.kind);
-    const ns = obj.metadata.namespace ?? namespace;
-    obj.metadata.namespace = ns;
+    obj.metadata.namespace ??= namespace;
+    docs.push({ obj: obj as Document["obj"], kind });
+  });
+  return docs;
+}
+
+const DRY_RUN = "?dryRun=All";
+
+/**
+ * Whether the controller's API declares the `dryRun` parameter on creating and replacing each of
+ * these kinds (read from /openapi/v3, as kubectl does): one that does not would write for real.
+ */
+async function refuseWithoutServerDryRun(c: Client, kinds: KindInfo[]): Promise<void> {
+  type Operation = { parameters?: { name?: string; in?: string }[] };
+  type PathItem = Operation & { post?: Operation; put?: Operation };
+  const doc = (await call(c, "GET", "/openapi/v3")) as { paths?: Record<string, PathItem> };
+  const hasDryRun = (path: string, method: "post" | "put") => {
+    const item = doc.paths?.[path];
+    const params = [...(item?.parameters ?? []), ...(item?.[method]?.parameters ?? [])];
+    return params.some((p) => p.name === "dryRun" && p.in === "query");
+  };
+  for (const kind of new Set(kinds)) {
+    const collection = collectionPath(kind, "{namespace}");
+    if (!hasDryRun(collection, "post") || !hasDryRun(`${collection}/{name}`, "put")) {
+      throw new CliError(
+        `--dry-run: server-side dry run is not available yet (the controller at ${c.server} offers no dryRun ` +
+          `parameter for ${kind.plural}); nothing was applied`,
+      );
+    }
+  }
+}
+
+async function apply(c: Client, file: string, namespace: string, dryRun: boolean): Promise<void> {
+  const docs = readDocuments(file, namespace);
+  if (dryRun)
+    await refuseWithoutServerDryRun(
+      c,
+      docs.map((d) => d.kind),
+    );
+  const query = dryRun ? DRY_RUN : "";
+  const suffix = dryRun ? " (server dry run)" : "";
+  for (const { obj, kind } of docs) {
+    const ns = obj.metadata.namespace;
     const path = `${collectionPath(kind, ns)}/${obj.metadata.name}`;
     const existing = (await call(c, "GET", path).catch((err: Error) => {
-      if (err.message.startsWith("404")) return undefined;
+      if (err instanceof ApiError && err.status === 404) return undefined;
       throw err;
     })) as Obj | undefined;
     const label = `${kind.kind.toLowerCase()}/${obj.metadata.name}`;
     if (!existing) {
-      await call(c, "POST", collectionPath(kind, ns), obj);
-      console.log(`${label} created`);
+      await call(c, "POST", `${collectionPath(kind, ns)}${query}`, obj);
+      console.log(`${label} created${suffix}`);
     } else if (sameSpec(kind, existing.spec, obj.spec)) {
-      console.log(`${label} unchanged`);
+      console.log(`${label} unchanged${suffix}`);
     } else {
       // Replace with the version we read: a concurrent writer makes this fail with 409, not lose a change.
       obj.metadata.resourceVersion = existing.metadata?.resourceVersion;
-      await call(c, "PUT", path, obj);
-      console.log(`${label} configured`);
+      await call(c, "PUT", `${path}${query}`, obj);
+      console.log(`${label} configured${suffix}`);
     }
   }
 }
@@ -183,6 +240,30 @@ const COLUMNS: Record<string, Columns> = {
   TrafficPolicy: { headers: ["TARGETS"], cells: (spec) => [refs(spec?.targetRefs)] },
 };
 
+/**
+ * What `-o wide` adds after a kind's columns. A TrafficPolicy's retries as the agents apply them:
+ * the schema fills in what the object leaves out, so a bare `retries: {}` shows its defaults.
+ */
+const WIDE_COLUMNS: Record<string, Columns> = {
+  TrafficPolicy: {
+    headers: ["ATTEMPTS", "RETRY ON", "BACKOFF", "BUDGET"],
+    cells: (spec) => {
+      if (spec?.retries === undefined) return ["none", "-", "-", "-"]; // no retries block: no retries
+      const parsed = RetryPolicy.safeParse(spec.retries);
+      if (!parsed.success) return ["?", "?", "?", "?"];
+      const r = parsed.data;
+      return [
+        String(r.attempts),
+        r.retryOn.join(","),
+        `${r.backoff.baseInterval}..${r.backoff.maxInterval}`,
+        `${r.budget.percent}% (min ${r.budget.minConcurrency})`,
+      ];
+    },
+  },
+};
+
+const NO_COLUMNS: Columns = { headers: [], cells: () => [] };
+
 async function get(c: Client, kindName: string, name: string | undefined, ns: string | undefined, output: string) {
   const kind = kindFor(kindName);
   const data = (await call(c, "GET", name ? `${collectionPath(kind, ns)}/${name}` : collectionPath(kind, ns))) as {
@@ -192,14 +273,16 @@ async function get(c: Client, kindName: string, name: string | undefined, ns: st
   if (output === "yaml") return process.stdout.write(stringify(data));
   const items = (name ? [data] : (data.items ?? [])) as Listed[];
   if (items.length === 0) return console.log(`No ${kind.plural} found.`);
-  const columns = COLUMNS[kind.kind] ?? { headers: [], cells: () => [] };
-  const rows = [["NAMESPACE", "NAME", ...columns.headers, "APPLIED", "AGE"]];
+  const columns = COLUMNS[kind.kind] ?? NO_COLUMNS;
+  const wide = output === "wide" ? (WIDE_COLUMNS[kind.kind] ?? NO_COLUMNS) : NO_COLUMNS;
+  const rows = [["NAMESPACE", "NAME", ...columns.headers, ...wide.headers, "APPLIED", "AGE"]];
   for (const o of items) {
     const applied = o.status?.agentsTotal !== undefined ? `${o.status.agentsApplied ?? 0}/${o.status.agentsTotal}` : "";
     rows.push([
       o.metadata.namespace,
       o.metadata.name,
       ...columns.cells(o.spec),
+      ...wide.cells(o.spec),
       applied,
       age(o.metadata.creationTimestamp),
     ]);
@@ -321,43 +404,57 @@ async function edges(c: Client, windowSeconds: string, output: string): Promise<
   console.log(table(rows));
 }
 
-export async function runClient(command: string, argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      server: { type: "string" },
-      token: { type: "string" },
-      namespace: { type: "string", short: "n" },
-      "all-namespaces": { type: "boolean", short: "A" },
-      filename: { type: "string", short: "f" },
-      output: { type: "string", short: "o", default: "table" },
-      window: { type: "string", default: "60" },
-      watch: { type: "boolean", short: "w" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (values.help) {
-    process.stdout.write(HELP[command]);
-    return 0;
-  }
-  const c: Client = {
-    server: (values.server ?? process.env.NODEMESH_SERVER ?? DEFAULT_SERVER).replace(/\/$/, ""),
-    token: values.token ?? process.env.NODEMESH_TOKEN,
-  };
-  const namespace = values.namespace ?? "default";
+/** The flags of every command, as parsed (each command accepts only its own). */
+interface Values {
+  server?: string;
+  token?: string;
+  context?: string;
+  help?: boolean;
+  namespace?: string;
+  output: string;
+  window: string;
+  watch?: boolean;
+  filename?: string;
+  "dry-run"?: boolean;
+  "all-namespaces"?: boolean;
+}
+
+function readFlags(command: ClientCommand, argv: string[]): { values: Values; positionals: string[] } {
   try {
+    const parsed = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS[command] });
+    return { values: parsed.values as Values, positionals: parsed.positionals };
+  } catch (err) {
+    // Node's text for an unknown option goes on about positionals; the option is what matters.
+    const unknown = /^Unknown option '([^']+)'/.exec((err as Error).message)?.[1];
+    const problem = unknown ? `${command} has no option ${unknown}` : (err as Error).message;
+    throw new UsageError(`${problem} (see nodemesh ${command} --help)`);
+  }
+}
+
+export async function runClient(command: ClientCommand, argv: string[]): Promise<number> {
+  try {
+    const { values, positionals } = readFlags(command, argv);
+    if (values.help) {
+      process.stdout.write(HELP[command]);
+      return 0;
+    }
+    const outputs = OUTPUTS[command];
+    if (outputs.length > 0 && !outputs.includes(values.output)) {
+      throw new UsageError(`-o ${values.output}: the output format is one of ${outputs.join(", ")}`);
+    }
+    const c = resolveClient(values);
+    const namespace = values.namespace ?? "default";
     switch (command) {
       case "apply":
-        if (!values.filename) throw new CliError("apply needs -f FILE");
-        await apply(c, values.filename, namespace);
+        if (!values.filename) throw new UsageError("apply needs -f FILE");
+        await apply(c, values.filename, namespace, values["dry-run"] ?? false);
         return 0;
       case "get":
-        if (!positionals[0]) throw new CliError("get needs a KIND, e.g. nodemesh get services");
+        if (!positionals[0]) throw new UsageError("get needs a KIND, e.g. nodemesh get services");
         await get(c, positionals[0], positionals[1], values["all-namespaces"] ? undefined : namespace, values.output);
         return 0;
       case "delete": {
-        if (positionals.length < 2) throw new CliError("delete needs KIND and NAME");
+        if (positionals.length < 2) throw new UsageError("delete needs KIND and NAME");
         const kind = kindFor(positionals[0]);
         await call(c, "DELETE", `${collectionPath(kind, namespace)}/${positionals[1]}`);
         console.log(`${kind.kind.toLowerCase()}/${positionals[1]} deleted`);
@@ -380,12 +477,10 @@ export async function runClient(command: string, argv: string[]): Promise<number
       case "edges":
         await edges(c, values.window, values.output);
         return 0;
-      default:
-        throw new CliError(`unknown command ${command}`);
     }
   } catch (err) {
     if (!(err instanceof CliError)) throw err;
     process.stderr.write(`nodemesh ${command}: ${err.message}\n`);
-    return 1;
+    return err instanceof UsageError ? 2 : 1;
   }
 }

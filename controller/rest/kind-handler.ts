@@ -152,7 +152,7 @@ export class KindHandler {
       }
     }
     const parsed = this.#schema.safeParse(input);
-    if (!parsed.success) causes.push(...causesOf(parsed.error.issues, input));
+    if (!parsed.success) causes.push(...causesOf(parsed.error.issues, input, this.#schema));
     if (causes.length > 0 || !parsed.success) {
       const name = typeof meta?.["name"] === "string" ? meta["name"] : target.name;
       throw new RestError("Invalid", invalidMessage(this.kind.kind, name, causes), {

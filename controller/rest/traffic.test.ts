@@ -239,6 +239,59 @@ describe("validation", () => {
   }
 });
 
+describe("unknown fields", () => {
+  // One mechanism for every kind: the nearest field the schema accepts at that place.
+  const SUGGESTIONS = [
+    { path: TRAFFICPOLICIES, body: trafficPolicy("p", { faults: {} }), field: "spec.faults", near: "faultInjection" },
+    {
+      path: TRAFFICPOLICIES,
+      body: trafficPolicy("p", { retries: { attempt: 6 } }),
+      field: "spec.retries.attempt",
+      near: "attempts",
+    },
+    {
+      path: TRAFFICPOLICIES,
+      body: trafficPolicy("p", { retries: { budget: { min_concurrency: 5 } } }),
+      field: "spec.retries.budget.min_concurrency",
+      near: "minConcurrency",
+    },
+    { path: TRAFFICPOLICIES, body: trafficPolicy("p", { retry: {} }), field: "spec.retry", near: "retries" },
+    {
+      path: HTTPROUTES,
+      body: route({ backendRefs: [{ name: "web-v1" }], timeout: { request: "1s" } }),
+      field: "spec.rules[0].timeout",
+      near: "timeouts",
+    },
+    { path: GRPCROUTES, body: grpcRoute("g", { parentRef: [] }), field: "spec.parentRef", near: "parentRefs" },
+    { path: SERVICES, body: service("s", { selectr: { app: "s" } }), field: "spec.selectr", near: "selector" },
+    {
+      path: SERVICES,
+      body: { ...service("s"), metadata: { name: "s", namesapce: "default" } },
+      field: "metadata.namesapce",
+      near: "namespace",
+    },
+  ];
+  for (const c of SUGGESTIONS) {
+    it(`suggests "${c.near}" for ${c.field}`, async () => {
+      const reply = await t.call("POST", c.path, { body: c.body });
+      expect(reply.status).toBe(422);
+      expect(reply.body.details.causes).toContainEqual({
+        field: c.field,
+        message: `unknown field; did you mean "${c.near}"?`,
+        reason: "FieldValueForbidden",
+      });
+      expect(reply.body.message).toContain(`${c.field}: unknown field; did you mean "${c.near}"?`);
+    });
+  }
+
+  it("suggests nothing when no field is near", async () => {
+    const reply = await t.call("POST", TRAFFICPOLICIES, { body: trafficPolicy("p", { colour: "blue" }) });
+    expect(reply.body.details.causes).toEqual([
+      { field: "spec.colour", message: "unknown field", reason: "FieldValueForbidden" },
+    ]);
+  });
+});
+
 /** The first `count` events of a watch stream. */
 async function watchEvents(path: string, count: number, act: () => Promise<void>): Promise<string[]> {
   const controller = new AbortController();

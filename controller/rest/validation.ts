@@ -1,8 +1,8 @@
 // Turns zod issues into Kubernetes Status causes: one cause per bad field, with its path written
-// the way kubectl users read it (`spec.ports[1].port`).
+// the way kubectl users read it (`spec.ports[1].port`); an unknown field names the nearest known one.
 
 import type { z } from "zod";
-import { fieldPath } from "../../api/field-path.ts";
+import { fieldErrors, fieldPath } from "../../api/field-path.ts";
 import type { StatusCause } from "./errors.ts";
 
 type Issue = z.core.$ZodIssue;
@@ -10,6 +10,8 @@ type Issue = z.core.$ZodIssue;
 /** Kubernetes cause types (k8s.io/apimachinery metav1.CauseType) for each zod issue. */
 function causeReason(issue: Issue, input: unknown): string {
   switch (issue.code) {
+    case "unrecognized_keys":
+      return "FieldValueForbidden";
     case "invalid_type":
       return input === undefined ? "FieldValueRequired" : "FieldValueTypeInvalid";
     case "invalid_value":
@@ -31,20 +33,14 @@ function valueAt(root: unknown, path: ReadonlyArray<PropertyKey>): unknown {
   return value;
 }
 
-export function causesOf(issues: readonly Issue[], input: unknown): StatusCause[] {
-  return issues.flatMap((issue): StatusCause[] => {
-    if (issue.code === "unrecognized_keys") {
-      // One cause per unknown field, so a client can point at each.
-      return issue.keys.map((key) => ({
-        field: fieldPath([...issue.path, key]),
-        message: "unknown field",
-        reason: "FieldValueForbidden",
-      }));
-    }
-    return [
-      { field: fieldPath(issue.path), message: issue.message, reason: causeReason(issue, valueAt(input, issue.path)) },
-    ];
-  });
+/** `schema` is the one that raised the issues: it knows the fields an unknown one may have meant. */
+export function causesOf(issues: readonly Issue[], input: unknown, schema: z.core.$ZodType): StatusCause[] {
+  // One cause per field, each unknown one too, so a client can point at each.
+  return fieldErrors(schema, issues).map(({ path, message, issue }) => ({
+    field: fieldPath(path),
+    message,
+    reason: causeReason(issue, valueAt(input, issue.path)),
+  }));
 }
 
 export function invalidMessage(kind: string, name: string | undefined, causes: readonly StatusCause[]): string {

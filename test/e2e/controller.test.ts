@@ -4,6 +4,7 @@
 // it is down (cached configuration); everything converges when it returns.
 
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { ADMIN_PORT } from "../../api/dataplane.ts";
 import { type Node, type Pod, World } from "../world/world.ts";
 import { Mesh } from "./mesh.ts";
 import { httpFrom } from "./netns-client.ts";
@@ -64,6 +65,13 @@ describe("controller and agents", () => {
     return agents.length === 2 && agents.every((a) => a.connected && a.appliedVersion === a.currentVersion)
       ? agents
       : undefined;
+  };
+  /** Which configuration node-1's agent says is in force, in /readyz and in /metrics. */
+  const inForce = async () => {
+    const ready = JSON.parse((await httpFrom(n1.netnsPath, `http://127.0.0.1:${ADMIN_PORT}/readyz`)).body);
+    const metrics = await mesh.metrics(n1);
+    const info = [...metrics.keys()].filter((k) => k.startsWith("nodemesh_config_applied_version_info{"));
+    return { config: ready.config, controller: ready.controller, info };
   };
   const served = async () => {
     const reply = await httpFrom(client.netnsPath, `http://${VIP}/`);
@@ -162,10 +170,23 @@ describe("controller and agents", () => {
     const pods = new Set<string>();
     for (let i = 0; i < 4; i++) pods.add(await served());
     expect(pods).toEqual(new Set(["web-1", "web-2"]));
+    // ... and says so, in one voice: /readyz and the metric name the cache, nothing names the controller.
+    const cached = await inForce();
+    expect(cached.config).toEqual({ source: "cache", version: expect.any(String) });
+    expect(cached.controller).toMatchObject({ connected: false });
+    expect(cached.controller).not.toHaveProperty("appliedFrom");
+    expect(cached.info).toEqual([
+      `nodemesh_config_applied_version_info{version="${cached.config.version}",source="cache"}`,
+    ]);
 
     await mesh.startController();
     const agents = await eventually("agents to reconnect and converge", 20_000, inSync);
     expect(new Set(agents.map((a) => a.appliedVersion)).size).toBe(1);
     expect(await served()).toMatch(/^web-/);
+    const fresh = await inForce();
+    expect(fresh.config).toEqual({ source: "controller", version: agents[0].appliedVersion });
+    expect(fresh.info).toEqual([
+      `nodemesh_config_applied_version_info{version="${fresh.config.version}",source="controller"}`,
+    ]);
   });
 });

@@ -136,7 +136,17 @@ export class Mesh {
     return this.world.exec(
       pod,
       process.execPath,
-      [this.command, "init", "--pod-name", pod.name, "--pod-namespace", "default", "--agent-socket", socket, ...args],
+      [
+        this.command,
+        "init",
+        "--pod-name",
+        pod.name,
+        "--pod-namespace",
+        "default",
+        "--enrollment-socket",
+        socket,
+        ...args,
+      ],
       { timeoutMs: 30_000 },
     );
   }
