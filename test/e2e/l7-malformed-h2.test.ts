@@ -37,6 +37,8 @@ interface Shape {
   what: string;
   contentLength: string[];
   body: Body;
+  /** DATA only this long after HEADERS, once the agent has forwarded the request upstream. */
+  dataLaterMs?: number;
   /** What the client does after its DATA when it never ended the stream. */
   afterwards?: "rst" | "close";
 }
@@ -44,6 +46,12 @@ interface Shape {
 /** The family of issue 20: a request whose body and content-length disagree, or whose content-length is invalid. */
 const SHAPES: readonly Shape[] = [
   { what: "DATA shorter than content-length", contentLength: ["10"], body: { data: "abc", endStream: true } },
+  {
+    what: "DATA shorter than content-length, after the request went upstream",
+    contentLength: ["10"],
+    body: { data: "abc", endStream: true },
+    dataLaterMs: 300,
+  },
   { what: "DATA longer than content-length", contentLength: ["3"], body: { data: "abcdefghij", endStream: true } },
   {
     what: "no END_STREAM, then RST_STREAM",
@@ -62,16 +70,19 @@ const SHAPES: readonly Shape[] = [
   { what: "two different content-lengths", contentLength: ["3", "10"], body: { data: "abc", endStream: true } },
 ];
 
-function requestBytes(shape: Shape, grpc: boolean): Buffer {
+/** The connection's opening up to the request's HEADERS, then its DATA. */
+function requestBytes(shape: Shape, grpc: boolean): { head: Buffer; data: Buffer } {
   const headers: [string, string][] = [[":authority", "reviews"]];
   if (grpc) headers.push(["content-type", "application/grpc"], ["te", "trailers"]);
   for (const v of shape.contentLength) headers.push(["content-length", v]);
-  return Buffer.concat([
-    PREFACE,
-    frame(FRAME.SETTINGS, 0, 0),
-    frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, postHeaderBlock(headers, grpc ? GRPC_PATH : undefined)),
-    frame(FRAME.DATA, shape.body.endStream ? FLAG.END_STREAM : 0, 1, Buffer.from(shape.body.data, "latin1")),
-  ]);
+  return {
+    head: Buffer.concat([
+      PREFACE,
+      frame(FRAME.SETTINGS, 0, 0),
+      frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, postHeaderBlock(headers, grpc ? GRPC_PATH : undefined)),
+    ]),
+    data: frame(FRAME.DATA, shape.body.endStream ? FLAG.END_STREAM : 0, 1, Buffer.from(shape.body.data, "latin1")),
+  };
 }
 
 /** The stream's end as the client saw it: a reset, a GOAWAY, an answer, or a closed connection. */
@@ -147,8 +158,13 @@ describe("malformed HTTP/2", () => {
   async function sendMalformed(from: Pod, ip: string, port: number, shape: Shape, grpc: boolean) {
     const socket: net.Socket = await connectFrom(from.netnsPath, ip, port);
     try {
-      const bytes = requestBytes(shape, grpc);
-      if (!shape.afterwards) return await readFrames(socket, bytes, streamOver);
+      const { head, data } = requestBytes(shape, grpc);
+      const early = shape.dataLaterMs ? await readFrames(socket, head, streamOver, shape.dataLaterMs) : undefined;
+      const bytes = early ? data : Buffer.concat([head, data]);
+      if (!shape.afterwards) {
+        const rest = await readFrames(socket, bytes, streamOver);
+        return { frames: [...(early?.frames ?? []), ...rest.frames], closed: rest.closed };
+      }
       // A client that never ends its body: give the agent time to forward it, then give up.
       const first = await readFrames(socket, bytes, streamOver, 300);
       if (shape.afterwards === "close") socket.destroy();
