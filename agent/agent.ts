@@ -63,19 +63,28 @@ export class Agent {
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
-    this.log = pino({ level: opts.logLevel, base: { component: "agent", node: opts.nodeName } });
+    // Synchronous: the control thread logs little, and its last lines must be out before the
+    // process is (an async stream is flushed on exit before later 'exit' handlers run).
+    this.log = pino(
+      { level: opts.logLevel, base: { component: "agent", node: opts.nodeName } },
+      pino.destination({ dest: 1, sync: true }),
+    );
   }
 
   async start(): Promise<void> {
     const o = this.opts;
-    this.pool = await WorkerPool.start(o.workers, {
-      connectTimeoutMs: o.connectTimeoutMs,
-      detectTimeoutMs: o.detectTimeoutMs,
-      headersTimeoutMs: o.headersTimeoutMs,
-      accessLog: o.accessLog,
-      requestMetrics: o.requestMetrics,
-      logLevel: o.logLevel,
-    });
+    this.pool = await WorkerPool.start(
+      o.workers,
+      {
+        connectTimeoutMs: o.connectTimeoutMs,
+        detectTimeoutMs: o.detectTimeoutMs,
+        headersTimeoutMs: o.headersTimeoutMs,
+        accessLog: o.accessLog,
+        requestMetrics: o.requestMetrics,
+        logLevel: o.logLevel,
+      },
+      this.log,
+    );
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));
     else this.applyTable({ version: "empty", table: { services: [] }, source: "none" });
     this.pods = new PodRegistry(o.stateDir, this.pool, this.log);

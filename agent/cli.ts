@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
+import type { Logger } from "pino";
 import { ADMIN_PORT, DEFAULT_ENROLLMENT_SOCKET } from "../api/dataplane.ts";
 import { Agent } from "./agent.ts";
 import { defaultWorkerCount } from "./control/workers.ts";
@@ -30,7 +31,8 @@ Options:
   --report-interval-s N     seconds between reports (pods, counters, peer RTT) to the controller (default: 5)
   --admin-address ADDR      admin listener address (default: 0.0.0.0)
   --admin-port PORT         admin listener port: /healthz /readyz /metrics /debug/config (default: ${ADMIN_PORT})
-  --workers N               data-plane worker threads (default: ${defaultWorkerCount()}, the core count up to 8)
+  --workers N               data-plane worker threads (default: ${defaultWorkerCount()}, the core count up to 8);
+                            one that fails is logged and replaced, its siblings serving meanwhile
   --connect-timeout-ms MS   budget of one upstream connect attempt before failing over (default: 1000)
   --detect-timeout-ms MS    on a port whose protocol is not declared, how long to wait for the
                             client's first bytes before treating it as opaque TCP (default: 100)
@@ -115,12 +117,28 @@ export async function runAgent(argv: string[]): Promise<number> {
     requestMetrics: onOff("request-metrics", values["request-metrics"]),
     logLevel: values["log-level"],
   });
+  logExits(agent.log);
   await agent.start();
   process.on("SIGHUP", () => agent.reloadServices());
-  await new Promise<void>((resolve) => {
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once("SIGTERM", resolve);
     process.once("SIGINT", resolve);
   });
+  agent.log.info({ signal }, "agent stopping");
   await agent.stop();
   return 0;
+}
+
+/**
+ * Every way out of the agent process leaves a line saying why: the agent once exited silently
+ * when a data-plane worker failed. An uncaught exception on the control thread is fatal (exit 70,
+ * EX_SOFTWARE); a data-plane worker's is not (control/workers.ts replaces the worker).
+ */
+function logExits(log: Logger): void {
+  process.on("uncaughtException", (err, origin) => {
+    log.fatal({ err, origin }, "agent failed");
+    process.exit(70);
+  });
+  // The agent's log is synchronous (agent.ts), so this line is out before the process is.
+  process.once("exit", (code) => log.info({ code }, "agent exited"));
 }

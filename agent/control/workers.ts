@@ -1,9 +1,11 @@
 // The control thread's handle on the data-plane workers: starts them, broadcasts snapshots and
 // pod changes, and gathers replies. A pod is enrolled only once every worker has its listeners.
+// A worker that fails (an uncaught exception) is logged and replaced; its siblings keep serving.
 
 import { availableParallelism } from "node:os";
 import { extname } from "node:path";
 import { Worker } from "node:worker_threads";
+import type { Logger } from "pino";
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import type { EdgeSample } from "../../api/service-graph.ts";
 import { mergeEdges } from "../dataplane/edges.ts";
@@ -26,7 +28,18 @@ export function defaultWorkerCount(): number {
   return Math.max(1, Math.min(availableParallelism(), 8));
 }
 
-type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };
+/**
+ * A data-plane worker that failed is replaced at once; if it fails again soon, after 1 s, 2 s, 4 s …
+ * up to 30 s, so a bug that kills every new worker cannot spin. One that ran for a minute starts over.
+ */
+const RESPAWN = { initialMs: 1000, maxMs: 30_000, stableMs: 60_000 };
+
+/** The wait before replacing a worker that has now failed `crashes` times in a row (1 = the first). */
+export function respawnDelayMs(crashes: number): number {
+  return crashes <= 1 ? 0 : Math.min(RESPAWN.maxMs, RESPAWN.initialMs * 2 ** Math.min(crashes - 2, 30));
+}
+
+type Pending = { worker: Worker; resolve: (v: unknown) => void; reject: (e: Error) => void };
 type Request =
   | { type: "add-pod"; pod: EnrolledPod }
   | { type: "remove-pod"; key: string }
@@ -34,27 +47,66 @@ type Request =
   | { type: "edges" }
   | { type: "stop" };
 
+class WorkerExited extends Error {
+  constructor(index: number, code: number) {
+    super(`data-plane worker ${index} exited (${code})`);
+  }
+}
+
+/** One worker position: its current thread (none while a replacement waits) and its failures in a row. */
+interface Slot {
+  readonly init: WorkerInit;
+  worker: Worker | undefined;
+  startedAt: number;
+  crashes: number;
+  respawnTimer: NodeJS.Timeout | undefined;
+}
+
 export class WorkerPool {
-  private readonly workers: Worker[] = [];
+  private readonly slots: Slot[] = [];
   private readonly pending = new Map<number, Pending>();
+  /** Enrolled pods, so that a replacement worker opens their listeners too. */
+  private readonly pods = new Map<string, EnrolledPod>();
   private nextId = 1;
   private lastSnapshot: SnapshotMessage | undefined;
+  private running = false;
+  private readonly log: Logger;
   /** Counters every worker sees (round robin, limits, budgets, ejections): shared-state.ts. */
   readonly shared = allocateSharedBuffers();
 
-  static async start(count: number, opts: Omit<WorkerInit, "index" | "shared">): Promise<WorkerPool> {
-    const pool = new WorkerPool();
-    await Promise.all(Array.from({ length: count }, (_, index) => pool.spawn({ index, shared: pool.shared, ...opts })));
+  private constructor(log: Logger) {
+    this.log = log;
+  }
+
+  static async start(count: number, opts: Omit<WorkerInit, "index" | "shared">, log: Logger): Promise<WorkerPool> {
+    const pool = new WorkerPool(log);
+    for (let index = 0; index < count; index++) {
+      pool.slots.push({
+        init: { index, shared: pool.shared, ...opts },
+        worker: undefined,
+        startedAt: 0,
+        crashes: 0,
+        respawnTimer: undefined,
+      });
+    }
+    await Promise.all(pool.slots.map((slot) => pool.spawn(slot)));
+    pool.running = true;
     return pool;
   }
 
   get size(): number {
-    return this.workers.length;
+    return this.slots.length;
   }
 
-  private spawn(init: WorkerInit): Promise<void> {
-    const worker = new Worker(WORKER_MODULE, { workerData: init, resourceLimits: WORKER_HEAP_LIMITS });
-    this.workers.push(worker);
+  /** The workers running now (a failed one is absent until its replacement starts). */
+  private get workers(): Worker[] {
+    return this.slots.flatMap((s) => (s.worker ? [s.worker] : []));
+  }
+
+  private spawn(slot: Slot): Promise<void> {
+    const worker = new Worker(WORKER_MODULE, { workerData: slot.init, resourceLimits: WORKER_HEAP_LIMITS });
+    slot.worker = worker;
+    slot.startedAt = Date.now();
     worker.on("message", (msg: FromWorker) => {
       if (msg.type !== "reply") return;
       const p = this.pending.get(msg.id);
@@ -63,27 +115,73 @@ export class WorkerPool {
       if (msg.error) p.reject(new Error(msg.error));
       else p.resolve(msg.value);
     });
-    // A dead worker would silently drop a share of connections: fail loudly instead.
-    worker.on("error", (err) => {
-      process.emitWarning(`data-plane worker ${init.index} failed: ${err.stack ?? err.message}`);
-      process.exit(70);
-    });
+    // An uncaught exception in the worker: it is logged here, and "exit" follows.
+    worker.on("error", (err) => this.log.error({ worker: slot.init.index, err }, "data-plane worker failed"));
+    worker.on("exit", (code) => this.onExit(slot, worker, code));
+    // Messages queue until the worker listens: it gets the configuration before any pod.
+    if (this.lastSnapshot) worker.postMessage({ type: "snapshot", snapshot: this.lastSnapshot } satisfies ToWorker);
     return new Promise((resolve, reject) => {
       worker.once("message", (msg: FromWorker) => (msg.type === "ready" ? resolve() : reject(new Error("bad start"))));
       worker.once("error", reject);
+      worker.once("exit", (code) => reject(new WorkerExited(slot.init.index, code)));
     });
+  }
+
+  /**
+   * A worker is gone: what it was asked fails, and unless the pool is stopping it is replaced. Its
+   * listeners closed with it; the kernel spreads new connections over the siblings' meanwhile.
+   */
+  private onExit(slot: Slot, worker: Worker, code: number): void {
+    for (const [id, p] of this.pending) {
+      if (p.worker !== worker) continue;
+      this.pending.delete(id);
+      p.reject(new WorkerExited(slot.init.index, code));
+    }
+    if (slot.worker !== worker) return;
+    slot.worker = undefined;
+    if (!this.running) return;
+    slot.crashes = Date.now() - slot.startedAt >= RESPAWN.stableMs ? 1 : slot.crashes + 1;
+    const delayMs = respawnDelayMs(slot.crashes);
+    this.log.error(
+      { worker: slot.init.index, code, crashes: slot.crashes, delayMs },
+      "data-plane worker exited; replacing it",
+    );
+    slot.respawnTimer = setTimeout(() => {
+      slot.respawnTimer = undefined;
+      void this.replace(slot);
+    }, delayMs);
+  }
+
+  /** Starts a new worker in `slot` and opens every enrolled pod's listeners in it. */
+  private async replace(slot: Slot): Promise<void> {
+    try {
+      await this.spawn(slot);
+    } catch {
+      return; // its exit schedules the next attempt
+    }
+    const worker = slot.worker!;
+    const pods = [...this.pods.values()];
+    const results = await Promise.allSettled(pods.map((pod) => this.ask(worker, { type: "add-pod", pod })));
+    const failed = pods.filter((_, i) => results[i]!.status === "rejected").map((p) => `${p.namespace}/${p.name}`);
+    if (failed.length > 0)
+      this.log.error({ worker: slot.init.index, failed }, "replacement worker could not open some pods' listeners");
+    this.log.info({ worker: slot.init.index, pods: pods.length - failed.length }, "data-plane worker replaced");
   }
 
   private ask(worker: Worker, req: Request): Promise<unknown> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { worker, resolve, reject });
       worker.postMessage({ ...req, id } as ToWorker);
     });
   }
 
-  private askAll(req: Request): Promise<unknown[]> {
-    return Promise.all(this.workers.map((w) => this.ask(w, req)));
+  /** Every running worker's answer; a worker that exits meanwhile is left out (it holds nothing any more). */
+  private async askAll(req: Request): Promise<unknown[]> {
+    const results = await Promise.allSettled(this.workers.map((w) => this.ask(w, req)));
+    const failed = results.find((r) => r.status === "rejected" && !(r.reason instanceof WorkerExited));
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    return results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   }
 
   broadcastSnapshot(snapshot: SnapshotMessage): void {
@@ -97,8 +195,11 @@ export class WorkerPool {
 
   /** Opens the pod's listeners in every worker; on any failure, none stays open. */
   async addPod(pod: EnrolledPod): Promise<void> {
+    // Recorded first: a worker replaced while this runs opens the pod's listeners too.
+    this.pods.set(`${pod.namespace}/${pod.name}`, pod);
     const results = await Promise.allSettled(this.workers.map((w) => this.ask(w, { type: "add-pod", pod })));
-    const failed = results.find((r) => r.status === "rejected");
+    // A worker that exits meanwhile is no refusal: its replacement opens the listeners.
+    const failed = results.find((r) => r.status === "rejected" && !(r.reason instanceof WorkerExited));
     if (failed) {
       await this.removePod(`${pod.namespace}/${pod.name}`);
       throw (failed as PromiseRejectedResult).reason;
@@ -106,6 +207,7 @@ export class WorkerPool {
   }
 
   async removePod(key: string): Promise<void> {
+    this.pods.delete(key);
     await this.askAll({ type: "remove-pod", key });
   }
 
@@ -120,6 +222,8 @@ export class WorkerPool {
   }
 
   async stop(): Promise<void> {
+    this.running = false;
+    for (const slot of this.slots) clearTimeout(slot.respawnTimer);
     await this.askAll({ type: "stop" }).catch(() => {});
     await Promise.all(this.workers.map((w) => w.terminate()));
   }

@@ -108,7 +108,7 @@ export class Dataplane implements DataplaneContext {
         timeoutMs: number,
       ) => connectEndpoint(from, ep, timeoutMs, protocol === "http1" ? undefined : protocol),
     };
-    this.frontend = new HttpFrontend(proxy, this.metrics, {
+    this.frontend = new HttpFrontend(proxy, this.metrics, opts.log, {
       ...DEFAULT_FRONTEND_OPTIONS,
       headersTimeoutMs: opts.headersTimeoutMs,
     });

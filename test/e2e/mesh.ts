@@ -29,16 +29,26 @@ export class Mesh {
   readonly servicesFile: string;
   readonly agents = new Map<Node, AgentHandle>();
   private readonly agentArgs: string[];
+  private readonly agentNodeArgs: string[];
+  private readonly agentEnv: Record<string, string>;
   private readonly command: string;
   /** Set by startController: agents then take their configuration from it instead of the file. */
   controller: { place: Controller; proc: Proc; storeDir: string } | undefined;
 
-  /** `cli`: the nodemesh command line to run (default: from source; benchmarks run BUILT_CLI). */
-  constructor(world: World, opts: { agentArgs?: string[]; cli?: string } = {}) {
+  /**
+   * `cli`: the nodemesh command line to run (default: from source; benchmarks run BUILT_CLI).
+   * `agentNodeArgs` and `agentEnv`: Node options and environment of the agents (fault tests preload a module).
+   */
+  constructor(
+    world: World,
+    opts: { agentArgs?: string[]; agentNodeArgs?: string[]; agentEnv?: Record<string, string>; cli?: string } = {},
+  ) {
     this.world = world;
     this.dir = mkdtempSync(join(tmpdir(), "nodemesh-test-"));
     this.servicesFile = join(this.dir, "services.json");
     this.agentArgs = opts.agentArgs ?? [];
+    this.agentNodeArgs = opts.agentNodeArgs ?? [];
+    this.agentEnv = opts.agentEnv ?? {};
     this.command = opts.cli ?? SOURCE_CLI;
     this.writeServices({ services: [] });
     // The world's signal hook ends the process before async cleanup could run; files go here.
@@ -73,6 +83,7 @@ export class Mesh {
       node,
       process.execPath,
       [
+        ...this.agentNodeArgs,
         this.command,
         "agent",
         "--node-name",
@@ -86,7 +97,7 @@ export class Mesh {
         "500",
         ...this.agentArgs,
       ],
-      { name: `agent ${node.name}` },
+      { name: `agent ${node.name}`, env: this.agentEnv },
     );
     await proc.waitForLine(/"msg":"agent ready"/, 15_000);
     const handle = { node, proc, socket, stateDir };

@@ -4,6 +4,7 @@
 
 import { createHash } from "node:crypto";
 import http from "node:http";
+import http2 from "node:http2";
 import net from "node:net";
 import { connectableFd, Netns } from "../../agent/sys/linux.ts";
 
@@ -89,6 +90,43 @@ export function httpFrom(
     req.on("timeout", () => req.destroy(new Error(`${url} timed out`)));
     req.on("error", reject);
     req.end(opts.body);
+  });
+}
+
+/** A prior-knowledge h2c session over one connection from inside the namespace. */
+export function http2SessionFrom(netnsPath: string, ip: string, port: number): http2.ClientHttp2Session {
+  return http2.connect(`http://${ip}:${port}`, {
+    createConnection: () =>
+      new net.Socket({ fd: connectableFd(netnsAt(netnsPath), 0), readable: true, writable: true }).connect(port, ip),
+  });
+}
+
+/** One GET on an open HTTP/2 session: the status and the body. */
+export function http2Get(session: http2.ClientHttp2Session, path: string, timeoutMs = 5000): Promise<HttpReply> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request({ ":method": "GET", ":path": path });
+    const timer = setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), timeoutMs);
+    let status = 0;
+    let headers: http.IncomingHttpHeaders = {};
+    let body = "";
+    stream.setEncoding("utf8");
+    stream.on("response", (h) => {
+      status = Number(h[":status"]);
+      headers = h as http.IncomingHttpHeaders;
+    });
+    stream.on("data", (c: string) => {
+      body += c;
+    });
+    stream.on("end", () => {
+      clearTimeout(timer);
+      resolve({ status, headers, body });
+    });
+    stream.on("close", () => {
+      clearTimeout(timer);
+      if (!stream.readableEnded) reject(new Error(`${path}: stream closed (${stream.rstCode}) before its end`));
+    });
+    stream.on("error", () => {});
+    stream.end();
   });
 }
 

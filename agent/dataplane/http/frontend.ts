@@ -7,6 +7,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import type { Socket } from "node:net";
+import type { Logger } from "pino";
 import { AgentErrors } from "../../errors.ts";
 import type { DataplaneMetrics } from "../metrics.ts";
 import { Http1Downstream, Http2Downstream } from "./downstream.ts";
@@ -52,10 +53,17 @@ export class HttpFrontend {
 
   private readonly px: ProxyContext;
   private readonly metrics: DataplaneMetrics;
+  private readonly log: Logger;
 
-  constructor(px: ProxyContext, metrics: DataplaneMetrics, opts: FrontendOptions = DEFAULT_FRONTEND_OPTIONS) {
+  constructor(
+    px: ProxyContext,
+    metrics: DataplaneMetrics,
+    log: Logger,
+    opts: FrontendOptions = DEFAULT_FRONTEND_OPTIONS,
+  ) {
     this.px = px;
     this.metrics = metrics;
+    this.log = log;
     this.headersTimeoutMs = opts.headersTimeoutMs;
     this.h1 = http.createServer(
       {
@@ -82,13 +90,22 @@ export class HttpFrontend {
 
     this.h2 = http2.createServer({ maxSessionMemory: 10, settings: { maxHeaderListSize: opts.maxHeaderBytes } });
     this.h2.on("stream", (stream, headers) => {
+      // First, before any early return: 'stream' is emitted a tick after nghttp2 parsed the
+      // HEADERS, and when the connection's bytes were already buffered (they always are: detection
+      // read them) the same parse may have reset the stream (RFC 9113 §8.1.1, a body that
+      // contradicts content-length). Its 'error' then follows this handler; unheard, it would
+      // take the worker down.
+      stream.on("error", () => {});
+      if (stream.destroyed) return; // already reset with PROTOCOL_ERROR by nghttp2
       const target = (stream.session?.socket as unknown as WithTarget | undefined)?.[TARGET];
       if (!target) {
         stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
         return;
       }
-      stream.on("error", () => {});
-      void proxyRequest(this.px, new Http2Downstream(stream, headers), target);
+      proxyRequest(this.px, new Http2Downstream(stream, headers), target).catch((err) => {
+        this.failed(err);
+        if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      });
     });
     this.h2.on("sessionError", () => {});
     this.h2.on("session", (session) => session.on("error", () => {}));
@@ -114,7 +131,15 @@ export class HttpFrontend {
       this.refuse(target.direction, req.socket, 400, AgentErrors.BAD_REQUEST.code);
       return;
     }
-    void proxyRequest(this.px, new Http1Downstream(req, res), target);
+    proxyRequest(this.px, new Http1Downstream(req, res), target).catch((err) => {
+      this.failed(err);
+      req.socket.destroy();
+    });
+  }
+
+  /** A request the proxy failed to handle: a bug, logged with its stack; only its client is cut. */
+  private failed(err: unknown): void {
+    this.log.error({ err }, "HTTP request handler failed");
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
@@ -139,6 +164,9 @@ export class HttpFrontend {
       socket.destroy();
       return;
     }
-    void upgradeRequest(this.px, req, socket, head, target);
+    upgradeRequest(this.px, req, socket, head, target).catch((err) => {
+      this.failed(err);
+      socket.destroy();
+    });
   }
 }
