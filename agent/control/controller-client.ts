@@ -12,6 +12,7 @@ import {
   agentServiceDefinition,
   type Config,
   type ControllerMessage,
+  NODE_SECRET_METADATA,
   type NodeFacts,
   type Peer,
   type Report,
@@ -40,6 +41,8 @@ export interface ControllerClientOptions {
   /** Bootstrap token, sent as `authorization: Bearer <token>`. */
   token?: string;
   nodeName: string;
+  /** This agent's node credential (node-secret.ts), sent as NODE_SECRET_METADATA on every stream. */
+  nodeSecret: string;
   agentVersion: string;
   underlayIp: string;
   facts: NodeFacts;
@@ -134,6 +137,7 @@ export class ControllerClient {
     if (this.stopped) return;
     const metadata = new Metadata();
     if (this.opts.token) metadata.set("authorization", `Bearer ${this.opts.token}`);
+    metadata.set(NODE_SECRET_METADATA, this.opts.nodeSecret);
     this.client?.close();
     this.client = new AgentServiceClient(this.opts.address, credentials.createInsecure(), CHANNEL_OPTIONS);
     const call = (this.client as unknown as { Connect(m: Metadata): AgentCall }).Connect(metadata);

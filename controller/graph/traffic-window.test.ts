@@ -145,7 +145,7 @@ describe("TrafficWindow.graph", () => {
   });
 
   it("takes its retention from the constructor", () => {
-    const w = new TrafficWindow(s(30));
+    const w = new TrafficWindow({ retentionMs: s(30) });
     w.add("node-1", T0, 10, [edge({ sourceWorkload: "a" })]);
     w.add("node-1", T0 + s(31), 10, [edge({ sourceWorkload: "b" })]);
     expect(w.graph(T0 + s(31), 900).nodes.map((n) => n.id)).not.toContain("wl:a.shop");

@@ -151,7 +151,7 @@ async function listDir(dir: string): Promise<DirEntry[]> {
 }
 
 /** Temp, fsync, rename, fsync the directory: readers and crashes see the old or the new file. */
-async function writeFileAtomic(path: string, data: string): Promise<void> {
+export async function writeFileAtomic(path: string, data: string): Promise<void> {
   const temp = `${path}${TEMP_SUFFIX}`;
   const handle = await open(temp, "w", 0o600);
   try {
