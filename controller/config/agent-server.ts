@@ -41,7 +41,7 @@ import type { ObjectKey, Store } from "../store/store.ts";
 import { AgentRegistry, type AgentStatus } from "./agent-registry.ts";
 import { type AgentCall, AgentSession, type Claim, type SessionHost } from "./agent-session.ts";
 import { ConfigPublisher } from "./config-publisher.ts";
-import { NodeBindings } from "./node-bindings.ts";
+import { type NodeBinding, NodeBindings } from "./node-bindings.ts";
 import { PropagationTracker } from "./propagation.ts";
 import { SendBudget } from "./send-budget.ts";
 import { resourceKey } from "./service-table.ts";
@@ -239,7 +239,7 @@ export class AgentServer implements SessionHost {
   }
 
   /** Node names and when they were bound (never the digests). */
-  nodeBindings(): ReturnType<NodeBindings["list"]> {
+  nodeBindings(): NodeBinding[] {
     return this.bindings.list();
   }
 
@@ -280,7 +280,7 @@ export class AgentServer implements SessionHost {
 
   private accept(call: AgentCall): void {
     if (!this.authorized(call.metadata)) {
-      this.log.warn({ peer: call.getPeer() }, "agent refused: bad or missing token");
+      this.log.warn({ peer: call.getPeer(), reason: "token" }, "agent refused");
       this.refused.inc({ reason: "token" });
       call.emit("error", {
         code: GrpcStatus.UNAUTHENTICATED,

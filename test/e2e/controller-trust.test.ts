@@ -18,7 +18,7 @@ import { httpFrom, metricSum, parseMetrics } from "./netns-client.ts";
 const ROGUE_AGENT = new URL("./clients/rogue-agent.ts", import.meta.url).pathname;
 const CLI = new URL("../../bin/nodemesh.ts", import.meta.url).pathname;
 const MAX_NODES = 10;
-const GRPC = { OK: 0, RESOURCE_EXHAUSTED: 8, PERMISSION_DENIED: 7 };
+const GRPC = { PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8 };
 /**
  * The controller's resident memory after the report floods, MB. Measured: 133 → 389 MB (before the
  * limits: 128 → 4036 MB); the graph itself keeps about 9 MB, the rest is garbage V8 has not returned.
