@@ -174,6 +174,14 @@ describe("the controller's trust boundary for agents", () => {
       await eventually("the reinstalled node-2 to be refused", 15_000, async () =>
         (await refusals("node_bound")) >= 2 ? true : undefined,
       );
+      // The agent says why at error level (pino level 50), with the way out.
+      await eventually("the agent to log the refusal", 10_000, async () =>
+        mesh.agents
+          .get(n2)!
+          .proc.lines.some((l) => l.includes('"level":50') && l.includes("nodemesh nodes release node-2"))
+          ? true
+          : undefined,
+      );
       const release = await mesh.cli(["nodes", "release", "node-2"]);
       expect(release.code, release.stderr).toBe(0);
       expect(release.stdout).toContain("node node-2 released");
