@@ -24,7 +24,8 @@ Options:
                             The offline alternative to --controller
   --controller HOST:PORT    take the service table from the controller's gRPC AgentService (port 15012);
                             the last applied table is cached in the state dir and served at start-up
-                            until the controller answers
+                            until the controller answers. The agent's node secret (made on first
+                            start, state dir, 0600) binds this node name to this agent at the controller
   --controller-token-file FILE
                             bootstrap token for the controller (default: $NODEMESH_BOOTSTRAP_TOKEN)
   --underlay-ip IP          address other nodes reach this one on (default: first non-loopback IPv4)

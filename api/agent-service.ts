@@ -15,6 +15,14 @@ import { type TrafficObject, trafficKey } from "./traffic.ts";
 export const AGENT_SERVICE_NAME = "nodemesh.agent.v1.AgentService";
 export const CONTROLLER_GRPC_PORT = 15012;
 
+/**
+ * Call metadata carrying the agent's node secret (random, kept in its state dir). The controller
+ * binds a node name to the secret that first claimed it and refuses other secrets for that name.
+ */
+export const NODE_SECRET_METADATA = "nodemesh-node-secret";
+/** What a node secret looks like: 32 to 128 base64url characters (agents send 32 random bytes). */
+export const NODE_SECRET_PATTERN = /^[A-Za-z0-9_-]{32,128}$/;
+
 const packageDefinition = loadSync(fileURLToPath(new URL("./agent.proto", import.meta.url)), {
   keepCase: false,
   longs: Number,

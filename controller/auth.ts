@@ -93,3 +93,18 @@ export function assertListenAllowed(host: string, auth: TokenAuth | undefined): 
     );
   }
 }
+
+/**
+ * The agents' gRPC stream: without a bootstrap token anyone who reaches it can pose as an agent of
+ * a new node, so a reachable address needs a token or the operator's explicit `--insecure-agents`.
+ */
+export function assertAgentListenAllowed(host: string, hasToken: boolean, insecureAgents: boolean): void {
+  if (!hasToken && !insecureAgents && !isLoopbackHost(host)) {
+    throw new Error(
+      `refusing to serve the agents' gRPC on ${host} without agent authentication: any process that reaches it ` +
+        "could register nodes and pods. Give the controller and the agents a bootstrap token " +
+        "(--agent-token-file FILE or $NODEMESH_BOOTSTRAP_TOKEN; agents: --controller-token-file), listen on " +
+        "127.0.0.1 (--grpc-address), or pass --insecure-agents to accept unauthenticated agents on purpose",
+    );
+  }
+}

@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { CONTROLLER_GRPC_PORT } from "../api/agent-service.ts";
+import { DEFAULT_MAX_NODES } from "./config/agent-server.ts";
 import { Controller } from "./controller.ts";
 import { DEFAULT_REST_PORT } from "./rest/server.ts";
 
@@ -17,9 +18,15 @@ Options:
   --address ADDR          REST API address (default: 127.0.0.1; any other needs --tokens)
   --port PORT             REST API port (default: ${DEFAULT_REST_PORT})
   --tokens FILE           REST bearer tokens, one per line: TOKEN ROLE NAME (ROLE: read or write)
-  --grpc-address ADDR     AgentService address (default: 0.0.0.0)
+  --grpc-address ADDR     AgentService address (default: 0.0.0.0; without an agent token only
+                          loopback is accepted, unless --insecure-agents)
   --grpc-port PORT        AgentService port (default: ${CONTROLLER_GRPC_PORT})
-  --agent-token-file FILE bootstrap token agents must present (default: $NODEMESH_BOOTSTRAP_TOKEN; none: open)
+  --agent-token-file FILE bootstrap token agents must present (default: $NODEMESH_BOOTSTRAP_TOKEN)
+  --insecure-agents       accept agents without a token on a non-loopback --grpc-address: anyone who
+                          reaches the port can then register nodes (tests and demos only)
+  --max-nodes N           most node names bound at once; Hellos from further new nodes are refused
+                          (default: ${DEFAULT_MAX_NODES}). Each node name is bound to the node secret of
+                          the agent that first claimed it: \`nodemesh nodes release NODE\` frees it
   --log-level LEVEL       trace, debug, info, warn, error (default: info)
   -h, --help              show this help
 `;
@@ -41,6 +48,8 @@ export async function runController(argv: string[]): Promise<number> {
       "grpc-address": { type: "string", default: "0.0.0.0" },
       "grpc-port": { type: "string", default: String(CONTROLLER_GRPC_PORT) },
       "agent-token-file": { type: "string" },
+      "insecure-agents": { type: "boolean", default: false },
+      "max-nodes": { type: "string", default: String(DEFAULT_MAX_NODES) },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", short: "h" },
     },
@@ -49,6 +58,9 @@ export async function runController(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
+  const maxNodes = Number(values["max-nodes"]);
+  if (!Number.isInteger(maxNodes) || maxNodes < 1)
+    throw new Error(`--max-nodes must be a positive integer, got "${values["max-nodes"]}"`);
   const tokenFile = values["agent-token-file"];
   const agentToken = tokenFile ? readFileSync(tokenFile, "utf8").trim() : process.env.NODEMESH_BOOTSTRAP_TOKEN;
   const controller = await Controller.start({
@@ -59,6 +71,8 @@ export async function runController(argv: string[]): Promise<number> {
     grpcPort: port("grpc-port", values["grpc-port"]),
     ...(values.tokens ? { tokensFile: values.tokens } : {}),
     ...(agentToken ? { agentToken } : {}),
+    insecureAgents: values["insecure-agents"],
+    maxNodes,
     logLevel: values["log-level"],
   });
   await new Promise<void>((resolve) => {

@@ -1,10 +1,12 @@
 // The controller process: the store, the REST API (and later the UI) and the agents' gRPC
 // configuration stream, wired together. Each part is its own module; this file only assembles.
 
+import { join } from "node:path";
 import pino, { type Logger } from "pino";
 import type { Resource } from "../api/resources.ts";
 import { TokenAuth } from "./auth.ts";
 import { AgentServer } from "./config/agent-server.ts";
+import { NodeBindings } from "./config/node-bindings.ts";
 import { GraphQueries } from "./graph/service-graph.ts";
 import { createControllerRegistry, registerStoreMetrics } from "./metrics.ts";
 import { type RestServer, startRestServer } from "./rest/server.ts";
@@ -23,6 +25,10 @@ export interface ControllerOptions {
   tokensFile?: string;
   /** Shared bootstrap token agents present on the gRPC stream. */
   agentToken?: string;
+  /** Accept agents without a token on a non-loopback gRPC address (refused otherwise). */
+  insecureAgents?: boolean;
+  /** Most node names bound at once (default: AgentServer's). */
+  maxNodes?: number;
   logLevel: string;
 }
 
@@ -43,12 +49,20 @@ export class Controller {
     const registry = createControllerRegistry();
     registerStoreMetrics(registry, c.store);
     const auth = opts.tokensFile ? await TokenAuth.fromFile(opts.tokensFile) : undefined;
+    // Beside the store, so a restarted controller keeps every node bound to its agent.
+    const bindingsLog = c.log.child({ component: "node-bindings" });
+    const bindings = await NodeBindings.load(join(opts.storeDir, "node-bindings.json"), (err) =>
+      bindingsLog.error({ err: err.message }, "could not write the node bindings"),
+    );
     c.agents = await AgentServer.start({
       store: c.store,
       metrics: registry,
       host: opts.grpcHost,
       port: opts.grpcPort,
       ...(opts.agentToken ? { token: opts.agentToken } : {}),
+      insecureAgents: opts.insecureAgents ?? false,
+      bindings,
+      ...(opts.maxNodes !== undefined ? { maxNodes: opts.maxNodes } : {}),
       log: c.log.child({ component: "agent-server" }),
     });
     const agents = c.agents;
@@ -71,6 +85,12 @@ export class Controller {
         agents: {
           kind: "Agent",
           items: () => agents.agents().map((a) => ({ ...a, currentVersion: agents.configVersion() ?? "" })),
+        },
+        // Which node names are bound to an agent's node secret; DELETE releases one.
+        nodebindings: {
+          kind: "NodeBinding",
+          items: () => agents.nodeBindings(),
+          remove: (node) => agents.releaseNode(node),
         },
       },
     });

@@ -80,6 +80,7 @@ function startClient(port: number, overrides: Partial<ControllerClientOptions> =
   agent.client = new ControllerClient({
     address: `127.0.0.1:${port}`,
     nodeName: "node-a",
+    nodeSecret: "node-a-secret-for-controller-client-tests",
     agentVersion: "test",
     underlayIp: "10.0.0.1",
     facts: FACTS,

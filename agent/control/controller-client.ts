@@ -5,13 +5,21 @@
 // before even while the controller is down. Lost streams are retried with capped exponential
 // backoff and full jitter; forwarding never depends on the stream being up.
 
-import { type ClientDuplexStream, credentials, Metadata, makeGenericClientConstructor } from "@grpc/grpc-js";
+import {
+  type ClientDuplexStream,
+  credentials,
+  status as GrpcStatus,
+  Metadata,
+  makeGenericClientConstructor,
+  type ServiceError,
+} from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import {
   type AgentMessage,
   agentServiceDefinition,
   type Config,
   type ControllerMessage,
+  NODE_SECRET_METADATA,
   type NodeFacts,
   type Peer,
   type Report,
@@ -24,6 +32,13 @@ import type { VersionedTable } from "./service-source.ts";
 
 const AgentServiceClient = makeGenericClientConstructor(agentServiceDefinition, "AgentService");
 type AgentCall = ClientDuplexStream<AgentMessage, ControllerMessage>;
+
+/** Statuses by which the controller refuses an agent (docs/security.md); retrying alone will not help. */
+const REFUSALS = new Set<number>([
+  GrpcStatus.UNAUTHENTICATED,
+  GrpcStatus.PERMISSION_DENIED,
+  GrpcStatus.RESOURCE_EXHAUSTED,
+]);
 
 const CHANNEL_OPTIONS = {
   // Notices a controller that vanished without closing the connection.
@@ -40,6 +55,8 @@ export interface ControllerClientOptions {
   /** Bootstrap token, sent as `authorization: Bearer <token>`. */
   token?: string;
   nodeName: string;
+  /** This agent's node credential (node-secret.ts), sent as NODE_SECRET_METADATA on every stream. */
+  nodeSecret: string;
   agentVersion: string;
   underlayIp: string;
   facts: NodeFacts;
@@ -130,6 +147,7 @@ export class ControllerClient {
     if (this.stopped) return;
     const metadata = new Metadata();
     if (this.opts.token) metadata.set("authorization", `Bearer ${this.opts.token}`);
+    metadata.set(NODE_SECRET_METADATA, this.opts.nodeSecret);
     this.client?.close();
     this.client = new AgentServiceClient(this.opts.address, credentials.createInsecure(), CHANNEL_OPTIONS);
     const call = (this.client as unknown as { Connect(m: Metadata): AgentCall }).Connect(metadata);
@@ -137,7 +155,7 @@ export class ControllerClient {
     // The controller sends headers once it accepted our Hello.
     call.on("metadata", () => this.streamUp(call));
     call.on("data", (msg: ControllerMessage) => this.receive(call, msg.config));
-    call.on("error", (err: Error) => this.streamDown(call, err.message));
+    call.on("error", (err: ServiceError) => this.streamDown(call, err.message, REFUSALS.has(err.code)));
     call.on("end", () => this.streamDown(call, "the controller ended the stream"));
     this.send({
       kind: "hello",
@@ -159,7 +177,8 @@ export class ControllerClient {
     this.reportTimer.unref();
   }
 
-  private streamDown(call: AgentCall, reason: string): void {
+  /** `refused`: the controller refused this agent (token, node secret, node limit): the operator must act. */
+  private streamDown(call: AgentCall, reason: string, refused = false): void {
     if (call !== this.call) return;
     this.call = undefined;
     call.cancel();
@@ -167,7 +186,7 @@ export class ControllerClient {
     this.streamEnded();
     if (this.stopped) return;
     const delay = backoffDelay(this.failedAttempts++, this.backoff);
-    this.opts.log[wasConnected ? "warn" : "debug"](
+    this.opts.log[refused ? "error" : wasConnected ? "warn" : "debug"](
       { controller: this.opts.address, reason, retryInMs: delay },
       "controller stream down; forwarding continues with the current table",
     );

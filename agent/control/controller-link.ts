@@ -9,6 +9,7 @@ import type { EdgeSample } from "../../api/service-graph.ts";
 import packageJson from "../../package.json" with { type: "json" };
 import { ControllerClient, type ControllerStatus } from "./controller-client.ts";
 import { gatherRawFacts, pickUnderlayIp, toNodeFacts } from "./node-facts.ts";
+import { loadOrCreateNodeSecret } from "./node-secret.ts";
 import { PeerProber } from "./probes.ts";
 import type { VersionedTable } from "./service-source.ts";
 import { trafficTotals } from "./traffic-totals.ts";
@@ -66,6 +67,7 @@ export class ControllerLink {
       address: opts.address,
       token: opts.token,
       nodeName: opts.nodeName,
+      nodeSecret: loadOrCreateNodeSecret(opts.stateDir),
       agentVersion: AGENT_VERSION,
       underlayIp,
       facts: toNodeFacts(raw),

@@ -526,3 +526,33 @@ describe("nodemesh top and edges", () => {
     expect(out.join("")).toContain("Usage: nodemesh edges");
   });
 });
+
+describe("nodemesh nodes release", () => {
+  it("deletes the node's binding (write role); an unknown node is the server's 404", async () => {
+    await t.rest.close();
+    const bound = new Set(["node-1", "node-2"]);
+    t = await startTestServer({
+      auth: TokenAuth.parse("w write ops\nr read viewer\n"),
+      views: {
+        nodebindings: {
+          kind: "NodeBinding",
+          items: () => [...bound].map((node) => ({ node })),
+          remove: async (node) => bound.delete(node),
+        },
+      },
+    });
+    expect(await cli("nodes", "release", "node-2", "--token", "r")).toBe(1);
+    expect(err.join("")).toContain("403");
+    expect(await cli("nodes", "release", "node-2", "--token", "w")).toBe(0);
+    expect(out.join("")).toContain("node node-2 released");
+    expect([...bound]).toEqual(["node-1"]);
+    expect(await cli("nodes", "release", "node-2", "--token", "w")).toBe(1);
+    expect(err.join("")).toMatch(/404: nodebindings "node-2" not found/);
+    expect(await cli("nodes", "release")).toBe(1);
+    expect(err.join("")).toContain("nodes release needs a NODE");
+    // The list is served; other methods on an item are refused.
+    const list = await t.call("GET", "/apis/nodemesh.io/v1alpha1/nodebindings", { token: "r" });
+    expect(list.body).toMatchObject({ kind: "NodeBindingList", items: [{ node: "node-1" }] });
+    expect((await t.call("GET", "/apis/nodemesh.io/v1alpha1/nodebindings/node-1", { token: "r" })).status).toBe(405);
+  });
+});

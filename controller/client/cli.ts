@@ -33,7 +33,7 @@ export const HELP: Record<ClientCommand, string> = {
   apply: `Usage: nodemesh apply -f FILE [options]\n\nCreates or updates every object in FILE (YAML or JSON, one or many documents; - reads stdin).\nEvery document is checked before any is sent.\n  -f, --filename FILE   the objects\n  --dry-run             send them with ?dryRun=All: the controller validates them and writes\n                        nothing (refused while the controller offers no server-side dry run)\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   get: `Usage: nodemesh get KIND [NAME] [options]\n\nLists objects of KIND (${KINDS.map((k) => k.plural).join(", ")}), or shows one.\n  -A, --all-namespaces  list across namespaces\n  -o, --output FORMAT   table (default), wide, yaml or json; wide adds a TrafficPolicy's\n                        effective retry settings (defaults filled in)\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   delete: `Usage: nodemesh delete KIND NAME [options]\n\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
-  nodes: `Usage: nodemesh nodes [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  nodes: `Usage: nodemesh nodes [options]\n       nodemesh nodes release NODE [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n\`release NODE\` frees the node name from the agent credential it is bound to (needs the write role)\nand ends that node's stream: the next agent to connect as NODE binds it. For a reinstalled node\nwhose state dir (and so its node secret) was lost.\n\n${CONNECTION}\n`,
   top: `Usage: nodemesh top [options]\n\nLive golden signals per service (like linkerd viz stat): success rate, requests per second,\np50 and p99 latency over the window, from the agents' traffic reports.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -w, --watch           refresh every 2 s until Ctrl-C\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   edges: `Usage: nodemesh edges [options]\n\nWho talks to whom: every edge of the service graph (workload → service → workload) with its\nrequest rate, success rate, latency and mTLS state over the window.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   status: `Usage: nodemesh status [options]\n\nAgents: connected, applied configuration version against the controller's, last NACK.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
@@ -461,6 +461,13 @@ export async function runClient(command: ClientCommand, argv: string[]): Promise
         return 0;
       }
       case "nodes":
+        if (positionals[0] === "release") {
+          if (!positionals[1]) throw new CliError("nodes release needs a NODE");
+          await call(c, "DELETE", `/apis/nodemesh.io/v1alpha1/nodebindings/${encodeURIComponent(positionals[1])}`);
+          console.log(`node ${positionals[1]} released: the next agent to connect as ${positionals[1]} binds it`);
+          return 0;
+        }
+        if (positionals.length > 0) throw new CliError(`unknown nodes subcommand ${positionals[0]} (try release)`);
         await nodes(c, values.output);
         return 0;
       case "status":

@@ -1,11 +1,22 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { WirePod } from "../../api/agent-service.ts";
+import { edgeSample } from "../graph/testing/edge-sample.ts";
 import { MemoryStore } from "../store/memory-store.ts";
-import { AgentServer } from "./agent-server.ts";
-import { asNewObject, httpRouteResource, newServiceObject, trafficPolicyResource } from "./testing/fixtures.ts";
+import { AgentServer, type AgentServerOptions, MAX_AGENT_MESSAGE_BYTES } from "./agent-server.ts";
+import { NodeBindings } from "./node-bindings.ts";
+import {
+  asNewObject,
+  httpRouteResource,
+  newServiceObject,
+  simNodeSecret as simSecretOf,
+  trafficPolicyResource,
+} from "./testing/fixtures.ts";
 import { histogramTotals } from "./testing/metrics.ts";
 import { SimAgent } from "./testing/sim-agent.ts";
 
@@ -16,7 +27,7 @@ const webPod: WirePod = { name: "web-1", namespace: "default", ip: "10.1.0.11", 
 let server: AgentServer | undefined;
 let agents: SimAgent[] = [];
 
-async function startWorld(opts: { token?: string } = {}) {
+async function startWorld(opts: Partial<AgentServerOptions> = {}) {
   const store = new MemoryStore();
   await store.open();
   await store.create(newServiceObject("web", "10.96.0.10", { app: "web" }));
@@ -35,7 +46,7 @@ async function startWorld(opts: { token?: string } = {}) {
   return { store, metrics, server };
 }
 
-function agent(node: string, opts: { token?: string; underlayIp?: string } = {}): SimAgent {
+function agent(node: string, opts: ConstructorParameters<typeof SimAgent>[2] = {}): SimAgent {
   const a = new SimAgent(server!.port, node, opts);
   agents.push(a);
   return a;
@@ -235,3 +246,157 @@ describe("AgentServer", () => {
     expect((await member.nextConfig()).full).toBe(true);
   });
 });
+
+/** A counter's value for the labels, read from a registry (0 when never incremented). */
+async function counter(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const metric = registry.getSingleMetric(name);
+  if (!metric) throw new Error(`no metric ${name}`);
+  const values = (await metric.get()).values;
+  const match = values.filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x));
+  return match.reduce((n, v) => n + v.value, 0);
+}
+
+async function ended(a: SimAgent): Promise<{ code: number; details: string }> {
+  await a.until(() => a.status !== undefined, 5000, "the stream to end");
+  return a.status!;
+}
+
+const ROGUE_SECRET = "r".repeat(43);
+const refused = "nodemesh_controller_agent_streams_refused_total";
+
+describe("AgentServer trust boundary", () => {
+  it("refuses to listen off loopback without a token unless insecureAgents", async () => {
+    const store = new MemoryStore();
+    await store.open();
+    const opts = { store, metrics: new Registry(), host: "0.0.0.0", port: 0, log };
+    await expect(AgentServer.start(opts)).rejects.toThrow(
+      /refusing to serve the agents' gRPC on 0.0.0.0 without agent authentication.*--insecure-agents/,
+    );
+  });
+
+  it("refuses a second node secret for a bound node; its pods stay; its own agent comes back", async () => {
+    const { metrics } = await startWorld();
+    const real = agent("node-a");
+    await converged(real);
+    real.send({ kind: "podsChanged", podsChanged: { pods: [webPod] } });
+    await eventually(() =>
+      expect(server!.service("default", "web")?.endpoints.map((e) => e.pod)).toEqual(["default/web-1"]),
+    );
+
+    const rogue = agent("node-a", { secret: ROGUE_SECRET });
+    rogue.send({ kind: "podsChanged", podsChanged: { pods: [{ ...webPod, name: "evil", ip: "10.1.0.66" }] } });
+    const status = await ended(rogue);
+    expect(status.code).toBe(GrpcStatus.PERMISSION_DENIED);
+    expect(status.details).toContain("node node-a is bound to another agent's node secret");
+    expect(rogue.configs).toEqual([]);
+    expect(await counter(metrics, refused, { reason: "node_bound" })).toBe(1);
+    // The real stream was not replaced, and the endpoints are the real pods.
+    expect(real.status).toBeUndefined();
+    expect(statusOf("node-a")?.pods.map((p) => p.name)).toEqual(["web-1"]);
+    expect(server!.service("default", "web")?.endpoints.map((e) => e.pod)).toEqual(["default/web-1"]);
+
+    // The same secret (an agent restarted with its state dir) replaces its older stream.
+    const again = agent("node-a");
+    expect((await again.nextConfig()).full).toBe(true);
+    expect((await ended(real)).code).toBe(GrpcStatus.ABORTED);
+  });
+
+  it("refuses a Hello without a well-formed node secret", async () => {
+    const { metrics } = await startWorld();
+    for (const secret of [null, "short", `${"x".repeat(40)}!`]) {
+      const a = agent("node-a", { secret });
+      const status = await ended(a);
+      expect(status.code).toBe(GrpcStatus.UNAUTHENTICATED);
+      expect(status.details).toContain("nodemesh-node-secret");
+    }
+    expect(await counter(metrics, refused, { reason: "node_secret" })).toBe(3);
+    expect(server!.agents()).toEqual([]);
+  });
+
+  it("refuses new node names past maxNodes; bound nodes still connect", async () => {
+    const { metrics } = await startWorld({ maxNodes: 2 });
+    await agent("node-a").nextConfig();
+    await agent("node-b").nextConfig();
+    const third = agent("node-c");
+    const status = await ended(third);
+    expect(status.code).toBe(GrpcStatus.RESOURCE_EXHAUSTED);
+    expect(status.details).toContain("already has 2 nodes");
+    expect(await counter(metrics, refused, { reason: "node_limit" })).toBe(1);
+    expect((await agent("node-a").nextConfig()).full).toBe(true);
+    expect(server!.agents().map((a) => a.node)).toEqual(["node-a", "node-b"]);
+  });
+
+  it("keeps bindings across a restart; an operator release frees the name and ends its stream", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nodemesh-bindings-"));
+    try {
+      const path = join(dir, "node-bindings.json");
+      const writeErrors: Error[] = [];
+      const fail = (err: Error) => writeErrors.push(err);
+      await startWorld({ bindings: await NodeBindings.load(path, fail) });
+      await agent("node-a").nextConfig();
+      await server!.stop(); // flushes the bindings
+      server = undefined;
+      expect(readFileSync(path, "utf8")).not.toContain(simSecretOf("node-a"));
+      expect(readFileSync(path, "utf8")).toMatch(/"node-a": \{\s+"digest": "[0-9a-f]{64}"/);
+
+      await startWorld({ bindings: await NodeBindings.load(path, fail) });
+      expect(server!.nodeBindings().map((b) => b.node)).toEqual(["node-a"]);
+      expect((await ended(agent("node-a", { secret: ROGUE_SECRET }))).code).toBe(GrpcStatus.PERMISSION_DENIED);
+      const real = agent("node-a");
+      await real.nextConfig();
+
+      expect(await server!.releaseNode("node-a")).toBe(true);
+      expect(await server!.releaseNode("node-a")).toBe(false);
+      expect((await ended(real)).code).toBe(GrpcStatus.ABORTED);
+      expect(JSON.parse(readFileSync(path, "utf8")).nodes).toEqual({});
+      // The next agent to claim the name binds it.
+      expect((await agent("node-a", { secret: ROGUE_SECRET }).nextConfig()).full).toBe(true);
+      expect((await ended(agent("node-a"))).code).toBe(GrpcStatus.PERMISSION_DENIED);
+      await server!.stop();
+      server = undefined;
+      expect(writeErrors).toEqual([]);
+    } finally {
+      await server?.stop();
+      server = undefined;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("takes at most maxEdgesPerReport edges from a report and counts the rest", async () => {
+    const { metrics } = await startWorld({ maxEdgesPerReport: 3 });
+    const a = agent("node-a");
+    await a.nextConfig();
+    const edges = Array.from({ length: 5 }, (_, i) => edgeSample({ sourceWorkload: `w${i}` }));
+    a.send({ kind: "report", report: { ...EMPTY_REPORT, edges } });
+    await eventually(async () =>
+      expect(await counter(metrics, "nodemesh_controller_report_edges_dropped_total")).toBe(2),
+    );
+    expect(server!.traffic.size().edges).toBe(3);
+  });
+
+  it("ends a stream whose message exceeds MAX_AGENT_MESSAGE_BYTES, and counts it", async () => {
+    const { metrics } = await startWorld();
+    const a = agent("node-a");
+    await a.nextConfig();
+    const label = "x".repeat(60);
+    const pods = Array.from({ length: Math.ceil(MAX_AGENT_MESSAGE_BYTES / 80) }, (_, i) => ({
+      ...webPod,
+      name: `p${i}`,
+      labels: { app: label },
+    }));
+    a.send({ kind: "podsChanged", podsChanged: { pods } });
+    const status = await ended(a);
+    expect(status.code).toBe(GrpcStatus.RESOURCE_EXHAUSTED);
+    expect(await counter(metrics, refused, { reason: "message_too_large" })).toBe(1);
+    expect(statusOf("node-a")?.pods).toEqual([]);
+  });
+});
+
+const EMPTY_REPORT = {
+  health: { ready: true, detail: "" },
+  pods: [],
+  traffic: { connectionsOpened: 0, connectionsClosed: 0, bytesReceived: 0, bytesSent: 0 },
+  peers: [],
+  edges: [],
+  intervalSeconds: 5,
+};

@@ -2,8 +2,12 @@
 // It owns the agent registry, the propagation tracker and the table publisher, and exposes what
 // the rest of the controller shows: agents(), propagation(), configVersion().
 //
-// Authentication is a shared bootstrap token (`authorization: Bearer <token>` metadata), off when
-// no token is configured; mTLS with per-node identities comes with the security issue.
+// Trust boundary (docs/security.md): a shared bootstrap token (`authorization: Bearer <token>`
+// metadata), off when none is configured, and then only on loopback unless the operator said
+// --insecure-agents; each node name bound to the node secret that first claimed it
+// (node-bindings.ts); at most `maxNodes` node names, `maxEdgesPerReport` edges taken from a report,
+// MAX_AGENT_MESSAGE_BYTES per message, and a service graph of bounded size (TrafficWindow). Every
+// refusal and drop is counted. mTLS with per-node identities comes with the security issue.
 
 import { timingSafeEqual } from "node:crypto";
 import {
@@ -11,26 +15,33 @@ import {
   type Metadata,
   Server,
   ServerCredentials,
+  ServerInterceptingCall,
+  type ServerInterceptor,
   type ServiceDefinition,
   type ServiceError,
+  type StatusObject,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import pino, { type Logger } from "pino";
-import { Gauge, Histogram, type Registry } from "prom-client";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import {
   agentServiceDefinition,
   CONTROLLER_GRPC_PORT,
   type Hello,
+  NODE_SECRET_METADATA,
+  NODE_SECRET_PATTERN,
   type Report,
   type WirePod,
 } from "../../api/agent-service.ts";
 import type { PropagationStatus } from "../../api/resources.ts";
 import type { Service } from "../../api/services.ts";
+import { assertAgentListenAllowed } from "../auth.ts";
 import { TrafficWindow } from "../graph/traffic-window.ts";
 import type { ObjectKey, Store } from "../store/store.ts";
 import { AgentRegistry, type AgentStatus } from "./agent-registry.ts";
-import { type AgentCall, AgentSession, type SessionHost } from "./agent-session.ts";
+import { type AgentCall, AgentSession, type Claim, type SessionHost } from "./agent-session.ts";
 import { ConfigPublisher } from "./config-publisher.ts";
+import { type NodeBinding, NodeBindings } from "./node-bindings.ts";
 import { PropagationTracker } from "./propagation.ts";
 import { SendBudget } from "./send-budget.ts";
 import { resourceKey } from "./service-table.ts";
@@ -47,6 +58,16 @@ export interface AgentServerOptions {
   port?: number;
   /** Shared bootstrap token agents must present; undefined = no authentication. */
   token?: string;
+  /** Without a token, listening off loopback needs this explicit choice (`--insecure-agents`). */
+  insecureAgents?: boolean;
+  /** Node name → node secret digest (trust on first use). Default: in memory only. */
+  bindings?: NodeBindings;
+  /** Most node names bound at once; Hellos of further new names are refused. Default 5000. */
+  maxNodes?: number;
+  /** Edges taken from one report; the rest are dropped and counted. Default 2000. */
+  maxEdgesPerReport?: number;
+  /** Limits of the service graph's memory (TrafficWindow); defaults there. */
+  graph?: { maxEdges?: number; maxSamples?: number };
   /** Store or pod changes within this window go out as one Config. Default 20 ms. */
   debounceMs?: number;
   /** Delay before the first table goes out after start-up (agents report their pods first). Default 2000 ms. */
@@ -60,14 +81,24 @@ export interface AgentServerOptions {
 // send-budget.ts): enough for a few full tables of 10,000 services at once, and for every agent's
 // small update.
 const SEND_BUDGET_BYTES = 16 << 20;
+export const DEFAULT_MAX_NODES = 5000;
+export const DEFAULT_MAX_EDGES_PER_REPORT = 2000;
+/**
+ * Largest message an agent may send (grpc-js refuses bigger ones with RESOURCE_EXHAUSTED and ends
+ * the stream). A report of 2000 edges takes about 200 KB; 110 pods with their labels about 60 KB.
+ */
+export const MAX_AGENT_MESSAGE_BYTES = 1 << 20;
 const PROPAGATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 // Detects agents that vanished without closing their connection (power loss, partition).
 const SERVER_CHANNEL_OPTIONS = {
   "grpc.keepalive_time_ms": 20_000,
   "grpc.keepalive_timeout_ms": 10_000,
   "grpc.http2.min_ping_interval_without_data_ms": 5_000,
-  "grpc.max_receive_message_length": 4 << 20,
+  "grpc.max_receive_message_length": MAX_AGENT_MESSAGE_BYTES,
 };
+
+/** Why the server refused or ended an agent's stream: the label of the refusal counter. */
+type RefusalReason = "token" | "node_secret" | "node_bound" | "node_limit" | "message_too_large";
 
 /** The AgentService definition, its responses going out as the bytes ConfigPublisher encoded. */
 const definitionForEncodedConfigs: ServiceDefinition = {
@@ -81,21 +112,56 @@ function wallClockMs(): number {
 
 export class AgentServer implements SessionHost {
   /** The agents' traffic reports of the last 15 minutes: the service graph. */
-  readonly traffic = new TrafficWindow();
+  readonly traffic: TrafficWindow;
+  readonly bindings: NodeBindings;
   readonly publisher: ConfigPublisher;
   readonly sendBudget = new SendBudget(SEND_BUDGET_BYTES);
-  private readonly grpc = new Server(SERVER_CHANNEL_OPTIONS);
   private readonly registry: AgentRegistry;
   private readonly tracker = new PropagationTracker();
   private readonly sessions = new Map<string, AgentSession>();
   private readonly histogram: Histogram;
   private readonly log: Logger;
   private readonly token: Buffer | undefined;
+  private readonly maxNodes: number;
+  private readonly maxEdgesPerReport: number;
+  private readonly refused: Counter<"reason">;
+  private readonly edgesDropped: Counter;
+  private readonly grpc: Server;
   private boundPort = 0;
 
   private constructor(opts: AgentServerOptions) {
     this.log = opts.log ?? pino({ base: { component: "agent-server" } });
     this.token = opts.token !== undefined ? Buffer.from(`Bearer ${opts.token}`) : undefined;
+    this.bindings = opts.bindings ?? NodeBindings.inMemory();
+    this.maxNodes = opts.maxNodes ?? DEFAULT_MAX_NODES;
+    this.maxEdgesPerReport = opts.maxEdgesPerReport ?? DEFAULT_MAX_EDGES_PER_REPORT;
+    this.refused = new Counter({
+      name: "nodemesh_controller_agent_streams_refused_total",
+      help: "Agent streams refused or ended by the controller, by reason",
+      labelNames: ["reason"],
+      registers: [opts.metrics],
+    });
+    this.edgesDropped = new Counter({
+      name: "nodemesh_controller_report_edges_dropped_total",
+      help: "Edge samples dropped from agent reports beyond the per-report limit",
+      registers: [opts.metrics],
+    });
+    const evicted = new Counter({
+      name: "nodemesh_controller_graph_edges_evicted_total",
+      help: "Service-graph edges forgotten before their time to keep the graph within its limits",
+      registers: [opts.metrics],
+    });
+    this.traffic = new TrafficWindow({ ...opts.graph, onEvicted: (n) => evicted.inc(n) });
+    const bindings = this.bindings;
+    new Gauge({
+      name: "nodemesh_controller_node_bindings",
+      help: "Node names bound to an agent's node secret",
+      registers: [opts.metrics],
+      collect() {
+        this.set(bindings.size);
+      },
+    });
+    this.grpc = new Server({ ...SERVER_CHANNEL_OPTIONS, interceptors: [this.countOversizedMessages()] });
     this.registry = new AgentRegistry({
       forgetAfterMs: opts.forgetNodeAfterMs ?? 60_000,
       onTopologyChange: () => this.publisher.topologyChanged(),
@@ -128,6 +194,7 @@ export class AgentServer implements SessionHost {
 
   /** Starts listening and watching the store. */
   static async start(opts: AgentServerOptions): Promise<AgentServer> {
+    assertAgentListenAllowed(opts.host ?? "0.0.0.0", opts.token !== undefined, opts.insecureAgents ?? false);
     const server = new AgentServer(opts);
     server.grpc.addService(definitionForEncodedConfigs, {
       Connect: (call: AgentCall) => server.accept(call),
@@ -140,7 +207,13 @@ export class AgentServer implements SessionHost {
     );
     server.publisher.start();
     server.log.info(
-      { address, port: server.boundPort, auth: opts.token ? "token" : "none" },
+      {
+        address,
+        port: server.boundPort,
+        auth: opts.token ? "token" : "none",
+        boundNodes: server.bindings.size,
+        maxNodes: server.maxNodes,
+      },
       "agent service listening",
     );
     return server;
@@ -165,6 +238,26 @@ export class AgentServer implements SessionHost {
     return this.publisher.current()?.version;
   }
 
+  /** Node names and when they were bound (never the digests). */
+  nodeBindings(): NodeBinding[] {
+    return this.bindings.list();
+  }
+
+  /**
+   * Releases a node name's binding (durable on return) and ends its stream if one is open: the next
+   * Hello for the name binds it again. False when the name was not bound.
+   */
+  async releaseNode(node: string): Promise<boolean> {
+    const released = await this.bindings.release(node);
+    if (released) {
+      this.sessions
+        .get(node)
+        ?.end({ code: GrpcStatus.ABORTED, details: "the node's binding was released by an operator" });
+      this.log.warn({ node }, "node binding released");
+    }
+    return released;
+  }
+
   /** Ends every stream (agents reconnect, to us or a successor) and stops listening. */
   async stop(): Promise<void> {
     this.publisher.stop();
@@ -172,6 +265,7 @@ export class AgentServer implements SessionHost {
       session.end({ code: GrpcStatus.UNAVAILABLE, details: "controller shutting down" });
     }
     this.registry.close();
+    await this.bindings.flush();
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         this.grpc.forceShutdown();
@@ -186,7 +280,8 @@ export class AgentServer implements SessionHost {
 
   private accept(call: AgentCall): void {
     if (!this.authorized(call.metadata)) {
-      this.log.warn({ peer: call.getPeer() }, "agent refused: bad or missing token");
+      this.log.warn({ peer: call.getPeer(), reason: "token" }, "agent refused");
+      this.refused.inc({ reason: "token" });
       call.emit("error", {
         code: GrpcStatus.UNAUTHENTICATED,
         details: "missing or invalid bearer token",
@@ -203,15 +298,74 @@ export class AgentServer implements SessionHost {
     return given.length === this.token.length && timingSafeEqual(given, this.token);
   }
 
+  /**
+   * grpc-js refuses a message over MAX_AGENT_MESSAGE_BYTES itself, out of the session's sight and
+   * of interceptors' responders: the innermost call's own sendStatus is wrapped to count those
+   * endings (their details say "larger than max"; ours never do).
+   */
+  private countOversizedMessages(): ServerInterceptor {
+    return (_method, call) => {
+      const sendStatus = call.sendStatus.bind(call);
+      let counted = false; // grpc-js tries again with every further frame of the refused message
+      call.sendStatus = (status) => {
+        const oversized = status.code === GrpcStatus.RESOURCE_EXHAUSTED && /larger than max/.test(status.details ?? "");
+        if (oversized && !counted) {
+          counted = true;
+          this.refused.inc({ reason: "message_too_large" });
+          this.log.warn({ peer: call.getPeer(), details: status.details }, "agent stream ended: message too large");
+        }
+        sendStatus(status);
+      };
+      return new ServerInterceptingCall(call);
+    };
+  }
+
   // ---- SessionHost ----
 
-  claim(session: AgentSession, hello: Hello): void {
+  claim(session: AgentSession, hello: Hello, claim: Claim): Pick<StatusObject, "code" | "details"> | undefined {
     const node = hello.nodeName;
+    const refuse = (reason: RefusalReason, code: GrpcStatus, details: string) => {
+      this.refused.inc({ reason });
+      this.log.warn({ node, peer: claim.peer, reason, details }, "agent refused");
+      return { code, details };
+    };
+    const secret = claim.metadata.get(NODE_SECRET_METADATA)[0];
+    if (typeof secret !== "string" || !NODE_SECRET_PATTERN.test(secret)) {
+      return refuse(
+        "node_secret",
+        GrpcStatus.UNAUTHENTICATED,
+        `the call must carry the agent's node secret (metadata ${NODE_SECRET_METADATA}: 32 to 128 base64url characters)`,
+      );
+    }
+    switch (this.bindings.check(node, secret)) {
+      case "mismatch":
+        return refuse(
+          "node_bound",
+          GrpcStatus.PERMISSION_DENIED,
+          `node ${node} is bound to another agent's node secret; if that node was reinstalled, an operator ` +
+            `releases it with: nodemesh nodes release ${node}`,
+        );
+      case "unbound":
+        if (this.bindings.size >= this.maxNodes) {
+          return refuse(
+            "node_limit",
+            GrpcStatus.RESOURCE_EXHAUSTED,
+            `the controller already has ${this.maxNodes} nodes (--max-nodes); release unused ones ` +
+              "(nodemesh nodes release NODE) or raise the limit",
+          );
+        }
+        this.bindings.bind(node, secret, new Date());
+        this.log.info({ node, peer: claim.peer }, "node bound to its agent's node secret");
+        break;
+      case "matches":
+        break;
+    }
     this.sessions.get(node)?.end({ code: GrpcStatus.ABORTED, details: "replaced by a newer stream of the same node" });
     this.sessions.set(node, session);
     this.registry.connected(hello, session, new Date());
     this.tracker.agentConnected(node);
     this.log.info({ node, version: hello.agentVersion, underlay: hello.underlayIp }, "agent connected");
+    return undefined;
   }
 
   release(session: AgentSession): void {
@@ -238,7 +392,12 @@ export class AgentServer implements SessionHost {
     // An interval outside 0–300 s is not one an agent sends; clamp it so one bad report cannot
     // make the window's series arithmetic run away.
     const interval = Math.min(300, Math.max(0, Number(report.intervalSeconds) || 0));
-    this.traffic.add(node, now.getTime(), interval, report.edges ?? []);
+    let edges = report.edges ?? [];
+    if (edges.length > this.maxEdgesPerReport) {
+      this.edgesDropped.inc(edges.length - this.maxEdgesPerReport);
+      edges = edges.slice(0, this.maxEdgesPerReport);
+    }
+    this.traffic.add(node, now.getTime(), interval, edges);
     this.registry.reported(node, report, now);
   }
 

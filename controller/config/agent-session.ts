@@ -15,13 +15,22 @@ import { compareVersions } from "./version.ts";
 /** Configs go out already encoded (ConfigPublisher.messageFrom): the stream writes bytes. */
 export type AgentCall = ServerDuplexStream<AgentMessage, Buffer>;
 
+/** Who is claiming a node: the call's metadata (credentials) and its peer address (for logs). */
+export interface Claim {
+  metadata: Metadata;
+  peer: string;
+}
+
 /** What a session reports to, implemented by the server. */
 export interface SessionHost {
   readonly publisher: ConfigPublisher;
   /** Shared by every session: how many Config bytes may be written and not yet flushed at once. */
   readonly sendBudget: SendBudget;
-  /** Registers the node for this session, ending an older session of the same node. */
-  claim(session: AgentSession, hello: Hello): void;
+  /**
+   * Registers the node for this session, ending an older session of the same node; or refuses
+   * the claim (the returned status ends the stream).
+   */
+  claim(session: AgentSession, hello: Hello, claim: Claim): Pick<StatusObject, "code" | "details"> | undefined;
   release(session: AgentSession): void;
   acked(node: string, version: string): void;
   nacked(node: string, version: string, error: string): void;
@@ -74,8 +83,12 @@ export class AgentSession {
     } else if (!NODE_NAME.test(msg.hello.nodeName)) {
       this.fail(GrpcStatus.INVALID_ARGUMENT, "invalid node_name");
     } else {
+      const refusal = this.host.claim(this, msg.hello, { metadata: this.call.metadata, peer: this.call.getPeer() });
+      if (refusal) {
+        this.end(refusal);
+        return;
+      }
       this.nodeName = msg.hello.nodeName;
-      this.host.claim(this, msg.hello);
       this.call.sendMetadata(new Metadata()); // lets the agent know it is connected before any Config
       this.sendLatest();
     }

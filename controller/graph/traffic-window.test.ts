@@ -145,7 +145,7 @@ describe("TrafficWindow.graph", () => {
   });
 
   it("takes its retention from the constructor", () => {
-    const w = new TrafficWindow(s(30));
+    const w = new TrafficWindow({ retentionMs: s(30) });
     w.add("node-1", T0, 10, [edge({ sourceWorkload: "a" })]);
     w.add("node-1", T0 + s(31), 10, [edge({ sourceWorkload: "b" })]);
     expect(w.graph(T0 + s(31), 900).nodes.map((n) => n.id)).not.toContain("wl:a.shop");
@@ -346,5 +346,46 @@ describe("splitService", () => {
   it("splits at the last dot; passthrough has no namespace", () => {
     expect(splitService("cart.shop")).toEqual(["cart", "shop"]);
     expect(splitService("passthrough")).toEqual(["passthrough", ""]);
+  });
+});
+
+describe("TrafficWindow limits", () => {
+  it("forgets the least recently reported edges past maxEdges, and counts them", () => {
+    let evicted = 0;
+    const w = new TrafficWindow({ maxEdges: 3, onEvicted: (n) => (evicted += n) });
+    for (const name of ["a", "b", "c"]) w.add("node-1", T0, 10, [edge({ sourceWorkload: name })]);
+    w.add("node-1", T0 + s(1), 10, [edge({ sourceWorkload: "a" })]); // a is now the most recent
+    w.add("node-1", T0 + s(2), 10, [edge({ sourceWorkload: "d" }), edge({ sourceWorkload: "e" })]);
+    expect(evicted).toBe(2);
+    expect(w.size()).toEqual({ edges: 3, samples: 4 });
+    const sources = w
+      .graph(T0 + s(2), 300)
+      .nodes.filter((n) => n.id.startsWith("wl:") && n.name !== "cart")
+      .map((n) => n.name);
+    expect(sources).toEqual(["a", "d", "e"]);
+  });
+
+  it("keeps at most maxSamples samples, forgetting whole edges, least recently reported first", () => {
+    let evicted = 0;
+    const w = new TrafficWindow({ maxSamples: 10, onEvicted: (n) => (evicted += n) });
+    for (let i = 0; i < 8; i++) w.add("node-1", T0 + s(i), 1, [edge({ sourceWorkload: "old" })]);
+    for (let i = 0; i < 3; i++) w.add("node-1", T0 + s(10 + i), 1, [edge({ sourceWorkload: "new" })]);
+    expect(evicted).toBe(1);
+    expect(w.size()).toEqual({ edges: 1, samples: 3 });
+  });
+
+  it("merges an edge's oldest samples past 1000, keeping its totals", () => {
+    const w = new TrafficWindow();
+    for (let i = 0; i < 1500; i++) w.add("node-1", T0 - s(1500 - i) / 2, 0.5, [edge({ requests: 2 })]);
+    expect(w.size()).toEqual({ edges: 1, samples: 1000 });
+    // 1500 reports of 2 requests over the 750.5 s they cover (the first starts 0.5 s before it ends).
+    expect(w.graph(T0, 900).services[0]!.requestsPerSecond).toBeCloseTo(3000 / 750.5, 9);
+  });
+
+  it("frees what retention expired", () => {
+    const w = new TrafficWindow({ retentionMs: s(30) });
+    w.add("node-1", T0, 10, [edge({ sourceWorkload: "a" })]);
+    w.add("node-1", T0 + s(40), 10, [edge({ sourceWorkload: "b" })]);
+    expect(w.size()).toEqual({ edges: 1, samples: 1 });
   });
 });

@@ -43,10 +43,10 @@ export interface RestServerOptions {
   /** `/readyz`; default: always ready. */
   ready?: () => boolean;
   /**
-   * Read-only lists that are not stored resources (e.g. "agents": what the controller knows of
-   * each node), served like a cluster-wide list at /apis/nodemesh.io/v1alpha1/{plural}.
+   * Lists that are not stored resources (e.g. "agents": what the controller knows of each node),
+   * served like a cluster-wide list at /apis/nodemesh.io/v1alpha1/{plural}.
    */
-  views?: Readonly<Record<string, { kind: string; items: () => unknown[] }>>;
+  views?: Readonly<Record<string, View>>;
   /** The service graph API (api/service-graph.ts); absent: 404. */
   serviceGraph?: Pick<GraphQueries, "graph" | "service">;
   /** Serves the dashboard (`/`, `/ui/**`); returns false for other paths. */
@@ -54,6 +54,13 @@ export interface RestServerOptions {
   log?: Logger;
   maxBodyBytes?: number;
   maxWatchBacklogBytes?: number;
+}
+
+export interface View {
+  kind: string;
+  items: () => unknown[];
+  /** DELETE /apis/nodemesh.io/v1alpha1/{plural}/{name}; resolves false when there is no such item. Absent: read-only. */
+  remove?: (name: string) => Promise<boolean>;
 }
 
 export interface RestServer {
@@ -142,6 +149,8 @@ class RestApi {
       const view = this.#view(parsed.path);
       if (view) {
         resource = parsed.path.plural;
+        const name = parsed.path.name;
+        if (name !== undefined) return await this.#removeFromView(view, resource, name, req, res);
         if (req.method !== "GET")
           throw new RestError("MethodNotAllowed", `${resource} is read-only`, {}, { allow: "GET" });
         return sendJson(res, 200, { apiVersion: API_VERSION, kind: `${view.kind}List`, items: view.items() });
@@ -195,9 +204,24 @@ class RestApi {
     sendJson(res, 200, detail);
   }
 
-  #view(path: ResourcePath): { kind: string; items: () => unknown[] } | undefined {
-    if (path.group !== GROUP || path.version !== VERSION || path.namespace || path.name) return undefined;
-    return this.#o.views?.[path.plural];
+  #view(path: ResourcePath): View | undefined {
+    if (path.group !== GROUP || path.version !== VERSION || path.namespace) return undefined;
+    const view = this.#o.views?.[path.plural];
+    return path.name === undefined || view?.remove ? view : undefined;
+  }
+
+  async #removeFromView(
+    view: View,
+    plural: string,
+    name: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): Promise<void> {
+    if (req.method !== "DELETE")
+      throw new RestError("MethodNotAllowed", `only DELETE on ${plural}/{name}`, {}, { allow: "DELETE" });
+    if (!(await view.remove!(name)))
+      throw new RestError("NotFound", `${plural} "${name}" not found`, { name, kind: plural });
+    sendJson(res, 200, { apiVersion: "v1", kind: "Status", status: "Success", details: { name, kind: plural } });
   }
 
   async stopWatches(): Promise<void> {

@@ -4,7 +4,7 @@ import { Registry } from "prom-client";
 import type { TokenAuth } from "../auth.ts";
 import { MemoryStore } from "../store/memory-store.ts";
 import type { StatusFor } from "./kind-handler.ts";
-import type { RestServer } from "./server.ts";
+import type { RestServer, RestServerOptions } from "./server.ts";
 import { startRestServer } from "./server.ts";
 
 export interface TestServer {
@@ -28,7 +28,9 @@ export interface Reply {
   body: any;
 }
 
-export async function startTestServer(options: { auth?: TokenAuth; statusFor?: StatusFor } = {}): Promise<TestServer> {
+export async function startTestServer(
+  options: { auth?: TokenAuth; statusFor?: StatusFor; views?: RestServerOptions["views"] } = {},
+): Promise<TestServer> {
   const store = new MemoryStore();
   const registry = new Registry();
   const rest = await startRestServer({ store, registry, host: "127.0.0.1", port: 0, ...options });

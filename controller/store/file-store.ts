@@ -2,6 +2,7 @@
 //
 //   <dir>/meta.json                                   {"resourceVersion":"42"}: the highest ever assigned
 //   <dir>/objects/<plural>/<namespace>/<name>.json    one object ("_cluster" for cluster-scoped kinds)
+//   (<dir>/node-bindings.json, beside them, is controller/config/node-bindings.ts's; the store ignores it)
 //
 // Every file is replaced atomically (temp file, fsync, rename, fsync of the directory): after a
 // crash at any instant each file is the old or the new version, never torn, and a write is
@@ -151,7 +152,7 @@ async function listDir(dir: string): Promise<DirEntry[]> {
 }
 
 /** Temp, fsync, rename, fsync the directory: readers and crashes see the old or the new file. */
-async function writeFileAtomic(path: string, data: string): Promise<void> {
+export async function writeFileAtomic(path: string, data: string): Promise<void> {
   const temp = `${path}${TEMP_SUFFIX}`;
   const handle = await open(temp, "w", 0o600);
   try {

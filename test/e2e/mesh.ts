@@ -2,6 +2,7 @@
 // pods. Used by the end-to-end tests and the demo; every process goes through the world, so the
 // world's cleanup covers it.
 
+import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,6 +28,8 @@ export class Mesh {
   readonly world: World;
   readonly dir: string;
   readonly servicesFile: string;
+  /** The bootstrap token the controller requires of agents (its gRPC listens on the underlay). */
+  readonly agentTokenFile: string;
   readonly agents = new Map<Node, AgentHandle>();
   private readonly agentArgs: string[];
   private readonly agentNodeArgs: string[];
@@ -46,6 +49,8 @@ export class Mesh {
     this.world = world;
     this.dir = mkdtempSync(join(tmpdir(), "nodemesh-test-"));
     this.servicesFile = join(this.dir, "services.json");
+    this.agentTokenFile = join(this.dir, "agent-token");
+    writeFileSync(this.agentTokenFile, `${randomBytes(24).toString("base64url")}\n`, { mode: 0o600 });
     this.agentArgs = opts.agentArgs ?? [];
     this.agentNodeArgs = opts.agentNodeArgs ?? [];
     this.agentEnv = opts.agentEnv ?? {};
@@ -73,6 +78,8 @@ export class Mesh {
       ? [
           "--controller",
           `${this.controller.place.ip}:15012`,
+          "--controller-token-file",
+          this.agentTokenFile,
           "--underlay-ip",
           node.underlayIp,
           "--report-interval-s",
@@ -107,14 +114,18 @@ export class Mesh {
 
   /**
    * Starts (or restarts) the controller in the world's controller namespace, its REST API on that
-   * namespace's loopback, its gRPC stream on the underlay. Start it before the agents.
+   * namespace's loopback, its gRPC stream on the underlay (agents present `agentTokenFile`).
+   * Start it before the agents. `extraArgs` go to `nodemesh controller`.
    */
-  async startController(): Promise<void> {
-    const place = this.controller?.place ?? (await this.world.addController());
+  async startController(extraArgs: string[] = []): Promise<void> {
+    const place = this.controller?.place ?? this.world.controller ?? (await this.world.addController());
     const storeDir = join(this.dir, "controller-store");
-    const proc = this.world.spawn(place, process.execPath, [this.command, "controller", "--store-dir", storeDir], {
-      name: "controller",
-    });
+    const proc = this.world.spawn(
+      place,
+      process.execPath,
+      [this.command, "controller", "--store-dir", storeDir, "--agent-token-file", this.agentTokenFile, ...extraArgs],
+      { name: "controller" },
+    );
     await proc.waitForLine(/"msg":"controller ready"/, 15_000);
     this.controller = { place, proc, storeDir };
   }

@@ -1,5 +1,6 @@
 // Test data shared by the config tests.
 
+import { createHash } from "node:crypto";
 import type { NodeFacts } from "../../../api/agent-service.ts";
 import { apiVersionOf, KINDS, type Resource, type ServiceSpec } from "../../../api/resources.ts";
 import { HTTPRouteSpec, TrafficPolicySpec } from "../../../api/traffic.ts";
@@ -89,6 +90,14 @@ export function pod(
 }
 
 /** What a simulated agent says of its node in its Hello. */
+/**
+ * The node secret a simulated agent of `node` presents: the same for every simulated agent of a
+ * node name, as a real agent keeps its own in its state dir across restarts.
+ */
+export function simNodeSecret(node: string): string {
+  return createHash("sha256").update(`sim-node-secret:${node}`).digest("base64url");
+}
+
 export const SIM_NODE_FACTS: NodeFacts = {
   cpuModel: "sim",
   cpuCores: 2,

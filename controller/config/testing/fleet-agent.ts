@@ -6,10 +6,15 @@
 //
 // A version names one table, whoever receives it, so the agents of one process share a TableCache:
 // the first Config reaching a version is read, the others adopt the result.
-import { type ClientDuplexStream, credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
-import { type AgentMessage, agentServiceDefinition, type WirePod } from "../../../api/agent-service.ts";
+import { type ClientDuplexStream, credentials, Metadata, makeGenericClientConstructor } from "@grpc/grpc-js";
+import {
+  type AgentMessage,
+  agentServiceDefinition,
+  NODE_SECRET_METADATA,
+  type WirePod,
+} from "../../../api/agent-service.ts";
 import { WIRE_TYPE } from "../config-encoding.ts";
-import { SIM_NODE_FACTS } from "./fixtures.ts";
+import { SIM_NODE_FACTS, simNodeSecret } from "./fixtures.ts";
 
 /** What the benchmark needs to know about a table: its services' endpoint counts. */
 export interface TableSummary {
@@ -209,7 +214,10 @@ export class FleetAgent {
       "grpc.use_local_subchannel_pool": 1,
       "grpc.max_receive_message_length": 64 << 20, // as the real agent
     });
-    this.call = (this.client as unknown as { Connect(): RawCall }).Connect();
+    // The node credential every agent presents (see agent/control/node-secret.ts).
+    const metadata = new Metadata();
+    metadata.set(NODE_SECRET_METADATA, simNodeSecret(opts.node));
+    this.call = (this.client as unknown as { Connect(m: Metadata): RawCall }).Connect(metadata);
     this.call.on("data", (bytes: Buffer) => this.receive(bytes));
     this.call.on("error", (err: { code: number; details: string }) => {
       this.status ??= { code: err.code, details: err.details };

@@ -7,13 +7,14 @@ import {
   agentServiceDefinition,
   type Config,
   type ControllerMessage,
+  NODE_SECRET_METADATA,
   type Peer,
   serviceKey,
   type WireService,
   type WireTrafficObject,
 } from "../../../api/agent-service.ts";
 import { trafficKey } from "../../../api/traffic.ts";
-import { SIM_NODE_FACTS } from "./fixtures.ts";
+import { SIM_NODE_FACTS, simNodeSecret } from "./fixtures.ts";
 
 type SimCall = ClientDuplexStream<AgentMessage, ControllerMessage>;
 const AgentServiceClient = makeGenericClientConstructor(agentServiceDefinition, "AgentService");
@@ -36,14 +37,21 @@ export class SimAgent {
   private waiters: Array<() => void> = [];
   status: { code: number; details: string } | undefined;
 
-  constructor(port: number, node: string, opts: { token?: string; underlayIp?: string } = {}) {
+  /** `secret`: the node secret presented (default: one fixed per node name, as an agent's state dir keeps it; null: none). */
+  constructor(
+    port: number,
+    node: string,
+    opts: { token?: string; underlayIp?: string; secret?: string | null; host?: string } = {},
+  ) {
     this.node = node;
     // A private subchannel pool gives each simulated agent its own connection, as real agents have.
-    this.client = new AgentServiceClient(`127.0.0.1:${port}`, credentials.createInsecure(), {
+    this.client = new AgentServiceClient(`${opts.host ?? "127.0.0.1"}:${port}`, credentials.createInsecure(), {
       "grpc.use_local_subchannel_pool": 1,
     });
     const metadata = new Metadata();
     if (opts.token) metadata.set("authorization", `Bearer ${opts.token}`);
+    const secret = opts.secret === undefined ? simNodeSecret(node) : opts.secret;
+    if (secret !== null) metadata.set(NODE_SECRET_METADATA, secret);
     this.call = (this.client as unknown as { Connect(m: Metadata): SimCall }).Connect(metadata);
     this.call.on("data", (msg: ControllerMessage) => this.receive(msg.config));
     this.call.on("error", (err: { code: number; details: string }) => {
@@ -109,6 +117,11 @@ export class SimAgent {
   nextConfig(timeoutMs = 5000): Promise<Config> {
     const seen = this.configs.length;
     return this.until(() => this.configs.length > seen, timeoutMs, "a Config").then(() => this.configs[seen]);
+  }
+
+  /** Half-closes the stream: the controller reads what was sent, then ends the call (status). */
+  end(): void {
+    this.call.end();
   }
 
   close(): void {
