@@ -8,10 +8,11 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rssMB } from "../bench/proc-stats.ts";
 import { type Node, type Pod, World } from "../world/world.ts";
 import type { RogueArgs, RogueMode, RogueReport } from "./clients/rogue-agent.ts";
+import { eventually } from "./eventually.ts";
 import { Mesh } from "./mesh.ts";
 import { httpFrom, metricSum, parseMetrics } from "./netns-client.ts";
 
@@ -33,17 +34,6 @@ interface AgentView {
 }
 
 /** Polls `check` every 200 ms until it returns a value, for at most `ms`. */
-function eventually<T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> {
-  return vi.waitFor(
-    async () => {
-      const value = await check();
-      if (value === undefined) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-      return value;
-    },
-    { timeout: ms, interval: 200 },
-  );
-}
-
 describe("the controller's trust boundary for agents", () => {
   let world: World;
   let mesh: Mesh;

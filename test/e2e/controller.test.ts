@@ -3,9 +3,10 @@
 // the previous one; the data plane survives the controller's death and an agent's restart while
 // it is down (cached configuration); everything converges when it returns.
 
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_PORT } from "../../api/dataplane.ts";
 import { type Node, type Pod, World } from "../world/world.ts";
+import { eventually } from "./eventually.ts";
 import { Mesh } from "./mesh.ts";
 import { httpFrom } from "./netns-client.ts";
 
@@ -37,17 +38,6 @@ interface AgentView {
 }
 
 /** Polls `check` every 100 ms until it returns a value (vitest's waitFor), for at most `ms`. */
-function eventually<T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> {
-  return vi.waitFor(
-    async () => {
-      const value = await check();
-      if (value === undefined) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-      return value;
-    },
-    { timeout: ms, interval: 100 },
-  );
-}
-
 describe("controller and agents", () => {
   let world: World;
   let mesh: Mesh;
