@@ -104,7 +104,6 @@ describe("the Kubernetes source", () => {
         namespace: "shop",
         ip: "10.244.1.5",
         labels: { app: "reviews" },
-        serviceAccount: "default",
         node: "node-1",
       },
       {
@@ -112,7 +111,6 @@ describe("the Kubernetes source", () => {
         namespace: "shop",
         ip: "10.244.2.5",
         labels: { app: "reviews" },
-        serviceAccount: "default",
         node: "node-2",
       },
     ] as NodePod[];

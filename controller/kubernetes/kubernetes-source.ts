@@ -199,8 +199,8 @@ export class KubernetesSource {
 
   #serviceChanged(svc: KubeJson): void {
     const namespace = this.kubernetesObject("namespaces", "", svc.metadata?.namespace ?? "");
-    if (!namespaceIntercepted(namespace)) return this.#removed("services", svc);
-    this.#upsert("services", svc, translateService(svc as KubeObjectLike));
+    if (namespaceIntercepted(namespace)) this.#upsert("services", svc, translateService(svc as KubeObjectLike));
+    else this.#removed("services", svc);
   }
 
   #upsert(plural: string, obj: KubeJson, translation: Translation): void {
@@ -211,7 +211,8 @@ export class KubernetesSource {
       if (this.#refused.get(key) !== translation.reason)
         this.#o.log.warn({ object: key, reason: translation.reason }, "kubernetes object not used");
       this.#refused.set(key, translation.reason);
-      return this.#removed(plural, obj, false);
+      this.#removed(plural, obj, false);
+      return;
     }
     this.#refused.delete(key);
     const next = translation.resource;

@@ -273,7 +273,7 @@ export class FakeApiServer {
 
   // ---- HTTP -----------------------------------------------------------------------------------
 
-  #send(res: ServerResponse, code: number, body: unknown): void {
+  #send(res: ServerResponse, code: number, body: unknown): undefined {
     const text = JSON.stringify(body);
     res.writeHead(code, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
     res.end(text);
@@ -300,7 +300,7 @@ export class FakeApiServer {
     return { type, namespace, name, subresource };
   }
 
-  #handle(req: IncomingMessage, res: ServerResponse): void {
+  #handle(req: IncomingMessage, res: ServerResponse): undefined {
     const url = new URL(req.url ?? "/", "http://x");
     const query = Object.fromEntries(url.searchParams);
     this.requests.push({ method: req.method ?? "", path: url.pathname, query });
@@ -334,7 +334,7 @@ export class FakeApiServer {
     name: string | undefined,
     subresource: string | undefined,
     body: KubeObject | undefined,
-  ): void {
+  ): undefined {
     const key = name ? keyOf(type.plural, namespace, name) : undefined;
     const current = key ? this.#objects.get(key) : undefined;
     const notFound = () => this.#send(res, 404, status(404, "NotFound", `${type.plural} "${name}" not found`));
@@ -378,7 +378,12 @@ export class FakeApiServer {
     }
   }
 
-  #list(res: ServerResponse, type: ResourceType, namespace: string | undefined, query: Record<string, string>): void {
+  #list(
+    res: ServerResponse,
+    type: ResourceType,
+    namespace: string | undefined,
+    query: Record<string, string>,
+  ): undefined {
     let snapshot: Snapshot;
     let offset = 0;
     if (query.continue) {
@@ -414,7 +419,12 @@ export class FakeApiServer {
     this.#send(res, 200, { kind: `${type.kind}List`, apiVersion: apiVersionOf(type), metadata, items });
   }
 
-  #watch(res: ServerResponse, type: ResourceType, namespace: string | undefined, query: Record<string, string>): void {
+  #watch(
+    res: ServerResponse,
+    type: ResourceType,
+    namespace: string | undefined,
+    query: Record<string, string>,
+  ): undefined {
     res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
     const watcher: Watcher = { plural: type.plural, namespace, res, bookmarks: query.allowWatchBookmarks === "true" };
     const from = Number(query.resourceVersion || 0);
