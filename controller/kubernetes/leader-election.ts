@@ -51,6 +51,7 @@ export class LeaderElection {
   /** The record last seen and when (local clock): the basis of expiry. */
   #observed?: { record: string; at: number };
   #lastRenew = 0;
+  #inflight?: Promise<unknown>;
 
   constructor(options: LeaderElectionOptions) {
     this.#o = { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000, ...options };
@@ -63,11 +64,13 @@ export class LeaderElection {
   start(): void {
     const tick = async () => {
       if (this.#stopped) return;
-      await this.#tryAcquireOrRenew().catch((err) =>
+      this.#inflight = this.#tryAcquireOrRenew().catch((err) =>
         this.#o.log.warn({ err: (err as Error).message, lease: this.#o.name }, "lease request failed"),
       );
+      await this.#inflight;
+      if (this.#stopped) return;
       if (this.#leading && Date.now() - this.#lastRenew > this.#o.renewDeadlineMs) this.#setLeading(false);
-      if (!this.#stopped) this.#timer = setTimeout(tick, this.#o.retryPeriodMs);
+      this.#timer = setTimeout(tick, this.#o.retryPeriodMs);
     };
     void tick();
   }
@@ -76,6 +79,7 @@ export class LeaderElection {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    await this.#inflight; // a renewal on its way must not make us leader again
     if (!this.#leading) return;
     this.#setLeading(false);
     try {
@@ -140,6 +144,7 @@ export class LeaderElection {
   }
 
   #renewed(): void {
+    if (this.#stopped) return;
     this.#lastRenew = Date.now();
     this.#observed = undefined;
     if (!this.#leading) this.#setLeading(true);
