@@ -91,10 +91,14 @@ export async function postToWebhook(
   url: string,
   caPem: string,
   body: unknown,
-  opts: { contentType?: string; method?: string; servername?: string } = {},
+  opts: { contentType?: string; method?: string; servername?: string; netnsPath?: string } = {},
 ): Promise<{ status: number; json: PodJson | undefined; text: string }> {
   const { request } = await import("node:https");
   const payload = typeof body === "string" ? body : JSON.stringify(body);
+  // From inside a test world's namespace (as the API server reaches the webhook's pod).
+  const viaNetns = opts.netnsPath
+    ? await netnsConnector(opts.netnsPath, new URL(url), caPem, opts.servername)
+    : undefined;
   return new Promise((resolve, reject) => {
     const req = request(
       url,
@@ -107,7 +111,7 @@ export async function postToWebhook(
           "content-length": Buffer.byteLength(payload),
         },
         timeout: 10_000,
-        agent: false,
+        ...(viaNetns ? { createConnection: viaNetns } : { agent: false }),
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -135,4 +139,22 @@ export async function admittedPod(pod: PodJson, response: PodJson): Promise<PodJ
   if (!response.allowed) throw new Error(`pod refused: ${response.status?.message}`);
   if (!response.patch) return pod;
   return applyJsonPatch(pod, JSON.parse(Buffer.from(response.patch, "base64").toString("utf8")));
+}
+
+async function netnsConnector(netnsPath: string, url: URL, caPem: string, servername?: string) {
+  const [{ connect }, net, { connectableFd, Netns }] = await Promise.all([
+    import("node:tls"),
+    import("node:net"),
+    import("../../agent/sys/linux.ts"),
+  ]);
+  return () => {
+    const ns = Netns.open(netnsPath);
+    try {
+      const raw = new net.Socket({ fd: connectableFd(ns, 0), readable: true, writable: true });
+      raw.connect(Number(url.port || 443), url.hostname);
+      return connect({ socket: raw, ca: caPem, ...(servername ? { servername } : {}) });
+    } finally {
+      ns.close();
+    }
+  };
 }

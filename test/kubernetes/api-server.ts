@@ -101,6 +101,7 @@ export class FakeApiServer {
   readonly #snapshots = new Map<string, Snapshot>();
   readonly #sockets = new Set<Socket>();
   #bookmarkTimer?: NodeJS.Timeout;
+  #fd?: number;
 
   readonly opts: { bookmarkIntervalMs?: number };
 
@@ -125,9 +126,16 @@ export class FakeApiServer {
     return server;
   }
 
-  async start(port = 0): Promise<string> {
-    await new Promise<void>((resolve) => this.#server.listen(port, "127.0.0.1", resolve));
-    this.#port = (this.#server.address() as AddressInfo).port;
+  /**
+   * Listens on 127.0.0.1:`port` (0: any), or on a socket already bound elsewhere (`fd`, e.g. one
+   * made inside a test world's namespace: the API server then lives at 127.0.0.1:`port` there).
+   */
+  async start(port = 0, fd?: number): Promise<string> {
+    this.#fd = fd;
+    await new Promise<void>((resolve) =>
+      fd === undefined ? this.#server.listen(port, "127.0.0.1", resolve) : this.#server.listen({ fd }, resolve),
+    );
+    this.#port = fd === undefined ? (this.#server.address() as AddressInfo).port : port;
     const every = this.opts.bookmarkIntervalMs ?? 1000;
     if (every > 0) this.#bookmarkTimer = setInterval(() => this.sendBookmarks(), every);
     return this.url;
@@ -148,6 +156,7 @@ export class FakeApiServer {
 
   /** Back on the same port, with the same objects (etcd kept them). */
   async up(): Promise<void> {
+    if (this.#fd !== undefined) throw new Error("a server on a borrowed socket cannot come back up");
     this.#server = this.#newServer();
     await this.start(this.#port);
   }
