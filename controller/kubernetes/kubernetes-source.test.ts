@@ -187,7 +187,7 @@ describe("the Kubernetes source", () => {
     await eventually(() => expect(names(s, "services")).toEqual(["shop/details", "shop/reviews"]), "relist after 410");
   });
 
-  it("mirrors routes and policies, and reports the ones the schemas refuse instead of applying them", async () => {
+  it("mirrors mesh routes and policies, reports the ones the schemas refuse, ignores gateways' routes", async () => {
     api.apply(
       httpRoute("shop", "reviews-split", {
         parentRefs: [{ group: "", kind: "Service", name: "reviews", port: 80 }],
@@ -202,10 +202,17 @@ describe("the Kubernetes source", () => {
       }),
     );
     api.apply(trafficPolicy("shop", "bad", { targetRefs: [{ name: "reviews" }], retries: { attempts: 99 } }));
+    api.apply(
+      httpRoute("shop", "ingress", {
+        parentRefs: [{ group: "gateway.networking.k8s.io", kind: "Gateway", name: "edge" }],
+        rules: [{ backendRefs: [{ name: "reviews", port: 80 }] }],
+      }),
+    );
     const s = await startSource();
     await eventually(() => expect(names(s, "httproutes")).toEqual(["shop/reviews-split"]));
     expect(s.store.list("trafficpolicies")).toEqual([]);
     expect(s.refusal("trafficpolicies", "shop", "bad")).toMatch(/spec.retries.attempts/);
+    expect(s.refusal("httproutes", "shop", "ingress")).toBeUndefined(); // a gateway's route: not ours at all
     api.apply(trafficPolicy("shop", "bad", { targetRefs: [{ name: "reviews" }], retries: { attempts: 3 } }));
     await eventually(() => expect(names(s, "trafficpolicies")).toEqual(["shop/bad"]));
     expect(s.refusal("trafficpolicies", "shop", "bad")).toBeUndefined();

@@ -15,6 +15,7 @@ import { MemoryStore } from "../store/memory-store.ts";
 import { type ObjectKey, type Store, StoreNotFoundError, StoreReadOnlyError, type WatchEvent } from "../store/store.ts";
 import { KubeApiError, type KubeClient, type KubeJson } from "./kube-client.ts";
 import {
+  isMeshRoute,
   type KubeObjectLike,
   namespaceIntercepted,
   type Translation,
@@ -113,8 +114,13 @@ export class KubernetesSource {
     services.informer.on("delete", (svc: KubeJson) => this.#removed("services", svc));
     for (const kind of WATCHED_TRAFFIC_KINDS) {
       const c = this.#collection(kind.plural, collectionPath(kind));
+      const route = kind.kind !== "TrafficPolicy";
       for (const verb of ["add", "update"] as const)
-        c.informer.on(verb, (obj: KubeJson) => this.#upsert(kind.plural, obj, translateTraffic(kind, obj)));
+        c.informer.on(verb, (obj: KubeJson) => {
+          if (route && !isMeshRoute(obj))
+            this.#removed(kind.plural, obj); // a gateway's route
+          else this.#upsert(kind.plural, obj, translateTraffic(kind, obj));
+        });
       c.informer.on("delete", (obj: KubeJson) => this.#removed(kind.plural, obj));
     }
   }

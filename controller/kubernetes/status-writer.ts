@@ -13,7 +13,7 @@ import type { Condition, KindInfo, PropagationStatus } from "../../api/resources
 import type { ObjectKey } from "../store/store.ts";
 import type { KubeClient, KubeJson } from "./kube-client.ts";
 import { collectionPath, type KubernetesSource } from "./kubernetes-source.ts";
-import { WATCHED_TRAFFIC_KINDS } from "./translate.ts";
+import { isMeshParent, isMeshRoute, WATCHED_TRAFFIC_KINDS } from "./translate.ts";
 
 export const CONTROLLER_NAME = "nodemesh.io/controller";
 
@@ -123,6 +123,7 @@ export class StatusWriter {
   }
 
   async #write(kind: KindInfo, obj: KubeJson): Promise<boolean> {
+    if (kind.kind !== "TrafficPolicy" && !isMeshRoute(obj)) return false; // a gateway controller's route
     const namespace = obj.metadata?.namespace ?? "";
     const name = obj.metadata?.name ?? "";
     const generation = obj.metadata?.generation ?? 1;
@@ -155,7 +156,7 @@ function routeStatus(obj: KubeJson, generation: number, a: Applied, now: string,
   const spec = (obj as { spec?: { parentRefs?: Json[] } }).spec;
   const previousParents = Array.isArray(previous.parents) ? (previous.parents as Json[]) : [];
   const others = previousParents.filter((p) => p.controllerName !== CONTROLLER_NAME);
-  const ours = (spec?.parentRefs ?? []).map((parentRef) => {
+  const ours = (spec?.parentRefs ?? []).filter(isMeshParent).map((parentRef) => {
     const before = previousParents.find(
       (p) => p.controllerName === CONTROLLER_NAME && isDeepStrictEqual(p.parentRef, parentRef),
     );

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { KINDS } from "../../api/resources.ts";
 import { service } from "../../test/kubernetes/objects.ts";
-import { translateService, translateTraffic } from "./translate.ts";
+import { isMeshRoute, translateService, translateTraffic } from "./translate.ts";
 
 describe("translateService", () => {
   it("keeps TCP ports with numeric targets, maps appProtocol, drops a targetPort equal to the port", () => {
@@ -66,12 +66,21 @@ describe("translateTraffic", () => {
     });
   });
 
-  it("refuses a Gateway API shape nodemesh does not serve, naming the field", () => {
+  it("refuses a Gateway API field nodemesh does not serve, naming it", () => {
     const t = translateTraffic(httpRoute, {
       metadata: { name: "r", namespace: "shop" },
-      spec: { parentRefs: [{ group: "gateway.networking.k8s.io", kind: "Gateway", name: "edge" }], rules: [{}] },
+      spec: { parentRefs: [{ group: "", kind: "Service", name: "reviews", sectionName: "http" }], rules: [{}] },
     });
     expect(t.ok).toBe(false);
     expect(!t.ok && t.reason).toMatch(/spec.parentRefs\[0\]/);
+  });
+
+  it("tells mesh routes (a Service parent) from a gateway's routes (kind defaults to Gateway)", () => {
+    const route = (parentRefs: unknown[]) => ({ spec: { parentRefs } });
+    expect(isMeshRoute(route([{ group: "", kind: "Service", name: "reviews" }]))).toBe(true);
+    expect(isMeshRoute(route([{ kind: "Service", name: "reviews" }]))).toBe(true);
+    expect(isMeshRoute(route([{ group: "gateway.networking.k8s.io", kind: "Gateway", name: "edge" }]))).toBe(false);
+    expect(isMeshRoute(route([{ name: "edge" }]))).toBe(false);
+    expect(isMeshRoute({ spec: {} })).toBe(false);
   });
 });

@@ -113,6 +113,20 @@ export const WATCHED_TRAFFIC_KINDS: readonly KindInfo[] = KINDS.filter((k) =>
   ["HTTPRoute", "GRPCRoute", "TrafficPolicy"].includes(k.kind),
 );
 
+/**
+ * A route with a Service among its parents (GAMMA) is the mesh's; one attached only to Gateways
+ * belongs to a gateway controller and is none of ours (no table entry, no status). A missing kind
+ * is a Gateway, as the Gateway API CRDs default it.
+ */
+export function isMeshParent(ref: { group?: string; kind?: string }): boolean {
+  return ref.kind === "Service" && (ref.group ?? "") in { "": 1, core: 1 };
+}
+
+export function isMeshRoute(obj: KubeObjectLike): boolean {
+  const parents = (obj.spec as { parentRefs?: unknown } | undefined)?.parentRefs;
+  return Array.isArray(parents) && parents.some((p) => typeof p === "object" && p !== null && isMeshParent(p));
+}
+
 export function translateTraffic(kind: KindInfo, obj: KubeObjectLike): Translation {
   const parsed = kind.spec.safeParse(obj.spec);
   if (!parsed.success) return { ok: false, reason: describeIssues(parsed.error.issues, ["spec"]) };

@@ -23,7 +23,7 @@ import { FakeApiServer, type KubeObject, RESOURCE_TYPES } from "../kubernetes/ap
 import { writeKubeConfig } from "../kubernetes/kubeconfig.ts";
 import { type Container, mountPaths, runToCompletion, startContainer } from "../kubernetes/kubelet.ts";
 import { findManifest, type Manifest, renderManifests } from "../kubernetes/manifests.ts";
-import { httpRoute, namespace, service } from "../kubernetes/objects.ts";
+import { httpRoute, namespace, service, trafficPolicy } from "../kubernetes/objects.ts";
 import { type Controller, type Node, type Pod, type Proc, World } from "../world/world.ts";
 import { httpFrom } from "./netns-client.ts";
 
@@ -255,6 +255,25 @@ describe("the Kubernetes install, end to end", () => {
       const applied = parents?.[0]?.conditions?.find((c: { type: string }) => c.type === "Applied");
       return applied?.status === "True" ? parents : undefined;
     });
+    // A TrafficPolicy (the nodemesh CRD) gets its APPLIED column; a gateway's route gets nothing from us.
+    api.apply(
+      trafficPolicy("shop", "reviews-retries", { targetRefs: [{ name: "reviews" }], retries: { attempts: 2 } }),
+    );
+    api.apply(
+      httpRoute("shop", "ingress", {
+        parentRefs: [{ group: "gateway.networking.k8s.io", kind: "Gateway", name: "edge" }],
+        rules: [{ backendRefs: [{ name: "reviews", port: 80 }] }],
+      }),
+    );
+    const policy = await eventually("the policy's status", 20_000, () => {
+      const s = api.get("trafficpolicies", "shop", "reviews-retries")?.status;
+      return s?.applied === "2/2" ? s : undefined;
+    });
+    expect(policy).toMatchObject({ observedGeneration: 1, agentsApplied: 2, agentsTotal: 2 });
+    expect(policy.conditions).toContainEqual(
+      expect.objectContaining({ type: "Applied", status: "True", reason: "Applied" }),
+    );
+    expect(api.get("httproutes", "shop", "ingress")?.status).toBeUndefined();
     expect(status[0]).toMatchObject({
       controllerName: "nodemesh.io/controller",
       parentRef: { name: "reviews", port: 80 },
