@@ -135,9 +135,9 @@ describe("the Kubernetes source", () => {
     expect(serviceLists.length).toBeGreaterThanOrEqual(4); // 8 services in pages of 2
     expect(serviceLists.every((r) => r.query.limit === "2")).toBe(true);
     expect(serviceLists.some((r) => r.query.continue)).toBe(true);
-    const watches = api.requests.filter((r) => r.query.watch === "true");
-    expect(watches.length).toBeGreaterThanOrEqual(5);
-    expect(watches.every((r) => r.query.allowWatchBookmarks === "true" && r.query.resourceVersion)).toBe(true);
+    const watches = () => api.requests.filter((r) => r.query.watch === "true");
+    await eventually(() => expect(watches().length).toBeGreaterThanOrEqual(5), "a watch per collection");
+    expect(watches().every((r) => r.query.allowWatchBookmarks === "true" && r.query.resourceVersion)).toBe(true);
   });
 
   it("follows changes: updates, deletions, a namespace opting in and out", async () => {
@@ -162,7 +162,7 @@ describe("the Kubernetes source", () => {
     await eventually(() => expect(api.watchCount()).toBe(5));
     api.apply(namespace("other")); // the services watch sees nothing of it ...
     api.sendBookmarks(); // ... but its bookmark moves it past it
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 500)); // (bookmarks are read asynchronously)
     api.compact();
     const listsBefore = api.requests.filter((r) => r.query.watch !== "true").length;
     api.closeWatches();
@@ -235,5 +235,37 @@ describe("KubeClient.listAll", () => {
     expect(err).toBeInstanceOf(KubeApiError);
     expect(err.code).toBe(410);
     expect((await client.listAll("/api/v1/services", 1)).items).toHaveLength(3);
+  });
+});
+
+describe("the REST API over the Kubernetes mirror", () => {
+  it("serves reads and refuses writes with 405, pointing at kubectl", async () => {
+    const { startRestServer } = await import("../rest/server.ts");
+    const { Registry } = await import("prom-client");
+    const { ReadOnlyStore } = await import("./kubernetes-source.ts");
+    const rest = await startRestServer({
+      store: new ReadOnlyStore(new MemoryStore()),
+      registry: new Registry(),
+      host: "127.0.0.1",
+      port: 0,
+    });
+    try {
+      const url = `${rest.url}/apis/nodemesh.io/v1alpha1/namespaces/shop/trafficpolicies`;
+      expect((await fetch(url)).status).toBe(200);
+      const res = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          apiVersion: "nodemesh.io/v1alpha1",
+          kind: "TrafficPolicy",
+          metadata: { name: "p", namespace: "shop" },
+          spec: { targetRefs: [{ name: "reviews" }] },
+        }),
+      });
+      expect(res.status).toBe(405);
+      expect(((await res.json()) as { message: string }).message).toMatch(/kubectl/);
+    } finally {
+      await rest.close();
+    }
   });
 });
