@@ -161,11 +161,10 @@ export class KubernetesSource {
   }
 
   #collection(name: string, path: string): Collection {
-    const c = { name, path, listed: false, failures: 0 } as Collection;
-    (c as { informer: Collection["informer"] }).informer = this.#o.client.informer(path, this.#o.pageSize, () =>
-      this.#listed(c),
-    );
-    c.informer.on("error", (err: unknown) => this.#failed(c, err));
+    // The callbacks run once the informer is started, when `c` exists.
+    const informer = this.#o.client.informer(path, this.#o.pageSize, () => this.#listed(c));
+    const c: Collection = { name, path, informer, listed: false, failures: 0 };
+    informer.on("error", (err: unknown) => this.#failed(c, err));
     this.#collections.push(c);
     return c;
   }
