@@ -30,12 +30,27 @@ export const ObjectMeta = z.strictObject({
 });
 export type ObjectMeta = z.infer<typeof ObjectMeta>;
 
+/** A Kubernetes condition (metav1.Condition), as the controller writes it on Kubernetes. */
+export const Condition = z.strictObject({
+  type: z.string(),
+  status: z.enum(["True", "False", "Unknown"]),
+  reason: z.string().optional(),
+  message: z.string().optional(),
+  observedGeneration: z.number().int().optional(),
+  lastTransitionTime: z.string().optional(),
+});
+export type Condition = z.infer<typeof Condition>;
+
 /** Status every kind carries: how many agents applied the object's current generation. */
 export const PropagationStatus = z.strictObject({
   observedGeneration: z.number().int().optional(),
   agentsApplied: z.number().int().optional(),
   agentsTotal: z.number().int().optional(),
   lastAppliedTime: z.string().optional(),
+  /** "N/M", for `kubectl get` (a printer column cannot join two fields). Written on Kubernetes. */
+  applied: z.string().optional(),
+  /** `Applied`: True once every connected agent applied this generation. Written on Kubernetes. */
+  conditions: z.array(Condition).optional(),
 });
 export type PropagationStatus = z.infer<typeof PropagationStatus>;
 

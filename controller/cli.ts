@@ -1,11 +1,12 @@
-// `nodemesh controller`: the standalone controller (embedded defaults: file store, no Kubernetes).
+// `nodemesh controller`: the controller (default: file store; `--source kubernetes` reads Kubernetes).
 
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { CONTROLLER_GRPC_PORT } from "../api/agent-service.ts";
 import { DEFAULT_MAX_NODES } from "./config/agent-server.ts";
-import { Controller } from "./controller.ts";
+import { Controller, type ControllerOptions } from "./controller.ts";
 import { DEFAULT_REST_PORT } from "./rest/server.ts";
+import { DEFAULT_WEBHOOK_PORT } from "./webhook/webhook-server.ts";
 
 const HELP = `Usage: nodemesh controller [options]
 
@@ -29,12 +30,54 @@ Options:
                           the agent that first claimed it: \`nodemesh nodes release NODE\` frees it
   --log-level LEVEL       trace, debug, info, warn, error (default: info)
   -h, --help              show this help
+
+Kubernetes (docs/kubernetes.md):
+  --source file|kubernetes
+                          where Services, routes and policies come from (default: file, the store
+                          above). kubernetes: Services of namespaces annotated nodemesh.io/intercept:
+                          enabled, Gateway API HTTPRoutes/GRPCRoutes and TrafficPolicies, read-only
+                          here (write them with kubectl); the Lease leader writes their status
+  --kubeconfig FILE       API server credentials (default: the pod's service account)
+  --namespace NS          the controller's namespace: Lease, webhook Secret, Service
+                          (default: $POD_NAMESPACE, else nodemesh-system)
+  --webhook-port PORT     HTTPS port of the injection webhook, POST /inject (default: ${DEFAULT_WEBHOOK_PORT}; 0: off)
+  --webhook-tls-dir DIR   tls.crt and tls.key the webhook serves (the Secret the leader issues, mounted;
+                          re-read when they change) (default: /etc/nodemesh/webhook-tls)
+  --inject-image IMAGE    image of the injected init container (default: this controller's own image)
 `;
 
 function port(name: string, value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`--${name} must be a port number, got "${value}"`);
   return n;
+}
+
+function kubernetesOptions(values: {
+  source: string;
+  kubeconfig?: string;
+  namespace?: string;
+  "webhook-port": string;
+  "webhook-tls-dir": string;
+  "inject-image"?: string;
+}): ControllerOptions["kubernetes"] {
+  if (values.source === "file") return undefined;
+  if (values.source !== "kubernetes") throw new Error(`--source must be file or kubernetes, got "${values.source}"`);
+  const webhookPort = port("webhook-port", values["webhook-port"]);
+  return {
+    ...(values.kubeconfig ? { kubeconfig: values.kubeconfig } : {}),
+    namespace: values.namespace ?? process.env.POD_NAMESPACE ?? "nodemesh-system",
+    ...(process.env.POD_NAME ? { identity: process.env.POD_NAME } : {}),
+    ...(webhookPort > 0
+      ? {
+          webhook: {
+            host: "0.0.0.0",
+            port: webhookPort,
+            tlsDir: values["webhook-tls-dir"],
+            ...(values["inject-image"] ? { image: values["inject-image"] } : {}),
+          },
+        }
+      : {}),
+  };
 }
 
 export async function runController(argv: string[]): Promise<number> {
@@ -51,6 +94,12 @@ export async function runController(argv: string[]): Promise<number> {
       "insecure-agents": { type: "boolean", default: false },
       "max-nodes": { type: "string", default: String(DEFAULT_MAX_NODES) },
       "log-level": { type: "string", default: "info" },
+      source: { type: "string", default: "file" },
+      kubeconfig: { type: "string" },
+      namespace: { type: "string" },
+      "webhook-port": { type: "string", default: String(DEFAULT_WEBHOOK_PORT) },
+      "webhook-tls-dir": { type: "string", default: "/etc/nodemesh/webhook-tls" },
+      "inject-image": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -74,6 +123,7 @@ export async function runController(argv: string[]): Promise<number> {
     insecureAgents: values["insecure-agents"],
     maxNodes,
     logLevel: values["log-level"],
+    ...(kubernetesOptions(values) ? { kubernetes: kubernetesOptions(values) } : {}),
   });
   await new Promise<void>((resolve) => {
     process.once("SIGTERM", resolve);

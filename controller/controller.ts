@@ -8,6 +8,7 @@ import { TokenAuth } from "./auth.ts";
 import { AgentServer } from "./config/agent-server.ts";
 import { NodeBindings } from "./config/node-bindings.ts";
 import { GraphQueries } from "./graph/service-graph.ts";
+import { KubernetesMode, type KubernetesModeOptions } from "./kubernetes/kubernetes-mode.ts";
 import { createControllerRegistry, registerStoreMetrics } from "./metrics.ts";
 import { type RestServer, startRestServer } from "./rest/server.ts";
 import { FileStore } from "./store/file-store.ts";
@@ -30,6 +31,8 @@ export interface ControllerOptions {
   /** Most node names bound at once (default: AgentServer's). */
   maxNodes?: number;
   logLevel: string;
+  /** Kubernetes as the source of truth instead of the file store (`--source kubernetes`). */
+  kubernetes?: Omit<KubernetesModeOptions, "log">;
 }
 
 export class Controller {
@@ -37,15 +40,18 @@ export class Controller {
   readonly store: Store;
   private rest?: RestServer;
   private agents?: AgentServer;
+  readonly kubernetes?: KubernetesMode;
 
   private constructor(opts: ControllerOptions) {
     this.log = pino({ level: opts.logLevel, base: { component: "controller" } });
-    this.store = new FileStore(opts.storeDir);
+    if (opts.kubernetes) this.kubernetes = new KubernetesMode({ ...opts.kubernetes, log: this.log });
+    this.store = this.kubernetes?.store ?? new FileStore(opts.storeDir);
   }
 
   static async start(opts: ControllerOptions): Promise<Controller> {
     const c = new Controller(opts);
     await c.store.open(); // a corrupt store throws here: the controller refuses to start
+    await c.kubernetes?.startSource(); // agents get a table only once Kubernetes was read
     const registry = createControllerRegistry();
     registerStoreMetrics(registry, c.store);
     const auth = opts.tokensFile ? await TokenAuth.fromFile(opts.tokensFile) : undefined;
@@ -66,6 +72,7 @@ export class Controller {
       log: c.log.child({ component: "agent-server" }),
     });
     const agents = c.agents;
+    c.kubernetes?.startLeaderDuties((key) => agents.propagation(key));
     c.rest = await startRestServer({
       store: c.store,
       registry,
@@ -94,11 +101,13 @@ export class Controller {
         },
       },
     });
-    c.log.info({ rest: c.rest.url, grpc: `${opts.grpcHost}:${agents.port}`, store: opts.storeDir }, "controller ready");
+    const source = c.kubernetes ? "kubernetes" : opts.storeDir;
+    c.log.info({ rest: c.rest.url, grpc: `${opts.grpcHost}:${agents.port}`, store: source }, "controller ready");
     return c;
   }
 
   async stop(): Promise<void> {
+    await this.kubernetes?.stop();
     await this.rest?.close();
     await this.agents?.stop();
     await this.store.close();

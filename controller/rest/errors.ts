@@ -3,7 +3,7 @@
 // `toStatus` is the one place where an error becomes the Kubernetes `Status` a client receives.
 
 import { StoreUnavailableError } from "../store/memory-store.ts";
-import { StoreAlreadyExistsError, StoreConflictError, StoreNotFoundError } from "../store/store.ts";
+import { StoreAlreadyExistsError, StoreConflictError, StoreNotFoundError, StoreReadOnlyError } from "../store/store.ts";
 
 export const REST_ERRORS = {
   BadRequest: 400, // body is not JSON, not an object, or a query is unusable
@@ -28,6 +28,7 @@ const STORE_ERRORS: ReadonlyArray<readonly [new (...args: never[]) => Error, Rea
   [StoreAlreadyExistsError, "AlreadyExists"],
   [StoreConflictError, "Conflict"],
   [StoreUnavailableError, "ServiceUnavailable"],
+  [StoreReadOnlyError, "MethodNotAllowed"],
 ];
 
 export interface StatusCause {

@@ -19,6 +19,8 @@ export interface WatchEvent {
 export class StoreConflictError extends Error {}
 export class StoreNotFoundError extends Error {}
 export class StoreAlreadyExistsError extends Error {}
+/** The objects come from elsewhere (Kubernetes) and are changed there, not through this store. */
+export class StoreReadOnlyError extends Error {}
 
 export interface Store {
   /** Loads the store; a corrupt store throws with a clear message, never starts empty. */
