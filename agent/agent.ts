@@ -11,7 +11,7 @@ import { PodRegistry } from "./control/pods.ts";
 import { loadServiceFile, type VersionedTable } from "./control/service-source.ts";
 import { WorkerPool } from "./control/workers.ts";
 import type { AccessLogOptions } from "./dataplane/access-log.ts";
-import { ENDPOINT_SLOTS, ROUTE_SLOTS, SlotAllocator } from "./dataplane/shared-state.ts";
+import { ENDPOINT_SLOTS, ROUTE_SLOTS, SharedState, SlotAllocator } from "./dataplane/shared-state.ts";
 import { slotKeys } from "./dataplane/snapshot.ts";
 
 export interface AgentOptions {
@@ -49,8 +49,14 @@ export interface ControllerOptions {
 export class Agent {
   readonly log: Logger;
   private readonly opts: AgentOptions;
-  private readonly routeSlots = new SlotAllocator(ROUTE_SLOTS);
-  private readonly endpointSlots = new SlotAllocator(ENDPOINT_SLOTS);
+  // A reclaimed slot's counters are zeroed before its new owner's first request (the workers
+  // see the new owner only in the snapshot that follows).
+  private readonly routeSlots = new SlotAllocator(ROUTE_SLOTS, { onReuse: (slot) => this.shared.resetRoute(slot) });
+  private readonly endpointSlots = new SlotAllocator(ENDPOINT_SLOTS, {
+    onReuse: (slot) => this.shared.resetEndpoint(slot),
+  });
+  /** The control thread's view of the workers' shared counters (set once the pool exists). */
+  private shared!: SharedState;
   private pool!: WorkerPool;
   private pods!: PodRegistry;
   private controller: ControllerLink | undefined;
@@ -85,6 +91,7 @@ export class Agent {
       },
       this.log,
     );
+    this.shared = new SharedState(this.pool.shared);
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));
     else this.applyTable({ version: "empty", table: { services: [] }, source: "none" });
     this.pods = new PodRegistry(o.stateDir, this.pool, this.log);
@@ -157,6 +164,9 @@ export class Agent {
   /** Sends the workers a snapshot of `table` with the current slots, node and RTTs. */
   private broadcast(table: VersionedTable = this.table): void {
     const keys = slotKeys(table.table);
+    // Slots of routes and endpoints gone from this table go into quarantine, then to new keys.
+    this.routeSlots.retainOnly(new Set(keys.routes));
+    this.endpointSlots.retainOnly(new Set(keys.endpoints));
     this.pool.broadcastSnapshot({
       version: table.version,
       // Parsed here, once, with their defaults filled in: the workers never load the schemas.

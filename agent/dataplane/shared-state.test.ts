@@ -234,3 +234,95 @@ describe("SlotAllocator", () => {
     expect(slots.slot("k5")).toBe(3);
   });
 });
+
+describe("SlotAllocator reclaiming slots", () => {
+  /** An allocator on a clock the test moves, recording every slot it reuses. */
+  function allocator(capacity: number, quarantineMs = 1000) {
+    const clock = { ms: 0 };
+    const reused: number[] = [];
+    const slots = new SlotAllocator(capacity, { quarantineMs, now: () => clock.ms, onReuse: (s) => reused.push(s) });
+    return { slots, clock, reused };
+  }
+
+  it("keeps a freed slot out of use for the quarantine, then gives it to a new key", () => {
+    const { slots, clock, reused } = allocator(4);
+    const a = slots.slot("10.244.1.11:8080");
+    slots.slot("10.244.1.12:8080");
+    slots.retainOnly(new Set(["10.244.1.12:8080"]));
+    clock.ms = 999;
+    expect(slots.slot("10.244.1.13:8080")).toBe(3); // a fresh slot; a's is still in quarantine
+    expect(reused).toEqual([]);
+    clock.ms = 1000;
+    expect(slots.slot("10.244.1.14:8080")).toBe(a);
+    expect(reused).toEqual([a]);
+    expect(slots.size).toEqual({ keys: 3, quarantined: 0 });
+  });
+
+  it("keeps the slot of a key that stays, and frees a shared slot only when its last key leaves", () => {
+    const { slots, clock } = allocator(3, 0);
+    const got = ["a", "b", "c"].map((k) => slots.slot(k)); // capacity 3: slots 1, 2, then 1 again
+    expect(got).toEqual([1, 2, 1]);
+    slots.retainOnly(new Set(["b", "c"]));
+    clock.ms = 1;
+    expect(slots.slot("d")).toBe(1); // slot 1 is still held by c: shared again, not reused
+    slots.retainOnly(new Set(["b", "d"]));
+    clock.ms = 2;
+    expect(slots.slot("e")).toBe(1); // still held by d: shared
+    slots.retainOnly(new Set(["b"]));
+    clock.ms = 3;
+    expect(slots.slot("f")).toBe(1); // its last keys left: free, and f alone holds it
+    expect(slots.size).toEqual({ keys: 2, quarantined: 0 });
+    expect(slots.slot("b")).toBe(2);
+  });
+
+  it("churns 200k endpoint addresses through 65k slots without sharing and with bounded memory", () => {
+    const { slots, clock, reused } = allocator(ENDPOINT_SLOTS, 10 * 60_000);
+    const LIVE = 1000; // endpoints in each snapshot
+    const ROUNDS = 200; // each snapshot replaces every endpoint: 200k addresses in all
+    const everUsed = new Set<number>();
+    let maxQuarantined = 0;
+    for (let round = 0; round < ROUNDS; round++) {
+      clock.ms += 60_000; // a snapshot a minute
+      const keys = Array.from({ length: LIVE }, (_, i) => {
+        const n = round * LIVE + i;
+        return `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}:8080`;
+      });
+      slots.retainOnly(new Set(keys));
+      const assigned = keys.map((k) => slots.slot(k));
+      expect(new Set(assigned).size).toBe(LIVE); // no two live endpoints share a slot
+      for (const s of assigned) {
+        expect(s).toBeGreaterThan(0);
+        expect(s).toBeLessThan(ENDPOINT_SLOTS);
+        everUsed.add(s);
+      }
+      maxQuarantined = Math.max(maxQuarantined, slots.size.quarantined);
+      expect(slots.size.keys).toBe(LIVE); // departed keys are forgotten
+    }
+    // 10 minutes of quarantine at 1000 departures a minute: about 11k slots in use at most.
+    expect(everUsed.size).toBeLessThanOrEqual(12 * LIVE);
+    expect(maxQuarantined).toBeLessThanOrEqual(11 * LIVE);
+    expect(reused.length).toBeGreaterThan(150 * LIVE);
+  });
+});
+
+describe("SharedState resets a reclaimed slot", () => {
+  it("zeroes an endpoint's breaker, failure run and ejection, and a route's counters", () => {
+    const [a, b] = twoWorkers();
+    expect(a.tryStartRequest(9, 10)).toBe(true);
+    a.tryOpenConnection(9, 10);
+    a.tryStartPending(9, 10);
+    a.recordFailure(9);
+    expect(a.eject(9, 1000, 30_000, 300_000)).toBe(true);
+    a.routeRequestStarted(5);
+    a.nextRoundRobin(5);
+    b.resetEndpoint(9);
+    b.resetRoute(5);
+    expect(a.activeRequests(9)).toBe(0);
+    expect(a.isEjected(9, 1001)).toBe(false);
+    expect(a.recordFailure(9)).toBe(1);
+    expect(a.tryOpenConnection(9, 1)).toBe(true);
+    expect(a.tryStartPending(9, 1)).toBe(true);
+    expect(a.nextRoundRobin(5)).toBe(0);
+    expect(a.tryStartRetry(5, 0, 1)).toBe(true); // no active retries left over
+  });
+});

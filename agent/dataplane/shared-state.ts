@@ -3,7 +3,8 @@
 // keep-alive connection lands on one worker). Plain integers updated with Atomics; no locks.
 //
 // Routes (a service port) and endpoints (ip:port) get stable slots from the control thread
-// (SlotAllocator), so counters survive configuration changes.
+// (SlotAllocator), so counters survive configuration changes; slots of keys that left the
+// configuration are reclaimed after a quarantine.
 
 export const ROUTE_SLOTS = 16_384;
 export const ENDPOINT_SLOTS = 65_536;
@@ -157,6 +158,18 @@ export class SharedState {
     return true;
   }
 
+  /** Zeroes a reclaimed endpoint slot's counters and ejection before a new endpoint owns it. */
+  resetEndpoint(endpointSlot: number): void {
+    for (let field = 0; field < ENDPOINT_FIELDS; field++)
+      Atomics.store(this.endpoints, endpointSlot * ENDPOINT_FIELDS + field, 0);
+    Atomics.store(this.ejected, endpointSlot, 0n);
+  }
+
+  /** Zeroes a reclaimed route slot's counters before a new route owns it. */
+  resetRoute(routeSlot: number): void {
+    for (let field = 0; field < ROUTE_FIELDS; field++) Atomics.store(this.routes, routeSlot * ROUTE_FIELDS + field, 0);
+  }
+
   // ---- rate limiting
 
   /**
@@ -179,23 +192,96 @@ export class SharedState {
 }
 
 /**
- * Stable slot numbers for keys (route "vip:port", endpoint "ip:port"): a key keeps its slot across
- * snapshots so its counters carry on. Slot 0 is never handed out: it is where traffic without a
- * known route or endpoint is counted, apart from everyone else. Past capacity keys share slots
- * (and so their limits and ejections); slots are not reclaimed.
+ * Stable slot numbers for keys (route "vip:port", endpoint "ip:port"): a key keeps its slot while
+ * it stays in the configuration, so its counters carry on across snapshots. Slot 0 is never handed
+ * out: it is where traffic without a known route or endpoint is counted, apart from everyone else.
+ *
+ * Pod churn gives every new pod IP a new key, so slots of keys that left the configuration are
+ * reclaimed (`retainOnly`). A freed slot is quarantined first: requests still in flight on the
+ * departed endpoint end after it left and decrement its counters, which must not land on a new
+ * owner. After the quarantine the slot is reused and `onReuse` resets its counters. Only when
+ * every slot is live or quarantined do keys share slots (and so their limits and ejections).
  */
 export class SlotAllocator {
   private readonly slots = new Map<string, number>();
+  /** Keys holding each slot: more than one only past capacity. */
+  private readonly holders: Uint32Array;
+  /** Freed slots, oldest first, each with the time it was freed. */
+  private readonly quarantine: { slot: number; freedAt: number }[] = [];
+  private quarantineHead = 0;
+  private readonly free: number[] = [];
+  /** The next slot never handed out yet. */
+  private fresh = 1;
   private readonly capacity: number;
-  constructor(capacity: number) {
+  private readonly quarantineMs: number;
+  private readonly now: () => number;
+  private readonly onReuse: (slot: number) => void;
+
+  constructor(capacity: number, opts: SlotAllocatorOptions = {}) {
     this.capacity = capacity;
+    this.holders = new Uint32Array(capacity);
+    this.quarantineMs = opts.quarantineMs ?? SLOT_QUARANTINE_MS;
+    this.now = opts.now ?? Date.now;
+    this.onReuse = opts.onReuse ?? (() => {});
   }
+
   slot(key: string): number {
     let slot = this.slots.get(key);
-    if (slot === undefined) {
-      slot = 1 + (this.slots.size % (this.capacity - 1));
-      this.slots.set(key, slot);
-    }
+    if (slot !== undefined) return slot;
+    slot = this.unusedSlot() ?? 1 + (this.slots.size % (this.capacity - 1));
+    this.holders[slot]!++;
+    this.slots.set(key, slot);
     return slot;
   }
+
+  /** Frees the slots of every key not in `live` (the keys of the snapshot now in force). */
+  retainOnly(live: ReadonlySet<string>): void {
+    const freedAt = this.now();
+    for (const [key, slot] of this.slots) {
+      if (live.has(key)) continue;
+      this.slots.delete(key);
+      if (--this.holders[slot]! === 0) this.quarantine.push({ slot, freedAt });
+    }
+  }
+
+  /** Keys holding a slot, and slots waiting out their quarantine (for tests and debugging). */
+  get size(): { keys: number; quarantined: number } {
+    return { keys: this.slots.size, quarantined: this.quarantine.length - this.quarantineHead };
+  }
+
+  private unusedSlot(): number | undefined {
+    this.endQuarantines();
+    const reused = this.free.pop();
+    if (reused !== undefined) {
+      this.onReuse(reused);
+      return reused;
+    }
+    return this.fresh < this.capacity ? this.fresh++ : undefined;
+  }
+
+  private endQuarantines(): void {
+    const cutoff = this.now() - this.quarantineMs;
+    while (this.quarantineHead < this.quarantine.length && this.quarantine[this.quarantineHead]!.freedAt <= cutoff) {
+      this.free.push(this.quarantine[this.quarantineHead++]!.slot);
+    }
+    // Compact once the consumed head dominates, so the queue's array stays bounded.
+    if (this.quarantineHead > 1024 && this.quarantineHead * 2 > this.quarantine.length) {
+      this.quarantine.splice(0, this.quarantineHead);
+      this.quarantineHead = 0;
+    }
+  }
+}
+
+/**
+ * How long a freed slot waits before reuse: longer than requests normally last after their
+ * endpoint left (the upstream pools drain then), so late decrements find no new owner.
+ */
+export const SLOT_QUARANTINE_MS = 10 * 60_000;
+
+export interface SlotAllocatorOptions {
+  quarantineMs?: number;
+  /** The clock (ms); tests pass their own. */
+  now?: () => number;
+  /** Called when a quarantined slot gets a new key: reset its counters. */
+  onReuse?: (slot: number) => void;
 }
