@@ -25,12 +25,13 @@ DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl h2load prometheus prom
 
 VITEST_JSON := test-results/vitest.json
 
-.PHONY: help setup debian-packages test check lint format typecheck demo build bench clean
+.PHONY: help setup debian-packages test test-unit check lint format typecheck demo build bench clean
 
 help:
 	@echo "make setup      install Node $(NODE_MAJOR_WANTED) (if needed), Debian tools and npm packages"
 	@echo "make demo       run the mesh on this machine: 2 nodes in network namespaces, sample services"
 	@echo "make test       lint, type check and the whole test suite (as root)"
+	@echo "make test-unit  the unit tests alone: no root needed, about half a minute"
 	@echo "make build      compile to JavaScript in dist/ (what production runs)"
 	@echo "make bench      benchmarks: direct vs nodemesh vs HAProxy, control plane at scale (QUICK=1: short)"
 
@@ -69,6 +70,11 @@ test: check
 	@mkdir -p test-results
 	@rc=0; npx vitest run --reporter=default --reporter=json --outputFile.json=$(VITEST_JSON) || rc=$$?; \
 	node test/summary.ts $(VITEST_JSON) $$rc; exit $$rc
+
+# The unit project alone: no root, no namespaces (as any user; vite's config bundle is loaded in
+# memory so a read-only checkout works too).
+test-unit: node_modules/.installed
+	npx vitest run --project unit --configLoader runner
 
 demo: setup
 	node test/demo.ts

@@ -1,31 +1,15 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { asNewObject, httpRouteResource, trafficPolicyResource } from "../config/testing/fixtures.ts";
 import { FileStore } from "./file-store.ts";
-import { contentOf, serviceAt } from "./store-test-objects.fixture.ts";
+import { serviceAt } from "./store-test-objects.fixture.ts";
+import { serviceKey, useTempStore } from "./temp-store.fixture.ts";
 
-const WRITER = fileURLToPath(new URL("./file-store-writer.fixture.ts", import.meta.url));
-
-let dir: string;
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), "nodemesh-file-store-"));
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
-
-async function openStore(): Promise<FileStore> {
-  const store = new FileStore(dir);
-  await store.open();
-  return store;
-}
-
-const key = (name: string, namespace = "default") => ({ plural: "services", namespace, name });
+const temp = useTempStore();
+const openStore = temp.open;
+const key = serviceKey;
 
 describe("FileStore", () => {
   it("keeps objects, generations and the resourceVersion across a restart", async () => {
@@ -49,7 +33,7 @@ describe("FileStore", () => {
     const policy = await first.create(asNewObject(trafficPolicyResource("web")));
     await first.create(serviceAt("default", "web", 1));
     await first.close();
-    expect(existsSync(join(dir, "objects", "httproutes", "default", "web.json"))).toBe(true);
+    expect(existsSync(join(temp.dir(), "objects", "httproutes", "default", "web.json"))).toBe(true);
 
     const second = await openStore();
     expect(second.get({ plural: "httproutes", namespace: "default", name: "web" })).toEqual(route);
@@ -80,10 +64,10 @@ describe("FileStore", () => {
     await store.create(serviceAt("default", "a", 1));
     await store.create(serviceAt("default", "b", 2));
     await store.close();
-    const bad = join(dir, "objects", "services", "default", "b.json");
+    const bad = join(temp.dir(), "objects", "services", "default", "b.json");
     await writeFile(bad, '{"apiVersion": "nodemesh.io/v1alpha1", "kind": "Serv');
 
-    const reopened = new FileStore(dir);
+    const reopened = new FileStore(temp.dir());
     await expect(reopened.open()).rejects.toThrow(`the store is corrupt: ${bad}: not JSON`);
     await expect(reopened.open()).rejects.toThrow(/refusing to start/);
     // Refusing must not repair by deleting: the bad file is still there for a human to look at.
@@ -94,10 +78,10 @@ describe("FileStore", () => {
     const store = await openStore();
     const stored = await store.create(serviceAt("default", "a", 1));
     await store.close();
-    const path = join(dir, "objects", "services", "default", "a.json");
+    const path = join(temp.dir(), "objects", "services", "default", "a.json");
     await writeFile(path, JSON.stringify({ ...stored, spec: { ...(stored.spec as object), ports: [] } }));
 
-    await expect(new FileStore(dir).open()).rejects.toThrow(
+    await expect(new FileStore(temp.dir()).open()).rejects.toThrow(
       new RegExp(`the store is corrupt: ${path}: spec.ports: .*; refusing to start`),
     );
   });
@@ -106,38 +90,40 @@ describe("FileStore", () => {
     const store = await openStore();
     const stored = await store.create(serviceAt("default", "a", 1));
     await store.close();
-    const path = join(dir, "objects", "services", "default", "z.json");
+    const path = join(temp.dir(), "objects", "services", "default", "z.json");
     await writeFile(path, JSON.stringify(stored));
 
-    await expect(new FileStore(dir).open()).rejects.toThrow(`the store is corrupt: ${path}`);
+    await expect(new FileStore(temp.dir()).open()).rejects.toThrow(`the store is corrupt: ${path}`);
   });
 
   it("refuses a corrupt meta.json, and a missing one when objects exist", async () => {
     const store = await openStore();
     await store.create(serviceAt("default", "a", 1));
     await store.close();
-    const meta = join(dir, "meta.json");
+    const meta = join(temp.dir(), "meta.json");
 
     await writeFile(meta, "");
-    await expect(new FileStore(dir).open()).rejects.toThrow(`the store is corrupt: ${meta}`);
+    await expect(new FileStore(temp.dir()).open()).rejects.toThrow(`the store is corrupt: ${meta}`);
     await rm(meta);
-    await expect(new FileStore(dir).open()).rejects.toThrow(`the store is corrupt: ${meta}: the file is missing`);
+    await expect(new FileStore(temp.dir()).open()).rejects.toThrow(
+      `the store is corrupt: ${meta}: the file is missing`,
+    );
   });
 
   it("removes temp files left by a crash and ignores their content", async () => {
     const store = await openStore();
     await store.create(serviceAt("default", "a", 1));
     await store.close();
-    const nsDir = join(dir, "objects", "services", "default");
+    const nsDir = join(temp.dir(), "objects", "services", "default");
     await writeFile(join(nsDir, "a.json.tmp"), '{"torn');
     await writeFile(join(nsDir, "ghost.json.tmp"), JSON.stringify(serviceAt("default", "ghost", 9)));
-    await writeFile(join(dir, "meta.json.tmp"), '{"resourceVersion":"99"}');
+    await writeFile(join(temp.dir(), "meta.json.tmp"), '{"resourceVersion":"99"}');
 
     const reopened = await openStore();
     expect(reopened.list("services").map((o) => o.metadata.name)).toEqual(["a"]);
     expect(reopened.resourceVersion()).toBe("1");
     expect(await readdir(nsDir)).toEqual(["a.json"]);
-    expect(existsSync(join(dir, "meta.json.tmp"))).toBe(false);
+    expect(existsSync(join(temp.dir(), "meta.json.tmp"))).toBe(false);
     await reopened.close();
   });
 
@@ -145,9 +131,9 @@ describe("FileStore", () => {
     const store = await openStore();
     await store.create(serviceAt("default", "a", 1));
     await store.close();
-    const text = await readFile(join(dir, "objects", "services", "default", "a.json"), "utf8");
+    const text = await readFile(join(temp.dir(), "objects", "services", "default", "a.json"), "utf8");
     expect(text).toContain('\n  "kind": "Service",\n');
-    expect(JSON.parse(await readFile(join(dir, "meta.json"), "utf8"))).toEqual({ resourceVersion: "1" });
+    expect(JSON.parse(await readFile(join(temp.dir(), "meta.json"), "utf8"))).toEqual({ resourceVersion: "1" });
   });
 
   it("serializes concurrent writes in call order", async () => {
@@ -156,80 +142,5 @@ describe("FileStore", () => {
     const stored = await Promise.all(writes);
     expect(stored.map((o) => o.metadata.resourceVersion)).toEqual(stored.map((_, i) => String(i + 1)));
     await store.close();
-  });
-});
-
-interface Ack {
-  namespace: string;
-  name: string;
-  seq: number;
-  resourceVersion: string;
-}
-
-/** Runs the writer until `killAfterMs` after it is ready, then SIGKILLs it; returns its acknowledged writes. */
-async function runWriterAndKill(round: number, killAfterMs: number): Promise<Ack[]> {
-  const child: ChildProcess = spawn(process.execPath, [WRITER, dir, String(round)], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const acks: Ack[] = [];
-  let pending = "";
-  let stderr = "";
-  let killTimer: NodeJS.Timeout | undefined;
-  child.stderr!.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  child.stdout!.on("data", (chunk: Buffer) => {
-    const lines = (pending + chunk.toString()).split("\n");
-    pending = lines.pop()!; // a line cut by the kill was never fully acknowledged
-    for (const line of lines) {
-      const msg = JSON.parse(line) as Ack | { ready: true };
-      if ("ready" in msg) killTimer = setTimeout(() => child.kill("SIGKILL"), killAfterMs);
-      else acks.push(msg);
-    }
-  });
-  // A writer that fails by itself (not our kill) must fail the test, never hang it.
-  const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    const deadline = setTimeout(() => child.kill("SIGKILL"), 10_000);
-    child.once("exit", (code, signal) => {
-      clearTimeout(deadline);
-      clearTimeout(killTimer);
-      resolve({ code, signal });
-    });
-  });
-  if (exit.signal !== "SIGKILL" || killTimer === undefined) {
-    throw new Error(`the writer ended on its own (${exit.code ?? exit.signal}): ${stderr}`);
-  }
-  return acks;
-}
-
-describe("FileStore under kill -9", () => {
-  it("keeps every acknowledged write and always opens", { timeout: 120_000 }, async () => {
-    const ROUNDS = 20;
-    /** Per object, the last acknowledged seq: the store may hold that one or a later unacknowledged one. */
-    const acked = new Map<string, Ack>();
-    let highestAckedVersion = 0;
-    let totalAcks = 0;
-
-    for (let round = 0; round < ROUNDS; round++) {
-      const acks = await runWriterAndKill(round, 20 + Math.floor(Math.random() * 600));
-      totalAcks += acks.length;
-      for (const ack of acks) {
-        acked.set(`${ack.namespace}/${ack.name}`, ack);
-        highestAckedVersion = Math.max(highestAckedVersion, Number(ack.resourceVersion));
-      }
-
-      const store = await openStore();
-      expect(Number(store.resourceVersion())).toBeGreaterThanOrEqual(highestAckedVersion);
-      for (const ack of acked.values()) {
-        const obj = store.get(key(ack.name, ack.namespace));
-        expect(obj, `${ack.namespace}/${ack.name} was acknowledged`).toBeDefined();
-        const seq = Number(obj!.metadata.labels?.["seq"]);
-        expect(seq).toBeGreaterThanOrEqual(ack.seq);
-        expect(contentOf(obj!)).toEqual(contentOf(serviceAt(ack.namespace, ack.name, seq)));
-      }
-      await store.close();
-    }
-    // The loop proves something only if the writer got writes through before being killed.
-    expect(totalAcks).toBeGreaterThan(ROUNDS);
   });
 });
