@@ -31,7 +31,8 @@ Options:
   --underlay-ip IP          address other nodes reach this one on (default: first non-loopback IPv4)
   --report-interval-s N     seconds between reports (pods, counters, peer RTT) to the controller (default: 5)
   --admin-address ADDR      admin listener address (default: 0.0.0.0)
-  --admin-port PORT         admin listener port: /healthz /readyz /metrics /debug/config (default: ${ADMIN_PORT})
+  --admin-port PORT         admin listener port: /healthz /readyz /metrics, and /debug/config
+                            for loopback callers only (default: ${ADMIN_PORT})
   --workers N               data-plane worker threads (default: ${defaultWorkerCount()}, the core count up to 8);
                             one that fails is logged and replaced, its siblings serving meanwhile
   --connect-timeout-ms MS   budget of one upstream connect attempt before failing over (default: 1000)

@@ -6,7 +6,7 @@ export const OUTBOUND_PORT = 15001;
 export const INBOUND_PORT = 15006;
 /** Agent-to-agent tunnel: the source agent asks the destination agent to connect for it. */
 export const TUNNEL_PORT = 15008;
-/** Agent admin listener (node network namespace): /healthz /readyz /metrics /debug/config. */
+/** Agent admin listener (node network namespace): /healthz /readyz /metrics; /debug/config to loopback callers. */
 export const ADMIN_PORT = 15020;
 /** Ports of the agent itself: a connection whose original destination is one of them is a loop. */
 export const AGENT_PORTS: readonly number[] = [OUTBOUND_PORT, INBOUND_PORT, TUNNEL_PORT, ADMIN_PORT];

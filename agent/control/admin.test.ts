@@ -1,7 +1,7 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { type AdminState, startAdminServer } from "./admin.ts";
+import { type AdminState, isLoopback, startAdminServer } from "./admin.ts";
 import type { ControllerStatus } from "./controller-client.ts";
 import type { ConfigSource } from "./service-source.ts";
 
@@ -53,5 +53,29 @@ describe("admin with a controller", () => {
     const base = await admin(undefined, "file");
     expect(((await (await fetch(`${base}/readyz`)).json()) as { controller?: unknown }).controller).toBeUndefined();
     expect(await (await fetch(`${base}/metrics`)).text()).not.toContain("nodemesh_controller_connected");
+  });
+});
+
+describe("admin debug endpoints", () => {
+  it("answer loopback callers", async () => {
+    const base = await admin(undefined, "file");
+    const reply = await fetch(`${base}/debug/config`);
+    expect(reply.status).toBe(200);
+    expect(((await reply.json()) as { node: string }).node).toBe("node-a");
+  });
+
+  it.each([
+    ["127.0.0.1", true],
+    ["127.3.2.1", true],
+    ["::1", true],
+    ["::ffff:127.0.0.1", true],
+    ["10.244.1.1", false],
+    ["::ffff:10.244.1.12", false],
+    ["fe80::1", false],
+    ["1127.0.0.1", false],
+    ["", false],
+    [undefined, false],
+  ])("tells loopback from the rest: %s → %s", (address, loopback) => {
+    expect(isLoopback(address)).toBe(loopback);
   });
 });

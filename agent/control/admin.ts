@@ -1,5 +1,10 @@
 // The admin listener (node namespace, default :15020): health, readiness, Prometheus metrics and
 // a debug view of the configuration. Metrics of the workers are gathered only when scraped.
+//
+// Health and metrics answer anyone who reaches the port (kubelet probes, Prometheus). The debug
+// view lists every enrolled pod with its labels and namespace path, so it answers only callers on
+// the node's own loopback (`curl 127.0.0.1:15020/debug/config` on the node): pods and other nodes
+// reach the port too (docs/security.md).
 
 import { createServer, type Server } from "node:http";
 import type { EnrolledPod } from "../../api/enrollment.ts";
@@ -70,6 +75,9 @@ export async function startAdminServer(host: string, port: number, state: AdminS
           return res.end(text);
         }
         case "/debug/config":
+          if (!isLoopback(req.socket.remoteAddress)) {
+            throw new HttpError(403, "FORBIDDEN", "debug endpoints answer only on the node's loopback (127.0.0.1)");
+          }
           return sendJson(res, 200, { node: state.node, pods: state.pods(), config: state.config() });
         default:
           throw new HttpError(404, "NOT_FOUND", `no admin endpoint ${req.url}`);
@@ -83,6 +91,13 @@ export async function startAdminServer(host: string, port: number, state: AdminS
     server.listen(port, host, () => resolve());
   });
   return server;
+}
+
+/** 127.0.0.0/8 or ::1, also as an IPv4-mapped IPv6 address (a dual-stack listener's view). */
+export function isLoopback(address: string | undefined): boolean {
+  if (!address) return false;
+  const v4 = address.startsWith("::ffff:") ? address.slice(7) : address;
+  return v4.startsWith("127.") || address === "::1";
 }
 
 /** The link to the controller; what is in force (and from where) is `config`'s alone to say. */

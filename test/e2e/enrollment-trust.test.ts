@@ -7,7 +7,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TUNNEL_PORT } from "../../api/dataplane.ts";
+import { ADMIN_PORT, TUNNEL_PORT } from "../../api/dataplane.ts";
 import { type Node, type Pod, type Proc, World } from "../world/world.ts";
 import { Mesh } from "./mesh.ts";
 import { connectFrom, httpFrom } from "./netns-client.ts";
@@ -161,6 +161,17 @@ describe("enrollment trust boundary", () => {
     expect(fromPod.status).toBe(403);
     expect(fromPod.body).not.toContain("victim");
     expect(await enrolledNames()).toEqual(["client", "mallory", "victim"]);
+  });
+
+  it("shows the admin debug view (every pod) only on the node's loopback; metrics stay open", async () => {
+    const admin = (path: string) => `http://${node.gatewayIp}:${ADMIN_PORT}${path}`;
+    const fromPod = await httpFrom(stranger.netnsPath, admin("/debug/config"));
+    expect(fromPod.status).toBe(403);
+    expect(fromPod.body).not.toContain("victim");
+    expect((await httpFrom(stranger.netnsPath, admin("/metrics"))).status).toBe(200);
+    const onNode = await httpFrom(node.netnsPath, `http://127.0.0.1:${ADMIN_PORT}/debug/config`);
+    expect(onNode.status).toBe(200);
+    expect(onNode.body).toContain("victim");
   });
 
   it.each([
