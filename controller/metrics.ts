@@ -20,6 +20,8 @@ export class RestMetrics {
   readonly #requests: Counter<"verb" | "resource" | "code">;
   readonly #duration: Histogram<"verb" | "resource">;
   readonly #watches: Gauge;
+  readonly #watchesRefused: Counter<"reason">;
+  readonly #watchesCutOff: Counter;
 
   constructor(registry: Registry) {
     this.#requests = new Counter({
@@ -40,6 +42,25 @@ export class RestMetrics {
       help: "Open watch streams",
       registers: [registry],
     });
+    this.#watchesRefused = new Counter({
+      name: `${METRIC_PREFIX}rest_watches_refused_total`,
+      help: "Watches refused with 429: too many open in all (total) or from one client address (per_client)",
+      labelNames: ["reason"],
+      registers: [registry],
+    });
+    this.#watchesCutOff = new Counter({
+      name: `${METRIC_PREFIX}rest_watches_cut_off_total`,
+      help: "Watch streams destroyed because their reader fell past the backlog limit",
+      registers: [registry],
+    });
+  }
+
+  watchRefused(reason: "total" | "per_client"): void {
+    this.#watchesRefused.labels(reason).inc();
+  }
+
+  watchCutOff(): void {
+    this.#watchesCutOff.inc();
   }
 
   request(verb: string, resource: string, code: number, seconds: number): void {

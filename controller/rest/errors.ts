@@ -16,6 +16,7 @@ export const REST_ERRORS = {
   RequestEntityTooLarge: 413, // body over the limit
   UnsupportedMediaType: 415, // content-type not accepted for the verb
   Invalid: 422, // the object fails validation; `details.causes` names every bad field
+  TooManyRequests: 429, // too many watches open, for this client or in all
   InternalError: 500, // a bug: logged, message not shown
   ServiceUnavailable: 503, // the store refuses writes (closed, or a failed write awaits a restart)
 } as const;

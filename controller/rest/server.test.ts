@@ -510,6 +510,40 @@ describe("watch", () => {
   });
 });
 
+describe("watch limits", () => {
+  it("refuses watches past the per-client and the total caps with 429, and counts them", async () => {
+    await t.rest.close();
+    t = await startTestServer({ maxWatchesPerClient: 2, maxWatches: 3 });
+    const first = await openWatch(`${SERVICES}?watch=true`);
+    const second = await openWatch(`${SERVICES}?watch=true`);
+    const third = await t.call("GET", `${SERVICES}?watch=true`);
+    expect(third.status).toBe(429);
+    expect(third.headers.get("retry-after")).toBe("1");
+    expect(third.body.message).toBe("too many watches open from 127.0.0.1");
+    first.close();
+    // The slot is given back once the server saw the client go.
+    await expect
+      .poll(async () => (await t.call("GET", "/metrics")).body)
+      .toContain("nodemesh_controller_rest_watches 1");
+    const again = await openWatch(`${SERVICES}?watch=true`);
+    const metrics = (await t.call("GET", "/metrics")).body;
+    expect(metrics).toContain('nodemesh_controller_rest_watches_refused_total{reason="per_client"} 1');
+    second.close();
+    again.close();
+
+    await t.rest.close();
+    t = await startTestServer({ maxWatchesPerClient: 10, maxWatches: 3 });
+    const open = await Promise.all([1, 2, 3].map(() => openWatch(`${SERVICES}?watch=true`)));
+    const over = await t.call("GET", `${SERVICES}?watch=true`);
+    expect(over.status).toBe(429);
+    expect(over.body.message).toBe("too many watches open in all");
+    expect((await t.call("GET", "/metrics")).body).toContain(
+      'nodemesh_controller_rest_watches_refused_total{reason="total"} 1',
+    );
+    for (const w of open) w.close();
+  });
+});
+
 describe("system endpoints", () => {
   it("serves health, readiness, the OpenAPI document and metrics", async () => {
     expect((await t.call("GET", "/healthz")).body).toEqual({ status: "ok" });

@@ -21,7 +21,13 @@ import { DEFAULT_MAX_BODY_BYTES, JSON_TYPE, MERGE_PATCH_TYPE, readJsonObject, se
 import { KindHandler, type StatusFor } from "./kind-handler.ts";
 import { openApiDocument } from "./openapi.ts";
 import { parsePath, type ResourcePath, type ResourceRoute, resolveResourceRoute } from "./routes.ts";
-import { type ActiveWatch, DEFAULT_MAX_WATCH_BACKLOG_BYTES, serveWatch } from "./watch.ts";
+import {
+  type ActiveWatch,
+  DEFAULT_MAX_WATCH_BACKLOG_BYTES,
+  DEFAULT_MAX_WATCHES,
+  DEFAULT_MAX_WATCHES_PER_CLIENT,
+  serveWatch,
+} from "./watch.ts";
 
 export const DEFAULT_REST_PORT = 8080;
 
@@ -54,6 +60,9 @@ export interface RestServerOptions {
   log?: Logger;
   maxBodyBytes?: number;
   maxWatchBacklogBytes?: number;
+  /** Watches open at once in all, and per client address (defaults in watch.ts). */
+  maxWatches?: number;
+  maxWatchesPerClient?: number;
 }
 
 export interface View {
@@ -106,6 +115,8 @@ class RestApi {
   readonly #handlers: ReadonlyMap<KindInfo, KindHandler>;
   readonly #metrics: RestMetrics;
   readonly #watches = new Set<ActiveWatch>();
+  /** Open watches per client address. */
+  readonly #watchesByClient = new Map<string, number>();
   /** The schemas do not change while the process runs: rendered once. */
   readonly #openApi: string;
 
@@ -259,7 +270,7 @@ class RestApi {
       case "list":
         return sendJson(res, 200, handler.list(route));
       case "watch":
-        return this.#watch(route, handler, res);
+        return this.#watch(route, handler, req, res);
       case "create":
         return sendJson(res, 201, await handler.create(route, await readJsonObject(req, JSON_TYPE, limit)));
       case "update":
@@ -271,18 +282,36 @@ class RestApi {
     }
   }
 
-  async #watch(route: ResourceRoute, handler: KindHandler, res: ServerResponse): Promise<void> {
+  async #watch(route: ResourceRoute, handler: KindHandler, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const client = req.socket.remoteAddress ?? "unknown";
+    const ofClient = this.#watchesByClient.get(client) ?? 0;
+    const refused =
+      this.#watches.size >= (this.#o.maxWatches ?? DEFAULT_MAX_WATCHES)
+        ? "total"
+        : ofClient >= (this.#o.maxWatchesPerClient ?? DEFAULT_MAX_WATCHES_PER_CLIENT)
+          ? "per_client"
+          : undefined;
+    if (refused) {
+      this.#metrics.watchRefused(refused);
+      const scope = refused === "total" ? "in all" : `from ${client}`;
+      throw new RestError("TooManyRequests", `too many watches open ${scope}`, {}, { "retry-after": "1" });
+    }
     const watch = serveWatch(res, {
       store: this.#o.store,
       kind: route.kind,
       namespace: route.namespace,
       present: (o) => handler.present(o),
       maxBacklogBytes: this.#o.maxWatchBacklogBytes ?? DEFAULT_MAX_WATCH_BACKLOG_BYTES,
+      onCutOff: () => this.#metrics.watchCutOff(),
     });
     this.#watches.add(watch);
+    this.#watchesByClient.set(client, ofClient + 1);
     this.#metrics.watchOpened();
     await watch.done;
     this.#watches.delete(watch);
+    const left = (this.#watchesByClient.get(client) ?? 1) - 1;
+    if (left > 0) this.#watchesByClient.set(client, left);
+    else this.#watchesByClient.delete(client);
     this.#metrics.watchClosed();
   }
 

@@ -29,7 +29,9 @@ export interface Reply {
 }
 
 export async function startTestServer(
-  options: { auth?: TokenAuth; statusFor?: StatusFor; views?: RestServerOptions["views"] } = {},
+  options: { auth?: TokenAuth; statusFor?: StatusFor } & Partial<
+    Pick<RestServerOptions, "views" | "maxWatches" | "maxWatchesPerClient" | "maxWatchBacklogBytes">
+  > = {},
 ): Promise<TestServer> {
   const store = new MemoryStore();
   const registry = new Registry();

@@ -6,8 +6,14 @@ import { apiVersionOf, type KindInfo, type Resource } from "../../api/resources.
 import type { Store, WatchEventType } from "../store/store.ts";
 import { JSON_TYPE } from "./http-io.ts";
 
-/** A watcher this far behind is cut off (it re-lists and watches again) rather than buffered without bound. */
-export const DEFAULT_MAX_WATCH_BACKLOG_BYTES = 16 * 1024 * 1024;
+/**
+ * A watcher this far behind is cut off, its connection destroyed with what was buffered for it (it
+ * re-lists and watches again, as Kubernetes clients do after a 410), rather than kept buffering.
+ */
+export const DEFAULT_MAX_WATCH_BACKLOG_BYTES = 4 * 1024 * 1024;
+/** Watches open at once, in all and per client (remote address): each is a subscription and a backlog. */
+export const DEFAULT_MAX_WATCHES = 256;
+export const DEFAULT_MAX_WATCHES_PER_CLIENT = 16;
 
 export interface WatchRequest {
   store: Store;
@@ -17,6 +23,8 @@ export interface WatchRequest {
   /** What the client sees of an object (adds the live status). */
   present(obj: Resource): Resource;
   maxBacklogBytes: number;
+  /** Called when the watcher fell `maxBacklogBytes` behind and was cut off. */
+  onCutOff(): void;
 }
 
 export interface ActiveWatch {
@@ -37,7 +45,7 @@ export function serveWatch(res: ServerResponse, w: WatchRequest): ActiveWatch {
   const send = (type: WatchEventType, object: Resource) => {
     if (res.writableEnded) return;
     res.write(`${JSON.stringify({ type, object: w.present(object) })}\n`);
-    if (res.writableLength > w.maxBacklogBytes) stop();
+    if (res.writableLength > w.maxBacklogBytes) cutOff();
   };
   // Subscribing and listing in one synchronous step: no change can fall between the two.
   const unsubscribe = w.store.watch((event) => {
@@ -46,6 +54,12 @@ export function serveWatch(res: ServerResponse, w: WatchRequest): ActiveWatch {
   const stop = () => {
     unsubscribe();
     if (!res.writableEnded) res.end();
+  };
+  // end() would keep the backlog queued until the reader took it: destroy frees it now.
+  const cutOff = () => {
+    unsubscribe();
+    res.destroy();
+    w.onCutOff();
   };
   for (const obj of w.store.list(w.kind.plural, w.namespace)) send("ADDED", obj);
   // "close" on the response fires when the client disconnects as well as after end().
