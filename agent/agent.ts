@@ -5,6 +5,7 @@ import type { Server } from "node:http";
 import pino, { type Logger } from "pino";
 import { parseTraffic } from "../api/services.ts";
 import { startAdminServer } from "./control/admin.ts";
+import type { ControllerStatus } from "./control/controller-client.ts";
 import { ControllerLink } from "./control/controller-link.ts";
 import { startEnrollmentServer } from "./control/enrollment-server.ts";
 import { PodRegistry } from "./control/pods.ts";
@@ -57,8 +58,9 @@ export class Agent {
   });
   /** The control thread's view of the workers' shared counters (set once the pool exists). */
   private shared!: SharedState;
-  private pool!: WorkerPool;
-  private pods!: PodRegistry;
+  // Set in start(), in this order; stop() and the admin listener handle an agent stopped half-way.
+  private pool?: WorkerPool;
+  private pods?: PodRegistry;
   private controller: ControllerLink | undefined;
   private servers: Server[] = [];
   /** The table in force, and where it came from. */
@@ -77,9 +79,36 @@ export class Agent {
     );
   }
 
+  /**
+   * All or nothing: the admin port is bound first (a second agent on the node fails there, before
+   * it takes the enrollment socket or the controller stream of the running one), and if anything
+   * later fails, what already started is stopped before the error is thrown.
+   */
   async start(): Promise<void> {
+    try {
+      await this.#start();
+    } catch (err) {
+      await this.stop().catch((stopErr) => this.log.error({ err: stopErr }, "stopping an agent that failed to start"));
+      throw err;
+    }
+  }
+
+  async #start(): Promise<void> {
     const o = this.opts;
-    this.pool = await WorkerPool.start(
+    this.servers.push(
+      await startAdminServer(o.adminAddress, o.adminPort, {
+        node: o.nodeName,
+        ready: () => this.started,
+        workers: o.workers,
+        configInForce: () => ({ version: this.table.version, source: this.table.source }),
+        // Until the parts below exist: no pods, no worker metrics, a link not connected yet.
+        pods: () => this.pods?.list() ?? [],
+        config: () => this.table,
+        workerMetrics: async () => (this.pool ? this.pool.metrics() : []),
+        controller: o.controller ? () => this.controller?.status() ?? unconnected(o.controller!.address) : undefined,
+      }),
+    );
+    const pool = await WorkerPool.start(
       o.workers,
       {
         connectTimeoutMs: o.connectTimeoutMs,
@@ -91,24 +120,26 @@ export class Agent {
       },
       this.log,
     );
-    this.shared = new SharedState(this.pool.shared);
+    this.pool = pool;
+    this.shared = new SharedState(pool.shared);
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));
     else this.applyTable({ version: "empty", table: { services: [] }, source: "none" });
-    this.pods = new PodRegistry(o.stateDir, this.pool, this.log);
+    const pods = new PodRegistry(o.stateDir, pool, this.log);
+    this.pods = pods;
     if (o.controller) {
       // Serves the cached table (if any) before pods are restored, so they forward as before.
       this.controller = await ControllerLink.start(
         { ...o.controller, nodeName: o.nodeName, stateDir: o.stateDir, log: this.log },
         {
           apply: (table) => this.applyTable(table),
-          pods: () => this.pods.list(),
+          pods: () => pods.list(),
           ready: () => this.started,
-          workerMetrics: () => this.pool.metrics(),
-          edges: () => this.pool.edges(),
+          workerMetrics: () => pool.metrics(),
+          edges: () => pool.edges(),
         },
       );
     }
-    await this.pods.restore();
+    await pods.restore();
     const controller = this.controller;
     if (controller) {
       // Locality follows the measured RTTs: resend the snapshot when the nearness order changes.
@@ -121,22 +152,10 @@ export class Agent {
         this.rttOrder = order;
         this.broadcast();
       };
-      this.pods.onChange = () => controller.podsChanged();
+      pods.onChange = () => controller.podsChanged();
       controller.podsChanged();
     }
-    this.servers.push(await startEnrollmentServer(o.enrollmentSocket, this.pods));
-    this.servers.push(
-      await startAdminServer(o.adminAddress, o.adminPort, {
-        node: o.nodeName,
-        ready: () => this.started,
-        workers: o.workers,
-        configInForce: () => ({ version: this.table.version, source: this.table.source }),
-        pods: () => this.pods.list(),
-        config: () => this.table,
-        workerMetrics: () => this.pool.metrics(),
-        controller: controller ? () => controller.status() : undefined,
-      }),
-    );
+    this.servers.push(await startEnrollmentServer(o.enrollmentSocket, pods));
     this.started = true;
     this.log.info(
       { workers: o.workers, socket: o.enrollmentSocket, admin: `${o.adminAddress}:${o.adminPort}` },
@@ -167,7 +186,8 @@ export class Agent {
     // Slots of routes and endpoints gone from this table go into quarantine, then to new keys.
     this.routeSlots.retainOnly(new Set(keys.routes));
     this.endpointSlots.retainOnly(new Set(keys.endpoints));
-    this.pool.broadcastSnapshot({
+    this.pool!.broadcastSnapshot({
+      // set before the first table is applied
       version: table.version,
       // Parsed here, once, with their defaults filled in: the workers never load the schemas.
       table: { ...table.table, traffic: parseTraffic(table.table) },
@@ -185,4 +205,9 @@ export class Agent {
     await Promise.all(this.servers.map((s) => new Promise((resolve) => s.close(resolve))));
     await this.pool?.stop();
   }
+}
+
+/** The controller link's status before the link exists. */
+function unconnected(address: string): ControllerStatus {
+  return { address, connected: false, appliedVersion: undefined, lastNack: undefined };
 }

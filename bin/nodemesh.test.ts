@@ -1,5 +1,10 @@
 // The command line itself, run as a user runs it.
 import { execFile } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
@@ -32,5 +37,64 @@ describe("nodemesh", () => {
       stdout: "",
       stderr: "nodemesh status: status has no option -n (see nodemesh status --help)\n",
     });
+  });
+});
+
+describe("nodemesh controller start-up is all or nothing", () => {
+  /** A port something else holds for the duration of `body`. */
+  async function withTakenPort<T>(body: (port: number) => Promise<T>): Promise<T> {
+    const holder = createServer().listen(0, "127.0.0.1");
+    await once(holder, "listening");
+    try {
+      return await body((holder.address() as AddressInfo).port);
+    } finally {
+      holder.close();
+    }
+  }
+
+  it("exits 1 when its REST port is taken, instead of serving agents without its API", async () => {
+    const storeDir = await mkdtemp(join(tmpdir(), "nodemesh-startup-"));
+    try {
+      const r = await withTakenPort((port) =>
+        nodemesh(
+          "controller",
+          "--store-dir",
+          storeDir,
+          "--port",
+          String(port),
+          "--grpc-address",
+          "127.0.0.1",
+          "--grpc-port",
+          "0",
+        ),
+      );
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain("EADDRINUSE");
+    } finally {
+      await rm(storeDir, { recursive: true, force: true });
+    }
+  });
+
+  it("exits 1 when told to serve its REST API beyond loopback without tokens", async () => {
+    const storeDir = await mkdtemp(join(tmpdir(), "nodemesh-startup-"));
+    try {
+      const r = await nodemesh(
+        "controller",
+        "--store-dir",
+        storeDir,
+        "--address",
+        "0.0.0.0",
+        "--port",
+        "0",
+        "--grpc-address",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+      );
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain("refusing to serve the REST API on 0.0.0.0 without authentication");
+    } finally {
+      await rm(storeDir, { recursive: true, force: true });
+    }
   });
 });

@@ -48,20 +48,35 @@ export class Controller {
     this.store = this.kubernetes?.store ?? new FileStore(opts.storeDir);
   }
 
+  /**
+   * All or nothing: if any part fails to start (a port taken, a refused address, a corrupt store),
+   * what already started is stopped before the error is thrown, so no half-started controller
+   * keeps serving agents.
+   */
   static async start(opts: ControllerOptions): Promise<Controller> {
     const c = new Controller(opts);
-    await c.store.open(); // a corrupt store throws here: the controller refuses to start
-    await c.kubernetes?.startSource(); // agents get a table only once Kubernetes was read
+    try {
+      await c.#start(opts);
+    } catch (err) {
+      await c.stop().catch((stopErr) => c.log.error({ err: stopErr }, "stopping a controller that failed to start"));
+      throw err;
+    }
+    return c;
+  }
+
+  async #start(opts: ControllerOptions): Promise<void> {
+    await this.store.open(); // a corrupt store throws here: the controller refuses to start
+    await this.kubernetes?.startSource(); // agents get a table only once Kubernetes was read
     const registry = createControllerRegistry();
-    registerStoreMetrics(registry, c.store);
+    registerStoreMetrics(registry, this.store);
     const auth = opts.tokensFile ? await TokenAuth.fromFile(opts.tokensFile) : undefined;
     // Beside the store, so a restarted controller keeps every node bound to its agent.
-    const bindingsLog = c.log.child({ component: "node-bindings" });
+    const bindingsLog = this.log.child({ component: "node-bindings" });
     const bindings = await NodeBindings.load(join(opts.storeDir, "node-bindings.json"), (err) =>
       bindingsLog.error({ err: err.message }, "could not write the node bindings"),
     );
-    c.agents = await AgentServer.start({
-      store: c.store,
+    this.agents = await AgentServer.start({
+      store: this.store,
       metrics: registry,
       host: opts.grpcHost,
       port: opts.grpcPort,
@@ -69,22 +84,22 @@ export class Controller {
       insecureAgents: opts.insecureAgents ?? false,
       bindings,
       ...(opts.maxNodes !== undefined ? { maxNodes: opts.maxNodes } : {}),
-      log: c.log.child({ component: "agent-server" }),
+      log: this.log.child({ component: "agent-server" }),
     });
-    const agents = c.agents;
-    c.kubernetes?.startLeaderDuties((key) => agents.propagation(key));
-    c.rest = await startRestServer({
-      store: c.store,
+    const agents = this.agents;
+    this.kubernetes?.startLeaderDuties((key) => agents.propagation(key));
+    this.rest = await startRestServer({
+      store: this.store,
       registry,
       host: opts.restHost,
       port: opts.restPort,
       ...(auth ? { auth } : {}),
-      log: c.log,
+      log: this.log,
       statusFor: (r: Resource) => agents.propagation(keyOf(r)),
       ui: uiHandler(),
       serviceGraph: new GraphQueries({
         traffic: agents.traffic,
-        store: c.store,
+        store: this.store,
         service: (namespace, name) => agents.service(namespace, name),
         propagation: (key) => agents.propagation(key),
       }),
@@ -101,9 +116,8 @@ export class Controller {
         },
       },
     });
-    const source = c.kubernetes ? "kubernetes" : opts.storeDir;
-    c.log.info({ rest: c.rest.url, grpc: `${opts.grpcHost}:${agents.port}`, store: source }, "controller ready");
-    return c;
+    const source = this.kubernetes ? "kubernetes" : opts.storeDir;
+    this.log.info({ rest: this.rest.url, grpc: `${opts.grpcHost}:${agents.port}`, store: source }, "controller ready");
   }
 
   async stop(): Promise<void> {

@@ -2,6 +2,7 @@
 // malformed or hostile tunnel handshakes are refused, loops are cut, a broken service file is
 // rejected, and through all of it the agent keeps forwarding for the well-behaved pods.
 
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TUNNEL_PORT } from "../../api/dataplane.ts";
 import type { ServiceTable } from "../../api/services.ts";
@@ -220,6 +221,22 @@ describe("agent robustness", () => {
     });
     expect(response).toMatch(/^HTTP\/1\.1 200/);
     expect(response).toContain('"pod":"server"');
+  });
+
+  it("a second agent on the node fails at its admin port and exits, taking nothing from the running one", async () => {
+    const second = mesh.spawnAgent(node, "second agent");
+    const exit = await Promise.race([second.proc.exited, sleep(15_000).then(() => "still running")]);
+    await second.proc.stop("SIGKILL", 1000); // no-op once exited; the world would end it anyway
+    expect(exit).toEqual({ code: 1, signal: null });
+    expect(second.proc.lines.join("\n")).toContain("EADDRINUSE");
+    // It never reached the enrollment socket or the pods: the running agent still serves both.
+    expect(() => process.kill(agent.proc.pid!, 0)).not.toThrow();
+    const listed = await enrollRequest("GET", "/v1/pods", "");
+    expect(listed.status).toBe(200);
+    expect(listed.body).toContain('"name":"server"');
+    // The server pod's inbound listener is still the running agent's: a call through it answers.
+    const viaServer = await httpFrom(stranger.netnsPath, `http://${server.ip}:8080/`);
+    expect(JSON.parse(viaServer.body).pod).toBe("server");
   });
 
   it("stops cleanly on SIGTERM", async () => {

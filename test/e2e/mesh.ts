@@ -70,7 +70,11 @@ export class Mesh {
   }
 
   /** Starts (or restarts) the node's agent and waits until it is ready. */
-  async startAgent(node: Node): Promise<AgentHandle> {
+  /**
+   * Spawns `nodemesh agent` on `node` as startAgent does, without waiting for it to be ready
+   * (e.g. a second agent beside a running one).
+   */
+  spawnAgent(node: Node, name = `agent ${node.name}`): Omit<AgentHandle, "node"> {
     const socket = join(this.dir, node.name, "agent.sock");
     const stateDir = join(this.dir, node.name, "state");
     mkdirSync(stateDir, { recursive: true });
@@ -104,8 +108,13 @@ export class Mesh {
         "500",
         ...this.agentArgs,
       ],
-      { name: `agent ${node.name}`, env: this.agentEnv },
+      { name, env: this.agentEnv },
     );
+    return { proc, socket, stateDir };
+  }
+
+  async startAgent(node: Node): Promise<AgentHandle> {
+    const { proc, socket, stateDir } = this.spawnAgent(node);
     await proc.waitForLine(/"msg":"agent ready"/, 15_000);
     const handle = { node, proc, socket, stateDir };
     this.agents.set(node, handle);
