@@ -7,8 +7,10 @@
 //
 // A port declared `tcp` is never peeked. On an undeclared port a server-speaks-first protocol
 // (MySQL, SMTP) sends nothing, so detection waits `timeoutMs` and then treats it as opaque.
-// A client that half-closes first is opaque (its bytes come back as `leftover`); one that resets
-// or closes is "gone".
+// A client that resets or closes is "gone", and so is one that half-closes before its protocol is
+// known with nothing to forward (no byte, or a port declared HTTP): forwarding it as opaque TCP
+// would hold a pipe open for an app that may never end its side. A client that half-closes after
+// some bytes on an undeclared port is opaque (its bytes come back as `leftover`).
 
 import type { Socket } from "node:net";
 
@@ -48,8 +50,11 @@ export function classify(buf: Buffer): Detected | "more" {
 
 const NONE = Buffer.alloc(0);
 
-/** Resolves with the protocol; the bytes read are unshifted and the socket is left paused. */
-export function detectProtocol(socket: Socket, timeoutMs: number): Promise<Detection> {
+/**
+ * Resolves with the protocol; the bytes read are unshifted and the socket is left paused.
+ * `declared`: the port is declared HTTP (http, http2, grpc), so only HTTP may go on.
+ */
+export function detectProtocol(socket: Socket, timeoutMs: number, declared = false): Promise<Detection> {
   return new Promise((resolve) => {
     let buffered: Buffer = NONE;
     const done = (protocol: Detected, ended = false) => {
@@ -66,7 +71,7 @@ export function detectProtocol(socket: Socket, timeoutMs: number): Promise<Detec
       const result = classify(buffered);
       if (result !== "more") done(result);
     };
-    const onEnd = () => done("opaque", true);
+    const onEnd = () => done(declared || buffered.length === 0 ? "gone" : "opaque", true);
     const onClose = () => done("gone", true);
     const timer = Number.isFinite(timeoutMs) ? setTimeout(() => done("opaque"), timeoutMs) : undefined;
     socket.on("data", onData);

@@ -110,6 +110,7 @@ export async function handleInbound(ctx: DataplaneContext, to: PodContext, clien
     const { protocol, leftover } = await detectProtocol(
       client,
       declared === undefined ? ctx.detectTimeoutMs : ctx.frontend.headersTimeoutMs,
+      declared !== undefined,
     );
     if (protocol === "gone") {
       client.destroy();

@@ -82,6 +82,7 @@ export async function handleOutbound(ctx: DataplaneContext, from: PodContext, cl
     const { protocol, leftover } = await detectProtocol(
       client,
       declared ? ctx.frontend.headersTimeoutMs : ctx.detectTimeoutMs,
+      declared,
     );
     if (protocol === "gone") {
       client.destroy();

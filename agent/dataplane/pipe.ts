@@ -16,8 +16,22 @@ function alreadyConsumed(s: Socket): number {
   return s.bytesRead - s.readableLength;
 }
 
-/** `idleMs`: a connection with no bytes either way for this long is closed (default: never). */
-export function pipeBoth(downstream: Socket, upstream: Socket, idleMs?: number): Promise<PipeResult> {
+/** A pipe without a policy's idle timeout (passthrough, inbound without a Service) has this one, as Envoy's TCP proxy. */
+export const DEFAULT_IDLE_MS = 60 * 60_000;
+/**
+ * Once one side has ended (sent its FIN), the pipe waits for the other side's end only this long
+ * without a byte moving (HAProxy's client-fin/server-fin): an app that never ends its side must not
+ * pin both sockets for the full idle timeout.
+ */
+export const HALF_CLOSED_IDLE_MS = 30_000;
+
+/** `idleMs`: a connection with no bytes either way for this long is closed (30 s once half-closed). */
+export function pipeBoth(
+  downstream: Socket,
+  upstream: Socket,
+  idleMs: number = DEFAULT_IDLE_MS,
+  halfClosedIdleMs: number = HALF_CLOSED_IDLE_MS,
+): Promise<PipeResult> {
   // A side that closed while the other was being connected has already fired "close": reset the other.
   if (downstream.destroyed || upstream.destroyed) {
     downstream.resetAndDestroy();
@@ -50,7 +64,7 @@ export function pipeBoth(downstream: Socket, upstream: Socket, idleMs?: number):
       if (s.readableEnded) onEnd();
       else s.once("end", onEnd);
     }
-    if (idleMs !== undefined && idleMs > 0) closeWhenIdle(downstream, upstream, idleMs);
+    closeWhenIdle(downstream, upstream, idleMs, halfClosedIdleMs);
     downstream.pipe(upstream);
     upstream.pipe(downstream);
     downstream.resume();
@@ -60,12 +74,16 @@ export function pipeBoth(downstream: Socket, upstream: Socket, idleMs?: number):
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
- * Closes both sockets once no byte has moved either way for `idleMs` (noticed within 1.5 × idleMs).
- * A timer that polls the byte counts, rather than socket timeouts, which Node refreshes on every
- * read and write: nothing per chunk on the forwarding path.
+ * Closes both sockets once no byte has moved either way for `idleMs`, or for `halfClosedMs` once
+ * either side has ended (noticed within 1.5 × the limit). A timer that polls the byte counts,
+ * rather than socket timeouts, which Node refreshes on every read and write: nothing per chunk on
+ * the forwarding path.
  */
-function closeWhenIdle(a: Socket, b: Socket, idleMs: number): void {
+function closeWhenIdle(a: Socket, b: Socket, idleMs: number, halfClosedMs: number): void {
+  // 0 (or more than a timer can wait) turns the idle timeout off; the half-closed one stays.
+  const idle = idleMs > 0 && idleMs <= MAX_TIMER_MS ? idleMs : Number.POSITIVE_INFINITY;
   const moved = () => a.bytesRead + b.bytesRead;
+  const limit = () => (a.readableEnded || b.readableEnded ? Math.min(idle, halfClosedMs) : idle);
   let last = moved();
   let lastChange = performance.now(); // monotonic: a wall-clock step must not close busy connections
   const timer = setInterval(
@@ -74,13 +92,13 @@ function closeWhenIdle(a: Socket, b: Socket, idleMs: number): void {
       if (moved() !== last) {
         last = moved();
         lastChange = now;
-      } else if (now - lastChange >= idleMs) {
+      } else if (now - lastChange >= limit()) {
         a.destroy();
         b.destroy();
       }
     },
     // Node caps timers at 2^31 - 1 ms (24.8 days) and fires longer ones after 1 ms.
-    Math.min(MAX_TIMER_MS, Math.max(10, idleMs / 2)),
+    Math.max(10, Math.min(idle, halfClosedMs) / 2),
   );
   timer.unref();
   a.once("close", () => clearInterval(timer));

@@ -203,6 +203,27 @@ describe("agent robustness", () => {
     expect(JSON.parse(reply.body).pod).toBe("server");
   });
 
+  it("closes connections that end before sending a byte instead of forwarding them (no descriptor leak)", async () => {
+    const opened = async () =>
+      metricSum(await mesh.metrics(node), "nodemesh_tcp_connections_opened_total", { reporter: "source" });
+    const before = await opened();
+    for (let i = 0; i < 30; i++) {
+      const socket = await connectFrom(client.netnsPath, VIP, 80);
+      const closed = new Promise<boolean>((resolve) => {
+        socket.once("close", () => resolve(true));
+        socket.on("error", () => resolve(true));
+      });
+      socket.end(); // FIN, no byte: the protocol is never known
+      socket.resume();
+      // The agent closes it at once; a forwarded one would wait for the app, which never ends.
+      const byAgent = await Promise.race([closed, sleep(2000).then(() => false)]);
+      socket.destroy();
+      expect(byAgent, `connection ${i} was kept open`).toBe(true);
+    }
+    expect(await opened()).toBe(before);
+    expect(await served()).toBe("server"); // and the pod keeps its traffic
+  });
+
   it("unenrolls a pod promptly while its connections stay open, and they keep working", async () => {
     const open = await connectFrom(client.netnsPath, VIP, 80);
     const t0 = performance.now();
