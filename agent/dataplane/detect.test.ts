@@ -159,14 +159,21 @@ describe("detectProtocol", () => {
     expect(Date.now() - started).toBeLessThan(1000);
   });
 
-  it("says gone when the client half-closes without sending anything: nothing to forward", async () => {
+  it("says opaque, nothing left over, when the client half-closes without sending anything", async () => {
     const [client, server] = await socketPair();
     const detected = detectProtocol(server, 5000);
     client.end();
     const result = await detected;
-    expect(result.protocol).toBe("gone");
+    expect(result.protocol).toBe("opaque");
     expect(result.leftover.length).toBe(0);
     expect(server.readableEnded).toBe(true);
+  });
+
+  it("says gone when the client half-closes without sending anything on a port declared HTTP", async () => {
+    const [client, server] = await socketPair();
+    const detected = detectProtocol(server, 5000, true);
+    client.end();
+    expect((await detected).protocol).toBe("gone");
   });
 
   it("says gone when the client half-closes before its bytes decide on a port declared HTTP", async () => {

@@ -7,10 +7,11 @@
 //
 // A port declared `tcp` is never peeked. On an undeclared port a server-speaks-first protocol
 // (MySQL, SMTP) sends nothing, so detection waits `timeoutMs` and then treats it as opaque.
-// A client that resets or closes is "gone", and so is one that half-closes before its protocol is
-// known with nothing to forward (no byte, or a port declared HTTP): forwarding it as opaque TCP
-// would hold a pipe open for an app that may never end its side. A client that half-closes after
-// some bytes on an undeclared port is opaque (its bytes come back as `leftover`).
+// A client that resets or closes is "gone", and so is one that ends (FIN) on a port declared HTTP
+// before its bytes decided: an HTTP client sends its request first, so there is nothing to forward,
+// and forwarding it as opaque TCP would hold a pipe open for an app that may never end its side.
+// On an undeclared port a client that half-closes first is opaque (its bytes, if any, come back as
+// `leftover`): a server-speaks-first protocol still answers it (pipe.ts bounds how long).
 
 import type { Socket } from "node:net";
 
@@ -71,7 +72,7 @@ export function detectProtocol(socket: Socket, timeoutMs: number, declared = fal
       const result = classify(buffered);
       if (result !== "more") done(result);
     };
-    const onEnd = () => done(declared || buffered.length === 0 ? "gone" : "opaque", true);
+    const onEnd = () => done(declared ? "gone" : "opaque", true);
     const onClose = () => done("gone", true);
     const timer = Number.isFinite(timeoutMs) ? setTimeout(() => done("opaque"), timeoutMs) : undefined;
     socket.on("data", onData);

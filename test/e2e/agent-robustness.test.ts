@@ -12,16 +12,28 @@ import { connectFrom, httpFrom, metricSum } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
 const NEW_VIP = "10.96.0.20";
+const HTTP_VIP = "10.96.0.30";
 
+/** Services at `vips` with an undeclared port 80, and one at HTTP_VIP declared `http`. */
 function table(server: Pod, vips: string[]): ServiceTable {
+  const endpoints = [{ ip: server.ip, pod: server.name, meshed: true }];
   return {
-    services: vips.map((vip, i) => ({
-      name: `web-${i}`,
-      namespace: "default",
-      vip,
-      ports: [{ port: 80, targetPort: 8080 }],
-      endpoints: [{ ip: server.ip, pod: server.name, meshed: true }],
-    })),
+    services: [
+      ...vips.map((vip, i) => ({
+        name: `web-${i}`,
+        namespace: "default",
+        vip,
+        ports: [{ port: 80, targetPort: 8080 }],
+        endpoints,
+      })),
+      {
+        name: "web-http",
+        namespace: "default",
+        vip: HTTP_VIP,
+        ports: [{ port: 80, targetPort: 8080, protocol: "http" as const }],
+        endpoints,
+      },
+    ],
   };
 }
 
@@ -196,24 +208,24 @@ describe("agent robustness", () => {
     mesh.writeServices(table(server, [VIP, NEW_VIP]));
     agent.proc.kill("SIGHUP");
     await agent.proc.waitForLine(
-      (line) => line.includes('"services":2') && line.includes("service table applied"),
+      (line) => line.includes('"services":3') && line.includes("service table applied"),
       5000,
     );
     const reply = await httpFrom(client.netnsPath, `http://${NEW_VIP}/`);
     expect(JSON.parse(reply.body).pod).toBe("server");
   });
 
-  it("closes connections that end before sending a byte instead of forwarding them (no descriptor leak)", async () => {
+  it("closes connections to an HTTP port that end before sending a byte, instead of forwarding them", async () => {
     const opened = async () =>
       metricSum(await mesh.metrics(node), "nodemesh_tcp_connections_opened_total", { reporter: "source" });
     const before = await opened();
     for (let i = 0; i < 30; i++) {
-      const socket = await connectFrom(client.netnsPath, VIP, 80);
+      const socket = await connectFrom(client.netnsPath, HTTP_VIP, 80);
       const closed = new Promise<boolean>((resolve) => {
         socket.once("close", () => resolve(true));
         socket.on("error", () => resolve(true));
       });
-      socket.end(); // FIN, no byte: the protocol is never known
+      socket.end(); // FIN, no byte: no request will come
       socket.resume();
       // The agent closes it at once; a forwarded one would wait for the app, which never ends.
       const byAgent = await Promise.race([closed, sleep(2000).then(() => false)]);
