@@ -55,11 +55,14 @@ export class Controller {
     const registry = createControllerRegistry();
     registerStoreMetrics(registry, c.store);
     const auth = opts.tokensFile ? await TokenAuth.fromFile(opts.tokensFile) : undefined;
-    // Beside the store, so a restarted controller keeps every node bound to its agent.
+    // Durable, so a restarted controller keeps every node bound to its agent: in Kubernetes mode a
+    // Secret shared by the replicas, otherwise a file beside the store.
     const bindingsLog = c.log.child({ component: "node-bindings" });
-    const bindings = await NodeBindings.load(join(opts.storeDir, "node-bindings.json"), (err) =>
-      bindingsLog.error({ err: err.message }, "could not write the node bindings"),
-    );
+    const bindings = c.kubernetes
+      ? await c.kubernetes.nodeBindings()
+      : await NodeBindings.load(join(opts.storeDir, "node-bindings.json"), (err) =>
+          bindingsLog.error({ err: err.message }, "could not write the node bindings"),
+        );
     c.agents = await AgentServer.start({
       store: c.store,
       metrics: registry,
