@@ -96,10 +96,26 @@ describe("SecretNodeBindings", () => {
 
 describe("the agent server with bindings in Kubernetes", () => {
   let server: AgentServer | undefined;
+  const servers: AgentServer[] = [];
   afterEach(async () => {
     await server?.stop();
     server = undefined;
+    for (const s of servers.splice(0)) await s.stop();
   });
+
+  async function controllerReplica(): Promise<AgentServer> {
+    const s = await AgentServer.start({
+      store: new MemoryStore(),
+      metrics: new Registry(),
+      host: "127.0.0.1",
+      port: 0,
+      insecureAgents: true,
+      bindings: replica(),
+      log: pino({ level: "silent" }),
+    });
+    servers.push(s);
+    return s;
+  }
 
   function fakeSession(): AgentSession {
     return { closed: false, node: "node-a", end: () => {} } as unknown as AgentSession;
@@ -110,6 +126,25 @@ describe("the agent server with bindings in Kubernetes", () => {
     metadata.set(NODE_SECRET_METADATA, secret);
     return { metadata, peer: "test" };
   }
+
+  it("two replicas: one binding per name, refused on the other with another secret, released for both", async () => {
+    const [one, two] = [await controllerReplica(), await controllerReplica()];
+    const hello = { nodeName: "node-a", agentVersion: "test", underlayIp: "10.0.0.1", facts: {} } as never;
+    const [first, second] = await Promise.all([
+      one.claim(fakeSession(), hello, claimOf(SECRET_A)),
+      two.claim(fakeSession(), hello, claimOf(SECRET_B)),
+    ]);
+    // Exactly one of the racing agents is accepted.
+    expect([first?.code, second?.code].filter((c) => c === undefined)).toHaveLength(1);
+    const winner = first === undefined ? SECRET_A : SECRET_B;
+    const loser = winner === SECRET_A ? SECRET_B : SECRET_A;
+    expect((await one.claim(fakeSession(), hello, claimOf(loser)))?.code).toBe(GrpcStatus.PERMISSION_DENIED);
+    expect((await two.claim(fakeSession(), hello, claimOf(loser)))?.code).toBe(GrpcStatus.PERMISSION_DENIED);
+    // The operator releases through one replica (REST DELETE .../nodebindings/node-a); the other binds anew.
+    expect(await one.releaseNode("node-a")).toBe(true);
+    expect(await two.claim(fakeSession(), hello, claimOf(loser))).toBeUndefined();
+    expect((await one.claim(fakeSession(), hello, claimOf(winner)))?.code).toBe(GrpcStatus.PERMISSION_DENIED);
+  });
 
   it("refuses a claim with UNAVAILABLE when the API server cannot be reached, and binds nothing", async () => {
     const bindings = replica();
