@@ -70,11 +70,14 @@ export class Controller {
     const registry = createControllerRegistry();
     registerStoreMetrics(registry, this.store);
     const auth = opts.tokensFile ? await TokenAuth.fromFile(opts.tokensFile) : undefined;
-    // Beside the store, so a restarted controller keeps every node bound to its agent.
+    // Durable, so a restarted controller keeps every node bound to its agent: in Kubernetes mode a
+    // Secret shared by the replicas, otherwise a file beside the store.
     const bindingsLog = this.log.child({ component: "node-bindings" });
-    const bindings = await NodeBindings.load(join(opts.storeDir, "node-bindings.json"), (err) =>
-      bindingsLog.error({ err: err.message }, "could not write the node bindings"),
-    );
+    const bindings = this.kubernetes
+      ? await this.kubernetes.nodeBindings()
+      : await NodeBindings.load(join(opts.storeDir, "node-bindings.json"), (err) =>
+          bindingsLog.error({ err: err.message }, "could not write the node bindings"),
+        );
     this.agents = await AgentServer.start({
       store: this.store,
       metrics: registry,

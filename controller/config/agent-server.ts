@@ -41,7 +41,7 @@ import type { ObjectKey, Store } from "../store/store.ts";
 import { AgentRegistry, type AgentStatus } from "./agent-registry.ts";
 import { type AgentCall, AgentSession, type Claim, type SessionHost } from "./agent-session.ts";
 import { ConfigPublisher } from "./config-publisher.ts";
-import { type NodeBinding, NodeBindings } from "./node-bindings.ts";
+import { type NodeBinding, type NodeBindingStore, NodeBindings } from "./node-bindings.ts";
 import { PropagationTracker } from "./propagation.ts";
 import { SendBudget } from "./send-budget.ts";
 import { resourceKey } from "./service-table.ts";
@@ -61,7 +61,7 @@ export interface AgentServerOptions {
   /** Without a token, listening off loopback needs this explicit choice (`--insecure-agents`). */
   insecureAgents?: boolean;
   /** Node name → node secret digest (trust on first use). Default: in memory only. */
-  bindings?: NodeBindings;
+  bindings?: NodeBindingStore;
   /** Most node names bound at once; Hellos of further new names are refused. Default 5000. */
   maxNodes?: number;
   /** Edges taken from one report; the rest are dropped and counted. Default 2000. */
@@ -98,7 +98,13 @@ const SERVER_CHANNEL_OPTIONS = {
 };
 
 /** Why the server refused or ended an agent's stream: the label of the refusal counter. */
-type RefusalReason = "token" | "node_secret" | "node_bound" | "node_limit" | "message_too_large";
+type RefusalReason =
+  | "token"
+  | "node_secret"
+  | "node_bound"
+  | "node_limit"
+  | "bindings_unavailable"
+  | "message_too_large";
 
 /** The AgentService definition, its responses going out as the bytes ConfigPublisher encoded. */
 const definitionForEncodedConfigs: ServiceDefinition = {
@@ -113,7 +119,7 @@ function wallClockMs(): number {
 export class AgentServer implements SessionHost {
   /** The agents' traffic reports of the last 15 minutes: the service graph. */
   readonly traffic: TrafficWindow;
-  readonly bindings: NodeBindings;
+  readonly bindings: NodeBindingStore;
   readonly publisher: ConfigPublisher;
   readonly sendBudget = new SendBudget(SEND_BUDGET_BYTES);
   private readonly registry: AgentRegistry;
@@ -322,7 +328,11 @@ export class AgentServer implements SessionHost {
 
   // ---- SessionHost ----
 
-  claim(session: AgentSession, hello: Hello, claim: Claim): Pick<StatusObject, "code" | "details"> | undefined {
+  async claim(
+    session: AgentSession,
+    hello: Hello,
+    claim: Claim,
+  ): Promise<Pick<StatusObject, "code" | "details"> | undefined> {
     const node = hello.nodeName;
     const refuse = (reason: RefusalReason, code: GrpcStatus, details: string) => {
       this.refused.inc({ reason });
@@ -337,29 +347,36 @@ export class AgentServer implements SessionHost {
         `the call must carry the agent's node secret (metadata ${NODE_SECRET_METADATA}: 32 to 128 base64url characters)`,
       );
     }
-    switch (this.bindings.check(node, secret)) {
-      case "mismatch":
-        return refuse(
-          "node_bound",
-          GrpcStatus.PERMISSION_DENIED,
-          `node ${node} is bound to another agent's node secret; if that node was reinstalled, an operator ` +
-            `releases it with: nodemesh nodes release ${node}`,
-        );
-      case "unbound":
-        if (this.bindings.size >= this.maxNodes) {
-          return refuse(
-            "node_limit",
-            GrpcStatus.RESOURCE_EXHAUSTED,
-            `the controller already has ${this.maxNodes} nodes (--max-nodes); release unused ones ` +
-              "(nodemesh nodes release NODE) or raise the limit",
-          );
-        }
-        this.bindings.bind(node, secret, new Date());
-        this.log.info({ node, peer: claim.peer }, "node bound to its agent's node secret");
-        break;
-      case "matches":
-        break;
+    const bound = this.bindings.list().some((b) => b.node === node);
+    if (!bound && this.bindings.size >= this.maxNodes) {
+      return refuse(
+        "node_limit",
+        GrpcStatus.RESOURCE_EXHAUSTED,
+        `the controller already has ${this.maxNodes} nodes (--max-nodes); release unused ones ` +
+          "(nodemesh nodes release NODE) or raise the limit",
+      );
     }
+    let decided: Awaited<ReturnType<NodeBindingStore["claim"]>>;
+    try {
+      decided = await this.bindings.claim(node, secret, new Date());
+    } catch (err) {
+      // Never bound in memory only: the agent retries once the bindings can be read and written.
+      return refuse(
+        "bindings_unavailable",
+        GrpcStatus.UNAVAILABLE,
+        `the node bindings cannot be read or written now (${(err as Error).message}); retry later`,
+      );
+    }
+    if (decided === "mismatch") {
+      return refuse(
+        "node_bound",
+        GrpcStatus.PERMISSION_DENIED,
+        `node ${node} is bound to another agent's node secret; if that node was reinstalled, an operator ` +
+          `releases it with: nodemesh nodes release ${node}`,
+      );
+    }
+    if (decided === "bound") this.log.info({ node, peer: claim.peer }, "node bound to its agent's node secret");
+    if (session.closed) return { code: GrpcStatus.CANCELLED, details: "the stream ended during the claim" };
     this.sessions.get(node)?.end({ code: GrpcStatus.ABORTED, details: "replaced by a newer stream of the same node" });
     this.sessions.set(node, session);
     this.registry.connected(hello, session, new Date());

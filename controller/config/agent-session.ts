@@ -30,13 +30,16 @@ export interface SessionHost {
    * Registers the node for this session, ending an older session of the same node; or refuses
    * the claim (the returned status ends the stream).
    */
-  claim(session: AgentSession, hello: Hello, claim: Claim): Pick<StatusObject, "code" | "details"> | undefined;
+  claim(session: AgentSession, hello: Hello, claim: Claim): Promise<Pick<StatusObject, "code" | "details"> | undefined>;
   release(session: AgentSession): void;
   acked(node: string, version: string): void;
   nacked(node: string, version: string, error: string): void;
   reported(node: string, report: Report): void;
   podsChanged(node: string, pods: WirePod[]): void;
 }
+
+/** Messages an agent may send after Hello while its claim is being decided (they are handled after). */
+const MAX_QUEUED_DURING_CLAIM = 64;
 
 const NODE_NAME = /^[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$/;
 
@@ -52,6 +55,8 @@ export class AgentSession {
   /** The version sent and not answered yet: nothing else is sent until the agent answers it. */
   private awaiting: string | undefined;
   private ended = false;
+  /** Set while the Hello's claim is decided (it may ask the Kubernetes API): what arrives meanwhile. */
+  private queued: AgentMessage[] | undefined;
   private readonly stopListening: () => void;
   private readonly retrySend = () => this.sendLatest();
   /** Budget taken by the write in progress; grpc-js never completes a write to a cancelled call. */
@@ -71,8 +76,19 @@ export class AgentSession {
     return this.nodeName;
   }
 
+  /** The stream has ended (or was refused). */
+  get closed(): boolean {
+    return this.ended;
+  }
+
   private receive(msg: AgentMessage): void {
     if (this.ended) return;
+    if (this.queued) {
+      if (this.queued.length >= MAX_QUEUED_DURING_CLAIM)
+        this.fail(GrpcStatus.RESOURCE_EXHAUSTED, "too many messages before the node was claimed");
+      else this.queued.push(msg);
+      return;
+    }
     if (this.nodeName === undefined) this.greet(msg);
     else this.handle(this.nodeName, msg);
   }
@@ -83,14 +99,24 @@ export class AgentSession {
     } else if (!NODE_NAME.test(msg.hello.nodeName)) {
       this.fail(GrpcStatus.INVALID_ARGUMENT, "invalid node_name");
     } else {
-      const refusal = this.host.claim(this, msg.hello, { metadata: this.call.metadata, peer: this.call.getPeer() });
-      if (refusal) {
-        this.end(refusal);
-        return;
-      }
-      this.nodeName = msg.hello.nodeName;
-      this.call.sendMetadata(new Metadata()); // lets the agent know it is connected before any Config
-      this.sendLatest();
+      this.queued = [];
+      const hello = msg.hello;
+      this.host
+        .claim(this, hello, { metadata: this.call.metadata, peer: this.call.getPeer() })
+        .catch((err: Error) => ({ code: GrpcStatus.INTERNAL, details: `claim failed: ${err.message}` }))
+        .then((refusal) => {
+          const queued = this.queued ?? [];
+          this.queued = undefined;
+          if (this.ended) return;
+          if (refusal) {
+            this.end(refusal);
+            return;
+          }
+          this.nodeName = hello.nodeName;
+          this.call.sendMetadata(new Metadata()); // lets the agent know it is connected before any Config
+          this.sendLatest();
+          for (const queuedMsg of queued) this.receive(queuedMsg);
+        });
     }
   }
 

@@ -26,13 +26,46 @@ interface StoredBinding {
 
 export type BindingCheck = "matches" | "unbound" | "mismatch";
 
+/** What a claim decided: the name was free and is now bound, or was bound to this secret, or to another. */
+export type ClaimResult = "bound" | "matches" | "mismatch";
+
+/**
+ * The one contract of node bindings; two backends: this file (standalone, NodeBindings) and the
+ * Kubernetes API (controller/kubernetes/node-bindings-secret.ts, shared by every replica).
+ */
+export interface NodeBindingStore {
+  /** Bound names as last seen (for --max-nodes and the metric). */
+  readonly size: number;
+  /**
+   * Decides a Hello's claim against the authoritative bindings and binds a free name to the secret.
+   * Throws when the bindings cannot be read or written (the claim must then be refused).
+   */
+  claim(node: string, secret: string, now: Date): Promise<ClaimResult>;
+  /** Forgets the node's binding; false when there was none. Durable on return. */
+  release(node: string): Promise<boolean>;
+  list(): NodeBinding[];
+  /** Waits for pending writes. */
+  flush(): Promise<void>;
+}
+
+export function secretDigest(secret: string): string {
+  return digestOf(secret).toString("hex");
+}
+
+/** Constant-time comparison of a stored hex digest with a secret's. */
+export function digestMatches(digestHex: string, secret: string): boolean {
+  const stored = Buffer.from(digestHex, "hex");
+  const given = digestOf(secret);
+  return stored.length === given.length && timingSafeEqual(stored, given);
+}
+
 const FILE_VERSION = 1;
 
 function digestOf(secret: string): Buffer {
   return createHash("sha256").update(secret).digest();
 }
 
-export class NodeBindings {
+export class NodeBindings implements NodeBindingStore {
   readonly #path: string | undefined;
   readonly #bindings: Map<string, StoredBinding>;
   readonly #onWriteError: (err: Error) => void;
@@ -75,6 +108,13 @@ export class NodeBindings {
     const bound = this.#bindings.get(node);
     if (!bound) return "unbound";
     return timingSafeEqual(Buffer.from(bound.digest, "hex"), digestOf(secret)) ? "matches" : "mismatch";
+  }
+
+  async claim(node: string, secret: string, now: Date): Promise<ClaimResult> {
+    const found = this.check(node, secret);
+    if (found !== "unbound") return found;
+    this.bind(node, secret, now);
+    return "bound";
   }
 
   bind(node: string, secret: string, now: Date): void {

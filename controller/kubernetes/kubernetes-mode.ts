@@ -1,7 +1,8 @@
 // `nodemesh controller --source kubernetes`: the Kubernetes parts of the controller, assembled.
 // - the source (informers → read-only mirror store) replaces the file store;
 // - the injection webhook is served by every replica;
-// - the Lease leader writes status and keeps the webhook's certificate.
+// - the Lease leader writes status and keeps the webhook's certificate;
+// - node bindings live in a Secret shared by every replica (node-bindings-secret.ts).
 // The agent server is started only once the source has listed everything: an agent must never
 // receive an empty table because the controller had not read Kubernetes yet.
 
@@ -14,6 +15,7 @@ import { WebhookServer } from "../webhook/webhook-server.ts";
 import { KubeClient, loadKubeConfig } from "./kube-client.ts";
 import { KubernetesSource } from "./kubernetes-source.ts";
 import { LeaderElection } from "./leader-election.ts";
+import { SecretNodeBindings } from "./node-bindings-secret.ts";
 import { StatusWriter } from "./status-writer.ts";
 import { WebhookCertificates } from "./webhook-certificates.ts";
 
@@ -54,6 +56,7 @@ export class KubernetesMode {
   #certificates?: WebhookCertificates;
   #certificateTimer?: NodeJS.Timeout;
   #injection?: InjectionConfig;
+  #bindings?: SecretNodeBindings;
 
   constructor(options: KubernetesModeOptions) {
     this.#o = options;
@@ -86,6 +89,22 @@ export class KubernetesMode {
       clearInterval(waiting);
     }
     if (this.#o.webhook) await this.#startWebhook(this.#o.webhook);
+  }
+
+  /** The node bindings, in a Secret of the controller's namespace shared by every replica; read once here. */
+  async nodeBindings(refreshMs?: number): Promise<SecretNodeBindings> {
+    const log = this.#o.log.child({ component: "node-bindings" });
+    this.#bindings = new SecretNodeBindings({
+      client: this.#client,
+      namespace: this.#o.namespace,
+      log,
+      ...(refreshMs !== undefined ? { refreshMs } : {}),
+    });
+    // Claims read the Secret themselves: a failed first read only delays what the REST listing shows.
+    await this.#bindings
+      .load()
+      .catch((err) => log.warn({ err: (err as Error).message }, "could not read the node bindings yet"));
+    return this.#bindings;
   }
 
   /** Leader election; the leader writes status (propagation from the agent server) and certificates. */
@@ -139,6 +158,7 @@ export class KubernetesMode {
     this.#status?.stop();
     await this.#election?.stop();
     await this.#webhook?.close();
+    this.#bindings?.close();
     await this.source.stop();
   }
 

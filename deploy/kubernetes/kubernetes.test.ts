@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { CRD_DIR, crdKinds, renderCrdFiles } from "../../controller/kubernetes/crds.ts";
+import { NODE_BINDINGS_SECRET_NAME } from "../../controller/kubernetes/node-bindings-secret.ts";
 import { findManifest, flagsOf, type Manifest, renderManifests } from "../../test/kubernetes/manifests.ts";
 import { kubernetesSchemaErrors } from "../../test/kubernetes/schemas.ts";
 
@@ -180,7 +181,7 @@ describe("the controller", () => {
     expect(containerPorts).toEqual({ http: 8080, grpc: 15012, webhook: Number(flags.get("webhook-port")) });
   });
 
-  it("has read-only access to what it watches and writes only status, its Lease and the webhook's certificate", () => {
+  it("has read-only access to what it watches and writes only status, its Lease, the webhook's certificate and the node bindings", () => {
     const clusterRole = findManifest(base, "ClusterRole", "nodemesh-controller");
     for (const rule of clusterRole.rules) {
       expect(rule.verbs).not.toContain("*");
@@ -196,6 +197,16 @@ describe("the controller", () => {
       const updates = rule.verbs.filter((v: string) => ["update", "patch", "delete"].includes(v));
       if (updates.length > 0) expect(rule.resourceNames, JSON.stringify(rule)).toHaveLength(1);
     }
+    // Every replica reads and compare-and-swaps the node bindings' Secret (controller/kubernetes/node-bindings-secret.ts).
+    expect(
+      namespaced.rules.some(
+        (r: { resources: string[]; resourceNames?: string[]; verbs: string[] }) =>
+          r.resources.includes("secrets") &&
+          r.resourceNames?.includes(NODE_BINDINGS_SECRET_NAME) &&
+          r.verbs.includes("get") &&
+          r.verbs.includes("update"),
+      ),
+    ).toBe(true);
     // The agent has a ServiceAccount and no binding at all.
     const bindings = base.filter((m) => m.kind.endsWith("Binding"));
     for (const b of bindings) expect(b.subjects.map((s: Manifest) => s.name)).not.toContain("nodemesh-agent");

@@ -138,6 +138,12 @@ describe("the Kubernetes install, end to end", () => {
         await agent.waitForLine(/"msg":"agent ready"/, 30_000);
       }),
     );
+    // The nodes' bindings are in the API (the controller has no writable disk), one key per node.
+    const bound = await eventually("both nodes bound in the Secret", 15_000, () => {
+      const keys = Object.keys(api.get("secrets", "nodemesh-system", "nodemesh-node-bindings")?.data ?? {});
+      return keys.length === world.nodes.length ? keys.sort() : undefined;
+    });
+    expect(bound).toEqual(world.nodes.map((n) => n.name).sort());
   }, 120_000);
 
   afterAll(async () => {
