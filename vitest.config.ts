@@ -34,6 +34,8 @@ export default defineConfig({
           include: ["**/*.test.ts"],
           exclude: [...IGNORED, ...SYSTEM_TESTS],
           fileParallelism: true,
+          // First, and alone: the system tests' timing bounds must not share the cores with them.
+          sequence: { groupOrder: 0 },
         },
       },
       {
@@ -43,6 +45,7 @@ export default defineConfig({
           include: SYSTEM_TESTS,
           // They build network namespaces and start processes: one file at a time on a 2-core machine.
           fileParallelism: false,
+          sequence: { groupOrder: 1 },
           exclude: IGNORED,
           // Removes what an earlier, killed run left behind; fails the run if this one left anything.
           globalSetup: ["test/world/global-setup.ts"],
