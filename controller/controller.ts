@@ -8,7 +8,7 @@ import { TokenAuth } from "./auth.ts";
 import { AgentServer } from "./config/agent-server.ts";
 import { NodeBindings } from "./config/node-bindings.ts";
 import { GraphQueries } from "./graph/service-graph.ts";
-import { KubernetesMode, type KubernetesModeOptions } from "./kubernetes/kubernetes-mode.ts";
+import type { KubernetesMode, KubernetesModeOptions } from "./kubernetes/kubernetes-mode.ts";
 import { createControllerRegistry, registerStoreMetrics } from "./metrics.ts";
 import { type RestServer, startRestServer } from "./rest/server.ts";
 import { FileStore } from "./store/file-store.ts";
@@ -42,10 +42,10 @@ export class Controller {
   private agents?: AgentServer;
   readonly kubernetes?: KubernetesMode;
 
-  private constructor(opts: ControllerOptions) {
-    this.log = pino({ level: opts.logLevel, base: { component: "controller" } });
-    if (opts.kubernetes) this.kubernetes = new KubernetesMode({ ...opts.kubernetes, log: this.log });
-    this.store = this.kubernetes?.store ?? new FileStore(opts.storeDir);
+  private constructor(opts: ControllerOptions, log: Logger, kubernetes: KubernetesMode | undefined) {
+    this.log = log;
+    if (kubernetes) this.kubernetes = kubernetes;
+    this.store = kubernetes?.store ?? new FileStore(opts.storeDir);
   }
 
   /**
@@ -54,7 +54,12 @@ export class Controller {
    * keeps serving agents.
    */
   static async start(opts: ControllerOptions): Promise<Controller> {
-    const c = new Controller(opts);
+    const log = pino({ level: opts.logLevel, base: { component: "controller" } });
+    // Loaded only in Kubernetes mode: the Kubernetes client costs about 50 MB of memory.
+    const kubernetes = opts.kubernetes
+      ? new (await import("./kubernetes/kubernetes-mode.ts")).KubernetesMode({ ...opts.kubernetes, log })
+      : undefined;
+    const c = new Controller(opts, log, kubernetes);
     try {
       await c.#start(opts);
     } catch (err) {
