@@ -41,60 +41,40 @@ describe("nodemesh", () => {
 });
 
 describe("nodemesh controller start-up is all or nothing", () => {
-  /** A port something else holds for the duration of `body`. */
-  async function withTakenPort<T>(body: (port: number) => Promise<T>): Promise<T> {
-    const holder = createServer().listen(0, "127.0.0.1");
-    await once(holder, "listening");
-    try {
-      return await body((holder.address() as AddressInfo).port);
-    } finally {
-      holder.close();
-    }
-  }
-
-  it("exits 1 when its REST port is taken, instead of serving agents without its API", async () => {
+  /** Runs `nodemesh controller` with a fresh store and gRPC on a free loopback port, plus `args`. */
+  async function controller(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     const storeDir = await mkdtemp(join(tmpdir(), "nodemesh-startup-"));
     try {
-      const r = await withTakenPort((port) =>
-        nodemesh(
-          "controller",
-          "--store-dir",
-          storeDir,
-          "--port",
-          String(port),
-          "--grpc-address",
-          "127.0.0.1",
-          "--grpc-port",
-          "0",
-        ),
-      );
-      expect(r.code).toBe(1);
-      expect(r.stderr).toContain("EADDRINUSE");
-    } finally {
-      await rm(storeDir, { recursive: true, force: true });
-    }
-  });
-
-  it("exits 1 when told to serve its REST API beyond loopback without tokens", async () => {
-    const storeDir = await mkdtemp(join(tmpdir(), "nodemesh-startup-"));
-    try {
-      const r = await nodemesh(
+      return await nodemesh(
         "controller",
         "--store-dir",
         storeDir,
-        "--address",
-        "0.0.0.0",
-        "--port",
-        "0",
         "--grpc-address",
         "127.0.0.1",
         "--grpc-port",
         "0",
+        ...args,
       );
-      expect(r.code).toBe(1);
-      expect(r.stderr).toContain("refusing to serve the REST API on 0.0.0.0 without authentication");
     } finally {
       await rm(storeDir, { recursive: true, force: true });
     }
+  }
+
+  it("exits 1 when its REST port is taken, instead of serving agents without its API", async () => {
+    const holder = createServer().listen(0, "127.0.0.1");
+    await once(holder, "listening");
+    try {
+      const r = await controller("--port", String((holder.address() as AddressInfo).port));
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain("EADDRINUSE");
+    } finally {
+      holder.close();
+    }
+  });
+
+  it("exits 1 when told to serve its REST API beyond loopback without tokens", async () => {
+    const r = await controller("--address", "0.0.0.0", "--port", "0");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("refusing to serve the REST API on 0.0.0.0 without authentication");
   });
 });

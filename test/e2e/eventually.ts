@@ -2,7 +2,11 @@
 import { vi } from "vitest";
 
 /** Polls `check` every 100 ms until it returns a value; fails after `ms` naming `what`. */
-export function eventually<T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> {
+export function eventually<T>(
+  what: string,
+  ms: number,
+  check: () => Promise<T | undefined> | T | undefined,
+): Promise<T> {
   return vi.waitFor(
     async () => {
       const value = await check();

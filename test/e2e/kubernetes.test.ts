@@ -16,7 +16,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { bindListenerFd, Netns } from "../../agent/sys/linux.ts";
 import { admissionReview, admittedPod, deploymentPod, type PodJson, postToWebhook } from "../kubernetes/admission.ts";
 import { FakeApiServer, type KubeObject, RESOURCE_TYPES } from "../kubernetes/api-server.ts";
@@ -25,22 +25,12 @@ import { type Container, mountPaths, runToCompletion, startContainer } from "../
 import { findManifest, type Manifest, renderManifests } from "../kubernetes/manifests.ts";
 import { httpRoute, namespace, service, trafficPolicy } from "../kubernetes/objects.ts";
 import { type Controller, type Node, type Pod, type Proc, World } from "../world/world.ts";
+import { eventually } from "./eventually.ts";
 import { httpFrom } from "./netns-client.ts";
 
 const API_PORT = 6443;
 const CONTROLLER_DNS = "nodemesh-controller.nodemesh-system.svc";
 const WORKLOAD = new URL("../workload/workload.ts", import.meta.url).pathname;
-
-function eventually<T>(what: string, ms: number, check: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  return vi.waitFor(
-    async () => {
-      const value = await check();
-      if (value === undefined) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-      return value;
-    },
-    { timeout: ms, interval: 200 },
-  );
-}
 
 const secretData = (s: Manifest, key: string) => Buffer.from(s.data[key], "base64").toString("utf8");
 
