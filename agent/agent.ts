@@ -11,7 +11,7 @@ import { startEnrollmentServer } from "./control/enrollment-server.ts";
 import { PodRegistry } from "./control/pods.ts";
 import { loadServiceFile, type VersionedTable } from "./control/service-source.ts";
 import { WorkerPool } from "./control/workers.ts";
-import type { AccessLogOptions } from "./dataplane/access-log.ts";
+import type { DataplaneSettings } from "./dataplane/settings.ts";
 import { ENDPOINT_SLOTS, ROUTE_SLOTS, SharedState, SlotAllocator } from "./dataplane/shared-state.ts";
 import { slotKeys } from "./dataplane/snapshot.ts";
 
@@ -25,15 +25,8 @@ export interface AgentOptions {
   adminAddress: string;
   adminPort: number;
   workers: number;
-  connectTimeoutMs: number;
-  /** How long an undeclared port waits for a client's first bytes before it is opaque TCP. */
-  detectTimeoutMs: number;
-  /** Time a client has to send a complete HTTP request head. */
-  headersTimeoutMs: number;
-  /** Which traffic gets access-log lines, and where they go. */
-  accessLog: AccessLogOptions;
-  /** Per-request metrics and service-graph samples; off only to measure what they cost. */
-  requestMetrics: boolean;
+  /** Carried whole to every data-plane worker. */
+  dataplane: DataplaneSettings;
   logLevel: string;
 }
 
@@ -108,18 +101,7 @@ export class Agent {
         controller: o.controller ? () => this.controller?.status() ?? unconnected(o.controller!.address) : undefined,
       }),
     );
-    const pool = await WorkerPool.start(
-      o.workers,
-      {
-        connectTimeoutMs: o.connectTimeoutMs,
-        detectTimeoutMs: o.detectTimeoutMs,
-        headersTimeoutMs: o.headersTimeoutMs,
-        accessLog: o.accessLog,
-        requestMetrics: o.requestMetrics,
-        logLevel: o.logLevel,
-      },
-      this.log,
-    );
+    const pool = await WorkerPool.start(o.workers, { settings: o.dataplane, logLevel: o.logLevel }, this.log);
     this.pool = pool;
     this.shared = new SharedState(pool.shared);
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));

@@ -112,11 +112,13 @@ export async function runAgent(argv: string[]): Promise<number> {
     adminAddress: values["admin-address"],
     adminPort: positiveInt("admin-port", values["admin-port"]),
     workers: positiveInt("workers", values.workers),
-    connectTimeoutMs: positiveInt("connect-timeout-ms", values["connect-timeout-ms"]),
-    detectTimeoutMs: positiveInt("detect-timeout-ms", values["detect-timeout-ms"]),
-    headersTimeoutMs: positiveInt("http-headers-timeout-ms", values["http-headers-timeout-ms"]),
-    accessLog: { scope: values["access-log"], file: values["access-log-file"] },
-    requestMetrics: onOff("request-metrics", values["request-metrics"]),
+    dataplane: {
+      connectTimeoutMs: positiveInt("connect-timeout-ms", values["connect-timeout-ms"]),
+      detectTimeoutMs: positiveInt("detect-timeout-ms", values["detect-timeout-ms"]),
+      headersTimeoutMs: positiveInt("http-headers-timeout-ms", values["http-headers-timeout-ms"]),
+      accessLog: { scope: values["access-log"], file: values["access-log-file"] },
+      requestMetrics: onOff("request-metrics", values["request-metrics"]),
+    },
     logLevel: values["log-level"],
   });
   logExits(agent.log);

@@ -1,35 +1,177 @@
 // The agent's error table: every failure the data plane can produce has one stable code, used in
-// logs, metrics labels and in the response the client receives (agent/dataplane/http/errors.ts). Turning a code
-// into a client-visible result happens in one place per protocol, never at the throw site.
+// logs, metrics labels and the answer the peer receives. Each entry also says what a client is
+// told (an HTTP status, and the gRPC status a gRPC client gets instead) and what the failure means
+// for an upstream attempt (`attempt`). Throw sites only throw AgentErrors; turning one into bytes
+// on the wire happens in agent/dataplane/http/errors.ts, for the L7 proxy and the socket-level
+// answers (tunnel, frontend) alike.
+
+/** gRPC status codes (grpc/doc/statuscodes.md). */
+export const GrpcStatus = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  DEADLINE_EXCEEDED: 4,
+  RESOURCE_EXHAUSTED: 8,
+  PERMISSION_DENIED: 7,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
+} as const;
+
+/**
+ * What an attempt that failed with this error tells the retry logic:
+ * - "connect-failure": no connection to the workload was made; the request never left and can
+ *   fail over to another endpoint;
+ * - "timeout": the attempt ran out of its per-try time;
+ * - "reset" (the default): the request may have reached the app.
+ */
+export type FailureClass = "connect-failure" | "reset" | "timeout";
+
+interface ErrorEntry {
+  readonly code: string;
+  readonly message: string;
+  readonly status: number;
+  readonly grpcStatus: number;
+  readonly attempt?: FailureClass;
+  /**
+   * A destination agent that answers with this code never passed the request to its workload:
+   * the source agent treats the answer as a connect failure and fails over.
+   */
+  readonly undelivered?: boolean;
+}
+
+const { UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL } = GrpcStatus;
 
 export const AgentErrors = {
-  LOOP: { code: "NM_LOOP", message: "the original destination is an agent port" },
-  NO_ORIGINAL_DST: { code: "NM_NO_ORIGINAL_DST", message: "the connection has no original destination" },
-  NO_ENDPOINT: { code: "NM_NO_ENDPOINT", message: "the service has no endpoint" },
-  ALL_ENDPOINTS_FAILED: { code: "NM_ALL_ENDPOINTS_FAILED", message: "no endpoint accepted the connection" },
-  CONNECT_TIMEOUT: { code: "NM_CONNECT_TIMEOUT", message: "connect timed out" },
-  CONNECT_FAILED: { code: "NM_CONNECT_FAILED", message: "connect failed" },
-  TUNNEL_REFUSED: { code: "NM_TUNNEL_REFUSED", message: "the destination agent could not reach the workload" },
-  TUNNEL_PROTOCOL: { code: "NM_TUNNEL_PROTOCOL", message: "malformed tunnel handshake" },
-  TUNNEL_FORBIDDEN: { code: "NM_TUNNEL_FORBIDDEN", message: "the tunnel target is not a meshed port of this pod" },
-  // L7: each of these becomes an HTTP status and a gRPC status in one table.
-  NO_HEALTHY_ENDPOINT: { code: "NM_NO_HEALTHY_ENDPOINT", message: "no healthy endpoint is available" },
-  CIRCUIT_OPEN: { code: "NM_CIRCUIT_OPEN", message: "the circuit breaker is open" },
-  UPSTREAM_RESET: { code: "NM_UPSTREAM_RESET", message: "the upstream reset the connection" },
-  UPSTREAM_PROTOCOL: { code: "NM_UPSTREAM_PROTOCOL", message: "the upstream sent a malformed response" },
-  TIMEOUT: { code: "NM_TIMEOUT", message: "the request timed out" },
-  PER_TRY_TIMEOUT: { code: "NM_PER_TRY_TIMEOUT", message: "the upstream attempt timed out" },
-  RATE_LIMITED: { code: "NM_RATE_LIMITED", message: "rate limited" },
-  FAULT_ABORT: { code: "NM_FAULT_ABORT", message: "fault injected" },
-  NO_ROUTE: { code: "NM_NO_ROUTE", message: "no route rule matches the request" },
-  BACKEND_NOT_FOUND: { code: "NM_BACKEND_NOT_FOUND", message: "the route names a backend that does not exist" },
-  BAD_REQUEST: { code: "NM_BAD_REQUEST", message: "malformed request" },
-  HEADERS_TOO_LARGE: { code: "NM_HEADERS_TOO_LARGE", message: "request headers too large" },
-  CLIENT_TIMEOUT: { code: "NM_CLIENT_TIMEOUT", message: "the client was too slow to send its request" },
-} as const;
+  // Connections refused before any protocol (a reset), or the tunnel's own answers.
+  LOOP: { code: "NM_LOOP", message: "the original destination is an agent port", status: 503, grpcStatus: UNAVAILABLE },
+  NO_ORIGINAL_DST: {
+    code: "NM_NO_ORIGINAL_DST",
+    message: "the connection has no original destination",
+    status: 503,
+    grpcStatus: UNAVAILABLE,
+  },
+  TUNNEL_PROTOCOL: {
+    code: "NM_TUNNEL_PROTOCOL",
+    message: "malformed tunnel handshake",
+    status: 400,
+    grpcStatus: INTERNAL,
+    attempt: "connect-failure",
+  },
+  TUNNEL_FORBIDDEN: {
+    code: "NM_TUNNEL_FORBIDDEN",
+    message: "the tunnel target is not a meshed port of this pod",
+    status: 503,
+    grpcStatus: UNAVAILABLE,
+  },
+  // Reaching an endpoint.
+  NO_ENDPOINT: { code: "NM_NO_ENDPOINT", message: "the service has no endpoint", status: 503, grpcStatus: UNAVAILABLE },
+  NO_HEALTHY_ENDPOINT: {
+    code: "NM_NO_HEALTHY_ENDPOINT",
+    message: "no healthy endpoint is available",
+    status: 503,
+    grpcStatus: UNAVAILABLE,
+  },
+  ALL_ENDPOINTS_FAILED: {
+    code: "NM_ALL_ENDPOINTS_FAILED",
+    message: "no endpoint accepted the connection",
+    status: 503,
+    grpcStatus: UNAVAILABLE,
+    undelivered: true,
+  },
+  CONNECT_TIMEOUT: {
+    code: "NM_CONNECT_TIMEOUT",
+    message: "connect timed out",
+    status: 503,
+    grpcStatus: UNAVAILABLE,
+    attempt: "connect-failure",
+    undelivered: true,
+  },
+  CONNECT_FAILED: {
+    code: "NM_CONNECT_FAILED",
+    message: "connect failed",
+    status: 503,
+    grpcStatus: UNAVAILABLE,
+    attempt: "connect-failure",
+    undelivered: true,
+  },
+  TUNNEL_REFUSED: {
+    code: "NM_TUNNEL_REFUSED",
+    message: "the destination agent could not reach the workload",
+    status: 503,
+    grpcStatus: UNAVAILABLE,
+    attempt: "connect-failure",
+  },
+  CIRCUIT_OPEN: {
+    code: "NM_CIRCUIT_OPEN",
+    message: "the circuit breaker is open",
+    status: 503,
+    grpcStatus: UNAVAILABLE,
+    attempt: "connect-failure",
+  },
+  // The upstream's answer.
+  UPSTREAM_RESET: {
+    code: "NM_UPSTREAM_RESET",
+    message: "the upstream reset the connection",
+    status: 502,
+    grpcStatus: UNAVAILABLE,
+  },
+  UPSTREAM_PROTOCOL: {
+    code: "NM_UPSTREAM_PROTOCOL",
+    message: "the upstream sent a malformed response",
+    status: 502,
+    grpcStatus: UNAVAILABLE,
+  },
+  TIMEOUT: { code: "NM_TIMEOUT", message: "the request timed out", status: 504, grpcStatus: DEADLINE_EXCEEDED },
+  PER_TRY_TIMEOUT: {
+    code: "NM_PER_TRY_TIMEOUT",
+    message: "the upstream attempt timed out",
+    status: 504,
+    grpcStatus: DEADLINE_EXCEEDED,
+    attempt: "timeout",
+  },
+  // Policy.
+  RATE_LIMITED: { code: "NM_RATE_LIMITED", message: "rate limited", status: 429, grpcStatus: RESOURCE_EXHAUSTED },
+  /** The policy names the status; this one is only the default. */
+  FAULT_ABORT: { code: "NM_FAULT_ABORT", message: "fault injected", status: 503, grpcStatus: UNAVAILABLE },
+  NO_ROUTE: {
+    code: "NM_NO_ROUTE",
+    message: "no route rule matches the request",
+    status: 404,
+    grpcStatus: UNIMPLEMENTED,
+  },
+  BACKEND_NOT_FOUND: {
+    code: "NM_BACKEND_NOT_FOUND",
+    message: "the route names a backend that does not exist",
+    status: 500,
+    grpcStatus: INTERNAL,
+  },
+  // The client's request.
+  BAD_REQUEST: { code: "NM_BAD_REQUEST", message: "malformed request", status: 400, grpcStatus: INTERNAL },
+  HEADERS_TOO_LARGE: {
+    code: "NM_HEADERS_TOO_LARGE",
+    message: "request headers too large",
+    status: 431,
+    grpcStatus: INTERNAL,
+  },
+  CLIENT_TIMEOUT: {
+    code: "NM_CLIENT_TIMEOUT",
+    message: "the client was too slow to send its request",
+    status: 408,
+    grpcStatus: DEADLINE_EXCEEDED,
+  },
+} as const satisfies Record<string, ErrorEntry>;
 
 export type AgentErrorKind = (typeof AgentErrors)[keyof typeof AgentErrors];
 export type AgentErrorCode = AgentErrorKind["code"];
+
+const BY_CODE: ReadonlyMap<string, ErrorEntry> = new Map(Object.values(AgentErrors).map((e) => [e.code, e]));
+
+/** The table entry of a code; undefined for errors that are not the agent's (system errors). */
+export function errorEntry(code: string): ErrorEntry | undefined {
+  return BY_CODE.get(code);
+}
 
 export class AgentError extends Error {
   readonly code: AgentErrorCode;
@@ -44,4 +186,9 @@ export function errorCode(err: unknown): string {
   if (err instanceof AgentError) return err.code;
   const code = (err as { code?: unknown })?.code;
   return typeof code === "string" ? code : "UNKNOWN";
+}
+
+/** How an attempt that failed with `err` counts (see FailureClass). */
+export function failureClass(err: unknown): FailureClass {
+  return errorEntry(errorCode(err))?.attempt ?? "reset";
 }

@@ -1,8 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { buildHashRing, EndpointPicker, hash32 } from "./balancer.ts";
+import { EndpointPicker } from "./balancer.ts";
+import type { Endpoint } from "./endpoint.ts";
+import { buildHashRing, hash32 } from "./hash-ring.ts";
 import { type CompiledPolicy, DEFAULT_POLICY, type LbType } from "./policy.ts";
 import { allocateSharedBuffers, SharedState } from "./shared-state.ts";
-import { type Backend, type Endpoint, localityTiers, type ServiceRoute } from "./snapshot.ts";
+import { type Backend, localityTiers, type ServiceRoute } from "./snapshot.ts";
 
 const NOW = 1_700_000_000_000;
 

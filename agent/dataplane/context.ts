@@ -1,36 +1,38 @@
-// What every connection handler of a data-plane worker can reach.
+// What every connection handler of a data-plane worker can reach: one context for the L4 and
+// the L7 path. dataplane.ts builds it; unit tests build their own (with plain loopback sockets).
 
+import type { Socket } from "node:net";
 import type { Logger } from "pino";
-import type { EnrolledPod } from "../../api/enrollment.ts";
-import type { Netns } from "../sys/linux.ts";
 import type { AccessLog } from "./access-log.ts";
 import type { EndpointPicker } from "./balancer.ts";
+import type { SocketMaker } from "./dial.ts";
 import type { EdgeAggregator } from "./edges.ts";
-import type { HttpFrontend } from "./http/frontend.ts";
+import type { HttpProtocol, UpstreamPools } from "./http/upstream.ts";
 import type { DataplaneMetrics } from "./metrics.ts";
+import type { ProxyTarget } from "./pod.ts";
+import type { DataplaneSettings } from "./settings.ts";
 import type { SharedState } from "./shared-state.ts";
 import type { Snapshot } from "./snapshot.ts";
 
-/** An enrolled pod as a worker sees it: its namespace is held open for the pod's lifetime. */
-export interface PodContext {
-  readonly key: string; // "namespace/name"
-  readonly pod: EnrolledPod;
-  readonly netns: Netns;
-  /** The pod's workload (its `app` label, else its name) and namespace: metrics, per-source limits. */
-  readonly workload: { readonly name: string; readonly namespace: string };
+/** The HTTP servers a classified connection is handed to (http/frontend.ts). */
+export interface HttpServing {
+  /** Time a client has to send a complete request head. */
+  readonly headersTimeoutMs: number;
+  /** Serves `socket` (paused, its first bytes pushed back) as HTTP of the given version. */
+  serve(socket: Socket, protocol: HttpProtocol, target: ProxyTarget): void;
 }
 
 export interface DataplaneContext {
   snapshot(): Snapshot;
+  readonly settings: DataplaneSettings;
   readonly shared: SharedState;
   readonly picker: EndpointPicker;
-  readonly frontend: HttpFrontend;
+  readonly pools: UpstreamPools;
+  readonly http: HttpServing;
   readonly metrics: DataplaneMetrics;
   readonly edges: EdgeAggregator;
   readonly accessLog: AccessLog;
   readonly log: Logger;
-  /** Budget for one upstream attempt: TCP connect plus, through the tunnel, its handshake. */
-  readonly connectTimeoutMs: number;
-  /** How long an undeclared port waits for the client's first bytes before it is opaque TCP. */
-  readonly detectTimeoutMs: number;
+  /** How upstream sockets are made: inside a pod's namespace (Linux), or plain ones in unit tests. */
+  readonly sockets: SocketMaker;
 }

@@ -8,26 +8,28 @@ import { INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT } from "../../api/dataplane.ts
 import { type EnrolledPod, workloadName } from "../../api/enrollment.ts";
 import { AgentErrors } from "../errors.ts";
 import { type Address, bindListenerFd, Netns, originalDst, socketFd } from "../sys/linux.ts";
-import { AccessLog, type AccessLogOptions } from "./access-log.ts";
+import { AccessLog } from "./access-log.ts";
 import { EndpointPicker } from "./balancer.ts";
-import type { DataplaneContext, PodContext } from "./context.ts";
+import { connectEndpoint } from "./connect.ts";
+import type { DataplaneContext } from "./context.ts";
+import { inPodSockets, type SocketMaker } from "./dial.ts";
 import { EdgeAggregator } from "./edges.ts";
 import { DEFAULT_FRONTEND_OPTIONS, HttpFrontend } from "./http/frontend.ts";
 import { UpstreamPools } from "./http/upstream.ts";
 import { handleInbound, handleTunnel } from "./inbound.ts";
 import { DataplaneMetrics, type Direction } from "./metrics.ts";
-import { connectEndpoint, handleOutbound } from "./outbound.ts";
+import { handleOutbound } from "./outbound.ts";
+import type { PodContext } from "./pod.ts";
+import type { DataplaneSettings } from "./settings.ts";
 import { type SharedBuffers, SharedState } from "./shared-state.ts";
 import { compileSnapshot, EMPTY_SNAPSHOT, type Snapshot, type SnapshotMessage } from "./snapshot.ts";
 
 export interface DataplaneOptions {
   shared: SharedBuffers;
-  connectTimeoutMs: number;
-  detectTimeoutMs: number;
-  headersTimeoutMs: number;
-  accessLog: AccessLogOptions;
-  requestMetrics: boolean;
+  settings: DataplaneSettings;
   log: Logger;
+  /** How upstream sockets are made (default: in the pod's namespace). */
+  sockets?: SocketMaker;
 }
 
 interface PodListeners {
@@ -68,49 +70,33 @@ const LISTENERS: ReadonlyArray<{ port: number; handler: Handler }> = [
 ];
 
 export class Dataplane implements DataplaneContext {
+  readonly settings: DataplaneSettings;
   readonly shared: SharedState;
   readonly picker: EndpointPicker;
   readonly pools: UpstreamPools;
-  readonly frontend: HttpFrontend;
+  readonly http: HttpFrontend;
   readonly metrics = new DataplaneMetrics();
   readonly edges = new EdgeAggregator();
   readonly accessLog: AccessLog;
   readonly log: Logger;
-  readonly connectTimeoutMs: number;
-  readonly detectTimeoutMs: number;
+  readonly sockets: SocketMaker;
   private current: Snapshot = EMPTY_SNAPSHOT;
   private readonly pods = new Map<string, PodListeners>();
 
   constructor(opts: DataplaneOptions) {
+    this.settings = opts.settings;
     this.shared = new SharedState(opts.shared);
-    this.accessLog = new AccessLog(opts.accessLog);
+    this.accessLog = new AccessLog(opts.settings.accessLog);
     this.picker = new EndpointPicker(this.shared);
-    this.pools = new UpstreamPools(this.shared, (from, ep, protocol, timeoutMs) =>
-      connectEndpoint(from, ep, timeoutMs, protocol),
-    );
     this.log = opts.log;
-    this.connectTimeoutMs = opts.connectTimeoutMs;
-    this.detectTimeoutMs = opts.detectTimeoutMs;
-    const proxy = {
-      snapshot: () => this.current,
-      shared: this.shared,
-      picker: this.picker,
-      pools: this.pools,
-      metrics: this.metrics,
-      edges: this.edges,
-      accessLog: this.accessLog,
-      requestMetrics: opts.requestMetrics,
-      connectTimeoutMs: opts.connectTimeoutMs,
-      connect: (
-        from: PodContext,
-        ep: Parameters<typeof connectEndpoint>[1],
-        protocol: "http1" | "h2",
-        timeoutMs: number,
-      ) => connectEndpoint(from, ep, timeoutMs, protocol === "http1" ? undefined : protocol),
-    };
-    this.frontend = new HttpFrontend(proxy, this.metrics, opts.log, {
+    this.sockets = opts.sockets ?? inPodSockets;
+    // A pool's connections are HTTP end to end: a meshed endpoint's agent is told to serve them so.
+    this.pools = new UpstreamPools(this.shared, (from, ep, protocol, timeoutMs) =>
+      connectEndpoint(this.sockets, from, ep, timeoutMs, protocol),
+    );
+    this.http = new HttpFrontend(this, {
       ...DEFAULT_FRONTEND_OPTIONS,
-      headersTimeoutMs: opts.headersTimeoutMs,
+      headersTimeoutMs: opts.settings.headersTimeoutMs,
     });
   }
 
@@ -166,7 +152,7 @@ export class Dataplane implements DataplaneContext {
 
   async stop(): Promise<void> {
     await Promise.all([...this.pods.keys()].map((key) => this.removePod(key)));
-    // Requests that finished this turn are reported in a setImmediate batch (http/proxy.ts): let it run.
+    // Requests that finished this turn are reported in a setImmediate batch (http/record.ts): let it run.
     await new Promise((resolve) => setImmediate(resolve));
     this.accessLog.flush();
   }

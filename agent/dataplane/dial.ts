@@ -1,11 +1,29 @@
-// Opening upstream connections. Sockets that must leave from a pod's network namespace are
-// created there (the pod's IP is the source, as with ztunnel's in-pod mode) and carry the agent's
-// mark so the pod's interception rules let them through.
+// Opening upstream connections. On a node, sockets that must leave from a pod's network namespace
+// are created there (the pod's IP is the source, as with ztunnel's in-pod mode) and carry the
+// agent's mark so the pod's interception rules let them through. How a socket is made is the one
+// seam between the data path and Linux: unit tests pass plain sockets and run without root.
 
 import net from "node:net";
 import { AGENT_SOCKET_MARK } from "../../api/dataplane.ts";
 import { AgentError, AgentErrors } from "../errors.ts";
 import { closeFd, connectableFd, type Netns } from "../sys/linux.ts";
+
+/** Makes an unconnected TCP socket that will leave from `netns` (undefined: the agent's own). */
+export type SocketMaker = (netns: Netns | undefined) => net.Socket;
+
+/** Sockets in the pod's namespace, marked so its rules let them through (the agent's way). */
+export const inPodSockets: SocketMaker = (netns) => {
+  const fd = connectableFd(netns, netns ? AGENT_SOCKET_MARK : 0);
+  try {
+    return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+  } catch (err) {
+    closeFd(fd);
+    throw err;
+  }
+};
+
+/** Plain sockets in the caller's namespace, whatever `netns` says (unit tests over loopback). */
+export const plainSockets: SocketMaker = () => new net.Socket({ allowHalfOpen: true });
 
 export interface DialOptions {
   /** The namespace to leave from; undefined means the agent's own (node) namespace. */
@@ -17,14 +35,12 @@ export interface DialOptions {
 
 const ignore = () => {};
 
-export function dial(opts: DialOptions): Promise<net.Socket> {
+export function dial(sockets: SocketMaker, opts: DialOptions): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const fd = connectableFd(opts.netns, opts.netns ? AGENT_SOCKET_MARK : 0);
     let socket: net.Socket;
     try {
-      socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+      socket = sockets(opts.netns);
     } catch (err) {
-      closeFd(fd);
       reject(err);
       return;
     }

@@ -10,24 +10,14 @@ import { AGENT_PORTS } from "../../api/dataplane.ts";
 import { AgentError, AgentErrors, errorCode } from "../errors.ts";
 import type { Address } from "../sys/linux.ts";
 import { tcpEntryPeers } from "./access-log.ts";
-import type { DataplaneContext, PodContext } from "./context.ts";
+import type { DataplaneContext } from "./context.ts";
 import { detectProtocol } from "./detect.ts";
 import { dial } from "./dial.ts";
 import { type Peers, UNKNOWN } from "./metrics.ts";
 import { pipeBoth } from "./pipe.ts";
+import type { Caller, PodContext } from "./pod.ts";
 import { routeKey } from "./snapshot.ts";
 import { acceptTunnel, answerTunnel, tunnelTargetRefusal } from "./tunnel.ts";
-
-/** A caller as the destination side knows it: the workload named in the tunnel, or no one. */
-export interface Caller {
-  readonly workload: { readonly name: string; readonly namespace: string };
-  /** Rate-limit key per source: "namespace/workload", or the address of a caller outside the mesh. */
-  readonly key: string;
-  /** The caller's address as this agent sees it (the source agent's, through the tunnel). */
-  readonly address?: string;
-  /** Came through the tunnel: its agent's `x-nodemesh-service` names the Service addressed. */
-  readonly viaTunnel: boolean;
-}
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
@@ -49,7 +39,7 @@ function inboundService(ctx: DataplaneContext, to: PodContext, port: number): st
 }
 
 function deliver(ctx: DataplaneContext, to: PodContext, port: number): Promise<Socket> {
-  return dial({ netns: to.netns, ip: to.pod.ip, port, timeoutMs: ctx.connectTimeoutMs });
+  return dial(ctx.sockets, { netns: to.netns, ip: to.pod.ip, port, timeoutMs: ctx.settings.connectTimeoutMs });
 }
 
 async function forward(
@@ -96,7 +86,7 @@ function serveHttp(
   protocol: "http1" | "h2",
   caller: Caller,
 ) {
-  ctx.frontend.serve(client, protocol, { direction: "inbound", to, port, caller });
+  ctx.http.serve(client, protocol, { direction: "inbound", to, port, caller });
 }
 
 export async function handleInbound(ctx: DataplaneContext, to: PodContext, client: Socket, dst: Address) {
@@ -109,7 +99,7 @@ export async function handleInbound(ctx: DataplaneContext, to: PodContext, clien
   if (declared !== "tcp") {
     const { protocol, leftover } = await detectProtocol(
       client,
-      declared === undefined ? ctx.detectTimeoutMs : ctx.frontend.headersTimeoutMs,
+      declared === undefined ? ctx.settings.detectTimeoutMs : ctx.http.headersTimeoutMs,
       declared !== undefined,
     );
     if (protocol === "gone") {
@@ -144,7 +134,7 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, client
   let app: Socket;
   let req: Awaited<ReturnType<typeof acceptTunnel>>;
   try {
-    req = await acceptTunnel(client, ctx.connectTimeoutMs);
+    req = await acceptTunnel(client, ctx.settings.connectTimeoutMs);
     const refusal = tunnelTargetRefusal(req, to.pod);
     if (refusal) throw refusal;
     // Connected before answering, so the source agent learns of a dead workload and fails over.

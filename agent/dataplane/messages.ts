@@ -1,18 +1,14 @@
 // Messages between the control thread and the data-plane workers.
 
 import type { EnrolledPod } from "../../api/enrollment.ts";
-import type { AccessLogOptions } from "./access-log.ts";
+import type { DataplaneSettings } from "./settings.ts";
 import type { SharedBuffers } from "./shared-state.ts";
 import type { SnapshotMessage } from "./snapshot.ts";
 
 export interface WorkerInit {
   index: number;
   shared: SharedBuffers;
-  connectTimeoutMs: number;
-  detectTimeoutMs: number;
-  headersTimeoutMs: number;
-  accessLog: AccessLogOptions;
-  requestMetrics: boolean;
+  settings: DataplaneSettings;
   logLevel: string;
 }
 

@@ -3,26 +3,26 @@
 // (http/), anything else is forwarded as bytes after a connect with failover.
 
 import type { Socket } from "node:net";
-import { AGENT_PORTS, TUNNEL_PORT } from "../../api/dataplane.ts";
+import { AGENT_PORTS } from "../../api/dataplane.ts";
 import { type AgentErrorKind, AgentErrors, errorCode } from "../errors.ts";
 import type { Address } from "../sys/linux.ts";
 import { tcpEntryPeers } from "./access-log.ts";
-import type { DataplaneContext, PodContext } from "./context.ts";
+import { connectEndpoint } from "./connect.ts";
+import type { DataplaneContext } from "./context.ts";
 import { detectProtocol } from "./detect.ts";
-import { dial } from "./dial.ts";
-import type { HttpProtocol } from "./http/upstream.ts";
+import type { Endpoint } from "./endpoint.ts";
 import { type Peers, UNKNOWN } from "./metrics.ts";
 import { pipeBoth } from "./pipe.ts";
-import { type Endpoint, routeKey, type ServiceRoute, type Snapshot } from "./snapshot.ts";
-import { openTunnel } from "./tunnel.ts";
+import type { PodContext } from "./pod.ts";
+import { routeKey, type ServiceRoute, type Snapshot } from "./snapshot.ts";
 
-export type OutboundPlan =
+type OutboundPlan =
   | { kind: "refuse"; reason: AgentErrorKind }
   | { kind: "service"; route: ServiceRoute }
   | { kind: "passthrough"; ip: string; port: number };
 
 /** The destination label for traffic that matched no service (Istio calls it PassthroughCluster). */
-export const PASSTHROUGH = "passthrough";
+const PASSTHROUGH = "passthrough";
 const PASSTHROUGH_ENDPOINT: Endpoint = {
   ip: "",
   port: 0,
@@ -34,7 +34,7 @@ const PASSTHROUGH_ENDPOINT: Endpoint = {
   slot: 0,
 };
 
-export function planOutbound(dst: Address, snapshot: Snapshot): OutboundPlan {
+function planOutbound(dst: Address, snapshot: Snapshot): OutboundPlan {
   if (AGENT_PORTS.includes(dst.port)) return { kind: "refuse", reason: AgentErrors.LOOP };
   const route = snapshot.routes.get(routeKey(dst.ip, dst.port));
   if (!route) return { kind: "passthrough", ip: dst.ip, port: dst.port };
@@ -43,31 +43,6 @@ export function planOutbound(dst: Address, snapshot: Snapshot): OutboundPlan {
     return { kind: "refuse", reason: AgentErrors.NO_ENDPOINT };
   }
   return { kind: "service", route };
-}
-
-/**
- * How to reach an endpoint: a meshed endpoint through its agent's tunnel port (the agent answers
- * only once the workload accepted), anything else directly. With `protocol`, the destination
- * agent serves the tunnel as HTTP. Cross-node mTLS will hook in here.
- */
-export async function connectEndpoint(
-  from: PodContext,
-  ep: Endpoint,
-  timeoutMs: number,
-  protocol?: HttpProtocol,
-): Promise<Socket> {
-  const deadline = Date.now() + timeoutMs;
-  if (!ep.meshed) return dial({ netns: from.netns, ip: ep.ip, port: ep.port, timeoutMs });
-  const socket = await dial({ netns: from.netns, ip: ep.ip, port: TUNNEL_PORT, timeoutMs });
-  try {
-    const workload = `${from.workload.namespace}/${from.workload.name}`;
-    const req = { ip: ep.ip, port: ep.port, source: from.key, workload, protocol };
-    await openTunnel(socket, req, Math.max(1, deadline - Date.now()));
-    return socket;
-  } catch (err) {
-    socket.destroy();
-    throw err;
-  }
 }
 
 export async function handleOutbound(ctx: DataplaneContext, from: PodContext, client: Socket, dst: Address) {
@@ -81,7 +56,7 @@ export async function handleOutbound(ctx: DataplaneContext, from: PodContext, cl
     const declared = plan.route.protocol !== undefined;
     const { protocol, leftover } = await detectProtocol(
       client,
-      declared ? ctx.frontend.headersTimeoutMs : ctx.detectTimeoutMs,
+      declared ? ctx.http.headersTimeoutMs : ctx.settings.detectTimeoutMs,
       declared,
     );
     if (protocol === "gone") {
@@ -90,7 +65,7 @@ export async function handleOutbound(ctx: DataplaneContext, from: PodContext, cl
     }
     // A declared HTTP port is HTTP even when the bytes say otherwise: the parser answers 400.
     if ((protocol !== "opaque" || declared) && leftover.length === 0 && !client.readableEnded) {
-      ctx.frontend.serve(client, protocol === "h2" ? "h2" : "http1", {
+      ctx.http.serve(client, protocol === "h2" ? "h2" : "http1", {
         direction: "outbound",
         from,
         routeKey: routeKey(dst.ip, dst.port),
@@ -118,7 +93,7 @@ async function forwardOpaque(
       : plan.kind === "passthrough" && tried.length === 0
         ? { ...PASSTHROUGH_ENDPOINT, ip: plan.ip, port: plan.port }
         : undefined;
-  const connectTimeoutMs = backend?.policy.connectTimeoutMs ?? ctx.connectTimeoutMs;
+  const connectTimeoutMs = backend?.policy.connectTimeoutMs ?? ctx.settings.connectTimeoutMs;
 
   // The client may give up while we connect; stop trying then.
   let clientGone = false;
@@ -133,7 +108,7 @@ async function forwardOpaque(
   for (let ep = next(tried); ep && !clientGone; ep = next(tried)) {
     tried.push(ep);
     try {
-      upstream = await connectEndpoint(from, ep, connectTimeoutMs);
+      upstream = await connectEndpoint(ctx.sockets, from, ep, connectTimeoutMs);
       upstreamEndpoint = ep;
       break;
     } catch (err) {

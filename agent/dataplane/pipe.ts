@@ -3,6 +3,7 @@
 // other direction keeps flowing until it ends too). A reset on either side resets the other.
 
 import type { Socket } from "node:net";
+import { MAX_TIMER_MS } from "./limits.ts";
 
 export interface PipeResult {
   /** Bytes read from the downstream (client) side and written upstream. */
@@ -70,8 +71,6 @@ export function pipeBoth(
     downstream.resume();
   });
 }
-
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Closes both sockets once no byte has moved either way for `idleMs`, or for `halfClosedMs` once

@@ -3,6 +3,7 @@
 
 import { durationMs } from "../../api/duration.ts";
 import type { RetryOn, TrafficObject, TrafficPolicySpec } from "../../api/traffic.ts";
+import { UNLIMITED } from "./limits.ts";
 
 export type LbType = "RoundRobin" | "LeastRequest" | "ConsistentHash";
 
@@ -67,8 +68,6 @@ export function headerTest(type: "Exact" | "RegularExpression", value: string): 
   const re = new RegExp(`^(?:${value})$`);
   return (v) => re.test(v);
 }
-
-const UNLIMITED = 2 ** 31 - 1;
 
 export function compilePolicy(name: string, spec: TrafficPolicySpec): CompiledPolicy {
   const { loadBalancer: lb, timeouts, retries, circuitBreaker: cb, outlierDetection: od, faultInjection: fi } = spec;

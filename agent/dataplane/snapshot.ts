@@ -3,7 +3,8 @@
 // configuration: routes, policies, regexes, hash rings and locality tiers are all prepared here.
 
 import type { PortProtocol, ServiceTable } from "../../api/services.ts";
-import { buildHashRing, type HashRing } from "./balancer.ts";
+import type { Endpoint } from "./endpoint.ts";
+import { buildHashRing, type HashRing } from "./hash-ring.ts";
 import { UNKNOWN } from "./metrics.ts";
 import { type CompiledPolicy, DEFAULT_POLICY, policiesByService } from "./policy.ts";
 import {
@@ -15,19 +16,6 @@ import {
   type RequestFacts,
   type RuleSpec,
 } from "./routing.ts";
-
-export interface Endpoint {
-  readonly ip: string;
-  readonly port: number;
-  readonly meshed: boolean;
-  readonly pod: string;
-  readonly node: string;
-  /** The serving pod's workload and namespace (metric labels); "unknown" when not known. */
-  readonly workload: string;
-  readonly namespace: string;
-  /** Index of the endpoint's shared counters (SharedState), stable across snapshots. */
-  readonly slot: number;
-}
 
 /** A backend of a rule: a service port, and the policy its endpoints are picked and guarded by. */
 export interface Backend {

@@ -1,7 +1,7 @@
 import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import type { EnrolledPod } from "../../api/enrollment.ts";
-import { AgentError } from "../errors.ts";
+import { AgentError, AgentErrors } from "../errors.ts";
 import { acceptTunnel, answerTunnel, MAX_HEAD_BYTES, openTunnel, tunnelTargetRefusal } from "./tunnel.ts";
 
 /** A connected loopback socket pair: [client, server]. */
@@ -57,7 +57,7 @@ describe("tunnel handshake", () => {
     const accepted = acceptTunnel(server, 1000);
     const opened = openTunnel(client, { ip: "10.244.2.11", port: 8080, source: "" }, 1000);
     await accepted;
-    answerTunnel(server, new AgentError({ code: "NM_CONNECT_FAILED", message: "connect failed" }));
+    answerTunnel(server, new AgentError(AgentErrors.CONNECT_FAILED));
     await expect(opened).rejects.toThrow(/NM_TUNNEL_REFUSED|could not reach.*NM_CONNECT_FAILED/);
   });
 

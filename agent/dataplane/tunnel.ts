@@ -13,6 +13,7 @@ import type { Socket } from "node:net";
 import { AGENT_PORTS } from "../../api/dataplane.ts";
 import { type EnrolledPod, inPortRanges, notAPodAddress } from "../../api/enrollment.ts";
 import { AgentError, AgentErrors } from "../errors.ts";
+import { rawErrorAnswer } from "./http/errors.ts";
 
 /** A handshake head larger than this is refused: it bounds what an unauthenticated peer can make us buffer. */
 export const MAX_HEAD_BYTES = 4096;
@@ -76,7 +77,13 @@ export async function openTunnel(socket: Socket, req: TunnelRequest, timeoutMs: 
     (req.workload ? `X-Nodemesh-Source-Workload: ${req.workload}\r\n` : "") +
     (req.protocol ? `X-Nodemesh-Protocol: ${req.protocol}\r\n` : "");
   socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nX-Nodemesh-Source: ${req.source}\r\n${extra}\r\n`);
-  const head = await readHead(socket, timeoutMs);
+  let head: string;
+  try {
+    head = await readHead(socket, timeoutMs);
+  } catch (err) {
+    // No answer, or not one we can read: for the source this endpoint refused, and it fails over.
+    throw new AgentError(AgentErrors.TUNNEL_REFUSED, `${target}: ${(err as Error).message}`);
+  }
   const status = /^HTTP\/1\.1 (\d{3})/.exec(head)?.[1];
   if (status === "200") return;
   const reason = /\r\nX-Nodemesh-Error: ([A-Z_]+)/i.exec(head)?.[1] ?? `status ${status ?? "?"}`;
@@ -117,9 +124,6 @@ export function answerTunnel(socket: Socket, error: AgentError | undefined): voi
     socket.write("HTTP/1.1 200 OK\r\n\r\n");
     return;
   }
-  const status = error.code === AgentErrors.TUNNEL_PROTOCOL.code ? "400 Bad Request" : "503 Service Unavailable";
   // Close outright once the answer is flushed: a peer that never sends its FIN must not pin the socket.
-  socket.end(`HTTP/1.1 ${status}\r\nX-Nodemesh-Error: ${error.code}\r\nContent-Length: 0\r\n\r\n`, () =>
-    socket.destroy(),
-  );
+  socket.end(rawErrorAnswer(error), () => socket.destroy());
 }

@@ -8,15 +8,7 @@ import type { FromWorker, ToWorker, WorkerInit } from "./messages.ts";
 const init = workerData as WorkerInit;
 const port = parentPort!;
 const log = pino({ level: init.logLevel, base: { component: "agent", worker: init.index } });
-const dataplane = new Dataplane({
-  shared: init.shared,
-  connectTimeoutMs: init.connectTimeoutMs,
-  detectTimeoutMs: init.detectTimeoutMs,
-  headersTimeoutMs: init.headersTimeoutMs,
-  accessLog: init.accessLog,
-  requestMetrics: init.requestMetrics,
-  log,
-});
+const dataplane = new Dataplane({ shared: init.shared, settings: init.settings, log });
 
 function send(msg: FromWorker): void {
   port.postMessage(msg);

@@ -1,6 +1,6 @@
 // The numbers of docs/traffic.md's retry worked example: `node test/bench/retry-arithmetic.ts`.
 // The table is closed-form; the success rates under a budget come from a discrete-event simulation
-// that follows the agent's rules (agent/dataplane/http/proxy.ts, shared-state.ts): a request takes a
+// that follows the agent's rules (agent/dataplane/http/call.ts and retry.ts, shared-state.ts): a request takes a
 // budget slot at each retry decision (its previous one released first) and holds it through the
 // backoff and the retry; the limit is max(minConcurrency, floor(requests in flight × percent / 100));
 // the backoff before retry k is uniform over [0, min(250 ms, 25 ms × 2^(k-1))].

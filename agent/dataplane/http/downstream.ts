@@ -1,5 +1,5 @@
 // The client side of one request, the same shape for HTTP/1.1 and HTTP/2: what it asked and how
-// to answer it. The proxy logic (proxy.ts) is written once against this interface.
+// to answer it. The request chain (chain.ts) is written once against this interface.
 
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import http2 from "node:http2";

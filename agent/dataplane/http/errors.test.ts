@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { AgentError, type AgentErrorKind, AgentErrors } from "../../errors.ts";
-import { clientError, errorHeaders, GrpcStatus, grpcStatusForHttp } from "./errors.ts";
+import { AgentError, type AgentErrorKind, AgentErrors, GrpcStatus } from "../../errors.ts";
+import { clientError, errorHeaders, grpcStatusForHttp, rawErrorAnswer } from "./errors.ts";
 
 const { UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNKNOWN } = GrpcStatus;
 
@@ -23,6 +23,12 @@ const TABLE: [keyof typeof AgentErrors, number, number][] = [
   ["BAD_REQUEST", 400, INTERNAL],
   ["HEADERS_TOO_LARGE", 431, INTERNAL],
   ["CLIENT_TIMEOUT", 408, DEADLINE_EXCEEDED],
+  // The tunnel's own answers to a peer agent, and the refusals before any protocol.
+  ["TUNNEL_PROTOCOL", 400, INTERNAL],
+  ["TUNNEL_FORBIDDEN", 503, UNAVAILABLE],
+  ["LOOP", 503, UNAVAILABLE],
+  ["NO_ORIGINAL_DST", 503, UNAVAILABLE],
+  ["FAULT_ABORT", 503, UNAVAILABLE],
 ];
 
 describe("clientError", () => {
@@ -38,11 +44,16 @@ describe("clientError", () => {
     });
   });
 
-  it("covers every L7 error code of the agent", () => {
-    const l7 = Object.keys(AgentErrors).filter(
-      (k) => !["LOOP", "NO_ORIGINAL_DST", "TUNNEL_PROTOCOL", "TUNNEL_FORBIDDEN", "FAULT_ABORT"].includes(k),
+  it("covers every error code of the agent", () => {
+    expect(Object.keys(AgentErrors).sort()).toEqual(TABLE.map(([k]) => k).sort());
+  });
+
+  it.each(TABLE)("%s written on a socket carries the same status and the code first", (key, status) => {
+    const head = rawErrorAnswer(new AgentError(AgentErrors[key]));
+    expect(head).toMatch(
+      new RegExp(`^HTTP/1\\.1 ${status} [A-Za-z' -]+\r\nX-Nodemesh-Error: ${AgentErrors[key].code}\r\n`),
     );
-    expect(l7.sort()).toEqual(TABLE.map(([k]) => k).sort());
+    expect(head.endsWith("Content-Length: 0\r\n\r\n")).toBe(true);
   });
 
   it("answers 429 RESOURCE_EXHAUSTED with a retry-after header for rate limiting", () => {
@@ -69,7 +80,7 @@ describe("clientError", () => {
     expect(clientError(fault, { status: 429 })).toMatchObject({ status: 429, grpcStatus: RESOURCE_EXHAUSTED });
     // An explicit gRPC status wins.
     expect(clientError(fault, { status: 503, grpcStatus: 9 })).toMatchObject({ status: 503, grpcStatus: 9 });
-    expect(clientError(fault, { grpcStatus: 14 })).toMatchObject({ status: 502, grpcStatus: 14 });
+    expect(clientError(fault, { grpcStatus: 14 })).toMatchObject({ status: 503, grpcStatus: 14 });
     // An override of a table entry.
     expect(clientError(new AgentError(AgentErrors.TIMEOUT), { status: 503 })).toMatchObject({
       status: 503,
@@ -85,10 +96,6 @@ describe("clientError", () => {
       grpcStatus: UNAVAILABLE,
       message: "read ECONNRESET",
       retryAfterS: undefined,
-    });
-    expect(clientError(new AgentError(AgentErrors.TUNNEL_PROTOCOL))).toMatchObject({
-      status: 502,
-      grpcStatus: UNAVAILABLE,
     });
     expect(clientError(new Error(""))).toMatchObject({ code: "UNKNOWN", status: 502, message: "upstream error" });
     expect(clientError(undefined)).toMatchObject({ code: "UNKNOWN", status: 502, message: "upstream error" });

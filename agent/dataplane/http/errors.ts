@@ -1,47 +1,13 @@
-// The one place where an agent error becomes what the client sees: an HTTP status, the gRPC
-// status a gRPC client gets instead, and the `x-nodemesh-error` header naming the cause (as
-// fastify keeps one error table). Throw sites only throw AgentErrors.
+// The one place where an agent error becomes what the peer sees (as fastify keeps one error
+// table): the status and gRPC status come from the table in agent/errors.ts; here they become an
+// HTTP answer, a gRPC trailers-only answer, or a raw HTTP/1.1 head written on a socket (the
+// tunnel's refusals, the frontend's answers to unparseable requests, an upgrade that failed).
 
-import { AgentError, type AgentErrorCode, AgentErrors, errorCode } from "../../errors.ts";
+import http from "node:http";
+import { AgentError, errorCode, errorEntry, GrpcStatus } from "../../errors.ts";
 
-/** gRPC status codes (grpc/doc/statuscodes.md). */
-export const GrpcStatus = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  DEADLINE_EXCEEDED: 4,
-  RESOURCE_EXHAUSTED: 8,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-  UNIMPLEMENTED: 12,
-} as const;
-
-interface ErrorResponse {
-  readonly status: number;
-  readonly grpcStatus: number;
-}
-
-const RESPONSES: Partial<Record<AgentErrorCode, ErrorResponse>> = {
-  [AgentErrors.NO_ENDPOINT.code]: { status: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
-  [AgentErrors.NO_HEALTHY_ENDPOINT.code]: { status: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
-  [AgentErrors.ALL_ENDPOINTS_FAILED.code]: { status: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
-  [AgentErrors.CONNECT_FAILED.code]: { status: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
-  [AgentErrors.CONNECT_TIMEOUT.code]: { status: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
-  [AgentErrors.TUNNEL_REFUSED.code]: { status: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
-  [AgentErrors.CIRCUIT_OPEN.code]: { status: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
-  [AgentErrors.UPSTREAM_RESET.code]: { status: 502, grpcStatus: GrpcStatus.UNAVAILABLE },
-  [AgentErrors.UPSTREAM_PROTOCOL.code]: { status: 502, grpcStatus: GrpcStatus.UNAVAILABLE },
-  [AgentErrors.TIMEOUT.code]: { status: 504, grpcStatus: GrpcStatus.DEADLINE_EXCEEDED },
-  [AgentErrors.PER_TRY_TIMEOUT.code]: { status: 504, grpcStatus: GrpcStatus.DEADLINE_EXCEEDED },
-  [AgentErrors.RATE_LIMITED.code]: { status: 429, grpcStatus: GrpcStatus.RESOURCE_EXHAUSTED },
-  [AgentErrors.NO_ROUTE.code]: { status: 404, grpcStatus: GrpcStatus.UNIMPLEMENTED },
-  [AgentErrors.BACKEND_NOT_FOUND.code]: { status: 500, grpcStatus: GrpcStatus.INTERNAL },
-  [AgentErrors.BAD_REQUEST.code]: { status: 400, grpcStatus: GrpcStatus.INTERNAL },
-  [AgentErrors.HEADERS_TOO_LARGE.code]: { status: 431, grpcStatus: GrpcStatus.INTERNAL },
-  [AgentErrors.CLIENT_TIMEOUT.code]: { status: 408, grpcStatus: GrpcStatus.DEADLINE_EXCEEDED },
-};
-
-const FALLBACK: ErrorResponse = { status: 502, grpcStatus: GrpcStatus.UNAVAILABLE };
+/** What an error outside the table (a system error from a socket) answers. */
+const FALLBACK = { status: 502, grpcStatus: GrpcStatus.UNAVAILABLE };
 
 /** The gRPC status for an HTTP status (gRPC's http-grpc-status-mapping.md, plus 429 and 504). */
 export function grpcStatusForHttp(status: number): number {
@@ -49,9 +15,9 @@ export function grpcStatusForHttp(status: number): number {
     case 400:
       return GrpcStatus.INTERNAL;
     case 401:
-      return 16;
+      return GrpcStatus.UNAUTHENTICATED;
     case 403:
-      return 7;
+      return GrpcStatus.PERMISSION_DENIED;
     case 404:
       return GrpcStatus.UNIMPLEMENTED;
     case 429:
@@ -75,16 +41,20 @@ export interface ClientError {
   readonly retryAfterS?: number;
 }
 
+/** A table entry's answer changed for one request (a fault's status, a rate limit's wait). */
+export interface AnswerOverride {
+  readonly status?: number;
+  readonly grpcStatus?: number;
+  readonly retryAfterS?: number;
+}
+
 /**
  * What the client receives for `err`. `status` overrides the table (fault injection aborts
  * with the status the policy names).
  */
-export function clientError(
-  err: unknown,
-  override?: { status?: number; grpcStatus?: number; retryAfterS?: number },
-): ClientError {
+export function clientError(err: unknown, override?: AnswerOverride): ClientError {
   const code = errorCode(err);
-  const entry = RESPONSES[code as AgentErrorCode] ?? FALLBACK;
+  const entry = errorEntry(code) ?? FALLBACK;
   const status = override?.status ?? entry.status;
   return {
     code,
@@ -122,4 +92,16 @@ export function errorHeaders(e: ClientError, grpc: boolean): Record<string, stri
     headers["content-type"] = "text/plain; charset=utf-8";
   }
   return headers;
+}
+
+/**
+ * An error as a bodiless HTTP/1.1 answer written straight on a socket, where no HTTP server
+ * owns the connection. The code comes first: peers (and tests) read it right after the status.
+ */
+export function rawErrorAnswer(err: unknown): string {
+  const e = clientError(err);
+  return (
+    `HTTP/1.1 ${e.status} ${http.STATUS_CODES[e.status] ?? "Error"}\r\n` +
+    `X-Nodemesh-Error: ${e.code}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`
+  );
 }

@@ -7,11 +7,14 @@
 import http from "node:http";
 import http2 from "node:http2";
 import type { Socket } from "node:net";
-import type { Logger } from "pino";
-import { AgentErrors } from "../../errors.ts";
-import type { DataplaneMetrics } from "../metrics.ts";
+import { AgentError, type AgentErrorKind, AgentErrors } from "../../errors.ts";
+import type { DataplaneContext, HttpServing } from "../context.ts";
+import type { ProxyTarget } from "../pod.ts";
+import { proxyRequest } from "./chain.ts";
 import { Http1Downstream, Http2Downstream } from "./downstream.ts";
-import { type ProxyContext, type ProxyTarget, proxyRequest, upgradeRequest } from "./proxy.ts";
+import { rawErrorAnswer } from "./errors.ts";
+import { upgradeRequest } from "./upgrade.ts";
+import type { HttpProtocol } from "./upstream.ts";
 
 export interface FrontendOptions {
   /** Time a client has to send a complete request head (slowloris). */
@@ -31,13 +34,13 @@ export const DEFAULT_FRONTEND_OPTIONS: FrontendOptions = {
 const TARGET = Symbol("nodemesh.target");
 type WithTarget = { [TARGET]?: ProxyTarget };
 
-/** Node's parser errors → the agent's error codes and statuses. */
-function clientErrorStatus(err: NodeJS.ErrnoException): { status: number; code: string } {
-  if (err.code === "HPE_HEADER_OVERFLOW") return { status: 431, code: AgentErrors.HEADERS_TOO_LARGE.code };
+/** Node's parser errors → the agent's error table. */
+function parserErrorKind(err: NodeJS.ErrnoException): AgentErrorKind {
+  if (err.code === "HPE_HEADER_OVERFLOW") return AgentErrors.HEADERS_TOO_LARGE;
   if (err.code === "ERR_HTTP_REQUEST_TIMEOUT" || err.code === "ERR_HTTP_HEADERS_TIMEOUT") {
-    return { status: 408, code: AgentErrors.CLIENT_TIMEOUT.code };
+    return AgentErrors.CLIENT_TIMEOUT;
   }
-  return { status: 400, code: AgentErrors.BAD_REQUEST.code };
+  return AgentErrors.BAD_REQUEST;
 }
 
 function countHost(raw: readonly string[]): number {
@@ -46,24 +49,14 @@ function countHost(raw: readonly string[]): number {
   return n;
 }
 
-export class HttpFrontend {
+export class HttpFrontend implements HttpServing {
   private readonly h1: http.Server;
   private readonly h2: http2.Http2Server;
   readonly headersTimeoutMs: number;
+  private readonly ctx: DataplaneContext;
 
-  private readonly px: ProxyContext;
-  private readonly metrics: DataplaneMetrics;
-  private readonly log: Logger;
-
-  constructor(
-    px: ProxyContext,
-    metrics: DataplaneMetrics,
-    log: Logger,
-    opts: FrontendOptions = DEFAULT_FRONTEND_OPTIONS,
-  ) {
-    this.px = px;
-    this.metrics = metrics;
-    this.log = log;
+  constructor(ctx: DataplaneContext, opts: FrontendOptions = DEFAULT_FRONTEND_OPTIONS) {
+    this.ctx = ctx;
     this.headersTimeoutMs = opts.headersTimeoutMs;
     this.h1 = http.createServer(
       {
@@ -102,7 +95,7 @@ export class HttpFrontend {
         stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
         return;
       }
-      proxyRequest(this.px, new Http2Downstream(stream, headers), target).catch((err) => {
+      proxyRequest(this.ctx, new Http2Downstream(stream, headers), target).catch((err) => {
         this.failed(err);
         if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
       });
@@ -112,7 +105,7 @@ export class HttpFrontend {
   }
 
   /** Serves `socket` (paused, its first bytes pushed back) as HTTP of the given version. */
-  serve(socket: Socket, protocol: "http1" | "h2", target: ProxyTarget): void {
+  serve(socket: Socket, protocol: HttpProtocol, target: ProxyTarget): void {
     (socket as unknown as WithTarget)[TARGET] = target;
     if (protocol === "h2") this.h2.emit("connection", socket);
     else {
@@ -128,10 +121,10 @@ export class HttpFrontend {
       return;
     }
     if (countHost(req.rawHeaders) > 1) {
-      this.refuse(target.direction, req.socket, 400, AgentErrors.BAD_REQUEST.code);
+      this.refuse(target.direction, req.socket, AgentErrors.BAD_REQUEST);
       return;
     }
-    proxyRequest(this.px, new Http1Downstream(req, res), target).catch((err) => {
+    proxyRequest(this.ctx, new Http1Downstream(req, res), target).catch((err) => {
       this.failed(err);
       req.socket.destroy();
     });
@@ -139,21 +132,18 @@ export class HttpFrontend {
 
   /** A request the proxy failed to handle: a bug, logged with its stack; only its client is cut. */
   private failed(err: unknown): void {
-    this.log.error({ err }, "HTTP request handler failed");
+    this.ctx.log.error({ err }, "HTTP request handler failed");
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
     const target = (socket as unknown as WithTarget)[TARGET];
-    const { status, code } = clientErrorStatus(err);
-    this.refuse(target?.direction ?? "outbound", socket, status, code);
+    this.refuse(target?.direction ?? "outbound", socket, parserErrorKind(err));
   }
 
-  private refuse(direction: "outbound" | "inbound", socket: Socket, status: number, code: string): void {
-    this.metrics.malformed.labels(direction, code).inc();
+  private refuse(direction: "outbound" | "inbound", socket: Socket, kind: AgentErrorKind): void {
+    this.ctx.metrics.malformed.labels(direction, kind.code).inc();
     if (socket.writable && !(socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
-      socket.end(
-        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nconnection: close\r\nx-nodemesh-error: ${code}\r\ncontent-length: 0\r\n\r\n`,
-      );
+      socket.end(rawErrorAnswer(new AgentError(kind)));
     }
     socket.destroySoon();
   }
@@ -164,7 +154,7 @@ export class HttpFrontend {
       socket.destroy();
       return;
     }
-    upgradeRequest(this.px, req, socket, head, target).catch((err) => {
+    upgradeRequest(this.ctx, req, socket, head, target).catch((err) => {
       this.failed(err);
       socket.destroy();
     });

@@ -1,9 +1,9 @@
 import http from "node:http";
 import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import type { PodContext } from "../context.ts";
+import type { Endpoint } from "../endpoint.ts";
+import type { PodContext } from "../pod.ts";
 import { allocateSharedBuffers, SharedState } from "../shared-state.ts";
-import type { Endpoint } from "../snapshot.ts";
 import { isPooledSocket, UpstreamPools } from "./upstream.ts";
 
 const LIMITS = { maxConnections: 100, maxPending: 100, connectTimeoutMs: 1000, idleTimeoutMs: 60_000 };

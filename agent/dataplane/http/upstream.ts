@@ -8,9 +8,9 @@ import http from "node:http";
 import http2 from "node:http2";
 import type { Socket } from "node:net";
 import { AgentError, AgentErrors } from "../../errors.ts";
-import type { PodContext } from "../context.ts";
+import type { Endpoint } from "../endpoint.ts";
+import type { PodContext } from "../pod.ts";
 import type { SharedState } from "../shared-state.ts";
-import type { Endpoint } from "../snapshot.ts";
 
 export type HttpProtocol = "http1" | "h2";
 
@@ -21,7 +21,10 @@ export interface ConnectionLimits {
   readonly idleTimeoutMs: number;
 }
 
-/** Opens one upstream connection (directly, or through the endpoint's agent). */
+/**
+ * Opens one upstream connection for a pool (directly, or through the endpoint's agent, which is
+ * told to serve it as HTTP of `protocol`).
+ */
 export type Connector = (from: PodContext, ep: Endpoint, protocol: HttpProtocol, timeoutMs: number) => Promise<Socket>;
 
 /**

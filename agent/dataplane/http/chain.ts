@@ -1,0 +1,97 @@
+// One HTTP request through the agent, written once for HTTP/1.1, HTTP/2 and gRPC, as a chain of
+// small links (linkerd2-proxy's layer stack, grpc-js's ResolvingCall → RetryingCall →
+// LoadBalancingCall):
+//
+//   resolve (resolve.ts)  the connection's target under the configuration in force
+//   plan    (plan.ts)     route rule, backend by weight, fault, rate limit, deadlines, retry policy
+//   fault / refusal       an injected delay; the agent's own answer when the plan says so
+//   mirror  (mirror.ts)   a copy to another backend
+//   call    (call.ts)     attempts: endpoint, lease, send (send.ts, attempt-*.ts), retry (retry.ts)
+//   answer  (respond.ts)  the upstream's answer or the agent's error (errors.ts)
+//   report  (record.ts)   metrics, service-graph edges, access log — once, at the end
+//
+// Authorization at the destination and spans on both sides are links to add here, between the
+// plan and the call.
+
+import { setTimeout as sleep } from "node:timers/promises";
+import { AgentError, AgentErrors } from "../../errors.ts";
+import type { DataplaneContext } from "../context.ts";
+import type { ProxyTarget } from "../pod.ts";
+import type { RequestFacts } from "../routing.ts";
+import { RequestBody } from "./body.ts";
+import { RetryingCall } from "./call.ts";
+import type { Downstream } from "./downstream.ts";
+import { clientError } from "./errors.ts";
+import { applyHeaderOps, endToEnd, ensureRequestId, headerValue } from "./headers.ts";
+import { sendMirror } from "./mirror.ts";
+import { type PlanEnv, planRequest } from "./plan.ts";
+import { newRecord, type RequestRecord, reportLater } from "./record.ts";
+import { type Resolved, resolveTarget } from "./resolve.ts";
+import { reply } from "./respond.ts";
+
+export async function proxyRequest(ctx: DataplaneContext, down: Downstream, bound: ProxyTarget): Promise<void> {
+  const target = resolveTarget(ctx.snapshot(), bound, down.headers);
+  if (!target) {
+    // The Service was removed while this connection stayed open.
+    down.fail(clientError(new AgentError(AgentErrors.NO_ENDPOINT, "the service is gone")));
+    return;
+  }
+  const rec = newRecord(down, target);
+  try {
+    await handle(ctx, down, target, rec);
+  } finally {
+    reportLater(ctx, down, target, rec);
+  }
+}
+
+async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved, rec: RequestRecord): Promise<void> {
+  const headers = endToEnd(down.headers, true);
+  rec.requestId = ensureRequestId(headers);
+  const plan = planRequest(target, { ...requestFacts(down), grpc: down.grpc }, planEnv(ctx));
+  rec.route = plan.rule?.name;
+  const service = rec.peers.destinationService;
+  if (plan.delayMs > 0) {
+    ctx.metrics.faults.labels(service, "delay").inc();
+    await sleep(plan.delayMs);
+    if (down.gone) return;
+  }
+  if (plan.kind === "refuse") {
+    if (plan.error.code === AgentErrors.FAULT_ABORT.code) ctx.metrics.faults.labels(service, "abort").inc();
+    if (plan.error.code === AgentErrors.RATE_LIMITED.code) ctx.metrics.rateLimited.labels(service).inc();
+    return reply(ctx, down, rec, plan.error, plan.answer);
+  }
+  applyHeaderOps(headers, plan.rule?.requestHeaders);
+  // Kept (up to the plan's cap) for a failover after a connect failure, a retry or a mirror.
+  const body = new RequestBody(down.body, plan.keptBodyBytes);
+  if (plan.mirror) void sendMirror(ctx, plan.from, plan.mirror, down, headers, body);
+  const up = { method: down.method, target: down.target, authority: down.authority, grpc: down.grpc, headers, body };
+  await new RetryingCall(ctx, down, target, plan, rec, up).run();
+}
+
+function requestFacts(down: Downstream): RequestFacts {
+  const q = down.target.indexOf("?");
+  return {
+    method: down.method,
+    path: q < 0 ? down.target : down.target.slice(0, q),
+    query: q < 0 ? "" : down.target.slice(q + 1),
+    header: (name) => headerValue(down.headers, name),
+  };
+}
+
+const planEnvs = new WeakMap<DataplaneContext, PlanEnv>();
+
+/** Chance and the shared token buckets, for the plan (one per context, not per request). */
+function planEnv(ctx: DataplaneContext): PlanEnv {
+  let env = planEnvs.get(ctx);
+  if (!env) {
+    env = {
+      random: Math.random,
+      rateLimitWaitUs: (bucket, limit) => {
+        const nowUs = (performance.timeOrigin + performance.now()) * 1000;
+        return ctx.shared.rateLimit(bucket, nowUs, limit.intervalUs, limit.burst);
+      },
+    };
+    planEnvs.set(ctx, env);
+  }
+  return env;
+}

@@ -1,0 +1,139 @@
+// The last link: what one request did, filled in along the way and reported once at its end —
+// metrics, the service-graph edge sample and the access-log line, all from here.
+
+import { type AccessEntry, traceIdOf } from "../access-log.ts";
+import type { DataplaneContext } from "../context.ts";
+import type { Endpoint } from "../endpoint.ts";
+import { type Peers, UNKNOWN } from "../metrics.ts";
+import type { Downstream } from "./downstream.ts";
+import { headerValue } from "./headers.ts";
+import { destinationService, type Resolved } from "./resolve.ts";
+
+export interface RequestRecord {
+  readonly started: number;
+  readonly peers: { -readonly [K in keyof Peers]: Peers[K] };
+  readonly grpc: boolean;
+  status: number;
+  grpcStatus: string;
+  requestBytes: number;
+  responseBytes: number;
+  // For the access log:
+  route?: string;
+  /** The endpoint of the last attempt. */
+  endpoint?: Endpoint;
+  retries: number;
+  requestId?: string;
+  error?: string;
+}
+
+export function newRecord(down: Downstream, target: Resolved): RequestRecord {
+  const service = destinationService(target);
+  const peers =
+    target.direction === "outbound"
+      ? {
+          reporter: "source" as const,
+          sourceWorkload: target.from.workload.name,
+          sourceNamespace: target.from.workload.namespace,
+          destinationService: service,
+          destinationWorkload: UNKNOWN,
+          destinationNamespace: UNKNOWN,
+        }
+      : {
+          reporter: "destination" as const,
+          sourceWorkload: target.caller.workload.name,
+          sourceNamespace: target.caller.workload.namespace,
+          destinationService: service,
+          destinationWorkload: target.to.workload.name,
+          destinationNamespace: target.to.workload.namespace,
+        };
+  return {
+    started: performance.now(),
+    peers,
+    grpc: down.grpc,
+    status: 0,
+    grpcStatus: "",
+    requestBytes: 0,
+    responseBytes: 0,
+    retries: 0,
+  };
+}
+
+/** The endpoint an attempt went to: the record names it and its workload. */
+export function recordEndpoint(rec: RequestRecord, endpoint: Endpoint): void {
+  rec.endpoint = endpoint;
+  rec.peers.destinationWorkload = endpoint.workload;
+  rec.peers.destinationNamespace = endpoint.namespace;
+}
+
+/** A gRPC status as a metric label: "0"–"16", else "unknown" (an app cannot grow the label set). */
+export function grpcStatusLabel(value: unknown): string {
+  const n = Number(value);
+  return Number.isInteger(n) && n >= 0 && n <= 16 ? String(n) : "unknown";
+}
+
+/** A finished request whose metrics, edge sample and access-log line are still to be written. */
+interface Finished {
+  readonly ctx: DataplaneContext;
+  readonly down: Downstream;
+  readonly target: Resolved;
+  readonly rec: RequestRecord;
+  readonly seconds: number;
+}
+
+/**
+ * Requests that finished during this turn of the event loop. They are reported once the loop has
+ * handled all the I/O that was ready (setImmediate): when requests arrive together (a client's
+ * burst, many connections at once), every answer goes out before any bookkeeping is done.
+ */
+let finished: Finished[] = [];
+
+export function reportLater(ctx: DataplaneContext, down: Downstream, target: Resolved, rec: RequestRecord): void {
+  if (finished.length === 0) setImmediate(reportFinished);
+  finished.push({ ctx, down, target, rec, seconds: (performance.now() - rec.started) / 1000 });
+}
+
+function reportFinished(): void {
+  const batch = finished;
+  finished = [];
+  for (const f of batch) report(f);
+}
+
+function report({ ctx, down, target, rec, seconds }: Finished): void {
+  if (ctx.settings.requestMetrics) {
+    ctx.metrics.recordRequest(rec.peers, rec.status, rec.grpcStatus, seconds, rec.requestBytes, rec.responseBytes);
+    if (rec.peers.reporter === "source") {
+      const failed = rec.status === 0 || rec.status >= 500 || (rec.grpc && rec.grpcStatus !== "0");
+      ctx.edges.request(rec.peers, rec.grpc, failed, seconds * 1000, rec.requestBytes, rec.responseBytes);
+    }
+  }
+  if (ctx.accessLog.wants(target.route?.policy, rec.peers.sourceNamespace, rec.peers.destinationNamespace)) {
+    ctx.accessLog.write(accessEntry(down, target, rec, seconds));
+  }
+}
+
+function accessEntry(down: Downstream, target: Resolved, rec: RequestRecord, seconds: number): AccessEntry {
+  const p = rec.peers;
+  return {
+    type: rec.grpc ? "grpc" : "http",
+    reporter: p.reporter,
+    sourceWorkload: p.sourceWorkload,
+    sourceNamespace: p.sourceNamespace,
+    sourceIp: target.direction === "outbound" ? target.from.pod.ip : target.caller.address,
+    destinationService: p.destinationService,
+    destinationWorkload: p.destinationWorkload,
+    destinationNamespace: p.destinationNamespace,
+    route: rec.route,
+    upstream: rec.endpoint && `${rec.endpoint.ip}:${rec.endpoint.port}`,
+    method: down.method,
+    path: down.target,
+    status: rec.status,
+    grpcStatus: rec.grpcStatus || undefined,
+    durationMs: Math.round(seconds * 1e6) / 1000,
+    bytesReceived: rec.requestBytes,
+    bytesSent: rec.responseBytes,
+    retries: rec.retries,
+    requestId: rec.requestId,
+    traceId: traceIdOf(headerValue(down.headers, "traceparent"), headerValue(down.headers, "x-b3-traceid")),
+    error: rec.error,
+  };
+}

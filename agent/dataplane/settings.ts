@@ -1,0 +1,17 @@
+// The data plane's settings: parsed once by the CLI (agent/cli.ts) and carried whole, as this one
+// type, through the control thread to every worker (agent/dataplane/messages.ts).
+
+import type { AccessLogOptions } from "./access-log.ts";
+
+export interface DataplaneSettings {
+  /** Budget for one upstream attempt: TCP connect plus, through the tunnel, its handshake. */
+  readonly connectTimeoutMs: number;
+  /** How long an undeclared port waits for the client's first bytes before it is opaque TCP. */
+  readonly detectTimeoutMs: number;
+  /** Time a client has to send a complete HTTP request head (slowloris). */
+  readonly headersTimeoutMs: number;
+  /** Which traffic gets access-log lines, and where they go. */
+  readonly accessLog: AccessLogOptions;
+  /** Per-request metrics and service-graph samples; off only to measure what they cost. */
+  readonly requestMetrics: boolean;
+}
