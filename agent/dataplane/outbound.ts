@@ -84,9 +84,58 @@ async function forwardOpaque(
   plan: Exclude<OutboundPlan, { kind: "refuse" }>,
   leftover?: Buffer,
 ): Promise<void> {
-  const service = plan.kind === "service" ? plan.route.id : PASSTHROUGH;
+  const connected = await connectWithFailover(ctx, from, client, plan);
+  const peers: Peers = {
+    reporter: "source",
+    sourceWorkload: from.workload.name,
+    sourceNamespace: from.workload.namespace,
+    destinationService: plan.kind === "service" ? plan.route.id : PASSTHROUGH,
+    destinationWorkload: connected?.endpoint.workload ?? UNKNOWN,
+    destinationNamespace: connected?.endpoint.namespace ?? UNKNOWN,
+  };
+  if (!connected || client.destroyed) {
+    connected?.upstream.destroy();
+    if (!client.destroyed) {
+      ctx.metrics.refused.labels("outbound", AgentErrors.ALL_ENDPOINTS_FAILED.code).inc();
+      ctx.edges.connection(peers, true, 0, 0);
+      client.resetAndDestroy();
+    }
+    return;
+  }
+  const { upstream, endpoint } = connected;
+  const m = ctx.metrics.forConnection(peers);
+  m.opened.inc();
+  if (leftover?.length) upstream.write(leftover);
+  const started = performance.now();
+  const policy = plan.kind === "service" ? plan.route.policy : undefined;
+  const result = await pipeBoth(client, upstream, policy?.idleTimeoutMs);
+  m.closed.inc();
+  m.bytesFromDownstream.inc(result.bytesFromDownstream);
+  m.bytesFromUpstream.inc(result.bytesFromUpstream);
+  ctx.edges.connection(peers, false, result.bytesFromDownstream, result.bytesFromUpstream);
+  if (ctx.accessLog.wants(policy, peers.sourceNamespace, peers.destinationNamespace)) {
+    ctx.accessLog.write({
+      ...tcpEntryPeers(peers),
+      sourceIp: from.pod.ip,
+      upstream: `${endpoint.ip}:${endpoint.port}`,
+      durationMs: Math.round((performance.now() - started) * 1000) / 1000,
+      bytesReceived: result.bytesFromDownstream,
+      bytesSent: result.bytesFromUpstream,
+    });
+  }
+}
+
+/**
+ * Connects to an endpoint this connection has not tried, until one accepts (passthrough has
+ * exactly one), or the client gives up meanwhile.
+ */
+async function connectWithFailover(
+  ctx: DataplaneContext,
+  from: PodContext,
+  client: Socket,
+  plan: Exclude<OutboundPlan, { kind: "refuse" }>,
+): Promise<{ upstream: Socket; endpoint: Endpoint } | undefined> {
   const backend = plan.kind === "service" ? plan.route.self : undefined;
-  // Each attempt picks an endpoint this connection has not tried; passthrough has exactly one.
   const next = (tried: readonly Endpoint[]): Endpoint | undefined =>
     backend
       ? ctx.picker.pick(backend, { tried, hashKey: from.pod.ip, nowMs: Date.now() })
@@ -94,64 +143,15 @@ async function forwardOpaque(
         ? { ...PASSTHROUGH_ENDPOINT, ip: plan.ip, port: plan.port }
         : undefined;
   const connectTimeoutMs = backend?.policy.connectTimeoutMs ?? ctx.settings.connectTimeoutMs;
-
-  // The client may give up while we connect; stop trying then.
-  let clientGone = false;
-  const onClientClose = () => {
-    clientGone = true;
-  };
-  client.once("close", onClientClose);
-
-  let upstream: Socket | undefined;
-  let upstreamEndpoint: Endpoint | undefined;
   const tried: Endpoint[] = [];
-  for (let ep = next(tried); ep && !clientGone; ep = next(tried)) {
+  for (let ep = next(tried); ep && !client.destroyed; ep = next(tried)) {
     tried.push(ep);
     try {
-      upstream = await connectEndpoint(ctx.sockets, from, ep, connectTimeoutMs);
-      upstreamEndpoint = ep;
-      break;
+      return { upstream: await connectEndpoint(ctx.sockets, from, ep, connectTimeoutMs), endpoint: ep };
     } catch (err) {
       ctx.metrics.connectFailures.labels("outbound", errorCode(err)).inc();
       ctx.log.debug({ pod: from.key, endpoint: `${ep.ip}:${ep.port}`, err: (err as Error).message }, "connect failed");
     }
   }
-  client.removeListener("close", onClientClose);
-  const peers: Peers = {
-    reporter: "source",
-    sourceWorkload: from.workload.name,
-    sourceNamespace: from.workload.namespace,
-    destinationService: service,
-    destinationWorkload: upstreamEndpoint?.workload ?? UNKNOWN,
-    destinationNamespace: upstreamEndpoint?.namespace ?? UNKNOWN,
-  };
-  if (!upstream || clientGone) {
-    upstream?.destroy();
-    if (!clientGone) {
-      ctx.metrics.refused.labels("outbound", AgentErrors.ALL_ENDPOINTS_FAILED.code).inc();
-      ctx.edges.connection(peers, true, 0, 0);
-      client.resetAndDestroy();
-    }
-    return;
-  }
-  const m = ctx.metrics.forConnection(peers);
-  m.opened.inc();
-  if (leftover?.length) upstream.write(leftover);
-  const started = performance.now();
-  const result = await pipeBoth(client, upstream, backend?.policy.idleTimeoutMs);
-  m.closed.inc();
-  m.bytesFromDownstream.inc(result.bytesFromDownstream);
-  m.bytesFromUpstream.inc(result.bytesFromUpstream);
-  ctx.edges.connection(peers, false, result.bytesFromDownstream, result.bytesFromUpstream);
-  const policy = plan.kind === "service" ? plan.route.policy : undefined;
-  if (ctx.accessLog.wants(policy, peers.sourceNamespace, peers.destinationNamespace)) {
-    ctx.accessLog.write({
-      ...tcpEntryPeers(peers),
-      sourceIp: from.pod.ip,
-      upstream: `${upstreamEndpoint!.ip}:${upstreamEndpoint!.port}`,
-      durationMs: Math.round((performance.now() - started) * 1000) / 1000,
-      bytesReceived: result.bytesFromDownstream,
-      bytesSent: result.bytesFromUpstream,
-    });
-  }
+  return undefined;
 }

@@ -30,13 +30,11 @@ export interface Backend {
 
 export interface Rule extends Omit<RuleSpec, "backends" | "mirror"> {
   readonly backends: readonly Backend[];
-  /** All weights, the invalid backends' included. */
-  readonly totalWeight: number;
   /**
-   * Weight of backendRefs that name no known Service port: that share of requests gets a 500
-   * (Gateway API); with no valid backend, all of them do.
+   * All weights, those of backendRefs that name no known Service port included: that share of
+   * requests gets a 500 (Gateway API); with no valid backend, all of them do.
    */
-  readonly invalidWeight: number;
+  readonly totalWeight: number;
   readonly mirror?: { readonly backend: Backend; readonly ratio: number };
 }
 
@@ -189,7 +187,6 @@ export function compileSnapshot(msg: SnapshotMessage): Snapshot {
           ...rule,
           backends: valid,
           totalWeight: valid.reduce((sum, b) => sum + b.weight, invalidWeight),
-          invalidWeight,
           mirror: mirrorBackend && rule.mirror ? { backend: mirrorBackend, ratio: rule.mirror.ratio } : undefined,
         } satisfies Rule,
       };
