@@ -199,3 +199,102 @@ describe("L7 chain (HTTP/2)", () => {
     expect([status, body, trailers["x-done"]]).toEqual([200, "h2 app", "yes"]);
   });
 });
+
+/** Sends raw bytes, returns everything received until the peer closes (or `untilMs` passes). */
+function exchange(port: number, bytes: string, after?: (text: string, socket: net.Socket) => void, untilMs = 2000) {
+  return new Promise<string>((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    let text = "";
+    socket.setEncoding("latin1");
+    socket.on("data", (c: string) => {
+      text += c;
+      after?.(text, socket);
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => resolve(text));
+    setTimeout(() => socket.destroy(), untilMs).unref();
+    socket.write(bytes);
+  });
+}
+
+const UPGRADE = (path: string) => `GET ${path} HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n`;
+
+describe("L7 chain: HTTP/1.1 Upgrade (issue 21, item 1)", () => {
+  /** Answers an Upgrade with 101 and then echoes bytes uppercased; anything else gets 200 "plain". */
+  async function upgradeApp(seen: string[]) {
+    const app = http.createServer((req, res) => {
+      seen.push(`${req.method} ${req.url} ${req.headers["x-forged"] ?? ""}`);
+      res.end("plain");
+    });
+    app.on("upgrade", (req, socket) => {
+      seen.push(`UPGRADE ${req.url}`);
+      closers.push(() => void socket.destroy()); // upgraded: no longer the server's to close
+      socket.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+      socket.on("data", (d: Buffer) => socket.write(d.toString().toUpperCase()));
+    });
+    return listen(app);
+  }
+  const publicOnly = {
+    kind: "HTTPRoute",
+    name: "public-only",
+    namespace: "default",
+    spec: {
+      parentRefs: [{ name: "web" }],
+      rules: [{ matches: [{ path: { type: "PathPrefix", value: "/public" } }], backendRefs: [{ name: "web" }] }],
+    },
+  };
+
+  it("routes an Upgrade like any request: 404 off the routes, 101 and a pipe on them", async () => {
+    const seen: string[] = [];
+    const dp = loopbackDataplane([service([await upgradeApp(seen)], "http")], [publicOnly]);
+    const port = await outboundListener(dp);
+    const refused = await exchange(port, UPGRADE("/admin"));
+    expect(refused).toMatch(/^HTTP\/1\.1 404 .*\r\nX-Nodemesh-Error: NM_NO_ROUTE\r\n/);
+    const piped = await exchange(port, UPGRADE("/public/chat"), (text, socket) => {
+      if (text.endsWith("\r\n\r\n")) socket.write("hello");
+      if (text.endsWith("HELLO")) socket.destroy();
+    });
+    expect(piped).toMatch(/^HTTP\/1\.1 101 Switching Protocols\r\n/);
+    expect(piped.endsWith("HELLO")).toBe(true);
+    expect(seen).toEqual(["UPGRADE /public/chat"]);
+  });
+
+  it("keeps nothing raw after a non-101 answer: the connection closes, the next bytes reach no app", async () => {
+    const seen: string[] = [];
+    const plainOnly = http.createServer((req, res) => {
+      seen.push(`${req.method} ${req.url} ${req.headers["x-nodemesh-forged"] ?? ""}`);
+      res.end("plain");
+    });
+    const dp = loopbackDataplane([service([await listen(plainOnly)], "http")]);
+    const port = await outboundListener(dp);
+    const smuggled = "GET /second HTTP/1.1\r\nHost: web\r\nX-Nodemesh-Forged: yes\r\n\r\n";
+    const text = await exchange(port, UPGRADE("/first"), (t, socket) => {
+      if (t.includes("plain")) socket.write(smuggled);
+    });
+    expect(text).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(text).toMatch(/\r\nconnection: close\r\n/i);
+    expect(seen).toEqual(["GET /first "]);
+  });
+
+  it("rate-limits Upgrade requests at the destination like any other", async () => {
+    const seen: string[] = [];
+    const appPort = await upgradeApp(seen);
+    const policy = {
+      kind: "TrafficPolicy",
+      name: "web",
+      namespace: "default",
+      spec: { targetRefs: [{ name: "web" }], rateLimit: { requestsPerSecond: 1, burst: 1 } },
+    };
+    const dp = loopbackDataplane([service([appPort], "http")], [policy]);
+    const pod = loopbackPod("127.0.0.1", "web-0", "web");
+    const a = await acceptor((socket) => void handleInbound(dp, pod, socket, { ip: "127.0.0.1", port: appPort }));
+    closers.push(a.close);
+    const answers: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      answers.push((await exchange(a.port, UPGRADE("/chat"), (_, s) => s.end(), 500)).slice(0, 12));
+    }
+    expect(answers.filter((x) => x === "HTTP/1.1 101")).toHaveLength(1);
+    expect(answers.filter((x) => x === "HTTP/1.1 429")).toHaveLength(4);
+    expect(seen).toEqual(["UPGRADE /chat"]);
+  });
+});

@@ -150,11 +150,40 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, client
     return;
   }
   answerTunnel(client, undefined);
-  if (req.protocol) {
+  const { protocol, leftover } = req.protocol
+    ? { protocol: req.protocol }
+    : await declaredHttp(ctx, to, client, req.port);
+  if (protocol === "gone") {
+    app.destroy();
+    client.destroy();
+    return;
+  }
+  if (leftover?.length) app.write(leftover);
+  if (protocol) {
     // HTTP the source agent already parsed: served per request with pooled workload connections.
     app.destroy();
-    serveHttp(ctx, to, client, req.port, req.protocol, callerFromTunnel(req.workload, client.remoteAddress));
+    serveHttp(ctx, to, client, req.port, protocol, callerFromTunnel(req.workload, client.remoteAddress));
     return;
   }
   await forward(ctx, to, client, app, req.port, callerFromTunnel(req.workload, client.remoteAddress));
+}
+
+/**
+ * A raw tunnel (no protocol announced) to a port declared HTTP is served as HTTP all the same:
+ * whatever a handshake says, the destination's policies (rate limits) apply to HTTP traffic.
+ * Undeclared ports keep the source agent's classification (it detected opaque TCP).
+ */
+async function declaredHttp(
+  ctx: DataplaneContext,
+  to: PodContext,
+  client: Socket,
+  port: number,
+): Promise<{ protocol?: "http1" | "h2" | "gone"; leftover?: Buffer }> {
+  const declared = ctx.snapshot().inbound.get(routeKey(to.pod.ip, port))?.protocol;
+  if (declared === undefined || declared === "tcp") return {};
+  const { protocol, leftover } = await detectProtocol(client, ctx.http.headersTimeoutMs, true);
+  if (protocol === "gone") return { protocol };
+  // A client that already ended: what it sent is forwarded as it is (as on the plain inbound port).
+  if (leftover.length > 0 || client.readableEnded) return { leftover };
+  return { protocol: protocol === "h2" ? "h2" : "http1" };
 }

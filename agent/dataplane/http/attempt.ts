@@ -5,6 +5,7 @@
 // the body detached from a failed attempt) is OutcomeLatch.
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
+import type { Socket } from "node:net";
 import type { Readable } from "node:stream";
 import { type FailureClass, failureClass } from "../../errors.ts";
 import type { BodySource } from "./body.ts";
@@ -18,6 +19,8 @@ export interface UpstreamResponse {
   readonly trailersOnly: boolean;
   readonly trailers: () => OutgoingHttpHeaders | undefined;
   readonly abort: () => void;
+  /** A 101 to an Upgrade: the upstream connection, now raw, and the bytes read past the head. */
+  readonly upgraded?: { readonly socket: Socket; readonly head: Buffer };
 }
 
 export interface UpstreamFailure {
@@ -39,6 +42,8 @@ export interface UpstreamRequest {
   readonly grpc: boolean;
   readonly headers: OutgoingHttpHeaders;
   readonly body: BodySource;
+  /** The protocol an HTTP/1.1 Upgrade request asks for (its `Upgrade` header). */
+  readonly upgrade?: string;
 }
 
 export interface Attempt {

@@ -234,6 +234,8 @@ export class RetryingCall {
     // The last outcome is final: its answer goes to the client as it is, or its failure becomes the agent's answer.
     if (outcome.kind === "failure") throw this.failureError(outcome);
     this.committed = outcome;
+    // An upgraded connection lives as long as its peers want: the request's deadline was for the 101.
+    if (outcome.upgraded) clearTimeout(this.deadlineTimer);
     await commit(this.down, outcome, plan.rule, this.rec);
     return DONE;
   }

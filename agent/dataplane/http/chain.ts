@@ -6,6 +6,7 @@
 //   plan    (plan.ts)     route rule, backend by weight, fault, rate limit, deadlines, retry policy
 //   fault / refusal       an injected delay; the agent's own answer when the plan says so
 //   mirror  (mirror.ts)   a copy to another backend
+//   (an HTTP/1.1 Upgrade takes the same links; only a 101 turns it into a pipe: downstream-upgrade.ts)
 //   call    (call.ts)     attempts: endpoint, lease, send (send.ts, attempt-*.ts), retry (retry.ts)
 //   answer  (respond.ts)  the upstream's answer or the agent's error (errors.ts)
 //   report  (record.ts)   metrics, service-graph edges, access log — once, at the end
@@ -63,8 +64,9 @@ async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved,
   applyHeaderOps(headers, plan.rule?.requestHeaders);
   // Kept (up to the plan's cap) for a failover after a connect failure, a retry or a mirror.
   const body = new RequestBody(down.body, plan.keptBodyBytes);
-  if (plan.mirror) void sendMirror(ctx, plan.from, plan.mirror, down, headers, body);
-  const up = { method: down.method, target: down.target, authority: down.authority, grpc: down.grpc, headers, body };
+  if (plan.mirror && !down.upgrade) void sendMirror(ctx, plan.from, plan.mirror, down, headers, body);
+  const { method, target: path, authority, grpc, upgrade } = down;
+  const up = { method, target: path, authority, grpc, headers, body, upgrade };
   await new RetryingCall(ctx, down, target, plan, rec, up).run();
 }
 

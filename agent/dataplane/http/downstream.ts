@@ -3,6 +3,7 @@
 
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import http2 from "node:http2";
+import type { Socket } from "node:net";
 import type { Readable } from "node:stream";
 import { type ClientError, errorHeaders, grpcMessage } from "./errors.ts";
 
@@ -28,6 +29,10 @@ export interface Downstream {
   fail(error: ClientError): void;
   /** Breaks off a response already under way. */
   abort(): void;
+  /** An HTTP/1.1 Upgrade request: the protocol it asks for (downstream-upgrade.ts). */
+  readonly upgrade?: string;
+  /** After a 101: the upstream's head to the client, then a pipe both ways until either side ends. */
+  switchProtocols?(headers: OutgoingHttpHeaders, upstream: { socket: Socket; head: Buffer }): Promise<void>;
 }
 
 export class Http1Downstream implements Downstream {

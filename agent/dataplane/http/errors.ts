@@ -96,12 +96,17 @@ export function errorHeaders(e: ClientError, grpc: boolean): Record<string, stri
 
 /**
  * An error as a bodiless HTTP/1.1 answer written straight on a socket, where no HTTP server
- * owns the connection. The code comes first: peers (and tests) read it right after the status.
+ * owns the connection; the connection closes after it. The code comes first: peers (and tests)
+ * read it right after the status.
  */
 export function rawErrorAnswer(err: unknown): string {
-  const e = clientError(err);
+  return rawErrorHead(clientError(err));
+}
+
+export function rawErrorHead(e: ClientError): string {
+  const retryAfter = e.retryAfterS === undefined ? "" : `Retry-After: ${e.retryAfterS}\r\n`;
   return (
     `HTTP/1.1 ${e.status} ${http.STATUS_CODES[e.status] ?? "Error"}\r\n` +
-    `X-Nodemesh-Error: ${e.code}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`
+    `X-Nodemesh-Error: ${e.code}\r\n${retryAfter}Connection: close\r\nContent-Length: 0\r\n\r\n`
   );
 }

@@ -12,8 +12,8 @@ import type { DataplaneContext, HttpServing } from "../context.ts";
 import type { ProxyTarget } from "../pod.ts";
 import { proxyRequest } from "./chain.ts";
 import { Http1Downstream, Http2Downstream } from "./downstream.ts";
+import { UpgradeDownstream } from "./downstream-upgrade.ts";
 import { rawErrorAnswer } from "./errors.ts";
-import { upgradeRequest } from "./upgrade.ts";
 import type { HttpProtocol } from "./upstream.ts";
 
 export interface FrontendOptions {
@@ -76,7 +76,7 @@ export class HttpFrontend implements HttpServing {
     // A client that half-closes after its request still gets the answer (node's default aborts it).
     (this.h1 as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     this.h1.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
-    // WebSocket and other upgrades: passed through as a tunnel once the upstream agreed.
+    // WebSocket and other upgrades: handled like any request; a pipe only once the upstream agreed.
     this.h1.on("upgrade", (req, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     // The server never listens, but its header-timeout sweep starts on "listening".
     this.h1.emit("listening");
@@ -154,7 +154,11 @@ export class HttpFrontend implements HttpServing {
       socket.destroy();
       return;
     }
-    upgradeRequest(this.ctx, req, socket, head, target).catch((err) => {
+    if (countHost(req.rawHeaders) > 1) {
+      this.refuse(target.direction, socket, AgentErrors.BAD_REQUEST);
+      return;
+    }
+    proxyRequest(this.ctx, new UpgradeDownstream(req, socket, head), target).catch((err) => {
       this.failed(err);
       socket.destroy();
     });

@@ -24,6 +24,10 @@ export async function commit(
   // The destination side drops x-nodemesh-* from the app's answer: an app cannot speak for an agent.
   const headers = endToEnd(res.headers, rec.peers.reporter === "destination");
   applyHeaderOps(headers, rule?.responseHeaders);
+  if (res.upgraded) {
+    if (!down.switchProtocols) return res.abort(); // a 101 to a request that asked for no upgrade
+    return down.switchProtocols(headers, res.upgraded);
+  }
   if (res.trailersOnly) {
     rec.grpcStatus = grpcStatusLabel(res.headers["grpc-status"]);
     down.respond(res.status, headers, true);

@@ -1,6 +1,7 @@
 // Starting an attempt: the (pod, endpoint) pool of the request's HTTP version, its pending-request
 // limit, and the attempt itself.
 
+import { connectEndpoint } from "../connect.ts";
 import type { DataplaneContext } from "../context.ts";
 import type { Endpoint } from "../endpoint.ts";
 import { UNLIMITED } from "../limits.ts";
@@ -9,6 +10,7 @@ import type { CompiledPolicy } from "../policy.ts";
 import type { Attempt, UpstreamRequest } from "./attempt.ts";
 import { attemptHttp1 } from "./attempt-http1.ts";
 import { attemptHttp2 } from "./attempt-http2.ts";
+import { attemptUpgrade } from "./attempt-upgrade.ts";
 import { SERVICE_HEADER } from "./resolve.ts";
 import type { ConnectionLimits, HttpProtocol } from "./upstream.ts";
 
@@ -40,6 +42,11 @@ export function startAttempt(
   // Set in place (an attempt copies the headers as it starts): the next attempt may go elsewhere.
   if (ep.meshed && sentTo) up.headers[SERVICE_HEADER] = sentTo;
   else delete up.headers[SERVICE_HEADER];
+  if (up.upgrade) {
+    // A meshed endpoint's agent serves it as HTTP too: its own route, policy and rate limit apply.
+    const connect = () => connectEndpoint(ctx.sockets, from, ep, limits.connectTimeoutMs, "http1");
+    return attemptUpgrade(connect, ep, { ...up, upgrade: up.upgrade }, timeoutMs);
+  }
   if (protocol === "http1") {
     const pool = ctx.pools.http1(from, ep, limits);
     return attemptHttp1(pool, ctx.pools.enterPending(ep, pool), ep, up, timeoutMs);
