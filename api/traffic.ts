@@ -410,6 +410,13 @@ export const TrafficPolicySpec = z.strictObject({
   faultInjection: FaultInjection.optional(),
   rateLimit: RateLimit.optional(),
   accessLog: AccessLog.optional(),
+  /**
+   * X-Forwarded-For on requests to the Service. Append (the default): the agent that first sees
+   * the request adds the address of its immediate caller, as Envoy's use_remote_address does, so
+   * the right-most entry is one the mesh vouches for. Sanitize: the header is replaced by that
+   * address alone (what clients claim is dropped).
+   */
+  forwardedFor: z.enum(["Append", "Sanitize"]).optional(),
 });
 export type TrafficPolicySpec = z.infer<typeof TrafficPolicySpec>;
 

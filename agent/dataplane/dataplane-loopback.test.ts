@@ -298,3 +298,39 @@ describe("L7 chain: HTTP/1.1 Upgrade (issue 21, item 1)", () => {
     expect(seen).toEqual(["UPGRADE /chat"]);
   });
 });
+
+describe("L7 chain: forwarded headers (issue 21, item 8)", () => {
+  async function echoHeaders() {
+    const app = http.createServer((req, res) =>
+      res.end(JSON.stringify([req.headers["x-forwarded-for"], req.headers["x-forwarded-client-cert"] ?? null])),
+    );
+    return listen(app);
+  }
+  const forged = {
+    "x-forwarded-for": "6.6.6.6",
+    "x-forwarded-client-cert": "By=spiffe://evil;URI=spiffe://evil/admin",
+  };
+
+  it("appends the source pod's address to X-Forwarded-For and drops a client's X-Forwarded-Client-Cert", async () => {
+    const dp = loopbackDataplane([service([await echoHeaders()], "http")]);
+    const r = await get(await outboundListener(dp), "/", forged);
+    expect(JSON.parse(r.body)).toEqual([`6.6.6.6, ${CLIENT.pod.ip}`, null]);
+  });
+
+  it("replaces X-Forwarded-For with the caller's address when the policy says Sanitize", async () => {
+    const policy = {
+      kind: "TrafficPolicy",
+      name: "web",
+      namespace: "default",
+      spec: { targetRefs: [{ name: "web" }], forwardedFor: "Sanitize" },
+    };
+    const appPort = await echoHeaders();
+    const dp = loopbackDataplane([service([appPort], "http")], [policy]);
+    expect(JSON.parse((await get(await outboundListener(dp), "/", forged)).body)).toEqual([CLIENT.pod.ip, null]);
+    // A caller outside the mesh, on the pod's inbound port: its address as the agent saw it.
+    const pod = loopbackPod("127.0.0.1", "web-0", "web");
+    const a = await acceptor((socket) => void handleInbound(dp, pod, socket, { ip: "127.0.0.1", port: appPort }));
+    closers.push(a.close);
+    expect(JSON.parse((await get(a.port, "/", forged)).body)).toEqual(["127.0.0.1", null]);
+  });
+});

@@ -23,7 +23,7 @@ const policyObj = (name: string, namespace: string, targets: string[], spec: Rec
   parsed({ kind: "TrafficPolicy", name, namespace, spec: { targetRefs: targets.map((t) => ({ name: t })), ...spec } });
 
 describe("compilePolicy", () => {
-  it("fills defaults: round robin, idle 1h, nothing else", () => {
+  it("fills defaults: round robin, idle 1h, X-Forwarded-For appended, nothing else", () => {
     const p = compilePolicy("default/p", policySpec({}));
     expect(DEFAULT_IDLE_TIMEOUT_MS).toBe(3_600_000);
     expect(p).toEqual({
@@ -32,6 +32,7 @@ describe("compilePolicy", () => {
       requestTimeoutMs: undefined,
       perTryTimeoutMs: undefined,
       idleTimeoutMs: 3_600_000,
+      forwardedFor: "Append",
       connectTimeoutMs: undefined,
       retry: undefined,
       circuitBreaker: undefined,

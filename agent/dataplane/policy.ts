@@ -52,6 +52,8 @@ export interface CompiledPolicy {
   readonly rateLimit?: { readonly intervalUs: number; readonly burst: number; readonly perSource: boolean };
   /** Share (0..1) of requests to log; absent: the agent-wide setting decides. */
   readonly accessLogRatio?: number;
+  /** X-Forwarded-For: append the immediate caller's address, or replace the header with it. */
+  readonly forwardedFor: "Append" | "Sanitize";
 }
 
 /** Idle timeout of connections when no policy says otherwise (Envoy's and Istio's default: 1 h). */
@@ -61,6 +63,7 @@ export const DEFAULT_POLICY: CompiledPolicy = {
   name: "",
   lb: { type: "RoundRobin", hashSourceIp: false },
   idleTimeoutMs: DEFAULT_IDLE_TIMEOUT_MS,
+  forwardedFor: "Append",
 };
 
 export function headerTest(type: "Exact" | "RegularExpression", value: string): (v: string) => boolean {
@@ -83,6 +86,7 @@ export function compilePolicy(name: string, spec: TrafficPolicySpec): CompiledPo
     requestTimeoutMs: timeouts?.request ? durationMs(timeouts.request) : undefined,
     perTryTimeoutMs: timeouts?.perTry ? durationMs(timeouts.perTry) : undefined,
     idleTimeoutMs: timeouts?.idle ? durationMs(timeouts.idle) : DEFAULT_IDLE_TIMEOUT_MS,
+    forwardedFor: spec.forwardedFor ?? "Append",
     connectTimeoutMs: timeouts?.connect ? durationMs(timeouts.connect) : undefined,
     retry: retries && {
       attempts: retries.attempts,

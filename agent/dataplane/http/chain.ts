@@ -23,7 +23,7 @@ import { RequestBody } from "./body.ts";
 import { RetryingCall } from "./call.ts";
 import type { Downstream } from "./downstream.ts";
 import { clientError } from "./errors.ts";
-import { applyHeaderOps, endToEnd, ensureRequestId, headerValue } from "./headers.ts";
+import { applyHeaderOps, endToEnd, ensureRequestId, forwardFor, headerValue } from "./headers.ts";
 import { sendMirror } from "./mirror.ts";
 import { type PlanEnv, planRequest } from "./plan.ts";
 import { newRecord, type RequestRecord, reportLater } from "./record.ts";
@@ -61,6 +61,8 @@ async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved,
     if (plan.error.code === AgentErrors.RATE_LIMITED.code) ctx.metrics.rateLimited.labels(service).inc();
     return reply(ctx, down, rec, plan.error, plan.answer);
   }
+  const caller = callerAddress(target);
+  if (caller) forwardFor(headers, caller, plan.policy.forwardedFor);
   applyHeaderOps(headers, plan.rule?.requestHeaders);
   // Kept (up to the plan's cap) for a failover after a connect failure, a retry or a mirror.
   const body = new RequestBody(down.body, plan.keptBodyBytes);
@@ -68,6 +70,16 @@ async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved,
   const { method, target: path, authority, grpc, upgrade } = down;
   const up = { method, target: path, authority, grpc, headers, body, upgrade };
   await new RetryingCall(ctx, down, target, plan, rec, up).run();
+}
+
+/**
+ * The address the first agent on a request's way saw it come from: the source pod on the way
+ * out; a caller outside the mesh on the way in. Through the tunnel the source agent has already
+ * added it.
+ */
+function callerAddress(target: Resolved): string | undefined {
+  if (target.direction === "outbound") return target.from.pod.ip;
+  return target.caller.viaTunnel ? undefined : target.caller.address;
 }
 
 function requestFacts(down: Downstream): RequestFacts {

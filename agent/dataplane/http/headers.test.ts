@@ -1,6 +1,14 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import { describe, expect, it } from "vitest";
-import { applyHeaderOps, endToEnd, ensureRequestId, headerValue, IDEMPOTENT_METHODS, isHopByHop } from "./headers.ts";
+import {
+  applyHeaderOps,
+  endToEnd,
+  ensureRequestId,
+  forwardFor,
+  headerValue,
+  IDEMPOTENT_METHODS,
+  isHopByHop,
+} from "./headers.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -162,5 +170,25 @@ describe("headerValue and idempotent methods", () => {
     expect([...IDEMPOTENT_METHODS].sort()).toEqual(["DELETE", "GET", "HEAD", "OPTIONS", "PUT", "TRACE"]);
     expect(IDEMPOTENT_METHODS.has("POST")).toBe(false);
     expect(IDEMPOTENT_METHODS.has("PATCH")).toBe(false);
+  });
+});
+
+describe("forwardFor", () => {
+  it("appends to what the client sent, or replaces it", () => {
+    const h = (xff?: string | string[]): OutgoingHttpHeaders => (xff === undefined ? {} : { "x-forwarded-for": xff });
+    const run = (headers: OutgoingHttpHeaders, mode: "Append" | "Sanitize") => {
+      forwardFor(headers, "10.0.0.5", mode);
+      return headers["x-forwarded-for"];
+    };
+    expect(run(h(), "Append")).toBe("10.0.0.5");
+    expect(run(h("1.1.1.1"), "Append")).toBe("1.1.1.1, 10.0.0.5");
+    expect(run(h(["1.1.1.1", "2.2.2.2"]), "Append")).toBe("1.1.1.1, 2.2.2.2, 10.0.0.5");
+    expect(run(h("  "), "Append")).toBe("10.0.0.5");
+    expect(run(h("1.1.1.1"), "Sanitize")).toBe("10.0.0.5");
+  });
+
+  it("is never taken from a client: endToEnd drops X-Forwarded-Client-Cert with the internal headers", () => {
+    const out = endToEnd({ "x-forwarded-client-cert": "forged", "x-nodemesh-service": "x", accept: "*/*" }, true);
+    expect(out).toEqual({ accept: "*/*" });
   });
 });

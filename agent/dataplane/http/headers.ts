@@ -23,6 +23,11 @@ const HOP_BY_HOP = new Set([
 
 /** Headers only nodemesh sets; a client cannot forge them. */
 const INTERNAL_PREFIX = "x-nodemesh-";
+/**
+ * A verified client certificate is the mesh's to state (Envoy's forward_client_cert_details
+ * SANITIZE): what a client sends is dropped. Set from the peer's identity once mTLS exists.
+ */
+const CLIENT_CERT = "x-forwarded-client-cert";
 
 export function isHopByHop(name: string): boolean {
   return HOP_BY_HOP.has(name);
@@ -43,7 +48,7 @@ export function endToEnd(headers: IncomingHttpHeaders, stripInternal: boolean): 
   const out: OutgoingHttpHeaders = {};
   for (const name in headers) {
     if (name.charCodeAt(0) === 58 /* ":" */ || HOP_BY_HOP.has(name) || named?.has(name)) continue;
-    if (stripInternal && name.startsWith(INTERNAL_PREFIX)) continue;
+    if (stripInternal && (name.startsWith(INTERNAL_PREFIX) || name === CLIENT_CERT)) continue;
     out[name] = headers[name];
   }
   return out;
@@ -76,3 +81,13 @@ export function headerValue(headers: IncomingHttpHeaders, name: string): string 
 }
 
 export const IDEMPOTENT_METHODS = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
+
+/**
+ * X-Forwarded-For with the immediate caller's address: appended to what the client sent, or
+ * replacing it (`Sanitize`). The right-most entry is then always one an agent saw.
+ */
+export function forwardFor(headers: OutgoingHttpHeaders, address: string, mode: "Append" | "Sanitize"): void {
+  const existing = headers["x-forwarded-for"];
+  const sent = Array.isArray(existing) ? existing.join(", ") : existing === undefined ? "" : String(existing);
+  headers["x-forwarded-for"] = mode === "Append" && sent.trim() !== "" ? `${sent}, ${address}` : address;
+}
