@@ -28,6 +28,10 @@ Options:
                             start, state dir, 0600) binds this node name to this agent at the controller
   --controller-token-file FILE
                             bootstrap token for the controller (default: $NODEMESH_BOOTSTRAP_TOKEN)
+  --tunnel-key-file FILE    the mesh's tunnel key (at least 32 hex characters, the same file on every
+                            node): tunnel handshakes are signed with it and unsigned ones refused, so
+                            a pod cannot reach another pod's tunnel port by slipping past its own
+                            interception (docs/security.md). Without it handshakes are not checked
   --underlay-ip IP          address other nodes reach this one on (default: first non-loopback IPv4)
   --report-interval-s N     seconds between reports (pods, counters, peer RTT) to the controller (default: 5)
   --admin-address ADDR      admin listener address (default: 0.0.0.0)
@@ -61,6 +65,15 @@ function onOff(name: string, value: string): boolean {
   return value === "on";
 }
 
+/** The tunnel key file: hex, at least 128 bits; read once at start. */
+function readTunnelKey(file: string): string {
+  const key = readFileSync(file, "utf8").trim().toLowerCase();
+  if (!/^[0-9a-f]{32,128}$/.test(key) || key.length % 2 !== 0) {
+    throw new Error(`--tunnel-key-file ${file}: expected 32 to 128 hex characters (e.g. openssl rand -hex 32)`);
+  }
+  return key;
+}
+
 export async function runAgent(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -72,6 +85,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       controller: { type: "string" },
       "controller-token-file": { type: "string" },
       "underlay-ip": { type: "string" },
+      "tunnel-key-file": { type: "string" },
       "report-interval-s": { type: "string", default: "5" },
       "admin-address": { type: "string", default: "0.0.0.0" },
       "admin-port": { type: "string", default: String(ADMIN_PORT) },
@@ -118,6 +132,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       headersTimeoutMs: positiveInt("http-headers-timeout-ms", values["http-headers-timeout-ms"]),
       accessLog: { scope: values["access-log"], file: values["access-log-file"] },
       requestMetrics: onOff("request-metrics", values["request-metrics"]),
+      tunnelKey: values["tunnel-key-file"] ? readTunnelKey(values["tunnel-key-file"]) : undefined,
     },
     logLevel: values["log-level"],
   });

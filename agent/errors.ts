@@ -59,6 +59,12 @@ export const AgentErrors = {
     grpcStatus: INTERNAL,
     attempt: "connect-failure",
   },
+  TUNNEL_UNAUTHENTICATED: {
+    code: "NM_TUNNEL_UNAUTHENTICATED",
+    message: "the tunnel handshake does not come from an agent of this mesh",
+    status: 403,
+    grpcStatus: GrpcStatus.PERMISSION_DENIED,
+  },
   TUNNEL_FORBIDDEN: {
     code: "NM_TUNNEL_FORBIDDEN",
     message: "the tunnel target is not a meshed port of this pod",

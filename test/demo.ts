@@ -55,7 +55,7 @@ async function waitUntilApplied(): Promise<void> {
   }
   throw new Error("the agents did not apply the reviews Service within 20 s");
 }
-const mesh = new Mesh(world);
+const mesh = new Mesh(world, { tunnelKey: true });
 try {
   const [n1, n2] = world.nodes;
   say(`nodes: ${n1.name} (pods ${n1.podCidr}), ${n2.name} (pods ${n2.podCidr}), underlay 10.250.0.0/24`);

@@ -16,19 +16,20 @@ import { openTunnel } from "./tunnel.ts";
  * carries raw bytes (opaque TCP, upgraded connections).
  */
 export async function connectEndpoint(
-  sockets: SocketMaker,
+  via: { readonly sockets: SocketMaker; readonly settings: { readonly tunnelKey?: string } },
   from: PodContext,
   ep: Endpoint,
   timeoutMs: number,
   serveAs?: HttpProtocol,
 ): Promise<Socket> {
   const deadline = Date.now() + timeoutMs;
+  const { sockets } = via;
   if (!ep.meshed) return dial(sockets, { netns: from.netns, ip: ep.ip, port: ep.port, timeoutMs });
   const socket = await dial(sockets, { netns: from.netns, ip: ep.ip, port: TUNNEL_PORT, timeoutMs });
   try {
     const workload = `${from.workload.namespace}/${from.workload.name}`;
     const req = { ip: ep.ip, port: ep.port, source: from.key, workload, protocol: serveAs };
-    await openTunnel(socket, req, Math.max(1, deadline - Date.now()));
+    await openTunnel(socket, req, Math.max(1, deadline - Date.now()), via.settings.tunnelKey);
     return socket;
   } catch (err) {
     socket.destroy();

@@ -92,7 +92,7 @@ export class Dataplane implements DataplaneContext {
     this.sockets = opts.sockets ?? inPodSockets;
     // A pool's connections are HTTP end to end: a meshed endpoint's agent is told to serve them so.
     this.pools = new UpstreamPools(this.shared, (from, ep, protocol, timeoutMs) =>
-      connectEndpoint(this.sockets, from, ep, timeoutMs, protocol),
+      connectEndpoint(this, from, ep, timeoutMs, protocol),
     );
     this.http = new HttpFrontend(this, {
       ...DEFAULT_FRONTEND_OPTIONS,

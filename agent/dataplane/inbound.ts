@@ -17,7 +17,7 @@ import { type Peers, UNKNOWN } from "./metrics.ts";
 import { pipeBoth } from "./pipe.ts";
 import type { Caller, PodContext } from "./pod.ts";
 import { routeKey } from "./snapshot.ts";
-import { acceptTunnel, answerTunnel, tunnelTargetRefusal } from "./tunnel.ts";
+import { acceptTunnel, answerTunnel, tunnelAuthRefusal, tunnelTargetRefusal } from "./tunnel.ts";
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
@@ -135,7 +135,7 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, client
   let req: Awaited<ReturnType<typeof acceptTunnel>>;
   try {
     req = await acceptTunnel(client, ctx.settings.connectTimeoutMs);
-    const refusal = tunnelTargetRefusal(req, to.pod);
+    const refusal = tunnelAuthRefusal(req, ctx.settings.tunnelKey, Date.now()) ?? tunnelTargetRefusal(req, to.pod);
     if (refusal) throw refusal;
     // Connected before answering, so the source agent learns of a dead workload and fails over.
     app = await deliver(ctx, to, req.port);

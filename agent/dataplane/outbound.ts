@@ -147,7 +147,7 @@ async function connectWithFailover(
   for (let ep = next(tried); ep && !client.destroyed; ep = next(tried)) {
     tried.push(ep);
     try {
-      return { upstream: await connectEndpoint(ctx.sockets, from, ep, connectTimeoutMs), endpoint: ep };
+      return { upstream: await connectEndpoint(ctx, from, ep, connectTimeoutMs), endpoint: ep };
     } catch (err) {
       ctx.metrics.connectFailures.labels("outbound", errorCode(err)).inc();
       ctx.log.debug({ pod: from.key, endpoint: `${ep.ip}:${ep.port}`, err: (err as Error).message }, "connect failed");

@@ -14,4 +14,9 @@ export interface DataplaneSettings {
   readonly accessLog: AccessLogOptions;
   /** Per-request metrics and service-graph samples; off only to measure what they cost. */
   readonly requestMetrics: boolean;
+  /**
+   * The mesh's tunnel key (hex): tunnel handshakes are signed with it and unsigned ones refused.
+   * Undefined: handshakes are neither signed nor checked (tunnel.ts).
+   */
+  readonly tunnelKey?: string;
 }

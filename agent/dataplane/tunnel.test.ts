@@ -2,7 +2,14 @@ import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import { AgentError, AgentErrors } from "../errors.ts";
-import { acceptTunnel, answerTunnel, MAX_HEAD_BYTES, openTunnel, tunnelTargetRefusal } from "./tunnel.ts";
+import {
+  acceptTunnel,
+  answerTunnel,
+  MAX_HEAD_BYTES,
+  openTunnel,
+  tunnelAuthRefusal,
+  tunnelTargetRefusal,
+} from "./tunnel.ts";
 
 /** A connected loopback socket pair: [client, server]. */
 async function socketPair(): Promise<[net.Socket, net.Socket]> {
@@ -118,5 +125,27 @@ describe("tunnel target", () => {
     // An enrollment the agent would now refuse, as a state file written before could still hold.
     expect(refusal("127.0.0.1", 9999, pod("127.0.0.1"))).toBe("NM_TUNNEL_FORBIDDEN");
     expect(refusal("169.254.169.254", 80, pod("169.254.169.254"))).toBe("NM_TUNNEL_FORBIDDEN");
+  });
+});
+
+describe("tunnel handshake signature", () => {
+  const KEY = "ab".repeat(32);
+  const req = { ip: "10.244.2.11", port: 8080, source: "default/client-0", workload: "default/client" };
+
+  it("accepts what openTunnel signed with the same key, and only that", async () => {
+    const [client, server] = await socketPair();
+    const accepted = acceptTunnel(server, 1000);
+    void openTunnel(client, req, 1000, KEY).catch(() => {});
+    const got = await accepted;
+    expect(tunnelAuthRefusal(got, KEY, Date.now())).toBeUndefined();
+    expect(tunnelAuthRefusal(got, "cd".repeat(32), Date.now())?.message).toMatch(/bad signature/);
+    expect(tunnelAuthRefusal({ ...got, port: 9090 }, KEY, Date.now())?.message).toMatch(/bad signature/);
+    expect(tunnelAuthRefusal(got, KEY, Date.now() + 31_000)?.message).toMatch(/expired/);
+    expect(tunnelAuthRefusal({ ...got, auth: undefined }, KEY, Date.now())?.code).toBe("NM_TUNNEL_UNAUTHENTICATED");
+    expect(tunnelAuthRefusal({ ...got, auth: "1.zz" }, KEY, Date.now())?.message).toMatch(/malformed/);
+    // Without a key nothing is checked (standalone files without --tunnel-key-file).
+    expect(tunnelAuthRefusal({ ...got, auth: undefined }, undefined, Date.now())).toBeUndefined();
+    client.destroy();
+    server.destroy();
   });
 });

@@ -8,7 +8,13 @@
 //     (with a protocol, the destination agent serves the tunnel as HTTP: its inbound side)
 //   ← HTTP/1.1 200 OK\r\n\r\n                                        then raw bytes both ways
 //   ← HTTP/1.1 503 Service Unavailable\r\nX-Nodemesh-Error: NM_...\r\n\r\n   then close
+//
+// With a tunnel key (--tunnel-key-file, the same on every agent), the source agent signs the
+// handshake (X-Nodemesh-Tunnel-Auth: <ms>.<HMAC-SHA256 of the request's fields>) and the
+// destination agent refuses one that is unsigned, forged or older than 30 s: a pod that slips past
+// its own interception (SO_MARK) cannot use another pod's tunnel port. mTLS will replace this.
 
+import { createHmac, timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
 import { AGENT_PORTS } from "../../api/dataplane.ts";
 import { type EnrolledPod, inPortRanges, notAPodAddress } from "../../api/enrollment.ts";
@@ -28,6 +34,31 @@ export interface TunnelRequest {
   workload?: string;
   /** Set when the tunnel carries HTTP the source agent already parsed. */
   protocol?: "http1" | "h2";
+  /** The signature, as received (destination side). */
+  auth?: string;
+}
+
+/** How old a signed handshake may be: bounds a replay until mTLS makes one useless. */
+export const TUNNEL_AUTH_MAX_AGE_MS = 30_000;
+
+function signature(key: string, ms: number, req: TunnelRequest): string {
+  const fields = [ms, req.source, req.workload ?? "", `${req.ip}:${req.port}`, req.protocol ?? ""].join("|");
+  return createHmac("sha256", Buffer.from(key, "hex")).update(fields).digest("hex");
+}
+
+/** Destination side: why a handshake is not an agent's (with a key configured), else undefined. */
+export function tunnelAuthRefusal(req: TunnelRequest, key: string | undefined, nowMs: number): AgentError | undefined {
+  if (key === undefined) return undefined;
+  const m = /^(\d{1,15})\.([0-9a-f]{64})$/.exec(req.auth ?? "");
+  if (!m) return new AgentError(AgentErrors.TUNNEL_UNAUTHENTICATED, req.auth ? "malformed signature" : "unsigned");
+  const ms = Number(m[1]);
+  if (Math.abs(nowMs - ms) > TUNNEL_AUTH_MAX_AGE_MS)
+    return new AgentError(AgentErrors.TUNNEL_UNAUTHENTICATED, "expired");
+  const expected = Buffer.from(signature(key, ms, req), "hex");
+  if (!timingSafeEqual(expected, Buffer.from(m[2]!, "hex"))) {
+    return new AgentError(AgentErrors.TUNNEL_UNAUTHENTICATED, "bad signature");
+  }
+  return undefined;
 }
 
 /** Reads bytes until the end of an HTTP head; bytes after it are pushed back into the socket. */
@@ -70,12 +101,17 @@ function readHead(socket: Socket, timeoutMs: number): Promise<string> {
   });
 }
 
-/** Source side: asks the destination agent for `ip:port`; resolves once it has connected. */
-export async function openTunnel(socket: Socket, req: TunnelRequest, timeoutMs: number): Promise<void> {
+/**
+ * Source side: asks the destination agent for `ip:port`; resolves once it has connected. `key`:
+ * the mesh's tunnel key, to sign the handshake with.
+ */
+export async function openTunnel(socket: Socket, req: TunnelRequest, timeoutMs: number, key?: string): Promise<void> {
   const target = `${req.ip}:${req.port}`;
+  const ms = Date.now();
   const extra =
     (req.workload ? `X-Nodemesh-Source-Workload: ${req.workload}\r\n` : "") +
-    (req.protocol ? `X-Nodemesh-Protocol: ${req.protocol}\r\n` : "");
+    (req.protocol ? `X-Nodemesh-Protocol: ${req.protocol}\r\n` : "") +
+    (key ? `X-Nodemesh-Tunnel-Auth: ${ms}.${signature(key, ms, req)}\r\n` : "");
   socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nX-Nodemesh-Source: ${req.source}\r\n${extra}\r\n`);
   let head: string;
   try {
@@ -101,7 +137,8 @@ export async function acceptTunnel(socket: Socket, timeoutMs: number): Promise<T
   const source = /\r\nX-Nodemesh-Source: ([^\r\n]{1,256})/i.exec(head)?.[1] ?? "";
   const workload = /\r\nX-Nodemesh-Source-Workload: ([^\r\n]{1,256})/i.exec(head)?.[1];
   const protocol = /\r\nX-Nodemesh-Protocol: (http1|h2)\r?$/im.exec(head)?.[1] as TunnelRequest["protocol"];
-  return { ip: m[1]!, port, source, workload, protocol };
+  const auth = /\r\nX-Nodemesh-Tunnel-Auth: ([^\r\n]{1,128})/i.exec(head)?.[1];
+  return { ip: m[1]!, port, source, workload, protocol, auth };
 }
 
 /**

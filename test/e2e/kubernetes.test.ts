@@ -79,6 +79,8 @@ describe("the Kubernetes install, end to end", () => {
     const restTokens = findManifest(manifests, "Secret", "nodemesh-rest-tokens");
     writeFileSync(join(volumes("bootstrap-token"), "token"), secretData(bootstrap, "token"));
     writeFileSync(join(volumes("rest-tokens"), "tokens"), secretData(restTokens, "tokens"));
+    const tunnelKey = findManifest(manifests, "Secret", "nodemesh-tunnel-key");
+    writeFileSync(join(volumes("tunnel-key"), "key"), secretData(tunnelKey, "key"));
     const controllerMounts = new Map<string, string>(
       (controllerContainer.volumeMounts ?? []).map((m) => [m.mountPath, volumes(m.name)]),
     );
@@ -119,6 +121,7 @@ describe("the Kubernetes install, end to end", () => {
           ["/var/run/nodemesh", enrollmentDir(node)],
           ["/var/lib/nodemesh", join(dir, node.name, "var-lib-nodemesh")],
           ["/etc/nodemesh/bootstrap", join(dir, "controller", "bootstrap-token")],
+          ["/etc/nodemesh/tunnel", join(dir, "controller", "tunnel-key")],
         ]);
         for (const d of paths.values()) mkdirSync(d, { recursive: true });
         const toPaths = mountPaths(paths);

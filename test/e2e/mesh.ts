@@ -30,6 +30,8 @@ export class Mesh {
   readonly servicesFile: string;
   /** The bootstrap token the controller requires of agents (its gRPC listens on the underlay). */
   readonly agentTokenFile: string;
+  /** With `tunnelKey`: the key every agent signs and checks tunnel handshakes with (hex). */
+  readonly tunnelKey: string | undefined;
   readonly agents = new Map<Node, AgentHandle>();
   private readonly agentArgs: string[];
   private readonly agentNodeArgs: string[];
@@ -44,14 +46,27 @@ export class Mesh {
    */
   constructor(
     world: World,
-    opts: { agentArgs?: string[]; agentNodeArgs?: string[]; agentEnv?: Record<string, string>; cli?: string } = {},
+    opts: {
+      agentArgs?: string[];
+      agentNodeArgs?: string[];
+      agentEnv?: Record<string, string>;
+      cli?: string;
+      /** Agents share a tunnel key file (--tunnel-key-file), as a real install does. */
+      tunnelKey?: boolean;
+    } = {},
   ) {
     this.world = world;
     this.dir = mkdtempSync(join(tmpdir(), "nodemesh-test-"));
     this.servicesFile = join(this.dir, "services.json");
     this.agentTokenFile = join(this.dir, "agent-token");
     writeFileSync(this.agentTokenFile, `${randomBytes(24).toString("base64url")}\n`, { mode: 0o600 });
-    this.agentArgs = opts.agentArgs ?? [];
+    this.agentArgs = [...(opts.agentArgs ?? [])];
+    if (opts.tunnelKey) {
+      this.tunnelKey = randomBytes(32).toString("hex");
+      const keyFile = join(this.dir, "tunnel-key");
+      writeFileSync(keyFile, `${this.tunnelKey}\n`, { mode: 0o600 });
+      this.agentArgs.push("--tunnel-key-file", keyFile);
+    }
     this.agentNodeArgs = opts.agentNodeArgs ?? [];
     this.agentEnv = opts.agentEnv ?? {};
     this.command = opts.cli ?? SOURCE_CLI;

@@ -26,6 +26,7 @@ const TABLE: [keyof typeof AgentErrors, number, number][] = [
   // The tunnel's own answers to a peer agent, and the refusals before any protocol.
   ["TUNNEL_PROTOCOL", 400, INTERNAL],
   ["TUNNEL_FORBIDDEN", 503, UNAVAILABLE],
+  ["TUNNEL_UNAUTHENTICATED", 403, GrpcStatus.PERMISSION_DENIED],
   ["LOOP", 503, UNAVAILABLE],
   ["NO_ORIGINAL_DST", 503, UNAVAILABLE],
   ["FAULT_ABORT", 503, UNAVAILABLE],

@@ -44,7 +44,7 @@ export function startAttempt(
   else delete up.headers[SERVICE_HEADER];
   if (up.upgrade) {
     // A meshed endpoint's agent serves it as HTTP too: its own route, policy and rate limit apply.
-    const connect = () => connectEndpoint(ctx.sockets, from, ep, limits.connectTimeoutMs, "http1");
+    const connect = () => connectEndpoint(ctx, from, ep, limits.connectTimeoutMs, "http1");
     return attemptUpgrade(connect, ep, { ...up, upgrade: up.upgrade }, timeoutMs);
   }
   if (protocol === "http1") {
