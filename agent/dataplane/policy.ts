@@ -2,6 +2,7 @@
 // milliseconds, sets are Sets, percentages are ratios; nothing here runs per request.
 
 import { durationMs } from "../../api/duration.ts";
+import { fullMatch } from "../../api/regex.ts";
 import type { RetryOn, TrafficObject, TrafficPolicySpec } from "../../api/traffic.ts";
 
 export type LbType = "RoundRobin" | "LeastRequest" | "ConsistentHash";
@@ -64,8 +65,7 @@ export const DEFAULT_POLICY: CompiledPolicy = {
 
 export function headerTest(type: "Exact" | "RegularExpression", value: string): (v: string) => boolean {
   if (type === "Exact") return (v) => v === value;
-  const re = new RegExp(`^(?:${value})$`);
-  return (v) => re.test(v);
+  return fullMatch(value);
 }
 
 const UNLIMITED = 2 ** 31 - 1;
