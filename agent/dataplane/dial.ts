@@ -19,7 +19,18 @@ const ignore = () => {};
 
 export function dial(opts: DialOptions): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const fd = connectableFd(opts.netns, opts.netns ? AGENT_SOCKET_MARK : 0);
+    let fd: number;
+    try {
+      // Fails as an ordinary error too once the worker is stopping (sys/linux.ts refuses the calls).
+      fd = connectableFd(opts.netns, opts.netns ? AGENT_SOCKET_MARK : 0);
+    } catch (err) {
+      reject(
+        new AgentError(AgentErrors.CONNECT_FAILED, `${opts.ip}:${opts.port}: ${(err as Error).message}`, {
+          cause: err,
+        }),
+      );
+      return;
+    }
     let socket: net.Socket;
     try {
       socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
