@@ -180,7 +180,12 @@ export class Agent {
     });
   }
 
-  /** Stops listening. Enrolled pods stay recorded so a restarted agent takes them back. */
+  /**
+   * Stops listening. Enrolled pods stay recorded so a restarted agent takes them back. In this
+   * order: the controller stream (the node's endpoints leave other agents' tables), the admin and
+   * enrollment listeners (no pod arrives during the drain), then the workers, which stop accepting
+   * and dialling and drain before their threads are terminated (WorkerPool.stop).
+   */
   async stop(): Promise<void> {
     this.started = false;
     await this.controller?.stop();

@@ -39,6 +39,9 @@ export function respawnDelayMs(crashes: number): number {
   return crashes <= 1 ? 0 : Math.min(RESPAWN.maxMs, RESPAWN.initialMs * 2 ** Math.min(crashes - 2, 30));
 }
 
+/** How long a worker has to stop dialling, accepting and draining (Dataplane.stop) before it is terminated. */
+const STOP_TIMEOUT_MS = 5000;
+
 type Pending = { worker: Worker; resolve: (v: unknown) => void; reject: (e: Error) => void };
 type Request =
   | { type: "add-pod"; pod: EnrolledPod }
@@ -221,10 +224,24 @@ export class WorkerPool {
     return mergeEdges((await this.askAll({ type: "edges" })) as EdgeSample[][]);
   }
 
+  /**
+   * In two steps. First every worker stops dialling and accepting and drains (Dataplane.stop: its
+   * system calls are refused from then on); only then are the threads terminated. Terminating a
+   * worker that is still serving can catch it inside a koffi call, which then cannot throw and
+   * aborts the whole process (SIGABRT, issue 21 item 5). A worker that does not answer within
+   * STOP_TIMEOUT_MS is terminated anyway.
+   */
   async stop(): Promise<void> {
     this.running = false;
     for (const slot of this.slots) clearTimeout(slot.respawnTimer);
-    await this.askAll({ type: "stop" }).catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), STOP_TIMEOUT_MS);
+    });
+    const stopped = await Promise.race([this.askAll({ type: "stop" }).catch((err: Error) => err), timedOut]);
+    clearTimeout(timer);
+    if (stopped === "timeout") this.log.warn({ timeoutMs: STOP_TIMEOUT_MS }, "data-plane workers did not stop in time");
+    else if (stopped instanceof Error) this.log.warn({ err: stopped.message }, "a data-plane worker failed to stop");
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }

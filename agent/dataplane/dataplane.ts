@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import { INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT } from "../../api/dataplane.ts";
 import { type EnrolledPod, workloadName } from "../../api/enrollment.ts";
 import { AgentErrors } from "../errors.ts";
-import { type Address, bindListenerFd, Netns, originalDst, socketFd } from "../sys/linux.ts";
+import { type Address, bindListenerFd, Netns, originalDst, refuseSystemCalls, socketFd } from "../sys/linux.ts";
 import { AccessLog } from "./access-log.ts";
 import { EndpointPicker } from "./balancer.ts";
 import { connectEndpoint } from "./connect.ts";
@@ -40,6 +40,13 @@ interface PodListeners {
 type Handler = (ctx: DataplaneContext, pod: PodContext, socket: net.Socket) => Promise<void>;
 
 const ignore = () => {};
+
+/**
+ * On stop, connections already accepted get this long to finish what they are doing (requests on
+ * pooled upstream connections complete; anything needing a new connection is answered 503) before
+ * the rest are destroyed.
+ */
+export const STOP_DRAIN_MS = 1000;
 
 /**
  * Handlers that need the pre-REDIRECT destination read it from the accepted socket first. A
@@ -82,6 +89,9 @@ export class Dataplane implements DataplaneContext {
   readonly sockets: SocketMaker;
   private current: Snapshot = EMPTY_SNAPSHOT;
   private readonly pods = new Map<string, PodListeners>();
+  /** Accepted connections still open, so stop() can wait for them and then end the rest. */
+  private readonly connections = new Set<net.Socket>();
+  private stopping = false;
 
   constructor(opts: DataplaneOptions) {
     this.settings = opts.settings;
@@ -150,8 +160,20 @@ export class Dataplane implements DataplaneContext {
     }
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Before the control thread terminates this worker: stop dialling (every system call of this
+   * thread now fails as an ordinary error, so a dial is a 503 `NM_CONNECT_FAILED`, and no koffi
+   * call can be under way when the thread is torn down), stop accepting, give the connections in
+   * flight up to `drainMs` to finish, then end the rest.
+   */
+  async stop(drainMs = STOP_DRAIN_MS): Promise<void> {
+    this.stopping = true;
+    refuseSystemCalls();
     await Promise.all([...this.pods.keys()].map((key) => this.removePod(key)));
+    for (let waited = 0; this.connections.size > 0 && waited < drainMs; waited += 20) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    for (const socket of this.connections) socket.destroy();
     // Requests that finished this turn are reported in a setImmediate batch (http/record.ts): let it run.
     await new Promise((resolve) => setImmediate(resolve));
     this.accessLog.flush();
@@ -164,6 +186,12 @@ export class Dataplane implements DataplaneContext {
   private listen(pod: PodContext, port: number, handler: Handler): Promise<net.Server> {
     const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true }, (socket) => {
       socket.on("error", ignore); // handlers attach their own; a reset before that must not crash us
+      if (this.stopping) {
+        socket.destroy(); // accepted just as the listener closed
+        return;
+      }
+      this.connections.add(socket);
+      socket.once("close", () => this.connections.delete(socket));
       handler(this, pod, socket).catch((err: Error) => {
         this.log.warn({ pod: pod.key, port, err: err.message }, "connection handler failed");
         socket.destroy();

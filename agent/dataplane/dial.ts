@@ -39,9 +39,14 @@ export function dial(sockets: SocketMaker, opts: DialOptions): Promise<net.Socke
   return new Promise((resolve, reject) => {
     let socket: net.Socket;
     try {
+      // Fails as an ordinary error too once the worker is stopping (sys/linux.ts refuses the calls).
       socket = sockets(opts.netns);
     } catch (err) {
-      reject(err);
+      reject(
+        new AgentError(AgentErrors.CONNECT_FAILED, `${opts.ip}:${opts.port}: ${(err as Error).message}`, {
+          cause: err,
+        }),
+      );
       return;
     }
     const timer = setTimeout(() => {

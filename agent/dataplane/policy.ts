@@ -2,6 +2,7 @@
 // milliseconds, sets are Sets, percentages are ratios; nothing here runs per request.
 
 import { durationMs } from "../../api/duration.ts";
+import { fullMatch } from "../../api/regex.ts";
 import type { RetryOn, TrafficObject, TrafficPolicySpec } from "../../api/traffic.ts";
 import { UNLIMITED } from "./limits.ts";
 
@@ -68,8 +69,7 @@ export const DEFAULT_POLICY: CompiledPolicy = {
 
 export function headerTest(type: "Exact" | "RegularExpression", value: string): (v: string) => boolean {
   if (type === "Exact") return (v) => v === value;
-  const re = new RegExp(`^(?:${value})$`);
-  return (v) => re.test(v);
+  return fullMatch(value);
 }
 
 export function compilePolicy(name: string, spec: TrafficPolicySpec): CompiledPolicy {

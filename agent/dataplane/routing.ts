@@ -4,6 +4,7 @@
 // more query matches; then route namespace/name and rule order.
 
 import { durationMs } from "../../api/duration.ts";
+import { fullMatch } from "../../api/regex.ts";
 import type {
   BackendRef,
   GRPCRouteMatch,
@@ -140,8 +141,8 @@ function httpEntry(m: HTTPRouteMatch, rule: RuleSpec, order: string, ruleIndex: 
       tests.push((req) => req.path === prefix || req.path.startsWith(`${prefix}/`));
     }
   } else {
-    const re = new RegExp(`^(?:${path.value})$`);
-    tests.push((req) => re.test(req.path));
+    const test = fullMatch(path.value);
+    tests.push((req) => test(req.path));
   }
   if (m.method) {
     const method = m.method;

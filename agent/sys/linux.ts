@@ -50,10 +50,41 @@ const IFF_LOOPBACK = 0x8;
 const MAX_INTERFACE_ADDRESSES = 4096;
 const UCred = koffi.struct("nodemesh_ucred", { pid: "int32", uid: "uint32", gid: "uint32" });
 
-const c = {
+/**
+ * Set once this thread is stopping (a data-plane worker about to be terminated): from then on every
+ * call into libc fails with an ordinary SyscallError (ESHUTDOWN) and never enters koffi. Node
+ * terminates a worker from another thread; a koffi call caught half-way by that cannot even throw its
+ * error and aborts the whole process ("FATAL ERROR: Error::ThrowAsJavaScriptException napi_throw",
+ * issue 21 item 5), so a worker stops making these calls before it is terminated.
+ */
+let refused = false;
+const ESHUTDOWN = 108;
+
+/** Makes every later system call of this thread fail as an ordinary error (see `refused`). */
+export function refuseSystemCalls(): void {
+  refused = true;
+}
+
+/** True once refuseSystemCalls() was called on this thread. */
+export function systemCallsRefused(): boolean {
+  return refused;
+}
+
+type Call = (...args: unknown[]) => unknown;
+function guardAll<T extends Record<string, unknown>>(calls: T): T {
+  const out: Record<string, Call> = {};
+  for (const [name, fn] of Object.entries(calls)) {
+    out[name] = (...args: unknown[]) => {
+      if (refused) throw new SyscallError(`${name} (this thread is stopping)`, ESHUTDOWN);
+      return (fn as Call)(...args);
+    };
+  }
+  return out as T;
+}
+
+const c = guardAll({
   setns: libc.func("int setns(int fd, int nstype)"),
   socket: libc.func("int socket(int domain, int type, int protocol)"),
-  close: libc.func("int close(int fd)"),
   bind: libc.func("int bind(int fd, const nodemesh_sockaddr_in *addr, uint32 len)"),
   setsockoptInt: libc.func("int setsockopt(int fd, int level, int name, const int *value, uint32 len)"),
   getsockoptAddr: libc.func(
@@ -65,7 +96,7 @@ const c = {
   getsockoptCred: libc.func(
     "int getsockopt(int fd, int level, int name, _Out_ nodemesh_ucred *value, _Inout_ uint32 *len)",
   ),
-};
+});
 
 export class SyscallError extends Error {
   readonly errno: number;
@@ -138,9 +169,9 @@ function home(): Netns {
   homeNetns ??= Netns.open(`/proc/self/task/${gettid()}/ns/net`);
   return homeNetns;
 }
-const gettidCall = libc.func("int gettid()");
+const gettidCall = guardAll({ gettid: libc.func("int gettid()") });
 function gettid(): number {
-  return gettidCall() as number;
+  return gettidCall.gettid() as number;
 }
 
 /** Runs `fn` with this thread inside `ns`; always returns to the thread's own namespace. */
@@ -211,7 +242,7 @@ export function bindListenerFd(ns: Netns, port: number): number {
     check("bind", c.bind(fd, addr, koffi.sizeof(SockaddrIn)) as number);
     return fd;
   } catch (err) {
-    c.close(fd);
+    closeSync(fd);
     throw err;
   }
 }
@@ -227,15 +258,16 @@ export function connectableFd(ns: Netns | undefined, mark: number): number {
     try {
       setInt(fd, SOL_SOCKET, SO_MARK, mark, "SO_MARK");
     } catch (err) {
-      c.close(fd);
+      closeSync(fd);
       throw err;
     }
   }
   return fd;
 }
 
+/** Closes an fd that no Node handle owns (Node's own close: no FFI, so it also works while stopping). */
 export function closeFd(fd: number): void {
-  c.close(fd);
+  closeSync(fd);
 }
 
 /** The fd behind a connected Node socket (Linux TCP and pipe handles expose it). */

@@ -136,9 +136,9 @@ const route = (rule: Body) => httpRoute("bad", { rules: [rule] });
 /** Each is refused with 422 naming every listed field, and nothing is stored. */
 const INVALID: Array<{ what: string; path: string; body: unknown; fields: string[] }> = [
   {
-    what: "an HTTPRoute path regex with nested quantifiers",
+    what: "an HTTPRoute path regex with a lookahead (RE2 has none)",
     path: HTTPROUTES,
-    body: route({ matches: [{ path: { type: "RegularExpression", value: "(a+)+" } }] }),
+    body: route({ matches: [{ path: { type: "RegularExpression", value: "/(?!admin).*" } }] }),
     fields: ["spec.rules[0].matches[0].path.value"],
   },
   {
