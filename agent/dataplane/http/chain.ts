@@ -18,14 +18,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { AgentError, AgentErrors } from "../../errors.ts";
 import type { DataplaneContext } from "../context.ts";
 import type { ProxyTarget } from "../pod.ts";
-import type { RequestFacts } from "../routing.ts";
 import { RequestBody } from "./body.ts";
 import { RetryingCall } from "./call.ts";
 import type { Downstream } from "./downstream.ts";
 import { clientError } from "./errors.ts";
 import { applyHeaderOps, endToEnd, ensureRequestId, forwardFor, headerValue } from "./headers.ts";
 import { sendMirror } from "./mirror.ts";
-import { type PlanEnv, planRequest } from "./plan.ts";
+import { type PlanEnv, type PlanRequest, planRequest } from "./plan.ts";
 import { newRecord, type RequestRecord, reportLater } from "./record.ts";
 import { type Resolved, resolveTarget } from "./resolve.ts";
 import { reply } from "./respond.ts";
@@ -48,7 +47,7 @@ export async function proxyRequest(ctx: DataplaneContext, down: Downstream, boun
 async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved, rec: RequestRecord): Promise<void> {
   const headers = endToEnd(down.headers, true);
   rec.requestId = ensureRequestId(headers);
-  const plan = planRequest(target, { ...requestFacts(down), grpc: down.grpc }, planEnv(ctx));
+  const plan = planRequest(target, requestFacts(down), planEnv(ctx));
   rec.route = plan.rule?.name;
   const service = rec.peers.destinationService;
   if (plan.delayMs > 0) {
@@ -82,9 +81,10 @@ function callerAddress(target: Resolved): string | undefined {
   return target.caller.viaTunnel ? undefined : target.caller.address;
 }
 
-function requestFacts(down: Downstream): RequestFacts {
+function requestFacts(down: Downstream): PlanRequest {
   const q = down.target.indexOf("?");
   return {
+    grpc: down.grpc,
     method: down.method,
     path: q < 0 ? down.target : down.target.slice(0, q),
     query: q < 0 ? "" : down.target.slice(q + 1),

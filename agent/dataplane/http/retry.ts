@@ -31,6 +31,10 @@ export interface RetryState {
   readonly nowMs: number;
 }
 
+const COMMIT: RetryDecision = { kind: "commit" };
+const FAIL: RetryDecision = { kind: "fail" };
+const FAILOVER: RetryDecision = { kind: "failover" };
+
 /** `policy`: undefined when this request may not be retried (see plan.ts). */
 export function decideRetry(
   outcome: Outcome,
@@ -38,10 +42,10 @@ export function decideRetry(
   policy: RetryPolicy | undefined,
   random: () => number,
 ): RetryDecision {
-  const finish: RetryDecision = { kind: outcome.kind === "response" ? "commit" : "fail" };
+  const finish = outcome.kind === "response" ? COMMIT : FAIL;
   if (outcome.kind === "failure" && outcome.class === "connect-failure" && state.canFailOver && state.replayable) {
     // As a TCP connection would, whatever the retry policy. Needs the body kept.
-    return { kind: "failover" };
+    return FAILOVER;
   }
   const names = retryNames(outcome);
   const failed = outcome.kind === "failure" || names.length > 0;
