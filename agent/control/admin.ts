@@ -8,10 +8,11 @@
 
 import { createServer, type Server } from "node:http";
 import type { EnrolledPod } from "../../api/enrollment.ts";
+import { sendJson } from "../../api/http-json.ts";
 import { collectProcessMetrics } from "../../api/process-metrics.ts";
 import { AggregatorRegistry, Gauge, Registry } from "../../api/prom.ts";
 import type { ControllerStatus } from "./controller-client.ts";
-import { HttpError, sendError, sendJson } from "./http.ts";
+import { HttpError, sendError } from "./http.ts";
 import type { ConfigSource } from "./service-source.ts";
 
 export interface AdminState {

@@ -1,10 +1,9 @@
 // The last configuration this agent ACKed, kept on disk so that an agent started while the
 // controller is unreachable serves what it served before (static stability).
 
-import { readFileSync } from "node:fs";
 import type { Peer } from "../../api/agent-service.ts";
 import { type ServiceTable, validateServiceTable } from "../../api/services.ts";
-import { writeFileAtomic } from "../sys/files.ts";
+import { readJsonFile, writeFileAtomic } from "../sys/files.ts";
 
 export interface CachedConfig {
   version: string;
@@ -23,19 +22,9 @@ export function saveConfigCache(path: string, cached: CachedConfig): void {
 
 /** undefined when there is no cache yet; throws ConfigCacheError when it is unusable. */
 export function loadConfigCache(path: string): CachedConfig | undefined {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw new ConfigCacheError(`cannot read ${path}: ${(err as Error).message}`);
-  }
-  let cached: CachedConfig;
-  try {
-    cached = JSON.parse(text);
-  } catch (err) {
-    throw new ConfigCacheError(`${path} is not JSON: ${(err as Error).message}`);
-  }
+  const file = readJsonFile(path, (message) => new ConfigCacheError(message), { optional: true });
+  if (!file) return undefined;
+  const cached = file.value as CachedConfig;
   const errors = validateServiceTable(cached?.table);
   if (typeof cached?.version !== "string" || !Array.isArray(cached.peers) || errors.length > 0) {
     throw new ConfigCacheError(`${path} is not a valid config cache`);

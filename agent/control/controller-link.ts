@@ -14,7 +14,7 @@ import { PeerProber } from "./probes.ts";
 import type { VersionedTable } from "./service-source.ts";
 import { trafficTotals } from "./traffic-totals.ts";
 
-export const AGENT_VERSION: string = packageJson.version;
+const AGENT_VERSION: string = packageJson.version;
 
 export interface ControllerLinkOptions {
   /** host:port of the controller's AgentService. */

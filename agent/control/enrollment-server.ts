@@ -11,9 +11,10 @@ import { createServer, type Server } from "node:http";
 import type { Socket } from "node:net";
 import { dirname } from "node:path";
 import { type EnrolledPod, validateEnrollment } from "../../api/enrollment.ts";
+import { sendJson } from "../../api/http-json.ts";
 import { Netns, NotANetworkNamespaceError, peerCredentials, socketFd } from "../sys/linux.ts";
 import { identifyNetnsOfPid, type NetnsIdentity, ownNetnsInode } from "../sys/netns-path.ts";
-import { HttpError, readJson, sendError, sendJson } from "./http.ts";
+import { HttpError, readJson, sendError } from "./http.ts";
 import { EnrollmentConflict, type PodRegistry, podAddressProblem } from "./pods.ts";
 
 const MAX_BODY = 64 * 1024;

@@ -1,6 +1,8 @@
 // Small helpers shared by the agent's two HTTP servers (enrollment socket and admin port).
+// JSON answers and bounded bodies come from api/http-json.ts, as for the controller.
 
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { BodyTooLarge, readBody, sendJson } from "../../api/http-json.ts";
 
 export class HttpError extends Error {
   readonly status: number;
@@ -14,12 +16,6 @@ export class HttpError extends Error {
   }
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = `${JSON.stringify(body)}\n`;
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
-  res.end(text);
-}
-
 /** Errors become responses here and only here. */
 export function sendError(res: ServerResponse, err: unknown): void {
   const e = err instanceof HttpError ? err : new HttpError(500, "INTERNAL", (err as Error).message);
@@ -31,15 +27,14 @@ export async function readJson(req: IncomingMessage, limit: number): Promise<unk
   if (!/^application\/json\b/.test(req.headers["content-type"] ?? "")) {
     throw new HttpError(415, "UNSUPPORTED_MEDIA_TYPE", "content-type must be application/json");
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) throw new HttpError(413, "BODY_TOO_LARGE", `body exceeds ${limit} bytes`);
-    chunks.push(chunk as Buffer);
+  let body: Buffer;
+  try {
+    body = await readBody(req, limit);
+  } catch (err) {
+    throw err instanceof BodyTooLarge ? new HttpError(413, "BODY_TOO_LARGE", `body exceeds ${limit} bytes`) : err;
   }
   try {
-    return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    return JSON.parse(body.toString("utf8"));
   } catch (err) {
     throw new HttpError(400, "BAD_JSON", `body is not JSON: ${(err as Error).message}`);
   }

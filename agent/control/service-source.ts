@@ -2,8 +2,8 @@
 // configuration stream (controller-client.ts), which serves its cache until the controller answers.
 
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { type ServiceTable, validateServiceTable } from "../../api/services.ts";
+import { readJsonFile } from "../sys/files.ts";
 
 /** Where a table came from; the table in force carries it, so /readyz and /metrics say one thing. */
 export type ConfigSource = "file" | "controller" | "cache" | "none";
@@ -17,18 +17,7 @@ export interface VersionedTable {
 export class ServiceTableError extends Error {}
 
 export function loadServiceFile(path: string): VersionedTable {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    throw new ServiceTableError(`cannot read ${path}: ${(err as Error).message}`);
-  }
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (err) {
-    throw new ServiceTableError(`${path} is not JSON: ${(err as Error).message}`);
-  }
+  const { text, value: data } = readJsonFile(path, (message) => new ServiceTableError(message))!;
   const errors = validateServiceTable(data);
   if (errors.length > 0) {
     throw new ServiceTableError(`${path} is invalid: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);

@@ -1,9 +1,11 @@
 // The Config message in protobuf wire format (api/agent.proto), assembled from bytes encoded once
-// per table entry. A table entry outlives many tables (rebuilds reuse unchanged entries) and goes
-// into many messages (the full table, the updates from each base), so encoding each service once
-// and concatenating makes a message cost a copy instead of a protobuf encode of 10,000 services.
-// config-encoding.test.ts checks the result against the contract's own (proto-loader) codec.
+// per table entry with protobufjs's Writer. A table entry outlives many tables (rebuilds reuse
+// unchanged entries) and goes into many messages (the full table, the updates from each base), so
+// encoding each service once and copying its bytes in makes a message cost a copy instead of a
+// protobuf encode of 10,000 services. config-encoding.test.ts checks the result against the
+// contract's own (proto-loader) codec.
 
+import protobuf from "protobufjs/minimal.js";
 import {
   type Peer,
   toWireService,
@@ -14,119 +16,69 @@ import {
 import type { TableDiff } from "./config-diff.ts";
 import type { TableEntry, TrafficEntry } from "./service-table.ts";
 
-/** Protobuf wire types (the reader in testing/fleet-agent.ts uses them too). */
-export const WIRE_TYPE = { VARINT: 0, I64: 1, LEN: 2, I32: 5 } as const;
-const { VARINT, LEN } = WIRE_TYPE;
-/** A one-byte tag and a length varint (at most 10 bytes). */
-const TAG_AND_LENGTH_BYTES = 11;
+const { Writer } = protobuf;
+type Writer = protobuf.Writer;
 
-/** A growable buffer with the few protobuf primitives the Config needs. */
-class Writer {
-  private buf: Buffer;
-  /** Where the content starts: `headRoom` bytes are left in front for finishAsField. */
-  private readonly start: number;
-  private pos: number;
+/** Protobuf wire types. */
+const VARINT = 0;
+const LEN = 2;
 
-  constructor(capacity = 256, headRoom = 0) {
-    this.buf = Buffer.allocUnsafe(headRoom + capacity);
-    this.start = headRoom;
-    this.pos = headRoom;
-  }
+const tag = (field: number, wireType: number) => (field << 3) | wireType;
 
-  private reserve(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
-    this.buf.copy(next, 0, 0, this.pos);
-    this.buf = next;
-  }
-
-  varint(value: number): this {
-    this.reserve(10);
-    let v = value;
-    while (v > 0x7f) {
-      this.buf[this.pos++] = (v & 0x7f) | 0x80;
-      v = Math.floor(v / 128);
-    }
-    this.buf[this.pos++] = v;
-    return this;
-  }
-
-  tag(field: number, wireType: number): this {
-    return this.varint((field << 3) | wireType);
-  }
-
-  /** proto3: an empty string is the default and is left out (not so in a repeated field). */
-  string(field: number, value: string, repeated = false): this {
-    if (value === "" && !repeated) return this;
-    const length = Buffer.byteLength(value);
-    this.tag(field, LEN).varint(length);
-    this.reserve(length);
-    this.pos += this.buf.write(value, this.pos, "utf8");
-    return this;
-  }
-
-  uint32(field: number, value: number | undefined, optional = false): this {
-    if (value === undefined || (value === 0 && !optional)) return this;
-    return this.tag(field, VARINT).varint(value);
-  }
-
-  bool(field: number, value: boolean): this {
-    return value ? this.tag(field, VARINT).varint(1) : this;
-  }
-
-  bytes(field: number, value: Buffer): this {
-    this.tag(field, LEN).varint(value.length);
-    this.reserve(value.length);
-    this.pos += value.copy(this.buf, this.pos);
-    return this;
-  }
-
-  message(field: number, encode: (w: Writer) => void): this {
-    const sub = new Writer();
-    encode(sub);
-    return this.bytes(field, sub.finish());
-  }
-
-  finish(): Buffer {
-    return this.buf.subarray(this.start, this.pos);
-  }
-
-  /** The content as length-delimited field `field` of an enclosing message, its tag and length written into the head room. */
-  finishAsField(field: number): Buffer {
-    const head = new Writer(TAG_AND_LENGTH_BYTES)
-      .tag(field, LEN)
-      .varint(this.pos - this.start)
-      .finish();
-    if (head.length > this.start) throw new Error("finishAsField needs head room for the tag and length");
-    const begin = this.start - head.length;
-    head.copy(this.buf, begin);
-    return this.buf.subarray(begin, this.pos);
-  }
+// proto3 leaves default values out (an empty string, 0, false), except in repeated fields.
+function str(w: Writer, field: number, value: string, repeated = false): void {
+  if (value !== "" || repeated) w.uint32(tag(field, LEN)).string(value);
+}
+function u32(w: Writer, field: number, value: number | undefined, optional = false): void {
+  if (value !== undefined && (value !== 0 || optional)) w.uint32(tag(field, VARINT)).uint32(value);
+}
+function bool(w: Writer, field: number, value: boolean): void {
+  if (value) w.uint32(tag(field, VARINT)).bool(true);
+}
+/** A length-delimited field holding bytes already encoded (an embedded message, copied in). */
+function encoded(w: Writer, field: number, bytes: Uint8Array): void {
+  w.uint32(tag(field, LEN)).bytes(bytes);
+}
+/** An embedded message written in place: fork/ldelim compute its length without a copy. */
+function message(w: Writer, field: number, write: (w: Writer) => void): void {
+  w.uint32(tag(field, LEN)).fork();
+  write(w);
+  w.ldelim();
 }
 
 function encodeService(s: WireService): Buffer {
-  const w = new Writer().string(1, s.name).string(2, s.namespace).string(3, s.vip);
+  const w = Writer.create();
+  str(w, 1, s.name);
+  str(w, 2, s.namespace);
+  str(w, 3, s.vip);
   for (const p of s.ports) {
-    w.message(4, (m) => m.string(1, p.name).uint32(2, p.port).uint32(3, p.targetPort, true).string(4, p.protocol));
+    message(w, 4, (m) => {
+      str(m, 1, p.name);
+      u32(m, 2, p.port);
+      u32(m, 3, p.targetPort, true);
+      str(m, 4, p.protocol);
+    });
   }
   for (const e of s.endpoints) {
-    w.message(5, (m) =>
-      m
-        .string(1, e.ip)
-        .uint32(2, e.port, true)
-        .string(3, e.node)
-        .string(4, e.pod)
-        .bool(5, e.meshed)
-        .string(6, e.workload),
-    );
+    message(w, 5, (m) => {
+      str(m, 1, e.ip);
+      u32(m, 2, e.port, true);
+      str(m, 3, e.node);
+      str(m, 4, e.pod);
+      bool(m, 5, e.meshed);
+      str(m, 6, e.workload);
+    });
   }
-  return Buffer.from(w.finish()); // a right-sized copy: it is kept as long as the entry
+  return w.finish() as Buffer; // right-sized: it is kept as long as the entry
 }
 
 function encodeTraffic(t: WireTrafficObject): Buffer {
-  return Buffer.from(
-    new Writer().string(1, t.kind).string(2, t.namespace).string(3, t.name).string(4, t.specJson).finish(),
-  );
+  const w = Writer.create();
+  str(w, 1, t.kind);
+  str(w, 2, t.namespace);
+  str(w, 3, t.name);
+  str(w, 4, t.specJson);
+  return w.finish() as Buffer;
 }
 
 const serviceBytes = new WeakMap<TableEntry, Buffer>();
@@ -142,27 +94,39 @@ function cached<E extends object>(cache: WeakMap<E, Buffer>, entry: E, encode: (
 }
 
 function encodePeers(w: Writer, peers: readonly Peer[]): void {
-  for (const p of peers) w.message(1, (m) => m.string(1, p.name).string(2, p.underlayIp));
+  for (const p of peers) {
+    message(w, 1, (m) => {
+      str(m, 1, p.name);
+      str(m, 2, p.underlayIp);
+    });
+  }
 }
 
-/** The ControllerMessage carrying `diff` as a Config, ready for the stream. */
+/** The ControllerMessage carrying `diff` as a Config (its field 1), ready for the stream. */
 export function encodeConfigMessage(diff: TableDiff): Buffer {
-  const services = diff.services.map((entry) =>
-    cached(serviceBytes, entry, (e) => encodeService(toWireService(e.service))),
-  );
-  const traffic = diff.traffic.map((entry) =>
-    cached(trafficBytes, entry, (e) => encodeTraffic(toWireTraffic(e.object))),
-  );
-  // Sized for the entries plus their tags and lengths, so the buffer rarely grows (and copies).
-  const entryBytes = [...services, ...traffic].reduce((n, b) => n + b.length + 6, 0);
-  // The Config is written behind room for its enclosing field's tag and length, so that wrapping
-  // it into the ControllerMessage does not copy a table of several megabytes once more.
-  const w = new Writer(entryBytes + 1024, TAG_AND_LENGTH_BYTES).string(1, diff.to.version).bool(2, diff.full);
-  w.string(3, diff.from?.version ?? "");
-  for (const bytes of services) w.bytes(4, bytes);
-  for (const key of diff.removed) w.string(5, key, true);
-  if (diff.peers) w.message(6, (m) => encodePeers(m, diff.peers!));
-  for (const bytes of traffic) w.bytes(7, bytes);
-  for (const key of diff.removedTraffic) w.string(8, key, true);
-  return w.finishAsField(1);
+  const w = Writer.create();
+  // One buffer in the end: the Config's length is known at ldelim, so nothing is copied twice.
+  message(w, 1, (c) => {
+    str(c, 1, diff.to.version);
+    bool(c, 2, diff.full);
+    str(c, 3, diff.from?.version ?? "");
+    for (const entry of diff.services) {
+      encoded(
+        c,
+        4,
+        cached(serviceBytes, entry, (e) => encodeService(toWireService(e.service))),
+      );
+    }
+    for (const key of diff.removed) str(c, 5, key, true);
+    if (diff.peers) message(c, 6, (m) => encodePeers(m, diff.peers!));
+    for (const entry of diff.traffic) {
+      encoded(
+        c,
+        7,
+        cached(trafficBytes, entry, (e) => encodeTraffic(toWireTraffic(e.object))),
+      );
+    }
+    for (const key of diff.removedTraffic) str(c, 8, key, true);
+  });
+  return w.finish() as Buffer;
 }

@@ -1,13 +1,13 @@
-// Reading request bodies and writing JSON responses, with the limits a public API needs.
+// Reading REST request bodies: JSON objects of a media type, with the limits a public API needs.
 
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingMessage } from "node:http";
+import { BodyTooLarge, readBody } from "../../api/http-json.ts";
 import { RestError } from "./errors.ts";
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 /** No resource nests this deep; refusing deeper bodies keeps recursive walks (merge patch) off the stack limit. */
 export const MAX_JSON_DEPTH = 32;
 
-export const JSON_TYPE = "application/json";
 export const MERGE_PATCH_TYPE = "application/merge-patch+json";
 
 /** The media type without parameters (`application/json; charset=utf-8` → `application/json`). */
@@ -25,20 +25,17 @@ export async function readJsonObject(
   if (actual !== contentType) {
     throw new RestError("UnsupportedMediaType", `content-type must be ${contentType}, not ${actual || "(none)"}`);
   }
-  // The rest of an oversized body is never read: closing the connection is cheaper than draining it.
-  const tooLarge = () =>
-    new RestError("RequestEntityTooLarge", `the body exceeds ${limit} bytes`, {}, { connection: "close" });
-  if (Number(req.headers["content-length"] ?? 0) > limit) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw tooLarge();
-    chunks.push(chunk);
+  let bytes: Buffer;
+  try {
+    bytes = await readBody(req, limit);
+  } catch (err) {
+    if (!(err instanceof BodyTooLarge)) throw err;
+    // The rest of an oversized body is never read: the connection closes.
+    throw new RestError("RequestEntityTooLarge", err.message, {}, { connection: "close" });
   }
   let body: unknown;
   try {
-    body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    body = JSON.parse(bytes.toString("utf8"));
   } catch (err) {
     throw new RestError("BadRequest", `the body is not valid JSON: ${(err as Error).message}`);
   }
@@ -58,15 +55,4 @@ function nestsDeeperThan(value: unknown, limit: number): boolean {
 
 export function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-export function sendJson(
-  res: ServerResponse,
-  code: number,
-  body: unknown,
-  headers: Readonly<Record<string, string>> = {},
-): void {
-  const text = `${JSON.stringify(body)}\n`;
-  res.writeHead(code, { ...headers, "content-type": JSON_TYPE, "content-length": Buffer.byteLength(text) });
-  res.end(text);
 }

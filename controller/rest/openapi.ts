@@ -2,8 +2,9 @@
 // same source that validates requests (and will give the CRDs their openAPIV3Schema).
 
 import { z } from "zod";
+import { JSON_TYPE } from "../../api/http-json.ts";
 import { API_VERSION, apiVersionOf, KINDS, type KindInfo, objectSchema } from "../../api/resources.ts";
-import { JSON_TYPE, MERGE_PATCH_TYPE } from "./http-io.ts";
+import { MERGE_PATCH_TYPE } from "./http-io.ts";
 
 type JsonSchema = Record<string, unknown>;
 

@@ -6,6 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
+import { JSON_TYPE, sendJson } from "../../api/http-json.ts";
 import { API_VERSION, GROUP, KINDS, type KindInfo, VERSION } from "../../api/resources.ts";
 import { assertListenAllowed, authorize, type TokenAuth } from "../auth.ts";
 import {
@@ -17,7 +18,7 @@ import {
 import { RestMetrics } from "../metrics.ts";
 import type { Store } from "../store/store.ts";
 import { RestError, type StatusDetails, toRestError, toStatus } from "./errors.ts";
-import { DEFAULT_MAX_BODY_BYTES, JSON_TYPE, MERGE_PATCH_TYPE, readJsonObject, sendJson } from "./http-io.ts";
+import { DEFAULT_MAX_BODY_BYTES, MERGE_PATCH_TYPE, readJsonObject } from "./http-io.ts";
 import { KindHandler, type StatusFor } from "./kind-handler.ts";
 import { openApiDocument } from "./openapi.ts";
 import { parsePath, type ResourcePath, type ResourceRoute, resolveResourceRoute } from "./routes.ts";

@@ -2,9 +2,9 @@
 // current objects as ADDED, then every change in store order, until the client goes away.
 
 import type { ServerResponse } from "node:http";
+import { JSON_TYPE } from "../../api/http-json.ts";
 import { apiVersionOf, type KindInfo, type Resource } from "../../api/resources.ts";
 import type { Store, WatchEventType } from "../store/store.ts";
-import { JSON_TYPE } from "./http-io.ts";
 
 /**
  * A watcher this far behind is cut off, its connection destroyed with what was buffered for it (it

@@ -11,8 +11,9 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
+import { JSON_TYPE, sendJson } from "../../api/http-json.ts";
 import { RestError, toRestError, toStatus } from "../rest/errors.ts";
-import { isPlainObject, JSON_TYPE, readJsonObject, sendJson } from "../rest/http-io.ts";
+import { isPlainObject, readJsonObject } from "../rest/http-io.ts";
 import { type AdmittedPod, decideInjection, type InjectionConfig, InjectionError } from "./inject.ts";
 
 export const DEFAULT_WEBHOOK_PORT = 9443;

@@ -7,13 +7,13 @@
 // A version names one table, whoever receives it, so the agents of one process share a TableCache:
 // the first Config reaching a version is read, the others adopt the result.
 import { type ClientDuplexStream, credentials, Metadata, makeGenericClientConstructor } from "@grpc/grpc-js";
+import protobuf from "protobufjs/minimal.js";
 import {
   type AgentMessage,
   agentServiceDefinition,
   NODE_SECRET_METADATA,
   type WirePod,
 } from "../../../api/agent-service.ts";
-import { WIRE_TYPE } from "../config-encoding.ts";
 import { SIM_NODE_FACTS, simNodeSecret } from "./fixtures.ts";
 
 /** What the benchmark needs to know about a table: its services' endpoint counts. */
@@ -31,64 +31,16 @@ const RawAgentServiceClient = makeGenericClientConstructor(
 );
 type RawCall = ClientDuplexStream<AgentMessage, Buffer>;
 
-// ---- a minimal protobuf reader: tags, varints, length-delimited ranges ----
+// ---- reading only what the benchmark needs, with protobufjs's Reader ----
 
-const { VARINT, I64, LEN, I32 } = WIRE_TYPE;
+const { Reader } = protobuf;
 
-class WireReader {
-  field = 0;
-  private type = 0;
-  private readonly buf: Buffer;
-  pos: number;
-  private readonly end: number;
-
-  constructor(buf: Buffer, start = 0, end = buf.length) {
-    this.buf = buf;
-    this.pos = start;
-    this.end = end;
-  }
-
-  /** Reads the next tag; false at the end. */
-  next(): boolean {
-    if (this.pos >= this.end) return false;
-    const tag = this.varint();
-    this.field = tag >>> 3;
-    this.type = tag & 7;
-    return true;
-  }
-
-  varint(): number {
-    let value = 0;
-    let shift = 0;
-    for (;;) {
-      const byte = this.buf[this.pos++];
-      if (byte === undefined) throw new Error("truncated varint");
-      value += (byte & 0x7f) * 2 ** shift;
-      if (byte < 0x80) return value;
-      shift += 7;
-    }
-  }
-
-  /** The current length-delimited field as [start, end), moving past it. */
-  range(): [number, number] {
-    const length = this.varint();
-    const start = this.pos;
-    this.pos += length;
-    if (this.pos > this.end) throw new Error("truncated field");
-    return [start, this.pos];
-  }
-
-  string(): string {
-    const [start, end] = this.range();
-    return this.buf.toString("utf8", start, end);
-  }
-
-  skip(): void {
-    if (this.type === VARINT) this.varint();
-    else if (this.type === LEN) this.range();
-    else if (this.type === I64) this.pos += 8;
-    else if (this.type === I32) this.pos += 4;
-    else throw new Error(`unsupported wire type ${this.type}`);
+/** Walks the fields of `bytes`: `read` gets each field number and the reader positioned on its value. */
+function fields(bytes: Uint8Array, read: (field: number, r: protobuf.Reader, wireType: number) => boolean): void {
+  const r = Reader.create(bytes);
+  while (r.pos < r.len) {
+    const tag = r.uint32();
+    if (!read(tag >>> 3, r, tag & 7)) r.skipType(tag & 7);
   }
 }
 
@@ -99,56 +51,58 @@ interface ConfigHead {
   baseVersion: string;
 }
 
-/** ControllerMessage → its Config's byte range. */
-function configRange(bytes: Buffer): [number, number] {
-  const r = new WireReader(bytes);
-  while (r.next()) {
-    if (r.field === 1) return r.range();
-    r.skip();
-  }
-  throw new Error("a ControllerMessage without a Config");
+/** ControllerMessage → its Config's bytes (a view, not a copy). */
+function configBytes(bytes: Buffer): Uint8Array {
+  let config: Uint8Array | undefined;
+  fields(bytes, (field, r) => {
+    if (field !== 1 || config) return false;
+    config = r.bytes();
+    return true;
+  });
+  if (!config) throw new Error("a ControllerMessage without a Config");
+  return config;
 }
 
-function readHead(bytes: Buffer, [start, end]: [number, number]): ConfigHead {
+function readHead(config: Uint8Array): ConfigHead {
   const head: ConfigHead = { version: "", full: false, baseVersion: "" };
-  const r = new WireReader(bytes, start, end);
-  while (r.next()) {
-    if (r.field === 1) head.version = r.string();
-    else if (r.field === 2) head.full = r.varint() !== 0;
-    else if (r.field === 3) head.baseVersion = r.string();
-    else r.skip();
-  }
+  fields(config, (field, r) => {
+    if (field === 1) head.version = r.string();
+    else if (field === 2) head.full = r.bool();
+    else if (field === 3) head.baseVersion = r.string();
+    else return false;
+    return true;
+  });
   return head;
 }
 
 /** Service bytes → [serviceKey, endpoint count]. */
-function readService(bytes: Buffer, start: number, end: number): [string, number] {
+function readService(service: Uint8Array): [string, number] {
   let name = "";
   let namespace = "";
   let endpoints = 0;
-  const r = new WireReader(bytes, start, end);
-  while (r.next()) {
-    if (r.field === 1) name = r.string();
-    else if (r.field === 2) namespace = r.string();
+  fields(service, (field, r) => {
+    if (field === 1) name = r.string();
+    else if (field === 2) namespace = r.string();
     else {
-      if (r.field === 5) endpoints++;
-      r.skip();
+      if (field === 5) endpoints++;
+      return false;
     }
-  }
+    return true;
+  });
   return [`${namespace}/${name}`, endpoints];
 }
 
 /** The table a Config leads to, from the table it applies to (none for a full Config). */
-function applyConfig(bytes: Buffer, range: [number, number], head: ConfigHead, base?: TableSummary): TableSummary {
+function applyConfig(config: Uint8Array, head: ConfigHead, base?: TableSummary): TableSummary {
   const counts = new Map(head.full ? [] : base!.endpointsByService);
-  const r = new WireReader(bytes, range[0], range[1]);
-  while (r.next()) {
-    if (r.field === 4) {
-      const [key, n] = readService(bytes, ...r.range());
+  fields(config, (field, r) => {
+    if (field === 4) {
+      const [key, n] = readService(r.bytes());
       counts.set(key, n);
-    } else if (r.field === 5) counts.delete(r.string());
-    else r.skip();
-  }
+    } else if (field === 5) counts.delete(r.string());
+    else return false;
+    return true;
+  });
   let endpoints = 0;
   for (const n of counts.values()) endpoints += n;
   return { version: head.version, endpointsByService: counts, endpoints };
@@ -239,8 +193,8 @@ export class FleetAgent {
   private receive(bytes: Buffer): void {
     const atMs = wallClockMs();
     this.bytesReceived += bytes.length;
-    const range = configRange(bytes);
-    const head = readHead(bytes, range);
+    const config = configBytes(bytes);
+    const head = readHead(config);
     this.received.push({ storeVersion: Number(head.version.split(".")[0]), atMs });
     if (!head.full && head.baseVersion !== this.table?.version) {
       // As a real agent does: an update for a table it does not hold is refused.
@@ -249,7 +203,7 @@ export class FleetAgent {
       return;
     }
     const base = this.table;
-    this.table = this.opts.cache.resolve(head.version, () => applyConfig(bytes, range, head, base));
+    this.table = this.opts.cache.resolve(head.version, () => applyConfig(config, head, base));
     if (base) this.opts.cache.release(base.version);
     this.send({ kind: "ack", ack: { version: head.version } });
     this.opts.onApplied?.(this, wallClockMs());
