@@ -37,29 +37,7 @@ export function attemptUpgrade(
         createConnection: () => socket,
       });
       req = r;
-      r.once("upgrade", (res, raw: Socket, head: Buffer) => {
-        latch.settle({
-          kind: "response",
-          status: res.statusCode ?? 101,
-          headers: res.headers,
-          body: new PassThrough().end(),
-          trailersOnly: false,
-          trailers: () => undefined,
-          abort: () => raw.destroy(),
-          upgraded: { socket: raw, head },
-        });
-      });
-      r.once("response", (res) => {
-        latch.settle({
-          kind: "response",
-          status: res.statusCode ?? 502,
-          headers: res.headers,
-          body: res,
-          trailersOnly: false,
-          trailers: () => undefined,
-          abort: () => r.destroy(),
-        });
-      });
+      watchUpgrade(r, latch);
       r.once("error", (err) => latch.settle(failure(err, false, "reset")));
       up.body.attach(r);
     },
@@ -72,4 +50,31 @@ export function attemptUpgrade(
       latch.settle(failure(new AgentError(AgentErrors.UPSTREAM_RESET, "cancelled")));
     },
   };
+}
+
+/** A 101 hands back the raw upstream socket; any other status is an ordinary response. */
+function watchUpgrade(r: http.ClientRequest, latch: OutcomeLatch): void {
+  r.once("upgrade", (res, raw: Socket, head: Buffer) => {
+    latch.settle({
+      kind: "response",
+      status: res.statusCode ?? 101,
+      headers: res.headers,
+      body: new PassThrough().end(),
+      trailersOnly: false,
+      trailers: () => undefined,
+      abort: () => raw.destroy(),
+      upgraded: { socket: raw, head },
+    });
+  });
+  r.once("response", (res) => {
+    latch.settle({
+      kind: "response",
+      status: res.statusCode ?? 502,
+      headers: res.headers,
+      body: res,
+      trailersOnly: false,
+      trailers: () => undefined,
+      abort: () => r.destroy(),
+    });
+  });
 }
