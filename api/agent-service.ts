@@ -72,6 +72,8 @@ export interface WirePod {
   namespace: string;
   ip: string;
   labels: Record<string, string>;
+  /** The pod's workload identity: spiffe://<trust domain>/ns/<namespace>/sa/<serviceAccount> ("" or absent: default). */
+  serviceAccount?: string;
 }
 
 export interface Health {
@@ -113,7 +115,15 @@ export type AgentMessage =
   | { kind: "ack"; ack: Ack }
   | { kind: "nack"; nack: Nack }
   | { kind: "report"; report: Report }
-  | { kind: "podsChanged"; podsChanged: PodsChanged };
+  | { kind: "podsChanged"; podsChanged: PodsChanged }
+  | { kind: "certificateRequest"; certificateRequest: CertificateRequest };
+
+export interface CertificateRequest {
+  requestId: string;
+  namespace: string;
+  serviceAccount: string;
+  csrPem: string;
+}
 
 // ---- controller → agent ----
 
@@ -170,7 +180,17 @@ export interface Config {
   removedTraffic: string[];
 }
 
-export type ControllerMessage = { kind: "config"; config: Config };
+export interface CertificateReply {
+  requestId: string;
+  /** Leaf first; empty with an error. */
+  certChainPem: string;
+  trustBundlePem: string;
+  error: string;
+}
+
+export type ControllerMessage =
+  | { kind: "config"; config: Config }
+  | { kind: "certificate"; certificate: CertificateReply };
 
 // ---- conversions ----
 

@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { CONTROLLER_GRPC_PORT } from "../api/agent-service.ts";
+import { durationMs } from "../api/duration.ts";
 import { DEFAULT_MAX_NODES } from "./config/agent-server.ts";
 import { Controller, type ControllerOptions } from "./controller.ts";
 import { DEFAULT_REST_PORT } from "./rest/server.ts";
@@ -28,6 +29,11 @@ Options:
   --max-nodes N           most node names bound at once; Hellos from further new nodes are refused
                           (default: ${DEFAULT_MAX_NODES}). Each node name is bound to the node secret of
                           the agent that first claimed it: \`nodemesh nodes release NODE\` frees it
+  --trust-domain DOMAIN   SPIFFE trust domain of workload identities (default: cluster.local): a pod's
+                          identity is spiffe://DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT. The workload CA's
+                          root is made on first start in the store dir (ca.pem, ca-key.pem)
+  --workload-cert-ttl D   lifetime of workload certificates, e.g. 24h, 10m, 30s (default: 24h); agents
+                          renew at half of it, and get them only for identities their pods have
   --log-level LEVEL       trace, debug, info, warn, error (default: info)
   -h, --help              show this help
 
@@ -80,6 +86,22 @@ function kubernetesOptions(values: {
   };
 }
 
+/** A DNS name: SPIFFE trust domains are lower-case host names. */
+function trustDomain(value: string): string {
+  if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(value)) {
+    throw new Error(`--trust-domain must be a lower-case DNS name, got "${value}"`);
+  }
+  return value;
+}
+
+function certificateLifetime(value: string): number {
+  const ms = /^\d+(ms|s|m|h)$/.test(value) ? durationMs(value) : Number.NaN;
+  if (!(ms >= 1000 && ms <= 365 * 24 * 3600_000)) {
+    throw new Error(`--workload-cert-ttl must be a duration from 1s to 8760h (e.g. 24h, 30s), got "${value}"`);
+  }
+  return ms;
+}
+
 export async function runController(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -94,6 +116,8 @@ export async function runController(argv: string[]): Promise<number> {
       "insecure-agents": { type: "boolean", default: false },
       "max-nodes": { type: "string", default: String(DEFAULT_MAX_NODES) },
       "log-level": { type: "string", default: "info" },
+      "trust-domain": { type: "string", default: "cluster.local" },
+      "workload-cert-ttl": { type: "string", default: "24h" },
       source: { type: "string", default: "file" },
       kubeconfig: { type: "string" },
       namespace: { type: "string" },
@@ -122,6 +146,8 @@ export async function runController(argv: string[]): Promise<number> {
     ...(agentToken ? { agentToken } : {}),
     insecureAgents: values["insecure-agents"],
     maxNodes,
+    trustDomain: trustDomain(values["trust-domain"]),
+    certificateLifetimeMs: certificateLifetime(values["workload-cert-ttl"]),
     logLevel: values["log-level"],
     ...(kubernetesOptions(values) ? { kubernetes: kubernetesOptions(values) } : {}),
   });

@@ -8,6 +8,7 @@ import { TokenAuth } from "./auth.ts";
 import { AgentServer } from "./config/agent-server.ts";
 import { NodeBindings } from "./config/node-bindings.ts";
 import { GraphQueries } from "./graph/service-graph.ts";
+import { WorkloadCa } from "./identity/workload-ca.ts";
 import type { KubernetesMode, KubernetesModeOptions } from "./kubernetes/kubernetes-mode.ts";
 import { createControllerRegistry, registerStoreMetrics } from "./metrics.ts";
 import { type RestServer, startRestServer } from "./rest/server.ts";
@@ -15,6 +16,10 @@ import { FileStore } from "./store/file-store.ts";
 import { keyOf } from "./store/memory-store.ts";
 import type { Store } from "./store/store.ts";
 import { uiHandler } from "./ui/ui-server.ts";
+
+export const DEFAULT_TRUST_DOMAIN = "cluster.local";
+/** Istio's default workload certificate lifetime. */
+export const DEFAULT_CERTIFICATE_LIFETIME_MS = 24 * 3600_000;
 
 export interface ControllerOptions {
   storeDir: string;
@@ -30,6 +35,9 @@ export interface ControllerOptions {
   insecureAgents?: boolean;
   /** Most node names bound at once (default: AgentServer's). */
   maxNodes?: number;
+  /** Workload identities: spiffe://<trustDomain>/ns/…/sa/…, certificates living `certificateLifetimeMs`. */
+  trustDomain?: string;
+  certificateLifetimeMs?: number;
   logLevel: string;
   /** Kubernetes as the source of truth instead of the file store (`--source kubernetes`). */
   kubernetes?: Omit<KubernetesModeOptions, "log">;
@@ -83,6 +91,12 @@ export class Controller {
       : await NodeBindings.load(join(opts.storeDir, "node-bindings.json"), (err) =>
           bindingsLog.error({ err: err.message }, "could not write the node bindings"),
         );
+    // The workload CA's root lives beside the store; in Kubernetes mode (no writable disk) in memory
+    // for now, so each replica has its own root (docs/security.md says what that means).
+    const ca = await WorkloadCa.open(
+      opts.trustDomain ?? DEFAULT_TRUST_DOMAIN,
+      this.kubernetes ? undefined : opts.storeDir,
+    );
     this.agents = await AgentServer.start({
       store: this.store,
       metrics: registry,
@@ -92,6 +106,7 @@ export class Controller {
       insecureAgents: opts.insecureAgents ?? false,
       bindings,
       ...(opts.maxNodes !== undefined ? { maxNodes: opts.maxNodes } : {}),
+      identities: { ca, lifetimeMs: opts.certificateLifetimeMs ?? DEFAULT_CERTIFICATE_LIFETIME_MS },
       log: this.log.child({ component: "agent-server" }),
     });
     const agents = this.agents;

@@ -36,7 +36,12 @@ describe("admin with a controller", () => {
     const ready = (await (await fetch(`${base}/readyz`)).json()) as { config: unknown; controller: unknown };
     // Served from the cache after a restart: config says so, and nothing else claims otherwise.
     expect(ready.config).toEqual({ version: "7.2", source: "cache" });
-    expect(ready.controller).toEqual({ address: "10.0.0.9:15012", connected: false, lastNack: status.lastNack });
+    expect(ready.controller).toEqual({
+      address: "10.0.0.9:15012",
+      connected: false,
+      lastNack: status.lastNack,
+      certificates: [],
+    });
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toContain("nodemesh_controller_connected 0");
     expect(metrics).toContain('nodemesh_config_applied_version_info{version="7.2",source="cache"} 1');

@@ -103,8 +103,8 @@ export function isLoopback(address: string | undefined): boolean {
 
 /** The link to the controller; what is in force (and from where) is `config`'s alone to say. */
 function controllerDetail(status: ControllerStatus) {
-  const { address, connected, lastNack } = status;
-  return { address, connected, lastNack: lastNack ?? null };
+  const { address, connected, lastNack, certificates } = status;
+  return { address, connected, lastNack: lastNack ?? null, certificates: certificates ?? [] };
 }
 
 function registerControllerMetrics(
@@ -118,6 +118,22 @@ function registerControllerMetrics(
     registers: [registry],
     collect() {
       this.set(status().connected ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "nodemesh_agent_workload_certificates",
+    help: "Workload certificates the agent holds: one per identity of its pods",
+    registers: [registry],
+    collect() {
+      this.set((status().certificates ?? []).length);
+    },
+  });
+  new Gauge({
+    name: "nodemesh_agent_workload_certificate_renewals",
+    help: "Renewals of the workload certificates held, since each identity's first",
+    registers: [registry],
+    collect() {
+      this.set((status().certificates ?? []).reduce((n, c) => n + c.renewals, 0));
     },
   });
   new Gauge({

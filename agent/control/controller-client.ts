@@ -17,6 +17,8 @@ import type { Logger } from "pino";
 import {
   type AgentMessage,
   agentServiceDefinition,
+  type CertificateReply,
+  type CertificateRequest,
   type Config,
   type ControllerMessage,
   NODE_SECRET_METADATA,
@@ -39,6 +41,9 @@ const REFUSALS = new Set<number>([
   GrpcStatus.PERMISSION_DENIED,
   GrpcStatus.RESOURCE_EXHAUSTED,
 ]);
+
+/** How long a certificate request waits for the controller's answer. */
+const CERTIFICATE_TIMEOUT_MS = 10_000;
 
 const CHANNEL_OPTIONS = {
   // Notices a controller that vanished without closing the connection.
@@ -77,6 +82,8 @@ export interface ControllerStatus {
   /** The version this link applied last: from the controller, or from the cache until it answers. */
   appliedVersion: string | undefined;
   lastNack: { version: string; error: string; at: string } | undefined;
+  /** The workload certificates held (identities.ts): their SPIFFE ids, expiry and renewals so far. */
+  certificates?: { spiffeId: string; notAfter: string; renewals: number }[];
 }
 
 export class ControllerClient {
@@ -92,6 +99,9 @@ export class ControllerClient {
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private reportTimer: NodeJS.Timeout | undefined;
+  /** Certificate requests waiting for their answer, by request id. */
+  private readonly pendingCertificates = new Map<string, (reply: CertificateReply) => void>();
+  private nextRequestId = 0;
 
   constructor(opts: ControllerClientOptions) {
     this.opts = opts;
@@ -126,6 +136,30 @@ export class ControllerClient {
     return (this.config?.peers ?? []).filter((p) => p.name !== this.opts.nodeName);
   }
 
+  /**
+   * Asks the controller to certify a key for a workload identity. Fails at once when not
+   * connected, and when the stream ends or no answer comes within `timeoutMs`.
+   */
+  requestCertificate(
+    req: Omit<CertificateRequest, "requestId">,
+    timeoutMs = CERTIFICATE_TIMEOUT_MS,
+  ): Promise<CertificateReply> {
+    if (!this.connected) return Promise.reject(new Error("not connected to the controller"));
+    const requestId = String(++this.nextRequestId);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pendingCertificates.delete(requestId);
+        reject(new Error(`no certificate from the controller within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pendingCertificates.set(requestId, (reply) => {
+        clearTimeout(timer);
+        if (reply.error) reject(new Error(reply.error));
+        else resolve(reply);
+      });
+      this.send({ kind: "certificateRequest", certificateRequest: { ...req, requestId } });
+    });
+  }
+
   /** Call on every enrollment change: the controller updates endpoints at once. */
   podsChanged(): void {
     if (this.connected) this.send({ kind: "podsChanged", podsChanged: { pods: this.opts.pods() } });
@@ -154,7 +188,10 @@ export class ControllerClient {
     this.call = call;
     // The controller sends headers once it accepted our Hello.
     call.on("metadata", () => this.streamUp(call));
-    call.on("data", (msg: ControllerMessage) => this.receive(call, msg.config));
+    call.on("data", (msg: ControllerMessage) => {
+      if (msg.kind === "config") this.receive(call, msg.config);
+      else if (call === this.call) this.answered(msg.certificate);
+    });
     call.on("error", (err: ServiceError) => this.streamDown(call, err.message, REFUSALS.has(err.code)));
     call.on("end", () => this.streamDown(call, "the controller ended the stream"));
     this.send({
@@ -196,6 +233,17 @@ export class ControllerClient {
   private streamEnded(): void {
     this.connected = false;
     clearInterval(this.reportTimer);
+    // Answers to this stream's requests will not come: their askers retry on the next stream.
+    for (const answer of this.pendingCertificates.values()) {
+      answer({ requestId: "", certChainPem: "", trustBundlePem: "", error: "the controller stream ended" });
+    }
+    this.pendingCertificates.clear();
+  }
+
+  private answered(reply: CertificateReply): void {
+    const answer = this.pendingCertificates.get(reply.requestId);
+    this.pendingCertificates.delete(reply.requestId);
+    answer?.(reply);
   }
 
   private receive(call: AgentCall, update: Config): void {

@@ -8,6 +8,7 @@ import type { EnrolledPod } from "../../api/enrollment.ts";
 import type { EdgeSample } from "../../api/service-graph.ts";
 import packageJson from "../../package.json" with { type: "json" };
 import { ControllerClient, type ControllerStatus } from "./controller-client.ts";
+import { WorkloadIdentities } from "./identities.ts";
 import { gatherRawFacts, pickUnderlayIp, toNodeFacts } from "./node-facts.ts";
 import { loadOrCreateNodeSecret } from "./node-secret.ts";
 import { PeerProber } from "./probes.ts";
@@ -39,21 +40,30 @@ export interface AgentSide {
 }
 
 function toWirePod(pod: EnrolledPod): WirePod {
-  return { name: pod.name, namespace: pod.namespace, ip: pod.ip, labels: pod.labels };
+  return {
+    name: pod.name,
+    namespace: pod.namespace,
+    ip: pod.ip,
+    labels: pod.labels,
+    serviceAccount: pod.serviceAccount,
+  };
 }
 
 export class ControllerLink {
   private readonly client: ControllerClient;
   private readonly prober: PeerProber;
+  /** Certificates for the identities of this node's pods, from the controller. */
+  readonly identities: WorkloadIdentities;
   private probeTimer: NodeJS.Timeout | undefined;
   private latestProbes: PeerProbe[] = [];
   /** Called after each probe round (the agent refreshes locality). */
   onProbes: (() => void) | undefined;
   private stopped = false;
 
-  private constructor(client: ControllerClient, prober: PeerProber) {
+  private constructor(client: ControllerClient, prober: PeerProber, identities: WorkloadIdentities) {
     this.client = client;
     this.prober = prober;
+    this.identities = identities;
   }
 
   /** Serves the cached configuration at once, then connects in the background. */
@@ -90,8 +100,14 @@ export class ControllerLink {
       reportIntervalMs: opts.reportIntervalMs,
       log: opts.log,
     });
-    link = new ControllerLink(client, PeerProber.open());
+    const identities = new WorkloadIdentities({
+      request: (req) => client.requestCertificate(req),
+      wanted: () => agent.pods().map((p) => ({ namespace: p.namespace, serviceAccount: p.serviceAccount })),
+      log: opts.log,
+    });
+    link = new ControllerLink(client, PeerProber.open(), identities);
     client.start();
+    identities.start();
     link.probeLoop(opts.reportIntervalMs);
     opts.log.info({ controller: opts.address, underlayIp }, "taking configuration from the controller");
     return link;
@@ -105,16 +121,23 @@ export class ControllerLink {
   }
 
   status(): ControllerStatus {
-    return this.client.status();
+    const certificates = this.identities.list().map((c) => ({
+      spiffeId: c.spiffeId,
+      notAfter: new Date(c.notAfter).toISOString(),
+      renewals: c.renewals,
+    }));
+    return { ...this.client.status(), certificates };
   }
 
   /** Call on every enrollment change. */
   podsChanged(): void {
     this.client.podsChanged();
+    void this.identities.refresh();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.identities.stop();
     clearTimeout(this.probeTimer);
     this.prober.close();
     await this.client.stop();

@@ -26,6 +26,8 @@ import pino, { type Logger } from "pino";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import {
   agentServiceDefinition,
+  type CertificateReply,
+  type CertificateRequest,
   CONTROLLER_GRPC_PORT,
   type Hello,
   NODE_SECRET_METADATA,
@@ -35,8 +37,10 @@ import {
 } from "../../api/agent-service.ts";
 import type { PropagationStatus } from "../../api/resources.ts";
 import type { Service } from "../../api/services.ts";
+import { spiffeId } from "../../api/x509.ts";
 import { assertAgentListenAllowed } from "../auth.ts";
 import { TrafficWindow } from "../graph/traffic-window.ts";
+import type { WorkloadCa } from "../identity/workload-ca.ts";
 import type { ObjectKey, Store } from "../store/store.ts";
 import { AgentRegistry, type AgentStatus } from "./agent-registry.ts";
 import { type AgentCall, AgentSession, type Claim, type SessionHost } from "./agent-session.ts";
@@ -74,6 +78,8 @@ export interface AgentServerOptions {
   startupGraceMs?: number;
   /** How long a disconnected node's pods stay endpoints. Default 60 s. */
   forgetNodeAfterMs?: number;
+  /** The CA that signs workload certificates for agents, and their lifetime; none: no certificates. */
+  identities?: { ca: WorkloadCa; lifetimeMs: number };
   log?: Logger;
 }
 
@@ -132,6 +138,8 @@ export class AgentServer implements SessionHost {
   private readonly maxEdgesPerReport: number;
   private readonly refused: Counter<"reason">;
   private readonly edgesDropped: Counter;
+  private readonly identities: AgentServerOptions["identities"];
+  private readonly certificates: Counter<"result">;
   private readonly grpc: Server;
   private boundPort = 0;
 
@@ -141,6 +149,13 @@ export class AgentServer implements SessionHost {
     this.bindings = opts.bindings ?? NodeBindings.inMemory();
     this.maxNodes = opts.maxNodes ?? DEFAULT_MAX_NODES;
     this.maxEdgesPerReport = opts.maxEdgesPerReport ?? DEFAULT_MAX_EDGES_PER_REPORT;
+    this.identities = opts.identities;
+    this.certificates = new Counter({
+      name: "nodemesh_controller_workload_certificates_total",
+      help: "Workload certificate requests from agents, by result (issued, not_hosted, bad_csr, no_ca)",
+      labelNames: ["result"],
+      registers: [opts.metrics],
+    });
     this.refused = new Counter({
       name: "nodemesh_controller_agent_streams_refused_total",
       help: "Agent streams refused or ended by the controller, by reason",
@@ -421,6 +436,50 @@ export class AgentServer implements SessionHost {
   /** A Service as the agents currently have it (endpoints included), from the current table. */
   service(namespace: string, name: string): Service | undefined {
     return this.publisher.current()?.services.get(`${namespace}/${name}`)?.service;
+  }
+
+  /**
+   * A node's agent gets a certificate only for an identity one of the pods it enrolled has: a
+   * node cannot obtain another node's workloads' identities.
+   */
+  async certificateRequested(node: string, req: CertificateRequest): Promise<CertificateReply> {
+    const reply = (fields: Partial<CertificateReply>): CertificateReply => ({
+      requestId: req.requestId,
+      certChainPem: "",
+      trustBundlePem: "",
+      error: "",
+      ...fields,
+    });
+    const identities = this.identities;
+    const refuse = (reason: string, error: string) => {
+      this.certificates.inc({ result: reason });
+      this.log.warn(
+        { node, namespace: req.namespace, serviceAccount: req.serviceAccount, error },
+        "certificate refused",
+      );
+      return reply({ error });
+    };
+    if (!identities) return refuse("no_ca", "this controller issues no workload certificates");
+    const hosted = this.registry
+      .pods()
+      .some(
+        (p) =>
+          p.node === node && p.namespace === req.namespace && (p.serviceAccount || "default") === req.serviceAccount,
+      );
+    if (!hosted) {
+      return refuse(
+        "not_hosted",
+        `node ${node} hosts no pod of service account ${req.namespace}/${req.serviceAccount}`,
+      );
+    }
+    const id = spiffeId(identities.ca.trustDomain, req.namespace, req.serviceAccount);
+    try {
+      const certChainPem = await identities.ca.issue(req.csrPem, id, identities.lifetimeMs);
+      this.certificates.inc({ result: "issued" });
+      return reply({ certChainPem, trustBundlePem: identities.ca.trustBundlePem });
+    } catch (err) {
+      return refuse("bad_csr", (err as Error).message);
+    }
   }
 
   podsChanged(node: string, pods: WirePod[]): void {

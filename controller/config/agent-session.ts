@@ -6,7 +6,15 @@
 // gets a few large updates rather than one per rebuild. (xDS paces by ACK the same way.)
 
 import { status as GrpcStatus, Metadata, type ServerDuplexStream, type StatusObject } from "@grpc/grpc-js";
-import type { AgentMessage, Hello, Report, WirePod } from "../../api/agent-service.ts";
+import {
+  type AgentMessage,
+  agentServiceDefinition,
+  type CertificateReply,
+  type CertificateRequest,
+  type Hello,
+  type Report,
+  type WirePod,
+} from "../../api/agent-service.ts";
 import type { ConfigPublisher } from "./config-publisher.ts";
 import type { SendBudget } from "./send-budget.ts";
 import type { ConfigTable } from "./service-table.ts";
@@ -36,7 +44,11 @@ export interface SessionHost {
   nacked(node: string, version: string, error: string): void;
   reported(node: string, report: Report): void;
   podsChanged(node: string, pods: WirePod[]): void;
+  /** Signs the workload certificate `node`'s agent asks for, or says why not. */
+  certificateRequested(node: string, request: CertificateRequest): Promise<CertificateReply>;
 }
+
+const serialize = agentServiceDefinition.Connect.responseSerialize as (msg: unknown) => Buffer;
 
 /** Messages an agent may send after Hello while its claim is being decided (they are handled after). */
 const MAX_QUEUED_DURING_CLAIM = 64;
@@ -141,6 +153,11 @@ export class AgentSession {
         break;
       case "podsChanged":
         this.host.podsChanged(node, msg.podsChanged.pods);
+        break;
+      case "certificateRequest":
+        void this.host.certificateRequested(node, msg.certificateRequest).then((certificate) => {
+          if (!this.ended) this.call.write(serialize({ kind: "certificate", certificate }));
+        });
         break;
       case "hello":
         this.fail(GrpcStatus.FAILED_PRECONDITION, "Hello was already received");

@@ -9,7 +9,7 @@ import { httpRouteResource, pod, serviceResource, trafficPolicyResource } from "
 const { responseSerialize, responseDeserialize } = agentServiceDefinition.Connect;
 
 /** What the contract's own codec (proto-loader) makes of the bytes. */
-const decode = (bytes: Buffer) => responseDeserialize(bytes) as ControllerMessage;
+const decode = (bytes: Buffer) => responseDeserialize(bytes) as Extract<ControllerMessage, { kind: "config" }>;
 
 /** The same Config encoded by proto-loader from diffTables' message object, then decoded. */
 function reference(from: ConfigTable | undefined, to: ConfigTable): ControllerMessage {

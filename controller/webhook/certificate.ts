@@ -2,14 +2,9 @@
 // configuration's caBundle) and a leaf for the controller Service's DNS names. ECDSA P-256,
 // Web Crypto keys, @peculiar/x509 for the X.509 encoding (Node can parse certificates, not make them).
 
-import "reflect-metadata";
 import { webcrypto } from "node:crypto";
-import * as x509 from "@peculiar/x509";
+import { KEY_ALGORITHM as ALGORITHM, pkcs8Pem, x509 } from "../../api/x509.ts";
 
-// Node's Web Crypto is the standard one; the library types it with the DOM's `Crypto`, absent from our libs.
-x509.cryptoProvider.set(webcrypto as never);
-
-const ALGORITHM = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
 const DAY_MS = 24 * 3600 * 1000;
 
 export interface WebhookCertificate {
@@ -24,11 +19,6 @@ export interface WebhookCertificate {
 /** The names the API server uses to reach `service` in `namespace` (it dials <svc>.<ns>.svc). */
 export function serviceDnsNames(service: string, namespace: string): string[] {
   return [`${service}.${namespace}.svc`, `${service}.${namespace}.svc.cluster.local`, `${service}.${namespace}`];
-}
-
-async function pkcs8Pem(key: webcrypto.CryptoKey): Promise<string> {
-  const der = await webcrypto.subtle.exportKey("pkcs8", key);
-  return x509.PemConverter.encode(der, "PRIVATE KEY");
 }
 
 export async function issueWebhookCertificate(opts: {

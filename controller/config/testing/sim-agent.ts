@@ -5,6 +5,7 @@ import { type ClientDuplexStream, credentials, Metadata, makeGenericClientConstr
 import {
   type AgentMessage,
   agentServiceDefinition,
+  type CertificateReply,
   type Config,
   type ControllerMessage,
   NODE_SECRET_METADATA,
@@ -25,6 +26,8 @@ export type Decision = "ack" | "ignore" | { nack: string };
 export class SimAgent {
   readonly node: string;
   readonly configs: Config[] = [];
+  /** Answers to certificate requests, in arrival order. */
+  readonly certificates: CertificateReply[] = [];
   readonly services = new Map<string, WireService>();
   /** By trafficKey. */
   readonly traffic = new Map<string, WireTrafficObject>();
@@ -53,7 +56,13 @@ export class SimAgent {
     const secret = opts.secret === undefined ? simNodeSecret(node) : opts.secret;
     if (secret !== null) metadata.set(NODE_SECRET_METADATA, secret);
     this.call = (this.client as unknown as { Connect(m: Metadata): SimCall }).Connect(metadata);
-    this.call.on("data", (msg: ControllerMessage) => this.receive(msg.config));
+    this.call.on("data", (msg: ControllerMessage) => {
+      if (msg.kind === "config") this.receive(msg.config);
+      else {
+        this.certificates.push(msg.certificate);
+        this.wake();
+      }
+    });
     this.call.on("error", (err: { code: number; details: string }) => {
       this.status = { code: err.code, details: err.details };
       this.wake();

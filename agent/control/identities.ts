@@ -1,0 +1,112 @@
+// The workload certificates an agent holds: one per identity (namespace, service account) of the
+// pods enrolled on this node, and no other. Each key is made here and never leaves the agent; the
+// controller certifies it (CertificateRequest over the stream). A certificate is renewed at half
+// its lifetime, so a controller unreachable for less than that costs nothing; one no pod needs is
+// dropped. mTLS between agents (docs/security.md) presents these.
+
+import type { webcrypto } from "node:crypto";
+import type { Logger } from "pino";
+import type { CertificateReply, CertificateRequest } from "../../api/agent-service.ts";
+
+export interface IdentityKey {
+  readonly namespace: string;
+  readonly serviceAccount: string;
+}
+
+export interface HeldCertificate extends IdentityKey {
+  readonly spiffeId: string;
+  readonly chainPem: string;
+  readonly trustBundlePem: string;
+  readonly key: webcrypto.CryptoKey;
+  readonly notAfter: number;
+  /** When to ask for the next one: half-way through this one's life. */
+  readonly renewAt: number;
+  readonly renewals: number;
+}
+
+export interface WorkloadIdentitiesOptions {
+  request(req: Omit<CertificateRequest, "requestId">): Promise<CertificateReply>;
+  /** The identities the node's enrolled pods have now. */
+  wanted(): IdentityKey[];
+  log: Logger;
+  /** How often holdings are checked (default 1 s). */
+  checkIntervalMs?: number;
+}
+
+const keyOf = (id: IdentityKey) => `${id.namespace}/${id.serviceAccount}`;
+
+export class WorkloadIdentities {
+  private readonly held = new Map<string, HeldCertificate>();
+  private readonly inFlight = new Set<string>();
+  private readonly opts: WorkloadIdentitiesOptions;
+  private timer: NodeJS.Timeout | undefined;
+  /** Failed requests, for the metrics. */
+  failures = 0;
+
+  constructor(opts: WorkloadIdentitiesOptions) {
+    this.opts = opts;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.refresh(), this.opts.checkIntervalMs ?? 1000);
+    this.timer.unref();
+    void this.refresh();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  list(): HeldCertificate[] {
+    return [...this.held.values()];
+  }
+
+  get(namespace: string, serviceAccount: string): HeldCertificate | undefined {
+    return this.held.get(keyOf({ namespace, serviceAccount }));
+  }
+
+  /** Asks for what is missing or due, drops what no pod needs. Call on every enrollment change too. */
+  async refresh(now = Date.now()): Promise<void> {
+    const wanted = new Map(this.opts.wanted().map((id) => [keyOf(id), id]));
+    for (const key of this.held.keys()) if (!wanted.has(key)) this.held.delete(key);
+    const due = [...wanted].filter(([key]) => {
+      const cert = this.held.get(key);
+      return !this.inFlight.has(key) && (!cert || now >= cert.renewAt);
+    });
+    await Promise.all(due.map(([key, id]) => this.obtain(key, id)));
+  }
+
+  private async obtain(key: string, id: IdentityKey): Promise<void> {
+    this.inFlight.add(key);
+    try {
+      // Loaded on first use: an agent without a controller never pays for the X.509 library.
+      const { generateKeys, KEY_ALGORITHM, x509 } = await import("../../api/x509.ts");
+      const keys = await generateKeys();
+      const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+        keys: keys as never,
+        signingAlgorithm: KEY_ALGORITHM,
+      });
+      const reply = await this.opts.request({ ...id, csrPem: csr.toString("pem") });
+      const leaf = new x509.X509Certificate(reply.certChainPem);
+      const issued = Date.now();
+      const notAfter = leaf.notAfter.getTime();
+      const previous = this.held.get(key);
+      this.held.set(key, {
+        ...id,
+        spiffeId: leaf.getExtension(x509.SubjectAlternativeNameExtension)?.names.items[0]?.value ?? "",
+        chainPem: reply.certChainPem,
+        trustBundlePem: reply.trustBundlePem,
+        key: keys.privateKey,
+        notAfter,
+        renewAt: issued + (notAfter - issued) / 2,
+        renewals: previous ? previous.renewals + 1 : 0,
+      });
+      this.opts.log.debug({ identity: key, notAfter: new Date(notAfter).toISOString() }, "workload certificate");
+    } catch (err) {
+      this.failures++;
+      this.opts.log.warn({ identity: key, err: (err as Error).message }, "no workload certificate");
+    } finally {
+      this.inFlight.delete(key);
+    }
+  }
+}
