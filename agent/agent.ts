@@ -124,6 +124,19 @@ export class Agent {
     await pods.restore();
     const controller = this.controller;
     if (controller) {
+      // The workers present these on the tunnel (mTLS); a renewal replaces the set.
+      controller.identities.onChange = (held) =>
+        pool.broadcastIdentities(
+          held.map(({ namespace, serviceAccount, spiffeId, chainPem, keyPem, trustBundlePem }) => ({
+            namespace,
+            serviceAccount,
+            spiffeId,
+            certChainPem: chainPem,
+            keyPem,
+            trustBundlePem,
+          })),
+        );
+      controller.identities.onChange(controller.identities.list());
       // Locality follows the measured RTTs: resend the snapshot when the nearness order changes.
       controller.onProbes = () => {
         const order = Object.entries(controller.peerRtts())

@@ -64,6 +64,8 @@ export const AgentErrors = {
     message: "the tunnel handshake does not come from an agent of this mesh",
     status: 403,
     grpcStatus: GrpcStatus.PERMISSION_DENIED,
+    // Refused before any byte reached a workload (a TLS or signature failure): try another endpoint.
+    attempt: "connect-failure",
   },
   TUNNEL_FORBIDDEN: {
     code: "NM_TUNNEL_FORBIDDEN",

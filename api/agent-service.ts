@@ -141,6 +141,7 @@ export interface WireEndpoint {
   pod: string;
   meshed: boolean;
   workload: string;
+  serviceAccount: string;
 }
 
 export interface WireService {
@@ -217,6 +218,7 @@ export function toWireService(s: Service): WireService {
       pod: e.pod ?? "",
       meshed: e.meshed ?? false,
       workload: e.workload ?? "",
+      serviceAccount: e.serviceAccount ?? "",
     })),
   };
 }
@@ -243,6 +245,7 @@ export function fromWireService(w: WireService): Service {
       if (e.node) endpoint.node = e.node;
       if (e.pod) endpoint.pod = e.pod;
       if (e.workload) endpoint.workload = e.workload;
+      if (e.serviceAccount) endpoint.serviceAccount = e.serviceAccount;
       return endpoint;
     }),
   };

@@ -27,6 +27,11 @@ export interface ServiceEndpoint {
   meshed?: boolean;
   /** The pod's workload name (its `app` label, else its name); labels metrics. */
   workload?: string;
+  /**
+   * A meshed endpoint's service account: its agent presents the certificate of
+   * spiffe://<trust domain>/ns/<pod namespace>/sa/<this> on the tunnel, and callers check it.
+   */
+  serviceAccount?: string;
 }
 
 export interface Service {
@@ -153,7 +158,7 @@ export function validateServiceTable(input: unknown): FieldError[] {
           errors.push({ field: eat, message: "must be an object" });
           return;
         }
-        unknownFields(e, ["ip", "port", "node", "pod", "meshed", "workload"], eat, errors);
+        unknownFields(e, ["ip", "port", "node", "pod", "meshed", "workload", "serviceAccount"], eat, errors);
         if (typeof e.ip !== "string" || !isIPv4(e.ip)) errors.push({ field: `${eat}.ip`, message: "must be IPv4" });
         if (e.port !== undefined && !isPort(e.port)) errors.push({ field: `${eat}.port`, message: "must be 1-65535" });
         if (e.meshed !== undefined && typeof e.meshed !== "boolean") {

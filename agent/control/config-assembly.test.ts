@@ -9,7 +9,14 @@ function wire(name: string, vip: string, endpoints: string[] = []): WireService 
     namespace: "default",
     vip,
     ports: [{ name: "", port: 80, protocol: "http" }],
-    endpoints: endpoints.map((ip) => ({ ip, node: "node-a", pod: `default/${name}`, meshed: true, workload: name })),
+    endpoints: endpoints.map((ip) => ({
+      ip,
+      node: "node-a",
+      pod: `default/${name}`,
+      meshed: true,
+      workload: name,
+      serviceAccount: "",
+    })),
   };
 }
 

@@ -138,7 +138,14 @@ describe("ControllerClient", () => {
     await eventually(() => {
       const web = agent.applied.at(-1)!.table.services.find((s) => s.name === "web")!;
       expect(web.endpoints).toEqual([
-        { ip: "10.1.0.11", node: "node-a", pod: "default/web-1", meshed: true, workload: "web" },
+        {
+          ip: "10.1.0.11",
+          node: "node-a",
+          pod: "default/web-1",
+          meshed: true,
+          workload: "web",
+          serviceAccount: "default",
+        },
       ]);
     });
     await eventually(() =>

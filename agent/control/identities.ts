@@ -18,6 +18,8 @@ export interface HeldCertificate extends IdentityKey {
   readonly chainPem: string;
   readonly trustBundlePem: string;
   readonly key: webcrypto.CryptoKey;
+  /** The same key as PKCS#8 PEM, for the workers' TLS contexts. */
+  readonly keyPem: string;
   readonly notAfter: number;
   /** When to ask for the next one: half-way through this one's life. */
   readonly renewAt: number;
@@ -42,6 +44,8 @@ export class WorkloadIdentities {
   private timer: NodeJS.Timeout | undefined;
   /** Failed requests, for the metrics. */
   failures = 0;
+  /** Called whenever the set of certificates held changed (a new one, a renewal, a drop). */
+  onChange: ((held: HeldCertificate[]) => void) | undefined;
 
   constructor(opts: WorkloadIdentitiesOptions) {
     this.opts = opts;
@@ -68,7 +72,11 @@ export class WorkloadIdentities {
   /** Asks for what is missing or due, drops what no pod needs. Call on every enrollment change too. */
   async refresh(now = Date.now()): Promise<void> {
     const wanted = new Map(this.opts.wanted().map((id) => [keyOf(id), id]));
-    for (const key of this.held.keys()) if (!wanted.has(key)) this.held.delete(key);
+    let dropped = false;
+    for (const key of this.held.keys()) {
+      if (!wanted.has(key)) dropped = this.held.delete(key);
+    }
+    if (dropped) this.onChange?.(this.list());
     const due = [...wanted].filter(([key]) => {
       const cert = this.held.get(key);
       return !this.inFlight.has(key) && (!cert || now >= cert.renewAt);
@@ -80,7 +88,7 @@ export class WorkloadIdentities {
     this.inFlight.add(key);
     try {
       // Loaded on first use: an agent without a controller never pays for the X.509 library.
-      const { generateKeys, KEY_ALGORITHM, x509 } = await import("../../api/x509.ts");
+      const { generateKeys, KEY_ALGORITHM, pkcs8Pem, x509 } = await import("../../api/x509.ts");
       const keys = await generateKeys();
       const csr = await x509.Pkcs10CertificateRequestGenerator.create({
         keys: keys as never,
@@ -97,11 +105,13 @@ export class WorkloadIdentities {
         chainPem: reply.certChainPem,
         trustBundlePem: reply.trustBundlePem,
         key: keys.privateKey,
+        keyPem: await pkcs8Pem(keys.privateKey),
         notAfter,
         renewAt: issued + (notAfter - issued) / 2,
         renewals: previous ? previous.renewals + 1 : 0,
       });
       this.opts.log.debug({ identity: key, notAfter: new Date(notAfter).toISOString() }, "workload certificate");
+      this.onChange?.(this.list());
     } catch (err) {
       this.failures++;
       this.opts.log.warn({ identity: key, err: (err as Error).message }, "no workload certificate");

@@ -10,6 +10,7 @@ import type { EnrolledPod } from "../../api/enrollment.ts";
 import type { EdgeSample } from "../../api/service-graph.ts";
 import { mergeEdges } from "../dataplane/edges.ts";
 import type { FromWorker, ToWorker, WorkerInit } from "../dataplane/messages.ts";
+import type { WorkerIdentity } from "../dataplane/mtls.ts";
 import { allocateSharedBuffers } from "../dataplane/shared-state.ts";
 import type { SnapshotMessage } from "../dataplane/snapshot.ts";
 
@@ -72,6 +73,7 @@ export class WorkerPool {
   private readonly pods = new Map<string, EnrolledPod>();
   private nextId = 1;
   private lastSnapshot: SnapshotMessage | undefined;
+  private lastIdentities: WorkerIdentity[] = [];
   private running = false;
   private readonly log: Logger;
   /** Counters every worker sees (round robin, limits, budgets, ejections): shared-state.ts. */
@@ -123,6 +125,9 @@ export class WorkerPool {
     worker.on("exit", (code) => this.onExit(slot, worker, code));
     // Messages queue until the worker listens: it gets the configuration before any pod.
     if (this.lastSnapshot) worker.postMessage({ type: "snapshot", snapshot: this.lastSnapshot } satisfies ToWorker);
+    if (this.lastIdentities.length) {
+      worker.postMessage({ type: "identities", identities: this.lastIdentities } satisfies ToWorker);
+    }
     return new Promise((resolve, reject) => {
       worker.once("message", (msg: FromWorker) => (msg.type === "ready" ? resolve() : reject(new Error("bad start"))));
       worker.once("error", reject);
@@ -190,6 +195,12 @@ export class WorkerPool {
   broadcastSnapshot(snapshot: SnapshotMessage): void {
     this.lastSnapshot = snapshot;
     for (const w of this.workers) w.postMessage({ type: "snapshot", snapshot } satisfies ToWorker);
+  }
+
+  /** The certificates of the node's pods' identities, for mTLS on the tunnel (replaces the last set). */
+  broadcastIdentities(identities: WorkerIdentity[]): void {
+    this.lastIdentities = identities;
+    for (const w of this.workers) w.postMessage({ type: "identities", identities } satisfies ToWorker);
   }
 
   get snapshot(): SnapshotMessage | undefined {

@@ -7,6 +7,7 @@ import { TUNNEL_PORT } from "../../api/dataplane.ts";
 import { dial, type SocketMaker } from "./dial.ts";
 import type { Endpoint } from "./endpoint.ts";
 import type { HttpProtocol } from "./http/upstream.ts";
+import { type Keyring, secureTunnel } from "./mtls.ts";
 import type { PodContext } from "./pod.ts";
 import { openTunnel } from "./tunnel.ts";
 
@@ -16,7 +17,7 @@ import { openTunnel } from "./tunnel.ts";
  * carries raw bytes (opaque TCP, upgraded connections).
  */
 export async function connectEndpoint(
-  via: { readonly sockets: SocketMaker; readonly settings: { readonly tunnelKey?: string } },
+  via: { readonly sockets: SocketMaker; readonly settings: { readonly tunnelKey?: string }; readonly keyring: Keyring },
   from: PodContext,
   ep: Endpoint,
   timeoutMs: number,
@@ -25,14 +26,16 @@ export async function connectEndpoint(
   const deadline = Date.now() + timeoutMs;
   const { sockets } = via;
   if (!ep.meshed) return dial(sockets, { netns: from.netns, ip: ep.ip, port: ep.port, timeoutMs });
-  const socket = await dial(sockets, { netns: from.netns, ip: ep.ip, port: TUNNEL_PORT, timeoutMs });
+  const plain = await dial(sockets, { netns: from.netns, ip: ep.ip, port: TUNNEL_PORT, timeoutMs });
+  let socket: Socket = plain;
   try {
+    socket = await secureTunnel(via.keyring, from, ep, plain, Math.max(1, deadline - Date.now()), serveAs === "h2");
     const workload = `${from.workload.namespace}/${from.workload.name}`;
     const req = { ip: ep.ip, port: ep.port, source: from.key, workload, protocol: serveAs };
     await openTunnel(socket, req, Math.max(1, deadline - Date.now()), via.settings.tunnelKey);
     return socket;
   } catch (err) {
-    socket.destroy();
+    plain.destroy();
     throw err;
   }
 }

@@ -9,6 +9,7 @@ import type { SocketMaker } from "./dial.ts";
 import type { EdgeAggregator } from "./edges.ts";
 import type { HttpProtocol, UpstreamPools } from "./http/upstream.ts";
 import type { DataplaneMetrics } from "./metrics.ts";
+import type { Keyring } from "./mtls.ts";
 import type { ProxyTarget } from "./pod.ts";
 import type { DataplaneSettings } from "./settings.ts";
 import type { SharedState } from "./shared-state.ts";
@@ -35,4 +36,6 @@ export interface DataplaneContext {
   readonly log: Logger;
   /** How upstream sockets are made: inside a pod's namespace (Linux), or plain ones in unit tests. */
   readonly sockets: SocketMaker;
+  /** The certificates of this node's pods' identities: mTLS on the tunnel (mtls.ts). */
+  readonly keyring: Keyring;
 }

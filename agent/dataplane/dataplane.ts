@@ -18,6 +18,7 @@ import { DEFAULT_FRONTEND_OPTIONS, HttpFrontend } from "./http/frontend.ts";
 import { UpstreamPools } from "./http/upstream.ts";
 import { handleInbound, handleTunnel } from "./inbound.ts";
 import { DataplaneMetrics, type Direction } from "./metrics.ts";
+import type { Keyring } from "./mtls.ts";
 import { handleOutbound } from "./outbound.ts";
 import type { PodContext } from "./pod.ts";
 import type { DataplaneSettings } from "./settings.ts";
@@ -87,6 +88,8 @@ export class Dataplane implements DataplaneContext {
   readonly accessLog: AccessLog;
   readonly log: Logger;
   readonly sockets: SocketMaker;
+  /** Replaced whole when the control thread sends the node's certificates again. */
+  keyring: Keyring = new Map();
   private current: Snapshot = EMPTY_SNAPSHOT;
   private readonly pods = new Map<string, PodListeners>();
   /** Accepted connections still open, so stop() can wait for them and then end the rest. */

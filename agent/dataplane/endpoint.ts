@@ -10,6 +10,8 @@ export interface Endpoint {
   /** The serving pod's workload and namespace (metric labels); "unknown" when not known. */
   readonly workload: string;
   readonly namespace: string;
+  /** A meshed endpoint's service account (its identity with `namespace`); undefined when not known. */
+  readonly serviceAccount?: string;
   /** Index of the endpoint's shared counters (SharedState), stable across snapshots. */
   readonly slot: number;
 }

@@ -14,6 +14,7 @@ import type { DataplaneContext } from "./context.ts";
 import { detectProtocol } from "./detect.ts";
 import { dial } from "./dial.ts";
 import { type Peers, UNKNOWN } from "./metrics.ts";
+import { acceptSecureTunnel } from "./mtls.ts";
 import { pipeBoth } from "./pipe.ts";
 import type { Caller, PodContext } from "./pod.ts";
 import { routeKey } from "./snapshot.ts";
@@ -21,12 +22,13 @@ import { acceptTunnel, answerTunnel, tunnelAuthRefusal, tunnelTargetRefusal } fr
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
-function callerFromTunnel(workload: string | undefined, address: string | undefined): Caller {
+/** `principal`: the caller's SPIFFE id, proven by its certificate (mTLS). */
+function callerFromTunnel(workload: string | undefined, address: string | undefined, principal?: string): Caller {
   const [namespace, name] = workload?.split("/", 2) ?? [];
   // Metric labels come from this: anything but two DNS labels is "unknown" (bounded cardinality).
   return namespace && name && DNS_LABEL.test(namespace) && DNS_LABEL.test(name)
-    ? { workload: { name, namespace }, key: workload!, address, viaTunnel: true }
-    : { ...outsider(address), viaTunnel: true };
+    ? { workload: { name, namespace }, key: workload!, address, viaTunnel: true, principal }
+    : { ...outsider(address), viaTunnel: true, principal };
 }
 
 function outsider(address: string | undefined): Caller {
@@ -130,7 +132,18 @@ async function deliverOpaque(ctx: DataplaneContext, to: PodContext, client: Sock
   await forward(ctx, to, client, app, port, outsider(client.remoteAddress));
 }
 
-export async function handleTunnel(ctx: DataplaneContext, to: PodContext, client: Socket) {
+export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accepted: Socket) {
+  let secured: Awaited<ReturnType<typeof acceptSecureTunnel>>;
+  try {
+    secured = await acceptSecureTunnel(ctx.keyring, to, accepted, ctx.settings.connectTimeoutMs);
+  } catch (err) {
+    // Not a peer of this mesh: nothing of what it sent is read, nothing reaches the workload.
+    ctx.metrics.connectFailures.labels("inbound", (err as AgentError).code ?? "UNKNOWN").inc();
+    accepted.destroy();
+    return;
+  }
+  const client = secured.socket;
+  const caller = (workload: string | undefined) => callerFromTunnel(workload, client.remoteAddress, secured.peer);
   let app: Socket;
   let req: Awaited<ReturnType<typeof acceptTunnel>>;
   try {
@@ -162,10 +175,10 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, client
   if (protocol) {
     // HTTP the source agent already parsed: served per request with pooled workload connections.
     app.destroy();
-    serveHttp(ctx, to, client, req.port, protocol, callerFromTunnel(req.workload, client.remoteAddress));
+    serveHttp(ctx, to, client, req.port, protocol, caller(req.workload));
     return;
   }
-  await forward(ctx, to, client, app, req.port, callerFromTunnel(req.workload, client.remoteAddress));
+  await forward(ctx, to, client, app, req.port, caller(req.workload));
 }
 
 /**

@@ -1,6 +1,7 @@
 // Messages between the control thread and the data-plane workers.
 
 import type { EnrolledPod } from "../../api/enrollment.ts";
+import type { WorkerIdentity } from "./mtls.ts";
 import type { DataplaneSettings } from "./settings.ts";
 import type { SharedBuffers } from "./shared-state.ts";
 import type { SnapshotMessage } from "./snapshot.ts";
@@ -14,6 +15,7 @@ export interface WorkerInit {
 
 export type ToWorker =
   | { type: "snapshot"; snapshot: SnapshotMessage }
+  | { type: "identities"; identities: WorkerIdentity[] }
   | { type: "add-pod"; id: number; pod: EnrolledPod }
   | { type: "remove-pod"; id: number; key: string }
   | { type: "metrics"; id: number }

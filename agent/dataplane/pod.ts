@@ -22,6 +22,8 @@ export interface Caller {
   readonly address?: string;
   /** Came through the tunnel: its agent's `x-nodemesh-service` names the Service addressed. */
   readonly viaTunnel: boolean;
+  /** The caller's SPIFFE id when it proved one (mTLS on the tunnel); undefined in plaintext. */
+  readonly principal?: string;
 }
 
 /**

@@ -140,6 +140,7 @@ export function compileSnapshot(msg: SnapshotMessage): Snapshot {
           node: e.node ?? "",
           workload: e.workload ?? podName ?? UNKNOWN,
           namespace: podNamespace ?? UNKNOWN,
+          serviceAccount: e.serviceAccount,
           slot: msg.endpointSlots[routeKey(e.ip, port)] ?? 0,
         };
       });

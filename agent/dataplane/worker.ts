@@ -4,6 +4,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import pino from "pino";
 import { Dataplane } from "./dataplane.ts";
 import type { FromWorker, ToWorker, WorkerInit } from "./messages.ts";
+import { keyringOf } from "./mtls.ts";
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
@@ -26,6 +27,9 @@ port.on("message", (msg: ToWorker) => {
   switch (msg.type) {
     case "snapshot":
       dataplane.applySnapshot(msg.snapshot);
+      return;
+    case "identities":
+      dataplane.keyring = keyringOf(msg.identities);
       return;
     case "add-pod":
       void reply(msg.id, () => dataplane.addPod(msg.pod));

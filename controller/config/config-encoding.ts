@@ -67,6 +67,7 @@ function encodeService(s: WireService): Buffer {
       str(m, 4, e.pod);
       bool(m, 5, e.meshed);
       str(m, 6, e.workload);
+      str(m, 7, e.serviceAccount);
     });
   }
   return w.finish() as Buffer; // right-sized: it is kept as long as the entry

@@ -34,8 +34,22 @@ describe("buildServiceTable", () => {
     });
     const web = table.services.get("default/web")!.service;
     expect(web.endpoints).toEqual([
-      { ip: "10.1.0.11", node: "node-a", pod: "default/web-1", meshed: true, workload: "web" },
-      { ip: "10.1.0.12", node: "node-b", pod: "default/web-2", meshed: true, workload: "web" },
+      {
+        ip: "10.1.0.11",
+        node: "node-a",
+        pod: "default/web-1",
+        meshed: true,
+        workload: "web",
+        serviceAccount: "default",
+      },
+      {
+        ip: "10.1.0.12",
+        node: "node-b",
+        pod: "default/web-2",
+        meshed: true,
+        workload: "web",
+        serviceAccount: "default",
+      },
     ]);
     // The endpoint port comes from the service port: targetPort ?? port.
     expect(web.ports).toEqual([{ port: 80, targetPort: 8080, protocol: "http" }]);

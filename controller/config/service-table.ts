@@ -129,7 +129,14 @@ function selectPods(pods: NamespacePods | undefined, selector: Readonly<Record<s
 function toEndpoint(pod: NodePod): ServiceEndpoint {
   // Every pod we know of is enrolled with an agent, hence meshed. The endpoint's port is left to
   // the service port (targetPort ?? port), which also keeps multi-port services right.
-  return { ip: pod.ip, node: pod.node, pod: `${pod.namespace}/${pod.name}`, meshed: true, workload: workloadName(pod) };
+  return {
+    ip: pod.ip,
+    node: pod.node,
+    pod: `${pod.namespace}/${pod.name}`,
+    meshed: true,
+    workload: workloadName(pod),
+    serviceAccount: pod.serviceAccount || "default",
+  };
 }
 
 function sameEndpoints(a: readonly ServiceEndpoint[], b: readonly ServiceEndpoint[]): boolean {

@@ -9,6 +9,7 @@ import http2 from "node:http2";
 import type { Socket } from "node:net";
 import { AgentError, type AgentErrorKind, AgentErrors } from "../../errors.ts";
 import type { DataplaneContext, HttpServing } from "../context.ts";
+import { asPlainStream } from "../mtls.ts";
 import type { ProxyTarget } from "../pod.ts";
 import { proxyRequest } from "./chain.ts";
 import { Http1Downstream, Http2Downstream } from "./downstream.ts";
@@ -33,6 +34,15 @@ export const DEFAULT_FRONTEND_OPTIONS: FrontendOptions = {
 
 const TARGET = Symbol("nodemesh.target");
 type WithTarget = { [TARGET]?: ProxyTarget };
+
+/**
+ * The target of an HTTP/2 session's connection. A stream handed over as a plain Duplex (an mTLS
+ * tunnel, see serve) reaches the session wrapped in Node's JSStreamSocket, which keeps it as `stream`.
+ */
+function sessionTarget(socket: unknown): ProxyTarget | undefined {
+  const s = socket as (WithTarget & { stream?: WithTarget }) | undefined;
+  return s?.[TARGET] ?? s?.stream?.[TARGET];
+}
 
 /** Node's parser errors → the agent's error table. */
 function parserErrorKind(err: NodeJS.ErrnoException): AgentErrorKind {
@@ -90,7 +100,7 @@ export class HttpFrontend implements HttpServing {
       // take the worker down.
       stream.on("error", () => {});
       if (stream.destroyed) return; // already reset with PROTOCOL_ERROR by nghttp2
-      const target = (stream.session?.socket as unknown as WithTarget | undefined)?.[TARGET];
+      const target = sessionTarget(stream.session?.socket);
       if (!target) {
         stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
         return;
@@ -106,12 +116,17 @@ export class HttpFrontend implements HttpServing {
 
   /** Serves `socket` (paused, its first bytes pushed back) as HTTP of the given version. */
   serve(socket: Socket, protocol: HttpProtocol, target: ProxyTarget): void {
-    (socket as unknown as WithTarget)[TARGET] = target;
-    if (protocol === "h2") this.h2.emit("connection", socket);
-    else {
-      this.h1.emit("connection", socket);
-      socket.resume();
+    if (protocol === "h2") {
+      // nghttp2 cannot take over a TLS socket whose bytes JS already read (the tunnel handshake):
+      // it is handed over as a plain stream instead.
+      const stream = (socket as { encrypted?: boolean }).encrypted ? asPlainStream(socket) : socket;
+      (stream as unknown as WithTarget)[TARGET] = target;
+      this.h2.emit("connection", stream);
+      return;
     }
+    (socket as unknown as WithTarget)[TARGET] = target;
+    this.h1.emit("connection", socket);
+    socket.resume();
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {

@@ -1,0 +1,198 @@
+// Mutual TLS on the tunnel between agents. Each agent holds a certificate per identity of its
+// pods (control/identities.ts), handed to the workers as a keyring. The source agent wraps the
+// tunnel connection in TLS with the source pod's certificate and accepts only the certificate of
+// the identity the service table names for the endpoint; the destination agent terminates it with
+// the destination pod's certificate and requires the caller's, chained to the mesh's CA, before a
+// single byte of the handshake is read. A caller without TLS is still accepted (PERMISSIVE, the
+// default, as Istio's): the tunnel key (tunnel.ts) then says it is an agent.
+
+import { X509Certificate } from "node:crypto";
+import type { Socket } from "node:net";
+import { Duplex } from "node:stream";
+import tls from "node:tls";
+import { AgentError, AgentErrors } from "../errors.ts";
+import type { Endpoint } from "./endpoint.ts";
+import type { PodContext } from "./pod.ts";
+
+/** One workload identity's certificate, as the workers receive it. */
+export interface WorkerIdentity {
+  readonly namespace: string;
+  readonly serviceAccount: string;
+  readonly spiffeId: string;
+  /** Leaf first. */
+  readonly certChainPem: string;
+  readonly keyPem: string;
+  readonly trustBundlePem: string;
+}
+
+/** By "namespace/serviceAccount". */
+export type Keyring = ReadonlyMap<string, WorkerIdentity>;
+
+export function keyringOf(identities: readonly WorkerIdentity[]): Keyring {
+  return new Map(identities.map((id) => [`${id.namespace}/${id.serviceAccount}`, id]));
+}
+
+/** The certificate a pod presents: that of its namespace and service account, if held. */
+function podIdentity(keyring: Keyring, pod: PodContext): WorkerIdentity | undefined {
+  return keyring.get(`${pod.pod.namespace}/${pod.pod.serviceAccount || "default"}`);
+}
+
+/**
+ * ALPN names the tunnel's content to Node's HTTP/2 code, which refuses a TLS socket that did not
+ * negotiate "h2": a tunnel the destination serves as HTTP/2 says "h2", any other "nodemesh".
+ */
+const TUNNEL_ALPN = "nodemesh";
+
+/** The SPIFFE id an endpoint must prove, in the trust domain of `mine`. */
+function expectedIdentity(mine: WorkerIdentity, ep: Endpoint): string {
+  const trustDomain = /^spiffe:\/\/([^/]+)\//.exec(mine.spiffeId)?.[1] ?? "";
+  return `spiffe://${trustDomain}/ns/${ep.namespace}/sa/${ep.serviceAccount}`;
+}
+
+/** Why the caller's certificate is not one of the mesh's, else undefined. */
+function callerRefusal(socket: tls.TLSSocket, trustBundlePem: string, now = Date.now()): string | undefined {
+  const leaf = socket.getPeerX509Certificate();
+  if (!leaf) return "no certificate";
+  if (!leaf.verify(new X509Certificate(trustBundlePem).publicKey)) return "not issued by the mesh's CA";
+  if (now < Date.parse(leaf.validFrom) || now > Date.parse(leaf.validTo)) return "expired or not yet valid";
+  if (!/URI:spiffe:\/\//.test(leaf.subjectAltName ?? "")) return "no SPIFFE identity";
+  return undefined;
+}
+
+/** The peer's SPIFFE id from its verified certificate. */
+function peerIdentity(socket: tls.TLSSocket): string {
+  return /URI:(spiffe:\/\/[^,\s]+)/.exec(socket.getPeerCertificate().subjectaltname ?? "")?.[1] ?? "";
+}
+
+function settled(socket: tls.TLSSocket, event: "secureConnect" | "secure", timeoutMs: number, what: string) {
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => fail(new Error(`no TLS handshake within ${timeoutMs} ms`)), timeoutMs);
+    const fail = (err: Error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(new AgentError(AgentErrors.TUNNEL_UNAUTHENTICATED, `${what}: ${err.message}`));
+    };
+    socket.once("error", fail);
+    socket.once(event, () => {
+      clearTimeout(timer);
+      socket.removeListener("error", fail);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Source side: `socket` (connected to the endpoint's tunnel port) in TLS, when the source pod has
+ * its certificate and the endpoint's identity is known; else `socket` itself.
+ */
+export async function secureTunnel(
+  keyring: Keyring,
+  from: PodContext,
+  ep: Endpoint,
+  socket: Socket,
+  timeoutMs: number,
+  h2 = false,
+): Promise<Socket> {
+  const mine = podIdentity(keyring, from);
+  if (!mine || !ep.serviceAccount) return socket;
+  const expected = expectedIdentity(mine, ep);
+  const secure = tls.connect({
+    socket,
+    cert: mine.certChainPem,
+    key: mine.keyPem,
+    ca: mine.trustBundlePem,
+    ALPNProtocols: [h2 ? "h2" : TUNNEL_ALPN],
+    checkServerIdentity: (_host, cert) =>
+      cert.subjectaltname === `URI:${expected}`
+        ? undefined
+        : new Error(`the endpoint proved ${cert.subjectaltname ?? "no identity"}, not ${expected}`),
+  });
+  await settled(secure, "secureConnect", timeoutMs, `${ep.ip}:${ep.port}`);
+  return secure;
+}
+
+/** The first byte a client sends, pushed back: 0x16 opens a TLS handshake. */
+function firstByte(socket: Socket, timeoutMs: number): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const done = (byte: number | undefined) => {
+      clearTimeout(timer);
+      socket.removeListener("data", onData);
+      socket.removeListener("end", onEnd);
+      resolve(byte);
+    };
+    const onData = (chunk: Buffer) => {
+      socket.pause();
+      socket.unshift(chunk);
+      done(chunk[0]);
+    };
+    const onEnd = () => done(undefined);
+    const timer = setTimeout(() => done(undefined), timeoutMs);
+    socket.on("data", onData);
+    socket.once("end", onEnd);
+    socket.resume();
+  });
+}
+
+const TLS_HANDSHAKE = 0x16;
+
+/**
+ * Destination side: a tunnel connection in TLS is terminated with the pod's certificate and
+ * must present a certificate of the mesh (else it ends here, before anything is read from it);
+ * the caller's verified identity comes back. A plaintext one is returned as it is.
+ */
+export async function acceptSecureTunnel(
+  keyring: Keyring,
+  to: PodContext,
+  socket: Socket,
+  timeoutMs: number,
+): Promise<{ socket: Socket; peer?: string }> {
+  if ((await firstByte(socket, timeoutMs)) !== TLS_HANDSHAKE) return { socket };
+  const mine = podIdentity(keyring, to);
+  if (!mine)
+    throw new AgentError(AgentErrors.TUNNEL_UNAUTHENTICATED, "TLS to a pod whose certificate this agent lacks");
+  const secure = new tls.TLSSocket(socket, {
+    isServer: true,
+    requestCert: true,
+    rejectUnauthorized: true,
+    cert: mine.certChainPem,
+    key: mine.keyPem,
+    ca: mine.trustBundlePem,
+    ALPNProtocols: ["h2", TUNNEL_ALPN],
+  });
+  await settled(secure, "secure", timeoutMs, "caller");
+  // OpenSSL required and verified the caller's chain (rejectUnauthorized); a standalone server
+  // socket does not record that (only a tls.Server's sockets do), so the leaf is checked here.
+  const refusal = callerRefusal(secure, mine.trustBundlePem);
+  if (refusal) {
+    secure.destroy();
+    throw new AgentError(AgentErrors.TUNNEL_UNAUTHENTICATED, `caller: ${refusal}`);
+  }
+  return { socket: secure, peer: peerIdentity(secure) };
+}
+
+/** A socket as a plain Duplex: what Node's HTTP/2 server drives through JS rather than natively. */
+export function asPlainStream(socket: Socket): Duplex {
+  const stream = new Duplex({
+    read() {
+      socket.resume();
+    },
+    write(chunk, _encoding, callback) {
+      socket.write(chunk, callback);
+    },
+    final(callback) {
+      socket.end();
+      callback();
+    },
+    destroy(err, callback) {
+      socket.destroy(err ?? undefined);
+      callback(err);
+    },
+  });
+  socket.on("data", (chunk: Buffer) => {
+    if (!stream.push(chunk)) socket.pause();
+  });
+  socket.once("end", () => stream.push(null));
+  socket.once("close", () => stream.destroy());
+  socket.on("error", (err) => stream.destroy(err));
+  return stream;
+}
