@@ -67,6 +67,13 @@ export const AgentErrors = {
     // Refused before any byte reached a workload (a TLS or signature failure): try another endpoint.
     attempt: "connect-failure",
   },
+  MTLS_REQUIRED: {
+    code: "NM_MTLS_REQUIRED",
+    message: "the destination accepts only callers proven by mTLS (STRICT)",
+    status: 403,
+    grpcStatus: GrpcStatus.PERMISSION_DENIED,
+    attempt: "connect-failure",
+  },
   TUNNEL_FORBIDDEN: {
     code: "NM_TUNNEL_FORBIDDEN",
     message: "the tunnel target is not a meshed port of this pod",

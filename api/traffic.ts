@@ -377,6 +377,12 @@ export const TrafficPolicySpec = z.strictObject({
    * address alone (what clients claim is dropped).
    */
   forwardedFor: z.enum(["Append", "Sanitize"]).optional(),
+  /**
+   * Peer authentication at the Service's pods (Istio's PeerAuthentication modes). PERMISSIVE (the
+   * default): callers in mTLS and plaintext callers are both accepted. STRICT: only callers that
+   * prove a mesh identity over mTLS; plaintext tunnels and callers outside the mesh are refused.
+   */
+  mtls: z.strictObject({ mode: z.enum(["PERMISSIVE", "STRICT"]) }).optional(),
 });
 export type TrafficPolicySpec = z.infer<typeof TrafficPolicySpec>;
 

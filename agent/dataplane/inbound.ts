@@ -22,6 +22,12 @@ import { acceptTunnel, answerTunnel, tunnelAuthRefusal, tunnelTargetRefusal } fr
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
+/** STRICT peer authentication on the port's Service: a tunnel without a proven identity is refused. */
+function strictRefusal(ctx: DataplaneContext, to: PodContext, port: number, peer: string | undefined) {
+  if (peer || !ctx.snapshot().inbound.get(routeKey(to.pod.ip, port))?.policy.strictMtls) return undefined;
+  return new AgentError(AgentErrors.MTLS_REQUIRED, `${to.pod.ip}:${port}`);
+}
+
 /** `principal`: the caller's SPIFFE id, proven by its certificate (mTLS). */
 function callerFromTunnel(workload: string | undefined, address: string | undefined, principal?: string): Caller {
   const [namespace, name] = workload?.split("/", 2) ?? [];
@@ -97,7 +103,14 @@ export async function handleInbound(ctx: DataplaneContext, to: PodContext, clien
     client.resetAndDestroy();
     return;
   }
-  const declared = ctx.snapshot().inbound.get(routeKey(to.pod.ip, dst.port))?.protocol;
+  const route = ctx.snapshot().inbound.get(routeKey(to.pod.ip, dst.port));
+  if (route?.policy.strictMtls) {
+    // A caller outside the mesh proves no identity: refused as a closed port would be.
+    ctx.metrics.refused.labels("inbound", AgentErrors.MTLS_REQUIRED.code).inc();
+    client.resetAndDestroy();
+    return;
+  }
+  const declared = route?.protocol;
   if (declared !== "tcp") {
     const { protocol, leftover } = await detectProtocol(
       client,
@@ -148,7 +161,10 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accept
   let req: Awaited<ReturnType<typeof acceptTunnel>>;
   try {
     req = await acceptTunnel(client, ctx.settings.connectTimeoutMs);
-    const refusal = tunnelAuthRefusal(req, ctx.settings.tunnelKey, Date.now()) ?? tunnelTargetRefusal(req, to.pod);
+    const refusal =
+      tunnelAuthRefusal(req, ctx.settings.tunnelKey, Date.now()) ??
+      tunnelTargetRefusal(req, to.pod) ??
+      strictRefusal(ctx, to, req.port, secured.peer);
     if (refusal) throw refusal;
     // Connected before answering, so the source agent learns of a dead workload and fails over.
     app = await deliver(ctx, to, req.port);

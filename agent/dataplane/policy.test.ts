@@ -33,6 +33,7 @@ describe("compilePolicy", () => {
       perTryTimeoutMs: undefined,
       idleTimeoutMs: 3_600_000,
       forwardedFor: "Append",
+      strictMtls: false,
       connectTimeoutMs: undefined,
       retry: undefined,
       circuitBreaker: undefined,

@@ -91,6 +91,10 @@ describe("mTLS between agents", () => {
       });
       expect(`${r.status} ${r.body} ${JSON.stringify(r.headers)}`).toMatch(/^200 /);
       expect(r.body).toContain(MARKER); // the workload echoes the path: the app saw it in the clear
+      // The app learns who called, as the certificates proved it (x-forwarded-client-cert).
+      expect(JSON.parse(r.body).clientCert).toBe(
+        "By=spiffe://cluster.local/ns/default/sa/web;URI=spiffe://cluster.local/ns/default/sa/client",
+      );
       const echoed = await echoFrom(client.netnsPath, VIP, 9000, Buffer.from(`${MARKER}-tcp-${i}`));
       expect(echoed.toString()).toBe(`${MARKER}-tcp-${i}`);
     }
@@ -147,5 +151,44 @@ describe("mTLS between agents", () => {
       });
       expect(outcome).not.toMatch(/^data/);
     }
+  });
+
+  it("STRICT: only callers proven by mTLS reach the Service's pods; PERMISSIVE also admits plaintext", async () => {
+    const direct = () => httpFrom(stranger.netnsPath, `http://${web.ip}:8080/direct`, { timeoutMs: 2000 });
+    expect((await direct()).status).toBe(200); // PERMISSIVE (the default): a caller outside the mesh
+    const strict = `apiVersion: nodemesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: { name: web-strict, namespace: default }
+spec:
+  targetRefs: [{ name: web }]
+  mtls: { mode: STRICT }
+`;
+    const applied = await mesh.cli(["apply", "-f", "-"], strict);
+    expect(applied.code, applied.stderr).toBe(0);
+    await eventually("the plaintext caller refused", 10_000, async () =>
+      (await direct().then(
+        () => false,
+        () => true,
+      ))
+        ? true
+        : undefined,
+    );
+    // A plaintext tunnel handshake is refused too, naming why.
+    const socket = await connectFrom(stranger.netnsPath, web.ip, TUNNEL_PORT);
+    const answer = await new Promise<string>((resolve) => {
+      let text = "";
+      socket.setEncoding("latin1");
+      socket.on("data", (c: string) => {
+        text += c;
+      });
+      socket.on("close", () => resolve(text));
+      socket.on("error", () => resolve(text));
+      socket.write(`CONNECT ${web.ip}:8080 HTTP/1.1\r\nHost: x\r\n\r\n`);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 403 Forbidden\r\nX-Nodemesh-Error: NM_MTLS_REQUIRED\r\n/);
+    // The mesh's own callers prove who they are: still served.
+    const viaMesh = await httpFrom(client.netnsPath, `http://${VIP}/strict`);
+    expect(viaMesh.status).toBe(200);
+    expect(JSON.parse(viaMesh.body).clientCert).toMatch(/URI=spiffe:\/\/cluster\.local\/ns\/default\/sa\/client$/);
   });
 });

@@ -339,6 +339,10 @@ function httpHandler(
       method: req.method,
       path: req.url,
       requestId: singleHeader(req.headers["x-request-id"]),
+      // The caller's identity as the mesh vouches for it (mTLS), when it does.
+      ...(req.headers["x-forwarded-client-cert"] && {
+        clientCert: singleHeader(req.headers["x-forwarded-client-cert"]),
+      }),
       bodyBytes,
       ...(failed && { error: true }),
     };

@@ -62,6 +62,8 @@ async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved,
   }
   const caller = callerAddress(target);
   if (caller) forwardFor(headers, caller, plan.policy.forwardedFor);
+  const certificate = verifiedCaller(ctx, target);
+  if (certificate) headers["x-forwarded-client-cert"] = certificate;
   applyHeaderOps(headers, plan.rule?.requestHeaders);
   // Kept (up to the plan's cap) for a failover after a connect failure, a retry or a mirror.
   const body = new RequestBody(down.body, plan.keptBodyBytes);
@@ -79,6 +81,17 @@ async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved,
 function callerAddress(target: Resolved): string | undefined {
   if (target.direction === "outbound") return target.from.pod.ip;
   return target.caller.viaTunnel ? undefined : target.caller.address;
+}
+
+/**
+ * The caller's identity as mTLS proved it, for the app (Envoy's x-forwarded-client-cert,
+ * SANITIZE_SET): `By=<this pod's identity>;URI=<the caller's>`. None for a plaintext caller.
+ */
+function verifiedCaller(ctx: DataplaneContext, target: Resolved): string | undefined {
+  if (target.direction !== "inbound" || !target.caller.principal) return undefined;
+  const pod = target.to.pod;
+  const own = ctx.keyring.get(`${pod.namespace}/${pod.serviceAccount || "default"}`)?.spiffeId;
+  return `${own ? `By=${own};` : ""}URI=${target.caller.principal}`;
 }
 
 function requestFacts(down: Downstream): PlanRequest {
