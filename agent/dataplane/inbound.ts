@@ -156,6 +156,7 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accept
     return;
   }
   const client = secured.socket;
+  ctx.metrics.tunnels.labels(secured.peer ? "mutual_tls" : "plaintext").inc();
   const caller = (workload: string | undefined) => callerFromTunnel(workload, client.remoteAddress, secured.peer);
   let app: Socket;
   let req: Awaited<ReturnType<typeof acceptTunnel>>;

@@ -170,6 +170,12 @@ export class DataplaneMetrics {
     labelNames: ["direction", "reason"],
     registers: [this.registry],
   });
+  readonly tunnels = new Counter({
+    name: "nodemesh_tunnel_connections_total",
+    help: "Tunnel connections accepted from other agents, by security: mutual_tls (the caller proved a mesh identity) or plaintext",
+    labelNames: ["security"],
+    registers: [this.registry],
+  });
   readonly refused = new Counter({
     name: "nodemesh_tcp_connections_refused_total",
     help: "Accepted connections the agent closed without forwarding, by reason",

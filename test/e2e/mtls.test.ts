@@ -124,6 +124,10 @@ describe("mTLS between agents", () => {
       stdio: ["ignore", "pipe", "ignore"],
     });
     expect(tunnel.trim().split("\n").length).toBeGreaterThan(40);
+    // node-2's agent says how its tunnels came: every one of the client's in mutual TLS.
+    const metrics = await mesh.metrics(n2);
+    expect(metrics.get('nodemesh_tunnel_connections_total{security="mutual_tls"}')).toBeGreaterThanOrEqual(10);
+    expect(metrics.get('nodemesh_tunnel_connections_total{security="plaintext"}') ?? 0).toBe(0);
   });
 
   it("refuses a tunnel peer without a certificate of the mesh, before anything reaches the workload", async () => {
