@@ -32,6 +32,21 @@ export function keyringOf(identities: readonly WorkerIdentity[]): Keyring {
   return new Map(identities.map((id) => [`${id.namespace}/${id.serviceAccount}`, id]));
 }
 
+/**
+ * One TLS context per certificate, made on first use: parsing a key and a chain for every tunnel
+ * would cost more than the handshake itself. A renewal is a new WorkerIdentity, hence a new context.
+ */
+const contexts = new WeakMap<WorkerIdentity, tls.SecureContext>();
+
+function contextOf(id: WorkerIdentity): tls.SecureContext {
+  let context = contexts.get(id);
+  if (!context) {
+    context = tls.createSecureContext({ cert: id.certChainPem, key: id.keyPem, ca: id.trustBundlePem });
+    contexts.set(id, context);
+  }
+  return context;
+}
+
 /** The certificate a pod presents: that of its namespace and service account, if held. */
 function podIdentity(keyring: Keyring, pod: PodContext): WorkerIdentity | undefined {
   return keyring.get(`${pod.pod.namespace}/${pod.pod.serviceAccount || "default"}`);
@@ -98,9 +113,7 @@ export async function secureTunnel(
   const expected = expectedIdentity(mine, ep);
   const secure = tls.connect({
     socket,
-    cert: mine.certChainPem,
-    key: mine.keyPem,
-    ca: mine.trustBundlePem,
+    secureContext: contextOf(mine),
     ALPNProtocols: [h2 ? "h2" : TUNNEL_ALPN],
     checkServerIdentity: (_host, cert) =>
       cert.subjectaltname === `URI:${expected}`
@@ -154,9 +167,7 @@ export async function acceptSecureTunnel(
     isServer: true,
     requestCert: true,
     rejectUnauthorized: true,
-    cert: mine.certChainPem,
-    key: mine.keyPem,
-    ca: mine.trustBundlePem,
+    secureContext: contextOf(mine),
     ALPNProtocols: ["h2", TUNNEL_ALPN],
   });
   await settled(secure, "secure", timeoutMs, "caller");
