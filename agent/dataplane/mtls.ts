@@ -3,8 +3,9 @@
 // tunnel connection in TLS with the source pod's certificate and accepts only the certificate of
 // the identity the service table names for the endpoint; the destination agent terminates it with
 // the destination pod's certificate and requires the caller's, chained to the mesh's CA, before a
-// single byte of the handshake is read. A caller without TLS is still accepted (PERMISSIVE, the
-// default, as Istio's): the tunnel key (tunnel.ts) then says it is an agent.
+// single byte of the handshake is read. A caller without TLS is still accepted unless the
+// Service's policy says STRICT (inbound.ts; PERMISSIVE is the default, as Istio's): the tunnel key
+// (tunnel.ts) then says it is an agent.
 
 import { X509Certificate } from "node:crypto";
 import type { Socket } from "node:net";
@@ -36,12 +37,15 @@ export function keyringOf(identities: readonly WorkerIdentity[]): Keyring {
  * One TLS context per certificate, made on first use: parsing a key and a chain for every tunnel
  * would cost more than the handshake itself. A renewal is a new WorkerIdentity, hence a new context.
  */
-const contexts = new WeakMap<WorkerIdentity, tls.SecureContext>();
+const contexts = new WeakMap<WorkerIdentity, { tls: tls.SecureContext; root: X509Certificate }>();
 
-function contextOf(id: WorkerIdentity): tls.SecureContext {
+function contextOf(id: WorkerIdentity): { tls: tls.SecureContext; root: X509Certificate } {
   let context = contexts.get(id);
   if (!context) {
-    context = tls.createSecureContext({ cert: id.certChainPem, key: id.keyPem, ca: id.trustBundlePem });
+    context = {
+      tls: tls.createSecureContext({ cert: id.certChainPem, key: id.keyPem, ca: id.trustBundlePem }),
+      root: new X509Certificate(id.trustBundlePem),
+    };
     contexts.set(id, context);
   }
   return context;
@@ -65,10 +69,10 @@ function expectedIdentity(mine: WorkerIdentity, ep: Endpoint): string {
 }
 
 /** Why the caller's certificate is not one of the mesh's, else undefined. */
-function callerRefusal(socket: tls.TLSSocket, trustBundlePem: string, now = Date.now()): string | undefined {
+function callerRefusal(socket: tls.TLSSocket, root: X509Certificate, now = Date.now()): string | undefined {
   const leaf = socket.getPeerX509Certificate();
   if (!leaf) return "no certificate";
-  if (!leaf.verify(new X509Certificate(trustBundlePem).publicKey)) return "not issued by the mesh's CA";
+  if (!leaf.verify(root.publicKey)) return "not issued by the mesh's CA";
   if (now < Date.parse(leaf.validFrom) || now > Date.parse(leaf.validTo)) return "expired or not yet valid";
   if (!/URI:spiffe:\/\//.test(leaf.subjectAltName ?? "")) return "no SPIFFE identity";
   return undefined;
@@ -113,7 +117,7 @@ export async function secureTunnel(
   const expected = expectedIdentity(mine, ep);
   const secure = tls.connect({
     socket,
-    secureContext: contextOf(mine),
+    secureContext: contextOf(mine).tls,
     ALPNProtocols: [h2 ? "h2" : TUNNEL_ALPN],
     checkServerIdentity: (_host, cert) =>
       cert.subjectaltname === `URI:${expected}`
@@ -167,13 +171,13 @@ export async function acceptSecureTunnel(
     isServer: true,
     requestCert: true,
     rejectUnauthorized: true,
-    secureContext: contextOf(mine),
+    secureContext: contextOf(mine).tls,
     ALPNProtocols: ["h2", TUNNEL_ALPN],
   });
   await settled(secure, "secure", timeoutMs, "caller");
   // OpenSSL required and verified the caller's chain (rejectUnauthorized); a standalone server
   // socket does not record that (only a tls.Server's sockets do), so the leaf is checked here.
-  const refusal = callerRefusal(secure, mine.trustBundlePem);
+  const refusal = callerRefusal(secure, contextOf(mine).root);
   if (refusal) {
     secure.destroy();
     throw new AgentError(AgentErrors.TUNNEL_UNAUTHENTICATED, `caller: ${refusal}`);
