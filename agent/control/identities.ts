@@ -42,8 +42,6 @@ export class WorkloadIdentities {
   private readonly inFlight = new Set<string>();
   private readonly opts: WorkloadIdentitiesOptions;
   private timer: NodeJS.Timeout | undefined;
-  /** Failed requests, for the metrics. */
-  failures = 0;
   /** Called whenever the set of certificates held changed (a new one, a renewal, a drop). */
   onChange: ((held: HeldCertificate[]) => void) | undefined;
 
@@ -113,7 +111,6 @@ export class WorkloadIdentities {
       this.opts.log.debug({ identity: key, notAfter: new Date(notAfter).toISOString() }, "workload certificate");
       this.onChange?.(this.list());
     } catch (err) {
-      this.failures++;
       this.opts.log.warn({ identity: key, err: (err as Error).message }, "no workload certificate");
     } finally {
       this.inFlight.delete(key);
