@@ -7,6 +7,7 @@
 import type { webcrypto } from "node:crypto";
 import type { Logger } from "pino";
 import type { CertificateReply, CertificateRequest } from "../../api/agent-service.ts";
+import { type BackoffPolicy, backoffDelay } from "./backoff.ts";
 
 export interface IdentityKey {
   readonly namespace: string;
@@ -37,9 +38,14 @@ export interface WorkloadIdentitiesOptions {
 
 const keyOf = (id: IdentityKey) => `${id.namespace}/${id.serviceAccount}`;
 
+/** Between failed requests for one identity: 1 s, then up to a minute more. */
+const CERTIFICATE_BACKOFF: BackoffPolicy = { initialMs: 500, maxMs: 60_000 };
+
 export class WorkloadIdentities {
   private readonly held = new Map<string, HeldCertificate>();
   private readonly inFlight = new Set<string>();
+  /** Identities whose last request failed: how often in a row, and not before when to ask again. */
+  private readonly failing = new Map<string, { failures: number; retryAt: number }>();
   private readonly opts: WorkloadIdentitiesOptions;
   private timer: NodeJS.Timeout | undefined;
   /** Called whenever the set of certificates held changed (a new one, a renewal, a drop). */
@@ -75,9 +81,11 @@ export class WorkloadIdentities {
       if (!wanted.has(key)) dropped = this.held.delete(key);
     }
     if (dropped) this.onChange?.(this.list());
+    for (const key of this.failing.keys()) if (!wanted.has(key)) this.failing.delete(key);
     const due = [...wanted].filter(([key]) => {
       const cert = this.held.get(key);
-      return !this.inFlight.has(key) && (!cert || now >= cert.renewAt);
+      const waiting = (this.failing.get(key)?.retryAt ?? 0) > now;
+      return !this.inFlight.has(key) && !waiting && (!cert || now >= cert.renewAt);
     });
     await Promise.all(due.map(([key, id]) => this.obtain(key, id)));
   }
@@ -108,10 +116,15 @@ export class WorkloadIdentities {
         renewAt: issued + (notAfter - issued) / 2,
         renewals: previous ? previous.renewals + 1 : 0,
       });
+      this.failing.delete(key);
       this.opts.log.debug({ identity: key, notAfter: new Date(notAfter).toISOString() }, "workload certificate");
       this.onChange?.(this.list());
     } catch (err) {
-      this.opts.log.warn({ identity: key, err: (err as Error).message }, "no workload certificate");
+      // Asked again after a backoff (a controller that refuses, or is away, is not asked every second).
+      const failures = (this.failing.get(key)?.failures ?? 0) + 1;
+      const retryInMs = backoffDelay(failures - 1, CERTIFICATE_BACKOFF) + 1000;
+      this.failing.set(key, { failures, retryAt: Date.now() + retryInMs });
+      this.opts.log.warn({ identity: key, err: (err as Error).message, retryInMs }, "no workload certificate");
     } finally {
       this.inFlight.delete(key);
     }
