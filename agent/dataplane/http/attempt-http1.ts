@@ -2,7 +2,7 @@
 
 import http from "node:http";
 import { AgentError, AgentErrors } from "../../errors.ts";
-import { type Attempt, failure, OutcomeLatch, type UpstreamRequest } from "./attempt.ts";
+import { type Attempt, failure, OutcomeLatch, type UpstreamRequest, type UpstreamResponse } from "./attempt.ts";
 import { type Http1Pool, isPooledSocket } from "./upstream.ts";
 
 /** `releasePending`: the pool's pending slot, released once a connection is had or the attempt ends. */
@@ -41,18 +41,21 @@ export function attemptHttp1(
     }
     releasePending();
   });
-  r.once("response", (res) => {
-    latch.settle({
-      kind: "response",
-      status: res.statusCode ?? 502,
-      headers: res.headers,
-      body: res,
-      trailersOnly: false,
-      trailers: () => (Object.keys(res.trailers).length > 0 ? res.trailers : undefined),
-      abort: () => r.destroy(),
-    });
-  });
+  r.once("response", (res) => latch.settle(http1Response(r, res)));
   r.once("error", (err) => latch.settle(failure(err, r.reusedSocket)));
   up.body.attach(r);
   return { outcome: latch.outcome, abort: () => r.destroy(new AgentError(AgentErrors.TIMEOUT)) };
+}
+
+/** An HTTP/1.1 answer as an outcome: its body streams on, its trailers come with its end. */
+export function http1Response(req: http.ClientRequest, res: http.IncomingMessage): UpstreamResponse {
+  return {
+    kind: "response",
+    status: res.statusCode ?? 502,
+    headers: res.headers,
+    body: res,
+    trailersOnly: false,
+    trailers: () => (Object.keys(res.trailers).length > 0 ? res.trailers : undefined),
+    abort: () => req.destroy(),
+  };
 }

@@ -7,6 +7,7 @@ import type { Socket } from "node:net";
 import { PassThrough } from "node:stream";
 import { AgentError, AgentErrors } from "../../errors.ts";
 import { type Attempt, failure, OutcomeLatch, type UpstreamRequest } from "./attempt.ts";
+import { http1Response } from "./attempt-http1.ts";
 
 const NOTHING_PENDING = () => {};
 
@@ -66,15 +67,5 @@ function watchUpgrade(r: http.ClientRequest, latch: OutcomeLatch): void {
       upgraded: { socket: raw, head },
     });
   });
-  r.once("response", (res) => {
-    latch.settle({
-      kind: "response",
-      status: res.statusCode ?? 502,
-      headers: res.headers,
-      body: res,
-      trailersOnly: false,
-      trailers: () => undefined,
-      abort: () => r.destroy(),
-    });
-  });
+  r.once("response", (res) => latch.settle(http1Response(r, res)));
 }
