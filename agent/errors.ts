@@ -162,6 +162,19 @@ export const AgentErrors = {
     status: 500,
     grpcStatus: INTERNAL,
   },
+  AUTHZ_DENIED: {
+    code: "NM_AUTHZ_DENIED",
+    message: "denied by authorization policy",
+    status: 403,
+    grpcStatus: GrpcStatus.PERMISSION_DENIED,
+  },
+  /** An AuthorizationPolicy selects the workload and the request can be read more than one way. */
+  AUTHZ_AMBIGUOUS: {
+    code: "NM_AUTHZ_AMBIGUOUS_REQUEST",
+    message: "the request cannot be authorized as sent",
+    status: 400,
+    grpcStatus: INTERNAL,
+  },
   // The client's request.
   BAD_REQUEST: { code: "NM_BAD_REQUEST", message: "malformed request", status: 400, grpcStatus: INTERNAL },
   HEADERS_TOO_LARGE: {

@@ -5,7 +5,14 @@
 // Adding a kind = a spec schema here (or in api/traffic.ts) plus an entry in KINDS.
 
 import { z } from "zod";
-import { GATEWAY_GROUP, GATEWAY_VERSION, GRPCRouteSpec, HTTPRouteSpec, TrafficPolicySpec } from "./traffic.ts";
+import {
+  AuthorizationPolicySpec,
+  GATEWAY_GROUP,
+  GATEWAY_VERSION,
+  GRPCRouteSpec,
+  HTTPRouteSpec,
+  TrafficPolicySpec,
+} from "./traffic.ts";
 
 export const GROUP = "nodemesh.io";
 export const VERSION = "v1alpha1";
@@ -97,6 +104,7 @@ export const KINDS: readonly KindInfo[] = [
   { kind: "HTTPRoute", plural: "httproutes", ...gateway, spec: HTTPRouteSpec },
   { kind: "GRPCRoute", plural: "grpcroutes", ...gateway, spec: GRPCRouteSpec },
   { kind: "TrafficPolicy", plural: "trafficpolicies", ...nodemesh, spec: TrafficPolicySpec },
+  { kind: "AuthorizationPolicy", plural: "authorizationpolicies", ...nodemesh, spec: AuthorizationPolicySpec },
 ];
 
 // The store, the propagation keys and the CLI name a kind by its plural or its kind alone, so

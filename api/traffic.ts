@@ -386,12 +386,99 @@ export const TrafficPolicySpec = z.strictObject({
 });
 export type TrafficPolicySpec = z.infer<typeof TrafficPolicySpec>;
 
+// ---------------------------------------------------------------- authorization
+
+/**
+ * A value a rule compares with: exact, `prefix*`, `*suffix`, or `*` (any value present), as
+ * Istio's AuthorizationPolicy strings are.
+ */
+const Pattern = z
+  .string()
+  .min(1)
+  .max(256)
+  .refine((v) => v === "*" || !v.slice(1, -1).includes("*"), "'*' may only open or close a pattern");
+const Patterns = z.array(Pattern).min(1).max(64);
+/** An IPv4 address or CIDR block. */
+const IpBlock = z
+  .string()
+  .regex(
+    /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}(\/([12]?\d|3[0-2]))?$/,
+    "must be an IPv4 address or CIDR block such as 10.0.0.0/8",
+  );
+const PathPattern = Pattern.refine((v) => v.startsWith("/") || v.startsWith("*"), "a path starts with '/' (or '*')");
+
+/** Who calls: every field set must match (absent fields match anything). */
+const AuthorizationSource = z.strictObject({
+  /** SPIFFE ids proven by mTLS, e.g. `spiffe://cluster.local/ns/shop/sa/frontend` or `*\/sa/frontend`. */
+  principals: Patterns.optional(),
+  notPrincipals: Patterns.optional(),
+  /** The caller's namespace, as its certificate proves it (plaintext callers have none). */
+  namespaces: Patterns.optional(),
+  notNamespaces: Patterns.optional(),
+  /** The source pod's address (through the tunnel: as the source agent vouches for it). */
+  ipBlocks: z.array(IpBlock).min(1).max(64).optional(),
+  notIpBlocks: z.array(IpBlock).min(1).max(64).optional(),
+});
+
+/** What is asked: every field set must match. Methods, paths and hosts exist only for HTTP and gRPC. */
+const AuthorizationOperation = z.strictObject({
+  ports: z.array(Port).min(1).max(64).optional(),
+  notPorts: z.array(Port).min(1).max(64).optional(),
+  methods: Patterns.optional(),
+  notMethods: Patterns.optional(),
+  /** Matched against the normalised path, without the query (gRPC: `/package.Service/Method`). */
+  paths: z.array(PathPattern).min(1).max(64).optional(),
+  notPaths: z.array(PathPattern).min(1).max(64).optional(),
+  /** The request's host (`:authority`), without the port; case-insensitive. */
+  hosts: Patterns.optional(),
+  notHosts: Patterns.optional(),
+});
+
+/** A further condition (Istio's `when`) on a request header: one of `values`, none of `notValues`. */
+const AuthorizationCondition = z
+  .strictObject({
+    key: z.string().regex(/^request\.headers\[[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}\]$/, "must be request.headers[NAME]"),
+    values: Patterns.optional(),
+    notValues: Patterns.optional(),
+  })
+  .refine((c) => c.values !== undefined || c.notValues !== undefined, "set values or notValues");
+
+/** A rule matches when one of `from`, one of `to` and every `when` match; a part left out matches all. */
+const AuthorizationRule = z.strictObject({
+  from: z
+    .array(z.strictObject({ source: AuthorizationSource }))
+    .min(1)
+    .max(16)
+    .optional(),
+  to: z
+    .array(z.strictObject({ operation: AuthorizationOperation }))
+    .min(1)
+    .max(16)
+    .optional(),
+  when: z.array(AuthorizationCondition).min(1).max(16).optional(),
+});
+
+/**
+ * AuthorizationPolicy (nodemesh.io/v1alpha1), Istio's in shape, evaluated by the destination's
+ * agent: any matching DENY policy denies; then, once an ALLOW policy selects the workload, a
+ * request must match one of them; AUDIT policies only record. `targetRefs` select the pods of
+ * those Services; without it the policy selects every pod of its namespace. A policy without
+ * rules matches nothing (an ALLOW without rules thus denies everything; `rules: [{}]` allows all).
+ */
+export const AuthorizationPolicySpec = z.strictObject({
+  targetRefs: z.array(TargetRef).min(1).max(32).optional(),
+  action: z.enum(["ALLOW", "DENY", "AUDIT"]).default("ALLOW"),
+  rules: z.array(AuthorizationRule).max(64).default([]),
+});
+export type AuthorizationPolicySpec = z.infer<typeof AuthorizationPolicySpec>;
+
 // ---------------------------------------------------------------- on the wire to agents
 
 export const TRAFFIC_KINDS = {
   HTTPRoute: HTTPRouteSpec,
   GRPCRoute: GRPCRouteSpec,
   TrafficPolicy: TrafficPolicySpec,
+  AuthorizationPolicy: AuthorizationPolicySpec,
 } as const;
 export type TrafficKind = keyof typeof TRAFFIC_KINDS;
 
@@ -399,7 +486,8 @@ export type TrafficKind = keyof typeof TRAFFIC_KINDS;
 export type TrafficObject =
   | { kind: "HTTPRoute"; name: string; namespace: string; spec: HTTPRouteSpec }
   | { kind: "GRPCRoute"; name: string; namespace: string; spec: GRPCRouteSpec }
-  | { kind: "TrafficPolicy"; name: string; namespace: string; spec: TrafficPolicySpec };
+  | { kind: "TrafficPolicy"; name: string; namespace: string; spec: TrafficPolicySpec }
+  | { kind: "AuthorizationPolicy"; name: string; namespace: string; spec: AuthorizationPolicySpec };
 
 export function trafficKey(o: { kind: string; namespace: string; name: string }): string {
   return `${o.kind}/${o.namespace}/${o.name}`;
@@ -410,7 +498,7 @@ export function parseTrafficObject(
   input: unknown,
 ): { ok: true; value: TrafficObject } | { ok: false; errors: { field: string; message: string }[] } {
   const head = z
-    .looseObject({ kind: z.enum(["HTTPRoute", "GRPCRoute", "TrafficPolicy"]), name: Name, namespace: Name })
+    .looseObject({ kind: z.enum(Object.keys(TRAFFIC_KINDS) as [TrafficKind]), name: Name, namespace: Name })
     .safeParse(input);
   if (!head.success) {
     return { ok: false, errors: head.error.issues.map((i) => ({ field: fieldPath(i.path), message: i.message })) };

@@ -43,6 +43,8 @@ export interface AccessEntry {
   requestId?: string;
   traceId?: string;
   error?: string;
+  /** The AuthorizationPolicy that denied (or, AUDIT, matched) the request or connection. */
+  authorizationPolicy?: string;
 }
 
 export class AccessLog {

@@ -31,7 +31,7 @@ export async function connectEndpoint(
   try {
     socket = await secureTunnel(via.keyring, from, ep, plain, Math.max(1, deadline - Date.now()), serveAs === "h2");
     const workload = `${from.workload.namespace}/${from.workload.name}`;
-    const req = { ip: ep.ip, port: ep.port, source: from.key, workload, protocol: serveAs };
+    const req = { ip: ep.ip, port: ep.port, source: from.key, workload, sourceIp: from.pod.ip, protocol: serveAs };
     await openTunnel(socket, req, Math.max(1, deadline - Date.now()), via.settings.tunnelKey);
     return socket;
   } catch (err) {

@@ -10,6 +10,7 @@ import { AGENT_PORTS } from "../../api/dataplane.ts";
 import { AgentError, AgentErrors, errorCode } from "../errors.ts";
 import type { Address } from "../sys/linux.ts";
 import { tcpEntryPeers } from "./access-log.ts";
+import { authorizeConnection } from "./authz/enforce.ts";
 import type { DataplaneContext } from "./context.ts";
 import { detectProtocol } from "./detect.ts";
 import { dial } from "./dial.ts";
@@ -18,7 +19,7 @@ import { acceptSecureTunnel } from "./mtls.ts";
 import { pipeBoth } from "./pipe.ts";
 import type { Caller, PodContext } from "./pod.ts";
 import { routeKey } from "./snapshot.ts";
-import { acceptTunnel, answerTunnel, tunnelAuthRefusal, tunnelTargetRefusal } from "./tunnel.ts";
+import { acceptTunnel, answerTunnel, type TunnelRequest, tunnelAuthRefusal, tunnelTargetRefusal } from "./tunnel.ts";
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
@@ -28,17 +29,66 @@ function strictRefusal(ctx: DataplaneContext, to: PodContext, port: number, peer
   return new AgentError(AgentErrors.MTLS_REQUIRED, `${to.pod.ip}:${port}`);
 }
 
-/** `principal`: the caller's SPIFFE id, proven by its certificate (mTLS). */
-function callerFromTunnel(workload: string | undefined, address: string | undefined, principal?: string): Caller {
+/**
+ * `principal`: the caller's SPIFFE id, proven by its certificate (mTLS). `sourceIp`: the source
+ * pod's address as its agent names it, believed only from an authenticated agent.
+ */
+function callerFromTunnel(
+  workload: string | undefined,
+  address: string | undefined,
+  principal: string | undefined,
+  sourceIp: string | undefined,
+): Caller {
   const [namespace, name] = workload?.split("/", 2) ?? [];
   // Metric labels come from this: anything but two DNS labels is "unknown" (bounded cardinality).
   return namespace && name && DNS_LABEL.test(namespace) && DNS_LABEL.test(name)
-    ? { workload: { name, namespace }, key: workload!, address, viaTunnel: true, principal }
-    : { ...outsider(address), viaTunnel: true, principal };
+    ? { workload: { name, namespace }, key: workload!, address, viaTunnel: true, principal, sourceIp }
+    : { ...outsider(address), viaTunnel: true, principal, sourceIp };
 }
 
 function outsider(address: string | undefined): Caller {
-  return { workload: { name: UNKNOWN, namespace: UNKNOWN }, key: address ?? UNKNOWN, address, viaTunnel: false };
+  return {
+    workload: { name: UNKNOWN, namespace: UNKNOWN },
+    key: address ?? UNKNOWN,
+    address,
+    sourceIp: address,
+    viaTunnel: false,
+  };
+}
+
+function connectionPeers(ctx: DataplaneContext, to: PodContext, port: number, caller: Caller): Peers {
+  return {
+    reporter: "destination",
+    sourceWorkload: caller.workload.name,
+    sourceNamespace: caller.workload.namespace,
+    destinationService: inboundService(ctx, to, port),
+    destinationWorkload: to.workload.name,
+    destinationNamespace: to.workload.namespace,
+  };
+}
+
+/**
+ * AuthorizationPolicy on a connection forwarded as bytes; a denial is counted and logged, and
+ * the error returned (nothing has reached the workload).
+ */
+function connectionDenied(ctx: DataplaneContext, to: PodContext, port: number, caller: Caller) {
+  const peers = connectionPeers(ctx, to, port, caller);
+  const { error, policy } = authorizeConnection(ctx, to, port, caller, peers.destinationService);
+  if (!error) return undefined;
+  const route = ctx.snapshot().inbound.get(routeKey(to.pod.ip, port));
+  if (ctx.accessLog.wants(route?.policy, caller.workload.namespace, to.workload.namespace)) {
+    ctx.accessLog.write({
+      ...tcpEntryPeers(peers),
+      sourceIp: caller.sourceIp,
+      upstream: `${to.pod.ip}:${port}`,
+      durationMs: 0,
+      bytesReceived: 0,
+      bytesSent: 0,
+      error: error.code,
+      authorizationPolicy: policy,
+    });
+  }
+  return error;
 }
 
 /** The destination_service of inbound traffic: the Service the port belongs to, else the workload. */
@@ -58,14 +108,7 @@ async function forward(
   port: number,
   caller: Caller,
 ): Promise<void> {
-  const peers: Peers = {
-    reporter: "destination",
-    sourceWorkload: caller.workload.name,
-    sourceNamespace: caller.workload.namespace,
-    destinationService: inboundService(ctx, to, port),
-    destinationWorkload: to.workload.name,
-    destinationNamespace: to.workload.namespace,
-  };
+  const peers = connectionPeers(ctx, to, port, caller);
   const m = ctx.metrics.forConnection(peers);
   m.opened.inc();
   const route = ctx.snapshot().inbound.get(routeKey(to.pod.ip, port));
@@ -77,7 +120,7 @@ async function forward(
   if (ctx.accessLog.wants(route?.policy, caller.workload.namespace, to.workload.namespace)) {
     ctx.accessLog.write({
       ...tcpEntryPeers(peers),
-      sourceIp: caller.address,
+      sourceIp: caller.sourceIp,
       upstream: `${to.pod.ip}:${port}`,
       durationMs: Math.round((performance.now() - started) * 1000) / 1000,
       bytesReceived: result.bytesFromDownstream,
@@ -132,6 +175,11 @@ export async function handleInbound(ctx: DataplaneContext, to: PodContext, clien
 }
 
 async function deliverOpaque(ctx: DataplaneContext, to: PodContext, client: Socket, port: number, leftover?: Buffer) {
+  const caller = outsider(client.remoteAddress);
+  if (connectionDenied(ctx, to, port, caller)) {
+    client.resetAndDestroy();
+    return;
+  }
   let app: Socket;
   try {
     app = await deliver(ctx, to, port);
@@ -142,7 +190,7 @@ async function deliverOpaque(ctx: DataplaneContext, to: PodContext, client: Sock
     return;
   }
   if (leftover?.length) app.write(leftover);
-  await forward(ctx, to, client, app, port, outsider(client.remoteAddress));
+  await forward(ctx, to, client, app, port, caller);
 }
 
 export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accepted: Socket) {
@@ -157,9 +205,9 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accept
   }
   const client = secured.socket;
   ctx.metrics.tunnels.labels(secured.peer ? "mutual_tls" : "plaintext").inc();
-  const caller = (workload: string | undefined) => callerFromTunnel(workload, client.remoteAddress, secured.peer);
   let app: Socket;
   let req: Awaited<ReturnType<typeof acceptTunnel>>;
+  let caller: Caller;
   try {
     req = await acceptTunnel(client, ctx.settings.connectTimeoutMs);
     const refusal =
@@ -167,6 +215,11 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accept
       tunnelTargetRefusal(req, to.pod) ??
       strictRefusal(ctx, to, req.port, secured.peer);
     if (refusal) throw refusal;
+    const vouched = secured.peer !== undefined || ctx.settings.tunnelKey !== undefined;
+    caller = callerFromTunnel(req.workload, client.remoteAddress, secured.peer, vouched ? req.sourceIp : undefined);
+    // Bytes, not HTTP (which is authorized per request): authorized before the workload is dialled.
+    const denied = servedAsBytes(ctx, to, req) && connectionDenied(ctx, to, req.port, caller);
+    if (denied) throw denied;
     // Connected before answering, so the source agent learns of a dead workload and fails over.
     app = await deliver(ctx, to, req.port);
   } catch (err) {
@@ -183,7 +236,11 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accept
   const { protocol, leftover } = req.protocol
     ? { protocol: req.protocol }
     : await declaredHttp(ctx, to, client, req.port);
-  if (protocol === "gone") {
+  // A port declared HTTP whose caller sent something else: forwarded as bytes, so authorized as such.
+  if (
+    protocol === "gone" ||
+    (!protocol && !servedAsBytes(ctx, to, req) && connectionDenied(ctx, to, req.port, caller))
+  ) {
     app.destroy();
     client.destroy();
     return;
@@ -192,10 +249,17 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accept
   if (protocol) {
     // HTTP the source agent already parsed: served per request with pooled workload connections.
     app.destroy();
-    serveHttp(ctx, to, client, req.port, protocol, caller(req.workload));
+    serveHttp(ctx, to, client, req.port, protocol, caller);
     return;
   }
-  await forward(ctx, to, client, app, req.port, caller(req.workload));
+  await forward(ctx, to, client, app, req.port, caller);
+}
+
+/** A tunnel that will be forwarded as bytes: no protocol announced, and its port not declared HTTP. */
+function servedAsBytes(ctx: DataplaneContext, to: PodContext, req: TunnelRequest): boolean {
+  if (req.protocol) return false;
+  const declared = ctx.snapshot().inbound.get(routeKey(to.pod.ip, req.port))?.protocol;
+  return declared === undefined || declared === "tcp";
 }
 
 /**

@@ -291,6 +291,18 @@ export class DataplaneMetrics {
     labelNames: ["destination_service"],
     registers: [this.registry],
   });
+  readonly authzDenied = new Counter({
+    name: "nodemesh_authorization_denied_total",
+    help: "Requests and connections denied at the destination by AuthorizationPolicy: policy is the DENY policy that matched, or empty when no ALLOW policy did; reason is deny_policy, no_allow_match or ambiguous_request",
+    labelNames: ["destination_service", "policy", "reason"],
+    registers: [this.registry],
+  });
+  readonly authzAudited = new Counter({
+    name: "nodemesh_authorization_audited_total",
+    help: "Requests and connections an AUDIT AuthorizationPolicy matched",
+    labelNames: ["destination_service", "policy"],
+    registers: [this.registry],
+  });
   readonly faults = new Counter({
     name: "nodemesh_injected_faults_total",
     help: "Faults injected, by type (delay, abort)",

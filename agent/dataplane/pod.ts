@@ -20,6 +20,11 @@ export interface Caller {
   readonly key: string;
   /** The caller's address as this agent sees it (the source agent's, through the tunnel). */
   readonly address?: string;
+  /**
+   * The source pod's address: the caller's own outside the mesh; through the tunnel, the one the
+   * source agent names, when the tunnel is authenticated (mTLS or the tunnel key), else `address`.
+   */
+  readonly sourceIp?: string;
   /** Came through the tunnel: its agent's `x-nodemesh-service` names the Service addressed. */
   readonly viaTunnel: boolean;
   /** The caller's SPIFFE id when it proved one (mTLS on the tunnel); undefined in plaintext. */

@@ -212,7 +212,7 @@ export function parentKey(service: string, port?: number): string {
 export function compileRoutes(traffic: readonly TrafficObject[]): CompiledRoutes {
   const out: CompiledRoutes = { http: new Map(), grpc: new Map() };
   for (const obj of traffic) {
-    if (obj.kind === "TrafficPolicy") continue;
+    if (obj.kind !== "HTTPRoute" && obj.kind !== "GRPCRoute") continue;
     const order = `${obj.namespace}/${obj.name}`;
     const target = obj.kind === "HTTPRoute" ? out.http : out.grpc;
     const spec = obj.spec as HTTPRouteSpec | GRPCRouteSpec;

@@ -3,6 +3,7 @@
 // configuration: routes, policies, regexes, hash rings and locality tiers are all prepared here.
 
 import type { PortProtocol, ServiceTable } from "../../api/services.ts";
+import { type AuthorizationIndex, compileAuthorization, NO_AUTHORIZATION } from "./authz/authorization.ts";
 import type { Endpoint } from "./endpoint.ts";
 import { buildHashRing, type HashRing } from "./hash-ring.ts";
 import { UNKNOWN } from "./metrics.ts";
@@ -68,6 +69,8 @@ export interface Snapshot {
    * request (a pod can serve several Services on one port: reviews and reviews-v2).
    */
   readonly inboundByService: ReadonlyMap<string, ServiceRoute>;
+  /** The AuthorizationPolicies that select each pod (evaluated where the pod is). */
+  readonly authorization: AuthorizationIndex;
   /** This agent's node name (locality). */
   readonly node: string;
 }
@@ -77,6 +80,7 @@ export const EMPTY_SNAPSHOT: Snapshot = {
   routes: new Map(),
   inbound: new Map(),
   inboundByService: new Map(),
+  authorization: NO_AUTHORIZATION,
   node: "",
 };
 
@@ -203,7 +207,8 @@ export function compileSnapshot(msg: SnapshotMessage): Snapshot {
       route.grpcRules = rulesFor(route, grpc);
     }
   }
-  return { version: msg.version, routes, inbound, inboundByService, node: msg.node };
+  const authorization = compileAuthorization(traffic, msg.table.services);
+  return { version: msg.version, routes, inbound, inboundByService, authorization, node: msg.node };
 }
 
 function backendOf(route: ServiceRoute, weight: number, policy: CompiledPolicy, msg: SnapshotMessage): Backend {

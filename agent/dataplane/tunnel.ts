@@ -4,7 +4,8 @@
 // commits the client to it, and fails over. The later mTLS work wraps this same exchange in TLS.
 //
 //   → CONNECT 10.244.2.11:8080 HTTP/1.1\r\nHost: 10.244.2.11:8080\r\nX-Nodemesh-Source: ns/pod\r\n
-//     X-Nodemesh-Source-Workload: ns/app\r\n[X-Nodemesh-Protocol: http1|h2\r\n]\r\n
+//     X-Nodemesh-Source-Workload: ns/app\r\nX-Nodemesh-Source-Ip: 10.244.1.5\r\n
+//     [X-Nodemesh-Protocol: http1|h2\r\n]\r\n
 //     (with a protocol, the destination agent serves the tunnel as HTTP: its inbound side)
 //   ← HTTP/1.1 200 OK\r\n\r\n                                        then raw bytes both ways
 //   ← HTTP/1.1 503 Service Unavailable\r\nX-Nodemesh-Error: NM_...\r\n\r\n   then close
@@ -32,6 +33,8 @@ export interface TunnelRequest {
   source: string;
   /** "namespace/workload" of the caller (per-source rate limits, metrics). */
   workload?: string;
+  /** The source pod's address (AuthorizationPolicy ipBlocks). */
+  sourceIp?: string;
   /** Set when the tunnel carries HTTP the source agent already parsed. */
   protocol?: "http1" | "h2";
   /** The signature, as received (destination side). */
@@ -42,8 +45,8 @@ export interface TunnelRequest {
 export const TUNNEL_AUTH_MAX_AGE_MS = 30_000;
 
 function signature(key: string, ms: number, req: TunnelRequest): string {
-  const fields = [ms, req.source, req.workload ?? "", `${req.ip}:${req.port}`, req.protocol ?? ""].join("|");
-  return createHmac("sha256", Buffer.from(key, "hex")).update(fields).digest("hex");
+  const fields = [ms, req.source, req.workload ?? "", req.sourceIp ?? "", `${req.ip}:${req.port}`, req.protocol ?? ""];
+  return createHmac("sha256", Buffer.from(key, "hex")).update(fields.join("|")).digest("hex");
 }
 
 /** Destination side: why a handshake is not an agent's (with a key configured), else undefined. */
@@ -110,6 +113,7 @@ export async function openTunnel(socket: Socket, req: TunnelRequest, timeoutMs: 
   const ms = Date.now();
   const extra =
     (req.workload ? `X-Nodemesh-Source-Workload: ${req.workload}\r\n` : "") +
+    (req.sourceIp ? `X-Nodemesh-Source-Ip: ${req.sourceIp}\r\n` : "") +
     (req.protocol ? `X-Nodemesh-Protocol: ${req.protocol}\r\n` : "") +
     (key ? `X-Nodemesh-Tunnel-Auth: ${ms}.${signature(key, ms, req)}\r\n` : "");
   socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nX-Nodemesh-Source: ${req.source}\r\n${extra}\r\n`);
@@ -136,9 +140,10 @@ export async function acceptTunnel(socket: Socket, timeoutMs: number): Promise<T
   if (!m || port < 1 || port > 65535) throw new AgentError(AgentErrors.TUNNEL_PROTOCOL, "expected CONNECT ip:port");
   const source = /\r\nX-Nodemesh-Source: ([^\r\n]{1,256})/i.exec(head)?.[1] ?? "";
   const workload = /\r\nX-Nodemesh-Source-Workload: ([^\r\n]{1,256})/i.exec(head)?.[1];
+  const sourceIp = /\r\nX-Nodemesh-Source-Ip: (\d{1,3}(?:\.\d{1,3}){3})\r?$/im.exec(head)?.[1];
   const protocol = /\r\nX-Nodemesh-Protocol: (http1|h2)\r?$/im.exec(head)?.[1] as TunnelRequest["protocol"];
   const auth = /\r\nX-Nodemesh-Tunnel-Auth: ([^\r\n]{1,128})/i.exec(head)?.[1];
-  return { ip: m[1]!, port, source, workload, protocol, auth };
+  return { ip: m[1]!, port, source, workload, sourceIp, protocol, auth };
 }
 
 /**

@@ -21,11 +21,12 @@ export interface GraphSources {
   now?: () => number;
 }
 
-const POLICY_KINDS = ["httproutes", "grpcroutes", "trafficpolicies"] as const;
+const POLICY_KINDS = ["httproutes", "grpcroutes", "trafficpolicies", "authorizationpolicies"] as const;
 
 /** Does a route or policy name the Service (as parent, backend or target)? */
 function namesService(obj: Resource, namespace: string, name: string): boolean {
-  if (obj.metadata.namespace !== namespace && obj.kind === "TrafficPolicy") return false;
+  const attachesInItsNamespace = obj.kind === "TrafficPolicy" || obj.kind === "AuthorizationPolicy";
+  if (obj.metadata.namespace !== namespace && attachesInItsNamespace) return false;
   const spec = obj.spec as {
     parentRefs?: { name: string; namespace?: string }[];
     rules?: { backendRefs?: { name: string; namespace?: string }[] }[];
@@ -36,7 +37,9 @@ function namesService(obj: Resource, namespace: string, name: string): boolean {
   return (
     (spec.parentRefs ?? []).some(same) ||
     (spec.rules ?? []).some((r) => (r.backendRefs ?? []).some(same)) ||
-    (spec.targetRefs ?? []).some((t) => t.name === name)
+    (spec.targetRefs ?? []).some((t) => t.name === name) ||
+    // An AuthorizationPolicy without targets selects every workload of its namespace.
+    (obj.kind === "AuthorizationPolicy" && spec.targetRefs === undefined)
   );
 }
 

@@ -67,6 +67,7 @@ export function service(name: string, spec: Record<string, unknown> = {}): Recor
 export const HTTPROUTES = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes";
 export const GRPCROUTES = "/apis/gateway.networking.k8s.io/v1/namespaces/default/grpcroutes";
 export const TRAFFICPOLICIES = "/apis/nodemesh.io/v1alpha1/namespaces/default/trafficpolicies";
+export const AUTHORIZATIONPOLICIES = "/apis/nodemesh.io/v1alpha1/namespaces/default/authorizationpolicies";
 
 export function httpRoute(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -112,6 +113,20 @@ export function trafficPolicy(name: string, spec: Record<string, unknown> = {}):
       loadBalancer: { type: "ConsistentHash", consistentHash: { header: "x-user" } },
       timeouts: { request: "5s" },
       retries: { attempts: 3 },
+      ...spec,
+    },
+  };
+}
+
+export function authorizationPolicy(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    apiVersion: "nodemesh.io/v1alpha1",
+    kind: "AuthorizationPolicy",
+    metadata: { name, namespace: "default" },
+    spec: {
+      targetRefs: [{ name: "web" }],
+      action: "ALLOW",
+      rules: [{ from: [{ source: { principals: ["spiffe://cluster.local/ns/default/sa/client"] } }] }],
       ...spec,
     },
   };

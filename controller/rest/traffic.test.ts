@@ -6,6 +6,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { KINDS } from "../../api/resources.ts";
 import { registerStoreMetrics } from "../metrics.ts";
 import {
+  AUTHORIZATIONPOLICIES,
+  authorizationPolicy,
   GRPCROUTES,
   grpcRoute,
   HTTPROUTES,
@@ -121,6 +123,7 @@ describe("defaults", () => {
     await t.call("POST", HTTPROUTES, { body: httpRoute("web") });
     await t.call("POST", GRPCROUTES, { body: grpcRoute("web") });
     await t.call("POST", TRAFFICPOLICIES, { body: trafficPolicy("web") });
+    await t.call("POST", AUTHORIZATIONPOLICIES, { body: authorizationPolicy("web") });
     for (const k of KINDS) {
       expect(t.store.list(k.plural).map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([`${k.kind}/web`]);
     }
@@ -190,6 +193,32 @@ const INVALID: Array<{ what: string; path: string; body: unknown; fields: string
     path: GRPCROUTES,
     body: grpcRoute("bad", { rules: [{ matches: [{ method: { type: "Exact" } }] }] }),
     fields: ["spec.rules[0].matches[0].method"],
+  },
+  {
+    what: "an AuthorizationPolicy action that does not exist",
+    path: AUTHORIZATIONPOLICIES,
+    body: authorizationPolicy("bad", { action: "CUSTOM" }),
+    fields: ["spec.action"],
+  },
+  {
+    what: "an AuthorizationPolicy path with '*' in the middle, and one without a leading slash",
+    path: AUTHORIZATIONPOLICIES,
+    body: authorizationPolicy("bad", { rules: [{ to: [{ operation: { paths: ["/api/*/admin", "admin"] } }] }] }),
+    fields: ["spec.rules[0].to[0].operation.paths[0]", "spec.rules[0].to[0].operation.paths[1]"],
+  },
+  {
+    what: "an AuthorizationPolicy ipBlock that is not a CIDR block",
+    path: AUTHORIZATIONPOLICIES,
+    body: authorizationPolicy("bad", { rules: [{ from: [{ source: { ipBlocks: ["10.0.0.0/33"] } }] }] }),
+    fields: ["spec.rules[0].from[0].source.ipBlocks[0]"],
+  },
+  {
+    what: "an AuthorizationPolicy condition on an unknown key, and one with no values",
+    path: AUTHORIZATIONPOLICIES,
+    body: authorizationPolicy("bad", {
+      rules: [{ when: [{ key: "request.auth.claims[iss]", values: ["x"] }, { key: "request.headers[x-team]" }] }],
+    }),
+    fields: ["spec.rules[0].when[0].key", "spec.rules[0].when[1]"],
   },
   {
     what: "a TrafficPolicy with consistentHash but type RoundRobin",
@@ -337,7 +366,7 @@ describe("discovery and metrics", () => {
   it("documents each group with its own kinds in /openapi/v3", async () => {
     const doc = (await t.call("GET", "/openapi/v3")).body;
     expect(doc.tags).toEqual([
-      { name: "nodemesh.io/v1alpha1", description: "Service, TrafficPolicy" },
+      { name: "nodemesh.io/v1alpha1", description: "Service, TrafficPolicy, AuthorizationPolicy" },
       { name: "gateway.networking.k8s.io/v1", description: "HTTPRoute, GRPCRoute" },
     ]);
     const paths = Object.keys(doc.paths);

@@ -142,6 +142,33 @@ export async function echoFrom(netnsPath: string, ip: string, port: number, payl
   });
 }
 
+/**
+ * Writes `request` as it is (a raw HTTP/1.1 request, which should say `Connection: close`) and
+ * collects the answer until the peer closes: "" when it closed or reset without a byte.
+ */
+export async function rawHttpFrom(
+  netnsPath: string,
+  ip: string,
+  port: number,
+  request: string,
+  timeoutMs = 5000,
+): Promise<string> {
+  const socket = await connectFrom(netnsPath, ip, port);
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(Buffer.concat(chunks).toString("latin1"));
+    };
+    const timer = setTimeout(done, timeoutMs);
+    socket.on("data", (c: Buffer) => chunks.push(c));
+    socket.on("close", done);
+    socket.on("error", () => {});
+    socket.write(request, "latin1");
+  });
+}
+
 /** Reads the first line a server sends, then closes. */
 export async function firstLineFrom(netnsPath: string, ip: string, port: number): Promise<string> {
   const socket = await connectFrom(netnsPath, ip, port);

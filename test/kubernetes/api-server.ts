@@ -37,6 +37,13 @@ export const RESOURCE_TYPES: readonly ResourceType[] = [
   { group: "gateway.networking.k8s.io", version: "v1", plural: "grpcroutes", kind: "GRPCRoute", namespaced: true },
   { group: "nodemesh.io", version: "v1alpha1", plural: "trafficpolicies", kind: "TrafficPolicy", namespaced: true },
   {
+    group: "nodemesh.io",
+    version: "v1alpha1",
+    plural: "authorizationpolicies",
+    kind: "AuthorizationPolicy",
+    namespaced: true,
+  },
+  {
     group: "admissionregistration.k8s.io",
     version: "v1",
     plural: "mutatingwebhookconfigurations",

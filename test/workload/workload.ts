@@ -23,7 +23,11 @@ import * as protoLoader from "@grpc/proto-loader";
 export interface ServedCounts {
   http: number;
   grpc: number;
+  /** The last HTTP echo requests as the app read them (newest last): what a test checks a proxy let through. */
+  recent: { method: string; path: string; host: string; headers: Record<string, string | string[] | undefined> }[];
 }
+
+const RECENT_REQUESTS = 512;
 
 /** What `/_control` reads and changes while the workload runs. */
 export interface FaultSettings {
@@ -141,7 +145,7 @@ export async function startWorkload(options: WorkloadOptions = {}): Promise<Work
   if (!(Number.isInteger(responseBytes) && responseBytes >= 0)) {
     throw new RangeError(`responseBytes must be an integer >= 0, got ${responseBytes}`);
   }
-  const served: ServedCounts = { http: 0, grpc: 0 };
+  const served: ServedCounts = { http: 0, grpc: 0, recent: [] };
   let settings = checkSettings({
     latencyMs: options.latencyMs ?? 0,
     failRate: options.failRate ?? 0,
@@ -327,6 +331,9 @@ function httpHandler(
 
   const echo = async (req: HttpRequest, res: HttpResponse) => {
     served.http++;
+    const host = req.headers.host ?? (req.headers as Record<string, string | undefined>)[":authority"] ?? "";
+    served.recent.push({ method: req.method ?? "", path: req.url ?? "", host, headers: req.headers });
+    if (served.recent.length > RECENT_REQUESTS) served.recent.shift();
     const settings = current();
     let bodyBytes = 0;
     for await (const chunk of req) bodyBytes += (chunk as Buffer).length;
@@ -484,7 +491,7 @@ A sample application pod for nodemesh tests, demos and benchmarks.
   --response-bytes BYTES  pad HTTP reply bodies to at least BYTES (default: 0)
   --help                  print this help
 
-GET /_control shows latencyMs, failRate, failStatus and the requests served so far; POST /_control {"failRate":0.5} changes them.
+GET /_control shows latencyMs, failRate, failStatus, the requests served so far and the last 512 HTTP requests; POST /_control {"failRate":0.5} changes them.
 Once every listener is up, prints one line on stdout, with the ports of the listeners that are on:
   {"event":"ready","name":...,"version":...,"ports":{"http":8080,"grpc":9090,"tcpEcho":7070,"tcpIdent":[...]}}
 SIGTERM or SIGINT closes the listeners and exits 0.

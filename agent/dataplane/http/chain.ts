@@ -3,6 +3,7 @@
 // LoadBalancingCall):
 //
 //   resolve (resolve.ts)  the connection's target under the configuration in force
+//   authorize (authorize.ts)  destination side: the request normalised, AuthorizationPolicy applied
 //   plan    (plan.ts)     route rule, backend by weight, fault, rate limit, deadlines, retry policy
 //   fault / refusal       an injected delay; the agent's own answer when the plan says so
 //   mirror  (mirror.ts)   a copy to another backend
@@ -11,13 +12,13 @@
 //   answer  (respond.ts)  the upstream's answer or the agent's error (errors.ts)
 //   report  (record.ts)   metrics, service-graph edges, access log — once, at the end
 //
-// Authorization at the destination and spans on both sides are links to add here, between the
-// plan and the call.
+// Spans on both sides are a link to add here, between the plan and the call.
 
 import { setTimeout as sleep } from "node:timers/promises";
 import { AgentError, AgentErrors } from "../../errors.ts";
 import type { DataplaneContext } from "../context.ts";
 import type { ProxyTarget } from "../pod.ts";
+import { authorizeRequest } from "./authorize.ts";
 import { RequestBody } from "./body.ts";
 import { RetryingCall } from "./call.ts";
 import type { Downstream } from "./downstream.ts";
@@ -45,9 +46,16 @@ export async function proxyRequest(ctx: DataplaneContext, down: Downstream, boun
 }
 
 async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved, rec: RequestRecord): Promise<void> {
+  const authorized = authorizeRequest(ctx, target, down);
+  if (!authorized.ok) {
+    rec.authorizationPolicy = authorized.policy;
+    return reply(ctx, down, rec, authorized.error);
+  }
   const headers = endToEnd(down.headers, true);
+  // An absolute-form target's authority replaces the Host header (RFC 9112 §3.2.2).
+  if (authorized.authority !== down.authority && headers.host !== undefined) headers.host = authorized.authority;
   rec.requestId = ensureRequestId(headers);
-  const plan = planRequest(target, requestFacts(down), planEnv(ctx));
+  const plan = planRequest(target, requestFacts(down, authorized.target), planEnv(ctx));
   rec.route = plan.rule?.name;
   const service = rec.peers.destinationService;
   if (plan.delayMs > 0) {
@@ -68,8 +76,8 @@ async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved,
   // Kept (up to the plan's cap) for a failover after a connect failure, a retry or a mirror.
   const body = new RequestBody(down.body, plan.keptBodyBytes);
   if (plan.mirror && !down.upgrade) void sendMirror(ctx, plan.from, plan.mirror, down, headers, body);
-  const { method, target: path, authority, grpc, upgrade } = down;
-  const up = { method, target: path, authority, grpc, headers, body, upgrade };
+  const { method, grpc, upgrade } = down;
+  const up = { method, target: authorized.target, authority: authorized.authority, grpc, headers, body, upgrade };
   await new RetryingCall(ctx, down, target, plan, rec, up).run();
 }
 
@@ -94,13 +102,13 @@ function verifiedCaller(ctx: DataplaneContext, target: Resolved): string | undef
   return `${own ? `By=${own};` : ""}URI=${target.caller.principal}`;
 }
 
-function requestFacts(down: Downstream): PlanRequest {
-  const q = down.target.indexOf("?");
+function requestFacts(down: Downstream, target: string): PlanRequest {
+  const q = target.indexOf("?");
   return {
     grpc: down.grpc,
     method: down.method,
-    path: q < 0 ? down.target : down.target.slice(0, q),
-    query: q < 0 ? "" : down.target.slice(q + 1),
+    path: q < 0 ? target : target.slice(0, q),
+    query: q < 0 ? "" : target.slice(q + 1),
     header: (name) => headerValue(down.headers, name),
   };
 }

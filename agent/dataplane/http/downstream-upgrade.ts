@@ -52,6 +52,9 @@ export class UpgradeDownstream implements Downstream {
   get headers(): IncomingHttpHeaders {
     return this.req.headers;
   }
+  get rawHeaders() {
+    return this.req.rawHeaders;
+  }
   get gone() {
     return this.socket.destroyed;
   }

@@ -15,6 +15,8 @@ export interface Downstream {
   readonly authority: string;
   /** Lower-case names, without pseudo-headers. */
   readonly headers: IncomingHttpHeaders;
+  /** As received: name, value, name, value, … (repeats kept). */
+  readonly rawHeaders: readonly string[];
   readonly body: Readable;
   readonly grpc: boolean;
   /** True once the client went away (no answer can reach it). */
@@ -55,6 +57,9 @@ export class Http1Downstream implements Downstream {
   }
   get headers() {
     return this.req.headers;
+  }
+  get rawHeaders() {
+    return this.req.rawHeaders;
   }
   get body(): Readable {
     return this.req;
@@ -104,9 +109,11 @@ export class Http2Downstream implements Downstream {
   readonly method: string;
   readonly target: string;
   readonly authority: string;
+  readonly rawHeaders: readonly string[];
   private readonly stream: http2.ServerHttp2Stream;
-  constructor(stream: http2.ServerHttp2Stream, raw: http2.IncomingHttpHeaders) {
+  constructor(stream: http2.ServerHttp2Stream, raw: http2.IncomingHttpHeaders, rawHeaders: readonly string[]) {
     this.stream = stream;
+    this.rawHeaders = rawHeaders;
     this.method = String(raw[":method"] ?? "GET");
     this.target = String(raw[":path"] ?? "/");
     this.authority = String(raw[":authority"] ?? raw.host ?? "");

@@ -21,6 +21,8 @@ const TABLE: [keyof typeof AgentErrors, number, number][] = [
   ["NO_ROUTE", 404, UNIMPLEMENTED],
   ["BACKEND_NOT_FOUND", 500, INTERNAL],
   ["BAD_REQUEST", 400, INTERNAL],
+  ["AUTHZ_DENIED", 403, GrpcStatus.PERMISSION_DENIED],
+  ["AUTHZ_AMBIGUOUS", 400, INTERNAL],
   ["HEADERS_TOO_LARGE", 431, INTERNAL],
   ["CLIENT_TIMEOUT", 408, DEADLINE_EXCEEDED],
   // The tunnel's own answers to a peer agent, and the refusals before any protocol.

@@ -15,6 +15,7 @@ import { proxyRequest } from "./chain.ts";
 import { Http1Downstream, Http2Downstream } from "./downstream.ts";
 import { UpgradeDownstream } from "./downstream-upgrade.ts";
 import { rawErrorAnswer } from "./errors.ts";
+import { countHeader } from "./headers.ts";
 import type { HttpProtocol } from "./upstream.ts";
 
 export interface FrontendOptions {
@@ -53,12 +54,6 @@ function parserErrorKind(err: NodeJS.ErrnoException): AgentErrorKind {
   return AgentErrors.BAD_REQUEST;
 }
 
-function countHost(raw: readonly string[]): number {
-  let n = 0;
-  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === "host") n++;
-  return n;
-}
-
 export class HttpFrontend implements HttpServing {
   private readonly h1: http.Server;
   private readonly h2: http2.Http2Server;
@@ -92,7 +87,7 @@ export class HttpFrontend implements HttpServing {
     this.h1.emit("listening");
 
     this.h2 = http2.createServer({ maxSessionMemory: 10, settings: { maxHeaderListSize: opts.maxHeaderBytes } });
-    this.h2.on("stream", (stream, headers) => {
+    this.h2.on("stream", (stream, headers, _flags, rawHeaders) => {
       // First, before any early return: 'stream' is emitted a tick after nghttp2 parsed the
       // HEADERS, and when the connection's bytes were already buffered (they always are: detection
       // read them) the same parse may have reset the stream (RFC 9113 §8.1.1, a body that
@@ -105,7 +100,7 @@ export class HttpFrontend implements HttpServing {
         stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
         return;
       }
-      proxyRequest(this.ctx, new Http2Downstream(stream, headers), target).catch((err) => {
+      proxyRequest(this.ctx, new Http2Downstream(stream, headers, rawHeaders), target).catch((err) => {
         this.failed(err);
         if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
       });
@@ -135,7 +130,7 @@ export class HttpFrontend implements HttpServing {
       res.destroy();
       return;
     }
-    if (countHost(req.rawHeaders) > 1) {
+    if (countHeader(req.rawHeaders, "host") > 1) {
       this.refuse(target.direction, req.socket, AgentErrors.BAD_REQUEST);
       return;
     }
@@ -169,7 +164,7 @@ export class HttpFrontend implements HttpServing {
       socket.destroy();
       return;
     }
-    if (countHost(req.rawHeaders) > 1) {
+    if (countHeader(req.rawHeaders, "host") > 1) {
       this.refuse(target.direction, socket, AgentErrors.BAD_REQUEST);
       return;
     }

@@ -75,6 +75,13 @@ export function applyHeaderOps(headers: OutgoingHttpHeaders, ops: HeaderOps | un
 }
 
 /** A header's value as one string (several values joined as HTTP allows), or undefined. */
+/** How many times a header occurs in Node's `rawHeaders` (name, value, name, value, …). */
+export function countHeader(raw: readonly string[], name: string): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === name.length && raw[i]!.toLowerCase() === name) n++;
+  return n;
+}
+
 export function headerValue(headers: IncomingHttpHeaders, name: string): string | undefined {
   const v = headers[name];
   return v === undefined ? undefined : Array.isArray(v) ? v.join(", ") : v;

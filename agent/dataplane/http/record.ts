@@ -24,6 +24,8 @@ export interface RequestRecord {
   retries: number;
   requestId?: string;
   error?: string;
+  /** The AuthorizationPolicy that denied the request. */
+  authorizationPolicy?: string;
 }
 
 export function newRecord(down: Downstream, target: Resolved): RequestRecord {
@@ -135,5 +137,6 @@ function accessEntry(down: Downstream, target: Resolved, rec: RequestRecord, sec
     requestId: rec.requestId,
     traceId: traceIdOf(headerValue(down.headers, "traceparent"), headerValue(down.headers, "x-b3-traceid")),
     error: rec.error,
+    authorizationPolicy: rec.authorizationPolicy,
   };
 }
