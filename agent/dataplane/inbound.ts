@@ -15,7 +15,7 @@ import type { DataplaneContext } from "./context.ts";
 import { detectProtocol } from "./detect.ts";
 import { dial } from "./dial.ts";
 import { type Peers, UNKNOWN } from "./metrics.ts";
-import { acceptSecureTunnel } from "./mtls.ts";
+import { acceptSecureTunnel, namespaceOfIdentity } from "./mtls.ts";
 import { pipeBoth } from "./pipe.ts";
 import type { Caller, PodContext } from "./pod.ts";
 import { routeKey } from "./snapshot.ts";
@@ -27,6 +27,21 @@ const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 function strictRefusal(ctx: DataplaneContext, to: PodContext, port: number, peer: string | undefined) {
   if (peer || !ctx.snapshot().inbound.get(routeKey(to.pod.ip, port))?.policy.strictMtls) return undefined;
   return new AgentError(AgentErrors.MTLS_REQUIRED, `${to.pod.ip}:${port}`);
+}
+
+/**
+ * With mTLS the handshake's word must agree with the certificate's: a workload of one namespace
+ * cannot present itself as another namespace's (its metrics, its per-source rate limits).
+ */
+function claimRefusal(req: TunnelRequest, peer: string | undefined): AgentError | undefined {
+  if (!peer) return undefined;
+  const claimed = (req.workload ?? req.source).split("/", 1)[0];
+  const proven = namespaceOfIdentity(peer);
+  if (claimed === proven) return undefined;
+  return new AgentError(
+    AgentErrors.TUNNEL_UNAUTHENTICATED,
+    `the handshake names namespace ${claimed}, the certificate ${proven}`,
+  );
 }
 
 /**
@@ -213,6 +228,7 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accept
     const refusal =
       tunnelAuthRefusal(req, ctx.settings.tunnelKey, Date.now()) ??
       tunnelTargetRefusal(req, to.pod) ??
+      claimRefusal(req, secured.peer) ??
       strictRefusal(ctx, to, req.port, secured.peer);
     if (refusal) throw refusal;
     const vouched = secured.peer !== undefined || ctx.settings.tunnelKey !== undefined;

@@ -62,20 +62,30 @@ function podIdentity(keyring: Keyring, pod: PodContext): WorkerIdentity | undefi
  */
 const TUNNEL_ALPN = "nodemesh";
 
+function trustDomainOf(spiffeId: string): string {
+  return /^spiffe:\/\/([^/]+)\//.exec(spiffeId)?.[1] ?? "";
+}
+
 /** The SPIFFE id an endpoint must prove, in the trust domain of `mine`. */
 function expectedIdentity(mine: WorkerIdentity, ep: Endpoint): string {
-  const trustDomain = /^spiffe:\/\/([^/]+)\//.exec(mine.spiffeId)?.[1] ?? "";
-  return `spiffe://${trustDomain}/ns/${ep.namespace}/sa/${ep.serviceAccount}`;
+  return `spiffe://${trustDomainOf(mine.spiffeId)}/ns/${ep.namespace}/sa/${ep.serviceAccount}`;
 }
 
 /** Why the caller's certificate is not one of the mesh's, else undefined. */
-function callerRefusal(socket: tls.TLSSocket, root: X509Certificate, now = Date.now()): string | undefined {
+function callerRefusal(socket: tls.TLSSocket, mine: WorkerIdentity, now = Date.now()): string | undefined {
   const leaf = socket.getPeerX509Certificate();
   if (!leaf) return "no certificate";
-  if (!leaf.verify(root.publicKey)) return "not issued by the mesh's CA";
+  if (!leaf.verify(contextOf(mine).root.publicKey)) return "not issued by the mesh's CA";
   if (now < Date.parse(leaf.validFrom) || now > Date.parse(leaf.validTo)) return "expired or not yet valid";
-  if (!/URI:spiffe:\/\//.test(leaf.subjectAltName ?? "")) return "no SPIFFE identity";
+  const id = peerIdentity(socket);
+  if (!/^spiffe:\/\/[^/]+\/ns\/[^/]+\/sa\/[^/]+$/.test(id)) return "no workload SPIFFE identity";
+  if (trustDomainOf(id) !== trustDomainOf(mine.spiffeId)) return `${id} is not of this trust domain`;
   return undefined;
+}
+
+/** The namespace of a workload's SPIFFE id. */
+export function namespaceOfIdentity(spiffeId: string): string | undefined {
+  return /^spiffe:\/\/[^/]+\/ns\/([^/]+)\/sa\/[^/]+$/.exec(spiffeId)?.[1];
 }
 
 /** The peer's SPIFFE id from its verified certificate. */
@@ -177,7 +187,7 @@ export async function acceptSecureTunnel(
   await settled(secure, "secure", timeoutMs, "caller");
   // OpenSSL required and verified the caller's chain (rejectUnauthorized); a standalone server
   // socket does not record that (only a tls.Server's sockets do), so the leaf is checked here.
-  const refusal = callerRefusal(secure, contextOf(mine).root);
+  const refusal = callerRefusal(secure, mine);
   if (refusal) {
     secure.destroy();
     throw new AgentError(AgentErrors.TUNNEL_UNAUTHENTICATED, `caller: ${refusal}`);

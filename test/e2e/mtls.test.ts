@@ -130,31 +130,58 @@ describe("mTLS between agents", () => {
     expect(metrics.get('nodemesh_tunnel_connections_total{security="plaintext"}') ?? 0).toBe(0);
   });
 
-  it("refuses a tunnel peer without a certificate of the mesh, before anything reaches the workload", async () => {
-    // A certificate for a real identity of the mesh, but from another CA.
+  it("refuses a tunnel peer without a valid certificate for what it claims, before anything reaches the workload", async () => {
+    const real = await WorkloadCa.open("cluster.local", mesh.controller!.storeDir);
     const rogue = await WorkloadCa.open("cluster.local");
-    const keys = await generateKeys();
-    const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-      keys: keys as never,
-      signingAlgorithm: KEY_ALGORITHM,
-    });
-    const forged = {
-      cert: await rogue.issue(csr.toString("pem"), "spiffe://cluster.local/ns/default/sa/client", 60_000),
-      key: await pkcs8Pem(keys.privateKey),
+    const certified = async (ca: WorkloadCa, id: string, issuedAgoMs = 0) => {
+      const keys = await generateKeys();
+      const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+        keys: keys as never,
+        signingAlgorithm: KEY_ALGORITHM,
+      });
+      const cert = await ca.issue(csr.toString("pem"), id, 60_000, Date.now() - issuedAgoMs);
+      return { cert, key: await pkcs8Pem(keys.privateKey) };
     };
-    for (const credentials of [{}, forged]) {
+    const client = "spiffe://cluster.local/ns/default/sa/client";
+    const served = async () =>
+      JSON.parse((await httpFrom(web.netnsPath, `http://${web.ip}:8080/_control`)).body).served.http as number;
+    const attempt = async (credentials: object, claimedNamespace = "default") => {
       const socket = await connectFrom(stranger.netnsPath, web.ip, TUNNEL_PORT);
       const secure = tls.connect({ socket, rejectUnauthorized: false, ...credentials });
-      const outcome = await new Promise<string>((resolve) => {
+      const source = `${claimedNamespace}/client`;
+      return new Promise<string>((resolve) => {
         secure.once("secureConnect", () => {
-          secure.write(`CONNECT ${web.ip}:8080 HTTP/1.1\r\nHost: x\r\n\r\nGET /stolen HTTP/1.1\r\nHost: x\r\n\r\n`);
+          secure.write(
+            `CONNECT ${web.ip}:8080 HTTP/1.1\r\nHost: x\r\nX-Nodemesh-Source: ${source}\r\nX-Nodemesh-Source-Workload: ${source}\r\n\r\nGET /stolen HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+          );
         });
-        secure.on("data", (d) => resolve(`data: ${d}`));
-        secure.once("error", (e) => resolve(`error: ${e.message}`));
-        secure.once("close", () => resolve("closed"));
+        let text = "";
+        setTimeout(() => {
+          secure.destroy();
+          resolve(text || "no answer");
+        }, 5000);
+        secure.on("data", (d) => {
+          text += d;
+        });
+        secure.once("error", (e) => resolve(text || `error: ${e.message}`));
+        secure.once("close", () => resolve(text || "closed"));
       });
-      expect(outcome).not.toMatch(/^data/);
+    };
+    const refusals: [string, object, string?][] = [
+      ["no certificate", {}],
+      ["another CA's certificate for a real identity", await certified(rogue, client)],
+      ["an expired certificate of the mesh's CA", await certified(real, client, 2 * 60_000)],
+      ["a certificate of another trust domain", await certified(real, "spiffe://evil.example/ns/default/sa/client")],
+      ["a valid certificate, claiming another namespace", await certified(real, client), "shop"],
+    ];
+    const before = await served();
+    for (const [name, credentials, claimed] of refusals) {
+      expect(await attempt(credentials, claimed), name).not.toMatch(/^HTTP\/1\.1 200/);
     }
+    expect(await served()).toBe(before);
+    // The same tool with a valid certificate and honest claims gets through (the check can fail).
+    expect(await attempt(await certified(real, client))).toMatch(/^HTTP\/1\.1 200 OK\r\n\r\nHTTP\/1\.1 200/);
+    expect(await served()).toBe(before + 1);
   });
 
   it("STRICT: only callers proven by mTLS reach the Service's pods; PERMISSIVE also admits plaintext", async () => {

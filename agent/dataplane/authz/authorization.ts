@@ -13,6 +13,7 @@
 
 import { BlockList } from "node:net";
 import type { AuthorizationPolicySpec, TrafficObject } from "../../../api/traffic.ts";
+import { namespaceOfIdentity } from "../mtls.ts";
 
 /** What a policy is matched against. `http` is absent for a TCP connection. */
 export interface AuthzRequest {
@@ -106,10 +107,7 @@ function blockTest(blocks: readonly string[]): (ip: string) => boolean {
   return (ip) => list.check(ip, "ipv4");
 }
 
-/** The namespace of a SPIFFE id `spiffe://<trust domain>/ns/<namespace>/sa/<account>`. */
-function namespaceOf(principal: string | undefined): string | undefined {
-  return principal && /^spiffe:\/\/[^/]+\/ns\/([^/]+)\/sa\/[^/]+$/.exec(principal)?.[1];
-}
+const namespaceOf = (principal: string | undefined) => (principal ? namespaceOfIdentity(principal) : undefined);
 
 /**
  * One field of a rule. `positive`: the value must match one of the patterns (a missing value
