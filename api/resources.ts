@@ -11,6 +11,7 @@ import {
   GATEWAY_VERSION,
   GRPCRouteSpec,
   HTTPRouteSpec,
+  PeerAuthenticationSpec,
   TrafficPolicySpec,
 } from "./traffic.ts";
 
@@ -105,6 +106,7 @@ export const KINDS: readonly KindInfo[] = [
   { kind: "GRPCRoute", plural: "grpcroutes", ...gateway, spec: GRPCRouteSpec },
   { kind: "TrafficPolicy", plural: "trafficpolicies", ...nodemesh, spec: TrafficPolicySpec },
   { kind: "AuthorizationPolicy", plural: "authorizationpolicies", ...nodemesh, spec: AuthorizationPolicySpec },
+  { kind: "PeerAuthentication", plural: "peerauthentications", ...nodemesh, spec: PeerAuthenticationSpec },
 ];
 
 // The store, the propagation keys and the CLI name a kind by its plural or its kind alone, so

@@ -377,12 +377,6 @@ export const TrafficPolicySpec = z.strictObject({
    * address alone (what clients claim is dropped).
    */
   forwardedFor: z.enum(["Append", "Sanitize"]).optional(),
-  /**
-   * Peer authentication at the Service's pods (Istio's PeerAuthentication modes). PERMISSIVE (the
-   * default): callers in mTLS and plaintext callers are both accepted. STRICT: only callers that
-   * prove a mesh identity over mTLS; plaintext tunnels and callers outside the mesh are refused.
-   */
-  mtls: z.strictObject({ mode: z.enum(["PERMISSIVE", "STRICT"]) }).optional(),
 });
 export type TrafficPolicySpec = z.infer<typeof TrafficPolicySpec>;
 
@@ -472,6 +466,34 @@ export const AuthorizationPolicySpec = z.strictObject({
 });
 export type AuthorizationPolicySpec = z.infer<typeof AuthorizationPolicySpec>;
 
+// ---------------------------------------------------------------- peer authentication
+
+/**
+ * PERMISSIVE: callers in mTLS and plaintext callers (tunnels without a certificate, callers
+ * outside the mesh) are both accepted. STRICT: only callers that prove a mesh identity over mTLS.
+ */
+const MtlsMode = z.strictObject({ mode: z.enum(["PERMISSIVE", "STRICT"]) });
+
+/**
+ * PeerAuthentication (nodemesh.io/v1alpha1), Istio's: the mTLS mode of the pods it selects, at the
+ * destination's agent. With `targetRefs` it selects those Services' pods (and may set a mode per
+ * pod port); without, every pod of its namespace; in the mesh's root namespace (nodemesh-system),
+ * every pod of the mesh. The most specific one that sets a mode wins; none: PERMISSIVE.
+ */
+export const PeerAuthenticationSpec = z
+  .strictObject({
+    targetRefs: z.array(TargetRef).min(1).max(32).optional(),
+    /** Absent: the mode of the level above (namespace, then mesh). */
+    mtls: MtlsMode.optional(),
+    /** By the pod's port (the targetPort), overriding `mtls` there. Only with targetRefs. */
+    portLevelMtls: z.record(z.string().regex(/^[1-9]\d{0,4}$/, "must be a port number"), MtlsMode).optional(),
+  })
+  .refine((s) => s.portLevelMtls === undefined || s.targetRefs !== undefined, {
+    path: ["portLevelMtls"],
+    message: "portLevelMtls needs targetRefs (a mode per port of every pod would be a namespace's)",
+  });
+export type PeerAuthenticationSpec = z.infer<typeof PeerAuthenticationSpec>;
+
 // ---------------------------------------------------------------- on the wire to agents
 
 export const TRAFFIC_KINDS = {
@@ -479,6 +501,7 @@ export const TRAFFIC_KINDS = {
   GRPCRoute: GRPCRouteSpec,
   TrafficPolicy: TrafficPolicySpec,
   AuthorizationPolicy: AuthorizationPolicySpec,
+  PeerAuthentication: PeerAuthenticationSpec,
 } as const;
 export type TrafficKind = keyof typeof TRAFFIC_KINDS;
 
@@ -487,7 +510,8 @@ export type TrafficObject =
   | { kind: "HTTPRoute"; name: string; namespace: string; spec: HTTPRouteSpec }
   | { kind: "GRPCRoute"; name: string; namespace: string; spec: GRPCRouteSpec }
   | { kind: "TrafficPolicy"; name: string; namespace: string; spec: TrafficPolicySpec }
-  | { kind: "AuthorizationPolicy"; name: string; namespace: string; spec: AuthorizationPolicySpec };
+  | { kind: "AuthorizationPolicy"; name: string; namespace: string; spec: AuthorizationPolicySpec }
+  | { kind: "PeerAuthentication"; name: string; namespace: string; spec: PeerAuthenticationSpec };
 
 export function trafficKey(o: { kind: string; namespace: string; name: string }): string {
   return `${o.kind}/${o.namespace}/${o.name}`;

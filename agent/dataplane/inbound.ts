@@ -23,9 +23,13 @@ import { acceptTunnel, answerTunnel, type TunnelRequest, tunnelAuthRefusal, tunn
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
-/** STRICT peer authentication on the port's Service: a tunnel without a proven identity is refused. */
+function strictMtls(ctx: DataplaneContext, to: PodContext, port: number): boolean {
+  return ctx.snapshot().mtlsMode(to.pod.ip, to.pod.namespace, port) === "STRICT";
+}
+
+/** STRICT peer authentication on the pod's port: a tunnel without a proven identity is refused. */
 function strictRefusal(ctx: DataplaneContext, to: PodContext, port: number, peer: string | undefined) {
-  if (peer || !ctx.snapshot().inbound.get(routeKey(to.pod.ip, port))?.policy.strictMtls) return undefined;
+  if (peer || !strictMtls(ctx, to, port)) return undefined;
   return new AgentError(AgentErrors.MTLS_REQUIRED, `${to.pod.ip}:${port}`);
 }
 
@@ -161,14 +165,13 @@ export async function handleInbound(ctx: DataplaneContext, to: PodContext, clien
     client.resetAndDestroy();
     return;
   }
-  const route = ctx.snapshot().inbound.get(routeKey(to.pod.ip, dst.port));
-  if (route?.policy.strictMtls) {
+  if (strictMtls(ctx, to, dst.port)) {
     // A caller outside the mesh proves no identity: refused as a closed port would be.
     ctx.metrics.refused.labels("inbound", AgentErrors.MTLS_REQUIRED.code).inc();
     client.resetAndDestroy();
     return;
   }
-  const declared = route?.protocol;
+  const declared = ctx.snapshot().inbound.get(routeKey(to.pod.ip, dst.port))?.protocol;
   if (declared !== "tcp") {
     const { protocol, leftover } = await detectProtocol(
       client,

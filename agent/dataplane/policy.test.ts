@@ -33,7 +33,6 @@ describe("compilePolicy", () => {
       perTryTimeoutMs: undefined,
       idleTimeoutMs: 3_600_000,
       forwardedFor: "Append",
-      strictMtls: false,
       connectTimeoutMs: undefined,
       retry: undefined,
       circuitBreaker: undefined,

@@ -55,8 +55,6 @@ export interface CompiledPolicy {
   readonly accessLogRatio?: number;
   /** X-Forwarded-For: append the immediate caller's address, or replace the header with it. */
   readonly forwardedFor: "Append" | "Sanitize";
-  /** STRICT peer authentication: the Service's pods accept only callers proven by mTLS. */
-  readonly strictMtls: boolean;
 }
 
 /** Idle timeout of connections when no policy says otherwise (Envoy's and Istio's default: 1 h). */
@@ -67,7 +65,6 @@ export const DEFAULT_POLICY: CompiledPolicy = {
   lb: { type: "RoundRobin", hashSourceIp: false },
   idleTimeoutMs: DEFAULT_IDLE_TIMEOUT_MS,
   forwardedFor: "Append",
-  strictMtls: false,
 };
 
 export function headerTest(type: "Exact" | "RegularExpression", value: string): (v: string) => boolean {
@@ -90,7 +87,6 @@ export function compilePolicy(name: string, spec: TrafficPolicySpec): CompiledPo
     perTryTimeoutMs: timeouts?.perTry ? durationMs(timeouts.perTry) : undefined,
     idleTimeoutMs: timeouts?.idle ? durationMs(timeouts.idle) : DEFAULT_IDLE_TIMEOUT_MS,
     forwardedFor: spec.forwardedFor ?? "Append",
-    strictMtls: spec.mtls?.mode === "STRICT",
     connectTimeoutMs: timeouts?.connect ? durationMs(timeouts.connect) : undefined,
     retry: retries && {
       attempts: retries.attempts,

@@ -7,6 +7,7 @@ import { type AuthorizationIndex, compileAuthorization, NO_AUTHORIZATION } from 
 import type { Endpoint } from "./endpoint.ts";
 import { buildHashRing, type HashRing } from "./hash-ring.ts";
 import { UNKNOWN } from "./metrics.ts";
+import { ALL_PERMISSIVE, compilePeerAuthentication, type PeerAuthenticationIndex } from "./peer-authentication.ts";
 import { type CompiledPolicy, DEFAULT_POLICY, policiesByService } from "./policy.ts";
 import {
   type BackendSpec,
@@ -71,6 +72,8 @@ export interface Snapshot {
   readonly inboundByService: ReadonlyMap<string, ServiceRoute>;
   /** The AuthorizationPolicies that select each pod (evaluated where the pod is). */
   readonly authorization: AuthorizationIndex;
+  /** Each pod port's mTLS mode (PeerAuthentication). */
+  readonly mtlsMode: PeerAuthenticationIndex;
   /** This agent's node name (locality). */
   readonly node: string;
 }
@@ -81,6 +84,7 @@ export const EMPTY_SNAPSHOT: Snapshot = {
   inbound: new Map(),
   inboundByService: new Map(),
   authorization: NO_AUTHORIZATION,
+  mtlsMode: ALL_PERMISSIVE,
   node: "",
 };
 
@@ -208,7 +212,8 @@ export function compileSnapshot(msg: SnapshotMessage): Snapshot {
     }
   }
   const authorization = compileAuthorization(traffic, msg.table.services);
-  return { version: msg.version, routes, inbound, inboundByService, authorization, node: msg.node };
+  const mtlsMode = compilePeerAuthentication(traffic, msg.table.services);
+  return { version: msg.version, routes, inbound, inboundByService, authorization, mtlsMode, node: msg.node };
 }
 
 function backendOf(route: ServiceRoute, weight: number, policy: CompiledPolicy, msg: SnapshotMessage): Backend {

@@ -21,11 +21,19 @@ export interface GraphSources {
   now?: () => number;
 }
 
-const POLICY_KINDS = ["httproutes", "grpcroutes", "trafficpolicies", "authorizationpolicies"] as const;
+const POLICY_KINDS = [
+  "httproutes",
+  "grpcroutes",
+  "trafficpolicies",
+  "authorizationpolicies",
+  "peerauthentications",
+] as const;
+/** Kinds that select pods where they are: without targetRefs, every pod of their namespace. */
+const POD_KINDS = new Set(["AuthorizationPolicy", "PeerAuthentication"]);
 
 /** Does a route or policy name the Service (as parent, backend or target)? */
 function namesService(obj: Resource, namespace: string, name: string): boolean {
-  const attachesInItsNamespace = obj.kind === "TrafficPolicy" || obj.kind === "AuthorizationPolicy";
+  const attachesInItsNamespace = obj.kind === "TrafficPolicy" || POD_KINDS.has(obj.kind);
   if (obj.metadata.namespace !== namespace && attachesInItsNamespace) return false;
   const spec = obj.spec as {
     parentRefs?: { name: string; namespace?: string }[];
@@ -38,8 +46,7 @@ function namesService(obj: Resource, namespace: string, name: string): boolean {
     (spec.parentRefs ?? []).some(same) ||
     (spec.rules ?? []).some((r) => (r.backendRefs ?? []).some(same)) ||
     (spec.targetRefs ?? []).some((t) => t.name === name) ||
-    // An AuthorizationPolicy without targets selects every workload of its namespace.
-    (obj.kind === "AuthorizationPolicy" && spec.targetRefs === undefined)
+    (POD_KINDS.has(obj.kind) && spec.targetRefs === undefined)
   );
 }
 

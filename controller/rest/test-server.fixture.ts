@@ -68,6 +68,7 @@ export const HTTPROUTES = "/apis/gateway.networking.k8s.io/v1/namespaces/default
 export const GRPCROUTES = "/apis/gateway.networking.k8s.io/v1/namespaces/default/grpcroutes";
 export const TRAFFICPOLICIES = "/apis/nodemesh.io/v1alpha1/namespaces/default/trafficpolicies";
 export const AUTHORIZATIONPOLICIES = "/apis/nodemesh.io/v1alpha1/namespaces/default/authorizationpolicies";
+export const PEERAUTHENTICATIONS = "/apis/nodemesh.io/v1alpha1/namespaces/default/peerauthentications";
 
 export function httpRoute(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -129,5 +130,14 @@ export function authorizationPolicy(name: string, spec: Record<string, unknown> 
       rules: [{ from: [{ source: { principals: ["spiffe://cluster.local/ns/default/sa/client"] } }] }],
       ...spec,
     },
+  };
+}
+
+export function peerAuthentication(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    apiVersion: "nodemesh.io/v1alpha1",
+    kind: "PeerAuthentication",
+    metadata: { name, namespace: "default" },
+    spec: { targetRefs: [{ name: "web" }], mtls: { mode: "STRICT" }, ...spec },
   };
 }

@@ -12,6 +12,8 @@ import {
   grpcRoute,
   HTTPROUTES,
   httpRoute,
+  PEERAUTHENTICATIONS,
+  peerAuthentication,
   SERVICES,
   service,
   startTestServer,
@@ -124,6 +126,7 @@ describe("defaults", () => {
     await t.call("POST", GRPCROUTES, { body: grpcRoute("web") });
     await t.call("POST", TRAFFICPOLICIES, { body: trafficPolicy("web") });
     await t.call("POST", AUTHORIZATIONPOLICIES, { body: authorizationPolicy("web") });
+    await t.call("POST", PEERAUTHENTICATIONS, { body: peerAuthentication("web") });
     for (const k of KINDS) {
       expect(t.store.list(k.plural).map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([`${k.kind}/web`]);
     }
@@ -219,6 +222,18 @@ const INVALID: Array<{ what: string; path: string; body: unknown; fields: string
       rules: [{ when: [{ key: "request.auth.claims[iss]", values: ["x"] }, { key: "request.headers[x-team]" }] }],
     }),
     fields: ["spec.rules[0].when[0].key", "spec.rules[0].when[1]"],
+  },
+  {
+    what: "a PeerAuthentication mode per port without targetRefs",
+    path: PEERAUTHENTICATIONS,
+    body: peerAuthentication("bad", { targetRefs: undefined, portLevelMtls: { "8080": { mode: "STRICT" } } }),
+    fields: ["spec.portLevelMtls"],
+  },
+  {
+    what: "a PeerAuthentication port that is not a number",
+    path: PEERAUTHENTICATIONS,
+    body: peerAuthentication("bad", { portLevelMtls: { http: { mode: "STRICT" } } }),
+    fields: ["spec.portLevelMtls.http"],
   },
   {
     what: "a TrafficPolicy with consistentHash but type RoundRobin",
@@ -366,7 +381,7 @@ describe("discovery and metrics", () => {
   it("documents each group with its own kinds in /openapi/v3", async () => {
     const doc = (await t.call("GET", "/openapi/v3")).body;
     expect(doc.tags).toEqual([
-      { name: "nodemesh.io/v1alpha1", description: "Service, TrafficPolicy, AuthorizationPolicy" },
+      { name: "nodemesh.io/v1alpha1", description: "Service, TrafficPolicy, AuthorizationPolicy, PeerAuthentication" },
       { name: "gateway.networking.k8s.io/v1", description: "HTTPRoute, GRPCRoute" },
     ]);
     const paths = Object.keys(doc.paths);

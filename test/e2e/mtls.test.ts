@@ -184,26 +184,24 @@ describe("mTLS between agents", () => {
     expect(await served()).toBe(before + 1);
   });
 
-  it("STRICT: only callers proven by mTLS reach the Service's pods; PERMISSIVE also admits plaintext", async () => {
+  it("PeerAuthentication STRICT: only callers proven by mTLS reach the pods; PERMISSIVE also admits plaintext", async () => {
     const direct = () => httpFrom(stranger.netnsPath, `http://${web.ip}:8080/direct`, { timeoutMs: 2000 });
+    const refused = () =>
+      direct().then(
+        () => undefined,
+        () => true,
+      );
     expect((await direct()).status).toBe(200); // PERMISSIVE (the default): a caller outside the mesh
+    // The whole namespace STRICT.
     const strict = `apiVersion: nodemesh.io/v1alpha1
-kind: TrafficPolicy
-metadata: { name: web-strict, namespace: default }
+kind: PeerAuthentication
+metadata: { name: default, namespace: default }
 spec:
-  targetRefs: [{ name: web }]
   mtls: { mode: STRICT }
 `;
     const applied = await mesh.cli(["apply", "-f", "-"], strict);
     expect(applied.code, applied.stderr).toBe(0);
-    await eventually("the plaintext caller refused", 10_000, async () =>
-      (await direct().then(
-        () => false,
-        () => true,
-      ))
-        ? true
-        : undefined,
-    );
+    await eventually("the plaintext caller refused", 10_000, refused);
     // A plaintext tunnel handshake is refused too, naming why.
     const socket = await connectFrom(stranger.netnsPath, web.ip, TUNNEL_PORT);
     const answer = await new Promise<string>((resolve) => {
@@ -221,5 +219,29 @@ spec:
     const viaMesh = await httpFrom(client.netnsPath, `http://${VIP}/strict`);
     expect(viaMesh.status).toBe(200);
     expect(JSON.parse(viaMesh.body).clientCert).toMatch(/URI=spiffe:\/\/cluster\.local\/ns\/default\/sa\/client$/);
+
+    // The pod's own PeerAuthentication wins over its namespace's: port 8080 PERMISSIVE again,
+    // while its other ports keep the namespace's STRICT (the object sets no mode of its own).
+    const portLevel = `apiVersion: nodemesh.io/v1alpha1
+kind: PeerAuthentication
+metadata: { name: web-http-open, namespace: default }
+spec:
+  targetRefs: [{ name: web }]
+  portLevelMtls: { "8080": { mode: PERMISSIVE } }
+`;
+    expect((await mesh.cli(["apply", "-f", "-"], portLevel)).code).toBe(0);
+    await eventually("the plaintext caller served on 8080", 10_000, async () =>
+      (await direct().catch(() => undefined))?.status === 200 ? true : undefined,
+    );
+    const echo = await echoFrom(stranger.netnsPath, web.ip, 9000, Buffer.from("x\n")).catch(() => Buffer.alloc(0));
+    expect(echo.length).toBe(0);
+    for (const name of ["default", "web-http-open"]) {
+      expect((await mesh.cli(["delete", "peerauthentications", name])).code).toBe(0);
+    }
+    await eventually("PERMISSIVE again", 10_000, async () =>
+      (await echoFrom(stranger.netnsPath, web.ip, 9000, Buffer.from("x\n")).catch(() => Buffer.alloc(0))).length > 0
+        ? true
+        : undefined,
+    );
   });
 });

@@ -44,6 +44,13 @@ export const RESOURCE_TYPES: readonly ResourceType[] = [
     namespaced: true,
   },
   {
+    group: "nodemesh.io",
+    version: "v1alpha1",
+    plural: "peerauthentications",
+    kind: "PeerAuthentication",
+    namespaced: true,
+  },
+  {
     group: "admissionregistration.k8s.io",
     version: "v1",
     plural: "mutatingwebhookconfigurations",

@@ -14,6 +14,7 @@
 import { BlockList } from "node:net";
 import type { AuthorizationPolicySpec, TrafficObject } from "../../../api/traffic.ts";
 import { namespaceOfIdentity } from "../mtls.ts";
+import { podSelector } from "../pod-selection.ts";
 
 /** What a policy is matched against. `http` is absent for a TCP connection. */
 export interface AuthzRequest {
@@ -227,41 +228,34 @@ export const NO_AUTHORIZATION: AuthorizationIndex = { forPod: () => undefined };
 
 /**
  * `services`: each Service's namespace and its endpoints' addresses, so that a policy's
- * targetRefs become the pods it selects.
+ * targetRefs become the pods it selects (pod-selection.ts). Every policy that selects a pod
+ * applies to it, whatever its level.
  */
 export function compileAuthorization(
   traffic: readonly TrafficObject[],
   services: readonly { name: string; namespace: string; endpoints: readonly { ip: string }[] }[],
 ): AuthorizationIndex {
-  const wide = new Map<string, CompiledAuthzPolicy[]>();
-  const byService = new Map<string, CompiledAuthzPolicy[]>();
-  for (const o of traffic) {
-    if (o.kind !== "AuthorizationPolicy") continue;
-    const policy = compileAuthzPolicy(`${o.namespace}/${o.name}`, o.spec);
-    const keys = o.spec.targetRefs?.map((ref) => `${ref.name}.${o.namespace}`);
-    for (const key of keys ?? [o.namespace]) {
-      const into = keys ? byService : wide;
-      into.set(key, [...(into.get(key) ?? []), policy]);
-    }
-  }
-  if (wide.size === 0 && byService.size === 0) return NO_AUTHORIZATION;
-  const targeted = new Map<string, Set<CompiledAuthzPolicy>>();
-  for (const svc of services) {
-    const policies = byService.get(`${svc.name}.${svc.namespace}`);
-    if (!policies) continue;
-    for (const e of svc.endpoints) {
-      const set = targeted.get(e.ip) ?? new Set();
-      for (const p of policies) set.add(p);
-      targeted.set(e.ip, set);
-    }
-  }
+  const policies = traffic.flatMap((o) =>
+    o.kind === "AuthorizationPolicy"
+      ? [
+          {
+            namespace: o.namespace,
+            targetRefs: o.spec.targetRefs,
+            value: compileAuthzPolicy(`${o.namespace}/${o.name}`, o.spec),
+          },
+        ]
+      : [],
+  );
+  if (policies.length === 0) return NO_AUTHORIZATION;
+  const select = podSelector(policies, services);
   const cache = new Map<string, WorkloadAuthorization | undefined>();
   return {
     forPod(ip, namespace) {
       const key = `${ip}|${namespace}`;
       if (cache.has(key)) return cache.get(key);
-      const policies = [...(targeted.get(ip) ?? []), ...(wide.get(namespace) ?? [])];
-      const w = policies.length > 0 ? forWorkload(policies) : undefined;
+      const { workload, namespace: wide, mesh } = select(ip, namespace);
+      const selected = [...workload, ...wide, ...mesh];
+      const w = selected.length > 0 ? forWorkload(selected) : undefined;
       if (cache.size < 65_536) cache.set(key, w);
       return w;
     },
