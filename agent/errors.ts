@@ -168,6 +168,18 @@ export const AgentErrors = {
     status: 403,
     grpcStatus: GrpcStatus.PERMISSION_DENIED,
   },
+  JWT_INVALID: {
+    code: "NM_JWT_INVALID",
+    message: "the request's JWT is not valid",
+    status: 401,
+    grpcStatus: GrpcStatus.UNAUTHENTICATED,
+  },
+  JWT_REQUIRED: {
+    code: "NM_JWT_REQUIRED",
+    message: "a valid JWT is required",
+    status: 401,
+    grpcStatus: GrpcStatus.UNAUTHENTICATED,
+  },
   /** An AuthorizationPolicy selects the workload and the request can be read more than one way. */
   AUTHZ_AMBIGUOUS: {
     code: "NM_AUTHZ_AMBIGUOUS_REQUEST",

@@ -12,6 +12,7 @@ import {
   GRPCRouteSpec,
   HTTPRouteSpec,
   PeerAuthenticationSpec,
+  RequestAuthenticationSpec,
   TrafficPolicySpec,
 } from "./traffic.ts";
 
@@ -107,6 +108,7 @@ export const KINDS: readonly KindInfo[] = [
   { kind: "TrafficPolicy", plural: "trafficpolicies", ...nodemesh, spec: TrafficPolicySpec },
   { kind: "AuthorizationPolicy", plural: "authorizationpolicies", ...nodemesh, spec: AuthorizationPolicySpec },
   { kind: "PeerAuthentication", plural: "peerauthentications", ...nodemesh, spec: PeerAuthenticationSpec },
+  { kind: "RequestAuthentication", plural: "requestauthentications", ...nodemesh, spec: RequestAuthenticationSpec },
 ];
 
 // The store, the propagation keys and the CLI name a kind by its plural or its kind alone, so

@@ -412,6 +412,9 @@ const AuthorizationSource = z.strictObject({
   /** The source pod's address (through the tunnel: as the source agent vouches for it). */
   ipBlocks: z.array(IpBlock).min(1).max(64).optional(),
   notIpBlocks: z.array(IpBlock).min(1).max(64).optional(),
+  /** `<iss>/<sub>` of a JWT a RequestAuthentication validated (HTTP only). */
+  requestPrincipals: Patterns.optional(),
+  notRequestPrincipals: Patterns.optional(),
 });
 
 /** What is asked: every field set must match. Methods, paths and hosts exist only for HTTP and gRPC. */
@@ -428,10 +431,19 @@ const AuthorizationOperation = z.strictObject({
   notHosts: Patterns.optional(),
 });
 
-/** A further condition (Istio's `when`) on a request header: one of `values`, none of `notValues`. */
+/**
+ * A further condition (Istio's `when`) on a request header or a claim of the request's validated
+ * JWT (a claim that is a list matches when one of its items does): one of `values`, none of
+ * `notValues`.
+ */
 const AuthorizationCondition = z
   .strictObject({
-    key: z.string().regex(/^request\.headers\[[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}\]$/, "must be request.headers[NAME]"),
+    key: z
+      .string()
+      .regex(
+        /^(request\.headers\[[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}\]|request\.auth\.claims\[[A-Za-z0-9_.:-]{1,128}\])$/,
+        "must be request.headers[NAME] or request.auth.claims[NAME]",
+      ),
     values: Patterns.optional(),
     notValues: Patterns.optional(),
   })
@@ -465,6 +477,54 @@ export const AuthorizationPolicySpec = z.strictObject({
   rules: z.array(AuthorizationRule).max(64).default([]),
 });
 export type AuthorizationPolicySpec = z.infer<typeof AuthorizationPolicySpec>;
+
+// ---------------------------------------------------------------- request authentication
+
+const JwtRule = z
+  .strictObject({
+    /** The `iss` a token must carry. */
+    issuer: z.string().min(1).max(512),
+    /** One of them must be in the token's `aud`; absent: any audience. */
+    audiences: z.array(z.string().min(1).max(512)).min(1).max(32).optional(),
+    /** The issuer's public keys as a JWKS document (JSON text). */
+    jwks: z
+      .string()
+      .max(65_536)
+      .refine((text) => {
+        try {
+          return Array.isArray(JSON.parse(text).keys);
+        } catch {
+          return false;
+        }
+      }, 'must be a JWKS document: {"keys": [...]}')
+      .optional(),
+    /** Where the destination's agent fetches the JWKS (cached; refetched for an unknown key id). */
+    jwksUri: z
+      .url({ protocol: /^https?$/ })
+      .max(2048)
+      .optional(),
+    /** Where the token is; default `Authorization: Bearer <token>`. */
+    fromHeaders: z
+      .array(z.strictObject({ name: HeaderName, prefix: z.string().max(64).optional() }))
+      .min(1)
+      .max(8)
+      .optional(),
+    /** Keep the token on the request to the app; by default it is removed once validated (Istio's). */
+    forwardOriginalToken: z.boolean().default(false),
+  })
+  .refine((r) => (r.jwks === undefined) !== (r.jwksUri === undefined), "set exactly one of jwks and jwksUri");
+
+/**
+ * RequestAuthentication (nodemesh.io/v1alpha1), Istio's: the JWTs the selected pods accept,
+ * validated by the destination's agent. A request carrying a token that fails validation is
+ * refused (401); one without a token goes on with no request principal, for AuthorizationPolicy
+ * to decide (`requestPrincipals`, `request.auth.claims[…]`). Selection as AuthorizationPolicy's.
+ */
+export const RequestAuthenticationSpec = z.strictObject({
+  targetRefs: z.array(TargetRef).min(1).max(32).optional(),
+  jwtRules: z.array(JwtRule).min(1).max(16),
+});
+export type RequestAuthenticationSpec = z.infer<typeof RequestAuthenticationSpec>;
 
 // ---------------------------------------------------------------- peer authentication
 
@@ -502,6 +562,7 @@ export const TRAFFIC_KINDS = {
   TrafficPolicy: TrafficPolicySpec,
   AuthorizationPolicy: AuthorizationPolicySpec,
   PeerAuthentication: PeerAuthenticationSpec,
+  RequestAuthentication: RequestAuthenticationSpec,
 } as const;
 export type TrafficKind = keyof typeof TRAFFIC_KINDS;
 
@@ -511,7 +572,8 @@ export type TrafficObject =
   | { kind: "GRPCRoute"; name: string; namespace: string; spec: GRPCRouteSpec }
   | { kind: "TrafficPolicy"; name: string; namespace: string; spec: TrafficPolicySpec }
   | { kind: "AuthorizationPolicy"; name: string; namespace: string; spec: AuthorizationPolicySpec }
-  | { kind: "PeerAuthentication"; name: string; namespace: string; spec: PeerAuthenticationSpec };
+  | { kind: "PeerAuthentication"; name: string; namespace: string; spec: PeerAuthenticationSpec }
+  | { kind: "RequestAuthentication"; name: string; namespace: string; spec: RequestAuthenticationSpec };
 
 export function trafficKey(o: { kind: string; namespace: string; name: string }): string {
   return `${o.kind}/${o.namespace}/${o.name}`;

@@ -4,6 +4,11 @@
 
 import type { PortProtocol, ServiceTable } from "../../api/services.ts";
 import { type AuthorizationIndex, compileAuthorization, NO_AUTHORIZATION } from "./authz/authorization.ts";
+import {
+  compileRequestAuthentication,
+  NO_REQUEST_AUTHENTICATION,
+  type RequestAuthenticationIndex,
+} from "./authz/request-authentication.ts";
 import type { Endpoint } from "./endpoint.ts";
 import { buildHashRing, type HashRing } from "./hash-ring.ts";
 import { UNKNOWN } from "./metrics.ts";
@@ -72,6 +77,8 @@ export interface Snapshot {
   readonly inboundByService: ReadonlyMap<string, ServiceRoute>;
   /** The AuthorizationPolicies that select each pod (evaluated where the pod is). */
   readonly authorization: AuthorizationIndex;
+  /** The JWT rules of the RequestAuthentications that select each pod. */
+  readonly requestAuthentication: RequestAuthenticationIndex;
   /** Each pod port's mTLS mode (PeerAuthentication). */
   readonly mtlsMode: PeerAuthenticationIndex;
   /** This agent's node name (locality). */
@@ -85,6 +92,7 @@ export const EMPTY_SNAPSHOT: Snapshot = {
   inboundByService: new Map(),
   authorization: NO_AUTHORIZATION,
   mtlsMode: ALL_PERMISSIVE,
+  requestAuthentication: NO_REQUEST_AUTHENTICATION,
   node: "",
 };
 
@@ -213,7 +221,17 @@ export function compileSnapshot(msg: SnapshotMessage): Snapshot {
   }
   const authorization = compileAuthorization(traffic, msg.table.services);
   const mtlsMode = compilePeerAuthentication(traffic, msg.table.services);
-  return { version: msg.version, routes, inbound, inboundByService, authorization, mtlsMode, node: msg.node };
+  const requestAuthentication = compileRequestAuthentication(traffic, msg.table.services);
+  return {
+    version: msg.version,
+    routes,
+    inbound,
+    inboundByService,
+    authorization,
+    requestAuthentication,
+    mtlsMode,
+    node: msg.node,
+  };
 }
 
 function backendOf(route: ServiceRoute, weight: number, policy: CompiledPolicy, msg: SnapshotMessage): Backend {

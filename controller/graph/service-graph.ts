@@ -27,9 +27,10 @@ const POLICY_KINDS = [
   "trafficpolicies",
   "authorizationpolicies",
   "peerauthentications",
+  "requestauthentications",
 ] as const;
 /** Kinds that select pods where they are: without targetRefs, every pod of their namespace. */
-const POD_KINDS = new Set(["AuthorizationPolicy", "PeerAuthentication"]);
+const POD_KINDS = new Set(["AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication"]);
 
 /** Does a route or policy name the Service (as parent, backend or target)? */
 function namesService(obj: Resource, namespace: string, name: string): boolean {

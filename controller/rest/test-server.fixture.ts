@@ -69,6 +69,7 @@ export const GRPCROUTES = "/apis/gateway.networking.k8s.io/v1/namespaces/default
 export const TRAFFICPOLICIES = "/apis/nodemesh.io/v1alpha1/namespaces/default/trafficpolicies";
 export const AUTHORIZATIONPOLICIES = "/apis/nodemesh.io/v1alpha1/namespaces/default/authorizationpolicies";
 export const PEERAUTHENTICATIONS = "/apis/nodemesh.io/v1alpha1/namespaces/default/peerauthentications";
+export const REQUESTAUTHENTICATIONS = "/apis/nodemesh.io/v1alpha1/namespaces/default/requestauthentications";
 
 export function httpRoute(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -139,5 +140,18 @@ export function peerAuthentication(name: string, spec: Record<string, unknown> =
     kind: "PeerAuthentication",
     metadata: { name, namespace: "default" },
     spec: { targetRefs: [{ name: "web" }], mtls: { mode: "STRICT" }, ...spec },
+  };
+}
+
+export function requestAuthentication(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    apiVersion: "nodemesh.io/v1alpha1",
+    kind: "RequestAuthentication",
+    metadata: { name, namespace: "default" },
+    spec: {
+      targetRefs: [{ name: "web" }],
+      jwtRules: [{ issuer: "https://issuer.test", jwksUri: "https://issuer.test/jwks" }],
+      ...spec,
+    },
   };
 }

@@ -14,6 +14,8 @@ import {
   httpRoute,
   PEERAUTHENTICATIONS,
   peerAuthentication,
+  REQUESTAUTHENTICATIONS,
+  requestAuthentication,
   SERVICES,
   service,
   startTestServer,
@@ -127,6 +129,7 @@ describe("defaults", () => {
     await t.call("POST", TRAFFICPOLICIES, { body: trafficPolicy("web") });
     await t.call("POST", AUTHORIZATIONPOLICIES, { body: authorizationPolicy("web") });
     await t.call("POST", PEERAUTHENTICATIONS, { body: peerAuthentication("web") });
+    await t.call("POST", REQUESTAUTHENTICATIONS, { body: requestAuthentication("web") });
     for (const k of KINDS) {
       expect(t.store.list(k.plural).map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([`${k.kind}/web`]);
     }
@@ -219,7 +222,7 @@ const INVALID: Array<{ what: string; path: string; body: unknown; fields: string
     what: "an AuthorizationPolicy condition on an unknown key, and one with no values",
     path: AUTHORIZATIONPOLICIES,
     body: authorizationPolicy("bad", {
-      rules: [{ when: [{ key: "request.auth.claims[iss]", values: ["x"] }, { key: "request.headers[x-team]" }] }],
+      rules: [{ when: [{ key: "request.auth.presenter", values: ["x"] }, { key: "request.headers[x-team]" }] }],
     }),
     fields: ["spec.rules[0].when[0].key", "spec.rules[0].when[1]"],
   },
@@ -234,6 +237,17 @@ const INVALID: Array<{ what: string; path: string; body: unknown; fields: string
     path: PEERAUTHENTICATIONS,
     body: peerAuthentication("bad", { portLevelMtls: { http: { mode: "STRICT" } } }),
     fields: ["spec.portLevelMtls.http"],
+  },
+  {
+    what: "a RequestAuthentication JWKS that is not a JWKS document, and a jwksUri that is not http(s)",
+    path: REQUESTAUTHENTICATIONS,
+    body: requestAuthentication("bad", {
+      jwtRules: [
+        { issuer: "a", jwks: "{}" },
+        { issuer: "b", jwksUri: "file:///etc/passwd" },
+      ],
+    }),
+    fields: ["spec.jwtRules[0].jwks", "spec.jwtRules[1].jwksUri"],
   },
   {
     what: "a TrafficPolicy with consistentHash but type RoundRobin",
@@ -381,7 +395,10 @@ describe("discovery and metrics", () => {
   it("documents each group with its own kinds in /openapi/v3", async () => {
     const doc = (await t.call("GET", "/openapi/v3")).body;
     expect(doc.tags).toEqual([
-      { name: "nodemesh.io/v1alpha1", description: "Service, TrafficPolicy, AuthorizationPolicy, PeerAuthentication" },
+      {
+        name: "nodemesh.io/v1alpha1",
+        description: "Service, TrafficPolicy, AuthorizationPolicy, PeerAuthentication, RequestAuthentication",
+      },
       { name: "gateway.networking.k8s.io/v1", description: "HTTPRoute, GRPCRoute" },
     ]);
     const paths = Object.keys(doc.paths);

@@ -5,6 +5,7 @@
 // served is the judge.
 
 import type http2 from "node:http2";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ServedCounts } from "../workload/workload.ts";
 import { type Node, type Pod, World } from "../world/world.ts";
@@ -302,11 +303,133 @@ describe("AuthorizationPolicy", () => {
     expect(after.http - before.http).toBe(0);
   });
 
+  it("RequestAuthentication: validates JWTs (inline and fetched JWKS) for requestPrincipals and claims; 401 without a valid one", async () => {
+    const [a, b, rogue] = await Promise.all([
+      generateKeyPair("ES256"),
+      generateKeyPair("ES256"),
+      generateKeyPair("ES256"),
+    ]);
+    const jwk = async (k: typeof a, kid: string) => ({ ...(await exportJWK(k.publicKey)), kid, alg: "ES256" });
+    const jwksB = JSON.stringify({ keys: [await jwk(b, "b1")] });
+    // Issuer B's keys, served on node-2's loopback for its agent to fetch.
+    const server = world.spawn(n2, process.execPath, [
+      "-e",
+      `require("node:http").createServer((q, s) => s.end(${JSON.stringify(jwksB)})).listen(18443, "127.0.0.1", () => console.log("listening"))`,
+    ]);
+    await server.waitForLine(/listening/, 10_000);
+    const token = (key: typeof a, kid: string, iss: string, claims: Record<string, unknown> = {}) => {
+      const now = Math.floor(Date.now() / 1000);
+      return new SignJWT({ iss, sub: "alice", aud: "web", iat: now, exp: now + 300, ...claims })
+        .setProtectedHeader({ alg: "ES256", kid })
+        .sign(key.privateKey);
+    };
+    const objects = [
+      {
+        kind: "RequestAuthentication",
+        metadata: { name: "web-jwt", namespace: "default" },
+        spec: {
+          targetRefs: [{ name: "web" }],
+          jwtRules: [
+            { issuer: "https://a.test", audiences: ["web"], jwks: JSON.stringify({ keys: [await jwk(a, "a1")] }) },
+            { issuer: "https://b.test", jwksUri: "http://127.0.0.1:18443/jwks" },
+          ],
+        },
+      },
+      {
+        kind: "AuthorizationPolicy",
+        metadata: { name: "web-allow-jwt", namespace: "default" },
+        spec: {
+          targetRefs: [{ name: "web" }],
+          rules: [
+            {
+              from: [{ source: { requestPrincipals: ["https://a.test/alice", "https://b.test/*"] } }],
+              to: [{ operation: { paths: ["/jwt/*"] } }],
+            },
+            {
+              to: [{ operation: { paths: ["/jwt-admin/*"] } }],
+              when: [{ key: "request.auth.claims[groups]", values: ["admins"] }],
+            },
+          ],
+        },
+      },
+    ];
+    const yaml = objects.map((o) => JSON.stringify({ apiVersion: "nodemesh.io/v1alpha1", ...o })).join("\n---\n");
+    expect((await mesh.cli(["apply", "-f", "-"], yaml)).code).toBe(0);
+    // From outside the mesh, straight to the pod: the token is the caller's only credential.
+    const call = async (path: string, jwt?: string) => {
+      const auth = jwt ? `Authorization: Bearer ${jwt}\r\n` : "";
+      const answer = await rawHttpFrom(
+        stranger.netnsPath,
+        web.ip,
+        8080,
+        `GET ${path} HTTP/1.1\r\nHost: web\r\n${auth}Connection: close\r\n\r\n`,
+      );
+      return `${statusOf(answer)} ${/\r\nx-nodemesh-error: (\S+)/i.exec(answer)?.[1] ?? ""}`.trim();
+    };
+    const alice = await token(a, "a1", "https://a.test");
+    await eventually("the JWT rules in force on node-2", 15_000, async () =>
+      (await call("/jwt/x", alice)) === "200" ? true : undefined,
+    );
+    const past = Math.floor(Date.now() / 1000) - 3600;
+    const cases: [string, string, string | undefined, string][] = [
+      ["a valid token of issuer A", "/jwt/x", alice, "200"],
+      [
+        "a valid token of issuer B (fetched JWKS)",
+        "/jwt/x",
+        await token(b, "b1", "https://b.test", { sub: "carol" }),
+        "200",
+      ],
+      ["no token", "/jwt/x", undefined, "401 NM_JWT_REQUIRED"],
+      ["a token signed by another key", "/jwt/x", await token(rogue, "a1", "https://a.test"), "401 NM_JWT_INVALID"],
+      [
+        "an expired token",
+        "/jwt/x",
+        await token(a, "a1", "https://a.test", { exp: past, iat: past - 60 }),
+        "401 NM_JWT_INVALID",
+      ],
+      [
+        "a token for another audience",
+        "/jwt/x",
+        await token(a, "a1", "https://a.test", { aud: "db" }),
+        "401 NM_JWT_INVALID",
+      ],
+      [
+        "another subject of issuer A",
+        "/jwt/x",
+        await token(a, "a1", "https://a.test", { sub: "bob" }),
+        "403 NM_AUTHZ_DENIED",
+      ],
+      ["a valid token without the claim", "/jwt-admin/x", alice, "403 NM_AUTHZ_DENIED"],
+      [
+        "a valid token with the claim",
+        "/jwt-admin/x",
+        await token(a, "a1", "https://a.test", { sub: "bob", groups: ["users", "admins"] }),
+        "200",
+      ],
+      ["a valid token elsewhere", "/public", alice, "403 NM_AUTHZ_DENIED"],
+    ];
+    for (const [name, path, jwt, expected] of cases) expect(await call(path, jwt), name).toBe(expected);
+    // A mesh caller allowed by its certificate is still refused with a bad token.
+    expect(
+      statusOf(
+        await request(client, "GET", "/public", [
+          `Authorization: Bearer ${await token(rogue, "a1", "https://a.test")}`,
+        ]),
+      ),
+    ).toBe(401);
+    // The validated token is not passed on to the app (forwardOriginalToken is false).
+    const seen = (await served()).recent.filter((r) => r.path === "/jwt/x");
+    expect(seen.length).toBeGreaterThanOrEqual(2);
+    for (const r of seen) expect(r.headers.authorization).toBeUndefined();
+    await server.stop();
+  });
+
   it("leaves a pod no policy selects as it was: paths unnormalised, every caller served", async () => {
-    for (const name of ["web-allow", "web-deny", "web-deny-address"]) {
+    for (const name of ["web-allow", "web-deny", "web-deny-address", "web-allow-jwt"]) {
       const del = await mesh.cli(["delete", "authorizationpolicies", name]);
       expect(del.code, del.stderr).toBe(0);
     }
+    expect((await mesh.cli(["delete", "requestauthentications", "web-jwt"])).code).toBe(0);
     let reply = "";
     await eventually("every policy gone on node-2", 15_000, async () => {
       reply = await request(client, "GET", "//a/./b;c");

@@ -51,6 +51,13 @@ export const RESOURCE_TYPES: readonly ResourceType[] = [
     namespaced: true,
   },
   {
+    group: "nodemesh.io",
+    version: "v1alpha1",
+    plural: "requestauthentications",
+    kind: "RequestAuthentication",
+    namespaced: true,
+  },
+  {
     group: "admissionregistration.k8s.io",
     version: "v1",
     plural: "mutatingwebhookconfigurations",

@@ -27,13 +27,28 @@ const principal = (ns: string, sa: string) => `spiffe://cluster.local/ns/${ns}/s
 function http(
   method: string,
   path: string,
-  opts: { principal?: string; ip?: string; port?: number; host?: string; headers?: Record<string, string> } = {},
+  opts: {
+    principal?: string;
+    ip?: string;
+    port?: number;
+    host?: string;
+    headers?: Record<string, string>;
+    requestPrincipal?: string;
+    claims?: Record<string, string[]>;
+  } = {},
 ): AuthzRequest {
   return {
     principal: opts.principal,
     sourceIp: opts.ip ?? "10.244.1.5",
     port: opts.port ?? 8080,
-    http: { method, path, host: opts.host ?? "web", header: (name) => opts.headers?.[name] },
+    http: {
+      method,
+      path,
+      host: opts.host ?? "web",
+      header: (name) => opts.headers?.[name],
+      requestPrincipal: opts.requestPrincipal,
+      claim: (name) => opts.claims?.[name],
+    },
   };
 }
 
@@ -208,6 +223,34 @@ describe("authorize", () => {
       allowed: false,
       audited: ["default/audit-posts"],
     });
+  });
+
+  it("matches request principals and JWT claims; a TCP connection has neither", () => {
+    const jwt = webPolicies(
+      policy("jwt", {
+        targetRefs: [{ name: "web" }],
+        rules: [
+          {
+            from: [{ source: { requestPrincipals: ["https://issuer.test/*"] } }],
+            to: [{ operation: { paths: ["/jwt/*"] } }],
+          },
+          { when: [{ key: "request.auth.claims[groups]", values: ["admins"] }] },
+        ],
+      }),
+    );
+    expect(jwt.readsRequestAuth).toBe(true);
+    expect(w.readsRequestAuth).toBe(false);
+    const alice = { requestPrincipal: "https://issuer.test/alice" };
+    expect(verdict(jwt, http("GET", "/jwt/x", alice))).toBe("allow");
+    expect(verdict(jwt, http("GET", "/jwt/x"))).toBe("deny (no ALLOW matched)");
+    expect(verdict(jwt, http("GET", "/jwt/x", { requestPrincipal: "https://other.test/alice" }))).toBe(
+      "deny (no ALLOW matched)",
+    );
+    expect(verdict(jwt, http("GET", "/other", { ...alice, claims: { groups: ["users", "admins"] } }))).toBe("allow");
+    expect(verdict(jwt, http("GET", "/other", { ...alice, claims: { groups: ["users"] } }))).toBe(
+      "deny (no ALLOW matched)",
+    );
+    expect(verdict(jwt, tcp())).toBe("deny (no ALLOW matched)");
   });
 
   it("the policies' header names are known, so that a request repeating one is refused", () => {

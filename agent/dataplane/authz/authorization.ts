@@ -29,6 +29,10 @@ export interface AuthzRequest {
     /** Lower-case, without port or trailing dot. */
     readonly host: string;
     header(name: string): string | undefined;
+    /** `<iss>/<sub>` of the JWT a RequestAuthentication validated; undefined without one. */
+    readonly requestPrincipal?: string;
+    /** A claim of that JWT, as strings (a list claim gives its items). */
+    claim(name: string): readonly string[] | undefined;
   };
 }
 
@@ -51,6 +55,8 @@ interface CompiledAuthzPolicy {
   readonly matches: Test;
   /** Header names the rules read (lower-case): a request repeating one is ambiguous. */
   readonly headers: readonly string[];
+  /** The rules read the request's JWT (requestPrincipals, claims): without one, a denial is a 401. */
+  readonly readsRequestAuth: boolean;
 }
 
 /** The policies that select one workload. */
@@ -59,6 +65,7 @@ export interface WorkloadAuthorization {
   readonly allow: readonly CompiledAuthzPolicy[];
   readonly audit: readonly CompiledAuthzPolicy[];
   readonly headers: ReadonlySet<string>;
+  readonly readsRequestAuth: boolean;
 }
 
 export function authorize(w: WorkloadAuthorization, req: AuthzRequest): AuthzDecision {
@@ -142,7 +149,12 @@ type Rule = AuthorizationPolicySpec["rules"][number];
 type Source = NonNullable<Rule["from"]>[number]["source"];
 type Operation = NonNullable<Rule["to"]>[number]["operation"];
 
-function compileRule(rule: Rule, action: Action, headers: Set<string>): Test {
+interface Reads {
+  readonly headers: Set<string>;
+  requestAuth: boolean;
+}
+
+function compileRule(rule: Rule, action: Action, reads: Reads): Test {
   // Stricter reading: loose for what denies or records, exact for what allows; negations flipped.
   const restrictive = action !== "ALLOW";
   const readingOf = (positive: boolean, loose: (v: string) => string) => (positive === restrictive ? loose : exactly);
@@ -163,6 +175,7 @@ function compileRule(rule: Rule, action: Action, headers: Set<string>): Test {
       ...pair(s.namespaces, s.notNamespaces, (r) => namespaceOf(r.principal), exactly, undefined),
       ...(s.ipBlocks ? [fieldTest((r) => r.sourceIp, blockTest(s.ipBlocks), true, undefined)] : []),
       ...(s.notIpBlocks ? [fieldTest((r) => r.sourceIp, blockTest(s.notIpBlocks), false, undefined)] : []),
+      ...pair(s.requestPrincipals, s.notRequestPrincipals, (r) => r.http?.requestPrincipal, exactly, tcp),
     ]);
   const operation = (o: Operation): Test =>
     all([
@@ -190,9 +203,22 @@ function compileRule(rule: Rule, action: Action, headers: Set<string>): Test {
       ...pair(o.paths, o.notPaths, (r) => r.http?.path, loosePath, tcp),
       ...pair(o.hosts, o.notHosts, (r) => r.http?.host, hostReading, tcp),
     ]);
+  if (rule.from?.some((f) => f.source.requestPrincipals || f.source.notRequestPrincipals)) reads.requestAuth = true;
   const conditions = (rule.when ?? []).map((c) => {
+    const claim = /^request\.auth\.claims\[(.+)\]$/.exec(c.key)?.[1];
+    if (claim !== undefined) {
+      reads.requestAuth = true;
+      const anyItem = (patterns: readonly string[]) => {
+        const test = patternTest(patterns, exactly);
+        return (items: readonly string[]) => items.some(test);
+      };
+      return all([
+        ...(c.values ? [fieldTest((r) => r.http?.claim(claim), anyItem(c.values), true, tcp)] : []),
+        ...(c.notValues ? [fieldTest((r) => r.http?.claim(claim), anyItem(c.notValues), false, tcp)] : []),
+      ]);
+    }
     const name = /^request\.headers\[(.+)\]$/.exec(c.key)![1]!.toLowerCase();
-    headers.add(name);
+    reads.headers.add(name);
     return all(pair(c.values, c.notValues, (r) => r.http?.header(name), exactly, tcp));
   });
   return all([
@@ -203,10 +229,16 @@ function compileRule(rule: Rule, action: Action, headers: Set<string>): Test {
 }
 
 function compileAuthzPolicy(name: string, spec: AuthorizationPolicySpec): CompiledAuthzPolicy {
-  const headers = new Set<string>();
-  const rules = spec.rules.map((r) => compileRule(r, spec.action, headers));
+  const reads: Reads = { headers: new Set(), requestAuth: false };
+  const rules = spec.rules.map((r) => compileRule(r, spec.action, reads));
   // No rules: matches nothing (an ALLOW policy without rules denies everything).
-  return { name, action: spec.action, matches: any(rules), headers: [...headers] };
+  return {
+    name,
+    action: spec.action,
+    matches: any(rules),
+    headers: [...reads.headers],
+    readsRequestAuth: reads.requestAuth,
+  };
 }
 
 function forWorkload(policies: readonly CompiledAuthzPolicy[]): WorkloadAuthorization {
@@ -215,6 +247,7 @@ function forWorkload(policies: readonly CompiledAuthzPolicy[]): WorkloadAuthoriz
     allow: policies.filter((p) => p.action === "ALLOW"),
     audit: policies.filter((p) => p.action === "AUDIT"),
     headers: new Set(policies.flatMap((p) => p.headers)),
+    readsRequestAuth: policies.some((p) => p.readsRequestAuth),
   };
 }
 

@@ -6,6 +6,7 @@ import { AgentError, AgentErrors } from "../../errors.ts";
 import type { DataplaneContext } from "../context.ts";
 import type { Caller, PodContext } from "../pod.ts";
 import { type AuthzDecision, authorize, type WorkloadAuthorization } from "./authorization.ts";
+import type { WorkloadAuthentication } from "./request-authentication.ts";
 
 /** The policies that select the pod, if any. */
 export function podAuthorization(ctx: DataplaneContext, to: PodContext): WorkloadAuthorization | undefined {
@@ -24,6 +25,22 @@ export function enforce(ctx: DataplaneContext, service: string, decision: AuthzD
       ? `AuthorizationPolicy ${decision.policy} denies it`
       : "no ALLOW AuthorizationPolicy of the workload matches it",
   );
+}
+
+/** The RequestAuthentications' JWT rules for the pod, if any. */
+export function podAuthentication(ctx: DataplaneContext, to: PodContext): WorkloadAuthentication | undefined {
+  return ctx.snapshot().requestAuthentication.forPod(to.pod.ip, to.pod.namespace);
+}
+
+/** A request without the valid JWT it needs: a 401. */
+export function unauthenticated(
+  ctx: DataplaneContext,
+  service: string,
+  kind: typeof AgentErrors.JWT_INVALID | typeof AgentErrors.JWT_REQUIRED,
+  why: string,
+): AgentError {
+  ctx.metrics.authzDenied.labels(service, "", kind === AgentErrors.JWT_INVALID ? "jwt_invalid" : "jwt_required").inc();
+  return new AgentError(kind, why);
 }
 
 /** A request refused before any policy could be evaluated (it reads more than one way). */

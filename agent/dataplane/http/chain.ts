@@ -46,7 +46,7 @@ export async function proxyRequest(ctx: DataplaneContext, down: Downstream, boun
 }
 
 async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved, rec: RequestRecord): Promise<void> {
-  const authorized = authorizeRequest(ctx, target, down);
+  const authorized = await authorizeRequest(ctx, target, down);
   if (!authorized.ok) {
     rec.authorizationPolicy = authorized.policy;
     return reply(ctx, down, rec, authorized.error);
@@ -54,6 +54,7 @@ async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved,
   const headers = endToEnd(down.headers, true);
   // An absolute-form target's authority replaces the Host header (RFC 9112 §3.2.2).
   if (authorized.authority !== down.authority && headers.host !== undefined) headers.host = authorized.authority;
+  for (const name of authorized.consumed) delete headers[name];
   rec.requestId = ensureRequestId(headers);
   const plan = planRequest(target, requestFacts(down, authorized.target), planEnv(ctx));
   rec.route = plan.rule?.name;

@@ -23,6 +23,8 @@ const TABLE: [keyof typeof AgentErrors, number, number][] = [
   ["BAD_REQUEST", 400, INTERNAL],
   ["AUTHZ_DENIED", 403, GrpcStatus.PERMISSION_DENIED],
   ["AUTHZ_AMBIGUOUS", 400, INTERNAL],
+  ["JWT_INVALID", 401, GrpcStatus.UNAUTHENTICATED],
+  ["JWT_REQUIRED", 401, GrpcStatus.UNAUTHENTICATED],
   ["HEADERS_TOO_LARGE", 431, INTERNAL],
   ["CLIENT_TIMEOUT", 408, DEADLINE_EXCEEDED],
   // The tunnel's own answers to a peer agent, and the refusals before any protocol.
