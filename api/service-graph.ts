@@ -42,6 +42,8 @@ export interface EdgeSample {
   protocol: EdgeProtocol;
   /** Requests (HTTP, gRPC) or connections (TCP) completed in the interval. */
   requests: number;
+  /** How many of them went over mutual TLS between the agents. */
+  mtlsRequests: number;
   /** 5xx, gRPC statuses other than OK, agent-generated errors, failed TCP connections. */
   errors: number;
   bytesSent: number;
@@ -72,7 +74,7 @@ export interface GraphEdge extends EdgeStats {
   source: string;
   target: string;
   protocol: EdgeProtocol;
-  /** Whether the hop is mutual TLS (false until the security work lands). */
+  /** Every request (or connection) of the window on this hop went over mutual TLS. */
   mtls: boolean;
 }
 

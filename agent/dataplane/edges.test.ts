@@ -10,6 +10,7 @@ const peers = (over: Partial<Peers> = {}): Peers => ({
   destinationService: "cart.shop",
   destinationWorkload: "cart",
   destinationNamespace: "shop",
+  security: "none",
   ...over,
 });
 
@@ -31,6 +32,7 @@ function sample(over: Partial<EdgeSample> = {}): EdgeSample {
     destinationNamespace: "shop",
     protocol: "http",
     requests: 0,
+    mtlsRequests: 0,
     errors: 0,
     bytesSent: 0,
     bytesReceived: 0,
@@ -44,7 +46,7 @@ describe("EdgeAggregator", () => {
     const agg = new EdgeAggregator();
     agg.request(peers(), false, false, 0.2, 100, 1000); // ≤ 0.5
     agg.request(peers(), false, true, 3, 50, 20); // (2.5, 5]
-    agg.request(peers(), false, false, 3.5, 10, 30); // (2.5, 5]
+    agg.request(peers({ security: "mutual_tls" }), false, false, 3.5, 10, 30); // (2.5, 5], in mTLS
     const [e, ...rest] = agg.drain();
     expect(rest).toEqual([]);
     expect(e).toEqual({
@@ -55,6 +57,7 @@ describe("EdgeAggregator", () => {
       destinationNamespace: "shop",
       protocol: "http",
       requests: 3,
+      mtlsRequests: 1,
       errors: 1,
       bytesSent: 160,
       bytesReceived: 1050,

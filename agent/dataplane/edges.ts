@@ -31,6 +31,7 @@ export class EdgeAggregator {
         destinationNamespace: peers.destinationNamespace,
         protocol,
         requests: 0,
+        mtlsRequests: 0,
         errors: 0,
         bytesSent: 0,
         bytesReceived: 0,
@@ -44,6 +45,7 @@ export class EdgeAggregator {
   request(peers: Peers, grpc: boolean, failed: boolean, ms: number, bytesSent: number, bytesReceived: number): void {
     const e = this.edge(peers, grpc ? "grpc" : "http");
     e.requests++;
+    if (peers.security === "mutual_tls") e.mtlsRequests++;
     if (failed) e.errors++;
     e.bytesSent += bytesSent;
     e.bytesReceived += bytesReceived;
@@ -55,6 +57,7 @@ export class EdgeAggregator {
   connection(peers: Peers, failed: boolean, bytesSent: number, bytesReceived: number): void {
     const e = this.edge(peers, "tcp");
     e.requests++;
+    if (peers.security === "mutual_tls") e.mtlsRequests++;
     if (failed) e.errors++;
     e.bytesSent += bytesSent;
     e.bytesReceived += bytesReceived;
@@ -80,6 +83,7 @@ export function mergeEdges(lists: readonly (readonly EdgeSample[])[]): EdgeSampl
         continue;
       }
       m.requests += e.requests;
+      m.mtlsRequests += e.mtlsRequests;
       m.errors += e.errors;
       m.bytesSent += e.bytesSent;
       m.bytesReceived += e.bytesReceived;

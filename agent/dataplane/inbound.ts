@@ -83,6 +83,7 @@ function connectionPeers(ctx: DataplaneContext, to: PodContext, port: number, ca
     destinationService: inboundService(ctx, to, port),
     destinationWorkload: to.workload.name,
     destinationNamespace: to.workload.namespace,
+    security: caller.principal ? "mutual_tls" : "none",
   };
 }
 

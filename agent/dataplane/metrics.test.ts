@@ -9,10 +9,11 @@ const peers: Peers = {
   destinationService: "api.default",
   destinationWorkload: "api",
   destinationNamespace: "default",
+  security: "none",
 };
 const labels =
   'reporter="source",source_workload="web",source_namespace="default",destination_service="api.default",' +
-  'destination_workload="api",destination_namespace="default",response_code="200"';
+  'destination_workload="api",destination_namespace="default",connection_security_policy="none",response_code="200"';
 
 describe("DataplaneMetrics request families", () => {
   it("counts, times and sizes requests in the Prometheus text format", async () => {

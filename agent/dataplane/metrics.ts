@@ -16,7 +16,14 @@ export interface Peers {
   readonly destinationService: string;
   readonly destinationWorkload: string;
   readonly destinationNamespace: string;
+  /**
+   * Istio's connection_security_policy: the hop between the agents was mutual TLS, or not
+   * ("none": plaintext tunnel, a caller or endpoint outside the mesh).
+   */
+  readonly security: ConnectionSecurity;
 }
+
+export type ConnectionSecurity = "mutual_tls" | "none";
 
 export const UNKNOWN = "unknown";
 
@@ -36,11 +43,12 @@ const PEER_LABELS = [
   "destination_service",
   "destination_workload",
   "destination_namespace",
+  "connection_security_policy",
 ] as const;
 
 /** The label set of `p` as one string (a Map key). */
 function peerKey(p: Peers): string {
-  return `${p.reporter}|${p.sourceWorkload}|${p.sourceNamespace}|${p.destinationService}|${p.destinationWorkload}|${p.destinationNamespace}`;
+  return `${p.reporter}|${p.sourceWorkload}|${p.sourceNamespace}|${p.destinationService}|${p.destinationWorkload}|${p.destinationNamespace}|${p.security}`;
 }
 
 function peerValues(p: Peers): string[] {
@@ -51,6 +59,7 @@ function peerValues(p: Peers): string[] {
     p.destinationService,
     p.destinationWorkload,
     p.destinationNamespace,
+    p.security,
   ];
 }
 

@@ -13,6 +13,7 @@ import { Duplex } from "node:stream";
 import tls from "node:tls";
 import { AgentError, AgentErrors } from "../errors.ts";
 import type { Endpoint } from "./endpoint.ts";
+import type { ConnectionSecurity } from "./metrics.ts";
 import type { PodContext } from "./pod.ts";
 
 /** One workload identity's certificate, as the workers receive it. */
@@ -108,6 +109,11 @@ function settled(socket: tls.TLSSocket, event: "secureConnect" | "secure", timeo
       resolve();
     });
   });
+}
+
+/** How a tunnel from `from` to `ep` is made: mutual TLS when `from` has its certificate and `ep`'s identity is known. */
+export function tunnelSecurity(keyring: Keyring, from: PodContext, ep: Endpoint): ConnectionSecurity {
+  return ep.meshed && ep.serviceAccount && podIdentity(keyring, from) ? "mutual_tls" : "none";
 }
 
 /**

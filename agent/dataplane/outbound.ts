@@ -3,6 +3,7 @@
 // (http/), anything else is forwarded as bytes after a connect with failover.
 
 import type { Socket } from "node:net";
+import { TLSSocket } from "node:tls";
 import { AGENT_PORTS } from "../../api/dataplane.ts";
 import { type AgentErrorKind, AgentErrors, errorCode } from "../errors.ts";
 import type { Address } from "../sys/linux.ts";
@@ -92,6 +93,7 @@ async function forwardOpaque(
     destinationService: plan.kind === "service" ? plan.route.id : PASSTHROUGH,
     destinationWorkload: connected?.endpoint.workload ?? UNKNOWN,
     destinationNamespace: connected?.endpoint.namespace ?? UNKNOWN,
+    security: connected?.upstream instanceof TLSSocket ? "mutual_tls" : "none",
   };
   if (!connected || client.destroyed) {
     connected?.upstream.destroy();

@@ -104,6 +104,18 @@ describe("TrafficWindow.graph", () => {
     expect(g.services[0]!.p50Ms).toBeCloseTo(13.75, 10);
   });
 
+  it("marks a hop mutual TLS only when every request of the window was", () => {
+    const w = new TrafficWindow();
+    w.add("node-1", T0, 60, [edge({ requests: 60, mtlsRequests: 60 })]);
+    w.add("node-2", T0, 60, [edge({ sourceWorkload: "checkout", requests: 60, mtlsRequests: 59 })]);
+    const byEdge = Object.fromEntries(w.graph(T0, 60).edges.map((e) => [`${e.source}>${e.target}`, e.mtls]));
+    expect(byEdge).toEqual({
+      "svc:cart.shop>wl:cart.shop": false, // one plaintext request among both callers'
+      "wl:checkout.shop>svc:cart.shop": false,
+      "wl:frontend.shop>svc:cart.shop": true,
+    });
+  });
+
   it("counts only the reports that end within a window shorter than the data", () => {
     const w = new TrafficWindow();
     // 5 minutes of 10-second reports at a steady 1 request per second, the last 2 minutes failing.

@@ -31,6 +31,7 @@ interface Sample {
   start: number;
   end: number;
   requests: number;
+  mtlsRequests: number;
   errors: number;
   bytes: number;
   buckets: readonly number[];
@@ -58,18 +59,20 @@ export interface TrafficWindowOptions {
 
 interface Totals {
   requests: number;
+  mtlsRequests: number;
   errors: number;
   bytes: number;
   buckets: number[];
 }
 
 function emptyTotals(): Totals {
-  return { requests: 0, errors: 0, bytes: 0, buckets: LATENCY_BUCKETS_MS.map(() => 0) };
+  return { requests: 0, mtlsRequests: 0, errors: 0, bytes: 0, buckets: LATENCY_BUCKETS_MS.map(() => 0) };
 }
 
 /** Adds `share` (0..1) of a sample: a report spread over several series steps adds a part to each. */
 function add(t: Totals, e: Sample, share = 1): void {
   t.requests += e.requests * share;
+  t.mtlsRequests += e.mtlsRequests * share;
   t.errors += e.errors * share;
   t.bytes += e.bytes * share;
   e.buckets.forEach((n, i) => {
@@ -83,6 +86,7 @@ function merge(a: Sample, b: Sample): Sample {
     start: Math.min(a.start, b.start),
     end: Math.max(a.end, b.end),
     requests: a.requests + b.requests,
+    mtlsRequests: a.mtlsRequests + b.mtlsRequests,
     errors: a.errors + b.errors,
     bytes: a.bytes + b.bytes,
     buckets,
@@ -174,6 +178,8 @@ export class TrafficWindow {
       start,
       end,
       requests: e.requests,
+      // Agents older than the field send none: their hops count as plaintext.
+      mtlsRequests: Math.min(e.mtlsRequests ?? 0, e.requests),
       errors: e.errors,
       bytes: e.bytesSent + e.bytesReceived,
       buckets: e.latencyBuckets.slice(0, LATENCY_BUCKETS_MS.length),
@@ -274,7 +280,7 @@ export class TrafficWindow {
       source: e.source,
       target: e.target,
       protocol: e.protocol,
-      mtls: false,
+      mtls: e.totals.requests > 0 && e.totals.mtlsRequests >= e.totals.requests - 1e-9,
       ...stats(e.totals, seconds),
     }));
     return {

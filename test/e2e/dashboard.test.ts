@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { type Node, type Pod, World } from "../world/world.ts";
 import type { DriverArgs, DriverReport } from "./clients/dashboard-driver.ts";
 import { Mesh } from "./mesh.ts";
-import { metricSum } from "./netns-client.ts";
+import { httpFrom, metricSum } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
 const REQUESTS = 300;
@@ -70,6 +70,19 @@ describe.skipIf(!existsSync(CHROMIUM))("dashboard", () => {
       },
       { timeout: 15_000, interval: 200 },
     );
+    // Both replicas answer in mTLS (the workload echoes the caller's certificate) before the load.
+    await vi.waitFor(
+      async () => {
+        const pods = new Set<string>();
+        for (let i = 0; i < 6; i++) {
+          const body = JSON.parse((await httpFrom(client.netnsPath, `http://${VIP}/warm`)).body);
+          if (!body.clientCert) throw new Error("a plaintext hop");
+          pods.add(body.pod);
+        }
+        if (pods.size < 2) throw new Error("one replica only");
+      },
+      { timeout: 20_000, interval: 300 },
+    );
   }, 90_000);
 
   afterAll(async () => {
@@ -77,17 +90,18 @@ describe.skipIf(!existsSync(CHROMIUM))("dashboard", () => {
   });
 
   it("shows client → reviews with the agents' request rate, the replicas, and both nodes with RTT", async () => {
+    const labels = { reporter: "source", source_workload: "client", destination_service: "reviews.default" };
+    const warmUp = metricSum(await mesh.metrics(n1), "nodemesh_requests_total", labels);
     const load = await world.exec(client, "h2load", ["--h1", "-n", String(REQUESTS), "-c", "4", `http://${VIP}/`], {
       timeoutMs: 30_000,
     });
     expect(load.code, load.stderr).toBe(0);
     expect(load.stdout).toContain(`${REQUESTS} succeeded`);
-    const labels = { reporter: "source", source_workload: "client", destination_service: "reviews.default" };
     let counted = 0;
     await vi.waitFor(
       async () => {
         counted = metricSum(await mesh.metrics(n1), "nodemesh_requests_total", labels);
-        expect(counted).toBe(REQUESTS);
+        expect(counted - warmUp).toBe(REQUESTS);
       },
       { timeout: 10_000, interval: 200 },
     );
@@ -114,6 +128,9 @@ describe.skipIf(!existsSync(CHROMIUM))("dashboard", () => {
     expect(report.graph.nodes).toEqual(expect.arrayContaining(args.nodes));
     const edge = report.graph.edges.find((e) => e.source === "wl:client.default" && e.target === "svc:reviews.default");
     expect(edge?.requestsPerSecond).toBeGreaterThan(0);
+    // Every request went agent to agent in mutual TLS, and the edge says so.
+    expect(edge?.mtls).toBe(true);
+    expect(edge?.label).toMatch(/mTLS/);
     expect(report.layouts).toBe(1);
     expect(report.hash).toBe("#/topology/service/default/reviews");
 

@@ -15,7 +15,7 @@ import { WorkloadCa } from "../../controller/identity/workload-ca.ts";
 import { type Node, type Pod, World } from "../world/world.ts";
 import { eventually } from "./eventually.ts";
 import { Mesh } from "./mesh.ts";
-import { connectFrom, echoFrom, http2Get, http2SessionFrom, httpFrom } from "./netns-client.ts";
+import { connectFrom, echoFrom, http2Get, http2SessionFrom, httpFrom, metricSum } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
 const MARKER = "NODEMESH-SECRET-MARKER-7f3a";
@@ -192,6 +192,17 @@ describe("mTLS between agents", () => {
         () => true,
       );
     expect((await direct()).status).toBe(200); // PERMISSIVE (the default): a caller outside the mesh
+    // … labelled as what it is, beside the mesh's callers in mTLS.
+    const security = async (policy: string) =>
+      metricSum(await mesh.metrics(n2), "nodemesh_requests_total", {
+        reporter: "destination",
+        destination_workload: "web",
+        connection_security_policy: policy,
+      });
+    await eventually("the plaintext request counted as such", 5000, async () =>
+      (await security("none")) >= 1 ? true : undefined,
+    );
+    expect(await security("mutual_tls")).toBeGreaterThan(0);
     // The whole namespace STRICT.
     const strict = `apiVersion: nodemesh.io/v1alpha1
 kind: PeerAuthentication

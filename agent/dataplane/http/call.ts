@@ -7,6 +7,7 @@ import { AgentError, AgentErrors, errorCode, errorEntry } from "../../errors.ts"
 import type { DataplaneContext } from "../context.ts";
 import type { Endpoint } from "../endpoint.ts";
 import { UNLIMITED } from "../limits.ts";
+import { tunnelSecurity } from "../mtls.ts";
 import { DEFAULT_POLICY } from "../policy.ts";
 import { failure, type Outcome, type UpstreamRequest, type UpstreamResponse } from "./attempt.ts";
 import type { RequestBody } from "./body.ts";
@@ -112,7 +113,12 @@ export class RetryingCall {
   private async attempt(): Promise<Next> {
     const endpoint = this.nextEndpoint();
     this.tried.push(endpoint);
-    recordEndpoint(this.rec, endpoint);
+    const t = this.target;
+    recordEndpoint(
+      this.rec,
+      endpoint,
+      t.direction === "outbound" ? tunnelSecurity(this.ctx.keyring, t.from, endpoint) : undefined,
+    );
     const guard = this.plan.backend?.policy ?? DEFAULT_POLICY;
     const lease = EndpointLease.acquire(this.ctx.shared, endpoint, guard.circuitBreaker?.maxRequests ?? UNLIMITED);
     if (!lease) {

@@ -4,7 +4,7 @@
 import { type AccessEntry, traceIdOf } from "../access-log.ts";
 import type { DataplaneContext } from "../context.ts";
 import type { Endpoint } from "../endpoint.ts";
-import { type Peers, UNKNOWN } from "../metrics.ts";
+import { type ConnectionSecurity, type Peers, UNKNOWN } from "../metrics.ts";
 import type { Downstream } from "./downstream.ts";
 import { headerValue } from "./headers.ts";
 import { destinationService, type Resolved } from "./resolve.ts";
@@ -39,6 +39,7 @@ export function newRecord(down: Downstream, target: Resolved): RequestRecord {
           destinationService: service,
           destinationWorkload: UNKNOWN,
           destinationNamespace: UNKNOWN,
+          security: "none" as ConnectionSecurity, // known once an endpoint is picked
         }
       : {
           reporter: "destination" as const,
@@ -47,6 +48,7 @@ export function newRecord(down: Downstream, target: Resolved): RequestRecord {
           destinationService: service,
           destinationWorkload: target.to.workload.name,
           destinationNamespace: target.to.workload.namespace,
+          security: (target.caller.principal ? "mutual_tls" : "none") as ConnectionSecurity,
         };
   return {
     started: performance.now(),
@@ -60,11 +62,13 @@ export function newRecord(down: Downstream, target: Resolved): RequestRecord {
   };
 }
 
-/** The endpoint an attempt went to: the record names it and its workload. */
-export function recordEndpoint(rec: RequestRecord, endpoint: Endpoint): void {
+/** The endpoint an attempt went to: the record names it, its workload and how the hop is secured. */
+export function recordEndpoint(rec: RequestRecord, endpoint: Endpoint, security?: ConnectionSecurity): void {
   rec.endpoint = endpoint;
   rec.peers.destinationWorkload = endpoint.workload;
   rec.peers.destinationNamespace = endpoint.namespace;
+  // The destination's record keeps how its caller came (the endpoint is the pod itself).
+  if (security) rec.peers.security = security;
 }
 
 /** A gRPC status as a metric label: "0"–"16", else "unknown" (an app cannot grow the label set). */

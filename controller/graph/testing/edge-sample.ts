@@ -14,6 +14,7 @@ export function edgeSample(over: Partial<EdgeSample> & { bucket?: number } = {})
     destinationNamespace: "default",
     protocol: "http",
     requests,
+    mtlsRequests: 0,
     errors: 0,
     bytesSent: 0,
     bytesReceived: 0,

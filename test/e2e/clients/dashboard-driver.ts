@@ -36,7 +36,11 @@ export interface DriverArgs {
 export interface DriverReport {
   /** Date.now() when the panel's numbers were read. */
   readAt: number;
-  graph: { nodes: string[]; edges: { source: string; target: string; requestsPerSecond: number }[] };
+  graph: {
+    nodes: string[];
+    /** `label`: the text drawn on the edge (rate, errors, p99, mTLS or plain). */
+    edges: { source: string; target: string; requestsPerSecond: number; mtls: boolean; label: string | null }[];
+  };
   layouts: number;
   hash: string;
   panel: {
@@ -130,10 +134,12 @@ async function run(page: Page): Promise<DriverReport> {
     const n = window.__nodemesh;
     return {
       nodes: n.nodes.map((x: { id: string }) => x.id),
-      edges: n.edges.map((e: { source: string; target: string; requestsPerSecond: number }) => ({
+      edges: n.edges.map((e: { source: string; target: string; requestsPerSecond: number; mtls: boolean }) => ({
         source: e.source,
         target: e.target,
         requestsPerSecond: e.requestsPerSecond,
+        mtls: e.mtls,
+        label: n.edgeLabel(`${e.source}>${e.target}`) as string | null,
       })),
       layouts: n.layouts,
     };

@@ -43,6 +43,7 @@ function edges(report: number, count: number): EdgeSample[] {
     destinationWorkload: `dst-${i}`,
     destinationNamespace: "default",
     protocol: "http",
+    mtlsRequests: 0,
     requests: 1,
     errors: 0,
     bytesSent: 100,
