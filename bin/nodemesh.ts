@@ -18,6 +18,7 @@ Using the controller's API:
   status      agents: connected, applied configuration version, last refusal
   top         live golden signals per service (success rate, RPS, p50, p99)
   edges       the service graph's edges: who calls whom, how much, how well
+  ca          the workload CA's roots; 'ca rotate' replaces the root with an overlap
   (they find the controller by --server, $NODEMESH_SERVER or ~/.config/nodemesh/config)
 
   version     print nodemesh's version (also --version)
@@ -43,6 +44,7 @@ async function main(): Promise<number> {
     case "status":
     case "top":
     case "edges":
+    case "ca":
       return (await import("../controller/client/cli.ts")).runClient(command, args);
     case "version":
     case "-v":

@@ -8,9 +8,10 @@ import { TokenAuth } from "./auth.ts";
 import { AgentServer } from "./config/agent-server.ts";
 import { NodeBindings } from "./config/node-bindings.ts";
 import { GraphQueries } from "./graph/service-graph.ts";
-import { WorkloadCa } from "./identity/workload-ca.ts";
+import { RotatingCa, RotationInProgress } from "./identity/root-rotation.ts";
 import type { KubernetesMode, KubernetesModeOptions } from "./kubernetes/kubernetes-mode.ts";
 import { createControllerRegistry, registerStoreMetrics } from "./metrics.ts";
+import { RestError } from "./rest/errors.ts";
 import { type RestServer, startRestServer } from "./rest/server.ts";
 import { FileStore } from "./store/file-store.ts";
 import { keyOf } from "./store/memory-store.ts";
@@ -48,6 +49,7 @@ export class Controller {
   readonly store: Store;
   private rest?: RestServer;
   private agents?: AgentServer;
+  private ca?: RotatingCa;
   readonly kubernetes?: KubernetesMode;
 
   private constructor(opts: ControllerOptions, log: Logger, kubernetes: KubernetesMode | undefined) {
@@ -93,10 +95,15 @@ export class Controller {
         );
     // The workload CA's root lives beside the store; in Kubernetes mode (no writable disk) in memory
     // for now, so each replica has its own root (docs/security.md says what that means).
-    const ca = await WorkloadCa.open(
+    const lifetimeMs = opts.certificateLifetimeMs ?? DEFAULT_CERTIFICATE_LIFETIME_MS;
+    const caLog = this.log.child({ component: "workload-ca" });
+    const ca = await RotatingCa.open(
       opts.trustDomain ?? DEFAULT_TRUST_DOMAIN,
       this.kubernetes ? undefined : opts.storeDir,
+      lifetimeMs,
+      (status) => caLog.info(status, status.phase ? `root rotation: ${status.phase}` : "root rotation done"),
     );
+    this.ca = ca;
     this.agents = await AgentServer.start({
       store: this.store,
       metrics: registry,
@@ -106,7 +113,7 @@ export class Controller {
       insecureAgents: opts.insecureAgents ?? false,
       bindings,
       ...(opts.maxNodes !== undefined ? { maxNodes: opts.maxNodes } : {}),
-      identities: { ca, lifetimeMs: opts.certificateLifetimeMs ?? DEFAULT_CERTIFICATE_LIFETIME_MS },
+      identities: { ca, lifetimeMs },
       log: this.log.child({ component: "agent-server" }),
     });
     const agents = this.agents;
@@ -137,6 +144,19 @@ export class Controller {
           items: () => agents.nodeBindings(),
           remove: (node) => agents.releaseNode(node),
         },
+        // The workload CA's roots; POST starts a root rotation (controller/identity/root-rotation.ts).
+        rootrotations: {
+          kind: "RootRotation",
+          items: () => [{ name: "workload-ca", ...ca.status() }],
+          create: async () => {
+            try {
+              return { name: "workload-ca", ...(await ca.rotate()) };
+            } catch (err) {
+              if (err instanceof RotationInProgress) throw new RestError("Conflict", err.message);
+              throw err;
+            }
+          },
+        },
       },
     });
     const source = this.kubernetes ? "kubernetes" : opts.storeDir;
@@ -147,6 +167,7 @@ export class Controller {
     await this.kubernetes?.stop();
     await this.rest?.close();
     await this.agents?.stop();
+    this.ca?.stop();
     await this.store.close();
   }
 }

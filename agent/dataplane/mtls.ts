@@ -24,6 +24,7 @@ export interface WorkerIdentity {
   /** Leaf first. */
   readonly certChainPem: string;
   readonly keyPem: string;
+  /** The roots a peer's chain may lead to: two during a root rotation. */
   readonly trustBundlePem: string;
 }
 
@@ -38,14 +39,17 @@ export function keyringOf(identities: readonly WorkerIdentity[]): Keyring {
  * One TLS context per certificate, made on first use: parsing a key and a chain for every tunnel
  * would cost more than the handshake itself. A renewal is a new WorkerIdentity, hence a new context.
  */
-const contexts = new WeakMap<WorkerIdentity, { tls: tls.SecureContext; root: X509Certificate }>();
+const contexts = new WeakMap<WorkerIdentity, { tls: tls.SecureContext; roots: X509Certificate[] }>();
 
-function contextOf(id: WorkerIdentity): { tls: tls.SecureContext; root: X509Certificate } {
+function contextOf(id: WorkerIdentity): { tls: tls.SecureContext; roots: X509Certificate[] } {
   let context = contexts.get(id);
   if (!context) {
     context = {
       tls: tls.createSecureContext({ cert: id.certChainPem, key: id.keyPem, ca: id.trustBundlePem }),
-      root: new X509Certificate(id.trustBundlePem),
+      roots: id.trustBundlePem
+        .split(/(?<=-----END CERTIFICATE-----)/)
+        .filter((pem) => pem.includes("BEGIN CERTIFICATE"))
+        .map((pem) => new X509Certificate(pem)),
     };
     contexts.set(id, context);
   }
@@ -76,7 +80,7 @@ function expectedIdentity(mine: WorkerIdentity, ep: Endpoint): string {
 function callerRefusal(socket: tls.TLSSocket, mine: WorkerIdentity, now = Date.now()): string | undefined {
   const leaf = socket.getPeerX509Certificate();
   if (!leaf) return "no certificate";
-  if (!leaf.verify(contextOf(mine).root.publicKey)) return "not issued by the mesh's CA";
+  if (!contextOf(mine).roots.some((root) => leaf.verify(root.publicKey))) return "not issued by the mesh's CA";
   if (now < Date.parse(leaf.validFrom) || now > Date.parse(leaf.validTo)) return "expired or not yet valid";
   const id = peerIdentity(socket);
   if (!/^spiffe:\/\/[^/]+\/ns\/[^/]+\/sa\/[^/]+$/.test(id)) return "no workload SPIFFE identity";

@@ -36,6 +36,7 @@ export const HELP: Record<ClientCommand, string> = {
   nodes: `Usage: nodemesh nodes [options]\n       nodemesh nodes release NODE [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n\`release NODE\` frees the node name from the agent credential it is bound to (needs the write role)\nand ends that node's stream: the next agent to connect as NODE binds it. For a reinstalled node\nwhose state dir (and so its node secret) was lost.\n\n${CONNECTION}\n`,
   top: `Usage: nodemesh top [options]\n\nLive golden signals per service (like linkerd viz stat): success rate, requests per second,\np50 and p99 latency over the window, from the agents' traffic reports.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -w, --watch           refresh every 2 s until Ctrl-C\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   edges: `Usage: nodemesh edges [options]\n\nWho talks to whom: every edge of the service graph (workload → service → workload) with its\nrequest rate, success rate, latency and mTLS state over the window.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  ca: `Usage: nodemesh ca [options]\n       nodemesh ca rotate [options]\n\nThe workload CA's roots (SHA-256 fingerprints, the signing one first) and a root rotation under way.\n\`rotate\` starts one (needs the write role): a new root is trusted at once, signs certificates one\ncertificate lifetime later, and the old root is dropped one lifetime after that, so that every\nagent renewed its certificates before each step (docs/security.md).\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   status: `Usage: nodemesh status [options]\n\nAgents: connected, applied configuration version against the controller's, last NACK.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
 };
 
@@ -60,6 +61,7 @@ export const OPTIONS = {
   get: { ...COMMON_OPTIONS, ...namespace, ...output, "all-namespaces": { type: "boolean", short: "A" } },
   delete: { ...COMMON_OPTIONS, ...namespace },
   nodes: { ...COMMON_OPTIONS, ...output },
+  ca: { ...COMMON_OPTIONS, ...output },
   status: { ...COMMON_OPTIONS, ...output },
   top: { ...COMMON_OPTIONS, ...output, ...window, watch: { type: "boolean", short: "w" } },
   edges: { ...COMMON_OPTIONS, ...output, ...window },
@@ -71,6 +73,7 @@ const OUTPUTS: Record<ClientCommand, readonly string[]> = {
   delete: [],
   get: ["table", "wide", "yaml", "json"],
   nodes: ["table", "json"],
+  ca: ["table", "json"],
   status: ["table", "json"],
   top: ["table", "json"],
   edges: ["table", "json"],
@@ -470,6 +473,24 @@ export async function runClient(command: ClientCommand, argv: string[]): Promise
         if (positionals.length > 0) throw new CliError(`unknown nodes subcommand ${positionals[0]} (try release)`);
         await nodes(c, values.output);
         return 0;
+      case "ca": {
+        if (positionals.length > 0 && positionals[0] !== "rotate")
+          throw new CliError(`unknown ca subcommand ${positionals[0]} (try rotate)`);
+        const path = "/apis/nodemesh.io/v1alpha1/rootrotations";
+        const rotation = (
+          positionals[0] === "rotate"
+            ? await call(c, "POST", path)
+            : ((await call(c, "GET", path)) as { items: unknown[] }).items[0]
+        ) as { phase?: string; nextStepAt?: string; roots: string[] };
+        if (values.output === "json") console.log(JSON.stringify(rotation, null, 2));
+        else {
+          console.log(
+            rotation.phase ? `rotation: ${rotation.phase} (next step at ${rotation.nextStepAt})` : "rotation: none",
+          );
+          for (const [i, root] of rotation.roots.entries()) console.log(`${i === 0 ? "signing " : "trusted "} ${root}`);
+        }
+        return 0;
+      }
       case "status":
         await status(c, values.output);
         return 0;

@@ -40,7 +40,7 @@ import type { Service } from "../../api/services.ts";
 import { spiffeId } from "../../api/x509.ts";
 import { assertAgentListenAllowed } from "../auth.ts";
 import { TrafficWindow } from "../graph/traffic-window.ts";
-import type { WorkloadCa } from "../identity/workload-ca.ts";
+import type { RotatingCa } from "../identity/root-rotation.ts";
 import type { ObjectKey, Store } from "../store/store.ts";
 import { AgentRegistry, type AgentStatus } from "./agent-registry.ts";
 import { type AgentCall, AgentSession, type Claim, type SessionHost } from "./agent-session.ts";
@@ -79,7 +79,7 @@ export interface AgentServerOptions {
   /** How long a disconnected node's pods stay endpoints. Default 60 s. */
   forgetNodeAfterMs?: number;
   /** The CA that signs workload certificates for agents, and their lifetime; none: no certificates. */
-  identities?: { ca: WorkloadCa; lifetimeMs: number };
+  identities?: { ca: Pick<RotatingCa, "issue" | "trustBundlePem" | "trustDomain">; lifetimeMs: number };
   log?: Logger;
 }
 

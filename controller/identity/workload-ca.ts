@@ -41,7 +41,9 @@ export class WorkloadCa {
     const keys = await generateKeys();
     const now = Date.now();
     const root = await x509.X509CertificateGenerator.createSelfSigned({
-      name: `CN=nodemesh workload CA, O=${trustDomain}`,
+      // A name of its own: during a root rotation two roots are trusted, and OpenSSL finds a
+      // chain's root in its store by name (two roots of one name fail as "self-signed in chain").
+      name: `CN=nodemesh workload CA ${new Date(now).toISOString()} ${serial().slice(0, 8)}, O=${trustDomain}`,
       keys,
       serialNumber: serial(),
       notBefore: new Date(now - CLOCK_SKEW_MS),

@@ -71,6 +71,8 @@ export interface View {
   items: () => unknown[];
   /** DELETE /apis/nodemesh.io/v1alpha1/{plural}/{name}; resolves false when there is no such item. Absent: read-only. */
   remove?: (name: string) => Promise<boolean>;
+  /** POST /apis/nodemesh.io/v1alpha1/{plural} (no body): an action; its result is answered with 201. */
+  create?: () => Promise<unknown>;
 }
 
 export interface RestServer {
@@ -163,8 +165,12 @@ class RestApi {
         resource = parsed.path.plural;
         const name = parsed.path.name;
         if (name !== undefined) return await this.#removeFromView(view, resource, name, req, res);
-        if (req.method !== "GET")
-          throw new RestError("MethodNotAllowed", `${resource} is read-only`, {}, { allow: "GET" });
+        if (req.method === "POST" && view.create)
+          return sendJson(res, 201, { kind: view.kind, ...((await view.create()) as object) });
+        if (req.method !== "GET") {
+          const allow = view.create ? "GET, POST" : "GET";
+          throw new RestError("MethodNotAllowed", `${resource} allows ${allow}`, {}, { allow });
+        }
         return sendJson(res, 200, { apiVersion: API_VERSION, kind: `${view.kind}List`, items: view.items() });
       }
       const watch = ["true", "1"].includes(url.searchParams.get("watch") ?? "");
