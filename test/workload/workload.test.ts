@@ -268,7 +268,7 @@ describe("fault injection", () => {
   it("changes settings at runtime through /_control", async () => {
     const { ports } = await start({ httpPort: 0 });
     const port = ports.http!;
-    const served = (http: number) => ({ http, grpc: 0 });
+    const served = (http: number) => ({ http, grpc: 0, recent: expect.any(Array) });
     expect((await request(port, "/_control")).json).toEqual({
       latencyMs: 0,
       failRate: 0,
@@ -292,12 +292,17 @@ describe("fault injection", () => {
       expect(refused.json.error).toEqual(expect.any(String));
     }
     // Control requests are not counted as served; the two /a requests are.
-    expect((await request(port, "/_control")).json).toEqual({
+    const after = (await request(port, "/_control")).json;
+    expect(after).toEqual({
       latencyMs: 100,
       failRate: 0,
       failStatus: 504,
       served: served(2),
     });
+    expect(after.served.recent.map((r: { method: string; path: string }) => `${r.method} ${r.path}`)).toEqual([
+      "GET /a",
+      "GET /a",
+    ]);
   });
 });
 
