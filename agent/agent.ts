@@ -5,6 +5,7 @@ import type { Server } from "node:http";
 import pino, { type Logger } from "pino";
 import { parseTraffic } from "../api/services.ts";
 import { startAdminServer } from "./control/admin.ts";
+import type { ChannelSecurity } from "./control/controller-channel.ts";
 import type { ControllerStatus } from "./control/controller-client.ts";
 import { ControllerLink } from "./control/controller-link.ts";
 import { startEnrollmentServer } from "./control/enrollment-server.ts";
@@ -33,6 +34,8 @@ export interface AgentOptions {
 export interface ControllerOptions {
   /** host:port of the controller's AgentService (gRPC, default port 15012). */
   address: string;
+  /** TLS verified with --controller-ca-file, or plaintext (controller-channel.ts decided it may be). */
+  security: ChannelSecurity;
   /** Bootstrap token for the controller. */
   token?: string;
   /** Address other nodes reach this one on; default: the first non-loopback IPv4 address. */
@@ -209,5 +212,5 @@ export class Agent {
 
 /** The controller link's status before the link exists. */
 function unconnected(address: string): ControllerStatus {
-  return { address, connected: false, appliedVersion: undefined, lastNack: undefined };
+  return { address, connected: false, appliedVersion: undefined, lastNack: undefined, lastError: undefined };
 }

@@ -6,6 +6,7 @@ import { parseArgs } from "node:util";
 import type { Logger } from "pino";
 import { ADMIN_PORT, DEFAULT_ENROLLMENT_SOCKET } from "../api/dataplane.ts";
 import { Agent } from "./agent.ts";
+import { channelSecurity, readCaFile } from "./control/controller-channel.ts";
 import { defaultWorkerCount } from "./control/workers.ts";
 
 const HELP = `Usage: nodemesh agent [options]
@@ -28,6 +29,14 @@ Options:
                             start, state dir, 0600) binds this node name to this agent at the controller
   --controller-token-file FILE
                             bootstrap token for the controller (default: $NODEMESH_BOOTSTRAP_TOKEN)
+  --controller-ca-file FILE the controller's CA root (PEM; its store dir's ca.pem): the stream is TLS,
+                            and the controller's certificate must chain to it and name the
+                            --controller host. Re-read at each connection attempt. Without it the
+                            stream is plaintext, which is refused unless the controller is on loopback
+                            or --insecure-controller is given
+  --insecure-controller     connect to a controller off loopback in plaintext: the token, the node
+                            secret and the configuration then cross the network in the clear (tests
+                            only; the controller must then run with --grpc-tls off)
   --tunnel-key-file FILE    the mesh's tunnel key (at least 32 hex characters, the same file on every
                             node): tunnel handshakes are signed with it and unsigned ones refused, so
                             a pod cannot reach another pod's tunnel port by slipping past its own
@@ -84,6 +93,8 @@ export async function runAgent(argv: string[]): Promise<number> {
       services: { type: "string" },
       controller: { type: "string" },
       "controller-token-file": { type: "string" },
+      "controller-ca-file": { type: "string" },
+      "insecure-controller": { type: "boolean", default: false },
       "underlay-ip": { type: "string" },
       "tunnel-key-file": { type: "string" },
       "report-interval-s": { type: "string", default: "5" },
@@ -108,6 +119,12 @@ export async function runAgent(argv: string[]): Promise<number> {
   if (values.controller && !/^[^:\s]+:\d+$/.test(values.controller)) {
     throw new Error(`--controller must be HOST:PORT, got "${values.controller}"`);
   }
+  const caFile = values["controller-ca-file"];
+  if (caFile && !values.controller) throw new Error("--controller-ca-file needs --controller");
+  const security = values.controller
+    ? channelSecurity(values.controller, caFile, values["insecure-controller"])
+    : undefined;
+  if (security?.tls) readCaFile(security.caFile); // a wrong path or file fails the start, not every attempt
   const tokenFile = values["controller-token-file"];
   const token = tokenFile ? readFileSync(tokenFile, "utf8").trim() : process.env.NODEMESH_BOOTSTRAP_TOKEN;
   const agent = new Agent({
@@ -115,14 +132,16 @@ export async function runAgent(argv: string[]): Promise<number> {
     enrollmentSocket: values["enrollment-socket"],
     stateDir: values["state-dir"],
     servicesFile: values.services,
-    controller: values.controller
-      ? {
-          address: values.controller,
-          ...(token ? { token } : {}),
-          ...(values["underlay-ip"] ? { underlayIp: values["underlay-ip"] } : {}),
-          reportIntervalMs: positiveInt("report-interval-s", values["report-interval-s"]) * 1000,
-        }
-      : undefined,
+    controller:
+      values.controller && security
+        ? {
+            address: values.controller,
+            security,
+            ...(token ? { token } : {}),
+            ...(values["underlay-ip"] ? { underlayIp: values["underlay-ip"] } : {}),
+            reportIntervalMs: positiveInt("report-interval-s", values["report-interval-s"]) * 1000,
+          }
+        : undefined,
     adminAddress: values["admin-address"],
     adminPort: positiveInt("admin-port", values["admin-port"]),
     workers: positiveInt("workers", values.workers),

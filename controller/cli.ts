@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { CONTROLLER_GRPC_PORT } from "../api/agent-service.ts";
 import { durationMs } from "../api/duration.ts";
 import { DEFAULT_MAX_NODES } from "./config/agent-server.ts";
+import { parseGrpcTls, parseTlsSans } from "./config/agent-tls.ts";
 import { Controller, type ControllerOptions } from "./controller.ts";
 import { DEFAULT_REST_PORT } from "./rest/server.ts";
 import { DEFAULT_WEBHOOK_PORT } from "./webhook/webhook-server.ts";
@@ -23,6 +24,14 @@ Options:
   --grpc-address ADDR     AgentService address (default: 0.0.0.0; without an agent token only
                           loopback is accepted, unless --insecure-agents)
   --grpc-port PORT        AgentService port (default: ${CONTROLLER_GRPC_PORT})
+  --grpc-tls auto|on|off  TLS on the AgentService port (default: auto: TLS unless --grpc-address is
+                          loopback). The server certificate is issued by the workload CA (the store
+                          dir's ca.pem, which agents take as --controller-ca-file) and renewed at
+                          half of its 30 days. off serves plaintext on any address: the bootstrap
+                          token and all configuration then cross the network in the clear
+  --tls-san NAME,...      more DNS names or IP addresses for the server certificate (repeatable);
+                          it always names localhost, 127.0.0.1 and the --grpc-address (on 0.0.0.0:
+                          the host name and every IPv4 address of the host's interfaces)
   --agent-token-file FILE bootstrap token agents must present (default: $NODEMESH_BOOTSTRAP_TOKEN)
   --insecure-agents       accept agents without a token on a non-loopback --grpc-address: anyone who
                           reaches the port can then register nodes (tests and demos only)
@@ -112,6 +121,8 @@ export async function runController(argv: string[]): Promise<number> {
       tokens: { type: "string" },
       "grpc-address": { type: "string", default: "0.0.0.0" },
       "grpc-port": { type: "string", default: String(CONTROLLER_GRPC_PORT) },
+      "grpc-tls": { type: "string", default: "auto" },
+      "tls-san": { type: "string", multiple: true, default: [] },
       "agent-token-file": { type: "string" },
       "insecure-agents": { type: "boolean", default: false },
       "max-nodes": { type: "string", default: String(DEFAULT_MAX_NODES) },
@@ -142,6 +153,8 @@ export async function runController(argv: string[]): Promise<number> {
     restPort: port("port", values.port),
     grpcHost: values["grpc-address"],
     grpcPort: port("grpc-port", values["grpc-port"]),
+    grpcTls: parseGrpcTls(values["grpc-tls"]),
+    tlsSans: parseTlsSans(values["tls-san"]),
     ...(values.tokens ? { tokensFile: values.tokens } : {}),
     ...(agentToken ? { agentToken } : {}),
     insecureAgents: values["insecure-agents"],

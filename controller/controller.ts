@@ -1,11 +1,13 @@
 // The controller process: the store, the REST API (and later the UI) and the agents' gRPC
 // configuration stream, wired together. Each part is its own module; this file only assembles.
 
+import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
 import pino, { type Logger } from "pino";
 import type { Resource } from "../api/resources.ts";
-import { TokenAuth } from "./auth.ts";
+import { isLoopbackHost, TokenAuth } from "./auth.ts";
 import { AgentServer } from "./config/agent-server.ts";
+import { agentTlsEnabled, type GrpcTlsSetting, serverNames } from "./config/agent-tls.ts";
 import { NodeBindings } from "./config/node-bindings.ts";
 import { GraphQueries } from "./graph/service-graph.ts";
 import { RotatingCa, RotationInProgress } from "./identity/root-rotation.ts";
@@ -34,6 +36,10 @@ export interface ControllerOptions {
   agentToken?: string;
   /** Accept agents without a token on a non-loopback gRPC address (refused otherwise). */
   insecureAgents?: boolean;
+  /** TLS on the agents' port (`--grpc-tls`, default auto: TLS unless grpcHost is loopback). */
+  grpcTls?: GrpcTlsSetting;
+  /** More names for the gRPC server certificate (`--tls-san`). */
+  tlsSans?: string[];
   /** Most node names bound at once (default: AgentServer's). */
   maxNodes?: number;
   /** Workload identities: spiffe://<trustDomain>/ns/…/sa/…, certificates living `certificateLifetimeMs`. */
@@ -104,11 +110,40 @@ export class Controller {
       (status) => caLog.info(status, status.phase ? `root rotation: ${status.phase}` : "root rotation done"),
     );
     this.ca = ca;
+    const tls = agentTlsEnabled(opts.grpcTls ?? "auto", opts.grpcHost);
+    if (!tls && opts.grpcTls === "off" && !isLoopbackHost(opts.grpcHost)) {
+      this.log.warn(
+        { grpc: opts.grpcHost },
+        "the agents' gRPC is plaintext off loopback (--grpc-tls off): its token and configuration cross the network in the clear",
+      );
+    }
+    if (tls && this.kubernetes) {
+      this.log.warn(
+        "the agents' gRPC serves TLS from this replica's own in-memory CA root, which agents cannot be given " +
+          "(Kubernetes mode has no shared root yet): agents will not verify it; see docs/security.md",
+      );
+    }
     this.agents = await AgentServer.start({
       store: this.store,
       metrics: registry,
       host: opts.grpcHost,
       port: opts.grpcPort,
+      ...(tls
+        ? {
+            tls: {
+              // The root agents were given (--controller-ca-file): it stays until a rotation ends.
+              ca: ca.current,
+              names: serverNames({
+                listenHost: opts.grpcHost,
+                extra: opts.tlsSans ?? [],
+                interfaceAddresses: Object.values(networkInterfaces())
+                  .flat()
+                  .map((i) => i?.address ?? ""),
+                hostname: hostname(),
+              }),
+            },
+          }
+        : {}),
       ...(opts.agentToken ? { token: opts.agentToken } : {}),
       insecureAgents: opts.insecureAgents ?? false,
       bindings,
@@ -160,7 +195,10 @@ export class Controller {
       },
     });
     const source = this.kubernetes ? "kubernetes" : opts.storeDir;
-    this.log.info({ rest: this.rest.url, grpc: `${opts.grpcHost}:${agents.port}`, store: source }, "controller ready");
+    this.log.info(
+      { rest: this.rest.url, grpc: `${opts.grpcHost}:${agents.port}`, grpcTls: tls, store: source },
+      "controller ready",
+    );
   }
 
   async stop(): Promise<void> {

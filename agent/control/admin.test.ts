@@ -29,6 +29,8 @@ describe("admin with a controller", () => {
     connected: false,
     appliedVersion: "7.2",
     lastNack: { version: "7.3", error: "bad table", at: "2025-01-01T00:00:00.000Z" },
+    lastError: { error: "unable to verify the first certificate", hint: "check it", at: "2025-01-01T00:00:01.000Z" },
+    tls: true,
   };
 
   it("shows the controller link in /readyz and /metrics, and what is in force in one place", async () => {
@@ -39,6 +41,8 @@ describe("admin with a controller", () => {
     expect(ready.controller).toEqual({
       address: "10.0.0.9:15012",
       connected: false,
+      tls: true,
+      lastError: status.lastError,
       lastNack: status.lastNack,
       certificates: [],
     });

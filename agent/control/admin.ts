@@ -103,8 +103,15 @@ export function isLoopback(address: string | undefined): boolean {
 
 /** The link to the controller; what is in force (and from where) is `config`'s alone to say. */
 function controllerDetail(status: ControllerStatus) {
-  const { address, connected, lastNack, certificates } = status;
-  return { address, connected, lastNack: lastNack ?? null, certificates: certificates ?? [] };
+  const { address, connected, lastNack, lastError, tls, certificates } = status;
+  return {
+    address,
+    connected,
+    tls: tls ?? false,
+    lastError: lastError ?? null,
+    lastNack: lastNack ?? null,
+    certificates: certificates ?? [],
+  };
 }
 
 function registerControllerMetrics(

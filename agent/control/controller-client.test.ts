@@ -2,20 +2,22 @@
 // may cross the agent/controller line; production code never does). The data plane is replaced
 // by a fake `apply` that records tables.
 
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Report, WirePod } from "../../api/agent-service.ts";
-import { AgentServer } from "../../controller/config/agent-server.ts";
+import { AgentServer, type AgentServerOptions } from "../../controller/config/agent-server.ts";
+import { serverNames } from "../../controller/config/agent-tls.ts";
 import {
   asNewObject,
   httpRouteResource,
   newServiceObject,
   trafficPolicyResource,
 } from "../../controller/config/testing/fixtures.ts";
+import { WorkloadCa } from "../../controller/identity/workload-ca.ts";
 import { MemoryStore } from "../../controller/store/memory-store.ts";
 import { ControllerClient, type ControllerClientOptions } from "./controller-client.ts";
 import type { VersionedTable } from "./service-source.ts";
@@ -44,13 +46,14 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function startServer(port = 0, token?: string): Promise<AgentServer> {
+async function startServer(port = 0, token?: string, tls?: AgentServerOptions["tls"]): Promise<AgentServer> {
   const server = await AgentServer.start({
     store,
     metrics: new Registry(),
     host: "127.0.0.1",
     port,
     token,
+    ...(tls ? { tls } : {}),
     debounceMs: 5,
     startupGraceMs: 0,
     log,
@@ -79,6 +82,7 @@ function startClient(port: number, overrides: Partial<ControllerClientOptions> =
   });
   agent.client = new ControllerClient({
     address: `127.0.0.1:${port}`,
+    security: { tls: false },
     nodeName: "node-a",
     nodeSecret: "node-a-secret-for-controller-client-tests",
     agentVersion: "test",
@@ -250,5 +254,78 @@ describe("ControllerClient", () => {
     expect(admitted.client.status().connected).toBe(true);
     await new Promise((r) => setTimeout(r, 100)); // a few refused attempts
     expect(refused.client.status()).toMatchObject({ connected: false, appliedVersion: undefined });
+  });
+
+  describe("over TLS", () => {
+    const names = (extra: string[] = []) =>
+      serverNames({ listenHost: "127.0.0.1", extra, interfaceAddresses: [], hostname: "ignored" });
+    async function tlsServer(lifetimeMs?: number): Promise<{ server: AgentServer; caFile: string }> {
+      const ca = await WorkloadCa.open("cluster.local", dir); // writes dir/ca.pem, as the controller does
+      const server = await startServer(0, undefined, { ca, names: names(), ...(lifetimeMs ? { lifetimeMs } : {}) });
+      return { server, caFile: join(dir, "ca.pem") };
+    }
+
+    it("connects with the controller's CA root and gets its table", async () => {
+      const { server, caFile } = await tlsServer();
+      const agent = startClient(server.port, { security: { tls: true, caFile } });
+      await synced(server);
+      expect(serviceNames(agent.applied.at(-1))).toEqual(["web"]);
+      expect(agent.client.status()).toMatchObject({ connected: true, tls: true, lastError: undefined });
+    });
+
+    it("refuses a controller whose certificate another CA issued, and says why", async () => {
+      const { server } = await tlsServer();
+      const otherDir = mkdtempSync(join(dir, "other-"));
+      await WorkloadCa.open("cluster.local", otherDir);
+      const agent = startClient(server.port, { security: { tls: true, caFile: join(otherDir, "ca.pem") } });
+      await eventually(() => expect(agent.client.status().lastError?.hint).toMatch(/--controller-ca-file/));
+      expect(agent.client.status().lastError?.error).toMatch(/certificate/i);
+      expect(agent.client.status().connected).toBe(false);
+      expect(server.agents()).toEqual([]);
+      expect(agent.applied).toEqual([]);
+    });
+
+    it("refuses a certificate that does not name the address dialled", async () => {
+      const ca = await WorkloadCa.open("cluster.local", dir);
+      const named = { dnsNames: ["controller.example"], ipAddresses: ["10.9.9.9"] };
+      const server = await startServer(0, undefined, { ca, names: named });
+      const agent = startClient(server.port, { security: { tls: true, caFile: join(dir, "ca.pem") } });
+      await eventually(() =>
+        expect(agent.client.status().lastError?.error).toMatch(/IP: 127\.0\.0\.1 is not in the cert's list/),
+      );
+      expect(agent.client.status().lastError?.hint).toMatch(/--tls-san/);
+      expect(server.agents()).toEqual([]);
+    });
+
+    it("gets nothing in plaintext from a TLS port", async () => {
+      const { server } = await tlsServer();
+      const agent = startClient(server.port, { security: { tls: false } });
+      await eventually(() => expect(agent.client.status().lastError).toBeDefined());
+      await new Promise((r) => setTimeout(r, 200)); // a few attempts
+      expect(agent.client.status().connected).toBe(false);
+      expect(server.agents()).toEqual([]);
+      expect(agent.applied).toEqual([]);
+    });
+
+    it("says so when the CA file cannot be read, and connects once it is there", async () => {
+      const { server } = await tlsServer();
+      const caFile = join(dir, "later.pem");
+      const agent = startClient(server.port, { security: { tls: true, caFile } });
+      await eventually(() => expect(agent.client.status().lastError?.error).toMatch(/cannot read.*later\.pem/));
+      writeFileSync(caFile, (await WorkloadCa.open("cluster.local", dir)).trustBundlePem);
+      await synced(server);
+      expect(agent.client.status().connected).toBe(true);
+    });
+
+    it("renews the server certificate at half-life; new connections get the new one", async () => {
+      const { server, caFile } = await tlsServer(2000);
+      const first = server.serverCertificate!.certificatePem;
+      startClient(server.port, { security: { tls: true, caFile } });
+      await synced(server);
+      await eventually(() => expect(server.serverCertificate!.issued).toBeGreaterThanOrEqual(2), 3000);
+      expect(server.serverCertificate!.certificatePem).not.toBe(first);
+      const later = startClient(server.port, { security: { tls: true, caFile }, nodeName: "node-b" });
+      await eventually(() => expect(later.client.status().connected).toBe(true));
+    });
   });
 });

@@ -6,6 +6,7 @@
 // backoff and full jitter; forwarding never depends on the stream being up.
 
 import {
+  type ChannelCredentials,
   type ClientDuplexStream,
   credentials,
   status as GrpcStatus,
@@ -30,6 +31,7 @@ import {
 import { type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from "./backoff.ts";
 import { assembleConfig, type ControllerConfig, fromServiceTable, toServiceTable } from "./config-assembly.ts";
 import { loadConfigCache, saveConfigCache } from "./config-cache.ts";
+import { type ChannelSecurity, readCaFile, tlsFailureHint } from "./controller-channel.ts";
 import type { VersionedTable } from "./service-source.ts";
 
 const AgentServiceClient = makeGenericClientConstructor(agentServiceDefinition, "AgentService");
@@ -57,6 +59,8 @@ const CHANNEL_OPTIONS = {
 export interface ControllerClientOptions {
   /** host:port of the controller's AgentService. */
   address: string;
+  /** TLS verified with the CA file's root (re-read at each attempt), or plaintext (controller-channel.ts). */
+  security: ChannelSecurity;
   /** Bootstrap token, sent as `authorization: Bearer <token>`. */
   token?: string;
   nodeName: string;
@@ -82,6 +86,10 @@ export interface ControllerStatus {
   /** The version this link applied last: from the controller, or from the cache until it answers. */
   appliedVersion: string | undefined;
   lastNack: { version: string; error: string; at: string } | undefined;
+  /** Why the last attempt to reach the controller failed, until a stream is up again. */
+  lastError?: { error: string; hint?: string; at: string } | undefined;
+  /** Whether the stream is TLS (verified against --controller-ca-file). */
+  tls?: boolean;
   /** The workload certificates held (identities.ts): their SPIFFE ids, expiry and renewals so far. */
   certificates?: { spiffeId: string; notAfter: string; renewals: number }[];
 }
@@ -94,6 +102,7 @@ export class ControllerClient {
   private call: AgentCall | undefined;
   private config: ControllerConfig | undefined;
   private lastNack: ControllerStatus["lastNack"];
+  private lastError: ControllerStatus["lastError"];
   private connected = false;
   private failedAttempts = 0;
   private stopped = false;
@@ -128,6 +137,8 @@ export class ControllerClient {
       connected: this.connected,
       appliedVersion: this.config?.version,
       lastNack: this.lastNack,
+      lastError: this.lastError,
+      tls: this.opts.security.tls,
     };
   }
 
@@ -183,7 +194,15 @@ export class ControllerClient {
     if (this.opts.token) metadata.set("authorization", `Bearer ${this.opts.token}`);
     metadata.set(NODE_SECRET_METADATA, this.opts.nodeSecret);
     this.client?.close();
-    this.client = new AgentServiceClient(this.opts.address, credentials.createInsecure(), CHANNEL_OPTIONS);
+    this.client = undefined;
+    let channelCredentials: ChannelCredentials;
+    try {
+      channelCredentials = this.channelCredentials();
+    } catch (err) {
+      this.retryLater((err as Error).message, "error", "fix --controller-ca-file; the agent retries");
+      return;
+    }
+    this.client = new AgentServiceClient(this.opts.address, channelCredentials, CHANNEL_OPTIONS);
     const call = (this.client as unknown as { Connect(m: Metadata): AgentCall }).Connect(metadata);
     this.call = call;
     // The controller sends headers once it accepted our Hello.
@@ -205,9 +224,17 @@ export class ControllerClient {
     });
   }
 
+  /** Re-read at each attempt: a renewed or replaced root is taken without a restart. */
+  private channelCredentials(): ChannelCredentials {
+    const security = this.opts.security;
+    // The server name checked is the --controller host (grpc-js's default for the target).
+    return security.tls ? credentials.createSsl(readCaFile(security.caFile)) : credentials.createInsecure();
+  }
+
   private streamUp(call: AgentCall): void {
     if (call !== this.call || this.connected) return;
     this.connected = true;
+    this.lastError = undefined;
     this.opts.log.info({ controller: this.opts.address }, "connected to the controller");
     this.podsChanged();
     this.reportTimer = setInterval(() => this.sendReport(), this.opts.reportIntervalMs);
@@ -221,10 +248,17 @@ export class ControllerClient {
     call.cancel();
     const wasConnected = this.connected;
     this.streamEnded();
+    // A certificate the agent cannot verify is the operator's to fix, as a refusal is.
+    const hint = wasConnected ? undefined : tlsFailureHint(reason, this.opts.security.tls);
+    this.retryLater(reason, refused || hint ? "error" : wasConnected ? "warn" : "debug", hint);
+  }
+
+  private retryLater(reason: string, level: "error" | "warn" | "debug", hint?: string): void {
     if (this.stopped) return;
+    this.lastError = { error: reason, ...(hint ? { hint } : {}), at: new Date().toISOString() };
     const delay = backoffDelay(this.failedAttempts++, this.backoff);
-    this.opts.log[refused ? "error" : wasConnected ? "warn" : "debug"](
-      { controller: this.opts.address, reason, retryInMs: delay },
+    this.opts.log[level](
+      { controller: this.opts.address, reason, ...(hint ? { hint } : {}), retryInMs: delay },
       "controller stream down; forwarding continues with the current table",
     );
     this.retryTimer = setTimeout(() => this.connect(), delay);

@@ -7,6 +7,7 @@ import type { PeerProbe, Report, WirePod } from "../../api/agent-service.ts";
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import type { EdgeSample } from "../../api/service-graph.ts";
 import packageJson from "../../package.json" with { type: "json" };
+import type { ChannelSecurity } from "./controller-channel.ts";
 import { ControllerClient, type ControllerStatus } from "./controller-client.ts";
 import { WorkloadIdentities } from "./identities.ts";
 import { gatherRawFacts, pickUnderlayIp, toNodeFacts } from "./node-facts.ts";
@@ -20,6 +21,7 @@ const AGENT_VERSION: string = packageJson.version;
 export interface ControllerLinkOptions {
   /** host:port of the controller's AgentService. */
   address: string;
+  security: ChannelSecurity;
   token?: string;
   nodeName: string;
   /** Defaults to the node's first non-loopback IPv4 address. */
@@ -75,6 +77,7 @@ export class ControllerLink {
     let lastReportAt = Date.now();
     const client = new ControllerClient({
       address: opts.address,
+      security: opts.security,
       token: opts.token,
       nodeName: opts.nodeName,
       nodeSecret: loadOrCreateNodeSecret(opts.stateDir),
@@ -109,7 +112,10 @@ export class ControllerLink {
     client.start();
     identities.start();
     link.probeLoop(opts.reportIntervalMs);
-    opts.log.info({ controller: opts.address, underlayIp }, "taking configuration from the controller");
+    opts.log.info(
+      { controller: opts.address, tls: opts.security.tls, underlayIp },
+      "taking configuration from the controller",
+    );
     return link;
   }
 

@@ -7,7 +7,8 @@
 // --insecure-agents; each node name bound to the node secret that first claimed it
 // (node-bindings.ts); at most `maxNodes` node names, `maxEdgesPerReport` edges taken from a report,
 // MAX_AGENT_MESSAGE_BYTES per message, and a service graph of bounded size (TrafficWindow). Every
-// refusal and drop is counted. mTLS with per-node identities comes with the security issue.
+// refusal and drop is counted. With `tls` the port serves TLS (agent-tls.ts: a server certificate
+// from the controller's CA, which agents verify); agents are not asked for client certificates.
 
 import { timingSafeEqual } from "node:crypto";
 import {
@@ -41,9 +42,11 @@ import { spiffeId } from "../../api/x509.ts";
 import { assertAgentListenAllowed } from "../auth.ts";
 import { TrafficWindow } from "../graph/traffic-window.ts";
 import type { RotatingCa } from "../identity/root-rotation.ts";
+import type { WorkloadCa } from "../identity/workload-ca.ts";
 import type { ObjectKey, Store } from "../store/store.ts";
 import { AgentRegistry, type AgentStatus } from "./agent-registry.ts";
 import { type AgentCall, AgentSession, type Claim, type SessionHost } from "./agent-session.ts";
+import { ServerCertificate, type ServerNames } from "./agent-tls.ts";
 import { ConfigPublisher } from "./config-publisher.ts";
 import { type NodeBinding, type NodeBindingStore, NodeBindings } from "./node-bindings.ts";
 import { PropagationTracker } from "./propagation.ts";
@@ -78,6 +81,11 @@ export interface AgentServerOptions {
   startupGraceMs?: number;
   /** How long a disconnected node's pods stay endpoints. Default 60 s. */
   forgetNodeAfterMs?: number;
+  /**
+   * Serve TLS with a server certificate from `ca` for `names`, renewed at half of `lifetimeMs`
+   * (default 30 days); none: plaintext.
+   */
+  tls?: { ca: WorkloadCa; names: ServerNames; lifetimeMs?: number };
   /** The CA that signs workload certificates for agents, and their lifetime; none: no certificates. */
   identities?: { ca: Pick<RotatingCa, "issue" | "trustBundlePem" | "trustDomain">; lifetimeMs: number };
   log?: Logger;
@@ -142,6 +150,8 @@ export class AgentServer implements SessionHost {
   private readonly certificates: Counter<"result">;
   private readonly grpc: Server;
   private boundPort = 0;
+  /** The server certificate (with `tls`), renewed on its own. */
+  serverCertificate: ServerCertificate | undefined;
 
   private constructor(opts: AgentServerOptions) {
     this.log = opts.log ?? pino({ base: { component: "agent-server" } });
@@ -221,17 +231,23 @@ export class AgentServer implements SessionHost {
       Connect: (call: AgentCall) => server.accept(call),
     } as UntypedServiceImplementation);
     const address = `${opts.host ?? "0.0.0.0"}:${opts.port ?? CONTROLLER_GRPC_PORT}`;
-    server.boundPort = await new Promise<number>((resolve, reject) =>
-      server.grpc.bindAsync(address, ServerCredentials.createInsecure(), (err, port) =>
-        err ? reject(err) : resolve(port),
-      ),
-    );
+    if (opts.tls) server.serverCertificate = await ServerCertificate.start({ ...opts.tls, log: server.log });
+    const credentials = server.serverCertificate?.credentials() ?? ServerCredentials.createInsecure();
+    try {
+      server.boundPort = await new Promise<number>((resolve, reject) =>
+        server.grpc.bindAsync(address, credentials, (err, port) => (err ? reject(err) : resolve(port))),
+      );
+    } catch (err) {
+      server.serverCertificate?.stop();
+      throw err;
+    }
     server.publisher.start();
     server.log.info(
       {
         address,
         port: server.boundPort,
         auth: opts.token ? "token" : "none",
+        tls: opts.tls !== undefined,
         boundNodes: server.bindings.size,
         maxNodes: server.maxNodes,
       },
@@ -282,6 +298,7 @@ export class AgentServer implements SessionHost {
   /** Ends every stream (agents reconnect, to us or a successor) and stops listening. */
   async stop(): Promise<void> {
     this.publisher.stop();
+    this.serverCertificate?.stop();
     for (const session of [...this.sessions.values()]) {
       session.end({ code: GrpcStatus.UNAVAILABLE, details: "controller shutting down" });
     }

@@ -81,6 +81,14 @@ export class RotatingCa {
     return ca;
   }
 
+  /**
+   * The root in place before any rotation under way (ca.pem): what the controller's own serving
+   * certificate is signed by, since agents were given that root as a file.
+   */
+  get current(): WorkloadCa {
+    return this.#current;
+  }
+
   get #signer(): WorkloadCa {
     return this.#phase === "signing" && this.#next ? this.#next : this.#current;
   }

@@ -61,4 +61,31 @@ describe("WorkloadCa", () => {
     const leaf = new X509Certificate((await second.issue(await csrFor(), ID, 1000)).split("\n\n")[0]!);
     expect(leaf.verify(new X509Certificate(first.trustBundlePem).publicKey)).toBe(true);
   });
+
+  it("issues the controller's server certificate: its names, serverAuth only, chained to the root", async () => {
+    const ca = await WorkloadCa.open("cluster.local");
+    const keys = await generateKeys();
+    const now = Date.now();
+    const pem = await ca.issueServer(
+      keys.publicKey,
+      { dnsNames: ["localhost", "controller.example"], ipAddresses: ["127.0.0.1", "10.250.0.2"] },
+      3_600_000,
+      now,
+    );
+    const leaf = new X509Certificate(pem);
+    const root = new X509Certificate(ca.trustBundlePem);
+    expect(leaf.verify(root.publicKey)).toBe(true);
+    expect(leaf.checkIssued(root)).toBe(true);
+    expect(leaf.ca).toBe(false);
+    expect(leaf.subjectAltName).toBe(
+      "DNS:localhost, DNS:controller.example, IP Address:127.0.0.1, IP Address:10.250.0.2",
+    );
+    expect(leaf.checkIP("10.250.0.2")).toBe("10.250.0.2");
+    expect(leaf.checkHost("controller.example")).toBe("controller.example");
+    expect(leaf.checkHost("other.example")).toBeUndefined();
+    expect(leaf.keyUsage).toEqual(["1.3.6.1.5.5.7.3.1"]); // serverAuth, not a client identity
+    expect(Date.parse(leaf.validTo)).toBeGreaterThan(now + 3_600_000 - 1000);
+    expect(Date.parse(leaf.validTo)).toBeLessThanOrEqual(now + 3_600_000);
+    await expect(ca.issueServer(keys.publicKey, { dnsNames: [], ipAddresses: [] }, 1000)).rejects.toThrow(/name/);
+  });
 });

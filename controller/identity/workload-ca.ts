@@ -99,6 +99,41 @@ export class WorkloadCa {
     });
     return `${leaf.toString("pem")}\n${this.root.toString("pem")}\n`;
   }
+
+  /**
+   * A TLS server certificate for the controller itself (its agents' gRPC port) on `publicKey`,
+   * naming `dnsNames` and `ipAddresses`, valid `lifetimeMs` from now: the leaf alone, PEM.
+   */
+  async issueServer(
+    publicKey: webcrypto.CryptoKey,
+    names: { dnsNames: string[]; ipAddresses: string[] },
+    lifetimeMs: number,
+    now = Date.now(),
+  ): Promise<string> {
+    const sans = [
+      ...names.dnsNames.map((value) => ({ type: "dns" as const, value })),
+      ...names.ipAddresses.map((value) => ({ type: "ip" as const, value })),
+    ];
+    if (sans.length === 0) throw new Error("a server certificate needs at least one name");
+    const leaf = await x509.X509CertificateGenerator.create({
+      subject: `CN=nodemesh controller, O=${this.trustDomain}`,
+      issuer: this.root.subject,
+      publicKey,
+      signingKey: this.key,
+      serialNumber: serial(),
+      notBefore: new Date(now - CLOCK_SKEW_MS),
+      notAfter: new Date(now + lifetimeMs),
+      signingAlgorithm: KEY_ALGORITHM,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+        new x509.SubjectAlternativeNameExtension(sans),
+        await x509.AuthorityKeyIdentifierExtension.create(await this.root.publicKey.export()),
+      ],
+    });
+    return leaf.toString("pem");
+  }
 }
 
 /** A positive 128-bit serial number, hex. */

@@ -159,6 +159,16 @@ describe("the agent DaemonSet", () => {
     );
     expect(flagsOf(controller.containers[0].args).has("insecure-agents")).toBe(false);
   });
+
+  it("speaks to the controller as it serves: plaintext on both sides until replicas share a CA root", () => {
+    // Not yet TLS (docs/security.md): a controller serving TLS would make agents without a root
+    // refuse it, and agents with --insecure-controller would get nothing from a TLS port.
+    const controller = findManifest(base, "Deployment", "nodemesh-controller").spec.template.spec;
+    const agentFlags = flagsOf(agent.args);
+    expect(flagsOf(controller.containers[0].args).get("grpc-tls")).toBe("off");
+    expect(agentFlags.has("insecure-controller")).toBe(true);
+    expect(agentFlags.has("controller-ca-file")).toBe(false);
+  });
 });
 
 describe("the controller", () => {

@@ -60,7 +60,12 @@ describe("the controller's trust boundary for agents", () => {
       .sort();
   };
   const rogue = async (args: RogueMode, timeoutMs = 60_000): Promise<RogueReport> => {
-    const full: RogueArgs = { address: `${mesh.controller!.place.ip}:15012`, token, ...args };
+    const full: RogueArgs = {
+      address: `${mesh.controller!.place.ip}:15012`,
+      token,
+      caFile: mesh.controllerCaFile,
+      ...args,
+    };
     const r = await world.exec(n1, process.execPath, [ROGUE_AGENT, JSON.stringify(full)], { timeoutMs });
     if (r.code !== 0) throw new Error(`rogue agent failed (${r.code}): ${r.stderr}`);
     return JSON.parse(r.stdout) as RogueReport;

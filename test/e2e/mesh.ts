@@ -3,7 +3,7 @@
 // world's cleanup covers it.
 
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ADMIN_PORT } from "../../api/dataplane.ts";
@@ -89,7 +89,11 @@ export class Mesh {
    * Spawns `nodemesh agent` on `node` as startAgent does, without waiting for it to be ready
    * (e.g. a second agent beside a running one).
    */
-  spawnAgent(node: Node, name = `agent ${node.name}`): Omit<AgentHandle, "node"> {
+  spawnAgent(
+    node: Node,
+    name = `agent ${node.name}`,
+    opts: { controllerCaFile?: string } = {},
+  ): Omit<AgentHandle, "node"> {
     const socket = join(this.dir, node.name, "agent.sock");
     const stateDir = join(this.dir, node.name, "state");
     mkdirSync(stateDir, { recursive: true });
@@ -99,6 +103,8 @@ export class Mesh {
           `${this.controller.place.ip}:15012`,
           "--controller-token-file",
           this.agentTokenFile,
+          "--controller-ca-file",
+          opts.controllerCaFile ?? this.controllerCaFile,
           "--underlay-ip",
           node.underlayIp,
           "--report-interval-s",
@@ -128,8 +134,8 @@ export class Mesh {
     return { proc, socket, stateDir };
   }
 
-  async startAgent(node: Node): Promise<AgentHandle> {
-    const { proc, socket, stateDir } = this.spawnAgent(node);
+  async startAgent(node: Node, opts: { controllerCaFile?: string } = {}): Promise<AgentHandle> {
+    const { proc, socket, stateDir } = this.spawnAgent(node, undefined, opts);
     await proc.waitForLine(/"msg":"agent ready"/, 15_000);
     const handle = { node, proc, socket, stateDir };
     this.agents.set(node, handle);
@@ -137,9 +143,19 @@ export class Mesh {
   }
 
   /**
+   * The controller's CA root (its store dir's ca.pem): agents verify its gRPC server certificate
+   * with it (--controller-ca-file).
+   */
+  get controllerCaFile(): string {
+    if (!this.controller) throw new Error("no controller");
+    return join(this.controller.storeDir, "ca.pem");
+  }
+
+  /**
    * Starts (or restarts) the controller in the world's controller namespace, its REST API on that
-   * namespace's loopback, its gRPC stream on the underlay (agents present `agentTokenFile`).
-   * Start it before the agents. `extraArgs` go to `nodemesh controller`.
+   * namespace's loopback, its gRPC stream on the underlay over TLS (agents present `agentTokenFile`
+   * and verify it with `controllerCaFile`). Start it before the agents. `extraArgs` go to
+   * `nodemesh controller`.
    */
   async startController(extraArgs: string[] = []): Promise<void> {
     const place = this.controller?.place ?? this.world.controller ?? (await this.world.addController());
@@ -152,6 +168,11 @@ export class Mesh {
     );
     await proc.waitForLine(/"msg":"controller ready"/, 15_000);
     this.controller = { place, proc, storeDir };
+    // The CA root is written on the controller's first start, before it says ready.
+    for (let i = 0; !existsSync(this.controllerCaFile); i++) {
+      if (i === 50) throw new Error(`the controller did not write ${this.controllerCaFile}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
 
   /** Runs a `nodemesh` client command (apply, get, …) in the controller's namespace. */

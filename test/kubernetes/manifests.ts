@@ -36,13 +36,13 @@ export function findManifest(manifests: Manifest[], kind: string, name: string):
   return found;
 }
 
-/** A container's `--flag=value` arguments as a map (the manifests write every flag that way). */
+/** A container's `--flag=value` arguments as a map (the manifests write every flag that way; a boolean flag bare). */
 export function flagsOf(args: readonly string[]): Map<string, string> {
   const flags = new Map<string, string>();
   for (const arg of args) {
-    const m = /^--([a-z-]+)=(.*)$/.exec(arg);
-    if (!m) throw new Error(`argument "${arg}" is not --flag=value`);
-    flags.set(m[1]!, m[2]!);
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
+    if (!m) throw new Error(`argument "${arg}" is not --flag=value or --flag`);
+    flags.set(m[1]!, m[2] ?? "true"); // a bare --flag is a boolean one
   }
   return flags;
 }

@@ -292,7 +292,7 @@ describe("fault injection", () => {
       expect(refused.json.error).toEqual(expect.any(String));
     }
     // Control requests are not counted as served; the two /a requests are.
-    const after = (await request(port, "/_control")).json;
+    const after = (await request(port, "/_control")).json as { served: { recent: { method: string; path: string }[] } };
     expect(after).toEqual({
       latencyMs: 100,
       failRate: 0,

@@ -44,11 +44,19 @@ export class SimAgent {
   constructor(
     port: number,
     node: string,
-    opts: { token?: string; underlayIp?: string; secret?: string | null; host?: string } = {},
+    opts: {
+      token?: string;
+      underlayIp?: string;
+      secret?: string | null;
+      host?: string;
+      /** The controller's CA root: connect over TLS, verifying the controller with it (default: plaintext). */
+      ca?: Buffer;
+    } = {},
   ) {
     this.node = node;
     // A private subchannel pool gives each simulated agent its own connection, as real agents have.
-    this.client = new AgentServiceClient(`${opts.host ?? "127.0.0.1"}:${port}`, credentials.createInsecure(), {
+    const channel = opts.ca ? credentials.createSsl(opts.ca) : credentials.createInsecure();
+    this.client = new AgentServiceClient(`${opts.host ?? "127.0.0.1"}:${port}`, channel, {
       "grpc.use_local_subchannel_pool": 1,
     });
     const metadata = new Metadata();

@@ -15,6 +15,7 @@
 // Prints one JSON line (RogueReport). Every wait is bounded.
 
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import type { Report, WirePod } from "../../../api/agent-service.ts";
 import type { EdgeSample } from "../../../api/service-graph.ts";
 import { SimAgent } from "../../../controller/config/testing/sim-agent.ts";
@@ -23,7 +24,8 @@ export type RogueMode =
   | { mode: "hello"; node: string; pods: WirePod[] }
   | { mode: "nodes"; prefix: string; count: number }
   | { mode: "flood"; node: string; reports: number; edges: number };
-export type RogueArgs = { address: string; token?: string } & RogueMode;
+/** `caFile`: the controller's CA root, to connect over TLS (without it: plaintext). */
+export type RogueArgs = { address: string; token?: string; caFile?: string } & RogueMode;
 
 export interface RogueReport {
   /** Streams the controller accepted (hello, nodes: it sent a Config; flood: status OK). */
@@ -56,10 +58,16 @@ async function main(): Promise<void> {
   const args = JSON.parse(process.argv[2] ?? "{}") as RogueArgs;
   const [host, port] = args.address.split(":") as [string, string];
   const out: RogueReport = { accepted: 0, refused: {}, details: {} };
+  const ca = args.caFile ? readFileSync(args.caFile) : undefined;
   // Its own secret, as a process that never saw the real agent's state dir would have.
   const secret = randomBytes(32).toString("base64url");
   const open = (node: string) =>
-    new SimAgent(Number(port), node, { host, secret, ...(args.token ? { token: args.token } : {}) });
+    new SimAgent(Number(port), node, {
+      host,
+      secret,
+      ...(args.token ? { token: args.token } : {}),
+      ...(ca ? { ca } : {}),
+    });
   /** Waits for a Config (accepted) or the stream's end; records which. */
   const outcome = async (agent: SimAgent): Promise<void> => {
     await agent.until(() => agent.configs.length > 0 || agent.status !== undefined, WAIT_MS, "a Config or a status");
