@@ -107,7 +107,10 @@ export class Controller {
       opts.trustDomain ?? DEFAULT_TRUST_DOMAIN,
       this.kubernetes ? undefined : opts.storeDir,
       lifetimeMs,
-      (status) => caLog.info(status, status.phase ? `root rotation: ${status.phase}` : "root rotation done"),
+      (status) => {
+        caLog.info(status, status.phase ? `root rotation: ${status.phase}` : "root rotation done");
+        if (!status.phase) this.agents?.serverCertificate?.renewNow();
+      },
     );
     this.ca = ca;
     const tls = agentTlsEnabled(opts.grpcTls ?? "auto", opts.grpcHost);
@@ -131,8 +134,9 @@ export class Controller {
       ...(tls
         ? {
             tls: {
-              // The root agents were given (--controller-ca-file): it stays until a rotation ends.
-              ca: ca.current,
+              // The root agents were given (--controller-ca-file, ca.pem): it stays until a
+              // rotation ends, then the certificate is issued again from the new one.
+              ca: () => ca.current,
               names: serverNames({
                 listenHost: opts.grpcHost,
                 extra: opts.tlsSans ?? [],

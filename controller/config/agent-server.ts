@@ -85,7 +85,7 @@ export interface AgentServerOptions {
    * Serve TLS with a server certificate from `ca` for `names`, renewed at half of `lifetimeMs`
    * (default 30 days); none: plaintext.
    */
-  tls?: { ca: WorkloadCa; names: ServerNames; lifetimeMs?: number };
+  tls?: { ca: WorkloadCa | (() => WorkloadCa); names: ServerNames; lifetimeMs?: number };
   /** The CA that signs workload certificates for agents, and their lifetime; none: no certificates. */
   identities?: { ca: Pick<RotatingCa, "issue" | "trustBundlePem" | "trustDomain">; lifetimeMs: number };
   log?: Logger;

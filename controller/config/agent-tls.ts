@@ -104,12 +104,13 @@ export class ServerCertificate implements experimental.CertificateProvider {
   /** Certificates issued so far, the first included. */
   issued = 0;
 
-  private readonly ca: WorkloadCa;
+  /** Asked at each renewal: a root rotation changes the root that signs. */
+  private readonly ca: () => WorkloadCa;
   private readonly names: ServerNames;
   private readonly lifetimeMs: number;
   private readonly log: Logger;
 
-  private constructor(ca: WorkloadCa, names: ServerNames, lifetimeMs: number, log: Logger) {
+  private constructor(ca: () => WorkloadCa, names: ServerNames, lifetimeMs: number, log: Logger) {
     this.ca = ca;
     this.names = names;
     this.lifetimeMs = lifetimeMs;
@@ -118,13 +119,14 @@ export class ServerCertificate implements experimental.CertificateProvider {
 
   /** Issues the first certificate; renewals follow on their own until `stop`. */
   static async start(opts: {
-    ca: WorkloadCa;
+    ca: WorkloadCa | (() => WorkloadCa);
     names: ServerNames;
     lifetimeMs?: number;
     log: Logger;
   }): Promise<ServerCertificate> {
+    const ca = opts.ca;
     const provider = new ServerCertificate(
-      opts.ca,
+      typeof ca === "function" ? ca : () => ca,
       opts.names,
       opts.lifetimeMs ?? DEFAULT_SERVER_CERT_LIFETIME_MS,
       opts.log,
@@ -145,12 +147,18 @@ export class ServerCertificate implements experimental.CertificateProvider {
     clearTimeout(this.timer);
   }
 
+  /** A certificate from the CA's root of now (a root rotation ended): agents re-read their CA file. */
+  renewNow(): void {
+    clearTimeout(this.timer);
+    if (!this.stopped) void this.renew();
+  }
+
   private async renew(): Promise<void> {
     const now = Date.now();
     let delay: number;
     try {
       const keys = await generateKeys();
-      const cert = await this.ca.issueServer(keys.publicKey, this.names, this.lifetimeMs, now);
+      const cert = await this.ca().issueServer(keys.publicKey, this.names, this.lifetimeMs, now);
       this.certificatePem = cert;
       this.issued++;
       this.latest = { certificate: Buffer.from(cert), privateKey: Buffer.from(await pkcs8Pem(keys.privateKey)) };

@@ -151,6 +151,13 @@ describe("certificate rotation under load", () => {
       const outcome = { statuses: r.statuses, errors: r.errors, nmErrors: r.nmErrors };
       expect(outcome, name).toEqual({ statuses: { "200": requests }, errors: {}, nmErrors: {} });
     }
+    // An agent that starts now is given the new root (ca.pem) and must reach the controller, whose
+    // own serving certificate was issued again from it.
+    await mesh.stopAgent(n1, "SIGTERM");
+    await mesh.startAgent(n1);
+    await eventually("node-1's agent holds its certificate again", 20_000, async () =>
+      (await held(n1)).length > 0 ? true : undefined,
+    );
     // Still mutual TLS after the old root is gone.
     const after = await httpFrom(client.netnsPath, `http://${VIP}/after`);
     expect(JSON.parse(after.body).clientCert).toMatch(/URI=spiffe:\/\/cluster\.local\/ns\/default\/sa\/client$/);
