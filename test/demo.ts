@@ -67,7 +67,7 @@ try {
   ];
   await mesh.startController();
   say(
-    `controller ready in its namespace (${mesh.controller!.place.ip}): REST on its loopback :8080, gRPC :15012 (bootstrap token)`,
+    `controller ready in its namespace (${mesh.controller!.place.ip}): REST on its loopback :8080, gRPC :15012 (TLS from its CA, bootstrap token)`,
   );
   await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);
   say("agents connected to the controller (admin :15020 in each node namespace)");

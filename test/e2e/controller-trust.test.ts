@@ -3,23 +3,29 @@
 // (clients/rogue-agent.ts) runs in node-1's namespace and holds the bootstrap token, as a process
 // on any node could: it cannot take over node-2, register nodes past --max-nodes, or grow the
 // controller without bound with reports. The controller refuses to listen off loopback without
-// agent authentication unless told --insecure-agents.
+// agent authentication unless told --insecure-agents. The stream is TLS (issue 12, item 2): a
+// plaintext client gets nothing, the wire shows no payload, and an agent given another CA's root
+// refuses the controller and says why.
 
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { WorkloadCa } from "../../controller/identity/workload-ca.ts";
 import { rssMB } from "../bench/proc-stats.ts";
 import { type Node, type Pod, World } from "../world/world.ts";
 import type { RogueArgs, RogueMode, RogueReport } from "./clients/rogue-agent.ts";
+import type { ProbeArgs, ProbeReport } from "./clients/tls-probe.ts";
 import { eventually } from "./eventually.ts";
 import { Mesh } from "./mesh.ts";
 import { httpFrom, metricSum, parseMetrics } from "./netns-client.ts";
 
 const ROGUE_AGENT = new URL("./clients/rogue-agent.ts", import.meta.url).pathname;
+const TLS_PROBE = new URL("./clients/tls-probe.ts", import.meta.url).pathname;
 const CLI = new URL("../../bin/nodemesh.ts", import.meta.url).pathname;
 const MAX_NODES = 10;
-const GRPC = { PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8 };
+const GRPC = { PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, UNAVAILABLE: 14 };
 /**
  * The controller's resident memory after the report floods, MB. Measured: 133 → 389 MB (before the
  * limits: 128 → 4036 MB); the graph itself keeps about 9 MB, the rest is garbage V8 has not returned.
@@ -30,6 +36,7 @@ interface AgentView {
   node: string;
   connected: boolean;
   connectedAt?: string;
+  appliedVersion?: string;
   pods: Array<{ name: string; ip: string }>;
 }
 
@@ -59,7 +66,7 @@ describe("the controller's trust boundary for agents", () => {
       .map((e) => `${e.node}/${e.pod}/${e.ip}`)
       .sort();
   };
-  const rogue = async (args: RogueMode, timeoutMs = 60_000): Promise<RogueReport> => {
+  const rogue = async (args: RogueMode & { caFile?: string | undefined }, timeoutMs = 60_000): Promise<RogueReport> => {
     const full: RogueArgs = {
       address: `${mesh.controller!.place.ip}:15012`,
       token,
@@ -188,6 +195,86 @@ describe("the controller's trust boundary for agents", () => {
       expect(again.code).toBe(1);
       expect(again.stderr).toContain("404");
     }, 60_000);
+
+    it("serves the agents' port in TLS only: a plaintext client gets nothing, the wire shows no payload", async () => {
+      const host = mesh.controller!.place.ip;
+      const probeArgs: ProbeArgs = { host, port: 15012, caFile: mesh.controllerCaFile };
+      const probe = await world.exec(n1, process.execPath, [TLS_PROBE, JSON.stringify(probeArgs)], {
+        timeoutMs: 20_000,
+      });
+      expect(probe.code, probe.stderr).toBe(0);
+      const seen = JSON.parse(probe.stdout) as ProbeReport;
+      // A plaintext HTTP/2 server would answer the preface with its SETTINGS frame (type 04).
+      expect(seen.plaintext.firstBytesHex.slice(6, 8)).not.toBe("04");
+      expect(seen.plaintext.firstBytesHex === "" || seen.plaintext.firstBytesHex.startsWith("15")).toBe(true); // nothing, or a TLS alert
+      // The server's first bytes are a TLS handshake record; its certificate chains to the store's
+      // ca.pem and names the address agents dial.
+      expect(seen.tls.firstServerBytesHex).toMatch(/^1603/);
+      expect(seen.tls).toMatchObject({ error: null, authorized: true, alpn: "h2" });
+      expect(seen.tls.subjectAltName).toContain(`IP Address:${host}`);
+
+      // A plaintext gRPC client holding the token gets no stream, let alone a Config.
+      const plain = await rogue({ mode: "hello", node: "plain-1", pods: [], caFile: undefined });
+      expect(plain).toMatchObject({ accepted: 0, refused: { [GRPC.UNAVAILABLE]: 1 } });
+
+      // On the wire, while node-1's agent reconnects (Hello with its node name, the Config naming
+      // node-2): TLS records only. In plaintext both names would be there as protobuf strings.
+      const pcap = join(mesh.dir, "grpc.pcap");
+      const capture = world.spawn(
+        n1,
+        "tcpdump",
+        ["-i", "ul0", "--immediate-mode", "-U", "-n", "-Z", "root", "-w", pcap, "tcp port 15012"],
+        { name: "tcpdump" },
+      );
+      await capture.waitForLine(/listening on ul0/, 10_000);
+      const connectedAt = (await agents()).find((a) => a.node === "node-1")!.connectedAt;
+      await mesh.stopAgent(n1);
+      await mesh.startAgent(n1);
+      await eventually("node-1 to reconnect", 20_000, async () => {
+        const a = (await agents()).find((v) => v.node === "node-1");
+        return a?.connected && a.connectedAt !== connectedAt && a.appliedVersion ? true : undefined;
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      await capture.stop("SIGINT");
+      const packets = execFileSync("tcpdump", ["-nr", pcap], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+      expect(packets.trim().split("\n").length).toBeGreaterThan(10);
+      const wire = readFileSync(pcap).toString("latin1");
+      expect(wire.split("node-1").length - 1).toBe(0);
+      expect(wire.split("node-2").length - 1).toBe(0);
+      expect(wire.split(token).length - 1).toBe(0);
+    }, 90_000);
+
+    it("an agent given another CA's root refuses the controller and says why; with the right root it connects", async () => {
+      const otherDir = mkdtempSync(join(mesh.dir, "other-ca-"));
+      await WorkloadCa.open("cluster.local", otherDir);
+      await mesh.stopAgent(n1);
+      const wrong = await mesh.startAgent(n1, { controllerCaFile: join(otherDir, "ca.pem") });
+      await eventually("the agent to log why it cannot connect", 15_000, async () =>
+        wrong.proc.lines.some(
+          (l) => l.includes('"level":50') && l.includes("--controller-ca-file") && /certificate/.test(l),
+        )
+          ? true
+          : undefined,
+      );
+      const readyz = async () =>
+        JSON.parse((await httpFrom(n1.netnsPath, "http://127.0.0.1:15020/readyz")).body) as {
+          controller: { connected: boolean; tls: boolean; lastError: { error: string; hint?: string } | null };
+        };
+      const refused = (await readyz()).controller;
+      expect(refused).toMatchObject({ connected: false, tls: true });
+      expect(refused.lastError?.error).toMatch(/unable to verify the first certificate/);
+      expect(refused.lastError?.hint).toMatch(/--controller-ca-file/);
+      await new Promise((r) => setTimeout(r, 1000));
+      expect((await agents()).find((a) => a.node === "node-1")?.connected).toBe(false);
+
+      await mesh.stopAgent(n1);
+      await mesh.startAgent(n1);
+      await eventually("node-1 connected with the right root", 20_000, async () => {
+        const a = (await agents()).find((v) => v.node === "node-1");
+        return a?.connected && a.appliedVersion ? true : undefined;
+      });
+      expect((await readyz()).controller).toMatchObject({ connected: true, tls: true, lastError: null });
+    }, 90_000);
 
     it("bounds report floods: controller memory, the service graph and its answer", async () => {
       const controllerPid = mesh.controller!.proc.pid!;
