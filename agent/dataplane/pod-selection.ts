@@ -52,3 +52,26 @@ export function podSelector<T>(
     mesh,
   });
 }
+
+/**
+ * What every object that selects a pod amounts to, whatever its level, built once per pod and
+ * kept for the snapshot's life (bounded: a pod address is only ever a key here). `combine` gets
+ * the selecting objects (never none) and may say the pod has nothing (undefined).
+ */
+export function podIndex<T, W>(
+  objects: readonly Selecting<T>[],
+  services: readonly { name: string; namespace: string; endpoints: readonly { ip: string }[] }[],
+  combine: (selected: readonly T[]) => W | undefined,
+): (ip: string, namespace: string) => W | undefined {
+  const select = podSelector(objects, services);
+  const built = new Map<string, W | undefined>();
+  return (ip, namespace) => {
+    const key = `${ip}|${namespace}`;
+    if (built.has(key)) return built.get(key);
+    const { workload, namespace: wide, mesh } = select(ip, namespace);
+    const selected = [...workload, ...wide, ...mesh];
+    const w = selected.length > 0 ? combine(selected) : undefined;
+    if (built.size < 65_536) built.set(key, w);
+    return w;
+  };
+}

@@ -50,6 +50,28 @@ describe("certificate rotation under load", () => {
     return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
   };
 
+  /** Half the load HTTP on keep-alive connections, half a new TCP connection (a new tunnel) per request. */
+  const bothLoads = (requests: number) =>
+    Promise.all([
+      load({ url: `http://${VIP}/kept`, requests, rate: RATE_EACH, timeoutMs: 5000 }),
+      load({
+        url: `http://${VIP}:81/fresh`,
+        requests,
+        rate: RATE_EACH,
+        timeoutMs: 5000,
+        headers: { connection: "close" },
+      }),
+    ]);
+  const expectAllServed = (requests: number, keepAlive: LoadReport, newConnections: LoadReport) => {
+    for (const [name, r] of [
+      ["keep-alive", keepAlive],
+      ["new connections", newConnections],
+    ] as const) {
+      const outcome = { statuses: r.statuses, errors: r.errors, nmErrors: r.nmErrors };
+      expect(outcome, name).toEqual({ statuses: { "200": requests }, errors: {}, nmErrors: {} });
+    }
+  };
+
   beforeAll(async () => {
     world = await World.create({ nodes: 2 });
     // A connect budget of 5 s (Istio's default is 10 s; the harness's 500 ms is for fast failover
@@ -85,24 +107,9 @@ describe("certificate rotation under load", () => {
       security: "mutual_tls",
     });
     const requests = SECONDS * RATE_EACH;
-    const [keepAlive, fresh] = await Promise.all([
-      load({ url: `http://${VIP}/kept`, requests, rate: RATE_EACH, timeoutMs: 5000 }),
-      load({
-        url: `http://${VIP}:81/fresh`,
-        requests,
-        rate: RATE_EACH,
-        timeoutMs: 5000,
-        headers: { connection: "close" },
-      }),
-    ]);
+    const [keepAlive, fresh] = await bothLoads(requests);
     const after = await renewals();
-    for (const [name, r] of [
-      ["keep-alive", keepAlive],
-      ["new connections", fresh],
-    ] as const) {
-      const outcome = { statuses: r.statuses, errors: r.errors, nmErrors: r.nmErrors };
-      expect(outcome, name).toEqual({ statuses: { "200": requests }, errors: {}, nmErrors: {} });
-    }
+    expectAllServed(requests, keepAlive, fresh);
     for (const node of [n1, n2]) {
       expect(after[node.name]! - before[node.name]!, `renewals on ${node.name}`).toBeGreaterThanOrEqual(5);
     }
@@ -119,16 +126,7 @@ describe("certificate rotation under load", () => {
       JSON.parse((await mesh.cli(["ca", "-o", "json"])).stdout) as { phase?: string; roots: string[] };
     const [old] = (await ca()).roots;
     const requests = SECONDS * RATE_EACH;
-    const loads = Promise.all([
-      load({ url: `http://${VIP}/kept`, requests, rate: RATE_EACH, timeoutMs: 5000 }),
-      load({
-        url: `http://${VIP}:81/fresh`,
-        requests,
-        rate: RATE_EACH,
-        timeoutMs: 5000,
-        headers: { connection: "close" },
-      }),
-    ]);
+    const loads = bothLoads(requests);
     await new Promise((resolve) => setTimeout(resolve, 2000));
     const rotate = await mesh.cli(["ca", "rotate", "-o", "json"]);
     expect(rotate.code, rotate.stderr).toBe(0);
@@ -144,13 +142,7 @@ describe("certificate rotation under load", () => {
     });
     expect(done.roots).toEqual([fresh]);
     const [keepAlive, newConnections] = await loads;
-    for (const [name, r] of [
-      ["keep-alive", keepAlive],
-      ["new connections", newConnections],
-    ] as const) {
-      const outcome = { statuses: r.statuses, errors: r.errors, nmErrors: r.nmErrors };
-      expect(outcome, name).toEqual({ statuses: { "200": requests }, errors: {}, nmErrors: {} });
-    }
+    expectAllServed(requests, keepAlive, newConnections);
     // An agent that starts now is given the new root (ca.pem) and must reach the controller, whose
     // own serving certificate was issued again from it.
     await mesh.stopAgent(n1, "SIGTERM");

@@ -14,7 +14,7 @@
 import { BlockList } from "node:net";
 import type { AuthorizationPolicySpec, TrafficObject } from "../../../api/traffic.ts";
 import { namespaceOfIdentity } from "../mtls.ts";
-import { podSelector } from "../pod-selection.ts";
+import { podIndex } from "../pod-selection.ts";
 
 /** What a policy is matched against. `http` is absent for a TCP connection. */
 export interface AuthzRequest {
@@ -280,17 +280,5 @@ export function compileAuthorization(
       : [],
   );
   if (policies.length === 0) return NO_AUTHORIZATION;
-  const select = podSelector(policies, services);
-  const cache = new Map<string, WorkloadAuthorization | undefined>();
-  return {
-    forPod(ip, namespace) {
-      const key = `${ip}|${namespace}`;
-      if (cache.has(key)) return cache.get(key);
-      const { workload, namespace: wide, mesh } = select(ip, namespace);
-      const selected = [...workload, ...wide, ...mesh];
-      const w = selected.length > 0 ? forWorkload(selected) : undefined;
-      if (cache.size < 65_536) cache.set(key, w);
-      return w;
-    },
-  };
+  return { forPod: podIndex(policies, services, forWorkload) };
 }

@@ -12,7 +12,7 @@ import {
   jwtVerify,
 } from "jose";
 import type { RequestAuthenticationSpec, TrafficObject } from "../../../api/traffic.ts";
-import { podSelector } from "../pod-selection.ts";
+import { podIndex } from "../pod-selection.ts";
 
 interface TokenSource {
   /** Lower-case. */
@@ -106,19 +106,12 @@ export function compileRequestAuthentication(
       : [],
   );
   if (objects.length === 0) return NO_REQUEST_AUTHENTICATION;
-  const select = podSelector(objects, services);
-  const cache = new Map<string, WorkloadAuthentication | undefined>();
   return {
-    forPod(ip, namespace) {
-      const key = `${ip}|${namespace}`;
-      if (cache.has(key)) return cache.get(key);
-      const { workload, namespace: wide, mesh } = select(ip, namespace);
-      const rules = [...workload, ...wide, ...mesh].flat();
+    forPod: podIndex(objects, services, (selected): WorkloadAuthentication => {
+      const rules = selected.flat();
       const sources = [...new Map(rules.flatMap((r) => r.sources).map((s) => [`${s.header}|${s.prefix}`, s])).values()];
-      const w = rules.length > 0 ? { rules, sources } : undefined;
-      if (cache.size < 65_536) cache.set(key, w);
-      return w;
-    },
+      return { rules, sources };
+    }),
   };
 }
 
