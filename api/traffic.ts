@@ -531,8 +531,10 @@ export type RequestAuthenticationSpec = z.infer<typeof RequestAuthenticationSpec
 /**
  * PERMISSIVE: callers in mTLS and plaintext callers (tunnels without a certificate, callers
  * outside the mesh) are both accepted. STRICT: only callers that prove a mesh identity over mTLS.
+ * DISABLE: the mesh's callers tunnel to these pods in plaintext (their agents use no certificate),
+ * as Istio's auto-mTLS respects a DISABLE at the server; a caller in mTLS is still accepted.
  */
-const MtlsMode = z.strictObject({ mode: z.enum(["PERMISSIVE", "STRICT"]) });
+const MtlsMode = z.strictObject({ mode: z.enum(["PERMISSIVE", "STRICT", "DISABLE"]) });
 
 /**
  * PeerAuthentication (nodemesh.io/v1alpha1), Istio's: the mTLS mode of the pods it selects, at the

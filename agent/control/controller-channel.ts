@@ -6,6 +6,7 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
+import { splitPem } from "../../api/pem.ts";
 
 export type ChannelSecurity = { tls: true; caFile: string } | { tls: false };
 
@@ -50,7 +51,7 @@ export function readCaFile(file: string): Buffer {
   } catch (err) {
     throw new Error(`cannot read the controller's CA file ${file}: ${(err as Error).message}`);
   }
-  const blocks = pem.toString("utf8").match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  const blocks = splitPem(pem.toString("utf8"));
   try {
     if (blocks.length === 0) throw new Error("no PEM certificate in it");
     for (const block of blocks) new X509Certificate(block);

@@ -14,6 +14,7 @@ import type { ProxyTarget } from "./pod.ts";
 import type { DataplaneSettings } from "./settings.ts";
 import type { SharedState } from "./shared-state.ts";
 import type { Snapshot } from "./snapshot.ts";
+import type { TunnelConnections } from "./tunnel-mux.ts";
 
 /** The HTTP servers a classified connection is handed to (http/frontend.ts). */
 export interface HttpServing {
@@ -38,4 +39,6 @@ export interface DataplaneContext {
   readonly sockets: SocketMaker;
   /** The certificates of this node's pods' identities: mTLS on the tunnel (mtls.ts). */
   readonly keyring: Keyring;
+  /** The mTLS connections to other agents' pods that tunnels share (tunnel-mux.ts). */
+  readonly tunnels: TunnelConnections;
 }

@@ -24,6 +24,7 @@ import type { PodContext } from "./pod.ts";
 import type { DataplaneSettings } from "./settings.ts";
 import { type SharedBuffers, SharedState } from "./shared-state.ts";
 import { compileSnapshot, EMPTY_SNAPSHOT, type Snapshot, type SnapshotMessage } from "./snapshot.ts";
+import { TunnelConnections } from "./tunnel-mux.ts";
 
 export interface DataplaneOptions {
   shared: SharedBuffers;
@@ -88,6 +89,7 @@ export class Dataplane implements DataplaneContext {
   readonly accessLog: AccessLog;
   readonly log: Logger;
   readonly sockets: SocketMaker;
+  readonly tunnels: TunnelConnections;
   /** Replaced whole when the control thread sends the node's certificates again. */
   keyring: Keyring = new Map();
   private current: Snapshot = EMPTY_SNAPSHOT;
@@ -103,6 +105,9 @@ export class Dataplane implements DataplaneContext {
     this.picker = new EndpointPicker(this.shared);
     this.log = opts.log;
     this.sockets = opts.sockets ?? inPodSockets;
+    this.tunnels = new TunnelConnections(this.sockets, () =>
+      this.metrics.tunnelTlsConnections.labels("outbound").inc(),
+    );
     // A pool's connections are HTTP end to end: a meshed endpoint's agent is told to serve them so.
     this.pools = new UpstreamPools(this.shared, (from, ep, protocol, timeoutMs) =>
       connectEndpoint(this, from, ep, timeoutMs, protocol),
@@ -155,6 +160,7 @@ export class Dataplane implements DataplaneContext {
     if (!entry) return;
     this.pods.delete(key);
     this.pools.dropPod(key);
+    this.tunnels.dropPod(key);
     let open = entry.servers.length;
     for (const server of entry.servers) {
       server.close(() => {

@@ -1,6 +1,7 @@
 // Inbound: connections that arrive at an enrolled pod. Two ways in:
 // - 15006, plain: anything the pod's PREROUTING rules redirected (a caller that is not meshed);
-// - 15008, the tunnel: a source agent asking us to connect to this pod's workload.
+// - 15008, the tunnel: a source agent asking us to connect to this pod's workload (in mutual TLS,
+//   many tunnels on one connection: tunnel-mux.ts).
 // Either way the agent connects to the workload from inside the pod, marked so it is not
 // intercepted again. HTTP (declared, detected, or announced by the source agent) goes through the
 // L7 proxy's inbound side (rate limits, strict parsing); anything else is forwarded as bytes.
@@ -20,6 +21,7 @@ import { pipeBoth } from "./pipe.ts";
 import type { Caller, PodContext } from "./pod.ts";
 import { routeKey } from "./snapshot.ts";
 import { acceptTunnel, answerTunnel, type TunnelRequest, tunnelAuthRefusal, tunnelTargetRefusal } from "./tunnel.ts";
+import { acceptTunnels, type TunnelAnswer } from "./tunnel-mux.ts";
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
@@ -222,21 +224,55 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accept
     accepted.destroy();
     return;
   }
+  if (secured.peer !== undefined) {
+    // Mutual TLS: this connection carries many tunnels, one HTTP/2 stream each.
+    ctx.metrics.tunnelTlsConnections.labels("inbound").inc();
+    const peer = secured.peer;
+    acceptTunnels(secured.socket, (tunnel, req, answer) => {
+      serveTunnel(ctx, to, tunnel, req, peer, answer).catch((err: Error) => {
+        ctx.log.warn({ pod: to.key, err: err.message }, "tunnel handler failed");
+        tunnel.destroy();
+      });
+    });
+    return;
+  }
   const client = secured.socket;
-  ctx.metrics.tunnels.labels(secured.peer ? "mutual_tls" : "plaintext").inc();
-  let app: Socket;
-  let req: Awaited<ReturnType<typeof acceptTunnel>>;
-  let caller: Caller;
+  let req: TunnelRequest;
   try {
     req = await acceptTunnel(client, ctx.settings.connectTimeoutMs);
+  } catch (err) {
+    ctx.metrics.connectFailures.labels("inbound", errorCode(err)).inc();
+    if (!client.destroyed) answerTunnel(client, err as AgentError);
+    return;
+  }
+  await serveTunnel(ctx, to, client, req, undefined, (error) => answerTunnel(client, error));
+}
+
+/**
+ * One tunnel, whichever its framing: checked (the tunnel key, the target, the claims against the
+ * certificate, STRICT, authorization of bytes), connected to the workload, then answered and
+ * served. `peer`: the caller's SPIFFE id, proven by mTLS.
+ */
+async function serveTunnel(
+  ctx: DataplaneContext,
+  to: PodContext,
+  client: Socket,
+  req: TunnelRequest,
+  peer: string | undefined,
+  answer: TunnelAnswer,
+) {
+  ctx.metrics.tunnels.labels(peer ? "mutual_tls" : "plaintext").inc();
+  let app: Socket;
+  let caller: Caller;
+  try {
     const refusal =
       tunnelAuthRefusal(req, ctx.settings.tunnelKey, Date.now()) ??
       tunnelTargetRefusal(req, to.pod) ??
-      claimRefusal(req, secured.peer) ??
-      strictRefusal(ctx, to, req.port, secured.peer);
+      claimRefusal(req, peer) ??
+      strictRefusal(ctx, to, req.port, peer);
     if (refusal) throw refusal;
-    const vouched = secured.peer !== undefined || ctx.settings.tunnelKey !== undefined;
-    caller = callerFromTunnel(req.workload, client.remoteAddress, secured.peer, vouched ? req.sourceIp : undefined);
+    const vouched = peer !== undefined || ctx.settings.tunnelKey !== undefined;
+    caller = callerFromTunnel(req.workload, client.remoteAddress, peer, vouched ? req.sourceIp : undefined);
     // Bytes, not HTTP (which is authorized per request): authorized before the workload is dialled.
     const denied = servedAsBytes(ctx, to, req) && connectionDenied(ctx, to, req.port, caller);
     if (denied) throw denied;
@@ -245,14 +281,14 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accept
   } catch (err) {
     const error = err instanceof AgentError ? err : new AgentError(AgentErrors.CONNECT_FAILED, String(err));
     ctx.metrics.connectFailures.labels("inbound", error.code).inc();
-    if (!client.destroyed) answerTunnel(client, error);
+    answer(error);
     return;
   }
   if (client.destroyed) {
     app.destroy(); // the source agent went away while we connected
     return;
   }
-  answerTunnel(client, undefined);
+  answer(undefined);
   const { protocol, leftover } = req.protocol
     ? { protocol: req.protocol }
     : await declaredHttp(ctx, to, client, req.port);

@@ -181,8 +181,14 @@ export class DataplaneMetrics {
   });
   readonly tunnels = new Counter({
     name: "nodemesh_tunnel_connections_total",
-    help: "Tunnel connections accepted from other agents, by security: mutual_tls (the caller proved a mesh identity) or plaintext",
+    help: "Tunnels accepted from other agents, by security: mutual_tls (the caller proved a mesh identity; many share one TLS connection) or plaintext (one connection each)",
     labelNames: ["security"],
+    registers: [this.registry],
+  });
+  readonly tunnelTlsConnections = new Counter({
+    name: "nodemesh_tunnel_tls_connections_total",
+    help: "Mutual-TLS connections between agents opened (outbound) or accepted (inbound), each a handshake carrying many tunnels",
+    labelNames: ["direction"],
     registers: [this.registry],
   });
   readonly refused = new Counter({

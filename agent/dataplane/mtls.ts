@@ -1,19 +1,20 @@
 // Mutual TLS on the tunnel between agents. Each agent holds a certificate per identity of its
-// pods (control/identities.ts), handed to the workers as a keyring. The source agent wraps the
-// tunnel connection in TLS with the source pod's certificate and accepts only the certificate of
-// the identity the service table names for the endpoint; the destination agent terminates it with
-// the destination pod's certificate and requires the caller's, chained to the mesh's CA, before a
-// single byte of the handshake is read. A caller without TLS is still accepted unless the
-// Service's policy says STRICT (inbound.ts; PERMISSIVE is the default, as Istio's): the tunnel key
-// (tunnel.ts) then says it is an agent.
+// pods (control/identities.ts), handed to the workers as a keyring. The source agent opens TLS with
+// the source pod's certificate and accepts only the certificate of the identity the service table
+// names for the endpoint; the destination agent terminates it with the destination pod's
+// certificate and requires the caller's, chained to the mesh's CA, before a single byte of a
+// tunnel is read. Many tunnels then share that connection (tunnel-mux.ts). A caller without TLS is
+// still accepted unless PeerAuthentication says STRICT (inbound.ts; PERMISSIVE is the default, as
+// Istio's): the tunnel key (tunnel.ts) then says it is an agent.
 
 import { X509Certificate } from "node:crypto";
 import type { Socket } from "node:net";
-import { Duplex } from "node:stream";
 import tls from "node:tls";
+import { splitPem } from "../../api/pem.ts";
 import { AgentError, AgentErrors } from "../errors.ts";
 import type { Endpoint } from "./endpoint.ts";
 import type { ConnectionSecurity } from "./metrics.ts";
+import type { PeerAuthenticationIndex } from "./peer-authentication.ts";
 import type { PodContext } from "./pod.ts";
 
 /** One workload identity's certificate, as the workers receive it. */
@@ -46,10 +47,7 @@ function contextOf(id: WorkerIdentity): { tls: tls.SecureContext; roots: X509Cer
   if (!context) {
     context = {
       tls: tls.createSecureContext({ cert: id.certChainPem, key: id.keyPem, ca: id.trustBundlePem }),
-      roots: id.trustBundlePem
-        .split(/(?<=-----END CERTIFICATE-----)/)
-        .filter((pem) => pem.includes("BEGIN CERTIFICATE"))
-        .map((pem) => new X509Certificate(pem)),
+      roots: splitPem(id.trustBundlePem).map((pem) => new X509Certificate(pem)),
     };
     contexts.set(id, context);
   }
@@ -61,11 +59,8 @@ function podIdentity(keyring: Keyring, pod: PodContext): WorkerIdentity | undefi
   return keyring.get(`${pod.pod.namespace}/${pod.pod.serviceAccount || "default"}`);
 }
 
-/**
- * ALPN names the tunnel's content to Node's HTTP/2 code, which refuses a TLS socket that did not
- * negotiate "h2": a tunnel the destination serves as HTTP/2 says "h2", any other "nodemesh".
- */
-const TUNNEL_ALPN = "nodemesh";
+/** The tunnel connection speaks HTTP/2 (each tunnel a CONNECT stream), as Istio's HBONE. */
+export const MUX_ALPN = "h2";
 
 function trustDomainOf(spiffeId: string): string {
   return /^spiffe:\/\/([^/]+)\//.exec(spiffeId)?.[1] ?? "";
@@ -78,14 +73,39 @@ function expectedIdentity(mine: WorkerIdentity, ep: Endpoint): string {
 
 /** Why the caller's certificate is not one of the mesh's, else undefined. */
 function callerRefusal(socket: tls.TLSSocket, mine: WorkerIdentity, now = Date.now()): string | undefined {
-  const leaf = socket.getPeerX509Certificate();
-  if (!leaf) return "no certificate";
-  if (!contextOf(mine).roots.some((root) => leaf.verify(root.publicKey))) return "not issued by the mesh's CA";
+  const presented = socket.getPeerCertificate(true);
+  if (!presented?.raw) return "no certificate";
+  const leaf = new X509Certificate(presented.raw);
   if (now < Date.parse(leaf.validFrom) || now > Date.parse(leaf.validTo)) return "expired or not yet valid";
+  if (!leadsToRoot(presented, contextOf(mine).roots, now)) return "not issued by the mesh's CA";
   const id = peerIdentity(socket);
   if (!/^spiffe:\/\/[^/]+\/ns\/[^/]+\/sa\/[^/]+$/.test(id)) return "no workload SPIFFE identity";
   if (trustDomainOf(id) !== trustDomainOf(mine.spiffeId)) return `${id} is not of this trust domain`;
   return undefined;
+}
+
+/** The mesh's intermediates (a CA the user provides) between a leaf and its root, at most this many. */
+const MAX_CHAIN_DEPTH = 4;
+
+/**
+ * Whether `cert`'s chain, as the peer presented it, leads to one of `roots`: each link signed by
+ * the next, each intermediate a valid CA certificate.
+ */
+function leadsToRoot(cert: tls.DetailedPeerCertificate, roots: readonly X509Certificate[], now: number): boolean {
+  let link = new X509Certificate(cert.raw);
+  let next = cert;
+  for (let depth = 0; depth <= MAX_CHAIN_DEPTH; depth++) {
+    const child = link;
+    if (roots.some((root) => child.checkIssued(root) && child.verify(root.publicKey))) return true;
+    const issuer = next.issuerCertificate;
+    if (!issuer?.raw || issuer === next) return false;
+    const parent = new X509Certificate(issuer.raw);
+    const current = now >= Date.parse(parent.validFrom) && now <= Date.parse(parent.validTo);
+    if (!parent.ca || !current || !child.checkIssued(parent) || !child.verify(parent.publicKey)) return false;
+    link = parent;
+    next = issuer;
+  }
+  return false;
 }
 
 /** The namespace of a workload's SPIFFE id. */
@@ -115,30 +135,41 @@ function settled(socket: tls.TLSSocket, event: "secureConnect" | "secure", timeo
   });
 }
 
-/** How a tunnel from `from` to `ep` is made: mutual TLS when `from` has its certificate and `ep`'s identity is known. */
-export function tunnelSecurity(keyring: Keyring, from: PodContext, ep: Endpoint): ConnectionSecurity {
-  return ep.meshed && ep.serviceAccount && podIdentity(keyring, from) ? "mutual_tls" : "none";
+/** What decides how a tunnel is secured: the node's certificates, the destination's PeerAuthentication. */
+type TunnelSecurityInputs = { readonly keyring: Keyring; snapshot(): { readonly mtlsMode: PeerAuthenticationIndex } };
+
+/**
+ * The certificate a tunnel from `from` to `ep` is opened with, or undefined for a plaintext
+ * tunnel: mTLS when the endpoint is meshed with a known identity, `from` holds its certificate,
+ * and the endpoint's PeerAuthentication does not say DISABLE.
+ */
+export function tunnelIdentity(via: TunnelSecurityInputs, from: PodContext, ep: Endpoint): WorkerIdentity | undefined {
+  if (!ep.meshed || !ep.serviceAccount) return undefined;
+  const mine = podIdentity(via.keyring, from);
+  if (!mine || via.snapshot().mtlsMode(ep.ip, ep.namespace, ep.port) === "DISABLE") return undefined;
+  return mine;
+}
+
+/** How a tunnel from `from` to `ep` is secured (a label of the source side's metrics). */
+export function tunnelSecurity(via: TunnelSecurityInputs, from: PodContext, ep: Endpoint): ConnectionSecurity {
+  return tunnelIdentity(via, from, ep) ? "mutual_tls" : "none";
 }
 
 /**
- * Source side: `socket` (connected to the endpoint's tunnel port) in TLS, when the source pod has
- * its certificate and the endpoint's identity is known; else `socket` itself.
+ * Source side: `socket` (connected to the endpoint's tunnel port) in TLS with `mine`, once the
+ * endpoint proved the identity the service table names for it.
  */
-export async function secureTunnel(
-  keyring: Keyring,
-  from: PodContext,
+export async function connectMutualTls(
+  mine: WorkerIdentity,
   ep: Endpoint,
   socket: Socket,
   timeoutMs: number,
-  h2 = false,
-): Promise<Socket> {
-  const mine = podIdentity(keyring, from);
-  if (!mine || !ep.serviceAccount) return socket;
+): Promise<tls.TLSSocket> {
   const expected = expectedIdentity(mine, ep);
   const secure = tls.connect({
     socket,
     secureContext: contextOf(mine).tls,
-    ALPNProtocols: [h2 ? "h2" : TUNNEL_ALPN],
+    ALPNProtocols: [MUX_ALPN],
     checkServerIdentity: (_host, cert) =>
       cert.subjectaltname === `URI:${expected}`
         ? undefined
@@ -182,7 +213,7 @@ export async function acceptSecureTunnel(
   to: PodContext,
   socket: Socket,
   timeoutMs: number,
-): Promise<{ socket: Socket; peer?: string }> {
+): Promise<{ socket: Socket; peer?: undefined } | { socket: tls.TLSSocket; peer: string }> {
   if ((await firstByte(socket, timeoutMs)) !== TLS_HANDSHAKE) return { socket };
   const mine = podIdentity(keyring, to);
   if (!mine)
@@ -192,9 +223,13 @@ export async function acceptSecureTunnel(
     requestCert: true,
     rejectUnauthorized: true,
     secureContext: contextOf(mine).tls,
-    ALPNProtocols: ["h2", TUNNEL_ALPN],
+    ALPNProtocols: [MUX_ALPN],
   });
   await settled(secure, "secure", timeoutMs, "caller");
+  if (secure.alpnProtocol !== MUX_ALPN) {
+    secure.destroy();
+    throw new AgentError(AgentErrors.TUNNEL_PROTOCOL, `caller: TLS without ALPN ${MUX_ALPN}`);
+  }
   // OpenSSL required and verified the caller's chain (rejectUnauthorized); a standalone server
   // socket does not record that (only a tls.Server's sockets do), so the leaf is checked here.
   const refusal = callerRefusal(secure, mine);
@@ -203,31 +238,4 @@ export async function acceptSecureTunnel(
     throw new AgentError(AgentErrors.TUNNEL_UNAUTHENTICATED, `caller: ${refusal}`);
   }
   return { socket: secure, peer: peerIdentity(secure) };
-}
-
-/** A socket as a plain Duplex: what Node's HTTP/2 server drives through JS rather than natively. */
-export function asPlainStream(socket: Socket): Duplex {
-  const stream = new Duplex({
-    read() {
-      socket.resume();
-    },
-    write(chunk, _encoding, callback) {
-      socket.write(chunk, callback);
-    },
-    final(callback) {
-      socket.end();
-      callback();
-    },
-    destroy(err, callback) {
-      socket.destroy(err ?? undefined);
-      callback(err);
-    },
-  });
-  socket.on("data", (chunk: Buffer) => {
-    if (!stream.push(chunk)) socket.pause();
-  });
-  socket.once("end", () => stream.push(null));
-  socket.once("close", () => stream.destroy());
-  socket.on("error", (err) => stream.destroy(err));
-  return stream;
 }

@@ -1,12 +1,13 @@
 // PeerAuthentication at the destination's agent: the mTLS mode of a pod's port, from the most
 // specific object that sets one (the pod's own, then its namespace's, then the mesh's), compiled
 // once per snapshot. Enforced in inbound.ts: STRICT refuses plaintext tunnels (403
-// NM_MTLS_REQUIRED) and callers outside the mesh (a reset).
+// NM_MTLS_REQUIRED) and callers outside the mesh (a reset); read by the caller's agent too, which
+// tunnels in plaintext to a DISABLE port (mtls.ts tunnelIdentity).
 
 import type { PeerAuthenticationSpec, TrafficObject } from "../../api/traffic.ts";
 import { podSelector } from "./pod-selection.ts";
 
-export type MtlsMode = "PERMISSIVE" | "STRICT";
+export type MtlsMode = "PERMISSIVE" | "STRICT" | "DISABLE";
 
 /** The mode of `port` on the pod at `ip` in `namespace`. */
 export type PeerAuthenticationIndex = (ip: string, namespace: string, port: number) => MtlsMode;

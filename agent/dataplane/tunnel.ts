@@ -1,7 +1,10 @@
-// The agent-to-agent handshake on the tunnel port (15008), in the shape of Istio's HBONE:
-// an HTTP/1.1 CONNECT naming the workload address, answered by the destination agent only once
-// it has connected to the workload. So the source agent learns that an endpoint is dead before it
-// commits the client to it, and fails over. The later mTLS work wraps this same exchange in TLS.
+// The agent-to-agent tunnel handshake on the tunnel port (15008), in the shape of Istio's HBONE: a
+// CONNECT naming the workload address, answered by the destination agent only once it has
+// connected to the workload. So the source agent learns that an endpoint is dead before it commits
+// the client to it, and fails over. Two framings of the same fields:
+// - in mutual TLS, an HTTP/2 CONNECT stream, many per connection (tunnel-mux.ts);
+// - in plaintext (no certificate, or PeerAuthentication DISABLE), one HTTP/1.1 CONNECT per
+//   connection:
 //
 //   → CONNECT 10.244.2.11:8080 HTTP/1.1\r\nHost: 10.244.2.11:8080\r\nX-Nodemesh-Source: ns/pod\r\n
 //     X-Nodemesh-Source-Workload: ns/app\r\nX-Nodemesh-Source-Ip: 10.244.1.5\r\n
@@ -13,7 +16,7 @@
 // With a tunnel key (--tunnel-key-file, the same on every agent), the source agent signs the
 // handshake (X-Nodemesh-Tunnel-Auth: <ms>.<HMAC-SHA256 of the request's fields>) and the
 // destination agent refuses one that is unsigned, forged or older than 30 s: a pod that slips past
-// its own interception (SO_MARK) cannot use another pod's tunnel port. mTLS will replace this.
+// its own interception (SO_MARK) cannot use another pod's tunnel port without mTLS.
 
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
@@ -104,19 +107,60 @@ function readHead(socket: Socket, timeoutMs: number): Promise<string> {
   });
 }
 
+/** The handshake's fields as headers (lower case: HTTP/2 wants them so, HTTP/1.1 does not mind). */
+export function handshakeHeaders(req: TunnelRequest, key: string | undefined): Record<string, string> {
+  const ms = Date.now();
+  return {
+    "x-nodemesh-source": req.source,
+    ...(req.workload ? { "x-nodemesh-source-workload": req.workload } : {}),
+    ...(req.sourceIp ? { "x-nodemesh-source-ip": req.sourceIp } : {}),
+    ...(req.protocol ? { "x-nodemesh-protocol": req.protocol } : {}),
+    ...(key ? { "x-nodemesh-tunnel-auth": `${ms}.${signature(key, ms, req)}` } : {}),
+  };
+}
+
+const TARGET = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/;
+const FIELDS: Record<string, RegExp> = {
+  "x-nodemesh-source": /^[^\r\n]{1,256}$/,
+  "x-nodemesh-source-workload": /^[^\r\n]{1,256}$/,
+  "x-nodemesh-source-ip": /^\d{1,3}(?:\.\d{1,3}){3}$/,
+  "x-nodemesh-protocol": /^(?:http1|h2)$/,
+  "x-nodemesh-tunnel-auth": /^[^\r\n]{1,128}$/,
+};
+
 /**
- * Source side: asks the destination agent for `ip:port`; resolves once it has connected. `key`:
- * the mesh's tunnel key, to sign the handshake with.
+ * Destination side: the request a handshake makes, from its target ("ip:port") and its headers
+ * (`header` answers a lower-case name). A field that does not parse is absent.
+ */
+export function tunnelRequestOf(target: string, header: (name: string) => string | undefined): TunnelRequest {
+  const m = TARGET.exec(target);
+  const port = Number(m?.[2]);
+  if (!m || port < 1 || port > 65535) throw new AgentError(AgentErrors.TUNNEL_PROTOCOL, "expected CONNECT ip:port");
+  const field = (name: string) => {
+    const value = header(name);
+    return value !== undefined && FIELDS[name]!.test(value) ? value : undefined;
+  };
+  return {
+    ip: m[1]!,
+    port,
+    source: field("x-nodemesh-source") ?? "",
+    workload: field("x-nodemesh-source-workload"),
+    sourceIp: field("x-nodemesh-source-ip"),
+    protocol: field("x-nodemesh-protocol") as TunnelRequest["protocol"],
+    auth: field("x-nodemesh-tunnel-auth"),
+  };
+}
+
+/**
+ * Source side, plaintext: asks the destination agent for `ip:port` on `socket`; resolves once it
+ * has connected. `key`: the mesh's tunnel key, to sign the handshake with.
  */
 export async function openTunnel(socket: Socket, req: TunnelRequest, timeoutMs: number, key?: string): Promise<void> {
   const target = `${req.ip}:${req.port}`;
-  const ms = Date.now();
-  const extra =
-    (req.workload ? `X-Nodemesh-Source-Workload: ${req.workload}\r\n` : "") +
-    (req.sourceIp ? `X-Nodemesh-Source-Ip: ${req.sourceIp}\r\n` : "") +
-    (req.protocol ? `X-Nodemesh-Protocol: ${req.protocol}\r\n` : "") +
-    (key ? `X-Nodemesh-Tunnel-Auth: ${ms}.${signature(key, ms, req)}\r\n` : "");
-  socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nX-Nodemesh-Source: ${req.source}\r\n${extra}\r\n`);
+  const fields = Object.entries(handshakeHeaders(req, key))
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join("");
+  socket.write(`CONNECT ${target} HTTP/1.1\r\nhost: ${target}\r\n${fields}\r\n`);
   let head: string;
   try {
     head = await readHead(socket, timeoutMs);
@@ -130,20 +174,21 @@ export async function openTunnel(socket: Socket, req: TunnelRequest, timeoutMs: 
   throw new AgentError(AgentErrors.TUNNEL_REFUSED, `${target}: ${reason}`);
 }
 
-const CONNECT_LINE = /^CONNECT (\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5}) HTTP\/1\.1\r\n/;
+const CONNECT_LINE = /^CONNECT (\S{1,32}) HTTP\/1\.1$/;
 
-/** Destination side: reads and parses the CONNECT request. */
+/** Destination side, plaintext: reads and parses the CONNECT request. */
 export async function acceptTunnel(socket: Socket, timeoutMs: number): Promise<TunnelRequest> {
-  const head = await readHead(socket, timeoutMs);
-  const m = CONNECT_LINE.exec(`${head}\r\n`);
-  const port = Number(m?.[2]);
-  if (!m || port < 1 || port > 65535) throw new AgentError(AgentErrors.TUNNEL_PROTOCOL, "expected CONNECT ip:port");
-  const source = /\r\nX-Nodemesh-Source: ([^\r\n]{1,256})/i.exec(head)?.[1] ?? "";
-  const workload = /\r\nX-Nodemesh-Source-Workload: ([^\r\n]{1,256})/i.exec(head)?.[1];
-  const sourceIp = /\r\nX-Nodemesh-Source-Ip: (\d{1,3}(?:\.\d{1,3}){3})\r?$/im.exec(head)?.[1];
-  const protocol = /\r\nX-Nodemesh-Protocol: (http1|h2)\r?$/im.exec(head)?.[1] as TunnelRequest["protocol"];
-  const auth = /\r\nX-Nodemesh-Tunnel-Auth: ([^\r\n]{1,128})/i.exec(head)?.[1];
-  return { ip: m[1]!, port, source, workload, sourceIp, protocol, auth };
+  const [line = "", ...lines] = (await readHead(socket, timeoutMs)).split("\r\n");
+  const target = CONNECT_LINE.exec(line)?.[1];
+  if (!target) throw new AgentError(AgentErrors.TUNNEL_PROTOCOL, "expected CONNECT ip:port");
+  const headers = new Map<string, string>();
+  for (const l of lines) {
+    const colon = l.indexOf(":");
+    const name = l.slice(0, colon).toLowerCase();
+    // The first of a repeated field counts, as before; the rest cannot override it.
+    if (colon > 0 && !headers.has(name)) headers.set(name, l.slice(colon + 1).trim());
+  }
+  return tunnelRequestOf(target, (name) => headers.get(name));
 }
 
 /**

@@ -14,6 +14,7 @@
 import { X509Certificate } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { splitPem } from "../../api/pem.ts";
 import { WorkloadCa } from "./workload-ca.ts";
 
 export type RotationPhase = "trusting" | "signing";
@@ -107,7 +108,7 @@ export class RotatingCa {
   }
 
   status(): RotationStatus {
-    const roots = this.trustBundlePem.split(/(?<=-----END CERTIFICATE-----\n?)/).filter((p) => p.trim());
+    const roots = splitPem(this.trustBundlePem);
     return {
       ...(this.#phase ? { phase: this.#phase, nextStepAt: new Date(this.#nextStepAt).toISOString() } : {}),
       // SHA-256 fingerprints, as `openssl x509 -fingerprint -sha256` prints them.

@@ -117,7 +117,7 @@ export class RetryingCall {
     recordEndpoint(
       this.rec,
       endpoint,
-      t.direction === "outbound" ? tunnelSecurity(this.ctx.keyring, t.from, endpoint) : undefined,
+      t.direction === "outbound" ? tunnelSecurity(this.ctx, t.from, endpoint) : undefined,
     );
     const guard = this.plan.backend?.policy ?? DEFAULT_POLICY;
     const lease = EndpointLease.acquire(this.ctx.shared, endpoint, guard.circuitBreaker?.maxRequests ?? UNLIMITED);

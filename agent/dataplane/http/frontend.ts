@@ -9,7 +9,6 @@ import http2 from "node:http2";
 import type { Socket } from "node:net";
 import { AgentError, type AgentErrorKind, AgentErrors } from "../../errors.ts";
 import type { DataplaneContext, HttpServing } from "../context.ts";
-import { asPlainStream } from "../mtls.ts";
 import type { ProxyTarget } from "../pod.ts";
 import { proxyRequest } from "./chain.ts";
 import { Http1Downstream, Http2Downstream } from "./downstream.ts";
@@ -112,11 +111,8 @@ export class HttpFrontend implements HttpServing {
   /** Serves `socket` (paused, its first bytes pushed back) as HTTP of the given version. */
   serve(socket: Socket, protocol: HttpProtocol, target: ProxyTarget): void {
     if (protocol === "h2") {
-      // nghttp2 cannot take over a TLS socket whose bytes JS already read (the tunnel handshake):
-      // it is handed over as a plain stream instead.
-      const stream = (socket as { encrypted?: boolean }).encrypted ? asPlainStream(socket) : socket;
-      (stream as unknown as WithTarget)[TARGET] = target;
-      this.h2.emit("connection", stream);
+      (socket as unknown as WithTarget)[TARGET] = target;
+      this.h2.emit("connection", socket);
       return;
     }
     (socket as unknown as WithTarget)[TARGET] = target;
