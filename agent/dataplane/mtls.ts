@@ -230,6 +230,9 @@ export async function acceptSecureTunnel(
     secure.destroy();
     throw new AgentError(AgentErrors.TUNNEL_PROTOCOL, `caller: TLS without ALPN ${MUX_ALPN}`);
   }
+  // What a tls.Server does once a handshake is done; without it Node's HTTP/2 session would wait
+  // for a "secureConnect" that a server-side socket never emits.
+  (secure as tls.TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
   // OpenSSL required and verified the caller's chain (rejectUnauthorized); a standalone server
   // socket does not record that (only a tls.Server's sockets do), so the leaf is checked here.
   const refusal = callerRefusal(secure, mine);

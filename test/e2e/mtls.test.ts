@@ -6,6 +6,7 @@
 
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import http2 from "node:http2";
 import { join } from "node:path";
 import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -128,6 +129,9 @@ describe("mTLS between agents", () => {
     const metrics = await mesh.metrics(n2);
     expect(metrics.get('nodemesh_tunnel_connections_total{security="mutual_tls"}')).toBeGreaterThanOrEqual(10);
     expect(metrics.get('nodemesh_tunnel_connections_total{security="plaintext"}') ?? 0).toBe(0);
+    // … and they shared a TLS connection: the 10 opaque TCP connections did not each pay a handshake.
+    expect(metrics.get('nodemesh_tunnel_tls_connections_total{direction="inbound"}')).toBeGreaterThanOrEqual(1);
+    expect(metrics.get('nodemesh_tunnel_tls_connections_total{direction="inbound"}')).toBeLessThanOrEqual(2);
   });
 
   it("refuses a tunnel peer without a valid certificate for what it claims, before anything reaches the workload", async () => {
@@ -145,26 +149,42 @@ describe("mTLS between agents", () => {
     const client = "spiffe://cluster.local/ns/default/sa/client";
     const served = async () =>
       JSON.parse((await httpFrom(web.netnsPath, `http://${web.ip}:8080/_control`)).body).served.http as number;
+    // What a rogue tunnel client gets: TLS with `credentials`, then an HTTP/2 CONNECT to the web
+    // workload (the tunnel's framing in mTLS) and, once answered 200, a request through it.
     const attempt = async (credentials: object, claimedNamespace = "default") => {
       const socket = await connectFrom(stranger.netnsPath, web.ip, TUNNEL_PORT);
-      const secure = tls.connect({ socket, rejectUnauthorized: false, ...credentials });
+      const secure = tls.connect({ socket, rejectUnauthorized: false, ALPNProtocols: ["h2"], ...credentials });
       const source = `${claimedNamespace}/client`;
       return new Promise<string>((resolve) => {
-        secure.once("secureConnect", () => {
-          secure.write(
-            `CONNECT ${web.ip}:8080 HTTP/1.1\r\nHost: x\r\nX-Nodemesh-Source: ${source}\r\nX-Nodemesh-Source-Workload: ${source}\r\n\r\nGET /stolen HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
-          );
-        });
         let text = "";
-        setTimeout(() => {
+        const done = (why: string) => {
+          clearTimeout(timer);
           secure.destroy();
-          resolve(text || "no answer");
-        }, 5000);
-        secure.on("data", (d) => {
-          text += d;
+          resolve(text || why);
+        };
+        const timer = setTimeout(() => done("no answer"), 5000);
+        secure.once("error", (e) => done(`error: ${e.message}`));
+        secure.once("close", () => done("closed"));
+        secure.once("secureConnect", () => {
+          const session = http2.connect(`https://${web.ip}`, { createConnection: () => secure });
+          session.on("error", (e) => done(`session error: ${e.message}`));
+          const stream = session.request({
+            ":method": "CONNECT",
+            ":authority": `${web.ip}:8080`,
+            "x-nodemesh-source": source,
+            "x-nodemesh-source-workload": source,
+          });
+          stream.on("error", (e) => done(`stream error: ${e.message}`));
+          stream.once("response", (headers) => {
+            text = `tunnel ${headers[":status"]}\n`;
+            if (headers[":status"] !== 200) return done("");
+            stream.write("GET /stolen HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+          });
+          stream.on("data", (d) => {
+            text += d;
+          });
+          stream.once("end", () => done(""));
         });
-        secure.once("error", (e) => resolve(text || `error: ${e.message}`));
-        secure.once("close", () => resolve(text || "closed"));
       });
     };
     const refusals: [string, object, string?][] = [
@@ -176,11 +196,11 @@ describe("mTLS between agents", () => {
     ];
     const before = await served();
     for (const [name, credentials, claimed] of refusals) {
-      expect(await attempt(credentials, claimed), name).not.toMatch(/^HTTP\/1\.1 200/);
+      expect(await attempt(credentials, claimed), name).not.toMatch(/^tunnel 200/);
     }
     expect(await served()).toBe(before);
     // The same tool with a valid certificate and honest claims gets through (the check can fail).
-    expect(await attempt(await certified(real, client))).toMatch(/^HTTP\/1\.1 200 OK\r\n\r\nHTTP\/1\.1 200/);
+    expect(await attempt(await certified(real, client))).toMatch(/^tunnel 200\nHTTP\/1\.1 200/);
     expect(await served()).toBe(before + 1);
   });
 
