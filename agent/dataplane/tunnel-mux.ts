@@ -265,12 +265,13 @@ export type TunnelAnswer = (error: AgentError | undefined) => void;
 
 /**
  * Destination side: serves the tunnels of one mTLS connection (its ALPN said h2); `onTunnel` gets
- * each as a socket with its request, or refuses it through `answer`.
+ * each as a socket with its request, and answers it through `answer`. Closing the session returned
+ * (GOAWAY) lets its tunnels finish and tells the source to open new ones elsewhere.
  */
 export function acceptTunnels(
   socket: TLSSocket,
   onTunnel: (tunnel: Socket, req: TunnelRequest, answer: TunnelAnswer) => void,
-): void {
+): http2.ServerHttp2Session {
   const session = http2.performServerHandshake(socket, SESSION_OPTIONS);
   session.on("error", () => socket.destroy());
   session.setLocalWindowSize(CONNECTION_WINDOW);
@@ -302,4 +303,5 @@ export function acceptTunnels(
     stream.pause();
     onTunnel(asTunnelSocket(stream, socket), req, answer);
   });
+  return session;
 }
