@@ -179,6 +179,7 @@ export class Dataplane implements DataplaneContext {
     this.stopping = true;
     refuseSystemCalls();
     await Promise.all([...this.pods.keys()].map((key) => this.removePod(key)));
+    this.tunnels.closeAll();
     for (let waited = 0; this.connections.size > 0 && waited < drainMs; waited += 20) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }

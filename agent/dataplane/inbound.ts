@@ -21,7 +21,7 @@ import { pipeBoth } from "./pipe.ts";
 import type { Caller, PodContext } from "./pod.ts";
 import { routeKey } from "./snapshot.ts";
 import { acceptTunnel, answerTunnel, type TunnelRequest, tunnelAuthRefusal, tunnelTargetRefusal } from "./tunnel.ts";
-import { acceptTunnels, type TunnelAnswer } from "./tunnel-mux.ts";
+import type { TunnelAnswer } from "./tunnel-mux.ts";
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
@@ -228,7 +228,7 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accept
     // Mutual TLS: this connection carries many tunnels, one HTTP/2 stream each.
     ctx.metrics.tunnelTlsConnections.labels("inbound").inc();
     const peer = secured.peer;
-    acceptTunnels(secured.socket, (tunnel, req, answer) => {
+    ctx.tunnels.serve(secured.socket, (tunnel, req, answer) => {
       serveTunnel(ctx, to, tunnel, req, peer, answer).catch((err: Error) => {
         ctx.log.warn({ pod: to.key, err: err.message }, "tunnel handler failed");
         tunnel.destroy();

@@ -3,7 +3,6 @@
 // (http/), anything else is forwarded as bytes after a connect with failover.
 
 import type { Socket } from "node:net";
-import { TLSSocket } from "node:tls";
 import { AGENT_PORTS } from "../../api/dataplane.ts";
 import { type AgentErrorKind, AgentErrors, errorCode } from "../errors.ts";
 import type { Address } from "../sys/linux.ts";
@@ -13,6 +12,7 @@ import type { DataplaneContext } from "./context.ts";
 import { detectProtocol } from "./detect.ts";
 import type { Endpoint } from "./endpoint.ts";
 import { type Peers, UNKNOWN } from "./metrics.ts";
+import { tunnelSecurity } from "./mtls.ts";
 import { pipeBoth } from "./pipe.ts";
 import type { PodContext } from "./pod.ts";
 import { routeKey, type ServiceRoute, type Snapshot } from "./snapshot.ts";
@@ -93,7 +93,7 @@ async function forwardOpaque(
     destinationService: plan.kind === "service" ? plan.route.id : PASSTHROUGH,
     destinationWorkload: connected?.endpoint.workload ?? UNKNOWN,
     destinationNamespace: connected?.endpoint.namespace ?? UNKNOWN,
-    security: connected?.upstream instanceof TLSSocket ? "mutual_tls" : "none",
+    security: connected ? tunnelSecurity(ctx, from, connected.endpoint) : "none",
   };
   if (!connected || client.destroyed) {
     connected?.upstream.destroy();

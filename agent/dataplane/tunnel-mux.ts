@@ -54,7 +54,8 @@ const self = function (this: unknown) {
 
 /**
  * A stream dressed as the net.Socket the data path drives (pipe.ts, node's HTTP client and
- * server): bytes read, the peer's addresses, a reset the other agent passes on to its side; the
+ * server): bytes read, the peer's addresses, a reset the other agent passes on to its side, an
+ * end that closes once written; the
  * calls that belong to a TCP connection (keep-alive, Nagle, ref) are the TLS connection's, and
  * no-ops here.
  */
@@ -70,6 +71,12 @@ function asTunnelSocket(stream: http2.Http2Stream, connection: Socket): Socket {
     resetAndDestroy() {
       reset(stream);
       return stream;
+    },
+    // As net.Socket's: end, and close once the end is written.
+    destroySoon() {
+      if (stream.writable) stream.end();
+      if (stream.writableFinished) stream.destroy();
+      else stream.once("finish", () => stream.destroy());
     },
     setNoDelay: self,
     setKeepAlive: self,
@@ -119,10 +126,14 @@ interface Connection {
 /** What made a CONNECT fail before the destination answered it, for opening it again elsewhere. */
 class StreamRefused extends Error {}
 
-/** Source side: the mTLS connections of one worker, by (source pod, destination pod). */
+/**
+ * The mTLS connections of one worker: those it opened (source side), by (source pod, destination
+ * pod), and those it accepts (destination side).
+ */
 export class TunnelConnections {
   private readonly sockets: SocketMaker;
   private readonly byPair = new Map<string, Connection>();
+  private readonly served = new Set<http2.ServerHttp2Session>();
   private readonly onConnection: () => void;
 
   /** `onConnection`: called for every TLS connection opened (a metric). */
@@ -155,6 +166,24 @@ export class TunnelConnections {
         if (!(err instanceof StreamRefused) || attempt > 0) throw err;
       }
     }
+  }
+
+  /** Destination side: serves the tunnels of an accepted connection (acceptTunnels). */
+  serve(socket: TLSSocket, onTunnel: (tunnel: Socket, req: TunnelRequest, answer: TunnelAnswer) => void): void {
+    const session = acceptTunnels(socket, onTunnel);
+    this.served.add(session);
+    session.once("close", () => this.served.delete(session));
+  }
+
+  /** Stopping: every connection takes no new tunnel (GOAWAY) and ends once its open ones have. */
+  closeAll(): void {
+    for (const session of this.served) session.close();
+    for (const { session } of this.byPair.values())
+      session.then(
+        ({ session }) => session.close(),
+        () => {},
+      );
+    this.byPair.clear();
   }
 
   /** The pod's connections go: it left this node. */
