@@ -138,6 +138,7 @@ export class Agent {
             keyPem,
             trustBundlePem,
           })),
+          controller.identities.pending(),
         );
       controller.identities.onChange(controller.identities.list());
       // Locality follows the measured RTTs: resend the snapshot when the nearness order changes.

@@ -26,9 +26,15 @@ describe("WorkloadIdentities", () => {
         return { requestId: "", certChainPem, trustBundlePem: ca.trustBundlePem, error: "" };
       },
     });
-    ids.onChange = (held) => changes.push(held.length);
+    const pending: string[][] = [];
+    ids.onChange = (held) => {
+      changes.push(held.length);
+      pending.push(ids.pending());
+    };
 
     await ids.refresh();
+    // Pending while the first request is out, not once it failed (tunnels then stop waiting).
+    expect(pending).toEqual([["shop/checkout"], []]);
     await ids.refresh(); // within the backoff: not asked again
     expect(asked).toEqual(["shop/checkout"]);
     await ids.refresh(Date.now() + 120_000);
@@ -47,6 +53,8 @@ describe("WorkloadIdentities", () => {
     wanted = [];
     await ids.refresh();
     expect(ids.list()).toEqual([]);
-    expect(changes).toEqual([1, 1, 0]);
+    // Two failed first requests (pending, then not), the third (pending, then held), its renewal, the drop.
+    expect(changes).toEqual([0, 0, 0, 0, 0, 1, 1, 0]);
+    expect(pending.at(-3)).toEqual([]);
   });
 });

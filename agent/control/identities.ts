@@ -48,7 +48,7 @@ export class WorkloadIdentities {
   private readonly failing = new Map<string, { failures: number; retryAt: number }>();
   private readonly opts: WorkloadIdentitiesOptions;
   private timer: NodeJS.Timeout | undefined;
-  /** Called whenever the set of certificates held changed (a new one, a renewal, a drop). */
+  /** Called whenever the certificates held (a new one, a renewal, a drop) or pending() changed. */
   onChange: ((held: HeldCertificate[]) => void) | undefined;
 
   constructor(opts: WorkloadIdentitiesOptions) {
@@ -67,6 +67,11 @@ export class WorkloadIdentities {
 
   list(): HeldCertificate[] {
     return [...this.held.values()];
+  }
+
+  /** Identities wanted whose first certificate is being asked for: the workers hold their tunnels for it. */
+  pending(): string[] {
+    return [...this.inFlight].filter((key) => !this.held.has(key));
   }
 
   get(namespace: string, serviceAccount: string): HeldCertificate | undefined {
@@ -92,6 +97,8 @@ export class WorkloadIdentities {
 
   private async obtain(key: string, id: IdentityKey): Promise<void> {
     this.inFlight.add(key);
+    // A first certificate on its way: said at once, before the pod's enrollment is answered.
+    if (!this.held.has(key)) this.onChange?.(this.list());
     try {
       // Loaded on first use: an agent without a controller never pays for the X.509 library.
       const { generateKeys, KEY_ALGORITHM, pkcs8Pem, x509 } = await import("../../api/x509.ts");
@@ -128,5 +135,7 @@ export class WorkloadIdentities {
     } finally {
       this.inFlight.delete(key);
     }
+    // Not pending any more, whichever way it went: tunnels waiting for it go on.
+    if (!this.held.has(key)) this.onChange?.(this.list());
   }
 }

@@ -73,7 +73,7 @@ export class WorkerPool {
   private readonly pods = new Map<string, EnrolledPod>();
   private nextId = 1;
   private lastSnapshot: SnapshotMessage | undefined;
-  private lastIdentities: WorkerIdentity[] = [];
+  private lastIdentities: { identities: WorkerIdentity[]; pending: string[] } = { identities: [], pending: [] };
   private running = false;
   private readonly log: Logger;
   /** Counters every worker sees (round robin, limits, budgets, ejections): shared-state.ts. */
@@ -125,8 +125,8 @@ export class WorkerPool {
     worker.on("exit", (code) => this.onExit(slot, worker, code));
     // Messages queue until the worker listens: it gets the configuration before any pod.
     if (this.lastSnapshot) worker.postMessage({ type: "snapshot", snapshot: this.lastSnapshot } satisfies ToWorker);
-    if (this.lastIdentities.length) {
-      worker.postMessage({ type: "identities", identities: this.lastIdentities } satisfies ToWorker);
+    if (this.lastIdentities.identities.length || this.lastIdentities.pending.length) {
+      worker.postMessage({ type: "identities", ...this.lastIdentities } satisfies ToWorker);
     }
     return new Promise((resolve, reject) => {
       worker.once("message", (msg: FromWorker) => (msg.type === "ready" ? resolve() : reject(new Error("bad start"))));
@@ -197,10 +197,13 @@ export class WorkerPool {
     for (const w of this.workers) w.postMessage({ type: "snapshot", snapshot } satisfies ToWorker);
   }
 
-  /** The certificates of the node's pods' identities, for mTLS on the tunnel (replaces the last set). */
-  broadcastIdentities(identities: WorkerIdentity[]): void {
-    this.lastIdentities = identities;
-    for (const w of this.workers) w.postMessage({ type: "identities", identities } satisfies ToWorker);
+  /**
+   * The certificates of the node's pods' identities, for mTLS on the tunnel (replaces the last
+   * set); `pending`: "namespace/serviceAccount" of those whose first certificate is on its way.
+   */
+  broadcastIdentities(identities: WorkerIdentity[], pending: string[] = []): void {
+    this.lastIdentities = { identities, pending };
+    for (const w of this.workers) w.postMessage({ type: "identities", identities, pending } satisfies ToWorker);
   }
 
   get snapshot(): SnapshotMessage | undefined {

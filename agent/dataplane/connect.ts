@@ -19,7 +19,7 @@ import { handshakeHeaders, openTunnel, type TunnelRequest } from "./tunnel.ts";
  * carries raw bytes (opaque TCP, upgraded connections).
  */
 export async function connectEndpoint(
-  via: Pick<DataplaneContext, "sockets" | "settings" | "keyring" | "tunnels" | "snapshot">,
+  via: Pick<DataplaneContext, "sockets" | "settings" | "keyring" | "tunnels" | "snapshot" | "identitySettled">,
   from: PodContext,
   ep: Endpoint,
   timeoutMs: number,
@@ -35,10 +35,17 @@ export async function connectEndpoint(
     sourceIp: from.pod.ip,
     protocol: serveAs,
   };
-  const mine = tunnelIdentity(via, from, ep);
-  if (mine) return via.tunnels.open(mine, from, ep, handshakeHeaders(req, via.settings.tunnelKey), timeoutMs);
   const deadline = Date.now() + timeoutMs;
-  const socket = await dial(sockets, { netns: from.netns, ip: ep.ip, port: TUNNEL_PORT, timeoutMs });
+  // A pod just enrolled: its tunnels wait for its certificate rather than go out in plaintext
+  // (which STRICT would refuse), as ztunnel's do.
+  await via.identitySettled(from, timeoutMs);
+  const mine = tunnelIdentity(via, from, ep);
+  if (mine) {
+    const headers = handshakeHeaders(req, via.settings.tunnelKey);
+    return via.tunnels.open(mine, from, ep, headers, Math.max(1, deadline - Date.now()));
+  }
+  const remaining = Math.max(1, deadline - Date.now());
+  const socket = await dial(sockets, { netns: from.netns, ip: ep.ip, port: TUNNEL_PORT, timeoutMs: remaining });
   try {
     await openTunnel(socket, req, Math.max(1, deadline - Date.now()), via.settings.tunnelKey);
     return socket;

@@ -10,7 +10,7 @@ import type { EdgeAggregator } from "./edges.ts";
 import type { HttpProtocol, UpstreamPools } from "./http/upstream.ts";
 import type { DataplaneMetrics } from "./metrics.ts";
 import type { Keyring } from "./mtls.ts";
-import type { ProxyTarget } from "./pod.ts";
+import type { PodContext, ProxyTarget } from "./pod.ts";
 import type { DataplaneSettings } from "./settings.ts";
 import type { SharedState } from "./shared-state.ts";
 import type { Snapshot } from "./snapshot.ts";
@@ -39,6 +39,11 @@ export interface DataplaneContext {
   readonly sockets: SocketMaker;
   /** The certificates of this node's pods' identities: mTLS on the tunnel (mtls.ts). */
   readonly keyring: Keyring;
+  /**
+   * Resolves once `pod`'s first certificate is no longer on its way (held, or its request
+   * failed), or after `timeoutMs`; at once when it is not pending.
+   */
+  identitySettled(pod: PodContext, timeoutMs: number): Promise<void>;
   /** The mTLS connections to other agents' pods that tunnels share (tunnel-mux.ts). */
   readonly tunnels: TunnelConnections;
 }

@@ -18,7 +18,7 @@ import { DEFAULT_FRONTEND_OPTIONS, HttpFrontend } from "./http/frontend.ts";
 import { UpstreamPools } from "./http/upstream.ts";
 import { handleInbound, handleTunnel } from "./inbound.ts";
 import { DataplaneMetrics, type Direction } from "./metrics.ts";
-import type { Keyring } from "./mtls.ts";
+import { identityKey, type Keyring } from "./mtls.ts";
 import { handleOutbound } from "./outbound.ts";
 import type { PodContext } from "./pod.ts";
 import type { DataplaneSettings } from "./settings.ts";
@@ -92,6 +92,9 @@ export class Dataplane implements DataplaneContext {
   readonly tunnels: TunnelConnections;
   /** Replaced whole when the control thread sends the node's certificates again. */
   keyring: Keyring = new Map();
+  /** Identities whose first certificate is on its way, and who waits for news of them. */
+  private pendingIdentities = new Set<string>();
+  private readonly identityWaiters = new Set<() => void>();
   private current: Snapshot = EMPTY_SNAPSHOT;
   private readonly pods = new Map<string, PodListeners>();
   /** Accepted connections still open, so stop() can wait for them and then end the rest. */
@@ -120,6 +123,29 @@ export class Dataplane implements DataplaneContext {
 
   snapshot(): Snapshot {
     return this.current;
+  }
+
+  setIdentities(keyring: Keyring, pending: readonly string[]): void {
+    this.keyring = keyring;
+    this.pendingIdentities = new Set(pending);
+    for (const wake of this.identityWaiters) wake();
+  }
+
+  identitySettled(pod: PodContext, timeoutMs: number): Promise<void> {
+    const key = identityKey(pod);
+    if (!this.pendingIdentities.has(key)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.identityWaiters.delete(check);
+        resolve();
+      };
+      const check = () => {
+        if (!this.pendingIdentities.has(key)) done();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.identityWaiters.add(check);
+    });
   }
 
   applySnapshot(msg: SnapshotMessage): void {

@@ -15,7 +15,7 @@ export interface WorkerInit {
 
 export type ToWorker =
   | { type: "snapshot"; snapshot: SnapshotMessage }
-  | { type: "identities"; identities: WorkerIdentity[] }
+  | { type: "identities"; identities: WorkerIdentity[]; pending: string[] }
   | { type: "add-pod"; id: number; pod: EnrolledPod }
   | { type: "remove-pod"; id: number; key: string }
   | { type: "metrics"; id: number }

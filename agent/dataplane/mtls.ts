@@ -54,9 +54,14 @@ function contextOf(id: WorkerIdentity): { tls: tls.SecureContext; roots: X509Cer
   return context;
 }
 
+/** "namespace/serviceAccount" of a pod: its identity's key in the keyring. */
+export function identityKey(pod: PodContext): string {
+  return `${pod.pod.namespace}/${pod.pod.serviceAccount || "default"}`;
+}
+
 /** The certificate a pod presents: that of its namespace and service account, if held. */
 function podIdentity(keyring: Keyring, pod: PodContext): WorkerIdentity | undefined {
-  return keyring.get(`${pod.pod.namespace}/${pod.pod.serviceAccount || "default"}`);
+  return keyring.get(identityKey(pod));
 }
 
 /** The tunnel connection speaks HTTP/2 (each tunnel a CONNECT stream), as Istio's HBONE. */

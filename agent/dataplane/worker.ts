@@ -29,7 +29,7 @@ port.on("message", (msg: ToWorker) => {
       dataplane.applySnapshot(msg.snapshot);
       return;
     case "identities":
-      dataplane.keyring = keyringOf(msg.identities);
+      dataplane.setIdentities(keyringOf(msg.identities), msg.pending);
       return;
     case "add-pod":
       void reply(msg.id, () => dataplane.addPod(msg.pod));

@@ -250,6 +250,13 @@ spec:
     const viaMesh = await httpFrom(client.netnsPath, `http://${VIP}/strict`);
     expect(viaMesh.status).toBe(200);
     expect(JSON.parse(viaMesh.body).clientCert).toMatch(/URI=spiffe:\/\/cluster\.local\/ns\/default\/sa\/client$/);
+    // A pod enrolled just now, with an identity no pod had: its first request, sent the moment
+    // enrollment returns, waits for the pod's certificate rather than go out in plaintext.
+    const late = await world.addPod(n1, "late");
+    await mesh.enroll(late, ["--label", "app=late", "--service-account", "late"]);
+    const first = await httpFrom(late.netnsPath, `http://${VIP}/first`);
+    expect(`${first.status} ${first.body}`).toMatch(/^200 /);
+    expect(JSON.parse(first.body).clientCert).toMatch(/URI=spiffe:\/\/cluster\.local\/ns\/default\/sa\/late$/);
 
     // The pod's own PeerAuthentication wins over its namespace's: port 8080 PERMISSIVE again,
     // while its other ports keep the namespace's STRICT (the object sets no mode of its own).
