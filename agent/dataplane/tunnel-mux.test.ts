@@ -94,13 +94,17 @@ describe("tunnels over shared mTLS connections", () => {
     }) as never;
 
   // The tunnel port is fixed (15008) in the product; the tests' destinations listen elsewhere.
-  const connections = (port: number, onConnection: () => void) =>
-    new TunnelConnections((netns) => {
-      const socket = plainSockets(netns);
-      const connect = socket.connect.bind(socket);
-      socket.connect = ((_port: number, host: string) => connect(port, host)) as never;
-      return socket;
-    }, onConnection);
+  const connections = (port: number, onConnection: () => void, pingMs?: number) =>
+    new TunnelConnections(
+      (netns) => {
+        const socket = plainSockets(netns);
+        const connect = socket.connect.bind(socket);
+        socket.connect = ((_port: number, host: string) => connect(port, host)) as never;
+        return socket;
+      },
+      onConnection,
+      pingMs,
+    );
 
   const servers: net.Server[] = [];
   afterAll(() => {
@@ -191,5 +195,34 @@ describe("tunnels over shared mTLS connections", () => {
     expect(await roundTrip(fourth, "back")).toBe("back");
     expect(handshakes).toBe(4);
     for (const s of [first, second, third, fourth]) s.destroy();
+  });
+
+  it("ends a connection whose peer stops answering PINGs, and its tunnels with it", async () => {
+    const dest = await destination(web, echo);
+    servers.push(dest.server);
+    // Between the two, a relay that can go silent: the destination's machine hangs.
+    const relayed: net.Socket[] = [];
+    const relay = net.createServer((inbound) => {
+      const outbound = net.connect(dest.port, "127.0.0.1");
+      relayed.push(inbound, outbound);
+      inbound.pipe(outbound).pipe(inbound);
+    });
+    servers.push(relay);
+    await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
+    const tunnels = connections((relay.address() as net.AddressInfo).port, () => {}, 100);
+    const open = await tunnels.open(client, pod("client", "client"), endpoint(dest.port), {}, 2000);
+    expect(await roundTrip(open, "alive")).toBe("alive");
+    for (const s of relayed) {
+      s.unpipe();
+      s.pause();
+    }
+    const closed = await new Promise<number>((resolve) => {
+      const started = Date.now();
+      open.once("close", () => resolve(Date.now() - started));
+      setTimeout(() => resolve(-1), 2000);
+    });
+    expect(closed).toBeGreaterThan(0);
+    expect(closed).toBeLessThan(1000);
+    for (const s of relayed) s.destroy();
   });
 });

@@ -41,6 +41,12 @@ const SESSION_OPTIONS = {
  * twice as long, so it is nearly always the source that ends it (between its own streams).
  */
 export const MUX_IDLE_MS = 60_000;
+/**
+ * A connection carrying tunnels is PINGed this often, and ended when a PING goes unanswered for
+ * as long: a peer that vanished without a reset (a node lost) ends its tunnels in seconds rather
+ * than at TCP's retransmission timeout.
+ */
+export const MUX_PING_MS = 15_000;
 
 /** One stream's reset, as RFC 9113 §8.5 says a CONNECT proxy passes on a TCP reset. */
 function reset(stream: http2.Http2Stream): void {
@@ -93,8 +99,15 @@ function asTunnelSocket(stream: http2.Http2Stream, connection: Socket): Socket {
   return stream as unknown as Socket;
 }
 
-/** Counts a session's open streams and closes it after `idleMs` with none. */
-function closeWhenIdle(session: http2.Http2Session, idleMs: number): { opened(stream: http2.Http2Stream): void } {
+/**
+ * Counts a session's open streams: closes it after `idleMs` with none, and while it has some,
+ * ends it when a PING goes unanswered (MUX_PING_MS).
+ */
+function closeWhenIdle(
+  session: http2.Http2Session,
+  idleMs: number,
+  pingMs = MUX_PING_MS,
+): { opened(stream: http2.Http2Stream): void } {
   let open = 0;
   let timer: NodeJS.Timeout | undefined;
   const arm = () => {
@@ -102,7 +115,22 @@ function closeWhenIdle(session: http2.Http2Session, idleMs: number): { opened(st
     timer.unref();
   };
   arm();
-  session.once("close", () => clearTimeout(timer));
+  let awaitingPong = false;
+  const pinger = setInterval(() => {
+    if (open === 0 || session.destroyed) return;
+    if (awaitingPong) {
+      session.destroy(new Error(`no PING answer within ${pingMs} ms`));
+      return;
+    }
+    awaitingPong = session.ping((err) => {
+      if (!err) awaitingPong = false;
+    });
+  }, pingMs);
+  pinger.unref();
+  session.once("close", () => {
+    clearTimeout(timer);
+    clearInterval(pinger);
+  });
   return {
     opened(stream) {
       if (open++ === 0) clearTimeout(timer);
@@ -135,11 +163,13 @@ export class TunnelConnections {
   private readonly byPair = new Map<string, Connection>();
   private readonly served = new Set<http2.ServerHttp2Session>();
   private readonly onConnection: () => void;
+  private readonly pingMs: number;
 
   /** `onConnection`: called for every TLS connection opened (a metric). */
-  constructor(sockets: SocketMaker, onConnection: () => void = () => {}) {
+  constructor(sockets: SocketMaker, onConnection: () => void = () => {}, pingMs = MUX_PING_MS) {
     this.sockets = sockets;
     this.onConnection = onConnection;
+    this.pingMs = pingMs;
   }
 
   /**
@@ -232,7 +262,7 @@ export class TunnelConnections {
     session.once("goaway", forget);
     session.once("close", forget);
     session.setLocalWindowSize(CONNECTION_WINDOW);
-    return { session, socket, idle: closeWhenIdle(session, MUX_IDLE_MS) };
+    return { session, socket, idle: closeWhenIdle(session, MUX_IDLE_MS, this.pingMs) };
   }
 
   private connect(
