@@ -11,6 +11,7 @@ import { agentTlsEnabled, type GrpcTlsSetting, serverNames } from "./config/agen
 import { NodeBindings } from "./config/node-bindings.ts";
 import { GraphQueries } from "./graph/service-graph.ts";
 import { RotatingCa, RotationInProgress } from "./identity/root-rotation.ts";
+import { WorkloadCa } from "./identity/workload-ca.ts";
 import type { KubernetesMode, KubernetesModeOptions } from "./kubernetes/kubernetes-mode.ts";
 import { createControllerRegistry, registerStoreMetrics } from "./metrics.ts";
 import { RestError } from "./rest/errors.ts";
@@ -99,18 +100,26 @@ export class Controller {
       : await NodeBindings.load(join(opts.storeDir, "node-bindings.json"), (err) =>
           bindingsLog.error({ err: err.message }, "could not write the node bindings"),
         );
-    // The workload CA's root lives beside the store; in Kubernetes mode (no writable disk) in memory
-    // for now, so each replica has its own root (docs/security.md says what that means).
+    // The workload CA's root lives beside the store; in Kubernetes mode (no writable disk) in a
+    // Secret every replica shares, so all of them sign for one root (kubernetes/ca-secret.ts).
     const lifetimeMs = opts.certificateLifetimeMs ?? DEFAULT_CERTIFICATE_LIFETIME_MS;
     const caLog = this.log.child({ component: "workload-ca" });
+    const trustDomain = opts.trustDomain ?? DEFAULT_TRUST_DOMAIN;
+    const sharedRoot = this.kubernetes
+      ? await this.kubernetes.sharedCaRoot(async () => {
+          const made = await WorkloadCa.open(trustDomain);
+          return { certPem: made.trustBundlePem, keyPem: await made.keyPem() };
+        })
+      : undefined;
     const ca = await RotatingCa.open(
-      opts.trustDomain ?? DEFAULT_TRUST_DOMAIN,
+      trustDomain,
       this.kubernetes ? undefined : opts.storeDir,
       lifetimeMs,
       (status) => {
         caLog.info(status, status.phase ? `root rotation: ${status.phase}` : "root rotation done");
         if (!status.phase) this.agents?.serverCertificate?.renewNow();
       },
+      sharedRoot && (await WorkloadCa.fromPem(trustDomain, sharedRoot.certPem, sharedRoot.keyPem)),
     );
     this.ca = ca;
     const tls = agentTlsEnabled(opts.grpcTls ?? "auto", opts.grpcHost);
@@ -118,12 +127,6 @@ export class Controller {
       this.log.warn(
         { grpc: opts.grpcHost },
         "the agents' gRPC is plaintext off loopback (--grpc-tls off): its token and configuration cross the network in the clear",
-      );
-    }
-    if (tls && this.kubernetes) {
-      this.log.warn(
-        "the agents' gRPC serves TLS from this replica's own in-memory CA root, which agents cannot be given " +
-          "(Kubernetes mode has no shared root yet): agents will not verify it; see docs/security.md",
       );
     }
     this.agents = await AgentServer.start({
@@ -188,6 +191,14 @@ export class Controller {
           kind: "RootRotation",
           items: () => [{ name: "workload-ca", ...ca.status() }],
           create: async () => {
+            if (this.kubernetes) {
+              // Each replica would make its own next root: the rotation state is not shared yet.
+              throw new RestError(
+                "Conflict",
+                "root rotation is not available in Kubernetes mode yet (each replica would make its own next root); " +
+                  "a new root without an overlap: delete the Secret nodemesh-system/nodemesh-ca and restart the controllers (docs/security.md)",
+              );
+            }
             try {
               return { name: "workload-ca", ...(await ca.rotate()) };
             } catch (err) {

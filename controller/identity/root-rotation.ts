@@ -62,14 +62,19 @@ export class RotatingCa {
     this.#onStep = onStep;
   }
 
-  /** `lifetimeMs`: of workload certificates; the steps are that far apart (plus a margin). */
+  /**
+   * `lifetimeMs`: of workload certificates; the steps are that far apart (plus a margin). `root`:
+   * the root in place when it is not kept in `dir` (Kubernetes mode).
+   */
   static async open(
     trustDomain: string,
     dir: string | undefined,
     lifetimeMs: number,
     onStep: (status: RotationStatus) => void = () => {},
+    root?: WorkloadCa,
   ): Promise<RotatingCa> {
-    const ca = new RotatingCa(await WorkloadCa.open(trustDomain, dir), dir, lifetimeMs + MARGIN_MS, onStep);
+    const current = root ?? (await WorkloadCa.open(trustDomain, dir));
+    const ca = new RotatingCa(current, dir, lifetimeMs + MARGIN_MS, onStep);
     const saved =
       dir && existsSync(join(dir, "rotation.json"))
         ? (JSON.parse(readFileSync(join(dir, "rotation.json"), "utf8")) as Persisted)

@@ -62,6 +62,16 @@ export class WorkloadCa {
     return new WorkloadCa(trustDomain, root, keys.privateKey);
   }
 
+  /** A root kept outside a directory (Kubernetes mode: the Secret the replicas share). */
+  static async fromPem(trustDomain: string, certPem: string, keyPem: string): Promise<WorkloadCa> {
+    return new WorkloadCa(trustDomain, new x509.X509Certificate(certPem), await importPkcs8Pem(keyPem));
+  }
+
+  /** The root's private key as PKCS#8 PEM, to be kept where the replicas share it. */
+  keyPem(): Promise<string> {
+    return pkcs8Pem(this.key);
+  }
+
   /** The roots a peer's chain must lead to. */
   get trustBundlePem(): string {
     return this.root.toString("pem");

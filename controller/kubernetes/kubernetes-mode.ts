@@ -12,6 +12,7 @@ import type { PropagationStatus } from "../../api/resources.ts";
 import type { ObjectKey, Store } from "../store/store.ts";
 import { DEFAULT_INIT_COMMAND, type InjectionConfig } from "../webhook/inject.ts";
 import { WebhookServer } from "../webhook/webhook-server.ts";
+import { type CaMaterial, publishCaRoot, sharedCaRoot } from "./ca-secret.ts";
 import { KubeClient, loadKubeConfig } from "./kube-client.ts";
 import { KubernetesSource } from "./kubernetes-source.ts";
 import { LeaderElection } from "./leader-election.ts";
@@ -105,6 +106,17 @@ export class KubernetesMode {
       .load()
       .catch((err) => log.warn({ err: (err as Error).message }, "could not read the node bindings yet"));
     return this.#bindings;
+  }
+
+  /**
+   * The workload CA's root, shared by every replica through a Secret (made with `make` by the first
+   * replica), and published for agents in a ConfigMap (ca-secret.ts).
+   */
+  async sharedCaRoot(make: () => Promise<CaMaterial>): Promise<CaMaterial> {
+    const log = this.#o.log.child({ component: "workload-ca" });
+    const root = await sharedCaRoot(this.#client, this.#o.namespace, make, log);
+    await publishCaRoot(this.#client, this.#o.namespace, root.certPem);
+    return root;
   }
 
   /** Leader election; the leader writes status (propagation from the agent server) and certificates. */

@@ -160,14 +160,20 @@ describe("the agent DaemonSet", () => {
     expect(flagsOf(controller.containers[0].args).has("insecure-agents")).toBe(false);
   });
 
-  it("speaks to the controller as it serves: plaintext on both sides until replicas share a CA root", () => {
-    // Not yet TLS (docs/security.md): a controller serving TLS would make agents without a root
-    // refuse it, and agents with --insecure-controller would get nothing from a TLS port.
+  it("speaks TLS to the controller, verified with the root the replicas publish, under the Service's name", () => {
     const controller = findManifest(base, "Deployment", "nodemesh-controller").spec.template.spec;
+    const controllerFlags = flagsOf(controller.containers[0].args);
     const agentFlags = flagsOf(agent.args);
-    expect(flagsOf(controller.containers[0].args).get("grpc-tls")).toBe("off");
-    expect(agentFlags.has("insecure-controller")).toBe(true);
-    expect(agentFlags.has("controller-ca-file")).toBe(false);
+    expect(controllerFlags.get("grpc-tls")).toBe("on");
+    const controllerHost = agentFlags.get("controller")!.split(":")[0]!;
+    expect(controllerFlags.get("tls-san")!.split(",")).toContain(controllerHost);
+    expect(agentFlags.has("insecure-controller")).toBe(false);
+    // The CA file comes from the ConfigMap the controllers write (ca-secret.ts), mounted read-only.
+    const caFile = agentFlags.get("controller-ca-file")!;
+    const mount = agent.volumeMounts.find((m: { mountPath: string }) => caFile.startsWith(`${m.mountPath}/`));
+    expect(mount?.readOnly).toBe(true);
+    const volume = pod.volumes.find((v: { name: string }) => v.name === mount.name);
+    expect(volume.configMap.name).toBe("nodemesh-ca-root");
   });
 });
 

@@ -114,6 +114,16 @@ describe("the Kubernetes install, end to end", () => {
     });
     await controller.waitForLine(/webhook (certificate loaded|listening)/, 15_000);
 
+    // Kubelet's side of the CA root ConfigMap the agents mount (--controller-ca-file): the replicas'
+    // shared root (the Secret nodemesh-ca) in it, so agents verify the controller's TLS with it.
+    const caRoot = await eventually("the CA root ConfigMap", 15_000, () =>
+      api.get("configmaps", "nodemesh-system", "nodemesh-ca-root"),
+    );
+    const caSecret = api.get("secrets", "nodemesh-system", "nodemesh-ca")!;
+    expect(caRoot.data["ca.pem"]).toBe(secretData(caSecret as Manifest, "ca.pem"));
+    expect(JSON.stringify(caRoot)).not.toContain("PRIVATE KEY");
+    writeFileSync(join(volumes("ca-root"), "ca.pem"), caRoot.data["ca.pem"]);
+
     // The DaemonSet: one agent per node, its hostPath volumes as per-node directories.
     await Promise.all(
       world.nodes.map(async (node) => {
@@ -122,6 +132,7 @@ describe("the Kubernetes install, end to end", () => {
           ["/var/lib/nodemesh", join(dir, node.name, "var-lib-nodemesh")],
           ["/etc/nodemesh/bootstrap", join(dir, "controller", "bootstrap-token")],
           ["/etc/nodemesh/tunnel", join(dir, "controller", "tunnel-key")],
+          ["/etc/nodemesh/ca", join(dir, "controller", "ca-root")],
         ]);
         for (const d of paths.values()) mkdirSync(d, { recursive: true });
         const toPaths = mountPaths(paths);
