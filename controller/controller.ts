@@ -129,8 +129,17 @@ export class Controller {
         "the agents' gRPC is plaintext off loopback (--grpc-tls off): its token and configuration cross the network in the clear",
       );
     }
+    const kubernetesSource = this.kubernetes?.source;
     this.agents = await AgentServer.start({
       store: this.store,
+      ...(kubernetesSource
+        ? {
+            clusterEndpoints: {
+              current: () => kubernetesSource.clusterEndpoints(),
+              onChange: (listener: () => void) => kubernetesSource.onEndpointsChange(listener),
+            },
+          }
+        : {}),
       metrics: registry,
       host: opts.grpcHost,
       port: opts.grpcPort,

@@ -51,12 +51,20 @@ import { ConfigPublisher } from "./config-publisher.ts";
 import { type NodeBinding, type NodeBindingStore, NodeBindings } from "./node-bindings.ts";
 import { PropagationTracker } from "./propagation.ts";
 import { SendBudget } from "./send-budget.ts";
-import { resourceKey } from "./service-table.ts";
+import { type ClusterEndpoint, resourceKey } from "./service-table.ts";
 
 export type { AgentStatus } from "./agent-registry.ts";
 
 export interface AgentServerOptions {
   store: Store;
+  /**
+   * Kubernetes mode: the Services' endpoints from their EndpointSlices, and a way to hear of
+   * changes; the agents' enrolled pods then only say which of them are meshed.
+   */
+  clusterEndpoints?: {
+    current(): ReadonlyMap<string, readonly ClusterEndpoint[]>;
+    onChange(listener: () => void): void;
+  };
   /** Where the controller's metrics live; the server adds its own. */
   metrics: Registry;
   /** Default 0.0.0.0. */
@@ -205,7 +213,9 @@ export class AgentServer implements SessionHost {
       startupGraceMs: opts.startupGraceMs ?? 2000,
       now: wallClockMs,
       log: this.log,
+      ...(opts.clusterEndpoints ? { clusterEndpoints: () => opts.clusterEndpoints!.current() } : {}),
     });
+    opts.clusterEndpoints?.onChange(() => this.publisher.topologyChanged());
     this.histogram = new Histogram({
       name: "nodemesh_controller_config_propagation_seconds",
       help: "Time from a store write to the ACK of the last connected agent to apply it",

@@ -10,7 +10,7 @@ import type { AgentRegistry } from "./agent-registry.ts";
 import { tableDiff } from "./config-diff.ts";
 import { encodeConfigMessage } from "./config-encoding.ts";
 import type { PropagationTracker } from "./propagation.ts";
-import { buildServiceTable, type ConfigTable } from "./service-table.ts";
+import { buildServiceTable, type ClusterEndpoint, type ConfigTable } from "./service-table.ts";
 import { formatVersion } from "./version.ts";
 
 const SERVICE_KIND = KINDS.find((k) => k.kind === "Service")!;
@@ -31,6 +31,8 @@ export interface PublisherOptions {
   /** Wall-clock milliseconds (sub-millisecond precision helps the propagation histogram). */
   now: () => number;
   log: Logger;
+  /** Kubernetes mode: the Services' endpoints from their EndpointSlices (call topologyChanged() on change). */
+  clusterEndpoints?: () => ReadonlyMap<string, readonly ClusterEndpoint[]>;
 }
 
 export class ConfigPublisher {
@@ -108,7 +110,7 @@ export class ConfigPublisher {
     this.schedule();
   }
 
-  /** The agents' pods or the node set changed. */
+  /** The agents' pods, the node set or (Kubernetes mode) the EndpointSlices changed. */
   topologyChanged(): void {
     this.topologyDirty = true;
     this.schedule();
@@ -132,7 +134,11 @@ export class ConfigPublisher {
       version: formatVersion(store.resourceVersion(), this.endpointsGeneration),
       ...(servicesUnchanged
         ? { servicesUnchanged, services: [], pods: [] }
-        : { services: this.valid(SERVICE_KIND) as Resource<ServiceSpec>[], pods: agents.pods() }),
+        : {
+            services: this.valid(SERVICE_KIND) as Resource<ServiceSpec>[],
+            pods: agents.pods(),
+            ...(this.opts.clusterEndpoints ? { clusterEndpoints: this.opts.clusterEndpoints() } : {}),
+          }),
       traffic: TRAFFIC_KIND_INFOS.flatMap((kind) => this.valid(kind)),
       nodes: agents.peers(),
       previous: this.table,

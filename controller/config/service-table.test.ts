@@ -57,6 +57,52 @@ describe("buildServiceTable", () => {
     expect(table.peers.map((p) => p.name)).toEqual(["node-a", "node-b"]);
   });
 
+  it("in Kubernetes mode takes the EndpointSlices' ready endpoints, meshed where an agent enrolled the pod", () => {
+    const input = {
+      version: "7.0",
+      services: [serviceResource("web", { targetPort: 8080 }), serviceResource("api")],
+      pods: [
+        pod("web-1", "10.1.0.11", { app: "web" }, "node-a"),
+        // Enrolled, but not ready as far as Kubernetes knows: not in the slices, not an endpoint.
+        pod("web-2", "10.1.0.12", { app: "web" }, "node-b"),
+      ],
+      nodes,
+      clusterEndpoints: new Map([
+        [
+          "default/web",
+          [
+            { ip: "10.1.0.11", pod: "default/web-1", node: "node-a" },
+            // Opted out of the mesh (no agent knows it): dialled directly.
+            { ip: "10.1.0.13", pod: "default/web-3", node: "node-b" },
+          ],
+        ],
+      ]),
+    };
+    const table = buildServiceTable(input);
+    expect(table.services.get("default/web")!.service.endpoints).toEqual([
+      {
+        ip: "10.1.0.11",
+        node: "node-a",
+        pod: "default/web-1",
+        meshed: true,
+        workload: "web",
+        serviceAccount: "default",
+      },
+      { ip: "10.1.0.13", node: "node-b", pod: "default/web-3", meshed: false },
+    ]);
+    // A Service no slice names has no endpoints (as with kube-proxy).
+    expect(table.services.get("default/api")!.service.endpoints).toEqual([]);
+    // The opted-out pod enrolls later: the same address becomes meshed, and the entry is rebuilt.
+    const enrolled = buildServiceTable({
+      ...input,
+      version: "7.1",
+      pods: [...input.pods, pod("web-3", "10.1.0.13", { app: "web" }, "node-b")],
+      previous: table,
+    });
+    expect(enrolled.services.get("default/web")).not.toBe(table.services.get("default/web"));
+    expect(enrolled.services.get("default/web")!.service.endpoints[1]).toMatchObject({ ip: "10.1.0.13", meshed: true });
+  });
+
   it("gives a service without matching pods an empty endpoint list", () => {
     const table = buildServiceTable({ version: "1.0", services: [serviceResource("db")], pods: [], nodes: [] });
     expect(table.services.get("default/db")!.service.endpoints).toEqual([]);

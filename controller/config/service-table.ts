@@ -1,5 +1,6 @@
 // The pure part of the configuration stream: Service resources plus the pods the agents have
-// enrolled, and the traffic objects (routes, policies) → one immutable, versioned service table.
+// enrolled (and in Kubernetes mode the EndpointSlices' addresses), and the traffic objects
+// (routes, policies) → one immutable, versioned service table.
 // No I/O, no clock: same input, same table.
 
 import type { Peer, WirePod } from "../../api/agent-service.ts";
@@ -9,6 +10,16 @@ import { workloadName } from "../../api/enrollment.ts";
 import { kindOf, type Resource, type ServiceSpec } from "../../api/resources.ts";
 import type { Service, ServiceEndpoint } from "../../api/services.ts";
 import { type TrafficObject, trafficKey } from "../../api/traffic.ts";
+
+/**
+ * A ready endpoint of a Service as Kubernetes' EndpointSlices list it (Kubernetes mode): its
+ * address, and its pod ("namespace/name") and node when the slice names them.
+ */
+export interface ClusterEndpoint {
+  readonly ip: string;
+  readonly pod?: string;
+  readonly node?: string;
+}
 
 /** A pod some agent reported as enrolled, with the node it runs on. */
 export interface NodePod extends WirePod {
@@ -53,6 +64,12 @@ export interface TableInput {
   services: readonly Resource<ServiceSpec>[];
   pods: readonly NodePod[];
   nodes: readonly Peer[];
+  /**
+   * Kubernetes mode: each Service's ready endpoints from its EndpointSlices, by serviceKey (a
+   * Service without any has none). They are the Service's endpoints, meshed where an agent
+   * enrolled the pod at that address. Absent (standalone): the enrolled pods the selector picks.
+   */
+  clusterEndpoints?: ReadonlyMap<string, readonly ClusterEndpoint[]>;
   /** HTTPRoutes, GRPCRoutes and TrafficPolicies, validated with their defaults filled in. */
   traffic?: readonly Resource[];
   /**
@@ -144,7 +161,15 @@ function sameEndpoints(a: readonly ServiceEndpoint[], b: readonly ServiceEndpoin
     a.length === b.length &&
     a.every((e, i) => {
       const o = b[i];
-      return e.ip === o.ip && e.node === o.node && e.pod === o.pod && e.workload === o.workload && e.port === o.port;
+      return (
+        e.ip === o.ip &&
+        e.node === o.node &&
+        e.pod === o.pod &&
+        e.workload === o.workload &&
+        e.port === o.port &&
+        e.meshed === o.meshed &&
+        e.serviceAccount === o.serviceAccount
+      );
     })
   );
 }
@@ -166,12 +191,29 @@ function buildService(resource: Resource<ServiceSpec>, endpoints: ServiceEndpoin
   };
 }
 
+/**
+ * Kubernetes mode: the slices' ready addresses; those of pods an agent enrolled go through the
+ * mesh (tunnel, identity), the others (a pod opted out, not yet enrolled) are dialled directly.
+ */
+function clusterServiceEndpoints(cluster: readonly ClusterEndpoint[], enrolled: NodePod[]): ServiceEndpoint[] {
+  const byIp = new Map(enrolled.map((pod) => [pod.ip, pod]));
+  return cluster.map((e) => {
+    const pod = byIp.get(e.ip);
+    if (pod) return toEndpoint(pod);
+    return { ip: e.ip, ...(e.node ? { node: e.node } : {}), ...(e.pod ? { pod: e.pod } : {}), meshed: false };
+  });
+}
+
 function serviceEntry(
   resource: Resource<ServiceSpec>,
   pods: NamespacePods | undefined,
+  cluster: readonly ClusterEndpoint[] | undefined,
   previous?: TableEntry,
 ): TableEntry {
-  const endpoints = selectPods(pods, resource.spec.selector).map(toEndpoint).sort(byPodAddress);
+  const selected = selectPods(pods, resource.spec.selector);
+  const endpoints = (cluster ? clusterServiceEndpoints(cluster, selected) : selected.map(toEndpoint)).sort(
+    byPodAddress,
+  );
   if (previous?.source === resource && sameEndpoints(previous.service.endpoints, endpoints)) return previous;
   const service = buildService(resource, endpoints);
   const { namespace, name, generation } = resource.metadata;
@@ -201,7 +243,9 @@ function buildServices(input: TableInput): ReadonlyMap<string, TableEntry> {
   const services = new Map<string, TableEntry>();
   for (const resource of input.services) {
     const key = serviceKey(resource.metadata);
-    services.set(key, serviceEntry(resource, pods.get(resource.metadata.namespace), input.previous?.services.get(key)));
+    const cluster = input.clusterEndpoints && (input.clusterEndpoints.get(key) ?? []);
+    const namespacePods = pods.get(resource.metadata.namespace);
+    services.set(key, serviceEntry(resource, namespacePods, cluster, input.previous?.services.get(key)));
   }
   return services;
 }

@@ -157,9 +157,42 @@ describe("the Kubernetes source", () => {
     await eventually(() => expect(names(s, "services")).toEqual(["plain/web"]));
   });
 
+  it("follows EndpointSlices: each Service's ready endpoints, merged across its slices, told on change", async () => {
+    const s = await startSource();
+    let changes = 0;
+    s.onEndpointsChange(() => changes++);
+    const slice = (name: string, ips: string[]) => ({
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      metadata: { name, namespace: "shop", labels: { "kubernetes.io/service-name": "reviews" } },
+      addressType: "IPv4",
+      endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
+    });
+    api.apply(slice("reviews-a", ["10.1.0.11", "10.1.0.12"]));
+    api.apply(slice("reviews-b", ["10.1.0.12", "10.1.0.13"]));
+    await eventually(() =>
+      expect(
+        s
+          .clusterEndpoints()
+          .get("shop/reviews")
+          ?.map((e) => e.ip),
+      ).toEqual(["10.1.0.11", "10.1.0.12", "10.1.0.13"]),
+    );
+    expect(changes).toBeGreaterThanOrEqual(2);
+    api.delete("endpointslices", "shop", "reviews-a");
+    await eventually(() =>
+      expect(
+        s
+          .clusterEndpoints()
+          .get("shop/reviews")
+          ?.map((e) => e.ip),
+      ).toEqual(["10.1.0.12", "10.1.0.13"]),
+    );
+  });
+
   it("resumes a cut watch from its last bookmark without listing again", async () => {
     const s = await startSource();
-    await eventually(() => expect(api.watchCount()).toBe(5));
+    await eventually(() => expect(api.watchCount()).toBe(6));
     api.apply(namespace("other")); // the services watch sees nothing of it ...
     api.sendBookmarks(); // ... but its bookmark moves it past it
     await new Promise((r) => setTimeout(r, 500)); // (bookmarks are read asynchronously)

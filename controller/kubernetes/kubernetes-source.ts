@@ -1,6 +1,6 @@
 // Kubernetes as the source of truth: informers on Namespaces, Services and the traffic kinds
 // (Gateway API routes, TrafficPolicies) keep a mirror store of the resources the service table is
-// built from. The rest of the controller (agent server, REST API, status) reads the mirror as it
+// built from; one on EndpointSlices keeps each Service's ready endpoints (clusterEndpoints). The rest of the controller (agent server, REST API, status) reads the mirror as it
 // reads the file store; writes go to Kubernetes (kubectl), the mirror refuses them.
 //
 // The API server's real behaviours: a watch that ends is resumed from the last resourceVersion
@@ -11,6 +11,7 @@
 import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
 import type { KindInfo, Resource } from "../../api/resources.ts";
+import type { ClusterEndpoint } from "../config/service-table.ts";
 import { MemoryStore } from "../store/memory-store.ts";
 import { type ObjectKey, type Store, StoreNotFoundError, StoreReadOnlyError, type WatchEvent } from "../store/store.ts";
 import { KubeApiError, type KubeClient, type KubeJson } from "./kube-client.ts";
@@ -18,6 +19,7 @@ import {
   isMeshRoute,
   type KubeObjectLike,
   namespaceIntercepted,
+  sliceEndpoints,
   type Translation,
   translateService,
   translateTraffic,
@@ -96,6 +98,10 @@ export class KubernetesSource {
   /** Objects Kubernetes holds that could not become resources, and why (status reports it). */
   readonly #refused = new Map<string, string>();
   #stopped = false;
+  /** Ready endpoints by Service ("namespace/name"), rebuilt from the slices' cache when they change. */
+  #endpoints: ReadonlyMap<string, readonly ClusterEndpoint[]> = new Map();
+  #endpointsDirty = true;
+  readonly #endpointListeners = new Set<() => void>();
   #synced!: () => void;
   /** Resolves once every collection was listed once. */
   readonly synced = new Promise<void>((resolve) => {
@@ -112,6 +118,8 @@ export class KubernetesSource {
       namespaces.informer.on(verb, (ns: KubeJson) => this.#namespaceChanged(ns.metadata?.name ?? ""));
     for (const verb of ["add", "update"] as const) services.informer.on(verb, (svc) => this.#serviceChanged(svc));
     services.informer.on("delete", (svc: KubeJson) => this.#removed("services", svc));
+    const slices = this.#collection("endpointslices", "/apis/discovery.k8s.io/v1/endpointslices");
+    for (const verb of ["add", "update", "delete"] as const) slices.informer.on(verb, () => this.#slicesChanged());
     for (const kind of WATCHED_TRAFFIC_KINDS) {
       const c = this.#collection(kind.plural, collectionPath(kind));
       const route = kind.kind !== "TrafficPolicy";
@@ -145,6 +153,36 @@ export class KubernetesSource {
 
   kubernetesObjects(plural: string): KubeJson[] {
     return [...(this.#collections.find((c) => c.name === plural)?.informer.list() ?? [])];
+  }
+
+  /**
+   * Each Service's ready endpoints, from every EndpointSlice labelled with its name (the service
+   * table keeps those of the Services it has: opted-in namespaces).
+   */
+  clusterEndpoints(): ReadonlyMap<string, readonly ClusterEndpoint[]> {
+    if (!this.#endpointsDirty) return this.#endpoints;
+    const byService = new Map<string, ClusterEndpoint[]>();
+    for (const slice of this.kubernetesObjects("endpointslices")) {
+      const found = sliceEndpoints(slice);
+      if (!found) continue;
+      const list = byService.get(found.service) ?? [];
+      // One address once, even when two slices list it (as during a slice's replacement).
+      for (const e of found.endpoints) if (!list.some((x) => x.ip === e.ip)) list.push(e);
+      byService.set(found.service, list);
+    }
+    this.#endpoints = byService;
+    this.#endpointsDirty = false;
+    return byService;
+  }
+
+  /** Called whenever an EndpointSlice changed. */
+  onEndpointsChange(listener: () => void): void {
+    this.#endpointListeners.add(listener);
+  }
+
+  #slicesChanged(): void {
+    this.#endpointsDirty = true;
+    for (const listener of this.#endpointListeners) listener();
   }
 
   /** Why an object did not become a resource (undefined: it did, or it is unknown). */

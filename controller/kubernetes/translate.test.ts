@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { KINDS } from "../../api/resources.ts";
 import { service } from "../../test/kubernetes/objects.ts";
-import { isMeshRoute, translateService, translateTraffic } from "./translate.ts";
+import { isMeshRoute, sliceEndpoints, translateService, translateTraffic } from "./translate.ts";
 
 describe("translateService", () => {
   it("keeps TCP ports with numeric targets, maps appProtocol, drops a targetPort equal to the port", () => {
@@ -82,5 +82,43 @@ describe("translateTraffic", () => {
     expect(isMeshRoute(route([{ group: "gateway.networking.k8s.io", kind: "Gateway", name: "edge" }]))).toBe(false);
     expect(isMeshRoute(route([{ name: "edge" }]))).toBe(false);
     expect(isMeshRoute({ spec: {} })).toBe(false);
+  });
+});
+
+describe("sliceEndpoints", () => {
+  const slice = (endpoints: Record<string, unknown>[], extra: Record<string, unknown> = {}) => ({
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    metadata: { name: "web-x1", namespace: "shop", labels: { "kubernetes.io/service-name": "web" } },
+    addressType: "IPv4",
+    endpoints,
+    ...extra,
+  });
+
+  it("keeps the ready endpoints, as kube-proxy reads them, with their pod and node", () => {
+    const found = sliceEndpoints(
+      slice([
+        {
+          addresses: ["10.1.0.11"],
+          conditions: { ready: true },
+          nodeName: "node-a",
+          targetRef: { kind: "Pod", name: "web-1" },
+        },
+        { addresses: ["10.1.0.12"] }, // conditions absent: ready
+        { addresses: ["10.1.0.13"], conditions: { ready: false } },
+        { addresses: ["10.1.0.14"], conditions: { ready: true, terminating: true } },
+        { addresses: ["not-an-ip"], conditions: { ready: true } },
+        { conditions: { ready: true } },
+      ]),
+    );
+    expect(found).toEqual({
+      service: "shop/web",
+      endpoints: [{ ip: "10.1.0.11", pod: "shop/web-1", node: "node-a" }, { ip: "10.1.0.12" }],
+    });
+  });
+
+  it("ignores slices of no Service and IPv6 slices", () => {
+    expect(sliceEndpoints({ ...slice([]), metadata: { name: "x", namespace: "shop" } })).toBeUndefined();
+    expect(sliceEndpoints(slice([{ addresses: ["fd00::1"] }], { addressType: "IPv6" }))).toBeUndefined();
   });
 });

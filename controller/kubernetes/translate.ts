@@ -1,8 +1,10 @@
 // Kubernetes objects → the resources the controller's service table is built from, pure.
 // - core/v1 Service of an opted-in namespace → a nodemesh Service: ClusterIP as the VIP, TCP
-//   ports, `appProtocol` as the declared protocol, the selector (endpoints are the enrolled pods
-//   it selects, as in the standalone controller). Services of other namespaces are left out:
-//   traffic to them passes through the agent to its original destination (kube-proxy's ClusterIP).
+//   ports, `appProtocol` as the declared protocol, the selector. Services of other namespaces are
+//   left out: traffic to them passes through the agent to its original destination (kube-proxy's
+//   ClusterIP).
+// - discovery.k8s.io/v1 EndpointSlices → each Service's ready endpoints (sliceEndpoints): the
+//   endpoints of its nodemesh Service, meshed where an agent enrolled the pod.
 // - HTTPRoute, GRPCRoute (Gateway API) and TrafficPolicy → the same kinds, validated by the same
 //   zod schemas as the REST API; an invalid one is reported (its status says why), never applied.
 
@@ -146,4 +148,38 @@ function describeIssues(issues: readonly { path: PropertyKey[]; message: string 
     .slice(0, 10)
     .map((i) => `${fieldPath([...prefix, ...(i.path as (string | number)[])]) || "spec"}: ${i.message}`)
     .join("; ");
+}
+
+/** The label that ties an EndpointSlice to its Service. */
+export const SERVICE_NAME_LABEL = "kubernetes.io/service-name";
+
+interface SliceEndpoint {
+  addresses?: string[];
+  conditions?: { ready?: boolean | null; serving?: boolean | null; terminating?: boolean | null };
+  nodeName?: string;
+  targetRef?: { kind?: string; name?: string; namespace?: string };
+}
+
+/** An IPv4 address the service table can carry (IPv6 Services are left out, docs/kubernetes.md). */
+const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)$/;
+
+/**
+ * The ready endpoints an EndpointSlice lists for its Service ("namespace/name" of the Service,
+ * from the slice's label), as kube-proxy reads them: `ready` absent means ready; a terminating
+ * endpoint is not. undefined: not a slice of an IPv4 Service.
+ */
+export function sliceEndpoints(
+  slice: KubeObjectLike & { addressType?: string; endpoints?: SliceEndpoint[] },
+): { service: string; endpoints: { ip: string; pod?: string; node?: string }[] } | undefined {
+  const namespace = slice.metadata?.namespace;
+  const service = slice.metadata?.labels?.[SERVICE_NAME_LABEL];
+  if (!namespace || !service || slice.addressType !== "IPv4") return undefined;
+  const endpoints: { ip: string; pod?: string; node?: string }[] = [];
+  for (const e of slice.endpoints ?? []) {
+    const ip = e.addresses?.[0];
+    if (!ip || !IPV4.test(ip) || e.conditions?.ready === false || e.conditions?.terminating === true) continue;
+    const pod = e.targetRef?.kind === "Pod" && e.targetRef.name ? `${namespace}/${e.targetRef.name}` : undefined;
+    endpoints.push({ ip, ...(pod ? { pod } : {}), ...(e.nodeName ? { node: e.nodeName } : {}) });
+  }
+  return { service: `${namespace}/${service}`, endpoints };
 }

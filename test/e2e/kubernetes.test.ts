@@ -163,8 +163,9 @@ describe("the Kubernetes install, end to end", () => {
     version: string,
     node: Node,
     suffix: string,
+    annotations?: Record<string, string>,
   ): Promise<{ pod: Pod; admitted: PodJson }> {
-    const template = deploymentPod({ namespace: ns, app });
+    const template = deploymentPod({ namespace: ns, app, ...(annotations ? { annotations } : {}) });
     template.metadata.labels.version = version;
     template.metadata.generateName = `${app}-${version}-`;
     const review = await postToWebhook("https://127.0.0.1:9443/inject", webhookCa, admissionReview(template), {
@@ -196,7 +197,42 @@ describe("the Kubernetes install, end to end", () => {
     const proc = world.spawn(pod, process.execPath, [WORKLOAD, "--name", name, "--version", version], { name });
     await proc.waitForLine(/"event":"ready"/, 15_000);
     apps.push(proc);
+    running.push({ admitted, ip: pod.ip, node: node.name });
+    publishEndpointSlices(ns);
     return { pod, admitted };
+  }
+
+  /** Kubernetes' EndpointSlice controller: one slice per Service, listing its ready pods. */
+  const running: { admitted: PodJson; ip: string; node: string }[] = [];
+  function publishEndpointSlices(ns: string): void {
+    for (const svc of api.list("services").filter((s) => s.metadata.namespace === ns)) {
+      const selector: Record<string, string> = svc.spec.selector ?? {};
+      const selected = running.filter(
+        ({ admitted }) =>
+          admitted.metadata.namespace === ns &&
+          Object.entries(selector).every(([k, v]) => admitted.metadata.labels?.[k] === v),
+      );
+      api.apply({
+        apiVersion: "discovery.k8s.io/v1",
+        kind: "EndpointSlice",
+        metadata: {
+          name: `${svc.metadata.name}-abcde`,
+          namespace: ns,
+          labels: {
+            "kubernetes.io/service-name": svc.metadata.name,
+            "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+          },
+        },
+        addressType: "IPv4",
+        ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+        endpoints: selected.map(({ admitted, ip, node }) => ({
+          addresses: [ip],
+          conditions: { ready: true, serving: true, terminating: false },
+          nodeName: node,
+          targetRef: { kind: "Pod", namespace: ns, name: admitted.metadata.name },
+        })),
+      });
+    }
   }
 
   const servedBy = async (from: Pod, path = "/"): Promise<string> => {
@@ -227,9 +263,13 @@ describe("the Kubernetes install, end to end", () => {
     await runPod("shop", "reviews", "v1", n1, "a1b2c");
     await runPod("shop", "reviews", "v1", n2, "d3e4f");
     await runPod("shop", "reviews", "v2", n2, "g5h6i");
+    // A replica opted out of the mesh: no agent knows it, its EndpointSlice does; meshed callers
+    // reach it directly (before EndpointSlices were read, it was never an endpoint).
+    const optedOut = await runPod("shop", "reviews", "v3", n1, "j7k8l", { "nodemesh.io/intercept": "disabled" });
+    expect(optedOut.admitted.spec.initContainers).toBeUndefined();
     const client = pods.get("client-v1-x7k2p")!;
 
-    const all = ["reviews-v1-a1b2c", "reviews-v1-d3e4f", "reviews-v2-g5h6i"];
+    const all = ["reviews-v1-a1b2c", "reviews-v1-d3e4f", "reviews-v2-g5h6i", "reviews-v3-j7k8l"];
     const seen = await eventually("every reviews pod serving", 30_000, async () => {
       const served = new Set<string>();
       for (let i = 0; i < 9; i++) served.add(await servedBy(client).catch(() => "failed"));

@@ -33,6 +33,7 @@ export const RESOURCE_TYPES: readonly ResourceType[] = [
   { group: "", version: "v1", plural: "pods", kind: "Pod", namespaced: true },
   { group: "", version: "v1", plural: "secrets", kind: "Secret", namespaced: true },
   { group: "", version: "v1", plural: "configmaps", kind: "ConfigMap", namespaced: true },
+  { group: "discovery.k8s.io", version: "v1", plural: "endpointslices", kind: "EndpointSlice", namespaced: true },
   { group: "coordination.k8s.io", version: "v1", plural: "leases", kind: "Lease", namespaced: true },
   { group: "gateway.networking.k8s.io", version: "v1", plural: "httproutes", kind: "HTTPRoute", namespaced: true },
   { group: "gateway.networking.k8s.io", version: "v1", plural: "grpcroutes", kind: "GRPCRoute", namespaced: true },
