@@ -132,14 +132,7 @@ export class Controller {
     const kubernetesSource = this.kubernetes?.source;
     this.agents = await AgentServer.start({
       store: this.store,
-      ...(kubernetesSource
-        ? {
-            clusterEndpoints: {
-              current: () => kubernetesSource.clusterEndpoints(),
-              onChange: (listener: () => void) => kubernetesSource.onEndpointsChange(listener),
-            },
-          }
-        : {}),
+      ...(kubernetesSource ? { cluster: kubernetesSource.clusterView() } : {}),
       metrics: registry,
       host: opts.grpcHost,
       port: opts.grpcPort,

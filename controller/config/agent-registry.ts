@@ -4,6 +4,11 @@
 //
 // A disconnected node's pods stay endpoints for `forgetAfterMs`: a control-plane blip (or a
 // controller restart) must not pull endpoints that are still serving traffic.
+//
+// In Kubernetes mode a reported pod counts only as the API server knows it (`verifyPod`): the
+// same pod on that node, at that address, with that service account, and with the API's labels.
+// So neither its endpoints nor the identities the controller signs for a node rest on the
+// agent's word alone.
 
 import type { Hello, NodeFacts, Peer, PeerProbe, Report, WirePod } from "../../api/agent-service.ts";
 import { isIPv4 } from "../../api/enrollment.ts";
@@ -28,8 +33,18 @@ export interface AgentStatus {
   pods: WirePod[];
 }
 
+/**
+ * Kubernetes mode: the pod as the API server has it, or why the report does not match it. The
+ * labels returned replace the reported ones.
+ */
+export type PodVerifier = (node: string, pod: WirePod) => { ok: true; pod: WirePod } | { ok: false; reason: string };
+
 interface NodeRecord {
   status: AgentStatus;
+  /** What the agent reported (valid pods), before verification: verified again when the API changes. */
+  reported: WirePod[];
+  /** Why reported pods were refused, by "namespace/name": each refusal is told once. */
+  refusals: Map<string, string>;
   /** status.pods with the node, built when the pods change rather than at every table rebuild. */
   nodePods: NodePod[];
   /** The stream that registered the node; a replaced stream's late disconnect is ignored. */
@@ -42,10 +57,20 @@ export class AgentRegistry {
   private readonly forgetAfterMs: number;
   /** Called when the endpoints or the node set changed (a new table is due). */
   private readonly onTopologyChange: () => void;
+  private readonly verifyPod: PodVerifier | undefined;
+  private readonly onRefused: (node: string, pod: WirePod, reason: string) => void;
 
-  constructor(opts: { forgetAfterMs: number; onTopologyChange: () => void }) {
+  constructor(opts: {
+    forgetAfterMs: number;
+    onTopologyChange: () => void;
+    verifyPod?: PodVerifier;
+    /** A reported pod the verifier refused (logged, counted). */
+    onRefused?: (node: string, pod: WirePod, reason: string) => void;
+  }) {
     this.forgetAfterMs = opts.forgetAfterMs;
     this.onTopologyChange = opts.onTopologyChange;
+    this.verifyPod = opts.verifyPod;
+    this.onRefused = opts.onRefused ?? (() => {});
   }
 
   connected(hello: Hello, stream: object, now: Date): void {
@@ -54,6 +79,8 @@ export class AgentRegistry {
     const isNewPeer = !previous || previous.status.underlayIp !== hello.underlayIp;
     this.nodes.set(hello.nodeName, {
       stream,
+      reported: previous?.reported ?? [],
+      refusals: previous?.refusals ?? new Map(),
       nodePods: previous?.nodePods ?? [],
       status: {
         node: hello.nodeName,
@@ -88,11 +115,37 @@ export class AgentRegistry {
   /** Pods that could not be endpoints are dropped: one bad report must not make every agent NACK. */
   podsChanged(node: string, reported: WirePod[]): void {
     const record = this.nodes.get(node);
-    const pods = reported.filter(isValidPod);
-    if (!record || samePods(record.status.pods, pods)) return;
+    if (!record) return;
+    record.reported = reported.filter(isValidPod);
+    if (this.verify(node, record)) this.onTopologyChange();
+  }
+
+  /** Kubernetes mode: the API's pods changed; every node's report is checked again. */
+  reverify(): void {
+    let changed = false;
+    for (const [node, record] of this.nodes) changed = this.verify(node, record) || changed;
+    if (changed) this.onTopologyChange();
+  }
+
+  /** Sets the node's pods from its report as verified; true when they changed. */
+  private verify(node: string, record: NodeRecord): boolean {
+    const pods: WirePod[] = [];
+    const refusals = new Map<string, string>();
+    for (const pod of record.reported) {
+      const verdict = this.verifyPod ? this.verifyPod(node, pod) : { ok: true as const, pod };
+      if (verdict.ok) {
+        pods.push(verdict.pod);
+        continue;
+      }
+      const key = `${pod.namespace}/${pod.name}`;
+      refusals.set(key, verdict.reason);
+      if (record.refusals.get(key) !== verdict.reason) this.onRefused(node, pod, verdict.reason);
+    }
+    record.refusals = refusals;
+    if (samePods(record.status.pods, pods)) return false;
     record.status.pods = pods;
     record.nodePods = pods.map((pod) => ({ ...pod, node }));
-    this.onTopologyChange();
+    return true;
   }
 
   acked(node: string, version: string, now: Date): void {

@@ -44,7 +44,7 @@ import { TrafficWindow } from "../graph/traffic-window.ts";
 import type { RotatingCa } from "../identity/root-rotation.ts";
 import type { WorkloadCa } from "../identity/workload-ca.ts";
 import type { ObjectKey, Store } from "../store/store.ts";
-import { AgentRegistry, type AgentStatus } from "./agent-registry.ts";
+import { AgentRegistry, type AgentStatus, type PodVerifier } from "./agent-registry.ts";
 import { type AgentCall, AgentSession, type Claim, type SessionHost } from "./agent-session.ts";
 import { ServerCertificate, type ServerNames } from "./agent-tls.ts";
 import { ConfigPublisher } from "./config-publisher.ts";
@@ -55,16 +55,21 @@ import { type ClusterEndpoint, resourceKey } from "./service-table.ts";
 
 export type { AgentStatus } from "./agent-registry.ts";
 
+/**
+ * Kubernetes mode: the Services' endpoints from their EndpointSlices (the agents' pods then only
+ * say which are meshed), and the API's pods that reported pods are checked against.
+ */
+export interface ClusterView {
+  endpoints(): ReadonlyMap<string, readonly ClusterEndpoint[]>;
+  verifyPod: PodVerifier;
+  onEndpointsChange(listener: () => void): void;
+  onPodsChange(listener: () => void): void;
+}
+
 export interface AgentServerOptions {
   store: Store;
-  /**
-   * Kubernetes mode: the Services' endpoints from their EndpointSlices, and a way to hear of
-   * changes; the agents' enrolled pods then only say which of them are meshed.
-   */
-  clusterEndpoints?: {
-    current(): ReadonlyMap<string, readonly ClusterEndpoint[]>;
-    onChange(listener: () => void): void;
-  };
+  /** Kubernetes mode: what the API server says of endpoints and pods (kubernetes-source.ts). */
+  cluster?: ClusterView;
   /** Where the controller's metrics live; the server adds its own. */
   metrics: Registry;
   /** Default 0.0.0.0. */
@@ -204,6 +209,16 @@ export class AgentServer implements SessionHost {
     this.registry = new AgentRegistry({
       forgetAfterMs: opts.forgetNodeAfterMs ?? 60_000,
       onTopologyChange: () => this.publisher.topologyChanged(),
+      ...(opts.cluster
+        ? {
+            verifyPod: opts.cluster.verifyPod,
+            onRefused: (node, pod, reason) =>
+              this.log.warn(
+                { node, pod: `${pod.namespace}/${pod.name}`, ip: pod.ip, reason },
+                "reported pod not as the API server has it: not an endpoint, no certificate for it",
+              ),
+          }
+        : {}),
     });
     this.publisher = new ConfigPublisher({
       store: opts.store,
@@ -213,9 +228,10 @@ export class AgentServer implements SessionHost {
       startupGraceMs: opts.startupGraceMs ?? 2000,
       now: wallClockMs,
       log: this.log,
-      ...(opts.clusterEndpoints ? { clusterEndpoints: () => opts.clusterEndpoints!.current() } : {}),
+      ...(opts.cluster ? { clusterEndpoints: () => opts.cluster!.endpoints() } : {}),
     });
-    opts.clusterEndpoints?.onChange(() => this.publisher.topologyChanged());
+    opts.cluster?.onEndpointsChange(() => this.publisher.topologyChanged());
+    opts.cluster?.onPodsChange(() => this.registry.reverify());
     this.histogram = new Histogram({
       name: "nodemesh_controller_config_propagation_seconds",
       help: "Time from a store write to the ACK of the last connected agent to apply it",

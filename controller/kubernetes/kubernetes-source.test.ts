@@ -190,9 +190,49 @@ describe("the Kubernetes source", () => {
     );
   });
 
+  it("checks an agent's report of a pod against the API's Pod, and then has the API's labels", async () => {
+    const s = await startSource();
+    let changes = 0;
+    s.onPodsChange(() => changes++);
+    const apiPod = (status?: Record<string, unknown>) => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "web-1", namespace: "shop", labels: { app: "web", version: "v2" } },
+      spec: { nodeName: "node-a", serviceAccountName: "web", containers: [] },
+      ...(status ? { status } : {}),
+    });
+    const report = {
+      name: "web-1",
+      namespace: "shop",
+      ip: "10.1.0.11",
+      labels: { app: "admin" },
+      serviceAccount: "web",
+    };
+    expect(s.verifyPod("node-a", report)).toEqual({ ok: false, reason: "no such pod in the API server" });
+    api.apply(apiPod());
+    await eventually(() => expect(changes).toBeGreaterThan(0));
+    expect(s.verifyPod("node-a", report)).toEqual({ ok: false, reason: "its address is not assigned yet" });
+    api.apply(apiPod({ podIP: "10.1.0.11", podIPs: [{ ip: "10.1.0.11" }] }));
+    await eventually(() => expect(s.verifyPod("node-a", report).ok).toBe(true));
+    // The API's labels replace what the agent said (it claimed app: admin).
+    expect(s.verifyPod("node-a", report)).toEqual({
+      ok: true,
+      pod: { ...report, labels: { app: "web", version: "v2" }, serviceAccount: "web" },
+    });
+    expect(s.verifyPod("node-b", report)).toEqual({ ok: false, reason: "it runs on node-a" });
+    expect(s.verifyPod("node-a", { ...report, ip: "10.1.0.99" })).toEqual({
+      ok: false,
+      reason: "its address is 10.1.0.11",
+    });
+    expect(s.verifyPod("node-a", { ...report, serviceAccount: "admin" })).toEqual({
+      ok: false,
+      reason: "its service account is web",
+    });
+  });
+
   it("resumes a cut watch from its last bookmark without listing again", async () => {
     const s = await startSource();
-    await eventually(() => expect(api.watchCount()).toBe(6));
+    await eventually(() => expect(api.watchCount()).toBe(7));
     api.apply(namespace("other")); // the services watch sees nothing of it ...
     api.sendBookmarks(); // ... but its bookmark moves it past it
     await new Promise((r) => setTimeout(r, 500)); // (bookmarks are read asynchronously)

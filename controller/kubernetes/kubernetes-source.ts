@@ -1,6 +1,7 @@
 // Kubernetes as the source of truth: informers on Namespaces, Services and the traffic kinds
 // (Gateway API routes, TrafficPolicies) keep a mirror store of the resources the service table is
-// built from; one on EndpointSlices keeps each Service's ready endpoints (clusterEndpoints). The rest of the controller (agent server, REST API, status) reads the mirror as it
+// built from; one on EndpointSlices keeps each Service's ready endpoints (clusterEndpoints); one
+// on Pods is what the agents' reports of their pods are checked against (verifyPod). The rest of the controller (agent server, REST API, status) reads the mirror as it
 // reads the file store; writes go to Kubernetes (kubectl), the mirror refuses them.
 //
 // The API server's real behaviours: a watch that ends is resumed from the last resourceVersion
@@ -10,7 +11,9 @@
 
 import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
+import type { WirePod } from "../../api/agent-service.ts";
 import type { KindInfo, Resource } from "../../api/resources.ts";
+import type { ClusterView } from "../config/agent-server.ts";
 import type { ClusterEndpoint } from "../config/service-table.ts";
 import { MemoryStore } from "../store/memory-store.ts";
 import { type ObjectKey, type Store, StoreNotFoundError, StoreReadOnlyError, type WatchEvent } from "../store/store.ts";
@@ -102,6 +105,7 @@ export class KubernetesSource {
   #endpoints: ReadonlyMap<string, readonly ClusterEndpoint[]> = new Map();
   #endpointsDirty = true;
   readonly #endpointListeners = new Set<() => void>();
+  readonly #podListeners = new Set<() => void>();
   #synced!: () => void;
   /** Resolves once every collection was listed once. */
   readonly synced = new Promise<void>((resolve) => {
@@ -120,6 +124,11 @@ export class KubernetesSource {
     services.informer.on("delete", (svc: KubeJson) => this.#removed("services", svc));
     const slices = this.#collection("endpointslices", "/apis/discovery.k8s.io/v1/endpointslices");
     for (const verb of ["add", "update", "delete"] as const) slices.informer.on(verb, () => this.#slicesChanged());
+    const pods = this.#collection("pods", "/api/v1/pods");
+    for (const verb of ["add", "update", "delete"] as const)
+      pods.informer.on(verb, () => {
+        for (const listener of this.#podListeners) listener();
+      });
     for (const kind of WATCHED_TRAFFIC_KINDS) {
       const c = this.#collection(kind.plural, collectionPath(kind));
       const route = kind.kind !== "TrafficPolicy";
@@ -178,6 +187,43 @@ export class KubernetesSource {
   /** Called whenever an EndpointSlice changed. */
   onEndpointsChange(listener: () => void): void {
     this.#endpointListeners.add(listener);
+  }
+
+  /** Called whenever a Pod changed. */
+  onPodsChange(listener: () => void): void {
+    this.#podListeners.add(listener);
+  }
+
+  /**
+   * An agent's report of a pod, checked against the API's Pod: the same node, one of its
+   * addresses, its service account. The API's labels are the pod's labels.
+   */
+  verifyPod(node: string, reported: WirePod): ReturnType<ClusterView["verifyPod"]> {
+    const pod = this.kubernetesObject("pods", reported.namespace, reported.name) as
+      | (KubeJson & {
+          spec?: { nodeName?: string; serviceAccountName?: string };
+          status?: { podIP?: string; podIPs?: { ip?: string }[] };
+        })
+      | undefined;
+    if (!pod) return { ok: false, reason: "no such pod in the API server" };
+    if (pod.spec?.nodeName !== node) return { ok: false, reason: `it runs on ${pod.spec?.nodeName ?? "no node yet"}` };
+    const addresses = [...new Set([pod.status?.podIP, ...(pod.status?.podIPs ?? []).map((a) => a.ip)])].filter(Boolean);
+    if (!addresses.includes(reported.ip))
+      return { ok: false, reason: `its address is ${addresses.join(", ") || "not assigned yet"}` };
+    const serviceAccount = pod.spec?.serviceAccountName || "default";
+    if ((reported.serviceAccount || "default") !== serviceAccount)
+      return { ok: false, reason: `its service account is ${serviceAccount}` };
+    return { ok: true, pod: { ...reported, labels: pod.metadata?.labels ?? {}, serviceAccount } };
+  }
+
+  /** What the agent server reads of the cluster. */
+  clusterView(): ClusterView {
+    return {
+      endpoints: () => this.clusterEndpoints(),
+      verifyPod: (node, pod) => this.verifyPod(node, pod),
+      onEndpointsChange: (listener) => this.onEndpointsChange(listener),
+      onPodsChange: (listener) => this.onPodsChange(listener),
+    };
   }
 
   #slicesChanged(): void {

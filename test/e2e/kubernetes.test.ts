@@ -181,6 +181,9 @@ describe("the Kubernetes install, end to end", () => {
 
     const pod = await world.addPod(node, name);
     pods.set(name, pod);
+    // Kubelet reports the sandbox's address before init containers run (the controller checks
+    // the agents' reports of their pods against it).
+    api.apply({ ...(admitted as KubeObject), status: { phase: "Pending", podIP: pod.ip, podIPs: [{ ip: pod.ip }] } });
     const facts = { name, namespace: ns, ip: pod.ip, nodeName: node.name };
     for (const init of (admitted.spec.initContainers ?? []) as Container[]) {
       const volumes = new Map<string, string>(

@@ -1,0 +1,63 @@
+// The registry's pods in Kubernetes mode: a reported pod counts only as the API server has it, is
+// checked again when the API's pods change, and each refusal is told once.
+import { describe, expect, it } from "vitest";
+import type { Hello, WirePod } from "../../api/agent-service.ts";
+import { AgentRegistry, type PodVerifier } from "./agent-registry.ts";
+
+const hello = (nodeName: string): Hello => ({
+  nodeName,
+  agentVersion: "test",
+  underlayIp: "10.0.0.1",
+  facts: {} as Hello["facts"],
+});
+const web: WirePod = {
+  name: "web-1",
+  namespace: "shop",
+  ip: "10.1.0.11",
+  labels: { app: "claimed" },
+  serviceAccount: "web",
+};
+
+describe("AgentRegistry with a pod verifier", () => {
+  it("keeps only verified pods, with the API's labels; checks again when the API changes", () => {
+    // The API server's view: the pod has no address yet.
+    let apiAddress: string | undefined;
+    const verify: PodVerifier = (node, pod) =>
+      node === "node-a" && apiAddress === pod.ip
+        ? { ok: true, pod: { ...pod, labels: { app: "web" } } }
+        : { ok: false, reason: `its address is ${apiAddress ?? "not assigned yet"}` };
+    const refused: string[] = [];
+    let changes = 0;
+    const registry = new AgentRegistry({
+      forgetAfterMs: 60_000,
+      onTopologyChange: () => changes++,
+      verifyPod: verify,
+      onRefused: (node, pod, reason) => refused.push(`${node} ${pod.name}: ${reason}`),
+    });
+    registry.connected(hello("node-a"), {}, new Date());
+    registry.connected(hello("node-b"), {}, new Date());
+    const before = changes;
+    registry.podsChanged("node-a", [web]);
+    registry.podsChanged("node-a", [web]); // a report repeats it: told once
+    expect(registry.pods()).toEqual([]);
+    expect(refused).toEqual(["node-a web-1: its address is not assigned yet"]);
+    expect(changes).toBe(before);
+
+    apiAddress = "10.1.0.11";
+    registry.reverify();
+    expect(registry.pods()).toEqual([{ ...web, labels: { app: "web" }, node: "node-a" }]);
+    expect(changes).toBe(before + 1);
+
+    // Another node claiming the same pod gets nothing: no endpoint, and so no certificate.
+    registry.podsChanged("node-b", [web]);
+    expect(registry.pods().map((p) => p.node)).toEqual(["node-a"]);
+    expect(refused.at(-1)).toBe("node-b web-1: its address is 10.1.0.11");
+  });
+
+  it("without a verifier keeps what the agents report (standalone)", () => {
+    const registry = new AgentRegistry({ forgetAfterMs: 60_000, onTopologyChange: () => {} });
+    registry.connected(hello("node-a"), {}, new Date());
+    registry.podsChanged("node-a", [web, { ...web, name: "Not_A_Label" }]);
+    expect(registry.pods()).toEqual([{ ...web, node: "node-a" }]);
+  });
+});
