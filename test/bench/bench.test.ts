@@ -85,12 +85,19 @@ describe("goals", () => {
         saturationRps: 9000,
         cpuPer1000: 0.4,
       }),
+      path("nodemesh plaintext", "HTTP/1.1", { added: latency(0.9), saturationRps: 10_000, cpuPer1000: 0.32 }),
+      path("nodemesh plaintext", "opaque TCP", { added: latency(0.08), cpuPer1000: 0.1 }),
       path("HAProxy", "tcp", { added: latency(haproxyTcpAdded) }),
       path("HAProxy", "http", { saturationRps: 20_000 }),
     ],
     bulk: [
       { location: "cross-node", system: "direct", gbitPerS: 10 },
       { location: "cross-node", system: "nodemesh", gbitPerS: 5 },
+      { location: "cross-node", system: "nodemesh plaintext", gbitPerS: 6 },
+    ],
+    newConnections: [
+      { location: "cross-node", system: "nodemesh", perS: 900, connections: 3000, handshakes: 1 },
+      { location: "cross-node", system: "nodemesh plaintext", perS: 1000, connections: 3000, handshakes: 0 },
     ],
     agentRss: { idleMB: 50, loadedMB: 80, pods: 1000, withPodsMB: 53 },
   });
@@ -111,6 +118,18 @@ describe("goals", () => {
     expect(met("CPU per 1000 requests, HTTP/1.1")).toBe(false);
     expect(met("agent RSS idle")).toBe(true);
     expect(goals.get("agent RSS per enrolled pod")?.measured).toBeCloseTo(3, 6); // 3 MB over 1000 pods
+    expect(goals.get("mTLS CPU per request / plaintext, HTTP/1.1")).toMatchObject({ measured: 1.25, met: false });
+    expect(met("mTLS CPU per request / plaintext, opaque TCP")).toBe(true); // 1.0 ≤ 1.2
+    expect(goals.get("mTLS handshakes per new connection")).toMatchObject({ measured: 1 / 3000, met: true });
+  });
+
+  it("reports mTLS beside plaintext with ratios", () => {
+    const md = markdownReport(results(0.05));
+    expect(md).toContain(
+      "| cross-node | HTTP/1.1 | 1.000 | 0.900 | 1.900 | 0.900 | 9000 | 10000 | 0.90 | 0.400 | 0.320 | 1.25 |",
+    );
+    expect(md).toContain("| cross-node | bulk TCP, Gbit/s | | | | | 5.00 | 6.00 | 0.83 | | | |");
+    expect(md).toContain("| cross-node | nodemesh | 900 | 3000 | 1 | 0.000 |");
   });
 
   it("compares with HAProxy only when HAProxy measurably adds latency", () => {

@@ -9,13 +9,21 @@
 //   nodemesh gRPC       a Service port declared `grpc` (HTTP/2 end to end)
 //   HAProxy tcp / http  HAProxy 2.6 in `mode tcp` / `mode http` in both pods
 //
+// "nodemesh" is the mesh as it ships: a controller (the CA) and agents whose tunnels are mutual
+// TLS, many per connection. "nodemesh plaintext" is the same agents to backends of their own that a
+// PeerAuthentication DISABLE selects: the same paths without TLS, side by side in one run (each
+// measurement checks on the agents' counters that its tunnels had the security it names). Also
+// new connections per second through an opaque TCP port, with the TLS handshakes the source agent
+// made meanwhile: tunnels share connections, so a new connection costs no handshake.
+//
 // Figures per path: latency at a fixed rate (paced per connection; added = minus direct), saturation
 // throughput (closed loop), CPU seconds per 1000 requests of the proxy processes at the fixed rate,
 // and single-stream bulk throughput; agent RSS idle, under load and with `--pods` more pods
 // enrolled. Writes JSON and markdown (with ratios and the issue's goals) and prints the markdown.
 //
 //   node test/bench/compare.ts [--duration 10] [--saturation-duration 5] [--bulk-duration 5]
-//        [--rate 1000] [--connections 16] [--pods 1000] [--locations same-node,cross-node]
+//        [--rate 1000] [--connections 16] [--pods 1000] [--new-connections 3000]
+//        [--locations same-node,cross-node]
 //        [--agent-args="--workers 1"] (extra flags for the agents)
 //        [--only REGEX (paths whose "system protocol" matches, e.g. 'direct|opaque'; bulk is "system bulk")]
 //        [--json test-results/bench.json] [--markdown test-results/bench.md]
@@ -24,9 +32,9 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
-import type { ServiceTable } from "../../api/services.ts";
-import type { TrafficObject } from "../../api/traffic.ts";
+import type { LoadArgs, LoadReport } from "../e2e/clients/http-load.ts";
 import { BUILT_CLI, Mesh } from "../e2e/mesh.ts";
+import { httpFrom } from "../e2e/netns-client.ts";
 import { type Node, type Pod, type Proc, World } from "../world/world.ts";
 import { h2loadAtRate, h2loadSaturation, type Latency, WARM_UP_S } from "./h2load.ts";
 import {
@@ -53,6 +61,7 @@ const { values } = parseArgs({
     rate: { type: "string", default: "1000" },
     connections: { type: "string", default: "16" },
     pods: { type: "string", default: "1000" },
+    "new-connections": { type: "string", default: "3000" },
     locations: { type: "string", default: "same-node,cross-node" },
     only: { type: "string" },
     "agent-args": { type: "string", default: "" },
@@ -69,10 +78,12 @@ const EXTRA_PODS = Number(values.pods);
 const LOCATIONS = values.locations.split(",") as Location[];
 for (const l of LOCATIONS) if (l !== "same-node" && l !== "cross-node") throw new Error(`unknown location ${l}`);
 const ONLY = values.only ? new RegExp(values.only) : undefined;
+const NEW_CONNECTIONS = Number(values["new-connections"]);
+const HTTP_LOAD = new URL("../e2e/clients/http-load.ts", import.meta.url).pathname;
 const wanted = (label: string) => !ONLY || ONLY.test(label);
 
 export type Location = "same-node" | "cross-node";
-export type System = "direct" | "nodemesh" | "HAProxy";
+export type System = "direct" | "nodemesh" | "nodemesh plaintext" | "HAProxy";
 export type Protocol = "HTTP/1.1" | "gRPC" | "opaque TCP" | "tcp" | "http";
 
 export interface PathResult {
@@ -94,6 +105,16 @@ export interface BulkResult {
   gbitPerS: number;
 }
 
+/** New TCP connections per second through a nodemesh opaque TCP port (each one a new tunnel). */
+export interface NewConnectionsResult {
+  location: Location;
+  system: System;
+  perS: number;
+  connections: number;
+  /** TLS handshakes the source agent made meanwhile. */
+  handshakes: number;
+}
+
 export interface BenchResults {
   date: string;
   machine: { cpus: number; model: string; kernel: string; node: string };
@@ -107,6 +128,7 @@ export interface BenchResults {
   };
   paths: PathResult[];
   bulk: BulkResult[];
+  newConnections: NewConnectionsResult[];
   /** Idle and with `pods` enrolled: an agent without traffic; loaded: the peak of the two serving the load. */
   agentRss: { idleMB: number; loadedMB: number; pods: number; withPodsMB: number };
 }
@@ -128,56 +150,72 @@ try {
   };
   // One backend per system and location, all running the same workload.
   const backends = {} as Record<`${System}-${Location}`, Pod>;
-  for (const system of ["direct", "nodemesh", "HAProxy"] as const) {
+  const podName = { direct: "direct", nodemesh: "nodemesh", "nodemesh plaintext": "nmplain", HAProxy: "haproxy" };
+  for (const system of ["direct", "nodemesh", "nodemesh plaintext", "HAProxy"] as const) {
     for (const location of ["same-node", "cross-node"] as const) {
-      const name = `${system.toLowerCase()}-${location === "same-node" ? "near" : "far"}`;
+      const name = `${podName[system]}-${location === "same-node" ? "near" : "far"}`;
       backends[`${system}-${location}`] = await world.addPod(location === "same-node" ? n1 : n2, name);
     }
   }
 
-  // nodemesh: one opaque and one HTTP Service per location, both on the nodemesh backend.
+  // nodemesh: per location, one opaque and one HTTP Service on the nodemesh backend, and the same
+  // two on the plaintext one, which a PeerAuthentication DISABLE selects.
   const vip = {
     tcp: { "same-node": "10.96.0.10", "cross-node": "10.96.0.11" },
     http: { "same-node": "10.96.0.20", "cross-node": "10.96.0.21" },
   };
+  const plainVip = {
+    tcp: { "same-node": "10.96.0.40", "cross-node": "10.96.0.41" },
+    http: { "same-node": "10.96.0.50", "cross-node": "10.96.0.51" },
+  };
   const haproxyVip = { "same-node": "10.96.0.30", "cross-node": "10.96.0.31" };
-  const endpoint = (pod: Pod) => [{ ip: pod.ip, node: pod.node.name, pod: pod.name, meshed: true }];
-  const services: ServiceTable["services"] = [];
-  const traffic: TrafficObject[] = [];
+  const meshed = ["nodemesh", "nodemesh plaintext"] as const;
+  const vipOf = (system: (typeof meshed)[number]) => (system === "nodemesh" ? vip : plainVip);
+  const objects: string[] = [];
   for (const location of ["same-node", "cross-node"] as const) {
-    const backend = backends[`nodemesh-${location}`];
-    services.push({
-      name: `tcp-${location}`,
-      namespace: "default",
-      vip: vip.tcp[location],
-      ports: [
-        { name: "web", port: 80, targetPort: 8080, protocol: "tcp" },
-        { name: "bulk", port: IPERF_PORT, protocol: "tcp" },
-      ],
-      endpoints: endpoint(backend),
-    });
-    services.push({
-      name: `http-${location}`,
-      namespace: "default",
-      vip: vip.http[location],
-      ports: [
-        { name: "http", port: 80, targetPort: 8080, protocol: "http" },
-        { name: "grpc", port: 9090, protocol: "grpc" },
-      ],
-      endpoints: endpoint(backend),
-    });
-    traffic.push({
-      kind: "TrafficPolicy",
-      name: `http-${location}`,
-      namespace: "default",
-      spec: {
-        targetRefs: [{ kind: "Service", name: `http-${location}` }],
-        retries: { attempts: 2, retryOn: ["connect-failure", "reset", "gateway-error", "unavailable"] },
-      } as TrafficObject["spec"],
-    } as TrafficObject);
+    for (const system of meshed) {
+      const backend = backends[`${system}-${location}`];
+      const suffix = `${system === "nodemesh" ? "" : "plain-"}${location}`;
+      objects.push(`apiVersion: nodemesh.io/v1alpha1
+kind: Service
+metadata: { name: tcp-${suffix}, namespace: default }
+spec:
+  vip: ${vipOf(system).tcp[location]}
+  selector: { app: ${backend.name} }
+  ports:
+    - { name: web, port: 80, targetPort: 8080, protocol: tcp }
+    - { name: bulk, port: ${IPERF_PORT}, protocol: tcp }
+`);
+      objects.push(`apiVersion: nodemesh.io/v1alpha1
+kind: Service
+metadata: { name: http-${suffix}, namespace: default }
+spec:
+  vip: ${vipOf(system).http[location]}
+  selector: { app: ${backend.name} }
+  ports:
+    - { name: http, port: 80, targetPort: 8080, protocol: http }
+    - { name: grpc, port: 9090, protocol: grpc }
+`);
+      objects.push(`apiVersion: nodemesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: { name: http-${suffix}, namespace: default }
+spec:
+  targetRefs: [{ kind: Service, name: http-${suffix} }]
+  retries: { attempts: 2, retryOn: [connect-failure, reset, gateway-error, unavailable] }
+`);
+    }
   }
-  mesh.writeServices({ services, traffic });
-  log("starting agents and workloads");
+  objects.push(`apiVersion: nodemesh.io/v1alpha1
+kind: PeerAuthentication
+metadata: { name: plaintext-backends, namespace: default }
+spec:
+  targetRefs: [{ name: tcp-plain-same-node }, { name: tcp-plain-cross-node }]
+  mtls: { mode: DISABLE }
+`);
+  log("starting the controller, agents and workloads");
+  await mesh.startController();
+  const applied = await mesh.cli(["apply", "-f", "-"], objects.join("---\n"));
+  if (applied.code !== 0) throw new Error(`apply: ${applied.stderr}${applied.stdout}`);
   const [agent1, agent2, idleAgent] = await Promise.all([
     mesh.startAgent(n1),
     mesh.startAgent(n2),
@@ -191,9 +229,45 @@ try {
     });
     await iperf.waitForLine(/Server listening/, 5_000);
   }
-  for (const pod of [pods.meshClient, backends["nodemesh-same-node"], backends["nodemesh-cross-node"]]) {
-    await mesh.enroll(pod);
+  await mesh.enroll(pods.meshClient, ["--label", "app=mesh-client"]);
+  for (const system of meshed) {
+    for (const location of ["same-node", "cross-node"] as const) {
+      const backend = backends[`${system}-${location}`];
+      await mesh.enroll(backend, ["--label", `app=${backend.name}`]);
+    }
   }
+  // Every VIP answers (the tables reached both agents, the client's certificate arrived).
+  for (const ip of [...Object.values(vip.http), ...Object.values(plainVip.http)]) {
+    for (let attempt = 0; ; attempt++) {
+      const ok = await httpFrom(pods.meshClient.netnsPath, `http://${ip}/`, { timeoutMs: 2000 }).then(
+        (r) => r.status === 200,
+        () => false,
+      );
+      if (ok) break;
+      if (attempt === 100) throw new Error(`${ip} does not answer through the mesh`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  /** Tunnels accepted by both agents, by security, and the TLS handshakes node-1's agent made. */
+  const tunnelCounts = async () => {
+    const [m1, m2] = await Promise.all([mesh.metrics(n1), mesh.metrics(n2)]);
+    const sum = (name: string) => (m1.get(name) ?? 0) + (m2.get(name) ?? 0);
+    return {
+      mtls: sum('nodemesh_tunnel_connections_total{security="mutual_tls"}'),
+      plaintext: sum('nodemesh_tunnel_connections_total{security="plaintext"}'),
+      handshakes: m1.get('nodemesh_tunnel_tls_connections_total{direction="outbound"}') ?? 0,
+    };
+  };
+  /** Runs `work`, then fails loudly if a tunnel of the other security was opened meanwhile. */
+  const withSecurity = async <T>(system: System, work: () => Promise<T>): Promise<T> => {
+    if (system !== "nodemesh" && system !== "nodemesh plaintext") return work();
+    const before = await tunnelCounts();
+    const result = await work();
+    const after = await tunnelCounts();
+    const wrong = system === "nodemesh" ? after.plaintext - before.plaintext : after.mtls - before.mtls;
+    if (wrong > 0) throw new Error(`${system}: ${wrong} tunnels of the other security during its measurement`);
+    return result;
+  };
 
   // HAProxy: the client pod's VIP ports go to its HAProxy; the backends' app ports to theirs.
   const routes: HaproxyRoute[] = (["same-node", "cross-node"] as const).flatMap((location, i) => [
@@ -281,10 +355,20 @@ try {
     proxyPids: number[],
   ) => {
     if (!wanted(`${system} ${protocol}`)) return;
+    await withSecurity(system, () => measureOnce(location, system, protocol, from, url, proxyPids));
+  };
+  const measureOnce = async (
+    location: Location,
+    system: System,
+    protocol: Protocol,
+    from: Pod,
+    url: string,
+    proxyPids: number[],
+  ) => {
     const grpc = protocol === "gRPC";
     log(`${location} ${system} ${protocol}: saturation for ${SATURATION_S} s, then ${RATE} req/s for ${DURATION_S} s`);
     // Saturation first: it also warms the proxies up (JIT), so the fixed-rate run measures them warm.
-    const watched = system === "nodemesh" ? agentPids : [];
+    const watched = system.startsWith("nodemesh") ? agentPids : [];
     const saturated = await peakRssMB(watched, () =>
       h2loadSaturation(world, from, url, { connections: CONNECTIONS, durationS: SATURATION_S, grpc }),
     );
@@ -313,7 +397,37 @@ try {
   const measureBulk = async (location: Location, system: System, from: Pod, ip: string) => {
     if (!wanted(`${system} bulk`)) return;
     log(`${location} ${system}: bulk TCP for ${BULK_S} s`);
-    bulk.push({ location, system, gbitPerS: await bulkGbitPerS(world, from, ip, IPERF_PORT, BULK_S) });
+    const gbitPerS = await withSecurity(system, () => bulkGbitPerS(world, from, ip, IPERF_PORT, BULK_S));
+    bulk.push({ location, system, gbitPerS });
+  };
+  const newConnections: NewConnectionsResult[] = [];
+  /** New connections per second to an opaque TCP port: each request on a connection of its own. */
+  const measureNewConnections = async (location: Location, system: System, ip: string) => {
+    if (!wanted(`${system} new connections`)) return;
+    log(`${location} ${system}: new connections for ${NEW_CONNECTIONS} requests`);
+    const before = await tunnelCounts();
+    const args: LoadArgs = {
+      url: `http://${ip}/`,
+      requests: NEW_CONNECTIONS,
+      concurrency: CONNECTIONS,
+      headers: { connection: "close" },
+    };
+    const report = await withSecurity(system, async () => {
+      const run = await world.exec(pods.meshClient, process.execPath, [HTTP_LOAD, JSON.stringify(args)], {
+        timeoutMs: 120_000,
+      });
+      return JSON.parse(run.stdout.trim().split("\n").at(-1) ?? "{}") as LoadReport;
+    });
+    if ((report.statuses["200"] ?? 0) !== NEW_CONNECTIONS)
+      throw new Error(`${system} new connections: ${JSON.stringify(report.statuses)}`);
+    const after = await tunnelCounts();
+    newConnections.push({
+      location,
+      system,
+      perS: (NEW_CONNECTIONS / report.durationMs) * 1000,
+      connections: NEW_CONNECTIONS,
+      handshakes: after.handshakes - before.handshakes,
+    });
   };
 
   for (const location of LOCATIONS) {
@@ -332,6 +446,20 @@ try {
       agentPids,
     );
     await measureBulk(location, "nodemesh", pods.meshClient, vip.tcp[location]);
+    await measureNewConnections(location, "nodemesh", vip.tcp[location]);
+    const plain = "nodemesh plaintext";
+    await measure(location, plain, "opaque TCP", pods.meshClient, `http://${plainVip.tcp[location]}/`, agentPids);
+    await measure(location, plain, "HTTP/1.1", pods.meshClient, `http://${plainVip.http[location]}/`, agentPids);
+    await measure(
+      location,
+      plain,
+      "gRPC",
+      pods.meshClient,
+      `http://${plainVip.http[location]}:9090/echo.Echo/Unary`,
+      agentPids,
+    );
+    await measureBulk(location, plain, pods.meshClient, plainVip.tcp[location]);
+    await measureNewConnections(location, plain, plainVip.tcp[location]);
   }
   for (const mode of ["tcp", "http"] as const) {
     if (!wanted(`HAProxy ${mode}`) && !(mode === "tcp" && wanted("HAProxy bulk"))) continue;
@@ -355,6 +483,7 @@ try {
     },
     paths,
     bulk,
+    newConnections,
     agentRss: { idleMB, loadedMB, pods: EXTRA_PODS, withPodsMB },
   };
   const markdown = markdownReport(results);

@@ -94,6 +94,17 @@ export function goalsReport(r: BenchResults): GoalResult[] {
     add("CPU per 1000 requests, opaque TCP", location, tcp?.cpuPer1000, 0.15, "s");
     add("CPU per 1000 requests, HTTP/1.1", location, http?.cpuPer1000, 0.35, "s");
   }
+  // mTLS against the same agents in plaintext (issue 12: at most 20 % more CPU per request, and
+  // no handshake per new connection).
+  for (const location of ["same-node", "cross-node"] as const) {
+    for (const protocol of ["HTTP/1.1", "opaque TCP"] as const) {
+      const mtls = find(r, location, "nodemesh", protocol)?.cpuPer1000;
+      const plain = find(r, location, "nodemesh plaintext", protocol)?.cpuPer1000;
+      add(`mTLS CPU per request / plaintext, ${protocol}`, location, ratio(mtls, plain), 1.2, "×");
+    }
+    const fresh = r.newConnections?.find((n) => n.location === location && n.system === "nodemesh");
+    if (fresh) add("mTLS handshakes per new connection", location, fresh.handshakes / fresh.connections, 0.01, "");
+  }
   const rss = r.agentRss;
   add("agent RSS idle", undefined, rss.idleMB, 60, "MB");
   if (rss.pods > 0) add("agent RSS per enrolled pod", undefined, perPodKB(rss), 2, "kB");
@@ -143,6 +154,7 @@ export function markdownReport(r: BenchResults): string {
       `| ${b.location} | ${b.system} | ${f2(b.gbitPerS)} | ${b.system === "direct" ? "" : f2(ratio(b.gbitPerS, direct))} | ${b.system === "nodemesh" ? f2(ratio(b.gbitPerS, haproxy)) : ""} |`,
     );
   }
+  lines.push(...mtlsReport(r));
   const rss = r.agentRss;
   lines.push(
     "",
@@ -159,4 +171,47 @@ export function markdownReport(r: BenchResults): string {
     );
   }
   return `${lines.join("\n")}\n`;
+}
+
+/** The mTLS paths beside the same agents in plaintext (PeerAuthentication DISABLE), as ratios. */
+function mtlsReport(r: BenchResults): string[] {
+  const rows: string[] = [];
+  for (const p of r.paths) {
+    if (p.system !== "nodemesh") continue;
+    const plain = find(r, p.location, "nodemesh plaintext", p.protocol);
+    if (!plain) continue;
+    rows.push(
+      `| ${p.location} | ${p.protocol} | ${f3(p.added?.p50)} | ${f3(plain.added?.p50)} | ${f3(p.added?.p99)} | ` +
+        `${f3(plain.added?.p99)} | ${p.saturationRps.toFixed(0)} | ${plain.saturationRps.toFixed(0)} | ` +
+        `${f2(ratio(p.saturationRps, plain.saturationRps))} | ${f3(p.cpuPer1000)} | ${f3(plain.cpuPer1000)} | ` +
+        `${f2(ratio(p.cpuPer1000, plain.cpuPer1000))} |`,
+    );
+  }
+  for (const location of ["same-node", "cross-node"] as const) {
+    const mtls = bulkOf(r, location, "nodemesh");
+    const plain = bulkOf(r, location, "nodemesh plaintext");
+    if (mtls !== undefined && plain !== undefined)
+      rows.push(
+        `| ${location} | bulk TCP, Gbit/s | | | | | ${f2(mtls)} | ${f2(plain)} | ${f2(ratio(mtls, plain))} | | | |`,
+      );
+  }
+  const fresh = (r.newConnections ?? []).map((n) => {
+    const perConnection = n.connections ? n.handshakes / n.connections : undefined;
+    return `| ${n.location} | ${n.system} | ${n.perS.toFixed(0)} | ${n.connections} | ${n.handshakes} | ${f3(perConnection)} |`;
+  });
+  if (rows.length === 0 && fresh.length === 0) return [];
+  return [
+    "",
+    "mTLS (as nodemesh ships) beside the same agents in plaintext (PeerAuthentication DISABLE), same run:",
+    "",
+    "| location | path | added p50 mTLS | plaintext | added p99 mTLS | plaintext | saturation mTLS | plaintext | × | CPU s / 1000 req mTLS | plaintext | × |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ...rows,
+    "",
+    "New connections through an opaque TCP port (each request on a connection of its own), with the TLS handshakes the source agent made:",
+    "",
+    "| location | path | connections/s | connections | TLS handshakes | per connection |",
+    "|---|---|---|---|---|---|",
+    ...fresh,
+  ];
 }
