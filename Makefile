@@ -20,8 +20,8 @@ export npm_config_nodedir := $(NODE_HOME)
 # Debian packages the tests, the demo and the benchmarks use (iptables, iproute2, nsenter, curl,
 # h2load, Prometheus and promtool, Chromium for the dashboard test, HAProxy and iperf3 to
 # compare with, tcpdump to show the tunnel carries no cleartext).
-DEBIAN_PACKAGES := iptables iproute2 util-linux procps curl nghttp2-client prometheus chromium haproxy iperf3 tcpdump
-DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl h2load prometheus promtool chromium haproxy iperf3 tcpdump
+DEBIAN_PACKAGES := iptables iproute2 util-linux procps curl nghttp2-client prometheus chromium haproxy iperf3 tcpdump openssl
+DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl h2load prometheus promtool chromium haproxy iperf3 tcpdump openssl
 
 VITEST_JSON := test-results/vitest.json
 

@@ -7,6 +7,7 @@ import { durationMs } from "../api/duration.ts";
 import { DEFAULT_MAX_NODES } from "./config/agent-server.ts";
 import { parseGrpcTls, parseTlsSans } from "./config/agent-tls.ts";
 import { Controller, type ControllerOptions } from "./controller.ts";
+import type { PluggedCaFiles } from "./identity/workload-ca.ts";
 import { DEFAULT_REST_PORT } from "./rest/server.ts";
 import { DEFAULT_WEBHOOK_PORT } from "./webhook/webhook-server.ts";
 
@@ -43,6 +44,13 @@ Options:
                           root is made on first start in the store dir (ca.pem, ca-key.pem)
   --workload-cert-ttl D   lifetime of workload certificates, e.g. 24h, 10m, 30s (default: 24h); agents
                           renew at half of it, and get them only for identities their pods have
+  --ca-cert-file FILE     an intermediate CA of your PKI signs instead of nodemesh's own root
+  --ca-key-file FILE        (Istio's plug-in CA): its certificate, its key (ECDSA P-256, PKCS#8 PEM),
+  --ca-chain-file FILE      the certificates between it and the root (optional) and the root(s) the
+  --ca-root-file FILE       mesh trusts; all but the chain are needed together. Checked at start
+                          (a CA certificate allowed to sign, in date, the key its own, the chain
+                          leading to the root): the controller exits naming what is wrong. No
+                          certificate outlives it; \`nodemesh ca rotate\` is refused (rotate in your PKI)
   --log-level LEVEL       trace, debug, info, warn, error (default: info)
   -h, --help              show this help
 
@@ -103,6 +111,29 @@ function trustDomain(value: string): string {
   return value;
 }
 
+/** The plug-in CA flags: none, or the three required ones (and the optional chain). */
+function pluggedCa(values: {
+  "ca-cert-file"?: string;
+  "ca-key-file"?: string;
+  "ca-chain-file"?: string;
+  "ca-root-file"?: string;
+}): { pluggedCa?: PluggedCaFiles } {
+  const certFile = values["ca-cert-file"];
+  const keyFile = values["ca-key-file"];
+  const rootFile = values["ca-root-file"];
+  const chainFile = values["ca-chain-file"];
+  if (!certFile && !keyFile && !rootFile && !chainFile) return {};
+  const missing = [
+    ["--ca-cert-file", certFile],
+    ["--ca-key-file", keyFile],
+    ["--ca-root-file", rootFile],
+  ].flatMap(([flag, value]) => (value ? [] : [flag]));
+  if (missing.length) throw new Error(`a plugged CA needs ${missing.join(" and ")} too`);
+  return {
+    pluggedCa: { certFile: certFile!, keyFile: keyFile!, rootFile: rootFile!, ...(chainFile ? { chainFile } : {}) },
+  };
+}
+
 function certificateLifetime(value: string): number {
   const ms = /^\d+(ms|s|m|h)$/.test(value) ? durationMs(value) : Number.NaN;
   if (!(ms >= 1000 && ms <= 365 * 24 * 3600_000)) {
@@ -129,6 +160,10 @@ export async function runController(argv: string[]): Promise<number> {
       "log-level": { type: "string", default: "info" },
       "trust-domain": { type: "string", default: "cluster.local" },
       "workload-cert-ttl": { type: "string", default: "24h" },
+      "ca-cert-file": { type: "string" },
+      "ca-key-file": { type: "string" },
+      "ca-chain-file": { type: "string" },
+      "ca-root-file": { type: "string" },
       source: { type: "string", default: "file" },
       kubeconfig: { type: "string" },
       namespace: { type: "string" },
@@ -161,6 +196,7 @@ export async function runController(argv: string[]): Promise<number> {
     maxNodes,
     trustDomain: trustDomain(values["trust-domain"]),
     certificateLifetimeMs: certificateLifetime(values["workload-cert-ttl"]),
+    ...pluggedCa(values),
     logLevel: values["log-level"],
     ...(kubernetesOptions(values) ? { kubernetes: kubernetesOptions(values) } : {}),
   });

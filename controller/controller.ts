@@ -10,8 +10,8 @@ import { AgentServer } from "./config/agent-server.ts";
 import { agentTlsEnabled, type GrpcTlsSetting, serverNames } from "./config/agent-tls.ts";
 import { NodeBindings } from "./config/node-bindings.ts";
 import { GraphQueries } from "./graph/service-graph.ts";
-import { RotatingCa, RotationInProgress } from "./identity/root-rotation.ts";
-import { WorkloadCa } from "./identity/workload-ca.ts";
+import { RotatingCa, RotationInProgress, RotationRefused } from "./identity/root-rotation.ts";
+import { type PluggedCaFiles, WorkloadCa } from "./identity/workload-ca.ts";
 import type { KubernetesMode, KubernetesModeOptions } from "./kubernetes/kubernetes-mode.ts";
 import { createControllerRegistry, registerStoreMetrics } from "./metrics.ts";
 import { RestError } from "./rest/errors.ts";
@@ -37,6 +37,8 @@ export interface ControllerOptions {
   agentToken?: string;
   /** Accept agents without a token on a non-loopback gRPC address (refused otherwise). */
   insecureAgents?: boolean;
+  /** A CA of the user's PKI that signs instead of a root of nodemesh's own (`--ca-cert-file` …). */
+  pluggedCa?: PluggedCaFiles;
   /** TLS on the agents' port (`--grpc-tls`, default auto: TLS unless grpcHost is loopback). */
   grpcTls?: GrpcTlsSetting;
   /** More names for the gRPC server certificate (`--tls-san`). */
@@ -105,12 +107,17 @@ export class Controller {
     const lifetimeMs = opts.certificateLifetimeMs ?? DEFAULT_CERTIFICATE_LIFETIME_MS;
     const caLog = this.log.child({ component: "workload-ca" });
     const trustDomain = opts.trustDomain ?? DEFAULT_TRUST_DOMAIN;
-    const sharedRoot = this.kubernetes
-      ? await this.kubernetes.sharedCaRoot(async () => {
-          const made = await WorkloadCa.open(trustDomain);
-          return { certPem: made.trustBundlePem, keyPem: await made.keyPem() };
-        })
-      : undefined;
+    // The user's intermediate when one is plugged in; in Kubernetes mode otherwise the replicas'
+    // shared root; else the store dir's.
+    const plugged = opts.pluggedCa && (await WorkloadCa.plugged(trustDomain, opts.pluggedCa));
+    const sharedRoot =
+      this.kubernetes && !plugged
+        ? await this.kubernetes.sharedCaRoot(async () => {
+            const made = await WorkloadCa.open(trustDomain);
+            return { certPem: made.trustBundlePem, keyPem: await made.keyPem() };
+          })
+        : undefined;
+    if (this.kubernetes && plugged) await this.kubernetes.publishCaRoot(plugged.trustBundlePem);
     const ca = await RotatingCa.open(
       trustDomain,
       this.kubernetes ? undefined : opts.storeDir,
@@ -119,7 +126,7 @@ export class Controller {
         caLog.info(status, status.phase ? `root rotation: ${status.phase}` : "root rotation done");
         if (!status.phase) this.agents?.serverCertificate?.renewNow();
       },
-      sharedRoot && (await WorkloadCa.fromPem(trustDomain, sharedRoot.certPem, sharedRoot.keyPem)),
+      plugged || (sharedRoot && (await WorkloadCa.fromPem(trustDomain, sharedRoot.certPem, sharedRoot.keyPem))),
     );
     this.ca = ca;
     const tls = agentTlsEnabled(opts.grpcTls ?? "auto", opts.grpcHost);
@@ -204,7 +211,8 @@ export class Controller {
             try {
               return { name: "workload-ca", ...(await ca.rotate()) };
             } catch (err) {
-              if (err instanceof RotationInProgress) throw new RestError("Conflict", err.message);
+              if (err instanceof RotationInProgress || err instanceof RotationRefused)
+                throw new RestError("Conflict", err.message);
               throw err;
             }
           },

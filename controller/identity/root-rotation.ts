@@ -30,6 +30,9 @@ export interface RotationStatus {
 
 export class RotationInProgress extends Error {}
 
+/** A rotation nodemesh cannot make: the root is not its own (a plugged CA), or not only its own. */
+export class RotationRefused extends Error {}
+
 /** Time added to a certificate lifetime before the next step: a renewal's retries, clock skew. */
 const MARGIN_MS = 2_000;
 
@@ -124,6 +127,11 @@ export class RotatingCa {
   /** Starts a rotation: a new root, trusted at once, signing one step later. */
   async rotate(): Promise<RotationStatus> {
     if (this.#phase) throw new RotationInProgress(`a rotation is under way (${this.#phase})`);
+    if (this.#current.plugged) {
+      throw new RotationRefused(
+        "the CA is the user's (--ca-cert-file): rotate it in your PKI, replace the files (a new root goes beside the old one in --ca-root-file for the overlap) and restart the controller",
+      );
+    }
     const nextDir = this.#dir && join(this.#dir, "next");
     if (nextDir) {
       rmSync(nextDir, { recursive: true, force: true });

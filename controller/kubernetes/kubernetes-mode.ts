@@ -115,8 +115,13 @@ export class KubernetesMode {
   async sharedCaRoot(make: () => Promise<CaMaterial>): Promise<CaMaterial> {
     const log = this.#o.log.child({ component: "workload-ca" });
     const root = await sharedCaRoot(this.#client, this.#o.namespace, make, log);
-    await publishCaRoot(this.#client, this.#o.namespace, root.certPem);
+    await this.publishCaRoot(root.certPem);
     return root;
+  }
+
+  /** Publishes the roots agents verify the controller with (the ConfigMap nodemesh-ca-root). */
+  publishCaRoot(rootsPem: string): Promise<void> {
+    return publishCaRoot(this.#client, this.#o.namespace, rootsPem);
   }
 
   /** Leader election; the leader writes status (propagation from the agent server) and certificates. */
