@@ -123,6 +123,8 @@ export interface CertificateRequest {
   namespace: string;
   serviceAccount: string;
   csrPem: string;
+  /** A node certificate for the agent itself (namespace and serviceAccount unused). */
+  node?: boolean;
 }
 
 // ---- controller → agent ----

@@ -30,3 +30,11 @@ export function importPkcs8Pem(pem: string): Promise<webcrypto.CryptoKey> {
 export function spiffeId(trustDomain: string, namespace: string, serviceAccount: string): string {
   return `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}`;
 }
+
+/**
+ * A node's identity (its agent's client certificate on the controller's stream). Not of the
+ * workload form (ns/…/sa/…): a node certificate can never pass for a workload on a tunnel.
+ */
+export function nodeSpiffeId(trustDomain: string, node: string): string {
+  return `spiffe://${trustDomain}/nodemesh/node/${node}`;
+}

@@ -32,6 +32,7 @@ import { type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from "./backoff.ts"
 import { assembleConfig, type ControllerConfig, fromServiceTable, toServiceTable } from "./config-assembly.ts";
 import { loadConfigCache, saveConfigCache } from "./config-cache.ts";
 import { type ChannelSecurity, readCaFile, tlsFailureHint } from "./controller-channel.ts";
+import type { NodeCertificate } from "./node-certificate.ts";
 import type { VersionedTable } from "./service-source.ts";
 
 const AgentServiceClient = makeGenericClientConstructor(agentServiceDefinition, "AgentService");
@@ -66,6 +67,8 @@ export interface ControllerClientOptions {
   nodeName: string;
   /** This agent's node credential (node-secret.ts), sent as NODE_SECRET_METADATA on every stream. */
   nodeSecret: string;
+  /** The node certificate (node-certificate.ts): presented over TLS once held, asked for once connected. */
+  nodeCertificate?: NodeCertificate;
   agentVersion: string;
   underlayIp: string;
   facts: NodeFacts;
@@ -104,6 +107,8 @@ export class ControllerClient {
   private lastNack: ControllerStatus["lastNack"];
   private lastError: ControllerStatus["lastError"];
   private connected = false;
+  /** Whether the stream being opened presents the node certificate. */
+  private presentingCertificate = false;
   private failedAttempts = 0;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -224,19 +229,32 @@ export class ControllerClient {
     });
   }
 
-  /** Re-read at each attempt: a renewed or replaced root is taken without a restart. */
+  /**
+   * Re-read at each attempt: a renewed or replaced root, or a new node certificate, is taken
+   * without a restart.
+   */
   private channelCredentials(): ChannelCredentials {
     const security = this.opts.security;
+    this.presentingCertificate = false;
+    if (!security.tls) return credentials.createInsecure();
+    const held = this.opts.nodeCertificate?.current();
+    this.presentingCertificate = held !== undefined;
     // The server name checked is the --controller host (grpc-js's default for the target).
-    return security.tls ? credentials.createSsl(readCaFile(security.caFile)) : credentials.createInsecure();
+    return held
+      ? credentials.createSsl(readCaFile(security.caFile), Buffer.from(held.keyPem), Buffer.from(held.chainPem))
+      : credentials.createSsl(readCaFile(security.caFile));
   }
 
   private streamUp(call: AgentCall): void {
     if (call !== this.call || this.connected) return;
     this.connected = true;
     this.lastError = undefined;
-    this.opts.log.info({ controller: this.opts.address }, "connected to the controller");
+    this.opts.log.info(
+      { controller: this.opts.address, credential: this.presentingCertificate ? "node certificate" : "token" },
+      "connected to the controller",
+    );
     this.podsChanged();
+    this.refreshNodeCertificate();
     this.reportTimer = setInterval(() => this.sendReport(), this.opts.reportIntervalMs);
     this.reportTimer.unref();
   }
@@ -248,6 +266,11 @@ export class ControllerClient {
     call.cancel();
     const wasConnected = this.connected;
     this.streamEnded();
+    if (refused && this.presentingCertificate) {
+      // Released, or from another binding: the token (if this agent has one) bootstraps again.
+      this.opts.log.warn({ reason }, "the controller refused the node certificate; dropping it");
+      this.opts.nodeCertificate?.discard();
+    }
     // A certificate the agent cannot verify is the operator's to fix, as a refusal is.
     const hint = wasConnected ? undefined : tlsFailureHint(reason, this.opts.security.tls);
     this.retryLater(reason, refused || hint ? "error" : wasConnected ? "warn" : "debug", hint);
@@ -320,7 +343,12 @@ export class ControllerClient {
     }
   }
 
+  private refreshNodeCertificate(): void {
+    void this.opts.nodeCertificate?.refresh((req) => this.requestCertificate(req));
+  }
+
   private async sendReport(): Promise<void> {
+    this.refreshNodeCertificate(); // renewed at half-life, checked at the report's pace
     try {
       const report = await this.opts.report();
       if (this.connected) this.send({ kind: "report", report });

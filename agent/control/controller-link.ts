@@ -10,6 +10,7 @@ import packageJson from "../../package.json" with { type: "json" };
 import type { ChannelSecurity } from "./controller-channel.ts";
 import { ControllerClient, type ControllerStatus } from "./controller-client.ts";
 import { WorkloadIdentities } from "./identities.ts";
+import { NodeCertificate } from "./node-certificate.ts";
 import { gatherRawFacts, pickUnderlayIp, toNodeFacts } from "./node-facts.ts";
 import { loadOrCreateNodeSecret } from "./node-secret.ts";
 import { PeerProber } from "./probes.ts";
@@ -81,6 +82,7 @@ export class ControllerLink {
       token: opts.token,
       nodeName: opts.nodeName,
       nodeSecret: loadOrCreateNodeSecret(opts.stateDir),
+      nodeCertificate: new NodeCertificate(opts.stateDir, opts.log.child({ component: "node-certificate" })),
       agentVersion: AGENT_VERSION,
       underlayIp,
       facts: toNodeFacts(raw),

@@ -8,9 +8,10 @@
 // (node-bindings.ts); at most `maxNodes` node names, `maxEdgesPerReport` edges taken from a report,
 // MAX_AGENT_MESSAGE_BYTES per message, and a service graph of bounded size (TrafficWindow). Every
 // refusal and drop is counted. With `tls` the port serves TLS (agent-tls.ts: a server certificate
-// from the controller's CA, which agents verify); agents are not asked for client certificates.
+// from the controller's CA, which agents verify), and an agent's node certificate (issued here
+// once it connected with the token) stands in for the token: nodeCertificateRefusal().
 
-import { timingSafeEqual } from "node:crypto";
+import { timingSafeEqual, X509Certificate } from "node:crypto";
 import {
   status as GrpcStatus,
   type Metadata,
@@ -38,17 +39,17 @@ import {
 } from "../../api/agent-service.ts";
 import type { PropagationStatus } from "../../api/resources.ts";
 import type { Service } from "../../api/services.ts";
-import { spiffeId } from "../../api/x509.ts";
+import { nodeSpiffeId, spiffeId } from "../../api/x509.ts";
 import { assertAgentListenAllowed } from "../auth.ts";
 import { TrafficWindow } from "../graph/traffic-window.ts";
 import type { RotatingCa } from "../identity/root-rotation.ts";
 import type { WorkloadCa } from "../identity/workload-ca.ts";
 import type { ObjectKey, Store } from "../store/store.ts";
 import { AgentRegistry, type AgentStatus, type PodVerifier } from "./agent-registry.ts";
-import { type AgentCall, AgentSession, type Claim, type SessionHost } from "./agent-session.ts";
+import { type AgentCall, AgentSession, type Claim, peerCertificateOf, type SessionHost } from "./agent-session.ts";
 import { ServerCertificate, type ServerNames } from "./agent-tls.ts";
 import { ConfigPublisher } from "./config-publisher.ts";
-import { type NodeBinding, type NodeBindingStore, NodeBindings } from "./node-bindings.ts";
+import { type NodeBinding, type NodeBindingStore, NodeBindings, secretDigest } from "./node-bindings.ts";
 import { PropagationTracker } from "./propagation.ts";
 import { SendBudget } from "./send-budget.ts";
 import { type ClusterEndpoint, resourceKey } from "./service-table.ts";
@@ -100,7 +101,10 @@ export interface AgentServerOptions {
    */
   tls?: { ca: WorkloadCa | (() => WorkloadCa); names: ServerNames; lifetimeMs?: number };
   /** The CA that signs workload certificates for agents, and their lifetime; none: no certificates. */
-  identities?: { ca: Pick<RotatingCa, "issue" | "trustBundlePem" | "trustDomain">; lifetimeMs: number };
+  identities?: {
+    ca: Pick<RotatingCa, "issue" | "issueNode" | "issued" | "trustBundlePem" | "trustDomain">;
+    lifetimeMs: number;
+  };
   log?: Logger;
 }
 
@@ -131,7 +135,15 @@ type RefusalReason =
   | "node_bound"
   | "node_limit"
   | "bindings_unavailable"
+  | "node_certificate"
+  | "node_certificate_mismatch"
+  | "node_certificate_revoked"
   | "message_too_large";
+
+/** What a node certificate carries of the node secret it was issued under (a digest prefix). */
+function bindingTag(secret: string): string {
+  return secretDigest(secret).slice(0, 32);
+}
 
 /** The AgentService definition, its responses going out as the bytes ConfigPublisher encoded. */
 const definitionForEncodedConfigs: ServiceDefinition = {
@@ -147,6 +159,8 @@ export class AgentServer implements SessionHost {
   /** The agents' traffic reports of the last 15 minutes: the service graph. */
   readonly traffic: TrafficWindow;
   readonly bindings: NodeBindingStore;
+  /** Per node, the tag of the node secret its current stream claimed with (node certificates carry it). */
+  private readonly bindingTags = new Map<string, string>();
   readonly publisher: ConfigPublisher;
   readonly sendBudget = new SendBudget(SEND_BUDGET_BYTES);
   private readonly registry: AgentRegistry;
@@ -258,7 +272,8 @@ export class AgentServer implements SessionHost {
     } as UntypedServiceImplementation);
     const address = `${opts.host ?? "0.0.0.0"}:${opts.port ?? CONTROLLER_GRPC_PORT}`;
     if (opts.tls) server.serverCertificate = await ServerCertificate.start({ ...opts.tls, log: server.log });
-    const credentials = server.serverCertificate?.credentials() ?? ServerCredentials.createInsecure();
+    const roots = () => server.identities?.ca.trustBundlePem ?? "";
+    const credentials = server.serverCertificate?.credentials(roots) ?? ServerCredentials.createInsecure();
     try {
       server.boundPort = await new Promise<number>((resolve, reject) =>
         server.grpc.bindAsync(address, credentials, (err, port) => (err ? reject(err) : resolve(port))),
@@ -343,7 +358,8 @@ export class AgentServer implements SessionHost {
   }
 
   private accept(call: AgentCall): void {
-    if (!this.authorized(call.metadata)) {
+    // A node certificate stands in for the token; claim() checks it.
+    if (!peerCertificateOf(call) && !this.authorized(call.metadata)) {
       this.log.warn({ peer: call.getPeer(), reason: "token" }, "agent refused");
       this.refused.inc({ reason: "token" });
       call.emit("error", {
@@ -406,6 +422,10 @@ export class AgentServer implements SessionHost {
       );
     }
     const bound = this.bindings.list().some((b) => b.node === node);
+    if (claim.certificate) {
+      const refusal = this.nodeCertificateRefusal(claim.certificate, node, secret, bound);
+      if (refusal) return refuse(refusal.reason, refusal.code, refusal.details);
+    }
     if (!bound && this.bindings.size >= this.maxNodes) {
       return refuse(
         "node_limit",
@@ -434,12 +454,55 @@ export class AgentServer implements SessionHost {
       );
     }
     if (decided === "bound") this.log.info({ node, peer: claim.peer }, "node bound to its agent's node secret");
+    this.bindingTags.set(node, bindingTag(secret));
     if (session.closed) return { code: GrpcStatus.CANCELLED, details: "the stream ended during the claim" };
     this.sessions.get(node)?.end({ code: GrpcStatus.ABORTED, details: "replaced by a newer stream of the same node" });
     this.sessions.set(node, session);
     this.registry.connected(hello, session, new Date());
     this.tracker.agentConnected(node);
     this.log.info({ node, version: hello.agentVersion, underlay: hello.underlayIp }, "agent connected");
+    return undefined;
+  }
+
+  /**
+   * Why a presented node certificate does not let this stream speak for `node`, else undefined:
+   * issued by this controller's CA, in date, for that node, under the node secret the stream
+   * carries, and the node still bound (a released node bootstraps with the token again).
+   */
+  private nodeCertificateRefusal(
+    presented: Buffer,
+    node: string,
+    secret: string,
+    bound: boolean,
+  ): { reason: RefusalReason; code: GrpcStatus; details: string } | undefined {
+    const refusal = (reason: RefusalReason, code: GrpcStatus, details: string) => ({ reason, code, details });
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(presented);
+    } catch {
+      return refusal("node_certificate", GrpcStatus.UNAUTHENTICATED, "the node certificate does not parse");
+    }
+    const now = Date.now();
+    if (!this.identities?.ca.issued(cert))
+      return refusal("node_certificate", GrpcStatus.UNAUTHENTICATED, "the node certificate is not this mesh's");
+    if (now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo))
+      return refusal("node_certificate", GrpcStatus.UNAUTHENTICATED, "the node certificate has expired");
+    const expected = nodeSpiffeId(this.identities.ca.trustDomain, node);
+    if (cert.subjectAltName !== `URI:${expected}`) {
+      return refusal(
+        "node_certificate_mismatch",
+        GrpcStatus.PERMISSION_DENIED,
+        `the node certificate is ${cert.subjectAltName ?? "no node's"}, not ${expected}`,
+      );
+    }
+    const tag = /OU=binding ([0-9a-f]+)/.exec(cert.subject)?.[1];
+    if (!bound || tag !== bindingTag(secret)) {
+      return refusal(
+        "node_certificate_revoked",
+        GrpcStatus.UNAUTHENTICATED,
+        `the node certificate of ${node} was issued under a binding that is gone (released, or another node secret): connect with the bootstrap token`,
+      );
+    }
     return undefined;
   }
 
@@ -481,11 +544,38 @@ export class AgentServer implements SessionHost {
     return this.publisher.current()?.services.get(`${namespace}/${name}`)?.service;
   }
 
+  /** A node certificate for the stream's own node, tied to its current binding. */
+  private async nodeCertificateRequested(node: string, req: CertificateRequest): Promise<CertificateReply> {
+    const reply = (fields: Partial<CertificateReply>) => ({
+      requestId: req.requestId,
+      certChainPem: "",
+      trustBundlePem: "",
+      error: "",
+      ...fields,
+    });
+    const tag = this.bindingTags.get(node);
+    if (!this.identities || !tag) {
+      this.certificates.inc({ result: "no_ca" });
+      return reply({ error: "this controller issues no node certificates" });
+    }
+    try {
+      const { ca, lifetimeMs } = this.identities;
+      const certChainPem = await ca.issueNode(req.csrPem, nodeSpiffeId(ca.trustDomain, node), tag, lifetimeMs);
+      this.certificates.inc({ result: "node_issued" });
+      this.log.info({ node }, "node certificate issued");
+      return reply({ certChainPem, trustBundlePem: ca.trustBundlePem });
+    } catch (err) {
+      this.certificates.inc({ result: "bad_csr" });
+      return reply({ error: (err as Error).message });
+    }
+  }
+
   /**
    * A node's agent gets a certificate only for an identity one of the pods it enrolled has: a
    * node cannot obtain another node's workloads' identities.
    */
   async certificateRequested(node: string, req: CertificateRequest): Promise<CertificateReply> {
+    if (req.node) return this.nodeCertificateRequested(node, req);
     const reply = (fields: Partial<CertificateReply>): CertificateReply => ({
       requestId: req.requestId,
       certChainPem: "",

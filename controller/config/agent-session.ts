@@ -27,6 +27,8 @@ export type AgentCall = ServerDuplexStream<AgentMessage, Buffer>;
 export interface Claim {
   metadata: Metadata;
   peer: string;
+  /** The node certificate the stream's TLS connection presented (DER), if any. */
+  certificate?: Buffer;
 }
 
 /** What a session reports to, implemented by the server. */
@@ -54,6 +56,12 @@ const serialize = agentServiceDefinition.Connect.responseSerialize as (msg: unkn
 const MAX_QUEUED_DURING_CLAIM = 64;
 
 const NODE_NAME = /^[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$/;
+
+/** The client certificate the call's TLS connection presented (an agent's node certificate), DER. */
+export function peerCertificateOf(call: AgentCall): Buffer | undefined {
+  const raw = call.getAuthContext?.()?.sslPeerCertificate?.raw;
+  return raw && raw.length > 0 ? raw : undefined;
+}
 
 export class AgentSession {
   private readonly call: AgentCall;
@@ -114,7 +122,11 @@ export class AgentSession {
       this.queued = [];
       const hello = msg.hello;
       this.host
-        .claim(this, hello, { metadata: this.call.metadata, peer: this.call.getPeer() })
+        .claim(this, hello, {
+          metadata: this.call.metadata,
+          peer: this.call.getPeer(),
+          ...(peerCertificateOf(this.call) ? { certificate: peerCertificateOf(this.call) } : {}),
+        })
         .catch((err: Error) => ({ code: GrpcStatus.INTERNAL, details: `claim failed: ${err.message}` }))
         .then((refusal) => {
           const queued = this.queued ?? [];

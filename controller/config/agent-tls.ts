@@ -135,11 +135,23 @@ export class ServerCertificate implements experimental.CertificateProvider {
     return provider;
   }
 
-  /** Server credentials that follow this provider's renewals. */
-  credentials(): ServerCredentials {
+  /**
+   * Server credentials that follow this provider's renewals. Client certificates are asked for
+   * (an agent's node certificate) but not required (a bootstrapping agent has a token instead);
+   * the agent server checks the one presented itself (`rootsPem`: what OpenSSL names as
+   * acceptable issuers to the client).
+   */
+  credentials(rootsPem: () => string): ServerCredentials {
+    const clientRoots: experimental.CertificateProvider = {
+      addCaCertificateListener: (listener) =>
+        process.nextTick(() => listener({ caCertificate: Buffer.from(rootsPem()) })),
+      removeCaCertificateListener: () => {},
+      addIdentityCertificateListener: () => {},
+      removeIdentityCertificateListener: () => {},
+    };
     // grpc-js's first parameter is the identity provider (despite its name), the second the CA
-    // to check client certificates with: none, agents authenticate with their token and secret.
-    return experimental.createCertificateProviderServerCredentials(this, null, false);
+    // to check client certificates with; false: a client without one is let through.
+    return experimental.createCertificateProviderServerCredentials(this, clientRoots, false);
   }
 
   stop(): void {

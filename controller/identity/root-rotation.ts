@@ -105,6 +105,14 @@ export class RotatingCa {
   issue(csrPem: string, spiffeId: string, lifetimeMs: number): Promise<string> {
     return this.#signer.issue(csrPem, spiffeId, lifetimeMs);
   }
+  issueNode(csrPem: string, spiffeId: string, bindingTag: string, lifetimeMs: number): Promise<string> {
+    return this.#signer.issueNode(csrPem, spiffeId, bindingTag, lifetimeMs);
+  }
+
+  /** Whether a root in force (or the next one, during a rotation) issued `cert`. */
+  issued(cert: X509Certificate): boolean {
+    return this.#current.issued(cert) || (this.#next?.issued(cert) ?? false);
+  }
 
   /** Every root a peer's chain may lead to now: the signing one first. */
   get trustBundlePem(): string {

@@ -43,6 +43,7 @@ export class WorkloadCa {
   private readonly roots: string;
   /** True when the user's PKI provides it: nodemesh then never replaces it (no rotation). */
   readonly plugged: boolean;
+  private signerX509: X509Certificate | undefined;
 
   private constructor(
     trustDomain: string,
@@ -192,19 +193,34 @@ export class WorkloadCa {
    * or whose signature does not verify (the asker does not hold the key).
    */
   async issue(csrPem: string, spiffeId: string, lifetimeMs: number, now = Date.now()): Promise<string> {
-    let csr: x509.Pkcs10CertificateRequest;
-    try {
-      csr = new x509.Pkcs10CertificateRequest(csrPem);
-    } catch (err) {
-      throw new CsrRefused(`the CSR does not parse: ${(err as Error).message}`);
-    }
-    if (!(await csr.verify())) throw new CsrRefused("the CSR's signature does not verify");
+    const csr = await verifiedCsr(csrPem);
     const leaf = await this.sign(csr.publicKey, lifetimeMs, now, "", [
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
       // SPIFFE X.509-SVID: exactly one URI SAN, critical when the subject is empty.
       new x509.SubjectAlternativeNameExtension([{ type: "url", value: spiffeId }], true),
     ]);
     return [leaf, this.signer.toString("pem"), ...this.chain].map((pem) => `${pem.trim()}\n`).join("");
+  }
+
+  /**
+   * A node certificate (the agent's TLS client certificate on the controller's stream) for the
+   * CSR's key: `spiffeId` (nodeSpiffeId) as its URI, and in its subject the tag of the node
+   * binding it was issued under (OU), so that it stops counting once that binding is released.
+   */
+  async issueNode(csrPem: string, spiffeId: string, bindingTag: string, lifetimeMs: number, now = Date.now()) {
+    const csr = await verifiedCsr(csrPem);
+    const node = spiffeId.slice(spiffeId.lastIndexOf("/") + 1);
+    const leaf = await this.sign(csr.publicKey, lifetimeMs, now, `CN=${node}, OU=binding ${bindingTag}`, [
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension([{ type: "url", value: spiffeId }]),
+    ]);
+    return [leaf, ...this.intermediates()].map((pem) => `${pem.trim()}\n`).join("");
+  }
+
+  /** Whether this CA's signer issued `cert` (its signature, its issuer's name). */
+  issued(cert: X509Certificate): boolean {
+    this.signerX509 ??= new X509Certificate(this.signer.toString("pem"));
+    return cert.checkIssued(this.signerX509) && cert.verify(this.signerX509.publicKey);
   }
 
   /**
@@ -227,8 +243,15 @@ export class WorkloadCa {
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
       new x509.SubjectAlternativeNameExtension(sans),
     ]);
-    const intermediates = this.plugged ? [this.signer.toString("pem"), ...this.chain] : [];
-    return [leaf, ...intermediates].map((pem) => `${pem.trim()}\n`).join("");
+    return [leaf, ...this.intermediates()].map((pem) => `${pem.trim()}\n`).join("");
+  }
+
+  /**
+   * What a TLS peer presents after its leaf: a plugged CA's intermediates; none for a root of our
+   * own (the peer holds it, and a root in a presented chain only confuses its verification).
+   */
+  private intermediates(): string[] {
+    return this.plugged ? [this.signer.toString("pem"), ...this.chain] : [];
   }
 
   /** A leaf on `publicKey` signed by the signer: the parts every certificate we issue shares. */
@@ -257,6 +280,18 @@ export class WorkloadCa {
     });
     return leaf.toString("pem");
   }
+}
+
+/** A CSR that parses and whose signature verifies (the asker holds the key), else CsrRefused. */
+async function verifiedCsr(csrPem: string): Promise<x509.Pkcs10CertificateRequest> {
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrPem);
+  } catch (err) {
+    throw new CsrRefused(`the CSR does not parse: ${(err as Error).message}`);
+  }
+  if (!(await csr.verify())) throw new CsrRefused("the CSR's signature does not verify");
+  return csr;
 }
 
 /** A positive 128-bit serial number, hex. */

@@ -17,6 +17,16 @@ const SOURCE_CLI = join(REPO, "bin/nodemesh.ts");
 export const BUILT_CLI = join(REPO, "dist/bin/nodemesh.js");
 const WORKLOAD = join(REPO, "test/workload/workload.ts");
 
+export interface AgentOptions {
+  controllerCaFile?: string;
+  /** false: started without the bootstrap token. */
+  token?: boolean;
+  nodeName?: string;
+  stateDir?: string;
+  /** More agent flags (e.g. another --admin-port beside a running agent). */
+  args?: string[];
+}
+
 export interface AgentHandle {
   node: Node;
   proc: Proc;
@@ -87,22 +97,18 @@ export class Mesh {
   /** Starts (or restarts) the node's agent and waits until it is ready. */
   /**
    * Spawns `nodemesh agent` on `node` as startAgent does, without waiting for it to be ready
-   * (e.g. a second agent beside a running one).
+   * (e.g. a second agent beside a running one). `token: false`: without the bootstrap token (its
+   * node certificate, if held, must do); `nodeName`, `stateDir`: another than the node's own.
    */
-  spawnAgent(
-    node: Node,
-    name = `agent ${node.name}`,
-    opts: { controllerCaFile?: string } = {},
-  ): Omit<AgentHandle, "node"> {
+  spawnAgent(node: Node, name = `agent ${node.name}`, opts: AgentOptions = {}): Omit<AgentHandle, "node"> {
     const socket = join(this.dir, node.name, "agent.sock");
-    const stateDir = join(this.dir, node.name, "state");
+    const stateDir = opts.stateDir ?? join(this.dir, node.name, "state");
     mkdirSync(stateDir, { recursive: true });
     const config = this.controller
       ? [
           "--controller",
           `${this.controller.place.ip}:15012`,
-          "--controller-token-file",
-          this.agentTokenFile,
+          ...(opts.token === false ? [] : ["--controller-token-file", this.agentTokenFile]),
           "--controller-ca-file",
           opts.controllerCaFile ?? this.controllerCaFile,
           "--underlay-ip",
@@ -119,7 +125,7 @@ export class Mesh {
         this.command,
         "agent",
         "--node-name",
-        node.name,
+        opts.nodeName ?? node.name,
         "--enrollment-socket",
         socket,
         "--state-dir",
@@ -128,13 +134,14 @@ export class Mesh {
         "--connect-timeout-ms",
         "500",
         ...this.agentArgs,
+        ...(opts.args ?? []),
       ],
       { name, env: this.agentEnv },
     );
     return { proc, socket, stateDir };
   }
 
-  async startAgent(node: Node, opts: { controllerCaFile?: string } = {}): Promise<AgentHandle> {
+  async startAgent(node: Node, opts: AgentOptions = {}): Promise<AgentHandle> {
     const { proc, socket, stateDir } = this.spawnAgent(node, undefined, opts);
     await proc.waitForLine(/"msg":"agent ready"/, 15_000);
     const handle = { node, proc, socket, stateDir };
