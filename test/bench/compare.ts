@@ -80,6 +80,8 @@ for (const l of LOCATIONS) if (l !== "same-node" && l !== "cross-node") throw ne
 const ONLY = values.only ? new RegExp(values.only) : undefined;
 const NEW_CONNECTIONS = Number(values["new-connections"]);
 const HTTP_LOAD = new URL("../e2e/clients/http-load.ts", import.meta.url).pathname;
+/** Where the meshed backends also serve HTTP for the opaque TCP Services. */
+const OPAQUE_APP_PORT = 8081;
 const wanted = (label: string) => !ONLY || ONLY.test(label);
 
 export type Location = "same-node" | "cross-node";
@@ -183,7 +185,7 @@ spec:
   vip: ${vipOf(system).tcp[location]}
   selector: { app: ${backend.name} }
   ports:
-    - { name: web, port: 80, targetPort: 8080, protocol: tcp }
+    - { name: web, port: 80, targetPort: ${OPAQUE_APP_PORT}, protocol: tcp }
     - { name: bulk, port: ${IPERF_PORT}, protocol: tcp }
 `);
       objects.push(`apiVersion: nodemesh.io/v1alpha1
@@ -228,6 +230,20 @@ spec:
       name: `iperf3 ${pod.name}`,
     });
     await iperf.waitForLine(/Server listening/, 5_000);
+  }
+  // The opaque Services' app port: the same workload on a port of its own, so that the pod port the
+  // HTTP Service declares \`http\` is not also the one the opaque Service declares \`tcp\` (the
+  // destination agent would serve the opaque tunnel as HTTP: the first Service by name wins).
+  for (const system of meshed) {
+    for (const location of ["same-node", "cross-node"] as const) {
+      await mesh.startWorkload(backends[`${system}-${location}`], [
+        ...BENCH_WORKLOAD_ARGS,
+        "--http-port",
+        String(OPAQUE_APP_PORT),
+        "--grpc-port",
+        "0",
+      ]);
+    }
   }
   await mesh.enroll(pods.meshClient, ["--label", "app=mesh-client"]);
   for (const system of meshed) {
