@@ -103,7 +103,7 @@ function asTunnelSocket(stream: http2.Http2Stream, connection: Socket): Socket {
  * Counts a session's open streams: closes it after `idleMs` with none, and while it has some,
  * ends it when a PING goes unanswered (MUX_PING_MS).
  */
-function closeWhenIdle(
+function superviseSession(
   session: http2.Http2Session,
   idleMs: number,
   pingMs = MUX_PING_MS,
@@ -147,7 +147,7 @@ interface Connection {
   readonly session: Promise<{
     session: http2.ClientHttp2Session;
     socket: TLSSocket;
-    idle: ReturnType<typeof closeWhenIdle>;
+    idle: ReturnType<typeof superviseSession>;
   }>;
 }
 
@@ -262,13 +262,13 @@ export class TunnelConnections {
     session.once("goaway", forget);
     session.once("close", forget);
     session.setLocalWindowSize(CONNECTION_WINDOW);
-    return { session, socket, idle: closeWhenIdle(session, MUX_IDLE_MS, this.pingMs) };
+    return { session, socket, idle: superviseSession(session, MUX_IDLE_MS, this.pingMs) };
   }
 
   private connect(
     session: http2.ClientHttp2Session,
     socket: TLSSocket,
-    idle: ReturnType<typeof closeWhenIdle>,
+    idle: ReturnType<typeof superviseSession>,
     ep: Endpoint,
     headers: Record<string, string>,
     timeoutMs: number,
@@ -335,7 +335,7 @@ export function acceptTunnels(
   session.on("error", () => socket.destroy());
   session.setLocalWindowSize(CONNECTION_WINDOW);
   socket.once("close", () => session.destroy());
-  const idle = closeWhenIdle(session, 2 * MUX_IDLE_MS);
+  const idle = superviseSession(session, 2 * MUX_IDLE_MS);
   session.on("stream", (stream, headers) => {
     idle.opened(stream);
     stream.on("error", () => {});

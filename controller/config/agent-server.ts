@@ -11,7 +11,7 @@
 // from the controller's CA, which agents verify), and an agent's node certificate (issued here
 // once it connected with the token) stands in for the token: nodeCertificateRefusal().
 
-import { timingSafeEqual, X509Certificate } from "node:crypto";
+import { timingSafeEqual } from "node:crypto";
 import {
   status as GrpcStatus,
   type Metadata,
@@ -49,7 +49,8 @@ import { AgentRegistry, type AgentStatus, type PodVerifier } from "./agent-regis
 import { type AgentCall, AgentSession, type Claim, peerCertificateOf, type SessionHost } from "./agent-session.ts";
 import { ServerCertificate, type ServerNames } from "./agent-tls.ts";
 import { ConfigPublisher } from "./config-publisher.ts";
-import { type NodeBinding, type NodeBindingStore, NodeBindings, secretDigest } from "./node-bindings.ts";
+import { type NodeBinding, type NodeBindingStore, NodeBindings } from "./node-bindings.ts";
+import { bindingTag, nodeCertificateRefusal } from "./node-certificates.ts";
 import { PropagationTracker } from "./propagation.ts";
 import { SendBudget } from "./send-budget.ts";
 import { type ClusterEndpoint, resourceKey } from "./service-table.ts";
@@ -139,11 +140,6 @@ type RefusalReason =
   | "node_certificate_mismatch"
   | "node_certificate_revoked"
   | "message_too_large";
-
-/** What a node certificate carries of the node secret it was issued under (a digest prefix). */
-function bindingTag(secret: string): string {
-  return secretDigest(secret).slice(0, 32);
-}
 
 /** The AgentService definition, its responses going out as the bytes ConfigPublisher encoded. */
 const definitionForEncodedConfigs: ServiceDefinition = {
@@ -423,7 +419,7 @@ export class AgentServer implements SessionHost {
     }
     const bound = this.bindings.list().some((b) => b.node === node);
     if (claim.certificate) {
-      const refusal = this.nodeCertificateRefusal(claim.certificate, node, secret, bound);
+      const refusal = nodeCertificateRefusal(claim.certificate, { node, secret, bound, ca: this.identities?.ca });
       if (refusal) return refuse(refusal.reason, refusal.code, refusal.details);
     }
     if (!bound && this.bindings.size >= this.maxNodes) {
@@ -461,48 +457,6 @@ export class AgentServer implements SessionHost {
     this.registry.connected(hello, session, new Date());
     this.tracker.agentConnected(node);
     this.log.info({ node, version: hello.agentVersion, underlay: hello.underlayIp }, "agent connected");
-    return undefined;
-  }
-
-  /**
-   * Why a presented node certificate does not let this stream speak for `node`, else undefined:
-   * issued by this controller's CA, in date, for that node, under the node secret the stream
-   * carries, and the node still bound (a released node bootstraps with the token again).
-   */
-  private nodeCertificateRefusal(
-    presented: Buffer,
-    node: string,
-    secret: string,
-    bound: boolean,
-  ): { reason: RefusalReason; code: GrpcStatus; details: string } | undefined {
-    const refusal = (reason: RefusalReason, code: GrpcStatus, details: string) => ({ reason, code, details });
-    let cert: X509Certificate;
-    try {
-      cert = new X509Certificate(presented);
-    } catch {
-      return refusal("node_certificate", GrpcStatus.UNAUTHENTICATED, "the node certificate does not parse");
-    }
-    const now = Date.now();
-    if (!this.identities?.ca.issued(cert))
-      return refusal("node_certificate", GrpcStatus.UNAUTHENTICATED, "the node certificate is not this mesh's");
-    if (now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo))
-      return refusal("node_certificate", GrpcStatus.UNAUTHENTICATED, "the node certificate has expired");
-    const expected = nodeSpiffeId(this.identities.ca.trustDomain, node);
-    if (cert.subjectAltName !== `URI:${expected}`) {
-      return refusal(
-        "node_certificate_mismatch",
-        GrpcStatus.PERMISSION_DENIED,
-        `the node certificate is ${cert.subjectAltName ?? "no node's"}, not ${expected}`,
-      );
-    }
-    const tag = /OU=binding ([0-9a-f]+)/.exec(cert.subject)?.[1];
-    if (!bound || tag !== bindingTag(secret)) {
-      return refusal(
-        "node_certificate_revoked",
-        GrpcStatus.UNAUTHENTICATED,
-        `the node certificate of ${node} was issued under a binding that is gone (released, or another node secret): connect with the bootstrap token`,
-      );
-    }
     return undefined;
   }
 
