@@ -42,7 +42,8 @@ export async function connectEndpoint(
   const mine = tunnelIdentity(via, from, ep);
   if (mine) {
     const headers = handshakeHeaders(req, via.settings.tunnelKey);
-    return via.tunnels.open(mine, from, ep, headers, Math.max(1, deadline - Date.now()));
+    const current = () => tunnelIdentity(via, from, ep) ?? mine;
+    return via.tunnels.open(current, from, ep, headers, Math.max(1, deadline - Date.now()));
   }
   const remaining = Math.max(1, deadline - Date.now());
   const socket = await dial(sockets, { netns: from.netns, ip: ep.ip, port: TUNNEL_PORT, timeoutMs: remaining });

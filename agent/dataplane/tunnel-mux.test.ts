@@ -123,7 +123,7 @@ describe("tunnels over shared mTLS connections", () => {
     const from = pod("client", "client");
     const opened = await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
-        tunnels.open(client, from, endpoint(dest.port), { "x-nodemesh-source": `default/client-${i}` }, 2000),
+        tunnels.open(() => client, from, endpoint(dest.port), { "x-nodemesh-source": `default/client-${i}` }, 2000),
       ),
     );
     const replies = await Promise.all(opened.map((s, i) => roundTrip(s, `hello ${i}`)));
@@ -145,12 +145,15 @@ describe("tunnels over shared mTLS connections", () => {
       tunnel.resume();
     });
     servers.push(dest.server);
-    const tunnels = connections(dest.port, () => {});
+    let handshakes = 0;
+    const tunnels = connections(dest.port, () => handshakes++);
     const from = pod("client", "client");
     await expect(
-      tunnels.open(client, from, endpoint(dest.port), { "x-nodemesh-source": "refuse" }, 2000),
+      tunnels.open(() => client, from, endpoint(dest.port), { "x-nodemesh-source": "refuse" }, 2000),
     ).rejects.toThrow(/NM_CONNECT_FAILED/);
-    const open = await tunnels.open(client, from, endpoint(dest.port), { "x-nodemesh-source": "ok" }, 2000);
+    const open = await tunnels.open(() => client, from, endpoint(dest.port), { "x-nodemesh-source": "ok" }, 2000);
+    // A refusal the destination answered leaves the shared connection as it was: no new handshake.
+    expect(handshakes).toBe(1);
     open.resetAndDestroy();
     for (let i = 0; i < 100 && resets.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
     expect(resets.join()).toMatch(/NGHTTP2_CONNECT_ERROR|code 10/);
@@ -161,7 +164,7 @@ describe("tunnels over shared mTLS connections", () => {
     const dest = await destination(other, echo);
     servers.push(dest.server);
     const tunnels = connections(dest.port, () => {});
-    await expect(tunnels.open(client, pod("client", "client"), endpoint(dest.port), {}, 2000)).rejects.toThrow(
+    await expect(tunnels.open(() => client, pod("client", "client"), endpoint(dest.port), {}, 2000)).rejects.toThrow(
       /proved URI:spiffe:\/\/cluster\.local\/ns\/default\/sa\/other, not spiffe:\/\/cluster\.local\/ns\/default\/sa\/web/,
     );
   });
@@ -172,9 +175,9 @@ describe("tunnels over shared mTLS connections", () => {
     let handshakes = 0;
     const tunnels = connections(dest.port, () => handshakes++);
     const from = pod("client", "client");
-    const first = await tunnels.open(client, from, endpoint(dest.port), {}, 2000);
+    const first = await tunnels.open(() => client, from, endpoint(dest.port), {}, 2000);
     const renewed = await identity("default", "client");
-    const second = await tunnels.open(renewed, from, endpoint(dest.port), {}, 2000);
+    const second = await tunnels.open(() => renewed, from, endpoint(dest.port), {}, 2000);
     expect(handshakes).toBe(2);
     // The tunnel on the old connection goes on.
     expect(await roundTrip(first, "old")).toBe("old");
@@ -184,14 +187,14 @@ describe("tunnels over shared mTLS connections", () => {
     for (const session of dest.sessions) session.close();
     await new Promise((r) => setTimeout(r, 50));
     expect(await roundTrip(second, "still")).toBe("still");
-    const third = await tunnels.open(renewed, from, endpoint(dest.port), {}, 2000);
+    const third = await tunnels.open(() => renewed, from, endpoint(dest.port), {}, 2000);
     expect(await roundTrip(third, "again")).toBe("again");
     expect(handshakes).toBe(3);
     // The destination goes away (its TLS connections end): the next tunnel connects again.
     for (const session of dest.sessions) session.destroy();
     for (const s of dest.accepted) s.destroy();
     await new Promise((r) => setTimeout(r, 50));
-    const fourth = await tunnels.open(renewed, from, endpoint(dest.port), {}, 2000);
+    const fourth = await tunnels.open(() => renewed, from, endpoint(dest.port), {}, 2000);
     expect(await roundTrip(fourth, "back")).toBe("back");
     expect(handshakes).toBe(4);
     for (const s of [first, second, third, fourth]) s.destroy();
@@ -210,7 +213,7 @@ describe("tunnels over shared mTLS connections", () => {
     servers.push(relay);
     await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
     const tunnels = connections((relay.address() as net.AddressInfo).port, () => {}, 100);
-    const open = await tunnels.open(client, pod("client", "client"), endpoint(dest.port), {}, 2000);
+    const open = await tunnels.open(() => client, pod("client", "client"), endpoint(dest.port), {}, 2000);
     expect(await roundTrip(open, "alive")).toBe("alive");
     for (const s of relayed) {
       s.unpipe();

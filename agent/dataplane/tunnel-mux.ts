@@ -174,26 +174,38 @@ export class TunnelConnections {
 
   /**
    * A tunnel from `from` to `ep` carrying `headers` (the handshake's), once the destination agent
-   * connected to the workload. A connection its destination closed for new streams (GOAWAY) is
-   * replaced once.
+   * connected to the workload. `identity`: the source pod's certificate, asked at each attempt, so
+   * that a retry never reopens a connection with a certificate a renewal already replaced (which
+   * would close the connection of the new one under its tunnels). A connection its destination
+   * closed for new streams (GOAWAY) is replaced once.
    */
   async open(
-    mine: WorkerIdentity,
+    identity: () => WorkerIdentity,
     from: PodContext,
     ep: Endpoint,
     headers: Record<string, string>,
     timeoutMs: number,
   ): Promise<Socket> {
     const deadline = Date.now() + timeoutMs;
+    const pair = `${from.key}>${ep.ip}`;
     for (let attempt = 0; ; attempt++) {
-      const pair = `${from.key}>${ep.ip}`;
-      const connection = this.connection(pair, mine, from, ep, timeoutMs);
+      const remaining = Math.max(1, deadline - Date.now());
+      const connection = this.connection(pair, identity(), from, ep, remaining);
+      let opened: Awaited<Connection["session"]>;
       try {
-        const { session, socket, idle } = await connection.session;
+        opened = await connection.session;
+      } catch (err) {
+        // No connection (dial, TLS): the next tunnel tries a new one.
+        if (this.byPair.get(pair) === connection) this.byPair.delete(pair);
+        throw err;
+      }
+      try {
+        const { session, socket, idle } = opened;
         return await this.connect(session, socket, idle, ep, headers, Math.max(1, deadline - Date.now()));
       } catch (err) {
-        if (this.byPair.get(pair) === connection) this.byPair.delete(pair);
+        // A refusal the destination answered leaves the connection as it is, shared.
         if (!(err instanceof StreamRefused) || attempt > 0) throw err;
+        if (this.byPair.get(pair) === connection) this.byPair.delete(pair);
       }
     }
   }
