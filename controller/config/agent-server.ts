@@ -155,7 +155,7 @@ export class AgentServer implements SessionHost {
   /** The agents' traffic reports of the last 15 minutes: the service graph. */
   readonly traffic: TrafficWindow;
   readonly bindings: NodeBindingStore;
-  /** Per node, the tag of the node secret its current stream claimed with (node certificates carry it). */
+  /** Per node, the tag of the binding (node secret and time) its current stream claimed under (node certificates carry it). */
   private readonly bindingTags = new Map<string, string>();
   readonly publisher: ConfigPublisher;
   readonly sendBudget = new SendBudget(SEND_BUDGET_BYTES);
@@ -417,9 +417,10 @@ export class AgentServer implements SessionHost {
         `the call must carry the agent's node secret (metadata ${NODE_SECRET_METADATA}: 32 to 128 base64url characters)`,
       );
     }
-    const bound = this.bindings.list().some((b) => b.node === node);
+    const boundAt = this.boundAt(node);
+    const bound = boundAt !== undefined;
     if (claim.certificate) {
-      const refusal = nodeCertificateRefusal(claim.certificate, { node, secret, bound, ca: this.identities?.ca });
+      const refusal = nodeCertificateRefusal(claim.certificate, { node, secret, boundAt, ca: this.identities?.ca });
       if (refusal) return refuse(refusal.reason, refusal.code, refusal.details);
     }
     if (!bound && this.bindings.size >= this.maxNodes) {
@@ -450,7 +451,10 @@ export class AgentServer implements SessionHost {
       );
     }
     if (decided === "bound") this.log.info({ node, peer: claim.peer }, "node bound to its agent's node secret");
-    this.bindingTags.set(node, bindingTag(secret));
+    // The binding as the claim left it (read afresh in Kubernetes mode): its node certificates' tag.
+    const claimedAt = this.boundAt(node);
+    if (claimedAt === undefined) this.bindingTags.delete(node);
+    else this.bindingTags.set(node, bindingTag(secret, claimedAt));
     if (session.closed) return { code: GrpcStatus.CANCELLED, details: "the stream ended during the claim" };
     this.sessions.get(node)?.end({ code: GrpcStatus.ABORTED, details: "replaced by a newer stream of the same node" });
     this.sessions.set(node, session);
@@ -458,6 +462,11 @@ export class AgentServer implements SessionHost {
     this.tracker.agentConnected(node);
     this.log.info({ node, version: hello.agentVersion, underlay: hello.underlayIp }, "agent connected");
     return undefined;
+  }
+
+  /** When `node` was bound (its binding's generation), as the bindings were last read; undefined: not bound. */
+  private boundAt(node: string): string | undefined {
+    return this.bindings.list().find((b) => b.node === node)?.boundAt;
   }
 
   release(session: AgentSession): void {
@@ -512,6 +521,9 @@ export class AgentServer implements SessionHost {
       this.certificates.inc({ result: "no_ca" });
       return reply({ error: "this controller issues no node certificates" });
     }
+    // A root rotation may have changed the signer: the TLS layer must know its root before the
+    // agent presents what it signs (grpc-js shows the handler only certificates it verified).
+    this.serverCertificate?.clientRootsChanged();
     try {
       const { ca, lifetimeMs } = this.identities;
       const certChainPem = await ca.issueNode(req.csrPem, nodeSpiffeId(ca.trustDomain, node), tag, lifetimeMs);

@@ -103,6 +103,10 @@ export class ServerCertificate implements experimental.CertificateProvider {
   certificatePem = "";
   /** Certificates issued so far, the first included. */
   issued = 0;
+  /** What client certificates (node certificates) are verified against: grpc-js's listeners, the roots. */
+  private readonly clientRootListeners = new Set<experimental.CaCertificateUpdateListener>();
+  private clientRoots: (() => string) | undefined;
+  private clientRootsGiven = "";
 
   /** Asked at each renewal: a root rotation changes the root that signs. */
   private readonly ca: () => WorkloadCa;
@@ -137,21 +141,37 @@ export class ServerCertificate implements experimental.CertificateProvider {
 
   /**
    * Server credentials that follow this provider's renewals. Client certificates are asked for
-   * (an agent's node certificate) but not required (a bootstrapping agent has a token instead);
-   * the agent server checks the one presented itself (`rootsPem`: what OpenSSL names as
-   * acceptable issuers to the client).
+   * (an agent's node certificate) but not required (a bootstrapping agent has a token instead).
+   * grpc-js verifies a presented one against `rootsPem` (chain and dates; its handlers see only a
+   * certificate that passed, call.getAuthContext()), and the agent server checks the rest itself.
+   * `clientRootsChanged()` gives grpc-js the roots again when they change (a root rotation).
    */
   credentials(rootsPem: () => string): ServerCredentials {
+    this.clientRoots = rootsPem;
     const clientRoots: experimental.CertificateProvider = {
-      addCaCertificateListener: (listener) =>
-        process.nextTick(() => listener({ caCertificate: Buffer.from(rootsPem()) })),
-      removeCaCertificateListener: () => {},
+      addCaCertificateListener: (listener) => {
+        this.clientRootListeners.add(listener);
+        this.clientRootsGiven = rootsPem();
+        const caCertificate = Buffer.from(this.clientRootsGiven);
+        process.nextTick(() => listener({ caCertificate }));
+      },
+      removeCaCertificateListener: (listener) => {
+        this.clientRootListeners.delete(listener);
+      },
       addIdentityCertificateListener: () => {},
       removeIdentityCertificateListener: () => {},
     };
     // grpc-js's first parameter is the identity provider (despite its name), the second the CA
     // to check client certificates with; false: a client without one is let through.
     return experimental.createCertificateProviderServerCredentials(this, clientRoots, false);
+  }
+
+  /** New connections verify client certificates against the roots of now, if they changed. */
+  clientRootsChanged(): void {
+    const roots = this.clientRoots?.();
+    if (roots === undefined || roots === this.clientRootsGiven) return;
+    this.clientRootsGiven = roots;
+    for (const listener of this.clientRootListeners) listener({ caCertificate: Buffer.from(roots) });
   }
 
   stop(): void {

@@ -1,15 +1,23 @@
 // Node certificates on the agents' stream (docs/security.md): what one carries of the binding it
 // was issued under, and whether a presented one lets a stream speak for a node. Pure: the agent
-// server passes the CA, the stream's node secret and whether the node is still bound.
+// server passes the CA, the stream's node secret and the node's binding as it stands.
 
-import { X509Certificate } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { nodeSpiffeId } from "../../api/x509.ts";
 import { secretDigest } from "./node-bindings.ts";
 
-/** What a node certificate carries of the node secret it was issued under (a digest prefix). */
-export function bindingTag(secret: string): string {
-  return secretDigest(secret).slice(0, 32);
+/**
+ * What a node certificate carries of the binding it was issued under (OU=binding <tag>): a digest
+ * of the node secret's digest and the binding's time. A release ends the binding, and the next one
+ * (even with the same secret) has another time: certificates issued before the release never count
+ * again.
+ */
+export function bindingTag(secret: string, boundAt: string): string {
+  return createHash("sha256")
+    .update(`${secretDigest(secret)} ${boundAt}`)
+    .digest("hex")
+    .slice(0, 32);
 }
 
 export interface NodeCertificateRefusal {
@@ -21,14 +29,15 @@ export interface NodeCertificateRefusal {
 /**
  * Why a presented node certificate (DER) does not let a stream speak for `node`, else undefined:
  * issued by this controller's CA (`ca.issued`), in date, for that node, under the node secret the
- * stream carries, and the node still bound (a released node bootstraps with the token again).
+ * stream carries and the node's current binding (`boundAt`; undefined: not bound). A released
+ * node bootstraps with the token again.
  */
 export function nodeCertificateRefusal(
   presented: Buffer,
   opts: {
     node: string;
     secret: string;
-    bound: boolean;
+    boundAt: string | undefined;
     ca: { issued(cert: X509Certificate): boolean; readonly trustDomain: string } | undefined;
     now?: number;
   },
@@ -58,7 +67,7 @@ export function nodeCertificateRefusal(
     );
   }
   const tag = /OU=binding ([0-9a-f]+)/.exec(cert.subject)?.[1];
-  if (!opts.bound || tag !== bindingTag(opts.secret)) {
+  if (opts.boundAt === undefined || tag !== bindingTag(opts.secret, opts.boundAt)) {
     return refusal(
       "node_certificate_revoked",
       GrpcStatus.UNAUTHENTICATED,

@@ -51,11 +51,18 @@ export class SimAgent {
       host?: string;
       /** The controller's CA root: connect over TLS, verifying the controller with it (default: plaintext). */
       ca?: Buffer;
+      /** With `ca`: a TLS client certificate to present (a node certificate), PEM. */
+      clientCert?: { keyPem: string; chainPem: string };
     } = {},
   ) {
     this.node = node;
     // A private subchannel pool gives each simulated agent its own connection, as real agents have.
-    const channel = opts.ca ? credentials.createSsl(opts.ca) : credentials.createInsecure();
+    const client = opts.clientCert;
+    const channel = opts.ca
+      ? client
+        ? credentials.createSsl(opts.ca, Buffer.from(client.keyPem), Buffer.from(client.chainPem))
+        : credentials.createSsl(opts.ca)
+      : credentials.createInsecure();
     this.client = new AgentServiceClient(`${opts.host ?? "127.0.0.1"}:${port}`, channel, {
       "grpc.use_local_subchannel_pool": 1,
     });
