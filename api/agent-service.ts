@@ -22,6 +22,11 @@ export const CONTROLLER_GRPC_PORT = 15012;
 export const NODE_SECRET_METADATA = "nodemesh-node-secret";
 /** What a node secret looks like: 32 to 128 base64url characters (agents send 32 random bytes). */
 export const NODE_SECRET_PATTERN = /^[A-Za-z0-9_-]{32,128}$/;
+/**
+ * Header the controller answers an accepted Hello with: "accepted" when the stream's TLS client
+ * certificate was taken as the node's certificate (absent: the stream got in on the token).
+ */
+export const NODE_CERTIFICATE_METADATA = "nodemesh-node-certificate";
 
 const packageDefinition = loadSync(fileURLToPath(new URL("./agent.proto", import.meta.url)), {
   keepCase: false,

@@ -42,6 +42,8 @@ describe("admin with a controller", () => {
       address: "10.0.0.9:15012",
       connected: false,
       tls: true,
+      credential: null,
+      nodeCertificate: null,
       lastError: status.lastError,
       lastNack: status.lastNack,
       certificates: [],

@@ -103,11 +103,13 @@ export function isLoopback(address: string | undefined): boolean {
 
 /** The link to the controller; what is in force (and from where) is `config`'s alone to say. */
 function controllerDetail(status: ControllerStatus) {
-  const { address, connected, lastNack, lastError, tls, certificates } = status;
+  const { address, connected, lastNack, lastError, tls, certificates, credential, nodeCertificate } = status;
   return {
     address,
     connected,
     tls: tls ?? false,
+    credential: credential ?? null,
+    nodeCertificate: nodeCertificate ?? null,
     lastError: lastError ?? null,
     lastNack: lastNack ?? null,
     certificates: certificates ?? [],

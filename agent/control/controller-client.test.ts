@@ -2,7 +2,8 @@
 // may cross the agent/controller line; production code never does). The data plane is replaced
 // by a fake `apply` that records tables.
 
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { X509Certificate } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
@@ -20,6 +21,7 @@ import {
 import { WorkloadCa } from "../../controller/identity/workload-ca.ts";
 import { MemoryStore } from "../../controller/store/memory-store.ts";
 import { ControllerClient, type ControllerClientOptions } from "./controller-client.ts";
+import { NODE_CERT_FILE, NODE_KEY_FILE, NodeCertificate } from "./node-certificate.ts";
 import type { VersionedTable } from "./service-source.ts";
 
 const log = pino({ level: process.env.TEST_LOG ?? "silent" });
@@ -46,7 +48,12 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function startServer(port = 0, token?: string, tls?: AgentServerOptions["tls"]): Promise<AgentServer> {
+async function startServer(
+  port = 0,
+  token?: string,
+  tls?: AgentServerOptions["tls"],
+  more: Partial<AgentServerOptions> = {},
+): Promise<AgentServer> {
   const server = await AgentServer.start({
     store,
     metrics: new Registry(),
@@ -54,6 +61,7 @@ async function startServer(port = 0, token?: string, tls?: AgentServerOptions["t
     port,
     token,
     ...(tls ? { tls } : {}),
+    ...more,
     debounceMs: 5,
     startupGraceMs: 0,
     log,
@@ -315,6 +323,92 @@ describe("ControllerClient", () => {
       writeFileSync(caFile, (await WorkloadCa.open("cluster.local", dir)).trustBundlePem);
       await synced(server);
       expect(agent.client.status().connected).toBe(true);
+    });
+
+    describe("node certificates", () => {
+      /** A controller with a token and a CA of its own (dir/<name>/ca.pem) that issues node certificates. */
+      async function certifyingServer(name: string, lifetimeMs = 60_000) {
+        mkdirSync(join(dir, name), { recursive: true });
+        const ca = await WorkloadCa.open("cluster.local", join(dir, name));
+        const server = await startServer(0, "s3cret", { ca, names: names() }, { identities: { ca, lifetimeMs } });
+        return { server, caFile: join(dir, name, "ca.pem") };
+      }
+      const stateDir = () => join(dir, "state");
+      const withCertificate = (port: number, caFile: string, token?: string) =>
+        startClient(port, {
+          security: { tls: true, caFile },
+          ...(token ? { token } : {}),
+          nodeCertificate: new NodeCertificate(stateDir(), log),
+        });
+
+      beforeEach(() => mkdirSync(stateDir(), { recursive: true }));
+
+      it("bootstraps with the token, then connects on its node certificate alone", async () => {
+        const { server, caFile } = await certifyingServer("ca");
+        const first = withCertificate(server.port, caFile, "s3cret");
+        await eventually(() => expect(first.client.status().nodeCertificate).toBeDefined());
+        expect(first.client.status()).toMatchObject({
+          connected: true,
+          credential: "token",
+          nodeCertificate: { spiffeId: "spiffe://cluster.local/nodemesh/node/node-a" },
+        });
+        expect(statSync(join(stateDir(), NODE_KEY_FILE)).mode & 0o777).toBe(0o600);
+        await first.client.stop();
+
+        const restarted = withCertificate(server.port, caFile); // no token
+        await eventually(() => expect(restarted.client.status()).toMatchObject({ connected: true }));
+        expect(restarted.client.status().credential).toBe("node certificate");
+        await synced(server);
+        expect(serviceNames(restarted.applied.at(-1))).toEqual(["web"]);
+      });
+
+      it("drops a certificate the controller's CA no longer verifies and gets one of the new CA", async () => {
+        const old = await certifyingServer("old-ca");
+        const first = withCertificate(old.server.port, old.caFile, "s3cret");
+        await eventually(() => expect(first.client.status().nodeCertificate).toBeDefined());
+        await first.client.stop();
+        await old.server.stop();
+
+        // A controller with another CA (its store was lost): the certificate counts for nothing.
+        const fresh = await certifyingServer("new-ca");
+        const issuedByNewCa = () => {
+          const held = new NodeCertificate(stateDir(), log).current();
+          return (
+            held !== undefined &&
+            new X509Certificate(held.chainPem).checkIssued(new X509Certificate(readFileSync(fresh.caFile)))
+          );
+        };
+        expect(issuedByNewCa()).toBe(false);
+        const agent = withCertificate(fresh.server.port, fresh.caFile, "s3cret");
+        await eventually(() => expect(issuedByNewCa()).toBe(true));
+        expect(agent.client.status().credential).toBe("token");
+        await agent.client.stop();
+        const restarted = withCertificate(fresh.server.port, fresh.caFile);
+        await eventually(() => expect(restarted.client.status().credential).toBe("node certificate"));
+      });
+
+      it("drops its certificate once the node is released, and stays out without the token", async () => {
+        const { server, caFile } = await certifyingServer("ca");
+        const first = withCertificate(server.port, caFile, "s3cret");
+        await eventually(() => expect(first.client.status().nodeCertificate).toBeDefined());
+        await first.client.stop();
+        expect(await server.releaseNode("node-a")).toBe(true);
+
+        const released = withCertificate(server.port, caFile);
+        await eventually(() => expect(existsSync(join(stateDir(), NODE_CERT_FILE))).toBe(false));
+        await new Promise((r) => setTimeout(r, 100)); // a few more attempts, on nothing but the node secret
+        expect(released.client.status().connected).toBe(false);
+        expect(released.client.status().lastError?.error).toMatch(/bearer token/);
+        expect(server.agents().filter((a) => a.connected)).toEqual([]);
+      });
+
+      it("renews its certificate at half-life", async () => {
+        const { server, caFile } = await certifyingServer("ca", 4_000);
+        const agent = withCertificate(server.port, caFile, "s3cret");
+        await eventually(() => expect(agent.client.status().nodeCertificate).toBeDefined());
+        const first = agent.client.status().nodeCertificate!.notAfter;
+        await eventually(() => expect(agent.client.status().nodeCertificate!.notAfter).not.toBe(first), 4_000);
+      });
     });
 
     it("renews the server certificate at half-life; new connections get the new one", async () => {

@@ -22,6 +22,7 @@ import {
   type CertificateRequest,
   type Config,
   type ControllerMessage,
+  NODE_CERTIFICATE_METADATA,
   NODE_SECRET_METADATA,
   type NodeFacts,
   type Peer,
@@ -95,6 +96,10 @@ export interface ControllerStatus {
   tls?: boolean;
   /** The workload certificates held (identities.ts): their SPIFFE ids, expiry and renewals so far. */
   certificates?: { spiffeId: string; notAfter: string; renewals: number }[];
+  /** While connected: what the controller let the stream in on (its node certificate, or the token). */
+  credential?: "node certificate" | "token" | undefined;
+  /** The node certificate held (node-certificate.ts), if any in date. */
+  nodeCertificate?: { spiffeId: string; notAfter: string } | undefined;
 }
 
 export class ControllerClient {
@@ -109,6 +114,8 @@ export class ControllerClient {
   private connected = false;
   /** Whether the stream being opened presents the node certificate. */
   private presentingCertificate = false;
+  /** What the stream up got in on. */
+  private credential: ControllerStatus["credential"];
   private failedAttempts = 0;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -137,9 +144,12 @@ export class ControllerClient {
   }
 
   status(): ControllerStatus {
+    const held = this.opts.nodeCertificate?.current();
     return {
       address: this.opts.address,
       connected: this.connected,
+      credential: this.connected ? this.credential : undefined,
+      nodeCertificate: held && { spiffeId: held.spiffeId, notAfter: new Date(held.notAfter).toISOString() },
       appliedVersion: this.config?.version,
       lastNack: this.lastNack,
       lastError: this.lastError,
@@ -211,7 +221,7 @@ export class ControllerClient {
     const call = (this.client as unknown as { Connect(m: Metadata): AgentCall }).Connect(metadata);
     this.call = call;
     // The controller sends headers once it accepted our Hello.
-    call.on("metadata", () => this.streamUp(call));
+    call.on("metadata", (headers: Metadata) => this.streamUp(call, headers));
     call.on("data", (msg: ControllerMessage) => {
       if (msg.kind === "config") this.receive(call, msg.config);
       else if (call === this.call) this.answered(msg.certificate);
@@ -245,14 +255,19 @@ export class ControllerClient {
       : credentials.createSsl(readCaFile(security.caFile));
   }
 
-  private streamUp(call: AgentCall): void {
+  private streamUp(call: AgentCall, headers: Metadata): void {
     if (call !== this.call || this.connected) return;
     this.connected = true;
     this.lastError = undefined;
-    this.opts.log.info(
-      { controller: this.opts.address, credential: this.presentingCertificate ? "node certificate" : "token" },
-      "connected to the controller",
-    );
+    const onCertificate = headers.get(NODE_CERTIFICATE_METADATA)[0] === "accepted";
+    this.credential = onCertificate ? "node certificate" : "token";
+    this.opts.log.info({ controller: this.opts.address, credential: this.credential }, "connected to the controller");
+    if (this.presentingCertificate && !onCertificate) {
+      // The controller's TLS did not verify it (its CA changed, or it expired meanwhile) and let
+      // the token in instead: a certificate of its CA of now is asked for below.
+      this.opts.log.warn("the controller did not take the node certificate; dropping it for a new one");
+      this.opts.nodeCertificate?.discard();
+    }
     this.podsChanged();
     this.refreshNodeCertificate();
     this.reportTimer = setInterval(() => this.sendReport(), this.opts.reportIntervalMs);

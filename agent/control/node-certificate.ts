@@ -2,10 +2,11 @@
 // makes a key, asks the controller to certify it (CertificateRequest{node: true}) and keeps both in
 // its state dir (node-cert.pem, node-key.pem 0600). Later streams present it as their TLS client
 // certificate, and the controller needs no token from this node. Renewed at half-life; dropped
-// when the controller refuses it (the node was released), so the next stream bootstraps again.
+// when the controller refuses it (the node was released) or lets the stream in on the token
+// instead (not of its CA any more), so the next stream bootstraps again.
 
-import { X509Certificate } from "node:crypto";
-import { readFileSync, rmSync } from "node:fs";
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { CertificateReply, CertificateRequest } from "../../api/agent-service.ts";
@@ -18,15 +19,23 @@ export interface HeldNodeCertificate {
   /** Leaf first. */
   readonly chainPem: string;
   readonly keyPem: string;
+  /** The leaf's URI SAN: spiffe://<trust domain>/nodemesh/node/<node>. */
+  readonly spiffeId: string;
   readonly notBefore: number;
   readonly notAfter: number;
+  /** Half-way through its life, counted from when it came. */
+  readonly renewAt: number;
 }
+
+/** After a failed request, the next one waits this long (a controller that refuses is not asked at every report). */
+const RETRY_AFTER_FAILURE_MS = 30_000;
 
 export class NodeCertificate {
   private readonly certFile: string;
   private readonly keyFile: string;
   private readonly log: Logger;
   private inFlight = false;
+  private failedAt = Number.NEGATIVE_INFINITY;
 
   constructor(stateDir: string, log: Logger) {
     this.certFile = join(stateDir, NODE_CERT_FILE);
@@ -34,20 +43,35 @@ export class NodeCertificate {
     this.log = log;
   }
 
-  /** The certificate held, if it is in date now. */
+  /** The certificate held, if it is in date now and the key beside it is its own. */
   current(now = Date.now()): HeldNodeCertificate | undefined {
     let chainPem: string;
     let keyPem: string;
+    let receivedAt: number;
     try {
       chainPem = readFileSync(this.certFile, "utf8");
       keyPem = readFileSync(this.keyFile, "utf8");
+      receivedAt = statSync(this.certFile).mtimeMs;
     } catch {
       return undefined;
     }
     try {
       const leaf = new X509Certificate(chainPem);
-      const held = { chainPem, keyPem, notBefore: Date.parse(leaf.validFrom), notAfter: Date.parse(leaf.validTo) };
-      return now >= held.notBefore && now < held.notAfter ? held : undefined;
+      // Written one after the other: a crash between the two leaves a pair that cannot be used.
+      if (!leaf.checkPrivateKey(createPrivateKey(keyPem))) return undefined;
+      const notBefore = Date.parse(leaf.validFrom);
+      const notAfter = Date.parse(leaf.validTo);
+      if (now < notBefore || now >= notAfter) return undefined;
+      // The controller dates certificates back for clock skew: half-life counts from when it came.
+      const issued = Math.min(Math.max(notBefore, receivedAt), notAfter);
+      return {
+        chainPem,
+        keyPem,
+        spiffeId: leaf.subjectAltName?.replace(/^URI:/, "") ?? "",
+        notBefore,
+        notAfter,
+        renewAt: issued + (notAfter - issued) / 2,
+      };
     } catch {
       return undefined;
     }
@@ -56,12 +80,16 @@ export class NodeCertificate {
   /** None held, or past half its life. */
   due(now = Date.now()): boolean {
     const held = this.current(now);
-    return !held || now >= held.notBefore + (held.notAfter - held.notBefore) / 2;
+    return !held || now >= held.renewAt;
   }
 
-  /** Asks for one (or a renewal) when due; failures are logged and retried on a later call. */
+  /**
+   * Asks for one (or a renewal) when due; failures are logged and retried on a later call (not
+   * before RETRY_AFTER_FAILURE_MS). What is held is replaced only by a certificate for the new key.
+   */
   async refresh(request: (req: Omit<CertificateRequest, "requestId">) => Promise<CertificateReply>): Promise<void> {
-    if (this.inFlight || !this.due()) return;
+    const now = Date.now();
+    if (this.inFlight || now - this.failedAt < RETRY_AFTER_FAILURE_MS || !this.due(now)) return;
     this.inFlight = true;
     try {
       const { generateKeys, KEY_ALGORITHM, pkcs8Pem, x509 } = await import("../../api/x509.ts");
@@ -71,18 +99,24 @@ export class NodeCertificate {
         signingAlgorithm: KEY_ALGORITHM,
       });
       const reply = await request({ namespace: "", serviceAccount: "", csrPem: csr.toString("pem"), node: true });
+      if (reply.error) throw new Error(reply.error);
+      const keyPem = await pkcs8Pem(keys.privateKey);
+      const leaf = new X509Certificate(reply.certChainPem);
+      if (!leaf.checkPrivateKey(createPrivateKey(keyPem))) throw new Error("the certificate is not for the key sent");
       // The key first: a certificate without its key would be presented to no avail.
-      writeFileAtomic(this.keyFile, await pkcs8Pem(keys.privateKey));
+      writeFileAtomic(this.keyFile, keyPem);
       writeFileAtomic(this.certFile, reply.certChainPem);
-      this.log.info({ notAfter: new X509Certificate(reply.certChainPem).validTo }, "node certificate held");
+      this.failedAt = Number.NEGATIVE_INFINITY;
+      this.log.info({ spiffeId: leaf.subjectAltName, notAfter: leaf.validTo }, "node certificate held");
     } catch (err) {
+      this.failedAt = Date.now();
       this.log.warn({ err: (err as Error).message }, "no node certificate yet");
     } finally {
       this.inFlight = false;
     }
   }
 
-  /** The controller refused it: forget it, so the next stream bootstraps with the token. */
+  /** The controller refused it, or did not take it: forget it, so the next stream bootstraps with the token. */
   discard(): void {
     rmSync(this.certFile, { force: true });
     rmSync(this.keyFile, { force: true });

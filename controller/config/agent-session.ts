@@ -12,6 +12,7 @@ import {
   type CertificateReply,
   type CertificateRequest,
   type Hello,
+  NODE_CERTIFICATE_METADATA,
   type Report,
   type WirePod,
 } from "../../api/agent-service.ts";
@@ -121,11 +122,12 @@ export class AgentSession {
     } else {
       this.queued = [];
       const hello = msg.hello;
+      const certificate = peerCertificateOf(this.call);
       this.host
         .claim(this, hello, {
           metadata: this.call.metadata,
           peer: this.call.getPeer(),
-          ...(peerCertificateOf(this.call) ? { certificate: peerCertificateOf(this.call) } : {}),
+          ...(certificate ? { certificate } : {}),
         })
         .catch((err: Error) => ({ code: GrpcStatus.INTERNAL, details: `claim failed: ${err.message}` }))
         .then((refusal) => {
@@ -137,7 +139,10 @@ export class AgentSession {
             return;
           }
           this.nodeName = hello.nodeName;
-          this.call.sendMetadata(new Metadata()); // lets the agent know it is connected before any Config
+          // Lets the agent know it is connected before any Config, and whether on its node certificate.
+          const headers = new Metadata();
+          if (certificate) headers.set(NODE_CERTIFICATE_METADATA, "accepted");
+          this.call.sendMetadata(headers);
           this.sendLatest();
           for (const queuedMsg of queued) this.receive(queuedMsg);
         });
