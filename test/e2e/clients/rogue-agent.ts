@@ -6,7 +6,7 @@
 //   world.exec(node, process.execPath, [ROGUE_AGENT, JSON.stringify({ address, token, mode: "hello", ... })])
 //
 // Modes:
-//   hello   says Hello as `node` with its own random node secret, then PodsChanged with `pods`;
+//   hello   says Hello as `node` with its own random node secret (or `secret`), then PodsChanged with `pods`;
 //           reports whether the controller accepted the stream (a Config came) or its status.
 //   nodes   says Hello as `count` new nodes "<prefix>-<i>", one stream each; counts accepted and refused.
 //   flood   as `node`, sends `reports` reports of `edges` edges each (every edge unique), one
@@ -24,8 +24,19 @@ export type RogueMode =
   | { mode: "hello"; node: string; pods: WirePod[] }
   | { mode: "nodes"; prefix: string; count: number }
   | { mode: "flood"; node: string; reports: number; edges: number };
-/** `caFile`: the controller's CA root, to connect over TLS (without it: plaintext). */
-export type RogueArgs = { address: string; token?: string; caFile?: string } & RogueMode;
+/**
+ * `caFile`: the controller's CA root, to connect over TLS (without it: plaintext). `secret`: the
+ * node secret to present (default: a random one of its own). `certFile`, `keyFile`: a TLS client
+ * certificate to present (a node certificate, stolen or stale).
+ */
+export type RogueArgs = {
+  address: string;
+  token?: string;
+  caFile?: string;
+  secret?: string;
+  certFile?: string;
+  keyFile?: string;
+} & RogueMode;
 
 export interface RogueReport {
   /** Streams the controller accepted (hello, nodes: it sent a Config; flood: status OK). */
@@ -60,13 +71,18 @@ async function main(): Promise<void> {
   const out: RogueReport = { accepted: 0, refused: {}, details: {} };
   const ca = args.caFile ? readFileSync(args.caFile) : undefined;
   // Its own secret, as a process that never saw the real agent's state dir would have.
-  const secret = randomBytes(32).toString("base64url");
+  const secret = args.secret ?? randomBytes(32).toString("base64url");
+  const clientCert =
+    args.certFile && args.keyFile
+      ? { chainPem: readFileSync(args.certFile, "utf8"), keyPem: readFileSync(args.keyFile, "utf8") }
+      : undefined;
   const open = (node: string) =>
     new SimAgent(Number(port), node, {
       host,
       secret,
       ...(args.token ? { token: args.token } : {}),
       ...(ca ? { ca } : {}),
+      ...(clientCert ? { clientCert } : {}),
     });
   /** Waits for a Config (accepted) or the stream's end; records which. */
   const outcome = async (agent: SimAgent): Promise<void> => {
