@@ -9,7 +9,9 @@ import { status as GrpcStatus } from "@grpc/grpc-js";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { splitPem } from "../../api/pem.ts";
 import { generateKeys, KEY_ALGORITHM, nodeSpiffeId, pkcs8Pem, x509 } from "../../api/x509.ts";
+import { makePki } from "../../test/pki/openssl-pki.ts";
 import { RotatingCa } from "../identity/root-rotation.ts";
 import { WorkloadCa } from "../identity/workload-ca.ts";
 import { MemoryStore } from "../store/memory-store.ts";
@@ -170,6 +172,24 @@ describe("node certificates on the agents' stream", () => {
     expect(await outcome(open("node-1", { secret: SECRET_1, cert: before }))).toBe("accepted");
     rotating.stop();
   }, 10_000);
+
+  it("chain through a plugged CA's intermediate to the user's root", async () => {
+    await server.stop();
+    const pki = makePki("NodeCerts");
+    try {
+      ca = await WorkloadCa.plugged("mesh.test", { certFile: pki.caCert, keyFile: pki.caKey, rootFile: pki.rootCert });
+      root = Buffer.from(ca.trustBundlePem);
+      await startServer(ca, () => ca);
+      const held = await bootstrap("node-1", SECRET_1);
+      expect(splitPem(held.chainPem)).toHaveLength(2); // the leaf, then the intermediate
+      expect(await outcome(open("node-1", { secret: SECRET_1, cert: held }))).toBe("accepted");
+      expect(await outcome(open("node-2", { secret: SECRET_1, cert: held }))).toMatchObject({
+        code: GrpcStatus.PERMISSION_DENIED,
+      });
+    } finally {
+      pki.remove();
+    }
+  });
 
   it("stop counting once the node is released, even after the same agent bound it again", async () => {
     const old = await bootstrap("node-1", SECRET_1);
