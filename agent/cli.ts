@@ -28,7 +28,9 @@ Options:
                             until the controller answers. The agent's node secret (made on first
                             start, state dir, 0600) binds this node name to this agent at the controller
   --controller-token-file FILE
-                            bootstrap token for the controller (default: $NODEMESH_BOOTSTRAP_TOKEN)
+                            bootstrap token for the controller (default: $NODEMESH_BOOTSTRAP_TOKEN).
+                            Over TLS the agent then gets a node certificate (state dir, node-cert.pem,
+                            node-key.pem 0600) that stands in for the token on later streams
   --controller-ca-file FILE the controller's CA root (PEM; its store dir's ca.pem): the stream is TLS,
                             and the controller's certificate must chain to it and name the
                             --controller host. Re-read at each connection attempt. Without it the

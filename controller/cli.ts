@@ -43,7 +43,8 @@ Options:
                           identity is spiffe://DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT. The workload CA's
                           root is made on first start in the store dir (ca.pem, ca-key.pem)
   --workload-cert-ttl D   lifetime of workload certificates, e.g. 24h, 10m, 30s (default: 24h); agents
-                          renew at half of it, and get them only for identities their pods have
+                          renew at half of it, and get them only for identities their pods have.
+                          The agents' node certificates (their TLS client certificates) live as long
   --ca-cert-file FILE     an intermediate CA of your PKI signs instead of nodemesh's own root
   --ca-key-file FILE        (Istio's plug-in CA): its certificate, its key (ECDSA P-256, PKCS#8 PEM),
   --ca-chain-file FILE      the certificates between it and the root (optional) and the root(s) the

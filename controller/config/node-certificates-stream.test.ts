@@ -155,6 +155,10 @@ describe("node certificates on the agents' stream", () => {
       expect(agent.configs).toEqual([]);
     }
     expect(refusals("token")).toHaveLength(2);
+    // With the token the stream gets in on the token, as a bootstrap does.
+    expect(await outcome(open("node-1", { secret: SECRET_1, token: true, cert: { keyPem, chainPem: expired } }))).toBe(
+      "accepted",
+    );
   });
 
   it("are accepted from the new root during a root rotation, and from the old one until it is dropped", async () => {
@@ -206,7 +210,11 @@ describe("node certificates on the agents' stream", () => {
       details: expect.stringContaining("binding that is gone"),
     });
     expect(stale.configs).toEqual([]);
-    expect(refusals("node_certificate_revoked")).toHaveLength(2);
+    // A certificate that fails the checks is refused even beside the token.
+    expect(await outcome(open("node-1", { secret: SECRET_1, token: true, cert: old }))).toMatchObject({
+      code: GrpcStatus.UNAUTHENTICATED,
+    });
+    expect(refusals("node_certificate_revoked")).toHaveLength(3);
     expect(await outcome(open("node-1", { secret: SECRET_1, cert: renewed }))).toBe("accepted");
   });
 });
