@@ -63,8 +63,20 @@ export interface Hello {
   facts: NodeFacts;
 }
 
+/** An object of a configuration that an agent refused (and left out of its table), and why. */
+export interface RejectedObject {
+  /** "Service", or a traffic kind. */
+  kind: string;
+  namespace: string;
+  name: string;
+  reason: string;
+}
+
+/** The version is in force, without the objects listed in `rejected`. */
 export interface Ack {
   version: string;
+  /** Absent when sent means none; always present (maybe empty) when received. */
+  rejected?: RejectedObject[];
 }
 
 export interface Nack {
@@ -263,13 +275,22 @@ export function toWireTraffic(o: TrafficObject): WireTrafficObject {
   return { kind: o.kind, namespace: o.namespace, name: o.name, specJson: canonicalJson(o.spec) };
 }
 
-/** Not validated yet (validateServiceTable does that); throws when spec_json is not JSON. */
-export function fromWireTraffic(w: WireTrafficObject): TrafficObject {
-  let spec: unknown;
+/**
+ * A traffic object as received: its spec not validated yet (the agent does that per object);
+ * `specError` when spec_json was not even JSON.
+ */
+export interface ReceivedTraffic {
+  readonly kind: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly spec: unknown;
+  readonly specError?: string;
+}
+
+export function fromWireTraffic(w: WireTrafficObject): ReceivedTraffic {
   try {
-    spec = JSON.parse(w.specJson);
+    return { kind: w.kind, namespace: w.namespace, name: w.name, spec: JSON.parse(w.specJson) };
   } catch (err) {
-    throw new Error(`${trafficKey(w)}: spec_json is not JSON: ${(err as Error).message}`);
+    return { kind: w.kind, namespace: w.namespace, name: w.name, spec: undefined, specError: (err as Error).message };
   }
-  return { kind: w.kind, namespace: w.namespace, name: w.name, spec } as TrafficObject;
 }

@@ -55,11 +55,27 @@ export const PropagationStatus = z.strictObject({
   observedGeneration: z.number().int().optional(),
   agentsApplied: z.number().int().optional(),
   agentsTotal: z.number().int().optional(),
+  /** Agents that received this generation and refused it (each says why in `rejections`). */
+  agentsRejected: z.number().int().optional(),
+  rejections: z.array(z.strictObject({ node: z.string(), reason: z.string() })).optional(),
   lastAppliedTime: z.string().optional(),
   /** "N/M", for `kubectl get` (a printer column cannot join two fields). Written on Kubernetes. */
   applied: z.string().optional(),
-  /** `Applied`: True once every connected agent applied this generation. Written on Kubernetes. */
+  /**
+   * `Accepted` (cross-object checks, controller/config/analysis.ts), `ResolvedRefs` (routes) and
+   * `Applied` (True once every connected agent applied this generation; False naming the agents
+   * that refused it).
+   */
   conditions: z.array(Condition).optional(),
+  /** Only in a dry run's answer: what the write would change in the agents' tables. */
+  dryRun: z
+    .strictObject({
+      /** The connected agents, each of which would receive these changes. */
+      agents: z.array(z.string()),
+      /** "+ Service default/web", "~ HTTPRoute default/split", "- TrafficPolicy default/old". */
+      changes: z.array(z.string()),
+    })
+    .optional(),
 });
 export type PropagationStatus = z.infer<typeof PropagationStatus>;
 

@@ -8,6 +8,7 @@
 //   API policy attachment: load balancing, timeouts, retries, circuit breaking, outlier
 //   detection, fault injection and local rate limiting.
 
+import { createLocalJWKSet } from "jose";
 import { z } from "zod";
 import { fieldErrors, fieldPath } from "./field-path.ts";
 import { compileFullMatch, MAX_REGEX_LENGTH } from "./regex.ts";
@@ -491,12 +492,14 @@ const JwtRule = z
       .string()
       .max(65_536)
       .refine((text) => {
+        // The agent's own reader decides: what it cannot load is refused here, not in every agent.
         try {
-          return Array.isArray(JSON.parse(text).keys);
+          createLocalJWKSet(JSON.parse(text));
+          return true;
         } catch {
           return false;
         }
-      }, 'must be a JWKS document: {"keys": [...]}')
+      }, 'must be a JWKS document: {"keys": [{"kty": ...}, ...]}')
       .optional(),
     /** Where the destination's agent fetches the JWKS (cached; refetched for an unknown key id). */
     jwksUri: z

@@ -9,6 +9,7 @@ import { isLoopbackHost, TokenAuth } from "./auth.ts";
 import { AgentServer } from "./config/agent-server.ts";
 import { agentTlsEnabled, type GrpcTlsSetting, serverNames } from "./config/agent-tls.ts";
 import { NodeBindings } from "./config/node-bindings.ts";
+import { ObjectStatuses } from "./config/object-status.ts";
 import { GraphQueries } from "./graph/service-graph.ts";
 import { RotatingCa, RotationInProgress, RotationRefused } from "./identity/root-rotation.ts";
 import { type PluggedCaFiles, WorkloadCa } from "./identity/workload-ca.ts";
@@ -168,7 +169,12 @@ export class Controller {
       log: this.log.child({ component: "agent-server" }),
     });
     const agents = this.agents;
-    this.kubernetes?.startLeaderDuties((key) => agents.propagation(key));
+    const statuses = new ObjectStatuses(
+      this.store,
+      (key) => agents.propagation(key),
+      (view) => agents.preview(view),
+    );
+    this.kubernetes?.startLeaderDuties((key) => statuses.statusOfKey(key));
     this.rest = await startRestServer({
       store: this.store,
       registry,
@@ -176,7 +182,8 @@ export class Controller {
       port: opts.restPort,
       ...(auth ? { auth } : {}),
       log: this.log,
-      statusFor: (r: Resource) => agents.propagation(keyOf(r)),
+      statusFor: (r: Resource) => statuses.status(r),
+      preview: (change) => statuses.preview(change),
       ui: uiHandler(),
       serviceGraph: new GraphQueries({
         traffic: agents.traffic,

@@ -30,6 +30,7 @@ describe("admin with a controller", () => {
     appliedVersion: "7.2",
     lastNack: { version: "7.3", error: "bad table", at: "2025-01-01T00:00:00.000Z" },
     lastError: { error: "unable to verify the first certificate", hint: "check it", at: "2025-01-01T00:00:01.000Z" },
+    rejected: [{ kind: "HTTPRoute", namespace: "shop", name: "split", reason: "does not compile: x" }],
     tls: true,
   };
 
@@ -46,6 +47,7 @@ describe("admin with a controller", () => {
       nodeCertificate: null,
       lastError: status.lastError,
       lastNack: status.lastNack,
+      rejected: status.rejected,
       certificates: [],
     });
     const metrics = await (await fetch(`${base}/metrics`)).text();

@@ -103,7 +103,7 @@ export function isLoopback(address: string | undefined): boolean {
 
 /** The link to the controller; what is in force (and from where) is `config`'s alone to say. */
 function controllerDetail(status: ControllerStatus) {
-  const { address, connected, lastNack, lastError, tls, certificates, credential, nodeCertificate } = status;
+  const { address, connected, lastNack, rejected, lastError, tls, certificates, credential, nodeCertificate } = status;
   return {
     address,
     connected,
@@ -112,6 +112,8 @@ function controllerDetail(status: ControllerStatus) {
     nodeCertificate: nodeCertificate ?? null,
     lastError: lastError ?? null,
     lastNack: lastNack ?? null,
+    // Objects of the version in force that this agent left out, and why.
+    rejected: rejected ?? [],
     certificates: certificates ?? [],
   };
 }

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { type Config, toWireTraffic, type WireService, type WireTrafficObject } from "../../api/agent-service.ts";
-import { HTTPRouteSpec, TrafficPolicySpec } from "../../api/traffic.ts";
-import { assembleConfig, type ControllerConfig, fromServiceTable, toServiceTable } from "./config-assembly.ts";
+import { HTTPRouteSpec, type TrafficObject, TrafficPolicySpec } from "../../api/traffic.ts";
+import { compileProblem } from "../dataplane/snapshot.ts";
+import { assembleConfig, type ControllerConfig, fromServiceTable, usableTable } from "./config-assembly.ts";
 
 function wire(name: string, vip: string, endpoints: string[] = []): WireService {
   return {
@@ -83,13 +84,31 @@ describe("assembleConfig", () => {
     expect(result).toEqual({ ok: false, error: "incremental update 3.0 applies to 2.0, but this agent holds 1.0" });
   });
 
-  it("refuses a table that does not validate, naming the field", () => {
+  it("leaves out a Service whose VIP:port another holds, and applies the rest", () => {
     const result = assembleConfig(
       undefined,
-      config({ services: [wire("web", "10.96.0.10"), wire("dup", "10.96.0.10")] }),
+      config({ services: [wire("web", "10.96.0.10"), wire("web-b", "10.96.0.10"), wire("api", "10.96.0.11")] }),
     );
-    expect(result.ok).toBe(false);
-    expect(!result.ok && result.error).toMatch(/services\[1\]\.ports\[0\]\.port: duplicate VIP:port 10\.96\.0\.10:80/);
+    if (!result.ok) throw new Error(result.error);
+    expect(result.table.services.map((s) => s.name)).toEqual(["api", "web"]);
+    expect(result.rejected).toEqual([
+      {
+        kind: "Service",
+        namespace: "default",
+        name: "web-b",
+        reason: "VIP:port 10.96.0.10:80 is Service default/web's",
+      },
+    ]);
+  });
+
+  it("leaves out a Service that does not validate alone, naming the field", () => {
+    const bad = { ...wire("bad", "10.96.0.12"), ports: [{ name: "", port: 70000, protocol: "http" }] };
+    const result = assembleConfig(undefined, config({ services: [bad, wire("web", "10.96.0.10")] }));
+    if (!result.ok) throw new Error(result.error);
+    expect(result.table.services.map((s) => s.name)).toEqual(["web"]);
+    expect(result.rejected).toEqual([
+      { kind: "Service", namespace: "default", name: "bad", reason: "ports[0].port: must be an integer 1-65535" },
+    ]);
   });
 });
 
@@ -120,7 +139,7 @@ describe("assembleConfig with traffic objects", () => {
 
   it("keeps them and puts them in ServiceTable.traffic, sorted by key", () => {
     expect([...first.traffic.keys()]).toEqual(["HTTPRoute/default/web-split", "TrafficPolicy/default/web-retries"]);
-    const table = toServiceTable(first);
+    const { table } = usableTable(first);
     expect(table.traffic?.map((o) => `${o.kind}/${o.name}`)).toEqual([
       "HTTPRoute/web-split",
       "TrafficPolicy/web-retries",
@@ -163,21 +182,80 @@ describe("assembleConfig with traffic objects", () => {
           rules: [{ matches: [{ path: { type: "RegularExpression", value: "/(a)\\1" } }] }],
         }),
       },
-      /traffic\[HTTPRoute\/default\/web-split\]\.spec\.rules\[0\]\.matches\[0\]\.path\.value: backreferences are not supported/,
+      /^spec\.rules\[0\]\.matches\[0\]\.path\.value: backreferences are not supported/,
     ],
-    [
-      "an unknown kind",
-      { ...route, kind: "TCPRoute" },
-      /traffic\[TCPRoute\/default\/web-split\]\.kind: Invalid option/,
-    ],
-    [
-      "a spec that is not JSON",
-      { ...route, specJson: "{ torn" },
-      /HTTPRoute\/default\/web-split: spec_json is not JSON/,
-    ],
-  ])("NACKs %s and keeps its table", (_, bad, error) => {
+    ["an unknown kind", { ...route, kind: "TCPRoute" }, /^kind: Invalid option/],
+    ["a spec that is not JSON", { ...route, specJson: "{ torn" }, /^spec_json is not JSON/],
+  ])("leaves out %s, says why in the ACK and applies the rest", (_, bad, reason) => {
     const result = assembleConfig(first, config({ version: "2.0", full: false, baseVersion: "1.0", traffic: [bad] }));
-    expect(result.ok).toBe(false);
-    expect(!result.ok && result.error).toMatch(error);
+    if (!result.ok) throw new Error(result.error);
+    expect(result.rejected).toHaveLength(1);
+    expect(result.rejected[0]).toMatchObject({ kind: bad.kind, namespace: "default", name: "web-split" });
+    expect(result.rejected[0]!.reason).toMatch(reason);
+    // The valid policy stays; the refused object is held (a later removal or fix finds it).
+    expect(result.table.traffic?.some((o) => o.kind === bad.kind && o.name === "web-split")).toBe(false);
+    expect(result.table.traffic?.map((o) => o.name)).toContain("web-retries");
+    expect(result.config.traffic.has(`${bad.kind}/default/web-split`)).toBe(true);
+  });
+
+  it("takes an object back once a fixed version arrives, and forgets one that is removed", () => {
+    const broken = { ...route, specJson: "{ torn" };
+    const refused = assembleConfig(
+      first,
+      config({ version: "2.0", full: false, baseVersion: "1.0", traffic: [broken] }),
+    );
+    if (!refused.ok) throw new Error(refused.error);
+    const fixed = assembleConfig(
+      refused.config,
+      config({ version: "3.0", full: false, baseVersion: "2.0", traffic: [route] }),
+    );
+    if (!fixed.ok) throw new Error(fixed.error);
+    expect(fixed.rejected).toEqual([]);
+    expect(fixed.table.traffic?.map((o) => o.name)).toEqual(["web-split", "web-retries"]);
+    const removed = assembleConfig(
+      refused.config,
+      config({ version: "3.0", full: false, baseVersion: "2.0", removedTraffic: ["HTTPRoute/default/web-split"] }),
+    );
+    if (!removed.ok) throw new Error(removed.error);
+    expect(removed.rejected).toEqual([]);
+  });
+
+  it("leaves out an object the data plane's check refuses, once per object", () => {
+    const checked: string[] = [];
+    const checkTraffic = (o: TrafficObject) => {
+      checked.push(o.name);
+      return o.name === "web-split" ? "does not compile: refused" : undefined;
+    };
+    const result = assembleConfig(
+      undefined,
+      config({ services: [wire("web", "10.96.0.10")], traffic: [route, policy] }),
+      {
+        checkTraffic,
+      },
+    );
+    if (!result.ok) throw new Error(result.error);
+    expect(result.rejected).toEqual([
+      { kind: "HTTPRoute", namespace: "default", name: "web-split", reason: "does not compile: refused" },
+    ]);
+    expect(result.table.traffic?.map((o) => o.name)).toEqual(["web-retries"]);
+    // An incremental update that does not touch them does not check them again.
+    const next = assembleConfig(result.config, config({ version: "2.0", full: false, baseVersion: "1.0" }), {
+      checkTraffic,
+    });
+    if (!next.ok) throw new Error(next.error);
+    expect(next.rejected).toHaveLength(1);
+    expect(checked).toEqual(["web-split", "web-retries"]);
+  });
+
+  it("compileProblem: an object the data plane cannot compile (a JWKS key that is not an object)", () => {
+    const authn = {
+      kind: "RequestAuthentication",
+      namespace: "default",
+      name: "jwt",
+      spec: { jwtRules: [{ issuer: "https://issuer", jwks: '{"keys":[1]}', forwardOriginalToken: false }] },
+    } as TrafficObject;
+    expect(compileProblem(authn)).toMatch(/^does not compile: .*JSON Web Key Set malformed/);
+    const readable = { issuer: "https://issuer", jwks: '{"keys":[]}', forwardOriginalToken: false };
+    expect(compileProblem({ ...authn, spec: { jwtRules: [readable] } } as TrafficObject)).toBeUndefined();
   });
 });

@@ -1,30 +1,113 @@
-// The pure step of applying a Config: the agent's current table plus a full or incremental
-// update → the next table, or the reason it cannot be applied (then the agent NACKs and keeps
-// what it has).
+// The pure step of applying a Config: the agent's current configuration plus a full or incremental
+// update → the next configuration and the table it puts in force. One object the agent cannot use
+// (a spec it cannot parse or compile, a VIP:port another Service holds) is left out of the table
+// and reported in the ACK; the rest applies. Only an update that cannot be placed at all (the
+// wrong base) is refused whole (NACK), and then the agent keeps what it has.
 
-import { type Config, fromWireService, fromWireTraffic, type Peer, serviceKey } from "../../api/agent-service.ts";
+import {
+  type Config,
+  fromWireService,
+  fromWireTraffic,
+  type Peer,
+  type ReceivedTraffic,
+  type RejectedObject,
+  serviceKey,
+} from "../../api/agent-service.ts";
 import { type Service, type ServiceTable, validateServiceTable } from "../../api/services.ts";
-import { type TrafficObject, trafficKey } from "../../api/traffic.ts";
+import { parseTrafficObject, type TrafficObject, trafficKey } from "../../api/traffic.ts";
 
 /** What the agent holds from the controller. */
 export interface ControllerConfig {
   version: string;
-  /** Keyed by serviceKey ("namespace/name"). */
+  /** Every Service received, keyed by serviceKey ("namespace/name"); rejected ones included. */
   services: ReadonlyMap<string, Service>;
-  /** Keyed by trafficKey ("kind/namespace/name"). */
-  traffic: ReadonlyMap<string, TrafficObject>;
+  /** Every traffic object received, keyed by trafficKey ("kind/namespace/name"); rejected ones included. */
+  traffic: ReadonlyMap<string, ReceivedTraffic>;
   /** Every node the controller knows, this one included. */
   peers: readonly Peer[];
 }
 
-export type Assembly = { ok: true; config: ControllerConfig; table: ServiceTable } | { ok: false; error: string };
+/**
+ * A check the data plane adds to the schema's: whether a valid object also compiles (returns the
+ * reason when it does not). Run once per received object.
+ */
+export type TrafficCheck = (object: TrafficObject) => string | undefined;
 
-/** Traffic objects are sorted by key: the same set gives the same table, whatever updates built it. */
-export function toServiceTable(config: ControllerConfig): ServiceTable {
-  const traffic = [...config.traffic].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, o]) => o);
-  return { services: [...config.services.values()], traffic };
+export interface AssemblyOptions {
+  checkTraffic?: TrafficCheck;
 }
 
+export type Assembly =
+  | { ok: true; config: ControllerConfig; table: ServiceTable; rejected: RejectedObject[] }
+  | { ok: false; error: string };
+
+/** Each received object's own verdict, kept while the object is the same one (they are immutable). */
+const verdicts = new WeakMap<object, { value: TrafficObject } | { reason: string }>();
+
+function trafficVerdict(received: ReceivedTraffic, check: TrafficCheck | undefined) {
+  let verdict = verdicts.get(received);
+  if (!verdict) {
+    verdict = judgeTraffic(received, check);
+    verdicts.set(received, verdict);
+  }
+  return verdict;
+}
+
+function judgeTraffic(
+  received: ReceivedTraffic,
+  check: TrafficCheck | undefined,
+): { value: TrafficObject } | { reason: string } {
+  if (received.specError) return { reason: `spec_json is not JSON: ${received.specError}` };
+  const parsed = parseTrafficObject(received);
+  if (!parsed.ok) return { reason: parsed.errors.map((e) => `${e.field}: ${e.message}`).join("; ") };
+  const problem = check?.(parsed.value);
+  return problem ? { reason: problem } : { value: parsed.value };
+}
+
+/** The table of a configuration: its objects that the agent can use, and the others with the reason. */
+export function usableTable(
+  config: ControllerConfig,
+  options: AssemblyOptions = {},
+): { table: ServiceTable; rejected: RejectedObject[] } {
+  const rejected: RejectedObject[] = [];
+  const reject = (o: { kind: string; namespace: string; name: string }, reason: string) =>
+    rejected.push({ kind: o.kind, namespace: o.namespace, name: o.name, reason });
+
+  // Sorted by key: the same set gives the same table (and the same rejections), whatever updates built it.
+  const traffic: TrafficObject[] = [];
+  for (const [, received] of sortedByKey(config.traffic)) {
+    const verdict = trafficVerdict(received, options.checkTraffic);
+    if ("reason" in verdict) reject(received, verdict.reason);
+    else traffic.push(verdict.value);
+  }
+
+  const services: Service[] = [];
+  const vipPortOwner = new Map<string, string>();
+  for (const [key, service] of sortedByKey(config.services)) {
+    const errors = validateServiceTable({ services: [service] });
+    if (errors.length > 0) {
+      const fields = errors.map((e) => `${e.field.replace(/^services\[0\]\.?/, "")}: ${e.message}`);
+      reject({ kind: "Service", ...service }, fields.join("; "));
+      continue;
+    }
+    // Two Services on one VIP:port cannot both be routed: the first by key keeps it.
+    const taken = service.ports.find((p) => vipPortOwner.has(`${service.vip}:${p.port}`));
+    if (taken) {
+      const at = `${service.vip}:${taken.port}`;
+      reject({ kind: "Service", ...service }, `VIP:port ${at} is Service ${vipPortOwner.get(at)}'s`);
+      continue;
+    }
+    for (const p of service.ports) vipPortOwner.set(`${service.vip}:${p.port}`, key);
+    services.push(service);
+  }
+  return { table: { services, traffic }, rejected };
+}
+
+function sortedByKey<T>(map: ReadonlyMap<string, T>): [string, T][] {
+  return [...map].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** A configuration read back from the agent's cache (it held only what it had accepted). */
 export function fromServiceTable(version: string, table: ServiceTable, peers: readonly Peer[]): ControllerConfig {
   return {
     version,
@@ -47,7 +130,11 @@ function merged<T>(
   return next;
 }
 
-export function assembleConfig(current: ControllerConfig | undefined, update: Config): Assembly {
+export function assembleConfig(
+  current: ControllerConfig | undefined,
+  update: Config,
+  options: AssemblyOptions = {},
+): Assembly {
   if (!update.full && current?.version !== update.baseVersion) {
     return {
       ok: false,
@@ -55,30 +142,17 @@ export function assembleConfig(current: ControllerConfig | undefined, update: Co
     };
   }
   const base = update.full ? undefined : current;
-  let traffic: Map<string, TrafficObject>;
-  try {
-    traffic = merged(base?.traffic, update.removedTraffic, update.traffic.map(fromWireTraffic), trafficKey);
-  } catch (err) {
-    return { ok: false, error: `invalid traffic object ${(err as Error).message}` };
-  }
   const config: ControllerConfig = {
     version: update.version,
     services: merged(base?.services, update.removed, update.services.map(fromWireService), serviceKey),
-    traffic,
+    traffic: merged(base?.traffic, update.removedTraffic, update.traffic.map(fromWireTraffic), trafficKey),
     peers: update.peers ? update.peers.nodes : (current?.peers ?? []),
   };
-  const table = toServiceTable(config);
+  const { table, rejected } = usableTable(config, options);
+  // Each object passed alone; a whole-table rule no single object breaks would show here.
   const errors = validateServiceTable(table);
   if (errors.length > 0) {
-    const fields = errors.map((e) => `${namedField(e.field, table)}: ${e.message}`);
-    return { ok: false, error: `invalid service table: ${fields.join("; ")}` };
+    return { ok: false, error: `invalid service table: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}` };
   }
-  return { ok: true, config, table };
-}
-
-/** "traffic[3].spec.x" → "traffic[HTTPRoute/default/r].spec.x": the operator knows objects by name. */
-function namedField(field: string, table: ServiceTable): string {
-  const at = /^traffic\[(\d+)\]/.exec(field);
-  const object = at && table.traffic?.[Number(at[1])];
-  return object ? `traffic[${trafficKey(object)}]${field.slice(at[0].length)}` : field;
+  return { ok: true, config, table, rejected };
 }

@@ -26,11 +26,13 @@ import {
   NODE_SECRET_METADATA,
   type NodeFacts,
   type Peer,
+  type RejectedObject,
   type Report,
   type WirePod,
 } from "../../api/agent-service.ts";
+import type { ServiceTable } from "../../api/services.ts";
 import { type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from "./backoff.ts";
-import { assembleConfig, type ControllerConfig, fromServiceTable, toServiceTable } from "./config-assembly.ts";
+import { assembleConfig, type ControllerConfig, fromServiceTable, type TrafficCheck } from "./config-assembly.ts";
 import { loadConfigCache, saveConfigCache } from "./config-cache.ts";
 import { type ChannelSecurity, readCaFile, tlsFailureHint } from "./controller-channel.ts";
 import type { NodeCertificate } from "./node-certificate.ts";
@@ -82,6 +84,8 @@ export interface ControllerClientOptions {
   reportIntervalMs: number;
   backoff?: BackoffPolicy;
   log: Logger;
+  /** Whether a valid traffic object also compiles in the data plane (config-assembly.ts). */
+  checkTraffic?: TrafficCheck;
 }
 
 export interface ControllerStatus {
@@ -90,6 +94,8 @@ export interface ControllerStatus {
   /** The version this link applied last: from the controller, or from the cache until it answers. */
   appliedVersion: string | undefined;
   lastNack: { version: string; error: string; at: string } | undefined;
+  /** Objects of the applied version left out of the table, and why (reported in the ACK). */
+  rejected?: RejectedObject[];
   /** Why the last attempt to reach the controller failed, until a stream is up again. */
   lastError?: { error: string; hint?: string; at: string } | undefined;
   /** Whether the stream is TLS (verified against --controller-ca-file). */
@@ -110,6 +116,7 @@ export class ControllerClient {
   private call: AgentCall | undefined;
   private config: ControllerConfig | undefined;
   private lastNack: ControllerStatus["lastNack"];
+  private rejected: RejectedObject[] = [];
   private lastError: ControllerStatus["lastError"];
   private connected = false;
   /** Whether the stream being opened presents the node certificate. */
@@ -152,6 +159,7 @@ export class ControllerClient {
       nodeCertificate: held && { spiffeId: held.spiffeId, notAfter: new Date(held.notAfter).toISOString() },
       appliedVersion: this.config?.version,
       lastNack: this.lastNack,
+      rejected: this.rejected,
       lastError: this.lastError,
       tls: this.opts.security.tls,
     };
@@ -321,10 +329,16 @@ export class ControllerClient {
   private receive(call: AgentCall, update: Config): void {
     if (call !== this.call) return;
     this.failedAttempts = 0; // a stream that delivers configuration is a healthy one
-    const assembled = assembleConfig(this.config, update);
+    const assembled = assembleConfig(this.config, update, { checkTraffic: this.opts.checkTraffic });
     if (!assembled.ok) {
       this.refuse(update.version, assembled.error);
       return;
+    }
+    for (const r of assembled.rejected) {
+      // Logged once per object and reason, not on every version that still carries it.
+      if (!this.rejected.some((o) => rejectedKey(o) === rejectedKey(r) && o.reason === r.reason)) {
+        this.opts.log.error({ version: update.version, object: rejectedKey(r), reason: r.reason }, "object refused");
+      }
     }
     try {
       this.opts.apply({ version: update.version, table: assembled.table, source: "controller" });
@@ -334,8 +348,9 @@ export class ControllerClient {
     }
     this.config = assembled.config;
     this.lastNack = undefined;
-    this.send({ kind: "ack", ack: { version: update.version } });
-    this.saveCache(assembled.config);
+    this.rejected = assembled.rejected;
+    this.send({ kind: "ack", ack: { version: update.version, rejected: assembled.rejected } });
+    this.saveCache(assembled.config, assembled.table);
   }
 
   private refuse(version: string, error: string): void {
@@ -344,13 +359,14 @@ export class ControllerClient {
     this.send({ kind: "nack", nack: { version, error } });
   }
 
-  private saveCache(config: ControllerConfig): void {
+  /** Saves what is in force (the rejected objects are not: a restart from the cache has none). */
+  private saveCache(config: ControllerConfig, table: ServiceTable): void {
     try {
       saveConfigCache(this.opts.cacheFile, {
         version: config.version,
         controller: this.opts.address,
         savedAt: new Date().toISOString(),
-        table: toServiceTable(config),
+        table,
         peers: [...config.peers],
       });
     } catch (err) {
@@ -375,4 +391,8 @@ export class ControllerClient {
   private send(msg: AgentMessage): void {
     this.call?.write(msg);
   }
+}
+
+function rejectedKey(o: RejectedObject): string {
+  return `${o.kind}/${o.namespace}/${o.name}`;
 }

@@ -6,7 +6,10 @@ import type { Logger } from "pino";
 import type { PeerProbe, Report, WirePod } from "../../api/agent-service.ts";
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import type { EdgeSample } from "../../api/service-graph.ts";
+import { trafficKey } from "../../api/traffic.ts";
 import packageJson from "../../package.json" with { type: "json" };
+import { compileProblem } from "../dataplane/snapshot.ts";
+import type { TrafficCheck } from "./config-assembly.ts";
 import type { ChannelSecurity } from "./controller-channel.ts";
 import { ControllerClient, type ControllerStatus } from "./controller-client.ts";
 import { WorkloadIdentities } from "./identities.ts";
@@ -40,6 +43,18 @@ export interface AgentSide {
   workerMetrics(): Promise<unknown[]>;
   /** Edge samples since the last call (the service graph). */
   edges(): Promise<EdgeSample[]>;
+}
+
+/**
+ * What a traffic object must pass beyond its schema: the data plane's compilers. The objects named
+ * in $NODEMESH_TEST_REFUSE_OBJECTS (trafficKeys, comma-separated) are refused too: a fault the
+ * tests inject to stand for an agent that cannot apply what the controller accepted (an older
+ * agent during an upgrade). Never set it in production.
+ */
+function trafficCheck(): TrafficCheck {
+  const refused = new Set((process.env.NODEMESH_TEST_REFUSE_OBJECTS ?? "").split(",").filter(Boolean));
+  return (object) =>
+    refused.has(trafficKey(object)) ? "refused by NODEMESH_TEST_REFUSE_OBJECTS (a test fault)" : compileProblem(object);
 }
 
 function toWirePod(pod: EnrolledPod): WirePod {
@@ -104,6 +119,7 @@ export class ControllerLink {
       },
       reportIntervalMs: opts.reportIntervalMs,
       log: opts.log,
+      checkTraffic: trafficCheck(),
     });
     const identities = new WorkloadIdentities({
       request: (req) => client.requestCertificate(req),

@@ -149,7 +149,17 @@ export class Dataplane implements DataplaneContext {
   }
 
   applySnapshot(msg: SnapshotMessage): void {
-    this.current = compileSnapshot(msg);
+    try {
+      this.current = compileSnapshot(msg);
+    } catch (err) {
+      // The control thread compiled each object before sending (compileProblem), so this is a bug;
+      // a worker that threw here would die, and its replacement would get the same snapshot.
+      this.log.error(
+        { version: msg.version, err: (err as Error).message },
+        "snapshot does not compile; keeping the last",
+      );
+      return;
+    }
     // Pools to endpoints that left the configuration go; so do those to a pod's own ports that no
     // Service names any more (they are made again on demand).
     const live = new Set<string>();

@@ -3,6 +3,7 @@
 // configuration: routes, policies, regexes, hash rings and locality tiers are all prepared here.
 
 import type { PortProtocol, ServiceTable } from "../../api/services.ts";
+import type { TrafficObject } from "../../api/traffic.ts";
 import { type AuthorizationIndex, compileAuthorization, NO_AUTHORIZATION } from "./authz/authorization.ts";
 import {
   compileRequestAuthentication,
@@ -232,6 +233,27 @@ export function compileSnapshot(msg: SnapshotMessage): Snapshot {
     mtlsMode,
     node: msg.node,
   };
+}
+
+/**
+ * Why one traffic object, valid by its schema, does not compile for the data plane (undefined: it
+ * does). The control thread asks before a table reaches the workers, so an object the compilers
+ * refuse is left out of the table instead of failing every worker's snapshot.
+ */
+export function compileProblem(object: TrafficObject): string | undefined {
+  try {
+    compileSnapshot({
+      version: "",
+      table: { services: [], traffic: [object] },
+      routeSlots: {},
+      endpointSlots: {},
+      node: "",
+      rttMs: {},
+    });
+    return undefined;
+  } catch (err) {
+    return `does not compile: ${(err as Error).message}`;
+  }
 }
 
 function backendOf(route: ServiceRoute, weight: number, policy: CompiledPolicy, msg: SnapshotMessage): Backend {

@@ -30,7 +30,7 @@ const NAMESPACE = `  -n, --namespace NS    namespace (default: "default")`;
 const HELP_FLAG = "  -h, --help            show this help";
 
 export const HELP: Record<ClientCommand, string> = {
-  apply: `Usage: nodemesh apply -f FILE [options]\n\nCreates or updates every object in FILE (YAML or JSON, one or many documents; - reads stdin).\nEvery document is checked before any is sent.\n  -f, --filename FILE   the objects\n  --dry-run             send them with ?dryRun=All: the controller validates them and writes\n                        nothing (refused while the controller offers no server-side dry run)\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  apply: `Usage: nodemesh apply -f FILE [options]\n\nCreates or updates every object in FILE (YAML or JSON, one or many documents; - reads stdin).\nEvery document is checked before any is sent.\n  -f, --filename FILE   the objects\n  --dry-run[=server]    send them with ?dryRun=All: the controller validates them, checks them\n                        against the other objects and writes nothing; prints what would not be\n                        accepted and what each agent's table would gain (+), change (~) or lose\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   get: `Usage: nodemesh get KIND [NAME] [options]\n\nLists objects of KIND (${KINDS.map((k) => k.plural).join(", ")}), or shows one.\n  -A, --all-namespaces  list across namespaces\n  -o, --output FORMAT   table (default), wide, yaml or json; wide adds a TrafficPolicy's\n                        effective retry settings (defaults filled in)\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   delete: `Usage: nodemesh delete KIND NAME [options]\n\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   nodes: `Usage: nodemesh nodes [options]\n       nodemesh nodes release NODE [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n\`release NODE\` frees the node name from the agent credential it is bound to (needs the write role)\nand ends that node's stream: the next agent to connect as NODE binds it. For a reinstalled node\nwhose state dir (and so its node secret) was lost. The node certificates issued under that binding\nnever let a stream in again: the agent bootstraps with the token.\n\n${CONNECTION}\n`,
@@ -56,7 +56,7 @@ export const OPTIONS = {
     ...COMMON_OPTIONS,
     ...namespace,
     filename: { type: "string", short: "f" },
-    "dry-run": { type: "boolean" },
+    "dry-run": { type: "string" },
   },
   get: { ...COMMON_OPTIONS, ...namespace, ...output, "all-namespaces": { type: "boolean", short: "A" } },
   delete: { ...COMMON_OPTIONS, ...namespace },
@@ -175,18 +175,44 @@ async function apply(c: Client, file: string, namespace: string, dryRun: boolean
     })) as Obj | undefined;
     const label = `${kind.kind.toLowerCase()}/${obj.metadata.name}`;
     if (!existing) {
-      await call(c, "POST", `${collectionPath(kind, ns)}${query}`, obj);
+      const answer = await call(c, "POST", `${collectionPath(kind, ns)}${query}`, obj);
       console.log(`${label} created${suffix}`);
+      if (dryRun) printDryRun(answer as Obj);
     } else if (sameSpec(kind, existing.spec, obj.spec)) {
       console.log(`${label} unchanged${suffix}`);
     } else {
       // Replace with the version we read: a concurrent writer makes this fail with 409, not lose a change.
       obj.metadata.resourceVersion = existing.metadata?.resourceVersion;
-      await call(c, "PUT", `${path}${query}`, obj);
+      const answer = await call(c, "PUT", `${path}${query}`, obj);
       console.log(`${label} configured${suffix}`);
+      if (dryRun) printDryRun(answer as Obj);
     }
   }
 }
+
+function dryRunFlag(value: string | undefined): boolean {
+  if (value === undefined || value === "none") return false;
+  if (value === "server") return true;
+  throw new UsageError(`--dry-run=${value}: the choices are server and none (see nodemesh apply --help)`);
+}
+
+/** Under a dry run's line: the conditions that are not True, and what the agents would receive. */
+function printDryRun(answer: Obj): void {
+  const status = (answer as { status?: DryRunStatus }).status;
+  for (const c of status?.conditions ?? []) {
+    if (c.status !== "True") console.log(`  ${c.type}: ${c.status} (${c.reason}) ${c.message ?? ""}`.trimEnd());
+  }
+  const dry = status?.dryRun;
+  if (!dry) return;
+  const who = dry.agents.length > 0 ? dry.agents.join(", ") : "no connected agent";
+  if (dry.changes.length === 0) console.log(`  ${who}: no table change`);
+  else console.log(`  ${who} would receive: ${dry.changes.join(", ")}`);
+}
+
+type DryRunStatus = {
+  conditions?: { type: string; status: string; reason?: string; message?: string }[];
+  dryRun?: { agents: string[]; changes: string[] };
+};
 
 function age(timestamp: string | undefined): string {
   if (!timestamp) return "";
@@ -210,7 +236,7 @@ type Listed = {
   metadata: { name: string; namespace: string; creationTimestamp?: string };
   // biome-ignore lint/suspicious/noExplicitAny: each kind's spec, read for its own columns
   spec?: any;
-  status?: { agentsApplied?: number; agentsTotal?: number };
+  status?: { agentsApplied?: number; agentsTotal?: number; agentsRejected?: number };
 };
 
 type Ref = { name: string; namespace?: string; port?: number };
@@ -280,7 +306,9 @@ async function get(c: Client, kindName: string, name: string | undefined, ns: st
   const wide = output === "wide" ? (WIDE_COLUMNS[kind.kind] ?? NO_COLUMNS) : NO_COLUMNS;
   const rows = [["NAMESPACE", "NAME", ...columns.headers, ...wide.headers, "APPLIED", "AGE"]];
   for (const o of items) {
-    const applied = o.status?.agentsTotal !== undefined ? `${o.status.agentsApplied ?? 0}/${o.status.agentsTotal}` : "";
+    const rejected = o.status?.agentsRejected ? `, ${o.status.agentsRejected} rejected` : "";
+    const applied =
+      o.status?.agentsTotal !== undefined ? `${o.status.agentsApplied ?? 0}/${o.status.agentsTotal}${rejected}` : "";
     rows.push([
       o.metadata.namespace,
       o.metadata.name,
@@ -301,6 +329,7 @@ interface NodeView {
   appliedAt?: string;
   currentVersion: string;
   lastNack?: { version: string; error: string; at: string };
+  rejected?: { kind: string; namespace: string; name: string; reason: string }[];
   facts?: { cpuModel?: string; cpuCores?: number; memoryBytes?: number; os?: string; kernel?: string };
   peers?: Array<{ nodeName: string; rttMs: number; lossRatio: number; error: string }>;
 }
@@ -351,11 +380,13 @@ async function status(c: Client, output: string): Promise<void> {
   const list = await agents(c);
   if (output === "json") return console.log(JSON.stringify(list, null, 2));
   if (list.length === 0) return console.log("No agents have connected.");
-  const rows = [["NODE", "CONNECTED", "APPLIED VERSION", "CONTROLLER VERSION", "IN SYNC", "LAST NACK"]];
+  const rows = [["NODE", "CONNECTED", "APPLIED VERSION", "CONTROLLER VERSION", "IN SYNC", "REJECTED", "LAST NACK"]];
   for (const n of list) {
     const inSync = n.appliedVersion === n.currentVersion ? "yes" : "no";
     const nack = n.lastNack ? `${n.lastNack.version}: ${n.lastNack.error}` : "";
-    rows.push([n.node, String(n.connected), n.appliedVersion ?? "", n.currentVersion, inSync, nack]);
+    // The objects of the applied version the agent left out (each object's status says why).
+    const rejected = (n.rejected ?? []).map((r) => `${r.kind}/${r.namespace}/${r.name}`).join(",");
+    rows.push([n.node, String(n.connected), n.appliedVersion ?? "", n.currentVersion, inSync, rejected, nack]);
   }
   console.log(table(rows));
 }
@@ -418,13 +449,15 @@ interface Values {
   window: string;
   watch?: boolean;
   filename?: string;
-  "dry-run"?: boolean;
+  "dry-run"?: string;
   "all-namespaces"?: boolean;
 }
 
 function readFlags(command: ClientCommand, argv: string[]): { values: Values; positionals: string[] } {
   try {
-    const parsed = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS[command] });
+    // A bare --dry-run means the server's, the only one there is (kubectl: --dry-run=server).
+    const args = argv.map((a) => (a === "--dry-run" ? "--dry-run=server" : a));
+    const parsed = parseArgs({ args, allowPositionals: true, options: OPTIONS[command] });
     return { values: parsed.values as Values, positionals: parsed.positionals };
   } catch (err) {
     // Node's text for an unknown option goes on about positionals; the option is what matters.
@@ -450,7 +483,7 @@ export async function runClient(command: ClientCommand, argv: string[]): Promise
     switch (command) {
       case "apply":
         if (!values.filename) throw new UsageError("apply needs -f FILE");
-        await apply(c, values.filename, namespace, values["dry-run"] ?? false);
+        await apply(c, values.filename, namespace, dryRunFlag(values["dry-run"]));
         return 0;
       case "get":
         if (!positionals[0]) throw new UsageError("get needs a KIND, e.g. nodemesh get services");

@@ -139,12 +139,12 @@ export class ApiError extends CliError {
   }
 }
 
-/** The server's Status as lines; a 422's summary repeats every cause, so it is shown once, below its head. */
+/** The server's Status as lines; a 422's (or 409's) summary repeats every cause, so it is shown once, below its head. */
 function describeStatus(status: number, data: Status | undefined, text: string): string {
   const causes = data?.details?.causes ?? [];
   const { kind, name } = data?.details ?? {};
   if (causes.length === 0 || !kind) return `${status}: ${data?.message ?? text}`;
-  const head = `${status}: ${kind}${name ? ` "${name}"` : ""} is invalid:`;
+  const head = `${status}: ${kind}${name ? ` "${name}"` : ""} ${status === 409 ? "conflicts" : "is invalid"}:`;
   return [head, ...causes.map((cause) => `  ${cause.field ?? ""}: ${cause.message ?? ""}`)].join("\n");
 }
 

@@ -10,7 +10,7 @@
 // So neither its endpoints nor the identities the controller signs for a node rest on the
 // agent's word alone.
 
-import type { Hello, NodeFacts, Peer, PeerProbe, Report, WirePod } from "../../api/agent-service.ts";
+import type { Hello, NodeFacts, Peer, PeerProbe, RejectedObject, Report, WirePod } from "../../api/agent-service.ts";
 import { isIPv4 } from "../../api/enrollment.ts";
 import type { NodePod } from "./service-table.ts";
 
@@ -25,6 +25,8 @@ export interface AgentStatus {
   /** The newest config version the agent ACKed. */
   appliedVersion?: string;
   appliedAt?: string;
+  /** The objects of the applied version the agent left out, and why (capped). */
+  rejected?: RejectedObject[];
   /** The last refusal; cleared by a later ACK of a newer version. */
   lastNack?: { version: string; error: string; at: string };
   lastReport?: Omit<Report, "edges"> & { at: string };
@@ -148,12 +150,13 @@ export class AgentRegistry {
     return true;
   }
 
-  acked(node: string, version: string, now: Date): void {
+  acked(node: string, version: string, rejected: readonly RejectedObject[], now: Date): void {
     const status = this.nodes.get(node)?.status;
     if (!status) return;
     status.appliedVersion = version;
     status.appliedAt = now.toISOString();
     status.lastNack = undefined;
+    status.rejected = rejected.length > 0 ? [...rejected] : undefined;
   }
 
   nacked(node: string, version: string, error: string, now: Date): void {

@@ -34,11 +34,14 @@ import {
   type Hello,
   NODE_SECRET_METADATA,
   NODE_SECRET_PATTERN,
+  type RejectedObject,
   type Report,
+  serviceKey,
   type WirePod,
 } from "../../api/agent-service.ts";
-import type { PropagationStatus } from "../../api/resources.ts";
+import { KINDS, type PropagationStatus } from "../../api/resources.ts";
 import type { Service } from "../../api/services.ts";
+import { trafficKey } from "../../api/traffic.ts";
 import { nodeSpiffeId, spiffeId } from "../../api/x509.ts";
 import { assertAgentListenAllowed } from "../auth.ts";
 import { TrafficWindow } from "../graph/traffic-window.ts";
@@ -120,6 +123,8 @@ export const DEFAULT_MAX_EDGES_PER_REPORT = 2000;
  * the stream). A report of 2000 edges takes about 200 KB; 110 pods with their labels about 60 KB.
  */
 export const MAX_AGENT_MESSAGE_BYTES = 1 << 20;
+/** Objects one ACK may say the agent left out; more are not kept (the message size bounds them anyway). */
+const MAX_REJECTED_PER_ACK = 1000;
 const PROPAGATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 // Detects agents that vanished without closing their connection (power loss, partition).
 const SERVER_CHANNEL_OPTIONS = {
@@ -302,6 +307,33 @@ export class AgentServer implements SessionHost {
     return this.registry.list();
   }
 
+  /**
+   * A dry run's effect on the agents: the connected ones (each gets the same services and traffic
+   * objects) and the table entries the write would add (+), change (~) or remove (-).
+   */
+  preview(view: Pick<Store, "list">): { agents: string[]; changes: string[] } {
+    const agents = this.registry
+      .list()
+      .filter((a) => a.connected)
+      .map((a) => a.node);
+    const diff = this.publisher.preview(view);
+    if (!diff) return { agents, changes: [] };
+    const had = (map: ReadonlyMap<string, unknown> | undefined, key: string) => (map?.has(key) ? "~" : "+");
+    return {
+      agents,
+      changes: [
+        ...diff.services.map(
+          (e) => `${had(diff.from?.services, serviceKey(e.service))} Service ${serviceKey(e.service)}`,
+        ),
+        ...diff.removed.map((key) => `- Service ${key}`),
+        ...diff.traffic.map(
+          (e) => `${had(diff.from?.traffic, trafficKey(e.object))} ${trafficLabel(trafficKey(e.object))}`,
+        ),
+        ...diff.removedTraffic.map((key) => `- ${trafficLabel(key)}`),
+      ],
+    };
+  }
+
   /** How many connected agents applied the object's current generation; undefined if no table has it. */
   propagation(key: ObjectKey): PropagationStatus | undefined {
     return this.tracker.status(resourceKey(key.plural, key.namespace, key.name));
@@ -478,9 +510,17 @@ export class AgentServer implements SessionHost {
     this.log.info({ node }, "agent disconnected");
   }
 
-  acked(node: string, version: string): void {
-    this.registry.acked(node, version, new Date());
-    this.observe(this.tracker.agentAcked(node, version, wallClockMs()));
+  acked(node: string, version: string, rejected: readonly RejectedObject[]): void {
+    // What an agent says it refused is bounded like any report: so many objects, so long a reason.
+    const kept = rejected.slice(0, MAX_REJECTED_PER_ACK).map((r) => ({ ...r, reason: r.reason.slice(0, 1000) }));
+    this.registry.acked(node, version, kept, new Date());
+    const byResource = new Map<string, string>();
+    for (const r of kept) {
+      const plural = KINDS.find((k) => k.kind === r.kind)?.plural;
+      if (plural) byResource.set(resourceKey(plural, r.namespace, r.name), r.reason);
+    }
+    if (kept.length > 0) this.log.warn({ node, version, rejected: kept }, "agent left objects out of its table");
+    this.observe(this.tracker.agentAcked(node, version, wallClockMs(), byResource));
   }
 
   nacked(node: string, version: string, error: string): void {
@@ -588,4 +628,10 @@ export class AgentServer implements SessionHost {
   private observe(durationsSeconds: number[]): void {
     for (const seconds of durationsSeconds) this.histogram.observe(seconds);
   }
+}
+
+/** "HTTPRoute/default/split" → "HTTPRoute default/split". */
+function trafficLabel(key: string): string {
+  const slash = key.indexOf("/");
+  return `${key.slice(0, slash)} ${key.slice(slash + 1)}`;
 }

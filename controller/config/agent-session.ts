@@ -13,6 +13,7 @@ import {
   type CertificateRequest,
   type Hello,
   NODE_CERTIFICATE_METADATA,
+  type RejectedObject,
   type Report,
   type WirePod,
 } from "../../api/agent-service.ts";
@@ -43,7 +44,8 @@ export interface SessionHost {
    */
   claim(session: AgentSession, hello: Hello, claim: Claim): Promise<Pick<StatusObject, "code" | "details"> | undefined>;
   release(session: AgentSession): void;
-  acked(node: string, version: string): void;
+  /** `rejected`: the objects of the version the agent left out, and why. */
+  acked(node: string, version: string, rejected: readonly RejectedObject[]): void;
   nacked(node: string, version: string, error: string): void;
   reported(node: string, report: Report): void;
   podsChanged(node: string, pods: WirePod[]): void;
@@ -153,7 +155,7 @@ export class AgentSession {
     switch (msg.kind) {
       case "ack":
         if (this.newestSentVersion !== undefined && compareVersions(msg.ack.version, this.newestSentVersion) <= 0) {
-          this.host.acked(node, msg.ack.version);
+          this.host.acked(node, msg.ack.version, msg.ack.rejected ?? []);
         }
         this.answered(msg.ack.version);
         break;

@@ -7,10 +7,11 @@ import { KINDS, type KindInfo, type Resource, type ServiceSpec } from "../../api
 import { TRAFFIC_KINDS } from "../../api/traffic.ts";
 import type { Store, WatchEvent } from "../store/store.ts";
 import type { AgentRegistry } from "./agent-registry.ts";
-import { tableDiff } from "./config-diff.ts";
+import { vipPortLosers } from "./analysis.ts";
+import { type TableDiff, tableDiff } from "./config-diff.ts";
 import { encodeConfigMessage } from "./config-encoding.ts";
 import type { PropagationTracker } from "./propagation.ts";
-import { buildServiceTable, type ClusterEndpoint, type ConfigTable } from "./service-table.ts";
+import { buildServiceTable, type ClusterEndpoint, type ConfigTable, resourceKey } from "./service-table.ts";
 import { formatVersion } from "./version.ts";
 
 const SERVICE_KIND = KINDS.find((k) => k.kind === "Service")!;
@@ -44,6 +45,8 @@ export class ConfigPublisher {
   /** A Service was written since the last rebuild (else only traffic objects were). */
   private servicesDirty = true;
   private pendingWrites: number[] = [];
+  /** The Services left out of the last table (logged when that changes). */
+  private leftOut = "";
   private rebuildTimer: NodeJS.Timeout | undefined;
   private graceTimer: NodeJS.Timeout | undefined;
   private unwatch: (() => void) | undefined;
@@ -99,6 +102,26 @@ export class ConfigPublisher {
     return message;
   }
 
+  /**
+   * What a dry run's write would change in the agents' tables: the table built from `view` (the
+   * store with the write applied) against the current one. Nothing is published or kept.
+   */
+  preview(view: Pick<Store, "list">): TableDiff | undefined {
+    const current = this.current();
+    if (!current) return undefined;
+    const { agents } = this.opts;
+    const table = buildServiceTable({
+      version: current.version,
+      services: this.routable(this.valid(SERVICE_KIND, view) as Resource<ServiceSpec>[], false),
+      pods: agents.pods(),
+      ...(this.opts.clusterEndpoints ? { clusterEndpoints: this.opts.clusterEndpoints() } : {}),
+      traffic: TRAFFIC_KIND_INFOS.flatMap((kind) => this.valid(kind, view)),
+      nodes: agents.peers(),
+      previous: current,
+    });
+    return tableDiff(current, table);
+  }
+
   onTable(listener: () => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
@@ -135,11 +158,11 @@ export class ConfigPublisher {
       ...(servicesUnchanged
         ? { servicesUnchanged, services: [], pods: [] }
         : {
-            services: this.valid(SERVICE_KIND) as Resource<ServiceSpec>[],
+            services: this.routable(this.valid(SERVICE_KIND, store) as Resource<ServiceSpec>[], true),
             pods: agents.pods(),
             ...(this.opts.clusterEndpoints ? { clusterEndpoints: this.opts.clusterEndpoints() } : {}),
           }),
-      traffic: TRAFFIC_KIND_INFOS.flatMap((kind) => this.valid(kind)),
+      traffic: TRAFFIC_KIND_INFOS.flatMap((kind) => this.valid(kind, store)),
       nodes: agents.peers(),
       previous: this.table,
     });
@@ -152,12 +175,33 @@ export class ConfigPublisher {
   }
 
   /**
+   * The Services that can go in a table: where two hold one VIP:port (a write the controller
+   * could not refuse, as on Kubernetes) the younger is left out (analysis.ts), not every agent's
+   * table broken. Its status says so.
+   */
+  private routable(services: Resource<ServiceSpec>[], log: boolean): Resource<ServiceSpec>[] {
+    const losers = vipPortLosers(services);
+    const named = [...losers.keys()].join(",");
+    if (log && named !== this.leftOut) {
+      for (const [key, lost] of losers) {
+        this.opts.log.warn(
+          { service: key, vipPort: lost.vipPort, holder: lost.holder },
+          "Service left out: VIP:port taken",
+        );
+      }
+      this.leftOut = named;
+    }
+    if (losers.size === 0) return services;
+    return services.filter((s) => !losers.has(resourceKey("services", s.metadata.namespace, s.metadata.name)));
+  }
+
+  /**
    * The kind's objects with their specs' defaults filled in. Objects are validated on write; one
    * that is not valid anyway is left out, not fatal.
    */
-  private valid(kind: KindInfo): Resource[] {
+  private valid(kind: KindInfo, store: Pick<Store, "list">): Resource[] {
     const objects: Resource[] = [];
-    for (const resource of this.opts.store.list(kind.plural)) {
+    for (const resource of store.list(kind.plural)) {
       let valid = this.validated.get(resource);
       if (valid === undefined) {
         const spec = kind.spec.safeParse(resource.spec);

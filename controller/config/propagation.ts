@@ -31,6 +31,8 @@ export class PropagationTracker {
   private versions: VersionRecord[] = [];
   /** Connected agents → the newest version each has ACKed. */
   private readonly agents = new Map<string, string | undefined>();
+  /** Connected agents → the resources (keys) their newest ACK left out, and why. */
+  private readonly rejections = new Map<string, ReadonlyMap<string, string>>();
 
   /** Call for every table built, before it is sent. `writes` are the store writes folded into it. */
   recordTable(table: ConfigTable, writes: readonly number[]): void {
@@ -66,15 +68,22 @@ export class PropagationTracker {
   /** Returns the durations (seconds) of the writes this disconnection leaves fully propagated. */
   agentDisconnected(node: string, now: number): number[] {
     this.agents.delete(node);
+    this.rejections.delete(node);
     for (const record of this.versions) record.waiting.delete(node);
     return this.completedWrites(now);
   }
 
-  /** Returns the durations (seconds) of the writes that this ACK made fully propagated. */
-  agentAcked(node: string, version: string, now: number): number[] {
+  /**
+   * Returns the durations (seconds) of the writes that this ACK made fully propagated. `rejected`:
+   * the resources (keys) the agent left out of this version, and why. A write counts as propagated
+   * to an agent that rejected it: it reached the agent, which said no (shown in the status).
+   */
+  agentAcked(node: string, version: string, now: number, rejected: ReadonlyMap<string, string> = new Map()): number[] {
     const previous = this.agents.get(node);
     if (!this.agents.has(node) || isAtLeast(previous, version)) return [];
     this.agents.set(node, version);
+    if (rejected.size > 0) this.rejections.set(node, rejected);
+    else this.rejections.delete(node);
     // Newest first: stop at the versions this agent had already ACKed.
     for (let i = this.versions.length - 1; i >= 0; i--) {
       const record = this.versions[i];
@@ -93,8 +102,14 @@ export class PropagationTracker {
     const record = this.versions.find((v) => v.version === resource.since);
     let applied = 0;
     let last: number | undefined;
+    const rejections: { node: string; reason: string }[] = [];
     for (const [node, acked] of this.agents) {
       if (!isAtLeast(acked, resource.since)) continue;
+      const reason = this.rejections.get(node)?.get(resourceKey);
+      if (reason !== undefined) {
+        rejections.push({ node, reason });
+        continue;
+      }
       applied++;
       const at = record?.appliedAt.get(node);
       if (at !== undefined && (last === undefined || at > last)) last = at;
@@ -103,6 +118,7 @@ export class PropagationTracker {
       observedGeneration: resource.generation,
       agentsApplied: applied,
       agentsTotal: this.agents.size,
+      ...(rejections.length > 0 ? { agentsRejected: rejections.length, rejections } : {}),
       ...(last !== undefined ? { lastAppliedTime: new Date(last).toISOString() } : {}),
     };
   }

@@ -1,7 +1,8 @@
 // Status on Kubernetes objects: how many agents applied each route's and policy's current
 // generation, written through the status subresource by the leader only.
 // - TrafficPolicy (ours): observedGeneration, agentsApplied/agentsTotal, `applied: "N/M"` (the
-//   APPLIED printer column), lastAppliedTime, conditions Accepted and Applied.
+//   APPLIED printer column), lastAppliedTime, conditions Accepted (with the cross-object checks of
+//   controller/config/analysis.ts) and Applied (naming the agents that refused it).
 // - HTTPRoute/GRPCRoute (Gateway API): one `status.parents` entry per parentRef under our
 //   controllerName with conditions Accepted, ResolvedRefs and Applied; entries of other
 //   controllers are kept as they are.
@@ -31,22 +32,45 @@ interface Applied {
   total: number;
   lastAppliedTime?: string;
   refusal?: string;
+  /** The cross-object checks' Accepted and ResolvedRefs (controller/config/analysis.ts). */
+  checks?: Condition[];
+  /** Agents that refused the object, and why. */
+  rejections?: { node: string; reason: string }[];
 }
 
 type Json = Record<string, unknown>;
 
-function conditions(generation: number, a: Applied, now: string): Condition[] {
+/** Accepted, ResolvedRefs and Applied, in that order. */
+function conditions(generation: number, a: Applied, now: string): [Condition, Condition, Condition] {
+  const checked = (type: string) => a.checks?.find((c) => c.type === type);
   const accepted: Condition = a.refusal
     ? { type: "Accepted", status: "False", reason: "Invalid", message: a.refusal.slice(0, 1000) }
-    : { type: "Accepted", status: "True", reason: "Accepted", message: "valid; sent to every agent" };
+    : (checked("Accepted") ?? { type: "Accepted", status: "True", reason: "Accepted", message: "valid" });
+  const resolved: Condition = checked("ResolvedRefs") ?? {
+    type: "ResolvedRefs",
+    status: "True",
+    reason: "ResolvedRefs",
+    message: "",
+  };
   const done = !a.refusal && a.total > 0 && a.applied === a.total;
+  const rejected = a.rejections && a.rejections.length > 0;
   const applied: Condition = {
     type: "Applied",
     status: done ? "True" : "False",
-    reason: a.refusal ? "Invalid" : a.total === 0 ? "NoAgents" : done ? "Applied" : "Pending",
-    message: `${a.applied} of ${a.total} connected agents applied generation ${generation}`,
+    reason: a.refusal ? "Invalid" : rejected ? "Rejected" : a.total === 0 ? "NoAgents" : done ? "Applied" : "Pending",
+    message:
+      `${a.applied} of ${a.total} connected agents applied generation ${generation}` +
+      (rejected ? `; refused by ${a.rejections!.map((r) => `${r.node}: ${r.reason}`).join("; ")}`.slice(0, 1000) : ""),
   };
-  return [accepted, applied].map((c) => ({ ...c, observedGeneration: generation, lastTransitionTime: now }));
+  const stamp = (c: Condition): Condition => ({
+    type: c.type,
+    status: c.status,
+    ...(c.reason !== undefined ? { reason: c.reason } : {}),
+    ...(c.message !== undefined ? { message: c.message } : {}),
+    observedGeneration: generation,
+    lastTransitionTime: now,
+  });
+  return [stamp(accepted), stamp(resolved), stamp(applied)];
 }
 
 /** Conditions compared without their transition times; an unchanged condition keeps its old time. */
@@ -119,6 +143,8 @@ export class StatusWriter {
       applied: current ? (p?.agentsApplied ?? 0) : 0,
       total: p?.agentsTotal ?? 0,
       ...(current && p?.lastAppliedTime ? { lastAppliedTime: p.lastAppliedTime } : {}),
+      ...(p?.conditions ? { checks: p.conditions } : {}),
+      ...(current && p?.rejections ? { rejections: p.rejections } : {}),
     };
   }
 
@@ -148,7 +174,10 @@ function policyStatus(generation: number, a: Applied, now: string, previous: Jso
     agentsTotal: a.total,
     applied: `${a.applied}/${a.total}`,
     ...(a.lastAppliedTime ? { lastAppliedTime: a.lastAppliedTime } : {}),
-    conditions: keepTransitionTimes(conditions(generation, a, now), previous.conditions),
+    conditions: keepTransitionTimes(
+      conditions(generation, a, now).filter((c) => c.type !== "ResolvedRefs"),
+      previous.conditions,
+    ),
   };
 }
 
@@ -160,19 +189,10 @@ function routeStatus(obj: KubeJson, generation: number, a: Applied, now: string,
     const before = previousParents.find(
       (p) => p.controllerName === CONTROLLER_NAME && isDeepStrictEqual(p.parentRef, parentRef),
     );
-    const next = conditions(generation, a, now);
-    const resolved: Condition = {
-      type: "ResolvedRefs",
-      status: "True",
-      reason: "ResolvedRefs",
-      message: "",
-      observedGeneration: generation,
-      lastTransitionTime: now,
-    };
     return {
       parentRef,
       controllerName: CONTROLLER_NAME,
-      conditions: keepTransitionTimes([next[0]!, resolved, next[1]!], before?.conditions),
+      conditions: keepTransitionTimes(conditions(generation, a, now), before?.conditions),
     };
   });
   return { parents: [...others, ...ours] };

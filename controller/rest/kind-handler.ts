@@ -9,7 +9,8 @@ import {
   type PropagationStatus,
   type Resource,
 } from "../../api/resources.ts";
-import { type ObjectKey, type Store, StoreConflictError } from "../store/store.ts";
+import { vipPortConflicts } from "../config/analysis.ts";
+import { type Admission, type ObjectKey, type Store, StoreConflictError, type WriteOptions } from "../store/store.ts";
 import { RestError, type StatusCause } from "./errors.ts";
 import { isPlainObject } from "./http-io.ts";
 import { applyMergePatch } from "./merge-patch.ts";
@@ -31,6 +32,23 @@ export interface ResourceList {
 /** Fills `status` on reads (the config stream knows how many agents applied each generation). */
 export type StatusFor = (resource: Resource) => PropagationStatus | undefined;
 
+/** A write, for a dry run's preview: the object as it would be stored (or as it is, when deleted). */
+export interface ProposedChange {
+  object: Resource;
+  deleted: boolean;
+}
+
+/**
+ * A dry run's status: the conditions the object would get and what the agents' tables would
+ * gain and lose (controller/config/object-status.ts).
+ */
+export type Preview = (change: ProposedChange) => PropagationStatus;
+
+export interface KindHandlerOptions {
+  statusFor?: StatusFor;
+  preview?: Preview;
+}
+
 /** A merge patch that does not name a resourceVersion is retried this often on a concurrent write. */
 const PATCH_ATTEMPTS = 5;
 
@@ -40,13 +58,17 @@ export class KindHandler {
   readonly kind: KindInfo;
   readonly #store: Store;
   readonly #statusFor: StatusFor | undefined;
+  readonly #preview: Preview | undefined;
   readonly #schema: ReturnType<typeof objectSchema>;
+  readonly #admit: Admission | undefined;
 
-  constructor(kind: KindInfo, store: Store, statusFor?: StatusFor) {
+  constructor(kind: KindInfo, store: Store, options: KindHandlerOptions = {}) {
     this.kind = kind;
     this.#store = store;
-    this.#statusFor = statusFor;
+    this.#statusFor = options.statusFor;
+    this.#preview = options.preview;
     this.#schema = objectSchema(kind);
+    this.#admit = ADMISSION[kind.kind];
   }
 
   get apiVersion(): string {
@@ -66,22 +88,25 @@ export class KindHandler {
     };
   }
 
-  async create(target: Target, body: Record<string, unknown>): Promise<Resource> {
+  async create(target: Target, body: Record<string, unknown>, dryRun = false): Promise<Resource> {
     const obj = this.#validate(target, body, "create");
-    return this.present(await this.#store.create(obj));
+    return this.#answer(await this.#store.create(obj, this.#writeOptions(dryRun)), dryRun);
   }
 
   /** PUT: a resourceVersion in the body is a precondition. */
-  async replace(target: Target, body: Record<string, unknown>): Promise<Resource> {
+  async replace(target: Target, body: Record<string, unknown>, dryRun = false): Promise<Resource> {
     const obj = this.#validate(target, body, "update");
-    return this.present(await this.#store.update(obj, obj.metadata.resourceVersion));
+    return this.#answer(
+      await this.#store.update(obj, obj.metadata.resourceVersion, this.#writeOptions(dryRun)),
+      dryRun,
+    );
   }
 
   /**
    * PATCH (RFC 7386). A resourceVersion in the patch is a precondition; without one the patch
    * applies to whatever is current, re-applied if another write lands in between.
    */
-  async patch(target: Target, patch: Record<string, unknown>): Promise<Resource> {
+  async patch(target: Target, patch: Record<string, unknown>, dryRun = false): Promise<Resource> {
     const patchMeta = patch["metadata"];
     const pinned = isPlainObject(patchMeta) && typeof patchMeta["resourceVersion"] === "string";
     for (let attempt = 1; ; attempt++) {
@@ -93,15 +118,35 @@ export class KindHandler {
       );
       const expected = pinned ? obj.metadata.resourceVersion : current.metadata.resourceVersion;
       try {
-        return this.present(await this.#store.update(obj, expected));
+        return this.#answer(await this.#store.update(obj, expected, this.#writeOptions(dryRun)), dryRun);
       } catch (err) {
         if (pinned || !(err instanceof StoreConflictError) || attempt >= PATCH_ATTEMPTS) throw err;
       }
     }
   }
 
-  async delete(target: Target): Promise<Resource> {
-    return this.present(await this.#store.delete(this.#key(target)));
+  async delete(target: Target, dryRun = false): Promise<Resource> {
+    const deleted = await this.#store.delete(this.#key(target), undefined, this.#writeOptions(dryRun));
+    return dryRun ? { ...deleted, status: this.#previewOf({ object: deleted, deleted: true }) } : this.present(deleted);
+  }
+
+  /**
+   * A dry run (`?dryRun=All`, as Kubernetes has it) goes through the store's every check —
+   * preconditions, cross-object admission, the stored shape — so it gives a real write's verdicts;
+   * it answers the object as it would be stored, with the status it would get and what the
+   * agents' tables would gain and lose. Nothing is stored.
+   */
+  #writeOptions(dryRun: boolean): WriteOptions {
+    if (dryRun && !this.#preview) throw new RestError("BadRequest", "this controller offers no dry run");
+    return { ...(this.#admit ? { admit: this.#admit } : {}), dryRun };
+  }
+
+  #answer(stored: Resource, dryRun: boolean): Resource {
+    return dryRun ? { ...stored, status: this.#previewOf({ object: stored, deleted: false }) } : this.present(stored);
+  }
+
+  #previewOf(change: ProposedChange): PropagationStatus {
+    return this.#preview!(change);
   }
 
   /** What a client sees of a stored object: the object plus its live status. */
@@ -164,6 +209,32 @@ export class KindHandler {
     return parsed.data as Resource;
   }
 }
+
+/**
+ * Cross-object checks that refuse a write (controller/config/analysis.ts), by kind. Run in the
+ * store's write order, so two concurrent writes cannot both pass.
+ */
+const ADMISSION: Readonly<Record<string, Admission>> = {
+  Service: (candidate, store) => {
+    const conflicts = vipPortConflicts(candidate, store.list("services"));
+    if (conflicts.length === 0) return;
+    const name = `${candidate.metadata.namespace}/${candidate.metadata.name}`;
+    const causes = conflicts.map((c) => ({
+      field: `spec.ports[${c.portIndex}].port`,
+      message: `VIP:port ${c.vipPort} is already Service ${c.holder}'s`,
+      reason: "FieldValueDuplicate",
+    }));
+    throw new RestError(
+      "Conflict",
+      `Service ${name} conflicts: ${causes.map((c) => `${c.field}: ${c.message}`).join("; ")}`,
+      {
+        name: candidate.metadata.name,
+        kind: "Service",
+        causes,
+      },
+    );
+  },
+};
 
 function mismatch(field: "name" | "namespace", expected: string): StatusCause {
   return {

@@ -50,7 +50,7 @@ const STATUS_SCHEMA: JsonSchema = {
   },
 };
 
-function kindPaths(kind: KindInfo): Record<string, unknown> {
+function kindPaths(kind: KindInfo, dryRun: boolean): Record<string, unknown> {
   const one = ref(schemaName(kind));
   const list = ref(schemaName(kind, "List"));
   const failure = { default: reply("Failure", ref("io.k8s.apimachinery.pkg.apis.meta.v1.Status")) };
@@ -66,6 +66,13 @@ function kindPaths(kind: KindInfo): Record<string, unknown> {
     schema: { type: "boolean" },
     description: "stream changes (NDJSON)",
   };
+  const dryRunParam = dryRun && {
+    name: "dryRun",
+    in: "query",
+    schema: { type: "string", enum: ["All"] },
+    description:
+      "All: validate, check against the other objects and answer with the object as it would be, its conditions and the agents' table changes (status.dryRun); nothing is stored",
+  };
   const listOp = {
     tags,
     operationId: `list${kind.kind}`,
@@ -79,6 +86,7 @@ function kindPaths(kind: KindInfo): Record<string, unknown> {
       post: {
         tags,
         operationId: `create${kind.kind}`,
+        ...(dryRunParam ? { parameters: [dryRunParam] } : {}),
         requestBody: body(one),
         responses: { 201: reply("Created", one), ...failure },
       },
@@ -89,16 +97,23 @@ function kindPaths(kind: KindInfo): Record<string, unknown> {
       put: {
         tags,
         operationId: `replace${kind.kind}`,
+        ...(dryRunParam ? { parameters: [dryRunParam] } : {}),
         requestBody: body(one),
         responses: { 200: reply("OK", one), ...failure },
       },
       patch: {
         tags,
         operationId: `patch${kind.kind}`,
+        ...(dryRunParam ? { parameters: [dryRunParam] } : {}),
         requestBody: body({ type: "object" }, MERGE_PATCH_TYPE),
         responses: { 200: reply("OK", one), ...failure },
       },
-      delete: { tags, operationId: `delete${kind.kind}`, responses: { 200: reply("OK", one), ...failure } },
+      delete: {
+        tags,
+        operationId: `delete${kind.kind}`,
+        ...(dryRunParam ? { parameters: [dryRunParam] } : {}),
+        responses: { 200: reply("OK", one), ...failure },
+      },
     },
   };
   if (kind.namespaced) {
@@ -123,7 +138,8 @@ function kindSchemas(kind: KindInfo): Record<string, JsonSchema> {
   };
 }
 
-export function openApiDocument(kinds: readonly KindInfo[] = KINDS): Record<string, unknown> {
+/** `dryRun`: the server answers `?dryRun=All` (declared per write, as kubectl looks for it). */
+export function openApiDocument(kinds: readonly KindInfo[] = KINDS, dryRun = true): Record<string, unknown> {
   const groupVersions = [...new Set(kinds.map(apiVersionOf))];
   return {
     openapi: "3.0.3",
@@ -135,7 +151,7 @@ export function openApiDocument(kinds: readonly KindInfo[] = KINDS): Record<stri
         .map((k) => k.kind)
         .join(", "),
     })),
-    paths: Object.assign({}, ...kinds.map(kindPaths)),
+    paths: Object.assign({}, ...kinds.map((k) => kindPaths(k, dryRun))),
     components: {
       schemas: Object.assign(
         { "io.k8s.apimachinery.pkg.apis.meta.v1.Status": STATUS_SCHEMA },

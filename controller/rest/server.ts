@@ -19,7 +19,7 @@ import { RestMetrics } from "../metrics.ts";
 import type { Store } from "../store/store.ts";
 import { RestError, type StatusDetails, toRestError, toStatus } from "./errors.ts";
 import { DEFAULT_MAX_BODY_BYTES, MERGE_PATCH_TYPE, readJsonObject } from "./http-io.ts";
-import { KindHandler, type StatusFor } from "./kind-handler.ts";
+import { KindHandler, type Preview, type StatusFor } from "./kind-handler.ts";
 import { openApiDocument } from "./openapi.ts";
 import { parsePath, type ResourcePath, type ResourceRoute, resolveResourceRoute } from "./routes.ts";
 import {
@@ -47,6 +47,8 @@ export interface RestServerOptions {
   registry: Registry;
   /** Fills `status` on reads (supplied by the config stream). */
   statusFor?: StatusFor;
+  /** Answers `?dryRun=All` writes; absent: they are refused (400). */
+  preview?: Preview;
   /** `/readyz`; default: always ready. */
   ready?: () => boolean;
   /**
@@ -125,9 +127,14 @@ class RestApi {
 
   constructor(options: RestServerOptions) {
     this.#o = options;
-    this.#handlers = new Map(KINDS.map((k) => [k, new KindHandler(k, options.store, options.statusFor)]));
+    this.#handlers = new Map(
+      KINDS.map((k) => [
+        k,
+        new KindHandler(k, options.store, { statusFor: options.statusFor, preview: options.preview }),
+      ]),
+    );
     this.#metrics = new RestMetrics(options.registry);
-    this.#openApi = JSON.stringify(openApiDocument());
+    this.#openApi = JSON.stringify(openApiDocument(KINDS, options.preview !== undefined));
   }
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -178,7 +185,7 @@ class RestApi {
       verb = route.verb;
       resource = route.plural;
       context = { name: route.name, group: route.group, kind: route.kind.plural };
-      await this.#resource(route, req, res);
+      await this.#resource(route, req, res, url);
     } catch (err) {
       this.#sendError(res, err, context);
     } finally {
@@ -268,8 +275,9 @@ class RestApi {
     }
   }
 
-  async #resource(route: ResourceRoute, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async #resource(route: ResourceRoute, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const handler = this.#handlers.get(route.kind)!;
+    const dryRun = dryRunOf(url);
     const limit = this.#o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     switch (route.verb) {
       case "get":
@@ -279,13 +287,15 @@ class RestApi {
       case "watch":
         return this.#watch(route, handler, req, res);
       case "create":
-        return sendJson(res, 201, await handler.create(route, await readJsonObject(req, JSON_TYPE, limit)));
+        return sendJson(res, 201, await handler.create(route, await readJsonObject(req, JSON_TYPE, limit), dryRun));
       case "update":
-        return sendJson(res, 200, await handler.replace(route, await readJsonObject(req, JSON_TYPE, limit)));
-      case "patch":
-        return sendJson(res, 200, await handler.patch(route, await readJsonObject(req, MERGE_PATCH_TYPE, limit)));
+        return sendJson(res, 200, await handler.replace(route, await readJsonObject(req, JSON_TYPE, limit), dryRun));
+      case "patch": {
+        const patch = await readJsonObject(req, MERGE_PATCH_TYPE, limit);
+        return sendJson(res, 200, await handler.patch(route, patch, dryRun));
+      }
       case "delete":
-        return sendJson(res, 200, await handler.delete(route));
+        return sendJson(res, 200, await handler.delete(route, dryRun));
     }
   }
 
@@ -340,4 +350,12 @@ class RestApi {
     }
     sendJson(res, error.code, toStatus(error, context), error.headers);
   }
+}
+
+/** `?dryRun=All` (Kubernetes' only value); anything else there is a 400, not a silent real write. */
+function dryRunOf(url: URL): boolean {
+  const values = url.searchParams.getAll("dryRun");
+  if (values.length === 0) return false;
+  if (values.every((v) => v === "All")) return true;
+  throw new RestError("BadRequest", `dryRun: the only value is "All" (got ${JSON.stringify(values.join(","))})`);
 }

@@ -29,11 +29,11 @@ export interface Reply {
 }
 
 export async function startTestServer(
-  options: { auth?: TokenAuth; statusFor?: StatusFor } & Partial<
-    Pick<RestServerOptions, "views" | "maxWatches" | "maxWatchesPerClient" | "maxWatchBacklogBytes">
+  options: { auth?: TokenAuth; statusFor?: StatusFor; store?: MemoryStore } & Partial<
+    Pick<RestServerOptions, "views" | "maxWatches" | "maxWatchesPerClient" | "maxWatchBacklogBytes" | "preview">
   > = {},
 ): Promise<TestServer> {
-  const store = new MemoryStore();
+  const store = options.store ?? new MemoryStore();
   const registry = new Registry();
   const rest = await startRestServer({ store, registry, host: "127.0.0.1", port: 0, ...options });
   const call = async (method: string, path: string, o: CallOptions = {}): Promise<Reply> => {
@@ -55,12 +55,19 @@ export async function startTestServer(
 
 export const SERVICES = "/apis/nodemesh.io/v1alpha1/namespaces/default/services";
 
+/** A VIP of its own per name: two Services on one VIP:port are refused (409). */
+export function vipOf(name: string): string {
+  let h = 0;
+  for (const c of name) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return `10.96.${(h >>> 8) % 256}.${(h % 254) + 1}`;
+}
+
 export function service(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     apiVersion: "nodemesh.io/v1alpha1",
     kind: "Service",
     metadata: { name, namespace: "default" },
-    spec: { vip: "10.96.0.10", ports: [{ port: 80, protocol: "http" }], selector: { app: name }, ...spec },
+    spec: { vip: vipOf(name), ports: [{ port: 80, protocol: "http" }], selector: { app: name }, ...spec },
   };
 }
 

@@ -12,6 +12,7 @@ import {
   StoreConflictError,
   StoreNotFoundError,
   type WatchEvent,
+  type WriteOptions,
 } from "./store.ts";
 
 /** A write was refused because the object does not satisfy its kind's schema (callers validate first). */
@@ -103,10 +104,11 @@ export class MemoryStore implements Store {
     return String(this.#resourceVersion);
   }
 
-  create(obj: Resource): Promise<Resource> {
-    return this.#write(() => {
+  create(obj: Resource, options: WriteOptions = {}): Promise<Resource> {
+    return this.#write(options, () => {
       const key = keyOf(obj);
       if (this.get(key)) throw new StoreAlreadyExistsError(`${obj.kind} ${mapKey(key)} already exists`);
+      options.admit?.(obj, this);
       const metadata = {
         ...obj.metadata,
         uid: randomUUID(),
@@ -117,10 +119,11 @@ export class MemoryStore implements Store {
     });
   }
 
-  update(obj: Resource, expectedResourceVersion?: string): Promise<Resource> {
-    return this.#write(() => {
+  update(obj: Resource, expectedResourceVersion?: string, options: WriteOptions = {}): Promise<Resource> {
+    return this.#write(options, () => {
       const key = keyOf(obj);
       const current = this.#existing(key, obj.kind, expectedResourceVersion);
+      options.admit?.(obj, this);
       const specChanged = !isDeepStrictEqual(current.spec, obj.spec);
       // Identity fields are the server's: whatever the caller sent, they carry over.
       const metadata = {
@@ -133,8 +136,8 @@ export class MemoryStore implements Store {
     });
   }
 
-  delete(key: ObjectKey, expectedResourceVersion?: string): Promise<Resource> {
-    return this.#write(() => {
+  delete(key: ObjectKey, expectedResourceVersion?: string, options: WriteOptions = {}): Promise<Resource> {
+    return this.#write(options, () => {
       const current = this.#existing(key, key.plural, expectedResourceVersion);
       return { type: "DELETED", object: current };
     });
@@ -169,7 +172,7 @@ export class MemoryStore implements Store {
    * Queues one write: `decide` runs once the previous write finished (so preconditions see the
    * latest state) and returns the change; the change is persisted, then applied and announced.
    */
-  #write(decide: () => WatchEvent): Promise<Resource> {
+  #write(options: WriteOptions, decide: () => WatchEvent): Promise<Resource> {
     const run = async (): Promise<Resource> => {
       if (this.#unavailable) throw new StoreUnavailableError(this.#unavailable);
       const change = decide();
@@ -178,6 +181,12 @@ export class MemoryStore implements Store {
       if (change.type !== "DELETED") {
         const problem = storedObjectProblem(object);
         if (problem) throw new StoreInvalidObjectError(`refusing to store an invalid ${object.kind}: ${problem}`);
+      }
+      if (options.dryRun) {
+        // Nothing was assigned: the version is the current one (a delete answers the object as it is).
+        return change.type === "DELETED"
+          ? change.object
+          : { ...object, metadata: { ...object.metadata, resourceVersion: "" } };
       }
       const event = { type: change.type, object };
       try {

@@ -1,6 +1,7 @@
 // The controller in the 2-node world: a Service applied over REST reaches both agents and carries
-// traffic; a configuration the agents cannot apply is NACKed and visible, while they keep serving
-// the previous one; the data plane survives the controller's death and an agent's restart while
+// traffic; a Service whose VIP:port another holds is refused at write time; an object one agent
+// cannot apply is left out by that agent alone and shown on the object, while everything else
+// keeps propagating; a server-side dry run stores nothing; the data plane survives the controller's death and an agent's restart while
 // it is down (cached configuration); everything converges when it returns.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -33,6 +34,7 @@ interface AgentView {
   appliedVersion?: string;
   currentVersion: string;
   lastNack?: { version: string; error: string };
+  rejected?: { kind: string; namespace: string; name: string; reason: string }[];
   facts: { cpuModel: string; cpuCores: number; memoryBytes: number; kernel: string };
   peers: Array<{ nodeName: string; rttMs: number; lossRatio: number; error: string }>;
 }
@@ -74,7 +76,12 @@ describe("controller and agents", () => {
     mesh = new Mesh(world);
     [n1, n2] = world.nodes;
     await mesh.startController();
-    await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);
+    // node-2's agent refuses one object by name: an agent that cannot apply what the controller
+    // accepted (as an older agent during an upgrade might), injected as a test fault.
+    await Promise.all([
+      mesh.startAgent(n1),
+      mesh.startAgent(n2, { env: { NODEMESH_TEST_REFUSE_OBJECTS: "TrafficPolicy/default/web-refused" } }),
+    ]);
     client = await world.addPod(n1, "client");
     const web = [await world.addPod(n1, "web-1"), await world.addPod(n2, "web-2")];
     for (const pod of web)
@@ -114,22 +121,102 @@ describe("controller and agents", () => {
     for (const field of ["metadata.name", "spec.vip", "spec.ports[0].port"]) expect(r.stderr).toContain(field);
   });
 
-  it("shows a NACK in nodemesh status while the agents keep serving the previous version", async () => {
+  it("refuses a Service whose VIP:port another holds, naming both; a valid change still reaches every agent", async () => {
     await eventually("agents in sync", 10_000, inSync);
-    // Valid on its own, but its VIP:port collides with "web": the agents refuse the table.
     const r = await mesh.cli(["apply", "-f", "-"], serviceYaml("web-clash", VIP));
-    expect(r.code, r.stderr).toBe(0);
-    const nacked = await eventually("both agents to NACK", 10_000, async () => {
-      const agents = await statusJson();
-      return agents.every((a) => a.lastNack && a.appliedVersion !== a.currentVersion) ? agents : undefined;
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("409");
+    expect(r.stderr).toBe(
+      `nodemesh apply: 409: Service "web-clash" conflicts:\n  spec.ports[0].port: VIP:port ${VIP}:80 is already Service default/web's\n`,
+    );
+    expect((await mesh.cli(["get", "service", "web-clash"])).code).toBe(1);
+    // A valid change is not held up: both agents apply it.
+    expect((await mesh.cli(["apply", "-f", "-"], serviceYaml("web-other", "10.96.0.11"))).code).toBe(0);
+    await eventually("2 of 2 agents to apply web-other", 10_000, async () => {
+      const get = await mesh.cli(["get", "service", "web-other"]);
+      return /web-other\s+10\.96\.0\.11\s+80\/auto\s+2\/2/.test(get.stdout) ? get.stdout : undefined;
     });
-    expect(nacked[0].lastNack!.error).toContain("duplicate VIP:port 10.96.0.10:80");
-    const table = await mesh.cli(["status"]);
-    expect(table.stdout).toMatch(/node-1\s+true\s+\S+\s+\S+\s+no\s+\S+: .*duplicate VIP:port/);
     expect(await served()).toMatch(/^web-/);
+    await mesh.cli(["delete", "service", "web-other"]);
+  });
 
-    expect((await mesh.cli(["delete", "service", "web-clash"])).stdout.trim()).toBe("service/web-clash deleted");
-    await eventually("agents back in sync after the fix", 10_000, inSync);
+  it("an object one agent refuses: the object shows which agent and why, the rest keeps propagating, and it clears", async () => {
+    const policy = (name: string) => `apiVersion: nodemesh.io/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: ${name}
+  namespace: default
+spec:
+  targetRefs:
+    - name: web
+  timeouts:
+    request: 5s
+`;
+    expect((await mesh.cli(["apply", "-f", "-"], policy("web-refused"))).code).toBe(0);
+    const listed = await eventually("node-2 to refuse web-refused", 10_000, async () => {
+      const get = await mesh.cli(["get", "trafficpolicies"]);
+      return /web-refused\s+.*1\/2, 1 rejected/.test(get.stdout) ? get.stdout : undefined;
+    });
+    expect(listed).toContain("APPLIED");
+    const obj = JSON.parse((await mesh.cli(["get", "trafficpolicy", "web-refused", "-o", "json"])).stdout);
+    expect(obj.status).toMatchObject({ agentsApplied: 1, agentsTotal: 2, agentsRejected: 1 });
+    const applied = obj.status.conditions.find((c: { type: string }) => c.type === "Applied");
+    expect(applied).toMatchObject({ status: "False", reason: "Rejected" });
+    expect(applied.message).toContain("node-2: refused by NODEMESH_TEST_REFUSE_OBJECTS");
+    // node-2 took the rest of the version: it is in sync and names what it left out.
+    const agents = await eventually("agents in sync", 10_000, inSync);
+    expect(agents.find((a) => a.node === "node-2")!.rejected).toEqual([
+      expect.objectContaining({ kind: "TrafficPolicy", name: "web-refused" }),
+    ]);
+    const table = await mesh.cli(["status"]);
+    expect(table.stdout).toMatch(/node-2\s+true\s+\S+\s+\S+\s+yes\s+TrafficPolicy\/default\/web-refused/);
+
+    // Everything else keeps propagating to both agents, node-2 included.
+    expect(
+      (await mesh.cli(["apply", "-f", "-"], policy("web-accepted").replace("- name: web", "- name: web-more"))).code,
+    ).toBe(0);
+    expect((await mesh.cli(["apply", "-f", "-"], serviceYaml("web-more", "10.96.0.12"))).code).toBe(0);
+    await eventually("both agents to apply web-more and its policy", 10_000, async () => {
+      const svc = await mesh.cli(["get", "service", "web-more"]);
+      const pol = await mesh.cli(["get", "trafficpolicy", "web-accepted"]);
+      return /2\/2/.test(svc.stdout) && /web-accepted\s+.*2\/2(?!,)/.test(pol.stdout) ? true : undefined;
+    });
+
+    // Fixed (here: gone), the refusal clears.
+    await mesh.cli(["delete", "trafficpolicy", "web-refused"]);
+    await eventually("node-2 to hold no refusal", 10_000, async () => {
+      const list = await inSync();
+      return list?.every((a) => (a.rejected ?? []).length === 0) ? list : undefined;
+    });
+    await mesh.cli(["delete", "trafficpolicy", "web-accepted"]);
+    await mesh.cli(["delete", "service", "web-more"]);
+  });
+
+  it("a server-side dry run says what would not be accepted and what each agent would receive; it stores nothing", async () => {
+    const route = `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web-split
+  namespace: default
+spec:
+  parentRefs:
+    - name: web
+  rules:
+    - backendRefs:
+        - name: web-v9
+`;
+    const r = await mesh.cli(["apply", "--dry-run=server", "-f", "-"], route);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.split("\n")).toEqual([
+      "httproute/web-split created (server dry run)",
+      "  ResolvedRefs: False (BackendNotFound) no such Service: default/web-v9 (its share of requests gets a 500)",
+      "  node-1, node-2 would receive: + HTTPRoute default/web-split",
+      "",
+    ]);
+    expect((await mesh.cli(["get", "httproutes"])).stdout.trim()).toBe("No httproutes found.");
+    const clash = await mesh.cli(["apply", "--dry-run=server", "-f", "-"], serviceYaml("web-clash", VIP));
+    expect(clash.code).toBe(1);
+    expect(clash.stderr).toContain("is already Service default/web's");
   });
 
   it("shows node facts and a measured RTT between the nodes", async () => {

@@ -25,6 +25,8 @@ export interface AgentOptions {
   stateDir?: string;
   /** More agent flags (e.g. another --admin-port beside a running agent). */
   args?: string[];
+  /** More environment (e.g. NODEMESH_TEST_REFUSE_OBJECTS). */
+  env?: Record<string, string>;
 }
 
 export interface AgentHandle {
@@ -136,7 +138,7 @@ export class Mesh {
         ...this.agentArgs,
         ...(opts.args ?? []),
       ],
-      { name, env: this.agentEnv },
+      { name, env: { ...this.agentEnv, ...opts.env } },
     );
     return { proc, socket, stateDir };
   }
