@@ -101,6 +101,7 @@ export class Agent {
         pods: () => this.pods?.list() ?? [],
         config: () => this.table,
         workerMetrics: async () => (this.pool ? this.pool.metrics() : []),
+        health: async () => (this.pool ? this.pool.health() : []),
         controller: o.controller ? () => this.controller?.status() ?? unconnected(o.controller!.address) : undefined,
       }),
     );

@@ -8,7 +8,11 @@ import type { ConfigSource } from "./service-source.ts";
 let server: Server | undefined;
 afterEach(() => new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve())));
 
-async function admin(controller?: () => ControllerStatus, source: ConfigSource = "cache"): Promise<string> {
+async function admin(
+  controller?: () => ControllerStatus,
+  source: ConfigSource = "cache",
+  health: () => Promise<string[]> = async () => [],
+): Promise<string> {
   const state: AdminState = {
     node: "node-a",
     ready: () => true,
@@ -17,6 +21,7 @@ async function admin(controller?: () => ControllerStatus, source: ConfigSource =
     pods: () => [],
     config: () => ({}),
     workerMetrics: async () => [],
+    health,
     controller,
   };
   server = await startAdminServer("127.0.0.1", 0, state);
@@ -90,5 +95,21 @@ describe("admin debug endpoints", () => {
     [undefined, false],
   ])("tells loopback from the rest: %s → %s", (address, loopback) => {
     expect(isLoopback(address)).toBe(loopback);
+  });
+});
+
+describe("health", () => {
+  it("/healthz and /readyz fail with what is wrong while the data plane reports a problem", async () => {
+    let problems: string[] = [];
+    const base = await admin(undefined, "cache", async () => problems);
+    expect(await (await fetch(`${base}/healthz`)).json()).toEqual({ status: "ok" });
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    problems = ["data-plane worker 1 is stuck: its event loop has not run for 6.0 s"];
+    const health = await fetch(`${base}/healthz`);
+    expect(health.status).toBe(503);
+    expect(await health.json()).toEqual({ status: "unhealthy", problems });
+    const ready = await fetch(`${base}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toMatchObject({ ready: false, notReady: problems });
   });
 });

@@ -24,6 +24,8 @@ export interface AdminState {
   pods(): EnrolledPod[];
   config(): unknown;
   workerMetrics(): Promise<unknown[]>;
+  /** What is wrong with the data plane, in words (WorkerPool.health); none: healthy. */
+  health(): Promise<string[]>;
   /** Present when the agent takes its configuration from the controller. */
   controller?: () => ControllerStatus;
 }
@@ -55,12 +57,20 @@ export async function startAdminServer(host: string, port: number, state: AdminS
     try {
       if (req.method !== "GET") throw new HttpError(405, "METHOD_NOT_ALLOWED", "admin endpoints are read-only");
       switch (req.url) {
-        case "/healthz":
-          return sendJson(res, 200, { status: "ok" });
+        // Liveness: a stuck or dead worker, or a pod's listener gone, fails it (the kubelet restarts us).
+        case "/healthz": {
+          const problems = await state.health();
+          return sendJson(res, problems.length === 0 ? 200 : 503, {
+            status: problems.length === 0 ? "ok" : "unhealthy",
+            ...(problems.length > 0 ? { problems } : {}),
+          });
+        }
         case "/readyz": {
-          const ready = state.ready();
+          const notReady = [...(state.ready() ? [] : ["starting"]), ...(await state.health())];
+          const ready = notReady.length === 0;
           return sendJson(res, ready ? 200 : 503, {
             ready,
+            ...(ready ? {} : { notReady }),
             node: state.node,
             workers: state.workers,
             pods: state.pods().length,

@@ -9,7 +9,7 @@ import type { Logger } from "pino";
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import type { EdgeSample } from "../../api/service-graph.ts";
 import { mergeEdges } from "../dataplane/edges.ts";
-import type { FromWorker, ToWorker, WorkerInit } from "../dataplane/messages.ts";
+import type { FromWorker, ToWorker, WorkerHealth, WorkerInit } from "../dataplane/messages.ts";
 import type { WorkerIdentity } from "../dataplane/mtls.ts";
 import { allocateSharedBuffers } from "../dataplane/shared-state.ts";
 import type { SnapshotMessage } from "../dataplane/snapshot.ts";
@@ -40,6 +40,20 @@ export function respawnDelayMs(crashes: number): number {
   return crashes <= 1 ? 0 : Math.min(RESPAWN.maxMs, RESPAWN.initialMs * 2 ** Math.min(crashes - 2, 30));
 }
 
+/** A worker whose heartbeat is older than this is stuck: /healthz fails (docs/operations.md). */
+export const WORKER_STALL_MS = 5000;
+/** How long a live worker has to answer a health check. */
+const HEALTH_ANSWER_MS = 2000;
+
+/** `promise`'s value, or undefined if it takes longer than `ms`. */
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** How long a worker has to stop dialling, accepting and draining (Dataplane.stop) before it is terminated. */
 const STOP_TIMEOUT_MS = 5000;
 
@@ -49,6 +63,7 @@ type Request =
   | { type: "remove-pod"; key: string }
   | { type: "metrics" }
   | { type: "edges" }
+  | { type: "health" }
   | { type: "stop" };
 
 class WorkerExited extends Error {
@@ -78,16 +93,23 @@ export class WorkerPool {
   private readonly log: Logger;
   /** Counters every worker sees (round robin, limits, budgets, ejections): shared-state.ts. */
   readonly shared = allocateSharedBuffers();
+  /** Each worker's heartbeat (WorkerInit.heartbeats). */
+  private readonly heartbeats: BigInt64Array;
 
-  private constructor(log: Logger) {
+  private constructor(log: Logger, count: number) {
     this.log = log;
+    this.heartbeats = new BigInt64Array(new SharedArrayBuffer(8 * count));
   }
 
-  static async start(count: number, opts: Omit<WorkerInit, "index" | "shared">, log: Logger): Promise<WorkerPool> {
-    const pool = new WorkerPool(log);
+  static async start(
+    count: number,
+    opts: Omit<WorkerInit, "index" | "shared" | "heartbeats">,
+    log: Logger,
+  ): Promise<WorkerPool> {
+    const pool = new WorkerPool(log, count);
     for (let index = 0; index < count; index++) {
       pool.slots.push({
-        init: { index, shared: pool.shared, ...opts },
+        init: { index, shared: pool.shared, heartbeats: pool.heartbeats.buffer as SharedArrayBuffer, ...opts },
         worker: undefined,
         startedAt: 0,
         crashes: 0,
@@ -112,6 +134,8 @@ export class WorkerPool {
     const worker = new Worker(WORKER_MODULE, { workerData: slot.init, resourceLimits: WORKER_HEAP_LIMITS });
     slot.worker = worker;
     slot.startedAt = Date.now();
+    // Its predecessor's last heartbeat would make a starting worker look stuck.
+    Atomics.store(this.heartbeats, slot.init.index, BigInt(slot.startedAt));
     worker.on("message", (msg: FromWorker) => {
       if (msg.type !== "reply") return;
       const p = this.pending.get(msg.id);
@@ -236,6 +260,54 @@ export class WorkerPool {
   /** Every worker's edge samples since the last call, summed per edge (the service graph). */
   async edges(): Promise<EdgeSample[]> {
     return mergeEdges((await this.askAll({ type: "edges" })) as EdgeSample[][]);
+  }
+
+  /**
+   * What is wrong with the data plane, in words (none: healthy). A worker is down (failed, waiting
+   * for its replacement), stuck (its heartbeat older than WORKER_STALL_MS: a busy loop, a
+   * synchronous call that never returns), silent (no answer within HEALTH_ANSWER_MS), or it lacks an
+   * enrolled pod's listeners or holds one the kernel no longer has listening.
+   */
+  async health(now = Date.now()): Promise<string[]> {
+    const problems: string[] = [];
+    const answers: Promise<void>[] = [];
+    for (const slot of this.slots) {
+      const index = slot.init.index;
+      const worker = slot.worker;
+      if (!worker) {
+        problems.push(`data-plane worker ${index} is down (failed ${slot.crashes} time(s) in a row; being replaced)`);
+        continue;
+      }
+      const silentMs = now - Number(Atomics.load(this.heartbeats, index));
+      if (silentMs > WORKER_STALL_MS) {
+        problems.push(
+          `data-plane worker ${index} is stuck: its event loop has not run for ${(silentMs / 1000).toFixed(1)} s`,
+        );
+        continue;
+      }
+      answers.push(
+        withTimeout(this.ask(worker, { type: "health" }) as Promise<WorkerHealth>, HEALTH_ANSWER_MS).then(
+          (health) => {
+            if (!health) {
+              problems.push(`data-plane worker ${index} did not answer within ${HEALTH_ANSWER_MS} ms`);
+              return;
+            }
+            const held = new Set(health.pods);
+            for (const pod of this.pods.keys()) {
+              if (!held.has(pod)) problems.push(`pod ${pod} has no listeners in data-plane worker ${index}`);
+            }
+            for (const lost of health.lostListeners) {
+              problems.push(
+                `pod ${lost.replace(/:(\d+)$/, "")}: worker ${index}'s listener on port ${lost.replace(/^.*:/, "")} is no longer listening`,
+              );
+            }
+          },
+          () => {}, // exited meanwhile: its slot says so next time
+        ),
+      );
+    }
+    await Promise.all(answers);
+    return problems;
   }
 
   /**

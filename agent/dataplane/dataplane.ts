@@ -7,7 +7,15 @@ import type { Logger } from "pino";
 import { INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT } from "../../api/dataplane.ts";
 import { type EnrolledPod, workloadName } from "../../api/enrollment.ts";
 import { AgentErrors } from "../errors.ts";
-import { type Address, bindListenerFd, Netns, originalDst, refuseSystemCalls, socketFd } from "../sys/linux.ts";
+import {
+  type Address,
+  bindListenerFd,
+  isListening,
+  Netns,
+  originalDst,
+  refuseSystemCalls,
+  socketFd,
+} from "../sys/linux.ts";
 import { AccessLog } from "./access-log.ts";
 import { EndpointPicker } from "./balancer.ts";
 import { connectEndpoint } from "./connect.ts";
@@ -17,6 +25,7 @@ import { EdgeAggregator } from "./edges.ts";
 import { DEFAULT_FRONTEND_OPTIONS, HttpFrontend } from "./http/frontend.ts";
 import { UpstreamPools } from "./http/upstream.ts";
 import { handleInbound, handleTunnel } from "./inbound.ts";
+import type { WorkerHealth } from "./messages.ts";
 import { DataplaneMetrics, type Direction } from "./metrics.ts";
 import { identityKey, type Keyring } from "./mtls.ts";
 import { handleOutbound } from "./outbound.ts";
@@ -77,6 +86,10 @@ const LISTENERS: ReadonlyArray<{ port: number; handler: Handler }> = [
   { port: INBOUND_PORT, handler: withOriginalDst("inbound", handleInbound) },
   { port: TUNNEL_PORT, handler: handleTunnel },
 ];
+
+/** The listening socket's descriptor, kept on its server to ask the kernel whether it still listens. */
+const LISTENER_FD = Symbol("listener fd");
+type ServerWithFd = net.Server & { [LISTENER_FD]?: number };
 
 export class Dataplane implements DataplaneContext {
   readonly settings: DataplaneSettings;
@@ -229,6 +242,18 @@ export class Dataplane implements DataplaneContext {
     return this.pods.size;
   }
 
+  /** The enrolled pods, and the listeners among theirs that the kernel no longer has listening. */
+  health(): WorkerHealth {
+    const lostListeners: string[] = [];
+    for (const [key, { servers }] of this.pods) {
+      servers.forEach((server, i) => {
+        const fd = (server as ServerWithFd)[LISTENER_FD];
+        if (fd !== undefined && !isListening(fd)) lostListeners.push(`${key}:${LISTENERS[i]!.port}`);
+      });
+    }
+    return { pods: [...this.pods.keys()], lostListeners };
+  }
+
   private listen(pod: PodContext, port: number, handler: Handler): Promise<net.Server> {
     const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true }, (socket) => {
       socket.on("error", ignore); // handlers attach their own; a reset before that must not crash us
@@ -244,6 +269,7 @@ export class Dataplane implements DataplaneContext {
       });
     });
     const fd = bindListenerFd(pod.netns, port);
+    (server as ServerWithFd)[LISTENER_FD] = fd;
     return new Promise((resolve, reject) => {
       server.once("error", reject);
       server.listen({ fd, backlog: 511 }, () => {

@@ -9,6 +9,11 @@ import type { SnapshotMessage } from "./snapshot.ts";
 export interface WorkerInit {
   index: number;
   shared: SharedBuffers;
+  /**
+   * One BigInt64 per worker: the time (ms since epoch) its event loop last ran its heartbeat. The
+   * control thread reads it without asking, so a worker stuck in a loop is seen as stuck.
+   */
+  heartbeats: SharedArrayBuffer;
   settings: DataplaneSettings;
   logLevel: string;
 }
@@ -20,6 +25,17 @@ export type ToWorker =
   | { type: "remove-pod"; id: number; key: string }
   | { type: "metrics"; id: number }
   | { type: "edges"; id: number }
+  | { type: "health"; id: number }
   | { type: "stop"; id: number };
 
 export type FromWorker = { type: "ready" } | { type: "reply"; id: number; error?: string; value?: unknown };
+
+/** A worker's answer to "health": the enrolled pods whose listeners it holds, and those it lost. */
+export interface WorkerHealth {
+  pods: string[];
+  /** "namespace/name:port" of each listener whose socket is no longer listening in the kernel. */
+  lostListeners: string[];
+}
+
+/** How often a worker writes its heartbeat. */
+export const HEARTBEAT_INTERVAL_MS = 1000;

@@ -3,7 +3,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import pino from "pino";
 import { Dataplane } from "./dataplane.ts";
-import type { FromWorker, ToWorker, WorkerInit } from "./messages.ts";
+import { type FromWorker, HEARTBEAT_INTERVAL_MS, type ToWorker, type WorkerInit } from "./messages.ts";
 import { keyringOf } from "./mtls.ts";
 
 const init = workerData as WorkerInit;
@@ -43,11 +43,20 @@ port.on("message", (msg: ToWorker) => {
     case "edges":
       void reply(msg.id, () => dataplane.edges.drain());
       return;
+    case "health":
+      void reply(msg.id, () => dataplane.health());
+      return;
     case "stop":
       // Reply before closing the port: a message posted after close() is dropped.
       void reply(msg.id, () => dataplane.stop()).then(() => port.close());
       return;
   }
 });
+
+// The heartbeat: a loop that stops turning stops writing it (WorkerPool.health reads it).
+const heartbeats = new BigInt64Array(init.heartbeats);
+const beat = () => Atomics.store(heartbeats, init.index, BigInt(Date.now()));
+beat();
+setInterval(beat, HEARTBEAT_INTERVAL_MS).unref();
 
 send({ type: "ready" });

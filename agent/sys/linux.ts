@@ -93,6 +93,7 @@ const c = guardAll({
   ioctl: libc.func("int ioctl(int fd, unsigned long request, ...)"),
   getifaddrs: libc.func("int getifaddrs(_Out_ void **list)"),
   freeifaddrs: libc.func("void freeifaddrs(void *list)"),
+  getsockoptInt: libc.func("int getsockopt(int fd, int level, int name, _Out_ int *value, _Inout_ uint32 *len)"),
   getsockoptCred: libc.func(
     "int getsockopt(int fd, int level, int name, _Out_ nodemesh_ucred *value, _Inout_ uint32 *len)",
   ),
@@ -288,6 +289,18 @@ export function originalDst(fd: number): Address {
   const len = [koffi.sizeof(SockaddrIn)];
   check("getsockopt(SO_ORIGINAL_DST)", c.getsockoptAddr(fd, SOL_IP, SO_ORIGINAL_DST, out, len) as number);
   return { ip: beToIpv4(out.addrBE), port: htons(out.portBE) };
+}
+
+const SO_ACCEPTCONN = 30;
+
+/**
+ * Whether the socket is still listening in the kernel. A listener can be closed under a process
+ * that keeps its descriptor (`ss -K` destroys it; Node's server never notices): then it is not.
+ */
+export function isListening(fd: number): boolean {
+  const out = [0];
+  if ((c.getsockoptInt(fd, SOL_SOCKET, SO_ACCEPTCONN, out, [4]) as number) < 0) return false;
+  return out[0] === 1;
 }
 
 /** The pid, uid and gid of the process at the other end of a unix socket. */

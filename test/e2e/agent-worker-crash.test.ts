@@ -1,8 +1,9 @@
 // A data-plane worker that fails does not take the node down (issue 20): its uncaught exception is
 // logged with its stack, the worker is replaced and reopens its listeners in every enrolled pod,
 // and its sibling keeps serving throughout; a worker that fails every time it starts is replaced
-// at a bounded rate; and whatever ends the process (a signal, an uncaught exception on the control
-// thread) is logged. The faults are real uncaught exceptions thrown inside the agent's threads by a
+// at a bounded rate; /healthz turns red while a worker is down or stuck, or a pod's listener is
+// gone; and whatever ends the process (a signal, an uncaught exception on the control thread) is
+// logged. The faults are real uncaught exceptions thrown inside the agent's threads by a
 // module the test preloads into it (fixtures/worker-fault.ts), triggered by a file: nothing on the
 // network can reach it.
 
@@ -76,6 +77,11 @@ describe("data-plane worker failure", () => {
     return r.stdout.split("\n").filter((l) => l.trim()).length;
   };
   const fresh = async () => (await httpFrom(client.netnsPath, `http://${VIP}/fresh`)).status;
+  /** The agent's /healthz: its status and, when red, what it says is wrong. */
+  const healthz = async () => {
+    const r = await httpFrom(agent.node.netnsPath, `http://127.0.0.1:${ADMIN_PORT}/healthz`);
+    return { status: r.status, problems: (JSON.parse(r.body).problems ?? []) as string[] };
+  };
 
   beforeAll(async () => {
     world = await World.create({ nodes: 1 });
@@ -149,10 +155,14 @@ describe("data-plane worker failure", () => {
     writeFileSync(trigger, "0 always");
     // Four seconds of a worker that dies as soon as it starts, with the sibling's clients asking.
     const until = Date.now() + 4000;
+    const seen = new Set<string>();
     while (Date.now() < until) {
       for (const c of survivors) expect(await c.get()).toBe(true);
+      for (const problem of (await healthz()).problems) seen.add(problem.replace(/\d+ time\(s\)/, "N time(s)"));
       await new Promise((r) => setTimeout(r, 200));
     }
+    // Liveness says so while the worker is down between attempts.
+    expect([...seen]).toContain("data-plane worker 0 is down (failed N time(s) in a row; being replaced)");
     const exits = agentLines('"msg":"data-plane worker exited; replacing it"').slice(exitsBefore);
     // Each failure in a row doubles the wait (0, 1 s, 2 s, 4 s …; the first test's failure counts,
     // less than a minute ago): at most three failures in four seconds, not one per start.
@@ -176,6 +186,58 @@ describe("data-plane worker failure", () => {
     expect(await outboundListeners()).toBe(2);
     for (let i = 0; i < 10; i++) expect(await fresh()).toBe(200);
     expect(agentLines('"msg":"data-plane worker exited; replacing it"').length).toBe(exitsAfter);
+    expect(await healthz()).toEqual({ status: 200, problems: [] });
+  }, 40_000);
+
+  it("turns /healthz red, naming the pod and port, when a pod's listener is closed under the agent", async () => {
+    expect(await healthz()).toEqual({ status: 200, problems: [] });
+    // The kernel destroys the client pod's outbound listening sockets (both workers'); Node never notices.
+    for (let i = 0; i < 5 && (await outboundListeners()) > 0; i++) {
+      await world.exec(client, "ss", ["-K", "-tln", `sport = :${OUTBOUND_PORT}`]);
+    }
+    expect(await outboundListeners()).toBe(0);
+    const red = await healthz();
+    expect(red.status).toBe(503);
+    for (const worker of [0, 1]) {
+      expect(red.problems).toContain(
+        `pod default/client: worker ${worker}'s listener on port ${OUTBOUND_PORT} is no longer listening`,
+      );
+    }
+    const ready = await httpFrom(agent.node.netnsPath, `http://127.0.0.1:${ADMIN_PORT}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(JSON.parse(ready.body).notReady.sort()).toEqual(red.problems.sort());
+    // Enrolling the pod again opens new listeners: green again.
+    await mesh.enroll(client);
+    expect(await outboundListeners()).toBe(2);
+    expect(await healthz()).toEqual({ status: 200, problems: [] });
+  });
+
+  it("turns /healthz red within a few seconds when a worker is stuck in a busy loop", async () => {
+    writeFileSync(trigger, "1 busy");
+    const started = Date.now();
+    let red = await healthz();
+    while (red.status === 200 && Date.now() - started < 15_000) {
+      await new Promise((r) => setTimeout(r, 250));
+      red = await healthz();
+    }
+    // First it does not answer the probe (2 s); once its heartbeat is 5 s old it is called stuck.
+    expect(red.status).toBe(503);
+    expect(red.problems).toEqual(["data-plane worker 1 did not answer within 2000 ms"]);
+    expect(Date.now() - started).toBeLessThan(4000);
+    while (!red.problems.some((p) => p.includes("stuck")) && Date.now() - started < 15_000) {
+      await new Promise((r) => setTimeout(r, 250));
+      red = await healthz();
+    }
+    expect(red.problems).toEqual([
+      expect.stringMatching(/^data-plane worker 1 is stuck: its event loop has not run for \d+\.\d s$/),
+    ]);
+    expect(Date.now() - started).toBeLessThan(8000);
+    // A stuck thread cannot be asked to drain: a restart is what the probe leads to.
+    await mesh.stopAgent(agent.node, "SIGKILL");
+    agent = await mesh.startAgent(agent.node);
+    await mesh.enroll(client);
+    await mesh.enroll(server);
+    expect(await healthz()).toEqual({ status: 200, problems: [] });
   }, 40_000);
 
   it("logs why it stops on a signal", async () => {
