@@ -3,12 +3,14 @@
 
 import type { Server } from "node:http";
 import pino, { type Logger } from "pino";
-import { parseTraffic } from "../api/services.ts";
+import { Registry } from "../api/prom.ts";
+import { parseTraffic, type ServiceTable } from "../api/services.ts";
 import { startAdminServer } from "./control/admin.ts";
 import type { ChannelSecurity } from "./control/controller-channel.ts";
 import type { ControllerStatus } from "./control/controller-client.ts";
 import { ControllerLink } from "./control/controller-link.ts";
 import { startEnrollmentServer } from "./control/enrollment-server.ts";
+import { HealthChecker } from "./control/health-checks.ts";
 import { PodRegistry } from "./control/pods.ts";
 import { loadServiceFile, type VersionedTable } from "./control/service-source.ts";
 import { WorkerPool } from "./control/workers.ts";
@@ -64,6 +66,12 @@ export class Agent {
   private started = false;
   /** Peers nearest first, as last sent to the workers. */
   private rttOrder = "";
+  /** The table in force with its traffic objects parsed, and its endpoints' slots (health checks). */
+  private parsedTable: ServiceTable = { services: [] };
+  private endpointSlotOf: Record<string, number> = {};
+  private healthChecks?: HealthChecker;
+  /** The control thread's metrics beside the admin server's own (the health checks'). */
+  private readonly controlMetrics = new Registry();
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -102,12 +110,21 @@ export class Agent {
         config: () => this.table,
         workerMetrics: async () => (this.pool ? this.pool.metrics() : []),
         health: async () => (this.pool ? this.pool.health() : []),
+        metrics: this.controlMetrics,
         controller: o.controller ? () => this.controller?.status() ?? unconnected(o.controller!.address) : undefined,
       }),
     );
     const pool = await WorkerPool.start(o.workers, { settings: o.dataplane, logLevel: o.logLevel }, this.log);
     this.pool = pool;
     this.shared = new SharedState(pool.shared);
+    this.healthChecks = new HealthChecker({
+      node: o.nodeName,
+      shared: this.shared,
+      pods: () => this.pods?.list() ?? [],
+      slot: (key) => this.endpointSlotOf[key],
+      log: this.log.child({ component: "health-checks" }),
+    });
+    this.healthChecks.registerMetrics(this.controlMetrics);
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));
     else this.applyTable({ version: "empty", table: { services: [] }, source: "none" });
     const pods = new PodRegistry(o.stateDir, pool, this.log);
@@ -152,7 +169,10 @@ export class Agent {
         this.rttOrder = order;
         this.broadcast();
       };
-      pods.onChange = () => controller.podsChanged();
+      pods.onChange = () => {
+        controller.podsChanged();
+        this.healthChecks?.update(this.parsedTable); // a pod of this node is checked from inside it
+      };
       controller.podsChanged();
     }
     this.servers.push(await startEnrollmentServer(o.enrollmentSocket, pods));
@@ -186,16 +206,20 @@ export class Agent {
     // Slots of routes and endpoints gone from this table go into quarantine, then to new keys.
     this.routeSlots.retainOnly(new Set(keys.routes));
     this.endpointSlots.retainOnly(new Set(keys.endpoints));
+    // Parsed here, once, with their defaults filled in: the workers never load the schemas.
+    const parsed = { ...table.table, traffic: parseTraffic(table.table) };
+    this.endpointSlotOf = Object.fromEntries(keys.endpoints.map((k) => [k, this.endpointSlots.slot(k)]));
     this.pool!.broadcastSnapshot({
       // set before the first table is applied
       version: table.version,
-      // Parsed here, once, with their defaults filled in: the workers never load the schemas.
-      table: { ...table.table, traffic: parseTraffic(table.table) },
+      table: parsed,
       routeSlots: Object.fromEntries(keys.routes.map((k) => [k, this.routeSlots.slot(k)])),
-      endpointSlots: Object.fromEntries(keys.endpoints.map((k) => [k, this.endpointSlots.slot(k)])),
+      endpointSlots: this.endpointSlotOf,
       node: this.opts.nodeName,
       rttMs: this.controller?.peerRtts() ?? {},
     });
+    this.parsedTable = parsed;
+    this.healthChecks?.update(parsed);
   }
 
   /**
@@ -206,6 +230,7 @@ export class Agent {
    */
   async stop(): Promise<void> {
     this.started = false;
+    this.healthChecks?.stop();
     await this.controller?.stop();
     await Promise.all(this.servers.map((s) => new Promise((resolve) => s.close(resolve))));
     await this.pool?.stop();

@@ -118,6 +118,15 @@ export const AgentErrors = {
     grpcStatus: UNAVAILABLE,
     attempt: "connect-failure",
   },
+  ENDPOINT_UNHEALTHY: {
+    code: "NM_ENDPOINT_UNHEALTHY",
+    message: "the endpoint fails its active health check",
+    status: 503,
+    grpcStatus: UNAVAILABLE,
+    // Refused by the destination's agent before any byte reached the workload: try another.
+    attempt: "connect-failure",
+    undelivered: true,
+  },
   CIRCUIT_OPEN: {
     code: "NM_CIRCUIT_OPEN",
     message: "the circuit breaker is open",

@@ -331,6 +331,34 @@ export const OutlierDetection = z.strictObject({
   maxEjectionPercent: Percent.default(50),
 });
 
+/**
+ * Active health checking of the Service's endpoints (Envoy's health_checks; kubelet's probes, from
+ * the mesh). Each endpoint is checked by the agent of its node (inside the pod, as kubelet would)
+ * and, when it is outside the mesh, by every agent that routes to it. `unhealthyThreshold` failed
+ * checks in a row take it out of load balancing (as outlier detection ejects), `healthyThreshold`
+ * passed ones bring it back. HTTP: a GET of `path`, healthy on 200–399; TCP: a connect.
+ */
+export const HealthCheck = z
+  .strictObject({
+    http: z
+      .strictObject({
+        path: z
+          .string()
+          .max(1024)
+          .regex(/^\/[^\s]*$/, "must be a path starting with '/'"),
+      })
+      .optional(),
+    tcp: z.strictObject({}).optional(),
+    /** The endpoint port checked; default: the target port of the Service's first port. */
+    port: Port.optional(),
+    interval: Duration.default("5s"),
+    timeout: Duration.default("1s"),
+    unhealthyThreshold: z.number().int().min(1).max(100).default(2),
+    healthyThreshold: z.number().int().min(1).max(100).default(1),
+  })
+  .refine((h) => (h.http === undefined) !== (h.tcp === undefined), "set exactly one of http and tcp");
+export type HealthCheck = z.infer<typeof HealthCheck>;
+
 export const FaultInjection = z
   .strictObject({
     delay: z.strictObject({ fixedDelay: Duration, percent: Percent }).optional(),
@@ -368,6 +396,7 @@ export const TrafficPolicySpec = z.strictObject({
   retries: RetryPolicy.optional(),
   circuitBreaker: CircuitBreaker.optional(),
   outlierDetection: OutlierDetection.optional(),
+  healthCheck: HealthCheck.optional(),
   faultInjection: FaultInjection.optional(),
   rateLimit: RateLimit.optional(),
   accessLog: AccessLog.optional(),

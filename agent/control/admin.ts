@@ -24,6 +24,8 @@ export interface AdminState {
   pods(): EnrolledPod[];
   config(): unknown;
   workerMetrics(): Promise<unknown[]>;
+  /** More of the control thread's metrics (the active health checks'). */
+  metrics?: Registry;
   /** What is wrong with the data plane, in words (WorkerPool.health); none: healthy. */
   health(): Promise<string[]>;
   /** Present when the agent takes its configuration from the controller. */
@@ -81,7 +83,7 @@ export async function startAdminServer(host: string, port: number, state: AdminS
         case "/metrics": {
           const perWorker = (await state.workerMetrics()) as object[];
           const merged = AggregatorRegistry.aggregate(perWorker);
-          const text = `${await registry.metrics()}${await merged.metrics()}`;
+          const text = `${await registry.metrics()}${(await state.metrics?.metrics()) ?? ""}${await merged.metrics()}`;
           res.writeHead(200, { "content-type": registry.contentType });
           return res.end(text);
         }

@@ -19,7 +19,7 @@ import { type Peers, UNKNOWN } from "./metrics.ts";
 import { acceptSecureTunnel, namespaceOfIdentity } from "./mtls.ts";
 import { pipeBoth } from "./pipe.ts";
 import type { Caller, PodContext } from "./pod.ts";
-import { routeKey } from "./snapshot.ts";
+import { endpointOf, routeKey } from "./snapshot.ts";
 import { acceptTunnel, answerTunnel, type TunnelRequest, tunnelAuthRefusal, tunnelTargetRefusal } from "./tunnel.ts";
 import type { TunnelAnswer } from "./tunnel-mux.ts";
 
@@ -276,6 +276,9 @@ async function serveTunnel(
     // Bytes, not HTTP (which is authorized per request): authorized before the workload is dialled.
     const denied = servedAsBytes(ctx, to, req) && connectionDenied(ctx, to, req.port, caller);
     if (denied) throw denied;
+    // This node's agent checks its pods (control/health-checks.ts): callers elsewhere learn here.
+    if (failsHealthCheck(ctx, to, req.port))
+      throw new AgentError(AgentErrors.ENDPOINT_UNHEALTHY, `${to.pod.ip}:${req.port}`);
     // Connected before answering, so the source agent learns of a dead workload and fails over.
     app = await deliver(ctx, to, req.port);
   } catch (err) {
@@ -309,6 +312,11 @@ async function serveTunnel(
     return;
   }
   await forward(ctx, to, client, app, req.port, caller);
+}
+
+function failsHealthCheck(ctx: DataplaneContext, to: PodContext, port: number): boolean {
+  const endpoint = endpointOf(ctx.snapshot().inbound.get(routeKey(to.pod.ip, port)), to.pod.ip, port);
+  return endpoint !== undefined && ctx.shared.isUnhealthy(endpoint.slot);
 }
 
 /** A tunnel that will be forwarded as bytes: no protocol announced, and its port not declared HTTP. */

@@ -3,7 +3,7 @@
 
 import { durationMs } from "../../api/duration.ts";
 import { fullMatch } from "../../api/regex.ts";
-import type { RetryOn, TrafficObject, TrafficPolicySpec } from "../../api/traffic.ts";
+import type { HealthCheck, RetryOn, TrafficObject, TrafficPolicySpec } from "../../api/traffic.ts";
 import { UNLIMITED } from "./limits.ts";
 
 export type LbType = "RoundRobin" | "LeastRequest" | "ConsistentHash";
@@ -42,6 +42,8 @@ export interface CompiledPolicy {
     readonly maxMs: number;
     readonly maxEjectionRatio: number;
   };
+  /** Active health checking of the Service's endpoints (run by the control thread: control/health-checks.ts). */
+  readonly healthCheck?: HealthCheck;
   readonly fault?: {
     readonly delayMs: number;
     readonly delayRatio: number;
@@ -110,6 +112,7 @@ export function compilePolicy(name: string, spec: TrafficPolicySpec): CompiledPo
       maxMs: durationMs(od.maxEjectionTime),
       maxEjectionRatio: od.maxEjectionPercent / 100,
     },
+    healthCheck: spec.healthCheck,
     fault: fi && {
       delayMs: fi.delay ? durationMs(fi.delay.fixedDelay) : 0,
       delayRatio: (fi.delay?.percent ?? 0) / 100,

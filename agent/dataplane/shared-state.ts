@@ -14,7 +14,7 @@ export const RATE_BUCKETS = 16_384;
 const ROUTE_FIELDS = 4;
 const RouteField = { RoundRobin: 0, ActiveRequests: 1, ActiveRetries: 2 } as const;
 
-const ENDPOINT_FIELDS = 5;
+const ENDPOINT_FIELDS = 6;
 const EndpointField = {
   ActiveRequests: 0,
   OpenConnections: 1,
@@ -22,6 +22,8 @@ const EndpointField = {
   Ejections: 3,
   /** Requests waiting for a new connection to the endpoint. */
   Pending: 4,
+  /** 1 while the endpoint fails its active health check (control/health-checks.ts). */
+  Unhealthy: 5,
 } as const;
 
 export interface SharedBuffers {
@@ -122,8 +124,18 @@ export class SharedState {
     Atomics.sub(this.endpoints, endpointSlot * ENDPOINT_FIELDS + EndpointField.Pending, 1);
   }
 
+  /** Out of load balancing: ejected by outlier detection, or failing its active health check. */
   isEjected(endpointSlot: number, nowMs: number): boolean {
-    return Atomics.load(this.ejected, endpointSlot) > BigInt(Math.floor(nowMs));
+    return Atomics.load(this.ejected, endpointSlot) > BigInt(Math.floor(nowMs)) || this.isUnhealthy(endpointSlot);
+  }
+
+  isUnhealthy(endpointSlot: number): boolean {
+    return Atomics.load(this.endpoints, endpointSlot * ENDPOINT_FIELDS + EndpointField.Unhealthy) === 1;
+  }
+
+  /** The active health check's verdict (the control thread's health checker writes it). */
+  setUnhealthy(endpointSlot: number, unhealthy: boolean): void {
+    Atomics.store(this.endpoints, endpointSlot * ENDPOINT_FIELDS + EndpointField.Unhealthy, unhealthy ? 1 : 0);
   }
 
   /** A success resets the endpoint's run of consecutive failures. */

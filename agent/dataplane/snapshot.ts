@@ -294,6 +294,11 @@ export function localityTiers(
   return tiers;
 }
 
+/** The endpoint `ip:port` of `route` (a pod of this node, on the inbound side); undefined if not one. */
+export function endpointOf(route: ServiceRoute | undefined, ip: string, port: number): Endpoint | undefined {
+  return route?.endpoints.find((e) => e.ip === ip && e.port === port);
+}
+
 /** The rule a request takes, or undefined when the port has rules and none matches (404). */
 export function selectRule(
   route: ServiceRoute,

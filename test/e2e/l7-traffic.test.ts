@@ -401,6 +401,39 @@ spec:
     expect(back.pods["reviews-2"]).toBe(delta2["reviews-2"]);
   });
 
+  it("health checks: replicas whose health path fails (port open) stop receiving, on the client's node and across; back once they pass", async () => {
+    await applyAndWait(
+      policy(
+        "reviews-health",
+        "reviews",
+        "  healthCheck: { http: { path: /healthz }, interval: 200ms, timeout: 500ms, unhealthyThreshold: 2, healthyThreshold: 1 }\n",
+      ),
+    );
+    const unhealthy = (node: Node) => metrics(node, "nodemesh_endpoints_unhealthy");
+    // reviews-1 is on the client's node, reviews-2 on the other: each is checked by its own node's agent.
+    await control(r1, { failRate: 1, failStatus: 503 });
+    await control(r2, { failRate: 1, failStatus: 503 });
+    for (let i = 0; i < 50 && ((await unhealthy(n1)) !== 1 || (await unhealthy(n2)) !== 1); i++) await sleep(100);
+    expect([await unhealthy(n1), await unhealthy(n2)]).toEqual([1, 1]);
+    expect(await metrics(n2, "nodemesh_health_checks_total", { result: "failure" })).toBeGreaterThanOrEqual(2);
+    const refusedBefore = await metrics(n1, "nodemesh_tcp_connect_failures_total", { reason: "NM_TUNNEL_REFUSED" });
+    const r = await load({ url: URL_REVIEWS, requests: 100, concurrency: 1 });
+    // node-1's agent skips reviews-1; node-2's refuses tunnels to reviews-2 and the caller tries another.
+    expect(r.statuses).toEqual({ 200: 100 });
+    expect(r.pods).toEqual({ "reviews-3": 100 });
+    // The requests node-1's agent sent to reviews-2 were refused as undelivered, then failed over.
+    const refused = await metrics(n1, "nodemesh_tcp_connect_failures_total", { reason: "NM_TUNNEL_REFUSED" });
+    expect(refused - refusedBefore).toBeGreaterThan(0);
+
+    await control(r1, { failRate: 0 });
+    await control(r2, { failRate: 0 });
+    for (let i = 0; i < 50 && ((await unhealthy(n1)) !== 0 || (await unhealthy(n2)) !== 0); i++) await sleep(100);
+    const back = await load({ url: URL_REVIEWS, requests: 60, concurrency: 1 });
+    expect(back.statuses).toEqual({ 200: 60 });
+    expect(back.pods["reviews-1"]).toBeGreaterThanOrEqual(10);
+    expect(back.pods["reviews-2"]).toBeGreaterThanOrEqual(10);
+  });
+
   it("ejects at most maxEjectionPercent of the replicas: with all three failing only one stops receiving", async () => {
     await applyAndWait(
       policy(

@@ -18,6 +18,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { AgentError, AgentErrors } from "../../errors.ts";
 import type { DataplaneContext } from "../context.ts";
 import type { ProxyTarget } from "../pod.ts";
+import { endpointOf } from "../snapshot.ts";
 import { authorizeRequest } from "./authorize.ts";
 import { RequestBody } from "./body.ts";
 import { RetryingCall } from "./call.ts";
@@ -46,6 +47,15 @@ export async function proxyRequest(ctx: DataplaneContext, down: Downstream, boun
 }
 
 async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved, rec: RequestRecord): Promise<void> {
+  if (target.direction === "inbound") {
+    // A pod failing its active health check: refused as undelivered, so a caller's agent tries
+    // another endpoint, also on a tunnel it opened before the check failed.
+    const endpoint = endpointOf(target.route, target.to.pod.ip, target.port);
+    if (endpoint && ctx.shared.isUnhealthy(endpoint.slot)) {
+      const where = `${endpoint.ip}:${endpoint.port}`;
+      return reply(ctx, down, rec, new AgentError(AgentErrors.ENDPOINT_UNHEALTHY, where));
+    }
+  }
   const authorized = await authorizeRequest(ctx, target, down);
   if (!authorized.ok) {
     rec.authorizationPolicy = authorized.policy;
