@@ -10,7 +10,7 @@ import { loadSync } from "@grpc/proto-loader";
 import { canonicalJson } from "./canonical-json.ts";
 import type { EdgeSample } from "./service-graph.ts";
 import type { PortProtocol, Service, ServiceEndpoint, ServicePort } from "./services.ts";
-import { type TrafficObject, trafficKey } from "./traffic.ts";
+import type { TrafficObject } from "./traffic.ts";
 
 export const AGENT_SERVICE_NAME = "nodemesh.agent.v1.AgentService";
 export const CONTROLLER_GRPC_PORT = 15012;

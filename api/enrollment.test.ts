@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { notAPodAddress, validateEnrollment } from "./enrollment.ts";
+import { notAPodAddress } from "./enrollment.ts";
+import { validateEnrollment } from "./enrollment-schema.ts";
 
 const base = { name: "web", namespace: "default", ip: "10.244.1.12" };
 const field = (body: unknown) => {
@@ -40,5 +41,25 @@ describe("enrollment validation", () => {
     expect(field({ ...base, excludeInboundPorts: [null] })).toBe("excludeInboundPorts[0]");
     const many = Array.from({ length: 257 }, () => ({ first: 1, last: 1 }));
     expect(field({ ...base, excludeInboundPorts: many })).toBe("excludeInboundPorts");
+  });
+
+  it("names the first bad field, with the messages the init container shows", () => {
+    expect(validateEnrollment({ ...base, extra: 1 })).toEqual({
+      ok: false,
+      field: "extra",
+      message: 'unknown field "extra"',
+    });
+    expect(validateEnrollment({ ...base, name: "Web" })).toEqual({
+      ok: false,
+      field: "name",
+      message: "name must be a DNS label (lowercase letters, digits, '-')",
+    });
+    expect(validateEnrollment({ ...base, labels: { app: 1 } })).toMatchObject({ ok: false, field: "labels.app" });
+    expect(validateEnrollment({ ...base, netnsPath: "netns" })).toMatchObject({ ok: false, field: "netnsPath" });
+    expect(validateEnrollment([])).toEqual({ ok: false, field: "", message: "body must be a JSON object" });
+    expect(validateEnrollment(base)).toEqual({
+      ok: true,
+      value: { ...base, labels: {}, serviceAccount: "default" },
+    });
   });
 });

@@ -49,7 +49,6 @@ export function workloadName(pod: { name: string; labels?: Readonly<Record<strin
   return pod.labels?.app ?? pod.labels?.["app.kubernetes.io/name"] ?? pod.name;
 }
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 export function isIPv4(value: string): boolean {
@@ -74,76 +73,4 @@ export function notAPodAddress(ip: string): string | undefined {
 /** True when `port` is in one of `ranges`. */
 export function inPortRanges(port: number, ranges: readonly PortRange[] | undefined): boolean {
   return ranges?.some((r) => port >= r.first && port <= r.last) ?? false;
-}
-
-const MAX_PORT_RANGES = 256;
-
-/** Checks a decoded request body; returns the first problem with the field it concerns. */
-export function validateEnrollment(
-  body: unknown,
-): { ok: true; value: PodEnrollment } | { ok: false; field: string; message: string } {
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    return { ok: false, field: "", message: "body must be a JSON object" };
-  }
-  const b = body as Record<string, unknown>;
-  const allowed = new Set(["name", "namespace", "ip", "netnsPath", "labels", "serviceAccount", "excludeInboundPorts"]);
-  for (const key of Object.keys(b)) {
-    if (!allowed.has(key)) return { ok: false, field: key, message: `unknown field "${key}"` };
-  }
-  for (const key of ["name", "namespace"] as const) {
-    const v = b[key];
-    if (typeof v !== "string" || v.length > 253 || !DNS_LABEL.test(v)) {
-      return { ok: false, field: key, message: `${key} must be a DNS label (lowercase letters, digits, '-')` };
-    }
-  }
-  if (typeof b.ip !== "string" || !isIPv4(b.ip))
-    return { ok: false, field: "ip", message: "ip must be an IPv4 address" };
-  const special = notAPodAddress(b.ip);
-  if (special) return { ok: false, field: "ip", message: `ip ${b.ip} is ${special}, not a pod address` };
-  if (b.netnsPath !== undefined && (typeof b.netnsPath !== "string" || !b.netnsPath.startsWith("/"))) {
-    return { ok: false, field: "netnsPath", message: "netnsPath must be an absolute path" };
-  }
-  const labels = b.labels ?? {};
-  if (typeof labels !== "object" || labels === null || Array.isArray(labels)) {
-    return { ok: false, field: "labels", message: "labels must be an object of strings" };
-  }
-  for (const [k, v] of Object.entries(labels)) {
-    if (typeof v !== "string") return { ok: false, field: `labels.${k}`, message: "label values must be strings" };
-  }
-  const serviceAccount = b.serviceAccount ?? "default";
-  if (typeof serviceAccount !== "string" || !DNS_LABEL.test(serviceAccount)) {
-    return { ok: false, field: "serviceAccount", message: "serviceAccount must be a DNS label" };
-  }
-  const excluded = b.excludeInboundPorts;
-  if (excluded !== undefined) {
-    if (!Array.isArray(excluded) || excluded.length > MAX_PORT_RANGES) {
-      const message = `excludeInboundPorts must be a list of at most ${MAX_PORT_RANGES} port ranges`;
-      return { ok: false, field: "excludeInboundPorts", message };
-    }
-    for (const [i, r] of excluded.entries()) {
-      const { first, last } = (typeof r === "object" && r !== null ? r : {}) as Partial<PortRange>;
-      if (!isPort(first) || !isPort(last) || first > last) {
-        const message = "a port range is { first, last }: ports 1-65535, first <= last";
-        return { ok: false, field: `excludeInboundPorts[${i}]`, message };
-      }
-    }
-  }
-  return {
-    ok: true,
-    value: {
-      name: b.name as string,
-      namespace: b.namespace as string,
-      ip: b.ip,
-      ...(b.netnsPath !== undefined ? { netnsPath: b.netnsPath as string } : {}),
-      labels: labels as Record<string, string>,
-      serviceAccount,
-      ...(Array.isArray(excluded) && excluded.length > 0
-        ? { excludeInboundPorts: (excluded as PortRange[]).map(({ first, last }) => ({ first, last })) }
-        : {}),
-    },
-  };
-}
-
-function isPort(value: unknown): value is number {
-  return Number.isInteger(value) && (value as number) >= 1 && (value as number) <= 65535;
 }

@@ -1,6 +1,8 @@
 // prom-client's classes, each loaded from its own file. Its index also loads the push gateway
 // (http, https, url), summaries (tdigest) and OpenTelemetry: about 18 MB per thread, in every
 // agent worker thread, for nothing the agent uses. Same classes, same types.
+// The file paths are prom-client's internals, not its API: package.json pins the exact version
+// they were checked against, and prom.test.ts fails if an upgrade moves or changes them.
 
 import { createRequire } from "node:module";
 import type * as PromClient from "prom-client";

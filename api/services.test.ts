@@ -24,7 +24,7 @@ describe("service table validation", () => {
 
   it.each([
     ["not an object", 42, "services"],
-    ["an unknown top-level field", { ...good, extra: 1 }, ".extra"],
+    ["an unknown top-level field", { ...good, extra: 1 }, "extra"],
     ["a bad name", withService({ name: "Reviews" }), "services[0].name"],
     ["a bad VIP", withService({ vip: "10.96.0.300" }), "services[0].vip"],
     ["no ports", withService({ ports: [] }), "services[0].ports"],

@@ -1,7 +1,10 @@
-// The service table an agent forwards by: service VIP:port → endpoints. Today it comes from a
-// static JSON file (`nodemesh agent --services FILE`); the controller will stream the same shape.
+// The service table an agent forwards by: service VIP:port → endpoints, and the traffic objects.
+// It comes from the controller's stream (agent/control/config-assembly.ts), or from a static JSON
+// file (`nodemesh agent --services FILE`) in the same shape.
 
+import { z } from "zod";
 import { isIPv4 } from "./enrollment.ts";
+import { fieldErrors, fieldPath } from "./field-path.ts";
 import { parseTrafficObject, type TrafficObject, trafficKey } from "./traffic.ts";
 
 export type PortProtocol = "tcp" | "http" | "http2" | "grpc";
@@ -53,33 +56,67 @@ export interface FieldError {
   message: string;
 }
 
-const PROTOCOLS: readonly string[] = ["tcp", "http", "http2", "grpc"];
+const PROTOCOLS = ["tcp", "http", "http2", "grpc"] as const;
 const NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
-function isPort(v: unknown): v is number {
-  return Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 65535;
-}
+const PortNumber = (message: string) => z.number({ error: message }).int(message).min(1, message).max(65535, message);
+const IPv4 = z.string({ error: "must be IPv4" }).refine(isIPv4, "must be IPv4");
+const DnsLabel = z.string({ error: "must be a DNS label" }).regex(NAME, "must be a DNS label");
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
+const ServicePortSchema = z.strictObject({
+  name: z.string().optional(),
+  port: PortNumber("must be an integer 1-65535"),
+  targetPort: PortNumber("must be an integer 1-65535").optional(),
+  protocol: z.enum(PROTOCOLS, { error: `must be one of ${PROTOCOLS.join(", ")}` }).optional(),
+});
 
-function unknownFields(obj: Record<string, unknown>, allowed: readonly string[], path: string, out: FieldError[]) {
-  for (const key of Object.keys(obj)) {
-    if (!allowed.includes(key)) out.push({ field: `${path}.${key}`, message: "unknown field" });
-  }
+const EndpointSchema = z.strictObject({
+  ip: IPv4,
+  port: PortNumber("must be 1-65535").optional(),
+  node: z.string().optional(),
+  pod: z.string().optional(),
+  meshed: z.boolean({ error: "must be a boolean" }).optional(),
+  workload: z.string().optional(),
+  serviceAccount: z.string().optional(),
+});
+
+const ServiceSchema = z.strictObject({
+  name: DnsLabel,
+  namespace: DnsLabel,
+  vip: IPv4,
+  ports: z.array(ServicePortSchema, { error: "must be a non-empty array" }).min(1, "must be a non-empty array"),
+  endpoints: z.array(EndpointSchema, { error: "must be an array" }),
+});
+
+/** A traffic object's envelope; its spec is checked by its kind's schema (parseTrafficObject). */
+const TrafficEnvelope = z.strictObject({
+  kind: z.unknown(),
+  name: z.unknown(),
+  namespace: z.unknown(),
+  spec: z.unknown(),
+});
+
+const ServiceTableSchema = z.strictObject({
+  services: z.array(ServiceSchema, { error: "must be an array" }),
+  traffic: z.array(z.unknown(), { error: "must be an array" }).optional(),
+});
+
+/** Each problem of a failed parse, by field path. */
+function problems(schema: z.core.$ZodType, value: unknown, at: PropertyKey[] = []): FieldError[] {
+  const parsed = z.safeParse(schema, value);
+  if (parsed.success) return [];
+  return fieldErrors(schema, parsed.error.issues).map((e) => ({
+    field: fieldPath([...at, ...e.path]),
+    message: e.message,
+  }));
 }
 
 function validateTraffic(traffic: unknown, errors: FieldError[]): void {
-  if (traffic === undefined) return;
-  if (!Array.isArray(traffic)) {
-    errors.push({ field: "traffic", message: "must be an array" });
-    return;
-  }
+  if (!Array.isArray(traffic)) return; // absent, or already reported by the table's schema
   const seen = new Set<string>();
   traffic.forEach((obj: unknown, i: number) => {
     // parseTrafficObject checks the spec strictly but not the fields around it.
-    if (isObject(obj)) unknownFields(obj, ["kind", "name", "namespace", "spec"], `traffic[${i}]`, errors);
+    errors.push(...problems(TrafficEnvelope, obj, ["traffic", i]).filter((e) => e.message.startsWith("unknown")));
     const result = parseTrafficObject(obj);
     if (!result.ok) {
       for (const e of result.errors) {
@@ -107,65 +144,24 @@ export function parseTraffic(table: ServiceTable): TrafficObject[] {
 
 /** Validates a decoded service table; returns every problem with its field path, or none. */
 export function validateServiceTable(input: unknown): FieldError[] {
-  const errors: FieldError[] = [];
-  if (!isObject(input) || !Array.isArray(input.services)) {
+  if (typeof input !== "object" || input === null || !Array.isArray((input as { services?: unknown }).services)) {
     return [{ field: "services", message: "must be an array" }];
   }
-  unknownFields(input, ["services", "traffic"], "", errors);
-  validateTraffic(input.traffic, errors);
+  const errors = problems(ServiceTableSchema, input);
+  const table = input as { services: unknown[]; traffic?: unknown };
+  validateTraffic(table.traffic, errors);
+  // One VIP:port, one Service: the second to claim it is named.
   const seenVipPorts = new Set<string>();
-  input.services.forEach((svc: unknown, i: number) => {
-    const at = `services[${i}]`;
-    if (!isObject(svc)) {
-      errors.push({ field: at, message: "must be an object" });
-      return;
-    }
-    unknownFields(svc, ["name", "namespace", "vip", "ports", "endpoints"], at, errors);
-    for (const key of ["name", "namespace"]) {
-      if (typeof svc[key] !== "string" || !NAME.test(svc[key] as string)) {
-        errors.push({ field: `${at}.${key}`, message: "must be a DNS label" });
-      }
-    }
-    if (typeof svc.vip !== "string" || !isIPv4(svc.vip)) errors.push({ field: `${at}.vip`, message: "must be IPv4" });
-    if (!Array.isArray(svc.ports) || svc.ports.length === 0) {
-      errors.push({ field: `${at}.ports`, message: "must be a non-empty array" });
-    } else {
-      svc.ports.forEach((p: unknown, j: number) => {
-        const pat = `${at}.ports[${j}]`;
-        if (!isObject(p)) {
-          errors.push({ field: pat, message: "must be an object" });
-          return;
-        }
-        unknownFields(p, ["name", "port", "targetPort", "protocol"], pat, errors);
-        if (!isPort(p.port)) errors.push({ field: `${pat}.port`, message: "must be an integer 1-65535" });
-        if (p.targetPort !== undefined && !isPort(p.targetPort)) {
-          errors.push({ field: `${pat}.targetPort`, message: "must be an integer 1-65535" });
-        }
-        if (p.protocol !== undefined && !PROTOCOLS.includes(p.protocol as string)) {
-          errors.push({ field: `${pat}.protocol`, message: `must be one of ${PROTOCOLS.join(", ")}` });
-        }
-        const key = `${svc.vip}:${p.port}`;
-        if (seenVipPorts.has(key)) errors.push({ field: `${pat}.port`, message: `duplicate VIP:port ${key}` });
-        seenVipPorts.add(key);
-      });
-    }
-    if (!Array.isArray(svc.endpoints)) {
-      errors.push({ field: `${at}.endpoints`, message: "must be an array" });
-    } else {
-      svc.endpoints.forEach((e: unknown, j: number) => {
-        const eat = `${at}.endpoints[${j}]`;
-        if (!isObject(e)) {
-          errors.push({ field: eat, message: "must be an object" });
-          return;
-        }
-        unknownFields(e, ["ip", "port", "node", "pod", "meshed", "workload", "serviceAccount"], eat, errors);
-        if (typeof e.ip !== "string" || !isIPv4(e.ip)) errors.push({ field: `${eat}.ip`, message: "must be IPv4" });
-        if (e.port !== undefined && !isPort(e.port)) errors.push({ field: `${eat}.port`, message: "must be 1-65535" });
-        if (e.meshed !== undefined && typeof e.meshed !== "boolean") {
-          errors.push({ field: `${eat}.meshed`, message: "must be a boolean" });
-        }
-      });
-    }
+  table.services.forEach((svc, i) => {
+    const { vip, ports } = (svc ?? {}) as { vip?: unknown; ports?: unknown };
+    if (!Array.isArray(ports)) return;
+    ports.forEach((p: unknown, j: number) => {
+      const port = (p as { port?: unknown } | null)?.port;
+      const key = `${vip}:${port}`;
+      if (seenVipPorts.has(key))
+        errors.push({ field: `services[${i}].ports[${j}].port`, message: `duplicate VIP:port ${key}` });
+      seenVipPorts.add(key);
+    });
   });
   return errors;
 }

@@ -18,7 +18,6 @@ import { createControllerRegistry, registerStoreMetrics } from "./metrics.ts";
 import { RestError } from "./rest/errors.ts";
 import { type RestServer, startRestServer } from "./rest/server.ts";
 import { FileStore } from "./store/file-store.ts";
-import { keyOf } from "./store/memory-store.ts";
 import type { Store } from "./store/store.ts";
 import { uiHandler } from "./ui/ui-server.ts";
 

@@ -10,7 +10,8 @@
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { DEFAULT_ENROLLMENT_SOCKET, INBOUND_PORT, OUTBOUND_PORT } from "../api/dataplane.ts";
-import { type PodEnrollment, validateEnrollment } from "../api/enrollment.ts";
+import type { PodEnrollment } from "../api/enrollment.ts";
+import { validateEnrollment } from "../api/enrollment-schema.ts";
 import {
   type AgentOptions,
   DEFAULT_ENROLL_TIMEOUT_MS,

@@ -84,10 +84,9 @@ export function usableTable(
   const services: Service[] = [];
   const vipPortOwner = new Map<string, string>();
   for (const [key, service] of sortedByKey(config.services)) {
-    const errors = validateServiceTable({ services: [service] });
-    if (errors.length > 0) {
-      const fields = errors.map((e) => `${e.field.replace(/^services\[0\]\.?/, "")}: ${e.message}`);
-      reject({ kind: "Service", ...service }, fields.join("; "));
+    const problem = serviceProblem(service);
+    if (problem) {
+      reject({ kind: "Service", ...service }, problem);
       continue;
     }
     // Two Services on one VIP:port cannot both be routed: the first by key keeps it.
@@ -101,6 +100,20 @@ export function usableTable(
     services.push(service);
   }
   return { table: { services, traffic }, rejected };
+}
+
+/** Each received Service's own verdict, kept while it is the same object (an update replaces it). */
+const serviceProblems = new WeakMap<Service, string | null>();
+
+function serviceProblem(service: Service): string | null {
+  let problem = serviceProblems.get(service);
+  if (problem === undefined) {
+    const errors = validateServiceTable({ services: [service] });
+    problem =
+      errors.length > 0 ? errors.map((e) => `${e.field.replace(/^services\[0\]\.?/, "")}: ${e.message}`).join("; ") : null;
+    serviceProblems.set(service, problem);
+  }
+  return problem;
 }
 
 function sortedByKey<T>(map: ReadonlyMap<string, T>): [string, T][] {
@@ -148,11 +161,7 @@ export function assembleConfig(
     traffic: merged(base?.traffic, update.removedTraffic, update.traffic.map(fromWireTraffic), trafficKey),
     peers: update.peers ? update.peers.nodes : (current?.peers ?? []),
   };
+  // Every object checked alone (once), and the one rule between them (a VIP:port, one Service).
   const { table, rejected } = usableTable(config, options);
-  // Each object passed alone; a whole-table rule no single object breaks would show here.
-  const errors = validateServiceTable(table);
-  if (errors.length > 0) {
-    return { ok: false, error: `invalid service table: ${errors.map((e) => `${e.field}: ${e.message}`).join("; ")}` };
-  }
   return { ok: true, config, table, rejected };
 }
