@@ -110,7 +110,9 @@ function serviceProblem(service: Service): string | null {
   if (problem === undefined) {
     const errors = validateServiceTable({ services: [service] });
     problem =
-      errors.length > 0 ? errors.map((e) => `${e.field.replace(/^services\[0\]\.?/, "")}: ${e.message}`).join("; ") : null;
+      errors.length > 0
+        ? errors.map((e) => `${e.field.replace(/^services\[0\]\.?/, "")}: ${e.message}`).join("; ")
+        : null;
     serviceProblems.set(service, problem);
   }
   return problem;
