@@ -208,6 +208,10 @@ export class Dataplane implements DataplaneContext {
     const entry = this.pods.get(key);
     if (!entry) return;
     this.pods.delete(key);
+    // A connection the kernel completed before this request may still wait in a listener's accept
+    // queue, and closing a listener resets those (a client that connected before the unenroll
+    // would see a reset). One turn of the event loop lets libuv accept what the poll reported.
+    await new Promise((resolve) => setImmediate(resolve));
     this.pools.dropPod(key);
     this.tunnels.dropPod(key);
     let open = entry.servers.length;
