@@ -4,12 +4,17 @@
 // until both agents applied it, sends traffic to its address and shows which replica served what,
 // then keeps running until Ctrl-C, which removes everything.
 //
+// Whatever ends it, it cleans up: Ctrl-C, SIGTERM or SIGHUP (a closed terminal), one of its own
+// processes dying (the controller, an agent, a workload: said, then everything removed, exit 1),
+// or an error of its own. What a `kill -9` of the demo itself leaves, the next demo removes.
+//
 //   node test/demo.ts [--requests N] [--once]
 
 import { parseArgs } from "node:util";
 import { Mesh } from "./e2e/mesh.ts";
 import { httpFrom, metricSum } from "./e2e/netns-client.ts";
-import { type Pod, World } from "./world/world.ts";
+import { reapOrphans } from "./world/reaper.ts";
+import { type Pod, type Proc, World } from "./world/world.ts";
 
 const { values } = parseArgs({
   options: {
@@ -43,7 +48,42 @@ spec:
 `;
 const say = (text: string) => console.log(text);
 
+const reaped = await reapOrphans();
+if (reaped.length > 0) say(`removed ${reaped.length} namespaces an earlier, killed run left behind`);
 const world = await World.create({ nodes: 2 });
+const mesh = new Mesh(world, { tunnelKey: true });
+
+let cleaning: Promise<void> | undefined;
+/** Removes every namespace and process of this run, once, however many reasons ask for it. */
+function cleanUp(): Promise<void> {
+  cleaning ??= mesh.destroy().then(() => say("cleaned up"));
+  return cleaning;
+}
+/** Set once the demo waits for Ctrl-C; before that a signal stops the set-up itself. */
+let waiting = false;
+let stopWith: (reason: { code: number; why: string }) => void = () => {};
+/** Why the demo stops: a signal, or one of its own processes gone. */
+const stop = new Promise<{ code: number; why: string }>((resolve) => {
+  stopWith = resolve;
+});
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.once(signal, () => {
+    if (waiting) stopWith({ code: 0, why: signal });
+    else void cleanUp().finally(() => process.exit(1));
+  });
+}
+/** One of the demo's own processes ending on its own ends the demo. */
+function watchProcess(proc: Proc, what: string): void {
+  void proc.exited.then((exit) => {
+    if (!cleaning) stopWith({ code: 1, why: `${what} exited (${exit.signal ?? `code ${exit.code}`})` });
+  });
+}
+for (const event of ["uncaughtException", "unhandledRejection"] as const) {
+  process.on(event, (err) => {
+    console.error(`demo failed: ${(err as Error)?.stack ?? err}`);
+    void cleanUp().finally(() => process.exit(1));
+  });
+}
 
 /** Polls the Service's status until both agents applied it (bounded: 20 s). */
 async function waitUntilApplied(): Promise<void> {
@@ -55,7 +95,6 @@ async function waitUntilApplied(): Promise<void> {
   }
   throw new Error("the agents did not apply the reviews Service within 20 s");
 }
-const mesh = new Mesh(world, { tunnelKey: true });
 try {
   const [n1, n2] = world.nodes;
   say(`nodes: ${n1.name} (pods ${n1.podCidr}), ${n2.name} (pods ${n2.podCidr}), underlay 10.250.0.0/24`);
@@ -66,14 +105,25 @@ try {
     await world.addPod(n2, "reviews-3"),
   ];
   await mesh.startController();
+  watchProcess(mesh.controller!.proc, "the controller");
   say(
     `controller ready in its namespace (${mesh.controller!.place.ip}): REST on its loopback :8080, gRPC :15012 (TLS from its CA, bootstrap token)`,
   );
-  await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);
+  for (const agent of await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)])) {
+    watchProcess(agent.proc, `the ${agent.node.name} agent`);
+  }
   say("agents connected to the controller (admin :15020 in each node namespace)");
 
   for (const [i, pod] of replicas.entries()) {
-    await mesh.startWorkload(pod, ["--version", `v${i + 1}`, "--http-port", "8080", "--grpc-port", "0"]);
+    const workload = await mesh.startWorkload(pod, [
+      "--version",
+      `v${i + 1}`,
+      "--http-port",
+      "8080",
+      "--grpc-port",
+      "0",
+    ]);
+    watchProcess(workload, `the ${pod.name} workload`);
   }
   for (const pod of [client, ...replicas]) {
     await mesh.enroll(pod, ["--label", `app=${pod.name.replace(/-\d+$/, "")}`]);
@@ -114,12 +164,14 @@ try {
     say(`  nsenter --net=${n1.netnsPath} curl -s localhost:15020/metrics | grep nodemesh_`);
     say(`  nsenter --net=${mesh.controller!.place.netnsPath} node bin/nodemesh.ts status`);
     say("Ctrl-C stops it and removes every namespace.");
-    await new Promise<void>((resolve) => {
-      process.once("SIGINT", resolve);
-      process.once("SIGTERM", resolve);
-    });
+    waiting = true;
+    const stopped = await stop;
+    if (stopped.code !== 0) say(`\n${stopped.why}: stopping the demo`);
+    process.exitCode = stopped.code;
   }
+} catch (err) {
+  console.error(`demo failed: ${(err as Error).stack ?? err}`);
+  process.exitCode = 1;
 } finally {
-  await mesh.destroy();
-  say("cleaned up");
+  await cleanUp();
 }

@@ -1,5 +1,6 @@
 // The README's first command must keep working: `make demo` runs test/demo.ts.
 
+import { execFileSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { worldNamespaces } from "../world/netns.ts";
 import { Proc } from "../world/world.ts";
@@ -28,6 +29,31 @@ describe("make demo", () => {
     expect(namespacesOf(demo.pid!).length).toBeGreaterThan(0);
     demo.kill("SIGINT");
     await demo.exited;
+    expect(namespacesOf(demo.pid!)).toEqual([]);
+  }, 60_000);
+
+  it("removes everything when its terminal closes (SIGHUP)", async () => {
+    const demo = new Proc(process.execPath, [DEMO, "--requests", "3"], { name: "demo" });
+    await demo.waitForLine(/Ctrl-C stops it/, 30_000);
+    demo.kill("SIGHUP");
+    expect((await demo.exited).code).toBe(0);
+    expect(demo.lines.join("\n")).toContain("cleaned up");
+    expect(namespacesOf(demo.pid!)).toEqual([]);
+  }, 60_000);
+
+  it("says which of its processes died, then removes everything and exits 1", async () => {
+    const demo = new Proc(process.execPath, [DEMO, "--requests", "3"], { name: "demo" });
+    await demo.waitForLine(/Ctrl-C stops it/, 30_000);
+    // node-1's agent runs in the node-1 namespace of this run.
+    const node1 = namespacesOf(demo.pid!).find((name) => name.endsWith("-n1"));
+    expect(node1).toBeDefined();
+    const pids = execFileSync("ip", ["netns", "pids", node1!], { encoding: "utf8" }).trim().split("\n");
+    expect(pids.length).toBeGreaterThan(0);
+    for (const pid of pids) process.kill(Number(pid), "SIGKILL");
+    expect((await demo.exited).code).toBe(1);
+    const output = demo.lines.join("\n");
+    expect(output).toMatch(/the node-1 agent exited \(SIGKILL\): stopping the demo/);
+    expect(output).toContain("cleaned up");
     expect(namespacesOf(demo.pid!)).toEqual([]);
   }, 60_000);
 });
