@@ -10,6 +10,7 @@ import type { ChannelSecurity } from "./control/controller-channel.ts";
 import type { ControllerStatus } from "./control/controller-client.ts";
 import { ControllerLink } from "./control/controller-link.ts";
 import { startEnrollmentServer } from "./control/enrollment-server.ts";
+import { requestHandover } from "./control/handover.ts";
 import { HealthChecker } from "./control/health-checks.ts";
 import { PodRegistry } from "./control/pods.ts";
 import { loadServiceFile, type VersionedTable } from "./control/service-source.ts";
@@ -99,6 +100,9 @@ export class Agent {
 
   async #start(): Promise<void> {
     const o = this.opts;
+    // An agent already serving this node hands over to this one (handover.ts): a surge upgrade.
+    const previous = await requestHandover(o.enrollmentSocket);
+    if (previous) this.log.info({ pid: previous.pid }, "taking over from the agent serving this node");
     this.servers.push(
       await startAdminServer(o.adminAddress, o.adminPort, {
         node: o.nodeName,
@@ -175,12 +179,27 @@ export class Agent {
       };
       controller.podsChanged();
     }
-    this.servers.push(await startEnrollmentServer(o.enrollmentSocket, pods));
+    this.servers.push(await startEnrollmentServer(o.enrollmentSocket, pods, { handOver: () => this.handOver() }));
     this.started = true;
     this.log.info(
       { workers: o.workers, socket: o.enrollmentSocket, admin: `${o.adminAddress}:${o.adminPort}` },
       "agent ready",
     );
+    if (previous) {
+      // Our listeners are in every pod beside its: it may close and drain now.
+      process.kill(previous.pid, "SIGTERM");
+      this.log.info({ pid: previous.pid }, "took over; the previous agent drains and exits");
+    }
+  }
+
+  /**
+   * A new agent takes over this node: no more enrollments (the enrollment server closed itself)
+   * and off the controller stream, which is the new agent's now; traffic is still served until
+   * the new agent's SIGTERM starts the drain.
+   */
+  private handOver(): void {
+    this.log.info("a new agent takes over this node: enrollment closed, leaving the controller");
+    void this.controller?.stop();
   }
 
   /** Re-reads the service file; an invalid file leaves the current table in force. */

@@ -50,6 +50,10 @@ Options:
                             for loopback callers only (default: ${ADMIN_PORT})
   --workers N               data-plane worker threads (default: ${defaultWorkerCount()}, the core count up to 8);
                             one that fails is logged and replaced, its siblings serving meanwhile
+  --drain-timeout-s N       on SIGTERM (or when a new agent takes over): after the listeners close,
+                            how long connections in flight may finish. HTTP/1.1 connections close
+                            after their next answer, HTTP/2 sessions get GOAWAY; opaque TCP streams
+                            still open at the end are cut (default: 30; docs/operations.md)
   --connect-timeout-ms MS   budget of one upstream connect attempt before failing over (default: 1000)
   --detect-timeout-ms MS    on a port whose protocol is not declared, how long to wait for the
                             client's first bytes before treating it as opaque TCP (default: 100)
@@ -104,6 +108,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       "admin-port": { type: "string", default: String(ADMIN_PORT) },
       workers: { type: "string", default: String(defaultWorkerCount()) },
       "connect-timeout-ms": { type: "string", default: "1000" },
+      "drain-timeout-s": { type: "string", default: "30" },
       "detect-timeout-ms": { type: "string", default: "100" },
       "http-headers-timeout-ms": { type: "string", default: "10000" },
       "access-log": { type: "string", default: "none" },
@@ -154,6 +159,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       accessLog: { scope: values["access-log"], file: values["access-log-file"] },
       requestMetrics: onOff("request-metrics", values["request-metrics"]),
       tunnelKey: values["tunnel-key-file"] ? readTunnelKey(values["tunnel-key-file"]) : undefined,
+      drainMs: positiveInt("drain-timeout-s", values["drain-timeout-s"]) * 1000,
     },
     logLevel: values["log-level"],
   });

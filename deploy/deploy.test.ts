@@ -291,36 +291,42 @@ const AGENT_POD = {
   __meta_kubernetes_pod_name: "nodemesh-agent-aaaaa",
   __meta_kubernetes_pod_node_name: "node-a",
   __meta_kubernetes_pod_phase: "Running",
-  __meta_kubernetes_pod_container_name: "agent",
-  __meta_kubernetes_pod_container_port_name: "admin",
-  __meta_kubernetes_pod_container_port_number: "15020",
+  __meta_kubernetes_pod_ip: "10.0.0.1",
+  __meta_kubernetes_pod_annotation_prometheus_io_port: "15020",
 };
 const FAKE_TARGETS: Record<string, { address: string; labels: Record<string, string> }[]> = {
+  // A pod without container ports: one target, its IP alone.
   "nodemesh-agent": [
-    { address: "10.0.0.1:15020", labels: AGENT_POD },
-    // Another container port of the same pod.
-    {
-      address: "10.0.0.1:15006",
-      labels: {
-        ...AGENT_POD,
-        __meta_kubernetes_pod_container_port_name: "inbound",
-        __meta_kubernetes_pod_container_port_number: "15006",
-      },
-    },
+    { address: "10.0.0.1", labels: AGENT_POD },
     // An agent pod of a node still starting.
     {
-      address: "10.0.0.2:15020",
+      address: "10.0.0.2",
       labels: {
         ...AGENT_POD,
         __meta_kubernetes_pod_name: "nodemesh-agent-bbbbb",
         __meta_kubernetes_pod_node_name: "node-b",
         __meta_kubernetes_pod_phase: "Pending",
+        __meta_kubernetes_pod_ip: "10.0.0.2",
       },
     },
-    // Another application in the namespace with a port named admin.
+    // Another application in the namespace with the same annotation.
     {
-      address: "10.0.0.9:15020",
-      labels: { ...AGENT_POD, __meta_kubernetes_pod_label_app_kubernetes_io_name: "something-else" },
+      address: "10.0.0.9",
+      labels: {
+        ...AGENT_POD,
+        __meta_kubernetes_pod_label_app_kubernetes_io_name: "something-else",
+        __meta_kubernetes_pod_ip: "10.0.0.9",
+      },
+    },
+    // An agent pod without the annotation (edited by hand): nothing to scrape.
+    {
+      address: "10.0.0.3",
+      labels: {
+        ...Object.fromEntries(
+          Object.entries(AGENT_POD).filter(([k]) => k !== "__meta_kubernetes_pod_annotation_prometheus_io_port"),
+        ),
+        __meta_kubernetes_pod_ip: "10.0.0.3",
+      },
     },
   ],
   "nodemesh-controller": [

@@ -101,7 +101,8 @@ export async function startAdminServer(host: string, port: number, state: AdminS
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, host, () => resolve());
+    // Shared with a successor during a handover (control/handover.ts): both answer until we exit.
+    server.listen({ port, host, reusePort: true }, () => resolve());
   });
   return server;
 }

@@ -160,6 +160,7 @@ export class ControllerLink {
   }
 
   async stop(): Promise<void> {
+    if (this.stopped) return; // a handover stopped it already
     this.stopped = true;
     this.identities.stop();
     clearTimeout(this.probeTimer);

@@ -15,6 +15,7 @@ import { validateEnrollment } from "../../api/enrollment-schema.ts";
 import { sendJson } from "../../api/http-json.ts";
 import { Netns, NotANetworkNamespaceError, peerCredentials, socketFd } from "../sys/linux.ts";
 import { identifyNetnsOfPid, type NetnsIdentity, ownNetnsInode } from "../sys/netns-path.ts";
+import { HANDOVER_PATH } from "./handover.ts";
 import { HttpError, readJson, sendError } from "./http.ts";
 import { EnrollmentConflict, type PodRegistry, podAddressProblem } from "./pods.ts";
 
@@ -53,7 +54,16 @@ function openPodNetns(path: string): Netns {
   }
 }
 
-export async function startEnrollmentServer(socketPath: string, pods: PodRegistry): Promise<Server> {
+export interface EnrollmentHooks {
+  /** A new agent takes over this node (handover.ts): stop taking part, but keep serving traffic. */
+  handOver(): void;
+}
+
+export async function startEnrollmentServer(
+  socketPath: string,
+  pods: PodRegistry,
+  hooks: EnrollmentHooks = { handOver: () => {} },
+): Promise<Server> {
   // Root in this namespace is privileged (docs/security.md), and it is never a pod's.
   const agentNetns = ownNetnsInode();
   // Identified once the connection is accepted, while the caller is surely still there.
@@ -120,6 +130,13 @@ export async function startEnrollmentServer(socketPath: string, pods: PodRegistr
       if (req.url === "/v1/pods" && req.method === "POST") {
         const pod = await enroll(caller, await readJson(req, MAX_BODY));
         return sendJson(res, 200, { status: "enrolled", pod });
+      }
+      if (req.url === HANDOVER_PATH && req.method === "POST") {
+        if (!caller.privileged) throw forbidden("only a privileged caller (a new agent of this node) may take over");
+        // No enrollment from now on: the successor reads the pods' state once we answered.
+        server.close();
+        hooks.handOver();
+        return sendJson(res, 200, { status: "handed over", pid: process.pid });
       }
       const m = POD_PATH.exec(req.url ?? "");
       if (m && req.method === "DELETE") {

@@ -54,8 +54,8 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined>
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** How long a worker has to stop dialling, accepting and draining (Dataplane.stop) before it is terminated. */
-const STOP_TIMEOUT_MS = 5000;
+/** Beyond the drain (Dataplane.stop), how long a worker has to stop before it is terminated anyway. */
+const STOP_MARGIN_MS = 5000;
 
 type Pending = { worker: Worker; resolve: (v: unknown) => void; reject: (e: Error) => void };
 type Request =
@@ -314,19 +314,20 @@ export class WorkerPool {
    * In two steps. First every worker stops dialling and accepting and drains (Dataplane.stop: its
    * system calls are refused from then on); only then are the threads terminated. Terminating a
    * worker that is still serving can catch it inside a koffi call, which then cannot throw and
-   * aborts the whole process (SIGABRT, issue 21 item 5). A worker that does not answer within
-   * STOP_TIMEOUT_MS is terminated anyway.
+   * aborts the whole process (SIGABRT, issue 21 item 5). A worker that does not answer within the
+   * drain plus STOP_MARGIN_MS is terminated anyway.
    */
   async stop(): Promise<void> {
     this.running = false;
     for (const slot of this.slots) clearTimeout(slot.respawnTimer);
     let timer: NodeJS.Timeout | undefined;
+    const timeoutMs = (this.slots[0]?.init.settings.drainMs ?? 0) + STOP_MARGIN_MS;
     const timedOut = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), STOP_TIMEOUT_MS);
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
     });
     const stopped = await Promise.race([this.askAll({ type: "stop" }).catch((err: Error) => err), timedOut]);
     clearTimeout(timer);
-    if (stopped === "timeout") this.log.warn({ timeoutMs: STOP_TIMEOUT_MS }, "data-plane workers did not stop in time");
+    if (stopped === "timeout") this.log.warn({ timeoutMs }, "data-plane workers did not stop in time");
     else if (stopped instanceof Error) this.log.warn({ err: stopped.message }, "a data-plane worker failed to stop");
     await Promise.all(this.workers.map((w) => w.terminate()));
   }

@@ -9,6 +9,7 @@ import { type EnrolledPod, workloadName } from "../../api/enrollment.ts";
 import { AgentErrors } from "../errors.ts";
 import {
   type Address,
+  allowListenerMigration,
   bindListenerFd,
   isListening,
   Netns,
@@ -57,7 +58,6 @@ const ignore = () => {};
  * pooled upstream connections complete; anything needing a new connection is answered 503) before
  * the rest are destroyed.
  */
-export const STOP_DRAIN_MS = 1000;
 
 /**
  * Handlers that need the pre-REDIRECT destination read it from the accepted socket first. A
@@ -185,6 +185,9 @@ export class Dataplane implements DataplaneContext {
     const key = `${pod.namespace}/${pod.name}`;
     await this.removePod(key);
     const netns = Netns.open(pod.netnsPath);
+    // A successor agent joins these listeners' reuseport groups; what we have not accepted when we
+    // close is then migrated to it, not reset.
+    if (!allowListenerMigration(netns)) this.log.debug({ pod: key }, "tcp_migrate_req unavailable in the pod");
     const ctx: PodContext = { key, pod, netns, workload: { name: workloadName(pod), namespace: pod.namespace } };
     const servers: net.Server[] = [];
     try {
@@ -223,23 +226,36 @@ export class Dataplane implements DataplaneContext {
   }
 
   /**
-   * Before the control thread terminates this worker: stop dialling (every system call of this
-   * thread now fails as an ordinary error, so a dial is a 503 `NM_CONNECT_FAILED`, and no koffi
-   * call can be under way when the thread is torn down), stop accepting, give the connections in
-   * flight up to `drainMs` to finish, then end the rest.
+   * Before the control thread terminates this worker. First it stops accepting: connections the
+   * kernel completed are still accepted and served, and what waits in a closed listener's queue
+   * moves to a successor's listener in the same reuseport group when one exists (an agent taking
+   * over: the pod namespaces allow it, sys/linux.ts allowListenerMigration). Then it asks clients
+   * to go elsewhere (HTTP/1.1 `Connection: close` on the next answer, HTTP/2 and tunnel GOAWAY) and
+   * lets the connections in flight finish, dialling as usual, for up to `drainMs`. Only then does
+   * it stop dialling (every system call of the thread fails as an ordinary error from then on, so
+   * no koffi call can be under way when the thread is torn down) and end what is left.
    */
-  async stop(drainMs = STOP_DRAIN_MS): Promise<void> {
+  async stop(drainMs = this.settings.drainMs): Promise<void> {
+    await this.closeListeners();
     this.stopping = true;
-    refuseSystemCalls();
-    await Promise.all([...this.pods.keys()].map((key) => this.removePod(key)));
+    this.http.drain();
     this.tunnels.closeAll();
     for (let waited = 0; this.connections.size > 0 && waited < drainMs; waited += 20) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
+    refuseSystemCalls();
     for (const socket of this.connections) socket.destroy();
     // Requests that finished this turn are reported in a setImmediate batch (http/record.ts): let it run.
     await new Promise((resolve) => setImmediate(resolve));
     this.accessLog.flush();
+  }
+
+  /** Every pod's listeners closed, the pods kept (their connections in flight go on). */
+  private async closeListeners(): Promise<void> {
+    // As in removePod: the accepts the last poll reported run first.
+    await new Promise((resolve) => setImmediate(resolve));
+    // close() stops listening at once; its callback would wait for every connection.
+    for (const { servers } of this.pods.values()) for (const server of servers) server.close();
   }
 
   podCount(): number {

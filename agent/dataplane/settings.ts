@@ -19,4 +19,9 @@ export interface DataplaneSettings {
    * Undefined: handshakes are neither signed nor checked (tunnel.ts).
    */
   readonly tunnelKey?: string;
+  /**
+   * How long a stopping agent lets its connections finish after it stopped accepting (HTTP ends
+   * them between requests at once; opaque TCP streams are cut at the end): --drain-timeout-s.
+   */
+  readonly drainMs: number;
 }

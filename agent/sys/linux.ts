@@ -5,7 +5,7 @@
 // Network namespaces are per thread: `withNetns` enters a namespace, runs a synchronous function
 // and returns to the thread's own namespace before anything else can run on this thread. A socket
 // keeps the namespace it was created in, so creating the fd is the only step that needs it.
-import { closeSync, constants, fstatSync, openSync, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import type { Socket } from "node:net";
 
@@ -183,6 +183,21 @@ export function withNetns<T>(ns: Netns, fn: () => T): T {
     return fn();
   } finally {
     check("setns(back)", c.setns(back.fd, CLONE_NEWNET) as number);
+  }
+}
+
+/**
+ * Lets the namespace's kernel move connections waiting in a closing listener's queue to another
+ * listener of its SO_REUSEPORT group (net.ipv4.tcp_migrate_req, Linux 5.14): when an agent hands
+ * over to its successor, what the old one had not accepted yet is the new one's, not reset.
+ * /proc/sys/net is the opening thread's namespace's, hence withNetns. False where unsupported.
+ */
+export function allowListenerMigration(ns: Netns): boolean {
+  try {
+    withNetns(ns, () => writeFileSync("/proc/sys/net/ipv4/tcp_migrate_req", "1"));
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -132,7 +132,8 @@ describe("the agent DaemonSet", () => {
   it("is probed on its admin port and scraped as deploy/prometheus/scrape.yaml expects", () => {
     expect(agent.readinessProbe.httpGet).toEqual({ path: "/readyz", port: 15020 });
     expect(agent.livenessProbe.httpGet).toEqual({ path: "/healthz", port: 15020 });
-    expect(agent.ports).toContainEqual({ name: "admin", containerPort: 15020, protocol: "TCP" });
+    // No declared port: under hostNetwork it would be a host port, and the surge pod could not schedule.
+    expect(agent.ports).toBeUndefined();
     expect(ds.spec.template.metadata.labels["app.kubernetes.io/name"]).toBe("nodemesh-agent");
     expect(ds.spec.template.metadata.annotations).toMatchObject({
       "prometheus.io/scrape": "true",
@@ -141,8 +142,12 @@ describe("the agent DaemonSet", () => {
     expect(agent.resources.requests).toBeDefined();
   });
 
-  it("rolls one node at a time (host ports forbid a surge pod beside the old one)", () => {
-    expect(ds.spec.updateStrategy.rollingUpdate).toEqual({ maxUnavailable: 1, maxSurge: 0 });
+  it("upgrades by surge: the new agent takes over beside the old one, which drains within its grace period", () => {
+    expect(ds.spec.updateStrategy.rollingUpdate).toEqual({ maxUnavailable: 0, maxSurge: 1 });
+    const drainS = Number(flagsOf(agent.args).get("drain-timeout-s"));
+    expect(drainS).toBe(30);
+    expect(ds.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThan(drainS + 5);
+    for (const container of ds.spec.template.spec.containers) expect(container.ports).toBeUndefined();
   });
 
   it("authenticates to the controller with the bootstrap token Secret the controller also reads", () => {

@@ -164,7 +164,8 @@ describe("agent shutdown under load", () => {
 
   beforeAll(async () => {
     world = await World.create({ nodes: 1 });
-    mesh = new Mesh(world, { agentArgs: ["--workers", "2"] });
+    // A drain of 1 s: the held opaque connections would otherwise keep each stop 30 s (the default).
+    mesh = new Mesh(world, { agentArgs: ["--workers", "2", "--drain-timeout-s", "1"] });
     const [node] = world.nodes;
     client = await world.addPod(node!, "client");
     const server = await world.addPod(node!, "server");
@@ -220,7 +221,7 @@ describe("agent shutdown under load", () => {
         expect(fatal, `round ${round}: ${fatal.join("\n")}`).toEqual([]);
         expect(exit, `round ${round}`).toEqual({ code: 0, signal: null });
         expect(await agent.proc.waitForLine(/"msg":"agent exited"/, 2000)).toContain('"code":0');
-        // The drain is bounded (1 s in the workers, 5 s at most before they are terminated anyway).
+        // The drain is bounded (--drain-timeout-s 1 in the workers, 5 s more at most before they are terminated).
         expect(stopMs, `round ${round}`).toBeLessThan(7000);
       } finally {
         await load.stop();

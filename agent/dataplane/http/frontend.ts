@@ -44,6 +44,19 @@ function sessionTarget(socket: unknown): ProxyTarget | undefined {
   return s?.[TARGET] ?? s?.stream?.[TARGET];
 }
 
+/**
+ * HTTP/2's graceful shutdown (RFC 9113 §6.8): a GOAWAY naming the highest stream id first, so a
+ * request the client sends meanwhile is still served, then, a second later, the GOAWAY with the
+ * last stream taken (Node's close()); the streams in flight finish.
+ */
+function goAway(session: http2.ServerHttp2Session): void {
+  if (session.closed || session.destroyed) return;
+  session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+  setTimeout(() => {
+    if (!session.closed && !session.destroyed) session.close();
+  }, 1000).unref();
+}
+
 /** Node's parser errors → the agent's error table. */
 function parserErrorKind(err: NodeJS.ErrnoException): AgentErrorKind {
   if (err.code === "HPE_HEADER_OVERFLOW") return AgentErrors.HEADERS_TOO_LARGE;
@@ -56,6 +69,11 @@ function parserErrorKind(err: NodeJS.ErrnoException): AgentErrorKind {
 export class HttpFrontend implements HttpServing {
   private readonly h1: http.Server;
   private readonly h2: http2.Http2Server;
+  /** Set by drain(): every answer from then on closes its connection. */
+  private draining = false;
+  /** HTTP/1.1 responses not yet started, and open HTTP/2 sessions: what drain() tells to close. */
+  private readonly pendingResponses = new Set<http.ServerResponse>();
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
   readonly headersTimeoutMs: number;
   private readonly ctx: DataplaneContext;
 
@@ -105,7 +123,23 @@ export class HttpFrontend implements HttpServing {
       });
     });
     this.h2.on("sessionError", () => {});
-    this.h2.on("session", (session) => session.on("error", () => {}));
+    this.h2.on("session", (session) => {
+      session.on("error", () => {});
+      if (this.draining) goAway(session);
+      this.sessions.add(session);
+      session.once("close", () => this.sessions.delete(session));
+    });
+  }
+
+  /**
+   * The agent is being replaced: HTTP/1.1 connections end after their next answer (`Connection:
+   * close`), HTTP/2 sessions get GOAWAY (their streams in flight finish); clients reconnect, to the
+   * agent that took over the listeners.
+   */
+  drain(): void {
+    this.draining = true;
+    for (const res of this.pendingResponses) if (!res.headersSent) res.shouldKeepAlive = false;
+    for (const session of this.sessions) goAway(session);
   }
 
   /** Serves `socket` (paused, its first bytes pushed back) as HTTP of the given version. */
@@ -129,6 +163,13 @@ export class HttpFrontend implements HttpServing {
     if (countHeader(req.rawHeaders, "host") > 1) {
       this.refuse(target.direction, req.socket, AgentErrors.BAD_REQUEST);
       return;
+    }
+    if (this.draining) res.shouldKeepAlive = false;
+    else {
+      this.pendingResponses.add(res);
+      const settled = () => this.pendingResponses.delete(res);
+      res.once("finish", settled);
+      res.once("close", settled);
     }
     proxyRequest(this.ctx, new Http1Downstream(req, res), target).catch((err) => {
       this.failed(err);

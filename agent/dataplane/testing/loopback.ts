@@ -22,6 +22,7 @@ export function loopbackDataplane(services: Service[], traffic: unknown[] = []):
       headersTimeoutMs: 2000,
       accessLog: { scope: "none" },
       requestMetrics: true,
+      drainMs: 1000,
     },
     log: pino({ level: "silent" }),
     sockets: plainSockets,

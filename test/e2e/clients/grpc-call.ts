@@ -34,6 +34,8 @@ export interface GrpcArgs {
   calls?: number;
   /** unary: calls in flight at once. Default 1. */
   concurrency?: number;
+  /** unary: calls started per second, open loop (`concurrency` is then ignored). */
+  rate?: number;
   /** bidi: messages to send on each stream. Default 1. */
   messages?: number;
   /** Deadline of each call, ms after it starts. */
@@ -141,10 +143,22 @@ export async function runGrpc(args: GrpcArgs): Promise<GrpcReport> {
           });
         });
       let next = 0;
-      const worker = async () => {
-        while (next < total) await one(next++);
-      };
-      await Promise.all(Array.from({ length: Math.min(Math.max(1, args.concurrency ?? 1), total) }, worker));
+      if (args.rate) {
+        // Open loop: each call starts on its schedule, whatever the earlier ones are doing.
+        const start = performance.now();
+        const pending: Promise<void>[] = [];
+        for (let i = 0; i < total; i++) {
+          const wait = start + (i * 1000) / args.rate - performance.now();
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+          pending.push(one(i));
+        }
+        await Promise.all(pending);
+      } else {
+        const worker = async () => {
+          while (next < total) await one(next++);
+        };
+        await Promise.all(Array.from({ length: Math.min(Math.max(1, args.concurrency ?? 1), total) }, worker));
+      }
     } else {
       const count = args.messages ?? 1;
       report.streams = [];
