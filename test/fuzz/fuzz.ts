@@ -84,3 +84,110 @@ export function readAll(stream: Readable): Promise<Buffer> {
     stream.resume();
   });
 }
+
+/** The JSON text of `nested(depth, object)`, built without a recursive stringify. */
+export function nestedJson(depth: number, object = false): string {
+  return object ? `${'{"a":'.repeat(depth)}1${"}".repeat(depth)}` : `${"[".repeat(depth)}1${"]".repeat(depth)}`;
+}
+
+/** `depth` arrays or objects, one inside the other: what a recursive walk of a body meets at worst. */
+export function nested(depth: number, object = false): unknown {
+  let value: unknown = 1;
+  for (let i = 0; i < depth; i++) value = object ? { a: value } : [value];
+  return value;
+}
+
+type Path = (string | number)[];
+
+function pathsOf(value: unknown, at: Path = [], out: Path[] = []): Path[] {
+  out.push(at);
+  if (typeof value === "object" && value !== null) {
+    for (const [k, v] of Object.entries(value)) pathsOf(v, [...at, Array.isArray(value) ? Number(k) : k], out);
+  }
+  return out;
+}
+
+/** A value to put where a valid one was: any JSON, a near miss of a scalar, or something deep. */
+const replacement: fc.Arbitrary<unknown> = fc.oneof(
+  { weight: 5, arbitrary: fc.jsonValue({ maxDepth: 3 }) },
+  {
+    weight: 3,
+    arbitrary: fc.constantFrom(
+      "",
+      "a",
+      "-",
+      "UPPER",
+      "0",
+      -1,
+      0,
+      1.5,
+      65536,
+      2 ** 53,
+      "10.0.0.256",
+      "(a+)+$",
+      "[",
+      "\\",
+      "..",
+      "/",
+      "../../etc/passwd",
+      "x".repeat(300),
+      "\u0000",
+      "\r\n",
+      "é",
+      [],
+      {},
+      null,
+      true,
+    ),
+  },
+  { weight: 1, arbitrary: fc.integer({ min: 33, max: 1000 }).map((d) => nested(d)) },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom("__proto__", "constructor", "toString").map((k) => JSON.parse(`{"${k}":{"x":1}}`)),
+  },
+);
+
+type Mutation = { op: "replace" | "delete" | "add" | "keep"; at: number; key: string; value: unknown };
+
+/**
+ * `seed` (a valid object) with up to `count` random changes: a value replaced, a field removed, an
+ * unknown field added. A mutation fuzzer: most results are near-valid, so they reach deep checks.
+ */
+export function mutated(seed: unknown, count = 3): fc.Arbitrary<unknown> {
+  const mutation: fc.Arbitrary<Mutation> = fc.record({
+    op: fc.constantFrom("replace", "replace", "delete", "add", "keep"),
+    at: fc.nat(),
+    key: fc.oneof(fc.string({ maxLength: 8 }), fc.constantFrom("__proto__", "constructor", "status")),
+    value: replacement,
+  });
+  return fc.array(mutation, { minLength: 1, maxLength: count }).map((mutations) => {
+    let root: unknown = structuredClone(seed);
+    for (const m of mutations) {
+      const paths = pathsOf(root);
+      const path = paths[m.at % paths.length]!;
+      if (path.length === 0) {
+        if (m.op === "replace") root = m.value;
+        continue;
+      }
+      const parent = path.slice(0, -1).reduce<unknown>((v, k) => (v as Record<string, unknown>)[k], root) as Record<
+        string | number,
+        unknown
+      >;
+      const last = path[path.length - 1]!;
+      const target = parent[last];
+      if (m.op === "replace") parent[last] = m.value;
+      else if (m.op === "delete") {
+        if (Array.isArray(parent)) parent.splice(Number(last), 1);
+        else delete parent[last];
+      } else if (m.op === "add" && typeof target === "object" && target !== null) {
+        Object.defineProperty(target, Array.isArray(target) ? target.length : m.key, {
+          value: m.value,
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
+      }
+    }
+    return root;
+  });
+}
