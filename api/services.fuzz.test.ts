@@ -38,8 +38,14 @@ const KNOWN_BUG_TABLE = {
   services: [{ name: "web", namespace: "default", vip: { toString: 1 }, ports: [{ port: 80 }], endpoints: [] }],
 };
 
+/** True when a value has no string form (a template literal throws on it). */
 function noPrimitive(v: unknown): boolean {
-  return typeof v === "object" && v !== null && typeof (v as { toString?: unknown }).toString !== "function";
+  try {
+    void `${v}`;
+    return false;
+  } catch {
+    return true;
+  }
 }
 
 /** The inputs of the known bug above, which the property leaves to its own test. */

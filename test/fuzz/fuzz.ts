@@ -162,7 +162,9 @@ export function mutated(seed: unknown, count = 3): fc.Arbitrary<unknown> {
   });
   return fc.array(mutation, { minLength: 1, maxLength: count }).map((mutations) => {
     let root: unknown = structuredClone(seed);
-    for (const m of mutations) {
+    for (const mutation of mutations) {
+      // A copy: fast-check hands out the same instance of a constant every time it draws it.
+      const m = { ...mutation, value: structuredClone(mutation.value) };
       const paths = pathsOf(root);
       const path = paths[m.at % paths.length]!;
       if (path.length === 0) {
