@@ -25,13 +25,14 @@ DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl h2load prometheus prom
 
 VITEST_JSON := test-results/vitest.json
 
-.PHONY: help setup debian-packages test test-unit check lint format typecheck demo build bench clean
+.PHONY: help setup debian-packages test test-unit fuzz check lint format typecheck demo build bench clean
 
 help:
 	@echo "make setup      install Node $(NODE_MAJOR_WANTED) (if needed), Debian tools and npm packages"
 	@echo "make demo       run the mesh on this machine: 2 nodes in network namespaces, sample services"
 	@echo "make test       lint, type check and the whole test suite (as root)"
 	@echo "make test-unit  the unit tests alone: no root needed, about half a minute"
+	@echo "make fuzz       property-based fuzzing of the parsers of outside bytes, long run (FUZZ_RUNS, FUZZ_SECONDS, FUZZ_SEED)"
 	@echo "make build      compile to JavaScript in dist/ (what production runs)"
 	@echo "make bench      benchmarks: direct vs nodemesh vs HAProxy, control plane at scale (QUICK=1: short)"
 
@@ -75,6 +76,15 @@ test: check
 # memory so a read-only checkout works too).
 test-unit: node_modules/.installed
 	npx vitest run --project unit --configLoader runner
+
+# Property-based fuzzing (fast-check) of every parser that reads outside bytes: the *.fuzz.test.ts
+# files that `test-unit` runs as a short smoke, here with FUZZ_RUNS cases per property (properties
+# that cost a loopback round trip take a share of it) and, if set, at most FUZZ_SECONDS per
+# property. A failure prints its seed: FUZZ_SEED=<seed> replays it. No root, no namespaces.
+FUZZ_RUNS ?= 200000
+fuzz: node_modules/.installed
+	FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SEED=$(FUZZ_SEED) \
+	  npx vitest run --project unit --configLoader runner --testTimeout=0 fuzz.test
 
 demo: setup
 	node test/demo.ts

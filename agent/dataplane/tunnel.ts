@@ -107,9 +107,21 @@ function readHead(socket: Socket, timeoutMs: number): Promise<string> {
   });
 }
 
+/**
+ * A workload value the destination reads back exactly as sent, in either framing: printable ASCII
+ * without surrounding spaces (HTTP/1.1 trims them, reads bytes as latin1), no CR or LF (which would
+ * start a header of its own). The workload comes from the pod's `app` label, which enrollment takes
+ * as any string; one that is not sendable is left out, so the signature still covers what is sent.
+ */
+const SENDABLE = /^[\x21-\x7e](?:[\x20-\x7e]{0,254}[\x21-\x7e])?$/;
+
 /** The handshake's fields as headers (lower case: HTTP/2 wants them so, HTTP/1.1 does not mind). */
-export function handshakeHeaders(req: TunnelRequest, key: string | undefined): Record<string, string> {
+export function handshakeHeaders(request: TunnelRequest, key: string | undefined): Record<string, string> {
   const ms = Date.now();
+  const req = {
+    ...request,
+    workload: request.workload && SENDABLE.test(request.workload) ? request.workload : undefined,
+  };
   return {
     "x-nodemesh-source": req.source,
     ...(req.workload ? { "x-nodemesh-source-workload": req.workload } : {}),

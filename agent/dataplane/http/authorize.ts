@@ -59,6 +59,7 @@ export async function authorizeRequest(ctx: DataplaneContext, target: Resolved, 
   const normalised = normaliseRequestTarget(down.target);
   if (!normalised.ok) return refuse(normalised.reason);
   const authority = normalised.authority ?? down.authority;
+  if (!AUTHORITY.test(authority)) return refuse("the authority is not host[:port]");
   const decision = authorize(policies, {
     principal: target.caller.principal,
     sourceIp: target.caller.sourceIp,
@@ -81,6 +82,13 @@ export async function authorizeRequest(ctx: DataplaneContext, target: Resolved, 
   if (error) return { ok: false, error, policy: decision.allowed ? undefined : decision.policy };
   return { ok: true, target: originForm(normalised), authority, consumed: identity.consumed };
 }
+
+/**
+ * host[:port] (RFC 3986 §3.2.2: a reg-name or IPv4 address, or an IP literal in brackets): any other
+ * authority is refused, since hostOf and the app could read different hosts from it
+ * ("admin.internal:80:80", "admin.internal:x" are admin.internal to an app that cuts at the first ':').
+ */
+export const AUTHORITY = /^(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::\d*)?$/;
 
 /** "Name.Example.:8080" → "name.example": what `hosts` patterns are compared with. */
 export function hostOf(authority: string): string {
