@@ -7,6 +7,10 @@ import { fieldPath } from "./field-path.ts";
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const MAX_PORT_RANGES = 256;
+const MAX_LABELS = 256;
+const LABEL_NAME = "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?";
+const LABEL_KEY = new RegExp(`^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?${LABEL_NAME}$`);
+const LABEL_VALUE = new RegExp(`^(${LABEL_NAME})?$`);
 
 const dnsLabel = (key: string) => {
   const message = `${key} must be a DNS label (lowercase letters, digits, '-')`;
@@ -29,10 +33,24 @@ export const PodEnrollmentSchema = z.strictObject({
     .string({ error: "netnsPath must be an absolute path" })
     .startsWith("/", "netnsPath must be an absolute path")
     .optional(),
+  // Kubernetes' rules (a key: an optional DNS-subdomain prefix and a name of at most 63; a value:
+  // at most 63): what a pod's labels can be, and nothing a handshake or a metric label chokes on.
   labels: z
-    .record(z.string(), z.string({ error: "label values must be strings" }), {
-      error: "labels must be an object of strings",
-    })
+    .record(
+      z
+        .string()
+        .regex(LABEL_KEY, "label keys follow Kubernetes' rules: [prefix/]name, name up to 63 of [A-Za-z0-9-_.]"),
+      z
+        .string({ error: "label values must be strings" })
+        .regex(LABEL_VALUE, "label values are up to 63 of [A-Za-z0-9-_.]"),
+      {
+        error: (issue) =>
+          issue.code === "invalid_key"
+            ? "label keys follow Kubernetes' rules: [prefix/]name, name up to 63 of [A-Za-z0-9-_.]"
+            : "labels must be an object of strings",
+      },
+    )
+    .refine((labels) => Object.keys(labels).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`)
     .default({}),
   serviceAccount: z
     .string({ error: "serviceAccount must be a DNS label" })

@@ -7,7 +7,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { HttpError, readJson } from "../agent/control/http.ts";
 import { fuzzParams } from "../test/fuzz/fuzz.ts";
-import { inPortRanges, isIPv4, notAPodAddress, validateEnrollment, workloadName } from "./enrollment.ts";
+import { inPortRanges, isIPv4, notAPodAddress, workloadName } from "./enrollment.ts";
+import { validateEnrollment } from "./enrollment-schema.ts";
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const FIELDS = ["name", "namespace", "ip", "netnsPath", "labels", "serviceAccount", "excludeInboundPorts"];

@@ -55,6 +55,23 @@ describe("enrollment validation", () => {
       message: "name must be a DNS label (lowercase letters, digits, '-')",
     });
     expect(validateEnrollment({ ...base, labels: { app: 1 } })).toMatchObject({ ok: false, field: "labels.app" });
+    // Kubernetes' label rules: what the tunnel handshake and the metrics carry stays printable.
+    expect(validateEnrollment({ ...base, labels: { app: "web\r\nX-Evil: 1" } })).toMatchObject({
+      ok: false,
+      field: "labels.app",
+    });
+    expect(validateEnrollment({ ...base, labels: { "bad key": "x" } })).toMatchObject({
+      ok: false,
+      field: "labels.bad key",
+      message: expect.stringMatching(/^label keys follow Kubernetes' rules/),
+    });
+    expect(validateEnrollment({ ...base, labels: { app: "x".repeat(64) } })).toMatchObject({
+      ok: false,
+      field: "labels.app",
+    });
+    expect(validateEnrollment({ ...base, labels: { "app.kubernetes.io/name": "web", version: "v1.2_3" } }).ok).toBe(
+      true,
+    );
     expect(validateEnrollment({ ...base, netnsPath: "netns" })).toMatchObject({ ok: false, field: "netnsPath" });
     expect(validateEnrollment([])).toEqual({ ok: false, field: "", message: "body must be a JSON object" });
     expect(validateEnrollment(base)).toEqual({

@@ -103,12 +103,18 @@ function commonPrefix(a: string, b: string): number {
   return n;
 }
 
+/** Longer unknown keys get no "did you mean": see nearestField. */
+const MAX_SUGGESTED_KEY = 128;
+
 /**
  * The known field a mistyped `key` most likely meant, or undefined when none is close: the same
  * letters in another case or spelling (`target_refs`), a few edits away (`retrys`), or the same
  * word stem (`faults` → `faultInjection`, `retry` → `retries`). The fewest edits win.
  */
 export function nearestField(key: string, known: readonly string[]): string | undefined {
+  // The edit distance costs key × name: a megabyte-long key (a hostile body) would cost seconds and
+  // hundreds of MB. Nobody mistypes a field name that long.
+  if (key.length > MAX_SUGGESTED_KEY) return undefined;
   const typed = normalized(key);
   let best: { name: string; distance: number } | undefined;
   for (const name of known) {

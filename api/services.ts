@@ -154,9 +154,11 @@ export function validateServiceTable(input: unknown): FieldError[] {
   const seenVipPorts = new Set<string>();
   table.services.forEach((svc, i) => {
     const { vip, ports } = (svc ?? {}) as { vip?: unknown; ports?: unknown };
-    if (!Array.isArray(ports)) return;
+    // Values of any shape arrive here (a file): only a string VIP and numbers make a key.
+    if (typeof vip !== "string" || !Array.isArray(ports)) return;
     ports.forEach((p: unknown, j: number) => {
       const port = (p as { port?: unknown } | null)?.port;
+      if (typeof port !== "number") return;
       const key = `${vip}:${port}`;
       if (seenVipPorts.has(key))
         errors.push({ field: `services[${i}].ports[${j}].port`, message: `duplicate VIP:port ${key}` });

@@ -30,7 +30,7 @@ describe("nodemesh init flags", () => {
       "--pod-ip=10.0.0.3",
       "--label=app=api",
       "--label",
-      "tier=be=x",
+      "tier=back-end",
     ];
     const plan = parse([...argv, "--service-account=api-sa", "--netns-path=/var/run/netns/cni-1"], { POD_NAME: "web" });
     expect(plan.pod).toEqual({
@@ -38,7 +38,7 @@ describe("nodemesh init flags", () => {
       namespace: "prod",
       ip: "10.0.0.3",
       netnsPath: "/var/run/netns/cni-1",
-      labels: { app: "api", tier: "be=x" },
+      labels: { app: "api", tier: "back-end" },
       serviceAccount: "api-sa",
     });
   });

@@ -135,12 +135,15 @@ export async function authenticate(w: WorkloadAuthentication, req: TokenCarrier)
   const tokens = new Set(found.map((f) => f.token));
   if (tokens.size > 1) return { ok: false, reason: "more than one token" };
   const [{ token }] = found as [(typeof found)[0]];
-  let issuer: string | undefined;
+  let issuer: unknown;
   try {
     issuer = decodeJwt(token).iss;
   } catch {
     return { ok: false, reason: "the token is not a JWT" };
   }
+  // Read before any signature check: anything but a string (an object, found by fuzzing) is refused.
+  if (issuer !== undefined && typeof issuer !== "string")
+    return { ok: false, reason: "the token's iss is not a string" };
   const headers = new Set(found.map((f) => f.source.header));
   const rules = w.rules.filter((r) => r.issuer === issuer && r.sources.some((s) => headers.has(s.header)));
   if (rules.length === 0) return { ok: false, reason: `no rule accepts tokens from issuer ${issuer ?? "(none)"}` };
