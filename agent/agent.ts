@@ -12,6 +12,7 @@ import { ControllerLink } from "./control/controller-link.ts";
 import { startEnrollmentServer } from "./control/enrollment-server.ts";
 import { requestHandover } from "./control/handover.ts";
 import { HealthChecker } from "./control/health-checks.ts";
+import { holdListeners, releaseHeldListeners } from "./control/listener-holder.ts";
 import { PodRegistry } from "./control/pods.ts";
 import { loadServiceFile, type VersionedTable } from "./control/service-source.ts";
 import { WorkerPool } from "./control/workers.ts";
@@ -23,6 +24,11 @@ export interface AgentOptions {
   nodeName: string;
   enrollmentSocket: string;
   stateDir: string;
+  /**
+   * On a stop with no successor beside it, how long the pod listeners are held open for the next
+   * agent (control/listener-holder.ts); 0: not held, connections in the gap are refused.
+   */
+  holdListenersS: number;
   servicesFile: string | undefined;
   /** Take the service table from the controller instead of a file. */
   controller: ControllerOptions | undefined;
@@ -67,6 +73,8 @@ export class Agent {
   private started = false;
   /** Peers nearest first, as last sent to the workers. */
   private rttOrder = "";
+  /** A successor took over (its listeners are beside ours): nothing to hold for the next agent. */
+  private handedOver = false;
   /** The table in force with its traffic objects parsed, and its endpoints' slots (health checks). */
   private parsedTable: ServiceTable = { services: [] };
   private endpointSlotOf: Record<string, number> = {};
@@ -147,6 +155,8 @@ export class Agent {
       );
     }
     await pods.restore();
+    // Our listeners are open in every pod: what waited in the ones a stopped agent left is ours now.
+    releaseHeldListeners(o.stateDir, this.log);
     const controller = this.controller;
     if (controller) {
       // The workers present these on the tunnel (mTLS); a renewal replaces the set.
@@ -198,6 +208,7 @@ export class Agent {
    * the new agent's SIGTERM starts the drain.
    */
   private handOver(): void {
+    this.handedOver = true;
     this.log.info("a new agent takes over this node: enrollment closed, leaving the controller");
     void this.controller?.stop();
   }
@@ -252,6 +263,11 @@ export class Agent {
     this.healthChecks?.stop();
     await this.controller?.stop();
     await Promise.all(this.servers.map((s) => new Promise((resolve) => s.close(resolve))));
+    if (this.pool && !this.handedOver && this.opts.holdListenersS > 0) {
+      // No successor beside us: connections arriving until the next agent starts wait, not refused.
+      const fds = await this.pool.listenerFds().catch(() => []);
+      holdListeners(this.opts.stateDir, fds, this.opts.holdListenersS, this.log);
+    }
     await this.pool?.stop();
   }
 }

@@ -54,6 +54,10 @@ Options:
                             how long connections in flight may finish. HTTP/1.1 connections close
                             after their next answer, HTTP/2 sessions get GOAWAY; opaque TCP streams
                             still open at the end are cut (default: 30; docs/operations.md)
+  --hold-listeners-s N      on a stop with no new agent beside it (stop, then start): how long the
+                            pods' listening sockets stay open in a holder process, so connections
+                            arriving before the next agent starts wait instead of being refused;
+                            the next agent takes them over. 0: not held (default: 30)
   --connect-timeout-ms MS   budget of one upstream connect attempt before failing over (default: 1000)
   --detect-timeout-ms MS    on a port whose protocol is not declared, how long to wait for the
                             client's first bytes before treating it as opaque TCP (default: 100)
@@ -72,6 +76,12 @@ Options:
 function positiveInt(name: string, value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got "${value}"`);
+  return n;
+}
+
+function nonNegativeInt(name: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be 0 or a positive integer, got "${value}"`);
   return n;
 }
 
@@ -109,6 +119,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       workers: { type: "string", default: String(defaultWorkerCount()) },
       "connect-timeout-ms": { type: "string", default: "1000" },
       "drain-timeout-s": { type: "string", default: "30" },
+      "hold-listeners-s": { type: "string", default: "30" },
       "detect-timeout-ms": { type: "string", default: "100" },
       "http-headers-timeout-ms": { type: "string", default: "10000" },
       "access-log": { type: "string", default: "none" },
@@ -138,6 +149,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     nodeName: values["node-name"] ?? process.env.NODE_NAME ?? hostname(),
     enrollmentSocket: values["enrollment-socket"],
     stateDir: values["state-dir"],
+    holdListenersS: nonNegativeInt("hold-listeners-s", values["hold-listeners-s"]),
     servicesFile: values.services,
     controller:
       values.controller && security

@@ -64,6 +64,7 @@ type Request =
   | { type: "metrics" }
   | { type: "edges" }
   | { type: "health" }
+  | { type: "listener-fds" }
   | { type: "stop" };
 
 class WorkerExited extends Error {
@@ -250,6 +251,11 @@ export class WorkerPool {
   async removePod(key: string): Promise<void> {
     this.pods.delete(key);
     await this.askAll({ type: "remove-pod", key });
+  }
+
+  /** Every worker's pod listening sockets, as descriptors of this process. */
+  async listenerFds(): Promise<number[]> {
+    return ((await this.askAll({ type: "listener-fds" })) as number[][]).flat();
   }
 
   /** Each worker's prom-client registry as JSON, for aggregation at scrape time. */

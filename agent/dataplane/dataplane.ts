@@ -87,6 +87,9 @@ const LISTENERS: ReadonlyArray<{ port: number; handler: Handler }> = [
   { port: TUNNEL_PORT, handler: handleTunnel },
 ];
 
+/** The kernel's default cap (net.core.somaxconn, per namespace since Linux 5.4). */
+const LISTEN_BACKLOG = 4096;
+
 /** The listening socket's descriptor, kept on its server to ask the kernel whether it still listens. */
 const LISTENER_FD = Symbol("listener fd");
 type ServerWithFd = net.Server & { [LISTENER_FD]?: number };
@@ -262,6 +265,16 @@ export class Dataplane implements DataplaneContext {
     return this.pods.size;
   }
 
+  /** The descriptors of every pod's listening sockets (a stopping agent hands them to a holder). */
+  listenerFds(): number[] {
+    return [...this.pods.values()].flatMap(({ servers }) =>
+      servers.flatMap((server) => {
+        const fd = (server as ServerWithFd)[LISTENER_FD];
+        return fd === undefined ? [] : [fd];
+      }),
+    );
+  }
+
   /** The enrolled pods, and the listeners among theirs that the kernel no longer has listening. */
   health(): WorkerHealth {
     const lostListeners: string[] = [];
@@ -292,7 +305,8 @@ export class Dataplane implements DataplaneContext {
     (server as ServerWithFd)[LISTENER_FD] = fd;
     return new Promise((resolve, reject) => {
       server.once("error", reject);
-      server.listen({ fd, backlog: 511 }, () => {
+      // A deep queue: while agents change over, connections wait in it (listener-holder.ts).
+      server.listen({ fd, backlog: LISTEN_BACKLOG }, () => {
         server.removeListener("error", reject);
         server.on("error", (err) => this.log.error({ pod: pod.key, port, err: err.message }, "listener error"));
         resolve(server);

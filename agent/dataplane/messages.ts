@@ -26,6 +26,7 @@ export type ToWorker =
   | { type: "metrics"; id: number }
   | { type: "edges"; id: number }
   | { type: "health"; id: number }
+  | { type: "listener-fds"; id: number }
   | { type: "stop"; id: number };
 
 export type FromWorker = { type: "ready" } | { type: "reply"; id: number; error?: string; value?: unknown };

@@ -46,6 +46,9 @@ port.on("message", (msg: ToWorker) => {
     case "health":
       void reply(msg.id, () => dataplane.health());
       return;
+    case "listener-fds":
+      void reply(msg.id, () => dataplane.listenerFds());
+      return;
     case "stop":
       // Reply before closing the port: a message posted after close() is dropped.
       void reply(msg.id, () => dataplane.stop()).then(() => port.close());

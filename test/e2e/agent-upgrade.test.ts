@@ -84,7 +84,8 @@ describe("agent replacement under load", () => {
     await mesh?.destroy();
   });
 
-  it(`${REPLACEMENTS} replacements of node-1's agent under 500 requests/s: no failed request, no refused connection`, async () => {
+  /** Runs the loads while `replace` swaps node-1's agent REPLACEMENTS times; checks nothing was lost. */
+  const underLoad = async (replace: (i: number) => Promise<void>, allowedFailures: number) => {
     // One long opaque stream through node-1's agent: a line every 100 ms, each echoed.
     const stream = await connectFrom(client.netnsPath, VIP, 7070);
     let echoed = "";
@@ -113,16 +114,10 @@ describe("agent replacement under load", () => {
     let firstDrainStarted: number | undefined;
     await sleep(2000);
     for (let i = 1; i <= REPLACEMENTS; i++) {
-      const old = agent;
       const started = Date.now();
-      const next = mesh.spawnAgent(n1, `agent node-1 #${i}`);
-      await next.proc.waitForLine(/"msg":"agent ready"/, 20_000);
-      takeovers.push(Date.now() - started);
       firstDrainStarted ??= Date.now();
-      // The old one drains (its HTTP clients leave at once; the opaque stream at the deadline) and exits 0.
-      const exit = await Promise.race([old.proc.exited, sleep((DRAIN_S + 10) * 1000).then(() => "still running")]);
-      expect(exit, `replacement ${i}: the old agent's exit`).toEqual({ code: 0, signal: null });
-      agent = { ...next, node: n1 };
+      await replace(i);
+      takeovers.push(Date.now() - started);
       // After each: the admin port, enrollment and the controller stream are the new agent's.
       expect(await admin("/healthz")).toBe(200);
       expect(await admin("/readyz")).toBe(200);
@@ -152,11 +147,14 @@ describe("agent replacement under load", () => {
       `\ngrpc: ${JSON.stringify(grpcReport.codes)} ${JSON.stringify(grpcReport.details)}`,
       `\ntakeover ms: ${takeovers.join(", ")}`,
     );
-    for (const r of [keepAlive, perRequest]) {
-      expect(r.errors).toEqual({});
-      expect(Object.keys(r.statuses)).toEqual(["200"]);
-    }
-    expect(grpcReport.codes).toEqual({ OK: seconds * 100 });
+    const requests = seconds * 500;
+    const failed =
+      requests - (keepAlive.statuses["200"] ?? 0) - (perRequest.statuses["200"] ?? 0) - (grpcReport.codes.OK ?? 0);
+    console.log(`failed: ${failed} of ${requests}`);
+    // Never a refused connection; failures within what this way of replacing allows.
+    for (const r of [keepAlive, perRequest])
+      expect(Object.keys(r.errors).filter((e) => /ECONNREFUSED/.test(e))).toEqual([]);
+    expect(failed).toBeLessThanOrEqual(allowedFailures);
     // The stream through the first replaced agent: it carried every line until the drain deadline,
     // then ended (no reset before it).
     const lines = echoed.split("\n").filter(Boolean);
@@ -165,5 +163,30 @@ describe("agent replacement under load", () => {
     expect(streamEnded).toBeDefined();
     expect(streamEnded! - firstDrainStarted!).toBeGreaterThanOrEqual(DRAIN_S * 1000 - 500);
     stream.destroy();
+  };
+
+  it(`${REPLACEMENTS} surge replacements of node-1's agent under 500 requests/s: nothing failed or refused`, async () => {
+    await underLoad(async (i) => {
+      const old = agent;
+      const next = mesh.spawnAgent(n1, `agent node-1 #${i}`);
+      await next.proc.waitForLine(/"msg":"agent ready"/, 20_000);
+      // The old one drains (its HTTP clients leave at once; the opaque stream at the deadline) and exits 0.
+      const exit = await Promise.race([old.proc.exited, sleep((DRAIN_S + 10) * 1000).then(() => "still running")]);
+      expect(exit, `replacement ${i}: the old agent's exit`).toEqual({ code: 0, signal: null });
+      agent = { ...next, node: n1 };
+    }, 0);
+  }, 180_000);
+
+  it(`${REPLACEMENTS} stop-then-start replacements under 500 requests/s: connections wait in the held listeners, none refused, under 0.5 % failed`, async () => {
+    await underLoad(async (i) => {
+      // SIGTERM, wait for the exit (the drain), then start: what a supervisor that restarts in place does.
+      const exit = await agent.proc.stop("SIGTERM", (DRAIN_S + 10) * 1000);
+      expect(exit, `replacement ${i}: the old agent's exit`).toEqual({ code: 0, signal: null });
+      expect(agent.proc.lines.join("\n")).toContain("pod listeners held for the next agent");
+      agent = await mesh.startAgent(n1);
+      expect(agent.proc.lines.join("\n")).toContain("took over the pod listeners the previous agent held");
+      // Measured: 0 refused; 4 to 61 of 35,000 failed over runs (SYN retransmissions that outlast a
+      // client's 10 s connect timeout while the queue migrates, keep-alive reuse races). Surge: 0.
+    }, 175);
   }, 180_000);
 });

@@ -6,7 +6,7 @@ import { AgentError, AgentErrors } from "../../errors.ts";
 import { type Attempt, failure, OutcomeLatch, type UpstreamRequest } from "./attempt.ts";
 import type { Http2Pool } from "./upstream.ts";
 
-const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_REFUSED_STREAM } = http2.constants;
 
 /** `releasePending`: the pool's pending slot, released once the session is had or the attempt ends. */
 export function attemptHttp2(
@@ -72,8 +72,13 @@ function watchStream(s: http2.ClientHttp2Stream, latch: OutcomeLatch): void {
       abort: () => s.close(NGHTTP2_CANCEL),
     });
   });
-  s.once("error", (err) => latch.settle(failure(err, false, "reset")));
+  // REFUSED_STREAM: the peer did not process the stream (RFC 9113 §8.7, e.g. past its GOAWAY while
+  // draining): undelivered, so tried again elsewhere like a connect failure, whatever the method.
+  const resetClass = () => (s.rstCode === NGHTTP2_REFUSED_STREAM ? "connect-failure" : "reset");
+  s.once("error", (err) => latch.settle(failure(err, false, resetClass())));
   s.once("close", () =>
-    latch.settle(failure(new AgentError(AgentErrors.UPSTREAM_RESET, `stream closed (${s.rstCode})`), false, "reset")),
+    latch.settle(
+      failure(new AgentError(AgentErrors.UPSTREAM_RESET, `stream closed (${s.rstCode})`), false, resetClass()),
+    ),
   );
 }

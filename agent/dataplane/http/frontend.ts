@@ -33,6 +33,13 @@ export const DEFAULT_FRONTEND_OPTIONS: FrontendOptions = {
 };
 
 const TARGET = Symbol("nodemesh.target");
+/** Per HTTP/1.1 connection: requests in flight, and since when it has had none (the drain's sweep). */
+const IN_FLIGHT = Symbol("nodemesh.inFlight");
+const IDLE_SINCE = Symbol("nodemesh.idleSince");
+type Activity = { [IN_FLIGHT]?: number; [IDLE_SINCE]?: number };
+/** While draining: how often idle connections are looked at, and how long idle counts as left alone. */
+const IDLE_SWEEP_MS = 250;
+const IDLE_CLOSE_MS = 1000;
 type WithTarget = { [TARGET]?: ProxyTarget };
 
 /**
@@ -74,6 +81,8 @@ export class HttpFrontend implements HttpServing {
   /** HTTP/1.1 responses not yet started, and open HTTP/2 sessions: what drain() tells to close. */
   private readonly pendingResponses = new Set<http.ServerResponse>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
+  /** Open HTTP/1.1 connections, for the drain's sweep of idle ones. */
+  private readonly h1Sockets = new Set<Socket>();
   readonly headersTimeoutMs: number;
   private readonly ctx: DataplaneContext;
 
@@ -132,14 +141,28 @@ export class HttpFrontend implements HttpServing {
   }
 
   /**
-   * The agent is being replaced: HTTP/1.1 connections end after their next answer (`Connection:
-   * close`), HTTP/2 sessions get GOAWAY (their streams in flight finish); clients reconnect, to the
+   * The agent is being replaced: idle HTTP/1.1 connections close, busy ones after their answer
+   * (`Connection: close`), HTTP/2 sessions get GOAWAY (their streams in flight finish); clients reconnect, to the
    * agent that took over the listeners.
    */
   drain(): void {
     this.draining = true;
     for (const res of this.pendingResponses) if (!res.headersSent) res.shouldKeepAlive = false;
+    // Keep-alive connections a client leaves idle close once they have been idle a while (a client
+    // reuses its busiest ones first, so those get `Connection: close` on their next answer
+    // instead); waiting for the drain deadline would leave many more to race with a reuse.
+    const sweep = setInterval(() => this.closeLongIdle(), IDLE_SWEEP_MS);
+    sweep.unref();
     for (const session of this.sessions) goAway(session);
+  }
+
+  /** HTTP/1.1 connections idle (no request in flight) for IDLE_CLOSE_MS: ended, while draining. */
+  private closeLongIdle(): void {
+    const now = Date.now();
+    for (const socket of this.h1Sockets) {
+      const state = socket as unknown as Activity;
+      if ((state[IN_FLIGHT] ?? 0) === 0 && now - (state[IDLE_SINCE] ?? 0) >= IDLE_CLOSE_MS) socket.end();
+    }
   }
 
   /** Serves `socket` (paused, its first bytes pushed back) as HTTP of the given version. */
@@ -149,6 +172,9 @@ export class HttpFrontend implements HttpServing {
       this.h2.emit("connection", socket);
       return;
     }
+    (socket as unknown as Activity)[IDLE_SINCE] = Date.now();
+    this.h1Sockets.add(socket);
+    socket.once("close", () => this.h1Sockets.delete(socket));
     (socket as unknown as WithTarget)[TARGET] = target;
     this.h1.emit("connection", socket);
     socket.resume();
@@ -164,13 +190,20 @@ export class HttpFrontend implements HttpServing {
       this.refuse(target.direction, req.socket, AgentErrors.BAD_REQUEST);
       return;
     }
+    const activity = req.socket as unknown as Activity;
+    activity[IN_FLIGHT] = (activity[IN_FLIGHT] ?? 0) + 1;
     if (this.draining) res.shouldKeepAlive = false;
-    else {
-      this.pendingResponses.add(res);
-      const settled = () => this.pendingResponses.delete(res);
-      res.once("finish", settled);
-      res.once("close", settled);
-    }
+    else this.pendingResponses.add(res);
+    let settled = false;
+    const settle = () => {
+      if (settled) return;
+      settled = true;
+      this.pendingResponses.delete(res);
+      activity[IN_FLIGHT] = (activity[IN_FLIGHT] ?? 1) - 1;
+      activity[IDLE_SINCE] = Date.now();
+    };
+    res.once("finish", settle);
+    res.once("close", settle);
     proxyRequest(this.ctx, new Http1Downstream(req, res), target).catch((err) => {
       this.failed(err);
       req.socket.destroy();
