@@ -260,7 +260,11 @@ export class WorkerPool {
 
   /** Each worker's prom-client registry as JSON, for aggregation at scrape time. */
   async metrics(): Promise<unknown[]> {
-    return this.askAll({ type: "metrics" });
+    // A stuck worker must not hang the scrape (/healthz says it is stuck): its share is left out.
+    const answers = await Promise.all(
+      this.workers.map((w) => withTimeout(this.ask(w, { type: "metrics" }), HEALTH_ANSWER_MS).catch(() => undefined)),
+    );
+    return answers.filter((a) => a !== undefined);
   }
 
   /** Every worker's edge samples since the last call, summed per edge (the service graph). */
