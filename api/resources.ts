@@ -139,6 +139,11 @@ export function apiVersionOf(kind: KindInfo): string {
   return `${kind.group}/${kind.version}`;
 }
 
+/** The plural (the store's and propagation keys' name) of a kind named alone; kind names are unique. */
+export function pluralOf(kind: string): string | undefined {
+  return KINDS.find((k) => k.kind === kind)?.plural;
+}
+
 /** The kind of an object, by apiVersion and kind. */
 export function kindOf(obj: { apiVersion?: unknown; kind?: unknown }): KindInfo | undefined {
   return KINDS.find((k) => k.kind === obj.kind && apiVersionOf(k) === obj.apiVersion);

@@ -39,7 +39,7 @@ import {
   serviceKey,
   type WirePod,
 } from "../../api/agent-service.ts";
-import { KINDS, type PropagationStatus } from "../../api/resources.ts";
+import { type PropagationStatus, pluralOf } from "../../api/resources.ts";
 import type { Service } from "../../api/services.ts";
 import { trafficKey } from "../../api/traffic.ts";
 import { nodeSpiffeId, spiffeId } from "../../api/x509.ts";
@@ -516,7 +516,7 @@ export class AgentServer implements SessionHost {
     this.registry.acked(node, version, kept, new Date());
     const byResource = new Map<string, string>();
     for (const r of kept) {
-      const plural = KINDS.find((k) => k.kind === r.kind)?.plural;
+      const plural = pluralOf(r.kind);
       if (plural) byResource.set(resourceKey(plural, r.namespace, r.name), r.reason);
     }
     if (kept.length > 0) this.log.warn({ node, version, rejected: kept }, "agent left objects out of its table");

@@ -18,7 +18,7 @@
 // - PeerAuthentication: a target that does not exist → TargetNotFound; two at one level (the same
 //   Service, or namespace-wide in one namespace) that both set a mode → the first by name applies.
 
-import { type Condition, KINDS, type Resource, type ServiceSpec } from "../../api/resources.ts";
+import { type Condition, pluralOf, type Resource, type ServiceSpec } from "../../api/resources.ts";
 import { resourceKey } from "./service-table.ts";
 
 export interface VipPortConflict {
@@ -130,7 +130,7 @@ export function analyzeConfig(input: {
   const policyHolders = new Map<string, string>();
   const peerLevels = new Map<string, string>();
   for (const o of [...input.traffic].sort(byName)) {
-    const key = resourceKey(pluralOf(o.kind), o.metadata.namespace, o.metadata.name);
+    const key = resourceKey(pluralOf(o.kind) ?? o.kind.toLowerCase(), o.metadata.namespace, o.metadata.name);
     const spec = o.spec as Record<string, unknown>;
     if (o.kind === "HTTPRoute" || o.kind === "GRPCRoute") {
       conditions.set(key, routeConditions(o, services));
@@ -216,8 +216,4 @@ function accepted(reason: string, message: string): ObjectCondition {
 
 function notAccepted(reason: string, message: string): ObjectCondition {
   return { type: "Accepted", status: "False", reason, message };
-}
-
-function pluralOf(kind: string): string {
-  return KINDS.find((k) => k.kind === kind)?.plural ?? kind.toLowerCase();
 }

@@ -2,7 +2,7 @@
 // what the cross-object checks say of it (analysis.ts: Accepted, ResolvedRefs), and Applied, which
 // names the agents that refused it. The analysis is redone only after a write.
 
-import { KINDS, type PropagationStatus, type Resource } from "../../api/resources.ts";
+import { KINDS, type PropagationStatus, pluralOf, type Resource } from "../../api/resources.ts";
 import { TRAFFIC_KINDS } from "../../api/traffic.ts";
 import type { ProposedChange } from "../rest/kind-handler.ts";
 import type { ObjectKey, Store } from "../store/store.ts";
@@ -48,7 +48,7 @@ export type TablePreview = (view: Pick<Store, "list">) => { agents: string[]; ch
 /** `store` as it would be after `change`: the object put in (or taken out), everything else as is. */
 export function withChange(store: Pick<Store, "list">, change: ProposedChange): Pick<Store, "list"> {
   const { object, deleted } = change;
-  const plural = KINDS.find((k) => k.kind === object.kind)?.plural;
+  const plural = pluralOf(object.kind);
   const same = (o: Resource) =>
     o.metadata.namespace === object.metadata.namespace && o.metadata.name === object.metadata.name;
   return {
@@ -78,7 +78,7 @@ export class ObjectStatuses {
    */
   preview(change: ProposedChange): PropagationStatus {
     const view = withChange(this.#store, change);
-    const plural = KINDS.find((k) => k.kind === change.object.kind)?.plural ?? "";
+    const plural = pluralOf(change.object.kind) ?? "";
     const { namespace, name, generation } = change.object.metadata;
     const conditions = change.deleted
       ? []
@@ -103,7 +103,7 @@ export class ObjectStatuses {
 
   /** Propagation, Accepted/ResolvedRefs and Applied for a stored object. */
   status(obj: Pick<Resource, "kind" | "metadata">): PropagationStatus | undefined {
-    const plural = KINDS.find((k) => k.kind === obj.kind)?.plural;
+    const plural = pluralOf(obj.kind);
     if (!plural) return undefined;
     const key = resourceKey(plural, obj.metadata.namespace, obj.metadata.name);
     const propagation = this.#propagation({ plural, namespace: obj.metadata.namespace, name: obj.metadata.name });
