@@ -15,14 +15,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_PORT } from "../../api/dataplane.ts";
 import { type Node, type Pod, World } from "../world/world.ts";
-import type { GrpcArgs, GrpcReport } from "./clients/grpc-call.ts";
+import type { GrpcArgs } from "./clients/grpc-call.ts";
 import type { LoadArgs, LoadReport } from "./clients/http-load.ts";
+import { grpcCallIn, httpLoadIn } from "./clients/in-pod.ts";
 import { eventually } from "./eventually.ts";
 import { type AgentHandle, Mesh } from "./mesh.ts";
 import { connectFrom, httpFrom } from "./netns-client.ts";
 
-const HTTP_LOAD = new URL("./clients/http-load.ts", import.meta.url).pathname;
-const GRPC_CALL = new URL("./clients/grpc-call.ts", import.meta.url).pathname;
 const VIP = "10.96.0.10";
 const REPLACEMENTS = 10;
 /** The test agents' drain deadline: what a long opaque stream gets after the listeners closed. */
@@ -47,16 +46,8 @@ describe("agent replacement under load", () => {
   let client: Pod;
   let agent: AgentHandle;
 
-  const load = async (args: LoadArgs): Promise<LoadReport> => {
-    const r = await world.exec(client, process.execPath, [HTTP_LOAD, JSON.stringify(args)], { timeoutMs: 120_000 });
-    if (r.code !== 0) throw new Error(`http-load failed (${r.code}): ${r.stderr}${r.stdout}`);
-    return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
-  };
-  const grpcLoad = async (args: GrpcArgs): Promise<GrpcReport> => {
-    const r = await world.exec(client, process.execPath, [GRPC_CALL, JSON.stringify(args)], { timeoutMs: 120_000 });
-    if (r.code !== 0) throw new Error(`grpc-call failed (${r.code}): ${r.stderr}${r.stdout}`);
-    return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
-  };
+  const load = (args: LoadArgs) => httpLoadIn(world, client, args, 120_000);
+  const grpcLoad = (args: GrpcArgs) => grpcCallIn(world, client, args, 120_000);
   const admin = async (path: string) => (await httpFrom(n1.netnsPath, `http://127.0.0.1:${ADMIN_PORT}${path}`)).status;
 
   beforeAll(async () => {

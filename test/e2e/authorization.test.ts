@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ServedCounts } from "../workload/workload.ts";
 import { type Node, type Pod, World } from "../world/world.ts";
 import type { GrpcArgs, GrpcReport } from "./clients/grpc-call.ts";
+import { grpcCallIn } from "./clients/in-pod.ts";
 import { eventually } from "./eventually.ts";
 import {
   BYPASS_ATTEMPTS,
@@ -23,7 +24,6 @@ import { Mesh } from "./mesh.ts";
 import { echoFrom, http2SessionFrom, httpFrom, metricSum, rawHttpFrom } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
-const GRPC_CALL = new URL("./clients/grpc-call.ts", import.meta.url).pathname;
 
 const webYaml = `apiVersion: nodemesh.io/v1alpha1
 kind: Service
@@ -108,11 +108,7 @@ describe("AuthorizationPolicy", () => {
     );
   const served = async (): Promise<ServedCounts> =>
     JSON.parse((await httpFrom(web.netnsPath, `http://${web.ip}:8080/_control`)).body).served;
-  const grpcCall = async (from: Pod, args: GrpcArgs): Promise<GrpcReport> => {
-    const r = await world.exec(from, process.execPath, [GRPC_CALL, JSON.stringify(args)], { timeoutMs: 60_000 });
-    if (r.code !== 0) throw new Error(`grpc-call failed (${r.code}): ${r.stderr}${r.stdout}`);
-    return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
-  };
+  const grpcCall = (from: Pod, args: GrpcArgs): Promise<GrpcReport> => grpcCallIn(world, from, args);
   const h2 = (from: Pod, headers: http2.OutgoingHttpHeaders) =>
     new Promise<{ status: number; body: string }>((resolve) => {
       const session = http2SessionFrom(from.netnsPath, VIP, 80);

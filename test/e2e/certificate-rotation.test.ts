@@ -8,12 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_PORT } from "../../api/dataplane.ts";
 import { type Node, type Pod, World } from "../world/world.ts";
 import type { LoadArgs, LoadReport } from "./clients/http-load.ts";
+import { httpLoadIn } from "./clients/in-pod.ts";
 import { eventually } from "./eventually.ts";
 import { Mesh } from "./mesh.ts";
 import { httpFrom, metricSum } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
-const HTTP_LOAD = new URL("./clients/http-load.ts", import.meta.url).pathname;
 const SECONDS = 32;
 const RATE_EACH = 150;
 
@@ -44,11 +44,7 @@ describe("certificate rotation under load", () => {
 
   const held = async (node: Node): Promise<Held[]> =>
     JSON.parse((await httpFrom(node.netnsPath, `http://127.0.0.1:${ADMIN_PORT}/readyz`)).body).controller.certificates;
-  const load = async (args: LoadArgs): Promise<LoadReport> => {
-    const r = await world.exec(client, process.execPath, [HTTP_LOAD, JSON.stringify(args)], { timeoutMs: 90_000 });
-    if (r.code !== 0) throw new Error(`http-load failed (${r.code}): ${r.stderr}${r.stdout}`);
-    return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
-  };
+  const load = (args: LoadArgs): Promise<LoadReport> => httpLoadIn(world, client, args);
 
   /** Half the load HTTP on keep-alive connections, half a new TCP connection (a new tunnel) per request. */
   const bothLoads = (requests: number) =>

@@ -19,11 +19,9 @@ import { parseAllDocuments } from "yaml";
 import { type Node, type Pod, World } from "../world/world.ts";
 import type { GrpcArgs, GrpcReport } from "./clients/grpc-call.ts";
 import type { LoadArgs, LoadReport } from "./clients/http-load.ts";
+import { grpcCallIn, httpLoadIn } from "./clients/in-pod.ts";
 import { Mesh } from "./mesh.ts";
 import { httpFrom, metricSum } from "./netns-client.ts";
-
-const HTTP_LOAD = new URL("./clients/http-load.ts", import.meta.url).pathname;
-const GRPC_CALL = new URL("./clients/grpc-call.ts", import.meta.url).pathname;
 
 const VIP = { reviews: "10.96.0.10", v1: "10.96.0.11", v2: "10.96.0.12" } as const;
 const URL_REVIEWS = `http://${VIP.reviews}/`;
@@ -152,16 +150,8 @@ describe("L7 traffic through two agents", () => {
   };
   const sum = (deltas: Record<string, number>) => Object.values(deltas).reduce((a, b) => a + b, 0);
 
-  const load = async (args: LoadArgs): Promise<LoadReport> => {
-    const r = await world.exec(client, process.execPath, [HTTP_LOAD, JSON.stringify(args)], { timeoutMs: 90_000 });
-    if (r.code !== 0) throw new Error(`http-load failed (${r.code}): ${r.stderr}${r.stdout}`);
-    return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
-  };
-  const grpcCall = async (args: GrpcArgs): Promise<GrpcReport> => {
-    const r = await world.exec(client, process.execPath, [GRPC_CALL, JSON.stringify(args)], { timeoutMs: 60_000 });
-    if (r.code !== 0) throw new Error(`grpc-call failed (${r.code}): ${r.stderr}${r.stdout}`);
-    return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
-  };
+  const load = (args: LoadArgs): Promise<LoadReport> => httpLoadIn(world, client, args);
+  const grpcCall = (args: GrpcArgs): Promise<GrpcReport> => grpcCallIn(world, client, args);
   const metrics = (node: Node, name: string, labels: Record<string, string> = {}) =>
     mesh.metrics(node).then((m) => metricSum(m, name, labels));
   /** The destination agent's inbound request counts by destination_service (whose policy applied). */
