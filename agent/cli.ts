@@ -7,7 +7,14 @@ import type { Logger } from "pino";
 import { ADMIN_PORT, DEFAULT_ENROLLMENT_SOCKET } from "../api/dataplane.ts";
 import { Agent } from "./agent.ts";
 import { channelSecurity, readCaFile } from "./control/controller-channel.ts";
+import { ENROLLMENT_LIMITS } from "./control/enrollment-server.ts";
 import { defaultWorkerCount } from "./control/workers.ts";
+import {
+  DEFAULT_FLOOD_LIMITS,
+  HTTP2_CONTROL_FRAMES_PER_S,
+  PREMATURE_RESET_MIN_STREAMS,
+  PREMATURE_RESET_WINDOW_MS,
+} from "./dataplane/limits.ts";
 
 const HELP = `Usage: nodemesh agent [options]
 
@@ -71,6 +78,21 @@ Options:
                             time a client has to send a complete HTTP request head (default: 10000)
   --log-level LEVEL         trace, debug, info, warn, error (default: info)
   -h, --help                show this help
+
+Limits (against floods; docs/operations.md):
+  --max-connections-per-pod N
+                            connections one pod may hold open on each of its listeners (outbound,
+                            inbound, tunnel), agent-wide; more are reset (default: ${DEFAULT_FLOOD_LIMITS.podConnections}).
+                            Of the tunnel port's, ${DEFAULT_FLOOD_LIMITS.podHandshakes} may be in their handshake at once,
+                            each for --connect-timeout-ms at most
+  --http2-max-streams N     concurrent streams per HTTP/2 client connection (default: ${DEFAULT_FLOOD_LIMITS.http2Streams}). A
+                            connection whose client resets most streams at once is closed (rapid
+                            reset: over half of ${PREMATURE_RESET_MIN_STREAMS} or more, each within ${PREMATURE_RESET_WINDOW_MS / 1000} s of opening)
+  Fixed: HTTP request heads 16 KB (431); HTTP/2 header lists 16 KB and 128 fields, session
+  memory 10 MB; CONTINUATION floods end their connection (nghttp2), as do SETTINGS and PING
+  frames past ${HTTP2_CONTROL_FRAMES_PER_S} a second; request bodies are streamed, only their first 64 KB kept for a
+  retry (TrafficPolicy retries.maxBodyBytes); enrollment socket: bodies 64 KB, ${ENROLLMENT_LIMITS.connectionsPerCaller} connections
+  per pod, requests whole within ${ENROLLMENT_LIMITS.requestTimeoutMs / 1000} s; each data-plane worker's heap 128 MB.
 `;
 
 function positiveInt(name: string, value: string): number {
@@ -122,6 +144,8 @@ export async function runAgent(argv: string[]): Promise<number> {
       "hold-listeners-s": { type: "string", default: "30" },
       "detect-timeout-ms": { type: "string", default: "100" },
       "http-headers-timeout-ms": { type: "string", default: "10000" },
+      "max-connections-per-pod": { type: "string", default: String(DEFAULT_FLOOD_LIMITS.podConnections) },
+      "http2-max-streams": { type: "string", default: String(DEFAULT_FLOOD_LIMITS.http2Streams) },
       "access-log": { type: "string", default: "none" },
       "access-log-file": { type: "string" },
       "request-metrics": { type: "string", default: "on" },
@@ -172,6 +196,11 @@ export async function runAgent(argv: string[]): Promise<number> {
       requestMetrics: onOff("request-metrics", values["request-metrics"]),
       tunnelKey: values["tunnel-key-file"] ? readTunnelKey(values["tunnel-key-file"]) : undefined,
       drainMs: positiveInt("drain-timeout-s", values["drain-timeout-s"]) * 1000,
+      limits: {
+        ...DEFAULT_FLOOD_LIMITS,
+        podConnections: positiveInt("max-connections-per-pod", values["max-connections-per-pod"]),
+        http2Streams: positiveInt("http2-max-streams", values["http2-max-streams"]),
+      },
     },
     logLevel: values["log-level"],
   });

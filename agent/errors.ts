@@ -52,6 +52,18 @@ export const AgentErrors = {
     status: 503,
     grpcStatus: UNAVAILABLE,
   },
+  POD_CONNECTION_LIMIT: {
+    code: "NM_POD_CONNECTION_LIMIT",
+    message: "the pod holds as many connections as it may (--max-connections-per-pod)",
+    status: 503,
+    grpcStatus: UNAVAILABLE,
+  },
+  TUNNEL_HANDSHAKE_LIMIT: {
+    code: "NM_TUNNEL_HANDSHAKE_LIMIT",
+    message: "too many tunnel handshakes under way to this pod",
+    status: 503,
+    grpcStatus: UNAVAILABLE,
+  },
   TUNNEL_PROTOCOL: {
     code: "NM_TUNNEL_PROTOCOL",
     message: "malformed tunnel handshake",
@@ -202,6 +214,18 @@ export const AgentErrors = {
     code: "NM_HEADERS_TOO_LARGE",
     message: "request headers too large",
     status: 431,
+    grpcStatus: INTERNAL,
+  },
+  RAPID_RESET: {
+    code: "NM_RAPID_RESET",
+    message: "the client reset most of its streams as soon as it opened them",
+    status: 400,
+    grpcStatus: INTERNAL,
+  },
+  CONTROL_FRAME_FLOOD: {
+    code: "NM_CONTROL_FRAME_FLOOD",
+    message: "the client sent SETTINGS or PING frames too fast",
+    status: 400,
     grpcStatus: INTERNAL,
   },
   CLIENT_TIMEOUT: {

@@ -19,7 +19,12 @@ import { HANDOVER_PATH } from "./handover.ts";
 import { HttpError, readJson, sendError } from "./http.ts";
 import { EnrollmentConflict, type PodRegistry, podAddressProblem } from "./pods.ts";
 
-const MAX_BODY = 64 * 1024;
+/**
+ * Bounds against a pod flooding the socket (agent --help, "Limits"): a caller that is not
+ * privileged holds at most `connectionsPerCaller` connections (counted per network namespace; more
+ * are closed at once), and a request must arrive whole within `requestTimeoutMs`.
+ */
+export const ENROLLMENT_LIMITS = { bodyBytes: 64 * 1024, connectionsPerCaller: 8, requestTimeoutMs: 5000 } as const;
 const POD_PATH = /^\/v1\/pods\/([a-z0-9-]+)\/([a-z0-9-]+)$/;
 
 interface Caller {
@@ -120,35 +125,58 @@ export async function startEnrollmentServer(
     if (!(await pods.remove(namespace, name))) throw notEnrolled;
   };
 
-  const server = createServer(async (req, res) => {
-    try {
-      const caller = callerOf(req.socket);
-      if (req.url === "/v1/pods" && req.method === "GET") {
-        if (!caller.privileged) throw forbidden("only a privileged caller may list the pods");
-        return sendJson(res, 200, { pods: pods.list() });
+  const server = createServer(
+    {
+      requestTimeout: ENROLLMENT_LIMITS.requestTimeoutMs,
+      headersTimeout: ENROLLMENT_LIMITS.requestTimeoutMs,
+      connectionsCheckingInterval: 1000,
+    },
+    async (req, res) => {
+      try {
+        const caller = callerOf(req.socket);
+        if (req.url === "/v1/pods" && req.method === "GET") {
+          if (!caller.privileged) throw forbidden("only a privileged caller may list the pods");
+          return sendJson(res, 200, { pods: pods.list() });
+        }
+        if (req.url === "/v1/pods" && req.method === "POST") {
+          const pod = await enroll(caller, await readJson(req, ENROLLMENT_LIMITS.bodyBytes));
+          return sendJson(res, 200, { status: "enrolled", pod });
+        }
+        if (req.url === HANDOVER_PATH && req.method === "POST") {
+          if (!caller.privileged) throw forbidden("only a privileged caller (a new agent of this node) may take over");
+          // No enrollment from now on: the successor reads the pods' state once we answered.
+          server.close();
+          hooks.handOver();
+          return sendJson(res, 200, { status: "handed over", pid: process.pid });
+        }
+        const m = POD_PATH.exec(req.url ?? "");
+        if (m && req.method === "DELETE") {
+          await remove(caller, m[1], m[2]);
+          return sendJson(res, 200, { status: "removed" });
+        }
+        throw new HttpError(404, "NOT_FOUND", `no route for ${req.method} ${req.url}`);
+      } catch (err) {
+        sendError(res, err);
       }
-      if (req.url === "/v1/pods" && req.method === "POST") {
-        const pod = await enroll(caller, await readJson(req, MAX_BODY));
-        return sendJson(res, 200, { status: "enrolled", pod });
-      }
-      if (req.url === HANDOVER_PATH && req.method === "POST") {
-        if (!caller.privileged) throw forbidden("only a privileged caller (a new agent of this node) may take over");
-        // No enrollment from now on: the successor reads the pods' state once we answered.
-        server.close();
-        hooks.handOver();
-        return sendJson(res, 200, { status: "handed over", pid: process.pid });
-      }
-      const m = POD_PATH.exec(req.url ?? "");
-      if (m && req.method === "DELETE") {
-        await remove(caller, m[1], m[2]);
-        return sendJson(res, 200, { status: "removed" });
-      }
-      throw new HttpError(404, "NOT_FOUND", `no route for ${req.method} ${req.url}`);
-    } catch (err) {
-      sendError(res, err);
+    },
+  );
+  const openPerCaller = new Map<number, number>(); // netns inode (0: unidentified) → connections
+  server.on("connection", (socket: Socket) => {
+    const caller = callerOf(socket);
+    if (caller.privileged) return;
+    const key = caller.netns?.inode ?? 0;
+    const open = openPerCaller.get(key) ?? 0;
+    if (open >= ENROLLMENT_LIMITS.connectionsPerCaller) {
+      socket.destroy();
+      return;
     }
+    openPerCaller.set(key, open + 1);
+    socket.once("close", () => {
+      const left = (openPerCaller.get(key) ?? 1) - 1;
+      if (left === 0) openPerCaller.delete(key);
+      else openPerCaller.set(key, left);
+    });
   });
-  server.on("connection", (socket: Socket) => callerOf(socket));
   mkdirSync(dirname(socketPath), { recursive: true });
   rmSync(socketPath, { force: true }); // a stale socket from a previous run
   await new Promise<void>((resolve, reject) => {

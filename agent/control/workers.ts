@@ -23,7 +23,14 @@ const WORKER_MODULE = new URL(`../dataplane/worker${extname(import.meta.url)}`, 
  * benchmark (docs/benchmarks.md) at the same throughput: a proxy's garbage dies young, so smaller,
  * more frequent scavenges cost little.
  */
-const WORKER_HEAP_LIMITS = { maxYoungGenerationSizeMb: 24 };
+/**
+ * Old generation: a worker holds its pods, the compiled configuration and the connections in
+ * flight. Without a cap V8 lets it grow by hundreds of MB under a flood of short-lived streams
+ * before collecting (test/e2e/floods.test.ts: 177 → 374 MB in a rapid reset); near the cap it
+ * collects sooner. A worker that truly needs more is replaced as one that failed.
+ */
+const WORKER_OLD_GENERATION_MB = 128;
+const WORKER_HEAP_LIMITS = { maxYoungGenerationSizeMb: 24, maxOldGenerationSizeMb: WORKER_OLD_GENERATION_MB };
 
 export function defaultWorkerCount(): number {
   return Math.max(1, Math.min(availableParallelism(), 8));

@@ -26,6 +26,7 @@ import { EdgeAggregator } from "./edges.ts";
 import { DEFAULT_FRONTEND_OPTIONS, HttpFrontend } from "./http/frontend.ts";
 import { UpstreamPools } from "./http/upstream.ts";
 import { handleInbound, handleTunnel } from "./inbound.ts";
+import { Gate, workerShare } from "./limits.ts";
 import type { WorkerHealth } from "./messages.ts";
 import { DataplaneMetrics, type Direction } from "./metrics.ts";
 import { identityKey, type Keyring } from "./mtls.ts";
@@ -42,6 +43,8 @@ export interface DataplaneOptions {
   log: Logger;
   /** How upstream sockets are made (default: in the pod's namespace). */
   sockets?: SocketMaker;
+  /** Data-plane workers of the agent (this one included): each enforces its share of the per-pod limits. */
+  workers?: number;
 }
 
 interface PodListeners {
@@ -87,6 +90,12 @@ const LISTENERS: ReadonlyArray<{ port: number; handler: Handler }> = [
   { port: TUNNEL_PORT, handler: handleTunnel },
 ];
 
+const LISTENER_DIRECTION: Readonly<Record<number, Direction>> = {
+  [OUTBOUND_PORT]: "outbound",
+  [INBOUND_PORT]: "inbound",
+  [TUNNEL_PORT]: "inbound",
+};
+
 /** The kernel's default cap (net.core.somaxconn, per namespace since Linux 5.4). */
 const LISTEN_BACKLOG = 4096;
 
@@ -116,9 +125,15 @@ export class Dataplane implements DataplaneContext {
   /** Accepted connections still open, so stop() can wait for them and then end the rest. */
   private readonly connections = new Set<net.Socket>();
   private stopping = false;
+  /** This worker's share of FloodLimits' per-pod caps. */
+  private readonly podConnectionCap: number;
+  private readonly podHandshakeCap: number;
 
   constructor(opts: DataplaneOptions) {
     this.settings = opts.settings;
+    const workers = opts.workers ?? 1;
+    this.podConnectionCap = workerShare(opts.settings.limits.podConnections, workers);
+    this.podHandshakeCap = workerShare(opts.settings.limits.podHandshakes, workers);
     this.shared = new SharedState(opts.shared);
     this.accessLog = new AccessLog(opts.settings.accessLog);
     this.picker = new EndpointPicker(this.shared);
@@ -134,6 +149,7 @@ export class Dataplane implements DataplaneContext {
     this.http = new HttpFrontend(this, {
       ...DEFAULT_FRONTEND_OPTIONS,
       headersTimeoutMs: opts.settings.headersTimeoutMs,
+      http2MaxStreams: opts.settings.limits.http2Streams,
     });
   }
 
@@ -191,7 +207,13 @@ export class Dataplane implements DataplaneContext {
     // A successor agent joins these listeners' reuseport groups; what we have not accepted when we
     // close is then migrated to it, not reset.
     if (!allowListenerMigration(netns)) this.log.debug({ pod: key }, "tcp_migrate_req unavailable in the pod");
-    const ctx: PodContext = { key, pod, netns, workload: { name: workloadName(pod), namespace: pod.namespace } };
+    const ctx: PodContext = {
+      key,
+      pod,
+      netns,
+      workload: { name: workloadName(pod), namespace: pod.namespace },
+      handshakes: new Gate(this.podHandshakeCap),
+    };
     const servers: net.Server[] = [];
     try {
       for (const { port, handler } of LISTENERS) {
@@ -288,14 +310,24 @@ export class Dataplane implements DataplaneContext {
   }
 
   private listen(pod: PodContext, port: number, handler: Handler): Promise<net.Server> {
+    const open = new Gate(this.podConnectionCap);
     const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true }, (socket) => {
       socket.on("error", ignore); // handlers attach their own; a reset before that must not crash us
       if (this.stopping) {
         socket.destroy(); // accepted just as the listener closed
         return;
       }
+      if (!open.tryTake()) {
+        // The pod holds as many connections here as it may: a flood of its own, or aimed at it.
+        this.metrics.refused.labels(LISTENER_DIRECTION[port] ?? "inbound", AgentErrors.POD_CONNECTION_LIMIT.code).inc();
+        socket.resetAndDestroy();
+        return;
+      }
       this.connections.add(socket);
-      socket.once("close", () => this.connections.delete(socket));
+      socket.once("close", () => {
+        open.release();
+        this.connections.delete(socket);
+      });
       handler(this, pod, socket).catch((err: Error) => {
         this.log.warn({ pod: pod.key, port, err: err.message }, "connection handler failed");
         socket.destroy();

@@ -7,6 +7,7 @@
 // L7 proxy's inbound side (rate limits, strict parsing); anything else is forwarded as bytes.
 
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import { AGENT_PORTS } from "../../api/dataplane.ts";
 import { AgentError, AgentErrors, errorCode } from "../errors.ts";
 import type { Address } from "../sys/linux.ts";
@@ -215,20 +216,26 @@ async function deliverOpaque(ctx: DataplaneContext, to: PodContext, client: Sock
 }
 
 export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accepted: Socket) {
-  let secured: Awaited<ReturnType<typeof acceptSecureTunnel>>;
-  try {
-    secured = await acceptSecureTunnel(ctx.keyring, to, accepted, ctx.settings.connectTimeoutMs);
-  } catch (err) {
-    // Not a peer of this mesh: nothing of what it sent is read, nothing reaches the workload.
-    ctx.metrics.connectFailures.labels("inbound", (err as AgentError).code ?? "UNKNOWN").inc();
-    accepted.destroy();
+  // Handshakes cost memory (a TLS session each) until they finish or time out: a pod's are capped,
+  // so connections that start one and stall cannot pile up. Agents multiplex, and need few.
+  if (!to.handshakes.tryTake()) {
+    ctx.metrics.refused.labels("inbound", AgentErrors.TUNNEL_HANDSHAKE_LIMIT.code).inc();
+    accepted.resetAndDestroy();
     return;
   }
-  if (secured.peer !== undefined) {
+  let handshake: Awaited<ReturnType<typeof acceptHandshake>>;
+  try {
+    handshake = await acceptHandshake(ctx, to, accepted);
+  } catch {
+    return; // refused and counted
+  } finally {
+    to.handshakes.release();
+  }
+  if (handshake.peer !== undefined) {
     // Mutual TLS: this connection carries many tunnels, one HTTP/2 stream each.
     ctx.metrics.tunnelTlsConnections.labels("inbound").inc();
-    const peer = secured.peer;
-    ctx.tunnels.serve(secured.socket, (tunnel, req, answer) => {
+    const peer = handshake.peer;
+    ctx.tunnels.serve(handshake.socket, (tunnel, req, answer) => {
       serveTunnel(ctx, to, tunnel, req, peer, answer).catch((err: Error) => {
         ctx.log.warn({ pod: to.key, err: err.message }, "tunnel handler failed");
         tunnel.destroy();
@@ -236,16 +243,39 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accept
     });
     return;
   }
-  const client = secured.socket;
-  let req: TunnelRequest;
+  const client = handshake.socket;
+  await serveTunnel(ctx, to, client, handshake.req, undefined, (error) => answerTunnel(client, error));
+}
+
+/**
+ * A tunnel connection's handshake: mutual TLS (its tunnels come later, as HTTP/2 streams), or the
+ * plaintext handshake of its one tunnel. A failure is counted and the connection ended before it throws.
+ */
+async function acceptHandshake(
+  ctx: DataplaneContext,
+  to: PodContext,
+  accepted: Socket,
+): Promise<
+  { socket: TLSSocket; peer: string; req?: undefined } | { socket: Socket; peer?: undefined; req: TunnelRequest }
+> {
+  let secured: Awaited<ReturnType<typeof acceptSecureTunnel>>;
   try {
-    req = await acceptTunnel(client, ctx.settings.connectTimeoutMs);
+    secured = await acceptSecureTunnel(ctx.keyring, to, accepted, ctx.settings.connectTimeoutMs);
+  } catch (err) {
+    // Not a peer of this mesh: nothing of what it sent is read, nothing reaches the workload.
+    ctx.metrics.connectFailures.labels("inbound", (err as AgentError).code ?? "UNKNOWN").inc();
+    accepted.destroy();
+    throw err;
+  }
+  if (secured.peer !== undefined) return { socket: secured.socket, peer: secured.peer };
+  const client = secured.socket;
+  try {
+    return { socket: client, req: await acceptTunnel(client, ctx.settings.connectTimeoutMs) };
   } catch (err) {
     ctx.metrics.connectFailures.labels("inbound", errorCode(err)).inc();
     if (!client.destroyed) answerTunnel(client, err as AgentError);
-    return;
+    throw err;
   }
-  await serveTunnel(ctx, to, client, req, undefined, (error) => answerTunnel(client, error));
 }
 
 /**

@@ -3,6 +3,7 @@
 
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import type { Netns } from "../sys/linux.ts";
+import type { Gate } from "./limits.ts";
 
 /** An enrolled pod as a worker sees it: its namespace is held open for the pod's lifetime. */
 export interface PodContext {
@@ -11,6 +12,8 @@ export interface PodContext {
   readonly netns: Netns;
   /** The pod's workload (its `app` label, else its name) and namespace: metrics, per-source limits. */
   readonly workload: { readonly name: string; readonly namespace: string };
+  /** This worker's share of the pod's tunnel connections still in their handshake (FloodLimits.podHandshakes). */
+  readonly handshakes: Gate;
 }
 
 /** A caller as the destination side knows it: the workload named in the tunnel, or no one. */

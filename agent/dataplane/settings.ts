@@ -2,6 +2,7 @@
 // type, through the control thread to every worker (agent/dataplane/messages.ts).
 
 import type { AccessLogOptions } from "./access-log.ts";
+import type { FloodLimits } from "./limits.ts";
 
 export interface DataplaneSettings {
   /** Budget for one upstream attempt: TCP connect plus, through the tunnel, its handshake. */
@@ -24,4 +25,6 @@ export interface DataplaneSettings {
    * them between requests at once; opaque TCP streams are cut at the end): --drain-timeout-s.
    */
   readonly drainMs: number;
+  /** Per pod and per connection bounds against floods (--max-connections-per-pod, --http2-max-streams). */
+  readonly limits: FloodLimits;
 }

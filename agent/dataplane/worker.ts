@@ -9,7 +9,8 @@ import { keyringOf } from "./mtls.ts";
 const init = workerData as WorkerInit;
 const port = parentPort!;
 const log = pino({ level: init.logLevel, base: { component: "agent", worker: init.index } });
-const dataplane = new Dataplane({ shared: init.shared, settings: init.settings, log });
+const workers = init.heartbeats.byteLength / BigInt64Array.BYTES_PER_ELEMENT; // one heartbeat each
+const dataplane = new Dataplane({ shared: init.shared, settings: init.settings, log, workers });
 
 function send(msg: FromWorker): void {
   port.postMessage(msg);

@@ -132,7 +132,12 @@ const SERVER_CHANNEL_OPTIONS = {
   "grpc.keepalive_timeout_ms": 10_000,
   "grpc.http2.min_ping_interval_without_data_ms": 5_000,
   "grpc.max_receive_message_length": MAX_AGENT_MESSAGE_BYTES,
+  // An agent needs one stream (two while a successor takes over): more from one connection is abuse.
+  "grpc.max_concurrent_streams": 16,
 };
+
+/** Refusal log lines per reason and second; the counter counts every refusal. */
+const REFUSAL_LINES_PER_S = 10;
 
 /** Why the server refused or ended an agent's stream: the label of the refusal counter. */
 type RefusalReason =
@@ -173,6 +178,7 @@ export class AgentServer implements SessionHost {
   private readonly maxNodes: number;
   private readonly maxEdgesPerReport: number;
   private readonly refused: Counter<"reason">;
+  private readonly refusalLines = new Map<RefusalReason, { since: number; logged: number; unlogged: number }>();
   private readonly edgesDropped: Counter;
   private readonly identities: AgentServerOptions["identities"];
   private readonly certificates: Counter<"result">;
@@ -388,8 +394,7 @@ export class AgentServer implements SessionHost {
   private accept(call: AgentCall): void {
     // A node certificate stands in for the token; claim() checks it.
     if (!peerCertificateOf(call) && !this.authorized(call.metadata)) {
-      this.log.warn({ peer: call.getPeer(), reason: "token" }, "agent refused");
-      this.refused.inc({ reason: "token" });
+      this.logRefusal("token", { peer: call.getPeer() });
       call.emit("error", {
         code: GrpcStatus.UNAUTHENTICATED,
         details: "missing or invalid bearer token",
@@ -397,6 +402,29 @@ export class AgentServer implements SessionHost {
       return;
     }
     new AgentSession(call, this);
+  }
+
+  /**
+   * Counts a refusal, and logs it unless REFUSAL_LINES_PER_S lines of its reason were logged in
+   * this second; the next line logged says how many were not: a flood of refused streams must not
+   * become a flood of log lines.
+   */
+  private logRefusal(reason: RefusalReason, fields: Record<string, unknown>): void {
+    this.refused.inc({ reason });
+    const now = Date.now();
+    let lines = this.refusalLines.get(reason);
+    if (!lines || now - lines.since >= 1000) {
+      lines = { since: now, logged: 0, unlogged: lines?.unlogged ?? 0 };
+      this.refusalLines.set(reason, lines);
+    }
+    if (lines.logged >= REFUSAL_LINES_PER_S) {
+      lines.unlogged++;
+      return;
+    }
+    lines.logged++;
+    const unlogged = lines.unlogged > 0 ? { refusalsNotLogged: lines.unlogged } : {};
+    lines.unlogged = 0;
+    this.log.warn({ ...fields, reason, ...unlogged }, "agent refused");
   }
 
   private authorized(metadata: Metadata): boolean {
@@ -437,8 +465,7 @@ export class AgentServer implements SessionHost {
   ): Promise<Pick<StatusObject, "code" | "details"> | undefined> {
     const node = hello.nodeName;
     const refuse = (reason: RefusalReason, code: GrpcStatus, details: string) => {
-      this.refused.inc({ reason });
-      this.log.warn({ node, peer: claim.peer, reason, details }, "agent refused");
+      this.logRefusal(reason, { node, peer: claim.peer, details });
       return { code, details };
     };
     const secret = claim.metadata.get(NODE_SECRET_METADATA)[0];

@@ -28,6 +28,10 @@ const TABLE: [keyof typeof AgentErrors, number, number][] = [
   ["JWT_REQUIRED", 401, GrpcStatus.UNAUTHENTICATED],
   ["HEADERS_TOO_LARGE", 431, INTERNAL],
   ["CLIENT_TIMEOUT", 408, DEADLINE_EXCEEDED],
+  ["RAPID_RESET", 400, INTERNAL],
+  ["CONTROL_FRAME_FLOOD", 400, INTERNAL],
+  ["POD_CONNECTION_LIMIT", 503, UNAVAILABLE],
+  ["TUNNEL_HANDSHAKE_LIMIT", 503, UNAVAILABLE],
   // The tunnel's own answers to a peer agent, and the refusals before any protocol.
   ["TUNNEL_PROTOCOL", 400, INTERNAL],
   ["TUNNEL_FORBIDDEN", 503, UNAVAILABLE],

@@ -9,6 +9,12 @@ import http2 from "node:http2";
 import type { Socket } from "node:net";
 import { AgentError, type AgentErrorKind, AgentErrors } from "../../errors.ts";
 import type { DataplaneContext, HttpServing } from "../context.ts";
+import {
+  DEFAULT_FLOOD_LIMITS,
+  HTTP2_CONTROL_FRAMES_PER_S,
+  PREMATURE_RESET_MIN_STREAMS,
+  PREMATURE_RESET_WINDOW_MS,
+} from "../limits.ts";
 import type { ProxyTarget } from "../pod.ts";
 import { proxyRequest } from "./chain.ts";
 import { Http1Downstream, Http2Downstream } from "./downstream.ts";
@@ -24,12 +30,15 @@ export interface FrontendOptions {
   maxHeaderBytes: number;
   /** An idle keep-alive connection from a client is closed after this. */
   keepAliveTimeoutMs: number;
+  /** Concurrent streams one HTTP/2 client connection may have open. */
+  http2MaxStreams: number;
 }
 
 export const DEFAULT_FRONTEND_OPTIONS: FrontendOptions = {
   headersTimeoutMs: 10_000,
   maxHeaderBytes: 16 * 1024,
   keepAliveTimeoutMs: 60_000,
+  http2MaxStreams: DEFAULT_FLOOD_LIMITS.http2Streams,
 };
 
 const TARGET = Symbol("nodemesh.target");
@@ -41,6 +50,9 @@ type Activity = { [IN_FLIGHT]?: number; [IDLE_SINCE]?: number };
 const IDLE_SWEEP_MS = 250;
 const IDLE_CLOSE_MS = 1000;
 type WithTarget = { [TARGET]?: ProxyTarget };
+/** Per HTTP/2 session: streams opened, and those the client reset early (the rapid-reset check). */
+const STREAMS = Symbol("nodemesh.streams");
+type StreamCounts = { [STREAMS]?: { opened: number; resetEarly: number } };
 
 /**
  * The target of an HTTP/2 session's connection. A stream handed over as a plain Duplex (an mTLS
@@ -112,7 +124,13 @@ export class HttpFrontend implements HttpServing {
     // The server never listens, but its header-timeout sweep starts on "listening".
     this.h1.emit("listening");
 
-    this.h2 = http2.createServer({ maxSessionMemory: 10, settings: { maxHeaderListSize: opts.maxHeaderBytes } });
+    // nghttp2 ends a connection on its own for CONTINUATION, SETTINGS and PING floods and a
+    // header list over maxHeaderListSize (an HPACK bomb); maxSessionMemory bounds the rest.
+    this.h2 = http2.createServer({
+      maxSessionMemory: 10,
+      maxHeaderListPairs: 128,
+      settings: { maxHeaderListSize: opts.maxHeaderBytes, maxConcurrentStreams: opts.http2MaxStreams },
+    });
     this.h2.on("stream", (stream, headers, _flags, rawHeaders) => {
       // First, before any early return: 'stream' is emitted a tick after nghttp2 parsed the
       // HEADERS, and when the connection's bytes were already buffered (they always are: detection
@@ -120,8 +138,10 @@ export class HttpFrontend implements HttpServing {
       // contradicts content-length). Its 'error' then follows this handler; unheard, it would
       // take the worker down.
       stream.on("error", () => {});
-      if (stream.destroyed) return; // already reset with PROTOCOL_ERROR by nghttp2
       const target = sessionTarget(stream.session?.socket);
+      if (!this.countStream(stream, target)) return;
+      // Already reset, by nghttp2 (PROTOCOL_ERROR) or the client (a RST_STREAM read with the HEADERS).
+      if (stream.closed || stream.destroyed) return;
       if (!target) {
         stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
         return;
@@ -134,6 +154,10 @@ export class HttpFrontend implements HttpServing {
     this.h2.on("sessionError", () => {});
     this.h2.on("session", (session) => {
       session.on("error", () => {});
+      // nghttp2 bounds what unread answers to these may queue; this bounds the work of reading them.
+      const controlFrame = this.controlFrameCounter(session);
+      session.on("ping", controlFrame);
+      session.on("remoteSettings", controlFrame);
       if (this.draining) goAway(session);
       this.sessions.add(session);
       session.once("close", () => this.sessions.delete(session));
@@ -154,6 +178,55 @@ export class HttpFrontend implements HttpServing {
     const sweep = setInterval(() => this.closeLongIdle(), IDLE_SWEEP_MS);
     sweep.unref();
     for (const session of this.sessions) goAway(session);
+  }
+
+  /** A counter of the client's SETTINGS and PING frames that closes the session past the limit (limits.ts). */
+  private controlFrameCounter(session: http2.ServerHttp2Session): () => void {
+    let windowStart = Date.now();
+    let frames = 0;
+    return () => {
+      const now = Date.now();
+      if (now - windowStart >= 1000) {
+        windowStart = now;
+        frames = 0;
+      }
+      if (++frames <= HTTP2_CONTROL_FRAMES_PER_S || session.destroyed) return;
+      const direction = sessionTarget(session.socket)?.direction ?? "outbound";
+      this.ctx.metrics.malformed.labels(direction, AgentErrors.CONTROL_FRAME_FLOOD.code).inc();
+      session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      session.destroy();
+    };
+  }
+
+  /**
+   * Counts the stream for the rapid-reset check (limits.ts): false once its session is closed for
+   * resetting too many streams early, so no work starts for it.
+   */
+  private countStream(stream: http2.ServerHttp2Stream, target: ProxyTarget | undefined): boolean {
+    const session = stream.session as (http2.ServerHttp2Session & StreamCounts) | undefined;
+    if (!session || session.destroyed) return false;
+    session[STREAMS] ??= { opened: 0, resetEarly: 0 };
+    const counts = session[STREAMS];
+    counts.opened++;
+    const resetEarly = () => {
+      counts.resetEarly++;
+      if (counts.opened < PREMATURE_RESET_MIN_STREAMS || counts.resetEarly * 2 <= counts.opened) return;
+      this.ctx.metrics.malformed.labels(target?.direction ?? "outbound", AgentErrors.RAPID_RESET.code).inc();
+      if (!session.destroyed) {
+        session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+        session.destroy();
+      }
+    };
+    if (stream.closed || stream.destroyed) {
+      resetEarly();
+    } else {
+      const openedAt = Date.now();
+      // "aborted": the client reset the stream before our answer ended.
+      stream.once("aborted", () => {
+        if (Date.now() - openedAt < PREMATURE_RESET_WINDOW_MS) resetEarly();
+      });
+    }
+    return !session.destroyed;
   }
 
   /** HTTP/1.1 connections idle (no request in flight) for IDLE_CLOSE_MS: ended, while draining. */

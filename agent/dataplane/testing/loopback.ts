@@ -9,6 +9,7 @@ import { parseTrafficObject } from "../../../api/traffic.ts";
 import type { Netns } from "../../sys/linux.ts";
 import { Dataplane } from "../dataplane.ts";
 import { plainSockets } from "../dial.ts";
+import { DEFAULT_FLOOD_LIMITS, Gate } from "../limits.ts";
 import type { PodContext } from "../pod.ts";
 import { allocateSharedBuffers } from "../shared-state.ts";
 import { slotKeys } from "../snapshot.ts";
@@ -23,6 +24,7 @@ export function loopbackDataplane(services: Service[], traffic: unknown[] = []):
       accessLog: { scope: "none" },
       requestMetrics: true,
       drainMs: 1000,
+      limits: DEFAULT_FLOOD_LIMITS,
     },
     log: pino({ level: "silent" }),
     sockets: plainSockets,
@@ -65,6 +67,7 @@ export function loopbackPod(ip: string, name: string, app = name, namespace = "d
     },
     netns: {} as Netns,
     workload: { name: app, namespace },
+    handshakes: new Gate(DEFAULT_FLOOD_LIMITS.podHandshakes),
   };
 }
 
