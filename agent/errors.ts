@@ -214,6 +214,12 @@ export const AgentErrors = {
     code: "NM_HEADERS_TOO_LARGE",
     message: "request headers too large",
     status: 431,
+    grpcStatus: RESOURCE_EXHAUSTED,
+  },
+  GRPC_NEEDS_HTTP2: {
+    code: "NM_GRPC_NEEDS_HTTP2",
+    message: "the port is declared gRPC, which needs HTTP/2; the request came over HTTP/1",
+    status: 400,
     grpcStatus: INTERNAL,
   },
   RAPID_RESET: {

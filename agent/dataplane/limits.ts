@@ -25,12 +25,14 @@ export interface FloodLimits {
 export const DEFAULT_FLOOD_LIMITS: FloodLimits = { podConnections: 4096, podHandshakes: 256, http2Streams: 250 };
 
 /**
- * HTTP/2 rapid reset (CVE-2023-44487), the way Envoy's premature-reset check judges it: once a
- * connection opened PREMATURE_RESET_MIN_STREAMS streams, if more than half of them were reset by
- * the client within PREMATURE_RESET_WINDOW_MS and before their answer ended, the connection is
- * closed. Cancelling now and then, as gRPC clients do, stays far below.
+ * HTTP/2 rapid reset (CVE-2023-44487), the way Envoy's premature-reset check judges it (with its
+ * defaults): once a connection opened PREMATURE_RESET_MIN_STREAMS streams, if more than half of
+ * them were reset by the client within PREMATURE_RESET_WINDOW_MS and before their answer ended,
+ * the connection is closed. Cancelling now and then, as gRPC clients do, stays far below; so does a
+ * client giving up on a backlog of requests that waited in a listener's queue while agents changed
+ * over (at 100, the agent-upgrade test at 1000 requests/s saw that cut legitimate connections).
  */
-export const PREMATURE_RESET_MIN_STREAMS = 100;
+export const PREMATURE_RESET_MIN_STREAMS = 500;
 export const PREMATURE_RESET_WINDOW_MS = 1000;
 
 /** SETTINGS and PING frames a client may send per second on one connection (a keepalive needs one). */

@@ -30,7 +30,7 @@ const NAMESPACE = `  -n, --namespace NS    namespace (default: "default")`;
 const HELP_FLAG = "  -h, --help            show this help";
 
 export const HELP: Record<ClientCommand, string> = {
-  apply: `Usage: nodemesh apply -f FILE [options]\n\nCreates or updates every object in FILE (YAML or JSON, one or many documents; - reads stdin).\nEvery document is checked before any is sent.\n  -f, --filename FILE   the objects\n  --dry-run[=server]    send them with ?dryRun=All: the controller validates them, checks them\n                        against the other objects and writes nothing; prints what would not be\n                        accepted and what each agent's table would gain (+), change (~) or lose\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  apply: `Usage: nodemesh apply -f FILE [options]\n\nCreates or updates every object in FILE (YAML or JSON, one or many documents; - reads stdin).\nEvery document is checked, by the controller too (a server dry run), before any is written.\n  -f, --filename FILE   the objects\n  --dry-run[=server]    send them with ?dryRun=All: the controller validates them, checks them\n                        against the other objects and writes nothing; prints what would not be\n                        accepted and what each agent's table would gain (+), change (~) or lose\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   get: `Usage: nodemesh get KIND [NAME] [options]\n\nLists objects of KIND (${KINDS.map((k) => k.plural).join(", ")}), or shows one.\n  -A, --all-namespaces  list across namespaces\n  -o, --output FORMAT   table (default), wide, yaml or json; wide adds a TrafficPolicy's\n                        effective retry settings (defaults filled in)\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   delete: `Usage: nodemesh delete KIND NAME [options]\n\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   nodes: `Usage: nodemesh nodes [options]\n       nodemesh nodes release NODE [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n\`release NODE\` frees the node name from the agent credential it is bound to (needs the write role)\nand ends that node's stream: the next agent to connect as NODE binds it. For a reinstalled node\nwhose state dir (and so its node secret) was lost. The node certificates issued under that binding\nnever let a stream in again: the agent bootstraps with the token.\n\n${CONNECTION}\n`,
@@ -137,7 +137,7 @@ const DRY_RUN = "?dryRun=All";
  * Whether the controller's API declares the `dryRun` parameter on creating and replacing each of
  * these kinds (read from /openapi/v3, as kubectl does): one that does not would write for real.
  */
-async function refuseWithoutServerDryRun(c: Client, kinds: KindInfo[]): Promise<void> {
+async function offersServerDryRun(c: Client, kinds: KindInfo[]): Promise<KindInfo | undefined> {
   type Operation = { parameters?: { name?: string; in?: string }[] };
   type PathItem = Operation & { post?: Operation; put?: Operation };
   const doc = (await call(c, "GET", "/openapi/v3")) as { paths?: Record<string, PathItem> };
@@ -148,24 +148,46 @@ async function refuseWithoutServerDryRun(c: Client, kinds: KindInfo[]): Promise<
   };
   for (const kind of new Set(kinds)) {
     const collection = collectionPath(kind, "{namespace}");
-    if (!hasDryRun(collection, "post") || !hasDryRun(`${collection}/{name}`, "put")) {
-      throw new CliError(
-        `--dry-run: server-side dry run is not available yet (the controller at ${c.server} offers no dryRun ` +
-          `parameter for ${kind.plural}); nothing was applied`,
-      );
-    }
+    if (!hasDryRun(collection, "post") || !hasDryRun(`${collection}/{name}`, "put")) return kind;
   }
+  return undefined;
 }
 
 async function apply(c: Client, file: string, namespace: string, dryRun: boolean): Promise<void> {
   const docs = readDocuments(file, namespace);
-  if (dryRun)
-    await refuseWithoutServerDryRun(
-      c,
-      docs.map((d) => d.kind),
-    );
-  const query = dryRun ? DRY_RUN : "";
-  const suffix = dryRun ? " (server dry run)" : "";
+  const lacking =
+    docs.length > 1 || dryRun
+      ? await offersServerDryRun(
+          c,
+          docs.map((d) => d.kind),
+        )
+      : undefined;
+  if (dryRun) {
+    if (lacking) {
+      throw new CliError(
+        `--dry-run: server-side dry run is not available yet (the controller at ${c.server} offers no dryRun ` +
+          `parameter for ${lacking.plural}); nothing was applied`,
+      );
+    }
+    await send(c, docs, "dry run");
+    return;
+  }
+  // Several documents: each goes through the controller's own checks first (a server dry run,
+  // which writes nothing), so one it refuses stops the apply before any is written. Checks between
+  // the documents themselves (two Services on one VIP) come at the writes.
+  if (docs.length > 1 && !lacking) await send(c, docs, "check");
+  await send(c, docs, "write");
+}
+
+/** Creates or replaces each document: for real, as a dry run that prints its outcome, or as a silent check. */
+async function send(c: Client, docs: Document[], mode: "write" | "dry run" | "check"): Promise<void> {
+  const query = mode === "write" ? "" : DRY_RUN;
+  const suffix = mode === "dry run" ? " (server dry run)" : "";
+  const report = (line: string, answer?: unknown) => {
+    if (mode === "check") return;
+    console.log(`${line}${suffix}`);
+    if (mode === "dry run" && answer) printDryRun(answer as Obj);
+  };
   for (const { obj, kind } of docs) {
     const ns = obj.metadata.namespace;
     const path = `${collectionPath(kind, ns)}/${obj.metadata.name}`;
@@ -175,17 +197,16 @@ async function apply(c: Client, file: string, namespace: string, dryRun: boolean
     })) as Obj | undefined;
     const label = `${kind.kind.toLowerCase()}/${obj.metadata.name}`;
     if (!existing) {
-      const answer = await call(c, "POST", `${collectionPath(kind, ns)}${query}`, obj);
-      console.log(`${label} created${suffix}`);
-      if (dryRun) printDryRun(answer as Obj);
+      report(`${label} created`, await call(c, "POST", `${collectionPath(kind, ns)}${query}`, obj));
     } else if (sameSpec(kind, existing.spec, obj.spec)) {
-      console.log(`${label} unchanged${suffix}`);
+      report(`${label} unchanged`);
     } else {
       // Replace with the version we read: a concurrent writer makes this fail with 409, not lose a change.
-      obj.metadata.resourceVersion = existing.metadata?.resourceVersion;
-      const answer = await call(c, "PUT", `${path}${query}`, obj);
-      console.log(`${label} configured${suffix}`);
-      if (dryRun) printDryRun(answer as Obj);
+      const replacement = {
+        ...obj,
+        metadata: { ...obj.metadata, resourceVersion: existing.metadata?.resourceVersion },
+      };
+      report(`${label} configured`, await call(c, "PUT", `${path}${query}`, replacement));
     }
   }
 }

@@ -16,10 +16,11 @@ import {
   PREMATURE_RESET_WINDOW_MS,
 } from "../limits.ts";
 import type { ProxyTarget } from "../pod.ts";
+import { routeKey } from "../snapshot.ts";
 import { proxyRequest } from "./chain.ts";
 import { Http1Downstream, Http2Downstream } from "./downstream.ts";
 import { UpgradeDownstream } from "./downstream-upgrade.ts";
-import { rawErrorAnswer } from "./errors.ts";
+import { clientError, errorHeaders, rawErrorAnswer } from "./errors.ts";
 import { countHeader } from "./headers.ts";
 import type { HttpProtocol } from "./upstream.ts";
 
@@ -76,6 +77,13 @@ function goAway(session: http2.ServerHttp2Session): void {
   }, 1000).unref();
 }
 
+/** A header list's size as HTTP/2 counts it: names and values, and 32 octets of overhead each. */
+function headerListSize(rawHeaders: readonly string[]): number {
+  let size = 0;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) size += rawHeaders[i]!.length + rawHeaders[i + 1]!.length + 32;
+  return size;
+}
+
 /** Node's parser errors → the agent's error table. */
 function parserErrorKind(err: NodeJS.ErrnoException): AgentErrorKind {
   if (err.code === "HPE_HEADER_OVERFLOW") return AgentErrors.HEADERS_TOO_LARGE;
@@ -96,11 +104,13 @@ export class HttpFrontend implements HttpServing {
   /** Open HTTP/1.1 connections, for the drain's sweep of idle ones. */
   private readonly h1Sockets = new Set<Socket>();
   readonly headersTimeoutMs: number;
+  private readonly maxHeaderBytes: number;
   private readonly ctx: DataplaneContext;
 
   constructor(ctx: DataplaneContext, opts: FrontendOptions = DEFAULT_FRONTEND_OPTIONS) {
     this.ctx = ctx;
     this.headersTimeoutMs = opts.headersTimeoutMs;
+    this.maxHeaderBytes = opts.maxHeaderBytes;
     this.h1 = http.createServer(
       {
         maxHeaderSize: opts.maxHeaderBytes,
@@ -121,6 +131,10 @@ export class HttpFrontend implements HttpServing {
     this.h1.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
     // WebSocket and other upgrades: handled like any request; a pipe only once the upstream agreed.
     this.h1.on("upgrade", (req, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
+    // CONNECT asks for a tunnel to where the request names: never to be proxied to a Service port.
+    this.h1.on("connect", (_req, socket: Socket) => {
+      this.refuse((socket as unknown as WithTarget)[TARGET]?.direction ?? "outbound", socket, AgentErrors.BAD_REQUEST);
+    });
     // The server never listens, but its header-timeout sweep starts on "listening".
     this.h1.emit("listening");
 
@@ -142,6 +156,15 @@ export class HttpFrontend implements HttpServing {
       if (!this.countStream(stream, target)) return;
       // Already reset, by nghttp2 (PROTOCOL_ERROR) or the client (a RST_STREAM read with the HEADERS).
       if (stream.closed || stream.destroyed) return;
+      // nghttp2 advertises SETTINGS_MAX_HEADER_LIST_SIZE but lets a larger list through: measured
+      // here as RFC 9113 §6.5.2 counts it, and answered as HTTP/1.1's 431.
+      if (headerListSize(rawHeaders) > this.maxHeaderBytes) {
+        this.ctx.metrics.malformed.labels(target?.direction ?? "outbound", AgentErrors.HEADERS_TOO_LARGE.code).inc();
+        const grpc = String(headers["content-type"] ?? "").startsWith("application/grpc");
+        const e = clientError(new AgentError(AgentErrors.HEADERS_TOO_LARGE));
+        stream.respond({ ":status": grpc ? 200 : e.status, ...errorHeaders(e, grpc) }, { endStream: true });
+        return;
+      }
       if (!target) {
         stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
         return;
@@ -259,8 +282,9 @@ export class HttpFrontend implements HttpServing {
       res.destroy();
       return;
     }
-    if (countHeader(req.rawHeaders, "host") > 1) {
-      this.refuse(target.direction, req.socket, AgentErrors.BAD_REQUEST);
+    const refusal = this.http1Refusal(req, target);
+    if (refusal) {
+      this.refuse(target.direction, req.socket, refusal);
       return;
     }
     const activity = req.socket as unknown as Activity;
@@ -281,6 +305,21 @@ export class HttpFrontend implements HttpServing {
       this.failed(err);
       req.socket.destroy();
     });
+  }
+
+  /**
+   * What makes an HTTP/1 request one the agent answers itself with an error: a version other than
+   * 1.x (llhttp also parses HTTP/0.9 and "HTTP/2.0" request lines), two Host headers, or a port
+   * declared gRPC, which only HTTP/2 can carry.
+   */
+  private http1Refusal(req: http.IncomingMessage, target: ProxyTarget): AgentErrorKind | undefined {
+    if (req.httpVersionMajor !== 1 || countHeader(req.rawHeaders, "host") > 1) return AgentErrors.BAD_REQUEST;
+    const snapshot = this.ctx.snapshot();
+    const route =
+      target.direction === "outbound"
+        ? snapshot.routes.get(target.routeKey)
+        : snapshot.inbound.get(routeKey(target.to.pod.ip, target.port));
+    return route?.protocol === "grpc" ? AgentErrors.GRPC_NEEDS_HTTP2 : undefined;
   }
 
   /** A request the proxy failed to handle: a bug, logged with its stack; only its client is cut. */
@@ -307,8 +346,12 @@ export class HttpFrontend implements HttpServing {
       socket.destroy();
       return;
     }
-    if (countHeader(req.rawHeaders, "host") > 1) {
-      this.refuse(target.direction, socket, AgentErrors.BAD_REQUEST);
+    // An Upgrade request's body would have to reach the app before the switch, and what follows a
+    // 101 is the new protocol's: a request that carries both is refused, never guessed at.
+    const hasBody = req.headers["transfer-encoding"] !== undefined || Number(req.headers["content-length"] ?? 0) > 0;
+    const refusal = this.http1Refusal(req, target) ?? (hasBody ? AgentErrors.BAD_REQUEST : undefined);
+    if (refusal) {
+      this.refuse(target.direction, socket, refusal);
       return;
     }
     proxyRequest(this.ctx, new UpgradeDownstream(req, socket, head), target).catch((err) => {

@@ -189,7 +189,7 @@ describe("HTTP input helpers (fuzz)", () => {
           const head = rawErrorAnswer(err);
           expect(head).toMatch(/^HTTP\/1\.1 \d{3} [^\r\n]+\r\n/);
           expect(head.indexOf("\r\n\r\n")).toBe(head.length - 4);
-          expect(head).toMatch(/\r\nX-Nodemesh-Error: [A-Z_]+\r\n/);
+          expect(head).toMatch(/\r\nX-Nodemesh-Error: [A-Z0-9_]+\r\n/);
           expect(clientError(err).status).toBeGreaterThanOrEqual(400);
         },
       ),
