@@ -10,13 +10,14 @@ import { join } from "node:path";
 import { cgroup2Root, cgroupId, pinnedPodIds, uninstallEbpfById } from "../../init-container/ebpf.ts";
 import { isAlive, ownerOf, WORLD_PREFIX } from "./netns.ts";
 
-const TEST_DIR = "nodemesh-test";
+/** The directory, under the cgroup v2 root, of every test cgroup. */
+export const TEST_CGROUP_DIR = "nodemesh-test";
 /** How long a killed cgroup's processes get to leave it before rmdir gives up. */
 const EMPTY_WAIT_MS = 5_000;
 
 /** <cgroup v2 root>/nodemesh-test: the parent of every test cgroup. */
 export function testCgroupRoot(): string {
-  return join(cgroup2Root(), TEST_DIR);
+  return join(cgroup2Root(), TEST_CGROUP_DIR);
 }
 
 /** Why pods cannot get cgroups here (no cgroup v2, not root), or undefined when they can. */
