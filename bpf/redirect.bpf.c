@@ -7,8 +7,10 @@
  *   the pod's network namespace); the destination asked for is kept in nm_cookie_dst under the
  *   socket's cookie. The agent's own sockets (SO_MARK) pass untouched.
  * nm_sockops (sockops): when such a socket sends its SYN (TCP_CONNECT_CB, its local port is known
- *   by then), the entry moves to the node-wide nm_tuple_dst under (netns, local ip, local port):
- *   the key the agent's accepted socket finds as its peer address (origdst.bpf.c).
+ *   by then), the destination is copied to the node-wide nm_tuple_dst under (netns, local ip,
+ *   local port): the key the agent's accepted socket finds as its peer address (origdst.bpf.c).
+ * nm_getpeername4 (cgroup/getpeername4): the app asking its socket's peer gets the destination it
+ *   connected to, not the agent's listener, as with iptables REDIRECT (nm_cookie_dst keeps it).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_endian.h>
@@ -102,6 +104,19 @@ int nm_sockops(struct bpf_sock_ops *skops)
 	key.ip = skops->local_ip4;
 	key.port = bpf_htons((__u16)skops->local_port);
 	bpf_map_update_elem(&nm_tuple_dst, &key, dst, BPF_ANY);
-	bpf_map_delete_elem(&nm_cookie_dst, &cookie);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int nm_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct nm_orig_dst *dst;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	dst = bpf_map_lookup_elem(&nm_cookie_dst, &cookie);
+	if (!dst)
+		return 1;
+	ctx->user_ip4 = dst->ip;
+	ctx->user_port = dst->port;
 	return 1;
 }

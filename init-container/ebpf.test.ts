@@ -80,9 +80,13 @@ describe.skipIf(unavailable !== undefined)(
           const podDir = podPinDir(cgroup);
           const first = await init(ns, ["--no-enroll", "--mode=ebpf", `--cgroup=${cgroup}`]);
           expect(first.code, first.stderr).toBe(0);
-          expect(attached(cgroup)).toEqual(["cgroup_inet4_connect nm_connect4", "cgroup_sock_ops nm_sockops"]);
+          expect(attached(cgroup)).toEqual([
+            "cgroup_inet4_connect nm_connect4",
+            "cgroup_inet4_getpeername nm_getpeername4",
+            "cgroup_sock_ops nm_sockops",
+          ]);
           expect(nodemeshAttachments()).toContainEqual(expect.stringMatching(/ nm_getsockopt$/));
-          for (const pin of ["nm_connect4", "nm_sockops", "nm_pod_config", "nm_cookie_dst"]) {
+          for (const pin of ["nm_connect4", "nm_sockops", "nm_getpeername4", "nm_pod_config", "nm_cookie_dst"]) {
             expect(existsSync(join(podDir, pin)), pin).toBe(true);
           }
           // The maps hold what the loader encodes (bpf/nodemesh.h and ebpf-maps.ts agree).
@@ -152,8 +156,14 @@ describe.skipIf(unavailable !== undefined)(
           });
           try {
             // Nothing routes 10.1.2.3 in this namespace: only a redirect can connect.
-            const sockets = await Promise.all([80, 443, 8080].map((port) => connectAs(cgroup, ns, "10.1.2.3", port)));
-            for (const s of sockets) expect(s.remotePort).toBe(15001);
+            const ports = [80, 443, 8080];
+            const sockets = await Promise.all(ports.map((port) => connectAs(cgroup, ns, "10.1.2.3", port)));
+            // The app's getpeername() shows what it connected to (nm_getpeername4), as REDIRECT does.
+            expect(sockets.map((s) => `${s.remoteAddress}:${s.remotePort}`)).toEqual(
+              ports.map((port) => `10.1.2.3:${port}`),
+            );
+            // The connections really end at the agent's listener.
+            expect(sockets.map((s) => s.localAddress)).toEqual(["127.0.0.1", "127.0.0.1", "127.0.0.1"]);
             for (let i = 0; accepted.length < 3 && i < 100; i++) await new Promise((res) => setTimeout(res, 20));
             expect(accepted.sort((a, b) => a.port - b.port)).toEqual([
               { ip: "10.1.2.3", port: 80 },

@@ -7,7 +7,8 @@
 //     nm_node_config, nm_tuple_dst        where the agent's getsockopt() calls run (--agent-cgroup,
 //                                         default the root of the cgroup v2 hierarchy)
 //   /sys/fs/bpf/nodemesh/pods/<cgroup id>/  one per pod (the id is the inode number of its cgroup
-//     nm_connect4, nm_sockops             directory); both attached to the pod's cgroup (--cgroup)
+//     nm_connect4, nm_sockops,            directory); all three attached to the pod's cgroup (--cgroup)
+//     nm_getpeername4
 //     nm_pod_config, nm_cookie_dst        (and sharing the node's nm_tuple_dst)
 //
 // Every change happens under a lock (a directory in bpffs, so it is shared by every init container
@@ -39,9 +40,10 @@ const KERNEL_BTF = "/sys/kernel/btf/vmlinux";
 const ATTACH_TYPES: Record<string, string> = {
   nm_connect4: "cgroup_inet4_connect",
   nm_sockops: "cgroup_sock_ops",
+  nm_getpeername4: "cgroup_inet4_getpeername",
   nm_getsockopt: "cgroup_getsockopt",
 };
-const POD_PROGRAMS = ["nm_connect4", "nm_sockops"];
+const POD_PROGRAMS = ["nm_connect4", "nm_sockops", "nm_getpeername4"];
 const POD_MAPS = ["nm_pod_config", "nm_cookie_dst"];
 const NODE_MAPS = ["nm_node_config", "nm_tuple_dst"];
 
