@@ -191,6 +191,23 @@ describe.skipIf(unavailable !== undefined)(
       });
     });
 
+    it("--dry-run --mode ebpf prints the inbound-only rules and what it would load, changing nothing", async () => {
+      await withNamespaces(1, async (ns) => {
+        await withCgroupDir(async (cgroup) => {
+          const r = await init(ns, ["--dry-run", "--mode=ebpf", `--cgroup=${cgroup}`]);
+          expect(r.code, r.stderr).toBe(0);
+          expect(r.stdout).toContain("-j NODEMESH_INBOUND");
+          expect(r.stdout).not.toContain("NODEMESH_OUTPUT");
+          expect(r.stderr).toContain(
+            `would load bpf/redirect.bpf.o under ${PIN_ROOT}/pods/<cgroup id>/ and attach it to ${cgroup}`,
+          );
+          expect(attached(cgroup)).toEqual([]);
+          expect(existsSync(PIN_ROOT)).toBe(false);
+          expect(await iptablesSave(ns, "nat")).not.toContain("NODEMESH");
+        });
+      });
+    });
+
     it("refuses a directory that is not a cgroup v2, naming it and the iptables mode, and changes nothing", async () => {
       await withNamespaces(1, async (ns) => {
         const r = await init(ns, ["--no-enroll", "--mode=ebpf", `--cgroup=${tmp}`]);
