@@ -12,6 +12,7 @@
 // keeps the iptables rules for the inbound side only; the eBPF install comes first, so a machine
 // that cannot run it is refused before anything changed, and a failure of the rules after it
 // rolls it back.
+import { existsSync } from "node:fs";
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { DEFAULT_ENROLLMENT_SOCKET, INBOUND_PORT, OUTBOUND_PORT } from "../api/dataplane.ts";
@@ -228,7 +229,13 @@ export async function runInit(argv: string[]): Promise<number> {
       log("redirect rules removed");
       if (plan.cgroup !== undefined) {
         const had = await uninstallEbpf(plan.cgroup);
-        log(had ? `eBPF programs detached from ${plan.cgroup} and unpinned` : `no eBPF programs for ${plan.cgroup}`);
+        if (!existsSync(plan.cgroup)) {
+          log(
+            `${plan.cgroup} is gone (and its attachments with it); ${had ? "stale eBPF pins removed" : "no stale eBPF pins"}`,
+          );
+        } else {
+          log(had ? `eBPF programs detached from ${plan.cgroup} and unpinned` : `no eBPF programs for ${plan.cgroup}`);
+        }
       }
       if (plan.pod) await unenrollWarning(plan.pod, plan.agent);
       return 0;

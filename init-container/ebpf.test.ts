@@ -3,7 +3,7 @@
 // agent's side is played by this process: a listener made with the agent's own calls
 // (agent/sys/linux.ts) and getsockopt(SO_ORIGINAL_DST) on what it accepts.
 import { execFileSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -205,6 +205,25 @@ describe.skipIf(unavailable !== undefined)(
           expect(existsSync(PIN_ROOT)).toBe(false);
           expect(await iptablesSave(ns, "nat")).not.toContain("NODEMESH");
         });
+      });
+    });
+
+    it("--uninstall of a pod whose cgroup is gone removes its pins (attached nowhere), and the node's with them", async () => {
+      await withNamespaces(1, async (ns) => {
+        let podDir = "";
+        await withCgroupDir(async (cgroup) => {
+          const r = await init(ns, ["--no-enroll", "--mode=ebpf", `--cgroup=${cgroup}`]);
+          expect(r.code, r.stderr).toBe(0);
+          podDir = podPinDir(cgroup);
+          rmdirSync(cgroup); // the kubelet removed the pod's cgroup first
+          expect(existsSync(podDir)).toBe(true);
+          const off = await init(ns, ["--no-enroll", "--uninstall", `--cgroup=${cgroup}`]);
+          expect(off.code, off.stderr).toBe(0);
+          expect(off.stderr).toContain("is gone (and its attachments with it); stale eBPF pins removed");
+        });
+        expect(existsSync(podDir)).toBe(false);
+        expect(existsSync(PIN_ROOT)).toBe(false);
+        expect(nodemeshAttachments()).toEqual([]);
       });
     });
 

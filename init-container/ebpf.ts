@@ -106,7 +106,36 @@ export async function installEbpf(
  */
 export async function uninstallEbpf(cgroup: string): Promise<boolean> {
   if (!existsSync(PIN_ROOT)) return false;
+  // A cgroup removed before its pod was uninstalled took its attachments with it; what is left of
+  // it are pins attached nowhere, which is what removeStalePods finds.
+  if (!existsSync(cgroup)) return (await removeStalePods()).length > 0;
   return uninstallEbpfById(cgroupId(cgroup));
+}
+
+/**
+ * Removes the pins of every pod whose programs are attached nowhere (its cgroup is gone, or an
+ * install was killed half-way and never rolled back), and the node's with the last pod. Returns
+ * their ids.
+ */
+export async function removeStalePods(): Promise<number[]> {
+  if (!existsSync(PIN_ROOT)) return [];
+  const removed = await withLock(async () => {
+    const attachedIds = new Set((await attachments()).map((a) => a.id));
+    const stale: number[] = [];
+    for (const id of pinnedPodIds()) {
+      const dir = join(PODS_PIN_DIR, String(id));
+      const ids = await Promise.all(
+        POD_PROGRAMS.filter((prog) => existsSync(join(dir, prog))).map((prog) => progId(join(dir, prog))),
+      );
+      if (ids.some((pid) => attachedIds.has(pid))) continue;
+      await removePodPins(dir);
+      stale.push(id);
+    }
+    if (!hasPods()) await removeNodePins();
+    return stale;
+  });
+  removeEmptyRoot();
+  return removed;
 }
 
 /** uninstallEbpf by cgroup id, for a cgroup that may be gone already (the test world's reaper). */
@@ -119,12 +148,16 @@ export async function uninstallEbpfById(id: number): Promise<boolean> {
     if (!hasPods()) await removeNodePins();
     return present;
   });
+  removeEmptyRoot();
+  return had;
+}
+
+function removeEmptyRoot(): void {
   for (const dir of [PODS_PIN_DIR, PIN_ROOT]) {
     try {
       rmdirSync(dir); // the last one out removes the tree; another install may already be back
     } catch {}
   }
-  return had;
 }
 
 /** The ids (cgroup inode numbers) of the pods that have programs pinned on this node. */
