@@ -11,6 +11,7 @@
 #define NM_MAX_CIDRS 32
 
 #define NM_AF_INET 2
+#define NM_AF_INET6 10
 #define NM_SOCK_STREAM 1
 #define NM_IPPROTO_TCP 6
 #define NM_SOL_IP 0

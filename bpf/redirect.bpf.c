@@ -11,6 +11,9 @@
  *   local port): the key the agent's accepted socket finds as its peer address (origdst.bpf.c).
  * nm_getpeername4 (cgroup/getpeername4): the app asking its socket's peer gets the destination it
  *   connected to, not the agent's listener, as with iptables REDIRECT (nm_cookie_dst keeps it).
+ * nm_connect6, nm_getpeername6: the same for an IPv6 socket connecting to an IPv4-mapped address
+ *   (::ffff:a.b.c.d; e.g. Java's dual-stack sockets), which iptables catches as IPv4 too. Other
+ *   IPv6 destinations pass: the pods are IPv4-only, as the iptables rules are.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_endian.h>
@@ -52,38 +55,86 @@ static __always_inline int excluded(const struct nm_pod_config *cfg, __u32 ip, _
 	return 0;
 }
 
-SEC("cgroup/connect4")
-int nm_connect4(struct bpf_sock_addr *ctx)
+/*
+ * Decides for a TCP connect() of the pod to ip:port (network order) and, when it is to be
+ * redirected, records the destination under the socket's cookie. 1: redirect; 0: leave it;
+ * -1: refuse it (the destination could not be recorded: never bypass the mesh silently).
+ */
+static __always_inline int intercept(struct bpf_sock_addr *ctx, const struct nm_pod_config *cfg, __u32 ip,
+				     __u16 port_be)
+{
+	struct nm_orig_dst dst = {};
+	struct bpf_sock *sk;
+	__u64 cookie;
+
+	/* Loopback (127.0.0.0/8) and 0.0.0.0: the pod talking to itself. */
+	if ((bpf_ntohl(ip) >> 24) == 127 || ip == 0)
+		return 0;
+	sk = ctx->sk;
+	if (sk && (sk->mark & cfg->agent_mark_mask) == cfg->agent_mark)
+		return 0;
+	if (excluded(cfg, ip, bpf_ntohs(port_be)))
+		return 0;
+	cookie = bpf_get_socket_cookie(ctx);
+	dst.ip = ip;
+	dst.port = port_be;
+	if (bpf_map_update_elem(&nm_cookie_dst, &cookie, &dst, BPF_ANY))
+		return -1;
+	return 1;
+}
+
+static __always_inline struct nm_pod_config *tcp_config(struct bpf_sock_addr *ctx)
 {
 	__u32 zero = 0;
 	struct nm_pod_config *cfg;
-	struct bpf_sock *sk;
-	struct nm_orig_dst dst = {};
-	__u64 cookie;
-	__u32 ip = ctx->user_ip4;
-	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 
 	if (ctx->type != NM_SOCK_STREAM || ctx->protocol != NM_IPPROTO_TCP)
-		return 1;
+		return 0;
 	cfg = bpf_map_lookup_elem(&nm_pod_config, &zero);
 	if (!cfg || !cfg->enabled)
-		return 1;
-	/* Loopback (127.0.0.0/8) and 0.0.0.0: the pod talking to itself. */
-	if ((bpf_ntohl(ip) >> 24) == 127 || ip == 0)
-		return 1;
-	sk = ctx->sk;
-	if (sk && (sk->mark & cfg->agent_mark_mask) == cfg->agent_mark)
-		return 1;
-	if (excluded(cfg, ip, port))
-		return 1;
+		return 0;
+	return cfg;
+}
 
-	cookie = bpf_get_socket_cookie(ctx);
-	dst.ip = ip;
-	dst.port = (__u16)ctx->user_port;
-	if (bpf_map_update_elem(&nm_cookie_dst, &cookie, &dst, BPF_ANY))
-		return 0; /* cannot remember where it was going: refuse (EPERM) rather than bypass */
-	ctx->user_ip4 = cfg->redirect_ip;
-	ctx->user_port = bpf_htons(cfg->redirect_port);
+SEC("cgroup/connect4")
+int nm_connect4(struct bpf_sock_addr *ctx)
+{
+	struct nm_pod_config *cfg = tcp_config(ctx);
+	int verdict;
+
+	if (!cfg)
+		return 1;
+	verdict = intercept(ctx, cfg, ctx->user_ip4, (__u16)ctx->user_port);
+	if (verdict < 0)
+		return 0; /* EPERM */
+	if (verdict > 0) {
+		ctx->user_ip4 = cfg->redirect_ip;
+		ctx->user_port = bpf_htons(cfg->redirect_port);
+	}
+	return 1;
+}
+
+/* ::ffff:0:0/96, the IPv4-mapped IPv6 addresses. */
+static __always_inline int v4_mapped(__u32 w0, __u32 w1, __u32 w2)
+{
+	return w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff);
+}
+
+SEC("cgroup/connect6")
+int nm_connect6(struct bpf_sock_addr *ctx)
+{
+	struct nm_pod_config *cfg = tcp_config(ctx);
+	int verdict;
+
+	if (!cfg || !v4_mapped(ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2]))
+		return 1;
+	verdict = intercept(ctx, cfg, ctx->user_ip6[3], (__u16)ctx->user_port);
+	if (verdict < 0)
+		return 0;
+	if (verdict > 0) {
+		ctx->user_ip6[3] = cfg->redirect_ip;
+		ctx->user_port = bpf_htons(cfg->redirect_port);
+	}
 	return 1;
 }
 
@@ -94,14 +145,29 @@ int nm_sockops(struct bpf_sock_ops *skops)
 	struct nm_tuple key = {};
 	__u64 cookie;
 
-	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB || skops->family != NM_AF_INET)
+	__u32 family, ip4, ip6_0, ip6_1, ip6_2, ip6_3;
+
+	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+		return 1;
+	/* Every field read once, at its constant offset: the verifier refuses a computed ctx pointer. */
+	family = skops->family;
+	ip4 = skops->local_ip4;
+	ip6_0 = skops->local_ip6[0];
+	ip6_1 = skops->local_ip6[1];
+	ip6_2 = skops->local_ip6[2];
+	ip6_3 = skops->local_ip6[3];
+	asm volatile("" : "+r"(ip4), "+r"(ip6_0), "+r"(ip6_1), "+r"(ip6_2), "+r"(ip6_3));
+	if (family == NM_AF_INET)
+		key.ip = ip4;
+	else if (family == NM_AF_INET6 && v4_mapped(ip6_0, ip6_1, ip6_2))
+		key.ip = ip6_3;
+	else
 		return 1;
 	cookie = bpf_get_socket_cookie(skops);
 	dst = bpf_map_lookup_elem(&nm_cookie_dst, &cookie);
 	if (!dst)
 		return 1;
 	key.netns = bpf_get_netns_cookie(skops);
-	key.ip = skops->local_ip4;
 	key.port = bpf_htons((__u16)skops->local_port);
 	bpf_map_update_elem(&nm_tuple_dst, &key, dst, BPF_ANY);
 	return 1;
@@ -117,6 +183,23 @@ int nm_getpeername4(struct bpf_sock_addr *ctx)
 	if (!dst)
 		return 1;
 	ctx->user_ip4 = dst->ip;
+	ctx->user_port = dst->port;
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int nm_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct nm_orig_dst *dst;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	dst = bpf_map_lookup_elem(&nm_cookie_dst, &cookie);
+	if (!dst)
+		return 1;
+	ctx->user_ip6[0] = 0;
+	ctx->user_ip6[1] = 0;
+	ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+	ctx->user_ip6[3] = dst->ip;
 	ctx->user_port = dst->port;
 	return 1;
 }

@@ -2,7 +2,7 @@
 // namespace (nmi-*) with a throwaway cgroup, checked with bpftool and with real connections. The
 // agent's side is played by this process: a listener made with the agent's own calls
 // (agent/sys/linux.ts) and getsockopt(SO_ORIGINAL_DST) on what it accepts.
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -10,13 +10,17 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { bindListenerFd, connectableFd, Netns, originalDst, socketFd } from "../agent/sys/linux.ts";
 import { modeUnavailable } from "../test/e2e/modes.ts";
-import { createCgroup, removeCgroup, withCgroup } from "../test/world/cgroup.ts";
+import { createCgroup, enterCgroupArgs, removeCgroup, withCgroup } from "../test/world/cgroup.ts";
 import { newWorldPrefix } from "../test/world/netns.ts";
 import { cgroupId, NODE_PIN_DIR, PIN_ROOT, podPinDir } from "./ebpf.ts";
 import { NODE_CONFIG_SIZE, POD_CONFIG_SIZE } from "./ebpf-maps.ts";
 import { init, iptablesSave, withNamespaces } from "./testing/netns.ts";
 
 const BPF_DIR = new URL("../bpf/", import.meta.url).pathname;
+/** Connects an IPv6 socket to ::ffff:10.1.2.3:9443 and prints the peer it sees. */
+const V6_CLIENT = `const s = require("net").connect({ port: 9443, host: "::ffff:10.1.2.3" });
+s.on("connect", () => { console.log(s.remoteAddress + " " + s.remotePort); s.end(); });
+s.on("error", (e) => console.log("error " + e.code));`;
 const unavailable = modeUnavailable("ebpf");
 
 function bpftool(...args: string[]): unknown {
@@ -83,10 +87,13 @@ describe.skipIf(unavailable !== undefined)(
           expect(attached(cgroup)).toEqual([
             "cgroup_inet4_connect nm_connect4",
             "cgroup_inet4_getpeername nm_getpeername4",
+            "cgroup_inet6_connect nm_connect6",
+            "cgroup_inet6_getpeername nm_getpeername6",
             "cgroup_sock_ops nm_sockops",
           ]);
           expect(nodemeshAttachments()).toContainEqual(expect.stringMatching(/ nm_getsockopt$/));
-          for (const pin of ["nm_connect4", "nm_sockops", "nm_getpeername4", "nm_pod_config", "nm_cookie_dst"]) {
+          const pins = ["nm_connect4", "nm_connect6", "nm_sockops", "nm_getpeername4", "nm_getpeername6"];
+          for (const pin of [...pins, "nm_pod_config", "nm_cookie_dst"]) {
             expect(existsSync(join(podDir, pin)), pin).toBe(true);
           }
           // The maps hold what the loader encodes (bpf/nodemesh.h and ebpf-maps.ts agree).
@@ -171,6 +178,22 @@ describe.skipIf(unavailable !== undefined)(
               { ip: "10.1.2.3", port: 8080 },
             ]);
             for (const s of sockets) s.destroy();
+            // An IPv6 socket to an IPv4-mapped address (a dual-stack app), from a process of the pod.
+            const v6 = spawnSync(
+              enterCgroupArgs(cgroup)[0],
+              [
+                ...enterCgroupArgs(cgroup).slice(1),
+                "nsenter",
+                `--net=/run/netns/${name}`,
+                process.execPath,
+                "-e",
+                V6_CLIENT,
+              ],
+              { encoding: "utf8", timeout: 10_000 },
+            );
+            expect(v6.stdout.trim(), v6.stderr).toBe("::ffff:10.1.2.3 9443");
+            for (let i = 0; accepted.length < 4 && i < 100; i++) await new Promise((res) => setTimeout(res, 20));
+            expect(accepted[3]).toEqual({ ip: "10.1.2.3", port: 9443 });
             await expect(connectAs(cgroup, ns, "10.1.2.3", 22)).rejects.toThrow(/ENETUNREACH/);
             await expect(connectAs(cgroup, ns, "10.1.2.3", 80, 0x539)).rejects.toThrow(/ENETUNREACH/);
             // A process outside the pod's cgroup is not the pod's: not redirected.

@@ -7,8 +7,9 @@
 //     nm_node_config, nm_tuple_dst        where the agent's getsockopt() calls run (--agent-cgroup,
 //                                         default the root of the cgroup v2 hierarchy)
 //   /sys/fs/bpf/nodemesh/pods/<cgroup id>/  one per pod (the id is the inode number of its cgroup
-//     nm_connect4, nm_sockops,            directory); all three attached to the pod's cgroup (--cgroup)
-//     nm_getpeername4
+//     nm_connect4, nm_connect6,           directory); all five attached to the pod's cgroup (--cgroup)
+//     nm_sockops, nm_getpeername4,
+//     nm_getpeername6
 //     nm_pod_config, nm_cookie_dst        (and sharing the node's nm_tuple_dst)
 //
 // Every change happens under a lock (a directory in bpffs, so it is shared by every init container
@@ -39,11 +40,13 @@ const KERNEL_BTF = "/sys/kernel/btf/vmlinux";
 /** Each program we attach, and the cgroup attach type bpftool names it by. */
 const ATTACH_TYPES: Record<string, string> = {
   nm_connect4: "cgroup_inet4_connect",
+  nm_connect6: "cgroup_inet6_connect",
   nm_sockops: "cgroup_sock_ops",
   nm_getpeername4: "cgroup_inet4_getpeername",
+  nm_getpeername6: "cgroup_inet6_getpeername",
   nm_getsockopt: "cgroup_getsockopt",
 };
-const POD_PROGRAMS = ["nm_connect4", "nm_sockops", "nm_getpeername4"];
+const POD_PROGRAMS = ["nm_connect4", "nm_connect6", "nm_sockops", "nm_getpeername4", "nm_getpeername6"];
 const POD_MAPS = ["nm_pod_config", "nm_cookie_dst"];
 const NODE_MAPS = ["nm_node_config", "nm_tuple_dst"];
 

@@ -126,6 +126,7 @@ describeModes("transparent L4 interception", (mode) => {
       expect(state).toMatch(/cgroup_inet4_connect nm_connect4 id \d+/);
       expect(state).toMatch(/cgroup_sock_ops nm_sockops id \d+/);
       expect(state).toMatch(/cgroup_inet4_getpeername nm_getpeername4 id \d+/);
+      expect(state).toMatch(/cgroup_inet6_connect nm_connect6 id \d+/);
     } else {
       expect(state).toContain("-j NODEMESH_OUTPUT");
       expect(state).not.toContain("nm_connect4");
