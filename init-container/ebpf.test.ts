@@ -2,11 +2,12 @@
 // namespace (nmi-*) with a throwaway cgroup, checked with bpftool and with real connections. The
 // agent's side is played by this process: a listener made with the agent's own calls
 // (agent/sys/linux.ts) and getsockopt(SO_ORIGINAL_DST) on what it accepts.
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { bindListenerFd, connectableFd, Netns, originalDst, socketFd } from "../agent/sys/linux.ts";
 import { modeUnavailable } from "../test/e2e/modes.ts";
@@ -17,9 +18,10 @@ import { NODE_CONFIG_SIZE, POD_CONFIG_SIZE } from "./ebpf-maps.ts";
 import { init, iptablesSave, withNamespaces } from "./testing/netns.ts";
 
 const BPF_DIR = new URL("../bpf/", import.meta.url).pathname;
+const execFileAsync = promisify(execFile);
 /** Connects an IPv6 socket to ::ffff:10.1.2.3:9443 and prints the peer it sees. */
 const V6_CLIENT = `const s = require("net").connect({ port: 9443, host: "::ffff:10.1.2.3" });
-s.on("connect", () => { console.log(s.remoteAddress + " " + s.remotePort); s.end(); });
+s.on("connect", () => { console.log(s.remoteAddress + " " + s.remotePort); s.destroy(); });
 s.on("error", (e) => console.log("error " + e.code));`;
 const unavailable = modeUnavailable("ebpf");
 
@@ -179,16 +181,10 @@ describe.skipIf(unavailable !== undefined)(
             ]);
             for (const s of sockets) s.destroy();
             // An IPv6 socket to an IPv4-mapped address (a dual-stack app), from a process of the pod.
-            const v6 = spawnSync(
-              enterCgroupArgs(cgroup)[0],
-              [
-                ...enterCgroupArgs(cgroup).slice(1),
-                "nsenter",
-                `--net=/run/netns/${name}`,
-                process.execPath,
-                "-e",
-                V6_CLIENT,
-              ],
+            const [sh, ...shArgs] = enterCgroupArgs(cgroup);
+            const v6 = await execFileAsync(
+              sh,
+              [...shArgs, "nsenter", `--net=/run/netns/${name}`, process.execPath, "-e", V6_CLIENT],
               { encoding: "utf8", timeout: 10_000 },
             );
             expect(v6.stdout.trim(), v6.stderr).toBe("::ffff:10.1.2.3 9443");
@@ -247,6 +243,28 @@ describe.skipIf(unavailable !== undefined)(
         expect(existsSync(podDir)).toBe(false);
         expect(existsSync(PIN_ROOT)).toBe(false);
         expect(nodemeshAttachments()).toEqual([]);
+      });
+    });
+
+    it("serializes concurrent installs and uninstalls of several pods (a lock in bpffs), leaving nothing", async () => {
+      await withNamespaces(1, async (ns) => {
+        const cgroups = Array.from({ length: 5 }, (_, i) => createCgroup(`${newWorldPrefix()}ebpf-${i}`));
+        try {
+          const installs = await Promise.all(
+            cgroups.map((cgroup) => init(ns, ["--no-enroll", "--mode=ebpf", `--cgroup=${cgroup}`])),
+          );
+          for (const r of installs) expect(r.code, r.stderr).toBe(0);
+          for (const cgroup of cgroups) expect(attached(cgroup)).toHaveLength(5);
+          expect(nodemeshAttachments().filter((a) => a.endsWith(" nm_getsockopt"))).toHaveLength(1);
+          const removals = await Promise.all(
+            cgroups.map((cgroup) => init(ns, ["--no-enroll", "--uninstall", `--cgroup=${cgroup}`])),
+          );
+          for (const r of removals) expect(r.code, r.stderr).toBe(0);
+          expect(nodemeshAttachments()).toEqual([]);
+          expect(existsSync(PIN_ROOT)).toBe(false);
+        } finally {
+          for (const cgroup of cgroups) await removeCgroup(cgroup);
+        }
       });
     });
 

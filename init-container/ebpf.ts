@@ -79,10 +79,9 @@ export async function installEbpf(
   const podDir = podPinDir(target.cgroup);
   return withLock(async () => {
     // Rolled back on failure: only what this run made (an update of a working install keeps it).
-    let nodeLoaded = false;
     let podLoading = false;
     try {
-      nodeLoaded = await ensureNode(objects, agentCgroup);
+      await ensureNode(objects, agentCgroup);
       if (await podAttached(podDir, target.cgroup)) {
         await updateMap(join(podDir, "nm_pod_config"), value);
         return { podDir, loaded: false };
@@ -97,7 +96,8 @@ export async function installEbpf(
       return { podDir, loaded: true };
     } catch (err) {
       if (podLoading) await removePodPins(podDir).catch(() => {});
-      if (nodeLoaded && !hasPods()) await removeNodePins().catch(() => {});
+      // The node's part serves pods only: with none left (this one failed) it goes, whoever loaded it.
+      if (!hasPods()) await removeNodePins().catch(() => {});
       throw await explain(err);
     }
   });
@@ -135,6 +135,7 @@ export async function removeStalePods(): Promise<number[]> {
       stale.push(id);
     }
     if (!hasPods()) await removeNodePins();
+    removeEmptyPodsDir();
     return stale;
   });
   removeEmptyRoot();
@@ -149,18 +150,28 @@ export async function uninstallEbpfById(id: number): Promise<boolean> {
     const present = existsSync(podDir);
     await removePodPins(podDir);
     if (!hasPods()) await removeNodePins();
+    removeEmptyPodsDir();
     return present;
   });
   removeEmptyRoot();
   return had;
 }
 
+/** Under the lock (only holders change what is under pods/). */
+function removeEmptyPodsDir(): void {
+  try {
+    rmdirSync(PODS_PIN_DIR);
+  } catch {}
+}
+
+/**
+ * After the lock is released: the last one out removes /sys/fs/bpf/nodemesh. It is empty only
+ * when nobody holds the lock; one about to take it retries (withLock treats ENOENT so).
+ */
 function removeEmptyRoot(): void {
-  for (const dir of [PODS_PIN_DIR, PIN_ROOT]) {
-    try {
-      rmdirSync(dir); // the last one out removes the tree; another install may already be back
-    } catch {}
-  }
+  try {
+    rmdirSync(PIN_ROOT);
+  } catch {}
 }
 
 /** The ids (cgroup inode numbers) of the pods that have programs pinned on this node. */
@@ -194,22 +205,22 @@ export function cgroup2Root(): string {
 // ---------------------------------------------------------------------------------------------
 // Steps
 
-async function ensureNode(objects: string, agentCgroup: string): Promise<boolean> {
+async function ensureNode(objects: string, agentCgroup: string): Promise<void> {
   const prog = join(NODE_PIN_DIR, "nm_getsockopt");
   if (existsSync(prog)) {
     const id = await progId(prog);
-    if ((await attachments()).some((a) => a.id === id)) return false;
+    if ((await attachments()).some((a) => a.id === id)) return;
     await attach(agentCgroup, prog, "nm_getsockopt"); // pinned by a killed install, never attached
-    return false;
+    return;
   }
   // The shared map outlives a lost program pin only if pods still hold it: keep using it then.
   const tuple = join(NODE_PIN_DIR, "nm_tuple_dst");
   const reuse: Record<string, string> = existsSync(tuple) ? { nm_tuple_dst: tuple } : {};
   const pinMaps = NODE_MAPS.filter((name) => !(name in reuse));
+  for (const name of pinMaps) rmSync(join(NODE_PIN_DIR, name), { force: true }); // a killed load's
   await loadPinned(join(objects, "origdst.bpf.o"), NODE_PIN_DIR, pinMaps, reuse);
   await updateMap(join(NODE_PIN_DIR, "nm_node_config"), nodeConfigValue());
   await attach(agentCgroup, prog, "nm_getsockopt");
-  return true;
 }
 
 /**
@@ -414,7 +425,9 @@ async function withLock<T>(body: () => Promise<T>): Promise<T> {
       mkdirSync(LOCK_DIR);
       break;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") continue; // PIN_ROOT was removed between the two mkdirs: make it again
+      if (code !== "EEXIST") throw err;
       try {
         if (Date.now() - statSync(LOCK_DIR).mtimeMs > STALE_LOCK_MS) rmdirSync(LOCK_DIR);
       } catch {}
