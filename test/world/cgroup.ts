@@ -35,7 +35,13 @@ export function cgroupsUnavailable(): string | undefined {
 /** Creates the cgroup named `name` (a world namespace name) and returns its path. */
 export function createCgroup(name: string): string {
   const path = join(testCgroupRoot(), name);
-  mkdirSync(path, { recursive: true });
+  try {
+    mkdirSync(path, { recursive: true });
+  } catch (err) {
+    // The parent was removed between mkdir -p's steps (removeCgroup of the last test cgroup).
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    mkdirSync(path, { recursive: true });
+  }
   return path;
 }
 
@@ -84,6 +90,14 @@ export async function removeCgroup(path: string): Promise<void> {
   await killAll(path);
   await uninstallEbpfById(id);
   rmdirSync(path);
+  removeEmptyTestRoot();
+}
+
+/** The last test cgroup out removes nodemesh-test/ too. */
+function removeEmptyTestRoot(): void {
+  try {
+    rmdirSync(testCgroupRoot());
+  } catch {}
 }
 
 /** removeCgroup for exit paths: kills and removes the directory; the pins go with the next reap. */
@@ -92,6 +106,7 @@ export function removeCgroupSync(path: string): void {
     killNow(path);
     rmdirSync(path);
   } catch {}
+  removeEmptyTestRoot();
 }
 
 /** Test cgroups whose owner (the pid in the name) is dead. */
