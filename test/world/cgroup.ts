@@ -138,8 +138,10 @@ export async function reapCgroups(): Promise<string[]> {
 
 /** Pod ids pinned under /sys/fs/bpf/nodemesh/pods whose cgroup no longer exists. */
 export function stalePodPins(): number[] {
+  const pinned = pinnedPodIds();
+  if (pinned.length === 0) return [];
   const live = new Set(liveTestCgroupIds());
-  return pinnedPodIds().filter((id) => !live.has(id) && !cgroupExists(id));
+  return pinned.filter((id) => !live.has(id) && !cgroupExists(id));
 }
 
 function liveTestCgroupIds(): number[] {
