@@ -20,13 +20,15 @@ COPY bin bin
 RUN npm run build && npm prune --omit=dev
 
 # Run: Node 24, iptables for the init container (iptables-restore, nft backend like current
-# nodes; the legacy backend is there too for older nodes), the compiled code and production packages.
+# nodes; the legacy backend is there too for older nodes), bpftool and the prebuilt eBPF objects for
+# its --mode ebpf (bpf/README.md), the compiled code and production packages.
 FROM node:24-bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends iptables \
+RUN apt-get update && apt-get install -y --no-install-recommends iptables bpftool \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/nodemesh
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules node_modules
 COPY --from=build /src/dist dist
+COPY bpf/redirect.bpf.o bpf/origdst.bpf.o bpf/
 ENV NODE_ENV=production
 ENTRYPOINT ["node", "/opt/nodemesh/dist/bin/nodemesh.js"]

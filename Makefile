@@ -19,13 +19,18 @@ export npm_config_nodedir := $(NODE_HOME)
 
 # Debian packages the tests, the demo and the benchmarks use (iptables, iproute2, nsenter, curl,
 # h2load, Prometheus and promtool, Chromium for the dashboard test, HAProxy and iperf3 to
-# compare with, tcpdump to show the tunnel carries no cleartext).
-DEBIAN_PACKAGES := iptables iproute2 util-linux procps curl nghttp2-client prometheus chromium haproxy iperf3 tcpdump openssl
-DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl h2load prometheus promtool chromium haproxy iperf3 tcpdump openssl
+# compare with, tcpdump to show the tunnel carries no cleartext; clang, llvm-strip, the libbpf
+# headers and bpftool build the eBPF objects in bpf/ and load them for `nodemesh init --mode ebpf`).
+DEBIAN_PACKAGES := iptables iproute2 util-linux procps curl nghttp2-client prometheus chromium haproxy iperf3 tcpdump openssl \
+  clang llvm libbpf-dev bpftool
+DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl h2load prometheus promtool chromium haproxy iperf3 tcpdump openssl \
+  clang llvm-strip bpftool
+# Files of packages that bring no command.
+DEBIAN_FILES := /usr/include/bpf/bpf_helpers.h
 
 VITEST_JSON := test-results/vitest.json
 
-.PHONY: help setup debian-packages test test-unit fuzz check lint format typecheck demo build bench clean
+.PHONY: help setup debian-packages test test-unit fuzz check lint format typecheck demo build bench bpf bpf-vmlinux clean
 
 help:
 	@echo "make setup      install Node $(NODE_MAJOR_WANTED) (if needed), Debian tools and npm packages"
@@ -35,11 +40,13 @@ help:
 	@echo "make fuzz       property-based fuzzing of the parsers of outside bytes, long run (FUZZ_RUNS, FUZZ_SECONDS, FUZZ_SEED)"
 	@echo "make build      compile to JavaScript in dist/ (what production runs)"
 	@echo "make bench      benchmarks: direct vs nodemesh vs HAProxy, control plane at scale (QUICK=1: short)"
+	@echo "make bpf        rebuild the prebuilt eBPF objects in bpf/ from their sources (bpf/README.md)"
 
 setup: debian-packages node_modules/.installed
 
 debian-packages:
 	@missing=""; for c in $(DEBIAN_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	for f in $(DEBIAN_FILES); do [ -e $$f ] || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); \
 	fi
@@ -101,6 +108,14 @@ COMPARE_ARGS := $(if $(QUICK),--duration 2 --saturation-duration 1 --bulk-durati
 bench: build
 	node test/bench/compare.ts $(COMPARE_ARGS)
 	node test/bench/control-plane.ts $(if $(QUICK),--quick,)
+
+# The prebuilt eBPF objects (committed; bpf/objects.test.ts fails when they differ from a fresh
+# build). bpf-vmlinux regenerates bpf/vmlinux.h from the running kernel's BTF (then run make bpf).
+bpf: debian-packages
+	bpf/build.sh
+
+bpf-vmlinux: debian-packages
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
 
 clean:
 	rm -rf dist test-results

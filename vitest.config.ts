@@ -12,6 +12,7 @@ const SYSTEM_TESTS = [
   "test/bench/**/*.test.ts",
   "test/workload/**/*.test.ts",
   "init-container/iptables.test.ts",
+  "init-container/ebpf.test.ts",
   "agent/sys/linux.test.ts",
   "agent/control/probes.test.ts",
   "controller/ui/dashboard-page.test.ts",

@@ -118,6 +118,16 @@ describe("nodemesh init flags", () => {
     expect(parse(["--pod-name=web"]).agent.timeoutMs).toBe(30_000);
   });
 
+  it("takes --mode iptables (the default) or ebpf, which needs the pod's cgroup", () => {
+    expect(parse(["--no-enroll"]).mode).toBe("iptables");
+    const ebpf = parse(["--no-enroll", "--mode=ebpf", "--cgroup=/sys/fs/cgroup/pod1", "--agent-cgroup=/sys/fs/cgroup"]);
+    expect(ebpf).toMatchObject({ mode: "ebpf", cgroup: "/sys/fs/cgroup/pod1", agentCgroup: "/sys/fs/cgroup" });
+    expect(() => parse(["--no-enroll", "--mode=ebpf"])).toThrow("--mode ebpf needs --cgroup PATH");
+    expect(() => parse(["--no-enroll", "--mode=nft"])).toThrow('--mode: "nft" is not iptables or ebpf');
+    // A dry run shows what it would do without a cgroup.
+    expect(parse(["--dry-run", "--mode=ebpf"]).mode).toBe("ebpf");
+  });
+
   it("documents every flag in --help", () => {
     for (const flag of Object.keys(OPTIONS)) expect(HELP).toContain(`--${flag}`);
     expect(parse(["--help"]).help).toBe(true);

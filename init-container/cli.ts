@@ -7,11 +7,19 @@
 // bypasses the mesh (fail closed), and the message says so, with the command that undoes it.
 // Uninstall is the other way round: the rules go first and unenrolling waits only a short while,
 // since an absent agent must not hold up a pod that is leaving the mesh.
+//
+// --mode ebpf (ebpf.ts) loads the programs of bpf/ onto the pod's cgroup for the outbound side and
+// keeps the iptables rules for the inbound side only; the eBPF install comes first, so a machine
+// that cannot run it is refused before anything changed, and a failure of the rules after it
+// rolls it back.
+import { existsSync } from "node:fs";
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { DEFAULT_ENROLLMENT_SOCKET, INBOUND_PORT, OUTBOUND_PORT } from "../api/dataplane.ts";
 import type { PodEnrollment } from "../api/enrollment.ts";
 import { validateEnrollment } from "../api/enrollment-schema.ts";
+import { cgroup2Root, installEbpf, NODE_PIN_DIR, PODS_PIN_DIR, uninstallEbpf } from "./ebpf.ts";
+import { podConfigValue } from "./ebpf-maps.ts";
 import {
   type AgentOptions,
   DEFAULT_ENROLL_TIMEOUT_MS,
@@ -25,10 +33,24 @@ import { buildNatTable, parseExclusions, type RedirectConfig } from "./rules.ts"
 
 export const HELP = `Usage: nodemesh init [flags]
 
-Runs inside a pod's network namespace (as its init container). Installs iptables rules that
-redirect the pod's TCP traffic to the node agent (outbound to :${OUTBOUND_PORT}, inbound to :${INBOUND_PORT};
-the tunnel port, loopback and the agent's own marked sockets pass untouched) by restoring the
-whole nat table atomically, then enrolls the pod with the agent. Safe to run again.
+Runs inside a pod's network namespace (as its init container). Redirects the pod's TCP traffic
+to the node agent (outbound to :${OUTBOUND_PORT}, inbound to :${INBOUND_PORT}; the tunnel port, loopback
+and the agent's own marked sockets pass untouched), then enrolls the pod with the agent. Safe to
+run again.
+
+Interception:
+  --mode iptables             (default) iptables rules for both directions, restored as the
+                              whole nat table at once
+  --mode ebpf                 outbound by eBPF programs attached to the pod's cgroup
+                              (cgroup/connect4, sockops; SO_ORIGINAL_DST answered by a node-wide
+                              cgroup/getsockopt program), inbound by the iptables rules; loaded
+                              with bpftool and pinned under /sys/fs/bpf/nodemesh/ (bpf/README.md).
+                              Needs Linux 5.15+, kernel BTF, cgroup v2 and bpftool; where they
+                              are missing it fails, changing nothing, and names what is missing
+  --cgroup PATH               the pod's cgroup v2 directory (required with --mode ebpf; given
+                              with --uninstall or --mode iptables, its eBPF programs are removed)
+  --agent-cgroup PATH         where the agent runs (its getsockopt calls are answered there);
+                              default: the root of the cgroup v2 hierarchy
 
 Pod (flags win over the downward-API environment variables):
   --pod-name NAME             env POD_NAME; required unless --no-enroll or --dry-run
@@ -56,8 +78,9 @@ Exclusions (comma-separated; each flag may be repeated):
 Modes:
   --dry-run                   print the nat table that would be restored and change nothing;
                               needs no pod flags (given ones are checked and shown)
-  --uninstall                 remove the rules (the nat table is restored without them),
-                              then unenroll; failing to unenroll is only a warning
+  --uninstall                 remove the rules (the nat table is restored without them) and,
+                              with --cgroup, the pod's eBPF programs (the node's go with the
+                              last pod's), then unenroll; failing to unenroll is only a warning
   -h, --help                  show this text
 
 If enrollment fails, the rules stay (fail closed): the pod's traffic is blocked until the agent
@@ -81,15 +104,24 @@ export const OPTIONS = {
   "exclude-outbound-ports": { type: "string", multiple: true },
   "exclude-inbound-ports": { type: "string", multiple: true },
   "exclude-outbound-cidrs": { type: "string", multiple: true },
+  mode: { type: "string" },
+  cgroup: { type: "string" },
+  "agent-cgroup": { type: "string" },
   "dry-run": { type: "boolean" },
   uninstall: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 
+export type InterceptionMode = "iptables" | "ebpf";
+
 export interface InitPlan {
   help: boolean;
   uninstall: boolean;
   dryRun: boolean;
+  mode: InterceptionMode;
+  /** The pod's cgroup v2 directory (--cgroup): where the eBPF programs are attached or removed. */
+  cgroup?: string;
+  agentCgroup?: string;
   /** Rules to install; ignored when uninstalling. */
   config: RedirectConfig;
   /** The pod to enroll (or unenroll): undefined with --no-enroll, or a dry run without pod flags. */
@@ -129,7 +161,21 @@ export function parseInitArgs(
     timeoutMs:
       timeout !== undefined ? duration(timeout) : uninstall ? DEFAULT_UNENROLL_TIMEOUT_MS : DEFAULT_ENROLL_TIMEOUT_MS,
   };
-  const plan = { help: values.help ?? false, uninstall, dryRun: values["dry-run"] ?? false, warnings };
+  const mode = values.mode ?? "iptables";
+  if (mode !== "iptables" && mode !== "ebpf") throw invalid(`--mode: "${mode}" is not iptables or ebpf`);
+  const dryRun = values["dry-run"] ?? false;
+  if (mode === "ebpf" && values.cgroup === undefined && !dryRun && !values.help) {
+    throw invalid("--mode ebpf needs --cgroup PATH, the pod's cgroup v2 directory");
+  }
+  const plan = {
+    help: values.help ?? false,
+    uninstall,
+    dryRun,
+    mode: mode as InterceptionMode,
+    ...(values.cgroup === undefined ? {} : { cgroup: values.cgroup }),
+    ...(values["agent-cgroup"] === undefined ? {} : { agentCgroup: values["agent-cgroup"] }),
+    warnings,
+  };
   if (plan.help || values["no-enroll"]) return { ...plan, config, agent };
 
   const name = values["pod-name"] ?? env.POD_NAME;
@@ -164,24 +210,51 @@ export async function runInit(argv: string[]): Promise<number> {
     }
     for (const warning of plan.warnings) log(`warning: ${warning}`);
     const config = plan.uninstall ? null : plan.config;
+    const scope = plan.mode === "ebpf" ? "inbound" : "all";
     if (plan.dryRun) {
-      process.stdout.write(buildNatTable(await saveNat(), config));
+      process.stdout.write(buildNatTable(await saveNat(), config, scope));
+      if (plan.mode === "ebpf" && config) {
+        podConfigValue(config, localAddresses(plan)); // refuses what the programs' maps cannot hold
+        log(
+          `dry run: would load bpf/redirect.bpf.o under ${PODS_PIN_DIR}/<cgroup id>/ and attach it to ` +
+            `${plan.cgroup ?? "the --cgroup"}, and bpf/origdst.bpf.o under ${NODE_PIN_DIR}/ (if not there) ` +
+            `attached to ${plan.agentCgroup ?? "the root of the cgroup v2 hierarchy"}`,
+        );
+      }
       if (plan.pod) log(`dry run: would ${plan.uninstall ? "unenroll" : "enroll"} ${describePod(plan.pod)}`);
       return 0;
     }
-    await applyRedirect(config);
     if (plan.uninstall) {
+      await applyRedirect(null);
       log("redirect rules removed");
+      if (plan.cgroup !== undefined) {
+        const had = await uninstallEbpf(plan.cgroup);
+        if (!existsSync(plan.cgroup)) {
+          log(
+            `${plan.cgroup} is gone (and its attachments with it); ${had ? "stale eBPF pins removed" : "no stale eBPF pins"}`,
+          );
+        } else {
+          log(had ? `eBPF programs detached from ${plan.cgroup} and unpinned` : `no eBPF programs for ${plan.cgroup}`);
+        }
+      }
       if (plan.pod) await unenrollWarning(plan.pod, plan.agent);
       return 0;
     }
-    log(`redirect rules installed (outbound to :${OUTBOUND_PORT}, inbound to :${INBOUND_PORT})`);
+    if (plan.mode === "ebpf") {
+      await installWithEbpf(plan, plan.config);
+    } else {
+      await applyRedirect(plan.config);
+      // A pod switched from the eBPF mode: its programs go once the rules are in place.
+      if (plan.cgroup !== undefined && (await uninstallEbpf(plan.cgroup)))
+        log(`eBPF programs of ${plan.cgroup} removed`);
+      log(`redirect rules installed (outbound to :${OUTBOUND_PORT}, inbound to :${INBOUND_PORT})`);
+    }
     if (plan.pod) {
       try {
         await enroll(plan.pod, plan.agent);
       } catch (err) {
         const code = reportFailure(err);
-        log(blockedMessage(plan.pod, plan.agent.socketPath));
+        log(blockedMessage(plan.pod, plan.agent.socketPath, plan.cgroup));
         return code;
       }
       log(`enrolled ${describePod(plan.pod)} with the agent at ${plan.agent.socketPath}`);
@@ -190,6 +263,36 @@ export async function runInit(argv: string[]): Promise<number> {
   } catch (err) {
     return reportFailure(err);
   }
+}
+
+/** The eBPF programs first (a machine without support is refused untouched), then the inbound rules. */
+async function installWithEbpf(plan: InitPlan, config: RedirectConfig): Promise<void> {
+  const cgroup = plan.cgroup!;
+  const installed = await installEbpf(config, localAddresses(plan), {
+    cgroup,
+    ...(plan.agentCgroup === undefined ? {} : { agentCgroup: plan.agentCgroup }),
+  });
+  try {
+    await applyRedirect(config, {}, "inbound");
+  } catch (err) {
+    if (installed.loaded) await uninstallEbpf(cgroup).catch(() => {});
+    throw err;
+  }
+  log(
+    `eBPF programs ${installed.loaded ? "attached to" : "already on"} ${cgroup} (outbound to 127.0.0.1:${OUTBOUND_PORT}, ` +
+      `pinned in ${installed.podDir}; SO_ORIGINAL_DST answered in ${plan.agentCgroup ?? cgroup2Root()}); ` +
+      `inbound rules installed (to :${INBOUND_PORT})`,
+  );
+}
+
+/** This namespace's own IPv4 addresses: the eBPF programs leave connections to them local. */
+function localAddresses(plan: InitPlan): string[] {
+  const found = new Set<string>();
+  for (const addresses of Object.values(os.networkInterfaces())) {
+    for (const a of addresses ?? []) if (a.family === "IPv4" && !a.internal) found.add(a.address);
+  }
+  if (plan.pod) found.add(plan.pod.ip);
+  return [...found];
 }
 
 /** Logs an InitError and returns the exit code; anything else is a bug and propagates. */
@@ -203,8 +306,10 @@ function reportFailure(err: unknown): number {
  * Said after a failed enrollment: the rules stay (fail closed), so the pod is cut off until the agent
  * accepts it; the last words are the command that undoes the install.
  */
-export function blockedMessage(pod: PodEnrollment, socketPath: string): string {
-  const socket = socketPath === DEFAULT_ENROLLMENT_SOCKET ? "" : ` --enrollment-socket ${socketPath}`;
+export function blockedMessage(pod: PodEnrollment, socketPath: string, cgroup?: string): string {
+  const socket =
+    (socketPath === DEFAULT_ENROLLMENT_SOCKET ? "" : ` --enrollment-socket ${socketPath}`) +
+    (cgroup === undefined ? "" : ` --cgroup ${cgroup}`);
   return (
     `pod ${pod.namespace}/${pod.name} is cut off: its redirect rules stay installed (fail closed), so its ` +
     `traffic is blocked until the agent at ${socketPath} accepts the pod. Run nodemesh init again once the ` +

@@ -8,6 +8,10 @@ export const INIT_ERROR_CODES = {
   BAD_DUMP: "bad_dump",
   /** iptables-save / iptables-restore failed or could not be started. */
   IPTABLES_FAILED: "iptables_failed",
+  /** The eBPF mode cannot run on this machine (the message names what is missing). */
+  EBPF_UNSUPPORTED: "ebpf_unsupported",
+  /** bpftool failed to load, pin, attach, fill or remove the eBPF programs. */
+  EBPF_FAILED: "ebpf_failed",
   /** The agent answered 4xx: retrying the same request cannot help. */
   AGENT_REJECTED: "agent_rejected",
   /** The agent did not answer successfully before the deadline. */

@@ -3,7 +3,7 @@
 // iptables offers (Istio's and Linkerd's init containers drive it the same way).
 import { spawn } from "node:child_process";
 import { INIT_ERROR_CODES, InitError } from "./errors.ts";
-import { buildNatTable, type RedirectConfig } from "./rules.ts";
+import { buildNatTable, type RedirectConfig, type RuleScope } from "./rules.ts";
 
 export interface IptablesOptions {
   /**
@@ -34,13 +34,14 @@ export async function restoreNat(table: string, options: IptablesOptions = {}): 
   await run("iptables-restore", ["-c"], table, options);
 }
 
-/** Installs (config) or removes (null) the redirect rules; returns what it did. */
+/** Installs (config) or removes (null) the redirect rules of `scope`; returns what it did. */
 export async function applyRedirect(
   config: RedirectConfig | null,
   options: IptablesOptions = {},
+  scope: RuleScope = "all",
 ): Promise<AppliedTable> {
   const before = await saveNat(options);
-  const table = buildNatTable(before, config);
+  const table = buildNatTable(before, config, scope);
   await restoreNat(table, options);
   return { before, table };
 }

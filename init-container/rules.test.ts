@@ -4,7 +4,14 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { InitError } from "./errors.ts";
-import { buildNatTable, parseCidrs, parseExclusions, parsePorts, type RedirectConfig } from "./rules.ts";
+import {
+  buildNatTable,
+  parseCidrs,
+  parseExclusions,
+  parsePorts,
+  type RedirectConfig,
+  type RuleScope,
+} from "./rules.ts";
 
 const GOLDEN_DIR = new URL("./golden/", import.meta.url);
 
@@ -42,7 +49,7 @@ COMMIT
 
 const NONE = parseExclusions({});
 
-const cases: { name: string; dump: string; config: RedirectConfig | null }[] = [
+const cases: { name: string; dump: string; config: RedirectConfig | null; scope?: RuleScope }[] = [
   { name: "default", dump: PRISTINE, config: NONE },
   {
     name: "exclude-outbound-ports",
@@ -64,13 +71,21 @@ const cases: { name: string; dump: string; config: RedirectConfig | null }[] = [
   // Older iptables create built-in chains lazily: PREROUTING may be missing.
   { name: "missing-builtin-chains", dump: "*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n", config: NONE },
   { name: "uninstall", dump: buildNatTable(FOREIGN, NONE), config: null },
+  // The eBPF mode: inbound rules only (outbound is cgroup/connect4's); a switch from the iptables
+  // mode drops the outbound chain.
+  {
+    name: "ebpf-inbound-only",
+    dump: buildNatTable(FOREIGN, NONE),
+    config: parseExclusions({ outboundPorts: "22", inboundPorts: "9090", outboundCidrs: "10.0.0.0/8" }),
+    scope: "inbound",
+  },
 ];
 
 describe("buildNatTable golden files", () => {
-  for (const { name, dump, config } of cases) {
+  for (const { name, dump, config, scope } of cases) {
     it(name, () => {
       const file = new URL(`${name}.txt`, GOLDEN_DIR);
-      const actual = buildNatTable(dump, config);
+      const actual = buildNatTable(dump, config, scope);
       if (process.env.UPDATE_GOLDEN === "1") writeFileSync(file, actual);
       expect(actual).toBe(readFileSync(file, "utf8"));
     });
@@ -78,15 +93,15 @@ describe("buildNatTable golden files", () => {
 });
 
 describe("buildNatTable properties", () => {
-  for (const { name, dump, config } of cases) {
+  for (const { name, dump, config, scope } of cases) {
     it(`${name}: a second run computes the same table`, () => {
-      const once = buildNatTable(dump, config);
-      expect(buildNatTable(once, config)).toBe(once);
+      const once = buildNatTable(dump, config, scope);
+      expect(buildNatTable(once, config, scope)).toBe(once);
     });
     // An install adds missing built-in chains and an uninstall leaves them: that case differs by design.
     if (name === "missing-builtin-chains") continue;
     it(`${name}: uninstall leaves what was there besides nodemesh`, () => {
-      const installed = buildNatTable(dump, config ?? NONE);
+      const installed = buildNatTable(dump, config ?? NONE, scope);
       expect(buildNatTable(installed, null)).toBe(buildNatTable(dump, null));
     });
   }

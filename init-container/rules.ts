@@ -80,20 +80,27 @@ export function parseCidrs(list: string, what: string): Cidr[] {
 }
 
 /**
+ * Which directions the rules intercept: "all" (the iptables mode), or "inbound" only (the eBPF
+ * mode, whose cgroup/connect4 program redirects the outbound side; bpf/README.md says why the
+ * inbound side stays with these rules).
+ */
+export type RuleScope = "all" | "inbound";
+
+/**
  * The nat table to hand to `iptables-restore`: `currentDump` (the output of `iptables-save -t nat`,
  * possibly empty) without any nodemesh rule, plus ours unless `config` is null (uninstall).
  */
-export function buildNatTable(currentDump: string, config: RedirectConfig | null): string {
+export function buildNatTable(currentDump: string, config: RedirectConfig | null, scope: RuleScope = "all"): string {
   const table = parseNatDump(currentDump);
   removeNodemesh(table);
-  if (config) addNodemesh(table, config);
+  if (config) addNodemesh(table, config, scope);
   return renderNatTable(table);
 }
 
 // ---------------------------------------------------------------------------------------------
 // The rules
 
-function addNodemesh(table: NatTable, config: RedirectConfig): void {
+function addNodemesh(table: NatTable, config: RedirectConfig, scope: RuleScope): void {
   const out: string[] = [
     `-m mark --mark ${hex(AGENT_SOCKET_MARK)}/${hex(AGENT_MARK_MASK)} ${comment("skip agent sockets")} -j RETURN`,
     `-o lo ${comment("skip loopback")} -j RETURN`,
@@ -108,12 +115,13 @@ function addNodemesh(table: NatTable, config: RedirectConfig): void {
     ...config.excludeInboundPorts.map((p) => returnForPort(p, "excluded inbound port")),
     `-p tcp ${comment("to agent inbound listener")} -j REDIRECT --to-ports ${INBOUND_PORT}`,
   ];
-  addChain(table, OUTBOUND_CHAIN, out);
   addChain(table, INBOUND_CHAIN, inbound);
   // First in the built-in chains: the mesh sees the pod's traffic before other nat rules, and
   // the agent's own (marked) connections fall through to them.
-  jumpFirst(table, "OUTPUT", `-p tcp ${comment("intercept outbound tcp")} -j ${OUTBOUND_CHAIN}`);
   jumpFirst(table, "PREROUTING", `-p tcp ${comment("intercept inbound tcp")} -j ${INBOUND_CHAIN}`);
+  if (scope === "inbound") return;
+  addChain(table, OUTBOUND_CHAIN, out);
+  jumpFirst(table, "OUTPUT", `-p tcp ${comment("intercept outbound tcp")} -j ${OUTBOUND_CHAIN}`);
 }
 
 function returnForPort(range: PortRange, why: string): string {

@@ -6,7 +6,7 @@
 
 import type http2 from "node:http2";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import type { ServedCounts } from "../workload/workload.ts";
 import { type Node, type Pod, World } from "../world/world.ts";
 import type { GrpcArgs, GrpcReport } from "./clients/grpc-call.ts";
@@ -21,6 +21,7 @@ import {
   readsAsAdminHost,
 } from "./fixtures/authz-bypass.ts";
 import { Mesh } from "./mesh.ts";
+import { describeModes } from "./modes.ts";
 import { echoFrom, http2SessionFrom, httpFrom, metricSum, rawHttpFrom } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
@@ -89,7 +90,7 @@ function policies(strangerIp: string, otherIp: string): string {
 
 const statusOf = (answer: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0);
 
-describe("AuthorizationPolicy", () => {
+describeModes("AuthorizationPolicy", (mode) => {
   let world: World;
   let mesh: Mesh;
   let n1: Node;
@@ -137,8 +138,8 @@ describe("AuthorizationPolicy", () => {
       .map((l) => JSON.parse(l));
 
   beforeAll(async () => {
-    world = await World.create({ nodes: 2 });
-    mesh = new Mesh(world);
+    world = await World.create({ nodes: 2, cgroups: mode === "ebpf" });
+    mesh = new Mesh(world, { mode });
     [n1, n2] = world.nodes as [Node, Node];
     await mesh.startController();
     await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);

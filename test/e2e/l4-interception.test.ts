@@ -1,11 +1,13 @@
-// Transparent L4 interception end to end, in a 2-node world with real iptables: pods enrolled by
-// `nodemesh init`, agents forwarding through per-pod listeners, replicas on both nodes.
+// Transparent L4 interception end to end, in a 2-node world: pods enrolled by `nodemesh init`,
+// agents forwarding through per-pod listeners, replicas on both nodes. Once per interception mode
+// (modes.ts): real iptables, and eBPF programs on each pod's cgroup.
 
 import { randomBytes } from "node:crypto";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import type { ServiceTable } from "../../api/services.ts";
 import { type Node, type Pod, type Proc, World } from "../world/world.ts";
 import { Mesh } from "./mesh.ts";
+import { describeModes } from "./modes.ts";
 import { connectFrom, echoFrom, firstLineFrom, httpFrom, metricSum, sha256 } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
@@ -62,7 +64,7 @@ function count(names: string[]): Record<string, number> {
   return out;
 }
 
-describe("transparent L4 interception", () => {
+describeModes("transparent L4 interception", (mode) => {
   let world: World;
   let mesh: Mesh;
   let n1: Node;
@@ -82,8 +84,8 @@ describe("transparent L4 interception", () => {
     metricSum(await mesh.metrics(node), "nodemesh_requests_total", { reporter: "destination" });
 
   beforeAll(async () => {
-    world = await World.create({ nodes: 2 });
-    mesh = new Mesh(world);
+    world = await World.create({ nodes: 2, cgroups: mode === "ebpf" });
+    mesh = new Mesh(world, { mode });
     [n1, n2] = world.nodes;
     client = await world.addPod(n1, "client");
     clientExcl = await world.addPod(n1, "client-excl");
@@ -104,7 +106,7 @@ describe("transparent L4 interception", () => {
       const extra = pod === replicas[0] ? ["--tcp-ident-ports", identPorts] : [];
       workloads.set(pod, await mesh.startWorkload(pod, [...workloadArgs, ...extra]));
     }
-    rulesBeforeInit = await mesh.iptablesSave(clientExcl);
+    rulesBeforeInit = await mesh.interception(clientExcl);
     await Promise.all([client, ...replicas].map((p) => mesh.enroll(p, ["--label", `app=${p.name.split("-")[0]}`])));
     await mesh.enroll(clientExcl, exclusionArgs());
   }, 120_000);
@@ -116,6 +118,21 @@ describe("transparent L4 interception", () => {
   function exclusionArgs(): string[] {
     return ["--exclude-outbound-ports", "7070", "--exclude-outbound-cidrs", `${outsiderExcluded.ip}/32`];
   }
+
+  it(`intercepts outbound connections with ${mode === "ebpf" ? "eBPF programs on the pod's cgroup" : "iptables"}`, async () => {
+    const state = await mesh.interception(client);
+    if (mode === "ebpf") {
+      expect(state).not.toContain("NODEMESH_OUTPUT");
+      expect(state).toMatch(/cgroup_inet4_connect nm_connect4 id \d+/);
+      expect(state).toMatch(/cgroup_sock_ops nm_sockops id \d+/);
+      expect(state).toMatch(/cgroup_inet4_getpeername nm_getpeername4 id \d+/);
+      expect(state).toMatch(/cgroup_inet6_connect nm_connect6 id \d+/);
+    } else {
+      expect(state).toContain("-j NODEMESH_OUTPUT");
+      expect(state).not.toContain("nm_connect4");
+    }
+    expect(state).toContain("-j NODEMESH_INBOUND");
+  });
 
   it("spreads connections round-robin over 3 replicas on both nodes", async () => {
     const served: string[] = [];
@@ -159,13 +176,13 @@ describe("transparent L4 interception", () => {
   });
 
   it("is idempotent, and --uninstall restores the namespace and direct connectivity", async () => {
-    const installed = await mesh.iptablesSave(clientExcl);
+    const installed = await mesh.interception(clientExcl);
     await mesh.enroll(clientExcl, exclusionArgs());
-    expect(await mesh.iptablesSave(clientExcl)).toBe(installed);
+    expect(await mesh.interception(clientExcl)).toBe(installed);
 
     const r = await mesh.init(clientExcl, ["--uninstall"]);
     expect(r.code, r.stderr).toBe(0);
-    expect(await mesh.iptablesSave(clientExcl)).toBe(rulesBeforeInit);
+    expect(await mesh.interception(clientExcl)).toBe(rulesBeforeInit);
     const before = await outboundOpened(n1);
     expect(await servedBy(clientExcl, `http://${outsider.ip}:8080/`)).toBe("outsider");
     expect(await outboundOpened(n1)).toBe(before);

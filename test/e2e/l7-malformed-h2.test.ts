@@ -9,7 +9,7 @@
 
 import type http2 from "node:http2";
 import type net from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { ADMIN_PORT } from "../../api/dataplane.ts";
 import { type Pod, World } from "../world/world.ts";
 import {
@@ -24,6 +24,7 @@ import {
   readFrames,
 } from "./clients/raw-h2.ts";
 import { type AgentHandle, Mesh } from "./mesh.ts";
+import { describeModes } from "./modes.ts";
 import { connectFrom, http2Get, http2SessionFrom, httpFrom } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
@@ -92,7 +93,7 @@ const streamOver = (frames: readonly H2Frame[]) =>
       f.type === FRAME.GOAWAY || (f.stream === 1 && (f.type === FRAME.RST_STREAM || (f.flags & FLAG.END_STREAM) !== 0)),
   );
 
-describe("malformed HTTP/2", () => {
+describeModes("malformed HTTP/2", (mode) => {
   let world: World;
   let mesh: Mesh;
   let client: Pod;
@@ -104,8 +105,8 @@ describe("malformed HTTP/2", () => {
   let steady: http2.ClientHttp2Session;
 
   beforeAll(async () => {
-    world = await World.create({ nodes: 2 });
-    mesh = new Mesh(world);
+    world = await World.create({ nodes: 2, cgroups: mode === "ebpf" });
+    mesh = new Mesh(world, { mode });
     const [n1, n2] = world.nodes;
     client = await world.addPod(n1, "client");
     server = await world.addPod(n2, "server");

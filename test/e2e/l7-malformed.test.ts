@@ -4,9 +4,10 @@
 // connection meanwhile is served throughout.
 
 import type net from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { type Pod, World } from "../world/world.ts";
 import { Mesh } from "./mesh.ts";
+import { describeModes } from "./modes.ts";
 import { connectFrom, httpFrom } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
@@ -66,7 +67,7 @@ const SHAPES: ReadonlyArray<{ what: string; bytes: string; status: number }> = [
   },
 ];
 
-describe("malformed HTTP", () => {
+describeModes("malformed HTTP", (mode) => {
   let world: World;
   let mesh: Mesh;
   let client: Pod;
@@ -78,8 +79,8 @@ describe("malformed HTTP", () => {
   };
 
   beforeAll(async () => {
-    world = await World.create({ nodes: 2 });
-    mesh = new Mesh(world, { agentArgs: ["--http-headers-timeout-ms", String(HEADERS_TIMEOUT_MS)] });
+    world = await World.create({ nodes: 2, cgroups: mode === "ebpf" });
+    mesh = new Mesh(world, { mode, agentArgs: ["--http-headers-timeout-ms", String(HEADERS_TIMEOUT_MS)] });
     const [n1, n2] = world.nodes;
     client = await world.addPod(n1, "client");
     server = await world.addPod(n2, "server");

@@ -3,9 +3,10 @@
 // that becomes a byte stream both ways after the server's 101.
 
 import type net from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { type Pod, World } from "../world/world.ts";
 import { Mesh } from "./mesh.ts";
+import { describeModes } from "./modes.ts";
 import { connectFrom } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
@@ -39,14 +40,14 @@ function readUntil(socket: net.Socket, pattern: RegExp, ms = 5000): Promise<stri
   });
 }
 
-describe("HTTP/1.1 shapes through two agents", () => {
+describeModes("HTTP/1.1 shapes through two agents", (mode) => {
   let world: World;
   let mesh: Mesh;
   let client: Pod;
 
   beforeAll(async () => {
-    world = await World.create({ nodes: 2 });
-    mesh = new Mesh(world);
+    world = await World.create({ nodes: 2, cgroups: mode === "ebpf" });
+    mesh = new Mesh(world, { mode });
     const [n1, n2] = world.nodes;
     client = await world.addPod(n1, "client");
     const server = await world.addPod(n2, "server");

@@ -21,6 +21,7 @@ import type { GrpcArgs, GrpcReport } from "./clients/grpc-call.ts";
 import type { LoadArgs, LoadReport } from "./clients/http-load.ts";
 import { grpcCallIn, httpLoadIn } from "./clients/in-pod.ts";
 import { Mesh } from "./mesh.ts";
+import { describeModes } from "./modes.ts";
 import { httpFrom, metricSum } from "./netns-client.ts";
 
 const VIP = { reviews: "10.96.0.10", v1: "10.96.0.11", v2: "10.96.0.12" } as const;
@@ -74,7 +75,7 @@ type Served = Record<string, { http: number; grpc: number }>;
 const share = (part: number | undefined, whole: number) => (part ?? 0) / whole;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 
-describe("L7 traffic through two agents", () => {
+describeModes("L7 traffic through two agents", (mode) => {
   let world: World;
   let mesh: Mesh;
   let n1: Node;
@@ -173,8 +174,8 @@ describe("L7 traffic through two agents", () => {
     );
 
   beforeAll(async () => {
-    world = await World.create({ nodes: 2 });
-    mesh = new Mesh(world);
+    world = await World.create({ nodes: 2, cgroups: mode === "ebpf" });
+    mesh = new Mesh(world, { mode });
     [n1, n2] = world.nodes as [Node, Node];
     await mesh.startController();
     await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);

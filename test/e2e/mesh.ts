@@ -3,11 +3,13 @@
 // world's cleanup covers it.
 
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ADMIN_PORT } from "../../api/dataplane.ts";
 import type { ServiceTable } from "../../api/services.ts";
+import type { InterceptionMode } from "../../init-container/cli.ts";
+import { podPinDir } from "../../init-container/ebpf.ts";
 import type { Controller, Node, Place, Pod, Proc, RunResult, World } from "../world/world.ts";
 import { httpFrom, parseMetrics } from "./netns-client.ts";
 
@@ -49,6 +51,8 @@ export class Mesh {
   private readonly agentNodeArgs: string[];
   private readonly agentEnv: Record<string, string>;
   private readonly command: string;
+  /** How `init` intercepts pods: iptables rules, or eBPF programs on the pod's cgroup (world with cgroups). */
+  readonly mode: InterceptionMode;
   /** Set by startController: agents then take their configuration from it instead of the file. */
   controller: { place: Controller; proc: Proc; storeDir: string } | undefined;
 
@@ -65,9 +69,12 @@ export class Mesh {
       cli?: string;
       /** Agents share a tunnel key file (--tunnel-key-file), as a real install does. */
       tunnelKey?: boolean;
+      /** `nodemesh init --mode`; "ebpf" needs a world created with `cgroups: true`. */
+      mode?: InterceptionMode;
     } = {},
   ) {
     this.world = world;
+    this.mode = opts.mode ?? "iptables";
     this.dir = mkdtempSync(join(tmpdir(), "nodemesh-test-"));
     this.servicesFile = join(this.dir, "services.json");
     this.agentTokenFile = join(this.dir, "agent-token");
@@ -206,9 +213,15 @@ export class Mesh {
     return proc;
   }
 
-  /** Runs `nodemesh init` inside the pod, against its node's agent. */
+  /**
+   * Runs `nodemesh init` inside the pod, against its node's agent, in the mesh's mode (eBPF: with
+   * the pod's cgroup, also for --uninstall).
+   */
   init(pod: Pod, args: string[] = []): Promise<RunResult> {
     const socket = join(this.dir, pod.node.name, "agent.sock");
+    if (this.mode === "ebpf" && !pod.cgroup)
+      throw new Error(`pod ${pod.name} has no cgroup: create the world with cgroups`);
+    const mode = this.mode === "ebpf" ? ["--mode", "ebpf", "--cgroup", pod.cgroup!] : [];
     return this.world.exec(
       pod,
       process.execPath,
@@ -221,6 +234,7 @@ export class Mesh {
         "default",
         "--enrollment-socket",
         socket,
+        ...mode,
         ...args,
       ],
       { timeoutMs: 30_000 },
@@ -279,6 +293,27 @@ export class Mesh {
       .split(/^(?=\*)/m);
     const empty = (t: string) => !/^-A /m.test(t) && !/^:\S+ (DROP|REJECT)/m.test(t) && !/^:\S+ - /m.test(t);
     return tables.filter((t) => t.trim() && !empty(t)).join("");
+  }
+
+  /**
+   * What intercepts the pod, as text to compare: its iptables rules (iptablesSave) and, in the eBPF
+   * mode, the programs attached to its cgroup (id, type, name) and the pins of its cgroup id.
+   */
+  async interception(pod: Pod): Promise<string> {
+    const rules = await this.iptablesSave(pod);
+    if (!pod.cgroup) return rules;
+    const r = await this.world.exec(pod, "bpftool", ["-j", "cgroup", "show", pod.cgroup]);
+    if (r.code !== 0) throw new Error(`bpftool cgroup show ${pod.cgroup}: ${r.stderr}`);
+    const attached = (
+      (JSON.parse(r.stdout.trim() || "[]") ?? []) as { id: number; attach_type: string; name: string }[]
+    )
+      .map((p) => `${p.attach_type} ${p.name} id ${p.id}`)
+      .sort();
+    let pins: string[] = [];
+    try {
+      pins = readdirSync(podPinDir(pod.cgroup)).sort();
+    } catch {}
+    return `${rules}# cgroup programs: ${attached.join(", ") || "none"}\n# pins: ${pins.join(", ") || "none"}\n`;
   }
 
   /** The world's destroy stops the processes; this removes the agents' files. */

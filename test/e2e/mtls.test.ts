@@ -9,13 +9,14 @@ import { readFileSync } from "node:fs";
 import http2 from "node:http2";
 import { join } from "node:path";
 import tls from "node:tls";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { ADMIN_PORT, TUNNEL_PORT } from "../../api/dataplane.ts";
 import { generateKeys, KEY_ALGORITHM, pkcs8Pem, x509 } from "../../api/x509.ts";
 import { WorkloadCa } from "../../controller/identity/workload-ca.ts";
 import { type Node, type Pod, World } from "../world/world.ts";
 import { eventually } from "./eventually.ts";
 import { Mesh } from "./mesh.ts";
+import { describeModes } from "./modes.ts";
 import { connectFrom, echoFrom, http2Get, http2SessionFrom, httpFrom, metricSum } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
@@ -33,7 +34,7 @@ spec:
   selector: { app: web }
 `;
 
-describe("mTLS between agents", () => {
+describeModes("mTLS between agents", (mode) => {
   let world: World;
   let mesh: Mesh;
   let n1: Node;
@@ -47,8 +48,8 @@ describe("mTLS between agents", () => {
     JSON.parse((await httpFrom(node.netnsPath, `http://127.0.0.1:${ADMIN_PORT}/readyz`)).body).controller.certificates;
 
   beforeAll(async () => {
-    world = await World.create({ nodes: 2 });
-    mesh = new Mesh(world);
+    world = await World.create({ nodes: 2, cgroups: mode === "ebpf" });
+    mesh = new Mesh(world, { mode });
     [n1, n2] = world.nodes as [Node, Node];
     await mesh.startController();
     await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);

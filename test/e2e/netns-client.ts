@@ -1,12 +1,15 @@
 // Clients that run inside a test world's namespaces without a helper process: the socket is
 // created in the namespace (agent/sys/linux.ts), so a pod's interception rules apply to it exactly
-// as they do to the pod's own programs.
+// as they do to the pod's own programs. In a world with pod cgroups (the eBPF mode), the socket is
+// also created while this process is in the pod's cgroup, which is what the eBPF programs match.
 
 import { createHash } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { connectableFd, Netns } from "../../agent/sys/linux.ts";
+import { withCgroup } from "../world/cgroup.ts";
+import { cgroupOfNetns } from "../world/world.ts";
 
 const opened = new Map<string, Netns>();
 function netnsAt(path: string): Netns {
@@ -18,10 +21,17 @@ function netnsAt(path: string): Netns {
   return ns;
 }
 
+/** An unconnected TCP socket of the pod at `netnsPath`: its namespace, and its cgroup if it has one. */
+function podSocket(netnsPath: string): net.Socket {
+  const cgroup = cgroupOfNetns(netnsPath);
+  const make = () => connectableFd(netnsAt(netnsPath), 0);
+  return new net.Socket({ fd: cgroup ? withCgroup(cgroup, make) : make(), readable: true, writable: true });
+}
+
 /** A TCP connection from inside the namespace at `netnsPath`. */
 export function connectFrom(netnsPath: string, ip: string, port: number, timeoutMs = 5000): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = new net.Socket({ fd: connectableFd(netnsAt(netnsPath), 0), readable: true, writable: true });
+    const socket = podSocket(netnsPath);
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`connect ${ip}:${port} timed out after ${timeoutMs} ms`));
@@ -67,7 +77,7 @@ export function httpFrom(
         path: `${u.pathname}${u.search}`,
         headers: { connection: "close", ...(opts.body ? { "content-type": "application/json" } : {}) },
         createConnection: () => {
-          ours = new net.Socket({ fd: connectableFd(netnsAt(netnsPath), 0), readable: true, writable: true });
+          ours = podSocket(netnsPath);
           return ours.connect(port, u.hostname);
         },
         timeout: opts.timeoutMs ?? 5000,
@@ -96,8 +106,7 @@ export function httpFrom(
 /** A prior-knowledge h2c session over one connection from inside the namespace. */
 export function http2SessionFrom(netnsPath: string, ip: string, port: number): http2.ClientHttp2Session {
   return http2.connect(`http://${ip}:${port}`, {
-    createConnection: () =>
-      new net.Socket({ fd: connectableFd(netnsAt(netnsPath), 0), readable: true, writable: true }).connect(port, ip),
+    createConnection: () => podSocket(netnsPath).connect(port, ip),
   });
 }
 

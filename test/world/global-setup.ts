@@ -3,6 +3,8 @@
 // test workers have exited by then), processes of the mesh, or nodemesh rules in the root namespace.
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import { PODS_PIN_DIR } from "../../init-container/ebpf.ts";
+import { orphanCgroups, stalePodPins } from "./cgroup.ts";
 import { orphans, reapOrphans } from "./reaper.ts";
 
 const REPO = new URL("../..", import.meta.url).pathname;
@@ -41,9 +43,14 @@ export async function setup(): Promise<void> {
 export async function teardown(): Promise<void> {
   const problems: string[] = [];
   const left = orphans();
-  if (left.length > 0) {
+  const leftCgroups = orphanCgroups();
+  // Pods enrolled with --mode ebpf must have had their programs removed with their cgroups.
+  const pins = stalePodPins();
+  if (left.length > 0 || leftCgroups.length > 0 || pins.length > 0) {
     await reapOrphans();
-    problems.push(`network namespaces: ${left.join(", ")}`);
+    if (left.length > 0) problems.push(`network namespaces: ${left.join(", ")}`);
+    if (leftCgroups.length > 0) problems.push(`cgroups: ${leftCgroups.join(", ")}`);
+    if (pins.length > 0) problems.push(`eBPF pins: ${pins.map((id) => `${PODS_PIN_DIR}/${id}`).join(", ")}`);
   }
   const procs = leakedProcesses();
   if (procs.length > 0) problems.push(`processes:\n  ${procs.join("\n  ")}`);

@@ -1,8 +1,11 @@
 import { spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PIN_ROOT, podPinDir } from "../../init-container/ebpf.ts";
+import { modeUnavailable } from "../e2e/modes.ts";
+import { createCgroup, enterCgroupArgs, orphanCgroups, removeCgroup, TEST_CGROUP_DIR } from "./cgroup.ts";
 import { isAlive, newWorldPrefix, worldNamespaces } from "./netns.ts";
 import { orphans, reapOrphans } from "./reaper.ts";
 import { type Controller, type Place, type Pod, Proc, World, withWorld } from "./world.ts";
@@ -277,3 +280,81 @@ describe("cleanup", () => {
     expect(worldNamespaces().filter((name) => namespaces.includes(name))).toEqual([]);
   });
 });
+
+// Pod cgroups (the eBPF interception mode): processes run in them, and they go with their pods and
+// worlds — with the eBPF programs pinned for them — also when the owner died.
+const ebpfUnavailable = modeUnavailable("ebpf");
+describe.skipIf(ebpfUnavailable !== undefined)(
+  `pod cgroups${ebpfUnavailable ? ` (skipped: ${ebpfUnavailable})` : ""}`,
+  () => {
+    const CLI = new URL("../../init-container/cli.ts", import.meta.url).pathname;
+    const installEbpf = (world: World, pod: Pod) =>
+      world.exec(pod, NODE, [CLI, "--no-enroll", "--mode=ebpf", `--cgroup=${pod.cgroup}`]);
+
+    it("runs a pod's processes in its cgroup, and removes the cgroup and its eBPF pins with the pod and the world", async () => {
+      const world = await World.create({ nodes: 1, cgroups: true });
+      let cgroups: string[] = [];
+      let pinDirs: string[] = [];
+      try {
+        const [a, b] = [await world.addPod(world.nodes[0], "a"), await world.addPod(world.nodes[0], "b")];
+        cgroups = [a.cgroup!, b.cgroup!];
+        const own = (await world.exec(a, "cat", ["/proc/self/cgroup"])).stdout;
+        expect(own).toContain(`0::/${TEST_CGROUP_DIR}/${a.netns}\n`);
+        const spawned = world.spawn(b, "sh", ["-c", "cat /proc/self/cgroup; exec sleep 30"]);
+        await spawned.waitForLine(/^0::/);
+        expect(spawned.lines).toContain(`0::/${TEST_CGROUP_DIR}/${b.netns}`);
+        for (const pod of [a, b]) expect((await installEbpf(world, pod)).code).toBe(0);
+        pinDirs = [podPinDir(a.cgroup!), podPinDir(b.cgroup!)];
+        expect(pinDirs.every((dir) => existsSync(dir))).toBe(true);
+
+        await world.removePod(a);
+        expect(existsSync(cgroups[0])).toBe(false);
+        expect(existsSync(pinDirs[0])).toBe(false);
+        expect(existsSync(pinDirs[1])).toBe(true);
+      } finally {
+        await world.destroy();
+      }
+      expect(cgroups.filter((c) => existsSync(c))).toEqual([]);
+      expect(existsSync(PIN_ROOT)).toBe(false);
+    });
+
+    it("the reaper removes a dead owner's cgroup: kills what runs there, detaches and unpins its programs", async () => {
+      const deadPid = spawnSync("true").pid;
+      const netns = `${newWorldPrefix(deadPid)}cg`;
+      spawnSync("ip", ["netns", "add", netns]);
+      const cgroup = createCgroup(netns);
+      let inside: Proc | undefined;
+      try {
+        const r = spawnSync(
+          "nsenter",
+          [`--net=/run/netns/${netns}`, NODE, CLI, "--no-enroll", "--mode=ebpf", `--cgroup=${cgroup}`],
+          {
+            encoding: "utf8",
+          },
+        );
+        expect(r.status, r.stderr).toBe(0);
+        inside = new Proc("setpriv", [
+          "--pdeathsig",
+          "KILL",
+          "--",
+          ...enterCgroupArgs(cgroup),
+          "sh",
+          "-c",
+          "echo in; exec sleep 30",
+        ]);
+        await inside.waitForLine("in");
+        expect(orphanCgroups()).toContain(cgroup);
+
+        const reaped = await reapOrphans();
+        expect(reaped).toEqual(expect.arrayContaining([netns, cgroup]));
+        expect(await inside.exited).toEqual({ code: null, signal: "SIGKILL" });
+        expect(existsSync(cgroup)).toBe(false);
+        expect(existsSync(PIN_ROOT)).toBe(false);
+      } finally {
+        inside?.kill("SIGKILL");
+        spawnSync("ip", ["-force", "netns", "del", netns]);
+        await removeCgroup(cgroup).catch(() => {});
+      }
+    });
+  },
+);

@@ -13,6 +13,8 @@
  *   await world.removePod(client);
  *   await world.destroy();                                // idempotent
  *   await withWorld({ nodes: 1 }, async (world) => { ... });   // destroys even when the body throws
+ *   await World.create({ nodes: 2, cgroups: true });      // every pod also gets a cgroup (v2), pod.cgroup,
+ *                                                         // and its processes run in it (eBPF mode)
  *
  * Topology. Every address lives inside the world's namespaces and none has a route out of them.
  *
@@ -32,8 +34,11 @@
  * Cleanup is guaranteed three ways: destroy() (or withWorld); a hook on process exit, SIGINT and
  * SIGTERM that destroys every live world; and, for a test process killed outright, the parent-death
  * signal given to every process started here plus the reaper that deletes dead runs' namespaces.
+ * Pod cgroups (cgroup.ts) are named like their namespaces and go the same three ways, with the eBPF
+ * programs pinned for them.
  */
 import type { ChildProcess } from "node:child_process";
+import { createCgroup, enterCgroupArgs, removeCgroup, removeCgroupSync } from "./cgroup.ts";
 import {
   deleteNamespaces,
   deleteNamespacesSync,
@@ -68,6 +73,8 @@ export interface Pod extends Place {
   name: string;
   node: Node;
   ip: string;
+  /** The pod's cgroup (v2) directory, in a world created with `cgroups: true`. */
+  cgroup?: string;
 }
 
 export interface Controller extends Place {
@@ -76,6 +83,14 @@ export interface Controller extends Place {
 
 export interface WorldOptions {
   nodes: number;
+  /** Give every pod a cgroup (v2) and run its processes in it (cgroup.ts: cgroupsUnavailable()). */
+  cgroups?: boolean;
+}
+
+/** The cgroup of the pod whose namespace is at `netnsPath`, for clients that make sockets in-process. */
+const cgroupByNetns = new Map<string, string>();
+export function cgroupOfNetns(netnsPath: string): string | undefined {
+  return cgroupByNetns.get(netnsPath);
 }
 
 export interface ExecOptions {
@@ -106,8 +121,12 @@ export class World {
   readonly #execs = new Set<ChildProcess>();
   #controller: Controller | undefined;
   #destroyed: Promise<void> | undefined;
+  readonly #withCgroups: boolean;
+  /** Pod cgroups that exist: what destroy() removes. */
+  readonly #cgroups = new Set<string>();
 
-  private constructor(nodeCount: number) {
+  private constructor(nodeCount: number, withCgroups: boolean) {
+    this.#withCgroups = withCgroups;
     this.underlay = this.#place("ul");
     this.nodes = Array.from({ length: nodeCount }, (_, i) => ({
       ...this.#place(`n${i + 1}`),
@@ -124,7 +143,7 @@ export class World {
     if (!Number.isInteger(nodes) || nodes < 1 || nodes > MAX_NODES) {
       throw new RangeError(`nodes must be an integer from 1 to ${MAX_NODES}, got ${nodes}`);
     }
-    const world = new World(nodes);
+    const world = new World(nodes, options.cgroups ?? false);
     track(world); // before anything exists, so that even a half-built world is cleaned up
     try {
       await world.#build();
@@ -159,6 +178,11 @@ export class World {
     this.#pods.set(name, pod);
     const nodeSide = `vp${k}`;
     try {
+      if (this.#withCgroups) {
+        pod.cgroup = createCgroup(pod.netns);
+        this.#cgroups.add(pod.cgroup);
+        cgroupByNetns.set(pod.netnsPath, pod.cgroup);
+      }
       await this.#create(
         [pod.netns],
         [`link add eth0 netns ${pod.netns} type veth peer name ${nodeSide} netns ${node.netns}`],
@@ -220,6 +244,14 @@ export class World {
     await Promise.all(procs.map((proc) => proc.stop("SIGTERM", STOP_GRACE_MS)));
     await deleteNamespaces([pod.netns]);
     this.#namespaces.delete(pod.netns);
+    await this.#removeCgroup(pod);
+  }
+
+  async #removeCgroup(pod: Pod): Promise<void> {
+    if (!pod.cgroup) return;
+    cgroupByNetns.delete(pod.netnsPath);
+    await removeCgroup(pod.cgroup);
+    this.#cgroups.delete(pod.cgroup);
   }
 
   /** Adds the controller's namespace on the underlay, with routes to every node's pods. */
@@ -285,6 +317,11 @@ export class World {
       await Promise.all([...this.#procs.keys()].map((proc) => proc.stop("SIGTERM", STOP_GRACE_MS)));
       await deleteNamespaces(this.namespaces);
       this.#namespaces.clear();
+      for (const cgroup of [...this.#cgroups]) {
+        await removeCgroup(cgroup);
+        this.#cgroups.delete(cgroup);
+      }
+      for (const pod of this.#pods.values()) cgroupByNetns.delete(pod.netnsPath);
       untrack(this); // only on success: if deletion failed, the exit hook tries again
     })();
     return this.#destroyed;
@@ -297,6 +334,9 @@ export class World {
     for (const proc of this.#procs.keys()) proc.kill("SIGKILL");
     deleteNamespacesSync(this.namespaces);
     this.#namespaces.clear();
+    // bpftool cannot run here: the pins of these cgroups go with the next run's reaper.
+    for (const cgroup of this.#cgroups) removeCgroupSync(cgroup);
+    this.#cgroups.clear();
     untrack(this);
   }
 
@@ -313,7 +353,9 @@ export class World {
   #enter(place: Place, command: string, args: readonly string[]): string[] {
     if (this.#destroyed) throw new Error("this world has been destroyed");
     if (!this.#namespaces.has(place.netns)) throw new Error(`${place.netns} is not a namespace of this world`);
-    return ["--pdeathsig", "KILL", "--", "nsenter", `--net=${place.netnsPath}`, "--", command, ...args];
+    const cgroup = (place as Partial<Pod>).cgroup;
+    const enter = cgroup ? enterCgroupArgs(cgroup) : [];
+    return ["--pdeathsig", "KILL", "--", ...enter, "nsenter", `--net=${place.netnsPath}`, "--", command, ...args];
   }
 
   /**
