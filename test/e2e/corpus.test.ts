@@ -11,6 +11,8 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import type http2 from "node:http2";
+import type net from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TUNNEL_PORT } from "../../api/dataplane.ts";
@@ -42,13 +44,38 @@ import {
 import type { UnixRawArgs, UnixRawReply } from "./clients/unix-raw.ts";
 import { eventually } from "./eventually.ts";
 import { Mesh } from "./mesh.ts";
-import { httpFrom } from "./netns-client.ts";
+import { connectFrom, http2Get, http2SessionFrom, httpFrom } from "./netns-client.ts";
 
 const corpus = loadCorpus();
 const VIP = "10.96.0.10";
 const REST_PORT = 8080;
 const GRPC_PORT = 15012;
 const UNIX_RAW = new URL("./clients/unix-raw.ts", import.meta.url).pathname;
+
+/** One GET on an open HTTP/1.1 keep-alive connection: the status, once the whole answer came (5 s at most). */
+function keepAliveGet(socket: net.Socket): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("close", onClose);
+      if (err) reject(err);
+      else resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]));
+    };
+    const onData = (c: Buffer) => {
+      text += c.toString("latin1");
+      const end = text.indexOf("\r\n\r\n");
+      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(text)?.[1] ?? Number.NaN);
+      if (end >= 0 && text.length >= end + 4 + length) done();
+    };
+    const onClose = () => done(new Error(`the connection closed; got ${JSON.stringify(text.slice(0, 200))}`));
+    const timer = setTimeout(() => done(new Error("no answer within 5 s")), 5000);
+    socket.on("data", onData);
+    socket.once("close", onClose);
+    socket.write("GET /steady-h1 HTTP/1.1\r\nHost: server\r\n\r\n");
+  });
+}
 
 interface Served {
   http: number;
@@ -84,6 +111,9 @@ describe("the bad-input corpus against a live two-node mesh", () => {
   let enrolledOnNode1: string;
   const keys = { mesh: "", other: randomBytes(32).toString("hex") };
   let selfSigned: { key: string; cert: string };
+  /** The bystander's connections opened before the first case: each must keep being served. */
+  let steadyH2: http2.ClientHttp2Session;
+  let steadyH1: net.Socket;
   const results: Result[] = [];
   let fresh = 0;
 
@@ -199,6 +229,12 @@ describe("the bad-input corpus against a live two-node mesh", () => {
       const r = await httpFrom(bystander.netnsPath, `http://${VIP}/ready`).catch(() => undefined);
       return r?.status === 200 ? true : undefined;
     });
+    steadyH2 = http2SessionFrom(bystander.netnsPath, VIP, 81);
+    steadyH2.on("error", () => {});
+    expect((await http2Get(steadyH2, "/steady")).status).toBe(200);
+    steadyH1 = await connectFrom(bystander.netnsPath, VIP, 80);
+    steadyH1.on("error", () => {});
+    expect(await keepAliveGet(steadyH1)).toBe(200);
     procs = [
       { name: "controller", proc: mesh.controller!.proc, pid: mesh.controller!.proc.pid },
       { name: "agent node-1", proc: a1.proc, pid: a1.proc.pid },
@@ -249,18 +285,34 @@ describe("the bad-input corpus against a live two-node mesh", () => {
       );
       console.log(`bad-input corpus: ${results.length} cases; ${byFamily.join(", ")}\n${lines.join("\n")}`);
     }
+    steadyH2?.destroy();
+    steadyH1?.destroy();
     await mesh?.destroy();
   });
 
-  /** Everyone keeps being served: same processes, and the bystander's request across the nodes. */
-  async function expectEveryoneServed(): Promise<void> {
+  /** Lines the mesh's processes logged at error level or above (a failed worker, a handler that threw). */
+  const errorLines = (): string[] =>
+    procs.filter((p) => p.name !== "app").flatMap((p) => p.proc.lines.filter((l) => /"level":(50|60)/.test(l)));
+
+  /**
+   * Everyone keeps being served: same processes, nothing logged at error level, the bystander's
+   * connections opened before the first case (HTTP/1.1 keep-alive, HTTP/2) and a new request of
+   * its, across the nodes.
+   */
+  async function expectEveryoneServed(errorsBefore: ReadonlySet<string>): Promise<void> {
     for (const p of procs) {
       expect(p.proc.exit, `${p.name} exited`).toBeUndefined();
       expect(p.proc.pid, `${p.name} was replaced`).toBe(p.pid);
     }
+    expect(
+      errorLines().filter((l) => !errorsBefore.has(l)),
+      "errors logged by the mesh",
+    ).toEqual([]);
     const reply = await httpFrom(bystander.netnsPath, `http://${VIP}/legit`, { timeoutMs: 5000 });
     expect(reply.status, `the bystander's request: ${reply.body}`).toBe(200);
     expect(JSON.parse(reply.body).pod).toBe("server");
+    expect((await http2Get(steadyH2, "/steady")).status, "the bystander's HTTP/2 connection").toBe(200);
+    expect(await keepAliveGet(steadyH1), "the bystander's keep-alive connection").toBe(200);
   }
 
   /** Runs one case: its driver, then every check the corpus promises. */
@@ -273,6 +325,7 @@ describe("the bad-input corpus against a live two-node mesh", () => {
     const test = c.knownBug ? it.fails : it;
     test(c.name, async () => {
       const before = await served();
+      const errorsBefore = new Set(errorLines());
       const t0 = performance.now();
       let outcome: Outcome = { tokens: ["driver-failed"], text: "" };
       const result: Result = {
@@ -292,7 +345,7 @@ describe("the bad-input corpus against a live two-node mesh", () => {
         result.ms = performance.now() - t0;
       }
       try {
-        await check(c.expect, before, outcome, after);
+        await check(c.expect, before, errorsBefore, outcome, after);
       } catch (err) {
         result.failure = (err as Error).message.split("\n")[0];
         throw err;
@@ -301,9 +354,15 @@ describe("the bad-input corpus against a live two-node mesh", () => {
     });
   }
 
-  async function check(exp: Expect, before: Served, outcome: Outcome, after?: () => Promise<void>): Promise<void> {
+  async function check(
+    exp: Expect,
+    before: Served,
+    errorsBefore: ReadonlySet<string>,
+    outcome: Outcome,
+    after?: () => Promise<void>,
+  ): Promise<void> {
     const now = await served();
-    await expectEveryoneServed();
+    await expectEveryoneServed(errorsBefore);
     await after?.();
     const smuggled = now.recent.filter((r) => /smuggled/i.test(`${r.path} ${JSON.stringify(r.headers)}`));
     expect(smuggled, "requests the app should never have seen").toEqual([]);
