@@ -29,6 +29,11 @@ export interface Expect {
   appSeesAtMost?: number;
   /** A substring of the answer's body or status details. */
   message?: string;
+  /**
+   * What the app read of the case's (last) request: its path exactly, and headers (lower-case
+   * names) whose value must match a regular expression, or be absent (null).
+   */
+  appSaw?: { path?: string; headers?: Record<string, string | null> };
 }
 
 interface CaseBase {

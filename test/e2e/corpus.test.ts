@@ -373,6 +373,16 @@ describe("the bad-input corpus against a live two-node mesh", () => {
     const shown = `got: ${outcome.tokens.join(" ")} | ${outcome.text.slice(0, 300)}`;
     expect(outcomeMatches(exp.outcome, outcome.tokens), shown).toBe(true);
     if (exp.message !== undefined) expect(outcome.text, shown).toContain(exp.message);
+    if (exp.appSaw) {
+      const last = now.recent.at(-1);
+      expect(last, "the app's last request").toBeDefined();
+      if (exp.appSaw.path !== undefined) expect(last!.path, "the path the app read").toBe(exp.appSaw.path);
+      for (const [name, want] of Object.entries(exp.appSaw.headers ?? {})) {
+        const value = last!.headers[name];
+        if (want === null) expect(value, `header ${name} at the app`).toBeUndefined();
+        else expect(String(value), `header ${name} at the app`).toMatch(new RegExp(want));
+      }
+    }
   }
 
   describe(`http1: ${corpus.http1.description}`, () => {
