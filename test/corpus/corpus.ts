@@ -51,10 +51,11 @@ interface CaseBase {
 export interface Http1Case extends CaseBase {
   /**
    * outbound: a meshed client pod to a Service port declared http; outbound-detect: to a port with
-   * no declared protocol (the agent detects it); inbound: an unmeshed pod straight to the meshed
-   * server pod's port (its inbound listener).
+   * no declared protocol (the agent detects it); outbound-h2port: to a port declared http2 (the
+   * agent speaks HTTP/2 upstream); inbound: an unmeshed pod straight to the meshed server pod's
+   * port (its inbound listener).
    */
-  target: "outbound" | "outbound-detect" | "inbound";
+  target: "outbound" | "outbound-detect" | "outbound-h2port" | "inbound";
   send: string;
 }
 
@@ -172,6 +173,8 @@ export interface RestCase extends CaseBase {
 export interface ControllerGrpcCase extends CaseBase {
   /** The bootstrap token: the real one (default), none, or a wrong one. */
   auth?: "token" | "none" | "wrong";
+  /** Present node-1's node certificate (from its agent's state dir) as the TLS client certificate. */
+  clientCertificate?: "node-1";
   /** The node secret: a fresh random one (default), none, or one that is not 32-128 base64url characters. */
   secret?: "random" | "none" | "malformed";
   /** Request path (default the Connect method) and content-type (default application/grpc). */

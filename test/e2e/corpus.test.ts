@@ -388,8 +388,9 @@ describe("the bad-input corpus against a live two-node mesh", () => {
   describe(`http1: ${corpus.http1.description}`, () => {
     for (const c of corpus.http1.cases) {
       runCase("http1", c, async () => {
-        const [from, ip, port] =
-          c.target === "inbound" ? [stranger, server.ip, 8080] : [client, VIP, c.target === "outbound" ? 80 : 82];
+        const ports = { outbound: 80, "outbound-detect": 82, "outbound-h2port": 81, inbound: 8080 };
+        const [from, ip] = c.target === "inbound" ? [stranger, server.ip] : [client, VIP];
+        const port = ports[c.target];
         const x = await sendHttp1(from.netnsPath, ip, port, c, vars());
         return { tokens: http1Tokens(x), text: x.data.toString("latin1") };
       });
@@ -468,6 +469,13 @@ describe("the bad-input corpus against a live two-node mesh", () => {
           : { "nodemesh-node-secret": secret === "random" ? randomBytes(32).toString("base64url") : "short!" }),
         ...Object.fromEntries((c.extraHeaders ?? []).map(([n, val]) => [n, expand(val, v)])),
       };
+      const stateDir = mesh.agents.get(n1)!.stateDir;
+      const certificate = c.clientCertificate
+        ? {
+            cert: readFileSync(join(stateDir, "node-cert.pem"), "utf8"),
+            key: readFileSync(join(stateDir, "node-key.pem"), "utf8"),
+          }
+        : undefined;
       return controllerCall(
         n1.netnsPath,
         ip,
@@ -477,6 +485,7 @@ describe("the bad-input corpus against a live two-node mesh", () => {
         controllerBody(c, v),
         c.keepOpen ?? false,
         c.waitMs ?? 3000,
+        certificate,
       );
     };
     for (const c of corpus["controller-grpc"].cases)

@@ -407,6 +407,7 @@ export async function controllerCall(
   body: Buffer,
   keepOpen: boolean,
   waitMs: number,
+  clientCertificate?: { cert: string; key: string },
 ): Promise<Outcome> {
   let socket: net.Socket;
   try {
@@ -416,7 +417,13 @@ export async function controllerCall(
   }
   const session = http2.connect(`https://${ip}:${port}`, {
     createConnection: () =>
-      tls.connect({ socket, ca, ALPNProtocols: ["h2"], checkServerIdentity: () => undefined }) as unknown as net.Socket,
+      tls.connect({
+        socket,
+        ca,
+        ALPNProtocols: ["h2"],
+        checkServerIdentity: () => undefined,
+        ...(clientCertificate ?? {}),
+      }) as unknown as net.Socket,
   });
   session.on("error", () => {});
   const tokens: string[] = [];
