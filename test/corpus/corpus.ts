@@ -52,10 +52,10 @@ export interface Http1Case extends CaseBase {
   /**
    * outbound: a meshed client pod to a Service port declared http; outbound-detect: to a port with
    * no declared protocol (the agent detects it); outbound-h2port: to a port declared http2 (the
-   * agent speaks HTTP/2 upstream); inbound: an unmeshed pod straight to the meshed server pod's
+   * agent speaks HTTP/2 upstream); outbound-grpcport: to the port declared grpc; inbound: an unmeshed pod straight to the meshed server pod's
    * port (its inbound listener).
    */
-  target: "outbound" | "outbound-detect" | "outbound-h2port" | "inbound";
+  target: "outbound" | "outbound-detect" | "outbound-h2port" | "outbound-grpcport" | "inbound";
   send: string;
 }
 

@@ -388,7 +388,13 @@ describe("the bad-input corpus against a live two-node mesh", () => {
   describe(`http1: ${corpus.http1.description}`, () => {
     for (const c of corpus.http1.cases) {
       runCase("http1", c, async () => {
-        const ports = { outbound: 80, "outbound-detect": 82, "outbound-h2port": 81, inbound: 8080 };
+        const ports = {
+          outbound: 80,
+          "outbound-detect": 82,
+          "outbound-h2port": 81,
+          "outbound-grpcport": 9090,
+          inbound: 8080,
+        };
         const [from, ip] = c.target === "inbound" ? [stranger, server.ip] : [client, VIP];
         const port = ports[c.target];
         const x = await sendHttp1(from.netnsPath, ip, port, c, vars());
