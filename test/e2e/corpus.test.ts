@@ -427,6 +427,20 @@ describe("the bad-input corpus against a live two-node mesh", () => {
     }
   });
 
+  /**
+   * Node-1's pods are the ones enrolled before the first case. A pod a case enrolled is removed
+   * (as the node, privileged) before the case fails, so that the cases after it start as before.
+   */
+  const expectPodsUnchanged = async (): Promise<void> => {
+    const now = await enrolledPods();
+    if (now === enrolledOnNode1) return;
+    const before = new Set(enrolledOnNode1.split(","));
+    for (const pod of now.split(",").filter((p) => !before.has(p))) {
+      await unixRaw(n1, Buffer.from(`DELETE /v1/pods/${pod} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`), 5000);
+    }
+    expect(now, "the pods enrolled on node-1").toBe(enrolledOnNode1);
+  };
+
   describe(`enrollment: ${corpus.enrollment.description}`, () => {
     const callers = (c: EnrollmentCase) => ({ node: n1, client, stranger })[c.from];
     for (const c of corpus.enrollment.cases) {
@@ -434,7 +448,7 @@ describe("the bad-input corpus against a live two-node mesh", () => {
         "enrollment",
         c,
         async () => jsonAnswerTokens(await unixRaw(callers(c), enrollmentBytes(c, vars()), c.waitMs ?? 3000)),
-        async () => expect(await enrolledPods(), "the pods enrolled on node-1").toBe(enrolledOnNode1),
+        expectPodsUnchanged,
       );
     }
   });
