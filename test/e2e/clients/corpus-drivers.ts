@@ -368,7 +368,7 @@ export async function flood(from: string, ip: string, port: number, bytes: Buffe
   );
   for (const s of sockets) s?.destroy();
   // The server counts a client's watches down as it sees them close.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await new Promise((resolve) => setTimeout(resolve, 1000));
   const counts = new Map<string, number>();
   for (const s of statuses) counts.set(s, (counts.get(s) ?? 0) + 1);
   return { tokens: [...counts].map(([s, n]) => `${s}x${n}`), text: "" };
