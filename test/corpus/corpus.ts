@@ -110,9 +110,9 @@ export interface FrameSpec {
 export interface H2Case extends CaseBase {
   /**
    * outbound-h2 / outbound-grpc / outbound-http: a meshed client pod to a Service port declared
-   * http2 / grpc / http; inbound-h2 / inbound-grpc: an unmeshed pod to the server pod's ports.
+   * http2 / grpc / http; outbound-detect: to one with no declared protocol; inbound-h2 / inbound-grpc: an unmeshed pod to the server pod's ports.
    */
-  target: "outbound-h2" | "outbound-grpc" | "outbound-http" | "inbound-h2" | "inbound-grpc";
+  target: "outbound-h2" | "outbound-grpc" | "outbound-http" | "outbound-detect" | "inbound-h2" | "inbound-grpc";
   /** Replaces the client preface (text with escapes); default: the preface, then an empty SETTINGS. */
   preface?: string;
   frames: FrameSpec[];

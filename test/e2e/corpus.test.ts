@@ -407,6 +407,7 @@ describe("the bad-input corpus against a live two-node mesh", () => {
     "outbound-h2": () => [client, VIP, 81],
     "outbound-grpc": () => [client, VIP, 9090],
     "outbound-http": () => [client, VIP, 80],
+    "outbound-detect": () => [client, VIP, 82],
     "inbound-h2": () => [stranger, server.ip, 8080],
     "inbound-grpc": () => [stranger, server.ip, 9090],
   } as const;
