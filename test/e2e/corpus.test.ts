@@ -2,9 +2,11 @@
 // agent per node sharing a tunnel key, a meshed client and a meshed bystander on node-1, an unmeshed
 // stranger on node-1, and the meshed sample app on node-2. Every case of test/corpus/*.json is one
 // test, named by its family and name. For each case: what came back matches the case's expectation;
-// no process of the mesh died or was replaced (same pids); the app served exactly as many requests
-// as the case allows (none, unless it says otherwise) and never one whose path says "smuggled"; and
-// the bystander's request through the mesh, across the nodes, still succeeds. Cases that show a
+// no process of the mesh died, was replaced (same pids) or logged an error; the app served exactly
+// as many requests as the case allows (none, unless it says otherwise) and never one whose path or
+// headers say "smuggled"; the bystander's connections opened before the first case (HTTP/1.1
+// keep-alive, HTTP/2) and a new request of its, through the mesh across the nodes, are served; per
+// family, the agents' controller streams and node-1's enrolled pods are unchanged. Cases that show a
 // known bug (`knownBug`) run as it.fails, so they start failing once the bug is fixed. At the end
 // every case's outcome is printed, by family.
 
