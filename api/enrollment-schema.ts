@@ -10,6 +10,7 @@ const MAX_PORT_RANGES = 256;
 const MAX_LABELS = 256;
 const LABEL_NAME = "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?";
 const LABEL_KEY = new RegExp(`^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?${LABEL_NAME}$`);
+const LABEL_KEY_RULE = "label keys follow Kubernetes' rules: [prefix/]name, name up to 63 of [A-Za-z0-9-_.]";
 const LABEL_VALUE = new RegExp(`^(${LABEL_NAME})?$`);
 
 const dnsLabel = (key: string) => {
@@ -37,17 +38,12 @@ export const PodEnrollmentSchema = z.strictObject({
   // at most 63): what a pod's labels can be, and nothing a handshake or a metric label chokes on.
   labels: z
     .record(
-      z
-        .string()
-        .regex(LABEL_KEY, "label keys follow Kubernetes' rules: [prefix/]name, name up to 63 of [A-Za-z0-9-_.]"),
+      z.string().regex(LABEL_KEY, LABEL_KEY_RULE),
       z
         .string({ error: "label values must be strings" })
         .regex(LABEL_VALUE, "label values are up to 63 of [A-Za-z0-9-_.]"),
       {
-        error: (issue) =>
-          issue.code === "invalid_key"
-            ? "label keys follow Kubernetes' rules: [prefix/]name, name up to 63 of [A-Za-z0-9-_.]"
-            : "labels must be an object of strings",
+        error: (issue) => (issue.code === "invalid_key" ? LABEL_KEY_RULE : "labels must be an object of strings"),
       },
     )
     .refine((labels) => Object.keys(labels).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`)
@@ -74,6 +70,12 @@ export function validateEnrollment(
 ): { ok: true; value: PodEnrollment } | { ok: false; field: string; message: string } {
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
     return { ok: false, field: "", message: "body must be a JSON object" };
+  }
+  // zod leaves a "__proto__" key out of a record unchecked (prototype safety); JSON.parse makes it an
+  // own key, and it is no label key either.
+  const labels = (body as { labels?: unknown }).labels;
+  if (typeof labels === "object" && labels !== null && Object.hasOwn(labels, "__proto__")) {
+    return { ok: false, field: "labels.__proto__", message: LABEL_KEY_RULE };
   }
   const parsed = PodEnrollmentSchema.safeParse(body);
   if (!parsed.success) {
