@@ -337,8 +337,10 @@ export class Dataplane implements DataplaneContext {
     (server as ServerWithFd)[LISTENER_FD] = fd;
     return new Promise((resolve, reject) => {
       server.once("error", reject);
-      // A deep queue: while agents change over, connections wait in it (listener-holder.ts).
-      server.listen({ fd, backlog: LISTEN_BACKLOG }, () => {
+      // A deep queue: while agents change over, connections wait in it (listener-holder.ts). Given
+      // a descriptor, Node takes the backlog from its second argument only (`{ fd, backlog }` was
+      // ignored: the queues were 511 deep, and overflowed when a restart took 4 s at 1000 req/s).
+      server.listen({ fd }, LISTEN_BACKLOG, () => {
         server.removeListener("error", reject);
         server.on("error", (err) => this.log.error({ pod: pod.key, port, err: err.message }, "listener error"));
         resolve(server);
