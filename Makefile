@@ -108,6 +108,7 @@ COMPARE_ARGS := $(if $(QUICK),--duration 2 --saturation-duration 1 --bulk-durati
 bench: build
 	node test/bench/compare.ts $(COMPARE_ARGS)
 	node test/bench/control-plane.ts $(if $(QUICK),--quick,)
+	node test/bench/restart.ts $(if $(QUICK),--quick,)
 
 # The prebuilt eBPF objects (committed; bpf/objects.test.ts fails when they differ from a fresh
 # build). bpf-vmlinux regenerates bpf/vmlinux.h from the running kernel's BTF (then run make bpf).

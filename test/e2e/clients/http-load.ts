@@ -7,6 +7,7 @@
 // answered. Open loop (`rate`): request i is sent at start + i / rate whatever the answers, so a
 // slow or refusing server cannot slow the offered load down. Prints one JSON line (LoadReport).
 
+import http2 from "node:http2";
 import { performance } from "node:perf_hooks";
 import { buildConnector, Pool } from "undici";
 
@@ -23,8 +24,12 @@ export interface LoadArgs {
   body?: string;
   /** Per request, headers and body. Default 10 000. */
   timeoutMs?: number;
-  /** "h1" (default) or "h2": cleartext HTTP/2 with prior knowledge (undici's useH2c). */
-  protocol?: "h1" | "h2";
+  /**
+   * "h1" (default); "h2": cleartext HTTP/2 with prior knowledge (undici's useH2c); "h2-node": the
+   * same with node:http2, which honours GOAWAY (later requests go on a new connection; undici 7
+   * fails one request per GOAWAY).
+   */
+  protocol?: "h1" | "h2" | "h2-node";
   /** Include `results`, one entry per request in sending order. */
   details?: boolean;
 }
@@ -81,11 +86,95 @@ function quantile(sorted: number[], q: number): number {
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
 
+interface Answer {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+}
+
+/**
+ * An HTTP/2 client as browsers, Go or grpc-js behave: on GOAWAY the streams in flight finish on
+ * the old connection and later requests open a new one; a request the server refused unprocessed
+ * (REFUSED_STREAM, RFC 9113 §8.7) is sent again once, on a new connection.
+ */
+class Unprocessed extends Error {
+  constructor() {
+    super("refused unprocessed (REFUSED_STREAM)");
+  }
+}
+
+class GoawayAwareH2 {
+  private session: http2.ClientHttp2Session | undefined;
+  private readonly origin: string;
+  private readonly timeoutMs: number;
+
+  constructor(origin: string, timeoutMs: number) {
+    this.origin = origin;
+    this.timeoutMs = timeoutMs;
+  }
+
+  private current(): http2.ClientHttp2Session {
+    if (!this.session) {
+      const session = http2.connect(this.origin);
+      const forget = () => {
+        if (this.session === session) this.session = undefined;
+      };
+      session.on("error", forget);
+      session.on("goaway", forget);
+      session.on("close", forget);
+      this.session = session;
+    }
+    return this.session;
+  }
+
+  async request(path: string, method: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
+    try {
+      return await this.once(path, method, headers, body);
+    } catch (err) {
+      if (!(err instanceof Unprocessed)) throw err;
+      return this.once(path, method, headers, body);
+    }
+  }
+
+  private once(path: string, method: string, headers: Record<string, string>, body?: string): Promise<Answer> {
+    return new Promise((resolve, reject) => {
+      const req = this.current().request({ ":method": method, ":path": path, ...headers });
+      const chunks: Buffer[] = [];
+      let answer: Omit<Answer, "text"> | undefined;
+      req.setTimeout(this.timeoutMs, () => req.close(http2.constants.NGHTTP2_CANCEL));
+      req.on("response", (h) => {
+        answer = { statusCode: Number(h[":status"]), headers: h };
+      });
+      req.on("data", (chunk: Buffer) => chunks.push(chunk));
+      req.on("end", () =>
+        answer ? resolve({ ...answer, text: Buffer.concat(chunks).toString() }) : reject(new Error("no response")),
+      );
+      req.on("error", (err) =>
+        reject(req.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM ? new Unprocessed() : err),
+      );
+      req.on("close", () => {
+        if (answer) return;
+        reject(
+          req.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM
+            ? new Unprocessed()
+            : new Error(`stream closed (code ${req.rstCode})`),
+        );
+      });
+      req.end(body);
+    });
+  }
+
+  close(): void {
+    this.session?.close();
+  }
+}
+
 export async function runLoad(args: LoadArgs): Promise<LoadReport> {
   const url = new URL(args.url);
   const concurrency = Math.max(1, args.concurrency ?? 1);
   const timeoutMs = args.timeoutMs ?? 10_000;
   const h2 = args.protocol === "h2";
+  const nodeH2 = args.protocol === "h2-node" ? new GoawayAwareH2(url.origin, timeoutMs) : undefined;
   // Open loop: as many connections as requests may be outstanding; closed loop: one per worker.
   // A Pool drops `useH2c` (not in the typings) when it builds its connector: h2 gets its own.
   const pool = new Pool(url.origin, {
@@ -109,13 +198,13 @@ export async function runLoad(args: LoadArgs): Promise<LoadReport> {
     const result: RequestResult = { status: 0, ms: 0, sentAt: round(sent - start) };
     results[i] = result;
     try {
-      const res = await pool.request({
-        path,
-        method: (args.method ?? "GET") as "GET",
-        headers: args.headers,
-        body: args.body,
-      });
-      const text = await res.body.text();
+      const method = args.method ?? "GET";
+      const res: Answer = nodeH2
+        ? await nodeH2.request(path, method, args.headers, args.body)
+        : await pool
+            .request({ path, method: method as "GET", headers: args.headers, body: args.body })
+            .then(async (r) => ({ statusCode: r.statusCode, headers: r.headers, text: await r.body.text() }));
+      const text = res.text;
       result.status = res.statusCode;
       const nm = res.headers["x-nodemesh-error"];
       if (nm !== undefined) result.nmError = String(nm);
@@ -161,6 +250,7 @@ export async function runLoad(args: LoadArgs): Promise<LoadReport> {
   }
   const durationMs = round(performance.now() - start);
   await pool.close().catch(() => {});
+  nodeH2?.close();
 
   const report: LoadReport = {
     requests: args.requests,
