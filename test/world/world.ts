@@ -392,6 +392,10 @@ export class World {
             `addr add ${node.underlayIp}/24 dev ul0`,
             "link set ul0 up",
             `addr add ${node.gatewayIp}/24 dev br0`,
+            // A bridge without an address of its own takes its lowest port's, and changes it when
+            // a pod with a lower one joins: the other pods' ARP entries for the gateway then point
+            // at a pod's veth, and their traffic fails for seconds (ENETUNREACH, resets).
+            `link set br0 address 02:6e:6d:00:${node.index.toString(16).padStart(2, "0")}:01`,
             "link set br0 up",
             ...nodes
               .filter((other) => other !== node)
