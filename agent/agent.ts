@@ -1,7 +1,7 @@
 // The node agent's control thread: it owns the enrollment socket, the admin listener, the
 // service table and the data-plane workers, and wires them together. It forwards no traffic.
 
-import type { Server } from "node:http";
+import type { Server } from "node:net";
 import pino, { type Logger } from "pino";
 import { Registry } from "../api/prom.ts";
 import { parseTraffic, type ServiceTable } from "../api/services.ts";

@@ -7,8 +7,8 @@
 // network: kubelet, an operator, the tests) may name any pod namespace, list and remove any pod.
 
 import { chmodSync, mkdirSync, rmSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import type { Socket } from "node:net";
+import { createServer } from "node:http";
+import { createServer as createNetServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import { validateEnrollment } from "../../api/enrollment-schema.ts";
@@ -24,7 +24,14 @@ import { EnrollmentConflict, type PodRegistry, podAddressProblem } from "./pods.
  * privileged holds at most `connectionsPerCaller` connections (counted per network namespace; more
  * are closed at once), and a request must arrive whole within `requestTimeoutMs`.
  */
-export const ENROLLMENT_LIMITS = { bodyBytes: 64 * 1024, connectionsPerCaller: 8, requestTimeoutMs: 5000 } as const;
+export const ENROLLMENT_LIMITS = {
+  bodyBytes: 64 * 1024,
+  connectionsPerCaller: 8,
+  requestTimeoutMs: 5000,
+  /** A connection over a caller's limit is closed after this, unread; at most `heldPerCaller` wait so. */
+  refusalDelayMs: 1000,
+  heldPerCaller: 64,
+} as const;
 const POD_PATH = /^\/v1\/pods\/([a-z0-9-]+)\/([a-z0-9-]+)$/;
 
 interface Caller {
@@ -145,7 +152,7 @@ export async function startEnrollmentServer(
         if (req.url === HANDOVER_PATH && req.method === "POST") {
           if (!caller.privileged) throw forbidden("only a privileged caller (a new agent of this node) may take over");
           // No enrollment from now on: the successor reads the pods' state once we answered.
-          server.close();
+          gate.close();
           hooks.handOver();
           return sendJson(res, 200, { status: "handed over", pid: process.pid });
         }
@@ -160,29 +167,45 @@ export async function startEnrollmentServer(
       }
     },
   );
+  // The socket is the gate's: a caller over its limit is turned away before any HTTP machinery
+  // exists for its connection, and held a while first, so that a flooding pod waits instead of
+  // reconnecting as fast as the agent can refuse (100,000 refusals in 6 s grew the agent by 100 MB).
   const openPerCaller = new Map<number, number>(); // netns inode (0: unidentified) → connections
-  server.on("connection", (socket: Socket) => {
+  const heldPerCaller = new Map<number, number>();
+  const bump = (map: Map<number, number>, key: number, by: number) => {
+    const n = (map.get(key) ?? 0) + by;
+    if (n === 0) map.delete(key);
+    else map.set(key, n);
+  };
+  const gate = createNetServer({ pauseOnConnect: true }, (socket) => {
+    socket.on("error", () => {});
     const caller = callerOf(socket);
-    if (caller.privileged) return;
     const key = caller.netns?.inode ?? 0;
-    const open = openPerCaller.get(key) ?? 0;
-    if (open >= ENROLLMENT_LIMITS.connectionsPerCaller) {
-      socket.destroy();
+    if (!caller.privileged && (openPerCaller.get(key) ?? 0) >= ENROLLMENT_LIMITS.connectionsPerCaller) {
+      if ((heldPerCaller.get(key) ?? 0) >= ENROLLMENT_LIMITS.heldPerCaller) {
+        socket.destroy();
+        return;
+      }
+      bump(heldPerCaller, key, 1);
+      socket.once("close", () => bump(heldPerCaller, key, -1));
+      setTimeout(() => socket.destroy(), ENROLLMENT_LIMITS.refusalDelayMs).unref();
       return;
     }
-    openPerCaller.set(key, open + 1);
-    socket.once("close", () => {
-      const left = (openPerCaller.get(key) ?? 1) - 1;
-      if (left === 0) openPerCaller.delete(key);
-      else openPerCaller.set(key, left);
-    });
+    if (!caller.privileged) {
+      bump(openPerCaller, key, 1);
+      socket.once("close", () => bump(openPerCaller, key, -1));
+    }
+    server.emit("connection", socket);
+    socket.resume();
   });
+  gate.once("close", () => server.close(() => {})); // stops the HTTP server's timeout sweep
   mkdirSync(dirname(socketPath), { recursive: true });
   rmSync(socketPath, { force: true }); // a stale socket from a previous run
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(socketPath, () => resolve());
+    gate.once("error", reject);
+    gate.listen(socketPath, () => resolve());
   });
+  server.emit("listening"); // the HTTP server never listens itself; its request-timeout sweep starts on this
   chmodSync(socketPath, 0o660);
-  return server;
+  return gate;
 }
