@@ -7,6 +7,8 @@
 //   nodemesh opaque TCP a Service port declared `tcp`: bytes forwarded, no HTTP parsing
 //   nodemesh HTTP/1.1   a Service port declared `http`, with a TrafficPolicy (retries), metrics on
 //   nodemesh gRPC       a Service port declared `grpc` (HTTP/2 end to end)
+//   nodemesh eBPF       the same three, from a client pod intercepted by the eBPF programs (bpf/)
+//                       instead of iptables (skipped, with the reason, where eBPF cannot run)
 //   HAProxy tcp / http  HAProxy 2.6 in `mode tcp` / `mode http` in both pods
 //
 // "nodemesh" is the mesh as it ships: a controller (the CA) and agents whose tunnels are mutual
@@ -34,6 +36,7 @@ import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import type { LoadArgs, LoadReport } from "../e2e/clients/http-load.ts";
 import { BUILT_CLI, Mesh } from "../e2e/mesh.ts";
+import { modeUnavailable } from "../e2e/modes.ts";
 import { httpFrom } from "../e2e/netns-client.ts";
 import { type Node, type Pod, type Proc, World } from "../world/world.ts";
 import { h2loadAtRate, h2loadSaturation, type Latency, WARM_UP_S } from "./h2load.ts";
@@ -85,7 +88,7 @@ const OPAQUE_APP_PORT = 8081;
 const wanted = (label: string) => !ONLY || ONLY.test(label);
 
 export type Location = "same-node" | "cross-node";
-export type System = "direct" | "nodemesh" | "nodemesh plaintext" | "HAProxy";
+export type System = "direct" | "nodemesh" | "nodemesh eBPF" | "nodemesh plaintext" | "HAProxy";
 export type Protocol = "HTTP/1.1" | "gRPC" | "opaque TCP" | "tcp" | "http";
 
 export interface PathResult {
@@ -139,7 +142,10 @@ const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 
 if (!existsSync(BUILT_CLI)) throw new Error(`${BUILT_CLI} is missing: run npm run build (make bench does)`);
 // Node 3 carries no traffic: its agent gives the idle memory and the memory per enrolled pod.
-const world = await World.create({ nodes: 3 });
+// Pods get cgroups (v2) when the eBPF mode can run here: its client pod is intercepted through its cgroup.
+const EBPF_UNAVAILABLE = modeUnavailable("ebpf");
+if (EBPF_UNAVAILABLE) log(`no eBPF columns: ${EBPF_UNAVAILABLE}`);
+const world = await World.create({ nodes: 3, cgroups: !EBPF_UNAVAILABLE });
 // The agents run as built (dist/), as production runs them: running from source costs every
 // thread TypeScript's type stripper (about 17 MB each).
 const mesh = new Mesh(world, { cli: BUILT_CLI, agentArgs: values["agent-args"].split(" ").filter(Boolean) });
@@ -149,6 +155,7 @@ try {
     plainClient: await world.addPod(n1, "plain-client"),
     meshClient: await world.addPod(n1, "mesh-client"),
     haproxyClient: await world.addPod(n1, "haproxy-client"),
+    ebpfClient: EBPF_UNAVAILABLE ? undefined : await world.addPod(n1, "ebpf-client"),
   };
   // One backend per system and location, all running the same workload.
   const backends = {} as Record<`${System}-${Location}`, Pod>;
@@ -246,16 +253,23 @@ spec:
     }
   }
   await mesh.enroll(pods.meshClient, ["--label", "app=mesh-client"]);
+  if (pods.ebpfClient) {
+    const { cgroup } = pods.ebpfClient;
+    await mesh.enroll(pods.ebpfClient, ["--label", "app=ebpf-client", "--mode", "ebpf", "--cgroup", cgroup!]);
+  }
   for (const system of meshed) {
     for (const location of ["same-node", "cross-node"] as const) {
       const backend = backends[`${system}-${location}`];
       await mesh.enroll(backend, ["--label", `app=${backend.name}`]);
     }
   }
-  // Every VIP answers (the tables reached both agents, the client's certificate arrived).
-  for (const ip of [...Object.values(vip.http), ...Object.values(plainVip.http)]) {
+  // Every VIP answers (the tables reached both agents, the clients' certificates arrived).
+  const meshClients = [pods.meshClient, ...(pods.ebpfClient ? [pods.ebpfClient] : [])];
+  for (const [ip, client] of meshClients.flatMap((c) =>
+    [...Object.values(vip.http), ...Object.values(plainVip.http)].map((ip) => [ip, c] as const),
+  )) {
     for (let attempt = 0; ; attempt++) {
-      const ok = await httpFrom(pods.meshClient.netnsPath, `http://${ip}/`, { timeoutMs: 2000 }).then(
+      const ok = await httpFrom(client.netnsPath, `http://${ip}/`, { timeoutMs: 2000 }).then(
         (r) => r.status === 200,
         () => false,
       );
@@ -276,11 +290,11 @@ spec:
   };
   /** Runs `work`, then fails loudly if a tunnel of the other security was opened meanwhile. */
   const withSecurity = async <T>(system: System, work: () => Promise<T>): Promise<T> => {
-    if (system !== "nodemesh" && system !== "nodemesh plaintext") return work();
+    if (!system.startsWith("nodemesh")) return work();
     const before = await tunnelCounts();
     const result = await work();
     const after = await tunnelCounts();
-    const wrong = system === "nodemesh" ? after.plaintext - before.plaintext : after.mtls - before.mtls;
+    const wrong = system === "nodemesh plaintext" ? after.mtls - before.mtls : after.plaintext - before.plaintext;
     if (wrong > 0) throw new Error(`${system}: ${wrong} tunnels of the other security during its measurement`);
     return result;
   };
@@ -463,6 +477,14 @@ spec:
     );
     await measureBulk(location, "nodemesh", pods.meshClient, vip.tcp[location]);
     await measureNewConnections(location, "nodemesh", vip.tcp[location]);
+    if (pods.ebpfClient) {
+      const ebpf = "nodemesh eBPF";
+      const from = pods.ebpfClient;
+      await measure(location, ebpf, "opaque TCP", from, `http://${vip.tcp[location]}/`, agentPids);
+      await measure(location, ebpf, "HTTP/1.1", from, `http://${vip.http[location]}/`, agentPids);
+      await measure(location, ebpf, "gRPC", from, `http://${vip.http[location]}:9090/echo.Echo/Unary`, agentPids);
+      await measureBulk(location, ebpf, from, vip.tcp[location]);
+    }
     const plain = "nodemesh plaintext";
     await measure(location, plain, "opaque TCP", pods.meshClient, `http://${plainVip.tcp[location]}/`, agentPids);
     await measure(location, plain, "HTTP/1.1", pods.meshClient, `http://${plainVip.http[location]}/`, agentPids);
