@@ -92,7 +92,7 @@ Limits (against floods; docs/operations.md):
   memory 10 MB; CONTINUATION floods end their connection (nghttp2), as do SETTINGS and PING
   frames past ${HTTP2_CONTROL_FRAMES_PER_S} a second; request bodies are streamed, only their first 64 KB kept for a
   retry (TrafficPolicy retries.maxBodyBytes); enrollment socket: bodies 64 KB, ${ENROLLMENT_LIMITS.connectionsPerCaller} connections
-  per pod, requests whole within ${ENROLLMENT_LIMITS.requestTimeoutMs / 1000} s; each data-plane worker's heap 128 MB.
+  per pod, requests whole within ${ENROLLMENT_LIMITS.requestTimeoutMs / 1000} s; each data-plane worker's heap 256 MB.
 `;
 
 function positiveInt(name: string, value: string): number {

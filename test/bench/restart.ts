@@ -1,8 +1,8 @@
 // Agent replacements under load, for `make bench`: what a restart or an upgrade costs. The world,
 // the load and the two ways of replacing are the upgrade test's (test/e2e/agent-replacement.ts);
 // the agents run as built. Reports, per way: failed requests per replacement, refused connections,
-// and the time to take over (surge: the new agent ready beside the old one; stop-then-start: from
-// SIGTERM until the next agent is ready).
+// and how long a replacement took (surge: from starting the new agent until the old one exited,
+// its drain included; stop-then-start: from SIGTERM until the next agent was ready).
 //
 //   node test/bench/restart.ts [--quick] [--replacements N] [--rate R] [--json FILE]
 
@@ -73,7 +73,7 @@ try {
 const table = [
   `Agent replacements on node-1 under ${rate} requests/s (HTTP/1.1 keep-alive and per-request, HTTP/2, gRPC), drain ${DRAIN_S} s`,
   "",
-  "| way | replacements | requests | failed | failed per replacement | refused | take-over p50 / max |",
+  "| way | replacements | requests | failed | failed per replacement | refused | replacement took p50 / max |",
   "|---|---|---|---|---|---|---|",
   ...results.map(
     (r) =>
