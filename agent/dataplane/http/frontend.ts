@@ -138,8 +138,9 @@ export class HttpFrontend implements HttpServing {
     // The server never listens, but its header-timeout sweep starts on "listening".
     this.h1.emit("listening");
 
-    // nghttp2 ends a connection on its own for CONTINUATION, SETTINGS and PING floods and a
-    // header list over maxHeaderListSize (an HPACK bomb); maxSessionMemory bounds the rest.
+    // nghttp2 ends a connection on its own for a CONTINUATION flood; SETTINGS and PING frames are
+    // counted per session and header lists measured per stream below (HPACK bombs);
+    // maxSessionMemory bounds the rest.
     this.h2 = http2.createServer({
       maxSessionMemory: 10,
       maxHeaderListPairs: 128,
