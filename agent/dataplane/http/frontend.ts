@@ -16,12 +16,12 @@ import {
   PREMATURE_RESET_WINDOW_MS,
 } from "../limits.ts";
 import type { ProxyTarget } from "../pod.ts";
-import { routeKey } from "../snapshot.ts";
 import { proxyRequest } from "./chain.ts";
 import { Http1Downstream, Http2Downstream } from "./downstream.ts";
 import { UpgradeDownstream } from "./downstream-upgrade.ts";
 import { clientError, errorHeaders, rawErrorAnswer } from "./errors.ts";
 import { countHeader } from "./headers.ts";
+import { routeOf } from "./resolve.ts";
 import type { HttpProtocol } from "./upstream.ts";
 
 export interface FrontendOptions {
@@ -315,12 +315,9 @@ export class HttpFrontend implements HttpServing {
    */
   private http1Refusal(req: http.IncomingMessage, target: ProxyTarget): AgentErrorKind | undefined {
     if (req.httpVersionMajor !== 1 || countHeader(req.rawHeaders, "host") > 1) return AgentErrors.BAD_REQUEST;
-    const snapshot = this.ctx.snapshot();
-    const route =
-      target.direction === "outbound"
-        ? snapshot.routes.get(target.routeKey)
-        : snapshot.inbound.get(routeKey(target.to.pod.ip, target.port));
-    return route?.protocol === "grpc" ? AgentErrors.GRPC_NEEDS_HTTP2 : undefined;
+    return routeOf(this.ctx.snapshot(), target, req.headers)?.protocol === "grpc"
+      ? AgentErrors.GRPC_NEEDS_HTTP2
+      : undefined;
   }
 
   /** A request the proxy failed to handle: a bug, logged with its stack; only its client is cut. */

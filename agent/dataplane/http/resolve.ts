@@ -32,14 +32,21 @@ export function resolveTarget(
   target: ProxyTarget,
   headers: IncomingHttpHeaders,
 ): Resolved | undefined {
-  if (target.direction === "outbound") {
-    const route = snapshot.routes.get(target.routeKey);
-    return route && { ...target, route };
-  }
+  const route = routeOf(snapshot, target, headers);
+  if (target.direction === "outbound") return route && { ...target, route };
+  return { ...target, route };
+}
+
+/** The route a request to `target` takes under `snapshot` (inbound: the Service the source agent named, if any). */
+export function routeOf(
+  snapshot: Snapshot,
+  target: ProxyTarget,
+  headers: IncomingHttpHeaders,
+): ServiceRoute | undefined {
+  if (target.direction === "outbound") return snapshot.routes.get(target.routeKey);
   const key = routeKey(target.to.pod.ip, target.port);
   const named = target.caller.viaTunnel ? headerValue(headers, SERVICE_HEADER) : undefined;
-  const route = (named && snapshot.inboundByService.get(`${named}|${key}`)) || snapshot.inbound.get(key);
-  return { ...target, route };
+  return (named && snapshot.inboundByService.get(`${named}|${key}`)) || snapshot.inbound.get(key);
 }
 
 /** The destination_service of a request: its Service, or the destination workload without one. */
