@@ -22,6 +22,7 @@ export async function buildCli(): Promise<{ cli: string; remove: () => void }> {
     });
     // What the build script copies besides the compiled code (package.json "build").
     cpSync(join(REPO, "api/agent.proto"), join(out, "api/agent.proto"));
+    cpSync(join(REPO, "api/otlp"), join(out, "api/otlp"), { recursive: true });
     cpSync(join(REPO, "controller/ui/static"), join(out, "controller/ui/static"), { recursive: true });
   } catch (err) {
     remove();
