@@ -2,17 +2,20 @@
 // (file store) in its own namespace, an agent on each node, a client pod and three replicas spread
 // over both nodes, all enrolled by `nodemesh init`. Applies the reviews Service from YAML, waits
 // until both agents applied it, sends traffic to its address and shows which replica served what,
-// then keeps running until Ctrl-C, which removes everything.
+// then keeps running until Ctrl-C, which removes everything. While it runs, the controller's
+// dashboard is served on this machine's loopback (http://127.0.0.1:8080/, forwarded into the
+// controller's namespace) and a light load (4 requests/s from the client) keeps it alive.
 //
 // Whatever ends it, it cleans up: Ctrl-C, SIGTERM or SIGHUP (a closed terminal), one of its own
 // processes dying (the controller, an agent, a workload: said, then everything removed, exit 1),
 // or an error of its own. What a `kill -9` of the demo itself leaves, the next demo removes.
 //
-//   node test/demo.ts [--requests N] [--once]
+//   node test/demo.ts [--requests N] [--once] [--dashboard-port PORT]
 
+import type { Server } from "node:net";
 import { parseArgs } from "node:util";
 import { Mesh } from "./e2e/mesh.ts";
-import { httpFrom, metricSum } from "./e2e/netns-client.ts";
+import { forwardIntoNetns, httpFrom, metricSum } from "./e2e/netns-client.ts";
 import { reapOrphans } from "./world/reaper.ts";
 import { type Pod, type Proc, World } from "./world/world.ts";
 
@@ -20,17 +23,30 @@ const { values } = parseArgs({
   options: {
     requests: { type: "string", default: "12" },
     once: { type: "boolean", default: false },
+    "dashboard-port": { type: "string", default: "8080" },
     help: { type: "boolean", short: "h" },
   },
 });
 if (values.help) {
   console.log(
-    "Usage: node test/demo.ts [--requests N] [--once]\n  --once  exit after the traffic instead of waiting for Ctrl-C",
+    "Usage: node test/demo.ts [--requests N] [--once] [--dashboard-port PORT]\n" +
+      "  --once                 exit after the traffic instead of waiting for Ctrl-C\n" +
+      "  --dashboard-port PORT  serve the dashboard on 127.0.0.1:PORT (default 8080; a free port if taken)",
   );
   process.exit(0);
 }
 
+const dashboardPort = Number(values["dashboard-port"]);
+if (!Number.isInteger(dashboardPort) || dashboardPort < 0 || dashboardPort > 65535) {
+  console.error(`--dashboard-port: "${values["dashboard-port"]}" is not a port (0 to 65535)`);
+  process.exit(2);
+}
+
 const VIP = "10.96.0.10";
+/** The controller's REST port (and dashboard) on its namespace's loopback. */
+const CONTROLLER_REST_PORT = 8080;
+/** The background load while the demo waits: one request every 250 ms. */
+const BACKGROUND_INTERVAL_MS = 250;
 const REVIEWS_YAML = `apiVersion: nodemesh.io/v1alpha1
 kind: Service
 metadata:
@@ -54,8 +70,10 @@ const world = await World.create({ nodes: 2 });
 const mesh = new Mesh(world, { tunnelKey: true });
 
 let cleaning: Promise<void> | undefined;
+let dashboard: Server | undefined;
 /** Removes every namespace and process of this run, once, however many reasons ask for it. */
 function cleanUp(): Promise<void> {
+  dashboard?.close();
   cleaning ??= mesh.destroy().then(() => say("cleaned up"));
   return cleaning;
 }
@@ -95,6 +113,26 @@ async function waitUntilApplied(): Promise<void> {
   }
   throw new Error("the agents did not apply the reviews Service within 20 s");
 }
+/** The dashboard on this machine's loopback: the port asked for, else (taken) any free one. */
+async function serveDashboard(port: number): Promise<Server> {
+  const controllerNetns = mesh.controller!.place.netnsPath;
+  try {
+    return await forwardIntoNetns(port, controllerNetns, "127.0.0.1", CONTROLLER_REST_PORT);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
+    say(`127.0.0.1:${port} is taken on this machine; the dashboard takes a free port`);
+    return forwardIntoNetns(0, controllerNetns, "127.0.0.1", CONTROLLER_REST_PORT);
+  }
+}
+
+/** Keeps the topology, golden signals and traces alive until the demo stops. */
+async function backgroundLoad(client: Pod): Promise<void> {
+  while (!cleaning) {
+    await httpFrom(client.netnsPath, `http://${VIP}/`).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, BACKGROUND_INTERVAL_MS));
+  }
+}
+
 try {
   const [n1, n2] = world.nodes;
   say(`nodes: ${n1.name} (pods ${n1.podCidr}), ${n2.name} (pods ${n2.podCidr}), underlay 10.250.0.0/24`);
@@ -159,7 +197,12 @@ try {
   }
 
   if (!values.once) {
-    say(`\nThe mesh keeps running. Try it from the client pod:`);
+    dashboard = await serveDashboard(dashboardPort);
+    const { port } = dashboard.address() as { port: number };
+    say(`\ndashboard: http://127.0.0.1:${port}/  (the controller's, forwarded into its namespace)`);
+    void backgroundLoad(client);
+    say(`The mesh keeps running, with a light load (${1000 / BACKGROUND_INTERVAL_MS} requests/s from the client).`);
+    say("Try it from the client pod:");
     say(`  nsenter --net=${client.netnsPath} curl -s http://${VIP}/`);
     say(`  nsenter --net=${n1.netnsPath} curl -s localhost:15020/metrics | grep nodemesh_`);
     say(`  nsenter --net=${mesh.controller!.place.netnsPath} node bin/nodemesh.ts status`);

@@ -23,9 +23,31 @@ describe("make demo", () => {
     expect(namespacesOf(demo.pid!)).toEqual([]);
   }, 60_000);
 
-  it("removes everything on Ctrl-C", async () => {
-    const demo = new Proc(process.execPath, [DEMO, "--requests", "3"], { name: "demo" });
-    await demo.waitForLine(/Ctrl-C stops it/, 30_000);
+  it("serves the dashboard on this machine's loopback, kept alive by a light load; Ctrl-C removes everything", async () => {
+    // Port 0: whatever is free, so that a developer's own demo on 8080 does not fail this test.
+    const demo = new Proc(process.execPath, [DEMO, "--requests", "3", "--dashboard-port", "0"], { name: "demo" });
+    const [, url] = (await demo.waitForLine(/dashboard: (http:\/\/127\.0\.0\.1:\d+\/)/, 30_000)).match(
+      /dashboard: (\S+)/,
+    )!;
+    await demo.waitForLine(/Ctrl-C stops it/, 10_000);
+    const page = await fetch(url);
+    expect(page.status).toBe(200);
+    expect(page.headers.get("content-type")).toContain("text/html");
+    expect(await page.text()).toContain("<title>");
+    // The background load (4 requests/s) shows in the service graph the page draws; the demo's own
+    // 3 requests alone stay far below 1 request/s over the 10 s window.
+    const clientToReviews = async () => {
+      const graph = (await (await fetch(`${url}apis/nodemesh.io/v1alpha1/servicegraph?window=10`)).json()) as {
+        edges: { source: string; target: string; requestsPerSecond: number }[];
+      };
+      return graph.edges.find((e) => e.source.includes("client") && e.target.includes("reviews"));
+    };
+    let edge: Awaited<ReturnType<typeof clientToReviews>>;
+    for (let i = 0; i < 60 && !(edge && edge.requestsPerSecond > 1); i++) {
+      edge = await clientToReviews();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    expect(edge?.requestsPerSecond).toBeGreaterThan(1);
     expect(namespacesOf(demo.pid!).length).toBeGreaterThan(0);
     demo.kill("SIGINT");
     await demo.exited;

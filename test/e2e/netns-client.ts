@@ -222,3 +222,40 @@ export function metricSum(metrics: Map<string, number>, name: string, labels: Re
   }
   return sum;
 }
+
+/**
+ * Serves `127.0.0.1:listenPort` of this machine (port 0: any free one) by forwarding each
+ * connection to `targetIp:targetPort` as seen from the namespace at `netnsPath` — how the demo puts
+ * the controller's dashboard, which listens on its namespace's loopback, one click away.
+ */
+export async function forwardIntoNetns(
+  listenPort: number,
+  netnsPath: string,
+  targetIp: string,
+  targetPort: number,
+): Promise<net.Server> {
+  const server = net.createServer((visitor) => {
+    visitor.pause();
+    connectFrom(netnsPath, targetIp, targetPort).then(
+      (inside) => {
+        visitor.pipe(inside).pipe(visitor);
+        visitor.resume();
+        const end = () => {
+          visitor.destroy();
+          inside.destroy();
+        };
+        visitor.once("error", end).once("close", end);
+        inside.once("error", end).once("close", end);
+      },
+      () => visitor.destroy(),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(listenPort, "127.0.0.1", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return server;
+}
