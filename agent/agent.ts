@@ -52,6 +52,9 @@ export interface ControllerOptions {
   reportIntervalMs: number;
 }
 
+/** After the streams' drain of a stop with no successor: the time requests in flight still get. */
+const FINISH_IN_FLIGHT_MS = 5000;
+
 export class Agent {
   readonly log: Logger;
   private readonly opts: AgentOptions;
@@ -257,18 +260,29 @@ export class Agent {
    * order: the controller stream (the node's endpoints leave other agents' tables), the admin and
    * enrollment listeners (no pod arrives during the drain), then the workers, which stop accepting
    * and dialling and drain before their threads are terminated (WorkerPool.stop).
+   *
+   * With no successor beside us (stop, then start), the pods' traffic is served on for as long as
+   * opaque TCP streams keep their drain (up to --drain-timeout-s): the gap the next agent must
+   * cover is then only its own start, not the drain. Only then are the listeners handed to the
+   * holder, so connections arriving until the next agent starts wait instead of being refused.
    */
   async stop(): Promise<void> {
     this.started = false;
     this.healthChecks?.stop();
     await this.controller?.stop();
     await Promise.all(this.servers.map((s) => new Promise((resolve) => s.close(resolve))));
-    if (this.pool && !this.handedOver && this.opts.holdListenersS > 0) {
-      // No successor beside us: connections arriving until the next agent starts wait, not refused.
-      const fds = await this.pool.listenerFds().catch(() => []);
-      holdListeners(this.opts.stateDir, fds, this.opts.holdListenersS, this.log);
+    let drainMs = this.opts.dataplane.drainMs;
+    if (this.pool && !this.handedOver) {
+      const deadline = Date.now() + drainMs;
+      await this.pool.outlastStreams(deadline).catch(() => {});
+      if (this.opts.holdListenersS > 0) {
+        const fds = await this.pool.listenerFds().catch(() => []);
+        holdListeners(this.opts.stateDir, fds, this.opts.holdListenersS, this.log);
+      }
+      // What is left of the drain, and always some seconds for requests in flight to finish.
+      drainMs = Math.max(deadline - Date.now(), Math.min(drainMs, FINISH_IN_FLIGHT_MS));
     }
-    await this.pool?.stop();
+    await this.pool?.stop(drainMs);
   }
 }
 

@@ -57,14 +57,17 @@ Options:
                             for loopback callers only (default: ${ADMIN_PORT})
   --workers N               data-plane worker threads (default: ${defaultWorkerCount()}, the core count up to 8);
                             one that fails is logged and replaced, its siblings serving meanwhile
-  --drain-timeout-s N       on SIGTERM (or when a new agent takes over): after the listeners close,
-                            how long connections in flight may finish. HTTP/1.1 connections close
-                            after their next answer, HTTP/2 sessions get GOAWAY; opaque TCP streams
-                            still open at the end are cut (default: 30; docs/operations.md)
+  --drain-timeout-s N       on SIGTERM (or when a new agent takes over): how long connections in
+                            flight may finish. HTTP/1.1 connections close after their next answer,
+                            HTTP/2 sessions get GOAWAY; opaque TCP streams still open at the end are
+                            cut (default: 30; docs/operations.md). With no new agent beside it, the
+                            agent serves on as usual while opaque streams are open, up to this long,
+                            then closes its listeners and gives requests in flight 5 s more
   --hold-listeners-s N      on a stop with no new agent beside it (stop, then start): how long the
-                            pods' listening sockets stay open in a holder process, so connections
-                            arriving before the next agent starts wait instead of being refused;
-                            the next agent takes them over. 0: not held (default: 30)
+                            pods' listening sockets stay open in a holder process once the agent
+                            closes its own, so connections arriving before the next agent starts
+                            wait instead of being refused; the next agent takes them over.
+                            0: not held (default: 30)
   --connect-timeout-ms MS   budget of one upstream connect attempt before failing over (default: 1000)
   --detect-timeout-ms MS    on a port whose protocol is not declared, how long to wait for the
                             client's first bytes before treating it as opaque TCP (default: 100)

@@ -74,7 +74,8 @@ type Request =
   | { type: "edges" }
   | { type: "health" }
   | { type: "listener-fds" }
-  | { type: "stop" };
+  | { type: "outlast-streams"; deadline: number }
+  | { type: "stop"; drainMs?: number };
 
 class WorkerExited extends Error {
   constructor(index: number, code: number) {
@@ -267,6 +268,12 @@ export class WorkerPool {
     return ((await this.askAll({ type: "listener-fds" })) as number[][]).flat();
   }
 
+  /** Serves on until no worker has an opaque TCP stream open, or `deadline` (Dataplane.outlastStreams). */
+  async outlastStreams(deadline: number): Promise<void> {
+    // A worker that does not answer must not hold the stop beyond its deadline.
+    await withTimeout(this.askAll({ type: "outlast-streams", deadline }), deadline - Date.now() + STOP_MARGIN_MS);
+  }
+
   /** Each worker's prom-client registry as JSON, for aggregation at scrape time. */
   async metrics(): Promise<unknown[]> {
     // A stuck worker must not hang the scrape (/healthz says it is stuck): its share is left out.
@@ -336,15 +343,15 @@ export class WorkerPool {
    * aborts the whole process (SIGABRT, issue 21 item 5). A worker that does not answer within the
    * drain plus STOP_MARGIN_MS is terminated anyway.
    */
-  async stop(): Promise<void> {
+  async stop(drainMs = this.slots[0]?.init.settings.drainMs ?? 0): Promise<void> {
     this.running = false;
     for (const slot of this.slots) clearTimeout(slot.respawnTimer);
     let timer: NodeJS.Timeout | undefined;
-    const timeoutMs = (this.slots[0]?.init.settings.drainMs ?? 0) + STOP_MARGIN_MS;
+    const timeoutMs = drainMs + STOP_MARGIN_MS;
     const timedOut = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), timeoutMs);
     });
-    const stopped = await Promise.race([this.askAll({ type: "stop" }).catch((err: Error) => err), timedOut]);
+    const stopped = await Promise.race([this.askAll({ type: "stop", drainMs }).catch((err: Error) => err), timedOut]);
     clearTimeout(timer);
     if (stopped === "timeout") this.log.warn({ timeoutMs }, "data-plane workers did not stop in time");
     else if (stopped instanceof Error) this.log.warn({ err: stopped.message }, "a data-plane worker failed to stop");

@@ -31,6 +31,7 @@ import type { WorkerHealth } from "./messages.ts";
 import { DataplaneMetrics, type Direction } from "./metrics.ts";
 import { identityKey, type Keyring } from "./mtls.ts";
 import { handleOutbound } from "./outbound.ts";
+import { openPipes } from "./pipe.ts";
 import type { PodContext } from "./pod.ts";
 import type { DataplaneSettings } from "./settings.ts";
 import { type SharedBuffers, SharedState } from "./shared-state.ts";
@@ -124,6 +125,8 @@ export class Dataplane implements DataplaneContext {
   private readonly pods = new Map<string, PodListeners>();
   /** Accepted connections still open, so stop() can wait for them and then end the rest. */
   private readonly connections = new Set<net.Socket>();
+  /** Set by outlastStreams: the streams had their drain, stop() cuts them at once. */
+  private streamsOutlasted = false;
   private stopping = false;
   /** This worker's share of FloodLimits' per-pod caps. */
   private readonly podConnectionCap: number;
@@ -265,6 +268,8 @@ export class Dataplane implements DataplaneContext {
     this.stopping = true;
     this.http.drain();
     this.tunnels.closeAll();
+    // Past outlastStreams' deadline (or there was none): streams are cut now, not after another drain.
+    if (this.streamsOutlasted) for (const [down, up] of openPipes) for (const s of [down, up]) s.destroy();
     for (let waited = 0; this.connections.size > 0 && waited < drainMs; waited += 20) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
@@ -273,6 +278,19 @@ export class Dataplane implements DataplaneContext {
     // Requests that finished this turn are reported in a setImmediate batch (http/record.ts): let it run.
     await new Promise((resolve) => setImmediate(resolve));
     this.accessLog.flush();
+  }
+
+  /**
+   * A stop with no successor beside this agent (stop, then start): opaque TCP streams keep their
+   * drain deadline, and while they run the agent keeps serving as usual (accepting, no
+   * `Connection: close`) instead of leaving its pods' new connections waiting that long for the next
+   * agent. Resolves when no stream is left or at `deadline` (epoch ms); stop() then cuts what is left.
+   */
+  async outlastStreams(deadline: number): Promise<void> {
+    while (openPipes.size > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(50, Math.max(1, deadline - Date.now()))));
+    }
+    this.streamsOutlasted = true;
   }
 
   /** Every pod's listeners closed, the pods kept (their connections in flight go on). */

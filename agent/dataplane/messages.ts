@@ -27,7 +27,8 @@ export type ToWorker =
   | { type: "edges"; id: number }
   | { type: "health"; id: number }
   | { type: "listener-fds"; id: number }
-  | { type: "stop"; id: number };
+  | { type: "outlast-streams"; id: number; deadline: number }
+  | { type: "stop"; id: number; drainMs?: number };
 
 export type FromWorker = { type: "ready" } | { type: "reply"; id: number; error?: string; value?: unknown };
 

@@ -3,6 +3,7 @@
 // other direction keeps flowing until it ends too). A reset on either side resets the other.
 
 import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import { MAX_TIMER_MS } from "./limits.ts";
 
 export interface PipeResult {
@@ -26,6 +27,12 @@ export const DEFAULT_IDLE_MS = 60 * 60_000;
  */
 export const HALF_CLOSED_IDLE_MS = 30_000;
 
+/**
+ * The pipes open in this thread, downstream side → upstream side: long-lived streams a stopping
+ * agent serves on for (Dataplane.outlastStreams) and then cuts (Dataplane.stop).
+ */
+export const openPipes = new Map<Duplex, Duplex>();
+
 /** `idleMs`: a connection with no bytes either way for this long is closed (30 s once half-closed). */
 export function pipeBoth(
   downstream: Socket,
@@ -43,8 +50,10 @@ export function pipeBoth(
   const upstreamBase = alreadyConsumed(upstream);
   return new Promise((resolve) => {
     let open = 2;
+    openPipes.set(downstream, upstream);
     const done = () => {
       if (--open > 0) return;
+      openPipes.delete(downstream);
       resolve({
         bytesFromDownstream: downstream.bytesRead - downstreamBase,
         bytesFromUpstream: upstream.bytesRead - upstreamBase,

@@ -50,9 +50,12 @@ port.on("message", (msg: ToWorker) => {
     case "listener-fds":
       void reply(msg.id, () => dataplane.listenerFds());
       return;
+    case "outlast-streams":
+      void reply(msg.id, () => dataplane.outlastStreams(msg.deadline));
+      return;
     case "stop":
       // Reply before closing the port: a message posted after close() is dropped.
-      void reply(msg.id, () => dataplane.stop()).then(() => port.close());
+      void reply(msg.id, () => dataplane.stop(msg.drainMs)).then(() => port.close());
       return;
   }
 });

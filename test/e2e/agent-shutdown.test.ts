@@ -11,7 +11,7 @@ import type net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Pod, World } from "../world/world.ts";
 import { Mesh } from "./mesh.ts";
-import { connectFrom, echoFrom, httpFrom } from "./netns-client.ts";
+import { connectFrom, echoFrom, httpFrom, rawHttpFrom } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
 const STOPS = Number(process.env.STOPS ?? 10);
@@ -231,4 +231,80 @@ describe("agent shutdown under load", () => {
     }
     console.log(outcomes.join("\n"));
   }, 180_000);
+});
+
+// Stop, then start: an agent with no successor beside it serves on while opaque streams keep their
+// drain, instead of leaving new connections waiting that long for the next agent (agent.ts stop).
+describe("an agent stopping with no successor", () => {
+  let world: World;
+  let mesh: Mesh;
+  let client: Pod;
+
+  beforeAll(async () => {
+    world = await World.create({ nodes: 1 });
+    mesh = new Mesh(world, { agentArgs: ["--drain-timeout-s", "20", "--hold-listeners-s", "30"] });
+    const [node] = world.nodes;
+    client = await world.addPod(node!, "client");
+    const server = await world.addPod(node!, "server");
+    mesh.writeServices({
+      services: [
+        {
+          name: "server",
+          namespace: "default",
+          vip: VIP,
+          ports: [
+            { name: "http", port: 80, targetPort: 8080, protocol: "http" },
+            { name: "echo", port: 7070, targetPort: 7070, protocol: "tcp" },
+          ],
+          endpoints: [{ ip: server.ip, pod: server.name, meshed: true }],
+        },
+      ],
+    });
+    await mesh.startAgent(node!);
+    await mesh.startWorkload(server, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "7070"]);
+    await mesh.enroll(client);
+    await mesh.enroll(server);
+  }, 60_000);
+
+  afterAll(async () => {
+    await mesh?.destroy();
+  });
+
+  it("serves new connections as usual while a stream keeps its drain, then holds the listeners and exits when the stream ends", async () => {
+    const agent = mesh.agents.get(world.nodes[0]!)!;
+    const stream = await connectFrom(client.netnsPath, VIP, 7070);
+    const echoed = (text: string) =>
+      withTimeout(
+        new Promise<string>((resolve) => {
+          stream.once("data", (b: Buffer) => resolve(b.toString()));
+          stream.write(text);
+        }),
+        3000,
+      );
+    try {
+      expect(await echoed("before")).toBe("before");
+      agent.proc.kill("SIGTERM");
+      await agent.proc.waitForLine(/"msg":"agent stopping"/, 5000);
+      await new Promise((r) => setTimeout(r, 500));
+      // Served as before the stop: no `Connection: close`, and new opaque connections too.
+      // A keep-alive request: a draining agent would answer `Connection: close` and close at once.
+      const keptAlive = "GET /during-drain HTTP/1.1\r\nHost: server\r\n\r\n";
+      const reply = await rawHttpFrom(client.netnsPath, VIP, 80, keptAlive, 1000);
+      expect(reply).toMatch(/^HTTP\/1\.1 200 /);
+      expect(reply).not.toMatch(/^connection: close/im);
+      expect((await echoFrom(client.netnsPath, VIP, 7070, Buffer.from("new"))).toString()).toBe("new");
+      expect(await echoed("during")).toBe("during");
+      expect(agent.proc.lines.join("\n")).not.toContain("pod listeners held for the next agent");
+    } finally {
+      stream.end();
+    }
+    // The stream ended: the listeners go to the holder and the agent exits, long before the 20 s drain.
+    const endedAt = Date.now();
+    expect(await withTimeout(agent.proc.exited, 10_000)).toEqual({ code: 0, signal: null });
+    expect(Date.now() - endedAt).toBeLessThan(8000);
+    expect(agent.proc.lines.join("\n")).toContain("pod listeners held for the next agent");
+    // The next agent takes the held listeners over and serves.
+    await mesh.startAgent(world.nodes[0]!);
+    expect((await httpFrom(client.netnsPath, `http://${VIP}/after`)).status).toBe(200);
+  }, 60_000);
 });

@@ -1,7 +1,7 @@
 // The README's first command must keep working: `make demo` runs test/demo.ts.
 
 import { execFileSync } from "node:child_process";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { worldNamespaces } from "../world/netns.ts";
 import { Proc } from "../world/world.ts";
 
@@ -12,9 +12,20 @@ function namespacesOf(pid: number): string[] {
   return worldNamespaces().filter((name) => name.startsWith(`nmt-${pid.toString(36)}-`));
 }
 
+/** Demos a test started: one still running after its test (it failed midway) is stopped and cleans up. */
+const demos: Proc[] = [];
+function startDemo(args: string[]): Proc {
+  const demo = new Proc(process.execPath, [DEMO, ...args], { name: "demo" });
+  demos.push(demo);
+  return demo;
+}
+afterEach(async () => {
+  for (const demo of demos.splice(0)) await demo.stop("SIGINT", 15_000);
+}, 30_000);
+
 describe("make demo", () => {
   it("runs the mesh, shows every replica serving, and cleans up", async () => {
-    const demo = new Proc(process.execPath, [DEMO, "--once", "--requests", "6"], { name: "demo" });
+    const demo = startDemo(["--once", "--requests", "6"]);
     const exit = await demo.exited;
     expect(exit.code, demo.lines.join("\n")).toBe(0);
     const output = demo.lines.join("\n");
@@ -25,7 +36,7 @@ describe("make demo", () => {
 
   it("serves the dashboard on this machine's loopback, kept alive by a light load; Ctrl-C removes everything", async () => {
     // Port 0: whatever is free, so that a developer's own demo on 8080 does not fail this test.
-    const demo = new Proc(process.execPath, [DEMO, "--requests", "3", "--dashboard-port", "0"], { name: "demo" });
+    const demo = startDemo(["--requests", "3", "--dashboard-port", "0"]);
     const [, url] = (await demo.waitForLine(/dashboard: (http:\/\/127\.0\.0\.1:\d+\/)/, 30_000)).match(
       /dashboard: (\S+)/,
     )!;
@@ -55,7 +66,7 @@ describe("make demo", () => {
   }, 60_000);
 
   it("removes everything when its terminal closes (SIGHUP)", async () => {
-    const demo = new Proc(process.execPath, [DEMO, "--requests", "3"], { name: "demo" });
+    const demo = startDemo(["--requests", "3"]);
     await demo.waitForLine(/Ctrl-C stops it/, 30_000);
     demo.kill("SIGHUP");
     expect((await demo.exited).code).toBe(0);
@@ -64,7 +75,7 @@ describe("make demo", () => {
   }, 60_000);
 
   it("says which of its processes died, then removes everything and exits 1", async () => {
-    const demo = new Proc(process.execPath, [DEMO, "--requests", "3"], { name: "demo" });
+    const demo = startDemo(["--requests", "3"]);
     await demo.waitForLine(/Ctrl-C stops it/, 30_000);
     // node-1's agent runs in the node-1 namespace of this run.
     const node1 = namespacesOf(demo.pid!).find((name) => name.endsWith("-n1"));
