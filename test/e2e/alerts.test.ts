@@ -5,23 +5,29 @@
 // seconds, not minutes. The service's backend answers 503: NodemeshHighErrorRate fires, a real
 // Alertmanager delivers it to a webhook receiver in the test with the service's labels, and the
 // controller started with --alertmanager-url shows it on its REST API and in its dashboard
-// (Chromium). Then the errors stop, successes bring the 5-minute error ratio under 5 %, and the
+// (Chromium), beside a trace the test exports to the controller's OTLP port (--otlp-address) in
+// protobuf. Then the errors stop, successes bring the 5-minute error ratio under 5 %, and the
 // resolved notification arrives.
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { parse, stringify } from "yaml";
 import type { Alert } from "../../api/alerts.ts";
 import { ADMIN_PORT } from "../../api/dataplane.ts";
+import { meshTrace } from "../../controller/traces/spans.fixture.ts";
 import { type Node, type Pod, type Proc, World } from "../world/world.ts";
+import type { ObserveArgs, ObserveReport } from "./clients/observe-driver.ts";
 import { Mesh } from "./mesh.ts";
 import { httpFrom } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
 const DEPLOY = new URL("../../deploy/prometheus/", import.meta.url).pathname;
 const RECEIVER = new URL("./clients/webhook-receiver.ts", import.meta.url).pathname;
+const DRIVER = new URL("./clients/observe-driver.ts", import.meta.url).pathname;
+const RESULTS = new URL("../../test-results/", import.meta.url).pathname;
+const OTLP_PORT = 4318;
 const PROMETHEUS_PORT = 9090;
 const ALERTMANAGER_PORT = 9093;
 const RECEIVER_PORT = 9095;
@@ -132,7 +138,12 @@ describe("alerts", () => {
     world = await World.create({ nodes: 2 });
     mesh = new Mesh(world);
     [n1, n2] = world.nodes as [Node, Node];
-    await mesh.startController(["--alertmanager-url", `http://127.0.0.1:${ALERTMANAGER_PORT}/`]);
+    await mesh.startController([
+      "--alertmanager-url",
+      `http://127.0.0.1:${ALERTMANAGER_PORT}/`,
+      "--otlp-address",
+      `127.0.0.1:${OTLP_PORT}`,
+    ]);
     await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);
     client = await world.addPod(n1, "client");
     server = await world.addPod(n2, "reviews-1");
@@ -232,11 +243,13 @@ describe("alerts", () => {
     // Some successes first, so the service's success series exists before the failures.
     await load(20);
     expect((await control({ failRate: 1, failStatus: 503 })).status).toBe(200);
+    const failing = Date.now();
     // 20 requests a second, all 503: well over 5 % and over 0.1 request/s in the 5-minute window.
     const out = await load(120, 20);
     expect(out).toMatch(/status codes: 0 2xx, 0 3xx, 0 4xx, 120 5xx/);
 
     await vi.waitFor(() => expect(ofAlert("firing").length).toBeGreaterThan(0), { timeout: 60_000, interval: 250 });
+    console.log(`firing notification ${((Date.now() - failing) / 1000).toFixed(1)} s after the first failure`);
     const { n, alert } = ofAlert("firing")[0]!;
     expect(n.status).toBe("firing");
     expect(n.groupLabels).toEqual({ alertname: ALERT, destination_service: SERVICE });
@@ -260,15 +273,66 @@ describe("alerts", () => {
     });
     expect(shown?.annotations.summary).toContain("reviews.default");
     expect(Date.parse(shown!.startsAt)).toBeGreaterThan(Date.now() - 120_000);
-  }, 120_000);
+
+    // A trace exported in OTLP protobuf to the controller's receiver, as agents do.
+    const place = mesh.controller!.place;
+    const trace = meshTrace({ service: "default/reviews", fail: true });
+    for (const [i, body] of trace.requests.entries()) {
+      const file = join(dir, `spans-${i}.pb`);
+      writeFileSync(file, body);
+      const curl = await world.exec(place, "curl", [
+        ...["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5"],
+        ...["-H", "content-type: application/x-protobuf", "--data-binary", `@${file}`],
+        `http://127.0.0.1:${OTLP_PORT}/v1/traces`,
+      ]);
+      expect(curl.stdout, curl.stderr).toBe("200");
+    }
+    const traces = await httpFrom(
+      place.netnsPath,
+      "http://127.0.0.1:8080/apis/nodemesh.io/v1alpha1/traces?service=default/reviews&errors=true",
+    );
+    expect(JSON.parse(traces.body).items.map((t: { traceId: string }) => t.traceId)).toEqual([trace.traceId]);
+
+    // The dashboard, in Chromium inside the controller's namespace: the alert firing, the waterfall.
+    mkdirSync(RESULTS, { recursive: true });
+    const args: ObserveArgs = {
+      url: "http://127.0.0.1:8080/",
+      alert: { name: ALERT, service: SERVICE },
+      traceId: trace.traceId,
+      alertsScreenshot: `${RESULTS}alerts-firing.png`,
+      traceScreenshot: `${RESULTS}alerts-trace.png`,
+      timeoutMs: 15_000,
+    };
+    const run = await world.exec(place, process.execPath, [DRIVER, JSON.stringify(args)], { timeoutMs: 60_000 });
+    expect(run.code, `${run.stderr}\n${run.stdout}`).toBe(0);
+    const report = JSON.parse(run.stdout.trim().split("\n").at(-1)!) as ObserveReport;
+    expect(report.alert).toMatchObject({ name: ALERT, state: "active", service: SERVICE });
+    expect(report.alert.text).toContain("warning");
+    expect(report.alert.text).toContain("reviews.default:");
+    expect(Number(report.badge)).toBeGreaterThanOrEqual(1);
+    expect(report.spans.map((s) => `${s.depth} ${s.kind} ${s.node}`)).toEqual([
+      "0 server node-1",
+      "1 client node-1",
+      "2 server node-2",
+      "3 client node-2",
+      "1 client node-1",
+      "2 server node-2",
+      "3 client node-2",
+    ]);
+    expect(report.spans.every((s) => s.status === "error")).toBe(true);
+    for (const file of [args.alertsScreenshot, args.traceScreenshot])
+      expect(statSync(file).size, file).toBeGreaterThan(10_000);
+  }, 180_000);
 
   it("resolves when the errors stop and successes bring the ratio under 5 %", async () => {
     expect(ofAlert("firing").length).toBeGreaterThan(0);
     expect((await control({ failRate: 0 })).status).toBe(200);
     // 120 failures among 120 + 20 + 3000 requests: under 4 % over the window.
+    const recovering = Date.now();
     const out = await load(3000);
     expect(out).toMatch(/status codes: 3000 2xx, 0 3xx, 0 4xx, 0 5xx/);
     await vi.waitFor(() => expect(ofAlert("resolved").length).toBeGreaterThan(0), { timeout: 60_000, interval: 250 });
+    console.log(`resolved notification ${((Date.now() - recovering) / 1000).toFixed(1)} s after the errors stopped`);
     const { n, alert } = ofAlert("resolved")[0]!;
     expect(n.status).toBe("resolved");
     expect(alert.labels).toEqual({ alertname: ALERT, destination_service: SERVICE, severity: "warning" });
