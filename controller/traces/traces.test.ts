@@ -11,6 +11,7 @@ import { AlertmanagerClient, parseAlertmanagerUrl } from "../alerts/alertmanager
 import { TraceMetrics } from "../metrics.ts";
 import { type RestServer, startRestServer } from "../rest/server.ts";
 import { MemoryStore } from "../store/memory-store.ts";
+import { decodeProtobuf, OtlpDecodeError } from "./otlp-decode.ts";
 import { type OtlpLimits, type OtlpServer, startOtlpServer } from "./otlp-server.ts";
 import { meshTrace } from "./spans.fixture.ts";
 import { TraceWindow, type TraceWindowLimits } from "./trace-store.ts";
@@ -346,5 +347,41 @@ describe("alerts", () => {
     expect(() => parseAlertmanagerUrl("ftp://x/")).toThrow(/http or https URL/);
     expect(() => parseAlertmanagerUrl("http://x/?a=b")).toThrow(/no query/);
     expect(parseAlertmanagerUrl("http://am:9093").href).toBe("http://am:9093/");
+  });
+});
+
+describe("OTLP decoding of hostile bodies", () => {
+  it("turns mutated and random protobuf into spans or an OtlpDecodeError, never anything else", () => {
+    const valid = Buffer.from(meshTrace().requests[0]!);
+    let seed = 42;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed / 0x7fffffff;
+    };
+    let decoded = 0;
+    let refused = 0;
+    for (let i = 0; i < 3000; i++) {
+      const body =
+        i % 3 === 0
+          ? Buffer.from(Array.from({ length: Math.floor(random() * 300) }, () => Math.floor(random() * 256)))
+          : Buffer.from(valid);
+      if (i % 3 !== 0)
+        for (let k = 0; k < 1 + (i % 5); k++) body[Math.floor(random() * body.length)] = Math.floor(random() * 256);
+      try {
+        const { spans } = decodeProtobuf(body);
+        for (const s of spans) {
+          expect(s.traceId).toMatch(/^[0-9a-f]{32}$/);
+          expect(s.spanId).toMatch(/^[0-9a-f]{16}$/);
+          expect(s.endNs >= s.startNs).toBe(true);
+        }
+        decoded++;
+      } catch (err) {
+        expect(err).toBeInstanceOf(OtlpDecodeError);
+        refused++;
+      }
+    }
+    // Both outcomes happen: the mutations are not all fatal, nor all harmless.
+    expect(decoded).toBeGreaterThan(100);
+    expect(refused).toBeGreaterThan(100);
   });
 });

@@ -47,6 +47,8 @@ spec:
 `;
 
 interface Notification {
+  /** When the receiver got it (its clock is the test's: same machine). */
+  at: number;
   status: "firing" | "resolved";
   alerts: { status: string; labels: Record<string, string>; annotations: Record<string, string> }[];
   groupLabels: Record<string, string>;
@@ -110,8 +112,8 @@ describe("alerts", () => {
   const notifications = (): Notification[] =>
     receiver.lines.flatMap((l) => {
       try {
-        const line = JSON.parse(l) as { event: string; body: Notification };
-        return line.event === "notification" ? [line.body] : [];
+        const line = JSON.parse(l) as { event: string; at: number; body: Notification };
+        return line.event === "notification" ? [{ ...line.body, at: line.at }] : [];
       } catch {
         return []; // not a line of ours (e.g. a runtime warning)
       }
@@ -249,7 +251,9 @@ describe("alerts", () => {
     expect(out).toMatch(/status codes: 0 2xx, 0 3xx, 0 4xx, 120 5xx/);
 
     await vi.waitFor(() => expect(ofAlert("firing").length).toBeGreaterThan(0), { timeout: 60_000, interval: 250 });
-    console.log(`firing notification ${((Date.now() - failing) / 1000).toFixed(1)} s after the first failure`);
+    console.log(
+      `firing notification ${((ofAlert("firing")[0]!.n.at - failing) / 1000).toFixed(1)} s after the first failure`,
+    );
     const { n, alert } = ofAlert("firing")[0]!;
     expect(n.status).toBe("firing");
     expect(n.groupLabels).toEqual({ alertname: ALERT, destination_service: SERVICE });
@@ -332,7 +336,9 @@ describe("alerts", () => {
     const out = await load(3000);
     expect(out).toMatch(/status codes: 3000 2xx, 0 3xx, 0 4xx, 0 5xx/);
     await vi.waitFor(() => expect(ofAlert("resolved").length).toBeGreaterThan(0), { timeout: 60_000, interval: 250 });
-    console.log(`resolved notification ${((Date.now() - recovering) / 1000).toFixed(1)} s after the errors stopped`);
+    console.log(
+      `resolved notification ${((ofAlert("resolved")[0]!.n.at - recovering) / 1000).toFixed(1)} s after the errors stopped`,
+    );
     const { n, alert } = ofAlert("resolved")[0]!;
     expect(n.status).toBe("resolved");
     expect(alert.labels).toEqual({ alertname: ALERT, destination_service: SERVICE, severity: "warning" });

@@ -1,6 +1,6 @@
 // An Alertmanager webhook receiver for the alert test, run inside a world's namespace: listens on
 // 127.0.0.1:PORT and prints one JSON line per notification it receives ({"event":"notification",
-// "body":…}), after a {"event":"listening"} line. Answers 200 to every POST.
+// "at": ms since the epoch, "body":…}), after a {"event":"listening"} line. Answers 200 to every POST.
 //
 //   world.spawn(place, process.execPath, [RECEIVER, "9095"])
 
@@ -23,7 +23,7 @@ const server = createServer((req, res) => {
     } catch {
       body = { unparsable: Buffer.concat(chunks).toString("utf8").slice(0, 200) };
     }
-    process.stdout.write(`${JSON.stringify({ event: "notification", path: req.url, body })}\n`);
+    process.stdout.write(`${JSON.stringify({ event: "notification", at: Date.now(), path: req.url, body })}\n`);
     res.writeHead(200).end();
   });
 });
