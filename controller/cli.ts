@@ -219,8 +219,10 @@ export async function runController(argv: string[]): Promise<number> {
     ...pluggedCa(values),
     logLevel: values["log-level"],
     ...(kubernetesOptions(values) ? { kubernetes: kubernetesOptions(values) } : {}),
-    ...(values["otlp-address"] ? { otlp: otlpAddress(values["otlp-address"]) } : {}),
-    ...(values["alertmanager-url"] ? { alertmanagerUrl: parseAlertmanagerUrl(values["alertmanager-url"]) } : {}),
+    ...(values["otlp-address"] !== undefined ? { otlp: otlpAddress(values["otlp-address"]) } : {}),
+    ...(values["alertmanager-url"] !== undefined
+      ? { alertmanagerUrl: parseAlertmanagerUrl(values["alertmanager-url"]) }
+      : {}),
   });
   await new Promise<void>((resolve) => {
     process.once("SIGTERM", resolve);
