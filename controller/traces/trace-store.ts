@@ -9,7 +9,7 @@ import type { IngestSpan } from "./otlp-decode.ts";
 export interface TraceWindowLimits {
   /** Traces kept at once (default 2000). */
   maxTraces: number;
-  /** Spans kept at once in all traces (default 100,000). */
+  /** Spans kept at once in all traces (default 50,000: about 650 bytes each in memory, so some 33 MB). */
   maxSpans: number;
   /** Spans kept of one trace; further ones are rejected (default 1000). */
   maxSpansPerTrace: number;
@@ -19,7 +19,7 @@ export interface TraceWindowLimits {
 
 export const DEFAULT_TRACE_WINDOW: TraceWindowLimits = {
   maxTraces: 2000,
-  maxSpans: 100_000,
+  maxSpans: 50_000,
   maxSpansPerTrace: 1000,
   maxAgeMs: 15 * 60_000,
 };
