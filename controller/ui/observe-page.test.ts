@@ -109,13 +109,18 @@ describe.skipIf(!existsSync(CHROMIUM))("dashboard: traces and alerts", () => {
       ],
       { stdio: "ignore" },
     );
+    let spawnError = "";
+    alertmanager.on("error", (err) => {
+      spawnError = ` (${err.message}: apt-get install prometheus-alertmanager)`;
+    });
     for (let i = 0; ; i++) {
       const ready = await fetch(`${alertmanagerUrl}-/ready`).then(
         (r) => r.ok,
         () => false,
       );
       if (ready) break;
-      if (i === 100) throw new Error(`Alertmanager did not get ready on ${alertmanagerUrl} in 10 s`);
+      if (i === 100 || spawnError)
+        throw new Error(`Alertmanager did not get ready on ${alertmanagerUrl} in 10 s${spawnError}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   });
