@@ -1,12 +1,12 @@
 // Traces as the controller serves them from its window of recent spans (controller/traces/), which
 // agents fill over OTLP (api/otlp.ts). The dashboard's trace list and waterfall read these shapes.
 //
-//   GET /apis/nodemesh.io/v1alpha1/traces?service=ns/name&errors=true&minDurationMs=100&limit=50
+//   GET /apis/nodemesh.io/v1alpha1/traces?service=ns/name&errors=true&minDurationMs=100&sort=duration&limit=50
 //                                                             → { kind: "TraceList", items: TraceSummary[] }
 //   GET /apis/nodemesh.io/v1alpha1/traces/{traceId}          → { kind: "Trace", ...Trace }
 //
 // `service` matches the spans' `nodemesh.destination.service` ("namespace/name"); the list is
-// newest first. Trace and span ids are lower-case hex, as in W3C traceparent.
+// newest first, or slowest first with sort=duration. Trace and span ids are lower-case hex, as in W3C traceparent.
 
 export type SpanKind = "unspecified" | "internal" | "server" | "client" | "producer" | "consumer";
 export type SpanStatus = "unset" | "ok" | "error";

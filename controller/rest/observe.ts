@@ -42,7 +42,7 @@ export function serveTraces(
   sendJson(res, 200, { apiVersion: API_VERSION, kind: "TraceList", items: traces.list(traceFilter(url.searchParams)) });
 }
 
-/** `?service=ns/name&errors=true&minDurationMs=100&limit=50`; anything unusable is a 400 naming it. */
+/** `?service=ns/name&errors=true&minDurationMs=100&sort=duration&limit=50`; anything unusable is a 400 naming it. */
 export function traceFilter(q: URLSearchParams): TraceFilter {
   const filter: TraceFilter = { limit: DEFAULT_TRACE_LIST_LIMIT };
   const service = q.get("service");
@@ -66,6 +66,12 @@ export function traceFilter(q: URLSearchParams): TraceFilter {
         `minDurationMs must be a number of milliseconds ≥ 0, got "${min.slice(0, 32)}"`,
       );
     filter.minDurationMs = n;
+  }
+  const sort = q.get("sort");
+  if (sort !== null) {
+    if (sort !== "recent" && sort !== "duration")
+      throw new RestError("BadRequest", `sort must be recent or duration, got "${sort.slice(0, 32)}"`);
+    filter.sort = sort;
   }
   const limit = q.get("limit");
   if (limit !== null) {

@@ -31,6 +31,8 @@ export interface TraceFilter {
   service?: string;
   errorsOnly?: boolean;
   minDurationMs?: number;
+  /** recent: newest first (the default); duration: slowest first. */
+  sort?: "recent" | "duration";
   limit: number;
 }
 
@@ -97,19 +99,20 @@ export class TraceWindow {
     return { accepted, traceFull };
   }
 
-  /** Newest first (by first seen), filtered. */
+  /** Newest first (by first seen) or slowest first, filtered. */
   list(filter: TraceFilter, nowMs = Date.now()): TraceSummary[] {
     this.#expire(nowMs);
+    const slowest = filter.sort === "duration";
     const out: TraceSummary[] = [];
     for (const trace of [...this.#traces.values()].reverse()) {
-      if (out.length >= filter.limit) break;
+      if (!slowest && out.length >= filter.limit) break;
       const s = this.#summary(trace);
       if (filter.service !== undefined && !s.services.includes(filter.service)) continue;
       if (filter.errorsOnly && !s.error) continue;
       if (filter.minDurationMs !== undefined && s.durationMs < filter.minDurationMs) continue;
       out.push(s);
     }
-    return out;
+    return slowest ? out.sort((a, b) => b.durationMs - a.durationMs).slice(0, filter.limit) : out;
   }
 
   get(traceId: string, nowMs = Date.now()): Trace | undefined {

@@ -165,6 +165,13 @@ describe("OTLP receiver and trace window", () => {
     expect(await ids("?errors=true&service=shop/checkout")).toEqual([slow.traceId, failed.traceId]);
     expect(await ids("?minDurationMs=100")).toEqual([slow.traceId]);
     expect(await ids("?limit=1")).toEqual([slow.traceId]);
+    // Slowest first: the slow one, then the two of 42 ms.
+    expect((await ids("?sort=duration"))[0]).toBe(slow.traceId);
+    expect(await ids("?sort=duration&service=shop/catalog")).toEqual([ok.traceId]);
+    const oldest = meshTrace({ service: "shop/catalog", slow: 20 });
+    for (const r of oldest.requests) await exported(r);
+    expect(await ids("?sort=duration&limit=2")).toEqual([oldest.traceId, slow.traceId]);
+    expect(await ids("?sort=recent&limit=1")).toEqual([oldest.traceId]);
     const list = (await get(`${TRACES}?service=shop/checkout`)).body;
     expect(list.kind).toBe("TraceList");
     expect(list.items[1]).toMatchObject({ httpStatus: 503, rootName: "GET /api/checkout", spanCount: 7 });
@@ -172,7 +179,14 @@ describe("OTLP receiver and trace window", () => {
 
   it("refuses unusable queries and unknown traces with a Status", async () => {
     await start();
-    for (const q of ["?limit=0", "?limit=501", "?errors=maybe", "?minDurationMs=-1", "?service=noslash"]) {
+    for (const q of [
+      "?limit=0",
+      "?limit=501",
+      "?errors=maybe",
+      "?minDurationMs=-1",
+      "?service=noslash",
+      "?sort=name",
+    ]) {
       const r = await get(`${TRACES}${q}`);
       expect(r.status, q).toBe(400);
       expect(r.body.kind).toBe("Status");

@@ -142,30 +142,30 @@ describe.skipIf(!existsSync(CHROMIUM))("dashboard: traces and alerts", () => {
   it("lists traces by service, errors and duration, and draws one as a waterfall across agents", async () => {
     ({ rest, otlp } = await startController(alertmanagerUrl));
     const ok = meshTrace({ service: "shop/catalog", startMs: Date.now() - 3000 });
-    const failed = meshTrace({ service: "shop/checkout", fail: true, startMs: Date.now() - 2000 });
-    const slow = meshTrace({ service: "shop/checkout", slow: 8, startMs: Date.now() - 1000 });
-    for (const t of [ok, failed, slow]) for (const body of t.requests) await exportSpans(body);
+    const slow = meshTrace({ service: "shop/checkout", slow: 8, startMs: Date.now() - 2000 });
+    const failed = meshTrace({ service: "shop/checkout", fail: true, startMs: Date.now() - 1000 });
+    for (const t of [ok, slow, failed]) for (const body of t.requests) await exportSpans(body);
 
     await open("#/traces");
     const rows = page.getByTestId("trace-row");
+    const order = () => rows.evaluateAll((r) => r.map((x) => (x as InPage).dataset.traceId));
     await expect.poll(() => rows.count(), { timeout: 10_000 }).toBe(3);
-    expect(await rows.evaluateAll((r) => r.map((x) => (x as InPage).dataset.traceId))).toEqual([
-      slow.traceId,
-      failed.traceId,
-      ok.traceId,
-    ]);
-    expect(await rows.nth(1).getByTestId("trace-status").textContent()).toBe("503 · 7 failed spans");
-    expect(await rows.nth(0).getByTestId("trace-duration").textContent()).toBe("336 ms");
+    expect(await order()).toEqual([failed.traceId, slow.traceId, ok.traceId]);
+    expect(await rows.nth(0).getByTestId("trace-status").textContent()).toBe("503 · 7 failed spans");
+    expect(await rows.nth(1).getByTestId("trace-duration").textContent()).toBe("336 ms");
 
-    // Filters: a service, then a duration floor; the address keeps them.
+    // Filters: a service, slowest first, then a duration floor; the address keeps them.
     await page.getByTestId("trace-service").selectOption("shop/checkout");
     await expect.poll(() => rows.count()).toBe(2);
     expect(new URL(page.url()).hash).toBe("#/traces?service=shop%2Fcheckout");
+    await page.getByTestId("trace-sort").selectOption("duration");
+    await expect.poll(order).toEqual([slow.traceId, failed.traceId]);
+    expect(new URL(page.url()).hash).toBe("#/traces?service=shop%2Fcheckout&sort=duration");
     await page.getByTestId("trace-min").fill("100");
     await page.getByTestId("trace-min").press("Enter");
     await page.getByTestId("trace-min").blur();
     await expect.poll(() => rows.count()).toBe(1);
-    expect(new URL(page.url()).hash).toBe("#/traces?service=shop%2Fcheckout&min=100");
+    expect(new URL(page.url()).hash).toBe("#/traces?service=shop%2Fcheckout&min=100&sort=duration");
 
     // The waterfall of the slow one: 7 spans on two nodes, indented by parent, errors marked.
     await rows.first().click();
@@ -209,7 +209,7 @@ describe.skipIf(!existsSync(CHROMIUM))("dashboard: traces and alerts", () => {
     expect(await attribute("k8s.node.name").textContent()).toBe("node-1");
     expect(await page.getByTestId("wf-note").textContent()).toContain("7 spans · 2 nodes · shop/checkout");
     // The trace is in the address: a reload shows it again.
-    expect(new URL(page.url()).hash).toBe(`#/traces/${slow.traceId}?service=shop%2Fcheckout&min=100`);
+    expect(new URL(page.url()).hash).toBe(`#/traces/${slow.traceId}?service=shop%2Fcheckout&min=100&sort=duration`);
     await page.mouse.move(5, 990);
     await page.screenshot({ path: `${RESULTS}dashboard-traces.png`, fullPage: true });
   });

@@ -1,7 +1,7 @@
 // The dashboard: polls the controller every 2 s (service graph, agents, the selected service; the
 // traces or alerts when their view is open) and updates the views in place. The route lives in the
 // address's hash: #/topology, #/topology/service/{namespace}/{name}, #/traces[/{traceId}][?service=
-// ns/name&errors=1&min=100], #/alerts or #/nodes. Tests read window.__nodemesh.
+// ns/name&errors=1&min=100&sort=duration], #/alerts or #/nodes. Tests read window.__nodemesh.
 
 import { AlertsView } from "./alerts.js";
 import {
@@ -41,7 +41,7 @@ const state = {
   lastError: null,
   askedForToken: false,
   /** The Traces view: its filter and open trace (from the address), what the controller answered. */
-  traceFilter: { service: "", errors: false, minMs: "" },
+  traceFilter: { service: "", errors: false, minMs: "", slowest: false },
   traceId: null,
   traces: [],
   trace: null,
@@ -83,6 +83,7 @@ function tracesHash(traceId, filter) {
   if (filter.service) q.set("service", filter.service);
   if (filter.errors) q.set("errors", "1");
   if (filter.minMs) q.set("min", filter.minMs);
+  if (filter.slowest) q.set("sort", "duration");
   const query = q.toString();
   return `#/traces${traceId ? `/${enc(traceId)}` : ""}${query ? `?${query}` : ""}`;
 }
@@ -107,7 +108,12 @@ function applyRoute() {
   for (const t of TABS) $(`view-${t}`).hidden = tab !== t;
   if (tab === "traces") {
     const q = new URLSearchParams(query);
-    state.traceFilter = { service: q.get("service") ?? "", errors: q.get("errors") === "1", minMs: q.get("min") ?? "" };
+    state.traceFilter = {
+      service: q.get("service") ?? "",
+      errors: q.get("errors") === "1",
+      minMs: q.get("min") ?? "",
+      slowest: q.get("sort") === "duration",
+    };
     state.traceId = parts[1] || null;
     if (state.trace?.traceId !== state.traceId) state.trace = null;
     if (!state.traceId) tracesView.clearTrace();

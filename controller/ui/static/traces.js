@@ -88,6 +88,7 @@ export class TracesView {
       service: this.$("trace-service").value,
       errors: this.$("trace-errors").checked,
       minMs: min === "" ? "" : String(Math.max(0, Number(min) || 0)),
+      slowest: this.$("trace-sort").value === "duration",
     };
   }
 
@@ -106,6 +107,7 @@ export class TracesView {
     }
     select.value = filter.service ?? "";
     this.$("trace-errors").checked = Boolean(filter.errors);
+    this.$("trace-sort").value = filter.slowest ? "duration" : "recent";
     if (document.activeElement !== this.$("trace-min")) this.$("trace-min").value = filter.minMs ?? "";
   }
 
