@@ -18,12 +18,12 @@ export PATH := $(NODE_HOME)/bin:$(PATH)
 export npm_config_nodedir := $(NODE_HOME)
 
 # Debian packages the tests, the demo and the benchmarks use (iptables, iproute2, nsenter, curl,
-# h2load, Prometheus and promtool, Chromium for the dashboard test, HAProxy and iperf3 to
+# h2load, Prometheus and promtool, Alertmanager for the alert test, Chromium for the dashboard test, HAProxy and iperf3 to
 # compare with, tcpdump to show the tunnel carries no cleartext; clang, llvm-strip, the libbpf
 # headers and bpftool build the eBPF objects in bpf/ and load them for `nodemesh init --mode ebpf`).
-DEBIAN_PACKAGES := iptables iproute2 util-linux procps curl nghttp2-client prometheus chromium haproxy iperf3 tcpdump openssl \
+DEBIAN_PACKAGES := iptables iproute2 util-linux procps curl nghttp2-client prometheus prometheus-alertmanager chromium haproxy iperf3 tcpdump openssl \
   clang llvm libbpf-dev bpftool
-DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl h2load prometheus promtool chromium haproxy iperf3 tcpdump openssl \
+DEBIAN_COMMANDS := iptables-restore ip nsenter pgrep curl h2load prometheus promtool prometheus-alertmanager chromium haproxy iperf3 tcpdump openssl \
   clang llvm-strip bpftool
 # Files of packages that bring no command.
 DEBIAN_FILES := /usr/include/bpf/bpf_helpers.h

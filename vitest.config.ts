@@ -16,6 +16,7 @@ const SYSTEM_TESTS = [
   "agent/sys/linux.test.ts",
   "agent/control/probes.test.ts",
   "controller/ui/dashboard-page.test.ts",
+  "controller/ui/observe-page.test.ts",
   "deploy/**/*.test.ts",
   "controller/store/file-store-crash.test.ts",
 ];

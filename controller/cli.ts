@@ -4,11 +4,13 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { CONTROLLER_GRPC_PORT } from "../api/agent-service.ts";
 import { durationMs } from "../api/duration.ts";
+import { parseAlertmanagerUrl } from "./alerts/alertmanager.ts";
 import { DEFAULT_MAX_NODES } from "./config/agent-server.ts";
 import { parseGrpcTls, parseTlsSans } from "./config/agent-tls.ts";
 import { Controller, type ControllerOptions } from "./controller.ts";
 import type { PluggedCaFiles } from "./identity/workload-ca.ts";
 import { DEFAULT_REST_PORT } from "./rest/server.ts";
+import { OTLP_HTTP_PORT } from "./traces/otlp-server.ts";
 import { DEFAULT_WEBHOOK_PORT } from "./webhook/webhook-server.ts";
 
 const HELP = `Usage: nodemesh controller [options]
@@ -52,6 +54,14 @@ Options:
                           (a CA certificate allowed to sign, in date, the key its own, the chain
                           leading to the root): the controller exits naming what is wrong. No
                           certificate outlives it; \`nodemesh ca rotate\` is refused (rotate in your PKI)
+  --otlp-address ADDR[:PORT]
+                          receive traces over OTLP/HTTP (POST /v1/traces, protobuf or JSON, port
+                          default ${OTLP_HTTP_PORT}) and keep the last 2000 traces of up to 15 minutes in
+                          memory for the dashboard's Traces view. Like a collector's OTLP port it asks
+                          for no credentials: listen where only the nodes reach it (default: off)
+  --alertmanager-url URL  Alertmanager whose alerts the dashboard's Alerts view shows (its
+                          /api/v2/alerts, e.g. http://alertmanager:9093/). The controller asks it,
+                          not the browser: it must be reachable from the controller
   --log-level LEVEL       trace, debug, info, warn, error (default: info)
   -h, --help              show this help
 
@@ -135,6 +145,13 @@ function pluggedCa(values: {
   };
 }
 
+/** `--otlp-address`: HOST, HOST:PORT or [IPv6]:PORT. */
+function otlpAddress(value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/.exec(value);
+  if (!m) throw new Error(`--otlp-address must be HOST or HOST:PORT, got "${value}"`);
+  return { host: m[1] ?? m[2]!, port: m[3] === undefined ? OTLP_HTTP_PORT : port("otlp-address", m[3]) };
+}
+
 function certificateLifetime(value: string): number {
   const ms = /^\d+(ms|s|m|h)$/.test(value) ? durationMs(value) : Number.NaN;
   if (!(ms >= 1000 && ms <= 365 * 24 * 3600_000)) {
@@ -171,6 +188,8 @@ export async function runController(argv: string[]): Promise<number> {
       "webhook-port": { type: "string", default: String(DEFAULT_WEBHOOK_PORT) },
       "webhook-tls-dir": { type: "string", default: "/etc/nodemesh/webhook-tls" },
       "inject-image": { type: "string" },
+      "otlp-address": { type: "string" },
+      "alertmanager-url": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -200,6 +219,10 @@ export async function runController(argv: string[]): Promise<number> {
     ...pluggedCa(values),
     logLevel: values["log-level"],
     ...(kubernetesOptions(values) ? { kubernetes: kubernetesOptions(values) } : {}),
+    ...(values["otlp-address"] !== undefined ? { otlp: otlpAddress(values["otlp-address"]) } : {}),
+    ...(values["alertmanager-url"] !== undefined
+      ? { alertmanagerUrl: parseAlertmanagerUrl(values["alertmanager-url"]) }
+      : {}),
   });
   await new Promise<void>((resolve) => {
     process.once("SIGTERM", resolve);

@@ -5,6 +5,7 @@ import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
 import pino, { type Logger } from "pino";
 import type { Resource } from "../api/resources.ts";
+import { AlertmanagerClient } from "./alerts/alertmanager.ts";
 import { isLoopbackHost, TokenAuth } from "./auth.ts";
 import { AgentServer } from "./config/agent-server.ts";
 import { agentTlsEnabled, type GrpcTlsSetting, serverNames } from "./config/agent-tls.ts";
@@ -14,11 +15,13 @@ import { GraphQueries } from "./graph/service-graph.ts";
 import { RotatingCa, RotationInProgress, RotationRefused } from "./identity/root-rotation.ts";
 import { type PluggedCaFiles, WorkloadCa } from "./identity/workload-ca.ts";
 import type { KubernetesMode, KubernetesModeOptions } from "./kubernetes/kubernetes-mode.ts";
-import { createControllerRegistry, registerStoreMetrics } from "./metrics.ts";
+import { createControllerRegistry, registerStoreMetrics, TraceMetrics } from "./metrics.ts";
 import { RestError } from "./rest/errors.ts";
 import { type RestServer, startRestServer } from "./rest/server.ts";
 import { FileStore } from "./store/file-store.ts";
 import type { Store } from "./store/store.ts";
+import { type OtlpServer, startOtlpServer } from "./traces/otlp-server.ts";
+import { TraceWindow } from "./traces/trace-store.ts";
 import { uiHandler } from "./ui/ui-server.ts";
 
 export const DEFAULT_TRUST_DOMAIN = "cluster.local";
@@ -51,12 +54,17 @@ export interface ControllerOptions {
   logLevel: string;
   /** Kubernetes as the source of truth instead of the file store (`--source kubernetes`). */
   kubernetes?: Omit<KubernetesModeOptions, "log">;
+  /** Where the OTLP/HTTP trace receiver listens (`--otlp-address`); absent: no receiver. */
+  otlp?: { host: string; port: number };
+  /** Alertmanager the dashboard's alerts come from (`--alertmanager-url`). */
+  alertmanagerUrl?: URL;
 }
 
 export class Controller {
   readonly log: Logger;
   readonly store: Store;
   private rest?: RestServer;
+  private otlp?: OtlpServer;
   private agents?: AgentServer;
   private ca?: RotatingCa;
   readonly kubernetes?: KubernetesMode;
@@ -174,7 +182,21 @@ export class Controller {
       (view) => agents.preview(view),
     );
     this.kubernetes?.startLeaderDuties((key) => statuses.statusOfKey(key));
+    // Traces from the agents (OTLP), kept in a bounded window for the dashboard.
+    let traceMetrics: TraceMetrics | undefined;
+    const traces = new TraceWindow({}, (reason, n) => traceMetrics?.evicted(reason, n));
+    traceMetrics = new TraceMetrics(registry, traces);
+    if (opts.otlp) {
+      this.otlp = await startOtlpServer({
+        ...opts.otlp,
+        window: traces,
+        metrics: traceMetrics,
+        log: this.log.child({ component: "otlp" }),
+      });
+    }
     this.rest = await startRestServer({
+      traces,
+      ...(opts.alertmanagerUrl ? { alerts: new AlertmanagerClient(opts.alertmanagerUrl) } : {}),
       store: this.store,
       registry,
       host: opts.restHost,
@@ -227,7 +249,13 @@ export class Controller {
     });
     const source = this.kubernetes ? "kubernetes" : opts.storeDir;
     this.log.info(
-      { rest: this.rest.url, grpc: `${opts.grpcHost}:${agents.port}`, grpcTls: tls, store: source },
+      {
+        rest: this.rest.url,
+        grpc: `${opts.grpcHost}:${agents.port}`,
+        grpcTls: tls,
+        store: source,
+        ...(this.otlp ? { otlp: this.otlp.url } : {}),
+      },
       "controller ready",
     );
   }
@@ -235,6 +263,7 @@ export class Controller {
   async stop(): Promise<void> {
     await this.kubernetes?.stop();
     await this.rest?.close();
+    await this.otlp?.close();
     await this.agents?.stop();
     this.ca?.stop();
     await this.store.close();

@@ -97,3 +97,69 @@ export function registerStoreMetrics(registry: Registry, store: Store): void {
     },
   });
 }
+
+/** The OTLP receiver and the trace window (controller/traces/); labels are bounded (reasons, codes). */
+export class TraceMetrics {
+  readonly #requests: Counter<"code">;
+  readonly #received: Counter;
+  readonly #rejected: Counter<"reason">;
+  readonly #evicted: Counter<"reason">;
+
+  constructor(registry: Registry, window: { traceCount: number; spanCount: number }) {
+    this.#requests = new Counter({
+      name: `${METRIC_PREFIX}otlp_requests_total`,
+      help: "OTLP/HTTP export requests received, by response code",
+      labelNames: ["code"],
+      registers: [registry],
+    });
+    this.#received = new Counter({
+      name: `${METRIC_PREFIX}otlp_spans_received_total`,
+      help: "Spans received over OTLP and kept in the trace window",
+      registers: [registry],
+    });
+    this.#rejected = new Counter({
+      name: `${METRIC_PREFIX}otlp_spans_rejected_total`,
+      help: "Spans received over OTLP and not kept, by reason: invalid, request_limit, trace_full, rate",
+      labelNames: ["reason"],
+      registers: [registry],
+    });
+    this.#evicted = new Counter({
+      name: `${METRIC_PREFIX}traces_evicted_total`,
+      help: "Traces forgotten by the trace window, by reason: age, traces (count bound), spans (span bound)",
+      labelNames: ["reason"],
+      registers: [registry],
+    });
+    new Gauge({
+      name: `${METRIC_PREFIX}traces`,
+      help: "Traces in the trace window",
+      registers: [registry],
+      collect() {
+        this.set(window.traceCount);
+      },
+    });
+    new Gauge({
+      name: `${METRIC_PREFIX}trace_spans`,
+      help: "Spans in the trace window",
+      registers: [registry],
+      collect() {
+        this.set(window.spanCount);
+      },
+    });
+  }
+
+  request(code: number): void {
+    this.#requests.inc({ code: String(code) });
+  }
+
+  received(spans: number): void {
+    if (spans) this.#received.inc(spans);
+  }
+
+  rejected(reason: "invalid" | "request_limit" | "trace_full" | "rate", spans: number): void {
+    if (spans) this.#rejected.inc({ reason }, spans);
+  }
+
+  evicted(reason: string, traces: number): void {
+    this.#evicted.inc({ reason }, traces);
+  }
+}

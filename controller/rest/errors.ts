@@ -18,7 +18,7 @@ export const REST_ERRORS = {
   Invalid: 422, // the object fails validation; `details.causes` names every bad field
   TooManyRequests: 429, // too many watches open, for this client or in all
   InternalError: 500, // a bug: logged, message not shown
-  ServiceUnavailable: 503, // the store refuses writes (closed, or a failed write awaits a restart)
+  ServiceUnavailable: 503, // the store refuses writes (closed, or a failed write awaits a restart); Alertmanager does not answer
 } as const;
 
 export type Reason = keyof typeof REST_ERRORS;

@@ -20,6 +20,7 @@ import type { Store } from "../store/store.ts";
 import { RestError, type StatusDetails, toRestError, toStatus } from "./errors.ts";
 import { DEFAULT_MAX_BODY_BYTES, MERGE_PATCH_TYPE, readJsonObject } from "./http-io.ts";
 import { KindHandler, type Preview, type StatusFor } from "./kind-handler.ts";
+import { ALERTS_PATH, type AlertSource, serveAlerts, serveTraces, TRACES_PATH, type TraceQueries } from "./observe.ts";
 import { openApiDocument } from "./openapi.ts";
 import { parsePath, type ResourcePath, type ResourceRoute, resolveResourceRoute } from "./routes.ts";
 import {
@@ -58,6 +59,10 @@ export interface RestServerOptions {
   views?: Readonly<Record<string, View>>;
   /** The service graph API (api/service-graph.ts); absent: 404. */
   serviceGraph?: Pick<GraphQueries, "graph" | "service">;
+  /** The window of recent traces (controller/traces/); absent: 404. */
+  traces?: TraceQueries;
+  /** Alertmanager's alerts (`--alertmanager-url`); absent: 404 saying how to configure one. */
+  alerts?: AlertSource;
   /** Serves the dashboard (`/`, `/ui/**`); returns false for other paths. */
   ui?: (req: IncomingMessage, res: ServerResponse) => boolean;
   log?: Logger;
@@ -154,6 +159,17 @@ class RestApi {
         resource = "servicegraph";
         this.#authorize(req, "read");
         return this.#serviceGraph(req, res, url, graph[1], graph[2]);
+      }
+      const traces = TRACES_PATH.exec(url.pathname);
+      if (traces) {
+        resource = "traces";
+        this.#authorize(req, "read");
+        return serveTraces(req, res, url, traces[1], this.#o.traces);
+      }
+      if (ALERTS_PATH.test(url.pathname)) {
+        resource = "alerts";
+        this.#authorize(req, "read");
+        return await serveAlerts(req, res, this.#o.alerts);
       }
       const parsed = parsePath(url.pathname);
       if (parsed.type === "system") {

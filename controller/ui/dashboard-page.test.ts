@@ -171,6 +171,9 @@ describe.skipIf(!existsSync(CHROMIUM))("dashboard page", () => {
     mkdirSync(RESULTS, { recursive: true });
     await page.screenshot({ path: `${RESULTS}dashboard-fixture.png` });
 
+    // The panel links to the service's traces.
+    expect(await page.getByTestId("panel-traces").getAttribute("href")).toBe("#/traces?service=shop%2Fcheckout");
+
     await page.getByTestId("panel-close").click();
     await expect.poll(() => panel.isHidden()).toBe(true);
     expect((await probe(page)).selected).toBeNull();

@@ -81,3 +81,17 @@ export async function fetchAgents() {
   const body = await getJson(`${API}/agents`);
   return Array.isArray(body) ? body : (body.items ?? []);
 }
+
+/** Recent traces; `filter`: { service: "ns/name", errors: bool, minMs: "100", slowest: bool }. */
+export function fetchTraces(filter, limit = 100) {
+  const q = new URLSearchParams({ limit: String(limit) });
+  if (filter.service) q.set("service", filter.service);
+  if (filter.errors) q.set("errors", "true");
+  if (filter.minMs) q.set("minDurationMs", filter.minMs);
+  if (filter.slowest) q.set("sort", "duration");
+  return getJson(`${API}/traces?${q}`);
+}
+
+export const fetchTrace = (traceId) => getJson(`${API}/traces/${encodeURIComponent(traceId)}`);
+
+export const fetchAlerts = () => getJson(`${API}/alerts`);

@@ -1,12 +1,25 @@
-// The dashboard: polls the controller every 2 s (service graph, agents, the selected service) and
-// updates the views in place. The route lives in the address's hash: #/topology,
-// #/topology/service/{namespace}/{name} or #/nodes. Tests read window.__nodemesh.
+// The dashboard: polls the controller every 2 s (service graph, agents, the selected service; the
+// traces or alerts when their view is open) and updates the views in place. The route lives in the
+// address's hash: #/topology, #/topology/service/{namespace}/{name}, #/traces[/{traceId}][?service=
+// ns/name&errors=1&min=100&sort=duration], #/alerts or #/nodes. Tests read window.__nodemesh.
 
-import { ApiError, fetchAgents, fetchGraph, fetchService, initToken, setToken } from "./api.js";
+import { AlertsView } from "./alerts.js";
+import {
+  ApiError,
+  fetchAgents,
+  fetchAlerts,
+  fetchGraph,
+  fetchService,
+  fetchTrace,
+  fetchTraces,
+  initToken,
+  setToken,
+} from "./api.js";
 import { esc, fmtMs, fmtPercent, fmtRate, health } from "./format.js";
 import { TopologyGraph } from "./graph.js";
 import { renderNodes } from "./nodes.js";
 import { ServicePanel } from "./panel.js";
+import { TracesView } from "./traces.js";
 
 const POLL_MS = 2000;
 const WINDOW_KEY = "nodemesh.window";
@@ -27,6 +40,16 @@ const state = {
   lastOk: 0,
   lastError: null,
   askedForToken: false,
+  /** The Traces view: its filter and open trace (from the address), what the controller answered. */
+  traceFilter: { service: "", errors: false, minMs: "", slowest: false },
+  traceId: null,
+  traces: [],
+  trace: null,
+  /** The Alerts view: the controller's answer, or why there is none. */
+  alerts: null,
+  alertsError: null,
+  /** False once the controller said it has no Alertmanager: then asked only while the view is open. */
+  alertsConfigured: true,
 };
 
 initToken();
@@ -49,6 +72,21 @@ const graph = new TopologyGraph($("graph"), {
   },
 });
 const panel = new ServicePanel($("panel"), { onClose: () => navigate("#/topology") });
+const tracesView = new TracesView($("view-traces"), {
+  onFilter: (filter) => navigate(tracesHash(null, filter)),
+  onOpen: (traceId) => navigate(tracesHash(traceId, state.traceFilter)),
+});
+const alertsView = new AlertsView($("view-alerts"), $("alerts-badge"));
+
+function tracesHash(traceId, filter) {
+  const q = new URLSearchParams();
+  if (filter.service) q.set("service", filter.service);
+  if (filter.errors) q.set("errors", "1");
+  if (filter.minMs) q.set("min", filter.minMs);
+  if (filter.slowest) q.set("sort", "duration");
+  const query = q.toString();
+  return `#/traces${traceId ? `/${enc(traceId)}` : ""}${query ? `?${query}` : ""}`;
+}
 
 function enc(s) {
   return encodeURIComponent(s);
@@ -59,13 +97,28 @@ function navigate(hash) {
   else location.hash = hash;
 }
 
+const TABS = ["topology", "traces", "alerts", "nodes"];
+
 function applyRoute() {
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
-  const tab = parts[0] === "nodes" ? "nodes" : "topology";
+  const [path, query = ""] = location.hash.replace(/^#\/?/, "").split("?");
+  const parts = path.split("/").map(decodeURIComponent);
+  const tab = TABS.includes(parts[0]) ? parts[0] : "topology";
   state.tab = tab;
   for (const a of document.querySelectorAll(".tab")) a.classList.toggle("active", a.dataset.tab === tab);
-  $("view-topology").hidden = tab !== "topology";
-  $("view-nodes").hidden = tab !== "nodes";
+  for (const t of TABS) $(`view-${t}`).hidden = tab !== t;
+  if (tab === "traces") {
+    const q = new URLSearchParams(query);
+    state.traceFilter = {
+      service: q.get("service") ?? "",
+      errors: q.get("errors") === "1",
+      minMs: q.get("min") ?? "",
+      slowest: q.get("sort") === "duration",
+    };
+    state.traceId = parts[1] || null;
+    if (state.trace?.traceId !== state.traceId) state.trace = null;
+    if (!state.traceId) tracesView.clearTrace();
+    tracesView.setFilter(state.traceFilter, serviceKeys());
+  }
   const selected =
     tab === "topology" && parts[1] === "service" && parts[3] ? { namespace: parts[2], name: parts[3] } : null;
   const changed = selected?.namespace !== state.selected?.namespace || selected?.name !== state.selected?.name;
@@ -73,6 +126,7 @@ function applyRoute() {
   if (selected) {
     state.highlighted = `svc:${selected.name}.${selected.namespace}`;
     panel.show(selected.namespace, selected.name);
+    $("panel-traces").href = tracesHash(null, { service: `${selected.namespace}/${selected.name}` });
     $("workspace").classList.add("with-panel");
   } else {
     if (state.highlighted?.startsWith("svc:")) state.highlighted = null;
@@ -81,10 +135,15 @@ function applyRoute() {
   }
   graph.select(state.highlighted);
   renderServiceList();
-  if (changed) {
+  if (changed || tab === "traces" || tab === "alerts") {
     state.detail = null;
     void poll();
   }
+}
+
+/** "namespace/name" of the services in the graph: the Traces view's choice of service. */
+function serviceKeys() {
+  return (state.graph?.services ?? []).map((s) => `${s.namespace}/${s.name}`);
 }
 
 // ---- rendering ----
@@ -220,9 +279,58 @@ async function poll() {
     setLive("live", "Live", `Updated ${new Date(state.lastOk).toLocaleTimeString()} · every 2 s`);
     setBanner(failed.length ? `Partly updated: ${failed.join("; ")}` : null);
   }
+  await refreshObservability(mine);
+  if (mine !== seq) return; // a newer poll took over while the traces or alerts loaded
   state.updates++;
   document.body.dataset.updates = String(state.updates);
   timer = setTimeout(poll, POLL_MS);
+}
+
+/** The Traces view's list and open trace, and the alerts (always, for the tab's badge, if configured). */
+async function refreshObservability(mine) {
+  const onTraces = state.tab === "traces";
+  const traceId = state.traceId;
+  const wantAlerts = state.alertsConfigured || state.tab === "alerts";
+  const [list, one, alerts] = await Promise.allSettled([
+    onTraces ? fetchTraces(state.traceFilter) : Promise.resolve(null),
+    onTraces && traceId ? fetchTrace(traceId) : Promise.resolve(null),
+    wantAlerts ? fetchAlerts() : Promise.resolve(null),
+  ]);
+  if (mine !== seq) return;
+  if (onTraces) {
+    tracesView.setFilter(state.traceFilter, [...serviceKeys(), ...state.traces.flatMap((t) => t.services)]);
+    if (list.status === "fulfilled") {
+      state.traces = list.value.items;
+      tracesView.renderList(state.traces, traceId);
+    } else {
+      tracesView.showListError(`Traces could not be read: ${describe(list.reason)}`);
+    }
+    if (traceId && one.status === "fulfilled") {
+      state.trace = one.value;
+      tracesView.renderTrace(one.value);
+    } else if (traceId && one.status === "rejected") {
+      state.trace = null;
+      const gone = one.reason instanceof ApiError && one.reason.status === 404;
+      tracesView.showTraceError(
+        traceId,
+        gone ? "not in the controller's window (forgotten, or never received)" : describe(one.reason),
+      );
+    }
+  }
+  if (wantAlerts) {
+    if (alerts.status === "fulfilled") {
+      state.alerts = alerts.value;
+      state.alertsError = null;
+      state.alertsConfigured = true;
+      alertsView.render(alerts.value);
+    } else {
+      const notConfigured = alerts.reason instanceof ApiError && alerts.reason.status === 404;
+      state.alerts = null;
+      state.alertsError = describe(alerts.reason);
+      state.alertsConfigured = !notConfigured;
+      alertsView.showError(state.alertsError, notConfigured);
+    }
+  }
 }
 
 // ---- controls ----
@@ -292,6 +400,18 @@ window.__nodemesh = {
   },
   get lastError() {
     return state.lastError;
+  },
+  get traces() {
+    return state.traces;
+  },
+  get trace() {
+    return state.trace;
+  },
+  get alerts() {
+    return state.alerts;
+  },
+  get alertsError() {
+    return state.alertsError;
   },
   positions: () => graph.positions(),
   clientPosition: (id) => graph.clientPosition(id),
