@@ -126,6 +126,12 @@ describe("nodemesh init flags", () => {
     expect(() => parse(["--no-enroll", "--mode=nft"])).toThrow('--mode: "nft" is not iptables or ebpf');
     // A dry run shows what it would do without a cgroup.
     expect(parse(["--dry-run", "--mode=ebpf"]).mode).toBe("ebpf");
+    expect(ebpf.splice).toBe(false);
+  });
+
+  it("takes --splice with --mode ebpf only", () => {
+    expect(parse(["--no-enroll", "--mode=ebpf", "--cgroup=/sys/fs/cgroup/pod1", "--splice"]).splice).toBe(true);
+    expect(() => parse(["--no-enroll", "--splice"])).toThrow("--splice needs --mode ebpf");
   });
 
   it("documents every flag in --help", () => {
