@@ -13,7 +13,7 @@ out=${1:-$src}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$src"
-for prog in redirect origdst splice; do
+for prog in redirect origdst; do
   clang -O2 -g -target bpf -Wall -Werror -I. -ffile-prefix-map="$src"=. \
     -c "$prog.bpf.c" -o "$out/$prog.bpf.o.tmp"
   llvm-strip -g "$out/$prog.bpf.o.tmp"

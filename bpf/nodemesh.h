@@ -66,18 +66,6 @@ struct nm_tuple {
 	__u16 pad;
 };
 
-/*
- * A spliced socket (splice.bpf.c), as its own sockops and sk_msg contexts see it: its network
- * namespace, then its local and remote ends. The peer socket's key swaps the ends.
- */
-struct nm_sock_key {
-	__u64 netns;       /* bpf_get_netns_cookie */
-	__u32 local_ip;    /* net */
-	__u32 remote_ip;   /* net */
-	__u32 local_port;  /* host */
-	__u32 remote_port; /* host */
-};
-
 /* Written by the pods' sockops program, read by the node's getsockopt program: pinned per node. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

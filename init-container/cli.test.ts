@@ -126,13 +126,6 @@ describe("nodemesh init flags", () => {
     expect(() => parse(["--no-enroll", "--mode=nft"])).toThrow('--mode: "nft" is not iptables, ebpf or node');
     // A dry run shows what it would do without a cgroup.
     expect(parse(["--dry-run", "--mode=ebpf"]).mode).toBe("ebpf");
-    expect(ebpf.splice).toBe(false);
-  });
-
-  it("takes --splice with --mode ebpf or node only", () => {
-    expect(parse(["--no-enroll", "--mode=ebpf", "--cgroup=/sys/fs/cgroup/pod1", "--splice"]).splice).toBe(true);
-    expect(parse(["--pod-name=web", "--mode=node", "--splice"]).splice).toBe(true);
-    expect(() => parse(["--no-enroll", "--splice"])).toThrow("--splice needs --mode ebpf");
   });
 
   it("takes --mode node (asked of the agent, so not with --no-enroll), and --cgroup parent with its --cgroup-root", () => {

@@ -18,7 +18,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_ENROLLMENT_SOCKET, INBOUND_PORT, OUTBOUND_PORT } from "../api/dataplane.ts";
 import type { PodEnrollment } from "../api/enrollment.ts";
 import { validateEnrollment } from "../api/enrollment-schema.ts";
-import { cgroup2Root, installEbpf, NODE_PIN_DIR, PODS_PIN_DIR, SPLICE_PIN_DIR, uninstallEbpf } from "./ebpf.ts";
+import { cgroup2Root, installEbpf, NODE_PIN_DIR, PODS_PIN_DIR, uninstallEbpf } from "./ebpf.ts";
 import { podConfigValue } from "./ebpf-maps.ts";
 import {
   type AgentOptions,
@@ -61,13 +61,6 @@ Interception:
                               /host/sys/fs/cgroup)
   --agent-cgroup PATH         where the agent runs (its getsockopt calls are answered there);
                               default: the root of the cgroup v2 hierarchy
-  --splice                    with --mode ebpf: the pod's connections between two sockets of its
-                              own namespace (app to the agent's :${OUTBOUND_PORT}, the agent to the
-                              app) skip the loopback TCP/IP stack (sockops + sk_msg, Linux 5.15+).
-                              Off by default: the receiving socket's buffer no longer limits the
-                              sender (bpf/README.md, "Splicing"). Where the kernel cannot, the
-                              pod is installed without it, saying so. A rerun without it turns
-                              it off
 
 Pod (flags win over the downward-API environment variables):
   --pod-name NAME             env POD_NAME; required unless --no-enroll or --dry-run
@@ -125,7 +118,6 @@ export const OPTIONS = {
   cgroup: { type: "string" },
   "cgroup-root": { type: "string" },
   "agent-cgroup": { type: "string" },
-  splice: { type: "boolean" },
   "dry-run": { type: "boolean" },
   uninstall: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -143,8 +135,6 @@ export interface InitPlan {
   cgroup?: string;
   cgroupRoot?: string;
   agentCgroup?: string;
-  /** --splice: splice the pod's same-namespace connections (eBPF mode only). */
-  splice: boolean;
   /** Rules to install; ignored when uninstalling. */
   config: RedirectConfig;
   /** The pod to enroll (or unenroll): undefined with --no-enroll, or a dry run without pod flags. */
@@ -193,14 +183,11 @@ export function parseInitArgs(
   if (mode === "ebpf" && values.cgroup === undefined && !dryRun && !values.help) {
     throw invalid("--mode ebpf needs --cgroup PATH, the pod's cgroup v2 directory");
   }
-  const splice = values.splice ?? false;
-  if (splice && mode === "iptables") throw invalid("--splice needs --mode ebpf (or node)");
   if (values["cgroup-root"] !== undefined && values.cgroup !== "parent") {
     throw invalid("--cgroup-root goes with --cgroup parent");
   }
   const plan = {
     help: values.help ?? false,
-    splice,
     uninstall,
     dryRun,
     mode: mode as InitPlan["mode"],
@@ -252,8 +239,7 @@ export async function runInit(argv: string[]): Promise<number> {
         log(
           `dry run: would load bpf/redirect.bpf.o under ${PODS_PIN_DIR}/<cgroup id>/ and attach it to ` +
             `${plan.cgroup ?? "the --cgroup"}, and bpf/origdst.bpf.o under ${NODE_PIN_DIR}/ (if not there) ` +
-            `attached to ${plan.agentCgroup ?? "the root of the cgroup v2 hierarchy"}` +
-            (plan.splice ? `, and bpf/splice.bpf.o under ${SPLICE_PIN_DIR}/ (if not there) attached there too` : ""),
+            `attached to ${plan.agentCgroup ?? "the root of the cgroup v2 hierarchy"}`,
         );
       }
       if (plan.pod) log(`dry run: would ${plan.uninstall ? "unenroll" : "enroll"} ${describePod(plan.pod)}`);
@@ -310,13 +296,12 @@ async function resolvePlan(plan: InitPlan): Promise<InitPlan & { mode: Intercept
   if (mode === "node") {
     mode = await askInterception(plan.agent);
     log(`this node's interception mode (nodemesh agent --interception): ${mode}`);
-    if (mode === "iptables" && plan.splice) log("warning: --splice is for the eBPF mode: ignored");
   }
   const cgroup = plan.cgroup === "parent" ? parentCgroup({ hierarchy: plan.cgroupRoot ?? cgroup2Root() }) : plan.cgroup;
   if (mode === "ebpf" && cgroup === undefined && !plan.dryRun) {
     throw invalid("the eBPF mode needs --cgroup PATH (or --cgroup parent), the pod's cgroup v2 directory");
   }
-  return { ...plan, mode, splice: plan.splice && mode === "ebpf", ...(cgroup === undefined ? {} : { cgroup }) };
+  return { ...plan, mode, ...(cgroup === undefined ? {} : { cgroup }) };
 }
 
 /** The eBPF programs first (a machine without support is refused untouched), then the inbound rules. */
@@ -325,7 +310,6 @@ async function installWithEbpf(plan: InitPlan, config: RedirectConfig): Promise<
   const installed = await installEbpf(config, localAddresses(plan), {
     cgroup,
     ...(plan.agentCgroup === undefined ? {} : { agentCgroup: plan.agentCgroup }),
-    splice: plan.splice,
   });
   try {
     await applyRedirect(config, {}, "inbound");
@@ -336,8 +320,7 @@ async function installWithEbpf(plan: InitPlan, config: RedirectConfig): Promise<
   log(
     `eBPF programs ${installed.loaded ? "attached to" : "already on"} ${cgroup} (outbound to 127.0.0.1:${OUTBOUND_PORT}, ` +
       `pinned in ${installed.podDir}; SO_ORIGINAL_DST answered in ${plan.agentCgroup ?? cgroup2Root()}); ` +
-      `inbound rules installed (to :${INBOUND_PORT})` +
-      (installed.splice === undefined ? "" : `; splicing ${installed.splice}`),
+      `inbound rules installed (to :${INBOUND_PORT})`,
   );
 }
 

@@ -2,7 +2,6 @@
 // the loaded maps, and the programs' behaviour end to end).
 import { describe, expect, it } from "vitest";
 import {
-  fromU64Words,
   hexWords,
   MAX_CIDRS,
   MAX_PORT_RANGES,
@@ -10,7 +9,6 @@ import {
   nodeConfigValue,
   POD_CONFIG_SIZE,
   podConfigValue,
-  u64Words,
 } from "./ebpf-maps.ts";
 import { parseExclusions } from "./rules.ts";
 
@@ -53,11 +51,5 @@ describe("eBPF config map values", () => {
     expect(() => podConfigValue(parseExclusions({ outboundCidrs: cidrs }), [])).not.toThrow();
     // The pod's own address takes a slot too.
     expect(() => podConfigValue(parseExclusions({ outboundCidrs: cidrs }), ["10.244.1.11"])).toThrow("at most 32");
-  });
-
-  it("write and read u64 map keys and values as bpftool's little-endian words", () => {
-    expect(u64Words(0x0102n)).toEqual(["02", "01", "00", "00", "00", "00", "00", "00"]);
-    expect(fromU64Words(["0x65", "0x00", "0x00", "0x00", "0x00", "0x00", "0x00", "0x01"])).toBe(0x0100000000000065n);
-    expect(fromU64Words(u64Words(2n ** 63n + 7n))).toBe(2n ** 63n + 7n);
   });
 });

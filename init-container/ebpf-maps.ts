@@ -64,18 +64,6 @@ export function nodeConfigValue(): Buffer {
 /** The key of a one-entry array map (index 0), as bpftool's `key hex` words. */
 export const ZERO_KEY = ["00", "00", "00", "00"];
 
-/** A little-endian u64 (a netns cookie, a cgroup id) as bpftool's `hex` words. */
-export function u64Words(value: bigint): string[] {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(value);
-  return hexWords(b);
-}
-
-/** A little-endian u64 from bpftool's JSON words ("0x65", "0x00", …). */
-export function fromU64Words(words: readonly string[]): bigint {
-  return Buffer.from(words.map((w) => Number.parseInt(w, 16))).readBigUInt64LE();
-}
-
 /** Bytes as bpftool's `hex` words: "0a", "ff", … */
 export function hexWords(bytes: Buffer): string[] {
   return [...bytes].map((byte) => byte.toString(16).padStart(2, "0"));

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 
 const BPF_DIR = new URL("../bpf/", import.meta.url).pathname;
-const OBJECTS = ["redirect.bpf.o", "origdst.bpf.o", "splice.bpf.o"];
+const OBJECTS = ["redirect.bpf.o", "origdst.bpf.o"];
 
 function missingTools(): string[] {
   return ["clang", "llvm-strip"].filter((tool) => {

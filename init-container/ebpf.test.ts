@@ -3,7 +3,6 @@
 // agent's side is played by this process: a listener made with the agent's own calls
 // (agent/sys/linux.ts) and getsockopt(SO_ORIGINAL_DST) on what it accepts.
 import { execFile, execFileSync } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -14,8 +13,8 @@ import { bindListenerFd, connectableFd, Netns, originalDst, socketFd } from "../
 import { modeUnavailable } from "../test/e2e/modes.ts";
 import { createCgroup, enterCgroupArgs, removeCgroup, withCgroup } from "../test/world/cgroup.ts";
 import { newWorldPrefix } from "../test/world/netns.ts";
-import { cgroup2Root, cgroupId, NODE_PIN_DIR, PIN_ROOT, podPinDir, SPLICE_PIN_DIR } from "./ebpf.ts";
-import { fromU64Words, NODE_CONFIG_SIZE, POD_CONFIG_SIZE } from "./ebpf-maps.ts";
+import { cgroup2Root, cgroupId, NODE_PIN_DIR, PIN_ROOT, podPinDir } from "./ebpf.ts";
+import { NODE_CONFIG_SIZE, POD_CONFIG_SIZE } from "./ebpf-maps.ts";
 import { init, iptablesSave, run, withNamespaces } from "./testing/netns.ts";
 
 const BPF_DIR = new URL("../bpf/", import.meta.url).pathname;
@@ -75,35 +74,6 @@ function connectAs(cgroup: string, ns: Netns, ip: string, port: number, mark = 0
     socket.once("error", reject);
     socket.connect(port, ip);
   });
-}
-
-/** Everything the socket receives until it ends, as text. */
-function collect(socket: net.Socket): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let text = "";
-    socket.setEncoding("utf8");
-    socket.on("data", (chunk: string) => (text += chunk));
-    socket.once("end", () => resolve(text));
-    socket.once("error", reject);
-  });
-}
-
-/**
- * Bytes the kernel's TCP sent on each side of a connection to 127.0.0.1:15001 from `appPort`
- * (ss's bytes_sent; TCP counts the SYN and FIN as one byte each, sk_msg redirects nothing).
- */
-async function sentThroughTcp(ns: string, appPort: number): Promise<{ app: number; agent: number }> {
-  const { stdout } = await execFileAsync("nsenter", [`--net=/run/netns/${ns}`, "ss", "-tinHO", "state", "all"], {
-    encoding: "utf8",
-  });
-  const sent = (local: string, peer: string) => {
-    const line = stdout.split("\n").find((l) => l.includes(` ${local} `) && l.includes(` ${peer} `));
-    if (!line) throw new Error(`no socket ${local} → ${peer} in ss:\n${stdout}`);
-    return Number(/bytes_sent:(\d+)/.exec(line)?.[1] ?? 0);
-  };
-  const app = `127.0.0.1:${appPort}`;
-  const agent = "127.0.0.1:15001";
-  return { app: sent(app, agent), agent: sent(agent, app) };
 }
 
 describe.skipIf(unavailable !== undefined)(
@@ -238,90 +208,6 @@ describe.skipIf(unavailable !== undefined)(
             ns.close();
             await init(name, ["--no-enroll", "--uninstall", `--cgroup=${cgroup}`]);
           }
-        });
-      });
-    });
-
-    it("--splice: the app's bytes to the agent's listener and back skip TCP, in order, through a half-close and a reset; a rerun without it and --uninstall undo it", async () => {
-      await withNamespaces(1, async (name) => {
-        await withCgroupDir(async (cgroup) => {
-          const r = await init(name, ["--no-enroll", "--mode=ebpf", `--cgroup=${cgroup}`, "--splice"]);
-          expect(r.code, r.stderr).toBe(0);
-          expect(r.stderr).toContain("splicing on");
-          expect(attached(cgroup2Root())).toContainEqual("cgroup_sock_ops nm_splice_ops");
-          const netns = bpftool("map", "dump", "pinned", join(SPLICE_PIN_DIR, "nm_splice_netns")) as {
-            value: string[];
-          }[];
-          expect(netns.map((e) => fromU64Words(e.value))).toEqual([BigInt(cgroupId(cgroup))]);
-          const ns = Netns.open(`/run/netns/${name}`);
-          const server = await agentListener(ns);
-          try {
-            // 4 MB from the app; the agent answers with their digest, both still open.
-            const payload = randomBytes(4 * 1024 * 1024);
-            const agentEnded = new Promise<void>((resolve) => {
-              server.once("connection", (agentSide) => {
-                const hash = createHash("sha256");
-                let received = 0;
-                agentSide.on("data", (chunk) => {
-                  hash.update(chunk);
-                  received += chunk.length;
-                  if (received === payload.length) agentSide.write(hash.digest("hex"));
-                });
-                // The app's half-close arrives after its bytes; the agent still sends, then closes.
-                agentSide.on("end", () => {
-                  agentSide.end(" bye");
-                  resolve();
-                });
-              });
-            });
-            const app = await connectAs(cgroup, ns, "10.1.2.3", 80);
-            const appPort = app.localPort!;
-            const reply = collect(app);
-            const digest = createHash("sha256").update(payload).digest("hex");
-            app.write(payload);
-            for (let i = 0; i < 200 && !app.readableLength && app.bytesRead < digest.length; i++) {
-              await new Promise((res) => setTimeout(res, 10));
-            }
-            // Only the handshake went through TCP (SYN counts one byte).
-            const spliced = await sentThroughTcp(name, appPort);
-            expect(spliced.app).toBeLessThan(1024);
-            expect(spliced.agent).toBeLessThan(1024);
-            app.end();
-            await agentEnded;
-            expect(await reply).toBe(`${digest} bye`);
-            app.destroy();
-
-            // The agent resetting its side reaches the app as a reset.
-            server.once("connection", (agentSide) => agentSide.once("data", () => agentSide.resetAndDestroy()));
-            const reset = await connectAs(cgroup, ns, "10.1.2.3", 80);
-            const closed = new Promise<string>((resolve) => {
-              reset.on("error", (err: NodeJS.ErrnoException) => resolve(err.code ?? "error"));
-              reset.on("close", () => resolve("close"));
-            });
-            reset.write("x");
-            expect(await closed).toBe("ECONNRESET");
-
-            // Rerun without --splice: off for this pod, its next connections go through TCP again.
-            const off = await init(name, ["--no-enroll", "--mode=ebpf", `--cgroup=${cgroup}`]);
-            expect(off.code, off.stderr).toBe(0);
-            expect(bpftool("map", "dump", "pinned", join(SPLICE_PIN_DIR, "nm_splice_netns"))).toEqual([]);
-            let plainReceived = 0;
-            server.once("connection", (agentSide) => agentSide.on("data", (chunk) => (plainReceived += chunk.length)));
-            const plain = await connectAs(cgroup, ns, "10.1.2.3", 80);
-            plain.write(payload);
-            for (let i = 0; i < 500 && plainReceived < payload.length; i++)
-              await new Promise((res) => setTimeout(res, 10));
-            expect(plainReceived).toBe(payload.length);
-            expect((await sentThroughTcp(name, plain.localPort!)).app).toBeGreaterThanOrEqual(payload.length);
-            plain.destroy();
-          } finally {
-            server.close();
-            ns.close();
-            const gone = await init(name, ["--no-enroll", "--uninstall", `--cgroup=${cgroup}`]);
-            expect(gone.code, gone.stderr).toBe(0);
-          }
-          expect(nodemeshAttachments()).toEqual([]);
-          expect(existsSync(PIN_ROOT)).toBe(false);
         });
       });
     });

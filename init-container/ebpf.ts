@@ -11,10 +11,6 @@
 //     nm_sockops, nm_getpeername4,
 //     nm_getpeername6
 //     nm_pod_config, nm_cookie_dst        (and sharing the node's nm_tuple_dst)
-//   /sys/fs/bpf/nodemesh/node/splice/     with --splice, made by the first pod that asks for it, gone
-//     nm_splice_ops, nm_splice_msg    with the node's part: nm_splice_ops attached with
-//     nm_splice_netns, nm_splice_socks,   nm_getsockopt, nm_splice_msg to nm_splice_socks; each
-//     nm_splice_mode                    splicing pod adds its network namespace to nm_splice_netns
 //
 // Every change happens under a lock (a directory in bpffs, so it is shared by every init container
 // of the node), is idempotent, and a failed install is rolled back: nothing stays attached or pinned
@@ -23,16 +19,14 @@
 import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statfsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { fromU64Words, hexWords, nodeConfigValue, podConfigValue, u64Words, ZERO_KEY } from "./ebpf-maps.ts";
+import { hexWords, nodeConfigValue, podConfigValue, ZERO_KEY } from "./ebpf-maps.ts";
 import { INIT_ERROR_CODES, InitError } from "./errors.ts";
-import { netnsCookie } from "./netns-cookie.ts";
 import type { RedirectConfig } from "./rules.ts";
 
 export const BPF_FS = "/sys/fs/bpf";
 export const PIN_ROOT = `${BPF_FS}/nodemesh`;
 export const NODE_PIN_DIR = `${PIN_ROOT}/node`;
 export const PODS_PIN_DIR = `${PIN_ROOT}/pods`;
-export const SPLICE_PIN_DIR = `${NODE_PIN_DIR}/splice`;
 /** bpffs refuses names with a dot. */
 const LOCK_DIR = `${PIN_ROOT}/lock`;
 /** A lock older than this was left by a killed init: taken over. */
@@ -51,12 +45,10 @@ const ATTACH_TYPES: Record<string, string> = {
   nm_getpeername4: "cgroup_inet4_getpeername",
   nm_getpeername6: "cgroup_inet6_getpeername",
   nm_getsockopt: "cgroup_getsockopt",
-  nm_splice_ops: "cgroup_sock_ops",
 };
 const POD_PROGRAMS = ["nm_connect4", "nm_connect6", "nm_sockops", "nm_getpeername4", "nm_getpeername6"];
 const POD_MAPS = ["nm_pod_config", "nm_cookie_dst"];
 const NODE_MAPS = ["nm_node_config", "nm_tuple_dst"];
-const SPLICE_MAPS = ["nm_splice_netns", "nm_splice_socks", "nm_splice_mode"];
 
 export interface EbpfTarget {
   /** The pod's cgroup (v2) directory, e.g. /sys/fs/cgroup/kubepods.slice/…/pod<uid>. */
@@ -65,19 +57,12 @@ export interface EbpfTarget {
   agentCgroup?: string;
   /** The prebuilt objects; default bpf/ of this checkout (or NODEMESH_BPF_DIR). */
   objectsDir?: string;
-  /**
-   * Splice the connections of this pod's network namespace (the namespace this process runs in)
-   * between local sockets (splice.bpf.c). Where the kernel cannot, the pod is installed without.
-   */
-  splice?: boolean;
 }
 
 export interface EbpfInstall {
   podDir: string;
   /** false: the programs were already attached, only the config map was rewritten. */
   loaded: boolean;
-  /** With `splice`: "on", or why it is off (the kernel lacks sockmap support). */
-  splice?: string;
 }
 
 /** Installs (or, when already there, updates the exclusions of) a pod's programs. */
@@ -95,17 +80,11 @@ export async function installEbpf(
   return withLock(async () => {
     // Rolled back on failure: only what this run made (an update of a working install keeps it).
     let podLoading = false;
-    const id = cgroupId(target.cgroup);
     try {
       await ensureNode(objects, agentCgroup);
-      const splice = target.splice ? await spliceUnavailable() : undefined;
-      const spliceOn = target.splice === true && splice === undefined;
-      if (spliceOn) await ensureSplice(objects, agentCgroup);
-      const result = { podDir, ...(target.splice ? { splice: splice ?? "on" } : {}) };
       if (await podAttached(podDir, target.cgroup)) {
         await updateMap(join(podDir, "nm_pod_config"), value);
-        await setSpliced(id, spliceOn); // a rerun may turn splicing on or off
-        return { ...result, loaded: false };
+        return { podDir, loaded: false };
       }
       podLoading = true;
       await removePodPins(podDir); // what a killed install left
@@ -114,13 +93,9 @@ export async function installEbpf(
       });
       await updateMap(join(podDir, "nm_pod_config"), value);
       for (const prog of POD_PROGRAMS) await attach(target.cgroup, join(podDir, prog), prog);
-      await setSpliced(id, spliceOn);
-      return { ...result, loaded: true };
+      return { podDir, loaded: true };
     } catch (err) {
-      if (podLoading) {
-        await setSpliced(id, false).catch(() => {});
-        await removePodPins(podDir).catch(() => {});
-      }
+      if (podLoading) await removePodPins(podDir).catch(() => {});
       // The node's part serves pods only: with none left (this one failed) it goes, whoever loaded it.
       if (!hasPods()) await removeNodePins().catch(() => {});
       throw await explain(err);
@@ -156,7 +131,6 @@ export async function removeStalePods(): Promise<number[]> {
         POD_PROGRAMS.filter((prog) => existsSync(join(dir, prog))).map((prog) => progId(join(dir, prog))),
       );
       if (ids.some((pid) => attachedIds.has(pid))) continue;
-      await setSpliced(id, false);
       await removePodPins(dir);
       stale.push(id);
     }
@@ -174,7 +148,6 @@ export async function uninstallEbpfById(id: number): Promise<boolean> {
   const podDir = join(PODS_PIN_DIR, String(id));
   const had = await withLock(async () => {
     const present = existsSync(podDir);
-    await setSpliced(id, false);
     await removePodPins(podDir);
     if (!hasPods()) await removeNodePins();
     removeEmptyPodsDir();
@@ -250,78 +223,6 @@ async function ensureNode(objects: string, agentCgroup: string): Promise<void> {
   await attach(agentCgroup, prog, "nm_getsockopt");
 }
 
-/** The splicing programs (splice.bpf.o), once per node: the sockops program beside nm_getsockopt. */
-async function ensureSplice(objects: string, agentCgroup: string): Promise<void> {
-  const prog = join(SPLICE_PIN_DIR, "nm_splice_ops");
-  if (existsSync(prog) && SPLICE_MAPS.every((name) => existsSync(join(SPLICE_PIN_DIR, name)))) {
-    const id = await progId(prog);
-    if ((await attachments()).some((a) => a.id === id)) return;
-  }
-  await removePins(SPLICE_PIN_DIR); // a killed load's, or attached nowhere
-  await loadPinned(join(objects, "splice.bpf.o"), SPLICE_PIN_DIR, SPLICE_MAPS, {
-    nm_tuple_dst: join(NODE_PIN_DIR, "nm_tuple_dst"), // declared by nodemesh.h, unused here: no map of its own
-  });
-  await bpftool([
-    "prog",
-    "attach",
-    "pinned",
-    join(SPLICE_PIN_DIR, "nm_splice_msg"),
-    "msg_verdict",
-    "pinned",
-    join(SPLICE_PIN_DIR, "nm_splice_socks"),
-  ]);
-  await attach(agentCgroup, prog, "nm_splice_ops");
-}
-
-/**
- * Adds this process's network namespace to nm_splice_netns under the pod's cgroup id (on), or
- * removes every entry of that pod (off). Nothing to do without the splicing programs.
- */
-async function setSpliced(id: number, on: boolean): Promise<void> {
-  const pin = join(SPLICE_PIN_DIR, "nm_splice_netns");
-  if (!existsSync(pin)) return;
-  const entries = ((await bpftoolJson(["map", "dump", "pinned", pin])) ?? []) as { key: string[]; value: string[] }[];
-  const cookie = on ? netnsCookie() : undefined;
-  for (const entry of entries) {
-    if (fromU64Words(entry.value) === BigInt(id) && fromU64Words(entry.key) !== cookie) {
-      await bpftool(["map", "delete", "pinned", pin, "key", "hex", ...entry.key.map((w) => w.replace(/^0x/, ""))]);
-    }
-  }
-  if (cookie !== undefined) {
-    await bpftool([
-      "map",
-      "update",
-      "pinned",
-      pin,
-      "key",
-      "hex",
-      ...u64Words(cookie),
-      "value",
-      "hex",
-      ...u64Words(BigInt(id)),
-    ]);
-  }
-}
-
-/** Why this kernel cannot splice (the map and program types it needs), or undefined when it can. */
-async function spliceUnavailable(): Promise<string | undefined> {
-  const probe = (await bpftoolJson(["feature", "probe", "kernel"]).catch(() => ({}))) as {
-    program_types?: Record<string, boolean>;
-    map_types?: Record<string, boolean>;
-    helpers?: Record<string, string[]>;
-  };
-  const lacking: string[] = [];
-  if (!probe.program_types?.have_sk_msg_prog_type) lacking.push("sk_msg programs");
-  for (const map of ["sockhash", "sk_storage"]) {
-    if (!probe.map_types?.[`have_${map}_map_type`]) lacking.push(`${map} maps`);
-  }
-  const msgHelpers = probe.helpers?.sk_msg_available_helpers ?? [];
-  for (const helper of ["bpf_msg_redirect_hash", "bpf_sk_storage_get", "bpf_get_netns_cookie"]) {
-    if (probe.program_types?.have_sk_msg_prog_type && !msgHelpers.includes(helper)) lacking.push(`${helper} in sk_msg`);
-  }
-  return lacking.length > 0 ? `off: this kernel lacks ${lacking.join(", ")}` : undefined;
-}
-
 /**
  * `bpftool prog loadall` pins the object's programs in `dir`; its own maps named in `pinMaps` are
  * then pinned beside them (by id: `pinmaps` would also try to pin the reused ones), and `reuse`
@@ -383,9 +284,8 @@ function removePodPins(podDir: string): Promise<void> {
   return removePins(podDir);
 }
 
-async function removeNodePins(): Promise<void> {
-  await removePins(SPLICE_PIN_DIR);
-  await removePins(NODE_PIN_DIR);
+function removeNodePins(): Promise<void> {
+  return removePins(NODE_PIN_DIR);
 }
 
 function hasPods(): boolean {

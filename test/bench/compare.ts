@@ -9,9 +9,6 @@
 //   nodemesh gRPC       a Service port declared `grpc` (HTTP/2 end to end)
 //   nodemesh eBPF       the same three, from a client pod intercepted by the eBPF programs (bpf/)
 //                       instead of iptables (skipped, with the reason, where eBPF cannot run)
-//   nodemesh eBPF splice  opaque TCP and bulk from a client pod installed with --splice: its leg to
-//                       its agent skips the loopback TCP stack (bpf/splice.bpf.c); the backends are
-//                       the same, so the destination's agent → app leg is not spliced
 //   HAProxy tcp / http  HAProxy 2.6 in `mode tcp` / `mode http` in both pods
 //
 // "nodemesh" is the mesh as it ships: a controller (the CA) and agents whose tunnels are mutual
@@ -91,13 +88,7 @@ const OPAQUE_APP_PORT = 8081;
 const wanted = (label: string) => !ONLY || ONLY.test(label);
 
 export type Location = "same-node" | "cross-node";
-export type System =
-  | "direct"
-  | "nodemesh"
-  | "nodemesh eBPF"
-  | "nodemesh eBPF splice"
-  | "nodemesh plaintext"
-  | "HAProxy";
+export type System = "direct" | "nodemesh" | "nodemesh eBPF" | "nodemesh plaintext" | "HAProxy";
 export type Protocol = "HTTP/1.1" | "gRPC" | "opaque TCP" | "tcp" | "http";
 
 export interface PathResult {
@@ -165,7 +156,6 @@ try {
     meshClient: await world.addPod(n1, "mesh-client"),
     haproxyClient: await world.addPod(n1, "haproxy-client"),
     ebpfClient: EBPF_UNAVAILABLE ? undefined : await world.addPod(n1, "ebpf-client"),
-    ebpfSpliceClient: EBPF_UNAVAILABLE ? undefined : await world.addPod(n1, "ebpf-splice-client"),
   };
   // One backend per system and location, all running the same workload.
   const backends = {} as Record<`${System}-${Location}`, Pod>;
@@ -267,11 +257,6 @@ spec:
     const { cgroup } = pods.ebpfClient;
     await mesh.enroll(pods.ebpfClient, ["--label", "app=ebpf-client", "--mode", "ebpf", "--cgroup", cgroup!]);
   }
-  if (pods.ebpfSpliceClient) {
-    const { cgroup } = pods.ebpfSpliceClient;
-    const args = ["--label", "app=ebpf-client", "--mode", "ebpf", "--cgroup", cgroup!, "--splice"];
-    await mesh.enroll(pods.ebpfSpliceClient, args);
-  }
   for (const system of meshed) {
     for (const location of ["same-node", "cross-node"] as const) {
       const backend = backends[`${system}-${location}`];
@@ -279,7 +264,7 @@ spec:
     }
   }
   // Every VIP answers (the tables reached both agents, the clients' certificates arrived).
-  const meshClients = [pods.meshClient, pods.ebpfClient, pods.ebpfSpliceClient].filter((p) => p !== undefined);
+  const meshClients = [pods.meshClient, ...(pods.ebpfClient ? [pods.ebpfClient] : [])];
   for (const [ip, client] of meshClients.flatMap((c) =>
     [...Object.values(vip.http), ...Object.values(plainVip.http)].map((ip) => [ip, c] as const),
   )) {
@@ -499,12 +484,6 @@ spec:
       await measure(location, ebpf, "HTTP/1.1", from, `http://${vip.http[location]}/`, agentPids);
       await measure(location, ebpf, "gRPC", from, `http://${vip.http[location]}:9090/echo.Echo/Unary`, agentPids);
       await measureBulk(location, ebpf, from, vip.tcp[location]);
-    }
-    if (pods.ebpfSpliceClient) {
-      const spliced = "nodemesh eBPF splice";
-      const from = pods.ebpfSpliceClient;
-      await measure(location, spliced, "opaque TCP", from, `http://${vip.tcp[location]}/`, agentPids);
-      await measureBulk(location, spliced, from, vip.tcp[location]);
     }
     const plain = "nodemesh plaintext";
     await measure(location, plain, "opaque TCP", pods.meshClient, `http://${plainVip.tcp[location]}/`, agentPids);

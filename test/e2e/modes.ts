@@ -1,7 +1,7 @@
 // The interception modes the end-to-end suites run in: iptables (the default) and eBPF. A suite
 // written once with describeModes runs once per mode; a mode this machine cannot run is skipped
 // with its reason in the suite's name, never passed silently. NODEMESH_TEST_MODES=iptables (or
-// ebpf) runs one; suites that ask for it also run with eBPF splicing (NODEMESH_TEST_SPLICE=0: not).
+// ebpf) runs one.
 import { execFileSync } from "node:child_process";
 import { existsSync, statfsSync } from "node:fs";
 import { describe } from "vitest";
@@ -36,41 +36,11 @@ export function modeUnavailable(mode: InterceptionMode): string | undefined {
   return lacking.length > 0 ? `the kernel lacks ${lacking.join(", ")} programs` : undefined;
 }
 
-/** How a suite's pods are installed besides the mode. */
-export interface ModeVariant {
-  /** `nodemesh init --splice` (eBPF only): the pods' same-namespace connections are spliced. */
-  splice: boolean;
-}
-
-/**
- * `describe(name, …)` once per mode, named "name [mode]"; skipped with the reason where it cannot
- * run. With `{ splice: true }`, once more in the eBPF mode with splicing ("name [ebpf + splice]"),
- * for suites that pass `variant.splice` on to their inits.
- */
-export function describeModes(
-  name: string,
-  body: (mode: InterceptionMode, variant: ModeVariant) => void,
-  options: { splice?: boolean } = {},
-): void {
-  const runs: [InterceptionMode, ModeVariant][] = MODES.map((mode) => [mode, { splice: false }]);
-  if (options.splice) runs.push(["ebpf", { splice: true }]);
-  for (const [mode, variant] of runs) {
-    const label = `${mode}${variant.splice ? " + splice" : ""}`;
-    const reason = modeUnavailable(mode) ?? (variant.splice ? spliceUnavailable() : undefined);
-    if (reason) describe.skip(`${name} [${label}] (skipped: ${reason})`, () => body(mode, variant));
-    else describe(`${name} [${label}]`, () => body(mode, variant));
+/** `describe(name, …)` once per mode, named "name [mode]"; skipped with the reason where it cannot run. */
+export function describeModes(name: string, body: (mode: InterceptionMode) => void): void {
+  for (const mode of MODES) {
+    const reason = modeUnavailable(mode);
+    if (reason) describe.skip(`${name} [${mode}] (skipped: ${reason})`, () => body(mode));
+    else describe(`${name} [${mode}]`, () => body(mode));
   }
-}
-
-/** Why the splicing programs cannot run here (init would install without them), or undefined. */
-function spliceUnavailable(): string | undefined {
-  const only = process.env.NODEMESH_TEST_SPLICE;
-  if (only === "0") return "NODEMESH_TEST_SPLICE=0";
-  const probe = JSON.parse(execFileSync("bpftool", ["-j", "feature", "probe", "kernel"], { encoding: "utf8" })) as {
-    program_types?: Record<string, boolean>;
-    map_types?: Record<string, boolean>;
-  };
-  if (!probe.program_types?.have_sk_msg_prog_type) return "the kernel lacks sk_msg programs";
-  if (!probe.map_types?.have_sockhash_map_type) return "the kernel lacks sockhash maps";
-  return undefined;
 }
