@@ -3,6 +3,7 @@
 
 import type { Server } from "node:net";
 import pino, { type Logger } from "pino";
+import type { InterceptionReply } from "../api/enrollment.ts";
 import { Registry } from "../api/prom.ts";
 import { parseTraffic, type ServiceTable } from "../api/services.ts";
 import { startAdminServer } from "./control/admin.ts";
@@ -23,6 +24,8 @@ import { slotKeys } from "./dataplane/snapshot.ts";
 export interface AgentOptions {
   nodeName: string;
   enrollmentSocket: string;
+  /** What `nodemesh init --mode node` installs on this node (--interception). */
+  interception: InterceptionReply["mode"];
   stateDir: string;
   /**
    * On a stop with no successor beside it, how long the pod listeners are held open for the next
@@ -192,7 +195,14 @@ export class Agent {
       };
       controller.podsChanged();
     }
-    this.servers.push(await startEnrollmentServer(o.enrollmentSocket, pods, { handOver: () => this.handOver() }));
+    this.servers.push(
+      await startEnrollmentServer(
+        o.enrollmentSocket,
+        pods,
+        { handOver: () => this.handOver() },
+        { mode: o.interception },
+      ),
+    );
     this.started = true;
     this.log.info(
       { workers: o.workers, socket: o.enrollmentSocket, admin: `${o.adminAddress}:${o.adminPort}` },

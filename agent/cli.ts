@@ -27,6 +27,10 @@ Options:
   --enrollment-socket PATH  unix socket init containers enroll pods on, the same flag as
                             nodemesh init's (default: ${DEFAULT_ENROLLMENT_SOCKET}); a caller
                             enrolls only its own network namespace (docs/security.md)
+  --interception MODE       iptables (default) or ebpf: what \`nodemesh init --mode node\` installs
+                            in this node's pods (the init asks on the enrollment socket). ebpf
+                            needs Linux 5.15+, kernel BTF, cgroup v2 and bpffs; an init on a node
+                            without them fails, naming what is missing and --mode iptables
   --state-dir DIR           where enrolled pods are recorded across restarts (default: /var/lib/nodemesh)
   --services FILE           static service table (JSON, see api/services.ts); SIGHUP re-reads it.
                             The offline alternative to --controller
@@ -130,6 +134,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     options: {
       "node-name": { type: "string" },
       "enrollment-socket": { type: "string", default: DEFAULT_ENROLLMENT_SOCKET },
+      interception: { type: "string", default: "iptables" },
       "state-dir": { type: "string", default: "/var/lib/nodemesh" },
       services: { type: "string" },
       controller: { type: "string" },
@@ -172,9 +177,14 @@ export async function runAgent(argv: string[]): Promise<number> {
   if (security?.tls) readCaFile(security.caFile); // a wrong path or file fails the start, not every attempt
   const tokenFile = values["controller-token-file"];
   const token = tokenFile ? readFileSync(tokenFile, "utf8").trim() : process.env.NODEMESH_BOOTSTRAP_TOKEN;
+  const interception = values.interception;
+  if (interception !== "iptables" && interception !== "ebpf") {
+    throw new Error(`--interception must be iptables or ebpf, got "${interception}"`);
+  }
   const agent = new Agent({
     nodeName: values["node-name"] ?? process.env.NODE_NAME ?? hostname(),
     enrollmentSocket: values["enrollment-socket"],
+    interception,
     stateDir: values["state-dir"],
     holdListenersS: nonNegativeInt("hold-listeners-s", values["hold-listeners-s"]),
     servicesFile: values.services,

@@ -4,6 +4,7 @@
 //   POST   /v1/pods                      body: PodEnrollment → 200 EnrollmentReply | 4xx ErrorReply
 //   DELETE /v1/pods/{namespace}/{name}   → 200 | 403 | 404 ErrorReply
 //   GET    /v1/pods                      → 200 { pods: EnrolledPod[] } | 403 (privileged callers only)
+//   GET    /v1/interception              → 200 InterceptionReply (any caller: `nodemesh init --mode node`)
 //
 // The agent believes no claim it can check (docs/security.md, "Enrollment socket"): it takes the
 // caller's network namespace from the connection (SO_PEERCRED), enrolls only that namespace
@@ -38,6 +39,11 @@ export interface EnrolledPod extends PodEnrollment {
 export interface EnrollmentReply {
   status: "enrolled";
   pod: EnrolledPod;
+}
+
+/** The node's interception mode (`nodemesh agent --interception`), for `nodemesh init --mode node`. */
+export interface InterceptionReply {
+  mode: "iptables" | "ebpf";
 }
 
 export interface ErrorReply {

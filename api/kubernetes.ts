@@ -7,6 +7,8 @@ export const INTERCEPT_ANNOTATION = "nodemesh.io/intercept";
 export const EXCLUDE_OUTBOUND_PORTS_ANNOTATION = "nodemesh.io/exclude-outbound-ports";
 export const EXCLUDE_INBOUND_PORTS_ANNOTATION = "nodemesh.io/exclude-inbound-ports";
 export const EXCLUDE_OUTBOUND_CIDRS_ANNOTATION = "nodemesh.io/exclude-outbound-cidrs";
+/** Pod (else namespace) annotation: iptables (default), ebpf, or node (the agent's --interception). */
+export const INTERCEPTION_ANNOTATION = "nodemesh.io/interception";
 
 /** The init container the webhook injects (its name also marks a pod as already injected). */
 export const INIT_CONTAINER_NAME = "nodemesh-init";

@@ -123,9 +123,17 @@ describe("nodemesh init flags", () => {
     const ebpf = parse(["--no-enroll", "--mode=ebpf", "--cgroup=/sys/fs/cgroup/pod1", "--agent-cgroup=/sys/fs/cgroup"]);
     expect(ebpf).toMatchObject({ mode: "ebpf", cgroup: "/sys/fs/cgroup/pod1", agentCgroup: "/sys/fs/cgroup" });
     expect(() => parse(["--no-enroll", "--mode=ebpf"])).toThrow("--mode ebpf needs --cgroup PATH");
-    expect(() => parse(["--no-enroll", "--mode=nft"])).toThrow('--mode: "nft" is not iptables or ebpf');
+    expect(() => parse(["--no-enroll", "--mode=nft"])).toThrow('--mode: "nft" is not iptables, ebpf or node');
     // A dry run shows what it would do without a cgroup.
     expect(parse(["--dry-run", "--mode=ebpf"]).mode).toBe("ebpf");
+  });
+
+  it("takes --mode node (asked of the agent, so not with --no-enroll), and --cgroup parent with its --cgroup-root", () => {
+    expect(parse(["--pod-name=web", "--mode=node"])).toMatchObject({ mode: "node" });
+    expect(() => parse(["--no-enroll", "--mode=node"])).toThrow("--mode node asks the agent: not with --no-enroll");
+    const parent = parse(["--pod-name=web", "--mode=ebpf", "--cgroup=parent", "--cgroup-root=/host/sys/fs/cgroup"]);
+    expect(parent).toMatchObject({ cgroup: "parent", cgroupRoot: "/host/sys/fs/cgroup" });
+    expect(() => parse(["--pod-name=web", "--cgroup-root=/x"])).toThrow("--cgroup-root goes with --cgroup parent");
   });
 
   it("documents every flag in --help", () => {

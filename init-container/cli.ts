@@ -22,6 +22,7 @@ import { cgroup2Root, installEbpf, NODE_PIN_DIR, PODS_PIN_DIR, uninstallEbpf } f
 import { podConfigValue } from "./ebpf-maps.ts";
 import {
   type AgentOptions,
+  askInterception,
   DEFAULT_ENROLL_TIMEOUT_MS,
   DEFAULT_UNENROLL_TIMEOUT_MS,
   enroll,
@@ -29,6 +30,7 @@ import {
 } from "./enroll.ts";
 import { INIT_ERROR_CODES, InitError } from "./errors.ts";
 import { applyRedirect, saveNat } from "./iptables.ts";
+import { parentCgroup } from "./pod-cgroup.ts";
 import { buildNatTable, parseExclusions, type RedirectConfig } from "./rules.ts";
 
 export const HELP = `Usage: nodemesh init [flags]
@@ -41,6 +43,8 @@ run again.
 Interception:
   --mode iptables             (default) iptables rules for both directions, restored as the
                               whole nat table at once
+  --mode node                 what the node's agent says (nodemesh agent --interception, asked on
+                              the enrollment socket before anything is installed)
   --mode ebpf                 outbound by eBPF programs attached to the pod's cgroup
                               (cgroup/connect4, sockops; SO_ORIGINAL_DST answered by a node-wide
                               cgroup/getsockopt program), inbound by the iptables rules; loaded
@@ -48,7 +52,13 @@ Interception:
                               Needs Linux 5.15+, kernel BTF, cgroup v2 and bpftool; where they
                               are missing it fails, changing nothing, and names what is missing
   --cgroup PATH               the pod's cgroup v2 directory (required with --mode ebpf; given
-                              with --uninstall or --mode iptables, its eBPF programs are removed)
+                              with --uninstall or --mode iptables, its eBPF programs are removed).
+                              --cgroup parent: the parent of this process's cgroup, which in
+                              Kubernetes is the pod's (each container has its own under it)
+  --cgroup-root PATH          where the node's cgroup v2 hierarchy is mounted, for --cgroup parent
+                              (default: the first cgroup2 mount; in a container with a cgroup
+                              namespace of its own, mount the node's /sys/fs/cgroup, e.g. at
+                              /host/sys/fs/cgroup)
   --agent-cgroup PATH         where the agent runs (its getsockopt calls are answered there);
                               default: the root of the cgroup v2 hierarchy
 
@@ -106,6 +116,7 @@ export const OPTIONS = {
   "exclude-outbound-cidrs": { type: "string", multiple: true },
   mode: { type: "string" },
   cgroup: { type: "string" },
+  "cgroup-root": { type: "string" },
   "agent-cgroup": { type: "string" },
   "dry-run": { type: "boolean" },
   uninstall: { type: "boolean" },
@@ -118,9 +129,11 @@ export interface InitPlan {
   help: boolean;
   uninstall: boolean;
   dryRun: boolean;
-  mode: InterceptionMode;
-  /** The pod's cgroup v2 directory (--cgroup): where the eBPF programs are attached or removed. */
+  /** "node": asked of the agent (resolvePlan). */
+  mode: InterceptionMode | "node";
+  /** The pod's cgroup v2 directory (--cgroup): where the eBPF programs are attached or removed; "parent": see resolvePlan. */
   cgroup?: string;
+  cgroupRoot?: string;
   agentCgroup?: string;
   /** Rules to install; ignored when uninstalling. */
   config: RedirectConfig;
@@ -162,17 +175,24 @@ export function parseInitArgs(
       timeout !== undefined ? duration(timeout) : uninstall ? DEFAULT_UNENROLL_TIMEOUT_MS : DEFAULT_ENROLL_TIMEOUT_MS,
   };
   const mode = values.mode ?? "iptables";
-  if (mode !== "iptables" && mode !== "ebpf") throw invalid(`--mode: "${mode}" is not iptables or ebpf`);
+  if (mode !== "iptables" && mode !== "ebpf" && mode !== "node") {
+    throw invalid(`--mode: "${mode}" is not iptables, ebpf or node`);
+  }
+  if (mode === "node" && values["no-enroll"]) throw invalid("--mode node asks the agent: not with --no-enroll");
   const dryRun = values["dry-run"] ?? false;
   if (mode === "ebpf" && values.cgroup === undefined && !dryRun && !values.help) {
     throw invalid("--mode ebpf needs --cgroup PATH, the pod's cgroup v2 directory");
+  }
+  if (values["cgroup-root"] !== undefined && values.cgroup !== "parent") {
+    throw invalid("--cgroup-root goes with --cgroup parent");
   }
   const plan = {
     help: values.help ?? false,
     uninstall,
     dryRun,
-    mode: mode as InterceptionMode,
+    mode: mode as InitPlan["mode"],
     ...(values.cgroup === undefined ? {} : { cgroup: values.cgroup }),
+    ...(values["cgroup-root"] === undefined ? {} : { cgroupRoot: values["cgroup-root"] }),
     ...(values["agent-cgroup"] === undefined ? {} : { agentCgroup: values["agent-cgroup"] }),
     warnings,
   };
@@ -203,12 +223,13 @@ export function parseInitArgs(
 /** Runs `nodemesh init`; returns the exit code (never calls process.exit). */
 export async function runInit(argv: string[]): Promise<number> {
   try {
-    const plan = parseInitArgs(argv);
-    if (plan.help) {
+    const parsed = parseInitArgs(argv);
+    if (parsed.help) {
       process.stdout.write(HELP);
       return 0;
     }
-    for (const warning of plan.warnings) log(`warning: ${warning}`);
+    for (const warning of parsed.warnings) log(`warning: ${warning}`);
+    const plan = await resolvePlan(parsed);
     const config = plan.uninstall ? null : plan.config;
     const scope = plan.mode === "ebpf" ? "inbound" : "all";
     if (plan.dryRun) {
@@ -263,6 +284,24 @@ export async function runInit(argv: string[]): Promise<number> {
   } catch (err) {
     return reportFailure(err);
   }
+}
+
+/**
+ * `--mode node` asks the agent which mode this node uses; `--cgroup parent` finds the pod's
+ * cgroup. Both before anything is changed.
+ */
+async function resolvePlan(plan: InitPlan): Promise<InitPlan & { mode: InterceptionMode }> {
+  let mode = plan.mode;
+  if (mode === "node" && plan.uninstall) mode = "iptables"; // removes whatever is there: no need to ask
+  if (mode === "node") {
+    mode = await askInterception(plan.agent);
+    log(`this node's interception mode (nodemesh agent --interception): ${mode}`);
+  }
+  const cgroup = plan.cgroup === "parent" ? parentCgroup({ hierarchy: plan.cgroupRoot ?? cgroup2Root() }) : plan.cgroup;
+  if (mode === "ebpf" && cgroup === undefined && !plan.dryRun) {
+    throw invalid("the eBPF mode needs --cgroup PATH (or --cgroup parent), the pod's cgroup v2 directory");
+  }
+  return { ...plan, mode, ...(cgroup === undefined ? {} : { cgroup }) };
 }
 
 /** The eBPF programs first (a machine without support is refused untouched), then the inbound rules. */

@@ -3,7 +3,7 @@
 // agent's side is played by this process: a listener made with the agent's own calls
 // (agent/sys/linux.ts) and getsockopt(SO_ORIGINAL_DST) on what it accepts.
 import { execFile, execFileSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,11 +13,13 @@ import { bindListenerFd, connectableFd, Netns, originalDst, socketFd } from "../
 import { modeUnavailable } from "../test/e2e/modes.ts";
 import { createCgroup, enterCgroupArgs, removeCgroup, withCgroup } from "../test/world/cgroup.ts";
 import { newWorldPrefix } from "../test/world/netns.ts";
-import { cgroupId, NODE_PIN_DIR, PIN_ROOT, podPinDir } from "./ebpf.ts";
+import { cgroup2Root, cgroupId, NODE_PIN_DIR, PIN_ROOT, podPinDir } from "./ebpf.ts";
 import { NODE_CONFIG_SIZE, POD_CONFIG_SIZE } from "./ebpf-maps.ts";
-import { init, iptablesSave, withNamespaces } from "./testing/netns.ts";
+import { init, iptablesSave, run, withNamespaces } from "./testing/netns.ts";
 
 const BPF_DIR = new URL("../bpf/", import.meta.url).pathname;
+const POD_CGROUP = new URL("./pod-cgroup.ts", import.meta.url).pathname;
+const INIT_CLI = new URL("./cli.ts", import.meta.url).pathname;
 const execFileAsync = promisify(execFile);
 /** Connects an IPv6 socket to ::ffff:10.1.2.3:9443 and prints the peer it sees. */
 const V6_CLIENT = `const s = require("net").connect({ port: 9443, host: "::ffff:10.1.2.3" });
@@ -205,6 +207,59 @@ describe.skipIf(unavailable !== undefined)(
             server.close();
             ns.close();
             await init(name, ["--no-enroll", "--uninstall", `--cgroup=${cgroup}`]);
+          }
+        });
+      });
+    });
+
+    it("--cgroup parent: the pod's cgroup found from a container's cgroup under it, by path and, in a cgroup namespace of its own, by inode", async () => {
+      await withNamespaces(1, async (name) => {
+        await withCgroupDir(async (pod) => {
+          const container = join(pod, "init");
+          mkdirSync(container);
+          const mountPoint = mkdtempSync(join(tmp, "cgroupns-"));
+          try {
+            const [sh, ...shArgs] = enterCgroupArgs(container);
+            const find = (ownMount?: string) =>
+              `import(${JSON.stringify(POD_CGROUP)}).then((m) => console.log(m.parentCgroup(${JSON.stringify({ hierarchy: cgroup2Root(), ...(ownMount ? { ownMount } : {}) })})))`;
+            const byPath = await execFileAsync(sh, [...shArgs, process.execPath, "-e", find()], { encoding: "utf8" });
+            expect(byPath.stdout.trim()).toBe(pod);
+            // A cgroup namespace of its own, rooted at the container's cgroup, mounted as a runtime does.
+            const inNamespace = await execFileAsync(
+              sh,
+              [
+                ...shArgs,
+                "unshare",
+                "--cgroup",
+                "--mount",
+                "sh",
+                "-c",
+                'mount -t cgroup2 none "$0" && grep "^0::" /proc/self/cgroup && exec "$@"',
+                mountPoint,
+                process.execPath,
+                "-e",
+                find(mountPoint),
+              ],
+              { encoding: "utf8" },
+            );
+            expect(inNamespace.stdout.trim().split("\n")).toEqual(["0::/", pod]);
+            // The whole init, run from the container's cgroup: the programs land on the pod's.
+            const r = await run(name, [
+              ...enterCgroupArgs(container),
+              process.execPath,
+              INIT_CLI,
+              "--no-enroll",
+              "--mode=ebpf",
+              "--cgroup=parent",
+            ]);
+            expect(r.code, r.stderr).toBe(0);
+            expect(attached(pod)).toHaveLength(5);
+            expect(attached(container)).toEqual([]);
+            const off = await init(name, ["--no-enroll", "--uninstall", `--cgroup=${pod}`]);
+            expect(off.code, off.stderr).toBe(0);
+          } finally {
+            rmSync(mountPoint, { recursive: true, force: true });
+            rmdirSync(container);
           }
         });
       });

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { PodEnrollment } from "../api/enrollment.ts";
-import { enroll, unenroll } from "./enroll.ts";
+import { askInterception, enroll, unenroll } from "./enroll.ts";
 
 const POD: PodEnrollment = {
   name: "web",
@@ -154,5 +154,18 @@ describe("enrollment client", () => {
       "DELETE /v1/pods/shop/web",
       "DELETE /v1/pods/shop/web",
     ]);
+  });
+
+  it("asks the node's interception mode; an agent from before the question means iptables, nonsense is refused", async () => {
+    agent = fakeAgent(socketPath, [
+      [200, { mode: "ebpf" }],
+      [404, { error: { code: "NOT_FOUND", message: "no route" } }],
+      [200, { mode: "nftables" }],
+    ]);
+    await agent.listen();
+    expect(await askInterception({ socketPath })).toBe("ebpf");
+    expect(await askInterception({ socketPath })).toBe("iptables");
+    await expect(askInterception({ socketPath })).rejects.toThrow(/not a mode: \{"mode":"nftables"\}/);
+    expect(agent.seen.map((s) => `${s.method} ${s.url}`)).toEqual(Array(3).fill("GET /v1/interception"));
   });
 });

@@ -4,7 +4,7 @@
 // considered answer about this request and is final.
 import http from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { EnrollmentReply, ErrorReply, PodEnrollment } from "../api/enrollment.ts";
+import type { EnrollmentReply, ErrorReply, InterceptionReply, PodEnrollment } from "../api/enrollment.ts";
 import { INIT_ERROR_CODES, InitError } from "./errors.ts";
 
 export const DEFAULT_ENROLL_TIMEOUT_MS = 30_000;
@@ -36,6 +36,27 @@ export async function enroll(pod: PodEnrollment, options: AgentOptions): Promise
   } catch {
     throw new InitError(INIT_ERROR_CODES.AGENT_REJECTED, `${what}: the agent's reply is not JSON: ${clip(reply.text)}`);
   }
+}
+
+/**
+ * GET /v1/interception: the node's interception mode (nodemesh agent --interception). An agent
+ * from before the question (404) uses iptables.
+ */
+export async function askInterception(options: AgentOptions): Promise<InterceptionReply["mode"]> {
+  const what = "ask the node's interception mode";
+  const reply = await callAgent("GET", "/v1/interception", undefined, options, what, [404]);
+  if (reply.status === 404) return "iptables";
+  let mode: unknown;
+  try {
+    mode = (JSON.parse(reply.text) as InterceptionReply).mode;
+  } catch {}
+  if (mode !== "iptables" && mode !== "ebpf") {
+    throw new InitError(
+      INIT_ERROR_CODES.AGENT_REJECTED,
+      `${what}: the agent's reply is not a mode: ${clip(reply.text)}`,
+    );
+  }
+  return mode;
 }
 
 /** DELETE /v1/pods/{namespace}/{name}. A pod the agent does not know (404) is already unenrolled. */

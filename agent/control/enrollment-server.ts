@@ -10,7 +10,7 @@ import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { createServer as createNetServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
-import type { EnrolledPod } from "../../api/enrollment.ts";
+import type { EnrolledPod, InterceptionReply } from "../../api/enrollment.ts";
 import { validateEnrollment } from "../../api/enrollment-schema.ts";
 import { sendJson } from "../../api/http-json.ts";
 import { Netns, NotANetworkNamespaceError, peerCredentials, socketFd } from "../sys/linux.ts";
@@ -75,6 +75,8 @@ export async function startEnrollmentServer(
   socketPath: string,
   pods: PodRegistry,
   hooks: EnrollmentHooks = { handOver: () => {} },
+  /** The node's interception mode, told to `nodemesh init --mode node` (agent --interception). */
+  interception: InterceptionReply = { mode: "iptables" },
 ): Promise<Server> {
   // Root in this namespace is privileged (docs/security.md), and it is never a pod's.
   const agentNetns = ownNetnsInode();
@@ -149,6 +151,7 @@ export async function startEnrollmentServer(
           const pod = await enroll(caller, await readJson(req, ENROLLMENT_LIMITS.bodyBytes));
           return sendJson(res, 200, { status: "enrolled", pod });
         }
+        if (req.url === "/v1/interception" && req.method === "GET") return sendJson(res, 200, interception);
         if (req.url === HANDOVER_PATH && req.method === "POST") {
           if (!caller.privileged) throw forbidden("only a privileged caller (a new agent of this node) may take over");
           // No enrollment from now on: the successor reads the pods' state once we answered.

@@ -10,6 +10,7 @@ import {
   EXCLUDE_OUTBOUND_PORTS_ANNOTATION,
   INIT_CONTAINER_NAME,
   INTERCEPT_ANNOTATION,
+  INTERCEPTION_ANNOTATION,
 } from "../../api/kubernetes.ts";
 // The init container's own parser: what the webhook accepts is exactly what `nodemesh init` accepts.
 import { parseExclusions } from "../../init-container/rules.ts";
@@ -25,6 +26,17 @@ export interface InjectionConfig {
 export const DEFAULT_INIT_COMMAND: readonly string[] = ["node", "/opt/nodemesh/dist/bin/nodemesh.js", "init"];
 const ENROLLMENT_DIR = DEFAULT_ENROLLMENT_SOCKET.slice(0, DEFAULT_ENROLLMENT_SOCKET.lastIndexOf("/"));
 const ENROLLMENT_VOLUME = "nodemesh-enrollment";
+/**
+ * The eBPF mode from inside the pod: the node's cgroup v2 hierarchy (the container's own
+ * /sys/fs/cgroup shows only its cgroup, in a cgroup namespace of its own), where `--cgroup parent`
+ * finds the pod's cgroup; and the node's BPF filesystem, where the programs are pinned.
+ */
+const HOST_CGROUP_DIR = "/host/sys/fs/cgroup";
+const EBPF_VOLUMES = [
+  { volume: "nodemesh-cgroup", hostPath: "/sys/fs/cgroup", mountPath: HOST_CGROUP_DIR, readOnly: true },
+  { volume: "nodemesh-bpffs", hostPath: "/sys/fs/bpf", mountPath: "/sys/fs/bpf", readOnly: false },
+] as const;
+const INTERCEPTION_MODES = ["iptables", "ebpf", "node"] as const;
 
 export class InjectionError extends Error {}
 
@@ -70,7 +82,10 @@ export function decideInjection(
   if (pod.spec.initContainers?.some((c) => c.name === INIT_CONTAINER_NAME))
     return { injected: false, reason: "already injected" };
 
+  const mode = interceptionMode(annotations, namespaceAnnotations);
+  const ebpf = mode !== "iptables"; // node: the agent may say ebpf, so the init gets what that needs
   const args = exclusionArgs(annotations);
+  if (ebpf) args.push(`--mode=${mode}`, "--cgroup=parent", `--cgroup-root=${HOST_CGROUP_DIR}`);
   for (const [key, value] of Object.entries(pod.metadata?.labels ?? {})) args.push(`--label=${key}=${value}`);
   args.push(`--service-account=${pod.spec.serviceAccountName || "default"}`);
   const initContainer = {
@@ -93,24 +108,45 @@ export function decideInjection(
       allowPrivilegeEscalation: false,
       // iptables-restore takes its lock under /run: the root filesystem stays writable.
       readOnlyRootFilesystem: false,
-      capabilities: { drop: ["ALL"], add: ["NET_ADMIN", "NET_RAW"] },
+      // eBPF: loading and attaching (BPF), bpftool's listing of programs and maps by id (SYS_ADMIN).
+      capabilities: { drop: ["ALL"], add: ["NET_ADMIN", "NET_RAW", ...(ebpf ? ["BPF", "SYS_ADMIN"] : [])] },
     },
-    volumeMounts: [{ name: ENROLLMENT_VOLUME, mountPath: ENROLLMENT_DIR }],
+    volumeMounts: [
+      { name: ENROLLMENT_VOLUME, mountPath: ENROLLMENT_DIR },
+      ...(ebpf ? EBPF_VOLUMES.map((v) => ({ name: v.volume, mountPath: v.mountPath, readOnly: v.readOnly })) : []),
+    ],
   };
-  const volume = { name: ENROLLMENT_VOLUME, hostPath: { path: ENROLLMENT_DIR, type: "Directory" } };
+  const volumes = [
+    { name: ENROLLMENT_VOLUME, hostPath: { path: ENROLLMENT_DIR, type: "Directory" } },
+    ...(ebpf ? EBPF_VOLUMES.map((v) => ({ name: v.volume, hostPath: { path: v.hostPath, type: "Directory" } })) : []),
+  ];
 
   const patch: JsonPatchOp[] = [];
   // First of the init containers: the pod's other init containers are already meshed.
   if (pod.spec.initContainers?.length) patch.push({ op: "add", path: "/spec/initContainers/0", value: initContainer });
   else patch.push({ op: "add", path: "/spec/initContainers", value: [initContainer] });
-  if (!pod.spec.volumes?.some((v) => v.name === ENROLLMENT_VOLUME)) {
-    if (pod.spec.volumes) patch.push({ op: "add", path: "/spec/volumes/-", value: volume });
-    else patch.push({ op: "add", path: "/spec/volumes", value: [volume] });
-  }
+  const missing = volumes.filter((volume) => !pod.spec?.volumes?.some((v) => v.name === volume.name));
+  if (pod.spec.volumes) for (const volume of missing) patch.push({ op: "add", path: "/spec/volumes/-", value: volume });
+  else if (missing.length > 0) patch.push({ op: "add", path: "/spec/volumes", value: missing });
   const status = `/metadata/annotations/${pointer("nodemesh.io/status")}`;
   if (!pod.metadata?.annotations) patch.push({ op: "add", path: "/metadata/annotations", value: {} });
   patch.push({ op: "add", path: status, value: "injected" });
   return { injected: true, patch, initContainer };
+}
+
+/** The pod's interception annotation, else its namespace's, else iptables; anything else is refused. */
+function interceptionMode(
+  annotations: Readonly<Record<string, string>>,
+  namespaceAnnotations: Readonly<Record<string, string>>,
+): (typeof INTERCEPTION_MODES)[number] {
+  const value = annotations[INTERCEPTION_ANNOTATION] ?? namespaceAnnotations[INTERCEPTION_ANNOTATION] ?? "iptables";
+  const mode = INTERCEPTION_MODES.find((m) => m === value);
+  if (!mode) {
+    throw new InjectionError(
+      `annotation ${INTERCEPTION_ANNOTATION}: "${value}" is not ${INTERCEPTION_MODES.join(", ").replace(/, (\w+)$/, " or $1")}`,
+    );
+  }
+  return mode;
 }
 
 /** The exclusion annotations as init flags, checked by the init container's own parser. */

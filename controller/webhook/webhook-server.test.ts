@@ -23,6 +23,7 @@ const NAMESPACES: Record<string, Record<string, string>> = {
   shop: { "nodemesh.io/intercept": "enabled" },
   plain: {},
   other: { "nodemesh.io/intercept": "disabled" },
+  fast: { "nodemesh.io/intercept": "enabled", "nodemesh.io/interception": "node" },
 };
 
 let dir: string;
@@ -184,6 +185,68 @@ describe("the injection webhook", () => {
     ]);
     expect(plan.config.excludeInboundPorts).toEqual([{ first: 9090, last: 9090 }]);
     expect(plan.config.excludeOutboundCidrs).toHaveLength(2);
+  });
+
+  it("gives a pod annotated nodemesh.io/interception: ebpf the eBPF mode, its cgroup from inside the pod, the node's cgroup hierarchy and bpffs, and the capabilities", async () => {
+    const pod = deploymentPod({
+      namespace: "shop",
+      app: "reviews",
+      annotations: { "nodemesh.io/interception": "ebpf" },
+    });
+    const admitted = await admittedPod(pod, await review(pod));
+    expect(kubernetesSchemaErrors(admitted)).toEqual([]);
+    const init = initOf(admitted);
+    expect(init.args).toEqual(
+      expect.arrayContaining(["--mode=ebpf", "--cgroup=parent", "--cgroup-root=/host/sys/fs/cgroup"]),
+    );
+    expect(initPlan(init)).toMatchObject({ mode: "ebpf", cgroup: "parent", cgroupRoot: "/host/sys/fs/cgroup" });
+    expect(init.securityContext.capabilities).toEqual({
+      drop: ["ALL"],
+      add: ["NET_ADMIN", "NET_RAW", "BPF", "SYS_ADMIN"],
+    });
+    expect(init.securityContext.privileged).toBe(false);
+    expect(init.volumeMounts).toEqual([
+      { name: "nodemesh-enrollment", mountPath: "/var/run/nodemesh" },
+      { name: "nodemesh-cgroup", mountPath: "/host/sys/fs/cgroup", readOnly: true },
+      { name: "nodemesh-bpffs", mountPath: "/sys/fs/bpf", readOnly: false },
+    ]);
+    expect(admitted.spec.volumes).toEqual(
+      expect.arrayContaining([
+        { name: "nodemesh-cgroup", hostPath: { path: "/sys/fs/cgroup", type: "Directory" } },
+        { name: "nodemesh-bpffs", hostPath: { path: "/sys/fs/bpf", type: "Directory" } },
+      ]),
+    );
+  });
+
+  it("takes the interception mode from the namespace unless the pod names one; iptables adds nothing", async () => {
+    const plain = deploymentPod({ namespace: "fast", app: "reviews" });
+    const fromNamespace = initOf(await admittedPod(plain, await review(plain)));
+    expect(fromNamespace.args).toContain("--mode=node");
+    const podSays = deploymentPod({
+      namespace: "fast",
+      app: "reviews",
+      annotations: { "nodemesh.io/interception": "iptables" },
+    });
+    const admitted = await admittedPod(podSays, await review(podSays));
+    const init = initOf(admitted);
+    expect(init.args.filter((a: string) => a.startsWith("--mode") || a.startsWith("--cgroup"))).toEqual([]);
+    expect(init.securityContext.capabilities.add).toEqual(["NET_ADMIN", "NET_RAW"]);
+    expect(admitted.spec.volumes.map((v: PodJson) => v.name)).not.toContain("nodemesh-bpffs");
+    expect(initPlan(init).mode).toBe("iptables");
+  });
+
+  it("refuses a pod whose interception annotation is not a mode, naming it", async () => {
+    const pod = deploymentPod({
+      namespace: "shop",
+      app: "reviews",
+      annotations: { "nodemesh.io/interception": "nft" },
+    });
+    const response = await review(pod);
+    expect(response.allowed).toBe(false);
+    expect(response.status.code).toBe(400);
+    expect(response.status.message).toContain(
+      'annotation nodemesh.io/interception: "nft" is not iptables, ebpf or node',
+    );
   });
 
   it("refuses a pod whose exclusion annotation is malformed, naming it (it must not start un-intercepted)", async () => {

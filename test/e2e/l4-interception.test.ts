@@ -97,7 +97,9 @@ describeModes("transparent L4 interception", (mode) => {
     outsider = await world.addPod(n2, "outsider");
     outsiderExcluded = await world.addPod(n2, "outsider-excl");
     mesh.writeServices(serviceTable(replicas));
-    await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);
+    // The node's mode is this suite's: `nodemesh init --mode node` asks the agent for it.
+    const interception = { args: ["--interception", mode] };
+    await Promise.all([mesh.startAgent(n1, interception), mesh.startAgent(n2, interception)]);
 
     const identPorts = `${IDENT_BASE_PORT}-${IDENT_BASE_PORT + ORIGINAL_DST_SERVICES - 1}`;
     const workloadArgs = ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "7070"];
@@ -132,6 +134,24 @@ describeModes("transparent L4 interception", (mode) => {
       expect(state).not.toContain("nm_connect4");
     }
     expect(state).toContain("-j NODEMESH_INBOUND");
+  });
+
+  it("installs the node's mode with --mode node, as the agent's --interception names it", async () => {
+    const pod = await world.addPod(n1, "auto");
+    // The mesh's own --mode comes first; the later --mode node wins.
+    const r = await mesh.init(pod, ["--mode", "node", "--label", "app=auto"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`this node's interception mode (nodemesh agent --interception): ${mode}`);
+    const state = await mesh.interception(pod);
+    if (mode === "ebpf") {
+      expect(state).toMatch(/cgroup_inet4_connect nm_connect4 id \d+/);
+      expect(state).not.toContain("NODEMESH_OUTPUT");
+    } else {
+      expect(state).toContain("-j NODEMESH_OUTPUT");
+      expect(state).not.toContain("nm_connect4");
+    }
+    const off = await mesh.init(pod, ["--uninstall"]);
+    expect(off.code, off.stderr).toBe(0);
   });
 
   it("spreads connections round-robin over 3 replicas on both nodes", async () => {
