@@ -52,7 +52,11 @@ export interface Explanation {
   readonly node: string;
   readonly configVersion: string;
   readonly pod: string;
-  readonly request: { readonly method: string; readonly url: string; readonly headers: Readonly<Record<string, string>> };
+  readonly request: {
+    readonly method: string;
+    readonly url: string;
+    readonly headers: Readonly<Record<string, string>>;
+  };
   /** What becomes of the request: "service", "passthrough", "not intercepted", "refused". */
   readonly outcome: string;
   readonly steps: readonly ExplainStep[];

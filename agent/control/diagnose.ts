@@ -197,15 +197,18 @@ export function rulesFindings(dump: string, pod: Pick<EnrolledPod, "excludeInbou
     const have = actual.split("\n");
     const missing = want.filter((l) => !have.includes(l));
     const extra = have.filter((l) => !want.includes(l) && /NODEMESH_/.test(l));
+    const at = want.findIndex((l, i) => l !== have[i]);
     const what = [
       ...(missing.length ? [`missing or moved: ${missing.join(" | ")}`] : []),
       ...(extra.length ? [`unexpected: ${extra.join(" | ")}`] : []),
     ];
+    // Same rules, another order: say where the first one out of place is.
+    if (what.length === 0) what.push(`out of order: "${want[at]}" belongs where the pod has "${have[at]}"`);
     findings.push({
       verdict: "error",
       check: "rules",
       subject,
-      message: `the pod's rules differ from what nodemesh init installs (${what.join("; ") || "rule order differs"})`,
+      message: `the pod's rules differ from what nodemesh init installs (${what.join("; ")})`,
       fix,
     });
   } else {
@@ -270,7 +273,7 @@ export function interceptionOf(dump: string, ip: string, port: number): { interc
 function inCidr(ip: string, { address, prefixLength }: Cidr): boolean {
   const n = (a: string) => a.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
   const mask = prefixLength === 0 ? 0 : (0xffffffff << (32 - prefixLength)) >>> 0;
-  return ((n(ip) & mask) >>> 0) === ((n(address) & mask) >>> 0);
+  return (n(ip) & mask) >>> 0 === (n(address) & mask) >>> 0;
 }
 
 // ---------------------------------------------------------------- listeners

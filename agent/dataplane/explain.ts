@@ -14,7 +14,7 @@ import type { ExplainStep, Explanation } from "../../api/diagnosis.ts";
 import type { GRPCRouteMatch, HTTPRouteMatch, TrafficObject } from "../../api/traffic.ts";
 import { AgentErrors, errorEntry } from "../errors.ts";
 import type { Endpoint } from "./endpoint.ts";
-import { planRequest, type Proxying } from "./http/plan.ts";
+import { type Proxying, planRequest } from "./http/plan.ts";
 import { resolveTarget } from "./http/resolve.ts";
 import { planOutbound } from "./outbound.ts";
 import type { PodContext } from "./pod.ts";
@@ -151,7 +151,10 @@ export function explainRequest(input: ExplainInput): DetailedExplanation {
   if (requestPlan.kind === "refuse") {
     const refusal = { code: requestPlan.error.code, message: requestPlan.error.message };
     const status = requestPlan.answer?.status ?? errorEntry(requestPlan.error.code)?.status;
-    steps.push({ step: "policy", summary: `the source agent answers ${status} itself: ${refusal.code} (${refusal.message})` });
+    steps.push({
+      step: "policy",
+      summary: `the source agent answers ${status} itself: ${refusal.code} (${refusal.message})`,
+    });
     return {
       ...head,
       outcome: "refused",
@@ -243,7 +246,7 @@ function explainRules(
       : `${r.rule} match ${r.match}: did not match: ${r.failed.join("; ")}`,
   );
   const summary = matchedRule
-    ? `${kind} rule ${matchedRule} (after ${rules.length - 1} earlier match(es) that did not match)`
+    ? `${kind} rule ${matchedRule} (${rules.length === 1 ? "the first tried" : `after ${rules.length - 1} earlier match(es) that did not match`})`
     : `no ${kind} rule matches: the agent answers 404 (${AgentErrors.NO_ROUTE.code})`;
   return { rules, rulesStep: { step: "route", summary, details }, matchedRule };
 }
@@ -255,7 +258,8 @@ function candidatesOf(traffic: readonly TrafficObject[], kind: string, route: Se
     if (obj.kind !== kind) continue;
     const spec = obj.spec as { parentRefs: { name: string; namespace?: string; port?: number }[]; rules: unknown[] };
     const attached = spec.parentRefs.some(
-      (p) => `${p.name}.${p.namespace ?? obj.namespace}` === route.id && (p.port === undefined || p.port === route.port),
+      (p) =>
+        `${p.name}.${p.namespace ?? obj.namespace}` === route.id && (p.port === undefined || p.port === route.port),
     );
     if (!attached) continue;
     spec.rules.forEach((rule, ruleIndex) => {
@@ -357,7 +361,8 @@ function backendShares(rule: Rule, assumed: Backend | undefined) {
   const missingBackendWeight = rule.totalWeight - rule.backends.reduce((sum, b) => sum + b.weight, 0);
   const percent = (x: number) => `${Math.round(x * 1000) / 10}%`;
   const details = backends.map(
-    (b) => `${b.service} weight ${b.weight} (${percent(b.share)})${b.assumed && backends.length > 1 ? " ← explained below" : ""}`,
+    (b) =>
+      `${b.service} weight ${b.weight} (${percent(b.share)})${b.assumed && backends.length > 1 ? " ← explained below" : ""}`,
   );
   if (missingBackendWeight > 0) {
     details.push(
@@ -379,7 +384,9 @@ function backendShares(rule: Rule, assumed: Backend | undefined) {
 // ---------------------------------------------------------------- policy and endpoints
 
 function policyName(route: ServiceRoute, plan: Proxying): string {
-  const parent = route.hasPolicy ? `TrafficPolicy ${route.policy.name} (of ${route.id})` : `defaults (${route.id} has no TrafficPolicy)`;
+  const parent = route.hasPolicy
+    ? `TrafficPolicy ${route.policy.name} (of ${route.id})`
+    : `defaults (${route.id} has no TrafficPolicy)`;
   const backend = plan.backend && plan.backend.route !== route ? plan.backend : undefined;
   if (!backend) return parent;
   const own = backend.policy !== route.policy && backend.policy.name;
@@ -392,7 +399,9 @@ const ratio = (r: number) => `${Math.round(r * 1000) / 10}%`;
 function policyLines(plan: Proxying, route: ServiceRoute, method: string): string[] {
   const parent = route.policy;
   const guard: CompiledPolicy = plan.backend?.policy ?? parent;
-  const lines = [`timeouts: request ${ms(plan.requestTimeoutMs)}, per try ${ms(plan.perTryMs)}, connect ${ms(guard.connectTimeoutMs)}`];
+  const lines = [
+    `timeouts: request ${ms(plan.requestTimeoutMs)}, per try ${ms(plan.perTryMs)}, connect ${ms(guard.connectTimeoutMs)}`,
+  ];
   const r = parent.retry;
   if (!r) lines.push("retries: none (no retries in the policy)");
   else if (!plan.retry) lines.push(`retries: not for ${method} (not idempotent; retryNonIdempotent is off)`);
@@ -421,7 +430,9 @@ function policyLines(plan: Proxying, route: ServiceRoute, method: string): strin
       ...(f.delayRatio > 0 ? [`delay ${f.delayMs} ms for ${ratio(f.delayRatio)}`] : []),
       ...(f.abortRatio > 0 ? [`abort ${f.abortHttpStatus ?? f.abortGrpcStatus} for ${ratio(f.abortRatio)}`] : []),
     ];
-    lines.push(`faults (source agent): ${parts.join(", ") || "none"}${when}${plan.delayMs > 0 ? `; this request: delayed ${plan.delayMs} ms` : ""}`);
+    lines.push(
+      `faults (source agent): ${parts.join(", ") || "none"}${when}${plan.delayMs > 0 ? `; this request: delayed ${plan.delayMs} ms` : ""}`,
+    );
   }
   // The destination agent applies the policy of the Service the source agent names (the backend).
   const dest = plan.backend?.route ?? route;
@@ -433,7 +444,8 @@ function policyLines(plan: Proxying, route: ServiceRoute, method: string): strin
   );
   lines.push(`load balancer: ${guard.lb.type}${guard.lb.localityToleranceMs !== undefined ? ", locality" : ""}`);
   if (plan.mirror) lines.push(`mirror: to ${plan.mirror.route.id} (always)`);
-  else if (plan.rule?.mirror) lines.push(`mirror: ${ratio(plan.rule.mirror.ratio)} to ${plan.rule.mirror.backend.route.id}`);
+  else if (plan.rule?.mirror)
+    lines.push(`mirror: ${ratio(plan.rule.mirror.ratio)} to ${plan.rule.mirror.backend.route.id}`);
   lines.push("authorization: enforced by the destination pod's agent (AuthorizationPolicy), not on this side");
   return lines;
 }

@@ -116,7 +116,10 @@ describe("references and overlapping policies", () => {
 describe("rules that never match", () => {
   const web = object("Service", "web", {
     vip: "10.96.0.10",
-    ports: [{ port: 80, protocol: "http" }, { port: 5432, protocol: "tcp" }],
+    ports: [
+      { port: 80, protocol: "http" },
+      { port: 5432, protocol: "tcp" },
+    ],
     selector: { app: "web" },
   });
   const route = (name: string, rules: unknown[], parent: Record<string, unknown> = { name: "web", port: 80 }) =>
@@ -154,13 +157,19 @@ describe("rules that never match", () => {
   });
 
   it("header names compare without case, and a later identical rule of the same route never matches", () => {
-    const jason = (name: string) => ({ matches: [{ headers: [{ name, value: "jason" }] }], backendRefs: [{ name: "web" }] });
+    const jason = (name: string) => ({
+      matches: [{ headers: [{ name, value: "jason" }] }],
+      backendRefs: [{ name: "web" }],
+    });
     const r = reachable(route("a", [jason("end-user"), jason("End-User")]));
     expect(r.get("a")!.message).toContain("rule 1 match 0 never matches on default/web:80: HTTPRoute default/a rule 0");
   });
 
   it("a RegularExpression path behind a catch-all never matches; behind a header-only prefix it still can", () => {
-    const regex = { matches: [{ path: { type: "RegularExpression", value: "/v[0-9]+" } }], backendRefs: [{ name: "web" }] };
+    const regex = {
+      matches: [{ path: { type: "RegularExpression", value: "/v[0-9]+" } }],
+      backendRefs: [{ name: "web" }],
+    };
     const caught = reachable(route("r", [{ backendRefs: [{ name: "web" }] }, regex]));
     expect(caught.get("r")!.message).toContain(
       "rule 1 match 0 never matches on default/web:80: HTTPRoute default/r rule 0 match 0 takes every path with a subset of its conditions",
@@ -198,7 +207,12 @@ describe("policies that select no enrolled pod", () => {
         name: "api-only",
         message: "its targets (default/api) select no enrolled pod",
       },
-      { kind: "RequestAuthentication", namespace: "shop", name: "elsewhere", message: "no enrolled pod in namespace shop" },
+      {
+        kind: "RequestAuthentication",
+        namespace: "shop",
+        name: "elsewhere",
+        message: "no enrolled pod in namespace shop",
+      },
     ]);
   });
 });

@@ -290,7 +290,10 @@ export function neverMatchingRules(
     if (ports.length === 0) continue; // NoMatchingParent says why
     const l7 = ports.filter((p) => protocols.get(p) !== "tcp");
     if (l7.length === 0) {
-      report(key, `every parent port (${ports.join(", ")}) is declared tcp: the agents forward it as bytes and never read a request`);
+      report(
+        key,
+        `every parent port (${ports.join(", ")}) is declared tcp: the agents forward it as bytes and never read a request`,
+      );
       continue;
     }
     const grpc = o.kind === "GRPCRoute";
@@ -306,7 +309,7 @@ export function neverMatchingRules(
           label: `${o.kind} ${o.metadata.namespace}/${o.metadata.name} rule ${r}`,
           rule: r,
           match: i,
-          canonical: JSON.stringify([path, grpc ? m.method : m.method ?? null, headers, queryParams]),
+          canonical: JSON.stringify([path, grpc ? m.method : (m.method ?? null), headers, queryParams]),
           regexPath: path?.type === "RegularExpression",
           anyPath: path !== undefined && path.type === "PathPrefix" && path.value === "/",
           method: grpc ? undefined : (m.method as string | undefined),
@@ -340,11 +343,17 @@ export function neverMatchingRules(
         shadow.canonical === m.canonical
           ? "has the same match, and is tried first (same precedence: ties go by route namespace/name, then rule order)"
           : "takes every path with a subset of its conditions, and every path prefix is tried before a RegularExpression path";
-      report(m.key, `rule ${m.rule} match ${m.match} never matches on ${port}: ${shadow.label} match ${shadow.match} ${why}`);
+      report(
+        m.key,
+        `rule ${m.rule} match ${m.match} never matches on ${port}: ${shadow.label} match ${shadow.match} ${why}`,
+      );
     }
   }
   return problems;
 }
+
+/** An object as a list answers it: what the selection reads. */
+type Listed = { kind: string; metadata: { name: string; namespace: string }; spec: unknown };
 
 /** A policy that selects pods but selects none of the enrolled ones: enforced nowhere for now. */
 export interface IdlePolicy {
@@ -361,12 +370,14 @@ export interface IdlePolicy {
  * agents report. Targets that do not exist are the Accepted condition's (TargetNotFound).
  */
 export function policiesSelectingNothing(input: {
-  services: readonly AnyResource[];
-  traffic: readonly AnyResource[];
+  services: readonly Listed[];
+  traffic: readonly Listed[];
   pods: readonly { namespace: string; labels: Readonly<Record<string, string>> }[];
 }): IdlePolicy[] {
-  const selectors = new Map(
-    input.services.map((s) => [name(s), (s.spec as Partial<ServiceSpec>).selector ?? {}] as const),
+  const selectors = new Map<string, Readonly<Record<string, string>>>(
+    input.services.map(
+      (s) => [`${s.metadata.namespace}/${s.metadata.name}`, (s.spec as Partial<ServiceSpec>).selector ?? {}] as const,
+    ),
   );
   const out: IdlePolicy[] = [];
   for (const o of input.traffic) {
