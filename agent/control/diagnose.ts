@@ -385,7 +385,7 @@ export async function explain(src: DiagnosisSources, body: unknown): Promise<Det
  * rotation is read, not advanced: the workers' next request gets the same one (unless another
  * request comes first). Least request draws two at random: not knowable beforehand.
  */
-function nextPick(
+export function nextPick(
   shared: SharedState | undefined,
   backend: Backend,
   hashKey: string | undefined,
