@@ -129,8 +129,10 @@ export async function check(c: Client, scope: CheckScope, agents: readonly strin
     // Without the controller's word on the node, every answering agent is asked (one pod only).
     const agent = pod.node !== undefined ? answered.get(pod.node) : [...answered.values()][0];
     if (!agent) {
+      // One pod asked for and not checked is an error; in a namespace's or the mesh's check, a pod
+      // of another node is a warning saying where to ask.
       findings.push({
-        verdict: answered.size === 0 ? "error" : "warning",
+        verdict: answered.size === 0 || "pod" in scope ? "error" : "warning",
         check: "rules",
         subject,
         message:

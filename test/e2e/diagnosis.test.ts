@@ -229,6 +229,9 @@ describe.skipIf(process.getuid?.() !== 0)("nodemesh check and explain in a two-n
         "ResolvedRefs False (BackendNotFound): no such Service: default/reviews-v9 (its share of requests gets a 500)",
       );
       expect(broken!.fix).toContain("spec.rules[].backendRefs");
+      console.log(
+        `$ nodemesh check -n default   # a route to reviews-v9\n${(await nodemesh(n1, ["check", "-n", "default"])).stdout}`,
+      );
       // -n checks every pod of the namespace its node's agent can be asked about; the others say where to ask.
       expect(find(findings, "rules", "pod default/client")[0]?.verdict).toBe("ok");
       expect(find(findings, "rules", "pod default/reviews-2")[0]).toMatchObject({ verdict: "warning" });
