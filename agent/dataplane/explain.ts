@@ -375,8 +375,9 @@ function backendShares(rule: Rule, assumed: Backend | undefined) {
       : backends.length === 1 && missingBackendWeight === 0
         ? `backend ${backends[0]!.service} (weight ${backends[0]!.weight}, all requests)`
         : `one of ${backends.length + (missingBackendWeight > 0 ? 1 : 0)} by weight; this explanation follows ${backends.find((b) => b.assumed)?.service} (the heaviest)`;
+  const single = backends.length === 1 && missingBackendWeight === 0;
   return {
-    step: { step: "backend", summary, details } satisfies ExplainStep,
+    step: { step: "backend", summary, ...(single ? {} : { details }) } satisfies ExplainStep,
     fields: { backends, ...(missingBackendWeight > 0 ? { missingBackendWeight } : {}) },
   };
 }
@@ -390,7 +391,7 @@ function policyName(route: ServiceRoute, plan: Proxying): string {
   const backend = plan.backend && plan.backend.route !== route ? plan.backend : undefined;
   if (!backend) return parent;
   const own = backend.policy !== route.policy && backend.policy.name;
-  return `${parent}; backend ${backend.route.id}: ${own ? `TrafficPolicy ${own}` : "the parent's"}`;
+  return `${parent}; backend ${backend.route.id}: ${own ? `its TrafficPolicy ${own} (balancing, circuit breaker, outliers)` : "none of its own, the parent's applies"}`;
 }
 
 const ms = (v: number | undefined) => (v === undefined ? "none" : `${v} ms`);

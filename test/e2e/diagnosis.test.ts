@@ -72,10 +72,10 @@ describe.skipIf(process.getuid?.() !== 0)("nodemesh check and explain in a two-n
 
   /** Applies YAML and waits until every connected agent applied the controller's newest version. */
   const apply = async (yaml: string, verb: "apply" | "delete" = "apply"): Promise<void> => {
+    // delete: "KIND NAME" (KIND defaults to httproute)
+    const [kind, name] = yaml.includes(" ") ? yaml.split(" ") : ["httproute", yaml];
     const r =
-      verb === "apply"
-        ? await nodemesh(n1, ["apply", "-f", "-"], yaml)
-        : await nodemesh(n1, ["delete", "httproute", yaml]);
+      verb === "apply" ? await nodemesh(n1, ["apply", "-f", "-"], yaml) : await nodemesh(n1, ["delete", kind!, name!]);
     if (r.code !== 0) throw new Error(`nodemesh ${verb} failed (${r.code}): ${r.stderr}${r.stdout}`);
     await sleep(100); // the controller folds writes within 20 ms into one table
     await vi.waitFor(
@@ -249,7 +249,16 @@ describe.skipIf(process.getuid?.() !== 0)("nodemesh check and explain in a two-n
       backendRefs: [{ name: reviews-v2 }]
     - backendRefs: [{ name: reviews-v1 }]
 `,
-      ),
+      ) +
+        `---
+apiVersion: nodemesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: { name: reviews, namespace: default }
+spec:
+  targetRefs: [{ name: reviews }]
+  timeouts: { request: 2s }
+  retries: { attempts: 3 }
+`,
     );
     try {
       const jason = await explainJson("GET", `http://${VIP.reviews}/v2`, "-H", "end-user: jason");
@@ -265,6 +274,11 @@ describe.skipIf(process.getuid?.() !== 0)("nodemesh check and explain in a two-n
         { address: `${reviews[1]!.ip}:8080`, pod: "default/reviews-2", node: "node-2", ejected: false, next: true },
       ]);
       expect(jason.next).toBe(`${reviews[1]!.ip}:8080`);
+      // The parent Service's policy: its timeouts and retries apply to this request.
+      expect(jason.policy).toContain("timeouts: request 2000 ms, per try none, connect none");
+      expect(jason.policy?.find((l) => l.startsWith("retries:"))).toMatch(
+        /^retries: up to 3 attempts on connect-failure,reset,gateway-error,unavailable, backoff 25\.\.250 ms, budget \d+% \(min \d+\)$/,
+      );
 
       const other = await explainJson("GET", `http://${VIP.reviews}/v2`);
       expect(other.rules).toEqual([
@@ -290,8 +304,14 @@ describe.skipIf(process.getuid?.() !== 0)("nodemesh check and explain in a two-n
       expect(text.stdout).toContain(
         "default/reviews-jason#0 match 0: did not match: header end-user = jason (request: none)",
       );
+      console.log(`$ nodemesh explain --from client GET http://${VIP.reviews}/v2\n${text.stdout}`);
+      const withJason = ["explain", "--from", "client", "GET", `http://${VIP.reviews}/v2`, "-H", "end-user: jason"];
+      console.log(
+        `$ nodemesh explain --from client GET http://${VIP.reviews}/v2 -H 'end-user: jason'\n${(await nodemesh(n1, withJason)).stdout}`,
+      );
     } finally {
       await apply("reviews-jason", "delete");
+      await apply("trafficpolicy reviews", "delete");
     }
   });
 
@@ -329,6 +349,8 @@ describe.skipIf(process.getuid?.() !== 0)("nodemesh check and explain in a two-n
       `${target.ip}:8080 is no Service's address: passthrough, connected as is to ${target.ip}:8080 (destination_service="passthrough"); no route or policy applies`,
     );
     expect(e.service).toBeUndefined();
+    const text = await nodemesh(n1, ["explain", "--from", "client", "GET", `http://${target.ip}:8080/`]);
+    console.log(`$ nodemesh explain --from client GET http://${target.ip}:8080/\n${text.stdout}`);
     const loopback = await explainJson("GET", "http://127.0.0.1:8080/");
     expect(loopback).toMatchObject({
       outcome: "not intercepted",
