@@ -38,7 +38,7 @@ describe("nodemesh", () => {
     const explain = await nodemesh("explain", "--help");
     expect(explain.code).toBe(0);
     expect(explain.stdout).toMatch(/^Usage: nodemesh explain --from POD METHOD URL/);
-    expect(explain.stdout).toContain("kubectl -n nodemesh port-forward");
+    expect(explain.stdout).toContain("kubectl -n nodemesh-system port-forward");
     expect((await nodemesh("--help")).stdout).toContain("explain     where a request from a pod would go, and why");
   });
 

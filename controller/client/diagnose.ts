@@ -16,8 +16,8 @@ export const DEFAULT_AGENT = "http://127.0.0.1:15020";
 
 /** Where the agent's admin port is, for messages. */
 export const REACH_AGENT = `The agent answers /debug/* on its node's loopback only. On Kubernetes:
-  kubectl -n nodemesh port-forward pod/<the agent pod on the pod's node> 15020:15020
-  (kubectl -n nodemesh get pods -o wide shows which agent pod runs on which node), then
+  kubectl -n nodemesh-system port-forward pod/<the agent pod on the pod's node> 15020:15020
+  (kubectl -n nodemesh-system get pods -o wide shows which agent pod runs on which node), then
   nodemesh … --agent http://127.0.0.1:15020 with the controller port-forwarded too (--server).
 In the network-namespace demo, run the CLI in the node's namespace:
   ip netns exec <node> nodemesh …`;
@@ -120,7 +120,7 @@ export async function check(c: Client, scope: CheckScope, agents: readonly strin
         check: "agent",
         subject: `agent ${agent}`,
         message: `the agent's admin port does not answer (${err.message}): the agent is down, or this is not its node`,
-        fix: "start the agent (on Kubernetes: kubectl -n nodemesh get pods -o wide, and the agent pod's logs); see nodemesh check --help to reach its admin port",
+        fix: "start the agent (on Kubernetes: kubectl -n nodemesh-system get pods -o wide, and the agent pod's logs); see nodemesh check --help to reach its admin port",
       });
     }
   }
@@ -223,7 +223,7 @@ function nodeFindings(n: AgentView): Finding[] {
         check: "agent",
         subject,
         message: `the agent is not connected to the controller${n.disconnectedAt ? ` (since ${n.disconnectedAt})` : ""}; its pods keep the last configuration it applied, ${n.appliedVersion ?? "none"}`,
-        fix: `restart the agent of ${n.node} (on Kubernetes: kubectl -n nodemesh delete pod <its agent pod>; its log says why it left)`,
+        fix: `restart the agent of ${n.node} (on Kubernetes: kubectl -n nodemesh-system delete pod <its agent pod>; its log says why it left)`,
       },
     ];
   }
