@@ -15,6 +15,7 @@ const SERVICES: Service[] = [
     ports: [
       { name: "http", port: 80, targetPort: 8080, protocol: "http" },
       { name: "db", port: 5432, protocol: "tcp" },
+      { name: "grpc", port: 9090, protocol: "grpc" },
     ],
     endpoints: [
       { ip: "10.244.1.1", node: "node-1", pod: "default/reviews-1", meshed: true },
@@ -179,6 +180,34 @@ describe("explainRequest", () => {
     const refused = explain(traffic(abort), "GET", `http://${REVIEWS}/`);
     expect(refused).toMatchObject({ outcome: "refused", refusal: { code: "NM_FAULT_ABORT" } });
     expect(refused.steps.find((s) => s.step === "policy")?.summary).toMatch(/^the source agent answers 418 itself/);
+  });
+
+  it("gRPC calls are explained by the GRPCRoutes; a route named twice as parent counts twice, as in the snapshot", () => {
+    const greeter = {
+      kind: "GRPCRoute",
+      name: "greeter",
+      namespace: "default",
+      spec: {
+        parentRefs: [{ name: "reviews", port: 9090 }, { name: "reviews" }],
+        rules: [
+          {
+            matches: [{ method: { service: "helloworld.Greeter", method: "SayHello" } }],
+            backendRefs: [{ name: "reviews-v2", port: 80 }],
+          },
+          { backendRefs: [{ name: "reviews-v1", port: 80 }] },
+        ],
+      },
+    };
+    const e = explain(traffic(greeter), "POST", `http://${REVIEWS}:9090/helloworld.Greeter/SayHi`, {
+      "content-type": "application/grpc",
+    });
+    expect(e.rules?.[0]).toEqual({
+      rule: "default/greeter#0",
+      match: 0,
+      matched: false,
+      failed: ["gRPC method Exact helloworld.Greeter/SayHello (request: /helloworld.Greeter/SayHi)"],
+    });
+    expect(e.matchedRule).toBe("default/greeter#1");
   });
 
   it("passthrough, a tcp port, and a request the rules do not intercept", () => {

@@ -142,6 +142,7 @@ export function explainRequest(input: ExplainInput): DetailedExplanation {
   const resolved = resolveTarget(snapshot, { direction: "outbound", from, routeKey: vipPort }, input.headers);
   if (!resolved) throw new Error(`the route of ${vipPort} is gone from the snapshot`);
   const { rule } = selectRule(route, req.grpc, req);
+  if (rule?.name !== matchedRule) throw new Error(`the data plane takes ${rule?.name}, the explanation ${matchedRule}`);
   const assumed = rule ? heaviest(rule) : undefined;
   const requestPlan = planRequest(resolved, req, { random: draws(rule, assumed), rateLimitWaitUs: () => 0 });
   const backendsPart = rule ? backendShares(rule, assumed) : undefined;
@@ -222,6 +223,14 @@ function explainRules(
   const grpc = req.grpc && route.grpcRules.length > 0;
   const kind = grpc ? "GRPCRoute" : "HTTPRoute";
   const candidates = candidatesOf(traffic, kind, route).sort((a, b) => compareRank(a.entry, b.entry));
+  // The same entries as the snapshot's, or the explanation would be of another configuration.
+  const compiled = grpc ? route.grpcRules : route.httpRules;
+  if (
+    candidates.length !== compiled.length ||
+    candidates.some((c, i) => c.entry.rule.name !== compiled[i]!.rule.name)
+  ) {
+    throw new Error(`the rules of ${route.id}:${route.port} do not match the snapshot's: explain cannot follow them`);
+  }
   if (candidates.length === 0) {
     return { rules: [], rulesStep: { step: "route", summary: `no ${kind} on ${route.id}:${route.port}` } };
   }
@@ -257,17 +266,25 @@ function candidatesOf(traffic: readonly TrafficObject[], kind: string, route: Se
   for (const obj of traffic) {
     if (obj.kind !== kind) continue;
     const spec = obj.spec as { parentRefs: { name: string; namespace?: string; port?: number }[]; rules: unknown[] };
-    const attached = spec.parentRefs.some(
+    // Attached once per parentRef naming this port (as the snapshot binds them).
+    const attached = spec.parentRefs.filter(
       (p) =>
         `${p.name}.${p.namespace ?? obj.namespace}` === route.id && (p.port === undefined || p.port === route.port),
-    );
-    if (!attached) continue;
-    spec.rules.forEach((rule, ruleIndex) => {
-      const matches = (rule as { matches: (HTTPRouteMatch | GRPCRouteMatch)[] }).matches;
-      matches.forEach((m, match) => {
-        out.push({ entry: compileMatch(obj, ruleIndex, m), obj, ruleIndex, match, conditions: conditionsOf(kind, m) });
+    ).length;
+    for (let n = 0; n < attached; n++) {
+      spec.rules.forEach((rule, ruleIndex) => {
+        const matches = (rule as { matches: (HTTPRouteMatch | GRPCRouteMatch)[] }).matches;
+        matches.forEach((m, match) => {
+          out.push({
+            entry: compileMatch(obj, ruleIndex, m),
+            obj,
+            ruleIndex,
+            match,
+            conditions: conditionsOf(kind, m),
+          });
+        });
       });
-    });
+    }
   }
   return out;
 }
