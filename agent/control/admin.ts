@@ -68,6 +68,8 @@ export async function startAdminServer(host: string, port: number, state: AdminS
   };
   const server = createServer(async (req, res) => {
     try {
+      if (!URL.canParse(req.url ?? "", "http://admin"))
+        throw new HttpError(400, "BAD_REQUEST", "unreadable request target");
       const { pathname, searchParams } = new URL(req.url ?? "/", "http://admin");
       if (pathname.startsWith("/debug/") && !isLoopback(req.socket.remoteAddress)) {
         throw new HttpError(403, "FORBIDDEN", "debug endpoints answer only on the node's loopback (127.0.0.1)");
