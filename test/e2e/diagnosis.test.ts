@@ -19,6 +19,7 @@ import type { Finding } from "../../api/diagnosis.ts";
 import type { Node, Place, Pod, RunResult } from "../world/world.ts";
 import { World } from "../world/world.ts";
 import { Mesh } from "./mesh.ts";
+import { httpFrom } from "./netns-client.ts";
 
 const CLI = new URL("../../bin/nodemesh.ts", import.meta.url).pathname;
 const VIP = { reviews: "10.96.0.10", v1: "10.96.0.11", v2: "10.96.0.12" } as const;
@@ -165,6 +166,16 @@ describe.skipIf(process.getuid?.() !== 0)("nodemesh check and explain in a two-n
     expect(table.stdout).toMatch(/^ok +rules +pod default\/client: NODEMESH_OUTPUT first/m);
     expect(table.stdout).toContain("\n0 error(s), 0 warning(s), ");
     console.log(`$ nodemesh check default/client\n${table.stdout}`);
+  });
+
+  it("the agent's /debug/check and /debug/explain answer only its node's loopback", async () => {
+    const stranger = await world.addPod(n1, "stranger"); // not enrolled: nothing intercepts it
+    const admin = (path: string) => `http://${n1.gatewayIp}:15020${path}`;
+    const check = await httpFrom(stranger.netnsPath, admin("/debug/check?pod=default/client"));
+    expect(check.status).toBe(403);
+    expect(check.body).not.toContain(client.ip);
+    const body = JSON.stringify({ pod: "default/client", method: "GET", url: `http://${VIP.reviews}/`, headers: {} });
+    expect((await httpFrom(stranger.netnsPath, admin("/debug/explain"), { method: "POST", body })).status).toBe(403);
   });
 
   it("check on a pod whose nat table was flushed: an error with the init command as fix, exit 1", async () => {
