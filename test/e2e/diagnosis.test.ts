@@ -352,7 +352,7 @@ spec:
     }
   });
 
-  it("explain an address no Service owns: passthrough, and an excluded port: not intercepted", async () => {
+  it("explain an address no Service owns: passthrough; loopback and an excluded port: not intercepted", async () => {
     const target = reviews[1]!; // a pod address: no Service's VIP
     const e = await explainJson("GET", `http://${target.ip}:8080/`);
     expect(e.outcome).toBe("passthrough");
@@ -367,6 +367,25 @@ spec:
       outcome: "not intercepted",
       interception: { intercepted: false, reason: "not intercepted: 127.0.0.1 is loopback (RETURN)" },
     });
+    // The client's rules reinstalled with an excluded outbound port: read back from the rules.
+    await mesh.enroll(client, ["--label", "app=client", "--exclude-outbound-ports", "9000"]);
+    try {
+      const excluded = await explainJson("GET", `http://${VIP.reviews}:9000/`);
+      expect(excluded).toMatchObject({
+        outcome: "not intercepted",
+        interception: {
+          intercepted: false,
+          reason: "not intercepted: port 9000 is an excluded outbound port (RETURN)",
+        },
+      });
+      expect(excluded.steps).toHaveLength(1);
+      const { findings } = await checkJson(n1, "client");
+      expect(find(findings, "rules", "pod default/client")[0]?.message).toContain(
+        "(excluded: outbound ports 9000, outbound CIDRs none, inbound ports none)",
+      );
+    } finally {
+      await mesh.enroll(client, ["--label", "app=client"]);
+    }
   });
 
   it("check on a pod whose agent is down: the controller sees it gone, its admin port does not answer", async () => {
