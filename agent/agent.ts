@@ -19,7 +19,7 @@ import { loadServiceFile, type VersionedTable } from "./control/service-source.t
 import { WorkerPool } from "./control/workers.ts";
 import type { DataplaneSettings } from "./dataplane/settings.ts";
 import { ENDPOINT_SLOTS, ROUTE_SLOTS, SharedState, SlotAllocator } from "./dataplane/shared-state.ts";
-import { slotKeys } from "./dataplane/snapshot.ts";
+import { compileSnapshot, type Snapshot, type SnapshotMessage, slotKeys } from "./dataplane/snapshot.ts";
 
 export interface AgentOptions {
   nodeName: string;
@@ -84,6 +84,8 @@ export class Agent {
   /** The table in force with its traffic objects parsed, and its endpoints' slots (health checks). */
   private parsedTable: ServiceTable = { services: [] };
   private endpointSlotOf: Record<string, number> = {};
+  /** The last snapshot sent to the workers, and its compiled form once asked for (nodemesh explain). */
+  private lastSnapshot?: { message: SnapshotMessage; compiled?: Snapshot };
   private healthChecks?: HealthChecker;
   /** The control thread's metrics beside the admin server's own (the health checks'). */
   private readonly controlMetrics = new Registry();
@@ -130,6 +132,20 @@ export class Agent {
         health: async () => (this.pool ? this.pool.health() : []),
         metrics: this.controlMetrics,
         controller: o.controller ? () => this.controller?.status() ?? unconnected(o.controller!.address) : undefined,
+        diagnosis: () =>
+          this.pods && this.lastSnapshot
+            ? {
+                node: o.nodeName,
+                pod: (namespace, name) => this.pods?.get(namespace, name),
+                configInForce: () => ({ version: this.table.version, source: this.table.source }),
+                controller: o.controller
+                  ? () => this.controller?.status() ?? unconnected(o.controller!.address)
+                  : undefined,
+                snapshot: () => this.compiledSnapshot(),
+                health: async () => (this.pool ? this.pool.health() : []),
+                shared: () => this.shared,
+              }
+            : undefined,
       }),
     );
     const pool = await WorkerPool.start(o.workers, { settings: o.dataplane, logLevel: o.logLevel }, this.log);
@@ -252,17 +268,25 @@ export class Agent {
     // Parsed here, once, with their defaults filled in: the workers never load the schemas.
     const parsed = { ...table.table, traffic: parseTraffic(table.table) };
     this.endpointSlotOf = Object.fromEntries(keys.endpoints.map((k) => [k, this.endpointSlots.slot(k)]));
-    this.pool!.broadcastSnapshot({
-      // set before the first table is applied
+    const message: SnapshotMessage = {
       version: table.version,
       table: parsed,
       routeSlots: Object.fromEntries(keys.routes.map((k) => [k, this.routeSlots.slot(k)])),
       endpointSlots: this.endpointSlotOf,
       node: this.opts.nodeName,
       rttMs: this.controller?.peerRtts() ?? {},
-    });
+    };
+    this.pool!.broadcastSnapshot(message); // set before the first table is applied
+    this.lastSnapshot = { message };
     this.parsedTable = parsed;
     this.healthChecks?.update(parsed);
+  }
+
+  /** The workers' snapshot, compiled here from the same message by the same function. */
+  private compiledSnapshot(): { snapshot: Snapshot; traffic: NonNullable<ServiceTable["traffic"]> } {
+    const last = this.lastSnapshot!;
+    last.compiled ??= compileSnapshot(last.message);
+    return { snapshot: last.compiled, traffic: last.message.table.traffic ?? [] };
   }
 
   /**

@@ -30,6 +30,18 @@ describe("nodemesh", () => {
     expect((await nodemesh("--help")).stdout).toContain("version     print nodemesh's version (also --version)");
   });
 
+  it("check --help and explain --help say what they check and how to reach the agent", async () => {
+    const check = await nodemesh("check", "--help");
+    expect(check.code).toBe(0);
+    expect(check.stdout).toMatch(/^Usage: nodemesh check \[POD \| -n NS \| --all\] \[options\]/);
+    expect(check.stdout).toContain("--agent URL");
+    const explain = await nodemesh("explain", "--help");
+    expect(explain.code).toBe(0);
+    expect(explain.stdout).toMatch(/^Usage: nodemesh explain --from POD METHOD URL/);
+    expect(explain.stdout).toContain("kubectl -n nodemesh-system port-forward");
+    expect((await nodemesh("--help")).stdout).toContain("explain     where a request from a pod would go, and why");
+  });
+
   it("exits 2 on bad flags of a client command, before reaching any controller", async () => {
     const r = await nodemesh("status", "-n", "default", "--server", "http://127.0.0.1:1");
     expect(r).toEqual({

@@ -19,7 +19,10 @@ Using the controller's API:
   top         live golden signals per service (success rate, RPS, p50, p99)
   edges       the service graph's edges: who calls whom, how much, how well
   ca          the workload CA's roots; 'ca rotate' replaces the root with an overlap
-  (they find the controller by --server, $NODEMESH_SERVER or ~/.config/nodemesh/config)
+  check       check a pod, a namespace or the whole mesh: each finding a verdict and a fix
+  explain     where a request from a pod would go, and why (explain --from POD GET URL)
+  (they find the controller by --server, $NODEMESH_SERVER or ~/.config/nodemesh/config;
+  check and explain also ask the agent of the pod's node: --agent, default http://127.0.0.1:15020)
 
   version     print nodemesh's version (also --version)
   help        show this help
@@ -45,6 +48,8 @@ async function main(): Promise<number> {
     case "top":
     case "edges":
     case "ca":
+    case "check":
+    case "explain":
       return (await import("../controller/client/cli.ts")).runClient(command, args);
     case "version":
     case "-v":

@@ -82,6 +82,18 @@ describe("admin debug endpoints", () => {
     expect(((await reply.json()) as { node: string }).node).toBe("node-a");
   });
 
+  it("check and explain: 503 before the data plane runs; bad requests are 400; only explain takes a POST", async () => {
+    const base = await admin(undefined, "file");
+    const check = await fetch(`${base}/debug/check?pod=default/web`);
+    expect(check.status).toBe(503);
+    expect(((await check.json()) as { error: { code: string } }).error.code).toBe("NOT_READY");
+    expect((await fetch(`${base}/debug/check`)).status).toBe(400);
+    const post = (path: string, body: string) =>
+      fetch(`${base}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body });
+    expect((await post("/debug/config", "{}")).status).toBe(405);
+    expect((await post("/debug/explain", "{}")).status).toBe(503);
+  });
+
   it.each([
     ["127.0.0.1", true],
     ["127.3.2.1", true],

@@ -12,7 +12,8 @@ import { sendJson } from "../../api/http-json.ts";
 import { collectProcessMetrics } from "../../api/process-metrics.ts";
 import { AggregatorRegistry, Gauge, Registry } from "../../api/prom.ts";
 import type { ControllerStatus } from "./controller-client.ts";
-import { HttpError, sendError } from "./http.ts";
+import { checkPod, type DiagnosisSources, explain } from "./diagnose.ts";
+import { HttpError, readJson, sendError } from "./http.ts";
 import type { ConfigSource } from "./service-source.ts";
 
 export interface AdminState {
@@ -30,7 +31,12 @@ export interface AdminState {
   health(): Promise<string[]>;
   /** Present when the agent takes its configuration from the controller. */
   controller?: () => ControllerStatus;
+  /** `nodemesh check` and `nodemesh explain` (/debug/check, /debug/explain); absent until the data plane runs. */
+  diagnosis?: () => DiagnosisSources | undefined;
 }
+
+/** An explain request is a method, a URL and a few headers. */
+const EXPLAIN_BODY_LIMIT = 64 * 1024;
 
 export async function startAdminServer(host: string, port: number, state: AdminState): Promise<Server> {
   const registry = new Registry();
@@ -55,9 +61,29 @@ export async function startAdminServer(host: string, port: number, state: AdminS
   const controller = state.controller;
   if (controller) registerControllerMetrics(registry, controller, state.configInForce);
 
+  const diagnosis = (): DiagnosisSources => {
+    const sources = state.diagnosis?.();
+    if (!sources) throw new HttpError(503, "NOT_READY", "the agent's data plane is not running yet");
+    return sources;
+  };
   const server = createServer(async (req, res) => {
     try {
+      if (!URL.canParse(req.url ?? "", "http://admin"))
+        throw new HttpError(400, "BAD_REQUEST", "unreadable request target");
+      const { pathname, searchParams } = new URL(req.url ?? "/", "http://admin");
+      if (pathname.startsWith("/debug/") && !isLoopback(req.socket.remoteAddress)) {
+        throw new HttpError(403, "FORBIDDEN", "debug endpoints answer only on the node's loopback (127.0.0.1)");
+      }
+      // Explaining a request changes nothing either; it is a POST only because it carries one.
+      if (req.method === "POST" && pathname === "/debug/explain") {
+        return sendJson(res, 200, await explain(diagnosis(), await readJson(req, EXPLAIN_BODY_LIMIT)));
+      }
       if (req.method !== "GET") throw new HttpError(405, "METHOD_NOT_ALLOWED", "admin endpoints are read-only");
+      if (pathname === "/debug/check") {
+        const pod = searchParams.get("pod");
+        if (!pod) throw new HttpError(400, "BAD_POD", "/debug/check needs ?pod=NAMESPACE/NAME", "pod");
+        return sendJson(res, 200, await checkPod(diagnosis(), pod));
+      }
       switch (req.url) {
         // Liveness: a stuck or dead worker, or a pod's listener gone, fails it (the kubelet restarts us).
         case "/healthz": {
@@ -88,9 +114,6 @@ export async function startAdminServer(host: string, port: number, state: AdminS
           return res.end(text);
         }
         case "/debug/config":
-          if (!isLoopback(req.socket.remoteAddress)) {
-            throw new HttpError(403, "FORBIDDEN", "debug endpoints answer only on the node's loopback (127.0.0.1)");
-          }
           return sendJson(res, 200, { node: state.node, pods: state.pods(), config: state.config() });
         default:
           throw new HttpError(404, "NOT_FOUND", `no admin endpoint ${req.url}`);

@@ -17,7 +17,7 @@ import { pipeBoth } from "./pipe.ts";
 import type { PodContext } from "./pod.ts";
 import { routeKey, type ServiceRoute, type Snapshot } from "./snapshot.ts";
 
-type OutboundPlan =
+export type OutboundPlan =
   | { kind: "refuse"; reason: AgentErrorKind }
   | { kind: "service"; route: ServiceRoute }
   | { kind: "passthrough"; ip: string; port: number };
@@ -35,7 +35,7 @@ const PASSTHROUGH_ENDPOINT: Endpoint = {
   slot: 0,
 };
 
-function planOutbound(dst: Address, snapshot: Snapshot): OutboundPlan {
+export function planOutbound(dst: Address, snapshot: Snapshot): OutboundPlan {
   if (AGENT_PORTS.includes(dst.port)) return { kind: "refuse", reason: AgentErrors.LOOP };
   const route = snapshot.routes.get(routeKey(dst.ip, dst.port));
   if (!route) return { kind: "passthrough", ip: dst.ip, port: dst.port };

@@ -63,6 +63,11 @@ export class SharedState {
     return Atomics.add(this.routes, routeSlot * ROUTE_FIELDS + RouteField.RoundRobin, 1) >>> 0;
   }
 
+  /** The rotation's next position without taking it (nodemesh explain: what the next pick would be). */
+  roundRobinPosition(routeSlot: number): number {
+    return Atomics.load(this.routes, routeSlot * ROUTE_FIELDS + RouteField.RoundRobin) >>> 0;
+  }
+
   /** Counts a request in flight on the route (the retry budget's denominator). */
   routeRequestStarted(routeSlot: number): void {
     Atomics.add(this.routes, routeSlot * ROUTE_FIELDS + RouteField.ActiveRequests, 1);

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { TokenAuth } from "../auth.ts";
+import { ObjectStatuses } from "../config/object-status.ts";
 import { GraphQueries } from "../graph/service-graph.ts";
 import { edgeSample } from "../graph/testing/edge-sample.ts";
 import { TrafficWindow } from "../graph/traffic-window.ts";
@@ -552,5 +553,63 @@ describe("nodemesh nodes release", () => {
     const list = await t.call("GET", "/apis/nodemesh.io/v1alpha1/nodebindings", { token: "r" });
     expect(list.body).toMatchObject({ kind: "NodeBindingList", items: [{ node: "node-1" }] });
     expect((await t.call("GET", "/apis/nodemesh.io/v1alpha1/nodebindings/node-1", { token: "r" })).status).toBe(405);
+  });
+});
+
+describe("nodemesh check and explain without their agent", () => {
+  const NO_AGENT = "http://127.0.0.1:1";
+  const findings = () =>
+    JSON.parse(out.join("\n")) as { verdict: string; check: string; subject: string; message: string; fix?: string }[];
+
+  it("check --all: the controller's verdicts on objects, and an agent that does not answer, as findings (exit 1)", async () => {
+    // A server whose objects carry the cross-object checks' conditions, as the controller's do.
+    await t.rest.close();
+    const store = new MemoryStore();
+    const statuses = new ObjectStatuses(store, () => undefined);
+    t = await startTestServer({ store, statusFor: (r) => statuses.status(r) });
+    expect(await cli("apply", "-f", file("mesh.yaml", MESH))).toBe(0);
+    expect(await cli("check", "--all", "--agent", NO_AGENT, "-o", "json")).toBe(1);
+    const f = findings();
+    expect(f.find((x) => x.check === "controller")).toMatchObject({ verdict: "ok", message: "healthy and ready" });
+    expect(f.find((x) => x.subject === `agent ${NO_AGENT}`)).toMatchObject({ verdict: "error", check: "agent" });
+    const split = f.filter((x) => x.subject === "HTTPRoute default/web-split");
+    expect(split).toEqual([
+      {
+        verdict: "error",
+        check: "objects",
+        subject: "HTTPRoute default/web-split",
+        message:
+          "ResolvedRefs False (BackendNotFound): no such Service: default/web-v2, default/web-v1 (its share of requests gets a 500)",
+        fix: "spec.rules[].backendRefs (or a RequestMirror's backendRef): name an existing Service, or create it",
+      },
+    ]);
+    expect(f.find((x) => x.subject === "GRPCRoute default/greeter")).toMatchObject({
+      verdict: "error",
+      message: "Accepted False (NoMatchingParent): no such Service: default/greeter",
+    });
+  });
+
+  it("check with the controller down too: both are findings, not a crash", async () => {
+    const code = await runClient("check", ["web", "--server", NO_AGENT, "--agent", NO_AGENT, "-o", "json"]);
+    expect(code).toBe(1);
+    expect(findings().map((x) => `${x.verdict} ${x.check} ${x.subject}`)).toEqual([
+      `error controller controller ${NO_AGENT}`,
+      `error agent agent ${NO_AGENT}`,
+      "error rules pod default/web",
+    ]);
+    // The table form ends with the tally.
+    expect(await runClient("check", ["web", "--server", NO_AGENT, "--agent", NO_AGENT])).toBe(1);
+    expect(lines().at(-1)).toBe("3 error(s), 0 warning(s), 0 ok");
+  });
+
+  it("explain without its agent says how to reach one; bad arguments are exit 2", async () => {
+    expect(await runClient("explain", ["--from", "client", "GET", "http://10.96.0.10/", "--agent", NO_AGENT])).toBe(1);
+    expect(err.join("")).toContain(`nodemesh explain: cannot reach the agent at ${NO_AGENT}`);
+    expect(err.join("")).toContain("ip netns exec <node> nodemesh");
+    expect(await runClient("explain", ["GET", "http://10.96.0.10/"])).toBe(2);
+    expect(await runClient("explain", ["--from", "c", "GET", "http://10.96.0.10/", "-H", "no-colon"])).toBe(2);
+    expect(await runClient("explain", ["--from", "ns/c", "-n", "ns", "GET", "http://10.96.0.10/"])).toBe(2);
+    expect(await runClient("check", ["web", "--all"])).toBe(2);
+    expect(await runClient("check", ["web", "--agent", "ftp://x"])).toBe(2);
   });
 });

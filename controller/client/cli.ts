@@ -1,5 +1,6 @@
-// `nodemesh apply | get | delete | nodes | status | top | edges`: a small kubectl for the
-// controller's REST API (connection.ts finds it and speaks to it).
+// `nodemesh apply | get | delete | nodes | status | top | edges | check | explain`: a small
+// kubectl for the controller's REST API (connection.ts finds it and speaks to it); check and
+// explain also ask the agent of the pod's node (diagnose.ts).
 // Errors print the server's message (a Kubernetes Status), each bad field once. Exit codes: 0 done,
 // 1 failed, 2 bad flags or arguments.
 
@@ -11,6 +12,16 @@ import { apiVersionOf, KINDS, type KindInfo } from "../../api/resources.ts";
 import type { ServiceGraph } from "../../api/service-graph.ts";
 import { RetryPolicy } from "../../api/traffic.ts";
 import { ApiError, CliError, type Client, call, DEFAULT_SERVER, resolveClient } from "./connection.ts";
+import {
+  type CheckScope,
+  check,
+  DEFAULT_AGENT,
+  explain,
+  parseHeader,
+  printExplanation,
+  printFindings,
+  REACH_AGENT,
+} from "./diagnose.ts";
 
 const GRAPH_PATH = "/apis/nodemesh.io/v1alpha1/servicegraph";
 
@@ -37,6 +48,8 @@ export const HELP: Record<ClientCommand, string> = {
   top: `Usage: nodemesh top [options]\n\nLive golden signals per service (like linkerd viz stat): success rate, requests per second,\np50 and p99 latency over the window, from the agents' traffic reports.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -w, --watch           refresh every 2 s until Ctrl-C\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   edges: `Usage: nodemesh edges [options]\n\nWho talks to whom: every edge of the service graph (workload → service → workload) with its\nrequest rate, success rate, latency and mTLS state over the window.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   ca: `Usage: nodemesh ca [options]\n       nodemesh ca rotate [options]\n\nThe workload CA's roots (SHA-256 fingerprints, the signing one first) and a root rotation under way.\n\`rotate\` starts one (needs the write role): a new root is trusted at once, signs certificates one\ncertificate lifetime later, and the old root is dropped one lifetime after that, so that every\nagent renewed its certificates before each step (docs/security.md).\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
+  check: `Usage: nodemesh check [POD | -n NS | --all] [options]\n\nChecks the mesh as it is now, each finding a line: its verdict (ok, warning, error), what was checked\nand, when not ok, a fix (a command, or the field to change). Exit code 1 when any is an error.\n  POD                   a pod, as NAME (in -n NS) or NS/NAME: its rules, listeners and enrollment,\n                        its node's agent, and the objects of its namespace\n  -n, --namespace NS    every enrolled pod of NS, and the objects of NS\n  --all                 every enrolled pod, every node's agent, every object (also without arguments)\n  --agent URL           the admin port of the agent of the pods' node (default: ${DEFAULT_AGENT});\n                        repeat it for pods on several nodes\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\nFrom the controller: it is healthy and ready; each agent connected and on its latest configuration,\nand the objects it left out; objects whose references name missing Services (routes' parents and\nbackends, policies' targets), route rules that never match, policies that select no enrolled pod.\nFrom the agent: the pod enrolled; its interception rules present, first, and as nodemesh init\nwrites them; the agent's listeners (15001, 15006, 15008) listening in the pod's namespace; the\nagent's link to the controller. A controller or an agent that does not answer is a finding too.\n\n${REACH_AGENT}\n\n${CONNECTION}\n`,
+  explain: `Usage: nodemesh explain --from POD METHOD URL [-H 'name: value']... [options]\n\nWhat the agent of POD's node would do with this request, decided by the data plane's own code\nagainst its live configuration (nothing is sent, no balancer pick or rate-limit token is taken):\ninterception (the pod's rules: an excluded port or CIDR is not intercepted) → Service (VIP:port;\nan address no Service owns is passthrough) → route rules in order, the one taken and which\ncondition failed in each earlier one → backend and weights (a split lists every weight and\nfollows the heaviest) → policy (timeouts, retries, circuit breaker, rate limit, faults) →\nendpoints with their nodes, and the one the balancer picks next when that is knowable.\n  --from POD            the pod the request leaves from: NAME (in -n NS) or NS/NAME\n  METHOD URL            e.g. GET http://10.96.0.10/v2 (an IPv4 address: a Service VIP or any other)\n  -H, --header 'N: V'   a request header (repeatable), e.g. -H 'end-user: jason'\n  --agent URL           the admin port of the agent of POD's node (default: ${DEFAULT_AGENT})\n${NAMESPACE}\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${REACH_AGENT}\n`,
   status: `Usage: nodemesh status [options]\n\nAgents: connected, applied configuration version against the controller's, last NACK.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
 };
 
@@ -65,6 +78,21 @@ export const OPTIONS = {
   status: { ...COMMON_OPTIONS, ...output },
   top: { ...COMMON_OPTIONS, ...output, ...window, watch: { type: "boolean", short: "w" } },
   edges: { ...COMMON_OPTIONS, ...output, ...window },
+  check: {
+    ...COMMON_OPTIONS,
+    ...namespace,
+    ...output,
+    all: { type: "boolean" },
+    agent: { type: "string", multiple: true },
+  },
+  explain: {
+    help: COMMON_OPTIONS.help,
+    ...namespace,
+    ...output,
+    from: { type: "string" },
+    header: { type: "string", short: "H", multiple: true },
+    agent: { type: "string" },
+  },
 } as const satisfies Record<string, ParseArgsOptionsConfig>;
 export type ClientCommand = keyof typeof OPTIONS;
 
@@ -77,6 +105,8 @@ const OUTPUTS: Record<ClientCommand, readonly string[]> = {
   status: ["table", "json"],
   top: ["table", "json"],
   edges: ["table", "json"],
+  check: ["table", "json"],
+  explain: ["table", "json"],
 };
 
 /** Bad flags or arguments: exit code 2, as for the other commands. */
@@ -472,6 +502,10 @@ interface Values {
   filename?: string;
   "dry-run"?: string;
   "all-namespaces"?: boolean;
+  all?: boolean;
+  agent?: string | string[];
+  from?: string;
+  header?: string[];
 }
 
 function readFlags(command: ClientCommand, argv: string[]): { values: Values; positionals: string[] } {
@@ -486,6 +520,40 @@ function readFlags(command: ClientCommand, argv: string[]): { values: Values; po
     const problem = unknown ? `${command} has no option ${unknown}` : (err as Error).message;
     throw new UsageError(`${problem} (see nodemesh ${command} --help)`);
   }
+}
+
+/** NAME in -n NS, or NS/NAME. */
+function podKey(pod: string, namespace: string | undefined): string {
+  if (pod.includes("/")) {
+    if (namespace !== undefined) throw new UsageError(`${pod} names its namespace: leave out -n`);
+    return pod;
+  }
+  return `${namespace ?? "default"}/${pod}`;
+}
+
+function checkScope(positionals: string[], values: Values): CheckScope {
+  if (positionals.length > 1) throw new UsageError("check takes at most one POD");
+  const [pod] = positionals;
+  if (pod !== undefined) {
+    if (values.all) throw new UsageError("check: a POD or --all, not both");
+    const [namespace, name] = podKey(pod, values.namespace).split("/") as [string, string];
+    return { pod: { namespace, name } };
+  }
+  if (values.namespace !== undefined) {
+    if (values.all) throw new UsageError("check: -n NS or --all, not both");
+    return { namespace: values.namespace };
+  }
+  return { all: true };
+}
+
+function agentsOf(given: string | string[] | undefined): string[] {
+  const list = given === undefined ? [DEFAULT_AGENT] : Array.isArray(given) ? given : [given];
+  for (const a of list) {
+    if (!URL.canParse(a) || !/^https?:$/.test(new URL(a).protocol)) {
+      throw new UsageError(`--agent ${a}: an http:// URL, e.g. ${DEFAULT_AGENT}`);
+    }
+  }
+  return list;
 }
 
 export async function runClient(command: ClientCommand, argv: string[]): Promise<number> {
@@ -559,6 +627,31 @@ export async function runClient(command: ClientCommand, argv: string[]): Promise
       case "edges":
         await edges(c, values.window, values.output);
         return 0;
+      case "check": {
+        const findings = await check(c, checkScope(positionals, values), agentsOf(values.agent));
+        if (values.output === "json") console.log(JSON.stringify(findings, null, 2));
+        else printFindings(findings);
+        return findings.some((f) => f.verdict === "error") ? 1 : 0;
+      }
+      case "explain": {
+        if (!values.from) throw new UsageError("explain needs --from POD (the pod the request leaves from)");
+        if (positionals.length !== 2) throw new UsageError("explain needs METHOD and URL, e.g. GET http://10.96.0.10/");
+        const headers: Record<string, string> = {};
+        for (const h of values.header ?? []) {
+          try {
+            const [name, value] = parseHeader(h);
+            headers[name] = value;
+          } catch (err) {
+            throw new UsageError((err as Error).message);
+          }
+        }
+        const [method, url] = positionals as [string, string];
+        const pod = podKey(values.from, values.namespace);
+        const e = await explain(agentsOf(values.agent)[0]!, pod, method.toUpperCase(), url, headers);
+        if (values.output === "json") console.log(JSON.stringify(e, null, 2));
+        else printExplanation(e);
+        return 0;
+      }
     }
   } catch (err) {
     if (!(err instanceof CliError)) throw err;

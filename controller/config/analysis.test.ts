@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Resource } from "../../api/resources.ts";
-import { analyzeConfig, vipPortConflicts, vipPortLosers } from "./analysis.ts";
+import { analyzeConfig, policiesSelectingNothing, vipPortConflicts, vipPortLosers } from "./analysis.ts";
 
 function object(kind: string, name: string, spec: unknown, created = "2026-01-01T00:00:00Z", namespace = "default") {
   return {
@@ -110,5 +110,109 @@ describe("references and overlapping policies", () => {
     const authz = analyze(allow, deny);
     expect(authz.get("authorizationpolicies/default/allow")![0]!.status).toBe("True");
     expect(authz.get("authorizationpolicies/default/deny")![0]!.status).toBe("True");
+  });
+});
+
+describe("rules that never match", () => {
+  const web = object("Service", "web", {
+    vip: "10.96.0.10",
+    ports: [
+      { port: 80, protocol: "http" },
+      { port: 5432, protocol: "tcp" },
+    ],
+    selector: { app: "web" },
+  });
+  const route = (name: string, rules: unknown[], parent: Record<string, unknown> = { name: "web", port: 80 }) =>
+    object("HTTPRoute", name, { parentRefs: [parent], rules });
+  const reachable = (...traffic: Resource[]) => {
+    const conditions = analyzeConfig({ services: [web], traffic }).conditions;
+    return new Map(
+      traffic.map((t) => [t.metadata.name, conditions.get(`${t.kind.toLowerCase()}s/default/${t.metadata.name}`)![2]!]),
+    );
+  };
+
+  it("every rule of distinct matches can match: RulesReachable True", () => {
+    const r = reachable(
+      route("a", [
+        { matches: [{ headers: [{ name: "end-user", value: "jason" }] }], backendRefs: [{ name: "web" }] },
+        { backendRefs: [{ name: "web" }] },
+      ]),
+    );
+    expect(r.get("a")).toEqual({
+      type: "RulesReachable",
+      status: "True",
+      reason: "RulesReachable",
+      message: "every rule can match",
+    });
+  });
+
+  it("the same match in a later route (by namespace/name) never matches; the earlier one stays reachable", () => {
+    const catchAll = [{ matches: [{ path: { type: "PathPrefix", value: "/" } }], backendRefs: [{ name: "web" }] }];
+    const r = reachable(route("b-late", [{ backendRefs: [{ name: "web" }] }]), route("a-first", catchAll));
+    expect(r.get("a-first")!.status).toBe("True");
+    expect(r.get("b-late")).toMatchObject({ status: "False", reason: "NeverMatches" });
+    expect(r.get("b-late")!.message).toBe(
+      "rule 0 match 0 never matches on default/web:80: HTTPRoute default/a-first rule 0 match 0 has the same match, and is tried first (same precedence: ties go by route namespace/name, then rule order)",
+    );
+  });
+
+  it("header names compare without case, and a later identical rule of the same route never matches", () => {
+    const jason = (name: string) => ({
+      matches: [{ headers: [{ name, value: "jason" }] }],
+      backendRefs: [{ name: "web" }],
+    });
+    const r = reachable(route("a", [jason("end-user"), jason("End-User")]));
+    expect(r.get("a")!.message).toContain("rule 1 match 0 never matches on default/web:80: HTTPRoute default/a rule 0");
+  });
+
+  it("a RegularExpression path behind a catch-all never matches; behind a header-only prefix it still can", () => {
+    const regex = {
+      matches: [{ path: { type: "RegularExpression", value: "/v[0-9]+" } }],
+      backendRefs: [{ name: "web" }],
+    };
+    const caught = reachable(route("r", [{ backendRefs: [{ name: "web" }] }, regex]));
+    expect(caught.get("r")!.message).toContain(
+      "rule 1 match 0 never matches on default/web:80: HTTPRoute default/r rule 0 match 0 takes every path with a subset of its conditions",
+    );
+    const header = { matches: [{ headers: [{ name: "x", value: "1" }] }], backendRefs: [{ name: "web" }] };
+    expect(reachable(route("r", [header, regex])).get("r")!.status).toBe("True");
+  });
+
+  it("a route whose only parent port is declared tcp never sees a request", () => {
+    const r = reachable(route("db", [{ backendRefs: [{ name: "web" }] }], { name: "web", port: 5432 }));
+    expect(r.get("db")).toMatchObject({ status: "False", reason: "NeverMatches" });
+    expect(r.get("db")!.message).toContain("every parent port (default/web:5432) is declared tcp");
+  });
+});
+
+describe("policies that select no enrolled pod", () => {
+  const services = [service("web", "10.96.0.10"), service("api", "10.96.0.11")];
+  const pods = [{ namespace: "default", labels: { app: "web" } }];
+  const idle = (...traffic: Resource[]) => policiesSelectingNothing({ services, traffic, pods });
+
+  it("names the policies whose targets select no pod, and namespace-wide ones of an empty namespace", () => {
+    expect(
+      idle(
+        object("AuthorizationPolicy", "web-only", { targetRefs: [{ name: "web" }], action: "ALLOW" }),
+        object("AuthorizationPolicy", "api-only", { targetRefs: [{ name: "api" }], action: "ALLOW" }),
+        object("PeerAuthentication", "ns-wide", { mtls: { mode: "STRICT" } }),
+        object("RequestAuthentication", "elsewhere", { jwtRules: [] }, undefined, "shop"),
+        object("TrafficPolicy", "tp", { targetRefs: [{ name: "api" }] }),
+        object("AuthorizationPolicy", "missing", { targetRefs: [{ name: "gone" }] }),
+      ),
+    ).toEqual([
+      {
+        kind: "AuthorizationPolicy",
+        namespace: "default",
+        name: "api-only",
+        message: "its targets (default/api) select no enrolled pod",
+      },
+      {
+        kind: "RequestAuthentication",
+        namespace: "shop",
+        name: "elsewhere",
+        message: "no enrolled pod in namespace shop",
+      },
+    ]);
   });
 });

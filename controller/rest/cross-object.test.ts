@@ -90,6 +90,7 @@ describe("status conditions from the cross-object checks", () => {
     expect(created.body.status.conditions).toEqual([
       expect.objectContaining({ type: "Accepted", status: "True", observedGeneration: 1 }),
       expect.objectContaining({ type: "ResolvedRefs", status: "False", reason: "BackendNotFound" }),
+      expect.objectContaining({ type: "RulesReachable", status: "True" }),
     ]);
     await t.call("POST", SERVICES, { body: service("web-v2") });
     const read = await t.call("GET", `${HTTPROUTES}/split`);
