@@ -59,9 +59,9 @@ describe("a plugged CA", () => {
         () => "accepted",
         (err: Error) => (err instanceof PluggedCaInvalid ? err.message : `unexpected: ${err.message}`),
       );
-    expect(await bad({ ...files(), certFile: "/nonexistent/ca.pem" })).toMatch(
-      /^--ca-cert-file \/nonexistent\/ca.pem: ENOENT/,
-    );
+    // Under the test's own directory: a fixed path such as /nonexistent may exist (nobody's home).
+    const missing = join(pki.dir, "missing", "ca.pem");
+    expect(await bad({ ...files(), certFile: missing })).toMatch(new RegExp(`^--ca-cert-file ${missing}: ENOENT`));
     expect(await bad({ ...files(), certFile: pki.caKey })).toMatch(
       /^--ca-cert-file .*ca.key: no PEM certificate in it$/,
     );
