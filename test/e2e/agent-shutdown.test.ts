@@ -157,6 +157,32 @@ class Load {
   }
 }
 
+/** On the world's one node: a server pod (HTTP :8080, echo :7070) behind VIP, the agent; returns the client pod. */
+async function meshedServer(world: World, mesh: Mesh): Promise<Pod> {
+  const [node] = world.nodes;
+  const client = await world.addPod(node!, "client");
+  const server = await world.addPod(node!, "server");
+  mesh.writeServices({
+    services: [
+      {
+        name: "server",
+        namespace: "default",
+        vip: VIP,
+        ports: [
+          { name: "http", port: 80, targetPort: 8080, protocol: "http" },
+          { name: "echo", port: 7070, targetPort: 7070, protocol: "tcp" },
+        ],
+        endpoints: [{ ip: server.ip, pod: server.name, meshed: true }],
+      },
+    ],
+  });
+  await mesh.startAgent(node!);
+  await mesh.startWorkload(server, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "7070"]);
+  await mesh.enroll(client);
+  await mesh.enroll(server);
+  return client;
+}
+
 describe("agent shutdown under load", () => {
   let world: World;
   let mesh: Mesh;
@@ -168,27 +194,7 @@ describe("agent shutdown under load", () => {
     // No listener holder: this tests an agent that stops with none to follow it (the load's
     // requests must end, not wait for a next agent: docs/operations.md).
     mesh = new Mesh(world, { agentArgs: ["--workers", "2", "--drain-timeout-s", "1", "--hold-listeners-s", "0"] });
-    const [node] = world.nodes;
-    client = await world.addPod(node!, "client");
-    const server = await world.addPod(node!, "server");
-    mesh.writeServices({
-      services: [
-        {
-          name: "server",
-          namespace: "default",
-          vip: VIP,
-          ports: [
-            { name: "http", port: 80, targetPort: 8080, protocol: "http" },
-            { name: "echo", port: 7070, targetPort: 7070, protocol: "tcp" },
-          ],
-          endpoints: [{ ip: server.ip, pod: server.name, meshed: true }],
-        },
-      ],
-    });
-    await mesh.startAgent(node!);
-    await mesh.startWorkload(server, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "7070"]);
-    await mesh.enroll(client);
-    await mesh.enroll(server);
+    client = await meshedServer(world, mesh);
   }, 60_000);
 
   afterAll(async () => {
@@ -243,27 +249,7 @@ describe("an agent stopping with no successor", () => {
   beforeAll(async () => {
     world = await World.create({ nodes: 1 });
     mesh = new Mesh(world, { agentArgs: ["--drain-timeout-s", "20", "--hold-listeners-s", "30"] });
-    const [node] = world.nodes;
-    client = await world.addPod(node!, "client");
-    const server = await world.addPod(node!, "server");
-    mesh.writeServices({
-      services: [
-        {
-          name: "server",
-          namespace: "default",
-          vip: VIP,
-          ports: [
-            { name: "http", port: 80, targetPort: 8080, protocol: "http" },
-            { name: "echo", port: 7070, targetPort: 7070, protocol: "tcp" },
-          ],
-          endpoints: [{ ip: server.ip, pod: server.name, meshed: true }],
-        },
-      ],
-    });
-    await mesh.startAgent(node!);
-    await mesh.startWorkload(server, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "7070"]);
-    await mesh.enroll(client);
-    await mesh.enroll(server);
+    client = await meshedServer(world, mesh);
   }, 60_000);
 
   afterAll(async () => {
