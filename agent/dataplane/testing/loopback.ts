@@ -25,6 +25,7 @@ export function loopbackDataplane(services: Service[], traffic: unknown[] = []):
       requestMetrics: true,
       drainMs: 1000,
       limits: DEFAULT_FLOOD_LIMITS,
+      tracing: { samplingPercent: 0, node: "loopback", version: "test" },
     },
     log: pino({ level: "silent" }),
     sockets: plainSockets,
