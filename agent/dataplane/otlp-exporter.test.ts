@@ -2,14 +2,21 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
-import { ExportTraceServiceRequest, ExportTraceServiceResponse, OTLP_PROTOBUF } from "../../api/otlp.ts";
+import {
+  ExportTraceServiceRequest,
+  ExportTraceServiceResponse,
+  OTLP_PROTOBUF,
+  OTLP_TRACES_PATH,
+} from "../../api/otlp.ts";
 import {
   encodeSpans,
   type FinishedSpan,
   OtlpExporter,
+  PROTOBUF,
   SPAN_KIND_CLIENT,
   SPAN_KIND_SERVER,
   STATUS_ERROR,
+  TRACES_PATH,
   tracesUrl,
   unixNanos,
 } from "./otlp-exporter.ts";
@@ -113,6 +120,11 @@ function exporter(
 }
 
 describe("tracesUrl", () => {
+  it("uses api/otlp.ts's path and content type", () => {
+    expect(TRACES_PATH).toBe(OTLP_TRACES_PATH);
+    expect(PROTOBUF).toBe(OTLP_PROTOBUF);
+  });
+
   it("appends /v1/traces to an endpoint without a path, keeps one that has a path", () => {
     expect(tracesUrl("http://collector:4318").href).toBe("http://collector:4318/v1/traces");
     expect(tracesUrl("http://collector:4318/").href).toBe("http://collector:4318/v1/traces");
@@ -126,13 +138,13 @@ describe("tracesUrl", () => {
 });
 
 describe("encodeSpans", () => {
-  it("is what the official protos decode back, nanoseconds exact", () => {
+  it("is what the official protos decode back, nanoseconds exact", async () => {
     // Exact for what a double holds (performance.now()'s microseconds on today's epoch: 1/4096 ms steps).
     expect(unixNanos(1_764_838_800_123.25)).toBe("1764838800123250000");
     const off = BigInt(unixNanos(1_764_838_800_123.4568)) - 1764838800123456800n;
     expect(off >= -250n && off <= 250n).toBe(true);
     expect(unixNanos(1000)).toBe("1000000000");
-    const body = encodeSpans(
+    const body = await encodeSpans(
       [["service.name", "nodemesh-agent"]],
       [
         span(1, {

@@ -7,12 +7,18 @@
 import http from "node:http";
 import https from "node:https";
 import type { Counter } from "prom-client";
-import {
-  ExportTraceServiceRequest,
-  ExportTraceServiceResponse,
-  OTLP_PROTOBUF,
-  OTLP_TRACES_PATH,
-} from "../../api/otlp.ts";
+
+// The protos (api/otlp.ts) are loaded on the first export, not at start: loading protobufjs and
+// the schema costs a worker about 100 ms, which an agent without --otlp-endpoint never pays.
+type Otlp = typeof import("../../api/otlp.ts");
+let otlp: Promise<Otlp> | undefined;
+const loadOtlp = () => {
+  otlp ??= import("../../api/otlp.ts");
+  return otlp;
+};
+/** api/otlp.ts's OTLP_TRACES_PATH and OTLP_PROTOBUF, known before it is loaded (a unit test checks they agree). */
+export const TRACES_PATH = "/v1/traces";
+export const PROTOBUF = "application/x-protobuf";
 
 export type AttributeValue = string | number | boolean;
 /** Attributes as [key, value] pairs; a whole number is an int, any other number a double. */
@@ -69,7 +75,7 @@ export function tracesUrl(endpoint: string): URL {
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new Error(`the OTLP endpoint must be an http:// or https:// URL, got "${endpoint}"`);
   }
-  if (url.pathname === "/" || url.pathname === "") url.pathname = OTLP_TRACES_PATH;
+  if (url.pathname === "/" || url.pathname === "") url.pathname = TRACES_PATH;
   return url;
 }
 
@@ -91,7 +97,12 @@ function keyValues(attributes: Attributes): Record<string, unknown>[] {
 }
 
 /** The protobuf body of one export: every span under the agent's resource and nodemesh's scope. */
-export function encodeSpans(resource: Attributes, spans: readonly FinishedSpan[], scopeVersion: string): Uint8Array {
+export async function encodeSpans(
+  resource: Attributes,
+  spans: readonly FinishedSpan[],
+  scopeVersion: string,
+): Promise<Uint8Array> {
+  const { ExportTraceServiceRequest } = await loadOtlp();
   const message = ExportTraceServiceRequest.fromObject({
     resourceSpans: [
       {
@@ -186,14 +197,16 @@ export class OtlpExporter {
     this.agent.destroy();
   }
 
-  private post(batch: FinishedSpan[]): Promise<void> {
+  private async post(batch: FinishedSpan[]): Promise<void> {
     const { exported, dropped, resource, timeoutMs } = this.opts;
     let body: Uint8Array;
+    let codec: Otlp;
     try {
-      body = encodeSpans(resource, batch, this.scopeVersion);
+      codec = await loadOtlp();
+      body = await encodeSpans(resource, batch, this.scopeVersion);
     } catch {
       dropped.labels("encode_failed").inc(batch.length);
-      return Promise.resolve();
+      return;
     }
     const transport = this.url.protocol === "https:" ? https : http;
     return new Promise<void>((resolve) => {
@@ -212,7 +225,7 @@ export class OtlpExporter {
       const req = transport.request(this.url, {
         method: "POST",
         agent: this.agent,
-        headers: { "content-type": OTLP_PROTOBUF, "content-length": body.byteLength },
+        headers: { "content-type": PROTOBUF, "content-length": body.byteLength },
       });
       const timer = setTimeout(() => {
         settle("export_timeout");
@@ -229,7 +242,7 @@ export class OtlpExporter {
         res.on("error", () => settle("export_failed"));
         res.on("end", () => {
           const ok = res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 300;
-          settle(ok ? undefined : "export_failed", ok ? rejectedSpans(Buffer.concat(chunks), batch.length) : 0);
+          settle(ok ? undefined : "export_failed", ok ? rejectedSpans(codec, Buffer.concat(chunks), batch.length) : 0);
         });
       });
       req.end(body);
@@ -238,7 +251,7 @@ export class OtlpExporter {
 }
 
 /** partial_success.rejected_spans of a protobuf answer (0 when empty or not protobuf). */
-function rejectedSpans(body: Buffer, sent: number): number {
+function rejectedSpans({ ExportTraceServiceResponse }: Otlp, body: Buffer, sent: number): number {
   if (body.length === 0) return 0;
   try {
     const answer = ExportTraceServiceResponse.toObject(ExportTraceServiceResponse.decode(body), { longs: Number }) as {
