@@ -139,11 +139,22 @@ describe("tracesUrl", () => {
 
 describe("encodeSpans", () => {
   it("is what the official protos decode back, nanoseconds exact", async () => {
+    const nanos = (ms: number) => {
+      const { low, high } = unixNanos(ms);
+      return (BigInt(high >>> 0) << 32n) | BigInt(low >>> 0);
+    };
     // Exact for what a double holds (performance.now()'s microseconds on today's epoch: 1/4096 ms steps).
-    expect(unixNanos(1_764_838_800_123.25)).toBe("1764838800123250000");
-    const off = BigInt(unixNanos(1_764_838_800_123.4568)) - 1764838800123456800n;
+    expect(nanos(1_764_838_800_123.25)).toBe(1764838800123250000n);
+    const off = nanos(1_764_838_800_123.4568) - 1764838800123456800n;
     expect(off >= -250n && off <= 250n).toBe(true);
-    expect(unixNanos(1000)).toBe("1000000000");
+    expect(nanos(1000)).toBe(1000000000n);
+    expect(nanos(0)).toBe(0n);
+    // Past 2^63 ns (year 2262) the high half's sign bit is set; fixed64 reads it unsigned.
+    expect(nanos(9_300_000_000_000)).toBe(9_300_000_000_000_000_000n);
+    for (let i = 0; i < 1000; i++) {
+      const ms = Math.floor(Math.random() * 4e12);
+      expect(nanos(ms)).toBe(BigInt(ms) * 1_000_000n);
+    }
     const body = await encodeSpans(
       [["service.name", "nodemesh-agent"]],
       [

@@ -4,8 +4,8 @@
 //
 // It decodes every `POST /v1/traces` body with the official protos (api/otlp.ts) and prints each
 // span as one line, `SPAN {json}`, with its ids in hex and its attributes and its resource's as
-// plain objects. With --delay-ms it answers that late (a slow collector). Prints `listening` once
-// it listens.
+// plain objects. With --delay-ms it answers that late (a slow collector); with --discard it
+// answers at once without decoding (a benchmark's cheap sink). Prints `listening` once it listens.
 
 import http from "node:http";
 import { parseArgs } from "node:util";
@@ -52,7 +52,11 @@ function plain(attributes: KeyValue[] | undefined): Record<string, string | numb
 const hex = (b: string | undefined) => Buffer.from(b ?? "", "base64").toString("hex");
 
 const { values } = parseArgs({
-  options: { port: { type: "string", default: "4318" }, "delay-ms": { type: "string", default: "0" } },
+  options: {
+    port: { type: "string", default: "4318" },
+    "delay-ms": { type: "string", default: "0" },
+    discard: { type: "boolean", default: false },
+  },
 });
 const delayMs = Number(values["delay-ms"]);
 
@@ -62,6 +66,10 @@ const server = http.createServer((req, res) => {
   req.on("end", () => {
     if (req.method !== "POST" || req.url !== OTLP_TRACES_PATH || req.headers["content-type"] !== OTLP_PROTOBUF) {
       res.writeHead(404).end();
+      return;
+    }
+    if (values.discard) {
+      res.writeHead(200, { "content-type": OTLP_PROTOBUF }).end();
       return;
     }
     const body = ExportTraceServiceRequest.toObject(ExportTraceServiceRequest.decode(Buffer.concat(chunks)), {

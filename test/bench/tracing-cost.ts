@@ -1,0 +1,135 @@
+// What tracing costs: the same two-hop HTTP/1.1 path (client on node 1, backend on node 2, both
+// agents in the path) at a fixed rate, with the agents (as built: npm run build) started three
+// ways: tracing off (no --otlp-endpoint), 1 % sampling (the default rate) and 100 % sampling, both
+// exporting to an OTLP/HTTP sink on the underlay that answers at once without decoding. Reports
+// latency (added p50/p99 against off) and the agents' CPU per 1000 requests, in one table, and
+// writes it as JSON. Each variant gets a world of its own, in turn, on the same machine.
+//
+//   node test/bench/tracing-cost.ts [--quick] [--rate 1000] [--duration 10] [--json FILE]
+
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { parseArgs } from "node:util";
+import { BUILT_CLI, Mesh } from "../e2e/mesh.ts";
+import { metricSum } from "../e2e/netns-client.ts";
+import { World } from "../world/world.ts";
+import { h2loadAtRate, type Latency, WARM_UP_S } from "./h2load.ts";
+import { cpuInWindow } from "./proc-stats.ts";
+import { BENCH_WORKLOAD_ARGS } from "./workload.ts";
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    rate: { type: "string", default: "1000" },
+    duration: { type: "string" },
+    json: { type: "string", default: "test-results/bench-tracing.json" },
+  },
+});
+const RATE = Number(values.rate);
+const DURATION_S = Number(values.duration ?? (values.quick ? 4 : 10));
+const CONNECTIONS = 10;
+const SINK = new URL("../e2e/clients/otlp-sink.ts", import.meta.url).pathname;
+const SINK_PORT = 4318;
+/** The target: 1 % sampling adds under 5 % CPU per request (issue 15). */
+const GOAL_CPU_RATIO = 1.05;
+
+if (!existsSync(BUILT_CLI)) throw new Error(`${BUILT_CLI} is missing: run npm run build (make bench does)`);
+
+interface Row {
+  label: string;
+  latency: Latency;
+  /** The two agents' CPU seconds per 1000 requests, over the steady part of the run. */
+  cpuPer1000: number;
+  spansExported: number;
+  spansDropped: number;
+}
+
+async function run(label: string, tracingArgs: (sinkUrl: string) => string[]): Promise<Row> {
+  const world = await World.create({ nodes: 2 });
+  // The sink lives on the underlay, in the namespace a controller would have.
+  const sinkPlace = await world.addController();
+  const sinkUrl = `http://${sinkPlace.ip}:${SINK_PORT}`;
+  const mesh = new Mesh(world, { cli: BUILT_CLI, agentArgs: tracingArgs(sinkUrl) });
+  try {
+    const [n1, n2] = world.nodes as [(typeof world.nodes)[0], (typeof world.nodes)[0]];
+    const sink = world.spawn(sinkPlace, process.execPath, [SINK, "--port", String(SINK_PORT), "--discard"], {
+      name: "otlp-sink",
+    });
+    await sink.waitForLine("listening");
+    const client = await world.addPod(n1, "client");
+    const backend = await world.addPod(n2, "backend");
+    mesh.writeServices({
+      services: [
+        {
+          name: "backend",
+          namespace: "default",
+          vip: "10.96.0.10",
+          ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "http" }],
+          endpoints: [{ ip: backend.ip, node: n2.name, pod: backend.name, meshed: true }],
+        },
+      ],
+    });
+    const agents = await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)]);
+    await mesh.startWorkload(backend, [...BENCH_WORKLOAD_ARGS]);
+    for (const pod of [client, backend]) await mesh.enroll(pod);
+    const pids = agents.map((a) => a.proc.pid!);
+    const rated = await cpuInWindow(pids, (WARM_UP_S + 0.3) * 1000, (WARM_UP_S + DURATION_S - 0.3) * 1000, () =>
+      h2loadAtRate(world, client, "http://10.96.0.10/", {
+        rate: RATE,
+        connections: CONNECTIONS,
+        durationS: DURATION_S,
+        grpc: false,
+      }),
+    );
+    const latency = rated.result;
+    if (latency.ok !== latency.total) throw new Error(`${label}: ${latency.total - latency.ok} failed requests`);
+    // The last batches leave within the exporters' 1 s interval.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    let spansExported = 0;
+    let spansDropped = 0;
+    for (const node of [n1, n2]) {
+      const m = await mesh.metrics(node);
+      spansExported += metricSum(m, "nodemesh_agent_spans_exported_total");
+      spansDropped += metricSum(m, "nodemesh_agent_spans_dropped_total");
+    }
+    const achievedRps = latency.total / DURATION_S;
+    return {
+      label,
+      latency,
+      cpuPer1000: (rated.cpuS / (achievedRps * rated.windowS)) * 1000,
+      spansExported,
+      spansDropped,
+    };
+  } finally {
+    await mesh.destroy();
+  }
+}
+
+const rows: Row[] = [];
+rows.push(await run("off", () => []));
+rows.push(await run("1 %", (url) => ["--otlp-endpoint", url, "--trace-sampling", "1"]));
+rows.push(await run("100 %", (url) => ["--otlp-endpoint", url, "--trace-sampling", "100"]));
+
+const off = rows[0]!;
+console.log(
+  `\nTracing cost: HTTP/1.1 through two agents, h2load --rps ${RATE} req/s, ${CONNECTIONS} connections, ${DURATION_S} s, built agents\n`,
+);
+console.log(
+  "| tracing | ok/total | p50 ms | p99 ms | added p50 vs off | added p99 vs off | agents' CPU s / 1000 req | CPU vs off | spans exported | spans dropped |",
+);
+console.log("|---|---|---|---|---|---|---|---|---|---|");
+for (const r of rows) {
+  const l = r.latency;
+  console.log(
+    `| ${r.label} | ${l.ok}/${l.total} | ${l.p50.toFixed(3)} | ${l.p99.toFixed(3)} | ${(l.p50 - off.latency.p50).toFixed(3)} | ${(l.p99 - off.latency.p99).toFixed(3)} | ${r.cpuPer1000.toFixed(3)} | ${(r.cpuPer1000 / off.cpuPer1000).toFixed(3)} | ${r.spansExported} | ${r.spansDropped} |`,
+  );
+}
+const onePercent = rows[1]!.cpuPer1000 / off.cpuPer1000;
+console.log(
+  `\nGoal: 1 % sampling costs under 5 % CPU per request: ${onePercent.toFixed(3)}× off, ${onePercent < GOAL_CPU_RATIO ? "met" : "**not met**"} (one run each, in turn: noisy on a shared machine)`,
+);
+mkdirSync(dirname(values.json), { recursive: true });
+writeFileSync(
+  values.json,
+  `${JSON.stringify({ date: new Date().toISOString(), rate: RATE, durationS: DURATION_S, rows }, null, 2)}\n`,
+);
