@@ -16,7 +16,7 @@ import type { Node, Pod, Proc, World as WorldType } from "../world/world.ts";
 import { World } from "../world/world.ts";
 import type { SinkSpan } from "./clients/otlp-sink.ts";
 import { Mesh } from "./mesh.ts";
-import { httpFrom, metricSum, parseMetrics, rawHttpFrom } from "./netns-client.ts";
+import { http2SessionFrom, httpFrom, metricSum, parseMetrics, rawHttpFrom } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
 const SINK = new URL("./clients/otlp-sink.ts", import.meta.url).pathname;
@@ -224,6 +224,33 @@ describe("tracing", () => {
     ] as const) {
       expect(BigInt(inner.startNs) >= BigInt(outer.startNs)).toBe(true);
       expect(BigInt(inner.endNs) <= BigInt(outer.endNs)).toBe(true);
+    }
+  });
+
+  it("traces an HTTP/2 request through both agents", async () => {
+    const session = http2SessionFrom(client.netnsPath, VIP, 80);
+    try {
+      const status = await new Promise<number>((resolve, reject) => {
+        const stream = session.request({ ":method": "GET", ":path": "/h2", "x-request-id": "h2" });
+        stream.on("response", (h) => resolve(Number(h[":status"])));
+        stream.on("error", reject);
+        stream.resume();
+        stream.end();
+      });
+      expect(status).toBe(200);
+    } finally {
+      session.close();
+    }
+    const found = await spansOf("h2", 4);
+    const { aServer, aClient, bServer, bClient } = chain(found);
+    expect(bServer.parentSpanId).toBe(aClient.spanId);
+    expect(bClient.parentSpanId).toBe(bServer.spanId);
+    for (const s of [aServer, aClient, bServer, bClient]) {
+      expect(s.attributes).toMatchObject({
+        "network.protocol.version": "2",
+        "url.path": "/h2",
+        "http.response.status_code": 200,
+      });
     }
   });
 
