@@ -113,6 +113,14 @@ describe("tracing", () => {
     return recent.filter((x) => x.path === path).at(-1)?.headers;
   };
 
+  /** The trace id of the access-log line `node`'s agent wrote for the request with this x-request-id. */
+  const loggedTraceId = (node: Node, requestId: string): string | undefined =>
+    mesh.agents
+      .get(node)!
+      .proc.lines.filter((l) => l.includes('"msg":"access"') && l.includes(requestId))
+      .map((l) => JSON.parse(l) as { requestId?: string; traceId?: string })
+      .find((e) => e.requestId === requestId)?.traceId;
+
   const control = (body: object) =>
     httpFrom(server.netnsPath, `http://${server.ip}:8080/_control`, { method: "POST", body: JSON.stringify(body) });
 
@@ -143,7 +151,9 @@ describe("tracing", () => {
     world = await World.create({ nodes: 2 });
     [n1, n2] = world.nodes as [Node, Node];
     const collector = `http://10.250.0.2:${SINK_PORT}`;
-    mesh = new Mesh(world, { agentArgs: ["--otlp-endpoint", collector, "--trace-sampling", "100"] });
+    mesh = new Mesh(world, {
+      agentArgs: ["--otlp-endpoint", collector, "--trace-sampling", "100", "--access-log", "all"],
+    });
     await mesh.startController();
     expect(collector).toBe(`http://${mesh.controller!.place.ip}:${SINK_PORT}`);
     sink = await startSink(0);
@@ -175,6 +185,11 @@ describe("tracing", () => {
     expect(bClient.parentSpanId).toBe(bServer.spanId);
     // The app got the trace, as the child of B's attempt.
     expect((await appSaw("/ok"))?.traceparent).toBe(`00-${aServer.traceId}-${bClient.spanId}-01`);
+    // Both agents' access-log lines name the trace (the client sent none: node-1 started it).
+    await vi.waitFor(() => {
+      expect(loggedTraceId(n1, "first")).toBe(aServer.traceId);
+      expect(loggedTraceId(n2, "first")).toBe(aServer.traceId);
+    });
 
     for (const [s, node] of [
       [aServer, n1],
@@ -338,7 +353,11 @@ describe("tracing", () => {
     await new Promise((resolve) => setTimeout(resolve, 2500));
     for (const id of ["unsampled-none", "unsampled-w3c", "malformed"]) expect(byRequest(id)).toEqual([]);
     // The decision travelled: the app got a traceparent saying "not sampled", for a trace the first agent started.
-    expect((await appSaw("/unsampled-none"))?.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    const unsampled = (await appSaw("/unsampled-none"))?.traceparent;
+    expect(unsampled).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    // An unsampled trace is still one trace id, in both agents' access logs.
+    expect(loggedTraceId(n1, "unsampled-none")).toBe(unsampled!.slice(3, 35));
+    expect(loggedTraceId(n2, "unsampled-none")).toBe(unsampled!.slice(3, 35));
     expect((await appSaw("/unsampled-w3c"))?.traceparent).toBe(`00-${"1".repeat(32)}-${callerSpan}-00`);
     expect((await appSaw("/malformed"))?.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
   });

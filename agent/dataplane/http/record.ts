@@ -148,7 +148,13 @@ function accessEntry(down: Downstream, target: Resolved, rec: RequestRecord, sec
     bytesSent: rec.responseBytes,
     retries: rec.retries,
     requestId: rec.requestId,
-    traceId: traceIdOf(headerValue(down.headers, "traceparent"), headerValue(down.headers, "x-b3-traceid")),
+    // The trace this agent continued or started, when tracing is on; else the caller's.
+    traceId:
+      rec.trace?.traceId ??
+      traceIdOf(
+        rec.unsampledTraceparent ?? headerValue(down.headers, "traceparent"),
+        headerValue(down.headers, "x-b3-traceid"),
+      ),
     error: rec.error,
     authorizationPolicy: rec.authorizationPolicy,
   };
