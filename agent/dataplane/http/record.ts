@@ -64,6 +64,10 @@ export function newRecord(down: Downstream, target: Resolved): RequestRecord {
     requestBytes: 0,
     responseBytes: 0,
     retries: 0,
+    // Present from the start, sampled or not: every record keeps one shape, so the request
+    // path's property accesses stay monomorphic when a few requests are sampled.
+    trace: undefined,
+    unsampledTraceparent: undefined,
   };
 }
 
