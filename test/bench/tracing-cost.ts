@@ -88,8 +88,8 @@ async function run(label: string, tracingArgs: (sinkUrl: string) => string[]): P
     );
     const latency = rated.result;
     if (latency.ok !== latency.total) throw new Error(`${label}: ${latency.total - latency.ok} failed requests`);
-    // The last batches leave within the exporters' 1 s interval.
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    // The last batches leave within the exporters' 5 s interval.
+    await new Promise((resolve) => setTimeout(resolve, 5500));
     let spansExported = 0;
     let spansDropped = 0;
     for (const node of [n1, n2]) {

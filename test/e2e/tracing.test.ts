@@ -349,8 +349,8 @@ describe("tracing", () => {
         expect(seen).toMatchObject({ "x-b3-traceid": traceId, "x-b3-spanid": bClient.spanId, "x-b3-sampled": "1" });
       }
     }
-    // Each worker exports at least every second: what the unsampled requests would have made is out by now.
-    await new Promise((resolve) => setTimeout(resolve, 2500));
+    // Each worker exports at least every 5 s: what the unsampled requests would have made is out by now.
+    await new Promise((resolve) => setTimeout(resolve, 6000));
     for (const id of ["unsampled-none", "unsampled-w3c", "malformed"]) expect(byRequest(id)).toEqual([]);
     // The decision travelled: the app got a traceparent saying "not sampled", for a trace the first agent started.
     const unsampled = (await appSaw("/unsampled-none"))?.traceparent;
