@@ -110,12 +110,14 @@ build: setup
 
 # Benchmarks (docs/benchmarks.md): direct, nodemesh and HAProxy side by side (latency at a fixed
 # rate, saturation, CPU, memory, bulk TCP; JSON and markdown in test-results/), then the control
-# plane at scale. QUICK=1: short runs, cross-node only, fewer pods and agents.
+# plane at scale, agent restarts, and what tracing costs. QUICK=1: short runs, cross-node only,
+# fewer pods and agents.
 COMPARE_ARGS := $(if $(QUICK),--duration 2 --saturation-duration 1 --bulk-duration 1 --pods 200 --locations cross-node,)
 bench: build bpffs
 	node test/bench/compare.ts $(COMPARE_ARGS)
 	node test/bench/control-plane.ts $(if $(QUICK),--quick,)
 	node test/bench/restart.ts $(if $(QUICK),--quick,)
+	node test/bench/tracing-cost.ts $(if $(QUICK),--quick,)
 
 # The prebuilt eBPF objects (committed; bpf/objects.test.ts fails when they differ from a fresh
 # build). bpf-vmlinux regenerates bpf/vmlinux.h from the running kernel's BTF (then run make bpf).

@@ -5,6 +5,7 @@ import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import type { Logger } from "pino";
 import { ADMIN_PORT, DEFAULT_ENROLLMENT_SOCKET } from "../api/dataplane.ts";
+import packageJson from "../package.json" with { type: "json" };
 import { Agent } from "./agent.ts";
 import { channelSecurity, readCaFile } from "./control/controller-channel.ts";
 import { ENROLLMENT_LIMITS } from "./control/enrollment-server.ts";
@@ -15,6 +16,8 @@ import {
   PREMATURE_RESET_MIN_STREAMS,
   PREMATURE_RESET_WINDOW_MS,
 } from "./dataplane/limits.ts";
+import { tracesUrl } from "./dataplane/otlp-exporter.ts";
+import { DEFAULT_SAMPLING_PERCENT } from "./dataplane/tracing.ts";
 
 const HELP = `Usage: nodemesh agent [options]
 
@@ -81,6 +84,15 @@ Options:
   --access-log-file FILE    where access-log lines go (default: stdout)
   --request-metrics on|off  per-request metrics and service-graph reports (default: on; off only
                             to measure their cost)
+  --otlp-endpoint URL       export trace spans to this OpenTelemetry collector (OTLP/HTTP protobuf;
+                            a URL without a path gets /v1/traces, e.g. http://otel-collector:4318).
+                            Batched off the request path; a slow or absent collector costs dropped
+                            spans (nodemesh_agent_spans_dropped_total), never traffic. Without it no
+                            spans are made and trace headers pass through untouched
+  --trace-sampling PERCENT  share of requests sampled where their trace starts, 0 to 100 (default:
+                            ${DEFAULT_SAMPLING_PERCENT}); a TrafficPolicy's tracing.randomSamplingPercentage overrides it
+                            for its Service, and a caller's traceparent that says sampled is always
+                            sampled (docs/observability.md#traces)
   --http-headers-timeout-ms MS
                             time a client has to send a complete HTTP request head (default: 10000)
   --log-level LEVEL         trace, debug, info, warn, error (default: info)
@@ -117,6 +129,25 @@ function nonNegativeInt(name: string, value: string): number {
 function onOff(name: string, value: string): boolean {
   if (value !== "on" && value !== "off") throw new Error(`--${name} must be on or off, got "${value}"`);
   return value === "on";
+}
+
+function percent(name: string, value: string): number {
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || n < 0 || n > 100) {
+    throw new Error(`--${name} must be a percentage from 0 to 100, got "${value}"`);
+  }
+  return n;
+}
+
+/** --otlp-endpoint: checked at start, so a typo fails the start instead of every export. */
+function otlpEndpoint(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  try {
+    tracesUrl(value);
+  } catch (err) {
+    throw new Error(`--otlp-endpoint: ${(err as Error).message.replace(/^the OTLP endpoint /, "")}`);
+  }
+  return value;
 }
 
 /** The tunnel key file: hex, at least 128 bits; read once at start. */
@@ -157,6 +188,8 @@ export async function runAgent(argv: string[]): Promise<number> {
       "access-log": { type: "string", default: "none" },
       "access-log-file": { type: "string" },
       "request-metrics": { type: "string", default: "on" },
+      "otlp-endpoint": { type: "string" },
+      "trace-sampling": { type: "string", default: String(DEFAULT_SAMPLING_PERCENT) },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", short: "h" },
     },
@@ -181,8 +214,9 @@ export async function runAgent(argv: string[]): Promise<number> {
   if (interception !== "iptables" && interception !== "ebpf") {
     throw new Error(`--interception must be iptables or ebpf, got "${interception}"`);
   }
+  const nodeName = values["node-name"] ?? process.env.NODE_NAME ?? hostname();
   const agent = new Agent({
-    nodeName: values["node-name"] ?? process.env.NODE_NAME ?? hostname(),
+    nodeName,
     enrollmentSocket: values["enrollment-socket"],
     interception,
     stateDir: values["state-dir"],
@@ -213,6 +247,12 @@ export async function runAgent(argv: string[]): Promise<number> {
         ...DEFAULT_FLOOD_LIMITS,
         podConnections: positiveInt("max-connections-per-pod", values["max-connections-per-pod"]),
         http2Streams: positiveInt("http2-max-streams", values["http2-max-streams"]),
+      },
+      tracing: {
+        samplingPercent: percent("trace-sampling", values["trace-sampling"]),
+        otlpEndpoint: otlpEndpoint(values["otlp-endpoint"]),
+        node: nodeName,
+        version: packageJson.version,
       },
     },
     logLevel: values["log-level"],

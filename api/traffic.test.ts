@@ -84,4 +84,18 @@ describe("parseTrafficObject", () => {
       ],
     });
   });
+
+  it("takes a tracing sampling rate from 0 to 100 %", () => {
+    const policy = { kind: "TrafficPolicy", namespace: "default", name: "p" };
+    const spec = (tracing: unknown) => ({ targetRefs: [{ name: "web" }], tracing });
+    const ok = parseTrafficObject({ ...policy, spec: spec({ randomSamplingPercentage: 0.5 }) });
+    expect(ok.ok && ok.value.kind === "TrafficPolicy" && ok.value.spec.tracing).toEqual({
+      randomSamplingPercentage: 0.5,
+    });
+    for (const bad of [{ randomSamplingPercentage: 101 }, { randomSamplingPercentage: -1 }, {}]) {
+      const r = parseTrafficObject({ ...policy, spec: spec(bad) });
+      expect(r.ok).toBe(false);
+      expect(!r.ok && r.errors[0]?.field).toBe("spec.tracing.randomSamplingPercentage");
+    }
+  });
 });

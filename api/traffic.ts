@@ -389,6 +389,15 @@ export const AccessLog = z.strictObject({
   sampling: Percent.default(100),
 });
 
+/**
+ * Traces of requests to the Service (Istio's Telemetry API naming): the share of requests whose
+ * trace starts at an agent that are sampled, in place of the agent's --trace-sampling. A caller's
+ * traceparent that says sampled is sampled whatever the rate.
+ */
+export const Tracing = z.strictObject({
+  randomSamplingPercentage: Percent,
+});
+
 export const TrafficPolicySpec = z.strictObject({
   targetRefs: z.array(TargetRef).min(1).max(32),
   loadBalancer: LoadBalancer.optional(),
@@ -400,6 +409,7 @@ export const TrafficPolicySpec = z.strictObject({
   faultInjection: FaultInjection.optional(),
   rateLimit: RateLimit.optional(),
   accessLog: AccessLog.optional(),
+  tracing: Tracing.optional(),
   /**
    * X-Forwarded-For on requests to the Service. Append (the default): the agent that first sees
    * the request adds the address of its immediate caller, as Envoy's use_remote_address does, so

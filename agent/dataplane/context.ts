@@ -14,6 +14,7 @@ import type { PodContext, ProxyTarget } from "./pod.ts";
 import type { DataplaneSettings } from "./settings.ts";
 import type { SharedState } from "./shared-state.ts";
 import type { Snapshot } from "./snapshot.ts";
+import type { Tracer } from "./tracing.ts";
 import type { TunnelConnections } from "./tunnel-mux.ts";
 
 /** The HTTP servers a classified connection is handed to (http/frontend.ts). */
@@ -34,6 +35,8 @@ export interface DataplaneContext {
   readonly metrics: DataplaneMetrics;
   readonly edges: EdgeAggregator;
   readonly accessLog: AccessLog;
+  /** Spans and their export (http/trace.ts, tracing.ts). */
+  readonly tracer: Tracer;
   readonly log: Logger;
   /** How upstream sockets are made: inside a pod's namespace (Linux), or plain ones in unit tests. */
   readonly sockets: SocketMaker;

@@ -36,6 +36,7 @@ import type { PodContext } from "./pod.ts";
 import type { DataplaneSettings } from "./settings.ts";
 import { type SharedBuffers, SharedState } from "./shared-state.ts";
 import { compileSnapshot, EMPTY_SNAPSHOT, type Snapshot, type SnapshotMessage } from "./snapshot.ts";
+import { Tracer } from "./tracing.ts";
 import { TunnelConnections } from "./tunnel-mux.ts";
 
 export interface DataplaneOptions {
@@ -113,6 +114,7 @@ export class Dataplane implements DataplaneContext {
   readonly metrics = new DataplaneMetrics();
   readonly edges = new EdgeAggregator();
   readonly accessLog: AccessLog;
+  readonly tracer: Tracer;
   readonly log: Logger;
   readonly sockets: SocketMaker;
   readonly tunnels: TunnelConnections;
@@ -139,6 +141,7 @@ export class Dataplane implements DataplaneContext {
     this.podHandshakeCap = workerShare(opts.settings.limits.podHandshakes, workers);
     this.shared = new SharedState(opts.shared);
     this.accessLog = new AccessLog(opts.settings.accessLog);
+    this.tracer = new Tracer(opts.settings.tracing, this.metrics);
     this.picker = new EndpointPicker(this.shared);
     this.log = opts.log;
     this.sockets = opts.sockets ?? inPodSockets;
@@ -278,6 +281,7 @@ export class Dataplane implements DataplaneContext {
     // Requests that finished this turn are reported in a setImmediate batch (http/record.ts): let it run.
     await new Promise((resolve) => setImmediate(resolve));
     this.accessLog.flush();
+    await this.tracer.stop();
   }
 
   /**

@@ -336,4 +336,15 @@ export class DataplaneMetrics {
     labelNames: ["direction", "reason"],
     registers: [this.registry],
   });
+  readonly spansExported = new Counter({
+    name: "nodemesh_agent_spans_exported_total",
+    help: "Trace spans the OTLP collector accepted",
+    registers: [this.registry],
+  });
+  readonly spansDropped = new Counter({
+    name: "nodemesh_agent_spans_dropped_total",
+    help: "Trace spans dropped instead of exported, by reason: queue_full, export_failed, export_timeout, rejected (by the collector), encode_failed, shutdown",
+    labelNames: ["reason"],
+    registers: [this.registry],
+  });
 }

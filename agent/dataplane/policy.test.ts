@@ -23,6 +23,10 @@ const policyObj = (name: string, namespace: string, targets: string[], spec: Rec
   parsed({ kind: "TrafficPolicy", name, namespace, spec: { targetRefs: targets.map((t) => ({ name: t })), ...spec } });
 
 describe("compilePolicy", () => {
+  it("carries the tracing rate as a percentage; absent when the policy sets none", () => {
+    expect(compilePolicy("p", policySpec({ tracing: { randomSamplingPercentage: 2.5 } })).tracingPercent).toBe(2.5);
+    expect(compilePolicy("p", policySpec({})).tracingPercent).toBeUndefined();
+  });
   it("fills defaults: round robin, idle 1h, X-Forwarded-For appended, nothing else", () => {
     const p = compilePolicy("default/p", policySpec({}));
     expect(DEFAULT_IDLE_TIMEOUT_MS).toBe(3_600_000);

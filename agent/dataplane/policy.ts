@@ -55,6 +55,8 @@ export interface CompiledPolicy {
   readonly rateLimit?: { readonly intervalUs: number; readonly burst: number; readonly perSource: boolean };
   /** Share (0..1) of requests to log; absent: the agent-wide setting decides. */
   readonly accessLogRatio?: number;
+  /** Percent (0–100) of requests sampled where their trace starts; absent: --trace-sampling decides. */
+  readonly tracingPercent?: number;
   /** X-Forwarded-For: append the immediate caller's address, or replace the header with it. */
   readonly forwardedFor: "Append" | "Sanitize";
 }
@@ -127,6 +129,7 @@ export function compilePolicy(name: string, spec: TrafficPolicySpec): CompiledPo
       perSource: rl.perSourceWorkload,
     },
     accessLogRatio: spec.accessLog ? spec.accessLog.sampling / 100 : undefined,
+    tracingPercent: spec.tracing?.randomSamplingPercentage,
   };
 }
 

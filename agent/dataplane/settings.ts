@@ -3,6 +3,7 @@
 
 import type { AccessLogOptions } from "./access-log.ts";
 import type { FloodLimits } from "./limits.ts";
+import type { TracingSettings } from "./tracing.ts";
 
 export interface DataplaneSettings {
   /** Budget for one upstream attempt: TCP connect plus, through the tunnel, its handshake. */
@@ -27,4 +28,6 @@ export interface DataplaneSettings {
   readonly drainMs: number;
   /** Per pod and per connection bounds against floods (--max-connections-per-pod, --http2-max-streams). */
   readonly limits: FloodLimits;
+  /** Spans and where they go (--otlp-endpoint, --trace-sampling). */
+  readonly tracing: TracingSettings;
 }

@@ -21,6 +21,7 @@ import { localEndpoint, type Resolved } from "./resolve.ts";
 import { commit, reply } from "./respond.ts";
 import { decideRetry, type RetryDecision } from "./retry.ts";
 import { connectionLimits, startAttempt } from "./send.ts";
+import { endAttemptSpan, retryReason, startAttemptSpan, traceBackoff } from "./trace.ts";
 
 /** After one attempt: the request is answered, or the next attempt goes now or after a delay. */
 type Next =
@@ -114,11 +115,8 @@ export class RetryingCall {
     const endpoint = this.nextEndpoint();
     this.tried.push(endpoint);
     const t = this.target;
-    recordEndpoint(
-      this.rec,
-      endpoint,
-      t.direction === "outbound" ? tunnelSecurity(this.ctx, t.from, endpoint) : undefined,
-    );
+    const security = t.direction === "outbound" ? tunnelSecurity(this.ctx, t.from, endpoint) : undefined;
+    recordEndpoint(this.rec, endpoint, security);
     const guard = this.plan.backend?.policy ?? DEFAULT_POLICY;
     const lease = EndpointLease.acquire(this.ctx.shared, endpoint, guard.circuitBreaker?.maxRequests ?? UNLIMITED);
     if (!lease) {
@@ -126,8 +124,10 @@ export class RetryingCall {
       throw new AgentError(AgentErrors.CIRCUIT_OPEN, `${endpoint.ip}:${endpoint.port}: max requests`);
     }
     try {
+      const span = startAttemptSpan(this.rec, endpoint, security === "mutual_tls", this.up.headers);
       const started = performance.now();
       const outcome = await this.send(endpoint, connectionLimits(guard, this.ctx.settings.connectTimeoutMs));
+      if (span) endAttemptSpan(span, outcome);
       return await this.learn(endpoint, outcome, performance.now() - started);
     } finally {
       lease.release();
@@ -231,6 +231,7 @@ export class RetryingCall {
         this.inRetry = true;
         this.rec.retries = ++this.retries;
         ctx.metrics.retries.labels(this.rec.peers.destinationService).inc();
+        traceBackoff(this.rec, decision.delayMs, retryReason(outcome));
         // Another endpoint is preferred; with a single endpoint the retry goes to it again.
         if (plan.backend && this.tried.length >= plan.backend.route.endpoints.length) this.tried.length = 0;
         return { kind: "retry", delayMs: decision.delayMs };

@@ -10,9 +10,11 @@
 //   (an HTTP/1.1 Upgrade takes the same links; only a 101 turns it into a pipe: downstream-upgrade.ts)
 //   call    (call.ts)     attempts: endpoint, lease, send (send.ts, attempt-*.ts), retry (retry.ts)
 //   answer  (respond.ts)  the upstream's answer or the agent's error (errors.ts)
-//   report  (record.ts)   metrics, service-graph edges, access log — once, at the end
+//   report  (record.ts)   metrics, service-graph edges, access log, spans — once, at the end
 //
-// Spans on both sides are a link to add here, between the plan and the call.
+// Spans (trace.ts) span the chain: the trace is decided as the request arrives (so a refused
+// request has its span too), the headers sent on carry it, each attempt of the call is a CLIENT
+// span, and the spans are built and exported when the request is reported.
 
 import { setTimeout as sleep } from "node:timers/promises";
 import { AgentError, AgentErrors } from "../../errors.ts";
@@ -30,6 +32,7 @@ import { type PlanEnv, type PlanRequest, planRequest } from "./plan.ts";
 import { newRecord, type RequestRecord, reportLater } from "./record.ts";
 import { type Resolved, resolveTarget } from "./resolve.ts";
 import { reply } from "./respond.ts";
+import { propagateTrace, startTrace } from "./trace.ts";
 
 export async function proxyRequest(ctx: DataplaneContext, down: Downstream, bound: ProxyTarget): Promise<void> {
   const target = resolveTarget(ctx.snapshot(), bound, down.headers);
@@ -39,6 +42,7 @@ export async function proxyRequest(ctx: DataplaneContext, down: Downstream, boun
     return;
   }
   const rec = newRecord(down, target);
+  startTrace(ctx, down, target, rec);
   try {
     await handle(ctx, down, target, rec);
   } finally {
@@ -66,6 +70,7 @@ async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved,
   if (authorized.authority !== down.authority && headers.host !== undefined) headers.host = authorized.authority;
   for (const name of authorized.consumed) delete headers[name];
   rec.requestId = ensureRequestId(headers);
+  propagateTrace(rec, headers);
   const plan = planRequest(target, requestFacts(down, authorized.target), planEnv(ctx));
   rec.route = plan.rule?.name;
   const service = rec.peers.destinationService;

@@ -8,6 +8,7 @@ import { type ConnectionSecurity, type Peers, UNKNOWN } from "../metrics.ts";
 import type { Downstream } from "./downstream.ts";
 import { headerValue } from "./headers.ts";
 import { destinationService, type Resolved } from "./resolve.ts";
+import { finishTrace, type RequestTrace } from "./trace.ts";
 
 export interface RequestRecord {
   readonly started: number;
@@ -26,6 +27,10 @@ export interface RequestRecord {
   error?: string;
   /** The AuthorizationPolicy that denied the request. */
   authorizationPolicy?: string;
+  /** A sampled request's spans (trace.ts). */
+  trace?: RequestTrace;
+  /** An unsampled request's traceparent for the next hop, where this agent started the trace. */
+  unsampledTraceparent?: string;
 }
 
 export function newRecord(down: Downstream, target: Resolved): RequestRecord {
@@ -59,6 +64,10 @@ export function newRecord(down: Downstream, target: Resolved): RequestRecord {
     requestBytes: 0,
     responseBytes: 0,
     retries: 0,
+    // Present from the start, sampled or not: every record keeps one shape, so the request
+    // path's property accesses stay monomorphic when a few requests are sampled.
+    trace: undefined,
+    unsampledTraceparent: undefined,
   };
 }
 
@@ -84,6 +93,8 @@ interface Finished {
   readonly target: Resolved;
   readonly rec: RequestRecord;
   readonly seconds: number;
+  /** performance.now() at the end. */
+  readonly ended: number;
 }
 
 /**
@@ -95,7 +106,8 @@ let finished: Finished[] = [];
 
 export function reportLater(ctx: DataplaneContext, down: Downstream, target: Resolved, rec: RequestRecord): void {
   if (finished.length === 0) setImmediate(reportFinished);
-  finished.push({ ctx, down, target, rec, seconds: (performance.now() - rec.started) / 1000 });
+  const ended = performance.now();
+  finished.push({ ctx, down, target, rec, seconds: (ended - rec.started) / 1000, ended });
 }
 
 function reportFinished(): void {
@@ -104,7 +116,8 @@ function reportFinished(): void {
   for (const f of batch) report(f);
 }
 
-function report({ ctx, down, target, rec, seconds }: Finished): void {
+function report({ ctx, down, target, rec, seconds, ended }: Finished): void {
+  if (rec.trace) finishTrace(ctx, down, target, rec, ended);
   if (ctx.settings.requestMetrics) {
     ctx.metrics.recordRequest(rec.peers, rec.status, rec.grpcStatus, seconds, rec.requestBytes, rec.responseBytes);
     if (rec.peers.reporter === "source") {
@@ -139,7 +152,13 @@ function accessEntry(down: Downstream, target: Resolved, rec: RequestRecord, sec
     bytesSent: rec.responseBytes,
     retries: rec.retries,
     requestId: rec.requestId,
-    traceId: traceIdOf(headerValue(down.headers, "traceparent"), headerValue(down.headers, "x-b3-traceid")),
+    // The trace this agent continued or started, when tracing is on; else the caller's.
+    traceId:
+      rec.trace?.traceId ??
+      traceIdOf(
+        rec.unsampledTraceparent ?? headerValue(down.headers, "traceparent"),
+        headerValue(down.headers, "x-b3-traceid"),
+      ),
     error: rec.error,
     authorizationPolicy: rec.authorizationPolicy,
   };

@@ -13,8 +13,14 @@ import { DEFAULT_FLOOD_LIMITS, Gate } from "../limits.ts";
 import type { PodContext } from "../pod.ts";
 import { allocateSharedBuffers } from "../shared-state.ts";
 import { slotKeys } from "../snapshot.ts";
+import type { TracingSettings } from "../tracing.ts";
 
-export function loopbackDataplane(services: Service[], traffic: unknown[] = []): Dataplane {
+/** `tracing`: spans and their export (default: off). */
+export function loopbackDataplane(
+  services: Service[],
+  traffic: unknown[] = [],
+  tracing: TracingSettings = { samplingPercent: 0, node: "loopback", version: "test" },
+): Dataplane {
   const dataplane = new Dataplane({
     shared: allocateSharedBuffers(),
     settings: {
@@ -25,6 +31,7 @@ export function loopbackDataplane(services: Service[], traffic: unknown[] = []):
       requestMetrics: true,
       drainMs: 1000,
       limits: DEFAULT_FLOOD_LIMITS,
+      tracing,
     },
     log: pino({ level: "silent" }),
     sockets: plainSockets,
