@@ -67,7 +67,14 @@ const say = (text: string) => console.log(text);
 const reaped = await reapOrphans();
 if (reaped.length > 0) say(`removed ${reaped.length} namespaces an earlier, killed run left behind`);
 const world = await World.create({ nodes: 2 });
-const mesh = new Mesh(world, { tunnelKey: true });
+/** The controller's port for the agents' spans (OTLP/HTTP): the dashboard's Traces view shows them. */
+const OTLP_PORT = 4318;
+const controllerPlace = await world.addController();
+// Every request traced (the demo's load is light): the Traces view fills within seconds.
+const mesh = new Mesh(world, {
+  tunnelKey: true,
+  agentArgs: ["--otlp-endpoint", `http://${controllerPlace.ip}:${OTLP_PORT}`, "--trace-sampling", "100"],
+});
 
 let cleaning: Promise<void> | undefined;
 let dashboard: Server | undefined;
@@ -142,10 +149,10 @@ try {
     await world.addPod(n2, "reviews-2"),
     await world.addPod(n2, "reviews-3"),
   ];
-  await mesh.startController();
+  await mesh.startController(["--otlp-address", `0.0.0.0:${OTLP_PORT}`]);
   watchProcess(mesh.controller!.proc, "the controller");
   say(
-    `controller ready in its namespace (${mesh.controller!.place.ip}): REST on its loopback :8080, gRPC :15012 (TLS from its CA, bootstrap token)`,
+    `controller ready in its namespace (${mesh.controller!.place.ip}): REST on its loopback :8080, gRPC :15012 (TLS from its CA, bootstrap token), the agents' spans on :${OTLP_PORT}`,
   );
   for (const agent of await Promise.all([mesh.startAgent(n1), mesh.startAgent(n2)])) {
     watchProcess(agent.proc, `the ${agent.node.name} agent`);

@@ -165,6 +165,12 @@ describe("the agent DaemonSet", () => {
     expect(flagsOf(controller.containers[0].args).has("insecure-agents")).toBe(false);
   });
 
+  it("sends the agents' spans to the controller's OTLP port", () => {
+    const agent = findManifest(base, "DaemonSet", "nodemesh-agent").spec.template.spec.containers[0];
+    const endpoint = new URL(flagsOf(agent.args).get("otlp-endpoint")!);
+    expect(`${endpoint.hostname}:${endpoint.port}`).toBe("nodemesh-controller.nodemesh-system.svc:4318");
+  });
+
   it("speaks TLS to the controller, verified with the root the replicas publish, under the Service's name", () => {
     const controller = findManifest(base, "Deployment", "nodemesh-controller").spec.template.spec;
     const controllerFlags = flagsOf(controller.containers[0].args);
@@ -195,11 +201,21 @@ describe("the controller", () => {
     expect(deployment.spec.template.spec.securityContext.runAsNonRoot).toBe(true);
   });
 
-  it("serves gRPC 15012, REST 8080 and the webhook through its Service", () => {
+  it("serves gRPC 15012, REST 8080, the webhook and OTLP 4318 through its Service", () => {
     const ports = Object.fromEntries(service.spec.ports.map((p: Manifest) => [p.name, [p.port, p.targetPort]]));
-    expect(ports).toEqual({ http: [8080, "http"], grpc: [15012, "grpc"], webhook: [443, "webhook"] });
+    expect(ports).toEqual({
+      http: [8080, "http"],
+      grpc: [15012, "grpc"],
+      webhook: [443, "webhook"],
+      otlp: [4318, "otlp"],
+    });
     const containerPorts = Object.fromEntries(container.ports.map((p: Manifest) => [p.name, p.containerPort]));
-    expect(containerPorts).toEqual({ http: 8080, grpc: 15012, webhook: Number(flags.get("webhook-port")) });
+    expect(containerPorts).toEqual({
+      http: 8080,
+      grpc: 15012,
+      webhook: Number(flags.get("webhook-port")),
+      otlp: Number(flags.get("otlp-address")!.split(":")[1]),
+    });
   });
 
   it("has read-only access to what it watches and writes only status, its Lease, the webhook's certificate and the node bindings", () => {

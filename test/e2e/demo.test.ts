@@ -59,6 +59,20 @@ describe("make demo", () => {
       await new Promise((resolve) => setTimeout(resolve, 500));
     }
     expect(edge?.requestsPerSecond).toBeGreaterThan(1);
+    // The agents' spans reach the controller: traces of four spans across both nodes' agents
+    // (client → node-1 agent → reviews-2 or -3 through node-2's agent).
+    const crossNodeTrace = async () => {
+      const list = (await (await fetch(`${url}apis/nodemesh.io/v1alpha1/traces?limit=100`)).json()) as {
+        items: { spanCount: number; nodes: string[] }[];
+      };
+      return list.items.find((t) => t.spanCount >= 4 && t.nodes.length === 2);
+    };
+    let trace: Awaited<ReturnType<typeof crossNodeTrace>>;
+    for (let i = 0; i < 40 && !trace; i++) {
+      trace = await crossNodeTrace();
+      if (!trace) await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    expect(trace, "a trace through both agents").toBeDefined();
     expect(namespacesOf(demo.pid!).length).toBeGreaterThan(0);
     demo.kill("SIGINT");
     await demo.exited;

@@ -57,7 +57,9 @@ async function run(page: Page): Promise<ObserveReport> {
       status: r.dataset.status,
     })),
   );
-  await page.mouse.move(5, 890);
+  // The waterfall in view (below a long list) with the first attempt's attributes open.
+  await page.getByTestId("wf-row").nth(1).click();
+  await page.getByTestId("waterfall").scrollIntoViewIfNeeded();
   await page.screenshot({ path: args.traceScreenshot });
   return {
     alert: { name: data.name, state: data.state, service: data.service, text: data.text.replace(/\s+/g, " ").trim() },
