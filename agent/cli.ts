@@ -69,7 +69,7 @@ Options:
                             HTTP/2 sessions get GOAWAY; opaque TCP streams still open at the end are
                             cut (default: 30; docs/operations.md). With no new agent beside it, the
                             agent serves on as usual while opaque streams are open, up to this long,
-                            then closes its listeners and gives requests in flight 5 s more
+                            then hands its listeners on and gives requests in flight 2 s
   --hold-listeners-s N      on a stop with no new agent beside it (stop, then start): how long the
                             pods' listening sockets stay open in a holder process once the agent
                             closes its own, so connections arriving before the next agent starts
