@@ -14,7 +14,7 @@ import type { OutgoingHttpHeaders } from "node:http";
 import { errorCode } from "../../errors.ts";
 import type { DataplaneContext } from "../context.ts";
 import type { Endpoint } from "../endpoint.ts";
-import { UNKNOWN } from "../metrics.ts";
+import { type Peers, UNKNOWN } from "../metrics.ts";
 import {
   type Attributes,
   SPAN_KIND_CLIENT,
@@ -27,7 +27,6 @@ import { type B3Form, b3FormOf, incomingTrace, newSpanId, newTraceId, writeTrace
 import type { Outcome } from "./attempt.ts";
 import type { Downstream } from "./downstream.ts";
 import { headerValue } from "./headers.ts";
-import type { RequestRecord } from "./record.ts";
 import type { Resolved } from "./resolve.ts";
 
 /** One upstream attempt of a sampled request (times: performance.now()). */
@@ -67,8 +66,28 @@ export class RequestTrace {
   }
 }
 
+/**
+ * What the spans read and write of a request's record: record.ts's RequestRecord has all of it
+ * (declared here so that this module, which record.ts calls, needs nothing from it).
+ */
+export interface TracedRequest {
+  readonly started: number;
+  readonly peers: Peers;
+  readonly grpc: boolean;
+  status: number;
+  grpcStatus: string;
+  route?: string;
+  retries: number;
+  requestId?: string;
+  error?: string;
+  /** A sampled request's spans. */
+  trace?: RequestTrace;
+  /** An unsampled request's traceparent for the next hop, where this agent started the trace. */
+  unsampledTraceparent?: string;
+}
+
 /** The trace decision, taken as the request arrives (before anything can refuse it). */
-export function startTrace(ctx: DataplaneContext, down: Downstream, target: Resolved, rec: RequestRecord): void {
+export function startTrace(ctx: DataplaneContext, down: Downstream, target: Resolved, rec: TracedRequest): void {
   if (!ctx.tracer.enabled) return;
   const incoming = incomingTrace(down.headers);
   const fromPeerAgent = target.direction === "inbound" && target.caller.viaTunnel;
@@ -84,7 +103,7 @@ export function startTrace(ctx: DataplaneContext, down: Downstream, target: Reso
 }
 
 /** The trace headers of the request sent on (a mirror's copy included); each attempt then names its own span. */
-export function propagateTrace(rec: RequestRecord, headers: OutgoingHttpHeaders): void {
+export function propagateTrace(rec: TracedRequest, headers: OutgoingHttpHeaders): void {
   const t = rec.trace;
   if (t) writeTraceHeaders(headers, t.traceId, t.spanId, true, t.b3, t.parentId);
   else if (rec.unsampledTraceparent) headers.traceparent = rec.unsampledTraceparent;
@@ -92,7 +111,7 @@ export function propagateTrace(rec: RequestRecord, headers: OutgoingHttpHeaders)
 
 /** A CLIENT span for an attempt about to be sent; the headers then carry its id. */
 export function startAttemptSpan(
-  rec: RequestRecord,
+  rec: TracedRequest,
   endpoint: Endpoint,
   mtls: boolean,
   headers: OutgoingHttpHeaders,
@@ -127,7 +146,7 @@ export function endAttemptSpan(span: AttemptSpan, outcome: Outcome): void {
 }
 
 /** A retry waits `delayMs` before its attempt: an event on the server span, with why it retries. */
-export function traceBackoff(rec: RequestRecord, delayMs: number, reason: string): void {
+export function traceBackoff(rec: TracedRequest, delayMs: number, reason: string): void {
   rec.trace?.events.push({
     name: "nodemesh.backoff",
     timeMs: performance.timeOrigin + performance.now(),
@@ -166,7 +185,7 @@ export function finishTrace(
   ctx: DataplaneContext,
   down: Downstream,
   target: Resolved,
-  rec: RequestRecord,
+  rec: TracedRequest,
   endedMs: number,
 ): void {
   const t = rec.trace;
