@@ -75,7 +75,8 @@ Options:
                             closes its own, so connections arriving before the next agent starts
                             wait instead of being refused; the next agent takes them over.
                             0: not held (default: 30)
-  --connect-timeout-ms MS   budget of one upstream connect attempt before failing over (default: 1000)
+  --connect-timeout-ms MS   budget of each hop of an upstream connect attempt before failing over:
+                            reaching the endpoint or its agent, then that agent's answer (default: 1000)
   --detect-timeout-ms MS    on a port whose protocol is not declared, how long to wait for the
                             client's first bytes before treating it as opaque TCP (default: 100)
   --access-log SCOPE        access-log lines (JSON, one per request or TCP connection) for: all,

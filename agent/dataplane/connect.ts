@@ -14,7 +14,10 @@ import type { PodContext } from "./pod.ts";
 import { handshakeHeaders, openTunnel, type TunnelRequest } from "./tunnel.ts";
 
 /**
- * Opens a connection from `from` to `ep` within `timeoutMs`. `serveAs`: the destination agent is
+ * Opens a connection from `from` to `ep`. `timeoutMs` is the budget of each hop: reaching the
+ * destination agent (or the endpoint itself), then, through a tunnel, that agent's answer, which
+ * waits on its own connect to the workload. One budget for both would fail a burst of connections
+ * on a busy node whose agents are slow but well (a storm of 500 spent it all before the answers). `serveAs`: the destination agent is
  * told to serve the tunnel as HTTP of that version (its inbound L7 side); without it the tunnel
  * carries raw bytes (opaque TCP, upgraded connections).
  */
@@ -48,7 +51,7 @@ export async function connectEndpoint(
   const remaining = Math.max(1, deadline - Date.now());
   const socket = await dial(sockets, { netns: from.netns, ip: ep.ip, port: TUNNEL_PORT, timeoutMs: remaining });
   try {
-    await openTunnel(socket, req, Math.max(1, deadline - Date.now()), via.settings.tunnelKey);
+    await openTunnel(socket, req, timeoutMs, via.settings.tunnelKey);
     return socket;
   } catch (err) {
     socket.destroy();

@@ -14,6 +14,7 @@
 // `leftover`): a server-speaks-first protocol still answers it (pipe.ts bounds how long).
 
 import type { Socket } from "node:net";
+import { ioDeadline } from "./io-deadline.ts";
 
 export type Detected = "http1" | "h2" | "opaque" | "gone";
 
@@ -59,7 +60,7 @@ export function detectProtocol(socket: Socket, timeoutMs: number, declared = fal
   return new Promise((resolve) => {
     let buffered: Buffer = NONE;
     const done = (protocol: Detected, ended = false) => {
-      clearTimeout(timer);
+      deadline?.clear();
       socket.removeListener("data", onData);
       socket.removeListener("end", onEnd);
       socket.removeListener("close", onClose);
@@ -74,7 +75,7 @@ export function detectProtocol(socket: Socket, timeoutMs: number, declared = fal
     };
     const onEnd = () => done(declared ? "gone" : "opaque", true);
     const onClose = () => done("gone", true);
-    const timer = Number.isFinite(timeoutMs) ? setTimeout(() => done("opaque"), timeoutMs) : undefined;
+    const deadline = Number.isFinite(timeoutMs) ? ioDeadline(() => done("opaque"), timeoutMs) : undefined;
     socket.on("data", onData);
     socket.once("end", onEnd);
     socket.once("close", onClose);

@@ -7,6 +7,7 @@ import net from "node:net";
 import { AGENT_SOCKET_MARK } from "../../api/dataplane.ts";
 import { AgentError, AgentErrors } from "../errors.ts";
 import { closeFd, connectableFd, type Netns } from "../sys/linux.ts";
+import { ioDeadline } from "./io-deadline.ts";
 
 /** Makes an unconnected TCP socket that will leave from `netns` (undefined: the agent's own). */
 export type SocketMaker = (netns: Netns | undefined) => net.Socket;
@@ -49,19 +50,19 @@ export function dial(sockets: SocketMaker, opts: DialOptions): Promise<net.Socke
       );
       return;
     }
-    const timer = setTimeout(() => {
+    const deadline = ioDeadline(() => {
       socket.destroy();
       reject(new AgentError(AgentErrors.CONNECT_TIMEOUT, `${opts.ip}:${opts.port} after ${opts.timeoutMs} ms`));
     }, opts.timeoutMs);
     socket.once("connect", () => {
-      clearTimeout(timer);
+      deadline.clear();
       socket.removeListener("error", onError);
       // Whoever takes the socket adds its own handler; until then an error must not crash the worker.
       socket.on("error", ignore);
       resolve(socket);
     });
     const onError = (err: Error) => {
-      clearTimeout(timer);
+      deadline.clear();
       socket.destroy();
       reject(new AgentError(AgentErrors.CONNECT_FAILED, `${opts.ip}:${opts.port}: ${err.message}`, { cause: err }));
     };

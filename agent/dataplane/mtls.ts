@@ -13,6 +13,7 @@ import tls from "node:tls";
 import { splitPem } from "../../api/pem.ts";
 import { AgentError, AgentErrors } from "../errors.ts";
 import type { Endpoint } from "./endpoint.ts";
+import { ioDeadline } from "./io-deadline.ts";
 import type { ConnectionSecurity } from "./metrics.ts";
 import type { PeerAuthenticationIndex } from "./peer-authentication.ts";
 import type { PodContext } from "./pod.ts";
@@ -125,15 +126,15 @@ function peerIdentity(socket: tls.TLSSocket): string {
 
 function settled(socket: tls.TLSSocket, event: "secureConnect" | "secure", timeoutMs: number, what: string) {
   return new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => fail(new Error(`no TLS handshake within ${timeoutMs} ms`)), timeoutMs);
+    const deadline = ioDeadline(() => fail(new Error(`no TLS handshake within ${timeoutMs} ms`)), timeoutMs);
     const fail = (err: Error) => {
-      clearTimeout(timer);
+      deadline.clear();
       socket.destroy();
       reject(new AgentError(AgentErrors.TUNNEL_UNAUTHENTICATED, `${what}: ${err.message}`));
     };
     socket.once("error", fail);
     socket.once(event, () => {
-      clearTimeout(timer);
+      deadline.clear();
       socket.removeListener("error", fail);
       resolve();
     });

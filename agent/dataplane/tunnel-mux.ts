@@ -17,6 +17,7 @@ import { AgentError, AgentErrors } from "../errors.ts";
 import { dial, type SocketMaker } from "./dial.ts";
 import type { Endpoint } from "./endpoint.ts";
 import { clientError } from "./http/errors.ts";
+import { ioDeadline } from "./io-deadline.ts";
 import { connectMutualTls, type WorkerIdentity } from "./mtls.ts";
 import type { PodContext } from "./pod.ts";
 import { type TunnelRequest, tunnelRequestOf } from "./tunnel.ts";
@@ -201,7 +202,8 @@ export class TunnelConnections {
       }
       try {
         const { session, socket, idle } = opened;
-        return await this.connect(session, socket, idle, ep, headers, Math.max(1, deadline - Date.now()));
+        // The answer has a budget of its own: it waits on the destination agent's connect (connect.ts).
+        return await this.connect(session, socket, idle, ep, headers, timeoutMs);
       } catch (err) {
         // A refusal the destination answered leaves the connection as it is, shared.
         if (!(err instanceof StreamRefused) || attempt > 0) throw err;
@@ -291,7 +293,7 @@ export class TunnelConnections {
     idle.opened(stream);
     return new Promise((resolve, reject) => {
       const fail = (err: Error) => {
-        clearTimeout(timer);
+        deadline.clear();
         stream.removeListener("response", onResponse);
         if (!stream.destroyed) {
           stream.close(NGHTTP2_CANCEL);
@@ -300,7 +302,7 @@ export class TunnelConnections {
         reject(err);
       };
       const onResponse = (answer: http2.IncomingHttpHeaders) => {
-        clearTimeout(timer);
+        deadline.clear();
         stream.removeListener("close", onClose);
         stream.removeListener("error", onError);
         if (Number(answer[":status"]) === 200) {
@@ -320,7 +322,7 @@ export class TunnelConnections {
             : new AgentError(AgentErrors.TUNNEL_REFUSED, `${target}: stream closed (code ${stream.rstCode})`),
         );
       const onError = (err: Error) => fail(new AgentError(AgentErrors.TUNNEL_REFUSED, `${target}: ${err.message}`));
-      const timer = setTimeout(
+      const deadline = ioDeadline(
         () => fail(new AgentError(AgentErrors.TUNNEL_REFUSED, `${target}: no answer within ${timeoutMs} ms`)),
         timeoutMs,
       );

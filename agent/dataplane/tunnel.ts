@@ -24,6 +24,7 @@ import { AGENT_PORTS } from "../../api/dataplane.ts";
 import { type EnrolledPod, inPortRanges, notAPodAddress } from "../../api/enrollment.ts";
 import { AgentError, AgentErrors } from "../errors.ts";
 import { rawErrorAnswer } from "./http/errors.ts";
+import { ioDeadline } from "./io-deadline.ts";
 
 /** A handshake head larger than this is refused: it bounds what an unauthenticated peer can make us buffer. */
 export const MAX_HEAD_BYTES = 4096;
@@ -72,7 +73,7 @@ function readHead(socket: Socket, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     let buffered: Buffer = Buffer.alloc(0);
     const cleanup = () => {
-      clearTimeout(timer);
+      deadline.clear();
       socket.removeListener("data", onData);
       socket.removeListener("end", onEnd);
       socket.removeListener("error", onError);
@@ -96,7 +97,7 @@ function readHead(socket: Socket, timeoutMs: number): Promise<string> {
     };
     const onEnd = () => fail(new AgentError(AgentErrors.TUNNEL_PROTOCOL, "closed during handshake"));
     const onError = (err: Error) => fail(err);
-    const timer = setTimeout(
+    const deadline = ioDeadline(
       () => fail(new AgentError(AgentErrors.TUNNEL_PROTOCOL, `no handshake within ${timeoutMs} ms`)),
       timeoutMs,
     );

@@ -70,9 +70,8 @@ describe("certificate rotation under load", () => {
 
   beforeAll(async () => {
     world = await World.create({ nodes: 2 });
-    // A connect budget of 5 s (Istio's default is 10 s; the harness's 500 ms is for fast failover
-    // tests): two cores are shared by both agents, the controller, the app and two load
-    // generators, and with every new connection a TLS handshake on each side, a few handshakes
+    // A connect budget of 5 s (Istio's default is 10 s; the harness runs the product's 1 s): two
+    // cores are shared by both agents, the controller, the app and two load generators, and with every new connection a TLS handshake on each side, a few handshakes
     // wait past 1 s at this load (multiplexed tunnels, one handshake per node pair, will end that).
     mesh = new Mesh(world, { agentArgs: ["--connect-timeout-ms", "5000"] });
     [n1, n2] = world.nodes as [Node, Node];

@@ -171,12 +171,16 @@ describeModes("transparent L4 interception", (mode) => {
   });
 
   it("gives each of 500 concurrent connections to different VIPs and ports its own original destination", async () => {
-    const lines = await Promise.all(
+    // Settled, not all: on a failure the rest must not go on into the next test's counters.
+    const settled = await Promise.allSettled(
       Array.from({ length: ORIGINAL_DST_SERVICES }, (_, i) => {
         const t = origDstTarget(i);
         return firstLineFrom(client.netnsPath, t.vip, t.port);
       }),
     );
+    const failures = settled.flatMap((s, i) => (s.status === "rejected" ? [`${i}: ${s.reason}`] : []));
+    expect(failures.slice(0, 5), `${failures.length} of ${ORIGINAL_DST_SERVICES} failed`).toEqual([]);
+    const lines = settled.map((s) => (s.status === "fulfilled" ? s.value : ""));
     lines.forEach((line, i) => {
       expect(line).toBe(`reviews-1 ${origDstTarget(i).endpointPort}`);
     });
@@ -259,7 +263,7 @@ describeModes("transparent L4 interception", (mode) => {
       slowest = Math.max(slowest, performance.now() - t0);
     }
     expect(new Set(served)).toEqual(new Set(["reviews-1"]));
-    // The agents run with --connect-timeout-ms 500: one dead attempt costs at most that.
-    expect(slowest).toBeLessThan(500 + 400);
+    // The agents run with the default --connect-timeout-ms, 1 s: one dead attempt costs at most that.
+    expect(slowest).toBeLessThan(1000 + 400);
   });
 });

@@ -140,8 +140,7 @@ export class Mesh {
         "--state-dir",
         stateDir,
         ...config,
-        "--connect-timeout-ms",
-        "500",
+        // The product's --connect-timeout-ms (1 s): bursts on a loaded machine must pass with it.
         ...this.agentArgs,
         ...(opts.args ?? []),
       ],
