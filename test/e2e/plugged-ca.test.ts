@@ -73,9 +73,14 @@ spec:
   });
 
   it("carries cross-node traffic in mTLS with certificates the user's intermediate signed", async () => {
+    // The check throws what went wrong, so that a timeout names the last failure (waitFor's error).
     const reply = await eventually("served through the mesh in mTLS", 20_000, async () => {
-      const r = await httpFrom(client.netnsPath, `http://${VIP}/plugged`).catch(() => undefined);
-      return r?.status === 200 && JSON.parse(r.body).clientCert ? r : undefined;
+      const r = await httpFrom(client.netnsPath, `http://${VIP}/plugged`);
+      if (r.status !== 200)
+        throw new Error(`answered ${r.status} ${JSON.stringify(r.headers)} ${r.body.slice(0, 300)}`);
+      if (!JSON.parse(r.body).clientCert)
+        throw new Error(`served without a client certificate: ${r.body.slice(0, 300)}`);
+      return r;
     });
     expect(JSON.parse(reply.body).clientCert).toBe(
       "By=spiffe://cluster.local/ns/default/sa/web;URI=spiffe://cluster.local/ns/default/sa/client",
