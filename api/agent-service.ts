@@ -61,6 +61,8 @@ export interface Hello {
   agentVersion: string;
   underlayIp: string;
   facts: NodeFacts;
+  /** Encodings of CompressedConfig the agent reads (api/config-compression.ts); absent: none. */
+  configEncodings?: string[];
 }
 
 /** An object of a configuration that an agent refused (and left out of its table), and why. */
@@ -208,9 +210,18 @@ export interface CertificateReply {
   error: string;
 }
 
+/** A Config's bytes compressed (api/config-compression.ts). */
+export interface CompressedConfig {
+  encoding: string;
+  version: string;
+  size: number;
+  data: Buffer;
+}
+
 export type ControllerMessage =
   | { kind: "config"; config: Config }
-  | { kind: "certificate"; certificate: CertificateReply };
+  | { kind: "certificate"; certificate: CertificateReply }
+  | { kind: "compressedConfig"; compressedConfig: CompressedConfig };
 
 // ---- conversions ----
 

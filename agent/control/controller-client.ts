@@ -20,6 +20,7 @@ import {
   agentServiceDefinition,
   type CertificateReply,
   type CertificateRequest,
+  type CompressedConfig,
   type Config,
   type ControllerMessage,
   NODE_CERTIFICATE_METADATA,
@@ -30,6 +31,7 @@ import {
   type Report,
   type WirePod,
 } from "../../api/agent-service.ts";
+import { CONFIG_ENCODING, inflateConfig } from "../../api/config-compression.ts";
 import type { ServiceTable } from "../../api/services.ts";
 import { type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from "./backoff.ts";
 import { assembleConfig, type ControllerConfig, fromServiceTable, type TrafficCheck } from "./config-assembly.ts";
@@ -51,11 +53,14 @@ const REFUSALS = new Set<number>([
 /** How long a certificate request waits for the controller's answer. */
 const CERTIFICATE_TIMEOUT_MS = 10_000;
 
+/** The largest Config the agent takes, plain or once inflated. */
+const MAX_CONFIG_BYTES = 64 << 20;
+
 const CHANNEL_OPTIONS = {
   // Notices a controller that vanished without closing the connection.
   "grpc.keepalive_time_ms": 15_000,
   "grpc.keepalive_timeout_ms": 5_000,
-  "grpc.max_receive_message_length": 64 << 20,
+  "grpc.max_receive_message_length": MAX_CONFIG_BYTES,
   // Not shared with other channels: a fresh channel must not inherit a failed connection's backoff.
   "grpc.use_local_subchannel_pool": 1,
 };
@@ -232,6 +237,7 @@ export class ControllerClient {
     call.on("metadata", (headers: Metadata) => this.streamUp(call, headers));
     call.on("data", (msg: ControllerMessage) => {
       if (msg.kind === "config") this.receive(call, msg.config);
+      else if (msg.kind === "compressedConfig") this.receiveCompressed(call, msg.compressedConfig);
       else if (call === this.call) this.answered(msg.certificate);
     });
     call.on("error", (err: ServiceError) => this.streamDown(call, err.message, REFUSALS.has(err.code)));
@@ -243,6 +249,7 @@ export class ControllerClient {
         agentVersion: this.opts.agentVersion,
         underlayIp: this.opts.underlayIp,
         facts: this.opts.facts,
+        configEncodings: [CONFIG_ENCODING],
       },
     });
   }
@@ -351,6 +358,19 @@ export class ControllerClient {
     this.rejected = assembled.rejected;
     this.send({ kind: "ack", ack: { version: update.version, rejected: assembled.rejected } });
     this.saveCache(assembled.config, assembled.table);
+  }
+
+  private receiveCompressed(call: AgentCall, compressed: CompressedConfig): void {
+    if (call !== this.call) return;
+    let config: Config;
+    try {
+      config = inflateConfig(compressed, MAX_CONFIG_BYTES);
+    } catch (err) {
+      // The controller sends the version again, plain.
+      this.refuse(compressed.version, (err as Error).message);
+      return;
+    }
+    this.receive(call, config);
   }
 
   private refuse(version: string, error: string): void {

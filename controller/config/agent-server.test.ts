@@ -390,6 +390,40 @@ describe("AgentServer trust boundary", () => {
     expect(await counter(metrics, refused, { reason: "message_too_large" })).toBe(1);
     expect(statusOf("node-a")?.pods).toEqual([]);
   });
+
+  it("sends a large Config compressed to agents that read Brotli and plain to others; a NACK of one is answered plain", async () => {
+    const { store } = await startWorld();
+    // 3000 Services without endpoints: a full table of about 120 KB, past COMPRESS_CONFIGS_FROM_BYTES.
+    for (let i = 0; i < 3000; i++) {
+      await store.create(newServiceObject(`svc-${i}`, `10.97.${i >> 8}.${i & 255}`, { app: `svc-${i}` }));
+    }
+    const reads = agent("node-a", { configEncodings: ["br"] });
+    const plain = agent("node-b");
+    const unknown = agent("node-c", { configEncodings: ["zstd"] });
+    for (const a of [reads, plain, unknown]) await converged(a);
+    expect(reads.configs[0]!.full).toBe(true);
+    expect(reads.compressedVersions).toContain(reads.configs[0]!.version);
+    expect(plain.compressedVersions).toEqual([]);
+    expect(unknown.compressedVersions).toEqual([]);
+    expect(reads.services.size).toBe(3002);
+    expect([...reads.services.entries()]).toEqual([...plain.services.entries()]);
+    // A small update goes plain to everyone.
+    const compressedSoFar = reads.compressedVersions.length;
+    await store.create(newServiceObject("db", "10.96.0.12", { app: "db" }));
+    await eventually(() => expect(reads.services.has("default/db")).toBe(true));
+    expect(reads.compressedVersions.length).toBe(compressedSoFar);
+
+    // An agent that cannot read what it got compressed NACKs it: the table comes again, plain (the
+    // same version, or a newer one if the node's arrival built one meanwhile), and stays plain.
+    const refuses = agent("node-d", { configEncodings: ["br"] });
+    refuses.decide = (config) =>
+      refuses.compressedVersions.includes(config.version) ? { nack: "compressed config unreadable" } : "ack";
+    await converged(refuses);
+    const [first, second] = refuses.configs;
+    expect(refuses.compressedVersions).toEqual([first!.version]);
+    expect(second!.full).toBe(true);
+    expect(refuses.services.size).toBe(3003);
+  });
 });
 
 const EMPTY_REPORT = {

@@ -179,6 +179,7 @@ export class AgentServer implements SessionHost {
   private readonly maxEdgesPerReport: number;
   private readonly refused: Counter<"reason">;
   private readonly refusalLines = new Map<RefusalReason, { since: number; logged: number; unlogged: number }>();
+  private readonly configBytesSent: Counter;
   private readonly edgesDropped: Counter;
   private readonly identities: AgentServerOptions["identities"];
   private readonly certificates: Counter<"result">;
@@ -204,6 +205,12 @@ export class AgentServer implements SessionHost {
       name: "nodemesh_controller_agent_streams_refused_total",
       help: "Agent streams refused or ended by the controller, by reason",
       labelNames: ["reason"],
+      registers: [opts.metrics],
+    });
+    this.configBytesSent = new Counter({
+      name: "nodemesh_controller_config_bytes_sent_total",
+      help: "Bytes of Configs written to agent streams, by encoding: plain, or br (compressed once, the same bytes to every agent)",
+      labelNames: ["encoding"],
       registers: [opts.metrics],
     });
     this.edgesDropped = new Counter({
@@ -535,6 +542,10 @@ export class AgentServer implements SessionHost {
     this.registry.disconnected(node, session, new Date());
     this.observe(this.tracker.agentDisconnected(node, wallClockMs()));
     this.log.info({ node }, "agent disconnected");
+  }
+
+  configSent(encoding: string, bytes: number): void {
+    this.configBytesSent.labels(encoding).inc(bytes);
   }
 
   acked(node: string, version: string, rejected: readonly RejectedObject[]): void {

@@ -17,6 +17,7 @@ import {
   type Report,
   type WirePod,
 } from "../../api/agent-service.ts";
+import { CONFIG_ENCODING } from "../../api/config-compression.ts";
 import type { ConfigPublisher } from "./config-publisher.ts";
 import type { SendBudget } from "./send-budget.ts";
 import type { ConfigTable } from "./service-table.ts";
@@ -45,6 +46,8 @@ export interface SessionHost {
   claim(session: AgentSession, hello: Hello, claim: Claim): Promise<Pick<StatusObject, "code" | "details"> | undefined>;
   release(session: AgentSession): void;
   /** `rejected`: the objects of the version the agent left out, and why. */
+  /** A Config went out: `encoding` "plain" or the CompressedConfig's. */
+  configSent(encoding: string, bytes: number): void;
   acked(node: string, version: string, rejected: readonly RejectedObject[]): void;
   nacked(node: string, version: string, error: string): void;
   reported(node: string, report: Report): void;
@@ -84,6 +87,10 @@ export class AgentSession {
   private readonly retrySend = () => this.sendLatest();
   /** Budget taken by the write in progress; grpc-js never completes a write to a cancelled call. */
   private budgetHeld = 0;
+  /** The CompressedConfig encoding the agent reads (its Hello), if any this controller writes. */
+  private configEncoding: string | undefined;
+  /** The version last sent compressed: a NACK of it turns compression off for this agent. */
+  private compressedVersion: string | undefined;
 
   constructor(call: AgentCall, host: SessionHost) {
     this.call = call;
@@ -141,6 +148,7 @@ export class AgentSession {
             return;
           }
           this.nodeName = hello.nodeName;
+          this.configEncoding = hello.configEncodings?.includes(CONFIG_ENCODING) ? CONFIG_ENCODING : undefined;
           // Lets the agent know it is connected before any Config, and whether on its node certificate.
           const headers = new Metadata();
           if (certificate) headers.set(NODE_CERTIFICATE_METADATA, "accepted");
@@ -165,6 +173,11 @@ export class AgentSession {
         // the refused version itself would only be refused again, so that waits for a newer table.
         this.base = undefined;
         if (msg.nack.version !== this.lastSentVersion) this.lastSentVersion = undefined;
+        if (msg.nack.version === this.compressedVersion) {
+          // It may be the compression it could not read: the same version goes again, plain.
+          this.configEncoding = undefined;
+          this.lastSentVersion = undefined;
+        }
         this.answered(msg.nack.version);
         break;
       case "report":
@@ -193,13 +206,15 @@ export class AgentSession {
     if (this.awaiting !== undefined || this.ended || this.nodeName === undefined) return;
     const table = this.host.publisher.current();
     if (!table || table.version === this.lastSentVersion) return;
-    const message = this.host.publisher.messageFrom(this.base);
+    const { message, compressed } = this.host.publisher.messageFrom(this.base, this.configEncoding);
     if (!this.host.sendBudget.take(message.length, this.retrySend)) return;
+    this.compressedVersion = compressed ? table.version : undefined;
     this.base = table;
     this.lastSentVersion = table.version;
     this.newestSentVersion = table.version;
     this.awaiting = table.version;
     this.budgetHeld = message.length;
+    this.host.configSent(compressed ? this.configEncoding! : "plain", message.length);
     this.call.write(message, () => this.releaseBudget());
   }
 

@@ -3,6 +3,7 @@
 // sessions a new table exists. Sessions pull the update for their own base (see agent-session.ts).
 
 import type { Logger } from "pino";
+import { COMPRESS_CONFIGS_FROM_BYTES, CONFIG_ENCODING, compressConfigMessage } from "../../api/config-compression.ts";
 import { KINDS, type KindInfo, type Resource, type ServiceSpec } from "../../api/resources.ts";
 import { TRAFFIC_KINDS } from "../../api/traffic.ts";
 import type { Store, WatchEvent } from "../store/store.ts";
@@ -88,14 +89,29 @@ export class ConfigPublisher {
     return this.published ? this.table : undefined;
   }
 
-  /** The encoded ControllerMessage taking an agent from `base` (undefined: nothing) to the current table. */
-  messageFrom(base: ConfigTable | undefined): Buffer {
-    const cacheKey = base?.version ?? "";
-    let message = this.messages.get(cacheKey);
+  /**
+   * The encoded ControllerMessage taking an agent from `base` (undefined: nothing) to the current
+   * table; compressed when the agent reads `encoding` and the Config is large (config-compression.ts).
+   */
+  messageFrom(base: ConfigTable | undefined, encoding?: string): { message: Buffer; compressed: boolean } {
+    const plainKey = base?.version ?? "";
+    const plain = this.cachedMessage(plainKey, !base, () => encodeConfigMessage(tableDiff(base, this.table!)));
+    if (encoding !== CONFIG_ENCODING || plain.length < COMPRESS_CONFIGS_FROM_BYTES) {
+      return { message: plain, compressed: false };
+    }
+    const compressed = this.cachedMessage(`${plainKey}|${encoding}`, !base, () =>
+      compressConfigMessage(plain, this.table!.version),
+    );
+    return { message: compressed, compressed: true };
+  }
+
+  /** The full table's messages are always kept; updates up to MESSAGE_CACHE_BYTES. */
+  private cachedMessage(key: string, full: boolean, encode: () => Buffer): Buffer {
+    let message = this.messages.get(key);
     if (!message) {
-      message = encodeConfigMessage(tableDiff(base, this.table!));
-      if (!base || this.cachedBytes + message.length <= MESSAGE_CACHE_BYTES) {
-        this.messages.set(cacheKey, message);
+      message = encode();
+      if (full || this.cachedBytes + message.length <= MESSAGE_CACHE_BYTES) {
+        this.messages.set(key, message);
         this.cachedBytes += message.length;
       }
     }

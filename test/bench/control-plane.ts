@@ -5,11 +5,12 @@
 // the controller's memory and CPU.
 //
 //   node test/bench/control-plane.ts [--agents 1000] [--services 10000] [--endpoints 50000]
-//        [--processes 4] [--writes 20] [--quick] [--json FILE] [--cpu-prof DIR]
+//        [--processes 4] [--writes 20] [--quick] [--plain-configs] [--json FILE] [--cpu-prof DIR]
 //
 // --quick is 200 agents × 2000 services × 10000 endpoints. --cpu-prof DIR runs the controller with
-// node's --cpu-prof and writes its profile there. Clocks: every process reads
-// performance.timeOrigin + performance.now(), all on this machine.
+// node's --cpu-prof and writes its profile there. --plain-configs: the agents list no config
+// encoding in their Hello, so every Config comes plain (as before compressed Configs, issue 16).
+// Clocks: every process reads performance.timeOrigin + performance.now(), all on this machine.
 
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -32,7 +33,8 @@ const CONTROLLER_STARTUP_GRACE_MS = 2000;
 const READY_TIMEOUT_MS = 30_000;
 const SYNC_TIMEOUT_MS = 120_000;
 const WRITE_TIMEOUT_MS = 15_000;
-const GOALS = { propagationP99Ms: 1000, fullSyncMs: 2000 };
+// Issue 16: every one of 1000 agents fully synced within 5 s.
+const GOALS = { propagationP99Ms: 1000, fullSyncMs: 5000 };
 
 const { values: args } = parseArgs({
   options: {
@@ -42,6 +44,7 @@ const { values: args } = parseArgs({
     processes: { type: "string", default: "4" },
     writes: { type: "string", default: "20" },
     quick: { type: "boolean", default: false },
+    "plain-configs": { type: "boolean", default: false },
     json: { type: "string", default: "test-results/bench-control-plane.json" },
     "cpu-prof": { type: "string" },
     fleet: { type: "boolean", default: false }, // internal: this process is one of the fleet's
@@ -78,6 +81,7 @@ type ToFleet =
       podsPerAgent: number;
       services: number;
       endpoints: number;
+      plainConfigs: boolean;
     }
   | { type: "received"; storeVersion: number }
   /** Replace the first agent by a new stream of the same node (own table cache): one agent's full sync. */
@@ -116,6 +120,7 @@ function runFleet(): void {
       pods: podsOf(i, started!.podsPerAgent, started!.services),
       cache,
       onApplied,
+      plainConfigs: started!.plainConfigs,
     });
   const complete = (t: TableSummary) =>
     t.endpointsByService.size === started!.services && t.endpoints === started!.endpoints;
@@ -390,6 +395,7 @@ async function main(): Promise<void> {
         podsPerAgent,
         services,
         endpoints,
+        plainConfigs: args["plain-configs"],
       });
     });
     const syncReplies = await Promise.all(synced);

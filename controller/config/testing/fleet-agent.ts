@@ -11,9 +11,11 @@ import protobuf from "protobufjs/minimal.js";
 import {
   type AgentMessage,
   agentServiceDefinition,
+  type CompressedConfig,
   NODE_SECRET_METADATA,
   type WirePod,
 } from "../../../api/agent-service.ts";
+import { CONFIG_ENCODING, inflateConfigBytes } from "../../../api/config-compression.ts";
 import { SIM_NODE_FACTS, simNodeSecret } from "./fixtures.ts";
 
 /** What the benchmark needs to know about a table: its services' endpoint counts. */
@@ -25,6 +27,7 @@ export interface TableSummary {
 }
 
 const connect = agentServiceDefinition.Connect;
+const MAX_CONFIG_BYTES = 64 << 20;
 const RawAgentServiceClient = makeGenericClientConstructor(
   { Connect: { ...connect, responseDeserialize: (bytes: Buffer) => bytes } },
   "AgentService",
@@ -51,16 +54,31 @@ interface ConfigHead {
   baseVersion: string;
 }
 
-/** ControllerMessage → its Config's bytes (a view, not a copy). */
+/** ControllerMessage → its Config's bytes (a view of a plain one; a compressed one inflated, as an agent must). */
 function configBytes(bytes: Buffer): Uint8Array {
   let config: Uint8Array | undefined;
   fields(bytes, (field, r) => {
-    if (field !== 1 || config) return false;
-    config = r.bytes();
+    if (config) return false;
+    if (field === 1) config = r.bytes();
+    else if (field === 3) config = inflateConfigBytes(readCompressed(r.bytes()), MAX_CONFIG_BYTES);
+    else return false;
     return true;
   });
   if (!config) throw new Error("a ControllerMessage without a Config");
   return config;
+}
+
+function readCompressed(bytes: Uint8Array): CompressedConfig {
+  const c: CompressedConfig = { encoding: "", version: "", size: 0, data: Buffer.alloc(0) };
+  fields(bytes, (field, r) => {
+    if (field === 1) c.encoding = r.string();
+    else if (field === 2) c.version = r.string();
+    else if (field === 3) c.size = r.uint32();
+    else if (field === 4) c.data = Buffer.from(r.bytes());
+    else return false;
+    return true;
+  });
+  return c;
 }
 
 function readHead(config: Uint8Array): ConfigHead {
@@ -140,6 +158,8 @@ export interface FleetAgentOptions {
   underlayIp: string;
   pods: WirePod[];
   cache: TableCache;
+  /** Asks for every Config plain (no config_encodings in Hello), as agents before compression did. */
+  plainConfigs?: boolean;
   /** Called after each ACK is written (wall-clock ms). */
   onApplied?: (agent: FleetAgent, atMs: number) => void;
 }
@@ -166,7 +186,7 @@ export class FleetAgent {
     // A private subchannel pool gives each simulated agent its own connection, as real agents have.
     this.client = new RawAgentServiceClient(`127.0.0.1:${opts.port}`, credentials.createInsecure(), {
       "grpc.use_local_subchannel_pool": 1,
-      "grpc.max_receive_message_length": 64 << 20, // as the real agent
+      "grpc.max_receive_message_length": MAX_CONFIG_BYTES, // as the real agent
     });
     // The node credential every agent presents (see agent/control/node-secret.ts).
     const metadata = new Metadata();
@@ -181,7 +201,13 @@ export class FleetAgent {
     });
     this.send({
       kind: "hello",
-      hello: { nodeName: opts.node, agentVersion: "sim", underlayIp: opts.underlayIp, facts: SIM_NODE_FACTS },
+      hello: {
+        nodeName: opts.node,
+        agentVersion: "sim",
+        underlayIp: opts.underlayIp,
+        facts: SIM_NODE_FACTS,
+        configEncodings: opts.plainConfigs ? [] : [CONFIG_ENCODING],
+      },
     });
     this.send({ kind: "podsChanged", podsChanged: { pods: opts.pods } });
   }

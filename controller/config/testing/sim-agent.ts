@@ -14,6 +14,7 @@ import {
   type WireService,
   type WireTrafficObject,
 } from "../../../api/agent-service.ts";
+import { inflateConfig } from "../../../api/config-compression.ts";
 import { trafficKey } from "../../../api/traffic.ts";
 import { SIM_NODE_FACTS, simNodeSecret } from "./fixtures.ts";
 
@@ -26,6 +27,8 @@ export type Decision = "ack" | "ignore" | { nack: string };
 export class SimAgent {
   readonly node: string;
   readonly configs: Config[] = [];
+  /** The versions of the Configs that arrived compressed (CompressedConfig). */
+  readonly compressedVersions: string[] = [];
   /** Answers to certificate requests, in arrival order. */
   readonly certificates: CertificateReply[] = [];
   readonly services = new Map<string, WireService>();
@@ -53,6 +56,8 @@ export class SimAgent {
       ca?: Buffer;
       /** With `ca`: a TLS client certificate to present (a node certificate), PEM. */
       clientCert?: { keyPem: string; chainPem: string };
+      /** Hello's config_encodings (default: none, every Config plain). */
+      configEncodings?: string[];
     } = {},
   ) {
     this.node = node;
@@ -73,7 +78,10 @@ export class SimAgent {
     this.call = (this.client as unknown as { Connect(m: Metadata): SimCall }).Connect(metadata);
     this.call.on("data", (msg: ControllerMessage) => {
       if (msg.kind === "config") this.receive(msg.config);
-      else {
+      else if (msg.kind === "compressedConfig") {
+        this.compressedVersions.push(msg.compressedConfig.version);
+        this.receive(inflateConfig(msg.compressedConfig, 64 << 20));
+      } else {
         this.certificates.push(msg.certificate);
         this.wake();
       }
@@ -88,7 +96,13 @@ export class SimAgent {
     });
     this.send({
       kind: "hello",
-      hello: { nodeName: node, agentVersion: "sim", underlayIp: opts.underlayIp ?? "", facts: SIM_NODE_FACTS },
+      hello: {
+        nodeName: node,
+        agentVersion: "sim",
+        underlayIp: opts.underlayIp ?? "",
+        facts: SIM_NODE_FACTS,
+        ...(opts.configEncodings ? { configEncodings: opts.configEncodings } : {}),
+      },
     });
   }
 

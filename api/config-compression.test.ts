@@ -1,0 +1,106 @@
+import { brotliCompressSync } from "node:zlib";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { agentServiceDefinition, type CompressedConfig, type Config } from "./agent-service.ts";
+import { compressConfigMessage, inflateConfig } from "./config-compression.ts";
+
+const serialize = agentServiceDefinition.Connect.responseSerialize as (msg: unknown) => Buffer;
+const deserialize = agentServiceDefinition.Connect.responseDeserialize as (bytes: Buffer) => unknown;
+
+function table(services: number): Config {
+  return {
+    version: "7.3",
+    full: true,
+    baseVersion: "",
+    services: Array.from({ length: services }, (_, i) => ({
+      name: `svc-${i}`,
+      namespace: "default",
+      vip: `10.96.${i >> 8}.${i & 255}`,
+      ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "http" }],
+      endpoints: [
+        {
+          ip: `10.128.${i >> 8}.${i & 255}`,
+          port: 8080,
+          node: "node-1",
+          pod: `default/p-${i}`,
+          meshed: true,
+          workload: `svc-${i}`,
+          serviceAccount: "default",
+        },
+      ],
+    })),
+    removed: [],
+    peers: { nodes: [{ name: "node-1", underlayIp: "10.0.0.1" }] },
+    traffic: [{ kind: "TrafficPolicy", namespace: "default", name: "p", specJson: '{"timeouts":{"request":"2s"}}' }],
+    removedTraffic: [],
+  };
+}
+
+/** What the agent's stream hands it: the compressed message decoded by the contract's codec. */
+function received(message: Buffer): CompressedConfig {
+  const decoded = deserialize(message) as { kind: string; compressedConfig: CompressedConfig };
+  expect(decoded.kind).toBe("compressedConfig");
+  return decoded.compressedConfig;
+}
+
+describe("compressed Configs", () => {
+  it("inflate to exactly the Config the plain message carries, at a fraction of its size", () => {
+    const plain = serialize({ config: table(2000) });
+    const compressed = compressConfigMessage(plain, "7.3");
+    expect(compressed.length).toBeLessThan(plain.length / 5);
+    const c = received(compressed);
+    expect(c).toMatchObject({ encoding: "br", version: "7.3" });
+    expect(inflateConfig(c, 64 << 20)).toEqual((deserialize(plain) as { config: Config }).config);
+  });
+
+  it("refuses what it cannot or must not read, naming why", () => {
+    const c = received(compressConfigMessage(serialize({ config: table(50) }), "7.3"));
+    expect(() => inflateConfig({ ...c, encoding: "zstd" }, 64 << 20)).toThrow('unknown config encoding "zstd"');
+    expect(() => inflateConfig(c, c.size - 1)).toThrow(
+      `a compressed config of ${c.size} bytes (at most ${c.size - 1})`,
+    );
+    // A bomb: it announces little and inflates to more; inflation stops at what was announced.
+    const bomb = { ...c, data: brotliCompressSync(Buffer.alloc(50 << 20)), size: 1000 };
+    expect(() => inflateConfig(bomb, 64 << 20)).toThrow(/compressed config unreadable/);
+    expect(() => inflateConfig({ ...c, size: c.size + 10 }, 64 << 20)).toThrow(/inflated to \d+ bytes, \d+ announced/);
+    expect(() => inflateConfig({ ...c, data: Buffer.from("not brotli at all") }, 64 << 20)).toThrow(
+      /compressed config unreadable/,
+    );
+    const garbage = Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]);
+    expect(() => inflateConfig({ ...c, data: brotliCompressSync(garbage), size: garbage.length }, 64 << 20)).toThrow(
+      /not a Config/,
+    );
+  });
+
+  it("turns any bytes, whatever size they announce, into a Config or an Error (fuzz)", () => {
+    const valid = received(compressConfigMessage(serialize({ config: table(20) }), "7.3"));
+    // Random data, and valid data with random flips: never a crash, a hang or an inflation past the bound.
+    const data = fc.oneof(
+      fc.uint8Array({ maxLength: 512 }).map((b) => Buffer.from(b)),
+      fc.array(fc.nat({ max: valid.data.length - 1 }), { minLength: 1, maxLength: 4 }).map((at) => {
+        const flipped = Buffer.from(valid.data);
+        for (const i of at) flipped[i]! ^= 0x5a;
+        return flipped;
+      }),
+    );
+    fc.assert(
+      fc.property(data, fc.nat({ max: 1 << 20 }), (bytes, size) => {
+        try {
+          const config = inflateConfig({ ...valid, data: bytes, size }, 1 << 20);
+          expect(typeof config.version).toBe("string");
+        } catch (err) {
+          expect(err).toBeInstanceOf(Error);
+          expect((err as Error).message).toMatch(/compressed config/);
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("compresses only a ControllerMessage that holds a Config", () => {
+    const certificate = serialize({
+      certificate: { requestId: "r", certChainPem: "", trustBundlePem: "", error: "x" },
+    });
+    expect(() => compressConfigMessage(certificate, "1")).toThrow("not a ControllerMessage holding a Config");
+  });
+});
