@@ -391,6 +391,26 @@ describe("AgentServer trust boundary", () => {
     expect(statusOf("node-a")?.pods).toEqual([]);
   });
 
+  it("folds a burst of writes into a table once it pauses, and one every 500 ms while it does not", async () => {
+    const { store } = await startWorld({ debounceMs: 100 });
+    const a = agent("node-a");
+    await converged(a);
+    const versionsBefore = a.configs.length;
+    // 150 writes 10 ms apart: never a 100 ms pause, so only the 500 ms cap publishes during it.
+    const started = performance.now();
+    for (let i = 0; i < 150; i++) {
+      await store.create(newServiceObject(`burst-${i}`, `10.98.0.${i + 1}`, { app: `burst-${i}` }));
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const duringBurst = a.configs.length - versionsBefore;
+    const burstMs = performance.now() - started;
+    await eventually(() => expect(a.services.has("default/burst-149")).toBe(true));
+    expect(duringBurst, `tables during a burst of ${burstMs.toFixed(0)} ms`).toBeGreaterThanOrEqual(2);
+    // One per 500 ms, and a few more where a loaded machine paused the burst (a fixed 100 ms window
+    // would publish one per 100 ms).
+    expect(duringBurst).toBeLessThanOrEqual(Math.ceil(burstMs / 500) + 3);
+  });
+
   it("sends a large Config compressed to agents that read Brotli and plain to others; a NACK of one is answered plain", async () => {
     const { store } = await startWorld();
     // 3000 Services without endpoints: a full table of about 120 KB, past COMPRESS_CONFIGS_FROM_BYTES.
