@@ -17,9 +17,9 @@ import { handshakeHeaders, openTunnel, type TunnelRequest } from "./tunnel.ts";
  * Opens a connection from `from` to `ep`. `timeoutMs` is the budget of each hop: reaching the
  * destination agent (or the endpoint itself), then, through a tunnel, that agent's answer, which
  * waits on its own connect to the workload. One budget for both would fail a burst of connections
- * on a busy node whose agents are slow but well (a storm of 500 spent it all before the answers). `serveAs`: the destination agent is
- * told to serve the tunnel as HTTP of that version (its inbound L7 side); without it the tunnel
- * carries raw bytes (opaque TCP, upgraded connections).
+ * on a busy node whose agents are slow but well (a storm of 500 spent it all before the answers).
+ * `serveAs`: the destination agent is told to serve the tunnel as HTTP of that version (its inbound
+ * L7 side); without it the tunnel carries raw bytes (opaque TCP, upgraded connections).
  */
 export async function connectEndpoint(
   via: Pick<DataplaneContext, "sockets" | "settings" | "keyring" | "tunnels" | "snapshot" | "identitySettled">,

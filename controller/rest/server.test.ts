@@ -1,4 +1,5 @@
 import { get, type IncomingMessage } from "node:http";
+import { connect } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SERVICES, service, startTestServer, type TestServer } from "./test-server.fixture.ts";
 
@@ -406,6 +407,30 @@ describe("malformed requests", () => {
     expect(reply.status).toBe(413);
     expect(reply.body.reason).toBe("RequestEntityTooLarge");
     expect(storeState()).toBe(before);
+  });
+
+  it("lets a client still sending an oversized body read its 413 (lingering close), 5 times", async () => {
+    const { hostname, port } = new URL(t.rest.url);
+    const body = Buffer.alloc(32 << 20, "a"); // more than the socket buffers take in
+    const head = `POST ${SERVICES} HTTP/1.1\r\nHost: c\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;
+    for (let i = 0; i < 5; i++) {
+      // A client that reads the answer once its request is written (as many do): the answer comes
+      // long before the body is through, and a connection closed at once resets the rest of it.
+      const answer = await new Promise<string>((resolve) => {
+        const socket = connect(Number(port), hostname);
+        let text = "";
+        socket.pause();
+        socket.on("data", (c: Buffer) => {
+          text += c.toString("latin1");
+        });
+        socket.on("error", (err: NodeJS.ErrnoException) => resolve(`failed: ${err.code}`));
+        socket.on("close", () => resolve(text));
+        socket.write(Buffer.concat([Buffer.from(head), body]), (err) => {
+          if (!err) socket.resume();
+        });
+      });
+      expect(answer, `round ${i}`).toMatch(/^HTTP\/1\.1 413 /);
+    }
   });
 
   it("refuses an oversized chunked body (no content-length) with 413", async () => {

@@ -364,8 +364,33 @@ class RestApi {
       res.destroy(); // a stream already started: the client sees the cut
       return;
     }
+    if (error.headers.connection === "close" && !res.req.complete) lingerBeforeClose(res);
     sendJson(res, error.code, toStatus(error, context), error.headers);
   }
+}
+
+/** How long a connection answered before its body was read keeps reading (and dropping) it. */
+const LINGER_MS = 2000;
+
+/**
+ * Lingering close, as nginx's: an answer sent before the request's body was read (a 413) ends the
+ * connection, and Node closes it as soon as the answer is out; the body the client is still
+ * sending then meets a reset, which can take the answer with it (the client sees EPIPE or
+ * ECONNRESET, never the 413). So after the answer the socket half-closes, reads and drops what
+ * still comes for up to LINGER_MS, and closes when the client does or the time is up. Node's HTTP
+ * server ends a closing response's socket through `destroySoon`.
+ */
+function lingerBeforeClose(res: ServerResponse): void {
+  const socket = res.socket;
+  if (!socket) return;
+  socket.destroySoon = () => {
+    const close = () => socket.destroy();
+    socket.end();
+    socket.on("data", () => {});
+    socket.once("end", close);
+    setTimeout(close, LINGER_MS).unref();
+    socket.resume();
+  };
 }
 
 /** `?dryRun=All` (Kubernetes' only value); anything else there is a 400, not a silent real write. */
