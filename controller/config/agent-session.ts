@@ -45,9 +45,9 @@ export interface SessionHost {
    */
   claim(session: AgentSession, hello: Hello, claim: Claim): Promise<Pick<StatusObject, "code" | "details"> | undefined>;
   release(session: AgentSession): void;
-  /** `rejected`: the objects of the version the agent left out, and why. */
   /** A Config went out: `encoding` "plain" or the CompressedConfig's. */
   configSent(encoding: string, bytes: number): void;
+  /** `rejected`: the objects of the version the agent left out, and why. */
   acked(node: string, version: string, rejected: readonly RejectedObject[]): void;
   nacked(node: string, version: string, error: string): void;
   reported(node: string, report: Report): void;
