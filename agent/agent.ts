@@ -169,7 +169,7 @@ export class Agent {
     this.pods = pods;
     if (o.controller) {
       // Serves the cached table (if any) before pods are restored, so they forward as before.
-      this.controller = await ControllerLink.start(
+      this.controller = ControllerLink.start(
         { ...o.controller, nodeName: o.nodeName, stateDir: o.stateDir, log: this.log },
         {
           apply: (table) => this.applyTable(table),
@@ -181,8 +181,6 @@ export class Agent {
       );
     }
     await pods.restore();
-    // Our listeners are open in every pod: what waited in the ones a stopped agent left is ours now.
-    releaseHeldListeners(o.stateDir, this.log);
     const controller = this.controller;
     if (controller) {
       // The workers present these on the tunnel (mTLS); a renewal replaces the set.
@@ -215,6 +213,9 @@ export class Agent {
       };
       controller.podsChanged();
     }
+    // Our listeners are open in every pod, and the pods' first certificates are known to be on
+    // their way (their tunnels wait for them): what waited in a stopped agent's listeners is ours.
+    releaseHeldListeners(o.stateDir, this.log);
     this.servers.push(
       await startEnrollmentServer(
         o.enrollmentSocket,

@@ -94,8 +94,7 @@ function startClient(port: number, overrides: Partial<ControllerClientOptions> =
     nodeName: "node-a",
     nodeSecret: "node-a-secret-for-controller-client-tests",
     agentVersion: "test",
-    underlayIp: "10.0.0.1",
-    facts: FACTS,
+    node: { underlayIp: "10.0.0.1", facts: FACTS },
     cacheFile: join(dir, "config-cache.json"),
     apply: (table) => {
       if (agent.failApply) throw new Error(agent.failApply);

@@ -65,6 +65,12 @@ const CHANNEL_OPTIONS = {
   "grpc.use_local_subchannel_pool": 1,
 };
 
+/** The node as the hello describes it. */
+export interface NodeDescription {
+  underlayIp: string;
+  facts: NodeFacts;
+}
+
 export interface ControllerClientOptions {
   /** host:port of the controller's AgentService. */
   address: string;
@@ -78,8 +84,11 @@ export interface ControllerClientOptions {
   /** The node certificate (node-certificate.ts): presented over TLS once held, asked for once connected. */
   nodeCertificate?: NodeCertificate;
   agentVersion: string;
-  underlayIp: string;
-  facts: NodeFacts;
+  /**
+   * What the hello says of the node. The cached configuration is served before it is known
+   * (gathering the facts takes half a second or more: a restart's gap).
+   */
+  node: NodeDescription | Promise<NodeDescription>;
   /** Where the last ACKed configuration is kept. */
   cacheFile: string;
   /** Puts a table in force; throwing means the table cannot be applied (the client NACKs). */
@@ -87,6 +96,8 @@ export interface ControllerClientOptions {
   pods(): WirePod[];
   report(): Promise<Report>;
   reportIntervalMs: number;
+  /** Each time the stream comes up (the workload identities ask for their certificates then). */
+  onConnected?: () => void;
   backoff?: BackoffPolicy;
   log: Logger;
   /** Whether a valid traffic object also compiles in the data plane (config-assembly.ts). */
@@ -124,6 +135,8 @@ export class ControllerClient {
   private rejected: RejectedObject[] = [];
   private lastError: ControllerStatus["lastError"];
   private connected = false;
+  /** Set once opts.node resolved, before the first connect. */
+  private node: NodeDescription | undefined;
   /** Whether the stream being opened presents the node certificate. */
   private presentingCertificate = false;
   /** What the stream up got in on. */
@@ -144,7 +157,10 @@ export class ControllerClient {
   /** Serves the cached configuration, if any, and starts connecting (in the background). */
   start(): void {
     this.serveCache();
-    this.connect();
+    void Promise.resolve(this.opts.node).then((node) => {
+      this.node = node;
+      this.connect();
+    });
   }
 
   async stop(): Promise<void> {
@@ -153,6 +169,11 @@ export class ControllerClient {
     this.streamEnded();
     this.call?.cancel();
     this.client?.close();
+  }
+
+  /** The stream is up: certificate requests can be answered. */
+  get isConnected(): boolean {
+    return this.connected;
   }
 
   status(): ControllerStatus {
@@ -247,8 +268,8 @@ export class ControllerClient {
       hello: {
         nodeName: this.opts.nodeName,
         agentVersion: this.opts.agentVersion,
-        underlayIp: this.opts.underlayIp,
-        facts: this.opts.facts,
+        underlayIp: this.node!.underlayIp,
+        facts: this.node!.facts,
         configEncodings: [CONFIG_ENCODING],
       },
     });
@@ -285,6 +306,7 @@ export class ControllerClient {
     }
     this.podsChanged();
     this.refreshNodeCertificate();
+    this.opts.onConnected?.();
     this.reportTimer = setInterval(() => this.sendReport(), this.opts.reportIntervalMs);
     this.reportTimer.unref();
   }

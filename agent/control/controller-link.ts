@@ -14,7 +14,7 @@ import type { ChannelSecurity } from "./controller-channel.ts";
 import { ControllerClient, type ControllerStatus } from "./controller-client.ts";
 import { WorkloadIdentities } from "./identities.ts";
 import { NodeCertificate } from "./node-certificate.ts";
-import { gatherRawFacts, pickUnderlayIp, toNodeFacts } from "./node-facts.ts";
+import { factsOfThisBoot, pickUnderlayIp, toNodeFacts } from "./node-facts.ts";
 import { loadOrCreateNodeSecret } from "./node-secret.ts";
 import { PeerProber } from "./probes.ts";
 import type { VersionedTable } from "./service-source.ts";
@@ -85,9 +85,12 @@ export class ControllerLink {
   }
 
   /** Serves the cached configuration at once, then connects in the background. */
-  static async start(opts: ControllerLinkOptions, agent: AgentSide): Promise<ControllerLink> {
-    const raw = await gatherRawFacts();
-    const underlayIp = opts.underlayIp ?? pickUnderlayIp(raw);
+  static start(opts: ControllerLinkOptions, agent: AgentSide): ControllerLink {
+    // Not awaited: the cached configuration is served and the pods restored meanwhile.
+    const node = factsOfThisBoot(opts.stateDir).then((raw) => ({
+      underlayIp: opts.underlayIp ?? pickUnderlayIp(raw),
+      facts: toNodeFacts(raw),
+    }));
     let link: ControllerLink | undefined;
     // The first report's interval starts now: edge samples count from the agent's start.
     let lastReportAt = Date.now();
@@ -99,8 +102,7 @@ export class ControllerLink {
       nodeSecret: loadOrCreateNodeSecret(opts.stateDir),
       nodeCertificate: new NodeCertificate(opts.stateDir, opts.log.child({ component: "node-certificate" })),
       agentVersion: AGENT_VERSION,
-      underlayIp,
-      facts: toNodeFacts(raw),
+      node,
       cacheFile: join(opts.stateDir, "config-cache.json"),
       apply: (table) => agent.apply(table),
       pods: () => agent.pods().map(toWirePod),
@@ -118,11 +120,14 @@ export class ControllerLink {
         };
       },
       reportIntervalMs: opts.reportIntervalMs,
+      // First certificates waiting for the stream are asked for the moment it is up.
+      onConnected: () => void link?.identities.refresh(),
       log: opts.log,
       checkTraffic: trafficCheck(),
     });
     const identities = new WorkloadIdentities({
       request: (req) => client.requestCertificate(req),
+      connected: () => client.isConnected,
       wanted: () => agent.pods().map((p) => ({ namespace: p.namespace, serviceAccount: p.serviceAccount })),
       log: opts.log,
     });
@@ -130,9 +135,11 @@ export class ControllerLink {
     client.start();
     identities.start();
     link.probeLoop(opts.reportIntervalMs);
-    opts.log.info(
-      { controller: opts.address, tls: opts.security.tls, underlayIp },
-      "taking configuration from the controller",
+    void node.then(({ underlayIp }) =>
+      opts.log.info(
+        { controller: opts.address, tls: opts.security.tls, underlayIp },
+        "taking configuration from the controller",
+      ),
     );
     return link;
   }

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import type { CertificateRequest } from "../../api/agent-service.ts";
 import { spiffeId } from "../../api/x509.ts";
 import { WorkloadCa } from "../../controller/identity/workload-ca.ts";
-import { type IdentityKey, WorkloadIdentities } from "./identities.ts";
+import { AWAIT_CONTROLLER_MS, type IdentityKey, WorkloadIdentities } from "./identities.ts";
 
 describe("WorkloadIdentities", () => {
   it("holds one certificate per wanted identity, backs off after failures, renews at half-life, drops the unwanted", async () => {
@@ -14,10 +14,11 @@ describe("WorkloadIdentities", () => {
     const changes: number[] = [];
     const ids = new WorkloadIdentities({
       wanted: () => wanted,
+      connected: () => true,
       log: pino({ level: "silent" }),
       request: async (req: Omit<CertificateRequest, "requestId">) => {
         asked.push(`${req.namespace}/${req.serviceAccount}`);
-        if (refuse-- > 0) throw new Error("not connected to the controller");
+        if (refuse-- > 0) throw new Error("the stream ended before the answer");
         const certChainPem = await ca.issue(
           req.csrPem,
           spiffeId("mesh.test", req.namespace, req.serviceAccount),
@@ -56,5 +57,69 @@ describe("WorkloadIdentities", () => {
     // Two failed first requests (pending, then not), the third (pending, then held), its renewal, the drop.
     expect(changes).toEqual([0, 0, 0, 0, 0, 1, 1, 0]);
     expect(pending.at(-3)).toEqual([]);
+  });
+
+  it("a first certificate wanted before the controller stream is up counts as on its way, and is asked for once it is", async () => {
+    const ca = await WorkloadCa.open("mesh.test");
+    let connected = false;
+    const asked: string[] = [];
+    const ids = new WorkloadIdentities({
+      wanted: () => [{ namespace: "shop", serviceAccount: "checkout" }],
+      connected: () => connected,
+      log: pino({ level: "silent" }),
+      request: async (req) => {
+        asked.push(`${req.namespace}/${req.serviceAccount}`);
+        const certChainPem = await ca.issue(
+          req.csrPem,
+          spiffeId("mesh.test", req.namespace, req.serviceAccount),
+          60_000,
+        );
+        return { requestId: "", certChainPem, trustBundlePem: ca.trustBundlePem, error: "" };
+      },
+    });
+    const pending: string[][] = [];
+    ids.onChange = () => pending.push(ids.pending());
+    const start = Date.now();
+
+    // A restarted agent's pods, before its stream is up: their tunnels wait (pending), nothing asked.
+    await ids.refresh(start);
+    await ids.refresh(start + 1000);
+    expect(asked).toEqual([]);
+    expect(ids.pending()).toEqual(["shop/checkout"]);
+    expect(pending).toEqual([["shop/checkout"]]);
+
+    // The stream comes up (the link calls refresh): asked at once, no backoff from the wait.
+    connected = true;
+    await ids.refresh(start + 1100);
+    expect(asked).toEqual(["shop/checkout"]);
+    expect(ids.list()).toHaveLength(1);
+    expect(ids.pending()).toEqual([]);
+  });
+
+  it("a controller away for longer stops holding the pod's tunnels after AWAIT_CONTROLLER_MS", async () => {
+    let connected = false;
+    const ids = new WorkloadIdentities({
+      wanted: () => [{ namespace: "shop", serviceAccount: "checkout" }],
+      connected: () => connected,
+      log: pino({ level: "silent" }),
+      request: async () => ({ requestId: "", certChainPem: "", trustBundlePem: "", error: "refused" }),
+    });
+    const pending: string[][] = [];
+    ids.onChange = () => pending.push(ids.pending());
+    const start = Date.now();
+    await ids.refresh(start);
+    await ids.refresh(start + AWAIT_CONTROLLER_MS - 1);
+    expect(ids.pending()).toEqual(["shop/checkout"]);
+    await ids.refresh(start + AWAIT_CONTROLLER_MS);
+    expect(ids.pending()).toEqual([]);
+    // Not pending again while the stream stays down (no 10 s on, 1 s off).
+    await ids.refresh(start + 3 * AWAIT_CONTROLLER_MS);
+    expect(ids.pending()).toEqual([]);
+    expect(pending).toEqual([["shop/checkout"], []]);
+    // Up again: asked for (and pending while asked).
+    connected = true;
+    const asking = ids.refresh(start + 3 * AWAIT_CONTROLLER_MS + 1);
+    expect(ids.pending()).toEqual(["shop/checkout"]);
+    await asking;
   });
 });

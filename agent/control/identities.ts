@@ -29,6 +29,11 @@ export interface HeldCertificate extends IdentityKey {
 
 export interface WorkloadIdentitiesOptions {
   request(req: Omit<CertificateRequest, "requestId">): Promise<CertificateReply>;
+  /**
+   * Whether `request` can be answered now (the controller stream is up). While it cannot, nothing
+   * is asked: call refresh() when it comes up.
+   */
+  connected(): boolean;
   /** The identities the node's enrolled pods have now. */
   wanted(): IdentityKey[];
   log: Logger;
@@ -41,9 +46,20 @@ const keyOf = (id: IdentityKey) => `${id.namespace}/${id.serviceAccount}`;
 /** Between failed requests for one identity: 1 s, then up to a minute more. */
 const CERTIFICATE_BACKOFF: BackoffPolicy = { initialMs: 500, maxMs: 60_000 };
 
+/**
+ * How long a first certificate counts as on its way while the controller stream is not up yet.
+ * A restarted agent serves its pods before its stream is up (about 50 ms later here): their
+ * tunnels wait for the certificate instead of leaving in plaintext, which STRICT would refuse.
+ * A controller away for longer does not hold every new connection up.
+ */
+export const AWAIT_CONTROLLER_MS = 10_000;
+
 export class WorkloadIdentities {
   private readonly held = new Map<string, HeldCertificate>();
   private readonly inFlight = new Set<string>();
+  /** First certificates wanted while the controller stream is down: since when (AWAIT_CONTROLLER_MS). */
+  private readonly awaitingController = new Map<string, number>();
+  private readonly gaveUp = new Set<string>();
   /** Identities whose last request failed: how often in a row, and not before when to ask again. */
   private readonly failing = new Map<string, { failures: number; retryAt: number }>();
   private readonly opts: WorkloadIdentitiesOptions;
@@ -69,9 +85,13 @@ export class WorkloadIdentities {
     return [...this.held.values()];
   }
 
-  /** Identities wanted whose first certificate is being asked for: the workers hold their tunnels for it. */
+  /**
+   * Identities wanted whose first certificate is being asked for, or waits for the controller
+   * stream (for AWAIT_CONTROLLER_MS at most): the workers hold their tunnels for it.
+   */
   pending(): string[] {
-    return [...this.inFlight].filter((key) => !this.held.has(key));
+    const awaiting = [...this.awaitingController.keys()].filter((key) => !this.gaveUp.has(key));
+    return [...new Set([...this.inFlight, ...awaiting])].filter((key) => !this.held.has(key));
   }
 
   get(namespace: string, serviceAccount: string): HeldCertificate | undefined {
@@ -92,7 +112,37 @@ export class WorkloadIdentities {
       const waiting = (this.failing.get(key)?.retryAt ?? 0) > now;
       return !this.inFlight.has(key) && !waiting && (!cert || now >= cert.renewAt);
     });
-    await Promise.all(due.map(([key, id]) => this.obtain(key, id)));
+    if (!this.opts.connected()) {
+      this.awaitController(new Set(due.filter(([key]) => !this.held.has(key)).map(([key]) => key)), now);
+      return;
+    }
+    const before = this.pending().join();
+    this.awaitingController.clear();
+    this.gaveUp.clear();
+    const obtained = due.map(([key, id]) => this.obtain(key, id));
+    // A first certificate asked for is announced by obtain(); otherwise say that the wait ended.
+    const announced = due.some(([key]) => !this.held.has(key));
+    if (!announced && this.pending().join() !== before) this.onChange?.(this.list());
+    await Promise.all(obtained);
+  }
+
+  /** Marks `firsts` as waiting for the controller, until it is up or AWAIT_CONTROLLER_MS passed. */
+  private awaitController(firsts: Set<string>, now: number): void {
+    const before = this.pending().join();
+    for (const key of this.awaitingController.keys()) if (!firsts.has(key)) this.awaitingController.delete(key);
+    for (const key of firsts) {
+      const since = this.awaitingController.get(key);
+      if (since === undefined) this.awaitingController.set(key, now);
+      else if (now - since >= AWAIT_CONTROLLER_MS && !this.gaveUp.has(key)) {
+        // The workers stop waiting: the pod's tunnels go on without it until the stream is up.
+        this.gaveUp.add(key);
+        this.opts.log.warn(
+          { identity: key, waitedMs: now - since },
+          "no workload certificate: the controller is not connected",
+        );
+      }
+    }
+    if (this.pending().join() !== before) this.onChange?.(this.list());
   }
 
   private async obtain(key: string, id: IdentityKey): Promise<void> {

@@ -1,5 +1,8 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { gatherRawFacts, pickUnderlayIp, toNodeFacts } from "./node-facts.ts";
+import { factsOfThisBoot, gatherRawFacts, pickUnderlayIp, toNodeFacts } from "./node-facts.ts";
 
 describe("node facts", () => {
   const raw = {
@@ -38,5 +41,29 @@ describe("node facts", () => {
     expect(facts.memoryBytes).toBeGreaterThan(0);
     expect(facts.kernel).not.toBe("");
     expect(facts.interfaces.map((i) => i.name)).toContain("lo");
+  });
+
+  it("gathers once per boot: a restarted agent takes the facts its predecessor kept", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nodemesh-facts-"));
+    try {
+      let gathered = 0;
+      const gather = async () => {
+        gathered++;
+        return raw;
+      };
+      expect(await factsOfThisBoot(dir, gather)).toEqual(raw);
+      expect(await factsOfThisBoot(dir, gather)).toEqual(raw);
+      expect(gathered).toBe(1);
+      // Kept by another boot (or unreadable): gathered again.
+      const file = join(dir, "node-facts.json");
+      const kept = JSON.parse(readFileSync(file, "utf8"));
+      writeFileSync(file, JSON.stringify({ ...kept, bootId: "another boot" }));
+      await factsOfThisBoot(dir, gather);
+      writeFileSync(file, "{");
+      await factsOfThisBoot(dir, gather);
+      expect(gathered).toBe(3);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

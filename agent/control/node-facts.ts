@@ -1,9 +1,14 @@
 // What an agent tells the controller about its node (shown by `nodemesh nodes`), gathered once
-// at start-up with systeminformation. Gathering is best effort: a fact that cannot be read is
+// per boot with systeminformation. Gathering is best effort: a fact that cannot be read is
 // left empty rather than keeping the agent from connecting.
 
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import si from "systeminformation";
 import type { NodeFacts } from "../../api/agent-service.ts";
+import { writeFileAtomic } from "../sys/files.ts";
+
+const FACTS_FILE = "node-facts.json";
 
 export interface RawFacts {
   cpu?: Pick<si.Systeminformation.CpuData, "manufacturer" | "brand" | "cores">;
@@ -37,4 +42,39 @@ export async function gatherRawFacts(): Promise<RawFacts> {
     settled(si.networkInterfaces()),
   ]);
   return { cpu, mem, os, interfaces: Array.isArray(interfaces) ? interfaces : [] };
+}
+
+/**
+ * The facts of this boot: gathered by the first agent since the node booted, and kept in the
+ * state dir for the agents after it. Gathering blocks the thread for a quarter of a second or
+ * more (systeminformation runs commands synchronously), which a restart's gap would pay.
+ */
+export async function factsOfThisBoot(stateDir: string, gather = gatherRawFacts): Promise<RawFacts> {
+  const file = join(stateDir, FACTS_FILE);
+  const bootId = readBootId();
+  if (bootId) {
+    try {
+      const kept = JSON.parse(readFileSync(file, "utf8")) as { bootId?: unknown; raw?: RawFacts };
+      if (kept.bootId === bootId && kept.raw && typeof kept.raw === "object") return kept.raw;
+    } catch {
+      // None kept, or unreadable: gathered again below.
+    }
+  }
+  const raw = await gather();
+  if (bootId) {
+    try {
+      writeFileAtomic(file, `${JSON.stringify({ bootId, raw })}\n`);
+    } catch {
+      // Best effort: the next agent gathers them again.
+    }
+  }
+  return raw;
+}
+
+function readBootId(): string | undefined {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }

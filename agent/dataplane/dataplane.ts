@@ -270,6 +270,9 @@ export class Dataplane implements DataplaneContext {
     await this.closeListeners();
     this.stopping = true;
     this.http.drain();
+    // Idle upstream connections would hold the drain to its deadline: the destination agent's
+    // side of a pooled tunnel waits for our end of it.
+    this.pools.drain();
     this.tunnels.closeAll();
     // Past outlastStreams' deadline (or there was none): streams are cut now, not after another drain.
     if (this.streamsOutlasted) for (const [down, up] of openPipes) for (const s of [down, up]) s.destroy();

@@ -78,4 +78,42 @@ describe("UpstreamPools", () => {
     // A new request makes a new pool.
     expect(pools.http1(from, endpoint(port), LIMITS)).not.toBe(pool);
   });
+
+  it("drain() (the agent stopping) closes idle connections now and busy ones after their request", async () => {
+    let release: (() => void) | undefined;
+    let closed = 0;
+    server = http.createServer((req, res) => {
+      if (req.url === "/slow") release = () => res.end("slow");
+      else res.end("ok");
+    });
+    server.on("connection", (s) => s.on("close", () => closed++));
+    await new Promise<void>((resolve) => server!.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const pools = new UpstreamPools(new SharedState(allocateSharedBuffers()), async () =>
+      net.connect(port, "127.0.0.1"),
+    );
+    const pool = pools.http1(from, endpoint(port), LIMITS);
+    await get(pool, port); // one idle connection in the pool
+    const slow = new Promise<string>((resolve, reject) => {
+      const req = http.request({ agent: pool, host: "127.0.0.1", port, path: "/slow" }, (res) => {
+        let body = "";
+        res.on("data", (c) => (body += c));
+        res.on("end", () => resolve(body));
+      });
+      req.on("error", reject);
+      req.end();
+    });
+    // The slow request took the idle connection: make a second one idle beside it.
+    await get(pool, port);
+    for (let i = 0; i < 100 && !release; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(closed).toBe(0);
+
+    pools.drain();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(closed).toBe(1); // the idle one; kept, it would hold the destination's drain open
+    release!();
+    expect(await slow).toBe("slow");
+    await new Promise((r) => setTimeout(r, 50));
+    expect(closed).toBe(2); // not put back in the pool
+  });
 });

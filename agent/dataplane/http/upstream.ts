@@ -59,6 +59,13 @@ class Http1Pool extends http.Agent {
     return false;
   }
 
+  /** Idle connections close, and the others once their request is done. */
+  drain(): void {
+    // node's Agent destroys a freed socket instead of keeping it when its keepAlive is off.
+    (this as unknown as { keepAlive: boolean }).keepAlive = false;
+    for (const list of Object.values(this.freeSockets)) for (const s of list ?? []) s.destroy();
+  }
+
   // Asynchronous: node's Agent waits for the callback when this returns nothing.
   override createConnection(
     _options: http.ClientRequestArgs,
@@ -187,6 +194,15 @@ export class UpstreamPools {
       pool.close(); // graceful: streams in flight complete
       this.h2.delete(key);
     }
+  }
+
+  /**
+   * Stopping: idle connections close now, and each in use closes once its request is done (no
+   * more keep-alive); HTTP/2 ones take no new stream and end after their last.
+   */
+  drain(): void {
+    for (const pool of this.h1.values()) pool.drain();
+    for (const pool of this.h2.values()) pool.close();
   }
 
   /** Drops the pools of a pod that left (its namespace is about to close). */

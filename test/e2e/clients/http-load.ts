@@ -56,6 +56,8 @@ export interface RequestResult {
 
 export interface LoadReport {
   requests: number;
+  /** Wall-clock time (epoch ms) of the run's start, which `sentAt` counts from. */
+  startedAt: number;
   durationMs: number;
   statuses: Record<string, number>;
   versions: Record<string, number>;
@@ -191,6 +193,7 @@ export async function runLoad(args: LoadArgs): Promise<LoadReport> {
   });
   const path = `${url.pathname}${url.search}`;
   const results: RequestResult[] = new Array(args.requests);
+  const startedAt = Date.now();
   const start = performance.now();
 
   const one = async (i: number): Promise<void> => {
@@ -254,6 +257,7 @@ export async function runLoad(args: LoadArgs): Promise<LoadReport> {
 
   const report: LoadReport = {
     requests: args.requests,
+    startedAt,
     durationMs,
     statuses: {},
     versions: {},
