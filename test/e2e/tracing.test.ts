@@ -230,8 +230,9 @@ describe("tracing", () => {
       "network.peer.address": server.ip,
       "network.peer.port": 8080,
     });
-    // The hop between the agents is as secured on both of its ends.
-    expect(aClient.attributes["nodemesh.mtls"]).toBe(bServer.attributes["nodemesh.mtls"]);
+    // The hop between the agents is mutual TLS (the controller certifies both pods), said on both of its ends.
+    expect(aClient.attributes["nodemesh.mtls"]).toBe(true);
+    expect(bServer.attributes["nodemesh.mtls"]).toBe(true);
     // Durations nest: each span lies within its parent.
     for (const [outer, inner] of [
       [aServer, aClient],
