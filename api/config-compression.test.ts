@@ -2,7 +2,7 @@ import { brotliCompressSync } from "node:zlib";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { agentServiceDefinition, type CompressedConfig, type Config } from "./agent-service.ts";
-import { compressConfigMessage, inflateConfig } from "./config-compression.ts";
+import { compressConfigMessage, inflateConfig, MAX_CONFIG_BYTES } from "./config-compression.ts";
 
 const serialize = agentServiceDefinition.Connect.responseSerialize as (msg: unknown) => Buffer;
 const deserialize = agentServiceDefinition.Connect.responseDeserialize as (bytes: Buffer) => unknown;
@@ -50,26 +50,28 @@ describe("compressed Configs", () => {
     expect(compressed.length).toBeLessThan(plain.length / 5);
     const c = received(compressed);
     expect(c).toMatchObject({ encoding: "br", version: "7.3" });
-    expect(inflateConfig(c, 64 << 20)).toEqual((deserialize(plain) as { config: Config }).config);
+    expect(inflateConfig(c, MAX_CONFIG_BYTES)).toEqual((deserialize(plain) as { config: Config }).config);
   });
 
   it("refuses what it cannot or must not read, naming why", () => {
     const c = received(compressConfigMessage(serialize({ config: table(50) }), "7.3"));
-    expect(() => inflateConfig({ ...c, encoding: "zstd" }, 64 << 20)).toThrow('unknown config encoding "zstd"');
+    expect(() => inflateConfig({ ...c, encoding: "zstd" }, MAX_CONFIG_BYTES)).toThrow('unknown config encoding "zstd"');
     expect(() => inflateConfig(c, c.size - 1)).toThrow(
       `a compressed config of ${c.size} bytes (at most ${c.size - 1})`,
     );
     // A bomb: it announces little and inflates to more; inflation stops at what was announced.
     const bomb = { ...c, data: brotliCompressSync(Buffer.alloc(50 << 20)), size: 1000 };
-    expect(() => inflateConfig(bomb, 64 << 20)).toThrow(/compressed config unreadable/);
-    expect(() => inflateConfig({ ...c, size: c.size + 10 }, 64 << 20)).toThrow(/inflated to \d+ bytes, \d+ announced/);
-    expect(() => inflateConfig({ ...c, data: Buffer.from("not brotli at all") }, 64 << 20)).toThrow(
+    expect(() => inflateConfig(bomb, MAX_CONFIG_BYTES)).toThrow(/compressed config unreadable/);
+    expect(() => inflateConfig({ ...c, size: c.size + 10 }, MAX_CONFIG_BYTES)).toThrow(
+      /inflated to \d+ bytes, \d+ announced/,
+    );
+    expect(() => inflateConfig({ ...c, data: Buffer.from("not brotli at all") }, MAX_CONFIG_BYTES)).toThrow(
       /compressed config unreadable/,
     );
     const garbage = Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]);
-    expect(() => inflateConfig({ ...c, data: brotliCompressSync(garbage), size: garbage.length }, 64 << 20)).toThrow(
-      /not a Config/,
-    );
+    expect(() =>
+      inflateConfig({ ...c, data: brotliCompressSync(garbage), size: garbage.length }, MAX_CONFIG_BYTES),
+    ).toThrow(/not a Config/);
   });
 
   it("turns any bytes, whatever size they announce, into a Config or an Error (fuzz)", () => {

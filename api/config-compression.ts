@@ -11,6 +11,8 @@ import { agentServiceDefinition, type CompressedConfig, type Config } from "./ag
 export const CONFIG_ENCODING = "br";
 /** Configs smaller than this go plain: compressing an update of a few Services buys nothing. */
 export const COMPRESS_CONFIGS_FROM_BYTES = 64 << 10;
+/** The largest Config an agent takes, plain (its gRPC receive limit) or once inflated. */
+export const MAX_CONFIG_BYTES = 64 << 20;
 /**
  * Quality 2: about 20× in 12 ms on a 3.8 MB table; 5 was no smaller at 3× the time, and during a
  * fleet's sync the controller compresses every large update too (1000 agents: 16.4 s to full sync

@@ -31,7 +31,7 @@ import {
   type Report,
   type WirePod,
 } from "../../api/agent-service.ts";
-import { CONFIG_ENCODING, inflateConfig } from "../../api/config-compression.ts";
+import { CONFIG_ENCODING, inflateConfig, MAX_CONFIG_BYTES } from "../../api/config-compression.ts";
 import type { ServiceTable } from "../../api/services.ts";
 import { type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from "./backoff.ts";
 import { assembleConfig, type ControllerConfig, fromServiceTable, type TrafficCheck } from "./config-assembly.ts";
@@ -52,9 +52,6 @@ const REFUSALS = new Set<number>([
 
 /** How long a certificate request waits for the controller's answer. */
 const CERTIFICATE_TIMEOUT_MS = 10_000;
-
-/** The largest Config the agent takes, plain or once inflated. */
-const MAX_CONFIG_BYTES = 64 << 20;
 
 const CHANNEL_OPTIONS = {
   // Notices a controller that vanished without closing the connection.

@@ -68,8 +68,12 @@ export function tunnelAuthRefusal(req: TunnelRequest, key: string | undefined, n
   return undefined;
 }
 
-/** Reads bytes until the end of an HTTP head; bytes after it are pushed back into the socket. */
-function readHead(socket: Socket, timeoutMs: number): Promise<string> {
+/**
+ * Reads bytes until the end of an HTTP head; bytes after it are pushed back into the socket.
+ * `awaited`: what the head is, for the errors (the destination waits for a handshake, the source
+ * for the answer to its own).
+ */
+function readHead(socket: Socket, timeoutMs: number, awaited: "handshake" | "answer"): Promise<string> {
   return new Promise((resolve, reject) => {
     let buffered: Buffer = Buffer.alloc(0);
     const cleanup = () => {
@@ -95,10 +99,10 @@ function readHead(socket: Socket, timeoutMs: number): Promise<string> {
       if (rest.length) socket.unshift(rest);
       resolve(buffered.subarray(0, end).toString("latin1"));
     };
-    const onEnd = () => fail(new AgentError(AgentErrors.TUNNEL_PROTOCOL, "closed during handshake"));
+    const onEnd = () => fail(new AgentError(AgentErrors.TUNNEL_PROTOCOL, `closed before the ${awaited} ended`));
     const onError = (err: Error) => fail(err);
     const deadline = ioDeadline(
-      () => fail(new AgentError(AgentErrors.TUNNEL_PROTOCOL, `no handshake within ${timeoutMs} ms`)),
+      () => fail(new AgentError(AgentErrors.TUNNEL_PROTOCOL, `no ${awaited} within ${timeoutMs} ms`)),
       timeoutMs,
     );
     socket.on("data", onData);
@@ -176,7 +180,7 @@ export async function openTunnel(socket: Socket, req: TunnelRequest, timeoutMs: 
   socket.write(`CONNECT ${target} HTTP/1.1\r\nhost: ${target}\r\n${fields}\r\n`);
   let head: string;
   try {
-    head = await readHead(socket, timeoutMs);
+    head = await readHead(socket, timeoutMs, "answer");
   } catch (err) {
     // No answer, or not one we can read: for the source this endpoint refused, and it fails over.
     throw new AgentError(AgentErrors.TUNNEL_REFUSED, `${target}: ${(err as Error).message}`);
@@ -191,7 +195,7 @@ const CONNECT_LINE = /^CONNECT (\S{1,32}) HTTP\/1\.1$/;
 
 /** Destination side, plaintext: reads and parses the CONNECT request. */
 export async function acceptTunnel(socket: Socket, timeoutMs: number): Promise<TunnelRequest> {
-  const [line = "", ...lines] = (await readHead(socket, timeoutMs)).split("\r\n");
+  const [line = "", ...lines] = (await readHead(socket, timeoutMs, "handshake")).split("\r\n");
   const target = CONNECT_LINE.exec(line)?.[1];
   if (!target) throw new AgentError(AgentErrors.TUNNEL_PROTOCOL, "expected CONNECT ip:port");
   const headers = new Map<string, string>();

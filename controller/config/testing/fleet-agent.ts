@@ -15,7 +15,7 @@ import {
   NODE_SECRET_METADATA,
   type WirePod,
 } from "../../../api/agent-service.ts";
-import { CONFIG_ENCODING, inflateConfigBytes } from "../../../api/config-compression.ts";
+import { CONFIG_ENCODING, inflateConfigBytes, MAX_CONFIG_BYTES } from "../../../api/config-compression.ts";
 import { SIM_NODE_FACTS, simNodeSecret } from "./fixtures.ts";
 
 /** What the benchmark needs to know about a table: its services' endpoint counts. */
@@ -27,7 +27,6 @@ export interface TableSummary {
 }
 
 const connect = agentServiceDefinition.Connect;
-const MAX_CONFIG_BYTES = 64 << 20;
 const RawAgentServiceClient = makeGenericClientConstructor(
   { Connect: { ...connect, responseDeserialize: (bytes: Buffer) => bytes } },
   "AgentService",

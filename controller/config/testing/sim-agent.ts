@@ -14,7 +14,7 @@ import {
   type WireService,
   type WireTrafficObject,
 } from "../../../api/agent-service.ts";
-import { inflateConfig } from "../../../api/config-compression.ts";
+import { inflateConfig, MAX_CONFIG_BYTES } from "../../../api/config-compression.ts";
 import { trafficKey } from "../../../api/traffic.ts";
 import { SIM_NODE_FACTS, simNodeSecret } from "./fixtures.ts";
 
@@ -80,7 +80,7 @@ export class SimAgent {
       if (msg.kind === "config") this.receive(msg.config);
       else if (msg.kind === "compressedConfig") {
         this.compressedVersions.push(msg.compressedConfig.version);
-        this.receive(inflateConfig(msg.compressedConfig, 64 << 20));
+        this.receive(inflateConfig(msg.compressedConfig, MAX_CONFIG_BYTES));
       } else {
         this.certificates.push(msg.certificate);
         this.wake();
