@@ -34,7 +34,8 @@ Options:
                             in this node's pods (the init asks on the enrollment socket). ebpf
                             needs Linux 5.15+, kernel BTF, cgroup v2 and bpffs; an init on a node
                             without them fails, naming what is missing and --mode iptables
-  --state-dir DIR           where enrolled pods are recorded across restarts (default: /var/lib/nodemesh)
+  --state-dir DIR           where enrolled pods are recorded across restarts (default: /var/lib/nodemesh);
+                            also the node's facts (per boot) and the workload certificates held (0600)
   --services FILE           static service table (JSON, see api/services.ts); SIGHUP re-reads it.
                             The offline alternative to --controller
   --controller HOST:PORT    take the service table from the controller's gRPC AgentService (port 15012);

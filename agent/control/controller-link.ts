@@ -128,6 +128,7 @@ export class ControllerLink {
     const identities = new WorkloadIdentities({
       request: (req) => client.requestCertificate(req),
       connected: () => client.isConnected,
+      stateDir: opts.stateDir,
       wanted: () => agent.pods().map((p) => ({ namespace: p.namespace, serviceAccount: p.serviceAccount })),
       log: opts.log,
     });

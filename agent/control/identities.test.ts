@@ -1,9 +1,13 @@
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import pino from "pino";
 import { describe, expect, it } from "vitest";
 import type { CertificateRequest } from "../../api/agent-service.ts";
 import { spiffeId } from "../../api/x509.ts";
 import { WorkloadCa } from "../../controller/identity/workload-ca.ts";
-import { AWAIT_CONTROLLER_MS, type IdentityKey, WorkloadIdentities } from "./identities.ts";
+import { AWAIT_CONTROLLER_MS, type IdentityKey, KEPT_CERTIFICATES_FILE, WorkloadIdentities } from "./identities.ts";
 
 describe("WorkloadIdentities", () => {
   it("holds one certificate per wanted identity, backs off after failures, renews at half-life, drops the unwanted", async () => {
@@ -121,5 +125,72 @@ describe("WorkloadIdentities", () => {
     const asking = ids.refresh(start + 3 * AWAIT_CONTROLLER_MS + 1);
     expect(ids.pending()).toEqual(["shop/checkout"]);
     await asking;
+  });
+
+  it("keeps its certificates for the next agent, which serves them before the controller answers and then renews them", async () => {
+    const ca = await WorkloadCa.open("mesh.test");
+    const dir = mkdtempSync(join(tmpdir(), "nodemesh-identities-"));
+    try {
+      let connected = true;
+      let wanted: IdentityKey[] = [{ namespace: "shop", serviceAccount: "checkout" }];
+      const asked: string[] = [];
+      const make = () =>
+        new WorkloadIdentities({
+          wanted: () => wanted,
+          connected: () => connected,
+          stateDir: dir,
+          log: pino({ level: "silent" }),
+          request: async (req) => {
+            asked.push(req.serviceAccount);
+            const certChainPem = await ca.issue(
+              req.csrPem,
+              spiffeId("mesh.test", req.namespace, req.serviceAccount),
+              60_000,
+            );
+            return { requestId: "", certChainPem, trustBundlePem: ca.trustBundlePem, error: "" };
+          },
+        });
+      const first = make();
+      await first.refresh();
+      const held = first.list()[0]!;
+      const file = join(dir, KEPT_CERTIFICATES_FILE);
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+
+      // The next agent, its controller stream not up yet: the kept certificate, not pending.
+      connected = false;
+      const next = make();
+      expect(next.list()).toEqual([]); // until a pod wants it
+      await next.refresh();
+      expect(next.list().map((c) => [c.spiffeId, c.chainPem, c.keyPem])).toEqual([
+        ["spiffe://mesh.test/ns/shop/sa/checkout", held.chainPem, held.keyPem],
+      ]);
+      expect(next.pending()).toEqual([]);
+      expect(asked).toEqual(["checkout"]);
+      // Up: renewed at once (the controller's CA may have changed meanwhile).
+      connected = true;
+      await next.refresh();
+      expect(asked).toEqual(["checkout", "checkout"]);
+      expect(next.list()[0]!.chainPem).not.toBe(held.chainPem);
+
+      // No pod wants it any more: dropped, and not kept.
+      wanted = [];
+      await next.refresh();
+      expect(() => readFileSync(file)).toThrow();
+
+      // What is not a certificate with its own key is left out: asked for as usual.
+      const otherKey = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({
+        type: "pkcs8",
+        format: "pem",
+      });
+      writeFileSync(file, JSON.stringify({ certificates: [{ ...held, keyPem: otherKey }, { namespace: 1 }] }));
+      wanted = [{ namespace: "shop", serviceAccount: "checkout" }];
+      connected = false;
+      const third = make();
+      await third.refresh();
+      expect(third.list()).toEqual([]);
+      expect(third.pending()).toEqual(["shop/checkout"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -3,11 +3,20 @@
 // controller certifies it (CertificateRequest over the stream). A certificate is renewed at half
 // its lifetime, so a controller unreachable for less than that costs nothing; one no pod needs is
 // dropped. mTLS between agents (docs/security.md) presents these.
+//
+// Given a state dir, the certificates held are kept there (workload-certificates.json, 0600, as
+// the node key beside it): a restarted agent's pods get mTLS from their first connection, before
+// (or without) the controller stream, and ask for fresh ones as soon as it is up.
 
-import type { webcrypto } from "node:crypto";
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import type { Logger } from "pino";
 import type { CertificateReply, CertificateRequest } from "../../api/agent-service.ts";
+import { writeFileAtomic } from "../sys/files.ts";
 import { type BackoffPolicy, backoffDelay } from "./backoff.ts";
+
+export const KEPT_CERTIFICATES_FILE = "workload-certificates.json";
 
 export interface IdentityKey {
   readonly namespace: string;
@@ -18,8 +27,7 @@ export interface HeldCertificate extends IdentityKey {
   readonly spiffeId: string;
   readonly chainPem: string;
   readonly trustBundlePem: string;
-  readonly key: webcrypto.CryptoKey;
-  /** The same key as PKCS#8 PEM, for the workers' TLS contexts. */
+  /** The private key, PKCS#8 PEM, for the workers' TLS contexts. */
   readonly keyPem: string;
   readonly notAfter: number;
   /** When to ask for the next one: half-way through this one's life. */
@@ -39,7 +47,12 @@ export interface WorkloadIdentitiesOptions {
   log: Logger;
   /** How often holdings are checked (default 1 s). */
   checkIntervalMs?: number;
+  /** Where the certificates held are kept across restarts; none kept without it. */
+  stateDir?: string;
 }
+
+/** What is kept of a held certificate. */
+type KeptCertificate = Pick<HeldCertificate, "namespace" | "serviceAccount" | "chainPem" | "keyPem" | "trustBundlePem">;
 
 const keyOf = (id: IdentityKey) => `${id.namespace}/${id.serviceAccount}`;
 
@@ -67,8 +80,12 @@ export class WorkloadIdentities {
   /** Called whenever the certificates held (a new one, a renewal, a drop) or pending() changed. */
   onChange: ((held: HeldCertificate[]) => void) | undefined;
 
+  /** Certificates a previous agent kept, not wanted (yet) by a pod: taken when one is. */
+  private readonly kept = new Map<string, HeldCertificate>();
+
   constructor(opts: WorkloadIdentitiesOptions) {
     this.opts = opts;
+    for (const cert of this.readKept()) this.kept.set(keyOf(cert), cert);
   }
 
   start(): void {
@@ -105,7 +122,18 @@ export class WorkloadIdentities {
     for (const key of this.held.keys()) {
       if (!wanted.has(key)) dropped = this.held.delete(key);
     }
-    if (dropped) this.onChange?.(this.list());
+    let taken = false;
+    for (const [key, cert] of this.kept) {
+      if (now >= cert.notAfter) this.kept.delete(key);
+      else if (wanted.has(key) && !this.held.has(key)) {
+        // Served at once, and renewed as soon as the controller answers (its CA may have changed).
+        this.held.set(key, { ...cert, renewAt: now });
+        this.kept.delete(key);
+        taken = true;
+      }
+    }
+    if (dropped) this.writeKept();
+    if (dropped || taken) this.onChange?.(this.list());
     for (const key of this.failing.keys()) if (!wanted.has(key)) this.failing.delete(key);
     const due = [...wanted].filter(([key]) => {
       const cert = this.held.get(key);
@@ -167,13 +195,13 @@ export class WorkloadIdentities {
         spiffeId: leaf.getExtension(x509.SubjectAlternativeNameExtension)?.names.items[0]?.value ?? "",
         chainPem: reply.certChainPem,
         trustBundlePem: reply.trustBundlePem,
-        key: keys.privateKey,
         keyPem: await pkcs8Pem(keys.privateKey),
         notAfter,
         renewAt: issued + (notAfter - issued) / 2,
         renewals: previous ? previous.renewals + 1 : 0,
       });
       this.failing.delete(key);
+      this.writeKept();
       this.opts.log.debug({ identity: key, notAfter: new Date(notAfter).toISOString() }, "workload certificate");
       this.onChange?.(this.list());
     } catch (err) {
@@ -187,5 +215,68 @@ export class WorkloadIdentities {
     }
     // Not pending any more, whichever way it went: tunnels waiting for it go on.
     if (!this.held.has(key)) this.onChange?.(this.list());
+  }
+
+  /** The held certificates, for the next agent (nothing without a state dir). */
+  private writeKept(): void {
+    if (!this.opts.stateDir) return;
+    const file = join(this.opts.stateDir, KEPT_CERTIFICATES_FILE);
+    const kept: KeptCertificate[] = this.list().map(
+      ({ namespace, serviceAccount, chainPem, keyPem, trustBundlePem }) => ({
+        namespace,
+        serviceAccount,
+        chainPem,
+        keyPem,
+        trustBundlePem,
+      }),
+    );
+    try {
+      if (kept.length === 0) rmSync(file, { force: true });
+      else writeFileAtomic(file, `${JSON.stringify({ certificates: kept })}\n`);
+    } catch (err) {
+      this.opts.log.warn({ file, err: (err as Error).message }, "could not keep the workload certificates");
+    }
+  }
+
+  /** What a previous agent kept: each in date, its key its own, else left out. */
+  private readKept(now = Date.now()): HeldCertificate[] {
+    if (!this.opts.stateDir) return [];
+    const file = join(this.opts.stateDir, KEPT_CERTIFICATES_FILE);
+    let certificates: KeptCertificate[];
+    try {
+      certificates = (JSON.parse(readFileSync(file, "utf8")) as { certificates: KeptCertificate[] }).certificates;
+      if (!Array.isArray(certificates)) return [];
+    } catch {
+      return []; // none kept, or unreadable: asked for as usual
+    }
+    const out: HeldCertificate[] = [];
+    for (const c of certificates) {
+      try {
+        const leaf = new X509Certificate(c.chainPem);
+        const notAfter = Date.parse(leaf.validTo);
+        if (now >= notAfter || now < Date.parse(leaf.validFrom) || !leaf.checkPrivateKey(createPrivateKey(c.keyPem)))
+          continue;
+        if (
+          typeof c.namespace !== "string" ||
+          typeof c.serviceAccount !== "string" ||
+          typeof c.trustBundlePem !== "string"
+        )
+          continue;
+        out.push({
+          namespace: c.namespace,
+          serviceAccount: c.serviceAccount,
+          spiffeId: leaf.subjectAltName?.replace(/^URI:/, "") ?? "",
+          chainPem: c.chainPem,
+          keyPem: c.keyPem,
+          trustBundlePem: c.trustBundlePem,
+          notAfter,
+          renewAt: now,
+          renewals: 0,
+        });
+      } catch {
+        // Not a certificate and key: left out.
+      }
+    }
+    return out;
   }
 }
