@@ -4,10 +4,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
 import { describe, expect, it } from "vitest";
-import type { CertificateRequest } from "../../api/agent-service.ts";
+import type { CertificateReply, CertificateRequest } from "../../api/agent-service.ts";
 import { spiffeId } from "../../api/x509.ts";
 import { WorkloadCa } from "../../controller/identity/workload-ca.ts";
 import { AWAIT_CONTROLLER_MS, type IdentityKey, KEPT_CERTIFICATES_FILE, WorkloadIdentities } from "./identities.ts";
+
+/** The controller's side of a CertificateRequest: `ca` certifies the key for the identity asked. */
+async function issue(ca: WorkloadCa, req: Omit<CertificateRequest, "requestId">): Promise<CertificateReply> {
+  const certChainPem = await ca.issue(req.csrPem, spiffeId("mesh.test", req.namespace, req.serviceAccount), 60_000);
+  return { requestId: "", certChainPem, trustBundlePem: ca.trustBundlePem, error: "" };
+}
 
 describe("WorkloadIdentities", () => {
   it("holds one certificate per wanted identity, backs off after failures, renews at half-life, drops the unwanted", async () => {
@@ -20,15 +26,10 @@ describe("WorkloadIdentities", () => {
       wanted: () => wanted,
       connected: () => true,
       log: pino({ level: "silent" }),
-      request: async (req: Omit<CertificateRequest, "requestId">) => {
+      request: async (req) => {
         asked.push(`${req.namespace}/${req.serviceAccount}`);
         if (refuse-- > 0) throw new Error("the stream ended before the answer");
-        const certChainPem = await ca.issue(
-          req.csrPem,
-          spiffeId("mesh.test", req.namespace, req.serviceAccount),
-          60_000,
-        );
-        return { requestId: "", certChainPem, trustBundlePem: ca.trustBundlePem, error: "" };
+        return issue(ca, req);
       },
     });
     const pending: string[][] = [];
@@ -73,12 +74,7 @@ describe("WorkloadIdentities", () => {
       log: pino({ level: "silent" }),
       request: async (req) => {
         asked.push(`${req.namespace}/${req.serviceAccount}`);
-        const certChainPem = await ca.issue(
-          req.csrPem,
-          spiffeId("mesh.test", req.namespace, req.serviceAccount),
-          60_000,
-        );
-        return { requestId: "", certChainPem, trustBundlePem: ca.trustBundlePem, error: "" };
+        return issue(ca, req);
       },
     });
     const pending: string[][] = [];
@@ -142,12 +138,7 @@ describe("WorkloadIdentities", () => {
           log: pino({ level: "silent" }),
           request: async (req) => {
             asked.push(req.serviceAccount);
-            const certChainPem = await ca.issue(
-              req.csrPem,
-              spiffeId("mesh.test", req.namespace, req.serviceAccount),
-              60_000,
-            );
-            return { requestId: "", certChainPem, trustBundlePem: ca.trustBundlePem, error: "" };
+            return issue(ca, req);
           },
         });
       const first = make();
