@@ -8,13 +8,13 @@
 // the node key beside it): a restarted agent's pods get mTLS from their first connection, before
 // (or without) the controller stream, and ask for fresh ones as soon as it is up.
 
-import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { CertificateReply, CertificateRequest } from "../../api/agent-service.ts";
 import { writeFileAtomic } from "../sys/files.ts";
 import { type BackoffPolicy, backoffDelay } from "./backoff.ts";
+import { usableLeaf } from "./leaf-certificate.ts";
 
 export const KEPT_CERTIFICATES_FILE = "workload-certificates.json";
 
@@ -251,31 +251,23 @@ export class WorkloadIdentities {
     }
     const out: HeldCertificate[] = [];
     for (const c of certificates) {
-      try {
-        const leaf = new X509Certificate(c.chainPem);
-        const notAfter = Date.parse(leaf.validTo);
-        if (now >= notAfter || now < Date.parse(leaf.validFrom) || !leaf.checkPrivateKey(createPrivateKey(c.keyPem)))
-          continue;
-        if (
-          typeof c.namespace !== "string" ||
-          typeof c.serviceAccount !== "string" ||
-          typeof c.trustBundlePem !== "string"
-        )
-          continue;
-        out.push({
-          namespace: c.namespace,
-          serviceAccount: c.serviceAccount,
-          spiffeId: leaf.subjectAltName?.replace(/^URI:/, "") ?? "",
-          chainPem: c.chainPem,
-          keyPem: c.keyPem,
-          trustBundlePem: c.trustBundlePem,
-          notAfter,
-          renewAt: now,
-          renewals: 0,
-        });
-      } catch {
-        // Not a certificate and key: left out.
-      }
+      if (typeof c?.namespace !== "string" || typeof c.serviceAccount !== "string") continue;
+      if (typeof c.chainPem !== "string" || typeof c.keyPem !== "string" || typeof c.trustBundlePem !== "string")
+        continue;
+      const leaf = usableLeaf(c.chainPem, c.keyPem, now);
+      if (!leaf) continue;
+      const { namespace, serviceAccount, chainPem, keyPem, trustBundlePem } = c;
+      out.push({
+        namespace,
+        serviceAccount,
+        chainPem,
+        keyPem,
+        trustBundlePem,
+        spiffeId: leaf.spiffeId,
+        notAfter: leaf.notAfter,
+        renewAt: now,
+        renewals: 0,
+      });
     }
     return out;
   }

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import type { CertificateReply, CertificateRequest } from "../../api/agent-service.ts";
 import { writeFileAtomic } from "../sys/files.ts";
+import { usableLeaf } from "./leaf-certificate.ts";
 
 export const NODE_CERT_FILE = "node-cert.pem";
 export const NODE_KEY_FILE = "node-key.pem";
@@ -55,26 +56,12 @@ export class NodeCertificate {
     } catch {
       return undefined;
     }
-    try {
-      const leaf = new X509Certificate(chainPem);
-      // Written one after the other: a crash between the two leaves a pair that cannot be used.
-      if (!leaf.checkPrivateKey(createPrivateKey(keyPem))) return undefined;
-      const notBefore = Date.parse(leaf.validFrom);
-      const notAfter = Date.parse(leaf.validTo);
-      if (now < notBefore || now >= notAfter) return undefined;
-      // The controller dates certificates back for clock skew: half-life counts from when it came.
-      const issued = Math.min(Math.max(notBefore, receivedAt), notAfter);
-      return {
-        chainPem,
-        keyPem,
-        spiffeId: leaf.subjectAltName?.replace(/^URI:/, "") ?? "",
-        notBefore,
-        notAfter,
-        renewAt: issued + (notAfter - issued) / 2,
-      };
-    } catch {
-      return undefined;
-    }
+    const leaf = usableLeaf(chainPem, keyPem, now);
+    if (!leaf) return undefined;
+    const { spiffeId, notBefore, notAfter } = leaf;
+    // The controller dates certificates back for clock skew: half-life counts from when it came.
+    const issued = Math.min(Math.max(notBefore, receivedAt), notAfter);
+    return { chainPem, keyPem, spiffeId, notBefore, notAfter, renewAt: issued + (notAfter - issued) / 2 };
   }
 
   /** None held, or past half its life. */

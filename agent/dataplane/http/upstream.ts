@@ -59,11 +59,16 @@ class Http1Pool extends http.Agent {
     return false;
   }
 
+  /** Closes the idle connections; those in use stay. */
+  closeIdle(): void {
+    for (const list of Object.values(this.freeSockets)) for (const s of list ?? []) s.destroy();
+  }
+
   /** Idle connections close, and the others once their request is done. */
   drain(): void {
     // node's Agent destroys a freed socket instead of keeping it when its keepAlive is off.
     (this as unknown as { keepAlive: boolean }).keepAlive = false;
-    for (const list of Object.values(this.freeSockets)) for (const s of list ?? []) s.destroy();
+    this.closeIdle();
   }
 
   // Asynchronous: node's Agent waits for the callback when this returns nothing.
@@ -186,7 +191,7 @@ export class UpstreamPools {
   retain(liveEndpoints: ReadonlySet<string>): void {
     for (const [key, pool] of this.h1) {
       if (liveEndpoints.has(key.slice(key.indexOf("|") + 1))) continue;
-      for (const list of Object.values(pool.freeSockets)) for (const s of list ?? []) s.destroy();
+      pool.closeIdle();
       this.h1.delete(key);
     }
     for (const [key, pool] of this.h2) {
