@@ -175,9 +175,18 @@ export class AgentRegistry {
     this.podsChanged(node, report.pods);
   }
 
-  /** Enrolled pods of every known node (connected, or disconnected for less than forgetAfterMs). */
-  pods(): NodePod[] {
-    return [...this.nodes.values()].flatMap((record) => record.nodePods);
+  /**
+   * Enrolled pods of every known node (connected, or disconnected for less than forgetAfterMs), by
+   * node; a node's array is replaced whenever its pods change (PodIndex.update relies on it).
+   */
+  podsByNode(): Map<string, readonly NodePod[]> {
+    return new Map([...this.nodes].map(([node, record]) => [node, record.nodePods]));
+  }
+
+  /** Whether `node` runs an enrolled pod of the service account (a workload certificate's precondition). */
+  hostsServiceAccount(node: string, namespace: string, serviceAccount: string): boolean {
+    const pods = this.nodes.get(node)?.nodePods ?? [];
+    return pods.some((p) => p.namespace === namespace && (p.serviceAccount || "default") === serviceAccount);
   }
 
   peers(): Peer[] {

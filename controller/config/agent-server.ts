@@ -483,7 +483,7 @@ export class AgentServer implements SessionHost {
         `the call must carry the agent's node secret (metadata ${NODE_SECRET_METADATA}: 32 to 128 base64url characters)`,
       );
     }
-    const boundAt = this.boundAt(node);
+    const boundAt = this.bindings.boundAt(node);
     const bound = boundAt !== undefined;
     if (claim.certificate) {
       const refusal = nodeCertificateRefusal(claim.certificate, { node, secret, boundAt, ca: this.identities?.ca });
@@ -518,7 +518,7 @@ export class AgentServer implements SessionHost {
     }
     if (decided === "bound") this.log.info({ node, peer: claim.peer }, "node bound to its agent's node secret");
     // The binding as the claim left it (read afresh in Kubernetes mode): its node certificates' tag.
-    const claimedAt = this.boundAt(node);
+    const claimedAt = this.bindings.boundAt(node);
     if (claimedAt === undefined) this.bindingTags.delete(node);
     else this.bindingTags.set(node, bindingTag(secret, claimedAt));
     if (session.closed) return { code: GrpcStatus.CANCELLED, details: "the stream ended during the claim" };
@@ -528,11 +528,6 @@ export class AgentServer implements SessionHost {
     this.tracker.agentConnected(node);
     this.log.info({ node, version: hello.agentVersion, underlay: hello.underlayIp }, "agent connected");
     return undefined;
-  }
-
-  /** When `node` was bound (its binding's generation), as the bindings were last read; undefined: not bound. */
-  private boundAt(node: string): string | undefined {
-    return this.bindings.list().find((b) => b.node === node)?.boundAt;
   }
 
   release(session: AgentSession): void {
@@ -637,13 +632,7 @@ export class AgentServer implements SessionHost {
       return reply({ error });
     };
     if (!identities) return refuse("no_ca", "this controller issues no workload certificates");
-    const hosted = this.registry
-      .pods()
-      .some(
-        (p) =>
-          p.node === node && p.namespace === req.namespace && (p.serviceAccount || "default") === req.serviceAccount,
-      );
-    if (!hosted) {
+    if (!this.registry.hostsServiceAccount(node, req.namespace, req.serviceAccount)) {
       return refuse(
         "not_hosted",
         `node ${node} hosts no pod of service account ${req.namespace}/${req.serviceAccount}`,

@@ -23,7 +23,8 @@
 //   Service, or namespace-wide in one namespace) that both set a mode → the first by name applies.
 
 import { type Condition, pluralOf, type Resource, type ServiceSpec } from "../../api/resources.ts";
-import { resourceKey, selectorMatches } from "./service-table.ts";
+import { selectorMatches } from "./pod-index.ts";
+import { resourceKey } from "./service-table.ts";
 
 export interface VipPortConflict {
   /** The index of the port in the candidate's spec.ports. */

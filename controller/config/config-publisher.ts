@@ -11,6 +11,7 @@ import type { AgentRegistry } from "./agent-registry.ts";
 import { vipPortLosers } from "./analysis.ts";
 import { type TableDiff, tableDiff } from "./config-diff.ts";
 import { encodeConfigMessage } from "./config-encoding.ts";
+import { PodIndex } from "./pod-index.ts";
 import type { PropagationTracker } from "./propagation.ts";
 import { buildServiceTable, type ClusterEndpoint, type ConfigTable, resourceKey } from "./service-table.ts";
 import { formatVersion } from "./version.ts";
@@ -55,6 +56,8 @@ export class ConfigPublisher {
   private topologyDirty = false;
   /** A Service was written since the last rebuild (else only traffic objects were). */
   private servicesDirty = true;
+  /** The Services that go in tables (valid, routable), listed again only after a Service write. */
+  private services: Resource<ServiceSpec>[] | undefined;
   private pendingWrites: number[] = [];
   /** The Services left out of the last table (logged when that changes). */
   private leftOut = "";
@@ -76,6 +79,8 @@ export class ConfigPublisher {
    * each time lets the table builder reuse the entry built from it.
    */
   private readonly validated = new WeakMap<Resource, Resource | null>();
+  /** The agents' pods as of the current table, brought up to date at each rebuild. */
+  private readonly pods = new PodIndex();
 
   constructor(opts: PublisherOptions) {
     this.opts = opts;
@@ -141,7 +146,7 @@ export class ConfigPublisher {
     const table = buildServiceTable({
       version: current.version,
       services: this.routable(this.valid(SERVICE_KIND, view) as Resource<ServiceSpec>[], false),
-      pods: agents.pods(),
+      pods: this.pods,
       ...(this.opts.clusterEndpoints ? { clusterEndpoints: this.opts.clusterEndpoints() } : {}),
       traffic: TRAFFIC_KIND_INFOS.flatMap((kind) => this.valid(kind, view)),
       nodes: agents.peers(),
@@ -156,7 +161,10 @@ export class ConfigPublisher {
   }
 
   private storeChanged(event: WatchEvent): void {
-    if (event.object.kind === SERVICE_KIND.kind) this.servicesDirty = true;
+    if (event.object.kind === SERVICE_KIND.kind) {
+      this.servicesDirty = true;
+      this.services = undefined;
+    }
     this.pendingWrites.push(this.opts.now());
     this.schedule();
   }
@@ -194,8 +202,9 @@ export class ConfigPublisher {
       ...(servicesUnchanged
         ? { servicesUnchanged, services: [], pods: [] }
         : {
-            services: this.routable(this.valid(SERVICE_KIND, store) as Resource<ServiceSpec>[], true),
-            pods: agents.pods(),
+            services: this.tableServices(),
+            pods: this.pods,
+            changedPods: this.pods.update(agents.podsByNode()),
             ...(this.opts.clusterEndpoints ? { clusterEndpoints: this.opts.clusterEndpoints() } : {}),
           }),
       traffic: TRAFFIC_KIND_INFOS.flatMap((kind) => this.valid(kind, store)),
@@ -208,6 +217,11 @@ export class ConfigPublisher {
     this.messages = new Map();
     this.cachedBytes = 0;
     if (this.published) for (const listener of this.listeners) listener();
+  }
+
+  private tableServices(): Resource<ServiceSpec>[] {
+    this.services ??= this.routable(this.valid(SERVICE_KIND, this.opts.store) as Resource<ServiceSpec>[], true);
+    return this.services;
   }
 
   /**

@@ -37,9 +37,11 @@ describe("NodeBindings", () => {
       { node: "node-1", boundAt: NOW.toISOString() },
       { node: "node-2", boundAt: NOW.toISOString() },
     ]);
+    expect(reloaded.boundAt("node-2")).toBe(NOW.toISOString());
     expect(reloaded.check("node-2", B)).toBe("matches");
     expect(await reloaded.release("node-2")).toBe(true);
     expect((await NodeBindings.load(path, onError)).list().map((x) => x.node)).toEqual(["node-1"]);
+    expect(reloaded.boundAt("node-2")).toBeUndefined();
     expect(errors).toEqual([]);
   });
 

@@ -44,6 +44,8 @@ export interface NodeBindingStore {
   /** Forgets the node's binding; false when there was none. Durable on return. */
   release(node: string): Promise<boolean>;
   list(): NodeBinding[];
+  /** When `node` was bound, as last seen; undefined: not bound (a lookup: asked at every Hello). */
+  boundAt(node: string): string | undefined;
   /** Waits for pending writes. */
   flush(): Promise<void>;
 }
@@ -127,6 +129,10 @@ export class NodeBindings implements NodeBindingStore {
     if (!this.#bindings.delete(node)) return false;
     await this.#persist();
     return true;
+  }
+
+  boundAt(node: string): string | undefined {
+    return this.#bindings.get(node)?.boundAt;
   }
 
   list(): NodeBinding[] {

@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import { fromWireService, fromWireTraffic } from "../../api/agent-service.ts";
 import { validateServiceTable } from "../../api/services.ts";
 import { diffTables } from "./config-diff.ts";
-import { buildServiceTable, selectorMatches } from "./service-table.ts";
+import { PodIndex, selectorMatches } from "./pod-index.ts";
+import { buildServiceTable } from "./service-table.ts";
 import { httpRouteResource, pod, serviceResource, trafficPolicyResource } from "./testing/fixtures.ts";
 import { compareVersions, formatVersion } from "./version.ts";
 
@@ -101,6 +102,69 @@ describe("buildServiceTable", () => {
     });
     expect(enrolled.services.get("default/web")).not.toBe(table.services.get("default/web"));
     expect(enrolled.services.get("default/web")!.service.endpoints[1]).toMatchObject({ ip: "10.1.0.13", meshed: true });
+  });
+
+  it("after a pod change, recomputes the endpoints of the services selecting it and no others", () => {
+    const services = [
+      serviceResource("web"),
+      serviceResource("api", { vip: "10.96.0.11" }),
+      serviceResource("all", { vip: "10.96.0.12", selector: {} }),
+    ];
+    const pods = new PodIndex();
+    const selectedFor: string[] = [];
+    const select = pods.select.bind(pods);
+    pods.select = (namespace, selector) => {
+      selectedFor.push(JSON.stringify(selector));
+      return select(namespace, selector);
+    };
+    const nodeA = [pod("web-1", "10.1.0.11", { app: "web" }), pod("api-1", "10.1.0.21", { app: "api" })];
+    const first = buildServiceTable({
+      version: "1.0",
+      services,
+      pods,
+      changedPods: pods.update(new Map([["node-a", nodeA]])),
+      nodes,
+    });
+    expect(selectedFor).toHaveLength(3);
+    // web-2 enrolls on node-b: "web" and "all" (empty selector) pick it; "api" is not looked at.
+    selectedFor.length = 0;
+    const web2 = pod("web-2", "10.1.0.12", { app: "web" }, "node-b");
+    const second = buildServiceTable({
+      version: "1.1",
+      services,
+      pods,
+      changedPods: pods.update(
+        new Map([
+          ["node-a", nodeA],
+          ["node-b", [web2]],
+        ]),
+      ),
+      nodes,
+      previous: first,
+    });
+    expect(selectedFor.sort()).toEqual(['{"app":"web"}', "{}"]);
+    expect(second.services.get("default/api")).toBe(first.services.get("default/api"));
+    expect(second.services.get("default/web")!.service.endpoints.map((e) => e.ip)).toEqual(["10.1.0.11", "10.1.0.12"]);
+    expect(second.services.get("default/all")!.service.endpoints).toHaveLength(3);
+    // Nothing changed: nothing is recomputed. A Service written anew is, even with no pod change.
+    selectedFor.length = 0;
+    const rewritten = serviceResource("api", { vip: "10.96.0.11", generation: 2 });
+    const third = buildServiceTable({
+      version: "2.1",
+      services: [services[0]!, rewritten, services[2]!],
+      pods,
+      changedPods: pods.update(
+        new Map([
+          ["node-a", nodeA],
+          ["node-b", [web2]],
+        ]),
+      ),
+      nodes,
+      previous: second,
+    });
+    expect(selectedFor).toEqual(['{"app":"api"}']);
+    expect(third.services.get("default/api")!.resource.generation).toBe(2);
+    expect(third.services.get("default/web")).toBe(second.services.get("default/web"));
   });
 
   it("gives a service without matching pods an empty endpoint list", () => {

@@ -10,6 +10,7 @@ import { workloadName } from "../../api/enrollment.ts";
 import { kindOf, type Resource, type ServiceSpec } from "../../api/resources.ts";
 import type { Service, ServiceEndpoint } from "../../api/services.ts";
 import { type TrafficObject, trafficKey } from "../../api/traffic.ts";
+import { labelKey, PodIndex, selectorMatches } from "./pod-index.ts";
 
 /**
  * A ready endpoint of a Service as Kubernetes' EndpointSlices list it (Kubernetes mode): its
@@ -57,12 +58,20 @@ export interface ConfigTable {
   readonly traffic: ReadonlyMap<string, TrafficEntry>;
   /** Every known node, sorted by name (each agent gets the list without itself). */
   readonly peers: readonly Peer[];
+  /** Kubernetes mode: the EndpointSlices' endpoints the table was built from (a new map: every Service's endpoints are recomputed). */
+  readonly clusterEndpoints?: ReadonlyMap<string, readonly ClusterEndpoint[]>;
 }
 
 export interface TableInput {
   version: string;
   services: readonly Resource<ServiceSpec>[];
-  pods: readonly NodePod[];
+  /** The enrolled pods: the publisher's index kept across rebuilds, or a list (indexed for this build). */
+  pods: PodIndex | readonly NodePod[];
+  /**
+   * The pods added, removed or changed since `previous` was built (PodIndex.update): only the
+   * Services selecting one of them get their endpoints recomputed. Absent: any pod may have changed.
+   */
+  changedPods?: readonly NodePod[];
   nodes: readonly Peer[];
   /**
    * Kubernetes mode: each Service's ready endpoints from its EndpointSlices, by serviceKey (a
@@ -89,58 +98,54 @@ export function resourceKey(plural: string, namespace: string, name: string): st
   return `${plural}/${namespace}/${name}`;
 }
 
-/** Kubernetes equality-based selection: the pod carries every label of the selector. */
-export function selectorMatches(selector: Readonly<Record<string, string>>, labels: Readonly<Record<string, string>>) {
-  for (const [k, v] of Object.entries(selector)) if (labels[k] !== v) return false;
-  return true;
-}
-
 function byPodAddress(a: ServiceEndpoint, b: ServiceEndpoint): number {
   return a.ip === b.ip ? (a.pod ?? "").localeCompare(b.pod ?? "") : a.ip.localeCompare(b.ip);
 }
 
-/** Enrolled pods of one namespace, and the same pods by label ("key\0value"). */
-interface NamespacePods {
-  readonly all: NodePod[];
-  readonly byLabel: Map<string, NodePod[]>;
+interface SelectorIndex {
+  /** Each Service under one label of its selector ("namespace\0key\0value"): a pod it picks carries it. */
+  readonly byLabel: Map<string, Resource<ServiceSpec>[]>;
+  /** Services with an empty selector, by namespace: they pick every pod there. */
+  readonly selectAll: Map<string, Resource<ServiceSpec>[]>;
 }
 
-function labelKey(key: string, value: string): string {
-  return `${key}\0${value}`;
-}
+// By the Services list it indexes: the publisher passes the same list until a Service is written.
+const selectorIndexes = new WeakMap<readonly Resource<ServiceSpec>[], SelectorIndex>();
 
-function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
-  const list = map.get(key);
-  if (list) list.push(value);
-  else map.set(key, [value]);
-}
-
-/** Lets each service look at the pods carrying one of its selector's labels, not every pod. */
-function indexPods(pods: readonly NodePod[]): Map<string, NamespacePods> {
-  const index = new Map<string, NamespacePods>();
-  for (const pod of pods) {
-    let ns = index.get(pod.namespace);
-    if (!ns) {
-      ns = { all: [], byLabel: new Map() };
-      index.set(pod.namespace, ns);
-    }
-    ns.all.push(pod);
-    for (const [k, v] of Object.entries(pod.labels)) push(ns.byLabel, labelKey(k, v), pod);
+function selectorIndex(services: readonly Resource<ServiceSpec>[]): SelectorIndex {
+  let index = selectorIndexes.get(services);
+  if (index) return index;
+  index = { byLabel: new Map(), selectAll: new Map() };
+  for (const service of services) {
+    const { namespace } = service.metadata;
+    const first = Object.entries(service.spec.selector)[0];
+    const [map, key] = first ? [index.byLabel, `${namespace}\0${labelKey(...first)}`] : [index.selectAll, namespace];
+    const list = map.get(key);
+    if (list) list.push(service);
+    else map.set(key, [service]);
   }
+  selectorIndexes.set(services, index);
   return index;
 }
 
-const NO_PODS: readonly NodePod[] = [];
-
-/** The pods `selector` picks in a namespace (an empty selector picks them all). */
-function selectPods(pods: NamespacePods | undefined, selector: Readonly<Record<string, string>>): NodePod[] {
-  if (!pods) return [];
-  let candidates: readonly NodePod[] | undefined;
-  for (const [k, v] of Object.entries(selector)) {
-    const withLabel = pods.byLabel.get(labelKey(k, v)) ?? NO_PODS;
-    if (!candidates || withLabel.length < candidates.length) candidates = withLabel;
+/**
+ * The keys of the Services whose selector picks one of `pods` (in Kubernetes mode as in
+ * standalone: an enrolled pod makes a cluster endpoint meshed).
+ */
+function servicesSelecting(services: readonly Resource<ServiceSpec>[], pods: readonly NodePod[]): Set<string> {
+  const selecting = new Set<string>();
+  if (pods.length === 0) return selecting;
+  const { byLabel, selectAll } = selectorIndex(services);
+  for (const pod of pods) {
+    const candidates = [...(selectAll.get(pod.namespace) ?? [])];
+    for (const [k, v] of Object.entries(pod.labels)) {
+      candidates.push(...(byLabel.get(`${pod.namespace}\0${labelKey(k, v)}`) ?? []));
+    }
+    for (const service of candidates) {
+      if (selectorMatches(service.spec.selector, pod.labels)) selecting.add(serviceKey(service.metadata));
+    }
   }
-  return (candidates ?? pods.all).filter((pod) => selectorMatches(selector, pod.labels));
+  return selecting;
 }
 
 function toEndpoint(pod: NodePod): ServiceEndpoint {
@@ -206,11 +211,11 @@ function clusterServiceEndpoints(cluster: readonly ClusterEndpoint[], enrolled: 
 
 function serviceEntry(
   resource: Resource<ServiceSpec>,
-  pods: NamespacePods | undefined,
+  pods: PodIndex,
   cluster: readonly ClusterEndpoint[] | undefined,
   previous?: TableEntry,
 ): TableEntry {
-  const selected = selectPods(pods, resource.spec.selector);
+  const selected = pods.select(resource.metadata.namespace, resource.spec.selector);
   const endpoints = (cluster ? clusterServiceEndpoints(cluster, selected) : selected.map(toEndpoint)).sort(
     byPodAddress,
   );
@@ -238,14 +243,23 @@ function trafficEntry(resource: Resource, previous?: TrafficEntry): TrafficEntry
 }
 
 function buildServices(input: TableInput): ReadonlyMap<string, TableEntry> {
-  if (input.servicesUnchanged && input.previous) return input.previous.services;
-  const pods = indexPods(input.pods);
+  const { previous } = input;
+  if (input.servicesUnchanged && previous) return previous.services;
+  const pods = input.pods instanceof PodIndex ? input.pods : PodIndex.of(input.pods);
+  // What may have changed since `previous`: the Services whose resource is another object, those
+  // selecting a pod that changed, and all of them when the EndpointSlices did or nothing says which pods.
+  const recomputeAll = !previous || !input.changedPods || input.clusterEndpoints !== previous.clusterEndpoints;
+  const selecting = recomputeAll ? undefined : servicesSelecting(input.services, input.changedPods!);
   const services = new Map<string, TableEntry>();
   for (const resource of input.services) {
     const key = serviceKey(resource.metadata);
+    const before = previous?.services.get(key);
+    if (before?.source === resource && selecting && !selecting.has(key)) {
+      services.set(key, before);
+      continue;
+    }
     const cluster = input.clusterEndpoints && (input.clusterEndpoints.get(key) ?? []);
-    const namespacePods = pods.get(resource.metadata.namespace);
-    services.set(key, serviceEntry(resource, namespacePods, cluster, input.previous?.services.get(key)));
+    services.set(key, serviceEntry(resource, pods, cluster, before));
   }
   return services;
 }
@@ -258,5 +272,11 @@ export function buildServiceTable(input: TableInput): ConfigTable {
     traffic.set(key, trafficEntry(resource, input.previous?.traffic.get(key)));
   }
   const peers = [...input.nodes].sort((a, b) => a.name.localeCompare(b.name));
-  return { version: input.version, services, traffic, peers };
+  return {
+    version: input.version,
+    services,
+    traffic,
+    peers,
+    ...(input.clusterEndpoints ? { clusterEndpoints: input.clusterEndpoints } : {}),
+  };
 }

@@ -75,6 +75,8 @@ describe("SecretNodeBindings", () => {
     expect(await one.claim("node-a", SECRET_A, now)).toBe("bound");
     expect(await two.claim("node-a", SECRET_B, now)).toBe("mismatch");
     expect(two.list()).toEqual([{ node: "node-a", boundAt: now.toISOString() }]);
+    expect(two.boundAt("node-a")).toBe(now.toISOString());
+    expect(two.boundAt("node-b")).toBeUndefined();
     expect(await one.release("node-a")).toBe(true);
     expect(await one.release("node-a")).toBe(false);
     expect(await two.claim("node-a", SECRET_B, now)).toBe("bound");

@@ -102,6 +102,10 @@ export class SecretNodeBindings implements NodeBindingStore {
     return this.#cache.size;
   }
 
+  boundAt(node: string): string | undefined {
+    return this.#cache.get(node)?.boundAt;
+  }
+
   list(): NodeBinding[] {
     return [...this.#cache.entries()]
       .map(([node, b]) => ({ node, boundAt: b.boundAt }))

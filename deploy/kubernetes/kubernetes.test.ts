@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { CRD_DIR, crdKinds, renderCrdFiles } from "../../controller/kubernetes/crds.ts";
 import { NODE_BINDINGS_SECRET_NAME } from "../../controller/kubernetes/node-bindings-secret.ts";
+import { CONTROLLER_ENV, CONTROLLER_NODE_FLAGS } from "../../controller/process-settings.ts";
 import { findManifest, flagsOf, type Manifest, renderManifests } from "../../test/kubernetes/manifests.ts";
 import { kubernetesSchemaErrors } from "../../test/kubernetes/schemas.ts";
 
@@ -193,6 +194,18 @@ describe("the controller", () => {
   const container = deployment.spec.template.spec.containers[0];
   const flags = flagsOf(container.args);
   const service = findManifest(base, "Service", "nodemesh-controller");
+
+  it("starts node with the controller's process settings, as the demo, the tests and the benchmark do", () => {
+    expect(container.command).toEqual([
+      "node",
+      ...CONTROLLER_NODE_FLAGS,
+      "/opt/nodemesh/dist/bin/nodemesh.js",
+      "controller",
+    ]);
+    for (const [name, value] of Object.entries(CONTROLLER_ENV)) {
+      expect(container.env).toContainEqual({ name, value });
+    }
+  });
 
   it("runs 2 replicas from Kubernetes as the source, behind a PodDisruptionBudget", () => {
     expect(deployment.spec.replicas).toBe(2);

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ADMIN_PORT } from "../../api/dataplane.ts";
 import type { ServiceTable } from "../../api/services.ts";
+import { CONTROLLER_ENV, CONTROLLER_NODE_FLAGS } from "../../controller/process-settings.ts";
 import type { InterceptionMode } from "../../init-container/cli.ts";
 import { podPinDir } from "../../init-container/ebpf.ts";
 import type { Controller, Node, Place, Pod, Proc, RunResult, World } from "../world/world.ts";
@@ -178,8 +179,17 @@ export class Mesh {
     const proc = this.world.spawn(
       place,
       process.execPath,
-      [this.command, "controller", "--store-dir", storeDir, "--agent-token-file", this.agentTokenFile, ...extraArgs],
-      { name: "controller" },
+      [
+        ...CONTROLLER_NODE_FLAGS,
+        this.command,
+        "controller",
+        "--store-dir",
+        storeDir,
+        "--agent-token-file",
+        this.agentTokenFile,
+        ...extraArgs,
+      ],
+      { name: "controller", env: { ...CONTROLLER_ENV } },
     );
     await proc.waitForLine(/"msg":"controller ready"/, 15_000);
     this.controller = { place, proc, storeDir };
