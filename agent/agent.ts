@@ -16,7 +16,7 @@ import { HealthChecker } from "./control/health-checks.ts";
 import { holdListeners, releaseHeldListeners } from "./control/listener-holder.ts";
 import { PodRegistry } from "./control/pods.ts";
 import { loadServiceFile, type VersionedTable } from "./control/service-source.ts";
-import { WorkerPool } from "./control/workers.ts";
+import { type WorkerCount, WorkerPool } from "./control/workers.ts";
 import type { DataplaneSettings } from "./dataplane/settings.ts";
 import { ENDPOINT_SLOTS, ROUTE_SLOTS, SharedState, SlotAllocator } from "./dataplane/shared-state.ts";
 import { compileSnapshot, type Snapshot, type SnapshotMessage, slotKeys } from "./dataplane/snapshot.ts";
@@ -37,7 +37,7 @@ export interface AgentOptions {
   controller: ControllerOptions | undefined;
   adminAddress: string;
   adminPort: number;
-  workers: number;
+  workers: WorkerCount;
   /** Carried whole to every data-plane worker. */
   dataplane: DataplaneSettings;
   logLevel: string;
@@ -127,7 +127,7 @@ export class Agent {
       await startAdminServer(o.adminAddress, o.adminPort, {
         node: o.nodeName,
         ready: () => this.started,
-        workers: o.workers,
+        workers: () => this.pool?.size ?? 0,
         configInForce: () => ({ version: this.table.version, source: this.table.source }),
         // Until the parts below exist: no pods, no worker metrics, a link not connected yet.
         pods: () => this.pods?.list() ?? [],

@@ -9,7 +9,7 @@ import packageJson from "../package.json" with { type: "json" };
 import { Agent } from "./agent.ts";
 import { channelSecurity, readCaFile } from "./control/controller-channel.ts";
 import { ENROLLMENT_LIMITS } from "./control/enrollment-server.ts";
-import { defaultWorkerCount } from "./control/workers.ts";
+import { defaultWorkerCount, type WorkerCount } from "./control/workers.ts";
 import {
   DEFAULT_FLOOD_LIMITS,
   HTTP2_CONTROL_FRAMES_PER_S,
@@ -63,8 +63,10 @@ Options:
   --admin-address ADDR      admin listener address (default: 0.0.0.0)
   --admin-port PORT         admin listener port: /healthz /readyz /metrics, and /debug/config
                             for loopback callers only (default: ${ADMIN_PORT})
-  --workers N               data-plane worker threads (default: ${defaultWorkerCount()}, the core count up to 8);
-                            one that fails is logged and replaced, its siblings serving meanwhile
+  --workers N|auto          data-plane worker threads. auto (default): start with one and add one
+                            whenever the running ones are busy (event loops over 50 % for 2 s), up
+                            to ${defaultWorkerCount()} (the core count up to 8); never fewer again. N: exactly N.
+                            One that fails is logged and replaced, its siblings serving meanwhile
   --drain-timeout-s N       on SIGTERM (or when a new agent takes over): how long connections in
                             flight may finish. HTTP/1.1 connections close after their next answer,
                             HTTP/2 sessions get GOAWAY; opaque TCP streams still open at the end are
@@ -115,6 +117,13 @@ Limits (against floods; docs/operations.md):
   retry (TrafficPolicy retries.maxBodyBytes); enrollment socket: bodies 64 KB, ${ENROLLMENT_LIMITS.connectionsPerCaller} connections
   per pod, requests whole within ${ENROLLMENT_LIMITS.requestTimeoutMs / 1000} s; each data-plane worker's heap 256 MB.
 `;
+
+function workerCount(value: string): WorkerCount {
+  if (value === "auto") return { min: 1, max: defaultWorkerCount() };
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--workers must be a positive integer or auto, got "${value}"`);
+  return { min: n, max: n };
+}
 
 function positiveInt(name: string, value: string): number {
   const n = Number(value);
@@ -179,7 +188,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       "report-interval-s": { type: "string", default: "5" },
       "admin-address": { type: "string", default: "0.0.0.0" },
       "admin-port": { type: "string", default: String(ADMIN_PORT) },
-      workers: { type: "string", default: String(defaultWorkerCount()) },
+      workers: { type: "string", default: "auto" },
       "connect-timeout-ms": { type: "string", default: "1000" },
       "drain-timeout-s": { type: "string", default: "30" },
       "hold-listeners-s": { type: "string", default: "30" },
@@ -236,7 +245,7 @@ export async function runAgent(argv: string[]): Promise<number> {
         : undefined,
     adminAddress: values["admin-address"],
     adminPort: positiveInt("admin-port", values["admin-port"]),
-    workers: positiveInt("workers", values.workers),
+    workers: workerCount(values.workers),
     dataplane: {
       connectTimeoutMs: positiveInt("connect-timeout-ms", values["connect-timeout-ms"]),
       detectTimeoutMs: positiveInt("detect-timeout-ms", values["detect-timeout-ms"]),

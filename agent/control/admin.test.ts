@@ -16,7 +16,7 @@ async function admin(
   const state: AdminState = {
     node: "node-a",
     ready: () => true,
-    workers: 1,
+    workers: () => 1,
     configInForce: () => ({ version: "7.2", source }),
     pods: () => [],
     config: () => ({}),

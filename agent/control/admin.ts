@@ -19,7 +19,8 @@ import type { ConfigSource } from "./service-source.ts";
 export interface AdminState {
   node: string;
   ready(): boolean;
-  workers: number;
+  /** Data-plane workers started so far (--workers auto adds them with load). */
+  workers(): number;
   /** The table in force: the one answer to "which configuration, from where" for /readyz and /metrics. */
   configInForce(): { version: string; source: ConfigSource };
   pods(): EnrolledPod[];
@@ -51,10 +52,10 @@ export async function startAdminServer(host: string, port: number, state: AdminS
   });
   new Gauge({
     name: "nodemesh_agent_workers",
-    help: "Data-plane worker threads",
+    help: "Data-plane worker threads started (with --workers auto, more as load grows)",
     registers: [registry],
     collect() {
-      this.set(state.workers);
+      this.set(state.workers());
     },
   });
 
@@ -100,7 +101,7 @@ export async function startAdminServer(host: string, port: number, state: AdminS
             ready,
             ...(ready ? {} : { notReady }),
             node: state.node,
-            workers: state.workers,
+            workers: state.workers(),
             pods: state.pods().length,
             config: state.configInForce(),
             ...(controller ? { controller: controllerDetail(controller()) } : {}),

@@ -4,6 +4,7 @@
 
 import { availableParallelism } from "node:os";
 import { extname } from "node:path";
+import type { EventLoopUtilization } from "node:perf_hooks";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import type { EnrolledPod } from "../../api/enrollment.ts";
@@ -36,6 +37,31 @@ const WORKER_HEAP_LIMITS = { maxYoungGenerationSizeMb: 24, maxOldGenerationSizeM
 
 export function defaultWorkerCount(): number {
   return Math.max(1, Math.min(availableParallelism(), 8));
+}
+
+/**
+ * How many workers: `{ min: n, max: n }` for a fixed count (--workers N), or start with `min`
+ * and add one while the running ones are busy, up to `max` (--workers auto, the default).
+ */
+export interface WorkerCount {
+  readonly min: number;
+  readonly max: number;
+}
+
+/**
+ * Workers by load rather than by core count: each is an isolate of ~25 MB idle, which a node
+ * whose pods send little never needs. Every second the running workers' event-loop utilization
+ * is sampled; when their mean is above `utilization` for `samples` seconds in a row, one more is
+ * started (as a replacement is: it opens every enrolled pod's listeners, and the kernel spreads
+ * new connections over all of them). Workers are not stopped when load falls: connections
+ * would have to move, and a node that was busy once is likely to be again.
+ */
+export const GROW_WHEN_BUSY = { utilization: 0.5, samples: 2, intervalMs: 1000 };
+
+/** Whether the last samples (mean utilization of the running workers, newest last) call for one more worker. */
+export function busyEnoughToGrow(recent: readonly number[]): boolean {
+  const last = recent.slice(-GROW_WHEN_BUSY.samples);
+  return last.length === GROW_WHEN_BUSY.samples && last.every((u) => u > GROW_WHEN_BUSY.utilization);
 }
 
 /**
@@ -86,10 +112,14 @@ class WorkerExited extends Error {
 /** One worker position: its current thread (none while a replacement waits) and its failures in a row. */
 interface Slot {
   readonly init: WorkerInit;
+  /** Started once (a slot --workers auto has not needed yet is not down). */
+  started: boolean;
   worker: Worker | undefined;
   startedAt: number;
   crashes: number;
   respawnTimer: NodeJS.Timeout | undefined;
+  /** The event-loop utilization at the last load sample (GROW_WHEN_BUSY). */
+  utilization: EventLoopUtilization | undefined;
 }
 
 export class WorkerPool {
@@ -106,6 +136,10 @@ export class WorkerPool {
   readonly shared = allocateSharedBuffers();
   /** Each worker's heartbeat (WorkerInit.heartbeats). */
   private readonly heartbeats: BigInt64Array;
+  /** Mean utilization of the running workers, one per load sample, newest last (GROW_WHEN_BUSY). */
+  private readonly load: number[] = [];
+  private loadTimer: NodeJS.Timeout | undefined;
+  private growing = false;
 
   private constructor(log: Logger, count: number) {
     this.log = log;
@@ -113,27 +147,58 @@ export class WorkerPool {
   }
 
   static async start(
-    count: number,
+    count: WorkerCount,
     opts: Omit<WorkerInit, "index" | "shared" | "heartbeats">,
     log: Logger,
   ): Promise<WorkerPool> {
-    const pool = new WorkerPool(log, count);
-    for (let index = 0; index < count; index++) {
+    const pool = new WorkerPool(log, count.max);
+    for (let index = 0; index < count.max; index++) {
       pool.slots.push({
         init: { index, shared: pool.shared, heartbeats: pool.heartbeats.buffer as SharedArrayBuffer, ...opts },
+        started: false,
         worker: undefined,
         startedAt: 0,
         crashes: 0,
         respawnTimer: undefined,
+        utilization: undefined,
       });
     }
-    await Promise.all(pool.slots.map((slot) => pool.spawn(slot)));
+    await Promise.all(pool.slots.slice(0, count.min).map((slot) => pool.spawn(slot)));
     pool.running = true;
+    if (count.max > count.min) {
+      pool.loadTimer = setInterval(() => pool.sampleLoad(), GROW_WHEN_BUSY.intervalMs);
+      pool.loadTimer.unref();
+    }
     return pool;
   }
 
+  /** The workers started so far (running, or failed and being replaced). */
   get size(): number {
-    return this.slots.length;
+    return this.slots.filter((s) => s.started).length;
+  }
+
+  /** One load sample; starts the next worker when the running ones have been busy (GROW_WHEN_BUSY). */
+  private sampleLoad(): void {
+    const utilizations: number[] = [];
+    for (const slot of this.slots) {
+      if (!slot.worker) continue;
+      const now = slot.worker.performance.eventLoopUtilization();
+      if (slot.utilization)
+        utilizations.push(slot.worker.performance.eventLoopUtilization(now, slot.utilization).utilization);
+      slot.utilization = now;
+    }
+    if (utilizations.length === 0) return;
+    this.load.push(utilizations.reduce((a, b) => a + b, 0) / utilizations.length);
+    if (this.load.length > GROW_WHEN_BUSY.samples) this.load.shift();
+    const next = this.slots.find((s) => !s.started);
+    if (!next || this.growing || !busyEnoughToGrow(this.load)) return;
+    this.growing = true;
+    this.load.length = 0;
+    this.log.info({ worker: next.init.index, utilization: utilizations }, "data-plane workers busy: starting another");
+    void this.startInSlot(next, "data-plane worker started").finally(() => {
+      this.growing = false;
+      if (this.slots.every((s) => s.started)) clearInterval(this.loadTimer);
+    });
   }
 
   /** The workers running now (a failed one is absent until its replacement starts). */
@@ -144,6 +209,8 @@ export class WorkerPool {
   private spawn(slot: Slot): Promise<void> {
     const worker = new Worker(WORKER_MODULE, { workerData: slot.init, resourceLimits: WORKER_HEAP_LIMITS });
     slot.worker = worker;
+    slot.started = true;
+    slot.utilization = undefined;
     slot.startedAt = Date.now();
     // Its predecessor's last heartbeat would make a starting worker look stuck.
     Atomics.store(this.heartbeats, slot.init.index, BigInt(slot.startedAt));
@@ -191,12 +258,12 @@ export class WorkerPool {
     );
     slot.respawnTimer = setTimeout(() => {
       slot.respawnTimer = undefined;
-      void this.replace(slot);
+      void this.startInSlot(slot, "data-plane worker replaced");
     }, delayMs);
   }
 
-  /** Starts a new worker in `slot` and opens every enrolled pod's listeners in it. */
-  private async replace(slot: Slot): Promise<void> {
+  /** Starts a new worker in `slot` (a replacement, or one more for the load) and opens every enrolled pod's listeners in it. */
+  private async startInSlot(slot: Slot, started: string): Promise<void> {
     try {
       await this.spawn(slot);
     } catch {
@@ -208,7 +275,7 @@ export class WorkerPool {
     const failed = pods.filter((_, i) => results[i]!.status === "rejected").map((p) => `${p.namespace}/${p.name}`);
     if (failed.length > 0)
       this.log.error({ worker: slot.init.index, failed }, "replacement worker could not open some pods' listeners");
-    this.log.info({ worker: slot.init.index, pods: pods.length - failed.length }, "data-plane worker replaced");
+    this.log.info({ worker: slot.init.index, pods: pods.length - failed.length }, started);
   }
 
   private ask(worker: Worker, req: Request): Promise<unknown> {
@@ -300,6 +367,7 @@ export class WorkerPool {
     for (const slot of this.slots) {
       const index = slot.init.index;
       const worker = slot.worker;
+      if (!slot.started) continue;
       if (!worker) {
         problems.push(`data-plane worker ${index} is down (failed ${slot.crashes} time(s) in a row; being replaced)`);
         continue;
@@ -345,6 +413,7 @@ export class WorkerPool {
    */
   async stop(drainMs = this.slots[0]?.init.settings.drainMs ?? 0): Promise<void> {
     this.running = false;
+    clearInterval(this.loadTimer);
     for (const slot of this.slots) clearTimeout(slot.respawnTimer);
     let timer: NodeJS.Timeout | undefined;
     const timeoutMs = drainMs + STOP_MARGIN_MS;

@@ -45,8 +45,8 @@ export interface DataplaneOptions {
   log: Logger;
   /** How upstream sockets are made (default: in the pod's namespace). */
   sockets?: SocketMaker;
-  /** Data-plane workers of the agent (this one included): each enforces its share of the per-pod limits. */
-  workers?: number;
+  /** Data-plane workers of the agent started so far (this one included): each enforces its share of the per-pod limits. */
+  workers?: () => number;
 }
 
 interface PodListeners {
@@ -130,15 +130,16 @@ export class Dataplane implements DataplaneContext {
   /** Set by outlastStreams: the streams had their drain, stop() cuts them at once. */
   private streamsOutlasted = false;
   private stopping = false;
-  /** This worker's share of FloodLimits' per-pod caps. */
-  private readonly podConnectionCap: number;
-  private readonly podHandshakeCap: number;
+  /** This worker's share of FloodLimits' per-pod caps (it shrinks as workers are added). */
+  private readonly podConnectionCap: () => number;
+  private readonly podHandshakeCap: () => number;
 
   constructor(opts: DataplaneOptions) {
     this.settings = opts.settings;
-    const workers = opts.workers ?? 1;
-    this.podConnectionCap = workerShare(opts.settings.limits.podConnections, workers);
-    this.podHandshakeCap = workerShare(opts.settings.limits.podHandshakes, workers);
+    const workers = opts.workers ?? (() => 1);
+    const { podConnections, podHandshakes } = opts.settings.limits;
+    this.podConnectionCap = () => workerShare(podConnections, workers());
+    this.podHandshakeCap = () => workerShare(podHandshakes, workers());
     this.shared = new SharedState(opts.shared);
     this.accessLog = new AccessLog(opts.settings.accessLog);
     this.tracer = new Tracer(opts.settings.tracing, this.metrics);

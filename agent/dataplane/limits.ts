@@ -41,14 +41,15 @@ export const HTTP2_CONTROL_FRAMES_PER_S = 100;
 /** A count with a cap: what is taken below the cap is given back once; at the cap nothing is taken. */
 export class Gate {
   private held = 0;
-  readonly cap: number;
+  /** Read at each take: a worker's share changes as --workers auto starts more workers. */
+  private readonly cap: () => number;
 
-  constructor(cap: number) {
-    this.cap = cap;
+  constructor(cap: number | (() => number)) {
+    this.cap = typeof cap === "number" ? () => cap : cap;
   }
 
   tryTake(): boolean {
-    if (this.held >= this.cap) return false;
+    if (this.held >= this.cap()) return false;
     this.held++;
     return true;
   }

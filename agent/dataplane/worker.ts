@@ -9,8 +9,11 @@ import { keyringOf } from "./mtls.ts";
 const init = workerData as WorkerInit;
 const port = parentPort!;
 const log = pino({ level: init.logLevel, base: { component: "agent", worker: init.index } });
-const workers = init.heartbeats.byteLength / BigInt64Array.BYTES_PER_ELEMENT; // one heartbeat each
-const dataplane = new Dataplane({ shared: init.shared, settings: init.settings, log, workers });
+// One heartbeat per worker slot; the pool sets a slot's when it starts a worker there, so the
+// nonzero ones are the workers started so far (--workers auto adds them with load).
+const heartbeats = new BigInt64Array(init.heartbeats);
+const workersStarted = () => heartbeats.reduce((n, beat) => (beat === 0n ? n : n + 1), 0);
+const dataplane = new Dataplane({ shared: init.shared, settings: init.settings, log, workers: workersStarted });
 
 function send(msg: FromWorker): void {
   port.postMessage(msg);
@@ -61,7 +64,6 @@ port.on("message", (msg: ToWorker) => {
 });
 
 // The heartbeat: a loop that stops turning stops writing it (WorkerPool.health reads it).
-const heartbeats = new BigInt64Array(init.heartbeats);
 const beat = () => Atomics.store(heartbeats, init.index, BigInt(Date.now()));
 beat();
 setInterval(beat, HEARTBEAT_INTERVAL_MS).unref();

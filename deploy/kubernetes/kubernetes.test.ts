@@ -4,9 +4,9 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { AGENT_PROCESS, CONTROLLER_PROCESS, type ProcessSettings } from "../../api/process-settings.ts";
 import { CRD_DIR, crdKinds, renderCrdFiles } from "../../controller/kubernetes/crds.ts";
 import { NODE_BINDINGS_SECRET_NAME } from "../../controller/kubernetes/node-bindings-secret.ts";
-import { CONTROLLER_ENV, CONTROLLER_NODE_FLAGS } from "../../controller/process-settings.ts";
 import { findManifest, flagsOf, type Manifest, renderManifests } from "../../test/kubernetes/manifests.ts";
 import { kubernetesSchemaErrors } from "../../test/kubernetes/schemas.ts";
 
@@ -107,6 +107,10 @@ describe("the agent DaemonSet", () => {
   const pod = ds.spec.template.spec;
   const agent = pod.containers[0];
 
+  it("starts node with the agent's process settings, as the demo, the tests and the benchmarks do", () => {
+    expectProcessSettings(agent, AGENT_PROCESS, "agent");
+  });
+
   it("runs in the node's network and pid namespaces with exactly the capabilities it needs", () => {
     expect(pod.hostNetwork).toBe(true);
     expect(pod.hostPID).toBe(true);
@@ -189,6 +193,12 @@ describe("the agent DaemonSet", () => {
   });
 });
 
+/** The container runs `node <settings' flags> nodemesh.js <command>` with the settings' environment. */
+function expectProcessSettings(container: Manifest, settings: ProcessSettings, command: string): void {
+  expect(container.command).toEqual(["node", ...settings.nodeFlags, "/opt/nodemesh/dist/bin/nodemesh.js", command]);
+  for (const [name, value] of Object.entries(settings.env)) expect(container.env).toContainEqual({ name, value });
+}
+
 describe("the controller", () => {
   const deployment = findManifest(base, "Deployment", "nodemesh-controller");
   const container = deployment.spec.template.spec.containers[0];
@@ -196,15 +206,7 @@ describe("the controller", () => {
   const service = findManifest(base, "Service", "nodemesh-controller");
 
   it("starts node with the controller's process settings, as the demo, the tests and the benchmark do", () => {
-    expect(container.command).toEqual([
-      "node",
-      ...CONTROLLER_NODE_FLAGS,
-      "/opt/nodemesh/dist/bin/nodemesh.js",
-      "controller",
-    ]);
-    for (const [name, value] of Object.entries(CONTROLLER_ENV)) {
-      expect(container.env).toContainEqual({ name, value });
-    }
+    expectProcessSettings(container, CONTROLLER_PROCESS, "controller");
   });
 
   it("runs 2 replicas from Kubernetes as the source, behind a PodDisruptionBudget", () => {

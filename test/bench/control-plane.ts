@@ -19,8 +19,8 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { WirePod } from "../../api/agent-service.ts";
+import { CONTROLLER_PROCESS } from "../../api/process-settings.ts";
 import { FleetAgent, TableCache, type TableSummary } from "../../controller/config/testing/fleet-agent.ts";
-import { CONTROLLER_ENV, CONTROLLER_NODE_FLAGS } from "../../controller/process-settings.ts";
 import { BUILT_CLI } from "../e2e/mesh.ts";
 import { percentile } from "./h2load.ts";
 import { cpuSeconds, rssMB } from "./proc-stats.ts";
@@ -246,7 +246,10 @@ interface ControllerProcess {
 
 async function startController(storeDir: string, profileDir: string | undefined): Promise<ControllerProcess> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build (make bench does)`);
-  const nodeFlags = [...CONTROLLER_NODE_FLAGS, ...(profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : [])];
+  const nodeFlags = [
+    ...CONTROLLER_PROCESS.nodeFlags,
+    ...(profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : []),
+  ];
   // setpriv's parent-death signal: the controller dies with this process, however it ends.
   const proc = spawn(
     "setpriv",
@@ -267,7 +270,7 @@ async function startController(storeDir: string, profileDir: string | undefined)
       "--grpc-port",
       "0",
     ],
-    { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...CONTROLLER_ENV } },
+    { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...CONTROLLER_PROCESS.env } },
   );
   return new Promise((resolve, reject) => {
     let buffered: string | undefined = "";

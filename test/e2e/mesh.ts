@@ -7,8 +7,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ADMIN_PORT } from "../../api/dataplane.ts";
+import { AGENT_PROCESS, CONTROLLER_PROCESS } from "../../api/process-settings.ts";
 import type { ServiceTable } from "../../api/services.ts";
-import { CONTROLLER_ENV, CONTROLLER_NODE_FLAGS } from "../../controller/process-settings.ts";
 import type { InterceptionMode } from "../../init-container/cli.ts";
 import { podPinDir } from "../../init-container/ebpf.ts";
 import type { Controller, Node, Place, Pod, Proc, RunResult, World } from "../world/world.ts";
@@ -131,6 +131,7 @@ export class Mesh {
       node,
       process.execPath,
       [
+        ...AGENT_PROCESS.nodeFlags,
         ...this.agentNodeArgs,
         this.command,
         "agent",
@@ -145,7 +146,7 @@ export class Mesh {
         ...this.agentArgs,
         ...(opts.args ?? []),
       ],
-      { name, env: { ...this.agentEnv, ...opts.env } },
+      { name, env: { ...AGENT_PROCESS.env, ...this.agentEnv, ...opts.env } },
     );
     return { proc, socket, stateDir };
   }
@@ -180,7 +181,7 @@ export class Mesh {
       place,
       process.execPath,
       [
-        ...CONTROLLER_NODE_FLAGS,
+        ...CONTROLLER_PROCESS.nodeFlags,
         this.command,
         "controller",
         "--store-dir",
@@ -189,7 +190,7 @@ export class Mesh {
         this.agentTokenFile,
         ...extraArgs,
       ],
-      { name: "controller", env: { ...CONTROLLER_ENV } },
+      { name: "controller", env: { ...CONTROLLER_PROCESS.env } },
     );
     await proc.waitForLine(/"msg":"controller ready"/, 15_000);
     this.controller = { place, proc, storeDir };
