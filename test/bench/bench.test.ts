@@ -89,6 +89,8 @@ describe("goals", () => {
       path("nodemesh plaintext", "opaque TCP", { added: latency(0.08), cpuPer1000: 0.1 }),
       path("HAProxy", "tcp", { added: latency(haproxyTcpAdded) }),
       path("HAProxy", "http", { saturationRps: 20_000 }),
+      path("direct", "gRPC", { saturationRps: 30_000 }),
+      path("nodemesh", "gRPC", { added: latency(1, 2, 5), saturationRps: 16_000 }),
     ],
     bulk: [
       { location: "cross-node", system: "direct", gbitPerS: 10 },
@@ -110,13 +112,17 @@ describe("goals", () => {
     expect(met("opaque TCP added p99")).toBe(true); // 0.25 ≤ 0.30
     expect(met("opaque TCP added p50 / HAProxy tcp added p50")).toBe(false); // 1.8× > 1.5×
     expect(met("bulk TCP / direct")).toBe(true); // 0.5 ≥ 0.5
-    expect(met("HTTP/1.1 added p90")).toBe(false); // 1.2 > 1.0
-    expect(met("HTTP/1.1 added p99")).toBe(true);
+    expect(met("HTTP/1.1 added p50")).toBe(true); // 1.0 ≤ 1.0
+    expect(met("HTTP/1.1 added p99")).toBe(true); // 1.9 ≤ 2.5
     expect(met("HTTP/1.1 p99.9 / p99")).toBe(false); // 13 / 4 > 3
-    expect(met("HTTP/1.1 saturation / HAProxy http")).toBe(false); // 0.45 < 0.5
+    expect(met("HTTP/1.1 saturation / HAProxy http")).toBe(false); // 0.45 < 0.6
     expect(met("CPU per 1000 requests, opaque TCP")).toBe(true);
-    expect(met("CPU per 1000 requests, HTTP/1.1")).toBe(false);
-    expect(met("agent RSS idle")).toBe(true);
+    expect(met("CPU per 1000 requests, HTTP/1.1")).toBe(false); // 0.4 > 0.25
+    expect(met("gRPC added p99")).toBe(false); // 5 > 4
+    expect(met("gRPC saturation / direct gRPC")).toBe(true); // 0.53 ≥ 0.5
+    expect(met("agent RSS idle")).toBe(true); // 50 ≤ 90
+    expect(met("agent RSS peak under load")).toBe(true); // 80 ≤ 200
+    expect(goals.get("agent RSS per enrolled pod")).toMatchObject({ met: true }); // 3 kB ≤ 10
     expect(goals.get("agent RSS per enrolled pod")?.measured).toBeCloseTo(3, 6); // 3 MB over 1000 pods
     expect(goals.get("mTLS CPU per request / plaintext, HTTP/1.1")).toMatchObject({ measured: 1.25, met: false });
     expect(met("mTLS CPU per request / plaintext, opaque TCP")).toBe(true); // 1.0 ≤ 1.2
@@ -141,7 +147,7 @@ describe("goals", () => {
   it("renders every path and goal in the markdown", () => {
     const md = markdownReport(results(0.05));
     expect(md).toContain("| cross-node | nodemesh opaque TCP | 1.000 |");
-    expect(md).toContain("| HTTP/1.1 added p90 | cross-node | 1.200 ms | ≤ 1 ms | **no** |");
+    expect(md).toContain("| gRPC added p99 | cross-node | 5.000 ms | ≤ 4 ms | **no** |");
     expect(md).toContain("3.00 kB per pod");
   });
 });
