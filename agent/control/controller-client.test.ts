@@ -20,7 +20,7 @@ import {
 } from "../../controller/config/testing/fixtures.ts";
 import { WorkloadCa } from "../../controller/identity/workload-ca.ts";
 import { MemoryStore } from "../../controller/store/memory-store.ts";
-import { ControllerClient, type ControllerClientOptions } from "./controller-client.ts";
+import { ControllerClient, type ControllerClientOptions, POD_CHANGES_COALESCE_MS } from "./controller-client.ts";
 import { NODE_CERT_FILE, NODE_KEY_FILE, NodeCertificate } from "./node-certificate.ts";
 import type { VersionedTable } from "./service-source.ts";
 
@@ -165,6 +165,29 @@ describe("ControllerClient", () => {
         peers: [{ nodeName: "node-b", rttMs: 0.2 }],
       }),
     );
+  });
+
+  it("sends a burst of enrollment changes as one PodsChanged with the pods as they are then", async () => {
+    const server = await startServer();
+    let listed = 0;
+    const agent = startClient(server.port, {
+      pods: () => {
+        listed++;
+        return agent.pods;
+      },
+    });
+    await synced(server);
+    listed = 0;
+    for (let i = 1; i <= 100; i++) {
+      agent.pods = [{ ...webPod, name: `web-${i}`, ip: `10.1.0.${i}` }];
+      agent.client.podsChanged();
+    }
+    await eventually(() => {
+      const web = agent.applied.at(-1)!.table.services.find((s) => s.name === "web")!;
+      expect(web.endpoints.map((e) => e.pod)).toEqual(["default/web-100"]);
+    });
+    await new Promise((resolve) => setTimeout(resolve, 3 * POD_CHANGES_COALESCE_MS));
+    expect(listed).toBe(1);
   });
 
   it("NACKs a table it cannot apply and keeps the previous one", async () => {

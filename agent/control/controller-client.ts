@@ -53,6 +53,13 @@ const REFUSALS = new Set<number>([
 /** How long a certificate request waits for the controller's answer. */
 const CERTIFICATE_TIMEOUT_MS = 10_000;
 
+/**
+ * Enrollment changes this close together go to the controller as one PodsChanged with the pods
+ * as they are then. Each carries the node's whole list: a node enrolling a thousand pods sent it a
+ * thousand times (half a million pod entries encoded, then decoded and compared by the controller).
+ */
+export const POD_CHANGES_COALESCE_MS = 50;
+
 const CHANNEL_OPTIONS = {
   // Notices a controller that vanished without closing the connection.
   "grpc.keepalive_time_ms": 15_000,
@@ -142,6 +149,8 @@ export class ControllerClient {
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private reportTimer: NodeJS.Timeout | undefined;
+  /** A PodsChanged due (POD_CHANGES_COALESCE_MS after the first change not yet sent). */
+  private podsTimer: NodeJS.Timeout | undefined;
   /** Certificate requests waiting for their answer, by request id. */
   private readonly pendingCertificates = new Map<string, (reply: CertificateReply) => void>();
   private nextRequestId = 0;
@@ -163,6 +172,7 @@ export class ControllerClient {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.podsTimer);
     this.streamEnded();
     this.call?.cancel();
     this.client?.close();
@@ -217,8 +227,15 @@ export class ControllerClient {
     });
   }
 
-  /** Call on every enrollment change: the controller updates endpoints at once. */
+  /** Call on every enrollment change: the controller has the pods within POD_CHANGES_COALESCE_MS. */
   podsChanged(): void {
+    this.podsTimer ??= setTimeout(() => {
+      this.podsTimer = undefined;
+      this.sendPods();
+    }, POD_CHANGES_COALESCE_MS);
+  }
+
+  private sendPods(): void {
     if (this.connected) this.send({ kind: "podsChanged", podsChanged: { pods: this.opts.pods() } });
   }
 
@@ -301,7 +318,7 @@ export class ControllerClient {
       this.opts.log.warn("the controller did not take the node certificate; dropping it for a new one");
       this.opts.nodeCertificate?.discard();
     }
-    this.podsChanged();
+    this.sendPods();
     this.refreshNodeCertificate();
     this.opts.onConnected?.();
     this.reportTimer = setInterval(() => this.sendReport(), this.opts.reportIntervalMs);

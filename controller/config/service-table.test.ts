@@ -3,7 +3,7 @@ import { fromWireService, fromWireTraffic } from "../../api/agent-service.ts";
 import { validateServiceTable } from "../../api/services.ts";
 import { diffTables } from "./config-diff.ts";
 import { PodIndex, selectorMatches } from "./pod-index.ts";
-import { buildServiceTable } from "./service-table.ts";
+import { buildServiceTable, sameTableContent } from "./service-table.ts";
 import { httpRouteResource, pod, serviceResource, trafficPolicyResource } from "./testing/fixtures.ts";
 import { compareVersions, formatVersion } from "./version.ts";
 
@@ -165,6 +165,24 @@ describe("buildServiceTable", () => {
     expect(selectedFor).toEqual(['{"app":"api"}']);
     expect(third.services.get("default/api")!.resource.generation).toBe(2);
     expect(third.services.get("default/web")).toBe(second.services.get("default/web"));
+    expect(sameTableContent(second, third)).toBe(false);
+    // A pod no Service selects: every entry is reused, the content is the same (no new table goes out).
+    const loner = pod("cron-1", "10.1.0.99", { app: "cron" }, "node-b", "batch");
+    const fourth = buildServiceTable({
+      version: "2.2",
+      services: [services[0]!, rewritten, services[2]!],
+      pods,
+      changedPods: pods.update(
+        new Map([
+          ["node-a", nodeA],
+          ["node-b", [web2, loner]],
+        ]),
+      ),
+      nodes,
+      previous: third,
+    });
+    expect(sameTableContent(third, fourth)).toBe(true);
+    expect(sameTableContent(third, { ...fourth, peers: [nodes[0]!] })).toBe(false);
   });
 
   it("gives a service without matching pods an empty endpoint list", () => {

@@ -280,3 +280,15 @@ export function buildServiceTable(input: TableInput): ConfigTable {
     ...(input.clusterEndpoints ? { clusterEndpoints: input.clusterEndpoints } : {}),
   };
 }
+
+/** Whether `b` holds what `a` does: the same entries (by identity: a rebuild reuses unchanged ones) and peers. */
+export function sameTableContent(a: ConfigTable, b: ConfigTable): boolean {
+  const sameEntries = <T>(x: ReadonlyMap<string, T>, y: ReadonlyMap<string, T>) =>
+    x.size === y.size && [...y].every(([key, entry]) => x.get(key) === entry);
+  return (
+    sameEntries(a.services, b.services) &&
+    sameEntries(a.traffic, b.traffic) &&
+    a.peers.length === b.peers.length &&
+    a.peers.every((p, i) => p.name === b.peers[i]!.name && p.underlayIp === b.peers[i]!.underlayIp)
+  );
+}
