@@ -400,6 +400,28 @@ describe("ControllerClient", () => {
         expect(serviceNames(restarted.applied.at(-1))).toEqual(["web"]);
       });
 
+      it("sends the enrollments not yet reported before a workload certificate request", async () => {
+        const { server, caFile } = await certifyingServer("workload-ca");
+        const agent = withCertificate(server.port, caFile, "s3cret");
+        await synced(server);
+        // The controller certifies an identity only for a node it knows hosts one of its pods.
+        agent.pods = [{ ...webPod, serviceAccount: "web" }];
+        agent.client.podsChanged(); // coalesced: not sent yet
+        const { generateKeys, KEY_ALGORITHM, x509 } = await import("../../api/x509.ts");
+        const keys = await generateKeys();
+        const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+          keys: keys as never,
+          signingAlgorithm: KEY_ALGORITHM,
+        });
+        const reply = await agent.client.requestCertificate({
+          namespace: "default",
+          serviceAccount: "web",
+          csrPem: csr.toString("pem"),
+        });
+        expect(new x509.X509Certificate(reply.certChainPem).subjectName).toBeDefined();
+        expect(reply.certChainPem).toContain("BEGIN CERTIFICATE");
+      });
+
       it("drops a certificate the controller's CA no longer verifies and gets one of the new CA", async () => {
         const old = await certifyingServer("old-ca");
         const first = withCertificate(old.server.port, old.caFile, "s3cret");

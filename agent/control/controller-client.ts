@@ -212,6 +212,9 @@ export class ControllerClient {
     timeoutMs = CERTIFICATE_TIMEOUT_MS,
   ): Promise<CertificateReply> {
     if (!this.connected) return Promise.reject(new Error("not connected to the controller"));
+    // The controller certifies an identity only for a node hosting one of its pods: the pods the
+    // request is for must be there first (the stream keeps the order).
+    this.flushPods();
     const requestId = String(++this.nextRequestId);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -233,6 +236,14 @@ export class ControllerClient {
       this.podsTimer = undefined;
       this.sendPods();
     }, POD_CHANGES_COALESCE_MS);
+  }
+
+  /** Sends the pending PodsChanged now, if there is one. */
+  private flushPods(): void {
+    if (!this.podsTimer) return;
+    clearTimeout(this.podsTimer);
+    this.podsTimer = undefined;
+    this.sendPods();
   }
 
   private sendPods(): void {

@@ -12,7 +12,7 @@
 
 import type { Hello, NodeFacts, Peer, PeerProbe, RejectedObject, Report, WirePod } from "../../api/agent-service.ts";
 import { isIPv4 } from "../../api/enrollment.ts";
-import type { NodePod } from "./service-table.ts";
+import type { NodePod } from "./pod-index.ts";
 
 export interface AgentStatus {
   node: string;

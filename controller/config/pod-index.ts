@@ -3,7 +3,12 @@
 // so that a pod coming or going recomputes the endpoints of the Services that select it, not of
 // every Service (10,000 of them × 50,000 pods on every change during a fleet's connect storm).
 
-import type { NodePod } from "./service-table.ts";
+import type { WirePod } from "../../api/agent-service.ts";
+
+/** A pod some agent reported as enrolled, with the node it runs on. */
+export interface NodePod extends WirePod {
+  node: string;
+}
 
 /** Kubernetes equality-based selection: the pod carries every label of the selector. */
 export function selectorMatches(selector: Readonly<Record<string, string>>, labels: Readonly<Record<string, string>>) {

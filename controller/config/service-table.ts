@@ -3,14 +3,14 @@
 // (routes, policies) → one immutable, versioned service table.
 // No I/O, no clock: same input, same table.
 
-import type { Peer, WirePod } from "../../api/agent-service.ts";
+import type { Peer } from "../../api/agent-service.ts";
 import { serviceKey } from "../../api/agent-service.ts";
 import { canonicalJson } from "../../api/canonical-json.ts";
 import { workloadName } from "../../api/enrollment.ts";
 import { kindOf, type Resource, type ServiceSpec } from "../../api/resources.ts";
 import type { Service, ServiceEndpoint } from "../../api/services.ts";
 import { type TrafficObject, trafficKey } from "../../api/traffic.ts";
-import { labelKey, PodIndex, selectorMatches } from "./pod-index.ts";
+import { labelKey, type NodePod, PodIndex, selectorMatches } from "./pod-index.ts";
 
 /**
  * A ready endpoint of a Service as Kubernetes' EndpointSlices list it (Kubernetes mode): its
@@ -20,11 +20,6 @@ export interface ClusterEndpoint {
   readonly ip: string;
   readonly pod?: string;
   readonly node?: string;
-}
-
-/** A pod some agent reported as enrolled, with the node it runs on. */
-export interface NodePod extends WirePod {
-  node: string;
 }
 
 /** The resource an entry was built from, for propagation tracking. */

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import type { NodeFacts } from "../../../api/agent-service.ts";
 import { apiVersionOf, KINDS, type Resource, type ServiceSpec } from "../../../api/resources.ts";
 import { HTTPRouteSpec, TrafficPolicySpec } from "../../../api/traffic.ts";
-import type { NodePod } from "../service-table.ts";
+import type { NodePod } from "../pod-index.ts";
 
 interface StoredOptions {
   namespace?: string;
