@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_PORT, OUTBOUND_PORT } from "../../api/dataplane.ts";
 import { type Pod, World } from "../world/world.ts";
-import { type AgentHandle, Mesh } from "./mesh.ts";
+import { type AgentHandle, listenersOn, Mesh, oneNodeServer } from "./mesh.ts";
 import { connectFrom, httpFrom } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
@@ -72,10 +72,7 @@ describe("data-plane worker failure", () => {
   /** Lines the agent printed so far that match. */
   const agentLines = (match: string) => agent.proc.lines.filter((l) => l.includes(match));
   /** Listening sockets on the outbound port inside the client pod: one per worker. */
-  const outboundListeners = async () => {
-    const r = await world.exec(client, "ss", ["-Hltn", `sport = :${OUTBOUND_PORT}`]);
-    return r.stdout.split("\n").filter((l) => l.trim()).length;
-  };
+  const outboundListeners = () => listenersOn(world, client, OUTBOUND_PORT);
   const fresh = async () => (await httpFrom(client.netnsPath, `http://${VIP}/fresh`)).status;
   /** The agent's /healthz: its status and, when red, what it says is wrong. */
   const healthz = async () => {
@@ -92,25 +89,8 @@ describe("data-plane worker failure", () => {
       agentNodeArgs: ["--import", FAULT_MODULE],
       agentEnv: { NODEMESH_TEST_WORKER_FAULT: trigger },
     });
-    const [node] = world.nodes;
-    client = await world.addPod(node!, "client");
-    server = await world.addPod(node!, "server");
-    mesh.writeServices({
-      services: [
-        {
-          name: "server",
-          namespace: "default",
-          vip: VIP,
-          ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "http" }],
-          endpoints: [{ ip: server.ip, pod: server.name, meshed: true }],
-        },
-      ],
-    });
-    agent = await mesh.startAgent(node!);
+    ({ client, server, agent } = await oneNodeServer(world, mesh, VIP));
     pid = agent.proc.pid;
-    await mesh.startWorkload(server, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "0"]);
-    await mesh.enroll(client);
-    await mesh.enroll(server);
   }, 60_000);
 
   afterAll(async () => {

@@ -6,7 +6,7 @@ import { availableParallelism } from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OUTBOUND_PORT } from "../../api/dataplane.ts";
 import { type Pod, World } from "../world/world.ts";
-import { type AgentHandle, Mesh } from "./mesh.ts";
+import { type AgentHandle, listenersOn, Mesh, oneNodeServer } from "./mesh.ts";
 import { metricSum } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
@@ -20,33 +20,13 @@ describe.skipIf(availableParallelism() < 2)("data-plane workers by load", () => 
   let agent: AgentHandle;
 
   /** Listening sockets on the outbound port inside the client pod: one per worker. */
-  const outboundListeners = async () => {
-    const r = await world.exec(client, "ss", ["-Hltn", `sport = :${OUTBOUND_PORT}`]);
-    return r.stdout.split("\n").filter((l) => l.trim()).length;
-  };
+  const outboundListeners = () => listenersOn(world, client, OUTBOUND_PORT);
   const workers = async () => metricSum(await mesh.metrics(agent.node), "nodemesh_agent_workers");
 
   beforeAll(async () => {
     world = await World.create({ nodes: 1 });
     mesh = new Mesh(world, { agentArgs: ["--workers", "auto"] });
-    const [node] = world.nodes;
-    client = await world.addPod(node!, "client");
-    const server = await world.addPod(node!, "server");
-    mesh.writeServices({
-      services: [
-        {
-          name: "server",
-          namespace: "default",
-          vip: VIP,
-          ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "http" }],
-          endpoints: [{ ip: server.ip, pod: server.name, meshed: true }],
-        },
-      ],
-    });
-    agent = await mesh.startAgent(node!);
-    await mesh.startWorkload(server, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "0"]);
-    await mesh.enroll(client);
-    await mesh.enroll(server);
+    ({ client, agent } = await oneNodeServer(world, mesh, VIP));
   }, 60_000);
 
   afterAll(async () => {

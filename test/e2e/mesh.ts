@@ -332,3 +332,39 @@ export class Mesh {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * On the world's one node: a client pod and a server pod (HTTP on 8080) behind `vip` port 80, the
+ * node's agent, the server's workload, both pods enrolled.
+ */
+export async function oneNodeServer(
+  world: World,
+  mesh: Mesh,
+  vip: string,
+): Promise<{ client: Pod; server: Pod; agent: AgentHandle }> {
+  const [node] = world.nodes;
+  const client = await world.addPod(node!, "client");
+  const server = await world.addPod(node!, "server");
+  mesh.writeServices({
+    services: [
+      {
+        name: "server",
+        namespace: "default",
+        vip,
+        ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "http" }],
+        endpoints: [{ ip: server.ip, pod: server.name, meshed: true }],
+      },
+    ],
+  });
+  const agent = await mesh.startAgent(node!);
+  await mesh.startWorkload(server, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "0"]);
+  await mesh.enroll(client);
+  await mesh.enroll(server);
+  return { client, server, agent };
+}
+
+/** Listening TCP sockets on `port` inside `pod`: one per data-plane worker on a pod's ports. */
+export async function listenersOn(world: World, pod: Pod, port: number): Promise<number> {
+  const r = await world.exec(pod, "ss", ["-Hltn", `sport = :${port}`]);
+  return r.stdout.split("\n").filter((l) => l.trim()).length;
+}
