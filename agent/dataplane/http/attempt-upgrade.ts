@@ -6,8 +6,7 @@ import http from "node:http";
 import type { Socket } from "node:net";
 import { PassThrough } from "node:stream";
 import { AgentError, AgentErrors } from "../../errors.ts";
-import { type Attempt, failure, OutcomeLatch, type UpstreamRequest } from "./attempt.ts";
-import { http1Response } from "./attempt-http1.ts";
+import { type Attempt, failure, OutcomeLatch, type UpstreamRequest, type UpstreamResponse } from "./attempt.ts";
 
 const NOTHING_PENDING = () => {};
 
@@ -68,4 +67,17 @@ function watchUpgrade(r: http.ClientRequest, latch: OutcomeLatch): void {
     });
   });
   r.once("response", (res) => latch.settle(http1Response(r, res)));
+}
+
+/** An answer other than a 101: its body streams on, its trailers come with its end. */
+function http1Response(req: http.ClientRequest, res: http.IncomingMessage): UpstreamResponse {
+  return {
+    kind: "response",
+    status: res.statusCode ?? 502,
+    headers: res.headers,
+    body: res,
+    trailersOnly: false,
+    trailers: () => (Object.keys(res.trailers).length > 0 ? res.trailers : undefined),
+    abort: () => req.destroy(),
+  };
 }

@@ -49,7 +49,7 @@ const request = (body = "hello"): UpstreamRequest => ({
 type Start = (pools: UpstreamPools, ep: Endpoint, timeoutMs: number) => Attempt;
 const h1: Start = (pools, ep, timeoutMs) => {
   const pool = pools.http1(FROM, ep, LIMITS);
-  return attemptHttp1(pool, pools.enterPending(ep, pool), ep, request(), timeoutMs);
+  return attemptHttp1(pool, pools.enterPending(ep, pool), request(), timeoutMs);
 };
 const h2: Start = (pools, ep, timeoutMs) => {
   const pool = pools.http2(FROM, ep, LIMITS);
@@ -139,5 +139,61 @@ describe.each(SERVERS)("attempt over %s", (_, start, server) => {
     const attempt = start(pools, ep, Number.POSITIVE_INFINITY);
     setTimeout(() => attempt.abort(), 50);
     expect(await attempt.outcome).toMatchObject({ kind: "failure" });
+  });
+});
+
+describe("attempt over HTTP/1.1: the head the upstream reads", () => {
+  /** The request line and headers as the app's server parsed them. */
+  async function seen(up: Partial<UpstreamRequest>): Promise<{ url: string; headers: http.IncomingHttpHeaders }> {
+    let got: { url: string; headers: http.IncomingHttpHeaders } | undefined;
+    const ep = await serve(
+      h1Server((req, res) => {
+        got = { url: req.url ?? "", headers: req.headers };
+        req.resume();
+        res.end();
+      }),
+    );
+    const { pools } = setup();
+    const pool = pools.http1(FROM, ep, LIMITS);
+    const outcome = await attemptHttp1(pool, pools.enterPending(ep, pool), { ...request(), ...up }, 5000).outcome;
+    expect(outcome).toMatchObject({ kind: "response", status: 200 });
+    return got!;
+  }
+
+  it("names the host of a request that came over HTTP/2 (its :authority) in Host", async () => {
+    const r = await seen({ headers: { "content-length": "5" }, authority: "web.default:8080" });
+    expect(r.headers.host).toBe("web.default:8080");
+  });
+
+  it("keeps the client's Host, and does not pass Expect on (the agent's server answered it)", async () => {
+    const r = await seen({ headers: { host: "web", expect: "100-continue", "content-length": "5" } });
+    expect(r.headers.host).toBe("web");
+    expect(r.headers.expect).toBeUndefined();
+  });
+
+  it("sends an absolute-form target with its scheme in lower case", async () => {
+    const r = await seen({ target: "HTTP://web/Admin?q=1" });
+    expect(r.url).toBe("http://web/Admin?q=1");
+  });
+
+  it("fails at once when aborted while it waits for its connection", async () => {
+    const shared = new SharedState(allocateSharedBuffers());
+    // A connection that never comes (as a tunnel whose peer has not answered yet).
+    const pools = new UpstreamPools(shared, () => new Promise(() => {}));
+    const ep: Endpoint = {
+      ip: "127.0.0.1",
+      port: 9,
+      meshed: false,
+      pod: "p",
+      node: "n",
+      workload: "w",
+      namespace: "d",
+      slot: 4,
+    };
+    const pool = pools.http1(FROM, ep, LIMITS);
+    const attempt = attemptHttp1(pool, pools.enterPending(ep, pool), request(), Number.POSITIVE_INFINITY);
+    setTimeout(() => attempt.abort(), 20);
+    expect(await attempt.outcome).toMatchObject({ kind: "failure", error: { code: "NM_TIMEOUT" } });
+    expect(shared.tryStartPending(ep.slot, 1)).toBe(true); // its pending slot was released
   });
 });

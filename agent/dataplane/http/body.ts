@@ -5,6 +5,8 @@
 import type { Readable, Writable } from "node:stream";
 
 export interface BodySource {
+  /** True when there is no body at all (ended before any byte): the request goes out without one. */
+  readonly empty: boolean;
   /** Sends the body to `sink` from the start, and ends it when the body ends. */
   attach(sink: Writable): void;
   /** Stops sending to the current sink (its attempt was abandoned). */
@@ -45,6 +47,10 @@ export class RequestBody implements BodySource {
 
   get kept(): readonly Buffer[] {
     return this.chunks;
+  }
+
+  get empty(): boolean {
+    return this.bytes === 0 && (this.ended || this.src.readableEnded);
   }
 
   attach(sink: Writable): void {
@@ -100,6 +106,9 @@ export class FixedBody implements BodySource {
   private readonly chunks: readonly Buffer[];
   constructor(chunks: readonly Buffer[]) {
     this.chunks = chunks;
+  }
+  get empty(): boolean {
+    return this.chunks.every((c) => c.length === 0);
   }
   attach(sink: Writable): void {
     for (const c of this.chunks) sink.write(c);

@@ -2,7 +2,8 @@
 // connections the agent accepted and classified are handed to them. Node's parser is strict
 // (llhttp without lenient flags): Content-Length with Transfer-Encoding, differing duplicate
 // Content-Length, bad chunk sizes, obs-fold and oversized heads are refused before any request
-// exists. Two Host headers are refused here. Slow clients meet the header timeout.
+// exists. An HTTP/1.1 request without Host, or with two, is refused here. Slow clients meet the
+// header timeout.
 
 import http from "node:http";
 import http2 from "node:http2";
@@ -84,6 +85,9 @@ function headerListSize(rawHeaders: readonly string[]): number {
   return size;
 }
 
+/** An absolute-form request target (RFC 9112 §3.2.2); the scheme is case-insensitive. */
+const ABSOLUTE_FORM = /^https?:\/\//i;
+
 /** Node's parser errors → the agent's error table. */
 function parserErrorKind(err: NodeJS.ErrnoException): AgentErrorKind {
   if (err.code === "HPE_HEADER_OVERFLOW") return AgentErrors.HEADERS_TOO_LARGE;
@@ -119,6 +123,7 @@ export class HttpFrontend implements HttpServing {
         keepAliveTimeout: opts.keepAliveTimeoutMs,
         connectionsCheckingInterval: Math.max(100, Math.min(1000, opts.headersTimeoutMs / 4)),
         insecureHTTPParser: false,
+        // A request without Host is refused by http1Refusal, through the error table.
         requireHostHeader: false,
         // A request without Content-Length or Transfer-Encoding has no body: its stream starts out
         // ended, so the upstream request is ended at once instead of after a round of stream events.
@@ -314,7 +319,15 @@ export class HttpFrontend implements HttpServing {
    * declared gRPC, which only HTTP/2 can carry.
    */
   private http1Refusal(req: http.IncomingMessage, target: ProxyTarget): AgentErrorKind | undefined {
-    if (req.httpVersionMajor !== 1 || countHeader(req.rawHeaders, "host") > 1) return AgentErrors.BAD_REQUEST;
+    // RFC 9112 §3.2: one Host header in HTTP/1.1 (the upstream client would otherwise invent one),
+    // and a target in origin or absolute form (CONNECT's authority form is refused apart; OPTIONS *
+    // is not forwarded).
+    const hosts = countHeader(req.rawHeaders, "host");
+    if (req.httpVersionMajor !== 1 || hosts > 1 || (hosts === 0 && req.httpVersionMinor >= 1)) {
+      return AgentErrors.BAD_REQUEST;
+    }
+    const url = req.url ?? "";
+    if (url.charCodeAt(0) !== 47 /* "/" */ && !ABSOLUTE_FORM.test(url)) return AgentErrors.BAD_REQUEST;
     return routeOf(this.ctx.snapshot(), target, req.headers)?.protocol === "grpc"
       ? AgentErrors.GRPC_NEEDS_HTTP2
       : undefined;

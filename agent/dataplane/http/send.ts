@@ -49,7 +49,7 @@ export function startAttempt(
   }
   if (protocol === "http1") {
     const pool = ctx.pools.http1(from, ep, limits);
-    return attemptHttp1(pool, ctx.pools.enterPending(ep, pool), ep, up, timeoutMs);
+    return attemptHttp1(pool, ctx.pools.enterPending(ep, pool), up, timeoutMs);
   }
   const pool = ctx.pools.http2(from, ep, limits);
   return attemptHttp2(pool, ctx.pools.enterPending(ep, pool), up, timeoutMs);
