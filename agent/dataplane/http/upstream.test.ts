@@ -121,3 +121,12 @@ describe("UpstreamPools", () => {
     expect(closed).toBe(2); // not put back in the pool
   });
 });
+
+describe("UpstreamPools with an IPv6 endpoint", () => {
+  it("makes its pool (the origin in brackets) and sends through the connector", async () => {
+    const { port } = await startServer();
+    const pools = new UpstreamPools(new SharedState(allocateSharedBuffers()), async () => connected(port));
+    const pool = pools.http1(from, { ...endpoint(port), ip: "fd00::1" }, LIMITS);
+    expect(await get(pool)).toBe("ok");
+  });
+});

@@ -35,6 +35,11 @@ const NOTHING_TO_RELEASE = () => {};
 
 type Opener = (limits: ConnectionLimits) => Promise<Socket>;
 
+/** The endpoint as a URL origin (an IPv6 address in brackets, or the URL would not parse). */
+function originOf(ep: Endpoint): string {
+  return ep.ip.includes(":") ? `http://[${ep.ip}]:${ep.port}` : `http://${ep.ip}:${ep.port}`;
+}
+
 /**
  * HTTP/1.1 keep-alive connections to one endpoint, from one pod: undici's Pool (a client per
  * connection, one request at a time on each) over sockets only `open` makes. Node's http.Agent
@@ -163,7 +168,7 @@ export class UpstreamPools {
     const key = `${from.key}|${ep.ip}:${ep.port}`;
     let pool = this.h1.get(key);
     if (!pool) {
-      pool = new Http1Pool(this.opener(from, ep, "http1"), `http://${ep.ip}:${ep.port}`, limits);
+      pool = new Http1Pool(this.opener(from, ep, "http1"), originOf(ep), limits);
       this.h1.set(key, pool);
     }
     pool.limits = limits;
@@ -174,7 +179,7 @@ export class UpstreamPools {
     const key = `${from.key}|${ep.ip}:${ep.port}`;
     let pool = this.h2.get(key);
     if (!pool) {
-      pool = new Http2Pool(this.opener(from, ep, "h2"), `http://${ep.ip}:${ep.port}`, limits);
+      pool = new Http2Pool(this.opener(from, ep, "h2"), originOf(ep), limits);
       this.h2.set(key, pool);
     }
     pool.limits = limits;
