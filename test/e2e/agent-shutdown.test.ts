@@ -10,7 +10,7 @@
 import type net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Pod, World } from "../world/world.ts";
-import { Mesh } from "./mesh.ts";
+import { Mesh, oneNodeServer } from "./mesh.ts";
 import { connectFrom, echoFrom, httpFrom, rawHttpFrom } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
@@ -157,32 +157,6 @@ class Load {
   }
 }
 
-/** On the world's one node: a server pod (HTTP :8080, echo :7070) behind VIP, the agent; returns the client pod. */
-async function meshedServer(world: World, mesh: Mesh): Promise<Pod> {
-  const [node] = world.nodes;
-  const client = await world.addPod(node!, "client");
-  const server = await world.addPod(node!, "server");
-  mesh.writeServices({
-    services: [
-      {
-        name: "server",
-        namespace: "default",
-        vip: VIP,
-        ports: [
-          { name: "http", port: 80, targetPort: 8080, protocol: "http" },
-          { name: "echo", port: 7070, targetPort: 7070, protocol: "tcp" },
-        ],
-        endpoints: [{ ip: server.ip, pod: server.name, meshed: true }],
-      },
-    ],
-  });
-  await mesh.startAgent(node!);
-  await mesh.startWorkload(server, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "7070"]);
-  await mesh.enroll(client);
-  await mesh.enroll(server);
-  return client;
-}
-
 describe("agent shutdown under load", () => {
   let world: World;
   let mesh: Mesh;
@@ -194,7 +168,7 @@ describe("agent shutdown under load", () => {
     // No listener holder: this tests an agent that stops with none to follow it (the load's
     // requests must end, not wait for a next agent: docs/operations.md).
     mesh = new Mesh(world, { agentArgs: ["--workers", "2", "--drain-timeout-s", "1", "--hold-listeners-s", "0"] });
-    client = await meshedServer(world, mesh);
+    ({ client } = await oneNodeServer(world, mesh, VIP, { echoPort: 7070 }));
   }, 60_000);
 
   afterAll(async () => {
@@ -249,7 +223,7 @@ describe("an agent stopping with no successor", () => {
   beforeAll(async () => {
     world = await World.create({ nodes: 1 });
     mesh = new Mesh(world, { agentArgs: ["--drain-timeout-s", "20", "--hold-listeners-s", "30"] });
-    client = await meshedServer(world, mesh);
+    ({ client } = await oneNodeServer(world, mesh, VIP, { echoPort: 7070 }));
   }, 60_000);
 
   afterAll(async () => {

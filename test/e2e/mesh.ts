@@ -335,12 +335,14 @@ export class Mesh {
 
 /**
  * On the world's one node: a client pod and a server pod (HTTP on 8080) behind `vip` port 80, the
- * node's agent, the server's workload, both pods enrolled.
+ * node's agent, the server's workload, both pods enrolled. `echoPort`: the workload's TCP echo
+ * also serves there, behind the same port of `vip` declared opaque TCP.
  */
 export async function oneNodeServer(
   world: World,
   mesh: Mesh,
   vip: string,
+  opts: { echoPort?: number } = {},
 ): Promise<{ client: Pod; server: Pod; agent: AgentHandle }> {
   const [node] = world.nodes;
   const client = await world.addPod(node!, "client");
@@ -351,13 +353,19 @@ export async function oneNodeServer(
         name: "server",
         namespace: "default",
         vip,
-        ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "http" }],
+        ports: [
+          { name: "http", port: 80, targetPort: 8080, protocol: "http" },
+          ...(opts.echoPort
+            ? [{ name: "echo", port: opts.echoPort, targetPort: opts.echoPort, protocol: "tcp" as const }]
+            : []),
+        ],
         endpoints: [{ ip: server.ip, pod: server.name, meshed: true }],
       },
     ],
   });
   const agent = await mesh.startAgent(node!);
-  await mesh.startWorkload(server, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "0"]);
+  const echo = String(opts.echoPort ?? 0);
+  await mesh.startWorkload(server, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", echo]);
   await mesh.enroll(client);
   await mesh.enroll(server);
   return { client, server, agent };
