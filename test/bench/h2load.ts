@@ -116,9 +116,14 @@ export async function h2loadSaturation(
     String(WARM_UP_S),
     url,
   ];
-  const out = await run(world, from, args, o.durationS);
+  const { rps, failed } = h2loadSummary(await run(world, from, args, o.durationS));
+  return { rps, failed };
+}
+
+/** h2load's closing summary: requests per second, and how many succeeded and failed. */
+export function h2loadSummary(out: string): { rps: number; succeeded: number; failed: number } {
   const rps = /finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(out);
   const counts = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(out);
   if (!rps || !counts) throw new Error(`cannot read h2load's summary:\n${out}`);
-  return { rps: Number(rps[1]), failed: Number(counts[2]) };
+  return { rps: Number(rps[1]), succeeded: Number(counts[1]), failed: Number(counts[2]) };
 }

@@ -19,6 +19,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { handleOutbound } from "../../agent/dataplane/outbound.ts";
 import { acceptor, loopbackDataplane, loopbackPod } from "../../agent/dataplane/testing/loopback.ts";
+import { h2loadSummary } from "./h2load.ts";
 import { cpuSeconds } from "./proc-stats.ts";
 
 const BACKEND_PORT = 19_901;
@@ -126,11 +127,9 @@ function h2load(port: number, args: string[]): { rps: number; done: number } {
   const out = execFileSync("h2load", ["--h1", "-c", String(CONNECTIONS), ...args, `http://127.0.0.1:${port}/x`], {
     encoding: "utf8",
   });
-  const rps = /finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(out);
-  const counts = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(out);
-  if (!rps || !counts) throw new Error(`cannot read h2load's summary:\n${out}`);
-  if (Number(counts[2]) > 0) throw new Error(`${counts[2]} requests failed on port ${port}:\n${out}`);
-  return { rps: Number(rps[1]), done: Number(counts[1]) };
+  const { rps, succeeded, failed } = h2loadSummary(out);
+  if (failed > 0) throw new Error(`${failed} requests failed on port ${port}:\n${out}`);
+  return { rps, done: succeeded };
 }
 
 /** Resolves with the child's first message (its port, or "ready"); fails if it exits first. */
