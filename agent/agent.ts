@@ -174,6 +174,7 @@ export class Agent {
         {
           apply: (table) => this.applyTable(table),
           pods: () => pods.list(),
+          pod: (key) => pods.byKey(key),
           ready: () => this.started,
           workerMetrics: () => pool.metrics(),
           edges: () => pool.edges(),
@@ -207,8 +208,8 @@ export class Agent {
         this.rttOrder = order;
         this.broadcast();
       };
-      pods.onChange = () => {
-        controller.podsChanged();
+      pods.onChange = (key) => {
+        controller.podsChanged(key);
         this.healthChecks?.update(this.parsedTable); // a pod of this node is checked from inside it
       };
       controller.podsChanged();

@@ -129,12 +129,19 @@ export interface PodsChanged {
   pods: WirePod[];
 }
 
+export interface PodsDelta {
+  upserted: WirePod[];
+  /** "<namespace>/<name>" of each pod no longer enrolled. */
+  removed: string[];
+}
+
 export type AgentMessage =
   | { kind: "hello"; hello: Hello }
   | { kind: "ack"; ack: Ack }
   | { kind: "nack"; nack: Nack }
   | { kind: "report"; report: Report }
   | { kind: "podsChanged"; podsChanged: PodsChanged }
+  | { kind: "podsDelta"; podsDelta: PodsDelta }
   | { kind: "certificateRequest"; certificateRequest: CertificateRequest };
 
 export interface CertificateRequest {

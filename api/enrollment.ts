@@ -36,6 +36,11 @@ export interface EnrolledPod extends PodEnrollment {
   enrolledAt: string;
 }
 
+/** "<namespace>/<name>": how the agent's registry and the controller stream (PodsDelta) name a pod. */
+export function podKey(pod: { namespace: string; name: string }): string {
+  return `${pod.namespace}/${pod.name}`;
+}
+
 export interface EnrollmentReply {
   status: "enrolled";
   pod: EnrolledPod;

@@ -10,6 +10,7 @@ import pino from "pino";
 import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Report, WirePod } from "../../api/agent-service.ts";
+import { podKey } from "../../api/enrollment.ts";
 import { AgentServer, type AgentServerOptions } from "../../controller/config/agent-server.ts";
 import { serverNames } from "../../controller/config/agent-tls.ts";
 import {
@@ -101,6 +102,7 @@ function startClient(port: number, overrides: Partial<ControllerClientOptions> =
       agent.applied.push(table);
     },
     pods: () => agent.pods,
+    pod: (key) => agent.pods.find((p) => podKey(p) === key),
     report,
     reportIntervalMs: 50,
     backoff: { initialMs: 20, maxMs: 200 },
@@ -145,7 +147,7 @@ describe("ControllerClient", () => {
 
     // An enrollment reaches the controller at once and comes back as an endpoint.
     agent.pods = [webPod];
-    agent.client.podsChanged();
+    agent.client.podsChanged(podKey(webPod));
     await eventually(() => {
       const web = agent.applied.at(-1)!.table.services.find((s) => s.name === "web")!;
       expect(web.endpoints).toEqual([
@@ -167,27 +169,70 @@ describe("ControllerClient", () => {
     );
   });
 
-  it("sends a burst of enrollment changes as one PodsChanged with the pods as they are then", async () => {
+  it("sends a burst of enrollment changes as one PodsDelta with those pods as they are then", async () => {
+    const server = await startServer();
+    let listed = 0;
+    const lookedUp: string[] = [];
+    const agent = startClient(server.port, {
+      reportIntervalMs: 60_000, // reports carry the whole list: only the deltas may bring these
+      pods: () => {
+        listed++;
+        return agent.pods;
+      },
+      pod: (key) => {
+        lookedUp.push(key);
+        return agent.pods.find((p) => podKey(p) === key);
+      },
+    });
+    await synced(server);
+    expect(listed).toBe(1); // the whole list, once, as the stream came up
+    listed = 0;
+    const pod = (i: number): WirePod => ({ ...webPod, name: `web-${i}`, ip: `10.1.0.${i}` });
+    for (let i = 1; i <= 100; i++) {
+      agent.pods.push(pod(i));
+      agent.client.podsChanged(podKey(pod(i)));
+    }
+    agent.pods = agent.pods.filter((p) => p.name !== "web-7");
+    agent.client.podsChanged("default/web-7");
+    const webEndpoints = () =>
+      agent.applied
+        .at(-1)!
+        .table.services.find((s) => s.name === "web")!
+        .endpoints.map((e) => e.pod)
+        .sort();
+    const expected = agent.pods.map((p) => `default/${p.name}`).sort();
+    await eventually(() => expect(webEndpoints()).toEqual(expected));
+    await new Promise((resolve) => setTimeout(resolve, 3 * POD_CHANGES_COALESCE_MS));
+    // Each changed pod read once, for one delta; the whole list never built again.
+    expect(lookedUp.sort()).toEqual([...Array.from({ length: 100 }, (_, i) => `default/web-${i + 1}`)].sort());
+    expect(listed).toBe(0);
+  });
+
+  it("sends the whole list again on a new stream, and when told that any pod may have changed", async () => {
     const server = await startServer();
     let listed = 0;
     const agent = startClient(server.port, {
+      reportIntervalMs: 60_000, // reports carry the whole list too: not these
       pods: () => {
         listed++;
         return agent.pods;
       },
     });
     await synced(server);
+    // Pods the controller did not hear of one by one (restored at start): the whole list.
+    agent.pods = [webPod];
     listed = 0;
-    for (let i = 1; i <= 100; i++) {
-      agent.pods = [{ ...webPod, name: `web-${i}`, ip: `10.1.0.${i}` }];
-      agent.client.podsChanged();
-    }
-    await eventually(() => {
-      const web = agent.applied.at(-1)!.table.services.find((s) => s.name === "web")!;
-      expect(web.endpoints.map((e) => e.pod)).toEqual(["default/web-100"]);
-    });
-    await new Promise((resolve) => setTimeout(resolve, 3 * POD_CHANGES_COALESCE_MS));
+    agent.client.podsChanged();
+    await eventually(() => expect(server.agents()[0].pods.map((p) => p.name)).toEqual(["web-1"]));
     expect(listed).toBe(1);
+
+    // A change while the stream is down reaches the next stream in its whole list.
+    await server.stop();
+    await eventually(() => expect(agent.client.status().connected).toBe(false));
+    agent.pods = [webPod, { ...webPod, name: "web-2", ip: "10.1.0.12" }];
+    agent.client.podsChanged("default/web-2");
+    const again = await startServer(server.port);
+    await eventually(() => expect(again.agents()[0]?.pods.map((p) => p.name)).toEqual(["web-1", "web-2"]));
   });
 
   it("NACKs a table it cannot apply and keeps the previous one", async () => {

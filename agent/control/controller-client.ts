@@ -27,6 +27,7 @@ import {
   NODE_SECRET_METADATA,
   type NodeFacts,
   type Peer,
+  type PodsDelta,
   type RejectedObject,
   type Report,
   type WirePod,
@@ -54,9 +55,10 @@ const REFUSALS = new Set<number>([
 const CERTIFICATE_TIMEOUT_MS = 10_000;
 
 /**
- * Enrollment changes this close together go to the controller as one PodsChanged with the pods
- * as they are then. Each carries the node's whole list: a node enrolling a thousand pods sent it a
- * thousand times (half a million pod entries encoded, then decoded and compared by the controller).
+ * Enrollment changes this close together go to the controller as one PodsDelta with those pods as
+ * they are then. (When each carried the node's whole list, a node enrolling a thousand pods sent
+ * it a thousand times, and the agent's heap kept the high-water mark of that garbage: 66 kB of
+ * RSS per enrolled pod.)
  */
 export const POD_CHANGES_COALESCE_MS = 50;
 
@@ -97,7 +99,10 @@ export interface ControllerClientOptions {
   cacheFile: string;
   /** Puts a table in force; throwing means the table cannot be applied (the client NACKs). */
   apply(table: VersionedTable): void;
+  /** The enrolled pods, all of them. */
   pods(): WirePod[];
+  /** The enrolled pod of that "namespace/name", if it still is. */
+  pod(key: string): WirePod | undefined;
   report(): Promise<Report>;
   reportIntervalMs: number;
   /** Each time the stream comes up (the workload identities ask for their certificates then). */
@@ -149,8 +154,10 @@ export class ControllerClient {
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private reportTimer: NodeJS.Timeout | undefined;
-  /** A PodsChanged due (POD_CHANGES_COALESCE_MS after the first change not yet sent). */
+  /** A PodsDelta due (POD_CHANGES_COALESCE_MS after the first change not yet sent). */
   private podsTimer: NodeJS.Timeout | undefined;
+  /** The pods changed since the controller last heard, by "namespace/name"; "all": it needs the whole list. */
+  private unsentPods: Set<string> | "all" = "all";
   /** Certificate requests waiting for their answer, by request id. */
   private readonly pendingCertificates = new Map<string, (reply: CertificateReply) => void>();
   private nextRequestId = 0;
@@ -230,8 +237,13 @@ export class ControllerClient {
     });
   }
 
-  /** Call on every enrollment change: the controller has the pods within POD_CHANGES_COALESCE_MS. */
-  podsChanged(): void {
+  /**
+   * Call on every enrollment change, with the pod's "namespace/name" (none: any pod may have
+   * changed): the controller hears of it within POD_CHANGES_COALESCE_MS.
+   */
+  podsChanged(key?: string): void {
+    if (key === undefined) this.unsentPods = "all";
+    else if (this.unsentPods !== "all") this.unsentPods.add(key);
     this.podsTimer ??= setTimeout(() => {
       this.podsTimer = undefined;
       this.sendPods();
@@ -246,8 +258,23 @@ export class ControllerClient {
     this.sendPods();
   }
 
+  /** Once connected (the stream's first list is sent when it comes up). */
   private sendPods(): void {
-    if (this.connected) this.send({ kind: "podsChanged", podsChanged: { pods: this.opts.pods() } });
+    if (!this.connected) return;
+    const unsent = this.unsentPods;
+    this.unsentPods = new Set();
+    if (unsent === "all") {
+      this.send({ kind: "podsChanged", podsChanged: { pods: this.opts.pods() } });
+      return;
+    }
+    if (unsent.size === 0) return;
+    const podsDelta: PodsDelta = { upserted: [], removed: [] };
+    for (const key of unsent) {
+      const pod = this.opts.pod(key);
+      if (pod) podsDelta.upserted.push(pod);
+      else podsDelta.removed.push(key);
+    }
+    this.send({ kind: "podsDelta", podsDelta });
   }
 
   private serveCache(): void {
@@ -329,6 +356,7 @@ export class ControllerClient {
       this.opts.log.warn("the controller did not take the node certificate; dropping it for a new one");
       this.opts.nodeCertificate?.discard();
     }
+    this.unsentPods = "all"; // a new stream, maybe to another controller: the whole list first
     this.sendPods();
     this.refreshNodeCertificate();
     this.opts.onConnected?.();

@@ -39,6 +39,8 @@ export interface ControllerLinkOptions {
 export interface AgentSide {
   apply(table: VersionedTable): void;
   pods(): EnrolledPod[];
+  /** The enrolled pod of that "namespace/name". */
+  pod(key: string): EnrolledPod | undefined;
   ready(): boolean;
   workerMetrics(): Promise<unknown[]>;
   /** Edge samples since the last call (the service graph). */
@@ -106,16 +108,23 @@ export class ControllerLink {
       cacheFile: join(opts.stateDir, "config-cache.json"),
       apply: (table) => agent.apply(table),
       pods: () => agent.pods().map(toWirePod),
+      pod: (key) => {
+        const pod = agent.pod(key);
+        return pod && toWirePod(pod);
+      },
       report: async (): Promise<Report> => {
         const now = Date.now();
         const intervalSeconds = (now - lastReportAt) / 1000;
         lastReportAt = now;
+        const traffic = trafficTotals(await agent.workerMetrics());
+        const edges = await agent.edges();
         return {
           health: { ready: agent.ready(), detail: agent.ready() ? "" : "starting" },
+          // Read after the waits, as the report goes out: a PodsDelta sent meanwhile is not undone.
           pods: agent.pods().map(toWirePod),
-          traffic: trafficTotals(await agent.workerMetrics()),
+          traffic,
           peers: link?.latestProbes ?? [],
-          edges: await agent.edges(),
+          edges,
           intervalSeconds,
         };
       },
@@ -161,9 +170,9 @@ export class ControllerLink {
     return { ...this.client.status(), certificates };
   }
 
-  /** Call on every enrollment change. */
-  podsChanged(): void {
-    this.client.podsChanged();
+  /** Call on every enrollment change: `key` the pod's "namespace/name" (none: any may have changed). */
+  podsChanged(key?: string): void {
+    this.client.podsChanged(key);
     void this.identities.refresh();
   }
 

@@ -4,7 +4,7 @@
 
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import type { Logger } from "pino";
-import { type EnrolledPod, notAPodAddress } from "../../api/enrollment.ts";
+import { type EnrolledPod, notAPodAddress, podKey } from "../../api/enrollment.ts";
 import { writeFileAtomic } from "../sys/files.ts";
 import { interfaceAddresses, Netns } from "../sys/linux.ts";
 import { netnsInode } from "../sys/netns-path.ts";
@@ -34,8 +34,8 @@ export class PodRegistry {
   private readonly workers: WorkerPool;
   private readonly log: Logger;
   private queue: Promise<unknown> = Promise.resolve();
-  /** Called after every enrollment or removal (the controller link reports the pods then). */
-  onChange: () => void = () => {};
+  /** Called with the pod's "namespace/name" after every enrollment or removal (the controller link reports it). */
+  onChange: (key: string) => void = () => {};
 
   constructor(stateDir: string, workers: WorkerPool, log: Logger) {
     mkdirSync(stateDir, { recursive: true });
@@ -49,7 +49,12 @@ export class PodRegistry {
   }
 
   get(namespace: string, name: string): StoredPod | undefined {
-    return this.pods.get(`${namespace}/${name}`);
+    return this.pods.get(podKey({ namespace, name }));
+  }
+
+  /** The pod of that "namespace/name". */
+  byKey(key: string): StoredPod | undefined {
+    return this.pods.get(key);
   }
 
   /** The pod enrolled for the network namespace with this inode: at most one (enroll and restore see to it). */
@@ -77,31 +82,31 @@ export class PodRegistry {
   enroll(pod: EnrolledPod, netnsInode: number, { replaceLive = false } = {}): Promise<void> {
     return this.serial(async () => {
       const inNetns = this.inNetns(netnsInode);
-      if (inNetns && key(inNetns) !== key(pod)) {
-        throw new EnrollmentConflict(`this network namespace is already enrolled as pod ${key(inNetns)}`);
+      if (inNetns && podKey(inNetns) !== podKey(pod)) {
+        throw new EnrollmentConflict(`this network namespace is already enrolled as pod ${podKey(inNetns)}`);
       }
-      const existing = this.pods.get(key(pod));
+      const existing = this.pods.get(podKey(pod));
       if (existing && existing.netnsInode !== netnsInode && !replaceLive && namespaceStillThere(existing)) {
-        throw new EnrollmentConflict(`pod ${key(pod)} is enrolled from another network namespace that still exists`);
+        throw new EnrollmentConflict(`pod ${podKey(pod)} is enrolled from another network namespace that still exists`);
       }
       await this.workers.addPod(pod);
-      this.pods.set(key(pod), { ...pod, netnsInode });
+      this.pods.set(podKey(pod), { ...pod, netnsInode });
       this.save();
-      this.log.info({ pod: key(pod), ip: pod.ip, netns: pod.netnsPath }, "pod enrolled");
-      this.onChange();
+      this.log.info({ pod: podKey(pod), ip: pod.ip, netns: pod.netnsPath }, "pod enrolled");
+      this.onChange(podKey(pod));
     });
   }
 
   /** Returns false when the pod was not enrolled. */
   remove(namespace: string, name: string): Promise<boolean> {
     return this.serial(async () => {
-      const k = `${namespace}/${name}`;
+      const k = podKey({ namespace, name });
       if (!this.pods.has(k)) return false;
       await this.workers.removePod(k);
       this.pods.delete(k);
       this.save();
       this.log.info({ pod: k }, "pod removed");
-      this.onChange();
+      this.onChange(k);
       return true;
     });
   }
@@ -119,23 +124,23 @@ export class PodRegistry {
     }
     for (const pod of stored) {
       if (!namespaceStillThere(pod)) {
-        this.log.warn({ pod: key(pod), netns: pod.netnsPath }, "pod namespace is gone; dropping the pod");
+        this.log.warn({ pod: podKey(pod), netns: pod.netnsPath }, "pod namespace is gone; dropping the pod");
         continue;
       }
       // A state file written before the enrollment checks may hold what they now refuse.
       const problem = this.restoreProblem(pod);
       if (problem) {
         this.log.warn(
-          { pod: key(pod), ip: pod.ip, netns: pod.netnsPath, problem },
+          { pod: podKey(pod), ip: pod.ip, netns: pod.netnsPath, problem },
           "dropping a pod the agent would refuse now",
         );
         continue;
       }
       try {
         await this.workers.addPod(pod);
-        this.pods.set(key(pod), pod);
+        this.pods.set(podKey(pod), pod);
       } catch (err) {
-        this.log.error({ pod: key(pod), err: (err as Error).message }, "could not restore pod listeners");
+        this.log.error({ pod: podKey(pod), err: (err as Error).message }, "could not restore pod listeners");
       }
     }
     this.save();
@@ -144,7 +149,7 @@ export class PodRegistry {
 
   private restoreProblem(pod: StoredPod): string | undefined {
     const sameNetns = this.inNetns(pod.netnsInode);
-    if (sameNetns) return `its namespace is already enrolled as ${key(sameNetns)}`;
+    if (sameNetns) return `its namespace is already enrolled as ${podKey(sameNetns)}`;
     try {
       return podAddressProblem(pod.netnsPath, pod.ip);
     } catch (err) {
@@ -181,7 +186,3 @@ export function podAddressProblem(netns: Netns | string, ip: string): string | u
 
 /** The enrollment contradicts one already in force; nothing was changed. */
 export class EnrollmentConflict extends Error {}
-
-function key(pod: EnrolledPod): string {
-  return `${pod.namespace}/${pod.name}`;
-}

@@ -62,3 +62,40 @@ describe("AgentRegistry with a pod verifier", () => {
     expect(podsOf(registry)).toEqual([{ ...web, node: "node-a" }]);
   });
 });
+
+describe("AgentRegistry with pod deltas", () => {
+  const pod = (i: number): WirePod => ({ ...web, name: `web-${i}`, ip: `10.1.0.${i}` });
+  const names = (registry: AgentRegistry) => podsOf(registry).map((p) => p.name);
+
+  it("applies upserts and removals on top of the whole list, and a whole list replaces them", () => {
+    let changes = 0;
+    const registry = new AgentRegistry({ forgetAfterMs: 60_000, onTopologyChange: () => changes++ });
+    registry.connected(hello("node-a"), {}, new Date());
+    registry.podsChanged("node-a", [pod(1), pod(2)]);
+    registry.podsDelta("node-a", [pod(3)], ["shop/web-1"]);
+    expect(names(registry)).toEqual(["web-2", "web-3"]);
+
+    // Enrolled again with other labels: replaced in place.
+    registry.podsDelta("node-a", [{ ...pod(2), labels: { app: "web", version: "v2" } }], []);
+    expect(podsOf(registry).find((p) => p.name === "web-2")?.labels).toEqual({ app: "web", version: "v2" });
+
+    // Nothing that changes the endpoints (a removal of a pod not known): no new table.
+    const before = changes;
+    registry.podsDelta("node-a", [], ["shop/web-9"]);
+    expect(changes).toBe(before);
+
+    // An upserted pod that cannot be an endpoint drops the one it replaces.
+    registry.podsDelta("node-a", [{ ...pod(3), ip: "not-an-ip" }], []);
+    expect(names(registry)).toEqual(["web-2"]);
+
+    // A report's whole list is the truth: what a lost delta left out comes back.
+    registry.podsChanged("node-a", [pod(1), pod(2)]);
+    expect(names(registry)).toEqual(["web-1", "web-2"]);
+  });
+
+  it("ignores a delta from a node it does not know", () => {
+    const registry = new AgentRegistry({ forgetAfterMs: 60_000, onTopologyChange: () => {} });
+    registry.podsDelta("node-x", [pod(1)], []);
+    expect(podsOf(registry)).toEqual([]);
+  });
+});

@@ -11,7 +11,7 @@
 // agent's word alone.
 
 import type { Hello, NodeFacts, Peer, PeerProbe, RejectedObject, Report, WirePod } from "../../api/agent-service.ts";
-import { isIPv4 } from "../../api/enrollment.ts";
+import { isIPv4, podKey } from "../../api/enrollment.ts";
 import type { NodePod } from "./pod-index.ts";
 
 export interface AgentStatus {
@@ -43,8 +43,11 @@ export type PodVerifier = (node: string, pod: WirePod) => { ok: true; pod: WireP
 
 interface NodeRecord {
   status: AgentStatus;
-  /** What the agent reported (valid pods), before verification: verified again when the API changes. */
-  reported: WirePod[];
+  /**
+   * What the agent reported (valid pods) by "namespace/name", before verification: verified again
+   * when the API changes.
+   */
+  reported: Map<string, WirePod>;
   /** Why reported pods were refused, by "namespace/name": each refusal is told once. */
   refusals: Map<string, string>;
   /** status.pods with the node, built when the pods change rather than at every table rebuild. */
@@ -81,7 +84,7 @@ export class AgentRegistry {
     const isNewPeer = !previous || previous.status.underlayIp !== hello.underlayIp;
     this.nodes.set(hello.nodeName, {
       stream,
-      reported: previous?.reported ?? [],
+      reported: previous?.reported ?? new Map(),
       refusals: previous?.refusals ?? new Map(),
       nodePods: previous?.nodePods ?? [],
       status: {
@@ -114,11 +117,27 @@ export class AgentRegistry {
     this.onTopologyChange();
   }
 
-  /** Pods that could not be endpoints are dropped: one bad report must not make every agent NACK. */
-  podsChanged(node: string, reported: WirePod[]): void {
+  /**
+   * The node's whole list of pods. Pods that could not be endpoints are dropped: one bad report
+   * must not make every agent NACK.
+   */
+  podsChanged(node: string, reported: readonly WirePod[]): void {
     const record = this.nodes.get(node);
     if (!record) return;
-    record.reported = reported.filter(isValidPod);
+    record.reported = new Map();
+    for (const pod of reported) if (isValidPod(pod)) record.reported.set(podKey(pod), pod);
+    if (this.verify(node, record)) this.onTopologyChange();
+  }
+
+  /** Changes to the node's list: `removed` by "namespace/name". An invalid upserted pod is dropped. */
+  podsDelta(node: string, upserted: readonly WirePod[], removed: readonly string[]): void {
+    const record = this.nodes.get(node);
+    if (!record) return;
+    for (const key of removed) record.reported.delete(key);
+    for (const pod of upserted) {
+      if (isValidPod(pod)) record.reported.set(podKey(pod), pod);
+      else record.reported.delete(podKey(pod));
+    }
     if (this.verify(node, record)) this.onTopologyChange();
   }
 
@@ -133,13 +152,13 @@ export class AgentRegistry {
   private verify(node: string, record: NodeRecord): boolean {
     const pods: WirePod[] = [];
     const refusals = new Map<string, string>();
-    for (const pod of record.reported) {
+    for (const pod of record.reported.values()) {
       const verdict = this.verifyPod ? this.verifyPod(node, pod) : { ok: true as const, pod };
       if (verdict.ok) {
         pods.push(verdict.pod);
         continue;
       }
-      const key = `${pod.namespace}/${pod.name}`;
+      const key = podKey(pod);
       refusals.set(key, verdict.reason);
       if (record.refusals.get(key) !== verdict.reason) this.onRefused(node, pod, verdict.reason);
     }

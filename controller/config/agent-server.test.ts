@@ -118,6 +118,16 @@ describe("AgentServer", () => {
     a.send({ kind: "podsChanged", podsChanged: { pods: [] } });
     await b.until(() => endpointsOf(b).length === 0, 5000, "the endpoint to go");
 
+    // Changes alone (PodsDelta), on top of the list the controller has.
+    const web2 = { ...webPod, name: "web-2", ip: "10.1.0.12" };
+    a.send({ kind: "podsDelta", podsDelta: { upserted: [webPod, web2], removed: [] } });
+    await b.until(() => endpointsOf(b).length === 2, 5000, "both endpoints");
+    a.send({ kind: "podsDelta", podsDelta: { upserted: [], removed: ["default/web-2"] } });
+    await b.until(() => endpointsOf(b).length === 1, 5000, "web-2's endpoint to go");
+    expect(endpointsOf(b).map((e) => e.ip)).toEqual(["10.1.0.11"]);
+    a.send({ kind: "podsChanged", podsChanged: { pods: [] } });
+    await b.until(() => endpointsOf(b).length === 0, 5000, "the endpoint to go");
+
     // A pod that cannot be an endpoint is dropped rather than breaking every agent's table.
     const broken = { ...webPod, name: "web-2", ip: "not-an-ip" };
     a.send({ kind: "podsChanged", podsChanged: { pods: [broken, webPod] } });

@@ -34,6 +34,7 @@ import {
   type Hello,
   NODE_SECRET_METADATA,
   NODE_SECRET_PATTERN,
+  type PodsDelta,
   type RejectedObject,
   type Report,
   serviceKey,
@@ -650,6 +651,10 @@ export class AgentServer implements SessionHost {
 
   podsChanged(node: string, pods: WirePod[]): void {
     this.registry.podsChanged(node, pods);
+  }
+
+  podsDelta(node: string, delta: PodsDelta): void {
+    this.registry.podsDelta(node, delta.upserted, delta.removed);
   }
 
   private observe(durationsSeconds: number[]): void {

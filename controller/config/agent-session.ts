@@ -13,6 +13,7 @@ import {
   type CertificateRequest,
   type Hello,
   NODE_CERTIFICATE_METADATA,
+  type PodsDelta,
   type RejectedObject,
   type Report,
   type WirePod,
@@ -52,6 +53,7 @@ export interface SessionHost {
   nacked(node: string, version: string, error: string): void;
   reported(node: string, report: Report): void;
   podsChanged(node: string, pods: WirePod[]): void;
+  podsDelta(node: string, delta: PodsDelta): void;
   /** Signs the workload certificate `node`'s agent asks for, or says why not. */
   certificateRequested(node: string, request: CertificateRequest): Promise<CertificateReply>;
 }
@@ -185,6 +187,9 @@ export class AgentSession {
         break;
       case "podsChanged":
         this.host.podsChanged(node, msg.podsChanged.pods);
+        break;
+      case "podsDelta":
+        this.host.podsDelta(node, msg.podsDelta);
         break;
       case "certificateRequest":
         void this.host.certificateRequested(node, msg.certificateRequest).then((certificate) => {
