@@ -5,8 +5,9 @@
 // pending requests is enforced here, on the shared counters.
 
 import http2 from "node:http2";
+import { createRequire } from "node:module";
 import type { Socket } from "node:net";
-import { type Dispatcher, Pool } from "undici";
+import type { Dispatcher, Pool as UndiciPool } from "undici";
 import { AgentError, AgentErrors } from "../../errors.ts";
 import type { Endpoint } from "../endpoint.ts";
 import type { PodContext } from "../pod.ts";
@@ -26,6 +27,10 @@ export interface ConnectionLimits {
  * told to serve it as HTTP of `protocol`); resolves once it is connected.
  */
 export type Connector = (from: PodContext, ep: Endpoint, protocol: HttpProtocol, timeoutMs: number) => Promise<Socket>;
+
+// undici's Pool alone: its index also loads fetch, WebSocket, caches and mocks, which a worker
+// never uses (15 MB more RSS per worker, 3.7 MB more heap).
+const Pool = createRequire(import.meta.url)("undici/lib/dispatcher/pool.js") as typeof UndiciPool;
 
 /** Largest upstream response head (as Node's default for its own client). */
 const MAX_RESPONSE_HEAD_BYTES = 16 * 1024;
@@ -47,7 +52,7 @@ function originOf(ep: Endpoint): string {
  */
 class Http1Pool {
   limits: ConnectionLimits;
-  private readonly pool: Pool;
+  private readonly pool: UndiciPool;
   constructor(open: Opener, origin: string, limits: ConnectionLimits) {
     this.limits = limits;
     this.pool = new Pool(origin, {
