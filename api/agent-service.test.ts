@@ -6,7 +6,13 @@ import { join } from "node:path";
 import type { ServiceDefinition } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { describe, expect, it } from "vitest";
-import { AGENT_SERVICE_NAME, type AgentMessage, agentServiceDefinition, type WirePod } from "./agent-service.ts";
+import {
+  AGENT_SERVICE_NAME,
+  type AgentMessage,
+  agentServiceDefinition,
+  PROTO_LOADER_OPTIONS,
+  type WirePod,
+} from "./agent-service.ts";
 
 const PROTO = readFileSync(new URL("./agent.proto", import.meta.url), "utf8");
 
@@ -17,13 +23,7 @@ function contractWithout(line: RegExp): ServiceDefinition {
   const dir = mkdtempSync(join(tmpdir(), "nodemesh-proto-"));
   try {
     writeFileSync(join(dir, "agent.proto"), older);
-    const definition = loadSync(join(dir, "agent.proto"), {
-      keepCase: false,
-      longs: Number,
-      enums: String,
-      defaults: true,
-      oneofs: true,
-    });
+    const definition = loadSync(join(dir, "agent.proto"), PROTO_LOADER_OPTIONS);
     return definition[AGENT_SERVICE_NAME] as unknown as ServiceDefinition;
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -28,13 +28,16 @@ export const NODE_SECRET_PATTERN = /^[A-Za-z0-9_-]{32,128}$/;
  */
 export const NODE_CERTIFICATE_METADATA = "nodemesh-node-certificate";
 
-const packageDefinition = loadSync(fileURLToPath(new URL("./agent.proto", import.meta.url)), {
+/** How agent.proto is loaded (see the top of this file). */
+export const PROTO_LOADER_OPTIONS = {
   keepCase: false,
   longs: Number,
   enums: String,
   defaults: true,
   oneofs: true,
-});
+} as const;
+
+const packageDefinition = loadSync(fileURLToPath(new URL("./agent.proto", import.meta.url)), PROTO_LOADER_OPTIONS);
 
 /** Pass to `server.addService` or `makeGenericClientConstructor`. */
 export const agentServiceDefinition = packageDefinition[AGENT_SERVICE_NAME] as unknown as ServiceDefinition;
