@@ -7,6 +7,7 @@ import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { JSON_TYPE, sendJson } from "../../api/http-json.ts";
+import { httpOrigin } from "../../api/http-origin.ts";
 import { API_VERSION, GROUP, KINDS, type KindInfo, VERSION } from "../../api/resources.ts";
 import { assertListenAllowed, authorize, type TokenAuth } from "../auth.ts";
 import {
@@ -110,7 +111,7 @@ export async function startRestServer(options: RestServerOptions): Promise<RestS
   return {
     server,
     port,
-    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    url: httpOrigin(host, port),
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       await api.stopWatches();

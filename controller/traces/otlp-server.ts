@@ -17,6 +17,7 @@ import { gunzip } from "node:zlib";
 import type { Logger } from "pino";
 import protobuf from "protobufjs";
 import { BodyTooLarge, JSON_TYPE, readBody } from "../../api/http-json.ts";
+import { httpOrigin } from "../../api/http-origin.ts";
 import { ExportTraceServiceResponse, OTLP_PROTOBUF, OTLP_TRACES_PATH } from "../../api/otlp.ts";
 import type { TraceMetrics } from "../metrics.ts";
 import { type Decoded, decodeJson, decodeProtobuf, OtlpDecodeError } from "./otlp-decode.ts";
@@ -158,11 +159,10 @@ export async function startOtlpServer(options: OtlpServerOptions): Promise<OtlpS
     });
   });
   const { port } = server.address() as AddressInfo;
-  const host = options.host.includes(":") ? `[${options.host}]` : options.host;
   return {
     server,
     port,
-    url: `http://${host}:${port}${OTLP_TRACES_PATH}`,
+    url: `${httpOrigin(options.host, port)}${OTLP_TRACES_PATH}`,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

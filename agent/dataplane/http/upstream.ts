@@ -8,6 +8,7 @@ import http2 from "node:http2";
 import { createRequire } from "node:module";
 import type { Socket } from "node:net";
 import type { Dispatcher, Pool as UndiciPool } from "undici";
+import { httpOrigin } from "../../../api/http-origin.ts";
 import { AgentError, AgentErrors } from "../../errors.ts";
 import type { Endpoint } from "../endpoint.ts";
 import type { PodContext } from "../pod.ts";
@@ -39,11 +40,6 @@ const MAX_RESPONSE_HEAD_BYTES = 16 * 1024;
 const NOTHING_TO_RELEASE = () => {};
 
 type Opener = (limits: ConnectionLimits) => Promise<Socket>;
-
-/** The endpoint as a URL origin (an IPv6 address in brackets, or the URL would not parse). */
-function originOf(ep: Endpoint): string {
-  return ep.ip.includes(":") ? `http://[${ep.ip}]:${ep.port}` : `http://${ep.ip}:${ep.port}`;
-}
 
 /**
  * HTTP/1.1 keep-alive connections to one endpoint, from one pod: undici's Pool (a client per
@@ -173,7 +169,7 @@ export class UpstreamPools {
     const key = `${from.key}|${ep.ip}:${ep.port}`;
     let pool = this.h1.get(key);
     if (!pool) {
-      pool = new Http1Pool(this.opener(from, ep, "http1"), originOf(ep), limits);
+      pool = new Http1Pool(this.opener(from, ep, "http1"), httpOrigin(ep.ip, ep.port), limits);
       this.h1.set(key, pool);
     }
     pool.limits = limits;
@@ -184,7 +180,7 @@ export class UpstreamPools {
     const key = `${from.key}|${ep.ip}:${ep.port}`;
     let pool = this.h2.get(key);
     if (!pool) {
-      pool = new Http2Pool(this.opener(from, ep, "h2"), originOf(ep), limits);
+      pool = new Http2Pool(this.opener(from, ep, "h2"), httpOrigin(ep.ip, ep.port), limits);
       this.h2.set(key, pool);
     }
     pool.limits = limits;
