@@ -2,9 +2,10 @@
 // The agent may be starting, restarting or not yet scheduled on a fresh node, so failures to reach
 // it and 5xx answers are retried with a short backoff until a deadline; a 4xx is the agent's
 // considered answer about this request and is final.
-import http from "node:http";
+import type { OutgoingHttpHeaders } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { EnrollmentReply, ErrorReply, InterceptionReply, PodEnrollment } from "../api/enrollment.ts";
+import { http } from "../api/node-http.ts";
 import { INIT_ERROR_CODES, InitError } from "./errors.ts";
 
 export const DEFAULT_ENROLL_TIMEOUT_MS = 30_000;
@@ -111,7 +112,7 @@ async function callAgent(
 
 function request(socketPath: string, method: string, path: string, body: unknown, timeoutMs: number): Promise<Reply> {
   const payload = body === undefined ? undefined : JSON.stringify(body);
-  const headers: http.OutgoingHttpHeaders = payload
+  const headers: OutgoingHttpHeaders = payload
     ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) }
     : {};
   return new Promise((resolve, reject) => {

@@ -6,9 +6,10 @@
 // the node's own loopback (`curl 127.0.0.1:15020/debug/config` on the node): pods and other nodes
 // reach the port too (docs/security.md).
 
-import { createServer, type Server } from "node:http";
+import type { Server } from "node:http";
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import { sendJson } from "../../api/http-json.ts";
+import { http } from "../../api/node-http.ts";
 import { collectProcessMetrics } from "../../api/process-metrics.ts";
 import { AggregatorRegistry, Gauge, Registry } from "../../api/prom.ts";
 import type { ControllerStatus } from "./controller-client.ts";
@@ -67,7 +68,7 @@ export async function startAdminServer(host: string, port: number, state: AdminS
     if (!sources) throw new HttpError(503, "NOT_READY", "the agent's data plane is not running yet");
     return sources;
   };
-  const server = createServer(async (req, res) => {
+  const server = http.createServer(async (req, res) => {
     try {
       if (!URL.canParse(req.url ?? "", "http://admin"))
         throw new HttpError(400, "BAD_REQUEST", "unreadable request target");

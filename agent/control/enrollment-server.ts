@@ -7,12 +7,12 @@
 // network: kubelet, an operator, the tests) may name any pod namespace, list and remove any pod.
 
 import { chmodSync, mkdirSync, rmSync } from "node:fs";
-import { createServer } from "node:http";
 import { createServer as createNetServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
 import type { EnrolledPod, InterceptionReply } from "../../api/enrollment.ts";
 import { validateEnrollment } from "../../api/enrollment-schema.ts";
 import { sendJson } from "../../api/http-json.ts";
+import { http } from "../../api/node-http.ts";
 import { Netns, NotANetworkNamespaceError, peerCredentials, socketFd } from "../sys/linux.ts";
 import { identifyNetnsOfPid, type NetnsIdentity, ownNetnsInode } from "../sys/netns-path.ts";
 import { HANDOVER_PATH } from "./handover.ts";
@@ -134,7 +134,7 @@ export async function startEnrollmentServer(
     if (!(await pods.remove(namespace, name))) throw notEnrolled;
   };
 
-  const server = createServer(
+  const server = http.createServer(
     {
       requestTimeout: ENROLLMENT_LIMITS.requestTimeoutMs,
       headersTimeout: ENROLLMENT_LIMITS.requestTimeoutMs,

@@ -6,7 +6,7 @@
 // socket and admin port, and sends the old agent SIGTERM: it closes its listeners — what waits in
 // their queues moves to the new ones (tcp_migrate_req) — and drains (Dataplane.stop).
 
-import { request } from "node:http";
+import { http } from "../../api/node-http.ts";
 import { peerCredentials, socketFd } from "../sys/linux.ts";
 
 export const HANDOVER_PATH = "/v1/agent/handover";
@@ -15,7 +15,7 @@ export const HANDOVER_PATH = "/v1/agent/handover";
 export function requestHandover(socketPath: string, timeoutMs = 5000): Promise<{ pid: number } | undefined> {
   return new Promise((resolve, reject) => {
     let peerPid: number | undefined;
-    const req = request({ socketPath, method: "POST", path: HANDOVER_PATH, timeout: timeoutMs }, (res) => {
+    const req = http.request({ socketPath, method: "POST", path: HANDOVER_PATH, timeout: timeoutMs }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (chunk: string) => {

@@ -8,10 +8,10 @@
 // The verdict goes in the shared endpoint state the data plane reads (SharedState.setUnhealthy):
 // the balancer skips the endpoint as it skips one outlier detection ejected.
 
-import { request } from "node:http";
 import type { Logger } from "pino";
 import { durationMs } from "../../api/duration.ts";
 import type { EnrolledPod } from "../../api/enrollment.ts";
+import { http } from "../../api/node-http.ts";
 import { Counter, Gauge, type Registry } from "../../api/prom.ts";
 import type { ServiceTable } from "../../api/services.ts";
 import type { HealthCheck } from "../../api/traffic.ts";
@@ -191,29 +191,29 @@ async function probe(target: Target): Promise<string | undefined> {
   } finally {
     netns?.close();
   }
-  const http = target.check.http;
-  if (!http) {
+  const httpCheck = target.check.http;
+  if (!httpCheck) {
     socket.destroy();
     return undefined;
   }
   return new Promise((resolve) => {
-    const req = request(
+    const req = http.request(
       {
         createConnection: () => socket,
         host: target.ip,
         port: target.port,
-        path: http.path,
+        path: httpCheck.path,
         headers: { "user-agent": "nodemesh-health-check", connection: "close" },
         timeout: timeoutMs,
       },
       (res) => {
         res.resume();
         const status = res.statusCode ?? 0;
-        resolve(status >= 200 && status < 400 ? undefined : `GET ${http.path}: ${status}`);
+        resolve(status >= 200 && status < 400 ? undefined : `GET ${httpCheck.path}: ${status}`);
         socket.destroy();
       },
     );
-    req.on("timeout", () => req.destroy(new Error(`GET ${http.path}: no answer within ${timeoutMs} ms`)));
+    req.on("timeout", () => req.destroy(new Error(`GET ${httpCheck.path}: no answer within ${timeoutMs} ms`)));
     req.on("error", (err) => {
       resolve(err.message);
       socket.destroy();

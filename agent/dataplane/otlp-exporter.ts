@@ -4,9 +4,10 @@
 // wait for traffic: when the queue is full new spans are dropped, and a batch that fails is not
 // sent again (a retry would hold memory the queue's bound is there to cap).
 
-import http from "node:http";
+import type { Agent } from "node:http";
 import https from "node:https";
 import type { Counter } from "prom-client";
+import { http } from "../../api/node-http.ts";
 
 // The protos (api/otlp.ts) are loaded only once an exporter exists: loading protobufjs and the
 // schema costs a worker about 100 ms, which an agent without --otlp-endpoint never pays.
@@ -166,7 +167,7 @@ export class OtlpExporter {
   /** The batch being sent: one at a time. */
   private inFlight: Promise<void> | undefined;
   private readonly url: URL;
-  private readonly agent: http.Agent;
+  private readonly agent: Agent;
   private readonly timer: NodeJS.Timeout;
   private readonly opts: ExporterOptions;
   private readonly scopeVersion: string;

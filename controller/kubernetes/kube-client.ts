@@ -2,9 +2,9 @@
 // (in-cluster service account or a kubeconfig file: credentials, CA, token refresh) and its
 // list/watch informers. Paths are the API's own (`/api/v1/namespaces`, `/apis/{group}/{version}/…`).
 
-import { request as httpRequest } from "node:http";
 import { request as httpsRequest, type RequestOptions } from "node:https";
 import { KubeConfig, type KubernetesObject, ListWatch, Watch } from "@kubernetes/client-node";
+import { http } from "../../api/node-http.ts";
 
 export type KubeJson = KubernetesObject & { [key: string]: unknown };
 
@@ -55,7 +55,7 @@ export class KubeClient {
       timeout: REQUEST_TIMEOUT_MS,
     };
     await this.config.applyToHTTPSOptions(opts);
-    const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+    const send = url.protocol === "https:" ? httpsRequest : http.request;
     return new Promise<T>((resolve, reject) => {
       const req = send(url, opts, (res) => {
         const chunks: Buffer[] = [];

@@ -2,12 +2,13 @@
 // streams, OpenAPI, health and metrics. One request flows through `handle`: route → auth →
 // verb → response; every error becomes a Kubernetes Status in `sendError`, and only there.
 
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { JSON_TYPE, sendJson } from "../../api/http-json.ts";
 import { httpOrigin } from "../../api/http-origin.ts";
+import { http } from "../../api/node-http.ts";
 import { API_VERSION, GROUP, KINDS, type KindInfo, VERSION } from "../../api/resources.ts";
 import { assertListenAllowed, authorize, type TokenAuth } from "../auth.ts";
 import {
@@ -96,7 +97,7 @@ export async function startRestServer(options: RestServerOptions): Promise<RestS
   const host = options.host ?? "127.0.0.1";
   assertListenAllowed(host, options.auth);
   const api = new RestApi(options);
-  const server = createServer((req, res) => void api.handle(req, res));
+  const server = http.createServer((req, res) => void api.handle(req, res));
   // Bounded waits for a request to arrive (watch responses may last: these only cover the request).
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;

@@ -10,7 +10,7 @@
 // (otlp-decode.ts), and the window's own bounds (trace-store.ts). Anyone who reaches the port can
 // add traces to the dashboard's window, and nothing else: listen where only nodes reach it.
 
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { promisify } from "node:util";
 import { gunzip } from "node:zlib";
@@ -18,6 +18,7 @@ import type { Logger } from "pino";
 import protobuf from "protobufjs";
 import { BodyTooLarge, JSON_TYPE, readBody } from "../../api/http-json.ts";
 import { httpOrigin } from "../../api/http-origin.ts";
+import { http } from "../../api/node-http.ts";
 import { ExportTraceServiceResponse, OTLP_PROTOBUF, OTLP_TRACES_PATH } from "../../api/otlp.ts";
 import type { TraceMetrics } from "../metrics.ts";
 import { type Decoded, decodeJson, decodeProtobuf, OtlpDecodeError } from "./otlp-decode.ts";
@@ -86,7 +87,7 @@ class OtlpRefusal extends Error {
 export async function startOtlpServer(options: OtlpServerOptions): Promise<OtlpServer> {
   const limits = { ...DEFAULT_OTLP_LIMITS, ...options.limits };
   const bucket = new TokenBucket(limits.spansPerSecond, limits.burstSpans);
-  const server = createServer((req, res) => void handle(req, res));
+  const server = http.createServer((req, res) => void handle(req, res));
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
 

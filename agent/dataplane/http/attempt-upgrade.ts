@@ -2,9 +2,10 @@
 // (it may become a raw pipe, so it never comes from a pool). A 101 hands back the upstream socket;
 // any other answer is an ordinary response.
 
-import http from "node:http";
+import type { ClientRequest, IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
 import { PassThrough } from "node:stream";
+import { http } from "../../../api/node-http.ts";
 import { AgentError, AgentErrors } from "../../errors.ts";
 import { type Attempt, failure, OutcomeLatch, type UpstreamRequest, type UpstreamResponse } from "./attempt.ts";
 
@@ -16,7 +17,7 @@ export function attemptUpgrade(
   up: UpstreamRequest & { readonly upgrade: string },
   timeoutMs: number,
 ): Attempt {
-  let req: http.ClientRequest | undefined;
+  let req: ClientRequest | undefined;
   let upstream: Socket | undefined;
   const latch = new OutcomeLatch(up.body, NOTHING_PENDING, timeoutMs, () => {
     upstream?.destroy();
@@ -53,7 +54,7 @@ export function attemptUpgrade(
 }
 
 /** A 101 hands back the raw upstream socket; any other status is an ordinary response. */
-function watchUpgrade(r: http.ClientRequest, latch: OutcomeLatch): void {
+function watchUpgrade(r: ClientRequest, latch: OutcomeLatch): void {
   r.once("upgrade", (res, raw: Socket, head: Buffer) => {
     latch.settle({
       kind: "response",
@@ -70,7 +71,7 @@ function watchUpgrade(r: http.ClientRequest, latch: OutcomeLatch): void {
 }
 
 /** An answer other than a 101: its body streams on, its trailers come with its end. */
-function http1Response(req: http.ClientRequest, res: http.IncomingMessage): UpstreamResponse {
+function http1Response(req: ClientRequest, res: IncomingMessage): UpstreamResponse {
   return {
     kind: "response",
     status: res.statusCode ?? 502,

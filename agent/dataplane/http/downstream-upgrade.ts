@@ -5,9 +5,9 @@
 // and the connection ends after it: nothing more on it can reach an app unparsed.
 
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from "node:http";
-import http from "node:http";
 import type { Socket } from "node:net";
 import { PassThrough, type Readable } from "node:stream";
+import { http } from "../../../api/node-http.ts";
 import { pipeBoth } from "../pipe.ts";
 import type { Downstream } from "./downstream.ts";
 import { type ClientError, rawErrorHead } from "./errors.ts";

@@ -3,7 +3,7 @@
 // HTTP answer, a gRPC trailers-only answer, or a raw HTTP/1.1 head written on a socket (the
 // tunnel's refusals, the frontend's answers to unparseable requests, an upgrade that failed).
 
-import http from "node:http";
+import { http } from "../../../api/node-http.ts";
 import { AgentError, errorCode, errorEntry, GrpcStatus } from "../../errors.ts";
 
 /** What an error outside the table (a system error from a socket) answers. */

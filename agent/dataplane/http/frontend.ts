@@ -5,9 +5,10 @@
 // exists. An HTTP/1.1 request without Host, or with two, is refused here. Slow clients meet the
 // header timeout.
 
-import http from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import http2 from "node:http2";
 import type { Socket } from "node:net";
+import { http } from "../../../api/node-http.ts";
 import { AgentError, type AgentErrorKind, AgentErrors } from "../../errors.ts";
 import type { DataplaneContext, HttpServing } from "../context.ts";
 import {
@@ -98,12 +99,12 @@ function parserErrorKind(err: NodeJS.ErrnoException): AgentErrorKind {
 }
 
 export class HttpFrontend implements HttpServing {
-  private readonly h1: http.Server;
+  private readonly h1: Server;
   private readonly h2: http2.Http2Server;
   /** Set by drain(): every answer from then on closes its connection. */
   private draining = false;
   /** HTTP/1.1 responses not yet started, and open HTTP/2 sessions: what drain() tells to close. */
-  private readonly pendingResponses = new Set<http.ServerResponse>();
+  private readonly pendingResponses = new Set<ServerResponse>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   /** Open HTTP/1.1 connections, for the drain's sweep of idle ones. */
   private readonly h1Sockets = new Set<Socket>();
@@ -132,7 +133,7 @@ export class HttpFrontend implements HttpServing {
       (req, res) => this.onRequest(req, res),
     );
     // A client that half-closes after its request still gets the answer (node's default aborts it).
-    (this.h1 as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+    (this.h1 as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     this.h1.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
     // WebSocket and other upgrades: handled like any request; a pipe only once the upstream agreed.
     this.h1.on("upgrade", (req, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
@@ -282,7 +283,7 @@ export class HttpFrontend implements HttpServing {
     socket.resume();
   }
 
-  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const target = (req.socket as unknown as WithTarget)[TARGET];
     if (!target) {
       res.destroy();
@@ -318,7 +319,7 @@ export class HttpFrontend implements HttpServing {
    * 1.x (llhttp also parses HTTP/0.9 and "HTTP/2.0" request lines), two Host headers, or a port
    * declared gRPC, which only HTTP/2 can carry.
    */
-  private http1Refusal(req: http.IncomingMessage, target: ProxyTarget): AgentErrorKind | undefined {
+  private http1Refusal(req: IncomingMessage, target: ProxyTarget): AgentErrorKind | undefined {
     // RFC 9112 §3.2: one Host header in HTTP/1.1 (the upstream client would otherwise invent one),
     // and a target in origin or absolute form (CONNECT's authority form is refused apart; OPTIONS *
     // is not forwarded).
@@ -351,7 +352,7 @@ export class HttpFrontend implements HttpServing {
     socket.destroySoon();
   }
 
-  private onUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
+  private onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     const target = (socket as unknown as WithTarget)[TARGET];
     if (!target) {
       socket.destroy();
