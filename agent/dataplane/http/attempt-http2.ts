@@ -76,9 +76,11 @@ function watchStream(s: http2.ClientHttp2Stream, latch: OutcomeLatch): void {
   // draining): undelivered, so tried again elsewhere like a connect failure, whatever the method.
   const resetClass = () => (s.rstCode === NGHTTP2_REFUSED_STREAM ? "connect-failure" : "reset");
   s.once("error", (err) => latch.settle(failure(err, false, resetClass())));
-  s.once("close", () =>
+  s.once("close", () => {
+    // Every stream closes; after its answer that is no failure, and no error is built (a stack trace per call).
+    if (latch.done) return;
     latch.settle(
       failure(new AgentError(AgentErrors.UPSTREAM_RESET, `stream closed (${s.rstCode})`), false, resetClass()),
-    ),
-  );
+    );
+  });
 }
