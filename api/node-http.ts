@@ -2,6 +2,6 @@
 // module namespace, which reads the module's lazy WebSocket, CloseEvent and MessageEvent exports
 // and so loads Node's bundled undici (fetch, WebSocket): 14 MB of memory per thread that never
 // uses them, in the agent's control thread and in each data-plane worker (docs/benchmarks.md).
-// Types still come from `import type … from "node:http"`; the unit test beside this file keeps the
-// product's modules from loading Node's undici again.
+// Types still come from `import type … from "node:http"`; agent/startup-modules.test.ts keeps the
+// agent's, the controller's and the init container's modules from loading Node's undici again.
 export const http = process.getBuiltinModule("node:http");

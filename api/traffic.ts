@@ -8,9 +8,9 @@
 //   API policy attachment: load balancing, timeouts, retries, circuit breaking, outlier
 //   detection, fault injection and local rate limiting.
 
-import { createLocalJWKSet } from "jose";
 import { z } from "zod";
 import { fieldErrors, fieldPath } from "./field-path.ts";
+import { jose } from "./jose.ts";
 import { compileFullMatch, MAX_REGEX_LENGTH } from "./regex.ts";
 
 export const GATEWAY_GROUP = "gateway.networking.k8s.io";
@@ -533,7 +533,7 @@ const JwtRule = z
       .refine((text) => {
         // The agent's own reader decides: what it cannot load is refused here, not in every agent.
         try {
-          createLocalJWKSet(JSON.parse(text));
+          jose().createLocalJWKSet(JSON.parse(text));
           return true;
         } catch {
           return false;

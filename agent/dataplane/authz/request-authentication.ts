@@ -3,14 +3,8 @@
 // request principal `<iss>/<sub>` and the claims AuthorizationPolicy can read. A token that fails
 // validation refuses the request; no token at all is left to AuthorizationPolicy.
 
-import {
-  createLocalJWKSet,
-  createRemoteJWKSet,
-  decodeJwt,
-  type JWTPayload,
-  type JWTVerifyGetKey,
-  jwtVerify,
-} from "jose";
+import type { JWTPayload, JWTVerifyGetKey } from "jose";
+import { jose } from "../../../api/jose.ts";
 import type { RequestAuthenticationSpec, TrafficObject } from "../../../api/traffic.ts";
 import { podIndex } from "../pod-selection.ts";
 
@@ -68,11 +62,15 @@ const CLOCK_TOLERANCE_S = 60;
 const remoteKeySets = new Map<string, JWTVerifyGetKey>();
 
 function keysOf(rule: RequestAuthenticationSpec["jwtRules"][number]): JWTVerifyGetKey {
-  if (rule.jwks !== undefined) return createLocalJWKSet(JSON.parse(rule.jwks));
+  if (rule.jwks !== undefined) return jose().createLocalJWKSet(JSON.parse(rule.jwks));
   const uri = rule.jwksUri!;
   let keys = remoteKeySets.get(uri);
   if (!keys) {
-    keys = createRemoteJWKSet(new URL(uri), { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: 600_000 });
+    keys = jose().createRemoteJWKSet(new URL(uri), {
+      timeoutDuration: 5000,
+      cooldownDuration: 30_000,
+      cacheMaxAge: 600_000,
+    });
     if (remoteKeySets.size < 1024) remoteKeySets.set(uri, keys);
   }
   return keys;
@@ -137,7 +135,7 @@ export async function authenticate(w: WorkloadAuthentication, req: TokenCarrier)
   const [{ token }] = found as [(typeof found)[0]];
   let issuer: unknown;
   try {
-    issuer = decodeJwt(token).iss;
+    issuer = jose().decodeJwt(token).iss;
   } catch {
     return { ok: false, reason: "the token is not a JWT" };
   }
@@ -150,7 +148,7 @@ export async function authenticate(w: WorkloadAuthentication, req: TokenCarrier)
   let reason = "";
   for (const rule of rules) {
     try {
-      const { payload } = await jwtVerify(token, rule.keys, {
+      const { payload } = await jose().jwtVerify(token, rule.keys, {
         issuer: rule.issuer,
         audience: rule.audiences,
         algorithms: ALGORITHMS,
