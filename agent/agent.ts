@@ -1,6 +1,7 @@
 // The node agent's control thread: it owns the enrollment socket, the admin listener, the
 // service table and the data-plane workers, and wires them together. It forwards no traffic.
 
+import { flushCompileCache } from "node:module";
 import type { Server } from "node:net";
 import pino, { type Logger } from "pino";
 import type { InterceptionReply } from "../api/enrollment.ts";
@@ -225,6 +226,8 @@ export class Agent {
         { mode: o.interception },
       ),
     );
+    // As the workers do (worker.ts): the module compile cache is written now, not only at exit.
+    flushCompileCache();
     this.started = true;
     this.log.info(
       { workers: o.workers, socket: o.enrollmentSocket, admin: `${o.adminAddress}:${o.adminPort}` },
@@ -322,7 +325,8 @@ export class Agent {
       }
       drainMs = Math.min(drainMs, FINISH_IN_FLIGHT_MS);
     }
-    await this.pool?.stop(drainMs);
+    // Without a successor beside us, the workers keep the drain short (Dataplane.stop).
+    await this.pool?.stop(drainMs, !this.handedOver);
   }
 }
 

@@ -101,7 +101,7 @@ type Request =
   | { type: "health" }
   | { type: "listener-fds" }
   | { type: "outlast-streams"; deadline: number }
-  | { type: "stop"; drainMs?: number };
+  | { type: "stop"; drainMs?: number; noSuccessor?: boolean };
 
 class WorkerExited extends Error {
   constructor(index: number, code: number) {
@@ -409,9 +409,9 @@ export class WorkerPool {
    * system calls are refused from then on); only then are the threads terminated. Terminating a
    * worker that is still serving can catch it inside a koffi call, which then cannot throw and
    * aborts the whole process (SIGABRT, issue 21 item 5). A worker that does not answer within the
-   * drain plus STOP_MARGIN_MS is terminated anyway.
+   * drain plus STOP_MARGIN_MS is terminated anyway. `noSuccessor`: see Dataplane.stop.
    */
-  async stop(drainMs = this.slots[0]?.init.settings.drainMs ?? 0): Promise<void> {
+  async stop(drainMs = this.slots[0]?.init.settings.drainMs ?? 0, noSuccessor = false): Promise<void> {
     this.running = false;
     clearInterval(this.loadTimer);
     for (const slot of this.slots) clearTimeout(slot.respawnTimer);
@@ -420,7 +420,10 @@ export class WorkerPool {
     const timedOut = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), timeoutMs);
     });
-    const stopped = await Promise.race([this.askAll({ type: "stop", drainMs }).catch((err: Error) => err), timedOut]);
+    const stopped = await Promise.race([
+      this.askAll({ type: "stop", drainMs, noSuccessor }).catch((err: Error) => err),
+      timedOut,
+    ]);
     clearTimeout(timer);
     if (stopped === "timeout") this.log.warn({ timeoutMs }, "data-plane workers did not stop in time");
     else if (stopped instanceof Error) this.log.warn({ err: stopped.message }, "a data-plane worker failed to stop");

@@ -5,6 +5,7 @@
 
 import type { Socket } from "node:net";
 import { TUNNEL_PORT } from "../../api/dataplane.ts";
+import { AgentError, AgentErrors } from "../errors.ts";
 import type { DataplaneContext } from "./context.ts";
 import { dial } from "./dial.ts";
 import type { Endpoint } from "./endpoint.ts";
@@ -22,7 +23,10 @@ import { handshakeHeaders, openTunnel, type TunnelRequest } from "./tunnel.ts";
  * L7 side); without it the tunnel carries raw bytes (opaque TCP, upgraded connections).
  */
 export async function connectEndpoint(
-  via: Pick<DataplaneContext, "sockets" | "settings" | "keyring" | "tunnels" | "snapshot" | "identitySettled">,
+  via: Pick<
+    DataplaneContext,
+    "sockets" | "settings" | "keyring" | "tunnels" | "snapshot" | "identitySettled" | "waitsForNextAgent"
+  >,
   from: PodContext,
   ep: Endpoint,
   timeoutMs: number,
@@ -30,6 +34,9 @@ export async function connectEndpoint(
 ): Promise<Socket> {
   const { sockets } = via;
   if (!ep.meshed) return dial(sockets, { netns: from.netns, ip: ep.ip, port: ep.port, timeoutMs });
+  if (via.waitsForNextAgent(ep)) {
+    throw new AgentError(AgentErrors.CONNECT_FAILED, `${ep.ip}:${ep.port}: its agent (this one) is stopping`);
+  }
   const req: TunnelRequest = {
     ip: ep.ip,
     port: ep.port,

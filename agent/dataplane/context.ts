@@ -7,6 +7,7 @@ import type { AccessLog } from "./access-log.ts";
 import type { EndpointPicker } from "./balancer.ts";
 import type { SocketMaker } from "./dial.ts";
 import type { EdgeAggregator } from "./edges.ts";
+import type { Endpoint } from "./endpoint.ts";
 import type { HttpProtocol, UpstreamPools } from "./http/upstream.ts";
 import type { DataplaneMetrics } from "./metrics.ts";
 import type { Keyring } from "./mtls.ts";
@@ -49,4 +50,9 @@ export interface DataplaneContext {
   identitySettled(pod: PodContext, timeoutMs: number): Promise<void>;
   /** The mTLS connections to other agents' pods that tunnels share (tunnel-mux.ts). */
   readonly tunnels: TunnelConnections;
+  /**
+   * Whether `ep` is one of this node's pods, which nothing serves until the next agent starts
+   * (this one is stopping without a successor: Dataplane.stop).
+   */
+  waitsForNextAgent(ep: Endpoint): boolean;
 }

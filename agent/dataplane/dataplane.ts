@@ -23,6 +23,7 @@ import { connectEndpoint } from "./connect.ts";
 import type { DataplaneContext } from "./context.ts";
 import { inPodSockets, type SocketMaker } from "./dial.ts";
 import { EdgeAggregator } from "./edges.ts";
+import type { Endpoint } from "./endpoint.ts";
 import { DEFAULT_FRONTEND_OPTIONS, HttpFrontend } from "./http/frontend.ts";
 import { UpstreamPools } from "./http/upstream.ts";
 import { handleInbound, handleTunnel } from "./inbound.ts";
@@ -58,11 +59,8 @@ type Handler = (ctx: DataplaneContext, pod: PodContext, socket: net.Socket) => P
 
 const ignore = () => {};
 
-/**
- * On stop, connections already accepted get this long to finish what they are doing (requests on
- * pooled upstream connections complete; anything needing a new connection is answered 503) before
- * the rest are destroyed.
- */
+/** Stopping without a successor: how long a keep-alive connection without a request in flight stays open (stop()). */
+const NO_SUCCESSOR_IDLE_CLOSE_MS = 200;
 
 /**
  * Handlers that need the pre-REDIRECT destination read it from the accepted socket first. A
@@ -130,6 +128,8 @@ export class Dataplane implements DataplaneContext {
   /** Set by outlastStreams: the streams had their drain, stop() cuts them at once. */
   private streamsOutlasted = false;
   private stopping = false;
+  /** This node's pods' addresses, once stopped without a successor (stop()). */
+  private podsWaitingForNextAgent = new Set<string>();
   /** This worker's share of FloodLimits' per-pod caps (it shrinks as workers are added). */
   private readonly podConnectionCap: () => number;
   private readonly podHandshakeCap: () => number;
@@ -162,6 +162,10 @@ export class Dataplane implements DataplaneContext {
 
   snapshot(): Snapshot {
     return this.current;
+  }
+
+  waitsForNextAgent(ep: Endpoint): boolean {
+    return this.podsWaitingForNextAgent.has(ep.ip);
   }
 
   setIdentities(keyring: Keyring, pending: readonly string[]): void {
@@ -266,11 +270,19 @@ export class Dataplane implements DataplaneContext {
    * lets the connections in flight finish, dialling as usual, for up to `drainMs`. Only then does
    * it stop dialling (every system call of the thread fails as an ordinary error from then on, so
    * no koffi call can be under way when the thread is torn down) and end what is left.
+   *
+   * `noSuccessor` (stop, then start): no agent serves this node's pods until this one has exited
+   * and the next one started, and connections arriving meanwhile wait for it. So the drain is kept
+   * short: keep-alive connections idle for NO_SUCCESSOR_IDLE_CLOSE_MS close (clients left them idle
+   * for the second HttpFrontend.drain gives them by default: half of the gap), and a request in
+   * flight does not dial this node's own pods, whose tunnel ports nobody accepts on until then (it
+   * waited out its connect budget there, a second, before trying another endpoint).
    */
-  async stop(drainMs = this.settings.drainMs): Promise<void> {
+  async stop(drainMs = this.settings.drainMs, noSuccessor = false): Promise<void> {
     await this.closeListeners();
     this.stopping = true;
-    this.http.drain();
+    if (noSuccessor) this.podsWaitingForNextAgent = new Set([...this.pods.values()].map(({ ctx }) => ctx.pod.ip));
+    this.http.drain(noSuccessor ? NO_SUCCESSOR_IDLE_CLOSE_MS : undefined);
     // Idle upstream connections would hold the drain to its deadline: the destination agent's
     // side of a pooled tunnel waits for our end of it.
     this.pools.drain();

@@ -28,7 +28,7 @@ export type ToWorker =
   | { type: "health"; id: number }
   | { type: "listener-fds"; id: number }
   | { type: "outlast-streams"; id: number; deadline: number }
-  | { type: "stop"; id: number; drainMs?: number };
+  | { type: "stop"; id: number; drainMs?: number; noSuccessor?: boolean };
 
 export type FromWorker = { type: "ready" } | { type: "reply"; id: number; error?: string; value?: unknown };
 

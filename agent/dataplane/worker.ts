@@ -1,5 +1,6 @@
 // Entry point of a data-plane worker thread (see Dataplane). It only translates messages.
 
+import { flushCompileCache } from "node:module";
 import { parentPort, workerData } from "node:worker_threads";
 import pino from "pino";
 import { Dataplane } from "./dataplane.ts";
@@ -58,7 +59,7 @@ port.on("message", (msg: ToWorker) => {
       return;
     case "stop":
       // Reply before closing the port: a message posted after close() is dropped.
-      void reply(msg.id, () => dataplane.stop(msg.drainMs)).then(() => port.close());
+      void reply(msg.id, () => dataplane.stop(msg.drainMs, msg.noSuccessor)).then(() => port.close());
       return;
   }
 });
@@ -68,4 +69,7 @@ const beat = () => Atomics.store(heartbeats, init.index, BigInt(Date.now()));
 beat();
 setInterval(beat, HEARTBEAT_INTERVAL_MS).unref();
 
+// The module compile cache (bin/nodemesh.ts) is written now, not only when the thread exits: an
+// agent killed (SIGKILL after the grace period, OOM) would otherwise never write it.
+flushCompileCache();
 send({ type: "ready" });

@@ -38,8 +38,11 @@ const RATE = 250;
  * its connect-burst fixes) but 5778 in a full run. In the sixth the gap shrank (SIGTERM to the
  * next agent ready 3.5–4.7 s -> 2.4 s: the drain ends when nothing is in flight, node facts are
  * kept per boot, first certificates are asked for as the stream comes up): 100 of 17,500 alone,
- * 1 in a full run. Issue 14's 0 at 1000 is not met: the test holds what holds on a slow machine
- * (none refused, a bound on failures) at 250.
+ * 1 in a full run. In the tenth, CI failed it once: 1022 of 17,500 in a full run. In the eleventh
+ * the stopping agent no longer waits for connections its clients left idle, nor for in-flight
+ * requests dialling its own pods' held listeners (Dataplane.stop): SIGTERM to the next agent ready
+ * 2.0 s -> 1.2 s, 1 of 17,500 failed alone. Issue 14's 0 at 1000 is not met: the test holds what
+ * holds on a slow machine (none refused, a bound on failures) at 250.
  */
 const RESTART_IN_PLACE_RATE = 250;
 /** The test agents' drain deadline: what a long opaque stream gets after the listeners closed. */
@@ -103,7 +106,7 @@ describe("agent replacement under load", () => {
     // Measured: 0 to 6 of 70,000 in the previous session (HTTP/1.1 keep-alive races: a request sent
     // on an idle connection as the draining agent closed it); 85 on this session's slower machine,
     // mostly 503s (NM_ALL_ENDPOINTS_FAILED) in the taking-over agent's first moments.
-    expect(run.failed).toBeLessThanOrEqual(run.requests * 0.002);
+    expect(run.failed, describeRun(run)).toBeLessThanOrEqual(run.requests * 0.002);
   }, 240_000);
 
   it(`${REPLACEMENTS} stop-then-start replacements under ${RESTART_IN_PLACE_RATE} requests/s: connections wait in the held listeners, none refused, under 5 % failed`, async () => {
@@ -113,6 +116,6 @@ describe("agent replacement under load", () => {
     console.log(overflows.stdout.trim());
     checkRun(run);
     // Surge is the lossless way.
-    expect(run.failed).toBeLessThanOrEqual(run.requests * 0.05);
+    expect(run.failed, describeRun(run)).toBeLessThanOrEqual(run.requests * 0.05);
   }, 240_000);
 });

@@ -49,7 +49,7 @@ const TARGET = Symbol("nodemesh.target");
 const IN_FLIGHT = Symbol("nodemesh.inFlight");
 const IDLE_SINCE = Symbol("nodemesh.idleSince");
 type Activity = { [IN_FLIGHT]?: number; [IDLE_SINCE]?: number };
-/** While draining: how often idle connections are looked at, and how long idle counts as left alone. */
+/** While draining: how often idle connections are looked at at most, and how long idle counts as left alone. */
 const IDLE_SWEEP_MS = 250;
 const IDLE_CLOSE_MS = 1000;
 type WithTarget = { [TARGET]?: ProxyTarget };
@@ -199,13 +199,13 @@ export class HttpFrontend implements HttpServing {
    * (`Connection: close`), HTTP/2 sessions get GOAWAY (their streams in flight finish); clients reconnect, to the
    * agent that took over the listeners.
    */
-  drain(): void {
+  drain(idleCloseMs = IDLE_CLOSE_MS): void {
     this.draining = true;
     for (const res of this.pendingResponses) if (!res.headersSent) res.shouldKeepAlive = false;
-    // Keep-alive connections a client leaves idle close once they have been idle a while (a client
-    // reuses its busiest ones first, so those get `Connection: close` on their next answer
+    // Keep-alive connections a client leaves idle close once they have been idle `idleCloseMs` (a
+    // client reuses its busiest ones first, so those get `Connection: close` on their next answer
     // instead); waiting for the drain deadline would leave many more to race with a reuse.
-    const sweep = setInterval(() => this.closeLongIdle(), IDLE_SWEEP_MS);
+    const sweep = setInterval(() => this.closeLongIdle(idleCloseMs), Math.min(IDLE_SWEEP_MS, idleCloseMs));
     sweep.unref();
     for (const session of this.sessions) goAway(session);
   }
@@ -259,12 +259,12 @@ export class HttpFrontend implements HttpServing {
     return !session.destroyed;
   }
 
-  /** HTTP/1.1 connections idle (no request in flight) for IDLE_CLOSE_MS: ended, while draining. */
-  private closeLongIdle(): void {
+  /** HTTP/1.1 connections idle (no request in flight) for `idleCloseMs`: ended, while draining. */
+  private closeLongIdle(idleCloseMs: number): void {
     const now = Date.now();
     for (const socket of this.h1Sockets) {
       const state = socket as unknown as Activity;
-      if ((state[IN_FLIGHT] ?? 0) === 0 && now - (state[IDLE_SINCE] ?? 0) >= IDLE_CLOSE_MS) socket.end();
+      if ((state[IN_FLIGHT] ?? 0) === 0 && now - (state[IDLE_SINCE] ?? 0) >= idleCloseMs) socket.end();
     }
   }
 
