@@ -10,6 +10,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import packageJson from "../package.json" with { type: "json" };
+import { freePort } from "../test/free-port.ts";
 
 const BIN = fileURLToPath(new URL("./nodemesh.ts", import.meta.url));
 
@@ -135,7 +136,13 @@ describe("the module compile cache", () => {
         stateDir,
         "--enrollment-socket",
         join(stateDir, "a.sock"),
-      ].concat(["--admin-address", "127.0.0.1", "--admin-port", String(port), "--workers", "1"]),
+        "--admin-address",
+        "127.0.0.1",
+        "--admin-port",
+        String(port),
+        "--workers",
+        "1",
+      ],
       { env: { ...process.env, NODE_DEBUG_NATIVE: "COMPILE_CACHE", ...env } },
     );
     let stdout = "";
@@ -194,11 +201,3 @@ describe("the module compile cache", () => {
     expect(second).toContain(dataplaneWorker);
   });
 });
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as AddressInfo;
-  server.close();
-  return port;
-}

@@ -6,13 +6,13 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { OTLP_PROTOBUF } from "../../api/otlp.ts";
+import { freePort } from "../../test/free-port.ts";
 import { AlertmanagerClient, parseAlertmanagerUrl } from "../alerts/alertmanager.ts";
 import { GraphQueries } from "../graph/service-graph.ts";
 import { TrafficWindow } from "../graph/traffic-window.ts";
@@ -31,14 +31,6 @@ declare const window: InPage;
 const CHROMIUM = "/usr/bin/chromium";
 const ALERTMANAGER = "/usr/bin/prometheus-alertmanager";
 const RESULTS = new URL("../../test-results/", import.meta.url).pathname;
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** The controller's REST server with the dashboard and the trace window, and its OTLP receiver. */
 async function startController(alertmanager?: string) {

@@ -8,6 +8,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { describe, expect, it, onTestFinished } from "vitest";
+import { freePort } from "../free-port.ts";
 import {
   type EchoClient,
   type EchoReply,
@@ -348,16 +349,8 @@ describe("CLI", () => {
     return Object.assign(child, { stderrText: () => stderr });
   }
 
-  async function freePort(): Promise<number> {
-    const server = net.createServer().listen(0, HOST);
-    await once(server, "listening");
-    const { port } = server.address() as net.AddressInfo;
-    await new Promise((resolve) => server.close(resolve));
-    return port;
-  }
-
   it("prints one ready line, serves, and exits 0 on SIGTERM", async () => {
-    const httpPort = await freePort();
+    const httpPort = await freePort(HOST);
     const args = ["--name", "cli-pod", "--version", "v9", "--host", HOST, "--http-port", String(httpPort)];
     const child = run([...args, "--grpc-port", "0", "--tcp-echo-port", "0"]);
     const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
