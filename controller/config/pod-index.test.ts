@@ -63,6 +63,23 @@ describe("PodIndex", () => {
     expect(index.select("default", { app: "api", version: "v1" })).toEqual([]);
   });
 
+  it("sees a new address, identity or label value as a change, and the same labels in another order as none", () => {
+    const index = PodIndex.of([web1, api1]);
+    const report = (...pods: (typeof web1)[]) => index.update(new Map([["node-a", pods]]));
+    const reordered = { ...web1, labels: { tier: "front", app: "web" } };
+    expect(report(reordered, api1)).toEqual([]);
+    const moved = { ...api1, ip: "10.1.0.22" };
+    expect(report(reordered, moved)).toEqual([api1, moved]);
+    const withIdentity = { ...moved, serviceAccount: "api" };
+    expect(report(reordered, withIdentity)).toEqual([moved, withIdentity]);
+    // As many labels as before, one of them another value (and one swapped for another key).
+    const retiered = { ...web1, labels: { app: "web", tier: "back" } };
+    const rekeyed = { ...withIdentity, labels: { role: "api" } };
+    expect(report(retiered, rekeyed)).toEqual([web1, retiered, withIdentity, rekeyed]);
+    expect(names(index.select("default", { tier: "back" }))).toEqual(["default/web-1"]);
+    expect(index.select("default", { app: "api" })).toEqual([]);
+  });
+
   it("forgets a label and a namespace with their last pod", () => {
     const index = new PodIndex();
     index.update(new Map([["node-a", [staged]]]));

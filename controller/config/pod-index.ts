@@ -29,14 +29,21 @@ interface NamespacePods {
 interface NodeEntry {
   /** The array the registry last gave for this node: replaced whenever the node's pods change. */
   readonly reported: readonly NodePod[];
-  /** The node's pods in the index, by "namespace/name", with what makes each an endpoint. */
-  readonly pods: Map<string, { pod: NodePod; fingerprint: string }>;
+  /** The node's pods in the index, by "namespace/name". */
+  readonly pods: Map<string, NodePod>;
 }
 
-/** Everything that goes into a pod's endpoint (address, node, labels, identity). */
-function podFingerprint(pod: NodePod): string {
-  const labels = Object.entries(pod.labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return JSON.stringify([pod.ip, pod.node, pod.serviceAccount ?? "", labels]);
+/**
+ * Whether two reports of one pod make the same endpoint (address, node, identity, labels).
+ * Compared field by field rather than through a kept fingerprint string: 50,000 of those were
+ * 3.6 MB of the controller's heap.
+ */
+function sameEndpointPod(a: NodePod, b: NodePod): boolean {
+  if (a.ip !== b.ip || a.node !== b.node || (a.serviceAccount ?? "") !== (b.serviceAccount ?? "")) return false;
+  const labels = Object.keys(a.labels);
+  if (labels.length !== Object.keys(b.labels).length) return false;
+  for (const k of labels) if (!Object.hasOwn(b.labels, k) || a.labels[k] !== b.labels[k]) return false;
+  return true;
 }
 
 export class PodIndex {
@@ -65,27 +72,26 @@ export class PodIndex {
     const changed: NodePod[] = [];
     for (const [node, entry] of this.nodes) {
       if (byNode.has(node)) continue;
-      for (const { pod } of entry.pods.values()) this.remove(pod, changed);
+      for (const pod of entry.pods.values()) this.remove(pod, changed);
       this.nodes.delete(node);
     }
     for (const [node, reported] of byNode) {
       const entry = this.nodes.get(node);
       if (entry?.reported === reported) continue;
-      const pods = new Map<string, { pod: NodePod; fingerprint: string }>();
+      const pods = new Map<string, NodePod>();
       for (const pod of reported) {
         const key = `${pod.namespace}/${pod.name}`;
-        const fingerprint = podFingerprint(pod);
         const before = entry?.pods.get(key);
-        if (before?.fingerprint === fingerprint) {
+        if (before && sameEndpointPod(before, pod)) {
           pods.set(key, before);
           continue;
         }
-        if (before) this.remove(before.pod, changed);
+        if (before) this.remove(before, changed);
         this.add(pod);
         changed.push(pod);
-        pods.set(key, { pod, fingerprint });
+        pods.set(key, pod);
       }
-      for (const [key, { pod }] of entry?.pods ?? []) if (!pods.has(key)) this.remove(pod, changed);
+      for (const [key, pod] of entry?.pods ?? []) if (!pods.has(key)) this.remove(pod, changed);
       this.nodes.set(node, { reported, pods });
     }
     return changed;

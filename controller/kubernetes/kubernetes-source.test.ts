@@ -123,9 +123,9 @@ describe("the Kubernetes source", () => {
           pods,
           nodes: [],
         }).services.values(),
-      ].map((e) => e.fingerprint);
+      ].map((e) => e.service);
     expect(table(s.store.list("services"))).toEqual(table(standalone.list("services")));
-    expect(table(s.store.list("services")).join()).toContain("10.244.2.5");
+    expect(JSON.stringify(table(s.store.list("services")))).toContain("10.244.2.5");
   });
 
   it("reads lists in chunks and watches with bookmarks", async () => {
