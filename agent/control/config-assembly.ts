@@ -13,6 +13,7 @@ import {
   type RejectedObject,
   serviceKey,
 } from "../../api/agent-service.ts";
+import { byCodeUnits } from "../../api/order.ts";
 import { type Service, type ServiceTable, validateServiceTable } from "../../api/services.ts";
 import { parseTrafficObject, type TrafficObject, trafficKey } from "../../api/traffic.ts";
 
@@ -119,7 +120,7 @@ function serviceProblem(service: Service): string | null {
 }
 
 function sortedByKey<T>(map: ReadonlyMap<string, T>): [string, T][] {
-  return [...map].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return [...map].sort(([a], [b]) => byCodeUnits(a, b));
 }
 
 /** A configuration read back from the agent's cache (it held only what it had accepted). */

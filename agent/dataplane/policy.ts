@@ -2,6 +2,7 @@
 // milliseconds, sets are Sets, percentages are ratios; nothing here runs per request.
 
 import { durationMs } from "../../api/duration.ts";
+import { byCodeUnits } from "../../api/order.ts";
 import { fullMatch } from "../../api/regex.ts";
 import type { HealthCheck, RetryOn, TrafficObject, TrafficPolicySpec } from "../../api/traffic.ts";
 import { UNLIMITED } from "./limits.ts";
@@ -141,7 +142,7 @@ export function policiesByService(traffic: readonly TrafficObject[]): Map<string
   const out = new Map<string, CompiledPolicy>();
   const policies = traffic
     .filter((o) => o.kind === "TrafficPolicy")
-    .sort((a, b) => (a.namespace + a.name).localeCompare(b.namespace + b.name));
+    .sort((a, b) => byCodeUnits(a.namespace + a.name, b.namespace + b.name));
   for (const p of policies) {
     for (const ref of p.spec.targetRefs) {
       const id = `${ref.name}.${p.namespace}`;

@@ -4,6 +4,7 @@
 // more query matches; then route namespace/name and rule order.
 
 import { durationMs } from "../../api/duration.ts";
+import { byCodeUnits } from "../../api/order.ts";
 import { fullMatch } from "../../api/regex.ts";
 import type {
   BackendRef,
@@ -243,7 +244,7 @@ export function compareRank(a: MatchEntry, b: MatchEntry): number {
     const x = a.rank[i]!;
     const y = b.rank[i]!;
     if (x === y) continue;
-    return typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+    return typeof x === "number" && typeof y === "number" ? x - y : byCodeUnits(String(x), String(y));
   }
   return 0;
 }

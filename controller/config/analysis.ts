@@ -22,6 +22,7 @@
 // - PeerAuthentication: a target that does not exist → TargetNotFound; two at one level (the same
 //   Service, or namespace-wide in one namespace) that both set a mode → the first by name applies.
 
+import { byCodeUnits } from "../../api/order.ts";
 import { type Condition, pluralOf, type Resource, type ServiceSpec } from "../../api/resources.ts";
 import { selectorMatches } from "./pod-index.ts";
 import { resourceKey } from "./service-table.ts";
@@ -54,11 +55,10 @@ interface Ref {
 
 const name = (o: AnyResource) => `${o.metadata.namespace}/${o.metadata.name}`;
 const byAge = (a: AnyResource, b: AnyResource) =>
-  (a.metadata.creationTimestamp ?? "").localeCompare(b.metadata.creationTimestamp ?? "") ||
-  name(a).localeCompare(name(b));
+  byCodeUnits(a.metadata.creationTimestamp ?? "", b.metadata.creationTimestamp ?? "") || byCodeUnits(name(a), name(b));
 /** The agents' order for policies (policy.ts policiesByService, peer-authentication.ts). */
 const byName = (a: AnyResource, b: AnyResource) =>
-  (a.metadata.namespace + a.metadata.name).localeCompare(b.metadata.namespace + b.metadata.name);
+  byCodeUnits(a.metadata.namespace + a.metadata.name, b.metadata.namespace + b.metadata.name);
 
 function vipPorts(service: AnyResource): string[] {
   const spec = service.spec as Partial<ServiceSpec>;
@@ -321,7 +321,7 @@ export function neverMatchingRules(
       });
     });
   }
-  const first = (a: MatchAt, b: MatchAt) => a.order.localeCompare(b.order) || a.rule - b.rule;
+  const first = (a: MatchAt, b: MatchAt) => byCodeUnits(a.order, b.order) || a.rule - b.rule;
   const seen = new Set<string>();
   for (const [where, list] of byPort) {
     const port = where.slice(where.indexOf("|") + 1);

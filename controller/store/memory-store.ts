@@ -4,6 +4,7 @@
 
 import { randomUUID } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
+import { byCodeUnits } from "../../api/order.ts";
 import { kindOf, objectSchema, type Resource } from "../../api/resources.ts";
 import {
   type ObjectKey,
@@ -57,11 +58,6 @@ function mapKey(key: ObjectKey): string {
   return `${key.namespace}/${key.name}`;
 }
 
-/** Locale-independent order, so every controller and every run lists the same way. */
-function byCodePoint(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
 /** Stored objects are shared with every reader, so they are frozen rather than copied per read. */
 function deepFreeze<T>(value: T): T {
   if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
@@ -96,7 +92,7 @@ export class MemoryStore implements Store {
     const selected = namespace === undefined ? all : all.filter((o) => o.metadata.namespace === namespace);
     return selected.sort(
       (a, b) =>
-        byCodePoint(a.metadata.namespace, b.metadata.namespace) || byCodePoint(a.metadata.name, b.metadata.name),
+        byCodeUnits(a.metadata.namespace, b.metadata.namespace) || byCodeUnits(a.metadata.name, b.metadata.name),
     );
   }
 
