@@ -5,6 +5,7 @@
 import { availableParallelism } from "node:os";
 import { extname } from "node:path";
 import type { EventLoopUtilization } from "node:perf_hooks";
+import { setFlagsFromString } from "node:v8";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import type { EnrolledPod } from "../../api/enrollment.ts";
@@ -33,7 +34,19 @@ const WORKER_MODULE = new URL(`../dataplane/worker${extname(import.meta.url)}`, 
  * truly needs more is replaced as one that failed.
  */
 const WORKER_OLD_GENERATION_MB = 256;
-const WORKER_HEAP_LIMITS = { maxYoungGenerationSizeMb: 24, maxOldGenerationSizeMb: WORKER_OLD_GENERATION_MB };
+export const WORKER_HEAP_LIMITS = { maxYoungGenerationSizeMb: 24, maxOldGenerationSizeMb: WORKER_OLD_GENERATION_MB };
+
+/**
+ * The control thread runs with 1 MB semi-spaces (api/process-settings.ts AGENT_PROCESS), a V8
+ * flag, and V8 flags are the process's: a worker isolate created while it is set takes 1 MB
+ * semi-spaces too, whatever its resourceLimits say (2 MB of new space instead of 16; so it was
+ * from the seventh session to the twelfth, collecting eight times as often). The control
+ * thread's isolate already has its heap, so the flag is cleared before any worker starts and the
+ * workers get WORKER_HEAP_LIMITS.
+ */
+export function letWorkersSizeTheirOwnHeaps(): void {
+  setFlagsFromString("--max-semi-space-size=0");
+}
 
 export function defaultWorkerCount(): number {
   return Math.max(1, Math.min(availableParallelism(), 8));
@@ -151,6 +164,7 @@ export class WorkerPool {
     opts: Omit<WorkerInit, "index" | "shared" | "heartbeats">,
     log: Logger,
   ): Promise<WorkerPool> {
+    letWorkersSizeTheirOwnHeaps();
     const pool = new WorkerPool(log, count.max);
     for (let index = 0; index < count.max; index++) {
       pool.slots.push({
