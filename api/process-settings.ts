@@ -30,7 +30,9 @@ export const CONTROLLER_PROCESS: ProcessSettings = {
  * The agent's main thread only controls (enrollment, configuration, admin; the data plane is in
  * worker threads, whose heaps are set in agent/control/workers.ts). Left to itself V8 grew its
  * young generation to 32 MB of garbage on an idle agent: 1 MB semi-spaces keep it at what it
- * holds (idle RSS 134 → 114 MB with one worker).
+ * holds (idle RSS 134 → 114 MB with one worker; part of that was the worker's, which took the flag
+ * too until the twelfth session: V8's flags are the process's, so the worker pool clears this one
+ * before the first worker starts, workers.ts letWorkersSizeTheirOwnHeaps).
  */
 export const AGENT_PROCESS: ProcessSettings = {
   nodeFlags: ["--max-semi-space-size=1"],
