@@ -50,10 +50,10 @@ interface Row {
 }
 
 /**
- * One request through the mesh must succeed before the timed run: requests sent in the first
- * second after both pods enrolled failed with 503 after the 1 s connect budget (every connection's
- * first request, in runs of 2026-12-05; none after a 3 s pause). That start-up gap is reported,
- * not measured here: this benchmark measures what tracing costs a warm path.
+ * One request through the mesh must succeed before the timed run: this benchmark measures what
+ * tracing costs a warm path. (Runs of 2026-12-05 failed here with a 503 after the 1 s connect
+ * budget: the world handed back underlay ports that did not forward yet, so the first ARP request
+ * between the nodes was lost; the world now waits for its links, see waitForLinks.)
  */
 async function warmUp(client: Pod, url: string): Promise<void> {
   const attempts: string[] = [];

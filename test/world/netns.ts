@@ -67,6 +67,45 @@ export async function ipBatch(lines: readonly string[], opts: { netns?: string; 
   if (code !== 0) throw new Error(`ip ${args.join(" ")} failed (${code}): ${stderr.trim()}\n  ${lines.join("\n  ")}`);
 }
 
+/** How long links may take to carry traffic after they were set up (a loaded kernel is slow). */
+const LINK_READY_TIMEOUT_MS = 10_000;
+const LINK_POLL_MS = 20;
+
+/**
+ * Waits until the named links in `netns` carry traffic: each is operationally UP and, if it is a
+ * bridge port, forwarding. `ip link set up` returns before that: the kernel applies a veth's carrier
+ * (its queue, the bridge port's state) later, in its link-watch work, which waits for the rtnl lock
+ * that another world's teardown can hold for a second or more. Until then frames are dropped: an
+ * underlay port still "disabled" lost a node's first ARP request, and the first connection to
+ * another node waited a second for the retransmission (a 503 after the agent's 1 s connect budget).
+ */
+export async function waitForLinks(
+  netns: string,
+  names: readonly string[],
+  timeoutMs = LINK_READY_TIMEOUT_MS,
+): Promise<void> {
+  let notReady: string[] = [...names];
+  for (let waited = 0; waited <= timeoutMs; waited += LINK_POLL_MS) {
+    const { code, stdout, stderr } = await run("ip", ["-n", netns, "-j", "-d", "link", "show"]);
+    if (code !== 0) throw new Error(`ip -n ${netns} link show failed (${code}): ${stderr.trim()}`);
+    const links = JSON.parse(stdout) as LinkJson[];
+    notReady = names.filter((name) => {
+      const link = links.find((l) => l.ifname === name);
+      const port = link?.linkinfo?.info_slave_kind === "bridge" ? link.linkinfo.info_slave_data?.state : "forwarding";
+      return link?.operstate !== "UP" || port !== "forwarding";
+    });
+    if (notReady.length === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, LINK_POLL_MS));
+  }
+  throw new Error(`links ${notReady.join(", ")} in ${netns} did not come up within ${timeoutMs} ms`);
+}
+
+interface LinkJson {
+  ifname: string;
+  operstate: string;
+  linkinfo?: { info_slave_kind?: string; info_slave_data?: { state?: string } };
+}
+
 /** `owner` is a pid; base36 keeps names short. The random part separates worlds of one process. */
 export function newWorldPrefix(owner = process.pid): string {
   return `${WORLD_PREFIX}${owner.toString(36)}-${randomBytes(2).toString("hex")}-`;

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PIN_ROOT, podPinDir } from "../../init-container/ebpf.ts";
 import { modeUnavailable } from "../e2e/modes.ts";
 import { createCgroup, enterCgroupArgs, orphanCgroups, removeCgroup, TEST_CGROUP_DIR } from "./cgroup.ts";
-import { isAlive, newWorldPrefix, worldNamespaces } from "./netns.ts";
+import { ipBatch, isAlive, newWorldPrefix, run, waitForLinks, worldNamespaces } from "./netns.ts";
 import { orphans, reapOrphans } from "./reaper.ts";
 import { type Controller, type Place, type Pod, Proc, World, withWorld } from "./world.ts";
 
@@ -178,6 +178,42 @@ describe("a 2-node world with pods and a controller", () => {
     expect(worldNamespaces()).not.toContain(d.netns);
     expect(world.pods.map((p) => p.name)).toEqual(["a", "b", "c"]);
     expect(() => world.spawn(d, "true")).toThrow(/not a namespace of this world/);
+  });
+});
+
+describe("links", () => {
+  /** The bridge ports of `place` that are not forwarding yet, with their state. */
+  async function portsNotForwarding(place: Place): Promise<string[]> {
+    const { stdout } = await run("bridge", ["-n", place.netns, "-j", "link", "show"]);
+    return (JSON.parse(stdout) as { ifname: string; state: string }[])
+      .filter((port) => port.state !== "forwarding")
+      .map((port) => `${port.ifname} ${port.state}`);
+  }
+
+  it("carry traffic once create, addPod and addController return: every bridge port forwards", async () => {
+    // Another world's teardown holds the kernel's rtnl lock, which delays when links start carrying.
+    const previous = await World.create({ nodes: 1 });
+    await previous.addBareNamespaces("bare", 100, (i) => `10.1.0.${i + 1}`);
+    const teardown = previous.destroy();
+    await withWorld({ nodes: 2 }, async (world) => {
+      const [n1, n2] = world.nodes;
+      expect(await portsNotForwarding(world.underlay)).toEqual([]);
+      await world.addPod(n2, "p");
+      expect(await portsNotForwarding(n2)).toEqual([]);
+      await world.addController();
+      expect(await portsNotForwarding(world.underlay)).toEqual([]);
+      expect((await run("ip", ["-n", n1.netns, "-j", "link", "show", "ul0"])).stdout).toContain('"operstate":"UP"');
+    });
+    await teardown;
+  });
+
+  it("waitForLinks names the links that never come up", async () => {
+    await withWorld({ nodes: 1 }, async (world) => {
+      const [place] = await world.addBareNamespaces("bare", 1);
+      // A veth whose peer stays down never has a carrier.
+      await ipBatch(["link add e0 type veth peer name e1", "link set e0 up"], { netns: place!.netns });
+      await expect(waitForLinks(place!.netns, ["e0"], 200)).rejects.toThrow(/links e0 in .* did not come up/);
+    });
   });
 });
 

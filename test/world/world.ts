@@ -47,6 +47,7 @@ import {
   newWorldPrefix,
   type RunResult,
   run,
+  waitForLinks,
 } from "./netns.ts";
 import { Proc, type ProcOptions } from "./proc.ts";
 
@@ -199,6 +200,7 @@ export class World {
         ),
         ipBatch([`link set ${nodeSide} master br0 up`], { netns: node.netns }),
       ]);
+      await Promise.all([waitForLinks(pod.netns, ["eth0"]), waitForLinks(node.netns, [nodeSide])]);
     } catch (err) {
       await this.removePod(pod).catch(() => {}); // destroy() still covers it if this fails
       throw err;
@@ -275,6 +277,7 @@ export class World {
       ),
       ipBatch(["link set ctl master br0 up"], { netns: this.underlay.netns }),
     ]);
+    await Promise.all([waitForLinks(ctl.netns, ["ul0"]), waitForLinks(this.underlay.netns, ["ctl"])]);
     return ctl;
   }
 
@@ -405,6 +408,13 @@ export class World {
         ),
       ),
       ...nodes.map((node) => this.#enableForwarding(node)),
+    ]);
+    await Promise.all([
+      waitForLinks(
+        underlay.netns,
+        nodes.map((n) => `n${n.index}`),
+      ),
+      ...nodes.map((n) => waitForLinks(n.netns, ["ul0"])),
     ]);
   }
 
