@@ -404,6 +404,9 @@ spec:
     );
     if (saturated.result.failed > 0) throw new Error(`${system} ${protocol}: failures at saturation`);
     loadedMB = Math.max(loadedMB, ...saturated.peaks);
+    // The agents serve every path of the run, so their RSS climbs across it: this says where.
+    if (watched.length)
+      log(`  agents' RSS peak at saturation: ${saturated.peaks.map((mb) => mb.toFixed(1)).join(" / ")} MB`);
     const rated = await cpuInWindow(proxyPids, (WARM_UP_S + 0.3) * 1000, (WARM_UP_S + DURATION_S - 0.3) * 1000, () =>
       h2loadAtRate(world, from, url, { rate: RATE, connections: CONNECTIONS, durationS: DURATION_S, grpc }),
     );
