@@ -84,8 +84,9 @@ export async function waitForLinks(
   names: readonly string[],
   timeoutMs = LINK_READY_TIMEOUT_MS,
 ): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
   let notReady: string[] = [...names];
-  for (let waited = 0; waited <= timeoutMs; waited += LINK_POLL_MS) {
+  for (;;) {
     const { code, stdout, stderr } = await run("ip", ["-n", netns, "-j", "-d", "link", "show"]);
     if (code !== 0) throw new Error(`ip -n ${netns} link show failed (${code}): ${stderr.trim()}`);
     const links = JSON.parse(stdout) as LinkJson[];
@@ -95,6 +96,7 @@ export async function waitForLinks(
       return link?.operstate !== "UP" || port !== "forwarding";
     });
     if (notReady.length === 0) return;
+    if (performance.now() > deadline) break;
     await new Promise((resolve) => setTimeout(resolve, LINK_POLL_MS));
   }
   throw new Error(`links ${notReady.join(", ")} in ${netns} did not come up within ${timeoutMs} ms`);

@@ -195,16 +195,20 @@ describe("links", () => {
     const previous = await World.create({ nodes: 1 });
     await previous.addBareNamespaces("bare", 100, (i) => `10.1.0.${i + 1}`);
     const teardown = previous.destroy();
-    await withWorld({ nodes: 2 }, async (world) => {
-      const [n1, n2] = world.nodes;
-      expect(await portsNotForwarding(world.underlay)).toEqual([]);
-      await world.addPod(n2, "p");
-      expect(await portsNotForwarding(n2)).toEqual([]);
-      await world.addController();
-      expect(await portsNotForwarding(world.underlay)).toEqual([]);
-      expect((await run("ip", ["-n", n1.netns, "-j", "link", "show", "ul0"])).stdout).toContain('"operstate":"UP"');
-    });
-    await teardown;
+    try {
+      await withWorld({ nodes: 2 }, async (world) => {
+        const [n1, n2] = world.nodes;
+        expect(await portsNotForwarding(world.underlay)).toEqual([]);
+        await world.addPod(n2, "p");
+        expect(await portsNotForwarding(n2)).toEqual([]);
+        await world.addController();
+        expect(await portsNotForwarding(world.underlay)).toEqual([]);
+        const ul0 = await run("ip", ["-n", n1.netns, "-j", "link", "show", "ul0"]);
+        expect(ul0.stdout).toContain('"operstate":"UP"');
+      });
+    } finally {
+      await teardown;
+    }
   });
 
   it("waitForLinks names the links that never come up", async () => {

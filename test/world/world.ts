@@ -24,6 +24,8 @@
  *                         │                                 eth0 10.244.i.(10+k)/24, default via 10.244.i.1
  *                         └─ veth ctl ─ controller: ul0 10.250.0.2/24, route 10.244.i.0/24 via node i
  *
+ * create, addPod and addController return once every link they made carries traffic (waitForLinks).
+ *
  * Pods have a default route so that traffic to service VIPs (10.96.0.0/16) reaches their own iptables
  * rules; the nodes have no route for it, so VIP traffic that nothing intercepts fails, as it should.
  *
