@@ -85,21 +85,21 @@ export async function waitForLinks(
   timeoutMs = LINK_READY_TIMEOUT_MS,
 ): Promise<void> {
   const deadline = performance.now() + timeoutMs;
-  let notReady: string[] = [...names];
   for (;;) {
     const { code, stdout, stderr } = await run("ip", ["-n", netns, "-j", "-d", "link", "show"]);
     if (code !== 0) throw new Error(`ip -n ${netns} link show failed (${code}): ${stderr.trim()}`);
     const links = JSON.parse(stdout) as LinkJson[];
-    notReady = names.filter((name) => {
+    const notReady = names.filter((name) => {
       const link = links.find((l) => l.ifname === name);
       const port = link?.linkinfo?.info_slave_kind === "bridge" ? link.linkinfo.info_slave_data?.state : "forwarding";
       return link?.operstate !== "UP" || port !== "forwarding";
     });
     if (notReady.length === 0) return;
-    if (performance.now() > deadline) break;
+    if (performance.now() > deadline) {
+      throw new Error(`links ${notReady.join(", ")} in ${netns} did not come up within ${timeoutMs} ms`);
+    }
     await new Promise((resolve) => setTimeout(resolve, LINK_POLL_MS));
   }
-  throw new Error(`links ${notReady.join(", ")} in ${netns} did not come up within ${timeoutMs} ms`);
 }
 
 interface LinkJson {
