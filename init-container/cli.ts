@@ -29,9 +29,9 @@ import {
   unenroll,
 } from "./enroll.ts";
 import { INIT_ERROR_CODES, InitError } from "./errors.ts";
-import { applyRedirect, saveNat } from "./iptables.ts";
+import { applyRedirect, saveTables } from "./iptables.ts";
 import { parentCgroup } from "./pod-cgroup.ts";
-import { buildNatTable, parseExclusions, type RedirectConfig } from "./rules.ts";
+import { buildTables, parseExclusions, type RedirectConfig } from "./rules.ts";
 
 export const HELP = `Usage: nodemesh init [flags]
 
@@ -42,7 +42,9 @@ run again.
 
 Interception:
   --mode iptables             (default) iptables rules for both directions, restored as the
-                              whole nat table at once
+                              whole nat table at once, and one raw rule that keeps the agent's
+                              own connections in a conntrack zone of their own (so that none of
+                              them can let an app connection skip the redirect)
   --mode node                 what the node's agent says (nodemesh agent --interception, asked on
                               the enrollment socket before anything is installed)
   --mode ebpf                 outbound by eBPF programs attached to the pod's cgroup
@@ -86,9 +88,9 @@ Exclusions (comma-separated; each flag may be repeated):
   --exclude-outbound-cidrs LIST   destinations not redirected, e.g. 10.0.0.0/8,169.254.169.254
 
 Modes:
-  --dry-run                   print the nat table that would be restored and change nothing;
-                              needs no pod flags (given ones are checked and shown)
-  --uninstall                 remove the rules (the nat table is restored without them) and,
+  --dry-run                   print the nat and raw tables that would be restored and change
+                              nothing; needs no pod flags (given ones are checked and shown)
+  --uninstall                 remove the rules (both tables are restored without them) and,
                               with --cgroup, the pod's eBPF programs (the node's go with the
                               last pod's), then unenroll; failing to unenroll is only a warning
   -h, --help                  show this text
@@ -233,7 +235,7 @@ export async function runInit(argv: string[]): Promise<number> {
     const config = plan.uninstall ? null : plan.config;
     const scope = plan.mode === "ebpf" ? "inbound" : "all";
     if (plan.dryRun) {
-      process.stdout.write(buildNatTable(await saveNat(), config, scope));
+      process.stdout.write(buildTables(await saveTables(), config, scope));
       if (plan.mode === "ebpf" && config) {
         podConfigValue(config, localAddresses(plan)); // refuses what the programs' maps cannot hold
         log(

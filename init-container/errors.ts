@@ -4,7 +4,7 @@
 export const INIT_ERROR_CODES = {
   /** A flag, environment variable or exclusion list is malformed. Exit code 2. */
   INVALID_ARGUMENT: "invalid_argument",
-  /** `iptables-save` printed something that is not a nat table dump. */
+  /** `iptables-save` printed something that is not a dump of the nat and raw tables. */
   BAD_DUMP: "bad_dump",
   /** iptables-save / iptables-restore failed or could not be started. */
   IPTABLES_FAILED: "iptables_failed",

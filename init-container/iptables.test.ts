@@ -1,8 +1,8 @@
 // Real iptables in throwaway network namespaces (nmi-*): the CLI end to end with --no-enroll,
 // the library through `netnsPath`, and a functional check that REDIRECT really happens.
 import { describe, expect, it } from "vitest";
-import { applyRedirect, restoreNat, saveNat } from "./iptables.ts";
-import { buildNatTable, parseExclusions } from "./rules.ts";
+import { applyRedirect, restoreTables, saveTables } from "./iptables.ts";
+import { AGENT_CONNTRACK_ZONE, buildTables, parseExclusions } from "./rules.ts";
 import { connect, init, iptablesSave, serve, sh, withNamespaces } from "./testing/netns.ts";
 
 const EXCLUDE = [
@@ -16,10 +16,11 @@ const CONFIG = parseExclusions({
   outboundCidrs: "10.97.0.0/16",
 });
 
-/** Rules of other tools in three tables; they must come through install and uninstall unchanged. */
+/** Rules of other tools in four tables; they must come through install and uninstall unchanged. */
 async function addForeignRules(ns: string): Promise<void> {
   await sh(ns, "iptables -t nat -A OUTPUT -c 7 420 -d 10.1.2.3 -p tcp --dport 53 -j DNAT --to-destination 10.9.9.9");
   await sh(ns, "iptables -t nat -N app-rules && iptables -t nat -A app-rules -j RETURN");
+  await sh(ns, "iptables -t raw -A OUTPUT -c 3 180 -p udp --dport 53 -j CT --notrack");
   await sh(ns, "iptables -A INPUT -p tcp --dport 22 -j ACCEPT");
   await sh(ns, "iptables -t mangle -A OUTPUT -p tcp --dport 81 -j MARK --set-xmark 0x539/0xfff");
 }
@@ -35,8 +36,8 @@ describe.skipIf(process.getuid?.() !== 0)("iptables in a network namespace", () 
       expect(second.code, second.stderr).toBe(0);
       expect(await iptablesSave(ns)).toBe(once);
       // iptables-save normalises nothing in our rules: the dump is already our canonical form.
-      const nat = await iptablesSave(ns, "nat");
-      expect(buildNatTable(nat, CONFIG)).toBe(nat);
+      const tables = (await iptablesSave(ns, "nat")) + (await iptablesSave(ns, "raw"));
+      expect(buildTables(tables, CONFIG)).toBe(tables);
     });
   });
 
@@ -48,8 +49,11 @@ describe.skipIf(process.getuid?.() !== 0)("iptables in a network namespace", () 
       const installed = await iptablesSave(ns);
       for (const line of before.split("\n").filter((l) => l.startsWith("-A"))) expect(installed).toContain(line);
       expect(installed).toContain("-j NODEMESH_OUTPUT");
-      // Restoring the whole table did not reset the other tool's counters.
+      // Restoring the whole tables did not reset the other tools' counters.
       expect(await sh(ns, "iptables-save -c -t nat")).toContain("[7:420] -A OUTPUT -d 10.1.2.3/32");
+      expect(await sh(ns, "iptables-save -c -t raw")).toContain(
+        "[3:180] -A OUTPUT -p udp -m udp --dport 53 -j CT --notrack",
+      );
 
       // Unenrolling from an absent agent is only a warning: the rules are what matters.
       // ... and it does not wait long for it: no --enroll-timeout, the 2 s default for unenrolling.
@@ -73,7 +77,8 @@ describe.skipIf(process.getuid?.() !== 0)("iptables in a network namespace", () 
       const dry = await init(ns, ["--dry-run", ...EXCLUDE]);
       expect(dry.code, dry.stderr).toBe(0);
       // The table is computed from a dump with counters (-c), so other tools' rules keep theirs.
-      expect(dry.stdout).toBe(buildNatTable(await sh(ns, "iptables-save -c -t nat"), CONFIG));
+      const dump = (await sh(ns, "iptables-save -c -t nat")) + (await sh(ns, "iptables-save -c -t raw"));
+      expect(dry.stdout).toBe(buildTables(dump, CONFIG));
       expect(dry.stdout).toContain("[7:420] -A OUTPUT -d 10.1.2.3/32 -p tcp -m tcp --dport 53 -j DNAT");
       expect(dry.stdout).toContain("-j REDIRECT --to-ports 15001");
       expect(await iptablesSave(ns)).toBe(before);
@@ -92,13 +97,14 @@ describe.skipIf(process.getuid?.() !== 0)("iptables in a network namespace", () 
     });
   });
 
-  it("leaves an empty nat table after install + uninstall in a fresh namespace", async () => {
+  it("leaves empty nat and raw tables after install + uninstall in a fresh namespace", async () => {
     await withNamespaces(1, async (ns) => {
       expect((await init(ns, ["--no-enroll"])).code).toBe(0);
       expect((await init(ns, ["--no-enroll", "--uninstall"])).code).toBe(0);
-      const empty =
-        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n";
-      expect(await iptablesSave(ns)).toBe(empty);
+      expect(await iptablesSave(ns, "nat")).toBe(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n",
+      );
+      expect(await iptablesSave(ns, "raw")).toBe("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
     });
   });
 
@@ -138,17 +144,17 @@ describe.skipIf(process.getuid?.() !== 0)("iptables in a network namespace", () 
   it("library: applies through netnsPath and reports iptables-restore's error with the failing line", async () => {
     await withNamespaces(1, async (ns) => {
       const netnsPath = `/run/netns/${ns}`;
-      const { table } = await applyRedirect(CONFIG, { netnsPath });
-      expect(buildNatTable(await saveNat({ netnsPath }), CONFIG)).toBe(table);
+      const { tables } = await applyRedirect(CONFIG, { netnsPath });
+      expect(buildTables(await saveTables({ netnsPath }), CONFIG)).toBe(tables);
       const bad = "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp --bogus -j RETURN\nCOMMIT\n";
-      await expect(restoreNat(bad, { netnsPath })).rejects.toMatchObject({
+      await expect(restoreTables(bad, { netnsPath })).rejects.toMatchObject({
         code: "iptables_failed",
         message: expect.stringMatching(
           /iptables-restore -c failed \(exit code 2\): .*unknown option "--bogus".*\n {2}line 3: -A OUTPUT -p tcp --bogus/s,
         ),
       });
       // The failed restore changed nothing.
-      expect(buildNatTable(await saveNat({ netnsPath }), CONFIG)).toBe(table);
+      expect(buildTables(await saveTables({ netnsPath }), CONFIG)).toBe(tables);
     });
   });
 
@@ -186,6 +192,19 @@ describe.skipIf(process.getuid?.() !== 0)("iptables in a network namespace", () 
         expect(await connect(world, "10.200.0.2", 8080)).toBe("agent-inbound");
         expect(await connect(world, "10.200.0.2", 15008)).toBe("agent-tunnel");
         expect(await connect(world, "10.200.0.2", 9090)).toBe("app-9090"); // excluded inbound port
+
+        // A dial of the agent's that got no answer leaves a conntrack entry without NAT for two
+        // minutes (SYN_SENT). An app connection that picks the same source port to the same
+        // destination is still redirected: the agent's entry is in a zone of its own.
+        const agentDial = { localPort: 41234, mark: 0x539 };
+        expect(await connect(pod, "10.99.0.1", 80, agentDial)).toMatch(/^error: /); // nothing routes 10.99/16
+        const conntrack = await sh(pod, "cat /proc/net/nf_conntrack");
+        expect(conntrack).toMatch(
+          new RegExp(
+            `SYN_SENT src=10\\.200\\.0\\.2 dst=10\\.99\\.0\\.1 sport=41234 dport=80 zone-orig=${AGENT_CONNTRACK_ZONE} `,
+          ),
+        );
+        expect(await connect(pod, "10.99.0.1", 80, { localPort: 41234 })).toBe("agent-outbound");
 
         expect((await init(pod, ["--no-enroll", "--uninstall"])).code).toBe(0);
         expect(await connect(pod, "10.96.0.1", 80)).toBe("world-80");

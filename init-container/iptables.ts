@@ -1,9 +1,9 @@
-// Applies the nat table built by rules.ts with iptables-save / iptables-restore. There is no
+// Applies the nat and raw tables built by rules.ts with iptables-save / iptables-restore. There is no
 // maintained iptables binding on npm, and the restore format is the one atomic interface
 // iptables offers (Istio's and Linkerd's init containers drive it the same way).
 import { spawn } from "node:child_process";
 import { INIT_ERROR_CODES, InitError } from "./errors.ts";
-import { buildNatTable, type RedirectConfig, type RuleScope } from "./rules.ts";
+import { buildTables, type RedirectConfig, type RuleScope, TABLES } from "./rules.ts";
 
 export interface IptablesOptions {
   /**
@@ -13,25 +13,26 @@ export interface IptablesOptions {
   netnsPath?: string;
 }
 
-export interface AppliedTable {
-  /** The nat table before (iptables-save -c -t nat). */
+export interface AppliedTables {
+  /** The tables before (iptables-save -c -t nat, then -t raw). */
   before: string;
   /** What was handed to iptables-restore. */
-  table: string;
+  tables: string;
 }
 
 /**
- * The current nat table, with counters (-c) so that restoring keeps the counters of other
- * tools' rules. May print only empty built-in chains, or nothing, for a never-used table:
- * buildNatTable accepts both.
+ * The current nat and raw tables, with counters (-c) so that restoring keeps the counters of
+ * other tools' rules. A never-used table may print only empty built-in chains, or nothing:
+ * buildTables accepts both.
  */
-export async function saveNat(options: IptablesOptions = {}): Promise<string> {
-  return run("iptables-save", ["-c", "-t", "nat"], "", options);
+export async function saveTables(options: IptablesOptions = {}): Promise<string> {
+  const dumps = await Promise.all(TABLES.map((name) => run("iptables-save", ["-c", "-t", name], "", options)));
+  return dumps.join("");
 }
 
-/** Replaces the nat table (and only it) atomically with `table`. */
-export async function restoreNat(table: string, options: IptablesOptions = {}): Promise<void> {
-  await run("iptables-restore", ["-c"], table, options);
+/** Replaces the tables named in `tables` (and only them) with one iptables-restore. */
+export async function restoreTables(tables: string, options: IptablesOptions = {}): Promise<void> {
+  await run("iptables-restore", ["-c"], tables, options);
 }
 
 /** Installs (config) or removes (null) the redirect rules of `scope`; returns what it did. */
@@ -39,11 +40,11 @@ export async function applyRedirect(
   config: RedirectConfig | null,
   options: IptablesOptions = {},
   scope: RuleScope = "all",
-): Promise<AppliedTable> {
-  const before = await saveNat(options);
-  const table = buildNatTable(before, config, scope);
-  await restoreNat(table, options);
-  return { before, table };
+): Promise<AppliedTables> {
+  const before = await saveTables(options);
+  const tables = buildTables(before, config, scope);
+  await restoreTables(tables, options);
+  return { before, tables };
 }
 
 function run(command: string, args: string[], input: string, { netnsPath }: IptablesOptions): Promise<string> {

@@ -1,16 +1,24 @@
-// The pod's redirect rules, as a pure function of the current nat table and the exclusions.
+// The pod's redirect rules, as a pure function of the current tables and the exclusions.
 //
-// We restore the whole `nat` table atomically (iptables-restore without --noflush replaces only
-// the tables named in its input): take the current `iptables-save -t nat` dump, drop every
-// nodemesh chain (NODEMESH_*) and every rule that jumps to one, then add ours unless
-// uninstalling. So one function covers install, reinstall (idempotent: the output does not
-// depend on whether our rules were already there) and uninstall (config = null), and rules of
-// other tools survive untouched, counters included when the dump carries them (`-c`).
+// We restore the whole `nat` and `raw` tables atomically (iptables-restore without --noflush
+// replaces only the tables named in its input): take the current `iptables-save -t nat` and
+// `-t raw` dumps, drop every nodemesh chain (NODEMESH_*) and every rule that jumps to one, then
+// add ours unless uninstalling. So one function covers install, reinstall (idempotent: the output
+// does not depend on whether our rules were already there) and uninstall (config = null), and
+// rules of other tools survive untouched, counters included when the dump carries them (`-c`).
+//
+// nat redirects the pod's connections to the agent. raw gives the agent's own connections from
+// the pod (marked, so nat lets them pass) a conntrack zone of their own for their original
+// direction: otherwise a dial of the agent's that failed (SYN_SENT, kept for two minutes) is an
+// entry without NAT in the pod's one table, and an app connection that happens to pick the same
+// source port to the same destination matches it as a retransmission, skips REDIRECT and leaves
+// the pod unseen by the mesh. Replies still find the agent's entries (the zone covers only the
+// original direction).
 //
 // The output is written in iptables-save's own canonical form (built-in chains first, then user
 // chains sorted by name, rules grouped by chain, `-d` before `-p`, `-m tcp` spelled out, `/32`
 // on host addresses, `80` rather than `80:80`), so that what iptables-save prints after applying
-// it is the same text: a second run computes the same table, and a diff of the dump against
+// it is the same text: a second run computes the same tables, and a diff of the dump against
 // `--dry-run` shows only real changes.
 import { AGENT_SOCKET_MARK, INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT } from "../api/dataplane.ts";
 import { isIPv4, type PortRange } from "../api/enrollment.ts";
@@ -20,11 +28,21 @@ import { INIT_ERROR_CODES, InitError } from "./errors.ts";
 export const CHAIN_PREFIX = "NODEMESH_";
 export const OUTBOUND_CHAIN = "NODEMESH_OUTPUT";
 export const INBOUND_CHAIN = "NODEMESH_INBOUND";
+/** In the raw table: puts the agent's own connections in AGENT_CONNTRACK_ZONE. */
+export const AGENT_CONNTRACK_CHAIN = "NODEMESH_AGENT_CT";
+/** Any zone but 0, the default that every other connection of the pod is tracked in. */
+export const AGENT_CONNTRACK_ZONE = 1337;
 /** ztunnel's mask: the agent owns the low 12 bits of the mark, other users keep the rest. */
 export const AGENT_MARK_MASK = 0xfff;
 
-/** The nat table's built-in chains, in the order iptables-save prints them. */
-const BUILTIN_CHAINS = ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"];
+/** The tables we write, with their built-in chains in the order iptables-save prints them. */
+const BUILTIN_CHAINS = {
+  nat: ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
+  raw: ["PREROUTING", "OUTPUT"],
+} as const;
+export type TableName = keyof typeof BUILTIN_CHAINS;
+/** The order of the tables in what we hand to iptables-restore. */
+export const TABLES: readonly TableName[] = ["nat", "raw"];
 
 export interface Cidr {
   /** Network address (host bits cleared). */
@@ -87,20 +105,22 @@ export function parseCidrs(list: string, what: string): Cidr[] {
 export type RuleScope = "all" | "inbound";
 
 /**
- * The nat table to hand to `iptables-restore`: `currentDump` (the output of `iptables-save -t nat`,
- * possibly empty) without any nodemesh rule, plus ours unless `config` is null (uninstall).
+ * The nat and raw tables to hand to `iptables-restore`: `currentDump` (what `iptables-save -t nat`
+ * and `-t raw` print, one after the other; either may be missing or empty) without any nodemesh
+ * rule, plus ours unless `config` is null (uninstall).
  */
-export function buildNatTable(currentDump: string, config: RedirectConfig | null, scope: RuleScope = "all"): string {
-  const table = parseNatDump(currentDump);
-  removeNodemesh(table);
-  if (config) addNodemesh(table, config, scope);
-  return renderNatTable(table);
+export function buildTables(currentDump: string, config: RedirectConfig | null, scope: RuleScope = "all"): string {
+  const tables = parseDump(currentDump);
+  for (const table of tables.values()) removeNodemesh(table);
+  if (config) addNodemesh(tables, config, scope);
+  return TABLES.map((name) => renderTable(name, tables.get(name)!)).join("");
 }
 
 // ---------------------------------------------------------------------------------------------
 // The rules
 
-function addNodemesh(table: NatTable, config: RedirectConfig, scope: RuleScope): void {
+function addNodemesh(tables: Tables, config: RedirectConfig, scope: RuleScope): void {
+  const nat = tables.get("nat")!;
   const out: string[] = [
     `-m mark --mark ${hex(AGENT_SOCKET_MARK)}/${hex(AGENT_MARK_MASK)} ${comment("skip agent sockets")} -j RETURN`,
     `-o lo ${comment("skip loopback")} -j RETURN`,
@@ -115,13 +135,25 @@ function addNodemesh(table: NatTable, config: RedirectConfig, scope: RuleScope):
     ...config.excludeInboundPorts.map((p) => returnForPort(p, "excluded inbound port")),
     `-p tcp ${comment("to agent inbound listener")} -j REDIRECT --to-ports ${INBOUND_PORT}`,
   ];
-  addChain(table, INBOUND_CHAIN, inbound);
+  addChain(nat, INBOUND_CHAIN, inbound);
   // First in the built-in chains: the mesh sees the pod's traffic before other nat rules, and
   // the agent's own (marked) connections fall through to them.
-  jumpFirst(table, "PREROUTING", `-p tcp ${comment("intercept inbound tcp")} -j ${INBOUND_CHAIN}`);
+  jumpFirst(nat, "PREROUTING", `-p tcp ${comment("intercept inbound tcp")} -j ${INBOUND_CHAIN}`);
+  // The eBPF mode redirects at connect(), before any packet: no entry of the agent's can be
+  // mistaken for an app's connection there.
   if (scope === "inbound") return;
-  addChain(table, OUTBOUND_CHAIN, out);
-  jumpFirst(table, "OUTPUT", `-p tcp ${comment("intercept outbound tcp")} -j ${OUTBOUND_CHAIN}`);
+  addChain(nat, OUTBOUND_CHAIN, out);
+  jumpFirst(nat, "OUTPUT", `-p tcp ${comment("intercept outbound tcp")} -j ${OUTBOUND_CHAIN}`);
+  // Every packet of the agent's, not only the first: each must be looked up in the same zone.
+  const raw = tables.get("raw")!;
+  addChain(raw, AGENT_CONNTRACK_CHAIN, [
+    `${comment("own conntrack zone, original direction")} -j CT --zone-orig ${AGENT_CONNTRACK_ZONE}`,
+  ]);
+  jumpFirst(
+    raw,
+    "OUTPUT",
+    `-p tcp -m mark --mark ${hex(AGENT_SOCKET_MARK)}/${hex(AGENT_MARK_MASK)} ${comment("agent sockets")} -j ${AGENT_CONNTRACK_CHAIN}`,
+  );
 }
 
 function returnForPort(range: PortRange, why: string): string {
@@ -152,7 +184,7 @@ function formatCidr({ address, prefixLength }: Cidr): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The dump: a small model of one iptables-save table
+// The dump: a small model of the iptables-save tables we write
 
 interface Chain {
   /** ACCEPT/DROP for built-in chains, "-" for user chains. */
@@ -169,12 +201,16 @@ interface Rule {
   spec: string;
 }
 
-type NatTable = Map<string, Chain>;
+type Table = Map<string, Chain>;
+type Tables = Map<TableName, Table>;
 
-function parseNatDump(dump: string): NatTable {
-  const table: NatTable = new Map();
+function isOurs(name: string): name is TableName {
+  return (TABLES as readonly string[]).includes(name);
+}
+
+function parseDump(dump: string): Tables {
+  const tables: Tables = new Map();
   let section: string | undefined; // the table being read, while inside `*name` … `COMMIT`
-  let sawNat = false;
   dump.split("\n").forEach((raw, index) => {
     const line = raw.trimEnd();
     const where = `line ${index + 1}`;
@@ -182,7 +218,10 @@ function parseNatDump(dump: string): NatTable {
     if (line.startsWith("*")) {
       if (section) throw badDump(`${where}: table "${line}" starts before "*${section}" is committed`);
       section = line.slice(1);
-      sawNat ||= section === "nat";
+      if (isOurs(section)) {
+        if (tables.has(section)) throw badDump(`${where}: table "${line}" appears twice`);
+        tables.set(section, new Map());
+      }
       return;
     }
     if (!section) throw badDump(`${where}: "${line}" is outside of any table`);
@@ -190,7 +229,8 @@ function parseNatDump(dump: string): NatTable {
       section = undefined;
       return;
     }
-    if (section !== "nat") return; // a full dump: only the nat table concerns us
+    const table = isOurs(section) ? tables.get(section)! : undefined;
+    if (!table) return; // a full dump: only our tables concern us
     const chain = /^:(\S+) (\S+)(?: (\[\d+:\d+\]))?$/.exec(line);
     if (chain) {
       table.set(chain[1], { policy: chain[2], counters: chain[3] ?? "[0:0]", rules: [] });
@@ -203,23 +243,26 @@ function parseNatDump(dump: string): NatTable {
     owner.rules.push({ counters: rule[1] ?? "", spec: rule[3] ?? "" });
   });
   if (section) throw badDump(`table "*${section}" is not committed (truncated dump?)`);
-  // Older iptables print nothing at all for a nat table that was never used.
-  if (!sawNat) for (const name of BUILTIN_CHAINS) table.set(name, { policy: "ACCEPT", counters: "[0:0]", rules: [] });
-  return table;
+  // Older iptables print nothing at all for a table that was never used.
+  for (const name of TABLES) {
+    if (tables.has(name)) continue;
+    tables.set(name, new Map(BUILTIN_CHAINS[name].map((c) => [c, { policy: "ACCEPT", counters: "[0:0]", rules: [] }])));
+  }
+  return tables;
 }
 
-function removeNodemesh(table: NatTable): void {
+function removeNodemesh(table: Table): void {
   for (const [name, chain] of table) {
     if (name.startsWith(CHAIN_PREFIX)) table.delete(name);
     else chain.rules = chain.rules.filter((rule) => !jumpTarget(rule.spec)?.startsWith(CHAIN_PREFIX));
   }
 }
 
-function addChain(table: NatTable, name: string, specs: string[]): void {
+function addChain(table: Table, name: string, specs: string[]): void {
   table.set(name, { policy: "-", counters: "[0:0]", rules: specs.map((spec) => ({ counters: "", spec })) });
 }
 
-function jumpFirst(table: NatTable, builtin: string, spec: string): void {
+function jumpFirst(table: Table, builtin: string, spec: string): void {
   let chain = table.get(builtin);
   if (!chain) {
     // Some iptables versions create built-in chains lazily; restore creates it for us.
@@ -246,12 +289,13 @@ function tokenize(spec: string): string[] {
   return words;
 }
 
-function renderNatTable(table: NatTable): string {
-  const builtins = BUILTIN_CHAINS.filter((name) => table.has(name));
+function renderTable(tableName: TableName, table: Table): string {
+  const builtinNames: readonly string[] = BUILTIN_CHAINS[tableName];
+  const builtins = builtinNames.filter((name) => table.has(name));
   // Built-ins in their fixed order, then user chains by name: the order iptables-save prints.
-  const users = [...table.keys()].filter((name) => !BUILTIN_CHAINS.includes(name)).sort(byCodeUnit);
+  const users = [...table.keys()].filter((name) => !builtinNames.includes(name)).sort(byCodeUnit);
   const order = [...builtins, ...users];
-  const lines = ["*nat"];
+  const lines = [`*${tableName}`];
   for (const name of order) {
     const chain = table.get(name)!;
     lines.push(`:${name} ${chain.policy} ${chain.counters}`);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Service } from "../../api/services.ts";
-import { buildNatTable, parseExclusions } from "../../init-container/rules.ts";
+import { buildTables, parseExclusions } from "../../init-container/rules.ts";
 import { allocateSharedBuffers, SharedState } from "../dataplane/shared-state.ts";
 import { compileSnapshot } from "../dataplane/snapshot.ts";
 import { exclusionsOfRules, interceptionOf, listeningPorts, nextPick, rulesFindings } from "./diagnose.ts";
@@ -10,8 +10,8 @@ const EXCLUSIONS = parseExclusions({
   outboundCidrs: "10.0.5.0/24",
   inboundPorts: "9901",
 });
-/** What nodemesh init installs in an empty nat table, as iptables-save prints it back (with counters). */
-const INSTALLED = buildNatTable("", EXCLUSIONS).replace(/^-A /gm, "[0:0] -A ");
+/** What nodemesh init installs in empty nat and raw tables, as iptables-save prints them back (with counters). */
+const INSTALLED = buildTables("", EXCLUSIONS).replace(/^-A /gm, "[0:0] -A ");
 const SUBJECT = "pod default/web";
 const POD = { excludeInboundPorts: [{ first: 9901, last: 9901 }] };
 
@@ -27,13 +27,13 @@ describe("the pod's rules", () => {
         check: "rules",
         subject: SUBJECT,
         message:
-          "NODEMESH_OUTPUT first in OUTPUT, NODEMESH_INBOUND first in PREROUTING, in nodemesh init's order (excluded: outbound ports 9000,8000:8100, outbound CIDRs 10.0.5.0/24, inbound ports 9901)",
+          "NODEMESH_OUTPUT first in OUTPUT, the agent's connections in conntrack zone 1337, NODEMESH_INBOUND first in PREROUTING, in nodemesh init's order (excluded: outbound ports 9000,8000:8100, outbound CIDRs 10.0.5.0/24, inbound ports 9901)",
       },
     ]);
   });
 
   it("none at all, one missing, or another tool's rule before ours: errors with the init command", () => {
-    const none = rulesFindings(buildNatTable(INSTALLED, null), POD, SUBJECT);
+    const none = rulesFindings(buildTables(INSTALLED, null), POD, SUBJECT);
     expect(none).toMatchObject([{ verdict: "error", message: expect.stringContaining("no interception rules") }]);
     expect(none[0]!.fix).toContain("nodemesh init --pod-name web --pod-namespace default");
 
@@ -42,6 +42,14 @@ describe("the pod's rules", () => {
       .join("\n");
     expect(rulesFindings(lacking, POD, SUBJECT)[0]!.message).toBe(
       `the pod's rules differ from what nodemesh init installs (missing or moved: -A NODEMESH_OUTPUT -p tcp -m comment --comment "nodemesh: to agent outbound listener" -j REDIRECT --to-ports 15001)`,
+    );
+
+    // A pod set up before the agent's connections had a conntrack zone of their own.
+    const noZone = INSTALLED.split("\n")
+      .filter((l) => !l.includes("-j CT --zone-orig"))
+      .join("\n");
+    expect(rulesFindings(noZone, POD, SUBJECT)[0]!.message).toBe(
+      `the pod's rules differ from what nodemesh init installs (missing or moved: -A NODEMESH_AGENT_CT -m comment --comment "nodemesh: own conntrack zone, original direction" -j CT --zone-orig 1337)`,
     );
 
     const foreignFirst = INSTALLED.replace(":NODEMESH_INBOUND", ":NODEMESH_INBOUND").replace(
@@ -54,7 +62,7 @@ describe("the pod's rules", () => {
   });
 
   it("inbound only (the eBPF mode) is a warning; inbound exclusions unlike the enrollment's too", () => {
-    const inbound = buildNatTable("", EXCLUSIONS, "inbound");
+    const inbound = buildTables("", EXCLUSIONS, "inbound");
     const findings = rulesFindings(inbound, { excludeInboundPorts: [] }, SUBJECT);
     expect(findings.map((f) => f.verdict)).toEqual(["ok", "warning", "warning"]);
     expect(findings[1]!.message).toContain("no NODEMESH_OUTPUT: outbound interception is not by iptables");
@@ -75,7 +83,7 @@ describe("interception of a destination", () => {
     expect(interceptionOf(INSTALLED, "10.0.5.7", 80).reason).toBe(
       "not intercepted: 10.0.5.7 is in the excluded outbound CIDR 10.0.5.0/24 (RETURN)",
     );
-    expect(interceptionOf(buildNatTable("", null), "10.96.0.10", 80).intercepted).toBe(false);
+    expect(interceptionOf(buildTables("", null), "10.96.0.10", 80).intercepted).toBe(false);
   });
 });
 

@@ -3,8 +3,8 @@
 // namespace, its enrollment, this agent's link to the controller — and a request explained
 // against the live snapshot by the data plane's own code (dataplane/explain.ts).
 //
-// The rules are read as the init container writes them (`iptables-save -t nat` in the pod's
-// namespace) and compared with what its rule builder (init-container/rules.ts) would make of that
+// The rules are read as the init container writes them (`iptables-save -t nat` and `-t raw` in
+// the pod's namespace) and compared with what its rule builder (init-container/rules.ts) would make of that
 // very table: any rule missing, added or out of order in our chains shows as a difference. The
 // outbound exclusions are not recorded anywhere else (the enrollment carries only the inbound
 // ones), so they are read from the rules themselves and reported.
@@ -14,9 +14,10 @@ import { INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT } from "../../api/dataplane.ts
 import type { AgentCheck, ExplainRequest, Finding } from "../../api/diagnosis.ts";
 import { type EnrolledPod, inPortRanges, isIPv4, type PortRange, workloadName } from "../../api/enrollment.ts";
 import type { TrafficObject } from "../../api/traffic.ts";
-import { saveNat } from "../../init-container/iptables.ts";
+import { saveTables } from "../../init-container/iptables.ts";
 import {
-  buildNatTable,
+  AGENT_CONNTRACK_ZONE,
+  buildTables,
   type Cidr,
   INBOUND_CHAIN,
   OUTBOUND_CHAIN,
@@ -44,8 +45,8 @@ export interface DiagnosisSources {
   /** Problems the workers report for this pod's listeners (WorkerPool.health). */
   health(): Promise<string[]>;
   shared: () => SharedState | undefined;
-  /** The pod's nat table (iptables-save -t nat in its namespace); tests may stand in. */
-  natTable?: (netnsPath: string) => Promise<string>;
+  /** The pod's nat and raw tables (iptables-save -t nat, -t raw in its namespace); tests may stand in. */
+  ruleTables?: (netnsPath: string) => Promise<string>;
 }
 
 const LISTENER_PORTS = [OUTBOUND_PORT, INBOUND_PORT, TUNNEL_PORT];
@@ -74,13 +75,13 @@ export async function checkPod(src: DiagnosisSources, podKey: string): Promise<A
   });
   let dump: string | undefined;
   try {
-    dump = await (src.natTable ?? ((path) => saveNat({ netnsPath: path })))(pod.netnsPath);
+    dump = await (src.ruleTables ?? ((path) => saveTables({ netnsPath: path })))(pod.netnsPath);
   } catch (err) {
     findings.push({
       verdict: "error",
       check: "rules",
       subject,
-      message: `cannot read the pod's nat table: ${(err as Error).message}`,
+      message: `cannot read the pod's iptables rules: ${(err as Error).message}`,
       fix: "run the agent as root with iptables-save and nsenter on its PATH (the nodemesh image has both)",
     });
   }
@@ -170,7 +171,7 @@ const ports = (ranges: readonly PortRange[]) =>
   ranges.map((r) => (r.first === r.last ? `${r.first}` : `${r.first}:${r.last}`)).join(",") || "none";
 const cidrs = (list: readonly Cidr[]) => list.map((c) => `${c.address}/${c.prefixLength}`).join(",") || "none";
 
-/** The verdicts on a pod's nat table: our chains there, first, and exactly as `nodemesh init` writes them. */
+/** The verdicts on a pod's tables: our chains there, first, and exactly as `nodemesh init` writes them. */
 export function rulesFindings(dump: string, pod: Pick<EnrolledPod, "excludeInboundPorts">, subject: string): Finding[] {
   const actual = withoutCounters(dump);
   const outbound = hasChain(actual, OUTBOUND_CHAIN);
@@ -190,7 +191,7 @@ export function rulesFindings(dump: string, pod: Pick<EnrolledPod, "excludeInbou
   }
   const config = exclusionsOfRules(actual);
   const scope = outbound ? "all" : "inbound";
-  const expected = withoutCounters(buildNatTable(actual, config, scope));
+  const expected = withoutCounters(buildTables(actual, config, scope));
   const findings: Finding[] = [];
   if (expected !== actual) {
     const want = expected.split("\n");
@@ -216,7 +217,7 @@ export function rulesFindings(dump: string, pod: Pick<EnrolledPod, "excludeInbou
       verdict: "ok",
       check: "rules",
       subject,
-      message: `${scope === "all" ? `${OUTBOUND_CHAIN} first in OUTPUT, ` : ""}${INBOUND_CHAIN} first in PREROUTING, in nodemesh init's order (excluded: outbound ports ${ports(config.excludeOutboundPorts)}, outbound CIDRs ${cidrs(config.excludeOutboundCidrs)}, inbound ports ${ports(config.excludeInboundPorts)})`,
+      message: `${scope === "all" ? `${OUTBOUND_CHAIN} first in OUTPUT, the agent's connections in conntrack zone ${AGENT_CONNTRACK_ZONE}, ` : ""}${INBOUND_CHAIN} first in PREROUTING, in nodemesh init's order (excluded: outbound ports ${ports(config.excludeOutboundPorts)}, outbound CIDRs ${cidrs(config.excludeOutboundCidrs)}, inbound ports ${ports(config.excludeInboundPorts)})`,
     });
   }
   if (!outbound) {
@@ -350,9 +351,9 @@ export async function explain(src: DiagnosisSources, body: unknown): Promise<Det
   const port = url.port === "" ? 80 : Number(url.port);
   let dump: string;
   try {
-    dump = await (src.natTable ?? ((path) => saveNat({ netnsPath: path })))(pod.netnsPath);
+    dump = await (src.ruleTables ?? ((path) => saveTables({ netnsPath: path })))(pod.netnsPath);
   } catch (err) {
-    throw new HttpError(500, "RULES_UNREADABLE", `cannot read the pod's nat table: ${(err as Error).message}`);
+    throw new HttpError(500, "RULES_UNREADABLE", `cannot read the pod's iptables rules: ${(err as Error).message}`);
   }
   const { snapshot, traffic } = src.snapshot();
   const shared = src.shared();

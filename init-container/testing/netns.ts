@@ -98,8 +98,17 @@ export async function serve(ns: string, banners: Record<number, string>): Promis
   };
 }
 
-/** Connects from inside the namespace and returns the banner read, or "error: CODE". */
-export async function connect(ns: string, host: string, port: number): Promise<string> {
-  const r = await run(ns, [process.execPath, PROBE, "connect", host, String(port)]);
+/**
+ * Connects from inside the namespace and returns the banner read, or "error: CODE"; from
+ * `localPort` if given, and with SO_MARK `mark` if given (as the agent's sockets are).
+ */
+export async function connect(
+  ns: string,
+  host: string,
+  port: number,
+  from: { localPort?: number; mark?: number } = {},
+): Promise<string> {
+  const extra = from.localPort || from.mark ? [String(from.localPort ?? 0), String(from.mark ?? 0)] : [];
+  const r = await run(ns, [process.execPath, PROBE, "connect", host, String(port), ...extra]);
   return r.stdout.trim();
 }

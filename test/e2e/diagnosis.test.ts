@@ -156,7 +156,7 @@ describe.skipIf(process.getuid?.() !== 0)("nodemesh check and explain in a two-n
     );
     expect(find(findings, "enrolled", "pod default/client")[0]?.message).toContain(`as ${client.ip}`);
     expect(find(findings, "rules", "pod default/client")[0]?.message).toMatch(
-      /^NODEMESH_OUTPUT first in OUTPUT, NODEMESH_INBOUND first in PREROUTING, in nodemesh init's order/,
+      /^NODEMESH_OUTPUT first in OUTPUT, the agent's connections in conntrack zone 1337, NODEMESH_INBOUND first in PREROUTING, in nodemesh init's order/,
     );
     expect(find(findings, "listeners", "pod default/client")[0]?.message).toContain("15001, 15006, 15008 listen");
     expect(find(findings, "objects", "namespace default")[0]?.message).toMatch(/^3 objects: every reference resolves/);

@@ -212,6 +212,30 @@ describeModes("transparent L4 interception", (mode) => {
     expect(await outboundOpened(n1)).toBe(before);
   });
 
+  it("intercepts an app connection from the source port of the agent's failed dial to the same destination", async () => {
+    // No Service has this VIP, so the agent passes the connection through; no node routes it, so
+    // the agent's dial fails at once and the agent closes the app's connection.
+    const dst = "10.96.250.1";
+    const first = await connectFrom(client.netnsPath, dst, 80);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("the agent did not close the connection within 5 s")), 5000);
+      first.once("close", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      first.resume();
+    });
+    // The pod's conntrack table keeps the agent's unanswered SYN for two minutes.
+    const conntrack = await world.exec(client, "cat", ["/proc/net/nf_conntrack"]);
+    const agentDial = new RegExp(`SYN_SENT src=${client.ip} dst=${dst} sport=(\\d+) dport=80 `).exec(conntrack.stdout);
+    expect(agentDial, conntrack.stdout).not.toBeNull();
+    // The same four-tuple from the app: the agent's listener accepts it. Had the SYN matched the
+    // agent's entry, it would have left the pod without a redirect (ENETUNREACH here; elsewhere,
+    // a connection outside the mesh).
+    const again = await connectFrom(client.netnsPath, dst, 80, 5000, Number(agentDial![1]));
+    again.destroy();
+  });
+
   it("passes a connection from an unmeshed pod to a meshed pod through the destination node's agent", async () => {
     const before = await inboundRequests(n1);
     expect(await servedBy(outsider, `http://${replicas[0].ip}:8080/`)).toBe("reviews-1");

@@ -28,8 +28,14 @@ function podSocket(netnsPath: string): net.Socket {
   return new net.Socket({ fd: cgroup ? withCgroup(cgroup, make) : make(), readable: true, writable: true });
 }
 
-/** A TCP connection from inside the namespace at `netnsPath`. */
-export function connectFrom(netnsPath: string, ip: string, port: number, timeoutMs = 5000): Promise<net.Socket> {
+/** A TCP connection from inside the namespace at `netnsPath` (from `localPort` if given). */
+export function connectFrom(
+  netnsPath: string,
+  ip: string,
+  port: number,
+  timeoutMs = 5000,
+  localPort?: number,
+): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = podSocket(netnsPath);
     const timer = setTimeout(() => {
@@ -44,7 +50,7 @@ export function connectFrom(netnsPath: string, ip: string, port: number, timeout
       clearTimeout(timer);
       reject(err);
     });
-    socket.connect(port, ip);
+    socket.connect({ port, host: ip, ...(localPort ? { localPort, localAddress: "0.0.0.0" } : {}) });
   });
 }
 
