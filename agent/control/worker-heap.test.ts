@@ -13,8 +13,9 @@ function newSpaces(...args: string[]): { control: number; worker: number } {
 describe("the data-plane workers' heaps under the agent's node flags", () => {
   it("are sized by WORKER_HEAP_LIMITS, not by the control thread's semi-space flag", () => {
     // Without the reset the flag wins in the worker too: the defect this guards against.
+    // (2 MB of new space on an idle machine; up to 4.5 MB was seen while the unit tests share the cores.)
     const flagged = newSpaces();
-    expect(flagged.worker).toBeLessThanOrEqual(4);
+    expect(flagged.worker).toBeLessThan(8);
     const reset = newSpaces("reset");
     // 24 MB of young generation: two 8 MB semi-spaces of new space.
     expect(reset.worker).toBeGreaterThanOrEqual(12);

@@ -8,7 +8,7 @@ import type { ServiceTable } from "../../api/services.ts";
 import { type Node, type Pod, type Proc, World } from "../world/world.ts";
 import { Mesh } from "./mesh.ts";
 import { describeModes } from "./modes.ts";
-import { connectFrom, echoFrom, firstLineFrom, httpFrom, metricSum, sha256 } from "./netns-client.ts";
+import { connectFrom, echoFrom, firstLineFrom, type HttpReply, httpFrom, metricSum, sha256 } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
 const ORIGINAL_DST_SERVICES = 500;
@@ -212,28 +212,32 @@ describeModes("transparent L4 interception", (mode) => {
     expect(await outboundOpened(n1)).toBe(before);
   });
 
-  it("intercepts an app connection from the source port of the agent's failed dial to the same destination", async () => {
-    // No Service has this VIP, so the agent passes the connection through; no node routes it, so
-    // the agent's dial fails at once and the agent closes the app's connection.
-    const dst = "10.96.250.1";
-    const first = await connectFrom(client.netnsPath, dst, 80);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error("the agent did not close the connection within 5 s")), 5000);
-      first.once("close", () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      first.resume();
-    });
+  it("carries an app connection from the source port of the agent's unanswered dial to the same destination", async () => {
+    // The outsider drops SYNs to 8080 for a while: the agent's dial for the client gets no answer.
+    const drop = ["INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP"];
+    const dropping = await world.exec(outsider, "iptables", ["-I", ...drop]);
+    expect(dropping.code, dropping.stderr).toBe(0);
+    let unanswered: HttpReply | Error;
+    try {
+      unanswered = await httpFrom(client.netnsPath, `http://${outsider.ip}:8080/`).catch((err: Error) => err);
+    } finally {
+      await world.exec(outsider, "iptables", ["-D", ...drop]);
+    }
+    expect(unanswered instanceof Error ? unanswered.message : unanswered.status).not.toBe(200);
     // The pod's conntrack table keeps the agent's unanswered SYN for two minutes.
     const conntrack = await world.exec(client, "cat", ["/proc/net/nf_conntrack"]);
-    const agentDial = new RegExp(`SYN_SENT src=${client.ip} dst=${dst} sport=(\\d+) dport=80 `).exec(conntrack.stdout);
+    const agentDial = new RegExp(`SYN_SENT src=${client.ip} dst=${outsider.ip} sport=(\\d+) dport=8080 `).exec(
+      conntrack.stdout,
+    );
     expect(agentDial, conntrack.stdout).not.toBeNull();
-    // The same four-tuple from the app: the agent's listener accepts it. Had the SYN matched the
-    // agent's entry, it would have left the pod without a redirect (ENETUNREACH here; elsewhere,
-    // a connection outside the mesh).
-    const again = await connectFrom(client.netnsPath, dst, 80, 5000, Number(agentDial![1]));
-    again.destroy();
+    // The same four-tuple from the app, now that the outsider answers: the agent carries it. Had
+    // the SYN matched the agent's entry, it would have skipped the redirect and reached the
+    // outsider directly, outside the mesh (and its policies).
+    const before = await outboundOpened(n1);
+    const reply = await httpFrom(client.netnsPath, `http://${outsider.ip}:8080/`, { localPort: Number(agentDial![1]) });
+    expect(reply.status).toBe(200);
+    expect(JSON.parse(reply.body).pod).toBe("outsider");
+    expect(await outboundOpened(n1), "connections the client's agent opened").toBe(before + 1);
   });
 
   it("passes a connection from an unmeshed pod to a meshed pod through the destination node's agent", async () => {

@@ -69,7 +69,7 @@ export interface HttpReply {
 export function httpFrom(
   netnsPath: string,
   url: string,
-  opts: { method?: string; body?: string; timeoutMs?: number } = {},
+  opts: { method?: string; body?: string; timeoutMs?: number; localPort?: number } = {},
 ): Promise<HttpReply> {
   const u = new URL(url);
   const port = Number(u.port || 80);
@@ -84,7 +84,8 @@ export function httpFrom(
         headers: { connection: "close", ...(opts.body ? { "content-type": "application/json" } : {}) },
         createConnection: () => {
           ours = podSocket(netnsPath);
-          return ours.connect(port, u.hostname);
+          const from = opts.localPort ? { localPort: opts.localPort, localAddress: "0.0.0.0" } : {};
+          return ours.connect({ port, host: u.hostname, ...from });
         },
         timeout: opts.timeoutMs ?? 5000,
       },
