@@ -15,6 +15,7 @@ import { startEnrollmentServer } from "./control/enrollment-server.ts";
 import { requestHandover } from "./control/handover.ts";
 import { HealthChecker } from "./control/health-checks.ts";
 import { holdListeners, releaseHeldListeners } from "./control/listener-holder.ts";
+import { MemoryReleaser } from "./control/memory-release.ts";
 import { PodRegistry } from "./control/pods.ts";
 import { loadServiceFile, type VersionedTable } from "./control/service-source.ts";
 import { type WorkerCount, WorkerPool } from "./control/workers.ts";
@@ -94,6 +95,8 @@ export class Agent {
   private healthChecks?: HealthChecker;
   /** The control thread's metrics beside the admin server's own (the health checks'). */
   private readonly controlMetrics = new Registry();
+  /** Gives back to the kernel what a burst's Buffers left free in the heaps. */
+  private readonly memory = new MemoryReleaser();
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -164,6 +167,8 @@ export class Agent {
       log: this.log.child({ component: "health-checks" }),
     });
     this.healthChecks.registerMetrics(this.controlMetrics);
+    this.memory.registerMetrics(this.controlMetrics);
+    this.memory.start();
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));
     else this.applyTable({ version: "empty", table: { services: [] }, source: "none" });
     const pods = new PodRegistry(o.stateDir, pool, this.log);
@@ -313,6 +318,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.started = false;
     this.healthChecks?.stop();
+    this.memory.stop();
     await this.controller?.stop();
     await Promise.all(this.servers.map((s) => new Promise((resolve) => s.close(resolve))));
     let drainMs = this.opts.dataplane.drainMs;
