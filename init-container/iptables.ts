@@ -1,5 +1,5 @@
-// Applies the nat and raw tables built by rules.ts with iptables-save / iptables-restore. There is no
-// maintained iptables binding on npm, and the restore format is the one atomic interface
+// Applies the nat and raw tables built by rules.ts with iptables-save / iptables-restore. There
+// is no maintained iptables binding on npm, and the restore format is the one atomic interface
 // iptables offers (Istio's and Linkerd's init containers drive it the same way).
 import { spawn } from "node:child_process";
 import { INIT_ERROR_CODES, InitError } from "./errors.ts";

@@ -28,14 +28,8 @@ function podSocket(netnsPath: string): net.Socket {
   return new net.Socket({ fd: cgroup ? withCgroup(cgroup, make) : make(), readable: true, writable: true });
 }
 
-/** A TCP connection from inside the namespace at `netnsPath` (from `localPort` if given). */
-export function connectFrom(
-  netnsPath: string,
-  ip: string,
-  port: number,
-  timeoutMs = 5000,
-  localPort?: number,
-): Promise<net.Socket> {
+/** A TCP connection from inside the namespace at `netnsPath`. */
+export function connectFrom(netnsPath: string, ip: string, port: number, timeoutMs = 5000): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = podSocket(netnsPath);
     const timer = setTimeout(() => {
@@ -50,7 +44,7 @@ export function connectFrom(
       clearTimeout(timer);
       reject(err);
     });
-    socket.connect({ port, host: ip, ...(localPort ? { localPort, localAddress: "0.0.0.0" } : {}) });
+    socket.connect(port, ip);
   });
 }
 
@@ -64,7 +58,7 @@ export interface HttpReply {
  * One HTTP/1.1 request on a fresh connection from inside the namespace. `createConnection` with no
  * `agent` is the only http.request shape that uses our socket (`agent: false` makes Node build an
  * Agent that ignores it and connects from the root namespace), so the reply is also checked to
- * have come over that socket.
+ * have come over that socket. With `localPort`, the connection leaves from that port.
  */
 export function httpFrom(
   netnsPath: string,
