@@ -4,10 +4,10 @@
 // against the live snapshot by the data plane's own code (dataplane/explain.ts).
 //
 // The rules are read as the init container writes them (`iptables-save -t nat` and `-t raw` in
-// the pod's namespace) and compared with what its rule builder (init-container/rules.ts) would make of that
-// very table: any rule missing, added or out of order in our chains shows as a difference. The
-// outbound exclusions are not recorded anywhere else (the enrollment carries only the inbound
-// ones), so they are read from the rules themselves and reported.
+// the pod's namespace) and compared with what its rule builder (init-container/rules.ts) would
+// make of those very tables: any rule missing, added or out of order in our chains shows as a
+// difference. The outbound exclusions are not recorded anywhere else (the enrollment carries
+// only the inbound ones), so they are read from the rules themselves and reported.
 
 import { readFileSync } from "node:fs";
 import { INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT } from "../../api/dataplane.ts";
