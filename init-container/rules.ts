@@ -122,7 +122,7 @@ export function buildTables(currentDump: string, config: RedirectConfig | null, 
 function addNodemesh(tables: Tables, config: RedirectConfig, scope: RuleScope): void {
   const nat = tables.get("nat")!;
   const out: string[] = [
-    `-m mark --mark ${hex(AGENT_SOCKET_MARK)}/${hex(AGENT_MARK_MASK)} ${comment("skip agent sockets")} -j RETURN`,
+    `${AGENT_MARK_MATCH} ${comment("skip agent sockets")} -j RETURN`,
     `-o lo ${comment("skip loopback")} -j RETURN`,
     `-d 127.0.0.0/8 ${comment("skip loopback")} -j RETURN`,
     ...config.excludeOutboundPorts.map((p) => returnForPort(p, "excluded outbound port")),
@@ -149,12 +149,11 @@ function addNodemesh(tables: Tables, config: RedirectConfig, scope: RuleScope): 
   addChain(raw, AGENT_CONNTRACK_CHAIN, [
     `${comment("own conntrack zone, original direction")} -j CT --zone-orig ${AGENT_CONNTRACK_ZONE}`,
   ]);
-  jumpFirst(
-    raw,
-    "OUTPUT",
-    `-p tcp -m mark --mark ${hex(AGENT_SOCKET_MARK)}/${hex(AGENT_MARK_MASK)} ${comment("agent sockets")} -j ${AGENT_CONNTRACK_CHAIN}`,
-  );
+  jumpFirst(raw, "OUTPUT", `-p tcp ${AGENT_MARK_MATCH} ${comment("agent sockets")} -j ${AGENT_CONNTRACK_CHAIN}`);
 }
+
+/** The packets of the agent's own sockets, in both tables. */
+const AGENT_MARK_MATCH = `-m mark --mark ${hex(AGENT_SOCKET_MARK)}/${hex(AGENT_MARK_MASK)}`;
 
 function returnForPort(range: PortRange, why: string): string {
   return `-p tcp -m tcp --dport ${formatPorts(range)} ${comment(why)} -j RETURN`;
