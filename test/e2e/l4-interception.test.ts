@@ -212,29 +212,43 @@ describeModes("transparent L4 interception", (mode) => {
     expect(await outboundOpened(n1)).toBe(before);
   });
 
-  it("carries an app connection from the source port of the agent's unanswered dial to the same destination", async () => {
-    // The outsider drops SYNs to 8080 for a while: the agent's dial for the client gets no answer.
+  /**
+   * Makes the client's agent dial the outsider and get no answer (the outsider drops SYNs to 8080
+   * for a moment), and returns the source port of that dial, which the pod's conntrack table keeps
+   * for two minutes. The port must be free in the pod for the app to bind it: the earlier tests
+   * leave about a thousand of the pod's ports in TIME_WAIT, so the dial is repeated until one is.
+   */
+  async function sourcePortOfUnansweredAgentDial(): Promise<number> {
     const drop = ["INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP"];
-    const dropping = await world.exec(outsider, "iptables", ["-I", ...drop]);
-    expect(dropping.code, dropping.stderr).toBe(0);
-    let unanswered: HttpReply | Error;
-    try {
-      unanswered = await httpFrom(client.netnsPath, `http://${outsider.ip}:8080/`).catch((err: Error) => err);
-    } finally {
-      await world.exec(outsider, "iptables", ["-D", ...drop]);
+    const synSent = new RegExp(`SYN_SENT src=${client.ip} dst=${outsider.ip} sport=(\\d+) dport=8080 `, "g");
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const dropping = await world.exec(outsider, "iptables", ["-I", ...drop]);
+      expect(dropping.code, dropping.stderr).toBe(0);
+      let unanswered: HttpReply | Error;
+      try {
+        unanswered = await httpFrom(client.netnsPath, `http://${outsider.ip}:8080/`).catch((err: Error) => err);
+      } finally {
+        await world.exec(outsider, "iptables", ["-D", ...drop]);
+      }
+      expect(unanswered instanceof Error ? unanswered.message : unanswered.status).not.toBe(200);
+      const conntrack = await world.exec(client, "cat", ["/proc/net/nf_conntrack"]);
+      const dialPorts = [...conntrack.stdout.matchAll(synSent)].map((m) => Number(m[1]));
+      expect(dialPorts.length, conntrack.stdout).toBeGreaterThan(0);
+      const sockets = await world.exec(client, "ss", ["-Htan"]);
+      const held = new Set(sockets.stdout.split("\n").map((line) => Number(line.split(/\s+/)[3]?.split(":").pop())));
+      const free = dialPorts.find((port) => !held.has(port));
+      if (free !== undefined) return free;
     }
-    expect(unanswered instanceof Error ? unanswered.message : unanswered.status).not.toBe(200);
-    // The pod's conntrack table keeps the agent's unanswered SYN for two minutes.
-    const conntrack = await world.exec(client, "cat", ["/proc/net/nf_conntrack"]);
-    const agentDial = new RegExp(`SYN_SENT src=${client.ip} dst=${outsider.ip} sport=(\\d+) dport=8080 `).exec(
-      conntrack.stdout,
-    );
-    expect(agentDial, conntrack.stdout).not.toBeNull();
+    throw new Error("every unanswered dial's source port was still held by another socket in the pod");
+  }
+
+  it("carries an app connection from the source port of the agent's unanswered dial to the same destination", async () => {
+    const agentPort = await sourcePortOfUnansweredAgentDial();
     // The same four-tuple from the app, now that the outsider answers: the agent carries it. Had
     // the SYN matched the agent's entry, it would have skipped the redirect and reached the
     // outsider directly, outside the mesh (and its policies).
     const before = await outboundOpened(n1);
-    const reply = await httpFrom(client.netnsPath, `http://${outsider.ip}:8080/`, { localPort: Number(agentDial![1]) });
+    const reply = await httpFrom(client.netnsPath, `http://${outsider.ip}:8080/`, { localPort: agentPort });
     expect(reply.status).toBe(200);
     expect(JSON.parse(reply.body).pod).toBe("outsider");
     expect(await outboundOpened(n1), "connections the client's agent opened").toBe(before + 1);
