@@ -234,10 +234,10 @@ describeModes("transparent L4 interception", (mode) => {
       const conntrack = await world.exec(client, "cat", ["/proc/net/nf_conntrack"]);
       const dialPorts = [...conntrack.stdout.matchAll(synSent)].map((m) => Number(m[1]));
       expect(dialPorts.length, conntrack.stdout).toBeGreaterThan(0);
-      const sockets = await world.exec(client, "ss", ["-Htan"]);
-      const held = new Set(sockets.stdout.split("\n").map((line) => Number(line.split(/\s+/)[3]?.split(":").pop())));
-      const free = dialPorts.find((port) => !held.has(port));
-      if (free !== undefined) return free;
+      for (const port of dialPorts) {
+        const holders = await world.exec(client, "ss", ["-Htan", `sport = :${port}`]);
+        if (holders.stdout.trim() === "") return port;
+      }
     }
     throw new Error("every unanswered dial's source port was still held by another socket in the pod");
   }
