@@ -22,6 +22,7 @@ import { type WorkerCount, WorkerPool } from "./control/workers.ts";
 import type { DataplaneSettings } from "./dataplane/settings.ts";
 import { ENDPOINT_SLOTS, ROUTE_SLOTS, SharedState, SlotAllocator } from "./dataplane/shared-state.ts";
 import { compileSnapshot, type Snapshot, type SnapshotMessage, slotKeys } from "./dataplane/snapshot.ts";
+import { IdleHeapCollector } from "./sys/idle-heap.ts";
 
 export interface AgentOptions {
   nodeName: string;
@@ -97,6 +98,10 @@ export class Agent {
   private readonly controlMetrics = new Registry();
   /** Gives back to the kernel what a burst's Buffers left free in the heaps. */
   private readonly memory = new MemoryReleaser();
+  /** Gives back what a burst (enrollments) grew of this thread's heap once it is over. */
+  private readonly idleHeap = new IdleHeapCollector({
+    onCollect: (r) => this.log.debug(r, "heap reduced while idle"),
+  });
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -169,6 +174,7 @@ export class Agent {
     this.healthChecks.registerMetrics(this.controlMetrics);
     this.memory.registerMetrics(this.controlMetrics);
     this.memory.start();
+    this.idleHeap.start();
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));
     else this.applyTable({ version: "empty", table: { services: [] }, source: "none" });
     const pods = new PodRegistry(o.stateDir, pool, this.log);
@@ -319,6 +325,7 @@ export class Agent {
     this.started = false;
     this.healthChecks?.stop();
     this.memory.stop();
+    this.idleHeap.stop();
     await this.controller?.stop();
     await Promise.all(this.servers.map((s) => new Promise((resolve) => s.close(resolve))));
     let drainMs = this.opts.dataplane.drainMs;
