@@ -3,9 +3,9 @@
 // old-generation pages committed around the garbage it promoted (+7 to +10 MB), and an idle thread
 // runs no collection, so that memory stayed resident for good (V8's own memory reducer starts only
 // after a full collection). So the control thread looks once a second: quiet (under 5 % busy; with
-// 1000 pods and a report to the controller every second it was about 1 % busy) and its committed
-// heap grown by 4 MB since it last did this, it runs one memory-reducing full collection (V8's
-// "last resort": compacts and returns pages), 30–70 ms while nothing else runs there.
+// 1000 pods its reports to the controller keep it 1–3 % busy) and its committed heap grown by
+// 4 MB since it last did this, it runs one memory-reducing full collection (V8's "last resort":
+// compacts and returns pages), 30–70 ms while nothing else runs there.
 //
 // Not in the data-plane workers, though it returned more there (their young generation, 8 to 16 MB
 // after a burst): bulk TCP through a worker ran 8 % slower after a quiet spell, even with ten quiet
