@@ -8,9 +8,9 @@
 // compacts and returns pages), 30–70 ms while nothing else runs there.
 //
 // Not in the data-plane workers, though it returned more there (their young generation, 8 to 16 MB
-// after a burst): bulk TCP through a worker ran 8 % slower after a quiet spell, even with ten quiet
-// seconds required first (docs/benchmarks.md, "Sixteenth session"); likely because the shrunk young
-// generation grows back only as objects survive, and a proxy's garbage dies young.
+// after a burst): a worker whose young generation was shrunk grows it again only slowly, and bulk
+// TCP through it ran 8 % slower after a quiet spell, even with ten quiet seconds required first
+// (docs/benchmarks.md, "Sixteenth session").
 //
 // The collection needs `gc`, which node exposes with --expose-gc (api/process-settings.ts
 // AGENT_PROCESS); without it this does nothing.
