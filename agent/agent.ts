@@ -22,7 +22,6 @@ import { type WorkerCount, WorkerPool } from "./control/workers.ts";
 import type { DataplaneSettings } from "./dataplane/settings.ts";
 import { ENDPOINT_SLOTS, ROUTE_SLOTS, SharedState, SlotAllocator } from "./dataplane/shared-state.ts";
 import { compileSnapshot, type Snapshot, type SnapshotMessage, slotKeys } from "./dataplane/snapshot.ts";
-import { IdleHeapCollector } from "./sys/idle-heap.ts";
 
 export interface AgentOptions {
   nodeName: string;
@@ -98,10 +97,6 @@ export class Agent {
   private readonly controlMetrics = new Registry();
   /** Gives back to the kernel what a burst's Buffers left free in the heaps. */
   private readonly memory = new MemoryReleaser();
-  /** Gives back what a burst (enrollments) grew of this thread's heap once it is over. */
-  private readonly idleHeap = new IdleHeapCollector({
-    onCollect: (r) => this.log.debug(r, "heap reduced while idle"),
-  });
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -174,7 +169,6 @@ export class Agent {
     this.healthChecks.registerMetrics(this.controlMetrics);
     this.memory.registerMetrics(this.controlMetrics);
     this.memory.start();
-    this.idleHeap.start();
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));
     else this.applyTable({ version: "empty", table: { services: [] }, source: "none" });
     const pods = new PodRegistry(o.stateDir, pool, this.log);
@@ -325,7 +319,6 @@ export class Agent {
     this.started = false;
     this.healthChecks?.stop();
     this.memory.stop();
-    this.idleHeap.stop();
     await this.controller?.stop();
     await Promise.all(this.servers.map((s) => new Promise((resolve) => s.close(resolve))));
     let drainMs = this.opts.dataplane.drainMs;

@@ -35,8 +35,6 @@ export const CONTROLLER_PROCESS: ProcessSettings = {
  * before the first worker starts, workers.ts letWorkersSizeTheirOwnHeaps).
  */
 export const AGENT_PROCESS: ProcessSettings = {
-  // --expose-gc: the control thread gives back what a burst (enrollments) grew of its heap once
-  // the burst is over (agent/sys/idle-heap.ts): 1000 enrolled pods 17 → 9–13 kB each.
-  nodeFlags: ["--max-semi-space-size=1", "--expose-gc"],
+  nodeFlags: ["--max-semi-space-size=1"],
   env: {},
 };
