@@ -14,6 +14,7 @@ import { ControllerLink } from "./control/controller-link.ts";
 import { startEnrollmentServer } from "./control/enrollment-server.ts";
 import { requestHandover } from "./control/handover.ts";
 import { HealthChecker } from "./control/health-checks.ts";
+import { IdleHeapCollector } from "./control/idle-heap.ts";
 import { holdListeners, releaseHeldListeners } from "./control/listener-holder.ts";
 import { MemoryReleaser } from "./control/memory-release.ts";
 import { PodRegistry } from "./control/pods.ts";
@@ -97,6 +98,10 @@ export class Agent {
   private readonly controlMetrics = new Registry();
   /** Gives back to the kernel what a burst's Buffers left free in the heaps. */
   private readonly memory = new MemoryReleaser();
+  /** Gives back what start-up or a burst of enrollments grew of this thread's heap once it is over. */
+  private readonly idleHeap = new IdleHeapCollector({
+    onCollect: (r) => this.log.debug(r, "heap reduced after a burst"),
+  });
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -169,6 +174,7 @@ export class Agent {
     this.healthChecks.registerMetrics(this.controlMetrics);
     this.memory.registerMetrics(this.controlMetrics);
     this.memory.start();
+    this.idleHeap.start();
     if (o.servicesFile) this.applyTable(loadServiceFile(o.servicesFile));
     else this.applyTable({ version: "empty", table: { services: [] }, source: "none" });
     const pods = new PodRegistry(o.stateDir, pool, this.log);
@@ -214,12 +220,14 @@ export class Agent {
         this.rttOrder = order;
         this.broadcast();
       };
-      pods.onChange = (key) => {
-        controller.podsChanged(key);
-        this.healthChecks?.update(this.parsedTable); // a pod of this node is checked from inside it
-      };
       controller.podsChanged();
     }
+    pods.onChange = (key) => {
+      this.idleHeap.arm();
+      if (!controller) return;
+      controller.podsChanged(key);
+      this.healthChecks?.update(this.parsedTable); // a pod of this node is checked from inside it
+    };
     // Our listeners are open in every pod, and the pods' first certificates are known to be on
     // their way (their tunnels wait for them): what waited in a stopped agent's listeners is ours.
     releaseHeldListeners(o.stateDir, this.log);
@@ -234,6 +242,7 @@ export class Agent {
     // As the workers do (worker.ts): the module compile cache is written now, not only at exit.
     flushCompileCache();
     this.started = true;
+    this.idleHeap.arm(); // start-up's garbage
     this.log.info(
       { workers: o.workers, socket: o.enrollmentSocket, admin: `${o.adminAddress}:${o.adminPort}` },
       "agent ready",
@@ -319,6 +328,7 @@ export class Agent {
     this.started = false;
     this.healthChecks?.stop();
     this.memory.stop();
+    this.idleHeap.stop();
     await this.controller?.stop();
     await Promise.all(this.servers.map((s) => new Promise((resolve) => s.close(resolve))));
     let drainMs = this.opts.dataplane.drainMs;

@@ -35,6 +35,8 @@ export const CONTROLLER_PROCESS: ProcessSettings = {
  * before the first worker starts, workers.ts letWorkersSizeTheirOwnHeaps).
  */
 export const AGENT_PROCESS: ProcessSettings = {
-  nodeFlags: ["--max-semi-space-size=1"],
+  // --expose-gc: the control thread gives back what a burst of enrollments grew of its heap once
+  // the burst is over (agent/control/idle-heap.ts).
+  nodeFlags: ["--max-semi-space-size=1", "--expose-gc"],
   env: {},
 };

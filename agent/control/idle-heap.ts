@@ -1,0 +1,147 @@
+// Gives back the heap a burst of enrollments grew in the agent's control thread, once it is over.
+// V8 sizes a thread's heap by what it has seen: a thousand enrollments left the control thread's
+// old-generation pages committed around the garbage it promoted (+7 to +10 MB), and an idle thread
+// runs no collection, so that memory stayed resident for good (V8's own memory reducer starts only
+// after a full collection). So start-up and every enrollment or removal arm this collector; once
+// nothing armed it for a few seconds, the thread is quiet (under 5 % busy) and its committed heap
+// grew by 4 MB since the last collection, it runs one memory-reducing full collection (V8's "last
+// resort": compacts and returns pages), 30–70 ms on a thread that carries no traffic.
+//
+// Only bursts arm it, not growth alone: the reports about the traffic grow this heap too, and a
+// version that collected whenever the heap had grown did so every few seconds under load, which
+// cost opaque TCP a quarter more CPU per request (docs/benchmarks.md, "Sixteenth session"). Not in
+// the data-plane workers either, though it returned more there (their young generation, 8 to 16 MB
+// after a burst): bulk TCP through a worker ran 8 % slower after it; likely because the shrunk
+// young generation grows back only as objects survive, and a proxy's garbage dies young.
+//
+// The collection needs `gc`, which node exposes with --expose-gc (api/process-settings.ts
+// AGENT_PROCESS); without it this does nothing.
+import { performance } from "node:perf_hooks";
+import { getHeapStatistics } from "node:v8";
+
+/** How often the thread is looked at. */
+export const IDLE_CHECK_INTERVAL_MS = 1_000;
+/** A burst is over when nothing armed the collector for this long. */
+export const BURST_OVER_MS = 3_000;
+/** Quiet: busy less than this share of a look's interval (event-loop utilization). */
+export const IDLE_UTILIZATION = 0.05;
+/** Less growth of the committed heap than this since the last collection is not worth one. */
+export const MIN_HEAP_GROWTH_BYTES = 4 * 2 ** 20;
+
+export interface IdleHeapOptions {
+  /** The memory-reducing collection; undefined (no --expose-gc): nothing is done. */
+  collect?: (() => void) | undefined;
+  /** Bytes the thread's heap has committed now. */
+  committed?: () => number;
+  /** The share of time the event loop was busy since the previous call. */
+  utilization?: () => number;
+  /** Milliseconds on a monotonic clock. */
+  now?: () => number;
+  intervalMs?: number;
+  burstOverMs?: number;
+  minGrowthBytes?: number;
+  /** Told of each collection (to log it): the committed heap before and after, and how long it took. */
+  onCollect?: (result: IdleCollection) => void;
+}
+
+export interface IdleCollection {
+  committedBeforeMB: number;
+  committedAfterMB: number;
+  ms: number;
+}
+
+export class IdleHeapCollector {
+  readonly #collect: (() => void) | undefined;
+  readonly #committed: () => number;
+  readonly #utilization: () => number;
+  readonly #now: () => number;
+  readonly #intervalMs: number;
+  readonly #burstOverMs: number;
+  readonly #minGrowthBytes: number;
+  readonly #onCollect: IdleHeapOptions["onCollect"];
+  /** What the last collection left committed; none yet: the first burst's end collects. */
+  #baseline = Number.NEGATIVE_INFINITY;
+  /** When a burst last armed the collector; undefined: disarmed (collected since, or never armed). */
+  #armedAt: number | undefined;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(opts: IdleHeapOptions = {}) {
+    this.#collect = "collect" in opts ? opts.collect : lastResortCollection();
+    this.#committed = opts.committed ?? (() => getHeapStatistics().total_heap_size);
+    this.#utilization = opts.utilization ?? loopUtilization();
+    this.#now = opts.now ?? (() => performance.now());
+    this.#intervalMs = opts.intervalMs ?? IDLE_CHECK_INTERVAL_MS;
+    this.#burstOverMs = opts.burstOverMs ?? BURST_OVER_MS;
+    this.#minGrowthBytes = opts.minGrowthBytes ?? MIN_HEAP_GROWTH_BYTES;
+    this.#onCollect = opts.onCollect;
+  }
+
+  /** Whether collections can run at all (node started with --expose-gc). */
+  get enabled(): boolean {
+    return this.#collect !== undefined;
+  }
+
+  start(): void {
+    if (!this.#collect || this.#timer) return;
+    this.#timer = setInterval(() => this.check(), this.#intervalMs);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Something that grows this thread's heap for a while happened (start-up, an enrollment). */
+  arm(): void {
+    this.#armedAt = this.#now();
+  }
+
+  /**
+   * One look: collects when a burst armed the collector and is over, the thread is quiet and its
+   * heap grew enough; returns whether it did. Either way a quiet look after the burst disarms it
+   * until the next one.
+   */
+  check(): boolean {
+    // Read every time, so the next look measures only its own interval.
+    const busy = this.#utilization();
+    const collect = this.#collect;
+    const armedAt = this.#armedAt;
+    if (!collect || armedAt === undefined || this.#now() - armedAt < this.#burstOverMs) return false;
+    if (busy >= IDLE_UTILIZATION) return false;
+    // The burst is over and the thread quiet: collect now or not at all (what grows the heap from
+    // here on is traffic's, which collects itself).
+    this.#armedAt = undefined;
+    const before = this.#committed();
+    if (before - this.#baseline < this.#minGrowthBytes) return false;
+    const started = performance.now();
+    collect();
+    const after = this.#committed();
+    this.#baseline = after;
+    this.#onCollect?.({
+      committedBeforeMB: tenths(before / 2 ** 20),
+      committedAfterMB: tenths(after / 2 ** 20),
+      ms: tenths(performance.now() - started),
+    });
+    return true;
+  }
+}
+
+const tenths = (n: number) => Math.round(n * 10) / 10;
+
+/** V8's memory-reducing full collection, when node exposes `gc`. */
+function lastResortCollection(): (() => void) | undefined {
+  const gc = globalThis.gc;
+  return gc ? () => void gc({ type: "major", execution: "sync", flavor: "last-resort" }) : undefined;
+}
+
+/** The event loop's busy share between two calls. */
+function loopUtilization(): () => number {
+  let last = performance.eventLoopUtilization();
+  return () => {
+    const now = performance.eventLoopUtilization();
+    const { utilization } = performance.eventLoopUtilization(now, last);
+    last = now;
+    return utilization;
+  };
+}
