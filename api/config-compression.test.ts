@@ -1,8 +1,14 @@
-import { brotliCompressSync } from "node:zlib";
+import { brotliCompressSync, zstdCompressSync } from "node:zlib";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { agentServiceDefinition, type CompressedConfig, type Config } from "./agent-service.ts";
-import { compressConfigMessage, inflateConfig, MAX_CONFIG_BYTES } from "./config-compression.ts";
+import {
+  CONFIG_ENCODINGS,
+  compressConfigMessage,
+  inflateConfig,
+  MAX_CONFIG_BYTES,
+  pickConfigEncoding,
+} from "./config-compression.ts";
 
 const serialize = agentServiceDefinition.Connect.responseSerialize as (msg: unknown) => Buffer;
 const deserialize = agentServiceDefinition.Connect.responseDeserialize as (bytes: Buffer) => unknown;
@@ -43,39 +49,44 @@ function received(message: Buffer): CompressedConfig {
   return decoded.compressedConfig;
 }
 
-describe("compressed Configs", () => {
+const COMPRESS = { zstd: zstdCompressSync, br: brotliCompressSync };
+
+describe.each(CONFIG_ENCODINGS)("Configs compressed with %s", (encoding) => {
   it("inflate to exactly the Config the plain message carries, at a fraction of its size", () => {
     const plain = serialize({ config: table(2000) });
-    const compressed = compressConfigMessage(plain, "7.3");
+    const compressed = compressConfigMessage(plain, "7.3", encoding);
     expect(compressed.length).toBeLessThan(plain.length / 5);
     const c = received(compressed);
-    expect(c).toMatchObject({ encoding: "br", version: "7.3" });
+    expect(c).toMatchObject({ encoding, version: "7.3" });
     expect(inflateConfig(c, MAX_CONFIG_BYTES)).toEqual((deserialize(plain) as { config: Config }).config);
   });
 
   it("refuses what it cannot or must not read, naming why", () => {
-    const c = received(compressConfigMessage(serialize({ config: table(50) }), "7.3"));
-    expect(() => inflateConfig({ ...c, encoding: "zstd" }, MAX_CONFIG_BYTES)).toThrow('unknown config encoding "zstd"');
+    const c = received(compressConfigMessage(serialize({ config: table(50) }), "7.3", encoding));
+    expect(() => inflateConfig({ ...c, encoding: "lz4" }, MAX_CONFIG_BYTES)).toThrow('unknown config encoding "lz4"');
+    expect(() => inflateConfig({ ...c, encoding: "toString" }, MAX_CONFIG_BYTES)).toThrow(
+      'unknown config encoding "toString"',
+    );
     expect(() => inflateConfig(c, c.size - 1)).toThrow(
       `a compressed config of ${c.size} bytes (at most ${c.size - 1})`,
     );
     // A bomb: it announces little and inflates to more; inflation stops at what was announced.
-    const bomb = { ...c, data: brotliCompressSync(Buffer.alloc(50 << 20)), size: 1000 };
+    const bomb = { ...c, data: COMPRESS[encoding](Buffer.alloc(50 << 20)), size: 1000 };
     expect(() => inflateConfig(bomb, MAX_CONFIG_BYTES)).toThrow(/compressed config unreadable/);
     expect(() => inflateConfig({ ...c, size: c.size + 10 }, MAX_CONFIG_BYTES)).toThrow(
       /inflated to \d+ bytes, \d+ announced/,
     );
-    expect(() => inflateConfig({ ...c, data: Buffer.from("not brotli at all") }, MAX_CONFIG_BYTES)).toThrow(
+    expect(() => inflateConfig({ ...c, data: Buffer.from("not compressed at all") }, MAX_CONFIG_BYTES)).toThrow(
       /compressed config unreadable/,
     );
     const garbage = Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]);
     expect(() =>
-      inflateConfig({ ...c, data: brotliCompressSync(garbage), size: garbage.length }, MAX_CONFIG_BYTES),
+      inflateConfig({ ...c, data: COMPRESS[encoding](garbage), size: garbage.length }, MAX_CONFIG_BYTES),
     ).toThrow(/not a Config/);
   });
 
   it("turns any bytes, whatever size they announce, into a Config or an Error (fuzz)", () => {
-    const valid = received(compressConfigMessage(serialize({ config: table(20) }), "7.3"));
+    const valid = received(compressConfigMessage(serialize({ config: table(20) }), "7.3", encoding));
     // Random data, and valid data with random flips: never a crash, a hang or an inflation past the bound.
     const data = fc.oneof(
       fc.uint8Array({ maxLength: 512 }).map((b) => Buffer.from(b)),
@@ -98,11 +109,21 @@ describe("compressed Configs", () => {
       { numRuns: 500 },
     );
   });
+});
+
+describe("compressed Configs", () => {
+  it("the controller writes the first encoding an agent lists that it knows; none known: plain", () => {
+    expect(pickConfigEncoding(["zstd", "br"])).toBe("zstd");
+    expect(pickConfigEncoding(["lz4", "br", "zstd"])).toBe("br");
+    expect(pickConfigEncoding(["lz4", "__proto__", "toString"])).toBeUndefined();
+    expect(pickConfigEncoding([])).toBeUndefined();
+    expect(pickConfigEncoding(undefined)).toBeUndefined();
+  });
 
   it("compresses only a ControllerMessage that holds a Config", () => {
     const certificate = serialize({
       certificate: { requestId: "r", certChainPem: "", trustBundlePem: "", error: "x" },
     });
-    expect(() => compressConfigMessage(certificate, "1")).toThrow("not a ControllerMessage holding a Config");
+    expect(() => compressConfigMessage(certificate, "1", "zstd")).toThrow("not a ControllerMessage holding a Config");
   });
 });

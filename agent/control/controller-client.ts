@@ -32,7 +32,7 @@ import {
   type Report,
   type WirePod,
 } from "../../api/agent-service.ts";
-import { CONFIG_ENCODING, inflateConfig, MAX_CONFIG_BYTES } from "../../api/config-compression.ts";
+import { CONFIG_ENCODINGS, inflateConfig, MAX_CONFIG_BYTES } from "../../api/config-compression.ts";
 import type { ServiceTable } from "../../api/services.ts";
 import { type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from "./backoff.ts";
 import { assembleConfig, type ControllerConfig, fromServiceTable, type TrafficCheck } from "./config-assembly.ts";
@@ -322,7 +322,7 @@ export class ControllerClient {
         agentVersion: this.opts.agentVersion,
         underlayIp: this.node!.underlayIp,
         facts: this.node!.facts,
-        configEncodings: [CONFIG_ENCODING],
+        configEncodings: [...CONFIG_ENCODINGS],
       },
     });
   }

@@ -421,7 +421,7 @@ describe("AgentServer trust boundary", () => {
     expect(duringBurst).toBeLessThanOrEqual(Math.ceil(burstMs / 500) + 3);
   });
 
-  it("sends a large Config compressed to agents that read Brotli and plain to others; a NACK of one is answered plain", async () => {
+  it("sends a large Config compressed in the first encoding an agent lists that it writes, plain to others; a NACK of one is answered plain", async () => {
     const { store } = await startWorld();
     // 3000 Services without endpoints: a full table of about 120 KB, past COMPRESS_CONFIGS_FROM_BYTES.
     for (let i = 0; i < 3000; i++) {
@@ -429,14 +429,19 @@ describe("AgentServer trust boundary", () => {
     }
     const reads = agent("node-a", { configEncodings: ["br"] });
     const plain = agent("node-b");
-    const unknown = agent("node-c", { configEncodings: ["zstd"] });
-    for (const a of [reads, plain, unknown]) await converged(a);
+    const unknown = agent("node-c", { configEncodings: ["lz4"] });
+    const zstd = agent("node-e", { configEncodings: ["lz4", "zstd", "br"] });
+    for (const a of [reads, plain, unknown, zstd]) await converged(a);
     expect(reads.configs[0]!.full).toBe(true);
     expect(reads.compressedVersions).toContain(reads.configs[0]!.version);
+    expect(new Set(reads.compressedEncodings)).toEqual(new Set(["br"]));
+    expect(zstd.compressedVersions).toContain(zstd.configs[0]!.version);
+    expect(new Set(zstd.compressedEncodings)).toEqual(new Set(["zstd"]));
     expect(plain.compressedVersions).toEqual([]);
     expect(unknown.compressedVersions).toEqual([]);
     expect(reads.services.size).toBe(3002);
     expect([...reads.services.entries()]).toEqual([...plain.services.entries()]);
+    expect([...zstd.services.entries()]).toEqual([...plain.services.entries()]);
     // A small update goes plain to everyone.
     const compressedSoFar = reads.compressedVersions.length;
     await store.create(newServiceObject("db", "10.96.0.12", { app: "db" }));

@@ -18,7 +18,7 @@ import {
   type Report,
   type WirePod,
 } from "../../api/agent-service.ts";
-import { CONFIG_ENCODING } from "../../api/config-compression.ts";
+import { type ConfigEncoding, pickConfigEncoding } from "../../api/config-compression.ts";
 import type { ConfigPublisher } from "./config-publisher.ts";
 import type { SendBudget } from "./send-budget.ts";
 import type { ConfigTable } from "./service-table.ts";
@@ -90,7 +90,7 @@ export class AgentSession {
   /** Budget taken by the write in progress; grpc-js never completes a write to a cancelled call. */
   private budgetHeld = 0;
   /** The CompressedConfig encoding the agent reads (its Hello), if any this controller writes. */
-  private configEncoding: string | undefined;
+  private configEncoding: ConfigEncoding | undefined;
   /** The version last sent compressed: a NACK of it turns compression off for this agent. */
   private compressedVersion: string | undefined;
 
@@ -150,7 +150,7 @@ export class AgentSession {
             return;
           }
           this.nodeName = hello.nodeName;
-          this.configEncoding = hello.configEncodings?.includes(CONFIG_ENCODING) ? CONFIG_ENCODING : undefined;
+          this.configEncoding = pickConfigEncoding(hello.configEncodings);
           // Lets the agent know it is connected before any Config, and whether on its node certificate.
           const headers = new Metadata();
           if (certificate) headers.set(NODE_CERTIFICATE_METADATA, "accepted");

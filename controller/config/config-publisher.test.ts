@@ -1,6 +1,5 @@
 import pino from "pino";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { CONFIG_ENCODING } from "../../api/config-compression.ts";
 import { MemoryStore } from "../store/memory-store.ts";
 import { AgentRegistry } from "./agent-registry.ts";
 import { ConfigPublisher } from "./config-publisher.ts";
@@ -48,11 +47,11 @@ describe("ConfigPublisher's encoded Configs", () => {
     // 3000 Services: a full table past COMPRESS_CONFIGS_FROM_BYTES.
     const p = await publishing(3000);
     encodings.count = 0;
-    const first = p.messageFrom(undefined, CONFIG_ENCODING);
+    const first = p.messageFrom(undefined, "zstd");
     expect(first.compressed).toBe(true);
     expect(encodings.count).toBe(1);
-    // Every other agent reading Brotli gets the same bytes, with no encoding.
-    expect(p.messageFrom(undefined, CONFIG_ENCODING).message).toBe(first.message);
+    // Every other agent reading zstd gets the same bytes, with no encoding.
+    expect(p.messageFrom(undefined, "zstd").message).toBe(first.message);
     expect(encodings.count).toBe(1);
     // An agent reading plain Configs: the plain bytes were not kept, so they are encoded again (and kept).
     const plain = p.messageFrom(undefined);
@@ -61,15 +60,22 @@ describe("ConfigPublisher's encoded Configs", () => {
     expect(encodings.count).toBe(2);
     expect(p.messageFrom(undefined).message).toBe(plain.message);
     expect(encodings.count).toBe(2);
+    // An agent reading only Brotli (one from before zstd): its own bytes, from the kept plain ones.
+    const brotli = p.messageFrom(undefined, "br");
+    expect(brotli.compressed).toBe(true);
+    expect(brotli.message).not.toEqual(first.message);
+    expect(p.messageFrom(undefined, "br").message).toBe(brotli.message);
+    expect(p.messageFrom(undefined, "zstd").message).toBe(first.message);
+    expect(encodings.count).toBe(2);
   });
 
   it("keeps a small table's plain bytes for every agent, whatever it reads", async () => {
     const p = await publishing(3);
     encodings.count = 0;
-    const first = p.messageFrom(undefined, CONFIG_ENCODING);
+    const first = p.messageFrom(undefined, "zstd");
     expect(first.compressed).toBe(false);
     expect(p.messageFrom(undefined).message).toBe(first.message);
-    expect(p.messageFrom(undefined, CONFIG_ENCODING).message).toBe(first.message);
+    expect(p.messageFrom(undefined, "zstd").message).toBe(first.message);
     expect(encodings.count).toBe(1);
   });
 });

@@ -3,7 +3,11 @@
 // sessions a new table exists. Sessions pull the update for their own base (see agent-session.ts).
 
 import type { Logger } from "pino";
-import { COMPRESS_CONFIGS_FROM_BYTES, CONFIG_ENCODING, compressConfigMessage } from "../../api/config-compression.ts";
+import {
+  COMPRESS_CONFIGS_FROM_BYTES,
+  type ConfigEncoding,
+  compressConfigMessage,
+} from "../../api/config-compression.ts";
 import { KINDS, type KindInfo, type Resource, type ServiceSpec } from "../../api/resources.ts";
 import { TRAFFIC_KINDS } from "../../api/traffic.ts";
 import type { Store, WatchEvent } from "../store/store.ts";
@@ -119,18 +123,17 @@ export class ConfigPublisher {
    * 10,000-Service table is 3.9 MB plain, 0.3 MB compressed), and kept they held 8–15 MB of the
    * controller's memory after a 1000-agent sync (heap snapshots).
    */
-  messageFrom(base: ConfigTable | undefined, encoding?: string): { message: Buffer; compressed: boolean } {
+  messageFrom(base: ConfigTable | undefined, encoding?: ConfigEncoding): { message: Buffer; compressed: boolean } {
     const plainKey = base?.version ?? "";
     const compressedKey = `${plainKey}|${encoding}`;
-    const wantsCompressed = encoding === CONFIG_ENCODING;
-    const kept = wantsCompressed ? this.messages.get(compressedKey) : undefined;
+    const kept = encoding ? this.messages.get(compressedKey) : undefined;
     if (kept) return { message: kept, compressed: true };
     const plain = this.messages.get(plainKey) ?? encodeConfigMessage(tableDiff(base, this.table!));
-    if (!wantsCompressed || plain.length < COMPRESS_CONFIGS_FROM_BYTES) {
+    if (!encoding || plain.length < COMPRESS_CONFIGS_FROM_BYTES) {
       this.keep(plainKey, !base, plain);
       return { message: plain, compressed: false };
     }
-    const compressed = compressConfigMessage(plain, this.table!.version);
+    const compressed = compressConfigMessage(plain, this.table!.version, encoding);
     this.keep(compressedKey, !base, compressed);
     return { message: compressed, compressed: true };
   }

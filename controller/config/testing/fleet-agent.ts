@@ -15,7 +15,7 @@ import {
   NODE_SECRET_METADATA,
   type WirePod,
 } from "../../../api/agent-service.ts";
-import { CONFIG_ENCODING, inflateConfigBytes, MAX_CONFIG_BYTES } from "../../../api/config-compression.ts";
+import { CONFIG_ENCODINGS, inflateConfigBytes, MAX_CONFIG_BYTES } from "../../../api/config-compression.ts";
 import { SIM_NODE_FACTS, simNodeSecret } from "./fixtures.ts";
 
 /** What the benchmark needs to know about a table: its services' endpoint counts. */
@@ -205,7 +205,7 @@ export class FleetAgent {
         agentVersion: "sim",
         underlayIp: opts.underlayIp,
         facts: SIM_NODE_FACTS,
-        configEncodings: opts.plainConfigs ? [] : [CONFIG_ENCODING],
+        configEncodings: opts.plainConfigs ? [] : [...CONFIG_ENCODINGS],
       },
     });
     this.send({ kind: "podsChanged", podsChanged: { pods: opts.pods } });

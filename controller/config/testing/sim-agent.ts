@@ -29,6 +29,8 @@ export class SimAgent {
   readonly configs: Config[] = [];
   /** The versions of the Configs that arrived compressed (CompressedConfig). */
   readonly compressedVersions: string[] = [];
+  /** The encoding of each compressed Config, in order. */
+  readonly compressedEncodings: string[] = [];
   /** Answers to certificate requests, in arrival order. */
   readonly certificates: CertificateReply[] = [];
   readonly services = new Map<string, WireService>();
@@ -80,6 +82,7 @@ export class SimAgent {
       if (msg.kind === "config") this.receive(msg.config);
       else if (msg.kind === "compressedConfig") {
         this.compressedVersions.push(msg.compressedConfig.version);
+        this.compressedEncodings.push(msg.compressedConfig.encoding);
         this.receive(inflateConfig(msg.compressedConfig, MAX_CONFIG_BYTES));
       } else {
         this.certificates.push(msg.certificate);
