@@ -4,6 +4,7 @@
 import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
 import pino, { type Logger } from "pino";
+import { IdleHeapCollector } from "../api/idle-heap.ts";
 import type { Resource } from "../api/resources.ts";
 import { AlertmanagerClient } from "./alerts/alertmanager.ts";
 import { isLoopbackHost, TokenAuth } from "./auth.ts";
@@ -68,6 +69,10 @@ export class Controller {
   private agents?: AgentServer;
   private ca?: RotatingCa;
   readonly kubernetes?: KubernetesMode;
+  /** Gives back what start-up or a fleet's arrival (agents connecting, their full tables) grew of the heap. */
+  private readonly idleHeap = new IdleHeapCollector({
+    onCollect: (r) => this.log.debug(r, "heap reduced after a burst"),
+  });
 
   private constructor(opts: ControllerOptions, log: Logger, kubernetes: KubernetesMode | undefined) {
     this.log = log;
@@ -97,6 +102,7 @@ export class Controller {
   }
 
   async #start(opts: ControllerOptions): Promise<void> {
+    this.idleHeap.start();
     await this.store.open(); // a corrupt store throws here: the controller refuses to start
     await this.kubernetes?.startSource(); // agents get a table only once Kubernetes was read
     const registry = createControllerRegistry();
@@ -174,6 +180,7 @@ export class Controller {
       ...(opts.maxNodes !== undefined ? { maxNodes: opts.maxNodes } : {}),
       identities: { ca, lifetimeMs },
       log: this.log.child({ component: "agent-server" }),
+      onAgentConnected: () => this.idleHeap.arm(),
     });
     const agents = this.agents;
     const statuses = new ObjectStatuses(
@@ -258,9 +265,11 @@ export class Controller {
       },
       "controller ready",
     );
+    this.idleHeap.arm(); // start-up's garbage
   }
 
   async stop(): Promise<void> {
+    this.idleHeap.stop();
     await this.kubernetes?.stop();
     await this.rest?.close();
     await this.otlp?.close();

@@ -255,6 +255,16 @@ describe("AgentServer", () => {
     const member = agent("node-a", { token: "s3cret" });
     expect((await member.nextConfig()).full).toBe(true);
   });
+
+  it("tells the controller of each agent that connects, not of those it refuses", async () => {
+    let connected = 0;
+    await startWorld({ token: "s3cret", onAgentConnected: () => connected++ });
+    const intruder = agent("node-x", { token: "wrong" });
+    await intruder.until(() => intruder.status !== undefined, 5000, "refusal");
+    expect(connected).toBe(0);
+    for (const node of ["node-a", "node-b"]) await agent(node, { token: "s3cret" }).nextConfig();
+    expect(connected).toBe(2);
+  });
 });
 
 /** A counter's value for the labels, read from a registry (0 when never incremented). */

@@ -111,6 +111,8 @@ export interface AgentServerOptions {
     lifetimeMs: number;
   };
   log?: Logger;
+  /** Told of every agent that connects (the controller gives back what a fleet's arrival grew of its heap). */
+  onAgentConnected?: () => void;
 }
 
 // Config bytes written to the streams and not yet flushed to their sockets, over all agents (see
@@ -175,6 +177,7 @@ export class AgentServer implements SessionHost {
   private readonly sessions = new Map<string, AgentSession>();
   private readonly histogram: Histogram;
   private readonly log: Logger;
+  private readonly onAgentConnected: () => void;
   private readonly token: Buffer | undefined;
   private readonly maxNodes: number;
   private readonly maxEdgesPerReport: number;
@@ -191,6 +194,7 @@ export class AgentServer implements SessionHost {
 
   private constructor(opts: AgentServerOptions) {
     this.log = opts.log ?? pino({ base: { component: "agent-server" } });
+    this.onAgentConnected = opts.onAgentConnected ?? (() => {});
     this.token = opts.token !== undefined ? Buffer.from(`Bearer ${opts.token}`) : undefined;
     this.bindings = opts.bindings ?? NodeBindings.inMemory();
     this.maxNodes = opts.maxNodes ?? DEFAULT_MAX_NODES;
@@ -528,6 +532,7 @@ export class AgentServer implements SessionHost {
     this.registry.connected(hello, session, new Date());
     this.tracker.agentConnected(node);
     this.log.info({ node, version: hello.agentVersion, underlay: hello.underlayIp }, "agent connected");
+    this.onAgentConnected();
     return undefined;
   }
 

@@ -52,7 +52,7 @@ import {
   startHaproxy,
 } from "./haproxy.ts";
 import { bulkGbitPerS, IPERF_PORT } from "./iperf.ts";
-import { cpuInWindow, peakRssMB, rssMB } from "./proc-stats.ts";
+import { cpuInWindow, peakRssMB, rssMB, settledRssMB } from "./proc-stats.ts";
 import { goalsReport, markdownReport } from "./report.ts";
 import { BENCH_WORKLOAD_ARGS } from "./workload.ts";
 
@@ -532,20 +532,6 @@ spec:
   console.log(markdown);
 } finally {
   await mesh.destroy();
-}
-
-/**
- * An idle agent's RSS once it has settled: the lowest of 20 samples over 10 s. Its control thread
- * gives back what a burst (start-up, enrolling) grew of its heap a few seconds after the burst
- * (agent/control/idle-heap.ts), and its RSS then stays put.
- */
-async function settledRssMB(pid: number): Promise<number> {
-  let lowest = Number.POSITIVE_INFINITY;
-  for (let i = 0; i < 20; i++) {
-    await new Promise((r) => setTimeout(r, 500));
-    lowest = Math.min(lowest, rssMB(pid));
-  }
-  return lowest;
 }
 
 function minus(a: Latency, b: Latency): Latency {

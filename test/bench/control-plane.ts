@@ -23,7 +23,7 @@ import { CONTROLLER_PROCESS } from "../../api/process-settings.ts";
 import { FleetAgent, TableCache, type TableSummary } from "../../controller/config/testing/fleet-agent.ts";
 import { BUILT_CLI } from "../e2e/mesh.ts";
 import { percentile } from "./h2load.ts";
-import { cpuSeconds, rssMB } from "./proc-stats.ts";
+import { cpuSeconds, rssMB, settledRssMB } from "./proc-stats.ts";
 import { summarizeProfiles } from "./profile-summary.ts";
 
 // The controller as built (npm run build), as in production: no type stripping at run time.
@@ -413,8 +413,7 @@ async function main(): Promise<void> {
       MB: total((m) => m.bytes) / 2 ** 20,
       nacks: total((m) => m.nacks),
     };
-    await sleep(2000); // let the last ACKs and the garbage settle
-    const rssIdle = rssMB(pid);
+    const rssIdle = await settledRssMB(pid); // the last ACKs, and the heap given back after the burst
 
     // Policy writes, one at a time: write → receipt at every agent.
     const samples: number[] = [];

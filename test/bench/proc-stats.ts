@@ -31,6 +31,20 @@ export function rssMB(pid: number, field: "VmRSS" | "VmHWM" = "VmRSS"): number {
   return (Number(m[1]) * 1024) / 1e6;
 }
 
+/**
+ * A process's RSS once it has settled: the lowest of 20 samples over 10 s. The agent and the
+ * controller give back what a burst (start-up, enrollments, a fleet connecting) grew of their
+ * heap a few seconds after it (api/idle-heap.ts), and their RSS then stays put.
+ */
+export async function settledRssMB(pid: number): Promise<number> {
+  let lowest = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    lowest = Math.min(lowest, rssMB(pid));
+  }
+  return lowest;
+}
+
 /** The highest RSS of each process seen while `work` runs, sampled every `intervalMs`. */
 export async function peakRssMB<T>(
   pids: readonly number[],

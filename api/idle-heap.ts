@@ -1,28 +1,32 @@
-// Gives back the heap a burst of enrollments grew in the agent's control thread, once it is over.
-// V8 sizes a thread's heap by what it has seen: a thousand enrollments left the control thread's
-// old-generation pages committed around the garbage it promoted (+7 to +10 MB), and an idle thread
-// runs no collection, so that memory stayed resident for good (V8's own memory reducer starts only
-// after a full collection). So start-up and every enrollment or removal arm this collector; once
-// nothing armed it for a few seconds, the thread is quiet (under 5 % busy) and its committed heap
-// grew by 4 MB since the last collection, it runs one memory-reducing full collection (V8's "last
-// resort": compacts and returns pages), 30–70 ms on a thread that carries no traffic.
+// Gives back the heap a burst grew in a thread that is otherwise mostly idle, once the burst is
+// over: the agent's control thread after enrollments, the controller after a fleet of agents
+// connected and took their full tables. V8 sizes a heap by what it has seen, and an idle thread
+// runs no collection, so what a burst left committed stayed resident for good (V8's own memory
+// reducer starts only after a full collection): +7 to +10 MB of promoted garbage in the agent's
+// control thread after a thousand enrollments, 20 to 70 MB in the controller after a 1000-agent
+// sync. So start-up and each event of a burst (an enrollment, an agent connecting) arm this
+// collector; once nothing armed it for five seconds, the thread is quiet (under 5 % busy) and its
+// committed heap grew by 4 MB since the last collection, it runs one memory-reducing full
+// collection (V8's "last resort": compacts and returns pages): 30–70 ms in the agent's control
+// thread, which carries no traffic; about 180 ms in the controller after a 1000-agent sync.
 //
-// Only bursts arm it, not growth alone: the reports about the traffic grow this heap too, and a
-// version that collected whenever the heap had grown did so every few seconds under load, which
-// cost opaque TCP a quarter more CPU per request (docs/benchmarks.md, "Sixteenth session"). Not in
-// the data-plane workers either, though it returned more there (their young generation, 8 to 16 MB
-// after a burst): bulk TCP through a worker ran 8 % slower after it; likely because the shrunk
-// young generation grows back only as objects survive, and a proxy's garbage dies young.
+// Only bursts arm it, not growth alone: the reports about the traffic grow the agent's heap too,
+// and a version that collected whenever the heap had grown did so every few seconds under load,
+// which cost opaque TCP a quarter more CPU per request (docs/benchmarks.md, "Sixteenth and
+// seventeenth sessions"). Not in the data-plane workers either, though it returned more there
+// (their young generation, 8 to 16 MB after a burst): bulk TCP through a worker ran 8 % slower
+// after it; likely because the shrunk young generation grows back only as objects survive, and a
+// proxy's garbage dies young.
 //
-// The collection needs `gc`, which node exposes with --expose-gc (api/process-settings.ts
-// AGENT_PROCESS); without it this does nothing.
+// The collection needs `gc`, which node exposes with --expose-gc (api/process-settings.ts);
+// without it this does nothing.
 import { performance } from "node:perf_hooks";
 import { getHeapStatistics } from "node:v8";
 
 /** How often the thread is looked at. */
 export const IDLE_CHECK_INTERVAL_MS = 1_000;
 /** A burst is over when nothing armed the collector for this long. */
-export const BURST_OVER_MS = 3_000;
+export const BURST_OVER_MS = 5_000;
 /** Quiet: busy less than this share of a look's interval (event-loop utilization). */
 export const IDLE_UTILIZATION = 0.05;
 /** Less growth of the committed heap than this since the last collection is not worth one. */

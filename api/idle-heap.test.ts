@@ -1,8 +1,8 @@
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { AGENT_PROCESS } from "../../api/process-settings.ts";
 import { type IdleCollection, IdleHeapCollector } from "./idle-heap.ts";
+import { AGENT_PROCESS } from "./process-settings.ts";
 
 const MB = 2 ** 20;
 const FIXTURE = fileURLToPath(new URL("./idle-heap.fixture.ts", import.meta.url));
