@@ -1,22 +1,23 @@
-// Gives back the heap a burst grew in a thread that is otherwise mostly idle, once the burst is
-// over: the agent's control thread after enrollments, the controller after a fleet of agents
-// connected and took their full tables. V8 sizes a heap by what it has seen, and an idle thread
-// runs no collection, so what a burst left committed stayed resident for good (V8's own memory
-// reducer starts only after a full collection): +7 to +10 MB of promoted garbage in the agent's
-// control thread after a thousand enrollments, 20 to 70 MB in the controller after a 1000-agent
-// sync. So start-up and each event of a burst (an enrollment, an agent connecting) arm this
-// collector; once nothing armed it for five seconds, the thread is quiet (under 5 % busy) and its
-// committed heap grew by 4 MB since the last collection, it runs one memory-reducing full
-// collection (V8's "last resort": compacts and returns pages): 30–70 ms in the agent's control
-// thread, which carries no traffic; about 180 ms in the controller after a 1000-agent sync.
+// Gives back the heap a burst grew in a thread, once the burst is over: the agent's control thread
+// and its data-plane workers after enrollments, the controller after a fleet of agents connected
+// and took their full tables. V8 sizes a heap by what it has seen, and an idle thread runs no
+// collection, so what a burst left committed stayed resident for good (V8's own memory reducer
+// starts only after a full collection): after a thousand enrollments, 7 to 10 MB of promoted
+// garbage in the agent's control thread and a worker's young generation grown from 4 to 16 MB for
+// the pods' listeners; 20 to 70 MB in the controller after a 1000-agent sync. So start-up and each
+// event of a burst (an enrollment, an agent connecting) arm this collector; once nothing armed it
+// for five seconds, the thread is quiet (under 5 % busy) and its committed heap grew by 4 MB since
+// the last collection, it runs one memory-reducing full collection (V8's "last resort": compacts
+// and returns pages): 15–70 ms in the agent's threads; about 180 ms in the controller after a
+// 1000-agent sync.
 //
 // Only bursts arm it, not growth alone: the reports about the traffic grow the agent's heap too,
 // and a version that collected whenever the heap had grown did so every few seconds under load,
 // which cost opaque TCP a quarter more CPU per request (docs/benchmarks.md, "Sixteenth and
-// seventeenth sessions"). Not in the data-plane workers either, though it returned more there
-// (their young generation, 8 to 16 MB after a burst): bulk TCP through a worker ran 8 % slower
-// after it; likely because the shrunk young generation grows back only as objects survive, and a
-// proxy's garbage dies young.
+// seventeenth sessions"). In a worker the collection shrinks the young generation only to what a
+// worker starts with (agent/control/workers.ts, WORKER_MIN_SEMI_SPACE_MB), from where load grows
+// it again: shrunk further, garbage that dies young (a proxy's) did not grow it back, and bulk TCP
+// ran 8 % slower.
 //
 // The collection needs `gc`, which node exposes with --expose-gc (api/process-settings.ts);
 // without it this does nothing.

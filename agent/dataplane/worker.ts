@@ -3,6 +3,7 @@
 import { flushCompileCache } from "node:module";
 import { parentPort, workerData } from "node:worker_threads";
 import pino from "pino";
+import { IdleHeapCollector } from "../../api/idle-heap.ts";
 import { Dataplane } from "./dataplane.ts";
 import { type FromWorker, HEARTBEAT_INTERVAL_MS, type ToWorker, type WorkerInit } from "./messages.ts";
 import { keyringOf } from "./mtls.ts";
@@ -15,6 +16,10 @@ const log = pino({ level: init.logLevel, base: { component: "agent", worker: ini
 const heartbeats = new BigInt64Array(init.heartbeats);
 const workersStarted = () => heartbeats.reduce((n, beat) => (beat === 0n ? n : n + 1), 0);
 const dataplane = new Dataplane({ shared: init.shared, settings: init.settings, log, workers: workersStarted });
+// Gives back what a burst of enrollments grew of this worker's heap (the pods' listeners survive
+// their first collections, so V8 grows the young generation for them) once the burst is over.
+const idleHeap = new IdleHeapCollector({ onCollect: (r) => log.debug(r, "heap reduced after a burst") });
+idleHeap.start();
 
 function send(msg: FromWorker): void {
   port.postMessage(msg);
@@ -37,9 +42,11 @@ port.on("message", (msg: ToWorker) => {
       dataplane.setIdentities(keyringOf(msg.identities), msg.pending);
       return;
     case "add-pod":
+      idleHeap.arm();
       void reply(msg.id, () => dataplane.addPod(msg.pod));
       return;
     case "remove-pod":
+      idleHeap.arm();
       void reply(msg.id, () => dataplane.removePod(msg.key));
       return;
     case "metrics":
