@@ -36,8 +36,8 @@ export const CONTROLLER_PROCESS: ProcessSettings = {
  * before the first worker starts, workers.ts letWorkersSizeTheirOwnHeaps).
  */
 export const AGENT_PROCESS: ProcessSettings = {
-  // --expose-gc: the control thread gives back what a burst of enrollments grew of its heap once
-  // the burst is over (api/idle-heap.ts).
+  // --expose-gc: the control thread and the workers give back what a burst of enrollments grew of
+  // their heaps once the burst is over (api/idle-heap.ts).
   nodeFlags: ["--max-semi-space-size=1", "--expose-gc"],
   env: {},
 };
