@@ -61,9 +61,14 @@ const CODECS: Record<ConfigEncoding, Codec> = {
   },
 };
 
+/** Whether this code writes and reads `name` (own keys only: "toString" is no encoding). */
+function isConfigEncoding(name: string): name is ConfigEncoding {
+  return Object.hasOwn(CODECS, name);
+}
+
 /** The controller's choice among the encodings an agent's Hello lists: the first it writes, or none (plain). */
 export function pickConfigEncoding(listed: readonly string[] | undefined): ConfigEncoding | undefined {
-  return listed?.find((e): e is ConfigEncoding => Object.hasOwn(CODECS, e));
+  return listed?.find(isConfigEncoding);
 }
 
 const CONFIG_FIELD = 1; // ControllerMessage.config
@@ -116,8 +121,9 @@ export function inflateConfig(compressed: CompressedConfig, maxBytes: number): C
 
 /** The Config's protobuf bytes in `compressed`, checked as inflateConfig says. */
 export function inflateConfigBytes(compressed: CompressedConfig, maxBytes: number): Buffer {
-  const codec = Object.hasOwn(CODECS, compressed.encoding) ? CODECS[compressed.encoding as ConfigEncoding] : undefined;
-  if (!codec) throw new Error(`unknown config encoding "${compressed.encoding}"`);
+  const { encoding } = compressed;
+  if (!isConfigEncoding(encoding)) throw new Error(`unknown config encoding "${encoding}"`);
+  const codec = CODECS[encoding];
   if (compressed.size > maxBytes)
     throw new Error(`a compressed config of ${compressed.size} bytes (at most ${maxBytes})`);
   let bytes: Buffer;

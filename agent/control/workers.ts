@@ -50,7 +50,7 @@ const WORKER_MIN_SEMI_SPACE_MB = 4;
  * semi-spaces too, whatever its resourceLimits say (2 MB of new space instead of 16; so it was
  * from the seventh session to the twelfth, collecting eight times as often). The control
  * thread's isolate already has its heap, so the flag is cleared before any worker starts and the
- * workers get WORKER_HEAP_LIMITS.
+ * workers get WORKER_HEAP_LIMITS; their new space also gets its floor (WORKER_MIN_SEMI_SPACE_MB).
  */
 export function letWorkersSizeTheirOwnHeaps(): void {
   setFlagsFromString("--max-semi-space-size=0");
