@@ -69,6 +69,10 @@ const CHANNEL_OPTIONS = {
   "grpc.max_receive_message_length": MAX_CONFIG_BYTES,
   // Not shared with other channels: a fresh channel must not inherit a failed connection's backoff.
   "grpc.use_local_subchannel_pool": 1,
+  // HTTP/2's flow-control window stays at its 64 kB default: an agent slow to read its table holds
+  // the controller's write, and by its turn the table has moved on, so it gets one Config instead
+  // of several. A 4 MB window made 1000 agents take 1.9–2.4× the Configs and sync slower
+  // (docs/benchmarks.md, "Eighteenth session").
 };
 
 /** The node as the hello describes it. */
