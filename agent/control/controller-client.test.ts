@@ -162,8 +162,8 @@ describe("ControllerClient", () => {
       ]);
     });
     await eventually(() =>
-      expect(server.agents()[0].lastReport).toMatchObject({
-        traffic: { connectionsOpened: 3, bytesSent: 200 },
+      expect(server.agents()[0]).toMatchObject({
+        lastReport: { traffic: { connectionsOpened: 3, bytesSent: 200 } },
         peers: [{ nodeName: "node-b", rttMs: 0.2 }],
       }),
     );

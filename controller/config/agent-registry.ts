@@ -12,6 +12,7 @@
 
 import type { Hello, NodeFacts, Peer, PeerProbe, RejectedObject, Report, WirePod } from "../../api/agent-service.ts";
 import { isIPv4, podKey } from "../../api/enrollment.ts";
+import { PeerProbes } from "./peer-probes.ts";
 import type { NodePod } from "./pod-index.ts";
 
 export interface AgentStatus {
@@ -29,7 +30,8 @@ export interface AgentStatus {
   rejected?: RejectedObject[];
   /** The last refusal; cleared by a later ACK of a newer version. */
   lastNack?: { version: string; error: string; at: string };
-  lastReport?: Omit<Report, "edges"> & { at: string };
+  /** The report's own fields; its pods and probes are `pods` and `peers`, its edges the service graph's. */
+  lastReport?: Omit<Report, "edges" | "pods" | "peers"> & { at: string };
   /** The agent's latest probes of the other nodes (RTT, loss). */
   peers: PeerProbe[];
   pods: WirePod[];
@@ -42,7 +44,9 @@ export interface AgentStatus {
 export type PodVerifier = (node: string, pod: WirePod) => { ok: true; pod: WirePod } | { ok: false; reason: string };
 
 interface NodeRecord {
-  status: AgentStatus;
+  status: Omit<AgentStatus, "peers">;
+  /** status.peers, held compactly. */
+  probes: PeerProbes;
   /**
    * What the agent reported (valid pods) by "namespace/name", before verification: verified again
    * when the API changes.
@@ -87,6 +91,7 @@ export class AgentRegistry {
       reported: previous?.reported ?? new Map(),
       refusals: previous?.refusals ?? new Map(),
       nodePods: previous?.nodePods ?? [],
+      probes: previous?.probes ?? PeerProbes.NONE,
       status: {
         node: hello.nodeName,
         connected: true,
@@ -94,7 +99,6 @@ export class AgentRegistry {
         underlayIp: hello.underlayIp,
         facts: hello.facts,
         connectedAt: now.toISOString(),
-        peers: previous?.status.peers ?? [],
         pods: previous?.status.pods ?? [],
       },
     });
@@ -124,6 +128,9 @@ export class AgentRegistry {
   podsChanged(node: string, reported: readonly WirePod[]): void {
     const record = this.nodes.get(node);
     if (!record) return;
+    // Every report repeats the list: an unchanged one is not taken, so its copies die young
+    // instead of each replacing the last (a fleet's reports promoted a copy of every pod).
+    if (sameReported(record.reported, reported)) return;
     record.reported = new Map();
     for (const pod of reported) if (isValidPod(pod)) record.reported.set(podKey(pod), pod);
     if (this.verify(node, record)) this.onTopologyChange();
@@ -184,12 +191,12 @@ export class AgentRegistry {
   }
 
   reported(node: string, report: Report, now: Date): void {
-    const status = this.nodes.get(node)?.status;
-    if (!status) return;
+    const record = this.nodes.get(node);
+    if (!record) return;
     // Edges go to the traffic window; the status keeps the report's small parts only.
-    const { edges: _edges, ...rest } = report;
-    status.lastReport = { ...rest, at: now.toISOString() };
-    status.peers = report.peers;
+    const { edges: _edges, pods: _pods, peers, ...rest } = report;
+    record.status.lastReport = { ...rest, at: now.toISOString() };
+    record.probes = PeerProbes.from(peers, (name) => this.nodes.get(name)?.status.node ?? name, record.probes);
     // Reports carry the pods too: a missed PodsChanged heals at the next report.
     this.podsChanged(node, report.pods);
   }
@@ -213,7 +220,9 @@ export class AgentRegistry {
   }
 
   list(): AgentStatus[] {
-    return [...this.nodes.values()].map((r) => structuredClone(r.status)).sort((a, b) => a.node.localeCompare(b.node));
+    return [...this.nodes.values()]
+      .map((r) => ({ ...structuredClone(r.status), peers: r.probes.list() }))
+      .sort((a, b) => a.node.localeCompare(b.node));
   }
 
   close(): void {
@@ -225,6 +234,24 @@ const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 function isValidPod(pod: WirePod): boolean {
   return DNS_LABEL.test(pod.name) && DNS_LABEL.test(pod.namespace) && isIPv4(pod.ip);
+}
+
+/** Whether the valid pods of `pods` are those held, field for field. */
+function sameReported(held: ReadonlyMap<string, WirePod>, pods: readonly WirePod[]): boolean {
+  let valid = 0;
+  for (const pod of pods) {
+    if (!isValidPod(pod)) continue;
+    valid++;
+    const known = held.get(podKey(pod));
+    if (!known || known.ip !== pod.ip || (known.serviceAccount ?? "") !== (pod.serviceAccount ?? "")) return false;
+    if (!sameLabels(known.labels, pod.labels)) return false;
+  }
+  return valid === held.size;
+}
+
+function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
 }
 
 function podIdentity(pod: WirePod): string {

@@ -110,9 +110,7 @@ function agent(node: string, ip: string, peers: AgentStatus["peers"], connected 
     lastReport: {
       at: now,
       health: { ready: true, detail: "" },
-      pods: [],
       traffic: {} as never,
-      peers,
       intervalSeconds: 1,
     },
     peers,

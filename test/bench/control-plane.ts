@@ -5,11 +5,15 @@
 // the controller's memory and CPU.
 //
 //   node test/bench/control-plane.ts [--agents 1000] [--services 10000] [--endpoints 50000]
-//        [--processes 4] [--writes 20] [--quick] [--plain-configs] [--json FILE] [--cpu-prof DIR]
+//        [--processes 4] [--writes 20] [--steady-s 20] [--quick] [--plain-configs] [--json FILE]
+//        [--cpu-prof DIR]
 //
 // --quick is 200 agents × 2000 services × 10000 endpoints. --cpu-prof DIR runs the controller with
 // node's --cpu-prof and writes its profile there. --plain-configs: the agents list no config
 // encoding in their Hello, so every Config comes plain (as before compressed Configs, issue 16).
+// --steady-s: after the rest, every agent reports as a real one does (its pods, a probe of every
+// other node, a few edges, every 5 s) for this long, and the controller's CPU and memory under
+// those reports are measured (0: skipped).
 // Clocks: every process reads performance.timeOrigin + performance.now(), all on this machine.
 
 import { type ChildProcess, fork, spawn } from "node:child_process";
@@ -20,7 +24,12 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { WirePod } from "../../api/agent-service.ts";
 import { CONTROLLER_PROCESS } from "../../api/process-settings.ts";
-import { FleetAgent, TableCache, type TableSummary } from "../../controller/config/testing/fleet-agent.ts";
+import {
+  FleetAgent,
+  type SteadyReports,
+  TableCache,
+  type TableSummary,
+} from "../../controller/config/testing/fleet-agent.ts";
 import { BUILT_CLI } from "../e2e/mesh.ts";
 import { percentile } from "./h2load.ts";
 import { cpuSeconds, rssMB, settledRssMB } from "./proc-stats.ts";
@@ -34,6 +43,9 @@ const CONTROLLER_STARTUP_GRACE_MS = 2000;
 const READY_TIMEOUT_MS = 30_000;
 const SYNC_TIMEOUT_MS = 120_000;
 const WRITE_TIMEOUT_MS = 15_000;
+// The agent's --report-interval-s default (agent/cli.ts).
+const REPORT_INTERVAL_MS = 5000;
+const EDGES_PER_REPORT = 5;
 // Issue 16: every one of 1000 agents fully synced within 5 s.
 const GOALS = { propagationP99Ms: 1000, fullSyncMs: 5000 };
 
@@ -44,6 +56,7 @@ const { values: args } = parseArgs({
     endpoints: { type: "string" },
     processes: { type: "string", default: "4" },
     writes: { type: "string", default: "20" },
+    "steady-s": { type: "string", default: "20" },
     quick: { type: "boolean", default: false },
     "plain-configs": { type: "boolean", default: false },
     json: { type: "string", default: "test-results/bench-control-plane.json" },
@@ -87,6 +100,10 @@ type ToFleet =
   | { type: "received"; storeVersion: number }
   /** Replace the first agent by a new stream of the same node (own table cache): one agent's full sync. */
   | { type: "reconnect" }
+  /** Every agent starts reporting steadily (`nodes`: the fleet's size, each probed by every agent)… */
+  | { type: "report"; nodes: number }
+  /** …until this. */
+  | { type: "quiet" }
   | { type: "stop" };
 
 type FromFleet =
@@ -94,6 +111,7 @@ type FromFleet =
   | { type: "synced"; times: number[]; configs: number; bytes: number; nacks: number }
   | { type: "received"; storeVersion: number; times: Array<number | null> }
   | { type: "reconnected"; ms: number }
+  | { type: "quiet"; reports: number }
   | { type: "failed"; error: string };
 
 /** Pod p (global index) selects service p mod services: each service gets endpoints / services pods. */
@@ -158,6 +176,19 @@ function runFleet(): void {
         done = true;
         send({ type: "reconnected", ms: atMs - connectedAt });
       });
+    } else if (msg.type === "report") {
+      // Probes of every node, as each agent's would be (RTTs differ between rounds; that is not modelled).
+      const peers = Array.from({ length: msg.nodes }, (_, i) => ({
+        nodeName: `node-${i}`,
+        rttMs: 0.05 + (i % 50) / 100,
+        lossRatio: 0,
+        error: "",
+      }));
+      const steady: SteadyReports = { intervalMs: REPORT_INTERVAL_MS, peers, edges: EDGES_PER_REPORT };
+      for (const a of agents) a.startReports(steady);
+    } else if (msg.type === "quiet") {
+      for (const a of agents) a.stopReports();
+      send({ type: "quiet", reports: agents.reduce((n, a) => n + a.reportsSent, 0) });
     } else if (msg.type === "received") {
       const times = agents.map((a) => a.receivedAt(msg.storeVersion) ?? null);
       send({ type: "received", storeVersion: msg.storeVersion, times });
@@ -348,12 +379,43 @@ async function poll<T>(what: string, timeoutMs: number, probe: () => Promise<T |
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
+/**
+ * The fleet reporting as real agents do for `seconds`: the controller's CPU per second and its
+ * RSS (sampled every 250 ms) under that steady load, the state a controller spends its life in.
+ */
+async function steadyReports(fleet: FleetProcess[], pid: number, nodes: number, seconds: number) {
+  const fleetPids = fleet.map((f) => f.child.pid!);
+  const cpuBefore = cpuSeconds([pid]);
+  const fleetCpuBefore = cpuSeconds(fleetPids);
+  const startedAt = performance.now();
+  for (const f of fleet) f.send({ type: "report", nodes });
+  const samples: number[] = [];
+  const samplesWanted = Math.ceil((seconds * 1000) / 250);
+  for (let i = 0; i < samplesWanted; i++) {
+    await sleep(250);
+    samples.push(rssMB(pid));
+  }
+  const quiet = fleet.map((f) => f.next("quiet", 10_000));
+  for (const f of fleet) f.send({ type: "quiet" });
+  const reports = (await Promise.all(quiet)).reduce((n, m) => n + m.reports, 0);
+  const elapsedS = (performance.now() - startedAt) / 1000;
+  return {
+    reports,
+    cpuPerS: (cpuSeconds([pid]) - cpuBefore) / elapsedS,
+    fleetCpuPerS: (cpuSeconds(fleetPids) - fleetCpuBefore) / elapsedS,
+    rssMeanMB: samples.reduce((a, b) => a + b, 0) / samples.length,
+    rssMaxMB: Math.max(...samples),
+  };
+}
+
 async function main(): Promise<void> {
   const agents = count("agents", 1000, 200);
   const services = count("services", 10_000, 2000);
   const endpoints = count("endpoints", 50_000, 10_000);
   const processes = Math.min(agents, Number(args.processes));
   const writes = Number(args.writes);
+  const steadyS = Number(args["steady-s"]);
+  if (!(steadyS >= 0)) throw new Error("--steady-s must be 0 or more");
   if (endpoints % agents !== 0) throw new Error("--endpoints must be a multiple of --agents");
   const podsPerAgent = endpoints / agents;
   const profileDir = args["cpu-prof"] ? resolve(args["cpu-prof"]) : undefined;
@@ -449,6 +511,7 @@ async function main(): Promise<void> {
     fleet[0]!.send({ type: "reconnect" });
     const oneAgentSyncMs = (await reconnected).ms;
     const rssPeak = rssMB(pid, "VmHWM");
+    const steady = steadyS > 0 ? await steadyReports(fleet, pid, agents, steadyS) : undefined;
 
     samples.sort((a, b) => a - b);
     const round = (n: number, digits = 1) => Number(n.toFixed(digits));
@@ -476,6 +539,12 @@ async function main(): Promise<void> {
       syncConfigs: syncTraffic.configs,
       syncMB: round(syncTraffic.MB),
       syncNacks: syncTraffic.nacks,
+      steadySeconds: steadyS,
+      steadyReports: steady?.reports ?? null,
+      steadyControllerCpuPerS: steady ? round(steady.cpuPerS, 3) : null,
+      steadyControllerRssMeanMB: steady ? round(steady.rssMeanMB) : null,
+      steadyControllerRssMaxMB: steady ? round(steady.rssMaxMB) : null,
+      steadyFleetCpuPerS: steady ? round(steady.fleetCpuPerS, 3) : null,
       goals: {
         propagationP99Ms: GOALS.propagationP99Ms,
         propagationMet: writes > 0 && percentile(samples, 99) <= GOALS.propagationP99Ms,
@@ -503,6 +572,14 @@ async function main(): Promise<void> {
         "Configs (MB) received until full sync, NACKs",
         `${result.syncConfigs} (${result.syncMB} MB), ${result.syncNacks}`,
       ],
+      ...(steady
+        ? ([
+            [
+              `steady reports (every ${REPORT_INTERVAL_MS / 1000} s, ${agents} peers and ${EDGES_PER_REPORT} edges each), ${steadyS} s`,
+              `${steady.reports} reports; controller CPU ${result.steadyControllerCpuPerS} s/s, RSS mean / max ${result.steadyControllerRssMeanMB} / ${result.steadyControllerRssMaxMB} MB; agent processes' CPU ${result.steadyFleetCpuPerS} s/s`,
+            ],
+          ] as Array<[string, string]>)
+        : []),
     ];
     console.log("\n| control plane | |\n|---|---|");
     for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);

@@ -13,9 +13,12 @@ import {
   agentServiceDefinition,
   type CompressedConfig,
   NODE_SECRET_METADATA,
+  type PeerProbe,
+  type Report,
   type WirePod,
 } from "../../../api/agent-service.ts";
 import { CONFIG_ENCODINGS, inflateConfigBytes, MAX_CONFIG_BYTES } from "../../../api/config-compression.ts";
+import { LATENCY_BUCKETS_MS } from "../../../api/service-graph.ts";
 import { SIM_NODE_FACTS, simNodeSecret } from "./fixtures.ts";
 
 /** What the benchmark needs to know about a table: its services' endpoint counts. */
@@ -163,6 +166,15 @@ export interface FleetAgentOptions {
   onApplied?: (agent: FleetAgent, atMs: number) => void;
 }
 
+/** A steady report's traffic: what a node serving a few edges sends every interval. */
+export interface SteadyReports {
+  intervalMs: number;
+  /** Every node of the fleet: a real agent probes each node its Config lists. */
+  peers: PeerProbe[];
+  /** Edges per report (each with every latency bucket filled). */
+  edges: number;
+}
+
 function wallClockMs(): number {
   return performance.timeOrigin + performance.now();
 }
@@ -178,6 +190,8 @@ export class FleetAgent {
   private readonly opts: FleetAgentOptions;
   private readonly client: InstanceType<typeof RawAgentServiceClient>;
   private readonly call: RawCall;
+  private reportTimer: NodeJS.Timeout | undefined;
+  reportsSent = 0;
 
   constructor(opts: FleetAgentOptions) {
     this.opts = opts;
@@ -239,7 +253,52 @@ export class FleetAgent {
     return this.received.find((r) => r.storeVersion >= storeVersion)?.atMs;
   }
 
+  /**
+   * Reports as a real agent sends them (agent/control/controller-link.ts): its pods, counters,
+   * a probe of every peer and its edges, every `intervalMs`, the first after a random share of it
+   * (agents do not start together).
+   */
+  startReports(steady: SteadyReports): void {
+    const namespace = this.opts.pods[0]?.namespace ?? "default";
+    const workload = this.opts.pods[0]?.labels.app ?? this.node;
+    const edges = Array.from({ length: steady.edges }, (_, i) => ({
+      sourceWorkload: workload,
+      sourceNamespace: namespace,
+      destinationService: `svc-${i}.${namespace}`,
+      destinationWorkload: `svc-${i}`,
+      destinationNamespace: namespace,
+      protocol: "http" as const,
+      requests: 500,
+      mtlsRequests: 500,
+      errors: 1,
+      bytesSent: 50_000,
+      bytesReceived: 120_000,
+      latencyBuckets: LATENCY_BUCKETS_MS.map((_, b) => b + 1),
+    }));
+    const report = (): Report => ({
+      health: { ready: true, detail: "" },
+      pods: this.opts.pods,
+      traffic: { connectionsOpened: 10, connectionsClosed: 9, bytesReceived: 1e6, bytesSent: 2e6 },
+      peers: steady.peers,
+      edges,
+      intervalSeconds: steady.intervalMs / 1000,
+    });
+    const tick = () => {
+      this.send({ kind: "report", report: report() });
+      this.reportsSent++;
+    };
+    this.reportTimer = setTimeout(() => {
+      tick();
+      this.reportTimer = setInterval(tick, steady.intervalMs);
+    }, Math.random() * steady.intervalMs);
+  }
+
+  stopReports(): void {
+    clearTimeout(this.reportTimer); // an interval's too
+  }
+
   close(): void {
+    this.stopReports();
     this.call.end();
     this.client.close();
   }

@@ -1,0 +1,77 @@
+// A node's probes as the registry holds them: numbers and interned names, read back as reported.
+import { describe, expect, it } from "vitest";
+import type { Hello, PeerProbe, Report } from "../../api/agent-service.ts";
+import { AgentRegistry } from "./agent-registry.ts";
+import { PeerProbes } from "./peer-probes.ts";
+
+const probes: PeerProbe[] = [
+  { nodeName: "node-a", rttMs: 0.125, lossRatio: 0, error: "" },
+  { nodeName: "node-b", rttMs: 0, lossRatio: 1, error: "" },
+  { nodeName: "node-c", rttMs: 0, lossRatio: 1, error: "cannot open an ICMP raw socket: EPERM" },
+  { nodeName: "node-d", rttMs: 17.5, lossRatio: 1 / 3, error: "" },
+];
+
+describe("PeerProbes", () => {
+  it("reads back what was reported: names, RTTs, losses and errors", () => {
+    expect(PeerProbes.from(probes, (name) => name).list()).toEqual(probes);
+    expect(PeerProbes.NONE.list()).toEqual([]);
+  });
+
+  it("holds each name as the controller already does", () => {
+    const held = new Map([["node-a", "node-a (held)"]]);
+    const names = PeerProbes.from(probes, (name) => held.get(name) ?? name)
+      .list()
+      .map((p) => p.nodeName);
+    expect(names).toEqual(["node-a (held)", "node-b", "node-c", "node-d"]);
+  });
+
+  it("asks for a name only where the round does not line up with the previous one", () => {
+    const asked: string[] = [];
+    const intern = (name: string) => {
+      asked.push(name);
+      return name;
+    };
+    const first = PeerProbes.from(probes, intern);
+    asked.length = 0;
+    const reordered = [probes[0]!, probes[2]!, probes[1]!, probes[3]!];
+    expect(PeerProbes.from(reordered, intern, first).list()).toEqual(reordered);
+    expect(asked).toEqual(["node-c", "node-b"]);
+  });
+});
+
+describe("AgentRegistry's reports", () => {
+  const hello = (nodeName: string): Hello => ({
+    nodeName,
+    agentVersion: "test",
+    underlayIp: "10.0.0.1",
+    facts: {} as Hello["facts"],
+  });
+  const report = (peers: PeerProbe[]): Report => ({
+    health: { ready: true, detail: "" },
+    pods: [{ name: "web-1", namespace: "shop", ip: "10.1.0.11", labels: { app: "web" } }],
+    traffic: { connectionsOpened: 3, connectionsClosed: 2, bytesReceived: 10, bytesSent: 20 },
+    peers,
+    edges: [],
+    intervalSeconds: 5,
+  });
+
+  it("serves the latest probes as peers, and the report's own fields apart from its lists", () => {
+    const registry = new AgentRegistry({ forgetAfterMs: 60_000, onTopologyChange: () => {} });
+    registry.connected(hello("node-a"), {}, new Date());
+    expect(registry.list()[0]!.peers).toEqual([]);
+    registry.reported("node-a", report(probes), new Date("2026-12-06T00:00:00Z"));
+    registry.reported("node-a", report(probes.slice(0, 2)), new Date("2026-12-06T00:00:05Z"));
+    const [status] = registry.list();
+    expect(status!.peers).toEqual(probes.slice(0, 2));
+    expect(status!.lastReport).toEqual({
+      at: "2026-12-06T00:00:05.000Z",
+      health: { ready: true, detail: "" },
+      traffic: { connectionsOpened: 3, connectionsClosed: 2, bytesReceived: 10, bytesSent: 20 },
+      intervalSeconds: 5,
+    });
+    expect(status!.pods.map((p) => p.name)).toEqual(["web-1"]);
+    // A reconnecting agent keeps its last probes until it reports again.
+    registry.connected(hello("node-a"), {}, new Date());
+    expect(registry.list()[0]!.peers).toEqual(probes.slice(0, 2));
+  });
+});
