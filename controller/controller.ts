@@ -6,6 +6,7 @@ import { join } from "node:path";
 import pino, { type Logger } from "pino";
 import { IdleHeapCollector } from "../api/idle-heap.ts";
 import type { Resource } from "../api/resources.ts";
+import { agentsView } from "./agents-view.ts";
 import { AlertmanagerClient } from "./alerts/alertmanager.ts";
 import { isLoopbackHost, TokenAuth } from "./auth.ts";
 import { AgentServer } from "./config/agent-server.ts";
@@ -220,10 +221,7 @@ export class Controller {
         propagation: (key) => agents.propagation(key),
       }),
       views: {
-        agents: {
-          kind: "Agent",
-          items: () => agents.agents().map((a) => ({ ...a, currentVersion: agents.configVersion() ?? "" })),
-        },
+        agents: agentsView(agents),
         // Which node names are bound to an agent's node secret; DELETE releases one.
         nodebindings: {
           kind: "NodeBinding",

@@ -7,8 +7,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { agentsView } from "../agents-view.ts";
 import { TokenAuth } from "../auth.ts";
+import { AgentRegistry } from "../config/agent-registry.ts";
 import { ObjectStatuses } from "../config/object-status.ts";
+import { SIM_NODE_FACTS } from "../config/testing/fixtures.ts";
 import { GraphQueries } from "../graph/service-graph.ts";
 import { edgeSample } from "../graph/testing/edge-sample.ts";
 import { TrafficWindow } from "../graph/traffic-window.ts";
@@ -523,6 +526,65 @@ describe("nodemesh top and edges", () => {
     expect(out.join("")).toContain("--window SECONDS");
     expect(await graphCli("edges", "-h")).toBe(0);
     expect(out.join("")).toContain("Usage: nodemesh edges");
+  });
+});
+
+describe("nodemesh nodes", () => {
+  /** A controller's agents view over `nodes` nodes, each having probed every other; the paths asked. */
+  async function serveNodes(nodes: number): Promise<string[]> {
+    await t.rest.close();
+    const registry = new AgentRegistry({ forgetAfterMs: 60_000, onTopologyChange: () => {} });
+    const names = Array.from({ length: nodes }, (_, i) => `node-${i}`);
+    for (const node of names) {
+      registry.connected(
+        { nodeName: node, agentVersion: "t", underlayIp: "10.250.0.1", facts: SIM_NODE_FACTS },
+        {},
+        new Date(),
+      );
+      const peers = names
+        .filter((peer) => peer !== node)
+        .map((peer, j) => ({ nodeName: peer, rttMs: 0.25 + j / 1000, lossRatio: 0, error: "" }));
+      const traffic = { connectionsOpened: 0, connectionsClosed: 0, bytesReceived: 0, bytesSent: 0 };
+      const health = { ready: true, detail: "" };
+      registry.reported(node, { health, pods: [], traffic, peers, edges: [], intervalSeconds: 5 }, new Date());
+    }
+    const asked: string[] = [];
+    const view = agentsView({ agents: (p) => registry.list(p), configVersion: () => "1" });
+    t = await startTestServer({
+      views: {
+        agents: {
+          ...view,
+          items: (query) => {
+            asked.push(query.toString());
+            return view.items(query);
+          },
+        },
+      },
+    });
+    return asked;
+  }
+
+  it("draws the RTT matrix of a small mesh", async () => {
+    const asked = await serveNodes(3);
+    expect(await cli("nodes")).toBe(0);
+    expect(out.join("\n")).toMatch(/^node-0\s+-\s+0\.250\s+0\.251$/m);
+    expect(asked).toEqual(["peers=summary", "peers=all"]);
+  });
+
+  it("sums each node's probes up for a mesh of more than 40 nodes, and never asks for them", async () => {
+    const asked = await serveNodes(41);
+    expect(await cli("nodes")).toBe(0);
+    const text = out.join("\n");
+    expect(text).not.toContain("RTT ms (from \\ to)");
+    expect(text).toMatch(
+      /^RTT FROM\s+PEERS PROBED\s+UNREACHABLE\s+WITH LOSS\s+MEDIAN MS\s+SLOWEST MS\s+SLOWEST PEER$/m,
+    );
+    // 40 peers at 0.250 … 0.289 ms: the lower median is the 20th.
+    expect(text).toMatch(/^node-0\s+40\s+0\s+0\s+0\.269\s+0\.289\s+node-40$/m);
+    expect(asked).toEqual(["peers=summary"]);
+    out = [];
+    expect(await cli("nodes", "-o", "json")).toBe(0);
+    expect(JSON.parse(out.join(""))[0].peers).toHaveLength(40);
   });
 });
 

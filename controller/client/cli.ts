@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import { type ParseArgsOptionsConfig, parseArgs } from "node:util";
 import { parseAllDocuments, stringify } from "yaml";
+import type { PeerSummary } from "../../api/agent-service.ts";
 import { canonicalJson } from "../../api/canonical-json.ts";
 import { apiVersionOf, KINDS, type KindInfo } from "../../api/resources.ts";
 import type { ServiceGraph } from "../../api/service-graph.ts";
@@ -44,7 +45,7 @@ export const HELP: Record<ClientCommand, string> = {
   apply: `Usage: nodemesh apply -f FILE [options]\n\nCreates or updates every object in FILE (YAML or JSON, one or many documents; - reads stdin).\nEvery document is checked, by the controller too (a server dry run), before any is written.\n  -f, --filename FILE   the objects\n  --dry-run[=server]    send them with ?dryRun=All: the controller validates them, checks them\n                        against the other objects and writes nothing; prints what would not be\n                        accepted and what each agent's table would gain (+), change (~) or lose\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   get: `Usage: nodemesh get KIND [NAME] [options]\n\nLists objects of KIND (${KINDS.map((k) => k.plural).join(", ")}), or shows one.\n  -A, --all-namespaces  list across namespaces\n  -o, --output FORMAT   table (default), wide, yaml or json; wide adds a TrafficPolicy's\n                        effective retry settings (defaults filled in)\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   delete: `Usage: nodemesh delete KIND NAME [options]\n\n${NAMESPACE}\n${HELP_FLAG}\n\n${CONNECTION}\n`,
-  nodes: `Usage: nodemesh nodes [options]\n       nodemesh nodes release NODE [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix.\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n\`release NODE\` frees the node name from the agent credential it is bound to (needs the write role)\nand ends that node's stream: the next agent to connect as NODE binds it. For a reinstalled node\nwhose state dir (and so its node secret) was lost. The node certificates issued under that binding\nnever let a stream in again: the agent bootstraps with the token.\n\n${CONNECTION}\n`,
+  nodes: `Usage: nodemesh nodes [options]\n       nodemesh nodes release NODE [options]\n\nThe nodes' agents: facts and the node-to-node RTT matrix (for a mesh of more than 40 nodes, each\nnode's probes summed up instead: how many peers, unreachable, with loss, median and slowest RTT;\n-o json lists every probe).\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n\`release NODE\` frees the node name from the agent credential it is bound to (needs the write role)\nand ends that node's stream: the next agent to connect as NODE binds it. For a reinstalled node\nwhose state dir (and so its node secret) was lost. The node certificates issued under that binding\nnever let a stream in again: the agent bootstraps with the token.\n\n${CONNECTION}\n`,
   top: `Usage: nodemesh top [options]\n\nLive golden signals per service (like linkerd viz stat): success rate, requests per second,\np50 and p99 latency over the window, from the agents' traffic reports.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -w, --watch           refresh every 2 s until Ctrl-C\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   edges: `Usage: nodemesh edges [options]\n\nWho talks to whom: every edge of the service graph (workload → service → workload) with its\nrequest rate, success rate, latency and mTLS state over the window.\n  --window SECONDS      window, 10 to 900 (default: 60)\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
   ca: `Usage: nodemesh ca [options]\n       nodemesh ca rotate [options]\n\nThe workload CA's roots (SHA-256 fingerprints, the signing one first) and a root rotation under way.\n\`rotate\` starts one (needs the write role): a new root is trusted at once, signs certificates one\ncertificate lifetime later, and the old root is dropped one lifetime after that, so that every\nagent renewed its certificates before each step (docs/security.md).\n  -o, --output FORMAT   table (default) or json\n${HELP_FLAG}\n\n${CONNECTION}\n`,
@@ -382,16 +383,24 @@ interface NodeView {
   lastNack?: { version: string; error: string; at: string };
   rejected?: { kind: string; namespace: string; name: string; reason: string }[];
   facts?: { cpuModel?: string; cpuCores?: number; memoryBytes?: number; os?: string; kernel?: string };
+  /** Absent when only summaries were asked for (`?peers=summary`). */
   peers?: Array<{ nodeName: string; rttMs: number; lossRatio: number; error: string }>;
+  peerSummary?: PeerSummary;
 }
 
-async function agents(c: Client): Promise<NodeView[]> {
-  const data = (await call(c, "GET", "/apis/nodemesh.io/v1alpha1/agents")) as { items: NodeView[] };
+/** Meshes of up to this many nodes get the RTT matrix, larger ones each node's summary (as the dashboard's nodes view). */
+const MATRIX_MAX_NODES = 40;
+
+/** `peers`: "summary" leaves out each node's probes but their summary (a large mesh's matrix is nodes²). */
+async function agents(c: Client, peers: "all" | "summary"): Promise<NodeView[]> {
+  const data = (await call(c, "GET", `/apis/nodemesh.io/v1alpha1/agents?peers=${peers}`)) as { items: NodeView[] };
   return data.items;
 }
 
 async function nodes(c: Client, output: string): Promise<void> {
-  const list = await agents(c);
+  // Every probe only where they are shown: JSON, or the matrix of a small mesh.
+  let list = await agents(c, "summary");
+  if (output === "json" || list.length <= MATRIX_MAX_NODES) list = await agents(c, "all");
   if (output === "json") return console.log(JSON.stringify(list, null, 2));
   if (list.length === 0) return console.log("No agents have connected.");
   const rows = [["NODE", "CONNECTED", "CPU", "CORES", "MEMORY", "OS", "KERNEL"]];
@@ -409,6 +418,7 @@ async function nodes(c: Client, output: string): Promise<void> {
     ]);
   }
   console.log(table(rows));
+  if (list.length > MATRIX_MAX_NODES) return console.log(`\n${table(peerSummaries(list))}`);
   const names = list.map((n) => n.node);
   const matrix = [["RTT ms (from \\ to)", ...names]];
   for (const n of list) {
@@ -427,8 +437,27 @@ async function nodes(c: Client, output: string): Promise<void> {
   console.log(`\n${table(matrix)}`);
 }
 
+/** Each node's latest probes summed up, one row per node (a mesh too large for the matrix). */
+function peerSummaries(list: NodeView[]): string[][] {
+  const ms = (v: number | null | undefined) => (v === null || v === undefined ? "" : v.toFixed(3));
+  const rows = [["RTT FROM", "PEERS PROBED", "UNREACHABLE", "WITH LOSS", "MEDIAN MS", "SLOWEST MS", "SLOWEST PEER"]];
+  for (const n of list) {
+    const s = n.peerSummary;
+    rows.push([
+      n.node,
+      String(s?.probed ?? ""),
+      String(s?.unreachable ?? ""),
+      String(s?.lossy ?? ""),
+      ms(s?.rttMedianMs),
+      ms(s?.rttMaxMs),
+      s?.slowestPeer ?? "",
+    ]);
+  }
+  return rows;
+}
+
 async function status(c: Client, output: string): Promise<void> {
-  const list = await agents(c);
+  const list = await agents(c, "summary");
   if (output === "json") return console.log(JSON.stringify(list, null, 2));
   if (list.length === 0) return console.log("No agents have connected.");
   const rows = [["NODE", "CONNECTED", "APPLIED VERSION", "CONTROLLER VERSION", "IN SYNC", "REJECTED", "LAST NACK"]];

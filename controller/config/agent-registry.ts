@@ -10,7 +10,16 @@
 // So neither its endpoints nor the identities the controller signs for a node rest on the
 // agent's word alone.
 
-import type { Hello, NodeFacts, Peer, PeerProbe, RejectedObject, Report, WirePod } from "../../api/agent-service.ts";
+import type {
+  Hello,
+  NodeFacts,
+  Peer,
+  PeerProbe,
+  PeerSummary,
+  RejectedObject,
+  Report,
+  WirePod,
+} from "../../api/agent-service.ts";
 import { isIPv4, podKey } from "../../api/enrollment.ts";
 import { PeerProbes } from "./peer-probes.ts";
 import type { NodePod } from "./pod-index.ts";
@@ -32,8 +41,9 @@ export interface AgentStatus {
   lastNack?: { version: string; error: string; at: string };
   /** The report's own fields; its pods and probes are `pods` and `peers`, its edges the service graph's. */
   lastReport?: Omit<Report, "edges" | "pods" | "peers"> & { at: string };
-  /** The agent's latest probes of the other nodes (RTT, loss). */
-  peers: PeerProbe[];
+  /** The agent's latest probes of the other nodes (RTT, loss); left out when only the summary is asked for. */
+  peers?: PeerProbe[];
+  peerSummary: PeerSummary;
   pods: WirePod[];
 }
 
@@ -44,8 +54,8 @@ export interface AgentStatus {
 export type PodVerifier = (node: string, pod: WirePod) => { ok: true; pod: WirePod } | { ok: false; reason: string };
 
 interface NodeRecord {
-  status: Omit<AgentStatus, "peers">;
-  /** status.peers, held compactly. */
+  status: Omit<AgentStatus, "peers" | "peerSummary">;
+  /** status.peers and status.peerSummary, held compactly. */
   probes: PeerProbes;
   /**
    * What the agent reported (valid pods) by "namespace/name", before verification: verified again
@@ -219,9 +229,14 @@ export class AgentRegistry {
     return [...this.nodes.values()].map(({ status }) => ({ name: status.node, underlayIp: status.underlayIp }));
   }
 
-  list(): AgentStatus[] {
+  /** `peers`: "summary" leaves each node's probes out but their summary (a large mesh's matrix is nodes²). */
+  list(peers: "all" | "summary" = "all"): AgentStatus[] {
     return [...this.nodes.values()]
-      .map((r) => ({ ...structuredClone(r.status), peers: r.probes.list() }))
+      .map((r) => ({
+        ...structuredClone(r.status),
+        ...(peers === "all" ? { peers: r.probes.list() } : {}),
+        peerSummary: r.probes.summary(),
+      }))
       .sort((a, b) => a.node.localeCompare(b.node));
   }
 

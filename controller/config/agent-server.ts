@@ -321,8 +321,9 @@ export class AgentServer implements SessionHost {
   }
 
   /** Every known agent (connected, or disconnected and not yet forgotten), by node name. */
-  agents(): AgentStatus[] {
-    return this.registry.list();
+  /** `peers`: "summary" leaves out each node's probes, all but their summary. */
+  agents(peers: "all" | "summary" = "all"): AgentStatus[] {
+    return this.registry.list(peers);
   }
 
   /**

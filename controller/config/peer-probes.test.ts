@@ -17,6 +17,19 @@ describe("PeerProbes", () => {
     expect(PeerProbes.NONE.list()).toEqual([]);
   });
 
+  it("sums a round up: unreachable (lost or an error), with loss, median and slowest of those answering", () => {
+    expect(PeerProbes.from(probes, (name) => name).summary()).toEqual({
+      probed: 4,
+      unreachable: 2,
+      lossy: 1,
+      rttMedianMs: 0.125,
+      rttMaxMs: 17.5,
+      slowestPeer: "node-d",
+    });
+    const three = [0.3, 0.1, 0.2].map((rttMs, i) => ({ nodeName: `n${i}`, rttMs, lossRatio: 0, error: "" }));
+    expect(PeerProbes.from(three, (name) => name).summary()).toMatchObject({ rttMedianMs: 0.2, slowestPeer: "n0" });
+  });
+
   it("holds each name as the controller already does", () => {
     const held = new Map([["node-a", "node-a (held)"]]);
     const names = PeerProbes.from(probes, (name) => held.get(name) ?? name)

@@ -2,10 +2,11 @@
 // report's objects. Every agent probes each node its Config lists, so a fleet reports nodes²
 // probes per interval: a million objects at 1000 nodes, each replaced one interval later. Kept as
 // decoded, they lived just long enough to be promoted and then died in the old generation: the
-// controller's RSS under a 1000-node fleet's steady reports was 520 MB on average and 720 at most,
-// against 270 and 284 with reports without probes (test/bench/control-plane.ts --steady-s).
+// controller's RSS under a 1000-node fleet's steady reports was 510 MB on average and 630–720 at
+// most; held as numbers, 325 and 340 (test/bench/control-plane.ts --steady-s; an unchanged pod
+// list not taken again is part of it, agent-registry.ts).
 
-import type { PeerProbe } from "../../api/agent-service.ts";
+import type { PeerProbe, PeerSummary } from "../../api/agent-service.ts";
 
 export class PeerProbes {
   static readonly NONE = new PeerProbes([], new Float64Array(0), new Float64Array(0), undefined);
@@ -15,6 +16,8 @@ export class PeerProbes {
   private readonly lossRatio: Float64Array;
   /** By probe index; a round usually has none, or the same one for every peer. */
   private readonly errors: ReadonlyMap<number, string> | undefined;
+  /** Worked out at the first read: the rows are immutable, and a dashboard reads every 2 s. */
+  private summarized: PeerSummary | undefined;
 
   private constructor(
     names: readonly string[],
@@ -53,6 +56,37 @@ export class PeerProbes {
       return before === p.nodeName ? before : intern(p.nodeName);
     });
     return new PeerProbes(names, rttMs, lossRatio, errors.size > 0 ? errors : undefined);
+  }
+
+  summary(): PeerSummary {
+    this.summarized ??= this.summarize();
+    return this.summarized;
+  }
+
+  private summarize(): PeerSummary {
+    const answered: number[] = [];
+    let unreachable = 0;
+    let lossy = 0;
+    let slowest = -1;
+    for (let i = 0; i < this.names.length; i++) {
+      const loss = this.lossRatio[i]!;
+      if (this.errors?.has(i) || loss >= 1) {
+        unreachable++;
+        continue;
+      }
+      if (loss > 0) lossy++;
+      answered.push(this.rttMs[i]!);
+      if (slowest < 0 || this.rttMs[i]! > this.rttMs[slowest]!) slowest = i;
+    }
+    answered.sort((a, b) => a - b);
+    return {
+      probed: this.names.length,
+      unreachable,
+      lossy,
+      rttMedianMs: answered.length > 0 ? answered[(answered.length - 1) >> 1]! : null,
+      rttMaxMs: slowest >= 0 ? this.rttMs[slowest]! : null,
+      slowestPeer: slowest >= 0 ? this.names[slowest]! : null,
+    };
   }
 
   /** As the agent reported them. */

@@ -77,7 +77,8 @@ export interface RestServerOptions {
 
 export interface View {
   kind: string;
-  items: () => unknown[];
+  /** `query`: the request's; an unusable parameter throws a BadRequest RestError. */
+  items: (query: URLSearchParams) => unknown[];
   /** DELETE /apis/nodemesh.io/v1alpha1/{plural}/{name}; resolves false when there is no such item. Absent: read-only. */
   remove?: (name: string) => Promise<boolean>;
   /** POST /apis/nodemesh.io/v1alpha1/{plural} (no body): an action; its result is answered with 201. */
@@ -196,7 +197,8 @@ class RestApi {
           const allow = view.create ? "GET, POST" : "GET";
           throw new RestError("MethodNotAllowed", `${resource} allows ${allow}`, {}, { allow });
         }
-        return sendJson(res, 200, { apiVersion: API_VERSION, kind: `${view.kind}List`, items: view.items() });
+        const items = view.items(url.searchParams);
+        return sendJson(res, 200, { apiVersion: API_VERSION, kind: `${view.kind}List`, items });
       }
       const watch = ["true", "1"].includes(url.searchParams.get("watch") ?? "");
       const route = resolveResourceRoute(parsed.path, req.method ?? "", watch);

@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type FakeApi, startFakeApi } from "./fake-api.fixture.ts";
+import { agent, type FakeApi, startFakeApi } from "./fake-api.fixture.ts";
 
 // Browser globals inside callbacks that run in the page (the project compiles without the DOM lib).
 // biome-ignore lint/suspicious/noExplicitAny: the page's globals are not typed here
@@ -15,6 +15,8 @@ declare const document: InPage;
 type El = { dataset: Record<string, string | undefined>; textContent: string | null };
 
 const CHROMIUM = "/usr/bin/chromium";
+// static/api.js's: above it, the Nodes view sums each node's probes up.
+const MATRIX_MAX_NODES = 40;
 const RESULTS = new URL("../../test-results/", import.meta.url).pathname;
 
 interface Probe {
@@ -199,6 +201,42 @@ describe.skipIf(!existsSync(CHROMIUM))("dashboard page", () => {
     await page.mouse.move(5, 890);
     mkdirSync(RESULTS, { recursive: true });
     await page.screenshot({ path: `${RESULTS}dashboard-fixture-nodes.png` });
+  });
+
+  it("sums each node's probes up instead of drawing a matrix for a mesh of more than 40 nodes", async () => {
+    api = await startFakeApi();
+    const names = Array.from({ length: MATRIX_MAX_NODES + 1 }, (_, i) => `node-${i}`);
+    api.agents = names.map((node, i) =>
+      agent(
+        node,
+        `10.250.1.${i}`,
+        names
+          .filter((peer) => peer !== node)
+          .map((peer, j) => ({ nodeName: peer, rttMs: 0.1 + j / 100, lossRatio: i === 0 && j < 2 ? 1 : 0, error: "" })),
+      ),
+    );
+    await open("/#/nodes");
+    await waitForUpdates(page, 2);
+    expect(await page.getByTestId("node-row").count()).toBe(MATRIX_MAX_NODES + 1);
+    expect(await page.locator('[data-testid="rtt-cell"]').count()).toBe(0);
+    expect(await page.getByTestId("rtt-summary-note").textContent()).toContain("41 nodes");
+    const first = page.locator('[data-testid="rtt-summary-row"][data-node="node-0"]');
+    // 40 peers; two lost; the median and the slowest of the 38 that answered.
+    expect(await first.locator("th, td").allTextContents()).toEqual([
+      "node-0",
+      "40",
+      "2",
+      "0",
+      "0.300",
+      "0.490",
+      "node-40",
+    ]);
+    // The poll asked for summaries only: the probes never left the controller.
+    const agentCalls = api.requests.filter((r) => r.path.includes("/agents")).map((r) => r.path);
+    expect(new Set(agentCalls)).toEqual(new Set(["/apis/nodemesh.io/v1alpha1/agents?peers=summary"]));
+    mkdirSync(RESULTS, { recursive: true });
+    await page.getByTestId("rtt-summary-note").scrollIntoViewIfNeeded();
+    await page.screenshot({ path: `${RESULTS}dashboard-fixture-nodes-summary.png` });
   });
 
   it("sends a ?token= as a bearer token, keeps it, and drops it from the address", async () => {

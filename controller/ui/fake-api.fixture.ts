@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { GraphEdge, GraphNode, ServiceDetail, ServiceGraph } from "../../api/service-graph.ts";
 import type { AgentStatus } from "../config/agent-registry.ts";
+import { PeerProbes } from "../config/peer-probes.ts";
 import { uiHandler } from "./ui-server.ts";
 
 const API = "/apis/nodemesh.io/v1alpha1";
@@ -89,7 +90,13 @@ export function defaultEdges(): EdgeSpec[] {
   ];
 }
 
-function agent(node: string, ip: string, peers: AgentStatus["peers"], connected = true): AgentStatus {
+/** An agent as the controller lists it, its probe summary worked out as the controller's is. */
+export function agent(
+  node: string,
+  ip: string,
+  peers: NonNullable<AgentStatus["peers"]>,
+  connected = true,
+): AgentStatus {
   const now = new Date().toISOString();
   return {
     node,
@@ -114,6 +121,7 @@ function agent(node: string, ip: string, peers: AgentStatus["peers"], connected 
       intervalSeconds: 1,
     },
     peers,
+    peerSummary: PeerProbes.from(peers, (name) => name).summary(),
     pods: [
       { name: `${node}-a`, namespace: "shop", ip: "10.0.0.1", labels: {} },
       { name: `${node}-b`, namespace: "shop", ip: "10.0.0.2", labels: {} },
@@ -277,7 +285,10 @@ export async function startFakeApi(port = 0, host = "127.0.0.1"): Promise<FakeAp
     if (failed) return send(res, failed, { kind: "Status", message: `fake ${failed}`, code: failed });
     const windowSeconds = Number(url.searchParams.get("window") ?? 300);
     if (url.pathname === `${API}/agents`) {
-      return send(res, 200, { apiVersion: "nodemesh.io/v1alpha1", kind: "AgentList", items: api.agents });
+      // As the controller: ?peers=summary leaves the probes out.
+      const items =
+        url.searchParams.get("peers") === "summary" ? api.agents.map(({ peers: _peers, ...rest }) => rest) : api.agents;
+      return send(res, 200, { apiVersion: "nodemesh.io/v1alpha1", kind: "AgentList", items });
     }
     if (url.pathname === `${API}/servicegraph`) return send(res, 200, graphOf(api.edges, windowSeconds, tick++));
     const m = /^\/apis\/nodemesh\.io\/v1alpha1\/servicegraph\/services\/([^/]+)\/([^/]+)$/.exec(url.pathname);

@@ -13,7 +13,8 @@
 // encoding in their Hello, so every Config comes plain (as before compressed Configs, issue 16).
 // --steady-s: after the rest, every agent reports as a real one does (its pods, a probe of every
 // other node, a few edges, every 5 s) for this long, and the controller's CPU and memory under
-// those reports are measured (0: skipped).
+// those reports are measured (0: skipped). Last, the agents list is read once with every probe
+// and once with summaries only (?peers=summary), as the dashboard reads it.
 // Clocks: every process reads performance.timeOrigin + performance.now(), all on this machine.
 
 import { type ChildProcess, fork, spawn } from "node:child_process";
@@ -408,6 +409,18 @@ async function steadyReports(fleet: FleetProcess[], pid: number, nodes: number, 
   };
 }
 
+/** One read of the agents list: its size (MB), the time to the last byte and the controller's CPU for it. */
+async function agentsListRead(base: string, pid: number, peers: "all" | "summary") {
+  const cpuBefore = cpuSeconds([pid]);
+  const startedAt = performance.now();
+  const body = await rest(base, "GET", `/apis/nodemesh.io/v1alpha1/agents?peers=${peers}`);
+  return {
+    MB: Buffer.byteLength(body) / 1e6,
+    ms: performance.now() - startedAt,
+    cpuS: cpuSeconds([pid]) - cpuBefore,
+  };
+}
+
 async function main(): Promise<void> {
   const agents = count("agents", 1000, 200);
   const services = count("services", 10_000, 2000);
@@ -512,6 +525,9 @@ async function main(): Promise<void> {
     const oneAgentSyncMs = (await reconnected).ms;
     const rssPeak = rssMB(pid, "VmHWM");
     const steady = steadyS > 0 ? await steadyReports(fleet, pid, agents, steadyS) : undefined;
+    // What a dashboard reads every 2 s: the agents list, with every probe and with summaries only.
+    const listAll = await agentsListRead(controller.rest, pid, "all");
+    const listSummary = await agentsListRead(controller.rest, pid, "summary");
 
     samples.sort((a, b) => a - b);
     const round = (n: number, digits = 1) => Number(n.toFixed(digits));
@@ -545,6 +561,12 @@ async function main(): Promise<void> {
       steadyControllerRssMeanMB: steady ? round(steady.rssMeanMB) : null,
       steadyControllerRssMaxMB: steady ? round(steady.rssMaxMB) : null,
       steadyFleetCpuPerS: steady ? round(steady.fleetCpuPerS, 3) : null,
+      agentsListMB: round(listAll.MB),
+      agentsListMs: round(listAll.ms),
+      agentsListCpuS: round(listAll.cpuS, 2),
+      agentsSummaryListMB: round(listSummary.MB, 2),
+      agentsSummaryListMs: round(listSummary.ms),
+      agentsSummaryListCpuS: round(listSummary.cpuS, 2),
       goals: {
         propagationP99Ms: GOALS.propagationP99Ms,
         propagationMet: writes > 0 && percentile(samples, 99) <= GOALS.propagationP99Ms,
@@ -580,6 +602,10 @@ async function main(): Promise<void> {
             ],
           ] as Array<[string, string]>)
         : []),
+      [
+        "GET agents: every probe / ?peers=summary (size, time, controller CPU)",
+        `${result.agentsListMB} MB, ${result.agentsListMs} ms, ${result.agentsListCpuS} s / ${result.agentsSummaryListMB} MB, ${result.agentsSummaryListMs} ms, ${result.agentsSummaryListCpuS} s`,
+      ],
     ];
     console.log("\n| control plane | |\n|---|---|");
     for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);

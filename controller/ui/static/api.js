@@ -76,9 +76,23 @@ export const fetchService = (namespace, name, windowSeconds) =>
     `${API}/servicegraph/services/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}?window=${windowSeconds}`,
   );
 
-/** The agents list; the REST server wraps it as `{ items }`, older builds may send the array. */
-export async function fetchAgents() {
-  const body = await getJson(`${API}/agents`);
+/** Meshes of up to this many nodes get the RTT matrix; a larger one each node's summary (the matrix is nodes²). */
+export const MATRIX_MAX_NODES = 40;
+
+/**
+ * The agents list, with every probe when the mesh is small enough to draw them, else each node's
+ * `peerSummary` only. `knownCount`: how many agents the last answer had (0: none yet; a summary
+ * comes first then, and the whole list after it when the mesh is small).
+ */
+export async function fetchAgents(knownCount) {
+  if (knownCount > 0 && knownCount <= MATRIX_MAX_NODES) return agentsWith("all");
+  const summary = await agentsWith("summary");
+  return summary.length <= MATRIX_MAX_NODES ? agentsWith("all") : summary;
+}
+
+/** The REST server wraps the list as `{ items }`; older builds may send the array. */
+async function agentsWith(peers) {
+  const body = await getJson(`${API}/agents?peers=${peers}`);
   return Array.isArray(body) ? body : (body.items ?? []);
 }
 

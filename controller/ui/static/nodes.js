@@ -1,6 +1,8 @@
 // The Nodes view: each node's agent and facts, and the node-to-node round-trip times its agent
-// measures, as a matrix colored by how healthy the path is.
+// measures, as a matrix colored by how healthy the path is; a mesh too large for a matrix
+// (api.js MATRIX_MAX_NODES) gets each node's probes summed up instead.
 
+import { MATRIX_MAX_NODES } from "./api.js";
 import { esc, fmtAgo, fmtBytes, rttHealth } from "./format.js";
 
 function configCell(a) {
@@ -41,7 +43,11 @@ export function renderNodes(agents, els, now = Date.now()) {
 </tr>`;
     })
     .join("");
+  // The agents list came without the probes (fetchAgents asked for summaries only).
+  els.matrix.innerHTML = agents.some((a) => !a.peers) ? summaryTable(agents) : matrix(agents);
+}
 
+function matrix(agents) {
   const names = agents.map((a) => a.node);
   const head = `<thead><tr><th class="corner">from \\ to</th>${names.map((n) => `<th>${esc(n)}</th>`).join("")}</tr></thead>`;
   const rows = agents
@@ -73,5 +79,20 @@ export function renderNodes(agents, els, now = Date.now()) {
       return `<tr><th>${esc(from.node)}</th>${cells}</tr>`;
     })
     .join("");
-  els.matrix.innerHTML = agents.length ? `${head}<tbody>${rows}</tbody>` : "";
+  return agents.length ? `${head}<tbody>${rows}</tbody>` : "";
+}
+
+function summaryTable(agents) {
+  const ms = (v) => (v === null || v === undefined ? "–" : v < 1 ? v.toFixed(3) : v < 10 ? v.toFixed(2) : v.toFixed(1));
+  const rttCell = (v, title = "") =>
+    `<td class="num ${v === null || v === undefined ? "unknown" : rttHealth({ rttMs: v, lossRatio: 0 })}" title="${esc(title)}">${ms(v)}</td>`;
+  const count = (n, state) => `<td class="num ${n > 0 ? state : "ok"}">${esc(n ?? "–")}</td>`;
+  const rows = agents
+    .map((a) => {
+      const s = a.peerSummary ?? {};
+      return `<tr data-testid="rtt-summary-row" data-node="${esc(a.node)}"><th>${esc(a.node)}</th><td class="num">${esc(s.probed ?? "–")}</td>${count(s.unreachable, "bad")}${count(s.lossy, "warn")}${rttCell(s.rttMedianMs)}${rttCell(s.rttMaxMs, s.slowestPeer ? `to ${s.slowestPeer}` : "")}<td>${esc(s.slowestPeer ?? "")}</td></tr>`;
+    })
+    .join("");
+  return `<caption data-testid="rtt-summary-note">${agents.length} nodes: the matrix is drawn for up to ${MATRIX_MAX_NODES}. Each node's latest probes, summed up; <code>nodemesh nodes -o json</code> lists every one.</caption>
+<thead><tr><th class="corner">from</th><th class="num">peers probed</th><th class="num">unreachable</th><th class="num">with loss</th><th class="num">median ms</th><th class="num">slowest ms</th><th>slowest peer</th></tr></thead><tbody>${rows}</tbody>`;
 }
