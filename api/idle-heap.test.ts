@@ -68,6 +68,27 @@ describe("the idle heap collector", () => {
     expect(collected[0]).toMatchObject({ committedBeforeMB: 200, committedAfterMB: 20 });
   });
 
+  it("takes a thread busier than the default as quiet when told (the controller under its agents' reports)", () => {
+    const state = { committed: 400 * MB, live: 220 * MB, busy: 0.3, now: 0 };
+    const collector = new IdleHeapCollector({
+      collect: () => {
+        state.committed = state.live;
+      },
+      committed: () => state.committed,
+      utilization: () => state.busy,
+      now: () => state.now,
+      burstOverMs: 3_000,
+      quietUtilization: 0.5,
+    });
+    collector.arm();
+    state.now = 3_000;
+    state.busy = 0.6;
+    expect(collector.check()).toBe(false);
+    state.busy = 0.3;
+    expect(collector.check()).toBe(true);
+    expect(state.committed).toBe(220 * MB);
+  });
+
   it("skips a burst that grew the heap by less than the minimum, and does not hold on to it", () => {
     const state = { committed: 30 * MB, live: 20 * MB, busy: 0.01, now: 0 };
     const { collector } = threadOf(state);

@@ -5,8 +5,9 @@
 // starts only after a full collection): after a thousand enrollments, 7 to 10 MB of promoted
 // garbage in the agent's control thread and a worker's young generation grown from 4 to 16 MB for
 // the pods' listeners; 20 to 70 MB in the controller after a 1000-agent sync. So start-up and each
-// event of a burst (an enrollment, an agent connecting) arm this collector; once nothing armed it
-// for five seconds, the thread is quiet (under 5 % busy) and its committed heap grew by 4 MB since
+// event of a burst (an enrollment, an agent connecting, a table to every agent) arm this collector;
+// once nothing armed it for five seconds, the thread is quiet (under 5 % busy; the controller,
+// whose agents' reports keep it busy, under half) and its committed heap grew by 4 MB since
 // the last collection, it runs one memory-reducing full collection (V8's "last resort": compacts
 // and returns pages): 15–70 ms in the agent's threads; about 180 ms in the controller after a
 // 1000-agent sync.
@@ -44,6 +45,8 @@ export interface IdleHeapOptions {
   now?: () => number;
   intervalMs?: number;
   burstOverMs?: number;
+  /** Quiet: busy less than this share of a look's interval; default IDLE_UTILIZATION. */
+  quietUtilization?: number;
   minGrowthBytes?: number;
   /** Told of each collection (to log it): the committed heap before and after, and how long it took. */
   onCollect?: (result: IdleCollection) => void;
@@ -62,6 +65,7 @@ export class IdleHeapCollector {
   readonly #now: () => number;
   readonly #intervalMs: number;
   readonly #burstOverMs: number;
+  readonly #quietUtilization: number;
   readonly #minGrowthBytes: number;
   readonly #onCollect: IdleHeapOptions["onCollect"];
   /** What the last collection left committed; none yet: the first burst's end collects. */
@@ -77,6 +81,7 @@ export class IdleHeapCollector {
     this.#now = opts.now ?? (() => performance.now());
     this.#intervalMs = opts.intervalMs ?? IDLE_CHECK_INTERVAL_MS;
     this.#burstOverMs = opts.burstOverMs ?? BURST_OVER_MS;
+    this.#quietUtilization = opts.quietUtilization ?? IDLE_UTILIZATION;
     this.#minGrowthBytes = opts.minGrowthBytes ?? MIN_HEAP_GROWTH_BYTES;
     this.#onCollect = opts.onCollect;
   }
@@ -113,7 +118,7 @@ export class IdleHeapCollector {
     const collect = this.#collect;
     const armedAt = this.#armedAt;
     if (!collect || armedAt === undefined || this.#now() - armedAt < this.#burstOverMs) return false;
-    if (busy >= IDLE_UTILIZATION) return false;
+    if (busy >= this.#quietUtilization) return false;
     // The burst is over and the thread quiet: collect now or not at all (what grows the heap from
     // here on is traffic's, which collects itself).
     this.#armedAt = undefined;

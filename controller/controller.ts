@@ -70,8 +70,14 @@ export class Controller {
   private agents?: AgentServer;
   private ca?: RotatingCa;
   readonly kubernetes?: KubernetesMode;
-  /** Gives back what start-up or a fleet's arrival (agents connecting, their full tables) grew of the heap. */
+  /**
+   * Gives back what start-up, a fleet's arrival (agents connecting, their full tables) or a write
+   * (a table to every agent) grew of the heap. Quiet is under half busy: a thousand agents' reports
+   * keep the controller 25–30 % busy for good, so at the agents' 5 % it never collected, and 20
+   * policy writes left it at 400 MB where a collection takes it to 220 (docs/benchmarks.md).
+   */
   private readonly idleHeap = new IdleHeapCollector({
+    quietUtilization: 0.5,
     onCollect: (r) => this.log.debug(r, "heap reduced after a burst"),
   });
 
@@ -182,6 +188,7 @@ export class Controller {
       identities: { ca, lifetimeMs },
       log: this.log.child({ component: "agent-server" }),
       onAgentConnected: () => this.idleHeap.arm(),
+      onTablePublished: () => this.idleHeap.arm(),
     });
     const agents = this.agents;
     const statuses = new ObjectStatuses(

@@ -113,6 +113,8 @@ export interface AgentServerOptions {
   log?: Logger;
   /** Told of every agent that connects (the controller gives back what a fleet's arrival grew of its heap). */
   onAgentConnected?: () => void;
+  /** Told of every table published to the agents (each write's: a burst of Configs to every agent). */
+  onTablePublished?: () => void;
 }
 
 // Config bytes written to the streams and not yet flushed to their sockets, over all agents (see
@@ -263,6 +265,7 @@ export class AgentServer implements SessionHost {
       log: this.log,
       ...(opts.cluster ? { clusterEndpoints: () => opts.cluster!.endpoints() } : {}),
     });
+    if (opts.onTablePublished) this.publisher.onTable(opts.onTablePublished);
     opts.cluster?.onEndpointsChange(() => this.publisher.topologyChanged());
     opts.cluster?.onPodsChange(() => this.registry.reverify());
     this.histogram = new Histogram({

@@ -386,6 +386,7 @@ async function poll<T>(what: string, timeoutMs: number, probe: () => Promise<T |
  */
 async function steadyReports(fleet: FleetProcess[], pid: number, nodes: number, seconds: number) {
   const fleetPids = fleet.map((f) => f.child.pid!);
+  const rssBeforeMB = rssMB(pid);
   const cpuBefore = cpuSeconds([pid]);
   const fleetCpuBefore = cpuSeconds(fleetPids);
   const startedAt = performance.now();
@@ -402,10 +403,12 @@ async function steadyReports(fleet: FleetProcess[], pid: number, nodes: number, 
   const elapsedS = (performance.now() - startedAt) / 1000;
   return {
     reports,
+    rssBeforeMB,
     cpuPerS: (cpuSeconds([pid]) - cpuBefore) / elapsedS,
     fleetCpuPerS: (cpuSeconds(fleetPids) - fleetCpuBefore) / elapsedS,
     rssMeanMB: samples.reduce((a, b) => a + b, 0) / samples.length,
     rssMaxMB: Math.max(...samples),
+    rssLastMB: samples.at(-1)!,
   };
 }
 
@@ -558,8 +561,10 @@ async function main(): Promise<void> {
       steadySeconds: steadyS,
       steadyReports: steady?.reports ?? null,
       steadyControllerCpuPerS: steady ? round(steady.cpuPerS, 3) : null,
+      steadyControllerRssBeforeMB: steady ? round(steady.rssBeforeMB) : null,
       steadyControllerRssMeanMB: steady ? round(steady.rssMeanMB) : null,
       steadyControllerRssMaxMB: steady ? round(steady.rssMaxMB) : null,
+      steadyControllerRssLastMB: steady ? round(steady.rssLastMB) : null,
       steadyFleetCpuPerS: steady ? round(steady.fleetCpuPerS, 3) : null,
       agentsListMB: round(listAll.MB),
       agentsListMs: round(listAll.ms),
@@ -598,7 +603,7 @@ async function main(): Promise<void> {
         ? ([
             [
               `steady reports (every ${REPORT_INTERVAL_MS / 1000} s, ${agents} peers and ${EDGES_PER_REPORT} edges each), ${steadyS} s`,
-              `${steady.reports} reports; controller CPU ${result.steadyControllerCpuPerS} s/s, RSS mean / max ${result.steadyControllerRssMeanMB} / ${result.steadyControllerRssMaxMB} MB; agent processes' CPU ${result.steadyFleetCpuPerS} s/s`,
+              `${steady.reports} reports; controller CPU ${result.steadyControllerCpuPerS} s/s, RSS before / mean / max / last ${result.steadyControllerRssBeforeMB} / ${result.steadyControllerRssMeanMB} / ${result.steadyControllerRssMaxMB} / ${result.steadyControllerRssLastMB} MB; agent processes' CPU ${result.steadyFleetCpuPerS} s/s`,
             ],
           ] as Array<[string, string]>)
         : []),
