@@ -11,7 +11,7 @@ const FIXTURE = fileURLToPath(new URL("./idle-heap.fixture.ts", import.meta.url)
  * A thread whose heap commits `committed` bytes and is `busy` of the time, on a clock at `now` ms;
  * a collection takes its heap to `live`. Bursts are over 3 s after the last arm().
  */
-function threadOf(state: { committed: number; live: number; busy: number; now: number }) {
+function threadOf(state: { committed: number; live: number; busy: number; now: number }, quietUtilization?: number) {
   const collected: IdleCollection[] = [];
   const collector = new IdleHeapCollector({
     collect: () => {
@@ -22,6 +22,7 @@ function threadOf(state: { committed: number; live: number; busy: number; now: n
     now: () => state.now,
     burstOverMs: 3_000,
     minGrowthBytes: 4 * MB,
+    ...(quietUtilization !== undefined ? { quietUtilization } : {}),
     onCollect: (c) => collected.push(c),
   });
   return { collector, collected };
@@ -70,16 +71,7 @@ describe("the idle heap collector", () => {
 
   it("takes a thread busier than the default as quiet when told (the controller under its agents' reports)", () => {
     const state = { committed: 400 * MB, live: 220 * MB, busy: 0.3, now: 0 };
-    const collector = new IdleHeapCollector({
-      collect: () => {
-        state.committed = state.live;
-      },
-      committed: () => state.committed,
-      utilization: () => state.busy,
-      now: () => state.now,
-      burstOverMs: 3_000,
-      quietUtilization: 0.5,
-    });
+    const { collector } = threadOf(state, 0.5);
     collector.arm();
     state.now = 3_000;
     state.busy = 0.6;
