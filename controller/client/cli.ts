@@ -400,7 +400,7 @@ async function agents(c: Client, peers: "all" | "summary"): Promise<NodeView[]> 
 async function nodes(c: Client, output: string): Promise<void> {
   // Every probe only where they are shown: JSON, or the matrix of a small mesh.
   let list = await agents(c, "summary");
-  if (output === "json" || list.length <= MATRIX_MAX_NODES) list = await agents(c, "all");
+  if (output === "json" || (list.length > 0 && list.length <= MATRIX_MAX_NODES)) list = await agents(c, "all");
   if (output === "json") return console.log(JSON.stringify(list, null, 2));
   if (list.length === 0) return console.log("No agents have connected.");
   const rows = [["NODE", "CONNECTED", "CPU", "CORES", "MEMORY", "OS", "KERNEL"]];

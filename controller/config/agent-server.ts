@@ -323,8 +323,10 @@ export class AgentServer implements SessionHost {
     return this.boundPort;
   }
 
-  /** Every known agent (connected, or disconnected and not yet forgotten), by node name. */
-  /** `peers`: "summary" leaves out each node's probes, all but their summary. */
+  /**
+   * Every known agent (connected, or disconnected and not yet forgotten), by node name. `peers`:
+   * "summary" leaves out each node's probes, all but their summary.
+   */
   agents(peers: "all" | "summary" = "all"): AgentStatus[] {
     return this.registry.list(peers);
   }

@@ -87,7 +87,7 @@ export const MATRIX_MAX_NODES = 40;
 export async function fetchAgents(knownCount) {
   if (knownCount > 0 && knownCount <= MATRIX_MAX_NODES) return agentsWith("all");
   const summary = await agentsWith("summary");
-  return summary.length <= MATRIX_MAX_NODES ? agentsWith("all") : summary;
+  return summary.length > 0 && summary.length <= MATRIX_MAX_NODES ? agentsWith("all") : summary;
 }
 
 /** The REST server wraps the list as `{ items }`; older builds may send the array. */
