@@ -16,7 +16,7 @@ import { WorkloadIdentities } from "./identities.ts";
 import { NodeCertificate } from "./node-certificate.ts";
 import { factsOfThisBoot, pickUnderlayIp, toNodeFacts } from "./node-facts.ts";
 import { loadOrCreateNodeSecret } from "./node-secret.ts";
-import { PeerProber } from "./probes.ts";
+import { PeerProber, ProbeRounds } from "./probes.ts";
 import type { VersionedTable } from "./service-source.ts";
 import { trafficTotals } from "./traffic-totals.ts";
 
@@ -72,6 +72,7 @@ function toWirePod(pod: EnrolledPod): WirePod {
 export class ControllerLink {
   private readonly client: ControllerClient;
   private readonly prober: PeerProber;
+  private readonly probeRounds: ProbeRounds;
   /** Certificates for the identities of this node's pods, from the controller. */
   readonly identities: WorkloadIdentities;
   private probeTimer: NodeJS.Timeout | undefined;
@@ -83,6 +84,7 @@ export class ControllerLink {
   private constructor(client: ControllerClient, prober: PeerProber, identities: WorkloadIdentities) {
     this.client = client;
     this.prober = prober;
+    this.probeRounds = new ProbeRounds(prober);
     this.identities = identities;
   }
 
@@ -188,7 +190,7 @@ export class ControllerLink {
   /** One round at a time: the next starts an interval after the previous one finished. */
   private probeLoop(intervalMs: number): void {
     this.probeTimer = setTimeout(async () => {
-      this.latestProbes = await this.prober.probe(this.client.peers());
+      this.latestProbes = await this.probeRounds.round(this.client.peers());
       this.onProbes?.();
       if (!this.stopped) this.probeLoop(intervalMs);
     }, intervalMs);

@@ -4,8 +4,9 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Peer, PeerProbe } from "../../api/agent-service.ts";
 import { Netns, withNetns } from "../sys/linux.ts";
-import { PeerProber, summarizeProbes } from "./probes.ts";
+import { PeerProber, ProbeRounds, summarizeProbes } from "./probes.ts";
 
 describe("summarizeProbes", () => {
   it("averages the answered probes and counts the others as lost", () => {
@@ -16,6 +17,52 @@ describe("summarizeProbes", () => {
       error: "",
     });
     expect(summarizeProbes("b", [undefined])).toEqual({ nodeName: "b", rttMs: 0, lossRatio: 1, error: "" });
+  });
+});
+
+describe("ProbeRounds", () => {
+  /** A prober that answers each peer with an RTT of the round it was probed in. */
+  function counting() {
+    const probed: string[][] = [];
+    const prober = {
+      probe: async (peers: readonly Peer[]): Promise<PeerProbe[]> => {
+        probed.push(peers.map((p) => p.name));
+        return peers.map((p) => ({ nodeName: p.name, rttMs: probed.length, lossRatio: 0, error: "" }));
+      },
+    };
+    return { prober, probed };
+  }
+  const peersOf = (...names: string[]): Peer[] => names.map((name) => ({ name, underlayIp: "10.250.0.1" }));
+  const rtts = (probes: PeerProbe[]) => Object.fromEntries(probes.map((p) => [p.nodeName, p.rttMs]));
+
+  it("probes every peer each round while the mesh is within the budget", async () => {
+    const { prober, probed } = counting();
+    const rounds = new ProbeRounds(prober, 3);
+    expect(rtts(await rounds.round(peersOf("a", "b", "c")))).toEqual({ a: 1, b: 1, c: 1 });
+    expect(rtts(await rounds.round(peersOf("a", "b", "c")))).toEqual({ a: 2, b: 2, c: 2 });
+    expect(probed).toEqual([
+      ["a", "b", "c"],
+      ["a", "b", "c"],
+    ]);
+  });
+
+  it("beyond the budget probes the peers probed longest ago, and reports every peer's latest", async () => {
+    const { prober, probed } = counting();
+    const rounds = new ProbeRounds(prober, 2);
+    const five = peersOf("a", "b", "c", "d", "e");
+    expect(rtts(await rounds.round(five))).toEqual({ a: 1, b: 1 });
+    expect(rtts(await rounds.round(five))).toEqual({ a: 1, b: 1, c: 2, d: 2 });
+    // Reported in the list's order, whatever the round that probed each.
+    expect((await rounds.round(five)).map((p) => p.nodeName)).toEqual(["a", "b", "c", "d", "e"]);
+    expect(probed).toEqual([
+      ["a", "b"],
+      ["c", "d"],
+      ["e", "a"],
+    ]);
+    // A new node is probed first; one no longer listed is forgotten.
+    const changed = peersOf("a", "b", "c", "e", "f");
+    expect(rtts(await rounds.round(changed))).toEqual({ a: 3, b: 4, c: 2, e: 3, f: 4 });
+    expect(probed.at(-1)).toEqual(["f", "b"]);
   });
 });
 

@@ -3,6 +3,7 @@
 // net-ping opens its raw socket when the session is created, and a socket stays in the network
 // namespace it was created in: to probe from another namespace, open the prober inside
 // `withNetns`. Raw sockets need CAP_NET_RAW; without it every peer reports the error instead.
+// A round probes at most MAX_PEERS_PER_ROUND peers (ProbeRounds); a larger mesh in turns.
 
 import { randomInt } from "node:crypto";
 import { createRequire } from "node:module";
@@ -23,12 +24,49 @@ export interface ProbeOptions {
 
 export const DEFAULT_PROBE_OPTIONS: ProbeOptions = { probesPerPeer: 3, timeoutMs: 1000 };
 
+/**
+ * Peers probed per round at most. A mesh of more nodes is probed in turns, the peers probed longest
+ * ago (never, first) each round: every peer again every ceil(nodes / this) rounds (1000 nodes: 16
+ * rounds, 80 s at the default report interval), and a node sends at most this many peers' echoes
+ * per round however large the mesh (1000 nodes probed at once: 3000 echoes every 5 s per node).
+ */
+export const MAX_PEERS_PER_ROUND = 64;
+
 /** One round of probes of a peer → its report: mean RTT of the answers, share of unanswered probes. */
 export function summarizeProbes(nodeName: string, rttsMs: readonly (number | undefined)[]): PeerProbe {
   const answered = rttsMs.filter((rtt): rtt is number => rtt !== undefined);
   const rttMs = answered.length > 0 ? answered.reduce((a, b) => a + b, 0) / answered.length : 0;
   const lossRatio = rttsMs.length > 0 ? 1 - answered.length / rttsMs.length : 0;
   return { nodeName, rttMs, lossRatio, error: "" };
+}
+
+/** Rounds of probes with a budget (MAX_PEERS_PER_ROUND): what each round reports is every listed peer's latest probe. */
+export class ProbeRounds {
+  readonly #prober: Pick<PeerProber, "probe">;
+  readonly #maxPerRound: number;
+  /** The latest probe of each peer, and the round that took it. */
+  readonly #latest = new Map<string, { probe: PeerProbe; round: number }>();
+  #round = 0;
+
+  constructor(prober: Pick<PeerProber, "probe">, maxPerRound = MAX_PEERS_PER_ROUND) {
+    this.#prober = prober;
+    this.#maxPerRound = maxPerRound;
+  }
+
+  /**
+   * Probes the `maxPerRound` peers of `peers` probed longest ago, then returns the latest probe of
+   * each listed peer probed so far, in `peers`' order. A peer no longer listed is forgotten.
+   */
+  async round(peers: readonly Peer[]): Promise<PeerProbe[]> {
+    const round = ++this.#round;
+    const lastRound = (p: Peer) => this.#latest.get(p.name)?.round ?? 0;
+    // A stable sort: peers last probed in the same round keep the list's order.
+    const due = [...peers].sort((a, b) => lastRound(a) - lastRound(b)).slice(0, this.#maxPerRound);
+    for (const probe of await this.#prober.probe(due)) this.#latest.set(probe.nodeName, { probe, round });
+    const listed = new Set(peers.map((p) => p.name));
+    for (const name of this.#latest.keys()) if (!listed.has(name)) this.#latest.delete(name);
+    return peers.flatMap((p) => this.#latest.get(p.name)?.probe ?? []);
+  }
 }
 
 export class PeerProber {
