@@ -69,7 +69,7 @@ function matrix(agents) {
             title = "every probe was lost";
           } else if (p) {
             value = String(p.rttMs);
-            text = p.rttMs < 1 ? p.rttMs.toFixed(3) : p.rttMs < 10 ? p.rttMs.toFixed(2) : p.rttMs.toFixed(1);
+            text = fmtRtt(p.rttMs);
             title = `${p.rttMs} ms`;
             if (p.lossRatio > 0) text += `<span class="loss">${Math.round(p.lossRatio * 100)}% loss</span>`;
           }
@@ -82,8 +82,13 @@ function matrix(agents) {
   return agents.length ? `${head}<tbody>${rows}</tbody>` : "";
 }
 
+/** An RTT in ms with three significant digits or so: 0.182, 4.60, 27.5. */
+function fmtRtt(ms) {
+  return ms < 1 ? ms.toFixed(3) : ms < 10 ? ms.toFixed(2) : ms.toFixed(1);
+}
+
 function summaryTable(agents) {
-  const ms = (v) => (v === null || v === undefined ? "–" : v < 1 ? v.toFixed(3) : v < 10 ? v.toFixed(2) : v.toFixed(1));
+  const ms = (v) => (v === null || v === undefined ? "–" : fmtRtt(v));
   const rttCell = (v, title = "") =>
     `<td class="num ${v === null || v === undefined ? "unknown" : rttHealth({ rttMs: v, lossRatio: 0 })}" title="${esc(title)}">${ms(v)}</td>`;
   const count = (n, state) => `<td class="num ${n > 0 ? state : "ok"}">${esc(n ?? "–")}</td>`;
