@@ -37,7 +37,8 @@ export const CONTROLLER_PROCESS: ProcessSettings = {
  */
 export const AGENT_PROCESS: ProcessSettings = {
   // --expose-gc: the control thread and the workers give back what a burst of enrollments grew of
-  // their heaps once the burst is over (api/idle-heap.ts).
+  // their heaps once the burst is over (api/idle-heap.ts); the workers collect the read buffers
+  // of what they forward young (agent/dataplane/read-buffers.ts).
   nodeFlags: ["--max-semi-space-size=1", "--expose-gc"],
   env: {},
 };

@@ -5,6 +5,7 @@
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { MAX_TIMER_MS } from "./limits.ts";
+import { countForwarded } from "./read-buffers.ts";
 
 export interface PipeResult {
   /** Bytes read from the downstream (client) side and written upstream. */
@@ -75,6 +76,9 @@ export function pipeBoth(
       else s.once("end", onEnd);
     }
     closeWhenIdle(downstream, upstream, idleMs, halfClosedIdleMs);
+    // Counted before pipe() takes them, so its dead read buffers are collected young (read-buffers.ts).
+    downstream.on("data", countForwarded);
+    upstream.on("data", countForwarded);
     downstream.pipe(upstream);
     upstream.pipe(downstream);
     downstream.resume();

@@ -424,7 +424,12 @@ spec:
   const measureBulk = async (location: Location, system: System, from: Pod, ip: string) => {
     if (!wanted(`${system} bulk`)) return;
     log(`${location} ${system}: bulk TCP for ${BULK_S} s`);
-    const gbitPerS = await withSecurity(system, () => bulkGbitPerS(world, from, ip, IPERF_PORT, BULK_S));
+    const watched = system.startsWith("nodemesh") ? agentPids : [];
+    const { result: gbitPerS, peaks } = await peakRssMB(watched, () =>
+      withSecurity(system, () => bulkGbitPerS(world, from, ip, IPERF_PORT, BULK_S)),
+    );
+    loadedMB = Math.max(loadedMB, ...peaks);
+    if (watched.length) log(`  agents' RSS peak in bulk: ${peaks.map((mb) => mb.toFixed(1)).join(" / ")} MB`);
     bulk.push({ location, system, gbitPerS });
   };
   const newConnections: NewConnectionsResult[] = [];

@@ -3,6 +3,7 @@
 // Past the cap nothing is kept and the request can no longer be retried or mirrored.
 
 import type { Readable, Writable } from "node:stream";
+import { countForwarded } from "../read-buffers.ts";
 
 export interface BodySource {
   /** True when there is no body at all (ended before any byte): the request goes out without one. */
@@ -84,6 +85,7 @@ export class RequestBody implements BodySource {
 
   private onData(chunk: Buffer): void {
     this.bytes += chunk.length;
+    countForwarded(chunk);
     if (this.replayable) {
       this.size += chunk.length;
       if (this.size > this.cap) {

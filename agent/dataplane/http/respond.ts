@@ -2,6 +2,7 @@
 // own error answer (reply). Both fill in the record's status.
 
 import type { DataplaneContext } from "../context.ts";
+import { countForwarded } from "../read-buffers.ts";
 import type { Rule } from "../snapshot.ts";
 import type { UpstreamResponse } from "./attempt.ts";
 import type { Downstream } from "./downstream.ts";
@@ -36,6 +37,7 @@ export async function commit(
   down.respond(res.status, headers, false);
   res.body.on("data", (chunk: Buffer) => {
     rec.responseBytes += chunk.length;
+    countForwarded(chunk);
   });
   await down.sendBody(res.body, res.trailers);
   if (rec.grpc) rec.grpcStatus = grpcStatusLabel(res.trailers()?.["grpc-status"] ?? res.headers["grpc-status"]);
