@@ -61,6 +61,24 @@ describe("AgentRegistry with a pod verifier", () => {
     registry.podsChanged("node-a", [web, { ...web, name: "Not_A_Label" }]);
     expect(podsOf(registry)).toEqual([{ ...web, node: "node-a" }]);
   });
+
+  it("takes a pod whose service account alone changed: its endpoint's identity follows", () => {
+    let changes = 0;
+    const registry = new AgentRegistry({ forgetAfterMs: 60_000, onTopologyChange: () => changes++ });
+    registry.connected(hello("node-a"), {}, new Date());
+    registry.podsChanged("node-a", [web]);
+    const before = changes;
+    registry.podsChanged("node-a", [{ ...web }]); // the same pod again: nothing to do
+    expect(changes).toBe(before);
+    // Enrolled again under another service account, same name, address and labels.
+    registry.podsChanged("node-a", [{ ...web, serviceAccount: "web-v2" }]);
+    expect(podsOf(registry)).toEqual([{ ...web, serviceAccount: "web-v2", node: "node-a" }]);
+    expect(changes).toBe(before + 1);
+    // And by a delta: the default service account again.
+    registry.podsDelta("node-a", [{ ...web, serviceAccount: "" }], []);
+    expect(podsOf(registry)).toEqual([{ ...web, serviceAccount: "", node: "node-a" }]);
+    expect(changes).toBe(before + 2);
+  });
 });
 
 describe("AgentRegistry with pod deltas", () => {

@@ -251,17 +251,9 @@ function isValidPod(pod: WirePod): boolean {
   return DNS_LABEL.test(pod.name) && DNS_LABEL.test(pod.namespace) && isIPv4(pod.ip);
 }
 
-/** Whether the valid pods of `pods` are those held, field for field. */
-function sameReported(held: ReadonlyMap<string, WirePod>, pods: readonly WirePod[]): boolean {
-  let valid = 0;
-  for (const pod of pods) {
-    if (!isValidPod(pod)) continue;
-    valid++;
-    const known = held.get(podKey(pod));
-    if (!known || known.ip !== pod.ip || (known.serviceAccount ?? "") !== (pod.serviceAccount ?? "")) return false;
-    if (!sameLabels(known.labels, pod.labels)) return false;
-  }
-  return valid === held.size;
+/** Whether two reports of one pod agree on every field its endpoint is built from. */
+function samePod(a: WirePod, b: WirePod): boolean {
+  return a.ip === b.ip && (a.serviceAccount ?? "") === (b.serviceAccount ?? "") && sameLabels(a.labels, b.labels);
 }
 
 function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
@@ -269,14 +261,24 @@ function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<stri
   return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
 }
 
-function podIdentity(pod: WirePod): string {
-  const labels = Object.entries(pod.labels).sort(([a], [b]) => a.localeCompare(b));
-  return JSON.stringify([pod.namespace, pod.name, pod.ip, labels]);
+/** Whether the valid pods of `pods` are those held, field for field. */
+function sameReported(held: ReadonlyMap<string, WirePod>, pods: readonly WirePod[]): boolean {
+  let valid = 0;
+  for (const pod of pods) {
+    if (!isValidPod(pod)) continue;
+    valid++;
+    const known = held.get(podKey(pod));
+    if (!known || !samePod(known, pod)) return false;
+  }
+  return valid === held.size;
 }
 
+/** Whether two lists hold the same pods (by namespace and name), field for field. */
 function samePods(a: readonly WirePod[], b: readonly WirePod[]): boolean {
   if (a.length !== b.length) return false;
-  const left = a.map(podIdentity).sort();
-  const right = b.map(podIdentity).sort();
-  return left.every((id, i) => id === right[i]);
+  const byKey = new Map(a.map((pod) => [podKey(pod), pod]));
+  return b.every((pod) => {
+    const known = byKey.get(podKey(pod));
+    return known !== undefined && samePod(known, pod);
+  });
 }
