@@ -4,6 +4,7 @@
 // The per-request families keep their own counts (prom-client's children hash their labels on
 // every observation) and hand them to prom-client only when scraped.
 
+import { getHeapStatistics } from "node:v8";
 import { Counter, type Metric, Registry } from "../../api/prom.ts";
 
 export type Direction = "outbound" | "inbound";
@@ -131,7 +132,7 @@ function registerFamily(
   registry: Registry,
   name: string,
   help: string,
-  type: "counter" | "histogram",
+  type: "counter" | "gauge" | "histogram",
   samples: () => Sample[],
 ): void {
   const family = {
@@ -143,6 +144,29 @@ function registerFamily(
     reset: () => {},
   };
   registry.registerMetric(family as unknown as Metric);
+}
+
+/**
+ * This worker thread's memory, by kind: its V8 heap used and committed, and the memory outside the
+ * heap that its objects hold (Buffers). The agent's process metrics (`nodemesh_agent_nodejs_*`)
+ * see only the control thread's isolate; each worker has its own.
+ */
+export function registerWorkerMemory(registry: Registry, worker: number): void {
+  registerFamily(
+    registry,
+    "nodemesh_agent_worker_memory_bytes",
+    "A data-plane worker thread's memory: V8 heap used and committed, and memory outside the heap its objects hold",
+    "gauge",
+    () => {
+      const heap = getHeapStatistics();
+      const labels = (kind: string) => ({ worker: String(worker), kind });
+      return [
+        { labels: labels("heap_used"), value: heap.used_heap_size },
+        { labels: labels("heap_committed"), value: heap.total_heap_size },
+        { labels: labels("external"), value: heap.external_memory },
+      ];
+    },
+  );
 }
 
 export class DataplaneMetrics {

@@ -6,6 +6,7 @@ import pino from "pino";
 import { IdleHeapCollector } from "../../api/idle-heap.ts";
 import { Dataplane } from "./dataplane.ts";
 import { type FromWorker, HEARTBEAT_INTERVAL_MS, type ToWorker, type WorkerInit } from "./messages.ts";
+import { registerWorkerMemory } from "./metrics.ts";
 import { keyringOf } from "./mtls.ts";
 
 const init = workerData as WorkerInit;
@@ -16,6 +17,7 @@ const log = pino({ level: init.logLevel, base: { component: "agent", worker: ini
 const heartbeats = new BigInt64Array(init.heartbeats);
 const workersStarted = () => heartbeats.reduce((n, beat) => (beat === 0n ? n : n + 1), 0);
 const dataplane = new Dataplane({ shared: init.shared, settings: init.settings, log, workers: workersStarted });
+registerWorkerMemory(dataplane.metrics.registry, init.index);
 // Gives back what a burst of enrollments grew of this worker's heap (the pods' listeners survive
 // their first collections, so V8 grows the young generation for them) once the burst is over.
 const idleHeap = new IdleHeapCollector({ onCollect: (r) => log.debug(r, "heap reduced after a burst") });

@@ -158,6 +158,17 @@ describe("observability", () => {
     }
   });
 
+  it("reports each data-plane worker's memory, which the process metrics do not see", async () => {
+    const m = parseMetrics(await metricsText(n1));
+    const memory = (kind: string) => metricSum(m, "nodemesh_agent_worker_memory_bytes", { worker: "0", kind });
+    // A worker's isolate holds its code, its pods' listeners and the configuration: megabytes.
+    expect(memory("heap_used")).toBeGreaterThan(2 ** 20);
+    expect(memory("heap_committed")).toBeGreaterThanOrEqual(memory("heap_used"));
+    expect(memory("external")).toBeGreaterThan(0);
+    // Its own isolate's, not the control thread's (which prom-client's heap gauge reports).
+    expect(memory("heap_used")).not.toBe(metricSum(m, "nodemesh_agent_nodejs_heap_size_used_bytes"));
+  });
+
   it("answers a PromQL query for the request rate by destination from a real Prometheus", async () => {
     const controller = mesh.controller!.place;
     const config = join(dir, "prometheus.yml");
