@@ -1,8 +1,8 @@
 // Gives the kernel back the memory a burst left behind. The bytes the agent forwards are Buffers
-// in glibc's heaps; V8 frees a worker's dead Buffers only at its next collection (a bulk transfer
-// lets tens of MB pile up between two), and glibc keeps what is freed below memory still in use,
-// for reuse. Without this an agent keeps the resident size of its busiest moment for good (a
-// bulk run: +40 to 70 MB that never came back). Envoy's shrink_heap overload action does the same
+// in glibc's heaps; V8 frees a worker's dead Buffers only at a collection (a worker runs one every
+// 8 MB it forwards: dataplane/read-buffers.ts), and glibc keeps what is freed below memory still
+// in use, for reuse. Without this an agent keeps the resident size of its busiest moment for good
+// (a bulk run: +40 to 70 MB that never came back). Envoy's shrink_heap overload action does the same
 // for tcmalloc. One call covers every thread's heap; it runs here, on the control thread, not on
 // the workers that serve traffic.
 import { Counter, type Registry } from "../../api/prom.ts";
