@@ -273,7 +273,7 @@ function sameReported(held: ReadonlyMap<string, WirePod>, pods: readonly WirePod
   return valid === held.size;
 }
 
-/** Whether two lists hold the same pods (by namespace and name), field for field. */
+/** Whether two lists hold the same pods (by namespace and name, once each: both come from maps by key), field for field. */
 function samePods(a: readonly WirePod[], b: readonly WirePod[]): boolean {
   if (a.length !== b.length) return false;
   const byKey = new Map(a.map((pod) => [podKey(pod), pod]));
