@@ -1,5 +1,5 @@
-// The agents list over REST: every probe by default, summaries only with ?peers=summary, and a
-// clear 400 for any other value.
+// The agents list over REST: every probe and pod by default, summaries only with ?peers=summary,
+// counts only with ?pods=count, and a clear 400 for any other value.
 import { afterEach, describe, expect, it } from "vitest";
 import type { Hello, PeerProbe } from "../api/agent-service.ts";
 import { agentsView } from "./agents-view.ts";
@@ -34,7 +34,7 @@ describe("the agents view", () => {
       "node-1",
       {
         health: { ready: true, detail: "" },
-        pods: [],
+        pods: [{ name: "web-1", namespace: "shop", ip: "10.1.0.11", labels: { app: "web" } }],
         traffic: { connectionsOpened: 0, connectionsClosed: 0, bytesReceived: 0, bytesSent: 0 },
         peers,
         edges: [],
@@ -43,7 +43,7 @@ describe("the agents view", () => {
       new Date(),
     );
     t = await startTestServer({
-      views: { agents: agentsView({ agents: (p) => registry.list(p), configVersion: () => "7.1" }) },
+      views: { agents: agentsView({ agents: (detail) => registry.list(detail), configVersion: () => "7.1" }) },
     });
   }
 
@@ -71,7 +71,9 @@ describe("the agents view", () => {
       rttMaxMs: null,
       slowestPeer: null,
     });
-    expect((await t.call("GET", `${AGENTS}?peers=all`)).body).toEqual(body);
+    expect(one.pods.map((p: { name: string }) => p.name)).toEqual(["web-1"]);
+    expect([one.podCount, two.podCount]).toEqual([1, 0]);
+    expect((await t.call("GET", `${AGENTS}?peers=all&pods=all`)).body).toEqual(body);
   });
 
   it("leaves the probes out with ?peers=summary, and refuses any other value", async () => {
@@ -84,6 +86,20 @@ describe("the agents view", () => {
       const refused = await t.call("GET", `${AGENTS}?${query}`);
       expect(refused.status).toBe(400);
       expect(refused.body.message).toMatch(/^peers: "all" or "summary" \(got /);
+    }
+  });
+
+  it("leaves the pods out with ?pods=count, their number kept, and refuses any other value", async () => {
+    await serve();
+    const { status, body } = await t.call("GET", `${AGENTS}?peers=summary&pods=count`);
+    expect(status).toBe(200);
+    expect(body.items.map((a: { pods?: unknown }) => a.pods)).toEqual([undefined, undefined]);
+    expect(body.items.map((a: { podCount: number }) => a.podCount)).toEqual([1, 0]);
+    expect(body.items[0].peers).toBeUndefined();
+    for (const query of ["pods=none", "pods=all&pods=count"]) {
+      const refused = await t.call("GET", `${AGENTS}?${query}`);
+      expect(refused.status).toBe(400);
+      expect(refused.body.message).toMatch(/^pods: "all" or "count" \(got /);
     }
   });
 });

@@ -223,7 +223,7 @@ describe("ControllerClient", () => {
     agent.pods = [webPod];
     listed = 0;
     agent.client.podsChanged();
-    await eventually(() => expect(server.agents()[0].pods.map((p) => p.name)).toEqual(["web-1"]));
+    await eventually(() => expect(server.agents()[0].pods!.map((p) => p.name)).toEqual(["web-1"]));
     expect(listed).toBe(1);
 
     // A change while the stream is down reaches the next stream in its whole list.
@@ -232,7 +232,7 @@ describe("ControllerClient", () => {
     agent.pods = [webPod, { ...webPod, name: "web-2", ip: "10.1.0.12" }];
     agent.client.podsChanged("default/web-2");
     const again = await startServer(server.port);
-    await eventually(() => expect(again.agents()[0]?.pods.map((p) => p.name)).toEqual(["web-1", "web-2"]));
+    await eventually(() => expect(again.agents()[0]?.pods?.map((p) => p.name)).toEqual(["web-1", "web-2"]));
   });
 
   it("NACKs a table it cannot apply and keeps the previous one", async () => {

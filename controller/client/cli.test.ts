@@ -549,7 +549,7 @@ describe("nodemesh nodes", () => {
       registry.reported(node, { health, pods: [], traffic, peers, edges: [], intervalSeconds: 5 }, new Date());
     }
     const asked: string[] = [];
-    const view = agentsView({ agents: (p) => registry.list(p), configVersion: () => "1" });
+    const view = agentsView({ agents: (detail) => registry.list(detail), configVersion: () => "1" });
     t = await startTestServer({
       views: {
         agents: {
@@ -568,7 +568,7 @@ describe("nodemesh nodes", () => {
     const asked = await serveNodes(3);
     expect(await cli("nodes")).toBe(0);
     expect(out.join("\n")).toMatch(/^node-0\s+-\s+0\.250\s+0\.251$/m);
-    expect(asked).toEqual(["peers=summary", "peers=all"]);
+    expect(asked).toEqual(["peers=summary&pods=count", "peers=all&pods=count"]);
   });
 
   it("sums each node's probes up for a mesh of more than 40 nodes, and never asks for them", async () => {
@@ -581,10 +581,12 @@ describe("nodemesh nodes", () => {
     );
     // 40 peers at 0.250 … 0.289 ms: the lower median is the 20th.
     expect(text).toMatch(/^node-0\s+40\s+0\s+0\s+0\.269\s+0\.289\s+node-40$/m);
-    expect(asked).toEqual(["peers=summary"]);
+    expect(asked).toEqual(["peers=summary&pods=count"]);
     out = [];
+    asked.length = 0;
     expect(await cli("nodes", "-o", "json")).toBe(0);
     expect(JSON.parse(out.join(""))[0].peers).toHaveLength(40);
+    expect(asked).toEqual(["peers=all&pods=all"]);
   });
 });
 

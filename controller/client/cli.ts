@@ -391,17 +391,20 @@ interface NodeView {
 /** Meshes of up to this many nodes get the RTT matrix, larger ones each node's summary (as the dashboard's nodes view). */
 const MATRIX_MAX_NODES = 40;
 
-/** `peers`: "summary" leaves out each node's probes but their summary (a large mesh's matrix is nodes²). */
-async function agents(c: Client, peers: "all" | "summary"): Promise<NodeView[]> {
-  const data = (await call(c, "GET", `/apis/nodemesh.io/v1alpha1/agents?peers=${peers}`)) as { items: NodeView[] };
-  return data.items;
+/**
+ * `peers`: "summary" leaves out each node's probes but their summary (a large mesh's matrix is
+ * nodes²); `pods`: "count" leaves out each node's pods but their number.
+ */
+async function agents(c: Client, peers: "all" | "summary", pods: "all" | "count"): Promise<NodeView[]> {
+  const path = `/apis/nodemesh.io/v1alpha1/agents?peers=${peers}&pods=${pods}`;
+  return ((await call(c, "GET", path)) as { items: NodeView[] }).items;
 }
 
 async function nodes(c: Client, output: string): Promise<void> {
-  // Every probe only where they are shown: JSON, or the matrix of a small mesh.
-  let list = await agents(c, "summary");
-  if (output === "json" || (list.length > 0 && list.length <= MATRIX_MAX_NODES)) list = await agents(c, "all");
-  if (output === "json") return console.log(JSON.stringify(list, null, 2));
+  // JSON lists everything. The tables show no pods, and every probe only in a small mesh's matrix.
+  if (output === "json") return console.log(JSON.stringify(await agents(c, "all", "all"), null, 2));
+  let list = await agents(c, "summary", "count");
+  if (list.length > 0 && list.length <= MATRIX_MAX_NODES) list = await agents(c, "all", "count");
   if (list.length === 0) return console.log("No agents have connected.");
   const rows = [["NODE", "CONNECTED", "CPU", "CORES", "MEMORY", "OS", "KERNEL"]];
   for (const n of list) {
@@ -457,7 +460,8 @@ function peerSummaries(list: NodeView[]): string[][] {
 }
 
 async function status(c: Client, output: string): Promise<void> {
-  const list = await agents(c, "summary");
+  // The table shows no pods; its JSON keeps them, as it always had.
+  const list = await agents(c, "summary", output === "json" ? "all" : "count");
   if (output === "json") return console.log(JSON.stringify(list, null, 2));
   if (list.length === 0) return console.log("No agents have connected.");
   const rows = [["NODE", "CONNECTED", "APPLIED VERSION", "CONTROLLER VERSION", "IN SYNC", "REJECTED", "LAST NACK"]];

@@ -44,8 +44,20 @@ export interface AgentStatus {
   /** The agent's latest probes of the other nodes (RTT, loss); left out when only the summary is asked for. */
   peers?: PeerProbe[];
   peerSummary: PeerSummary;
-  pods: WirePod[];
+  /** The node's verified pods; left out when only their count is asked for. */
+  pods?: WirePod[];
+  podCount: number;
 }
+
+/** What a list of agents carries of each node's probes and pods (GET …/agents?peers=&pods=). */
+export interface AgentsDetail {
+  /** "summary": each node's probes summed up, not listed (they grow as nodes²). */
+  peers: "all" | "summary";
+  /** "count": how many pods each node has, not the pods. */
+  pods: "all" | "count";
+}
+
+export const ALL_DETAIL: AgentsDetail = { peers: "all", pods: "all" };
 
 /**
  * Kubernetes mode: the pod as the API server has it, or why the report does not match it. The
@@ -54,7 +66,7 @@ export interface AgentStatus {
 export type PodVerifier = (node: string, pod: WirePod) => { ok: true; pod: WirePod } | { ok: false; reason: string };
 
 interface NodeRecord {
-  status: Omit<AgentStatus, "peers" | "peerSummary">;
+  status: Omit<AgentStatus, "peers" | "peerSummary" | "pods" | "podCount"> & { pods: WirePod[] };
   /** status.peers and status.peerSummary, held compactly. */
   probes: PeerProbes;
   /**
@@ -229,14 +241,19 @@ export class AgentRegistry {
     return [...this.nodes.values()].map(({ status }) => ({ name: status.node, underlayIp: status.underlayIp }));
   }
 
-  /** `peers`: "summary" leaves each node's probes out but their summary (a large mesh's matrix is nodes²). */
-  list(peers: "all" | "summary" = "all"): AgentStatus[] {
+  /** Every node's status, with as much of its probes and pods as `detail` asks for. */
+  list(detail: AgentsDetail = ALL_DETAIL): AgentStatus[] {
     return [...this.nodes.values()]
-      .map((r) => ({
-        ...structuredClone(r.status),
-        ...(peers === "all" ? { peers: r.probes.list() } : {}),
-        peerSummary: r.probes.summary(),
-      }))
+      .map((r): AgentStatus => {
+        const { pods, ...rest } = r.status;
+        return {
+          ...structuredClone(rest),
+          ...(detail.pods === "all" ? { pods: structuredClone(pods) } : {}),
+          podCount: pods.length,
+          ...(detail.peers === "all" ? { peers: r.probes.list() } : {}),
+          peerSummary: r.probes.summary(),
+        };
+      })
       .sort((a, b) => a.node.localeCompare(b.node));
   }
 

@@ -312,7 +312,7 @@ describe("AgentServer trust boundary", () => {
     expect(await counter(metrics, refused, { reason: "node_bound" })).toBe(1);
     // The real stream was not replaced, and the endpoints are the real pods.
     expect(real.status).toBeUndefined();
-    expect(statusOf("node-a")?.pods.map((p) => p.name)).toEqual(["web-1"]);
+    expect(statusOf("node-a")?.pods?.map((p) => p.name)).toEqual(["web-1"]);
     expect(server!.service("default", "web")?.endpoints.map((e) => e.pod)).toEqual(["default/web-1"]);
 
     // The same secret (an agent restarted with its state dir) replaces its older stream.

@@ -49,7 +49,7 @@ import { TrafficWindow } from "../graph/traffic-window.ts";
 import type { RotatingCa } from "../identity/root-rotation.ts";
 import type { WorkloadCa } from "../identity/workload-ca.ts";
 import type { ObjectKey, Store } from "../store/store.ts";
-import { AgentRegistry, type AgentStatus, type PodVerifier } from "./agent-registry.ts";
+import { AgentRegistry, type AgentStatus, type AgentsDetail, ALL_DETAIL, type PodVerifier } from "./agent-registry.ts";
 import { type AgentCall, AgentSession, type Claim, peerCertificateOf, type SessionHost } from "./agent-session.ts";
 import { ServerCertificate, type ServerNames } from "./agent-tls.ts";
 import { ConfigPublisher } from "./config-publisher.ts";
@@ -324,11 +324,11 @@ export class AgentServer implements SessionHost {
   }
 
   /**
-   * Every known agent (connected, or disconnected and not yet forgotten), by node name. `peers`:
-   * "summary" leaves out each node's probes, all but their summary.
+   * Every known agent (connected, or disconnected and not yet forgotten), by node name, with as
+   * much of each node's probes and pods as `detail` asks for.
    */
-  agents(peers: "all" | "summary" = "all"): AgentStatus[] {
-    return this.registry.list(peers);
+  agents(detail: AgentsDetail = ALL_DETAIL): AgentStatus[] {
+    return this.registry.list(detail);
   }
 
   /**

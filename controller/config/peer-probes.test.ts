@@ -82,7 +82,7 @@ describe("AgentRegistry's reports", () => {
       traffic: { connectionsOpened: 3, connectionsClosed: 2, bytesReceived: 10, bytesSent: 20 },
       intervalSeconds: 5,
     });
-    expect(status!.pods.map((p) => p.name)).toEqual(["web-1"]);
+    expect(status!.pods!.map((p) => p.name)).toEqual(["web-1"]);
     // A reconnecting agent keeps its last probes until it reports again.
     registry.connected(hello("node-a"), {}, new Date());
     expect(registry.list()[0]!.peers).toEqual(probes.slice(0, 2));

@@ -231,9 +231,9 @@ describe.skipIf(!existsSync(CHROMIUM))("dashboard page", () => {
       "0.490",
       "node-40",
     ]);
-    // The poll asked for summaries only: the probes never left the controller.
+    // The poll asked for summaries and pod counts only: the probes and pods never left the controller.
     const agentCalls = api.requests.filter((r) => r.path.includes("/agents")).map((r) => r.path);
-    expect(new Set(agentCalls)).toEqual(new Set(["/apis/nodemesh.io/v1alpha1/agents?peers=summary"]));
+    expect(new Set(agentCalls)).toEqual(new Set(["/apis/nodemesh.io/v1alpha1/agents?peers=summary&pods=count"]));
     mkdirSync(RESULTS, { recursive: true });
     await page.getByTestId("rtt-summary-note").scrollIntoViewIfNeeded();
     await page.screenshot({ path: `${RESULTS}dashboard-fixture-nodes-summary.png` });

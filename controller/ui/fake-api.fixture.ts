@@ -126,6 +126,7 @@ export function agent(
       { name: `${node}-a`, namespace: "shop", ip: "10.0.0.1", labels: {} },
       { name: `${node}-b`, namespace: "shop", ip: "10.0.0.2", labels: {} },
     ],
+    podCount: 2,
   };
 }
 
@@ -285,9 +286,14 @@ export async function startFakeApi(port = 0, host = "127.0.0.1"): Promise<FakeAp
     if (failed) return send(res, failed, { kind: "Status", message: `fake ${failed}`, code: failed });
     const windowSeconds = Number(url.searchParams.get("window") ?? 300);
     if (url.pathname === `${API}/agents`) {
-      // As the controller: ?peers=summary leaves the probes out.
-      const items =
-        url.searchParams.get("peers") === "summary" ? api.agents.map(({ peers: _peers, ...rest }) => rest) : api.agents;
+      // As the controller: ?peers=summary leaves the probes out, ?pods=count the pods.
+      const summary = url.searchParams.get("peers") === "summary";
+      const count = url.searchParams.get("pods") === "count";
+      const items = api.agents.map(({ peers, pods, ...rest }) => ({
+        ...rest,
+        ...(summary ? {} : { peers }),
+        ...(count ? {} : { pods }),
+      }));
       return send(res, 200, { apiVersion: "nodemesh.io/v1alpha1", kind: "AgentList", items });
     }
     if (url.pathname === `${API}/servicegraph`) return send(res, 200, graphOf(api.edges, windowSeconds, tick++));

@@ -13,8 +13,9 @@
 // encoding in their Hello, so every Config comes plain (as before compressed Configs, issue 16).
 // --steady-s: after the rest, every agent reports as a real one does (its pods, a probe of every
 // other node, a few edges, every 5 s) for this long, and the controller's CPU and memory under
-// those reports are measured (0: skipped). Last, the agents list is read once with every probe
-// and once with summaries only (?peers=summary), as the dashboard reads it.
+// those reports are measured (0: skipped). Last, the agents list is read once with every probe,
+// once with summaries only (?peers=summary), and with summaries and pod counts (&pods=count), as
+// the dashboard reads it.
 // Clocks: every process reads performance.timeOrigin + performance.now(), all on this machine.
 
 import { type ChildProcess, fork, spawn } from "node:child_process";
@@ -413,10 +414,10 @@ async function steadyReports(fleet: FleetProcess[], pid: number, nodes: number, 
 }
 
 /** One read of the agents list: its size (MB), the time to the last byte and the controller's CPU for it. */
-async function agentsListRead(base: string, pid: number, peers: "all" | "summary") {
+async function agentsListRead(base: string, pid: number, query: string) {
   const cpuBefore = cpuSeconds([pid]);
   const startedAt = performance.now();
-  const body = await rest(base, "GET", `/apis/nodemesh.io/v1alpha1/agents?peers=${peers}`);
+  const body = await rest(base, "GET", `/apis/nodemesh.io/v1alpha1/agents?${query}`);
   return {
     MB: Buffer.byteLength(body) / 1e6,
     ms: performance.now() - startedAt,
@@ -528,9 +529,11 @@ async function main(): Promise<void> {
     const oneAgentSyncMs = (await reconnected).ms;
     const rssPeak = rssMB(pid, "VmHWM");
     const steady = steadyS > 0 ? await steadyReports(fleet, pid, agents, steadyS) : undefined;
-    // What a dashboard reads every 2 s: the agents list, with every probe and with summaries only.
-    const listAll = await agentsListRead(controller.rest, pid, "all");
-    const listSummary = await agentsListRead(controller.rest, pid, "summary");
+    // The agents list: with every probe and pod, with summaries only (`nodemesh status`), and with
+    // summaries and pod counts, what the dashboard reads every 2 s.
+    const listAll = await agentsListRead(controller.rest, pid, "peers=all");
+    const listSummary = await agentsListRead(controller.rest, pid, "peers=summary");
+    const listDashboard = await agentsListRead(controller.rest, pid, "peers=summary&pods=count");
 
     samples.sort((a, b) => a - b);
     const round = (n: number, digits = 1) => Number(n.toFixed(digits));
@@ -572,6 +575,9 @@ async function main(): Promise<void> {
       agentsSummaryListMB: round(listSummary.MB, 2),
       agentsSummaryListMs: round(listSummary.ms),
       agentsSummaryListCpuS: round(listSummary.cpuS, 2),
+      agentsDashboardListMB: round(listDashboard.MB, 2),
+      agentsDashboardListMs: round(listDashboard.ms),
+      agentsDashboardListCpuS: round(listDashboard.cpuS, 2),
       goals: {
         propagationP99Ms: GOALS.propagationP99Ms,
         propagationMet: writes > 0 && percentile(samples, 99) <= GOALS.propagationP99Ms,
@@ -608,8 +614,8 @@ async function main(): Promise<void> {
           ] as Array<[string, string]>)
         : []),
       [
-        "GET agents: every probe / ?peers=summary (size, time, controller CPU)",
-        `${result.agentsListMB} MB, ${result.agentsListMs} ms, ${result.agentsListCpuS} s / ${result.agentsSummaryListMB} MB, ${result.agentsSummaryListMs} ms, ${result.agentsSummaryListCpuS} s`,
+        "GET agents: every probe / ?peers=summary / &pods=count (size, time, controller CPU)",
+        `${result.agentsListMB} MB, ${result.agentsListMs} ms, ${result.agentsListCpuS} s / ${result.agentsSummaryListMB} MB, ${result.agentsSummaryListMs} ms, ${result.agentsSummaryListCpuS} s / ${result.agentsDashboardListMB} MB, ${result.agentsDashboardListMs} ms, ${result.agentsDashboardListCpuS} s`,
       ],
     ];
     console.log("\n| control plane | |\n|---|---|");

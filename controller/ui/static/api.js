@@ -90,9 +90,12 @@ export async function fetchAgents(knownCount) {
   return summary.length > 0 && summary.length <= MATRIX_MAX_NODES ? agentsWith("all") : summary;
 }
 
-/** The REST server wraps the list as `{ items }`; older builds may send the array. */
+/**
+ * The REST server wraps the list as `{ items }`; older builds may send the array. The dashboard
+ * shows each node's number of pods only, so it asks for `podCount` instead of the pods.
+ */
 async function agentsWith(peers) {
-  const body = await getJson(`${API}/agents?peers=${peers}`);
+  const body = await getJson(`${API}/agents?peers=${peers}&pods=count`);
   return Array.isArray(body) ? body : (body.items ?? []);
 }
 
