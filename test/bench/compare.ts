@@ -367,6 +367,18 @@ spec:
   }
   const withPodsMB = await settledRssMB(idleAgent.proc.pid!);
   let loadedMB = Math.max(...agentPids.map((pid) => rssMB(pid)));
+  /**
+   * Runs `work`, sampling the serving agents' RSS when `system` is nodemesh's: the peak goes into
+   * the run's figure, and, since the agents serve every path so their RSS climbs across the run, into
+   * the log line that says where.
+   */
+  const watchingAgents = async <T>(system: System, during: string, work: () => Promise<T>): Promise<T> => {
+    const watched = system.startsWith("nodemesh") ? agentPids : [];
+    const { result, peaks } = await peakRssMB(watched, work);
+    loadedMB = Math.max(loadedMB, ...peaks);
+    if (watched.length) log(`  agents' RSS peak ${during}: ${peaks.map((mb) => mb.toFixed(1)).join(" / ")} MB`);
+    return result;
+  };
 
   const paths: PathResult[] = [];
   const bulk: BulkResult[] = [];
@@ -392,15 +404,10 @@ spec:
     const grpc = protocol === "gRPC";
     log(`${location} ${system} ${protocol}: saturation for ${SATURATION_S} s, then ${RATE} req/s for ${DURATION_S} s`);
     // Saturation first: it also warms the proxies up (JIT), so the fixed-rate run measures them warm.
-    const watched = system.startsWith("nodemesh") ? agentPids : [];
-    const saturated = await peakRssMB(watched, () =>
+    const saturated = await watchingAgents(system, "at saturation", () =>
       h2loadSaturation(world, from, url, { connections: CONNECTIONS, durationS: SATURATION_S, grpc }),
     );
-    if (saturated.result.failed > 0) throw new Error(`${system} ${protocol}: failures at saturation`);
-    loadedMB = Math.max(loadedMB, ...saturated.peaks);
-    // The agents serve every path of the run, so their RSS climbs across it: this says where.
-    if (watched.length)
-      log(`  agents' RSS peak at saturation: ${saturated.peaks.map((mb) => mb.toFixed(1)).join(" / ")} MB`);
+    if (saturated.failed > 0) throw new Error(`${system} ${protocol}: failures at saturation`);
     const rated = await cpuInWindow(proxyPids, (WARM_UP_S + 0.3) * 1000, (WARM_UP_S + DURATION_S - 0.3) * 1000, () =>
       h2loadAtRate(world, from, url, { rate: RATE, connections: CONNECTIONS, durationS: DURATION_S, grpc }),
     );
@@ -417,19 +424,16 @@ spec:
       protocol,
       latency,
       ...(direct ? { added: minus(latency, direct.latency) } : {}),
-      saturationRps: saturated.result.rps,
+      saturationRps: saturated.rps,
       ...(proxyPids.length ? { cpuPer1000: (rated.cpuS / (achievedRps * rated.windowS)) * 1000 } : {}),
     });
   };
   const measureBulk = async (location: Location, system: System, from: Pod, ip: string) => {
     if (!wanted(`${system} bulk`)) return;
     log(`${location} ${system}: bulk TCP for ${BULK_S} s`);
-    const watched = system.startsWith("nodemesh") ? agentPids : [];
-    const { result: gbitPerS, peaks } = await peakRssMB(watched, () =>
+    const gbitPerS = await watchingAgents(system, "in bulk", () =>
       withSecurity(system, () => bulkGbitPerS(world, from, ip, IPERF_PORT, BULK_S)),
     );
-    loadedMB = Math.max(loadedMB, ...peaks);
-    if (watched.length) log(`  agents' RSS peak in bulk: ${peaks.map((mb) => mb.toFixed(1)).join(" / ")} MB`);
     bulk.push({ location, system, gbitPerS });
   };
   const newConnections: NewConnectionsResult[] = [];

@@ -38,7 +38,7 @@ export function renderNodes(agents, els, now = Date.now()) {
   <td class="num">${fmtBytes(f.memoryBytes)}</td>
   <td>${esc(f.os ?? "–")}</td>
   <td class="mono">${esc(f.kernel ?? "–")}</td>
-  <td class="num">${a.podCount ?? (a.pods ?? []).length}</td>
+  <td class="num">${a.podCount}</td>
   <td class="muted">${fmtAgo(a.lastReport?.at, now)}</td>
 </tr>`;
     })
