@@ -350,8 +350,14 @@ export class DataplaneMetrics {
   });
   readonly mirrored = new Counter({
     name: "nodemesh_mirrored_requests_total",
-    help: "Requests copied to a mirror backend",
+    help: "Requests copied to a mirror backend that answered",
     labelNames: ["destination_service"],
+    registers: [this.registry],
+  });
+  readonly mirrorDropped = new Counter({
+    name: "nodemesh_mirror_dropped_total",
+    help: "Mirror copies decided on but not delivered, by reason",
+    labelNames: ["destination_service", "reason"],
     registers: [this.registry],
   });
   readonly malformed = new Counter({

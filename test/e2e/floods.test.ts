@@ -260,6 +260,10 @@ describe("floods: a legitimate client keeps being served", () => {
       seconds: FLOOD_SECONDS,
     });
     expect(attack.units).toBeGreaterThan(50 << 20); // more than 50 MB went in
+    // None of them ended whole, so none was copied: each copy decided on is counted as dropped.
+    const m = await mesh.metrics(n1);
+    expect(metricSum(m, "nodemesh_mirror_dropped_total", { reason: "body_not_kept" })).toBeGreaterThanOrEqual(8);
+    expect(metricSum(m, "nodemesh_mirrored_requests_total", {})).toBe(0);
   }, 60_000);
 
   it("tunnel handshakes that never finish: cut at the handshake deadline", async () => {

@@ -278,13 +278,31 @@ spec:
         - type: RequestMirror
           requestMirror: { backendRef: { name: reviews-v2 }, percent: 50 }
 `);
-    const before = await served();
+    const counters = async () => ({
+      mirrored: await metrics(n1, "nodemesh_mirrored_requests_total"),
+      dropped: await metrics(n1, "nodemesh_mirror_dropped_total"),
+    });
+    const [before, agentBefore] = [await served(), await counters()];
     const r = await load({ url: URL_REVIEWS, requests: 1000, concurrency: 8 });
-    const delta = await servedSince(before);
-    console.log(`mirror: served ${JSON.stringify(delta)}`);
+    // Copies go out after each request's body and may still be in flight when the load ends: read
+    // again until what reviews-2 served and what the agent counted agree and stopped moving.
+    let [delta, agent] = [await servedSince(before), await counters()];
+    for (let i = 0; i < 25; i++) {
+      await sleep(200);
+      const [d, a] = [await servedSince(before), await counters()];
+      const still = JSON.stringify([d, a]) === JSON.stringify([delta, agent]);
+      [delta, agent] = [d, a];
+      if (still && d["reviews-2"] === a.mirrored - agentBefore.mirrored) break;
+    }
+    const mirrored = agent.mirrored - agentBefore.mirrored;
+    const dropped = agent.dropped - agentBefore.dropped;
+    console.log(`mirror: served ${JSON.stringify(delta)}, the agent mirrored ${mirrored} and dropped ${dropped}`);
     expect(r.statuses).toEqual({ 200: 1000 });
     expect(r.versions).toEqual({ v1: 1000 });
     expect(delta["reviews-1"]! + delta["reviews-3"]!).toBe(1000);
+    // Every copy decided on arrived, and the copies decided are half the requests (±3.2 σ).
+    expect(dropped).toBe(0);
+    expect(delta["reviews-2"]).toBe(mirrored);
     expect(delta["reviews-2"]).toBeGreaterThanOrEqual(450);
     expect(delta["reviews-2"]).toBeLessThanOrEqual(550);
   });

@@ -259,7 +259,7 @@ export class RetryingCall {
  * A meshed endpoint's agent that could not reach its workload answers with a code saying so: the
  * app never saw the request, which is a connect failure for this side (it fails over).
  */
-function throughAgent(outcome: Outcome, endpoint: Endpoint): Outcome {
+export function throughAgent(outcome: Outcome, endpoint: Endpoint): Outcome {
   if (outcome.kind !== "response" || !endpoint.meshed) return outcome;
   if (!errorEntry(String(outcome.headers["x-nodemesh-error"]))?.undelivered) return outcome;
   outcome.abort();

@@ -1,16 +1,30 @@
 // Request mirroring: a copy of the request goes to another backend once the body has arrived
-// (only if it was kept whole); the answer is dropped and never affects the client.
+// (only if it was kept whole); the answer is dropped and never affects the client. A copy that
+// could not be sent is counted by reason, so a mirror backend's missing traffic can be explained.
 
 import type { OutgoingHttpHeaders } from "node:http";
+import type { FailureClass } from "../../errors.ts";
 import type { DataplaneContext } from "../context.ts";
 import { UNLIMITED } from "../limits.ts";
 import type { PodContext } from "../pod.ts";
 import type { Backend } from "../snapshot.ts";
+import type { Outcome } from "./attempt.ts";
 import { FixedBody, type RequestBody } from "./body.ts";
+import { throughAgent } from "./call.ts";
 import type { Downstream } from "./downstream.ts";
+import { IDEMPOTENT_METHODS } from "./headers.ts";
 import { startAttempt } from "./send.ts";
 
 const MIRROR_TIMEOUT_MS = 30_000;
+
+/** Why a copy decided on never reached the mirror backend (`nodemesh_mirror_dropped_total`). */
+export type MirrorDropReason = "body_not_kept" | "no_endpoint" | "connect_failure" | "reset" | "timeout";
+
+const FAILED: Record<FailureClass, MirrorDropReason> = {
+  "connect-failure": "connect_failure",
+  reset: "reset",
+  timeout: "timeout",
+};
 
 export async function sendMirror(
   ctx: DataplaneContext,
@@ -20,18 +34,20 @@ export async function sendMirror(
   headers: OutgoingHttpHeaders,
   body: RequestBody,
 ): Promise<void> {
+  const dropped = (reason: MirrorDropReason) => ctx.metrics.mirrorDropped.labels(backend.route.id, reason).inc();
   await body.whenEnded();
-  if (!body.complete) return;
+  // Past the plan's cap, or the client left mid-body: there is no whole request to copy.
+  if (!body.complete) return dropped("body_not_kept");
   const ep = ctx.picker.pick(backend, { tried: [], nowMs: Date.now() });
-  if (!ep) return;
+  if (!ep) return dropped("no_endpoint");
   const limits = {
     maxConnections: UNLIMITED,
     maxPending: UNLIMITED,
     connectTimeoutMs: ctx.settings.connectTimeoutMs,
     idleTimeoutMs: backend.policy.idleTimeoutMs,
   };
-  try {
-    const attempt = startAttempt(
+  const once = (): Promise<Outcome> =>
+    startAttempt(
       ctx,
       down.protocol,
       from,
@@ -47,11 +63,25 @@ export async function sendMirror(
       },
       MIRROR_TIMEOUT_MS,
       backend.route.id,
-    );
-    const outcome = await attempt.outcome;
-    ctx.metrics.mirrored.labels(backend.route.id).inc();
-    if (outcome.kind === "response") outcome.body.resume();
+    ).outcome;
+  let outcome: Outcome;
+  try {
+    outcome = await once();
+    // A pooled connection the server had just closed: sent again once, as the client's own
+    // request would be (the copy is not a retry).
+    if (
+      outcome.kind === "failure" &&
+      outcome.stale &&
+      outcome.class === "reset" &&
+      IDEMPOTENT_METHODS.has(down.method)
+    ) {
+      outcome = await once();
+    }
+    outcome = throughAgent(outcome, ep);
   } catch {
-    // A mirror never affects the client.
+    return dropped("connect_failure"); // e.g. no connection to the endpoint could be made
   }
+  if (outcome.kind === "failure") return dropped(FAILED[outcome.class]);
+  ctx.metrics.mirrored.labels(backend.route.id).inc();
+  outcome.body.resume();
 }
