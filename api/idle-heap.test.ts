@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { type IdleCollection, IdleHeapCollector } from "./idle-heap.ts";
+import { type IdleCollection, IdleHeapCollector, type IdleHeapOptions } from "./idle-heap.ts";
 import { AGENT_PROCESS } from "./process-settings.ts";
 
 const MB = 2 ** 20;
@@ -11,7 +11,10 @@ const FIXTURE = fileURLToPath(new URL("./idle-heap.fixture.ts", import.meta.url)
  * A thread whose heap commits `committed` bytes and is `busy` of the time, on a clock at `now` ms;
  * a collection takes its heap to `live`. Bursts are over 3 s after the last arm().
  */
-function threadOf(state: { committed: number; live: number; busy: number; now: number }, quietUtilization?: number) {
+function threadOf(
+  state: { committed: number; live: number; busy: number; now: number },
+  options: Pick<IdleHeapOptions, "quietUtilization" | "armWhenBusy"> = {},
+) {
   const collected: IdleCollection[] = [];
   const collector = new IdleHeapCollector({
     collect: () => {
@@ -22,7 +25,7 @@ function threadOf(state: { committed: number; live: number; busy: number; now: n
     now: () => state.now,
     burstOverMs: 3_000,
     minGrowthBytes: 4 * MB,
-    ...(quietUtilization !== undefined ? { quietUtilization } : {}),
+    ...options,
     onCollect: (c) => collected.push(c),
   });
   return { collector, collected };
@@ -71,7 +74,7 @@ describe("the idle heap collector", () => {
 
   it("takes a thread busier than the default as quiet when told (the controller under its agents' reports)", () => {
     const state = { committed: 400 * MB, live: 220 * MB, busy: 0.3, now: 0 };
-    const { collector } = threadOf(state, 0.5);
+    const { collector } = threadOf(state, { quietUtilization: 0.5 });
     collector.arm();
     state.now = 3_000;
     state.busy = 0.6;
@@ -96,6 +99,28 @@ describe("the idle heap collector", () => {
     state.now = 9_000;
     expect(collector.check()).toBe(false);
     expect(state.committed).toBe(40 * MB);
+  });
+
+  it("with armWhenBusy, load arms it: collects once the load is over, never under it", () => {
+    const state = { committed: 16 * MB, live: 16 * MB, busy: 0.01, now: 0 };
+    const { collector, collected } = threadOf(state, { armWhenBusy: 0.25 });
+    // A light trickle (a tenth busy) is not load: the heap it grows stays, as before.
+    state.busy = 0.1;
+    state.committed = 24 * MB;
+    for (let i = 0; i < 10; i++, state.now += 1_000) expect(collector.check()).toBe(false);
+    // A saturation grows the young generation; every look under it arms the collector again.
+    state.busy = 0.9;
+    state.committed = 56 * MB;
+    for (let i = 0; i < 10; i++, state.now += 1_000) expect(collector.check()).toBe(false);
+    // The load ends: quiet looks within the burst's tail wait, then one collection gives it back.
+    state.busy = 0.01;
+    for (let i = 0; i < 2; i++, state.now += 1_000) expect(collector.check()).toBe(false);
+    state.now += 1_000;
+    expect(collector.check()).toBe(true);
+    expect(collected).toEqual([{ committedBeforeMB: 56, committedAfterMB: 16, ms: expect.any(Number) }]);
+    // Quiet from then on: nothing more.
+    for (let i = 0; i < 10; i++, state.now += 1_000) expect(collector.check()).toBe(false);
+    expect(collected).toHaveLength(1);
   });
 
   it("does nothing where node does not expose gc", () => {

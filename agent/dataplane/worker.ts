@@ -3,7 +3,7 @@
 import { flushCompileCache } from "node:module";
 import { parentPort, workerData } from "node:worker_threads";
 import pino from "pino";
-import { IdleHeapCollector } from "../../api/idle-heap.ts";
+import { IdleHeapCollector, WORKER_BUSY_ARMS_COLLECTION } from "../../api/idle-heap.ts";
 import { Dataplane } from "./dataplane.ts";
 import { type FromWorker, HEARTBEAT_INTERVAL_MS, type ToWorker, type WorkerInit } from "./messages.ts";
 import { registerWorkerMemory } from "./metrics.ts";
@@ -19,8 +19,12 @@ const workersStarted = () => heartbeats.reduce((n, beat) => (beat === 0n ? n : n
 const dataplane = new Dataplane({ shared: init.shared, settings: init.settings, log, workers: workersStarted });
 registerWorkerMemory(dataplane.metrics.registry, init.index);
 // Gives back what a burst of enrollments grew of this worker's heap (the pods' listeners survive
-// their first collections, so V8 grows the young generation for them) once the burst is over.
-const idleHeap = new IdleHeapCollector({ onCollect: (r) => log.debug(r, "heap reduced after a burst") });
+// their first collections, so V8 grows the young generation for them) once the burst is over;
+// and, armed by a second a quarter busy, what a burst of traffic grew once the traffic is over.
+const idleHeap = new IdleHeapCollector({
+  armWhenBusy: WORKER_BUSY_ARMS_COLLECTION,
+  onCollect: (r) => log.debug(r, "heap reduced after a burst"),
+});
 idleHeap.start();
 
 function send(msg: FromWorker): void {

@@ -101,7 +101,7 @@ describe("goals", () => {
       { location: "cross-node", system: "nodemesh", perS: 900, connections: 3000, handshakes: 1 },
       { location: "cross-node", system: "nodemesh plaintext", perS: 1000, connections: 3000, handshakes: 0 },
     ],
-    agentRss: { idleMB: 50, loadedMB: 80, pods: 1000, withPodsMB: 53 },
+    agentRss: { idleMB: 50, loadedMB: 80, afterLoadMB: 60, pods: 1000, withPodsMB: 53 },
   });
   const byGoal = (r: BenchResults) => new Map(goalsReport(r).map((g) => [g.goal, g]));
 
@@ -136,6 +136,9 @@ describe("goals", () => {
     );
     expect(md).toContain("| cross-node | bulk TCP, Gbit/s | | | | | 5.00 | 6.00 | 0.83 | | | |");
     expect(md).toContain("| cross-node | nodemesh | 900 | 3000 | 1 | 0.000 |");
+    expect(md).toContain(
+      "Agent RSS: idle 50.0 MB, under load 80.0 MB (peak), 60.0 MB settled after the load, 53.0 MB idle with 1000 pods enrolled (3.00 kB per pod).",
+    );
   });
 
   it("compares with HAProxy only when HAProxy measurably adds latency", () => {

@@ -134,8 +134,11 @@ export interface BenchResults {
   paths: PathResult[];
   bulk: BulkResult[];
   newConnections: NewConnectionsResult[];
-  /** Idle and with `pods` enrolled: an agent without traffic; loaded: the peak of the two serving the load. */
-  agentRss: { idleMB: number; loadedMB: number; pods: number; withPodsMB: number };
+  /**
+   * Idle and with `pods` enrolled: an agent without traffic; loaded: the peak of the two serving the
+   * load; afterLoad: the higher of those two once settled after the last run (absent in older runs).
+   */
+  agentRss: { idleMB: number; loadedMB: number; afterLoadMB?: number; pods: number; withPodsMB: number };
 }
 
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
@@ -514,6 +517,10 @@ spec:
     }
   }
 
+  // What the serving agents keep once the load is over (api/idle-heap.ts, memory-release.ts).
+  const afterLoadMB = Math.max(...(await Promise.all(agentPids.map((pid) => settledRssMB(pid)))));
+  log(`agents' RSS settled after the load: ${afterLoadMB.toFixed(1)} MB`);
+
   const results: BenchResults = {
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, model: cpus()[0]?.model ?? "?", kernel: release(), node: process.version },
@@ -528,7 +535,7 @@ spec:
     paths,
     bulk,
     newConnections,
-    agentRss: { idleMB, loadedMB, pods: EXTRA_PODS, withPodsMB },
+    agentRss: { idleMB, loadedMB, afterLoadMB, pods: EXTRA_PODS, withPodsMB },
   };
   const markdown = markdownReport(results);
   for (const [file, text] of [

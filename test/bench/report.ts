@@ -172,6 +172,7 @@ export function markdownReport(r: BenchResults): string {
   lines.push(
     "",
     `Agent RSS: idle ${rss.idleMB.toFixed(1)} MB, under load ${rss.loadedMB.toFixed(1)} MB (peak), ` +
+      (rss.afterLoadMB !== undefined ? `${rss.afterLoadMB.toFixed(1)} MB settled after the load, ` : "") +
       `${rss.withPodsMB.toFixed(1)} MB idle with ${rss.pods} pods enrolled ` +
       `(${f2(perPodKB(rss))} kB per pod).`,
     "",

@@ -57,4 +57,32 @@ describe.skipIf(availableParallelism() < 2)("data-plane workers by load", () => 
     expect(await workers()).toBe(2);
     expect(await outboundListeners()).toBe(2);
   }, 60_000);
+
+  it("gives back what a saturation grew of each worker's heap once the load is over", async () => {
+    const committedMB = async () => {
+      const m = await mesh.metrics(agent.node);
+      return ["0", "1"].map(
+        (worker) => metricSum(m, "nodemesh_agent_worker_memory_bytes", { worker, kind: "heap_committed" }) / 2 ** 20,
+      );
+    };
+    const load = await world.exec(
+      client,
+      "h2load",
+      ["--h1", "-c", "8", "-D", "4", "--warm-up-time", "0", `http://${VIP}/`],
+      { timeoutMs: 30_000 },
+    );
+    expect(load.code, load.stderr).toBe(0);
+    const loaded = await committedMB();
+    // Busy seconds arm each worker's idle collector (api/idle-heap.ts): it collects once the
+    // worker has been quiet for BURST_OVER_MS, within a few seconds of that.
+    let settled = loaded;
+    for (let i = 0; i < 30 && settled.some((mb, w) => mb > loaded[w]! - 8); i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      settled = await committedMB();
+    }
+    console.log(
+      `workers' committed heap: ${loaded.map((mb) => mb.toFixed(1))} MB loaded, ${settled.map((mb) => mb.toFixed(1))} MB after`,
+    );
+    for (const [w, mb] of settled.entries()) expect(mb).toBeLessThanOrEqual(loaded[w]! - 8);
+  }, 60_000);
 });
