@@ -5,7 +5,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import type { Service } from "../../api/services.ts";
 import type { Dataplane } from "./dataplane.ts";
 import { handleInbound } from "./inbound.ts";
@@ -117,6 +117,58 @@ describe("L7 chain (HTTP/1.1)", () => {
     }
     const retries = (await dp.metrics.retries.get()).values.reduce((n, v) => n + v.value, 0);
     expect(retries).toBeGreaterThanOrEqual(1); // round robin sends some first attempts to the 503 endpoint
+  });
+
+  it("mirrors a copy of each request, and counts the copies it could not deliver by reason", async () => {
+    const app = http.createServer((_, res) => res.end("app"));
+    let shadowServed = 0;
+    const shadow = http.createServer((_, res) => {
+      shadowServed++;
+      res.end("shadow");
+    });
+    const named = (name: string, vip: string, ports: number[]): Service => ({
+      ...service(ports, "http"),
+      name,
+      vip,
+      endpoints: ports.map((port, i) => ({ ip: "127.0.0.1", port, node: "node-a", pod: `${name}-${i}` })),
+    });
+    const mirrorTo = (path: string, backend: string) => ({
+      matches: [{ path: { type: "PathPrefix", value: path } }],
+      backendRefs: [{ name: "web" }],
+      filters: [{ type: "RequestMirror", requestMirror: { backendRef: { name: backend }, percent: 100 } }],
+    });
+    const route = {
+      kind: "HTTPRoute",
+      name: "web-mirrors",
+      namespace: "default",
+      spec: {
+        parentRefs: [{ name: "web" }],
+        rules: [mirrorTo("/ok", "shadow"), mirrorTo("/refused", "shadow-refused"), mirrorTo("/empty", "shadow-empty")],
+      },
+    };
+    const dp = loopbackDataplane(
+      [
+        named("web", VIP, [await listen(app)]),
+        named("shadow", "10.96.0.2", [await listen(shadow)]),
+        named("shadow-refused", "10.96.0.3", [await closedPort()]),
+        named("shadow-empty", "10.96.0.4", []),
+      ],
+      [route],
+    );
+    const port = await outboundListener(dp);
+    for (const path of ["/ok", "/refused", "/empty"]) {
+      for (let i = 0; i < 3; i++) expect((await get(port, path)).body).toBe("app"); // the client never sees a mirror
+    }
+    const counted = async () => {
+      const dropped = (await dp.metrics.mirrorDropped.get()).values;
+      const mirrored = (await dp.metrics.mirrored.get()).values;
+      return {
+        mirrored: mirrored.reduce((n, v) => n + v.value, 0),
+        ...Object.fromEntries(dropped.map((v) => [v.labels.reason, v.value])),
+      };
+    };
+    await vi.waitFor(async () => expect(await counted()).toEqual({ mirrored: 3, connect_failure: 3, no_endpoint: 3 }));
+    expect(shadowServed).toBe(3);
   });
 
   it("answers 404 NM_NO_ROUTE for a path no rule routes", async () => {

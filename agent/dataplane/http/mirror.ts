@@ -12,7 +12,6 @@ import type { Outcome } from "./attempt.ts";
 import { FixedBody, type RequestBody } from "./body.ts";
 import { throughAgent } from "./call.ts";
 import type { Downstream } from "./downstream.ts";
-import { IDEMPOTENT_METHODS } from "./headers.ts";
 import { startAttempt } from "./send.ts";
 
 const MIRROR_TIMEOUT_MS = 30_000;
@@ -46,8 +45,9 @@ export async function sendMirror(
     connectTimeoutMs: ctx.settings.connectTimeoutMs,
     idleTimeoutMs: backend.policy.idleTimeoutMs,
   };
-  const once = (): Promise<Outcome> =>
-    startAttempt(
+  let outcome: Outcome;
+  try {
+    const attempt = startAttempt(
       ctx,
       down.protocol,
       from,
@@ -63,21 +63,8 @@ export async function sendMirror(
       },
       MIRROR_TIMEOUT_MS,
       backend.route.id,
-    ).outcome;
-  let outcome: Outcome;
-  try {
-    outcome = await once();
-    // A pooled connection the server had just closed: sent again once, as the client's own
-    // request would be (the copy is not a retry).
-    if (
-      outcome.kind === "failure" &&
-      outcome.stale &&
-      outcome.class === "reset" &&
-      IDEMPOTENT_METHODS.has(down.method)
-    ) {
-      outcome = await once();
-    }
-    outcome = throughAgent(outcome, ep);
+    );
+    outcome = throughAgent(await attempt.outcome, ep);
   } catch {
     return dropped("connect_failure"); // e.g. no connection to the endpoint could be made
   }
