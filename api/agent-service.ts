@@ -27,6 +27,14 @@ export const NODE_SECRET_PATTERN = /^[A-Za-z0-9_-]{32,128}$/;
  * certificate was taken as the node's certificate (absent: the stream got in on the token).
  */
 export const NODE_CERTIFICATE_METADATA = "nodemesh-node-certificate";
+/**
+ * Header the controller answers an accepted Hello with, valued REPORT_PEERS_CHANGED_ONLY: it
+ * merges reports that carry only the peers probed since the previous one (Report.peersChangedOnly).
+ * An agent sends such reports only on a stream that said so, so an older controller keeps getting
+ * every probe.
+ */
+export const REPORT_PEERS_METADATA = "nodemesh-report-peers";
+export const REPORT_PEERS_CHANGED_ONLY = "changed-only";
 
 /** How agent.proto is loaded (see the top of this file). */
 export const PROTO_LOADER_OPTIONS = {
@@ -145,6 +153,8 @@ export interface Report {
   edges: EdgeSample[];
   /** Seconds since the previous report (or since the agent started). */
   intervalSeconds: number;
+  /** `peers` holds only the probes taken since the previous report on this stream (see agent.proto). */
+  peersChangedOnly?: boolean;
 }
 
 export interface PodsChanged {

@@ -21,7 +21,12 @@ import {
 } from "../../controller/config/testing/fixtures.ts";
 import { WorkloadCa } from "../../controller/identity/workload-ca.ts";
 import { MemoryStore } from "../../controller/store/memory-store.ts";
-import { ControllerClient, type ControllerClientOptions, POD_CHANGES_COALESCE_MS } from "./controller-client.ts";
+import {
+  ControllerClient,
+  type ControllerClientOptions,
+  POD_CHANGES_COALESCE_MS,
+  type ReportStream,
+} from "./controller-client.ts";
 import { NODE_CERT_FILE, NODE_KEY_FILE, NodeCertificate } from "./node-certificate.ts";
 import type { VersionedTable } from "./service-source.ts";
 
@@ -270,6 +275,45 @@ describe("ControllerClient", () => {
     // The full table went compressed: its plain form is over 120 KB.
     expect(bytes("zstd")).toBeGreaterThan(0);
     expect(bytes("zstd")).toBeLessThan(60_000);
+  });
+
+  it("names each report's stream, so a report can carry only the probes taken since the last on it", async () => {
+    const first = await startServer();
+    const streams: ReportStream[] = [];
+    const probe = (nodeName: string, rttMs: number) => ({ nodeName, rttMs, lossRatio: 0, error: "" });
+    const agent = startClient(first.port, {
+      report: async (stream) => {
+        const firstOnStream = !streams.some((s) => s.id === stream.id);
+        streams.push(stream);
+        return {
+          health: { ready: true, detail: "" },
+          pods: [],
+          traffic: { connectionsOpened: 0, connectionsClosed: 0, bytesReceived: 0, bytesSent: 0 },
+          // Both peers on a stream's first report; then node-c alone, probed again (RTT = reports so far).
+          ...(firstOnStream
+            ? { peers: [probe("node-b", 0.5), probe("node-c", 0.5)] }
+            : { peers: [probe("node-c", streams.length)], peersChangedOnly: stream.peersChangedOnly }),
+          edges: [],
+          intervalSeconds: 0.05,
+        };
+      },
+    });
+    // This controller merges such reports (its Hello answer says so): node-b's probe stays.
+    await eventually(() => expect(streams.length).toBeGreaterThanOrEqual(3));
+    expect(streams[0]).toEqual({ id: 1, peersChangedOnly: true });
+    await eventually(() => {
+      const peers = first.agents()[0]!.peers!;
+      expect(peers.map((p) => p.nodeName)).toEqual(["node-b", "node-c"]);
+      expect(peers[0]!.rttMs).toBe(0.5);
+      expect(peers[1]!.rttMs).toBeGreaterThan(1);
+    });
+    // A new stream (the controller restarted, its registry empty) is told apart.
+    await first.stop();
+    servers = [];
+    await eventually(() => expect(agent.client.status().connected).toBe(false));
+    const second = await startServer(first.port);
+    await eventually(() => expect(streams.at(-1)?.id).toBe(2));
+    await eventually(() => expect(second.agents()[0]?.peers?.map((p) => p.nodeName)).toEqual(["node-b", "node-c"]));
   });
 
   it("reconnects with backoff after the controller restarts, and resyncs", async () => {

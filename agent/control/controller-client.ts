@@ -28,6 +28,8 @@ import {
   type NodeFacts,
   type Peer,
   type PodsDelta,
+  REPORT_PEERS_CHANGED_ONLY,
+  REPORT_PEERS_METADATA,
   type RejectedObject,
   type Report,
   type WirePod,
@@ -107,7 +109,8 @@ export interface ControllerClientOptions {
   pods(): WirePod[];
   /** The enrolled pod of that "namespace/name", if it still is. */
   pod(key: string): WirePod | undefined;
-  report(): Promise<Report>;
+  /** The next report, for `stream` (what a report may leave out depends on it). */
+  report(stream: ReportStream): Promise<Report>;
   reportIntervalMs: number;
   /** Each time the stream comes up (the workload identities ask for their certificates then). */
   onConnected?: () => void;
@@ -115,6 +118,13 @@ export interface ControllerClientOptions {
   log: Logger;
   /** Whether a valid traffic object also compiles in the data plane (config-assembly.ts). */
   checkTraffic?: TrafficCheck;
+}
+
+/** The stream a report goes on: a new one each time the stream comes up. */
+export interface ReportStream {
+  readonly id: number;
+  /** The controller merges reports that carry only the probes taken since the previous one. */
+  readonly peersChangedOnly: boolean;
 }
 
 export interface ControllerStatus {
@@ -148,6 +158,9 @@ export class ControllerClient {
   private rejected: RejectedObject[] = [];
   private lastError: ControllerStatus["lastError"];
   private connected = false;
+  /** The stream up now; undefined while down. */
+  private stream: ReportStream | undefined;
+  private streamsUp = 0;
   /** Set once opts.node resolved, before the first connect. */
   private node: NodeDescription | undefined;
   /** Whether the stream being opened presents the node certificate. */
@@ -352,6 +365,10 @@ export class ControllerClient {
     this.connected = true;
     this.lastError = undefined;
     const onCertificate = headers.get(NODE_CERTIFICATE_METADATA)[0] === "accepted";
+    this.stream = {
+      id: ++this.streamsUp,
+      peersChangedOnly: headers.get(REPORT_PEERS_METADATA)[0] === REPORT_PEERS_CHANGED_ONLY,
+    };
     this.credential = onCertificate ? "node certificate" : "token";
     this.opts.log.info({ controller: this.opts.address, credential: this.credential }, "connected to the controller");
     if (this.presentingCertificate && !onCertificate) {
@@ -398,6 +415,7 @@ export class ControllerClient {
 
   private streamEnded(): void {
     this.connected = false;
+    this.stream = undefined;
     clearInterval(this.reportTimer);
     // Answers to this stream's requests will not come: their askers retry on the next stream.
     for (const answer of this.pendingCertificates.values()) {
@@ -480,8 +498,12 @@ export class ControllerClient {
   private async sendReport(): Promise<void> {
     this.refreshNodeCertificate(); // renewed at half-life, checked at the report's pace
     try {
-      const report = await this.opts.report();
-      if (this.connected) this.send({ kind: "report", report });
+      const stream = this.stream;
+      if (!stream) return;
+      const report = await this.opts.report(stream);
+      // Built for that stream: on another (it went down meanwhile) it could leave out what the
+      // controller at the other end never had.
+      if (this.stream === stream) this.send({ kind: "report", report });
     } catch (err) {
       this.opts.log.warn({ err: (err as Error).message }, "report not sent");
     }

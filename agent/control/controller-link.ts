@@ -114,7 +114,7 @@ export class ControllerLink {
         const pod = agent.pod(key);
         return pod && toWirePod(pod);
       },
-      report: async (): Promise<Report> => {
+      report: async (stream): Promise<Report> => {
         const now = Date.now();
         const intervalSeconds = (now - lastReportAt) / 1000;
         lastReportAt = now;
@@ -125,7 +125,7 @@ export class ControllerLink {
           // Read after the waits, as the report goes out: a PodsDelta sent meanwhile is not undone.
           pods: agent.pods().map(toWirePod),
           traffic,
-          peers: link?.latestProbes ?? [],
+          ...(link?.probeRounds.forReport(stream) ?? { peers: [] }),
           edges,
           intervalSeconds,
         };

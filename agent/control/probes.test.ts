@@ -64,6 +64,61 @@ describe("ProbeRounds", () => {
     expect(rtts(await rounds.round(changed))).toEqual({ a: 3, b: 4, c: 2, e: 3, f: 4 });
     expect(probed.at(-1)).toEqual(["f", "b"]);
   });
+
+  it("gives a report only the probes taken since the previous report on the same stream", async () => {
+    const { prober } = counting();
+    const rounds = new ProbeRounds(prober, 2);
+    const five = peersOf("a", "b", "c", "d", "e");
+    const partial = { id: 1, peersChangedOnly: true };
+    const names = (r: { peers: PeerProbe[] }) => r.peers.map((p) => p.nodeName);
+    // While the peers probed so far grow (rounds 1 to 3: a b, c d, e a), each report lists them all.
+    for (const expected of [
+      ["a", "b"],
+      ["a", "b", "c", "d"],
+      ["a", "b", "c", "d", "e"],
+    ]) {
+      await rounds.round(five);
+      const r = rounds.forReport(partial);
+      expect([names(r), r.peersChangedOnly]).toEqual([expected, undefined]);
+    }
+    await rounds.round(five); // round 4: b, c
+    expect(rounds.forReport(partial)).toEqual({
+      peers: [
+        { nodeName: "b", rttMs: 4, lossRatio: 0, error: "" },
+        { nodeName: "c", rttMs: 4, lossRatio: 0, error: "" },
+      ],
+      peersChangedOnly: true,
+    });
+    expect(rounds.forReport(partial)).toEqual({ peers: [], peersChangedOnly: true }); // nothing probed since
+    // A new stream (the controller may have restarted), or a controller that merges nothing: all.
+    await rounds.round(five);
+    expect(names(rounds.forReport({ id: 2, peersChangedOnly: true }))).toEqual(["a", "b", "c", "d", "e"]);
+    expect(rounds.forReport({ id: 2, peersChangedOnly: false }).peersChangedOnly).toBeUndefined();
+    // A node joined: the peers listed changed, so the next report lists them all.
+    await rounds.round(peersOf("a", "b", "c", "d", "e", "f"));
+    const joined = rounds.forReport({ id: 2, peersChangedOnly: true });
+    expect([names(joined), joined.peersChangedOnly]).toEqual([["a", "b", "c", "d", "e", "f"], undefined]);
+  });
+
+  it("does not count a round still in progress as reported", async () => {
+    let answer: (probes: PeerProbe[]) => void = () => {};
+    const rounds = new ProbeRounds({ probe: () => new Promise<PeerProbe[]>((r) => (answer = r)) }, 2);
+    const stream = { id: 1, peersChangedOnly: true };
+    const probeOfA = (rttMs: number) => ({ nodeName: "a", rttMs, lossRatio: 0, error: "" });
+    const round = async (rttMs: number) => {
+      const pending = rounds.round(peersOf("a"));
+      answer([probeOfA(rttMs)]);
+      await pending;
+    };
+    await round(1);
+    expect(rounds.forReport(stream)).toEqual({ peers: [probeOfA(1)] });
+    const second = rounds.round(peersOf("a"));
+    // A report while round 2 is under way: nothing new yet, and round 2 is not taken as reported.
+    expect(rounds.forReport(stream)).toEqual({ peers: [], peersChangedOnly: true });
+    answer([probeOfA(2)]);
+    await second;
+    expect(rounds.forReport(stream)).toEqual({ peers: [probeOfA(2)], peersChangedOnly: true });
+  });
 });
 
 describe("PeerProber in a namespace pair", () => {

@@ -7,7 +7,7 @@
 
 import { randomInt } from "node:crypto";
 import { createRequire } from "node:module";
-import type { Peer, PeerProbe } from "../../api/agent-service.ts";
+import type { Peer, PeerProbe, Report } from "../../api/agent-service.ts";
 
 interface PingSession {
   pingHost(target: string, callback: (error: Error | null, target: string) => void): void;
@@ -40,13 +40,22 @@ export function summarizeProbes(nodeName: string, rttsMs: readonly (number | und
   return { nodeName, rttMs, lossRatio, error: "" };
 }
 
-/** Rounds of probes with a budget (MAX_PEERS_PER_ROUND): what each round reports is every listed peer's latest probe. */
+/**
+ * Rounds of probes with a budget (MAX_PEERS_PER_ROUND): each round gives every listed peer's latest
+ * probe; a report is given those, or only those taken since the previous report (forReport).
+ */
 export class ProbeRounds {
   readonly #prober: Pick<PeerProber, "probe">;
   readonly #maxPerRound: number;
   /** The latest probe of each peer, and the round that took it. */
   readonly #latest = new Map<string, { probe: PeerProbe; round: number }>();
   #round = 0;
+  /** The last round whose probes have landed (a round in progress has not). */
+  #completed = 0;
+  /** What the last round returned. */
+  #listed: PeerProbe[] = [];
+  /** What the last report was given: its stream, the last round it saw, the peers it listed. */
+  #reported: { streamId: number; round: number; peers: string } | undefined;
 
   constructor(prober: Pick<PeerProber, "probe">, maxPerRound = MAX_PEERS_PER_ROUND) {
     this.#prober = prober;
@@ -63,9 +72,27 @@ export class ProbeRounds {
     // A stable sort: peers last probed in the same round keep the list's order.
     const due = [...peers].sort((a, b) => lastRound(a) - lastRound(b)).slice(0, this.#maxPerRound);
     for (const probe of await this.#prober.probe(due)) this.#latest.set(probe.nodeName, { probe, round });
+    this.#completed = round;
     const listed = new Set(peers.map((p) => p.name));
     for (const name of this.#latest.keys()) if (!listed.has(name)) this.#latest.delete(name);
-    return peers.flatMap((p) => this.#latest.get(p.name)?.probe ?? []);
+    this.#listed = peers.flatMap((p) => this.#latest.get(p.name)?.probe ?? []);
+    return this.#listed;
+  }
+
+  /**
+   * The probes a report carries: on a stream whose controller takes partial reports
+   * (Report.peersChangedOnly), and whose previous report listed the same peers, only those
+   * taken since that report; otherwise every listed peer's latest (the first report on a
+   * stream, or after nodes joined or left).
+   */
+  forReport(stream: { id: number; peersChangedOnly: boolean }): Pick<Report, "peers" | "peersChangedOnly"> {
+    const all = this.#listed;
+    const peers = all.map((p) => p.nodeName).join("\n");
+    const before = this.#reported;
+    this.#reported = { streamId: stream.id, round: this.#completed, peers };
+    if (!stream.peersChangedOnly || before?.streamId !== stream.id || before.peers !== peers) return { peers: all };
+    const changed = all.filter((p) => this.#latest.get(p.nodeName)!.round > before.round);
+    return { peers: changed, peersChangedOnly: true };
   }
 }
 

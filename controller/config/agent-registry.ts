@@ -40,7 +40,7 @@ export interface AgentStatus {
   /** The last refusal; cleared by a later ACK of a newer version. */
   lastNack?: { version: string; error: string; at: string };
   /** The report's own fields; its pods and probes are `pods` and `peers`, its edges the service graph's. */
-  lastReport?: Omit<Report, "edges" | "pods" | "peers"> & { at: string };
+  lastReport?: Omit<Report, "edges" | "pods" | "peers" | "peersChangedOnly"> & { at: string };
   /** The agent's latest probes of the other nodes (RTT, loss); left out when only the summary is asked for. */
   peers?: PeerProbe[];
   peerSummary: PeerSummary;
@@ -216,9 +216,12 @@ export class AgentRegistry {
     const record = this.nodes.get(node);
     if (!record) return;
     // Edges go to the traffic window; the status keeps the report's small parts only.
-    const { edges: _edges, pods: _pods, peers, ...rest } = report;
+    const { edges: _edges, pods: _pods, peers, peersChangedOnly, ...rest } = report;
     record.status.lastReport = { ...rest, at: now.toISOString() };
-    record.probes = PeerProbes.from(peers, (name) => this.nodes.get(name)?.status.node ?? name, record.probes);
+    const intern = (name: string) => this.nodes.get(name)?.status.node ?? name;
+    record.probes = peersChangedOnly
+      ? record.probes.updated(peers, intern)
+      : PeerProbes.from(peers, intern, record.probes);
     // Reports carry the pods too: a missed PodsChanged heals at the next report.
     this.podsChanged(node, report.pods);
   }

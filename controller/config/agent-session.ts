@@ -14,6 +14,8 @@ import {
   type Hello,
   NODE_CERTIFICATE_METADATA,
   type PodsDelta,
+  REPORT_PEERS_CHANGED_ONLY,
+  REPORT_PEERS_METADATA,
   type RejectedObject,
   type Report,
   type WirePod,
@@ -151,9 +153,11 @@ export class AgentSession {
           }
           this.nodeName = hello.nodeName;
           this.configEncoding = pickConfigEncoding(hello.configEncodings);
-          // Lets the agent know it is connected before any Config, and whether on its node certificate.
+          // Lets the agent know it is connected before any Config, whether on its node certificate,
+          // and that its reports may carry only the probes taken since the previous one.
           const headers = new Metadata();
           if (certificate) headers.set(NODE_CERTIFICATE_METADATA, "accepted");
+          headers.set(REPORT_PEERS_METADATA, REPORT_PEERS_CHANGED_ONLY);
           this.call.sendMetadata(headers);
           this.sendLatest();
           for (const queuedMsg of queued) this.receive(queuedMsg);

@@ -11,6 +11,16 @@ const probes: PeerProbe[] = [
   { nodeName: "node-d", rttMs: 17.5, lossRatio: 1 / 3, error: "" },
 ];
 
+/** An intern that keeps each name and records the names it was asked for. */
+function namesAskedFor() {
+  const asked: string[] = [];
+  const intern = (name: string) => {
+    asked.push(name);
+    return name;
+  };
+  return { asked, intern };
+}
+
 describe("PeerProbes", () => {
   it("reads back what was reported: names, RTTs, losses and errors", () => {
     expect(PeerProbes.from(probes, (name) => name).list()).toEqual(probes);
@@ -39,16 +49,32 @@ describe("PeerProbes", () => {
   });
 
   it("asks for a name only where the round does not line up with the previous one", () => {
-    const asked: string[] = [];
-    const intern = (name: string) => {
-      asked.push(name);
-      return name;
-    };
+    const { asked, intern } = namesAskedFor();
     const first = PeerProbes.from(probes, intern);
     asked.length = 0;
     const reordered = [probes[0]!, probes[2]!, probes[1]!, probes[3]!];
     expect(PeerProbes.from(reordered, intern, first).list()).toEqual(reordered);
     expect(asked).toEqual(["node-c", "node-b"]);
+  });
+
+  it("takes in only the peers probed since (peersChangedOnly): the rest keep their probes", () => {
+    const { asked, intern } = namesAskedFor();
+    const held = PeerProbes.from(probes, intern);
+    asked.length = 0;
+    const changed: PeerProbe[] = [
+      { nodeName: "node-c", rttMs: 0.25, lossRatio: 0, error: "" }, // reachable again: its error goes
+      { nodeName: "node-a", rttMs: 0, lossRatio: 1, error: "sendto: EPERM" },
+    ];
+    const next = held.updated(changed, intern);
+    expect(next.list()).toEqual([changed[1], probes[1], changed[0], probes[3]]);
+    expect(asked).toEqual([]); // every name was held
+    expect(held.list()).toEqual(probes); // the previous rows stay as they were (a list may be reading them)
+    expect(next.summary()).toMatchObject({ probed: 4, unreachable: 2, lossy: 1, rttMaxMs: 17.5 });
+    // A peer not held (a node that joined) is added at the end; nothing changed, nothing new.
+    const joined = { nodeName: "node-e", rttMs: 1, lossRatio: 0, error: "" };
+    expect(next.updated([joined], intern).list()).toEqual([changed[1], probes[1], changed[0], probes[3], joined]);
+    expect(asked).toEqual(["node-e"]);
+    expect(next.updated([], intern)).toBe(next);
   });
 });
 
@@ -86,5 +112,17 @@ describe("AgentRegistry's reports", () => {
     // A reconnecting agent keeps its last probes until it reports again.
     registry.connected(hello("node-a"), {}, new Date());
     expect(registry.list()[0]!.peers).toEqual(probes.slice(0, 2));
+  });
+
+  it("merges a report of the probes taken since the previous one, and replaces them on a full one", () => {
+    const registry = new AgentRegistry({ forgetAfterMs: 60_000, onTopologyChange: () => {} });
+    registry.connected(hello("node-a"), {}, new Date());
+    registry.reported("node-a", report(probes), new Date());
+    const node_b = { nodeName: "node-b", rttMs: 0.5, lossRatio: 0, error: "" };
+    registry.reported("node-a", { ...report([node_b]), peersChangedOnly: true }, new Date());
+    expect(registry.list()[0]!.peers).toEqual([probes[0], node_b, probes[2], probes[3]]);
+    expect(registry.list()[0]!.lastReport).not.toHaveProperty("peersChangedOnly");
+    registry.reported("node-a", { ...report([node_b]), peersChangedOnly: false }, new Date());
+    expect(registry.list()[0]!.peers).toEqual([node_b]);
   });
 });

@@ -18,6 +18,8 @@ export class PeerProbes {
   private readonly errors: ReadonlyMap<number, string> | undefined;
   /** Worked out at the first read: the rows are immutable, and a dashboard reads every 2 s. */
   private summarized: PeerSummary | undefined;
+  /** Row of each peer, built at the first partial report and handed on while the names stay. */
+  private nameRows: Map<string, number> | undefined;
 
   private constructor(
     names: readonly string[],
@@ -56,6 +58,43 @@ export class PeerProbes {
       return before === p.nodeName ? before : intern(p.nodeName);
     });
     return new PeerProbes(names, rttMs, lossRatio, errors.size > 0 ? errors : undefined);
+  }
+
+  /**
+   * These probes with `changed` taken in (a report with peersChangedOnly): each changed peer's row
+   * replaced, one not held appended; every other peer keeps its probe.
+   */
+  updated(changed: readonly PeerProbe[], intern: (nodeName: string) => string): PeerProbes {
+    if (changed.length === 0) return this;
+    let rows = this.rowOfName();
+    const added: string[] = [];
+    for (const p of changed) {
+      if (rows.has(p.nodeName)) continue;
+      if (added.length === 0) rows = new Map(rows);
+      rows.set(p.nodeName, this.names.length + added.length);
+      added.push(intern(p.nodeName));
+    }
+    const names = added.length > 0 ? [...this.names, ...added] : this.names;
+    const rttMs = new Float64Array(names.length);
+    const lossRatio = new Float64Array(names.length);
+    rttMs.set(this.rttMs);
+    lossRatio.set(this.lossRatio);
+    const errors = new Map(this.errors);
+    for (const p of changed) {
+      const i = rows.get(p.nodeName)!;
+      rttMs[i] = p.rttMs;
+      lossRatio[i] = p.lossRatio;
+      if (p.error) errors.set(i, p.error);
+      else errors.delete(i);
+    }
+    const next = new PeerProbes(names, rttMs, lossRatio, errors.size > 0 ? errors : undefined);
+    next.nameRows = rows; // shared while the names stay: the next report needs no new map
+    return next;
+  }
+
+  private rowOfName(): Map<string, number> {
+    this.nameRows ??= new Map(this.names.map((name, i) => [name, i]));
+    return this.nameRows;
   }
 
   summary(): PeerSummary {

@@ -11,8 +11,8 @@
 // --quick is 200 agents × 2000 services × 10000 endpoints. --cpu-prof DIR runs the controller with
 // node's --cpu-prof and writes its profile there. --plain-configs: the agents list no config
 // encoding in their Hello, so every Config comes plain (as before compressed Configs, issue 16).
-// --steady-s: after the rest, every agent reports as a real one does (its pods, a probe of every
-// other node, a few edges, every 5 s) for this long, and the controller's CPU and memory under
+// --steady-s: after the rest, every agent reports as a real one does (its pods, its probes of the
+// other nodes: all of them first, then the 64 of a round; a few edges; every 5 s) for this long, and the controller's CPU and memory under
 // those reports are measured (0: skipped). Last, the agents list is read once with every probe,
 // once with summaries only (?peers=summary), and with summaries and pod counts (&pods=count), as
 // the dashboard reads it.
@@ -28,6 +28,7 @@ import type { WirePod } from "../../api/agent-service.ts";
 import { CONTROLLER_PROCESS } from "../../api/process-settings.ts";
 import {
   FleetAgent,
+  PEERS_PER_ROUND,
   type SteadyReports,
   TableCache,
   type TableSummary,
@@ -608,7 +609,7 @@ async function main(): Promise<void> {
       ...(steady
         ? ([
             [
-              `steady reports (every ${REPORT_INTERVAL_MS / 1000} s, ${agents} peers and ${EDGES_PER_REPORT} edges each), ${steadyS} s`,
+              `steady reports (every ${REPORT_INTERVAL_MS / 1000} s, ${agents} peers then ${PEERS_PER_ROUND}, and ${EDGES_PER_REPORT} edges each), ${steadyS} s`,
               `${steady.reports} reports; controller CPU ${result.steadyControllerCpuPerS} s/s, RSS before / mean / max / last ${result.steadyControllerRssBeforeMB} / ${result.steadyControllerRssMeanMB} / ${result.steadyControllerRssMaxMB} / ${result.steadyControllerRssLastMB} MB; agent processes' CPU ${result.steadyFleetCpuPerS} s/s`,
             ],
           ] as Array<[string, string]>)

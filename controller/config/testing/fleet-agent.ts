@@ -14,6 +14,8 @@ import {
   type CompressedConfig,
   NODE_SECRET_METADATA,
   type PeerProbe,
+  REPORT_PEERS_CHANGED_ONLY,
+  REPORT_PEERS_METADATA,
   type Report,
   type WirePod,
 } from "../../../api/agent-service.ts";
@@ -166,6 +168,9 @@ export interface FleetAgentOptions {
   onApplied?: (agent: FleetAgent, atMs: number) => void;
 }
 
+/** Peers a real agent probes per round (agent/control/probes.ts MAX_PEERS_PER_ROUND, not imported: it loads net-ping). */
+export const PEERS_PER_ROUND = 64;
+
 /** A steady report's traffic: what a node serving a few edges sends every interval. */
 export interface SteadyReports {
   intervalMs: number;
@@ -192,6 +197,8 @@ export class FleetAgent {
   private readonly call: RawCall;
   private reportTimer: NodeJS.Timeout | undefined;
   reportsSent = 0;
+  /** The controller merges reports of the probes taken since the last (its Hello answer said so). */
+  private peersChangedOnly = false;
 
   constructor(opts: FleetAgentOptions) {
     this.opts = opts;
@@ -206,6 +213,9 @@ export class FleetAgent {
     metadata.set(NODE_SECRET_METADATA, simNodeSecret(opts.node));
     this.call = (this.client as unknown as { Connect(m: Metadata): RawCall }).Connect(metadata);
     this.call.on("data", (bytes: Buffer) => this.receive(bytes));
+    this.call.on("metadata", (headers: Metadata) => {
+      this.peersChangedOnly = headers.get(REPORT_PEERS_METADATA)[0] === REPORT_PEERS_CHANGED_ONLY;
+    });
     this.call.on("error", (err: { code: number; details: string }) => {
       this.status ??= { code: err.code, details: err.details };
     });
@@ -255,7 +265,8 @@ export class FleetAgent {
 
   /**
    * Reports as a real agent sends them (agent/control/controller-link.ts): its pods, counters,
-   * a probe of every peer and its edges, every `intervalMs`, the first after a random share of it
+   * the probes of every peer (then, to a controller that merges them, of one round's peers) and its
+   * edges, every `intervalMs`, the first after a random share of it
    * (agents do not start together).
    */
   startReports(steady: SteadyReports): void {
@@ -275,11 +286,21 @@ export class FleetAgent {
       bytesReceived: 120_000,
       latencyBuckets: LATENCY_BUCKETS_MS.map((_, b) => b + 1),
     }));
+    const all = steady.peers;
+    // After the first, a report carries one round's probes, as a real agent's does to a controller
+    // that merges them: PEERS_PER_ROUND peers, the next ones each time.
+    const round = (n: number) =>
+      Array.from(
+        { length: Math.min(PEERS_PER_ROUND, all.length) },
+        (_, i) => all[(n * PEERS_PER_ROUND + i) % all.length]!,
+      );
     const report = (): Report => ({
       health: { ready: true, detail: "" },
       pods: this.opts.pods,
       traffic: { connectionsOpened: 10, connectionsClosed: 9, bytesReceived: 1e6, bytesSent: 2e6 },
-      peers: steady.peers,
+      ...(this.reportsSent > 0 && this.peersChangedOnly
+        ? { peers: round(this.reportsSent - 1), peersChangedOnly: true }
+        : { peers: all }),
       edges,
       intervalSeconds: steady.intervalMs / 1000,
     });
