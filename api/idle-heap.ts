@@ -22,8 +22,8 @@
 //
 // A data-plane worker is armed by its own load as well (`armWhenBusy`): a saturation grows its
 // committed heap to 38–42 MB, two thirds of it young generation, which stayed once the load was
-// over, until the next enrollment. A look that finds the worker busy arms the collector, so the collection comes once
-// the load is over and the worker quiet again, never under load.
+// over, until the next enrollment. A look that finds the worker busy arms the collector, so the
+// collection comes once the load is over and the worker quiet again, never under load.
 //
 // The collection needs `gc`, which node exposes with --expose-gc (api/process-settings.ts);
 // without it this does nothing.
