@@ -220,7 +220,7 @@ export class AgentRegistry {
     record.status.lastReport = { ...rest, at: now.toISOString() };
     const intern = (name: string) => this.nodes.get(name)?.status.node ?? name;
     record.probes = peersChangedOnly
-      ? record.probes.updated(peers, intern)
+      ? record.probes.merged(peers, intern)
       : PeerProbes.from(peers, intern, record.probes);
     // Reports carry the pods too: a missed PodsChanged heals at the next report.
     this.podsChanged(node, report.pods);

@@ -60,21 +60,36 @@ describe("PeerProbes", () => {
   it("takes in only the peers probed since (peersChangedOnly): the rest keep their probes", () => {
     const { asked, intern } = namesAskedFor();
     const held = PeerProbes.from(probes, intern);
+    expect(held.summary()).toMatchObject({ unreachable: 2, rttMaxMs: 17.5, slowestPeer: "node-d" });
     asked.length = 0;
     const changed: PeerProbe[] = [
       { nodeName: "node-c", rttMs: 0.25, lossRatio: 0, error: "" }, // reachable again: its error goes
       { nodeName: "node-a", rttMs: 0, lossRatio: 1, error: "sendto: EPERM" },
+      { nodeName: "node-d", rttMs: 0.5, lossRatio: 0, error: "" },
     ];
-    const next = held.updated(changed, intern);
-    expect(next.list()).toEqual([changed[1], probes[1], changed[0], probes[3]]);
-    expect(asked).toEqual([]); // every name was held
-    expect(held.list()).toEqual(probes); // the previous rows stay as they were (a list may be reading them)
-    expect(next.summary()).toMatchObject({ probed: 4, unreachable: 2, lossy: 1, rttMaxMs: 17.5 });
-    // A peer not held (a node that joined) is added at the end; nothing changed, nothing new.
+    // Every name held: the rows are written in place, and the summary is worked out again.
+    expect(held.merged(changed, intern)).toBe(held);
+    expect(held.list()).toEqual([changed[1], probes[1], changed[0], changed[2]]);
+    expect(asked).toEqual([]);
+    expect(held.summary()).toEqual({
+      probed: 4,
+      unreachable: 2,
+      lossy: 0,
+      rttMedianMs: 0.25,
+      rttMaxMs: 0.5,
+      slowestPeer: "node-d",
+    });
+    // A peer not held (a node that joined) grows the rows, into new ones; nothing changed, nothing new.
     const joined = { nodeName: "node-e", rttMs: 1, lossRatio: 0, error: "" };
-    expect(next.updated([joined], intern).list()).toEqual([changed[1], probes[1], changed[0], probes[3], joined]);
+    const grown = held.merged([joined, { ...changed[0]!, rttMs: 0.75 }], intern);
+    expect(grown).not.toBe(held);
+    expect(grown.list()).toEqual([changed[1], probes[1], { ...changed[0], rttMs: 0.75 }, changed[2], joined]);
+    expect(held.list()).toHaveLength(4);
     expect(asked).toEqual(["node-e"]);
-    expect(next.updated([], intern)).toBe(next);
+    expect(grown.merged([], intern)).toBe(grown);
+    // The shared empty rows are never written: what is reported to them has joined.
+    expect(PeerProbes.NONE.merged([joined], intern).list()).toEqual([joined]);
+    expect(PeerProbes.NONE.list()).toEqual([]);
   });
 });
 

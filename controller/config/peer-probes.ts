@@ -4,7 +4,8 @@
 // decoded, they lived just long enough to be promoted and then died in the old generation: the
 // controller's RSS under a 1000-node fleet's steady reports was 510 MB on average and 630–720 at
 // most; held as numbers, 325 and 340 (test/bench/control-plane.ts --steady-s; an unchanged pod
-// list not taken again is part of it, agent-registry.ts).
+// list not taken again is part of it, agent-registry.ts). A stream's later reports carry only the
+// probes taken since the previous one (Report.peersChangedOnly), written into these rows in place.
 
 import type { PeerProbe, PeerSummary } from "../../api/agent-service.ts";
 
@@ -15,17 +16,17 @@ export class PeerProbes {
   private readonly rttMs: Float64Array;
   private readonly lossRatio: Float64Array;
   /** By probe index; a round usually has none, or the same one for every peer. */
-  private readonly errors: ReadonlyMap<number, string> | undefined;
-  /** Worked out at the first read: the rows are immutable, and a dashboard reads every 2 s. */
+  private errors: Map<number, string> | undefined;
+  /** Worked out at the first read after a change: a dashboard reads every 2 s, reports come every 5. */
   private summarized: PeerSummary | undefined;
-  /** Row of each peer, built at the first partial report and handed on while the names stay. */
+  /** Row of each peer, built at the first partial report. */
   private nameRows: Map<string, number> | undefined;
 
   private constructor(
     names: readonly string[],
     rttMs: Float64Array,
     lossRatio: Float64Array,
-    errors: ReadonlyMap<number, string> | undefined,
+    errors: Map<number, string> | undefined,
   ) {
     this.names = names;
     this.rttMs = rttMs;
@@ -61,35 +62,41 @@ export class PeerProbes {
   }
 
   /**
-   * These probes with `changed` taken in (a report with peersChangedOnly): each changed peer's row
-   * replaced, one not held appended; every other peer keeps its probe.
+   * Takes in `changed` (a report with peersChangedOnly): each changed peer's row is written in
+   * place, so a 1000-node fleet's reports allocate nothing here; a peer not held (a node that
+   * joined) grows the rows into new ones. Returns what holds the rows now: these, or the grown.
    */
-  updated(changed: readonly PeerProbe[], intern: (nodeName: string) => string): PeerProbes {
+  merged(changed: readonly PeerProbe[], intern: (nodeName: string) => string): PeerProbes {
     if (changed.length === 0) return this;
-    let rows = this.rowOfName();
-    const added: string[] = [];
-    for (const p of changed) {
-      if (rows.has(p.nodeName)) continue;
-      if (added.length === 0) rows = new Map(rows);
-      rows.set(p.nodeName, this.names.length + added.length);
-      added.push(intern(p.nodeName));
-    }
-    const names = added.length > 0 ? [...this.names, ...added] : this.names;
-    const rttMs = new Float64Array(names.length);
-    const lossRatio = new Float64Array(names.length);
+    const rows = this.rowOfName();
+    const joined = changed.filter((p) => !rows.has(p.nodeName));
+    // NONE holds no rows, so it is never written: everything reported to it has joined.
+    const into = joined.length === 0 ? this : this.grownBy(joined.map((p) => intern(p.nodeName)));
+    into.write(changed);
+    return into;
+  }
+
+  private grownBy(names: readonly string[]): PeerProbes {
+    const grown = [...this.names, ...names];
+    const rttMs = new Float64Array(grown.length);
+    const lossRatio = new Float64Array(grown.length);
     rttMs.set(this.rttMs);
     lossRatio.set(this.lossRatio);
-    const errors = new Map(this.errors);
+    return new PeerProbes(grown, rttMs, lossRatio, this.errors && new Map(this.errors));
+  }
+
+  private write(changed: readonly PeerProbe[]): void {
+    const rows = this.rowOfName();
+    const errors = this.errors ?? new Map<number, string>();
     for (const p of changed) {
       const i = rows.get(p.nodeName)!;
-      rttMs[i] = p.rttMs;
-      lossRatio[i] = p.lossRatio;
+      this.rttMs[i] = p.rttMs;
+      this.lossRatio[i] = p.lossRatio;
       if (p.error) errors.set(i, p.error);
       else errors.delete(i);
     }
-    const next = new PeerProbes(names, rttMs, lossRatio, errors.size > 0 ? errors : undefined);
-    next.nameRows = rows; // shared while the names stay: the next report needs no new map
-    return next;
+    this.errors = errors.size > 0 ? errors : undefined;
+    this.summarized = undefined;
   }
 
   private rowOfName(): Map<string, number> {
