@@ -157,8 +157,7 @@ export class ControllerClient {
   private lastNack: ControllerStatus["lastNack"];
   private rejected: RejectedObject[] = [];
   private lastError: ControllerStatus["lastError"];
-  private connected = false;
-  /** The stream up now; undefined while down. */
+  /** The stream up now; undefined while down (not connected). */
   private stream: ReportStream | undefined;
   private streamsUp = 0;
   /** Set once opts.node resolved, before the first connect. */
@@ -178,6 +177,10 @@ export class ControllerClient {
   /** Certificate requests waiting for their answer, by request id. */
   private readonly pendingCertificates = new Map<string, (reply: CertificateReply) => void>();
   private nextRequestId = 0;
+
+  private get connected(): boolean {
+    return this.stream !== undefined;
+  }
 
   constructor(opts: ControllerClientOptions) {
     this.opts = opts;
@@ -362,13 +365,12 @@ export class ControllerClient {
 
   private streamUp(call: AgentCall, headers: Metadata): void {
     if (call !== this.call || this.connected) return;
-    this.connected = true;
-    this.lastError = undefined;
-    const onCertificate = headers.get(NODE_CERTIFICATE_METADATA)[0] === "accepted";
     this.stream = {
       id: ++this.streamsUp,
       peersChangedOnly: headers.get(REPORT_PEERS_METADATA)[0] === REPORT_PEERS_CHANGED_ONLY,
     };
+    this.lastError = undefined;
+    const onCertificate = headers.get(NODE_CERTIFICATE_METADATA)[0] === "accepted";
     this.credential = onCertificate ? "node certificate" : "token";
     this.opts.log.info({ controller: this.opts.address, credential: this.credential }, "connected to the controller");
     if (this.presentingCertificate && !onCertificate) {
@@ -414,7 +416,6 @@ export class ControllerClient {
   }
 
   private streamEnded(): void {
-    this.connected = false;
     this.stream = undefined;
     clearInterval(this.reportTimer);
     // Answers to this stream's requests will not come: their askers retry on the next stream.
