@@ -14,7 +14,8 @@ interface PingSession {
   close(): void;
   on(event: "error", listener: (error: Error) => void): void;
 }
-const ping = createRequire(import.meta.url)("net-ping") as { createSession(options: object): PingSession };
+/** net-ping, loaded at the first prober (its native raw-socket addon): importing ProbeRounds needs none. */
+const ping = () => createRequire(import.meta.url)("net-ping") as { createSession(options: object): PingSession };
 
 export interface ProbeOptions {
   /** Echo requests per peer per round (one at a time, so a round lasts up to count × timeout). */
@@ -111,7 +112,7 @@ export class PeerProber {
     const prober = new PeerProber(opts);
     try {
       // Our own session id keeps replies to several probers in one process apart.
-      const session = ping.createSession({ retries: 0, timeout: opts.timeoutMs, sessionId: randomInt(1, 65535) });
+      const session = ping().createSession({ retries: 0, timeout: opts.timeoutMs, sessionId: randomInt(1, 65535) });
       session.on("error", (err) => {
         prober.failure = `ICMP socket failed: ${err.message}`;
         prober.close();

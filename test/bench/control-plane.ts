@@ -24,11 +24,11 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { MAX_PEERS_PER_ROUND } from "../../agent/control/probes.ts";
 import type { WirePod } from "../../api/agent-service.ts";
 import { CONTROLLER_PROCESS } from "../../api/process-settings.ts";
 import {
   FleetAgent,
-  PEERS_PER_ROUND,
   type SteadyReports,
   TableCache,
   type TableSummary,
@@ -609,7 +609,7 @@ async function main(): Promise<void> {
       ...(steady
         ? ([
             [
-              `steady reports (every ${REPORT_INTERVAL_MS / 1000} s, ${agents} peers then ${PEERS_PER_ROUND}, and ${EDGES_PER_REPORT} edges each), ${steadyS} s`,
+              `steady reports (every ${REPORT_INTERVAL_MS / 1000} s, ${agents} peers then ${MAX_PEERS_PER_ROUND}, and ${EDGES_PER_REPORT} edges each), ${steadyS} s`,
               `${steady.reports} reports; controller CPU ${result.steadyControllerCpuPerS} s/s, RSS before / mean / max / last ${result.steadyControllerRssBeforeMB} / ${result.steadyControllerRssMeanMB} / ${result.steadyControllerRssMaxMB} / ${result.steadyControllerRssLastMB} MB; agent processes' CPU ${result.steadyFleetCpuPerS} s/s`,
             ],
           ] as Array<[string, string]>)

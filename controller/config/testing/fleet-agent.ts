@@ -8,6 +8,7 @@
 // the first Config reaching a version is read, the others adopt the result.
 import { type ClientDuplexStream, credentials, Metadata, makeGenericClientConstructor } from "@grpc/grpc-js";
 import protobuf from "protobufjs/minimal.js";
+import { MAX_PEERS_PER_ROUND } from "../../../agent/control/probes.ts";
 import {
   type AgentMessage,
   agentServiceDefinition,
@@ -168,9 +169,6 @@ export interface FleetAgentOptions {
   onApplied?: (agent: FleetAgent, atMs: number) => void;
 }
 
-/** Peers a real agent probes per round (agent/control/probes.ts MAX_PEERS_PER_ROUND, not imported: it loads net-ping). */
-export const PEERS_PER_ROUND = 64;
-
 /** A steady report's traffic: what a node serving a few edges sends every interval. */
 export interface SteadyReports {
   intervalMs: number;
@@ -288,11 +286,11 @@ export class FleetAgent {
     }));
     const all = steady.peers;
     // After the first, a report carries one round's probes, as a real agent's does to a controller
-    // that merges them: PEERS_PER_ROUND peers, the next ones each time.
+    // that merges them: MAX_PEERS_PER_ROUND peers, the next ones each time.
     const round = (n: number) =>
       Array.from(
-        { length: Math.min(PEERS_PER_ROUND, all.length) },
-        (_, i) => all[(n * PEERS_PER_ROUND + i) % all.length]!,
+        { length: Math.min(MAX_PEERS_PER_ROUND, all.length) },
+        (_, i) => all[(n * MAX_PEERS_PER_ROUND + i) % all.length]!,
       );
     const report = (): Report => ({
       health: { ready: true, detail: "" },
