@@ -6,8 +6,10 @@ import {
   CONFIG_ENCODINGS,
   compressConfigMessage,
   inflateConfig,
+  inflateConfigBytes,
   MAX_CONFIG_BYTES,
   pickConfigEncoding,
+  releaseConfigBytes,
 } from "./config-compression.ts";
 
 const serialize = agentServiceDefinition.Connect.responseSerialize as (msg: unknown) => Buffer;
@@ -118,6 +120,22 @@ describe("compressed Configs", () => {
     expect(pickConfigEncoding(["lz4", "__proto__", "toString"])).toBeUndefined();
     expect(pickConfigEncoding([])).toBeUndefined();
     expect(pickConfigEncoding(undefined)).toBeUndefined();
+  });
+
+  it("frees an inflated table at once, and never a small Buffer that may share its memory", () => {
+    const plain = serialize({ config: table(2000) });
+    const inflated = inflateConfigBytes(received(compressConfigMessage(plain, "7.3", "zstd")), MAX_CONFIG_BYTES);
+    expect(inflated.length).toBeGreaterThan(64 << 10);
+    releaseConfigBytes(inflated);
+    expect(inflated.length).toBe(0);
+    expect(inflated.buffer.byteLength).toBe(0);
+
+    // Small Buffers come from Node's shared pool: releasing one must not touch its neighbours.
+    const small = Buffer.from("a small config");
+    const neighbour = Buffer.from("its neighbour in the pool");
+    releaseConfigBytes(small);
+    expect(small.toString()).toBe("a small config");
+    expect(neighbour.toString()).toBe("its neighbour in the pool");
   });
 
   it("compresses only a ControllerMessage that holds a Config", () => {

@@ -20,7 +20,12 @@ import {
   type Report,
   type WirePod,
 } from "../../../api/agent-service.ts";
-import { CONFIG_ENCODINGS, inflateConfigBytes, MAX_CONFIG_BYTES } from "../../../api/config-compression.ts";
+import {
+  CONFIG_ENCODINGS,
+  inflateConfigBytes,
+  MAX_CONFIG_BYTES,
+  releaseConfigBytes,
+} from "../../../api/config-compression.ts";
 import { LATENCY_BUCKETS_MS } from "../../../api/service-graph.ts";
 import { SIM_NODE_FACTS, simNodeSecret } from "./fixtures.ts";
 
@@ -59,18 +64,22 @@ interface ConfigHead {
   baseVersion: string;
 }
 
-/** ControllerMessage → its Config's bytes (a view of a plain one; a compressed one inflated, as an agent must). */
-function configBytes(bytes: Buffer): Uint8Array {
+/**
+ * ControllerMessage → its Config's bytes: a view of a plain one, or a compressed one inflated, as an
+ * agent must (`inflated`: the agent frees those once read, as the real one does).
+ */
+function configBytes(bytes: Buffer): { config: Uint8Array; inflated?: Buffer } {
   let config: Uint8Array | undefined;
+  let inflated: Buffer | undefined;
   fields(bytes, (field, r) => {
     if (config) return false;
     if (field === 1) config = r.bytes();
-    else if (field === 3) config = inflateConfigBytes(readCompressed(r.bytes()), MAX_CONFIG_BYTES);
+    else if (field === 3) config = inflated = inflateConfigBytes(readCompressed(r.bytes()), MAX_CONFIG_BYTES);
     else return false;
     return true;
   });
   if (!config) throw new Error("a ControllerMessage without a Config");
-  return config;
+  return { config, inflated };
 }
 
 function readCompressed(bytes: Uint8Array): CompressedConfig {
@@ -240,7 +249,15 @@ export class FleetAgent {
   private receive(bytes: Buffer): void {
     const atMs = wallClockMs();
     this.bytesReceived += bytes.length;
-    const config = configBytes(bytes);
+    const { config, inflated } = configBytes(bytes);
+    try {
+      this.apply(config, atMs);
+    } finally {
+      if (inflated) releaseConfigBytes(inflated);
+    }
+  }
+
+  private apply(config: Uint8Array, atMs: number): void {
     const head = readHead(config);
     this.received.push({ storeVersion: Number(head.version.split(".")[0]), atMs });
     if (!head.full && head.baseVersion !== this.table?.version) {
