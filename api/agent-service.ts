@@ -5,7 +5,7 @@
 // (so strings are "" and lists [] when unset) and `kind` naming the member set in each oneof.
 
 import { fileURLToPath } from "node:url";
-import type { ServiceDefinition } from "@grpc/grpc-js";
+import type { Metadata, ServiceDefinition } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { canonicalJson } from "./canonical-json.ts";
 import type { EdgeSample } from "./service-graph.ts";
@@ -35,6 +35,10 @@ export const NODE_CERTIFICATE_METADATA = "nodemesh-node-certificate";
  */
 export const REPORT_PEERS_METADATA = "nodemesh-report-peers";
 export const REPORT_PEERS_CHANGED_ONLY = "changed-only";
+/** Whether a controller's answer to the Hello (`headers`) says it merges partial reports. */
+export function mergesChangedPeers(headers: Metadata): boolean {
+  return headers.get(REPORT_PEERS_METADATA)[0] === REPORT_PEERS_CHANGED_ONLY;
+}
 
 /** How agent.proto is loaded (see the top of this file). */
 export const PROTO_LOADER_OPTIONS = {

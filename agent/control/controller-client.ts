@@ -23,13 +23,12 @@ import {
   type CompressedConfig,
   type Config,
   type ControllerMessage,
+  mergesChangedPeers,
   NODE_CERTIFICATE_METADATA,
   NODE_SECRET_METADATA,
   type NodeFacts,
   type Peer,
   type PodsDelta,
-  REPORT_PEERS_CHANGED_ONLY,
-  REPORT_PEERS_METADATA,
   type RejectedObject,
   type Report,
   type WirePod,
@@ -367,7 +366,7 @@ export class ControllerClient {
     if (call !== this.call || this.connected) return;
     this.stream = {
       id: ++this.streamsUp,
-      peersChangedOnly: headers.get(REPORT_PEERS_METADATA)[0] === REPORT_PEERS_CHANGED_ONLY,
+      peersChangedOnly: mergesChangedPeers(headers),
     };
     this.lastError = undefined;
     const onCertificate = headers.get(NODE_CERTIFICATE_METADATA)[0] === "accepted";

@@ -8,6 +8,7 @@
 import { randomInt } from "node:crypto";
 import { createRequire } from "node:module";
 import type { Peer, PeerProbe, Report } from "../../api/agent-service.ts";
+import type { ReportStream } from "./controller-client.ts";
 
 interface PingSession {
   pingHost(target: string, callback: (error: Error | null, target: string) => void): void;
@@ -86,7 +87,7 @@ export class ProbeRounds {
    * taken since that report; otherwise every listed peer's latest (the first report on a
    * stream, or after nodes joined or left).
    */
-  forReport(stream: { id: number; peersChangedOnly: boolean }): Pick<Report, "peers" | "peersChangedOnly"> {
+  forReport(stream: ReportStream): Pick<Report, "peers" | "peersChangedOnly"> {
     const all = this.#listed;
     const peers = all.map((p) => p.nodeName).join("\n");
     const before = this.#reported;

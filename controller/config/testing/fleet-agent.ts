@@ -13,10 +13,9 @@ import {
   type AgentMessage,
   agentServiceDefinition,
   type CompressedConfig,
+  mergesChangedPeers,
   NODE_SECRET_METADATA,
   type PeerProbe,
-  REPORT_PEERS_CHANGED_ONLY,
-  REPORT_PEERS_METADATA,
   type Report,
   type WirePod,
 } from "../../../api/agent-service.ts";
@@ -221,7 +220,7 @@ export class FleetAgent {
     this.call = (this.client as unknown as { Connect(m: Metadata): RawCall }).Connect(metadata);
     this.call.on("data", (bytes: Buffer) => this.receive(bytes));
     this.call.on("metadata", (headers: Metadata) => {
-      this.peersChangedOnly = headers.get(REPORT_PEERS_METADATA)[0] === REPORT_PEERS_CHANGED_ONLY;
+      this.peersChangedOnly = mergesChangedPeers(headers);
     });
     this.call.on("error", (err: { code: number; details: string }) => {
       this.status ??= { code: err.code, details: err.details };
