@@ -9,7 +9,7 @@ import { join } from "node:path";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { Report, WirePod } from "../../api/agent-service.ts";
+import { type Report, reportPods, type WirePod } from "../../api/agent-service.ts";
 import { podKey } from "../../api/enrollment.ts";
 import { AgentServer, type AgentServerOptions } from "../../controller/config/agent-server.ts";
 import { serverNames } from "../../controller/config/agent-tls.ts";
@@ -240,6 +240,38 @@ describe("ControllerClient", () => {
     await eventually(() => expect(again.agents()[0]?.pods?.map((p) => p.name)).toEqual(["web-1", "web-2"]));
   });
 
+  it("leaves the pods out of its reports to a controller that keeps them from PodsChanged and PodsDelta", async () => {
+    const server = await startServer();
+    const sent: Report[] = [];
+    const agent = startClient(server.port, {
+      report: async (stream) => {
+        const report: Report = {
+          health: { ready: true, detail: "" },
+          ...reportPods(stream.podsOmitted, () => agent.pods),
+          traffic: { connectionsOpened: 0, connectionsClosed: 0, bytesReceived: 0, bytesSent: 0 },
+          peers: [],
+          edges: [],
+          intervalSeconds: 0.05,
+        };
+        sent.push(report);
+        return report;
+      },
+    });
+    const web2 = { ...webPod, name: "web-2", ip: "10.1.0.12" };
+    agent.pods = [webPod, web2]; // in the whole list the stream starts with
+    const podNames = () => server.agents()[0]?.pods?.map((p) => p.name);
+    await eventually(() => expect(podNames()).toEqual(["web-1", "web-2"]));
+    // Reports without a list leave the controller's as it is (an empty list would have emptied it).
+    const before = sent.length;
+    await eventually(() => expect(sent.length).toBeGreaterThanOrEqual(before + 3));
+    expect(sent.every((r) => r.podsOmitted === true && r.pods.length === 0)).toBe(true);
+    expect(podNames()).toEqual(["web-1", "web-2"]);
+    // A change still arrives, as a PodsDelta.
+    agent.pods = [webPod];
+    agent.client.podsChanged(podKey(web2));
+    await eventually(() => expect(podNames()).toEqual(["web-1"]));
+  });
+
   it("NACKs a table it cannot apply and keeps the previous one", async () => {
     const server = await startServer();
     const agent = startClient(server.port);
@@ -300,7 +332,7 @@ describe("ControllerClient", () => {
     });
     // This controller merges such reports (its Hello answer says so): node-b's probe stays.
     await eventually(() => expect(streams.length).toBeGreaterThanOrEqual(3));
-    expect(streams[0]).toEqual({ id: 1, peersChangedOnly: true });
+    expect(streams[0]).toEqual({ id: 1, peersChangedOnly: true, podsOmitted: true });
     await eventually(() => {
       const peers = first.agents()[0]!.peers!;
       expect(peers.map((p) => p.nodeName)).toEqual(["node-b", "node-c"]);

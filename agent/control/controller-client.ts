@@ -31,6 +31,7 @@ import {
   type PodsDelta,
   type RejectedObject,
   type Report,
+  takesReportsWithoutPods,
   type WirePod,
 } from "../../api/agent-service.ts";
 import { CONFIG_ENCODINGS, inflateConfig, MAX_CONFIG_BYTES } from "../../api/config-compression.ts";
@@ -124,6 +125,8 @@ export interface ReportStream {
   readonly id: number;
   /** The controller merges reports that carry only the probes taken since the previous one. */
   readonly peersChangedOnly: boolean;
+  /** The controller takes reports without the pods (it keeps this stream's PodsChanged and PodsDelta). */
+  readonly podsOmitted: boolean;
 }
 
 export interface ControllerStatus {
@@ -367,6 +370,7 @@ export class ControllerClient {
     this.stream = {
       id: ++this.streamsUp,
       peersChangedOnly: mergesChangedPeers(headers),
+      podsOmitted: takesReportsWithoutPods(headers),
     };
     this.lastError = undefined;
     const onCertificate = headers.get(NODE_CERTIFICATE_METADATA)[0] === "accepted";

@@ -3,7 +3,7 @@
 
 import { join } from "node:path";
 import type { Logger } from "pino";
-import type { PeerProbe, Report, WirePod } from "../../api/agent-service.ts";
+import { type PeerProbe, type Report, reportPods, type WirePod } from "../../api/agent-service.ts";
 import type { EnrolledPod } from "../../api/enrollment.ts";
 import type { EdgeSample } from "../../api/service-graph.ts";
 import { trafficKey } from "../../api/traffic.ts";
@@ -123,7 +123,7 @@ export class ControllerLink {
         return {
           health: { ready: agent.ready(), detail: agent.ready() ? "" : "starting" },
           // Read after the waits, as the report goes out: a PodsDelta sent meanwhile is not undone.
-          pods: agent.pods().map(toWirePod),
+          ...reportPods(stream.podsOmitted, () => agent.pods().map(toWirePod)),
           traffic,
           ...(link?.probeRounds.forReport(stream) ?? { peers: [] }),
           edges,

@@ -87,7 +87,7 @@ export class ProbeRounds {
    * taken since that report; otherwise every listed peer's latest (the first report on a
    * stream, or after nodes joined or left).
    */
-  forReport(stream: ReportStream): Pick<Report, "peers" | "peersChangedOnly"> {
+  forReport(stream: Pick<ReportStream, "id" | "peersChangedOnly">): Pick<Report, "peers" | "peersChangedOnly"> {
     const all = this.#listed;
     const peers = all.map((p) => p.nodeName).join("\n");
     const before = this.#reported;

@@ -3,6 +3,7 @@
 import { describe, expect, it } from "vitest";
 import type { Hello, WirePod } from "../../api/agent-service.ts";
 import { AgentRegistry, type PodVerifier } from "./agent-registry.ts";
+import { emptyReport } from "./testing/fixtures.ts";
 
 const hello = (nodeName: string): Hello => ({
   nodeName,
@@ -109,6 +110,23 @@ describe("AgentRegistry with pod deltas", () => {
     // A report's whole list is the truth: what a lost delta left out comes back.
     registry.podsChanged("node-a", [pod(1), pod(2)]);
     expect(names(registry)).toEqual(["web-1", "web-2"]);
+  });
+
+  it("keeps a node's pods through reports that leave them out; an older agent's report with its list replaces them", () => {
+    let changes = 0;
+    const registry = new AgentRegistry({ forgetAfterMs: 60_000, onTopologyChange: () => changes++ });
+    registry.connected(hello("node-a"), {}, new Date());
+    registry.podsChanged("node-a", [pod(1), pod(2)]);
+    const before = changes;
+    registry.reported("node-a", emptyReport({ podsOmitted: true }), new Date());
+    expect(names(registry)).toEqual(["web-1", "web-2"]);
+    expect(changes).toBe(before);
+    expect(registry.list()[0]!.lastReport).not.toHaveProperty("podsOmitted");
+    // An agent from before Report.podsOmitted: its report's list is the node's list, empty included.
+    registry.reported("node-a", emptyReport({ pods: [pod(3)] }), new Date());
+    expect(names(registry)).toEqual(["web-3"]);
+    registry.reported("node-a", emptyReport(), new Date());
+    expect(names(registry)).toEqual([]);
   });
 
   it("ignores a delta from a node it does not know", () => {

@@ -40,7 +40,7 @@ export interface AgentStatus {
   /** The last refusal; cleared by a later ACK of a newer version. */
   lastNack?: { version: string; error: string; at: string };
   /** The report's own fields; its pods and probes are `pods` and `peers`, its edges the service graph's. */
-  lastReport?: Omit<Report, "edges" | "pods" | "peers" | "peersChangedOnly"> & { at: string };
+  lastReport?: Omit<Report, "edges" | "pods" | "peers" | "peersChangedOnly" | "podsOmitted"> & { at: string };
   /** The agent's latest probes of the other nodes (RTT, loss); left out when only the summary is asked for. */
   peers?: PeerProbe[];
   peerSummary: PeerSummary;
@@ -150,8 +150,8 @@ export class AgentRegistry {
   podsChanged(node: string, reported: readonly WirePod[]): void {
     const record = this.nodes.get(node);
     if (!record) return;
-    // Every report repeats the list: an unchanged one is not taken, so its copies die young
-    // instead of each replacing the last (a fleet's reports promoted a copy of every pod).
+    // An older agent's every report repeats the list: an unchanged one is not taken, so its copies
+    // die young instead of each replacing the last (a fleet's reports promoted a copy of every pod).
     if (sameReported(record.reported, reported)) return;
     record.reported = new Map();
     for (const pod of reported) if (isValidPod(pod)) record.reported.set(podKey(pod), pod);
@@ -216,14 +216,14 @@ export class AgentRegistry {
     const record = this.nodes.get(node);
     if (!record) return;
     // Edges go to the traffic window; the status keeps the report's small parts only.
-    const { edges: _edges, pods: _pods, peers, peersChangedOnly, ...rest } = report;
+    const { edges: _edges, pods, podsOmitted, peers, peersChangedOnly, ...rest } = report;
     record.status.lastReport = { ...rest, at: now.toISOString() };
     const intern = (name: string) => this.nodes.get(name)?.status.node ?? name;
     record.probes = peersChangedOnly
       ? record.probes.merged(peers, intern)
       : PeerProbes.from(peers, intern, record.probes);
-    // Reports carry the pods too: a missed PodsChanged heals at the next report.
-    this.podsChanged(node, report.pods);
+    // An older agent's reports carry every pod; a newer one's leave them to PodsChanged and PodsDelta.
+    if (!podsOmitted) this.podsChanged(node, pods);
   }
 
   /**

@@ -12,6 +12,7 @@ import { AgentServer, type AgentServerOptions, MAX_AGENT_MESSAGE_BYTES } from ".
 import { NodeBindings } from "./node-bindings.ts";
 import {
   asNewObject,
+  emptyReport,
   httpRouteResource,
   newServiceObject,
   simNodeSecret as simSecretOf,
@@ -387,7 +388,7 @@ describe("AgentServer trust boundary", () => {
     const a = agent("node-a");
     await a.nextConfig();
     const edges = Array.from({ length: 5 }, (_, i) => edgeSample({ sourceWorkload: `w${i}` }));
-    a.send({ kind: "report", report: { ...EMPTY_REPORT, edges } });
+    a.send({ kind: "report", report: emptyReport({ edges }) });
     await eventually(async () =>
       expect(await counter(metrics, "nodemesh_controller_report_edges_dropped_total")).toBe(2),
     );
@@ -470,12 +471,3 @@ describe("AgentServer trust boundary", () => {
     expect(refuses.services.size).toBe(3003);
   });
 });
-
-const EMPTY_REPORT = {
-  health: { ready: true, detail: "" },
-  pods: [],
-  traffic: { connectionsOpened: 0, connectionsClosed: 0, bytesReceived: 0, bytesSent: 0 },
-  peers: [],
-  edges: [],
-  intervalSeconds: 5,
-};

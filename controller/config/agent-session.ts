@@ -16,6 +16,8 @@ import {
   type PodsDelta,
   REPORT_PEERS_CHANGED_ONLY,
   REPORT_PEERS_METADATA,
+  REPORT_PODS_METADATA,
+  REPORT_PODS_OMITTED,
   type RejectedObject,
   type Report,
   type WirePod,
@@ -154,10 +156,12 @@ export class AgentSession {
           this.nodeName = hello.nodeName;
           this.configEncoding = pickConfigEncoding(hello.configEncodings);
           // Lets the agent know it is connected before any Config, whether on its node certificate,
-          // and that its reports may carry only the probes taken since the previous one.
+          // and that its reports may carry only the probes taken since the previous one and leave
+          // out the pods (it keeps those from PodsChanged and PodsDelta).
           const headers = new Metadata();
           if (certificate) headers.set(NODE_CERTIFICATE_METADATA, "accepted");
           headers.set(REPORT_PEERS_METADATA, REPORT_PEERS_CHANGED_ONLY);
+          headers.set(REPORT_PODS_METADATA, REPORT_PODS_OMITTED);
           this.call.sendMetadata(headers);
           this.sendLatest();
           for (const queuedMsg of queued) this.receive(queuedMsg);

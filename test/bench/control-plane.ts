@@ -11,9 +11,10 @@
 // --quick is 200 agents × 2000 services × 10000 endpoints. --cpu-prof DIR runs the controller with
 // node's --cpu-prof and writes its profile there. --plain-configs: the agents list no config
 // encoding in their Hello, so every Config comes plain (as before compressed Configs, issue 16).
-// --steady-s: after the rest, every agent reports as a real one does (its pods, its probes of the
-// other nodes: all of them first, then the 64 of a round; a few edges; every 5 s) for this long, and the controller's CPU and memory under
-// those reports are measured (0: skipped). Last, the agents list is read once with every probe,
+// --steady-s: after the rest, every agent reports as a real one does (no pods, which the controller
+// keeps from PodsChanged; its probes of the other nodes: all of them first, then the 64 of a round;
+// a few edges; every 5 s) for this long, and the controller's CPU and memory under those reports
+// are measured (0: skipped). Last, the agents list is read once with every probe,
 // once with summaries only (?peers=summary), and with summaries and pod counts (&pods=count), as
 // the dashboard reads it.
 // Clocks: every process reads performance.timeOrigin + performance.now(), all on this machine.
@@ -609,7 +610,7 @@ async function main(): Promise<void> {
       ...(steady
         ? ([
             [
-              `steady reports (every ${REPORT_INTERVAL_MS / 1000} s, ${agents} peers then ${MAX_PEERS_PER_ROUND}, and ${EDGES_PER_REPORT} edges each), ${steadyS} s`,
+              `steady reports (every ${REPORT_INTERVAL_MS / 1000} s, ${agents} peers then ${MAX_PEERS_PER_ROUND}, ${EDGES_PER_REPORT} edges, no pods), ${steadyS} s`,
               `${steady.reports} reports; controller CPU ${result.steadyControllerCpuPerS} s/s, RSS before / mean / max / last ${result.steadyControllerRssBeforeMB} / ${result.steadyControllerRssMeanMB} / ${result.steadyControllerRssMaxMB} / ${result.steadyControllerRssLastMB} MB; agent processes' CPU ${result.steadyFleetCpuPerS} s/s`,
             ],
           ] as Array<[string, string]>)

@@ -1,7 +1,7 @@
 // Test data shared by the config tests.
 
 import { createHash } from "node:crypto";
-import type { NodeFacts } from "../../../api/agent-service.ts";
+import type { NodeFacts, Report } from "../../../api/agent-service.ts";
 import { apiVersionOf, KINDS, type Resource, type ServiceSpec } from "../../../api/resources.ts";
 import { HTTPRouteSpec, TrafficPolicySpec } from "../../../api/traffic.ts";
 import type { NodePod } from "../pod-index.ts";
@@ -106,3 +106,16 @@ export const SIM_NODE_FACTS: NodeFacts = {
   kernel: "6.0",
   interfaces: [],
 };
+
+/** An agent's report with nothing in it (no pods, probes or edges), and `fields`. */
+export function emptyReport(fields: Partial<Report> = {}): Report {
+  return {
+    health: { ready: true, detail: "" },
+    pods: [],
+    traffic: { connectionsOpened: 0, connectionsClosed: 0, bytesReceived: 0, bytesSent: 0 },
+    peers: [],
+    edges: [],
+    intervalSeconds: 5,
+    ...fields,
+  };
+}

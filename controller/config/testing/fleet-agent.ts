@@ -17,6 +17,8 @@ import {
   NODE_SECRET_METADATA,
   type PeerProbe,
   type Report,
+  reportPods,
+  takesReportsWithoutPods,
   type WirePod,
 } from "../../../api/agent-service.ts";
 import {
@@ -205,6 +207,8 @@ export class FleetAgent {
   reportsSent = 0;
   /** The controller merges reports of the probes taken since the last (its Hello answer said so). */
   private peersChangedOnly = false;
+  /** The controller takes reports without the pods (its Hello answer said so). */
+  private podsOmitted = false;
 
   constructor(opts: FleetAgentOptions) {
     this.opts = opts;
@@ -221,6 +225,7 @@ export class FleetAgent {
     this.call.on("data", (bytes: Buffer) => this.receive(bytes));
     this.call.on("metadata", (headers: Metadata) => {
       this.peersChangedOnly = mergesChangedPeers(headers);
+      this.podsOmitted = takesReportsWithoutPods(headers);
     });
     this.call.on("error", (err: { code: number; details: string }) => {
       this.status ??= { code: err.code, details: err.details };
@@ -278,10 +283,10 @@ export class FleetAgent {
   }
 
   /**
-   * Reports as a real agent sends them (agent/control/controller-link.ts): its pods, counters,
-   * the probes of every peer (then, to a controller that merges them, of one round's peers) and its
-   * edges, every `intervalMs`, the first after a random share of it
-   * (agents do not start together).
+   * Reports as a real agent sends them (agent/control/controller-link.ts): its pods (none to a
+   * controller that keeps them from PodsChanged), counters, the probes of every peer (then, to a
+   * controller that merges them, of one round's peers) and its edges, every `intervalMs`, the
+   * first after a random share of it (agents do not start together).
    */
   startReports(steady: SteadyReports): void {
     const namespace = this.opts.pods[0]?.namespace ?? "default";
@@ -310,7 +315,7 @@ export class FleetAgent {
       );
     const report = (): Report => ({
       health: { ready: true, detail: "" },
-      pods: this.opts.pods,
+      ...reportPods(this.podsOmitted, () => this.opts.pods),
       traffic: { connectionsOpened: 10, connectionsClosed: 9, bytesReceived: 1e6, bytesSent: 2e6 },
       ...(this.reportsSent > 0 && this.peersChangedOnly
         ? { peers: round(this.reportsSent - 1), peersChangedOnly: true }
