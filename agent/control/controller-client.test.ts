@@ -15,6 +15,7 @@ import { AgentServer, type AgentServerOptions } from "../../controller/config/ag
 import { serverNames } from "../../controller/config/agent-tls.ts";
 import {
   asNewObject,
+  emptyReport,
   httpRouteResource,
   newServiceObject,
   trafficPolicyResource,
@@ -245,14 +246,7 @@ describe("ControllerClient", () => {
     const sent: Report[] = [];
     const agent = startClient(server.port, {
       report: async (stream) => {
-        const report: Report = {
-          health: { ready: true, detail: "" },
-          ...reportPods(stream.podsOmitted, () => agent.pods),
-          traffic: { connectionsOpened: 0, connectionsClosed: 0, bytesReceived: 0, bytesSent: 0 },
-          peers: [],
-          edges: [],
-          intervalSeconds: 0.05,
-        };
+        const report = emptyReport({ ...reportPods(stream.podsOmitted, () => agent.pods), intervalSeconds: 0.05 });
         sent.push(report);
         return report;
       },
