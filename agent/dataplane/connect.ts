@@ -1,7 +1,8 @@
 // Connecting to an endpoint, for both paths: a meshed endpoint through its agent's tunnel port
 // (the agent answers only once the workload accepted), in mutual TLS on a shared connection when
-// both ends have identities (tunnel-mux.ts), else one plaintext tunnel per connection; anything
-// else directly.
+// both ends have identities (tunnel-mux.ts), else one plaintext tunnel per connection; one of this
+// node's own pods through a tunnel this agent serves in memory (local-tunnel.ts); anything else
+// directly.
 
 import type { Socket } from "node:net";
 import { TUNNEL_PORT } from "../../api/dataplane.ts";
@@ -10,6 +11,7 @@ import type { DataplaneContext } from "./context.ts";
 import { dial } from "./dial.ts";
 import type { Endpoint } from "./endpoint.ts";
 import type { HttpProtocol } from "./http/upstream.ts";
+import { openLocalTunnel } from "./local-tunnel.ts";
 import { tunnelIdentity } from "./mtls.ts";
 import type { PodContext } from "./pod.ts";
 import { handshakeHeaders, openTunnel, type TunnelRequest } from "./tunnel.ts";
@@ -23,10 +25,7 @@ import { handshakeHeaders, openTunnel, type TunnelRequest } from "./tunnel.ts";
  * L7 side); without it the tunnel carries raw bytes (opaque TCP, upgraded connections).
  */
 export async function connectEndpoint(
-  via: Pick<
-    DataplaneContext,
-    "sockets" | "settings" | "keyring" | "tunnels" | "snapshot" | "identitySettled" | "waitsForNextAgent"
-  >,
+  via: DataplaneContext,
   from: PodContext,
   ep: Endpoint,
   timeoutMs: number,
@@ -49,6 +48,8 @@ export async function connectEndpoint(
   // A pod just enrolled: its tunnels wait for its certificate rather than go out in plaintext
   // (which STRICT would refuse), as ztunnel's do.
   await via.identitySettled(from, timeoutMs);
+  const local = via.localPod(ep.ip);
+  if (local) return openLocalTunnel(via, from, local, ep, req, timeoutMs);
   const mine = tunnelIdentity(via, from, ep);
   if (mine) {
     const headers = handshakeHeaders(req, via.settings.tunnelKey);

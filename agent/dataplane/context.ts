@@ -55,4 +55,14 @@ export interface DataplaneContext {
    * (this one is stopping without a successor: Dataplane.stop).
    */
   waitsForNextAgent(ep: Endpoint): boolean;
+  /**
+   * This node's pod at `ip`, whose tunnels this worker serves itself (local-tunnel.ts), and how a
+   * tunnel keeps the pod's namespace open until it closes (as its listeners' connections do).
+   */
+  localPod(ip: string): LocalPod | undefined;
+}
+
+export interface LocalPod {
+  readonly ctx: PodContext;
+  hold(tunnel: Socket): void;
 }

@@ -20,7 +20,7 @@ import {
 import { AccessLog } from "./access-log.ts";
 import { EndpointPicker } from "./balancer.ts";
 import { connectEndpoint } from "./connect.ts";
-import type { DataplaneContext } from "./context.ts";
+import type { DataplaneContext, LocalPod } from "./context.ts";
 import { inPodSockets, type SocketMaker } from "./dial.ts";
 import { EdgeAggregator } from "./edges.ts";
 import type { Endpoint } from "./endpoint.ts";
@@ -53,6 +53,10 @@ export interface DataplaneOptions {
 interface PodListeners {
   ctx: PodContext;
   servers: net.Server[];
+  /** Tunnels from this node's pods that this worker serves in memory (local-tunnel.ts). */
+  localTunnels: Set<net.Socket>;
+  /** Set once the pod is removed: called when its last local tunnel closes. */
+  onLocalTunnelsClosed?: () => void;
 }
 
 type Handler = (ctx: DataplaneContext, pod: PodContext, socket: net.Socket) => Promise<void>;
@@ -123,6 +127,7 @@ export class Dataplane implements DataplaneContext {
   private readonly identityWaiters = new Set<() => void>();
   private current: Snapshot = EMPTY_SNAPSHOT;
   private readonly pods = new Map<string, PodListeners>();
+  private readonly podsByIp = new Map<string, PodListeners>();
   /** Accepted connections still open, so stop() can wait for them and then end the rest. */
   private readonly connections = new Set<net.Socket>();
   /** Set by outlastStreams: the streams had their drain, stop() cuts them at once. */
@@ -166,6 +171,22 @@ export class Dataplane implements DataplaneContext {
 
   waitsForNextAgent(ep: Endpoint): boolean {
     return this.podsWaitingForNextAgent.has(ep.ip);
+  }
+
+  localPod(ip: string): LocalPod | undefined {
+    const entry = this.podsByIp.get(ip);
+    if (!entry) return undefined;
+    const hold = (tunnel: net.Socket) => {
+      entry.localTunnels.add(tunnel);
+      tunnel.once("close", () => {
+        entry.localTunnels.delete(tunnel);
+        if (entry.localTunnels.size > 0) return;
+        const closed = entry.onLocalTunnelsClosed;
+        entry.onLocalTunnelsClosed = undefined;
+        closed?.();
+      });
+    };
+    return { ctx: entry.ctx, hold };
   }
 
   setIdentities(keyring: Keyring, pending: readonly string[]): void {
@@ -235,7 +256,9 @@ export class Dataplane implements DataplaneContext {
       netns.close();
       throw err;
     }
-    this.pods.set(key, { ctx, servers });
+    const entry = { ctx, servers, localTunnels: new Set<net.Socket>() };
+    this.pods.set(key, entry);
+    this.podsByIp.set(pod.ip, entry);
   }
 
   /**
@@ -247,18 +270,21 @@ export class Dataplane implements DataplaneContext {
     const entry = this.pods.get(key);
     if (!entry) return;
     this.pods.delete(key);
+    if (this.podsByIp.get(entry.ctx.pod.ip) === entry) this.podsByIp.delete(entry.ctx.pod.ip);
     // A connection the kernel completed before this request may still wait in a listener's accept
     // queue, and closing a listener resets those (a client that connected before the unenroll
     // would see a reset). One turn of the event loop lets libuv accept what the poll reported.
     await new Promise((resolve) => setImmediate(resolve));
     this.pools.dropPod(key);
     this.tunnels.dropPod(key);
-    let open = entry.servers.length;
-    for (const server of entry.servers) {
-      server.close(() => {
-        if (--open === 0) entry.ctx.netns.close();
-      });
-    }
+    // Its listeners' connections and its local tunnels may all still dial from it.
+    let open = entry.servers.length + 1;
+    const release = () => {
+      if (--open === 0) entry.ctx.netns.close();
+    };
+    for (const server of entry.servers) server.close(release);
+    if (entry.localTunnels.size === 0) release();
+    else entry.onLocalTunnelsClosed = release;
   }
 
   /**
@@ -294,6 +320,7 @@ export class Dataplane implements DataplaneContext {
     }
     refuseSystemCalls();
     for (const socket of this.connections) socket.destroy();
+    for (const { localTunnels } of this.pods.values()) for (const tunnel of localTunnels) tunnel.destroy();
     // Requests that finished this turn are reported in a setImmediate batch (http/record.ts): let it run.
     await new Promise((resolve) => setImmediate(resolve));
     this.accessLog.flush();

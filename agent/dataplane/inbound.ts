@@ -236,7 +236,7 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accept
     ctx.metrics.tunnelTlsConnections.labels("inbound").inc();
     const peer = handshake.peer;
     ctx.tunnels.serve(handshake.socket, (tunnel, req, answer) => {
-      serveTunnel(ctx, to, tunnel, req, peer, answer).catch((err: Error) => {
+      serveTunnel(ctx, to, tunnel, req, { peer, sameNode: false }, answer).catch((err: Error) => {
         ctx.log.warn({ pod: to.key, err: err.message }, "tunnel handler failed");
         tunnel.destroy();
       });
@@ -244,7 +244,8 @@ export async function handleTunnel(ctx: DataplaneContext, to: PodContext, accept
     return;
   }
   const client = handshake.socket;
-  await serveTunnel(ctx, to, client, handshake.req, undefined, (error) => answerTunnel(client, error));
+  const origin = { peer: undefined, sameNode: false };
+  await serveTunnel(ctx, to, client, handshake.req, origin, (error) => answerTunnel(client, error));
 }
 
 /**
@@ -279,29 +280,45 @@ async function acceptHandshake(
 }
 
 /**
+ * How a tunnel reached this agent: over the network, in mTLS (`peer`, the caller's SPIFFE id the
+ * handshake proved) or in plaintext; or from this agent itself, to one of its own pods
+ * (local-tunnel.ts), whose word needs no signature and whose `peer` its keyring vouches for.
+ */
+export interface TunnelOrigin {
+  readonly peer: string | undefined;
+  readonly sameNode: boolean;
+}
+
+function tunnelSecurityLabel(origin: TunnelOrigin): string {
+  if (origin.sameNode) return "same_node";
+  return origin.peer ? "mutual_tls" : "plaintext";
+}
+
+/**
  * One tunnel, whichever its framing: checked (the tunnel key, the target, the claims against the
  * certificate, STRICT, authorization of bytes), connected to the workload, then answered and
- * served. `peer`: the caller's SPIFFE id, proven by mTLS.
+ * served.
  */
-async function serveTunnel(
+export async function serveTunnel(
   ctx: DataplaneContext,
   to: PodContext,
   client: Socket,
   req: TunnelRequest,
-  peer: string | undefined,
+  origin: TunnelOrigin,
   answer: TunnelAnswer,
 ) {
-  ctx.metrics.tunnels.labels(peer ? "mutual_tls" : "plaintext").inc();
+  const { peer, sameNode } = origin;
+  ctx.metrics.tunnels.labels(tunnelSecurityLabel(origin)).inc();
   let app: Socket;
   let caller: Caller;
   try {
     const refusal =
-      tunnelAuthRefusal(req, ctx.settings.tunnelKey, Date.now()) ??
+      (sameNode ? undefined : tunnelAuthRefusal(req, ctx.settings.tunnelKey, Date.now())) ??
       tunnelTargetRefusal(req, to.pod) ??
       claimRefusal(req, peer) ??
       strictRefusal(ctx, to, req.port, peer);
     if (refusal) throw refusal;
-    const vouched = peer !== undefined || ctx.settings.tunnelKey !== undefined;
+    const vouched = sameNode || peer !== undefined || ctx.settings.tunnelKey !== undefined;
     caller = callerFromTunnel(req.workload, client.remoteAddress, peer, vouched ? req.sourceIp : undefined);
     // Bytes, not HTTP (which is authorized per request): authorized before the workload is dialled.
     const denied = servedAsBytes(ctx, to, req) && connectionDenied(ctx, to, req.port, caller);

@@ -19,7 +19,9 @@ export interface Peers {
   readonly destinationNamespace: string;
   /**
    * Istio's connection_security_policy: the hop between the agents was mutual TLS, or not
-   * ("none": plaintext tunnel, a caller or endpoint outside the mesh).
+   * ("none": plaintext tunnel, a caller or endpoint outside the mesh). A tunnel between two pods of
+   * one node is "mutual_tls" too: it carries the same proven identity, from the agent that holds
+   * both certificates, and never crosses a network to need the encryption (local-tunnel.ts).
    */
   readonly security: ConnectionSecurity;
 }
@@ -205,7 +207,7 @@ export class DataplaneMetrics {
   });
   readonly tunnels = new Counter({
     name: "nodemesh_tunnel_connections_total",
-    help: "Tunnels accepted from other agents, by security: mutual_tls (the caller proved a mesh identity; many share one TLS connection) or plaintext (one connection each)",
+    help: "Tunnels to this node's pods, by security: mutual_tls (from another node's agent, the caller proved a mesh identity; many share one TLS connection), plaintext (one connection each) or same_node (from a pod of this node, served in the agent without a network hop)",
     labelNames: ["security"],
     registers: [this.registry],
   });

@@ -162,6 +162,24 @@ export function tunnelSecurity(via: TunnelSecurityInputs, from: PodContext, ep: 
 }
 
 /**
+ * A tunnel to one of this agent's own pods (local-tunnel.ts) needs no handshake: this keyring holds
+ * both certificates. What the handshake would have checked is checked here: the destination pod
+ * holds the identity the service table names for `ep` (connectMutualTls). Returns the caller's
+ * SPIFFE id, which the destination side takes as proven.
+ */
+export function sameNodePeer(keyring: Keyring, mine: WorkerIdentity, to: PodContext, ep: Endpoint): string {
+  const expected = expectedIdentity(mine, ep);
+  const held = podIdentity(keyring, to)?.spiffeId;
+  if (held !== expected) {
+    throw new AgentError(
+      AgentErrors.TUNNEL_UNAUTHENTICATED,
+      `${ep.ip}:${ep.port}: the pod holds ${held ?? "no identity"}, not ${expected}`,
+    );
+  }
+  return mine.spiffeId;
+}
+
+/**
  * Source side: `socket` (connected to the endpoint's tunnel port) in TLS with `mine`, once the
  * endpoint proved the identity the service table names for it.
  */

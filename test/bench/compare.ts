@@ -288,17 +288,26 @@ spec:
     return {
       mtls: sum('nodemesh_tunnel_connections_total{security="mutual_tls"}'),
       plaintext: sum('nodemesh_tunnel_connections_total{security="plaintext"}'),
+      sameNode: sum('nodemesh_tunnel_connections_total{security="same_node"}'),
       handshakes: m1.get('nodemesh_tunnel_tls_connections_total{direction="outbound"}') ?? 0,
     };
   };
-  /** Runs `work`, then fails loudly if a tunnel of the other security was opened meanwhile. */
-  const withSecurity = async <T>(system: System, work: () => Promise<T>): Promise<T> => {
+  /**
+   * Runs `work`, then fails loudly if a tunnel the path should not open was opened meanwhile:
+   * across nodes, one of the other security or one served in memory; on one node, any that crossed
+   * the network (its agent serves those in memory, agent/dataplane/local-tunnel.ts).
+   */
+  const withSecurity = async <T>(location: Location, system: System, work: () => Promise<T>): Promise<T> => {
     if (!system.startsWith("nodemesh")) return work();
     const before = await tunnelCounts();
     const result = await work();
     const after = await tunnelCounts();
-    const wrong = system === "nodemesh plaintext" ? after.mtls - before.mtls : after.plaintext - before.plaintext;
-    if (wrong > 0) throw new Error(`${system}: ${wrong} tunnels of the other security during its measurement`);
+    const opened = (kind: "mtls" | "plaintext" | "sameNode") => after[kind] - before[kind];
+    const wrong =
+      location === "same-node"
+        ? opened("mtls") + opened("plaintext")
+        : opened("sameNode") + (system === "nodemesh plaintext" ? opened("mtls") : opened("plaintext"));
+    if (wrong > 0) throw new Error(`${location} ${system}: ${wrong} tunnels of another kind during its measurement`);
     return result;
   };
 
@@ -394,7 +403,7 @@ spec:
     proxyPids: number[],
   ) => {
     if (!wanted(`${system} ${protocol}`)) return;
-    await withSecurity(system, () => measureOnce(location, system, protocol, from, url, proxyPids));
+    await withSecurity(location, system, () => measureOnce(location, system, protocol, from, url, proxyPids));
   };
   const measureOnce = async (
     location: Location,
@@ -435,7 +444,7 @@ spec:
     if (!wanted(`${system} bulk`)) return;
     log(`${location} ${system}: bulk TCP for ${BULK_S} s`);
     const gbitPerS = await watchingAgents(system, "in bulk", () =>
-      withSecurity(system, () => bulkGbitPerS(world, from, ip, IPERF_PORT, BULK_S)),
+      withSecurity(location, system, () => bulkGbitPerS(world, from, ip, IPERF_PORT, BULK_S)),
     );
     bulk.push({ location, system, gbitPerS });
   };
@@ -451,7 +460,7 @@ spec:
       concurrency: CONNECTIONS,
       headers: { connection: "close" },
     };
-    const report = await withSecurity(system, async () => {
+    const report = await withSecurity(location, system, async () => {
       const run = await world.exec(pods.meshClient, process.execPath, [HTTP_LOAD, JSON.stringify(args)], {
         timeoutMs: 120_000,
       });

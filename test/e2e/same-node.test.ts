@@ -1,0 +1,145 @@
+// Tunnels between two pods of one node (agent/dataplane/local-tunnel.ts): the agent serves them in
+// memory, without a TLS connection to itself, and the destination side still does all it does for
+// a tunnel from another node: the caller's identity reaches the app (x-forwarded-client-cert),
+// STRICT admits the caller, AuthorizationPolicy tells one caller's principal from another's.
+
+import type http2 from "node:http2";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Node, type Pod, World } from "../world/world.ts";
+import { eventually } from "./eventually.ts";
+import { Mesh } from "./mesh.ts";
+import { echoFrom, http2Get, http2SessionFrom, httpFrom, metricSum } from "./netns-client.ts";
+
+const VIP = "10.96.0.10";
+const CLIENT_PRINCIPAL = "spiffe://cluster.local/ns/default/sa/client";
+const FROM_CLIENT = `By=spiffe://cluster.local/ns/default/sa/web;URI=${CLIENT_PRINCIPAL}`;
+
+const webYaml = `apiVersion: nodemesh.io/v1alpha1
+kind: Service
+metadata: { name: web, namespace: default }
+spec:
+  vip: ${VIP}
+  ports:
+    - { name: http, port: 80, targetPort: 8080, protocol: http }
+    - { name: echo, port: 9000, targetPort: 9000, protocol: tcp }
+  selector: { app: web }
+`;
+
+const strictYaml = `apiVersion: nodemesh.io/v1alpha1
+kind: PeerAuthentication
+metadata: { name: default, namespace: default }
+spec:
+  mtls: { mode: STRICT }
+`;
+
+const onlyClientYaml = JSON.stringify({
+  apiVersion: "nodemesh.io/v1alpha1",
+  kind: "AuthorizationPolicy",
+  metadata: { name: "web-only-client", namespace: "default" },
+  spec: {
+    targetRefs: [{ name: "web" }],
+    action: "ALLOW",
+    rules: [{ from: [{ source: { principals: [CLIENT_PRINCIPAL] } }] }],
+  },
+});
+
+describe("tunnels between pods of one node", () => {
+  let world: World;
+  let mesh: Mesh;
+  let node: Node;
+  let client: Pod; // sa client
+  let other: Pod; // sa other
+  let stranger: Pod; // not meshed
+  let web: Pod; // sa web
+
+  const clientCertSeenBy = async (from: Pod) => {
+    const r = await httpFrom(from.netnsPath, `http://${VIP}/who`, { timeoutMs: 3000 });
+    return { status: r.status, clientCert: r.status === 200 ? JSON.parse(r.body).clientCert : undefined };
+  };
+
+  beforeAll(async () => {
+    world = await World.create({ nodes: 1 });
+    mesh = new Mesh(world);
+    [node] = world.nodes as [Node];
+    await mesh.startController();
+    await mesh.startAgent(node);
+    client = await world.addPod(node, "client");
+    other = await world.addPod(node, "other");
+    stranger = await world.addPod(node, "stranger");
+    web = await world.addPod(node, "web-1");
+    await mesh.startWorkload(web, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "9000"]);
+    await mesh.enroll(client, ["--label", "app=client", "--service-account", "client"]);
+    await mesh.enroll(other, ["--label", "app=other", "--service-account", "other"]);
+    await mesh.enroll(web, ["--label", "app=web", "--service-account", "web"]);
+    const applied = await mesh.cli(["apply", "-f", "-"], webYaml);
+    expect(applied.code, applied.stderr).toBe(0);
+    await eventually("the caller's identity served to the app", 15_000, async () => {
+      const seen = await clientCertSeenBy(client).catch(() => undefined);
+      return seen?.clientCert === FROM_CLIENT ? true : undefined;
+    });
+  }, 90_000);
+
+  afterAll(async () => {
+    await mesh?.destroy();
+  });
+
+  it("carries HTTP/1.1, HTTP/2 and opaque TCP with the caller's proven identity, and no TLS connection to itself", async () => {
+    for (let i = 0; i < 10; i++) {
+      const r = await httpFrom(client.netnsPath, `http://${VIP}/same-node/${i}`, {
+        method: "POST",
+        body: JSON.stringify({ i }),
+      });
+      expect(`${r.status} ${r.body}`).toMatch(/^200 /);
+      expect(JSON.parse(r.body).clientCert).toBe(FROM_CLIENT);
+      const echoed = await echoFrom(client.netnsPath, VIP, 9000, Buffer.from(`same-node-${i}`));
+      expect(echoed.toString()).toBe(`same-node-${i}`);
+    }
+    const session: http2.ClientHttp2Session = http2SessionFrom(client.netnsPath, VIP, 80);
+    try {
+      for (let i = 0; i < 5; i++) {
+        const r = await http2Get(session, `/same-node/h2/${i}`);
+        expect(r.status).toBe(200);
+        expect(JSON.parse(r.body).clientCert).toBe(FROM_CLIENT);
+      }
+    } finally {
+      session.close();
+    }
+    const metrics = await mesh.metrics(node);
+    // Every opaque TCP connection is a tunnel of its own; the HTTP ones are pooled.
+    expect(metricSum(metrics, "nodemesh_tunnel_connections_total", { security: "same_node" })).toBeGreaterThanOrEqual(
+      11,
+    );
+    expect(metricSum(metrics, "nodemesh_tunnel_connections_total", { security: "mutual_tls" })).toBe(0);
+    expect(metricSum(metrics, "nodemesh_tunnel_connections_total", { security: "plaintext" })).toBe(0);
+    expect(metricSum(metrics, "nodemesh_tunnel_tls_connections_total")).toBe(0);
+    // The destination side's own report: the caller's identity was proven.
+    await eventually("the destination side's requests counted", 5000, async () => {
+      const proven = metricSum(await mesh.metrics(node), "nodemesh_requests_total", {
+        reporter: "destination",
+        destination_workload: "web",
+        connection_security_policy: "mutual_tls",
+      });
+      return proven >= 15 ? true : undefined;
+    });
+  });
+
+  it("applies the destination's policies to a caller on the same node: STRICT admits it, AuthorizationPolicy knows its principal", async () => {
+    for (const yaml of [strictYaml, onlyClientYaml]) {
+      const applied = await mesh.cli(["apply", "-f", "-"], yaml);
+      expect(applied.code, applied.stderr).toBe(0);
+    }
+    // STRICT is in force (a caller outside the mesh is refused) …
+    await eventually("the caller outside the mesh refused", 10_000, async () =>
+      httpFrom(stranger.netnsPath, `http://${web.ip}:8080/direct`, { timeoutMs: 2000 }).then(
+        () => undefined,
+        () => true,
+      ),
+    );
+    // … and the policy: the other workload of the same namespace is not the principal it allows.
+    await eventually("the other caller denied", 10_000, async () =>
+      (await clientCertSeenBy(other)).status === 403 ? true : undefined,
+    );
+    const allowed = await clientCertSeenBy(client);
+    expect(allowed).toEqual({ status: 200, clientCert: FROM_CLIENT });
+  });
+});
