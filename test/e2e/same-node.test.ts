@@ -3,12 +3,13 @@
 // a tunnel from another node: the caller's identity reaches the app (x-forwarded-client-cert),
 // STRICT admits the caller, AuthorizationPolicy tells one caller's principal from another's.
 
+import { readdirSync, statSync } from "node:fs";
 import type http2 from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Node, type Pod, World } from "../world/world.ts";
 import { eventually } from "./eventually.ts";
 import { Mesh } from "./mesh.ts";
-import { echoFrom, http2Get, http2SessionFrom, httpFrom, metricSum } from "./netns-client.ts";
+import { connectFrom, echoFrom, http2Get, http2SessionFrom, httpFrom, metricSum } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
 const CLIENT_PRINCIPAL = "spiffe://cluster.local/ns/default/sa/client";
@@ -141,5 +142,40 @@ describe("tunnels between pods of one node", () => {
     );
     const allowed = await clientCertSeenBy(client);
     expect(allowed).toEqual({ status: 200, clientCert: FROM_CLIENT });
+  });
+
+  // Last: web leaves the mesh. A tunnel in memory is no listener's connection, so it holds the pod's
+  // namespace open itself: closed under it, its descriptor's number could be reused for another
+  // pod's namespace while the tunnel may still dial from it.
+  it("keeps the destination pod's namespace open while a tunnel to it is, after the pod left the mesh", async () => {
+    const pid = mesh.agents.get(node)!.proc.pid!;
+    const webNetns = statSync(web.netnsPath);
+    // The agent's descriptors open on web's namespace file (stat follows each to what it opened).
+    const held = () =>
+      readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+        try {
+          const opened = statSync(`/proc/${pid}/fd/${fd}`);
+          return opened.dev === webNetns.dev && opened.ino === webNetns.ino;
+        } catch {
+          return false; // closed meanwhile
+        }
+      }).length;
+    const tunnel = await connectFrom(client.netnsPath, VIP, 9000);
+    const echo = (text: string) =>
+      new Promise<string>((resolve) => {
+        tunnel.once("data", (d: Buffer) => resolve(d.toString()));
+        tunnel.write(text);
+      });
+    expect(await echo("before")).toBe("before");
+    expect(held()).toBeGreaterThan(0); // the check can see them
+    const left = await mesh.enrollmentCall(node, node, "DELETE", "/v1/pods/default/web-1");
+    expect(left.status).toBe(200);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(held()).toBeGreaterThan(0);
+    expect(await echo("after")).toBe("after"); // and the tunnel still serves
+    tunnel.destroy();
+    await eventually("the namespace released once the tunnel closed", 5000, async () =>
+      held() === 0 ? true : undefined,
+    );
   });
 });
