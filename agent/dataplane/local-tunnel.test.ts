@@ -47,6 +47,21 @@ describe("the in-memory sockets of a same-node tunnel", () => {
     expect(err.code).toBe("EPIPE");
   });
 
+  it("an end whose writes are still held back, then a close, still ends the other's input", async () => {
+    const [a, b] = localSocketPair("10.0.0.1", "10.0.0.2");
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    for (let i = 0; i < 8 && a.write(chunk); i++);
+    a.end(); // queued behind the writes b has no room for yet …
+    a.destroy(); // … which the close discards
+    let received = 0;
+    b.on("data", (d: Buffer) => {
+      received += d.length;
+    });
+    await once(b, "end");
+    expect(received).toBeGreaterThan(0);
+    expect(received).toBe(b.bytesRead);
+  });
+
   it("a reset reaches the other end as ECONNRESET", async () => {
     const [a, b] = localSocketPair("10.0.0.1", "10.0.0.2");
     const failed = once(b, "error");

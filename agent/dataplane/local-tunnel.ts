@@ -46,6 +46,8 @@ class LocalSocket extends Duplex {
   readonly localPort = 0;
   /** A write the other end had no room for: completed when it reads. */
   private blocked: (() => void) | undefined;
+  /** The other end has been sent this end's FIN (its input's end). */
+  private sentEnd = false;
 
   constructor(localAddress: string, remoteAddress: string) {
     super({ allowHalfOpen: true });
@@ -71,19 +73,27 @@ class LocalSocket extends Duplex {
   }
 
   override _final(callback: (err?: Error | null) => void): void {
-    if (!this.other.destroyed) this.other.push(null);
+    this.sendEnd();
     callback();
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    // Closed without its end written (never ended, or ended with writes still held back): the
+    // other end still gets its input's end, as a FIN, after what it was sent.
+    this.sendEnd();
+    this.blocked = undefined; // a write of ours the other end had no room for: dropped with us
     const other = this.other;
-    // Closed without ending: the other end still gets its input's end, as a FIN.
-    if (!other.destroyed && !other.readableEnded && !this.writableEnded) other.push(null);
     // Its writes waiting for our reads never will be read.
     const blocked = other.blocked;
     other.blocked = undefined;
     if (blocked) process.nextTick(blocked);
     callback(err);
+  }
+
+  private sendEnd(): void {
+    if (this.sentEnd || this.other.destroyed) return;
+    this.sentEnd = true;
+    this.other.push(null);
   }
 
   resetAndDestroy(): this {
