@@ -2,7 +2,7 @@
 // (the agent answers only once the workload accepted), in mutual TLS on a shared connection when
 // both ends have identities (tunnel-mux.ts), else one plaintext tunnel per connection; one of this
 // node's own pods through a tunnel this agent serves in memory (local-tunnel.ts); anything else
-// directly.
+// directly. (An HTTP/2 request to one of this node's pods needs no connection: http/attempt-local.ts.)
 
 import type { Socket } from "node:net";
 import { TUNNEL_PORT } from "../../api/dataplane.ts";
@@ -33,21 +33,9 @@ export async function connectEndpoint(
 ): Promise<Socket> {
   const { sockets } = via;
   if (!ep.meshed) return dial(sockets, { netns: from.netns, ip: ep.ip, port: ep.port, timeoutMs });
-  if (via.waitsForNextAgent(ep)) {
-    throw new AgentError(AgentErrors.CONNECT_FAILED, `${ep.ip}:${ep.port}: its agent (this one) is stopping`);
-  }
-  const req: TunnelRequest = {
-    ip: ep.ip,
-    port: ep.port,
-    source: from.key,
-    workload: `${from.workload.namespace}/${from.workload.name}`,
-    sourceIp: from.pod.ip,
-    protocol: serveAs,
-  };
+  const req = tunnelRequest(from, ep, serveAs);
   const deadline = Date.now() + timeoutMs;
-  // A pod just enrolled: its tunnels wait for its certificate rather than go out in plaintext
-  // (which STRICT would refuse), as ztunnel's do.
-  await via.identitySettled(from, timeoutMs);
+  await readyToTunnel(via, from, ep, timeoutMs);
   const local = via.localPod(ep.ip);
   if (local) return openLocalTunnel(via, from, local, ep, req, timeoutMs);
   const mine = tunnelIdentity(via, from, ep);
@@ -65,4 +53,28 @@ export async function connectEndpoint(
     socket.destroy();
     throw err;
   }
+}
+
+/** What the destination agent is asked: this endpoint, for this pod, served as `serveAs`. */
+export function tunnelRequest(from: PodContext, ep: Endpoint, serveAs: HttpProtocol | undefined): TunnelRequest {
+  return {
+    ip: ep.ip,
+    port: ep.port,
+    source: from.key,
+    workload: `${from.workload.namespace}/${from.workload.name}`,
+    sourceIp: from.pod.ip,
+    protocol: serveAs,
+  };
+}
+
+/**
+ * Before anything goes to a meshed endpoint: refused when its agent is this one and it is
+ * stopping; and a pod just enrolled waits for its certificate rather than go out in plaintext
+ * (which STRICT would refuse), as ztunnel's tunnels do.
+ */
+export async function readyToTunnel(via: DataplaneContext, from: PodContext, ep: Endpoint, timeoutMs: number) {
+  if (via.waitsForNextAgent(ep)) {
+    throw new AgentError(AgentErrors.CONNECT_FAILED, `${ep.ip}:${ep.port}: its agent (this one) is stopping`);
+  }
+  await via.identitySettled(from, timeoutMs);
 }

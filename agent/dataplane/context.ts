@@ -56,13 +56,20 @@ export interface DataplaneContext {
    */
   waitsForNextAgent(ep: Endpoint): boolean;
   /**
-   * This node's pod at `ip`, whose tunnels this worker serves itself (local-tunnel.ts), and how a
-   * tunnel keeps the pod's namespace open until it closes (as its listeners' connections do).
+   * This node's pod at `ip`, whose tunnels and requests this worker serves itself (local-tunnel.ts,
+   * http/attempt-local.ts), and how each keeps the pod's namespace open until it closes (as its
+   * listeners' connections do).
    */
   localPod(ip: string): LocalPod | undefined;
 }
 
+/** A same-node tunnel or handed-over request: closes once, and can be ended (the agent stopping). */
+export interface LocalExchange {
+  once(event: "close", listener: () => void): unknown;
+  destroy(): unknown;
+}
+
 export interface LocalPod {
   readonly ctx: PodContext;
-  hold(tunnel: Socket): void;
+  hold(exchange: LocalExchange): void;
 }

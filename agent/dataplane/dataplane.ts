@@ -20,7 +20,7 @@ import {
 import { AccessLog } from "./access-log.ts";
 import { EndpointPicker } from "./balancer.ts";
 import { connectEndpoint } from "./connect.ts";
-import type { DataplaneContext, LocalPod } from "./context.ts";
+import type { DataplaneContext, LocalExchange, LocalPod } from "./context.ts";
 import { inPodSockets, type SocketMaker } from "./dial.ts";
 import { EdgeAggregator } from "./edges.ts";
 import type { Endpoint } from "./endpoint.ts";
@@ -53,10 +53,13 @@ export interface DataplaneOptions {
 interface PodListeners {
   ctx: PodContext;
   servers: net.Server[];
-  /** Tunnels from this node's pods that this worker serves in memory (local-tunnel.ts). */
-  localTunnels: Set<net.Socket>;
-  /** Set once the pod is removed: called when its last local tunnel closes. */
-  onLocalTunnelsClosed?: () => void;
+  /**
+   * Same-node tunnels to the pod and requests handed over to it in memory (local-tunnel.ts,
+   * http/attempt-local.ts): they may still dial from its namespace.
+   */
+  localExchanges: Set<LocalExchange>;
+  /** Set once the pod is removed: called when the last of them closes. */
+  onLocalExchangesClosed?: () => void;
 }
 
 type Handler = (ctx: DataplaneContext, pod: PodContext, socket: net.Socket) => Promise<void>;
@@ -176,13 +179,13 @@ export class Dataplane implements DataplaneContext {
   localPod(ip: string): LocalPod | undefined {
     const entry = this.podsByIp.get(ip);
     if (!entry) return undefined;
-    const hold = (tunnel: net.Socket) => {
-      entry.localTunnels.add(tunnel);
-      tunnel.once("close", () => {
-        entry.localTunnels.delete(tunnel);
-        if (entry.localTunnels.size > 0) return;
-        const closed = entry.onLocalTunnelsClosed;
-        entry.onLocalTunnelsClosed = undefined;
+    const hold = (exchange: LocalExchange) => {
+      entry.localExchanges.add(exchange);
+      exchange.once("close", () => {
+        entry.localExchanges.delete(exchange);
+        if (entry.localExchanges.size > 0) return;
+        const closed = entry.onLocalExchangesClosed;
+        entry.onLocalExchangesClosed = undefined;
         closed?.();
       });
     };
@@ -256,7 +259,7 @@ export class Dataplane implements DataplaneContext {
       netns.close();
       throw err;
     }
-    const entry = { ctx, servers, localTunnels: new Set<net.Socket>() };
+    const entry = { ctx, servers, localExchanges: new Set<LocalExchange>() };
     this.pods.set(key, entry);
     this.podsByIp.set(pod.ip, entry);
   }
@@ -277,14 +280,14 @@ export class Dataplane implements DataplaneContext {
     await new Promise((resolve) => setImmediate(resolve));
     this.pools.dropPod(key);
     this.tunnels.dropPod(key);
-    // Its listeners' connections and its local tunnels may all still dial from it.
+    // Its listeners' connections, its same-node tunnels and handed-over requests may all still dial from it.
     let open = entry.servers.length + 1;
     const release = () => {
       if (--open === 0) entry.ctx.netns.close();
     };
     for (const server of entry.servers) server.close(release);
-    if (entry.localTunnels.size === 0) release();
-    else entry.onLocalTunnelsClosed = release;
+    if (entry.localExchanges.size === 0) release();
+    else entry.onLocalExchangesClosed = release;
   }
 
   /**
@@ -320,7 +323,7 @@ export class Dataplane implements DataplaneContext {
     }
     refuseSystemCalls();
     for (const socket of this.connections) socket.destroy();
-    for (const { localTunnels } of this.pods.values()) for (const tunnel of localTunnels) tunnel.destroy();
+    for (const { localExchanges } of this.pods.values()) for (const exchange of localExchanges) exchange.destroy();
     // Requests that finished this turn are reported in a setImmediate batch (http/record.ts): let it run.
     await new Promise((resolve) => setImmediate(resolve));
     this.accessLog.flush();

@@ -295,6 +295,30 @@ function tunnelSecurityLabel(origin: TunnelOrigin): string {
 }
 
 /**
+ * What every tunnel is checked for first (the tunnel key, the target, the claims against the
+ * certificate, STRICT), and the caller it speaks for. Throws the refusal. Also a request handed
+ * over in memory to one of this agent's pods (http/attempt-local.ts), which is a tunnel's request
+ * without the tunnel.
+ */
+export function admitTunnel(
+  ctx: DataplaneContext,
+  to: PodContext,
+  req: TunnelRequest,
+  origin: TunnelOrigin,
+  address: string | undefined,
+): Caller {
+  const { peer, sameNode } = origin;
+  const refusal =
+    (sameNode ? undefined : tunnelAuthRefusal(req, ctx.settings.tunnelKey, Date.now())) ??
+    tunnelTargetRefusal(req, to.pod) ??
+    claimRefusal(req, peer) ??
+    strictRefusal(ctx, to, req.port, peer);
+  if (refusal) throw refusal;
+  const vouched = sameNode || peer !== undefined || ctx.settings.tunnelKey !== undefined;
+  return callerFromTunnel(req.workload, address, peer, vouched ? req.sourceIp : undefined);
+}
+
+/**
  * One tunnel, whichever its framing: checked (the tunnel key, the target, the claims against the
  * certificate, STRICT, authorization of bytes), connected to the workload, then answered and
  * served.
@@ -307,19 +331,11 @@ export async function serveTunnel(
   origin: TunnelOrigin,
   answer: TunnelAnswer,
 ) {
-  const { peer, sameNode } = origin;
   ctx.metrics.tunnels.labels(tunnelSecurityLabel(origin)).inc();
   let app: Socket;
   let caller: Caller;
   try {
-    const refusal =
-      (sameNode ? undefined : tunnelAuthRefusal(req, ctx.settings.tunnelKey, Date.now())) ??
-      tunnelTargetRefusal(req, to.pod) ??
-      claimRefusal(req, peer) ??
-      strictRefusal(ctx, to, req.port, peer);
-    if (refusal) throw refusal;
-    const vouched = sameNode || peer !== undefined || ctx.settings.tunnelKey !== undefined;
-    caller = callerFromTunnel(req.workload, client.remoteAddress, peer, vouched ? req.sourceIp : undefined);
+    caller = admitTunnel(ctx, to, req, origin, client.remoteAddress);
     // Bytes, not HTTP (which is authorized per request): authorized before the workload is dialled.
     const denied = servedAsBytes(ctx, to, req) && connectionDenied(ctx, to, req.port, caller);
     if (denied) throw denied;

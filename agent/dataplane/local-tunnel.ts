@@ -4,7 +4,9 @@
 // tunnel connection and the kernel's loopback twice over; everything the destination side does to
 // a tunnel still happens (inbound.ts serveTunnel: the target, STRICT, authorization, the health
 // check, the connect to the workload before the answer, HTTP served per request). Cilium and
-// merbridge shortcut same-node connections in the same spirit, at the socket layer.
+// merbridge shortcut same-node connections in the same spirit, at the socket layer. (HTTP/2 and
+// gRPC requests skip even this, unless a connection breaker counts their connections:
+// http/attempt-local.ts hands them to the destination side's chain.)
 //
 // Identity: the agent holds both pods' certificates, so what a handshake would prove is read from
 // its keyring (mtls.ts sameNodePeer), and the caller is as proven as across nodes. Nothing crosses a

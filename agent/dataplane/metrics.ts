@@ -207,7 +207,7 @@ export class DataplaneMetrics {
   });
   readonly tunnels = new Counter({
     name: "nodemesh_tunnel_connections_total",
-    help: "Tunnels to this node's pods, by security: mutual_tls (from another node's agent, the caller proved a mesh identity; many share one TLS connection), plaintext (one connection each) or same_node (from a pod of this node, served in the agent without a network hop)",
+    help: "Tunnels to this node's pods, by security: mutual_tls (from another node's agent, the caller proved a mesh identity; many share one TLS connection), plaintext (one connection each) or same_node (from a pod of this node, served in the agent without a network hop; HTTP/2 requests between two pods of one node take none)",
     labelNames: ["security"],
     registers: [this.registry],
   });

@@ -1,12 +1,18 @@
-// Tunnels between two pods of one node (agent/dataplane/local-tunnel.ts): the agent serves them in
-// memory, without a TLS connection to itself, and the destination side still does all it does for
-// a tunnel from another node: the caller's identity reaches the app (x-forwarded-client-cert),
-// STRICT admits the caller, AuthorizationPolicy tells one caller's principal from another's.
+// Traffic between two pods of one node: the agent serves it in memory, without a TLS connection to
+// itself. Opaque TCP and HTTP/1.1 go through tunnels of in-memory sockets
+// (agent/dataplane/local-tunnel.ts); HTTP/2 and gRPC requests are handed from the source side's
+// chain to the destination side's (agent/dataplane/http/attempt-local.ts), with no tunnel at all.
+// Either way the destination side
+// still does all it does for traffic from another node: the caller's identity reaches the app
+// (x-forwarded-client-cert), STRICT admits the caller, AuthorizationPolicy tells one caller's
+// principal from another's, and its answer (gRPC trailers, errors, a deadline) reaches the caller.
 
 import { readdirSync, statSync } from "node:fs";
 import type http2 from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Node, type Pod, World } from "../world/world.ts";
+import type { GrpcArgs, GrpcReport } from "./clients/grpc-call.ts";
+import { grpcCallIn } from "./clients/in-pod.ts";
 import { eventually } from "./eventually.ts";
 import { Mesh } from "./mesh.ts";
 import { connectFrom, echoFrom, http2Get, http2SessionFrom, httpFrom, metricSum } from "./netns-client.ts";
@@ -23,7 +29,24 @@ spec:
   ports:
     - { name: http, port: 80, targetPort: 8080, protocol: http }
     - { name: echo, port: 9000, targetPort: 9000, protocol: tcp }
+    - { name: grpc, port: 9090, targetPort: 9090, protocol: grpc }
   selector: { app: web }
+`;
+
+const retriesYaml = `apiVersion: nodemesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: { name: web-retries, namespace: default }
+spec:
+  targetRefs: [{ name: web }]
+  retries: { attempts: 2, retryOn: [gateway-error] }
+`;
+
+const timeoutYaml = `apiVersion: nodemesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: { name: web-timeout, namespace: default }
+spec:
+  targetRefs: [{ name: web }]
+  timeouts: { request: 300ms }
 `;
 
 const strictYaml = `apiVersion: nodemesh.io/v1alpha1
@@ -53,6 +76,23 @@ describe("tunnels between pods of one node", () => {
   let stranger: Pod; // not meshed
   let web: Pod; // sa web
 
+  const grpcCall = (from: Pod, args: GrpcArgs): Promise<GrpcReport> => grpcCallIn(world, from, args);
+  /** web's fault settings (test/workload): asked of the app directly, from its own namespace. */
+  const control = async (patch: Record<string, number>) => {
+    const r = await httpFrom(web.netnsPath, `http://${web.ip}:8080/_control`, {
+      method: "POST",
+      body: JSON.stringify(patch),
+    });
+    expect(r.status, r.body).toBe(200);
+  };
+  const tunnelsOpened = async () => {
+    const metrics = await mesh.metrics(node);
+    return {
+      sameNode: metricSum(metrics, "nodemesh_tunnel_connections_total", { security: "same_node" }),
+      tls: metricSum(metrics, "nodemesh_tunnel_tls_connections_total"),
+    };
+  };
+
   const clientCertSeenBy = async (from: Pod) => {
     const r = await httpFrom(from.netnsPath, `http://${VIP}/who`, { timeoutMs: 3000 });
     return { status: r.status, clientCert: r.status === 200 ? JSON.parse(r.body).clientCert : undefined };
@@ -68,7 +108,7 @@ describe("tunnels between pods of one node", () => {
     other = await world.addPod(node, "other");
     stranger = await world.addPod(node, "stranger");
     web = await world.addPod(node, "web-1");
-    await mesh.startWorkload(web, ["--http-port", "8080", "--grpc-port", "0", "--tcp-echo-port", "9000"]);
+    await mesh.startWorkload(web, ["--http-port", "8080", "--grpc-port", "9090", "--tcp-echo-port", "9000"]);
     await mesh.enroll(client, ["--label", "app=client", "--service-account", "client"]);
     await mesh.enroll(other, ["--label", "app=other", "--service-account", "other"]);
     await mesh.enroll(web, ["--label", "app=web", "--service-account", "web"]);
@@ -86,15 +126,16 @@ describe("tunnels between pods of one node", () => {
 
   it("carries HTTP/1.1, HTTP/2 and opaque TCP with the caller's proven identity, and no TLS connection to itself", async () => {
     for (let i = 0; i < 10; i++) {
-      const r = await httpFrom(client.netnsPath, `http://${VIP}/same-node/${i}`, {
-        method: "POST",
-        body: JSON.stringify({ i }),
-      });
+      // Bodies of up to 1 MiB, streamed through the hand-off to the app.
+      const body = "a".repeat(i * 100_000 + 16);
+      const r = await httpFrom(client.netnsPath, `http://${VIP}/same-node/${i}`, { method: "POST", body });
       expect(`${r.status} ${r.body}`).toMatch(/^200 /);
-      expect(JSON.parse(r.body).clientCert).toBe(FROM_CLIENT);
+      expect(JSON.parse(r.body)).toMatchObject({ clientCert: FROM_CLIENT, bodyBytes: body.length });
       const echoed = await echoFrom(client.netnsPath, VIP, 9000, Buffer.from(`same-node-${i}`));
       expect(echoed.toString()).toBe(`same-node-${i}`);
     }
+    // HTTP/2 requests are handed over: no tunnel.
+    const beforeH2 = await tunnelsOpened();
     const session: http2.ClientHttp2Session = http2SessionFrom(client.netnsPath, VIP, 80);
     try {
       for (let i = 0; i < 5; i++) {
@@ -105,8 +146,9 @@ describe("tunnels between pods of one node", () => {
     } finally {
       session.close();
     }
+    expect(await tunnelsOpened()).toEqual(beforeH2);
     const metrics = await mesh.metrics(node);
-    // Every opaque TCP connection is a tunnel of its own; the HTTP ones are pooled.
+    // Every opaque TCP connection is a tunnel of its own; the HTTP/1.1 ones are pooled.
     expect(metricSum(metrics, "nodemesh_tunnel_connections_total", { security: "same_node" })).toBeGreaterThanOrEqual(
       11,
     );
@@ -122,6 +164,110 @@ describe("tunnels between pods of one node", () => {
       });
       return proven >= 15 ? true : undefined;
     });
+  });
+
+  it("hands gRPC calls over with their streams, trailers and error statuses", async () => {
+    const before = await tunnelsOpened();
+    const unary = await grpcCall(client, { target: `${VIP}:9090`, mode: "unary", calls: 5, concurrency: 2 });
+    expect(unary.codes).toEqual({ OK: 5 });
+    expect(unary.pods).toEqual({ "web-1": 5 });
+    const bidi = await grpcCall(client, { target: `${VIP}:9090`, mode: "bidi", calls: 2, messages: 4 });
+    expect(bidi.codes).toEqual({ OK: 2 });
+    for (const stream of bidi.streams!) expect(stream.received.map((r) => r.message)).toEqual(stream.sent);
+    // The app's own status, in the trailers of its answer.
+    await control({ failRate: 1, failStatus: 503 });
+    try {
+      const failing = await grpcCall(client, { target: `${VIP}:9090`, mode: "unary", calls: 2 });
+      expect(failing.codes).toEqual({ UNAVAILABLE: 2 });
+      expect(failing.details).toEqual({ "injected failure (HTTP 503)": 2 });
+    } finally {
+      await control({ failRate: 0 });
+    }
+    expect(await tunnelsOpened()).toEqual(before);
+    await eventually("the destination side's gRPC requests counted", 5000, async () => {
+      const metrics = await mesh.metrics(node);
+      const proven = (grpcCode: string) =>
+        metricSum(metrics, "nodemesh_requests_total", {
+          reporter: "destination",
+          destination_workload: "web",
+          grpc_status: grpcCode,
+          connection_security_policy: "mutual_tls",
+        });
+      return proven("0") >= 7 && proven("14") >= 2 ? true : undefined;
+    });
+  });
+
+  it("ends the app's HTTP/2 request when the caller's deadline passes, with 504 NM_TIMEOUT", async () => {
+    const applied = await mesh.cli(["apply", "-f", "-"], timeoutYaml);
+    expect(applied.code, applied.stderr).toBe(0);
+    await control({ latencyMs: 1500 });
+    const session = http2SessionFrom(client.netnsPath, VIP, 80);
+    try {
+      await eventually("the deadline in force", 10_000, async () => {
+        const r = await http2Get(session, "/slow", 3000);
+        return r.status === 504 ? r : undefined;
+      });
+      const started = performance.now();
+      const r = await http2Get(session, "/slow", 3000);
+      expect(r.status).toBe(504);
+      expect(r.headers["x-nodemesh-error"]).toBe("NM_TIMEOUT");
+      expect(performance.now() - started).toBeLessThan(1000);
+      // The destination side saw its caller leave: it reports the request unanswered.
+      await eventually("the destination side's request ended unanswered", 5000, async () => {
+        const unanswered = metricSum(await mesh.metrics(node), "nodemesh_requests_total", {
+          reporter: "destination",
+          destination_workload: "web",
+          response_code: "0",
+        });
+        return unanswered >= 2 ? true : undefined;
+      });
+    } finally {
+      session.close();
+      await control({ latencyMs: 0 });
+      const deleted = await mesh.cli(["delete", "trafficpolicies", "web-timeout"]);
+      expect(deleted.code, deleted.stderr).toBe(0);
+    }
+  });
+
+  // A retry throws the answer it retries away unread: the hand-off must let it go quietly (an
+  // unheard stream error there would end the agent's worker, and its counters with it).
+  it("retries the app's HTTP/2 503 through the hand-off, dropping each unread answer", async () => {
+    const applied = await mesh.cli(["apply", "-f", "-"], retriesYaml);
+    expect(applied.code, applied.stderr).toBe(0);
+    const count = async () => {
+      const metrics = await mesh.metrics(node);
+      return {
+        retries: metricSum(metrics, "nodemesh_retries_total"),
+        requests: metricSum(metrics, "nodemesh_requests_total", { reporter: "source" }),
+      };
+    };
+    await control({ failRate: 1, failStatus: 503 });
+    const session = http2SessionFrom(client.netnsPath, VIP, 80);
+    try {
+      await eventually("the retry policy in force", 10_000, async () => {
+        const before = await count();
+        await http2Get(session, "/retried");
+        return (await count()).retries > before.retries ? true : undefined;
+      });
+      const before = await count();
+      for (let i = 0; i < 5; i++) {
+        const r = await http2Get(session, `/retried/${i}`);
+        // The app's own answer, the last attempt's, delivered as it was.
+        expect(r.status).toBe(503);
+        expect(JSON.parse(r.body)).toMatchObject({ pod: "web-1", error: true });
+      }
+      await eventually("every request and retry counted", 5000, async () => {
+        const after = await count();
+        return after.requests >= before.requests + 5 ? after : undefined;
+      });
+      const after = await count();
+      expect(after.retries - before.retries).toBe(10);
+    } finally {
+      session.close();
+      await control({ failRate: 0 });
+      const deleted = await mesh.cli(["delete", "trafficpolicies", "web-retries"]);
+      expect(deleted.code, deleted.stderr).toBe(0);
+    }
   });
 
   it("applies the destination's policies to a caller on the same node: STRICT admits it, AuthorizationPolicy knows its principal", async () => {
@@ -142,6 +288,20 @@ describe("tunnels between pods of one node", () => {
     );
     const allowed = await clientCertSeenBy(client);
     expect(allowed).toEqual({ status: 200, clientCert: FROM_CLIENT });
+    // The same over HTTP/2, handed over without a tunnel.
+    for (const [from, status] of [
+      [other, 403],
+      [client, 200],
+    ] as const) {
+      const session = http2SessionFrom(from.netnsPath, VIP, 80);
+      try {
+        const r = await http2Get(session, "/who");
+        expect(r.status).toBe(status);
+        if (status === 200) expect(JSON.parse(r.body).clientCert).toBe(FROM_CLIENT);
+      } finally {
+        session.close();
+      }
+    }
   });
 
   // Last: web leaves the mesh. A tunnel in memory is no listener's connection, so it holds the pod's

@@ -35,10 +35,12 @@ export class RequestBody implements BodySource {
     // A request without a body may arrive already ended (optimizeEmptyRequests): no "end" follows.
     this.ended = src.readableEnded;
     // Listening from the start: an HTTP/2 stream may end before the first attempt attaches.
-    src.once("end", () => {
-      this.ended = true;
-      this.sink?.end();
-    });
+    if (!this.ended) {
+      src.once("end", () => {
+        this.ended = true;
+        this.sink?.end();
+      });
+    }
   }
 
   /** True when the whole body has arrived and is kept (a mirror can copy it). */

@@ -10,6 +10,7 @@ import type { CompiledPolicy } from "../policy.ts";
 import type { Attempt, UpstreamRequest } from "./attempt.ts";
 import { attemptHttp1 } from "./attempt-http1.ts";
 import { attemptHttp2 } from "./attempt-http2.ts";
+import { attemptLocal } from "./attempt-local.ts";
 import { attemptUpgrade } from "./attempt-upgrade.ts";
 import { SERVICE_HEADER } from "./resolve.ts";
 import type { ConnectionLimits, HttpProtocol } from "./upstream.ts";
@@ -23,6 +24,10 @@ export function connectionLimits(policy: CompiledPolicy, defaultConnectTimeoutMs
     connectTimeoutMs: policy.connectTimeoutMs ?? defaultConnectTimeoutMs,
     idleTimeoutMs: policy.idleTimeoutMs,
   };
+}
+
+function hasConnectionBreaker(limits: ConnectionLimits): boolean {
+  return limits.maxConnections !== UNLIMITED || limits.maxPending !== UNLIMITED;
 }
 
 /**
@@ -47,6 +52,10 @@ export function startAttempt(
     const connect = () => connectEndpoint(ctx, from, ep, limits.connectTimeoutMs, "http1");
     return attemptUpgrade(connect, ep, { ...up, upgrade: up.upgrade }, timeoutMs);
   }
+  // HTTP/2 to one of this node's own pods: handed over in memory, unless a connection breaker
+  // counts its connections (a hand-off makes none). HTTP/1.1 takes a same-node tunnel.
+  const local = protocol === "h2" && ep.meshed && !hasConnectionBreaker(limits) ? ctx.localPod(ep.ip) : undefined;
+  if (local) return attemptLocal(ctx, from, local, ep, up, limits.connectTimeoutMs, timeoutMs);
   if (protocol === "http1") {
     const pool = ctx.pools.http1(from, ep, limits);
     return attemptHttp1(pool, ctx.pools.enterPending(ep, pool), up, timeoutMs);
