@@ -8,6 +8,7 @@ import type { EndpointPicker } from "./balancer.ts";
 import type { SocketMaker } from "./dial.ts";
 import type { EdgeAggregator } from "./edges.ts";
 import type { Endpoint } from "./endpoint.ts";
+import type { Downstream } from "./http/downstream.ts";
 import type { HttpProtocol, UpstreamPools } from "./http/upstream.ts";
 import type { DataplaneMetrics } from "./metrics.ts";
 import type { Keyring } from "./mtls.ts";
@@ -24,6 +25,8 @@ export interface HttpServing {
   readonly headersTimeoutMs: number;
   /** Serves `socket` (paused, its first bytes pushed back) as HTTP of the given version. */
   serve(socket: Socket, protocol: HttpProtocol, target: ProxyTarget): void;
+  /** Serves one request that came without a connection (handed over in memory: http/attempt-local.ts). */
+  serveRequest(down: Downstream, target: ProxyTarget): Promise<void>;
 }
 
 export interface DataplaneContext {

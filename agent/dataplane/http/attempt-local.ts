@@ -1,6 +1,6 @@
 // An HTTP/2 (and gRPC) attempt to one of this node's own pods, handed over in memory: the
-// destination side's request chain (chain.ts, inbound) runs on the request as the source side made
-// it, in this worker. There is no tunnel, and no HTTP/2 session on either side of one (through a
+// destination side's request chain (chain.ts, inbound, through the worker's HTTP frontend) runs on
+// the request as the source side made it, in this worker. There is no tunnel, and no HTTP/2 session on either side of one (through a
 // same-node tunnel, local-tunnel.ts, nghttp2 framed every request and answer once more on each
 // side, over a JavaScript stream). Everything the destination side does still happens: the checks
 // a tunnel gets (inbound.ts admitTunnel: the target, STRICT), the caller's identity proven from the
@@ -21,7 +21,6 @@ import { admitTunnel } from "../inbound.ts";
 import { sameNodePeer, tunnelIdentity } from "../mtls.ts";
 import type { Caller, PodContext } from "../pod.ts";
 import { type Attempt, failure, type Outcome, OutcomeLatch, type UpstreamRequest } from "./attempt.ts";
-import { proxyRequest } from "./chain.ts";
 import type { Downstream } from "./downstream.ts";
 import { type ClientError, errorHeaders, grpcMessage } from "./errors.ts";
 
@@ -53,7 +52,7 @@ export function attemptLocal(
       async (caller) => {
         if (!caller) return; // the source side gave up meanwhile
         try {
-          await proxyRequest(ctx, down, { direction: "inbound", to: to.ctx, port: ep.port, caller });
+          await ctx.http.serveRequest(down, { direction: "inbound", to: to.ctx, port: ep.port, caller });
         } catch (err) {
           // A bug on the destination side, logged with its stack (as frontend.ts does): only this
           // request fails, and not as undelivered (the app may have seen it).

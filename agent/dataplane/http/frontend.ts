@@ -19,7 +19,7 @@ import {
 } from "../limits.ts";
 import type { ProxyTarget } from "../pod.ts";
 import { proxyRequest } from "./chain.ts";
-import { Http1Downstream, Http2Downstream } from "./downstream.ts";
+import { type Downstream, Http1Downstream, Http2Downstream } from "./downstream.ts";
 import { UpgradeDownstream } from "./downstream-upgrade.ts";
 import { clientError, errorHeaders, rawErrorAnswer } from "./errors.ts";
 import { countHeader } from "./headers.ts";
@@ -281,6 +281,10 @@ export class HttpFrontend implements HttpServing {
     (socket as unknown as WithTarget)[TARGET] = target;
     this.h1.emit("connection", socket);
     socket.resume();
+  }
+
+  serveRequest(down: Downstream, target: ProxyTarget): Promise<void> {
+    return proxyRequest(this.ctx, down, target);
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
