@@ -1,8 +1,8 @@
 // An HTTP/2 (and gRPC) attempt to one of this node's own pods, handed over in memory: the
 // destination side's request chain (chain.ts, inbound, through the worker's HTTP frontend) runs on
-// the request as the source side made it, in this worker. There is no tunnel, and no HTTP/2 session on either side of one (through a
-// same-node tunnel, local-tunnel.ts, nghttp2 framed every request and answer once more on each
-// side, over a JavaScript stream). Everything the destination side does still happens: the checks
+// the request as the source side made it, in this worker. There is no tunnel, and no HTTP/2
+// session on either side of one (through a same-node tunnel, local-tunnel.ts, nghttp2 framed every
+// request and answer once more on each side, over a JavaScript stream). Everything the destination side does still happens: the checks
 // a tunnel gets (inbound.ts admitTunnel: the target, STRICT), the caller's identity proven from the
 // keyring (mtls.ts sameNodePeer), the health check, AuthorizationPolicy, rate limits,
 // x-forwarded-client-cert, and its metrics, spans and access log. The source side gets the
