@@ -2,10 +2,10 @@
 // itself. Opaque TCP and HTTP/1.1 go through tunnels of in-memory sockets
 // (agent/dataplane/local-tunnel.ts); HTTP/2 and gRPC requests are handed from the source side's
 // chain to the destination side's (agent/dataplane/http/attempt-local.ts), with no tunnel at all.
-// Either way the destination side
-// still does all it does for traffic from another node: the caller's identity reaches the app
-// (x-forwarded-client-cert), STRICT admits the caller, AuthorizationPolicy tells one caller's
-// principal from another's, and its answer (gRPC trailers, errors, a deadline) reaches the caller.
+// Either way the destination side still does all it does for traffic from another node: the
+// caller's identity reaches the app (x-forwarded-client-cert), STRICT admits the caller,
+// AuthorizationPolicy tells one caller's principal from another's, and its answer (gRPC trailers,
+// errors, a deadline) reaches the caller.
 
 import { readdirSync, statSync } from "node:fs";
 import type http2 from "node:http2";
@@ -67,7 +67,7 @@ const onlyClientYaml = JSON.stringify({
   },
 });
 
-describe("tunnels between pods of one node", () => {
+describe("traffic between pods of one node", () => {
   let world: World;
   let mesh: Mesh;
   let node: Node;
@@ -126,7 +126,7 @@ describe("tunnels between pods of one node", () => {
 
   it("carries HTTP/1.1, HTTP/2 and opaque TCP with the caller's proven identity, and no TLS connection to itself", async () => {
     for (let i = 0; i < 10; i++) {
-      // Bodies of up to 1 MiB, streamed through the hand-off to the app.
+      // Bodies of up to 1 MiB, streamed through the same-node tunnel to the app.
       const body = "a".repeat(i * 100_000 + 16);
       const r = await httpFrom(client.netnsPath, `http://${VIP}/same-node/${i}`, { method: "POST", body });
       expect(`${r.status} ${r.body}`).toMatch(/^200 /);
