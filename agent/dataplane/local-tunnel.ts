@@ -9,7 +9,7 @@
 // http/attempt-local.ts hands them to the destination side's chain.)
 //
 // Identity: the agent holds both pods' certificates, so what a handshake would prove is read from
-// its keyring (mtls.ts sameNodePeer), and the caller is as proven as across nodes. Nothing crosses a
+// its keyring (mtls.ts sameNodeCaller), and the caller is as proven as across nodes. Nothing crosses a
 // network, so nothing needs the encryption.
 
 import type { Socket } from "node:net";
@@ -19,7 +19,7 @@ import type { DataplaneContext, LocalPod } from "./context.ts";
 import type { Endpoint } from "./endpoint.ts";
 import { serveTunnel } from "./inbound.ts";
 import { ioDeadline } from "./io-deadline.ts";
-import { sameNodePeer, tunnelIdentity } from "./mtls.ts";
+import { sameNodeCaller } from "./mtls.ts";
 import type { PodContext } from "./pod.ts";
 import type { TunnelRequest } from "./tunnel.ts";
 
@@ -149,10 +149,7 @@ export function openLocalTunnel(
   req: TunnelRequest,
   timeoutMs: number,
 ): Promise<Socket> {
-  // As connect.ts decides for a tunnel across nodes: an identity when both ends have one (and
-  // PeerAuthentication does not DISABLE it), else the plaintext tunnel's standing.
-  const mine = tunnelIdentity(ctx, from, ep);
-  const peer = mine ? sameNodePeer(ctx.keyring, mine, to.ctx, ep) : undefined;
+  const peer = sameNodeCaller(ctx, from, to.ctx, ep);
   const [source, destination] = localSocketPair(from.pod.ip, to.ctx.pod.ip);
   to.hold(destination);
   const target = `${ep.ip}:${ep.port}`;

@@ -180,6 +180,21 @@ export function sameNodePeer(keyring: Keyring, mine: WorkerIdentity, to: PodCont
 }
 
 /**
+ * The caller's proven SPIFFE id for a same-node tunnel or handed-over request from `from` to `ep`,
+ * the agent's own pod `to`. As for a tunnel across nodes: an identity when both ends have one (and
+ * PeerAuthentication does not DISABLE it), else undefined, the plaintext tunnel's standing.
+ */
+export function sameNodeCaller(
+  via: TunnelSecurityInputs,
+  from: PodContext,
+  to: PodContext,
+  ep: Endpoint,
+): string | undefined {
+  const mine = tunnelIdentity(via, from, ep);
+  return mine ? sameNodePeer(via.keyring, mine, to, ep) : undefined;
+}
+
+/**
  * Source side: `socket` (connected to the endpoint's tunnel port) in TLS with `mine`, once the
  * endpoint proved the identity the service table names for it.
  */

@@ -2,13 +2,14 @@
 // destination side's request chain (chain.ts, inbound, through the worker's HTTP frontend) runs on
 // the request as the source side made it, in this worker. There is no tunnel, and no HTTP/2
 // session on either side of one (through a same-node tunnel, local-tunnel.ts, nghttp2 framed every
-// request and answer once more on each side, over a JavaScript stream). Everything the destination side does still happens: the checks
-// a tunnel gets (inbound.ts admitTunnel: the target, STRICT), the caller's identity proven from the
-// keyring (mtls.ts sameNodePeer), the health check, AuthorizationPolicy, rate limits,
-// x-forwarded-client-cert, and its metrics, spans and access log. The source side gets the
-// destination's answer as any attempt's outcome (attempt.ts), and a refusal fails over as a refused
-// tunnel does. HTTP/1.1 keeps the same-node tunnel: its framing in memory is cheap (llhttp, undici),
-// and handing it over measured no less CPU (docs/benchmarks.md, twenty-fifth session).
+// request and answer once more on each side, over a JavaScript stream). Everything the destination
+// side does still happens: the checks a tunnel gets (inbound.ts admitTunnel: the target, STRICT),
+// the caller's identity proven from the keyring (mtls.ts sameNodeCaller), the health check,
+// AuthorizationPolicy, rate limits, x-forwarded-client-cert, and its metrics, spans and access log.
+// The source side gets the destination's answer as any attempt's outcome (attempt.ts), and a
+// refusal fails over as a refused tunnel does. HTTP/1.1 keeps the same-node tunnel: its framing in
+// memory is cheap (llhttp, undici), and handing it over measured no less CPU (docs/benchmarks.md,
+// twenty-fifth session).
 
 import { EventEmitter } from "node:events";
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
@@ -18,7 +19,7 @@ import { readyToTunnel, tunnelRequest } from "../connect.ts";
 import type { DataplaneContext, LocalPod } from "../context.ts";
 import type { Endpoint } from "../endpoint.ts";
 import { admitTunnel } from "../inbound.ts";
-import { sameNodePeer, tunnelIdentity } from "../mtls.ts";
+import { sameNodeCaller } from "../mtls.ts";
 import type { Caller, PodContext } from "../pod.ts";
 import { type Attempt, failure, type Outcome, OutcomeLatch, type UpstreamRequest } from "./attempt.ts";
 import type { Downstream } from "./downstream.ts";
@@ -87,10 +88,7 @@ async function admit(
 ): Promise<Caller | undefined> {
   await readyToTunnel(ctx, from, ep, connectTimeoutMs);
   if (down.gone) return undefined;
-  // As connect.ts decides for a tunnel: an identity when both ends have one (and PeerAuthentication
-  // does not DISABLE it), else a plaintext tunnel's standing.
-  const mine = tunnelIdentity(ctx, from, ep);
-  const peer = mine ? sameNodePeer(ctx.keyring, mine, to.ctx, ep) : undefined;
+  const peer = sameNodeCaller(ctx, from, to.ctx, ep);
   try {
     return admitTunnel(ctx, to.ctx, tunnelRequest(from, ep, "h2"), { peer, sameNode: true }, from.pod.ip);
   } catch (err) {
