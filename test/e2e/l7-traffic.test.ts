@@ -482,10 +482,12 @@ spec:
     console.log(`request timeout: latencies ${JSON.stringify(r.latencies)}; not NM_TIMEOUT: ${JSON.stringify(other)}`);
     expect(r.statuses).toEqual({ 504: 20 });
     expect(r.nmErrors).toEqual({ NM_TIMEOUT: 20 });
+    // The median is about the timer; each request's bound only has to tell the timeout from the
+    // app's 1000 ms answer, since one request on a loaded 2-core CI machine was seen at 353 ms.
     expect(Math.abs(median(r.latencies) - 300)).toBeLessThanOrEqual(50);
     for (const ms of r.latencies) {
       expect(ms).toBeGreaterThanOrEqual(250);
-      expect(ms).toBeLessThanOrEqual(350);
+      expect(ms).toBeLessThan(600);
     }
   });
 
@@ -510,7 +512,9 @@ spec:
     expect(delta["reviews-2"]).toBeGreaterThan(0);
     // Those that tried reviews-2 first: 200 ms, a backoff below 25 ms, then a fast replica.
     expect(slow.length).toBe(delta["reviews-2"]);
-    expect(r.latency.max).toBeLessThanOrEqual(200 + 25 + 75);
+    expect(median(slow)).toBeLessThanOrEqual(200 + 25 + 75);
+    // Every one well before reviews-2's 1000 ms answer; the margin is for a loaded CI machine.
+    expect(r.latency.max).toBeLessThan(600);
   });
 
   it("opens the circuit beyond maxRequests 5: 5 of 20 concurrent requests pass, 15 get 503 NM_CIRCUIT_OPEN at once", async () => {
@@ -605,9 +609,11 @@ spec:
       const r = await grpcCall({ target: V2_GRPC, mode: "unary", calls: 5, deadlineMs: 200 });
       console.log(`gRPC deadline: ${JSON.stringify(r.results)}`);
       expect(r.codes).toEqual({ DEADLINE_EXCEEDED: 5 });
+      expect(Math.abs(median(r.latencies) - 200)).toBeLessThanOrEqual(80);
+      // Each call well before the replica's 1000 ms answer; the margin is for a loaded CI machine.
       for (const ms of r.latencies) {
         expect(ms).toBeGreaterThanOrEqual(120);
-        expect(ms).toBeLessThanOrEqual(280);
+        expect(ms).toBeLessThan(600);
       }
     });
 
