@@ -100,17 +100,35 @@ describeModes("mTLS between agents", (mode) => {
       const echoed = await echoFrom(client.netnsPath, VIP, 9000, Buffer.from(`${MARKER}-tcp-${i}`));
       expect(echoed.toString()).toBe(`${MARKER}-tcp-${i}`);
     }
-    // HTTP/2 (prior knowledge, as gRPC): the tunnel is served as HTTP/2 at the destination, in TLS.
+    // HTTP/2 (prior knowledge, as gRPC): the tunnel is served as HTTP/2 at the destination, in TLS,
+    // and the destination side proves the caller of each request.
+    const proven = async () =>
+      metricSum(await mesh.metrics(n2), "nodemesh_requests_total", {
+        reporter: "destination",
+        destination_workload: "web",
+        connection_security_policy: "mutual_tls",
+      });
+    // The HTTP/1.1 requests above, all counted first.
+    await eventually("node-2's agent counted the HTTP/1.1 requests", 5000, async () =>
+      (await proven()) >= 10 ? true : undefined,
+    );
+    const provenBeforeH2 = await proven();
     const session = http2SessionFrom(client.netnsPath, VIP, 80);
     try {
       for (let i = 0; i < 5; i++) {
         const r = await http2Get(session, `/${MARKER}/h2/${i}`);
         expect(r.status).toBe(200);
         expect(r.body).toContain(MARKER);
+        expect(JSON.parse(r.body).clientCert).toBe(
+          "By=spiffe://cluster.local/ns/default/sa/web;URI=spiffe://cluster.local/ns/default/sa/client",
+        );
       }
     } finally {
       session.close();
     }
+    await eventually("node-2's agent counted the HTTP/2 requests as proven", 5000, async () =>
+      (await proven()) === provenBeforeH2 + 5 ? true : undefined,
+    );
     // A request that bypasses the mesh: straight to an unmeshed pod on node-2, in plaintext.
     const bypass = await httpFrom(client.netnsPath, `http://${plain.ip}:8080/${PLAIN_MARKER}`);
     expect(bypass.status).toBe(200);
