@@ -5,7 +5,8 @@
 // Either way the destination side still does all it does for traffic from another node: the
 // caller's identity reaches the app (x-forwarded-client-cert), STRICT admits the caller,
 // AuthorizationPolicy tells one caller's principal from another's, and its answer (gRPC trailers,
-// errors, a deadline) reaches the caller.
+// errors, a deadline) reaches the caller. A tunnel or a handed-over request keeps the destination
+// pod's namespace open until it ends, also after the pod left the mesh.
 
 import { readdirSync, statSync } from "node:fs";
 import type http2 from "node:http2";
@@ -304,22 +305,58 @@ describe("traffic between pods of one node", () => {
     }
   });
 
+  /** The agent's descriptors open on web's namespace file (stat follows each to what it opened). */
+  const webNamespaceHeld = () => {
+    const pid = mesh.agents.get(node)!.proc.pid!;
+    const webNetns = statSync(web.netnsPath);
+    return readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+      try {
+        const opened = statSync(`/proc/${pid}/fd/${fd}`);
+        return opened.dev === webNetns.dev && opened.ino === webNetns.ino;
+      } catch {
+        return false; // closed meanwhile
+      }
+    }).length;
+  };
+  const leaveMesh = async (pod: Pod) => {
+    const left = await mesh.enrollmentCall(node, node, "DELETE", `/v1/pods/default/${pod.name}`);
+    expect(left.status).toBe(200);
+  };
+
+  // Next to last: web leaves the mesh while a request handed over to it waits for the app. The
+  // request is no connection of the pod's listeners, so it holds the pod's namespace open itself
+  // until it ends, as a tunnel does (below). Then web enrolls again.
+  it("keeps the destination pod's namespace open while a request handed over to it runs, after the pod left the mesh", async () => {
+    await control({ latencyMs: 1500 });
+    const session = http2SessionFrom(client.netnsPath, VIP, 80);
+    try {
+      const slow = http2Get(session, "/slow", 5000);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(webNamespaceHeld()).toBeGreaterThan(0); // the check can see them
+      await leaveMesh(web);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(webNamespaceHeld()).toBeGreaterThan(0);
+      const r = await slow;
+      expect(r.status).toBe(200);
+      await eventually("the namespace released once the request ended", 5000, async () =>
+        webNamespaceHeld() === 0 ? true : undefined,
+      );
+    } finally {
+      session.close();
+      await control({ latencyMs: 0 });
+    }
+    await mesh.enroll(web, ["--label", "app=web", "--service-account", "web"]);
+    await eventually("web served through the mesh again", 15_000, async () => {
+      const seen = await clientCertSeenBy(client).catch(() => undefined);
+      return seen?.clientCert === FROM_CLIENT ? true : undefined;
+    });
+  });
+
   // Last: web leaves the mesh. A tunnel in memory is no listener's connection, so it holds the pod's
   // namespace open itself: closed under it, its descriptor's number could be reused for another
   // pod's namespace while the tunnel may still dial from it.
   it("keeps the destination pod's namespace open while a tunnel to it is, after the pod left the mesh", async () => {
-    const pid = mesh.agents.get(node)!.proc.pid!;
-    const webNetns = statSync(web.netnsPath);
-    // The agent's descriptors open on web's namespace file (stat follows each to what it opened).
-    const held = () =>
-      readdirSync(`/proc/${pid}/fd`).filter((fd) => {
-        try {
-          const opened = statSync(`/proc/${pid}/fd/${fd}`);
-          return opened.dev === webNetns.dev && opened.ino === webNetns.ino;
-        } catch {
-          return false; // closed meanwhile
-        }
-      }).length;
+    const held = webNamespaceHeld;
     const tunnel = await connectFrom(client.netnsPath, VIP, 9000);
     const echo = (text: string) =>
       new Promise<string>((resolve) => {
@@ -328,8 +365,7 @@ describe("traffic between pods of one node", () => {
       });
     expect(await echo("before")).toBe("before");
     expect(held()).toBeGreaterThan(0); // the check can see them
-    const left = await mesh.enrollmentCall(node, node, "DELETE", "/v1/pods/default/web-1");
-    expect(left.status).toBe(200);
+    await leaveMesh(web);
     await new Promise((r) => setTimeout(r, 300));
     expect(held()).toBeGreaterThan(0);
     expect(await echo("after")).toBe("after"); // and the tunnel still serves
