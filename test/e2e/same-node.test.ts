@@ -356,7 +356,6 @@ describe("traffic between pods of one node", () => {
   // namespace open itself: closed under it, its descriptor's number could be reused for another
   // pod's namespace while the tunnel may still dial from it.
   it("keeps the destination pod's namespace open while a tunnel to it is, after the pod left the mesh", async () => {
-    const held = webNamespaceHeld;
     const tunnel = await connectFrom(client.netnsPath, VIP, 9000);
     const echo = (text: string) =>
       new Promise<string>((resolve) => {
@@ -364,14 +363,14 @@ describe("traffic between pods of one node", () => {
         tunnel.write(text);
       });
     expect(await echo("before")).toBe("before");
-    expect(held()).toBeGreaterThan(0); // the check can see them
+    expect(webNamespaceHeld()).toBeGreaterThan(0); // the check can see them
     await leaveMesh(web);
     await new Promise((r) => setTimeout(r, 300));
-    expect(held()).toBeGreaterThan(0);
+    expect(webNamespaceHeld()).toBeGreaterThan(0);
     expect(await echo("after")).toBe("after"); // and the tunnel still serves
     tunnel.destroy();
     await eventually("the namespace released once the tunnel closed", 5000, async () =>
-      held() === 0 ? true : undefined,
+      webNamespaceHeld() === 0 ? true : undefined,
     );
   });
 });
