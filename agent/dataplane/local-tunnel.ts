@@ -9,8 +9,8 @@
 // http/attempt-local.ts hands them to the destination side's chain.)
 //
 // Identity: the agent holds both pods' certificates, so what a handshake would prove is read from
-// its keyring (mtls.ts sameNodeCaller), and the caller is as proven as across nodes. Nothing crosses a
-// network, so nothing needs the encryption.
+// its keyring (mtls.ts sameNodeCaller), and the caller is as proven as across nodes. Nothing
+// crosses a network, so nothing needs the encryption.
 
 import type { Socket } from "node:net";
 import { Duplex } from "node:stream";

@@ -98,6 +98,12 @@ describe("traffic between pods of one node", () => {
     const r = await httpFrom(from.netnsPath, `http://${VIP}/who`, { timeoutMs: 3000 });
     return { status: r.status, clientCert: r.status === 200 ? JSON.parse(r.body).clientCert : undefined };
   };
+  /** Until web answers the client through the mesh, with the client's proven identity. */
+  const webServesTheClient = (what: string) =>
+    eventually(what, 15_000, async () => {
+      const seen = await clientCertSeenBy(client).catch(() => undefined);
+      return seen?.clientCert === FROM_CLIENT ? true : undefined;
+    });
 
   beforeAll(async () => {
     world = await World.create({ nodes: 1 });
@@ -115,10 +121,7 @@ describe("traffic between pods of one node", () => {
     await mesh.enroll(web, ["--label", "app=web", "--service-account", "web"]);
     const applied = await mesh.cli(["apply", "-f", "-"], webYaml);
     expect(applied.code, applied.stderr).toBe(0);
-    await eventually("the caller's identity served to the app", 15_000, async () => {
-      const seen = await clientCertSeenBy(client).catch(() => undefined);
-      return seen?.clientCert === FROM_CLIENT ? true : undefined;
-    });
+    await webServesTheClient("the caller's identity served to the app");
   }, 90_000);
 
   afterAll(async () => {
@@ -346,10 +349,7 @@ describe("traffic between pods of one node", () => {
       await control({ latencyMs: 0 });
     }
     await mesh.enroll(web, ["--label", "app=web", "--service-account", "web"]);
-    await eventually("web served through the mesh again", 15_000, async () => {
-      const seen = await clientCertSeenBy(client).catch(() => undefined);
-      return seen?.clientCert === FROM_CLIENT ? true : undefined;
-    });
+    await webServesTheClient("web served through the mesh again");
   });
 
   // Last: web leaves the mesh. A tunnel in memory is no listener's connection, so it holds the pod's
