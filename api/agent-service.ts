@@ -147,6 +147,12 @@ export interface PeerProbe {
 }
 
 /**
+ * Meshes of up to this many nodes get every probe from the agents list's `?peers=matrix` (enough to
+ * draw the nodes² matrix); a larger one each node's summary only (controller/agents-view.ts).
+ */
+export const MATRIX_MAX_NODES = 40;
+
+/**
  * A node's latest probes in a few numbers, as the controller's agents list serves them (REST, not
  * this stream): with `?peers=summary` in place of the probes, whose whole matrix grows as nodes²
  * (1000 nodes: 71 MB of JSON against 6 MB, controller/agents-view.ts).

@@ -1,7 +1,8 @@
 // The agents list over REST: every probe and pod by default, summaries only with ?peers=summary,
-// counts only with ?pods=count, and a clear 400 for any other value.
+// every probe only in a mesh small enough for a matrix with ?peers=matrix, counts only with
+// ?pods=count, and a clear 400 for any other value.
 import { afterEach, describe, expect, it } from "vitest";
-import type { Hello, PeerProbe } from "../api/agent-service.ts";
+import { type Hello, MATRIX_MAX_NODES, type PeerProbe } from "../api/agent-service.ts";
 import { agentsView } from "./agents-view.ts";
 import { AgentRegistry } from "./config/agent-registry.ts";
 import { startTestServer, type TestServer } from "./rest/test-server.fixture.ts";
@@ -20,14 +21,21 @@ describe("the agents view", () => {
     await t.rest.close();
   });
 
+  const hello = (nodeName: string): Hello => ({
+    nodeName,
+    agentVersion: "test",
+    underlayIp: "10.250.0.1",
+    facts: {} as Hello["facts"],
+  });
+
+  function startView(registry: AgentRegistry): Promise<TestServer> {
+    return startTestServer({
+      views: { agents: agentsView({ agents: (detail) => registry.list(detail), configVersion: () => "7.1" }) },
+    });
+  }
+
   async function serve(): Promise<void> {
     const registry = new AgentRegistry({ forgetAfterMs: 60_000, onTopologyChange: () => {} });
-    const hello = (nodeName: string): Hello => ({
-      nodeName,
-      agentVersion: "test",
-      underlayIp: "10.250.0.1",
-      facts: {} as Hello["facts"],
-    });
     for (const node of ["node-1", "node-2"]) registry.connected(hello(node), {}, new Date());
     const peers = [probe("node-2", 0.4), probe("node-3", 3.5, 0.25), probe("node-4", 0, 1), probe("node-5", 0.2)];
     registry.reported(
@@ -42,9 +50,7 @@ describe("the agents view", () => {
       },
       new Date(),
     );
-    t = await startTestServer({
-      views: { agents: agentsView({ agents: (detail) => registry.list(detail), configVersion: () => "7.1" }) },
-    });
+    t = await startView(registry);
   }
 
   it("lists every probe by default, with each node's summary", async () => {
@@ -85,8 +91,23 @@ describe("the agents view", () => {
     for (const query of ["peers=some", "peers=all&peers=summary", "peers="]) {
       const refused = await t.call("GET", `${AGENTS}?${query}`);
       expect(refused.status).toBe(400);
-      expect(refused.body.message).toMatch(/^peers: "all" or "summary" \(got /);
+      expect(refused.body.message).toMatch(/^peers: "all" or "summary" or "matrix" \(got /);
     }
+  });
+
+  it("with ?peers=matrix lists the probes of a mesh of up to 40 nodes, and sums up those of a larger one", async () => {
+    const registry = new AgentRegistry({ forgetAfterMs: 60_000, onTopologyChange: () => {} });
+    t = await startView(registry);
+    const withProbes = async () => {
+      const { status, body } = await t.call("GET", `${AGENTS}?peers=matrix&pods=count`);
+      expect(status).toBe(200);
+      expect(body.items.every((a: { peerSummary?: unknown }) => a.peerSummary)).toBe(true);
+      return body.items.filter((a: { peers?: unknown }) => a.peers).length;
+    };
+    for (let i = 0; i < MATRIX_MAX_NODES; i++) registry.connected(hello(`node-${i}`), {}, new Date());
+    expect(await withProbes()).toBe(MATRIX_MAX_NODES);
+    registry.connected(hello("node-one-too-many"), {}, new Date());
+    expect(await withProbes()).toBe(0);
   });
 
   it("leaves the pods out with ?pods=count, their number kept, and refuses any other value", async () => {

@@ -3,7 +3,9 @@
 //
 // `?peers=summary` leaves out each node's probes of the others but their summary: every agent
 // probes every node, so the whole list grows as nodes² (1000 nodes: 71 MB against 6 MB, and 1.7 s
-// of the controller's CPU against 0.13, test/bench/control-plane.ts). `?pods=count` leaves out
+// of the controller's CPU against 0.13, test/bench/control-plane.ts). `?peers=matrix`, what the
+// dashboard and the CLI's tables ask, lists them only in a mesh small enough to draw them as a
+// matrix (MATRIX_MAX_NODES), so the controller alone decides that. `?pods=count` leaves out
 // each node's pods but their number (`podCount`), most of what the summaries' list still carries.
 // `all`, the default of both, lists everything.
 
@@ -22,7 +24,7 @@ export function agentsView(source: AgentsSource): View {
     items: (query) => {
       const version = source.configVersion() ?? "";
       const detail = {
-        peers: oneOf(query, "peers", ["all", "summary"] as const),
+        peers: oneOf(query, "peers", ["all", "summary", "matrix"] as const),
         pods: oneOf(query, "pods", ["all", "count"] as const),
       };
       return source.agents(detail).map((a) => ({ ...a, currentVersion: version }));

@@ -568,7 +568,7 @@ describe("nodemesh nodes", () => {
     const asked = await serveNodes(3);
     expect(await cli("nodes")).toBe(0);
     expect(out.join("\n")).toMatch(/^node-0\s+-\s+0\.250\s+0\.251$/m);
-    expect(asked).toEqual(["peers=summary&pods=count", "peers=all&pods=count"]);
+    expect(asked).toEqual(["peers=matrix&pods=count"]);
   });
 
   it("sums each node's probes up for a mesh of more than 40 nodes, and never asks for them", async () => {
@@ -581,7 +581,7 @@ describe("nodemesh nodes", () => {
     );
     // 40 peers at 0.250 … 0.289 ms: the lower median is the 20th.
     expect(text).toMatch(/^node-0\s+40\s+0\s+0\s+0\.269\s+0\.289\s+node-40$/m);
-    expect(asked).toEqual(["peers=summary&pods=count"]);
+    expect(asked).toEqual(["peers=matrix&pods=count"]);
     out = [];
     asked.length = 0;
     expect(await cli("nodes", "-o", "json")).toBe(0);

@@ -388,14 +388,12 @@ interface NodeView {
   peerSummary?: PeerSummary;
 }
 
-/** Meshes of up to this many nodes get the RTT matrix, larger ones each node's summary (as the dashboard's nodes view). */
-const MATRIX_MAX_NODES = 40;
-
 /**
  * `peers`: "summary" leaves out each node's probes but their summary (a large mesh's matrix is
- * nodes²); `pods`: "count" leaves out each node's pods but their number.
+ * nodes²), "matrix" does so only for a mesh too large to draw one; `pods`: "count" leaves out each
+ * node's pods but their number.
  */
-async function agents(c: Client, peers: "all" | "summary", pods: "all" | "count"): Promise<NodeView[]> {
+async function agents(c: Client, peers: "all" | "summary" | "matrix", pods: "all" | "count"): Promise<NodeView[]> {
   const path = `/apis/nodemesh.io/v1alpha1/agents?peers=${peers}&pods=${pods}`;
   return ((await call(c, "GET", path)) as { items: NodeView[] }).items;
 }
@@ -403,8 +401,7 @@ async function agents(c: Client, peers: "all" | "summary", pods: "all" | "count"
 async function nodes(c: Client, output: string): Promise<void> {
   // JSON lists everything. The tables show no pods, and every probe only in a small mesh's matrix.
   if (output === "json") return console.log(JSON.stringify(await agents(c, "all", "all"), null, 2));
-  let list = await agents(c, "summary", "count");
-  if (list.length > 0 && list.length <= MATRIX_MAX_NODES) list = await agents(c, "all", "count");
+  const list = await agents(c, "matrix", "count");
   if (list.length === 0) return console.log("No agents have connected.");
   const rows = [["NODE", "CONNECTED", "CPU", "CORES", "MEMORY", "OS", "KERNEL"]];
   for (const n of list) {
@@ -421,7 +418,8 @@ async function nodes(c: Client, output: string): Promise<void> {
     ]);
   }
   console.log(table(rows));
-  if (list.length > MATRIX_MAX_NODES) return console.log(`\n${table(peerSummaries(list))}`);
+  // The controller left the probes out: too many nodes for a matrix.
+  if (list.some((n) => !n.peers)) return console.log(`\n${table(peerSummaries(list))}`);
   const names = list.map((n) => n.node);
   const matrix = [["RTT ms (from \\ to)", ...names]];
   for (const n of list) {

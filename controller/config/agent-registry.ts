@@ -10,15 +10,16 @@
 // So neither its endpoints nor the identities the controller signs for a node rest on the
 // agent's word alone.
 
-import type {
-  Hello,
-  NodeFacts,
-  Peer,
-  PeerProbe,
-  PeerSummary,
-  RejectedObject,
-  Report,
-  WirePod,
+import {
+  type Hello,
+  MATRIX_MAX_NODES,
+  type NodeFacts,
+  type Peer,
+  type PeerProbe,
+  type PeerSummary,
+  type RejectedObject,
+  type Report,
+  type WirePod,
 } from "../../api/agent-service.ts";
 import { isIPv4, podKey } from "../../api/enrollment.ts";
 import { PeerProbes } from "./peer-probes.ts";
@@ -51,8 +52,11 @@ export interface AgentStatus {
 
 /** What a list of agents carries of each node's probes and pods (GET …/agents?peers=&pods=). */
 export interface AgentsDetail {
-  /** "summary": each node's probes summed up, not listed (they grow as nodes²). */
-  peers: "all" | "summary";
+  /**
+   * "summary": each node's probes summed up, not listed (they grow as nodes²); "matrix": listed in
+   * a mesh of up to MATRIX_MAX_NODES nodes, summed up in a larger one.
+   */
+  peers: "all" | "summary" | "matrix";
   /** "count": how many pods each node has, not the pods. */
   pods: "all" | "count";
 }
@@ -246,6 +250,7 @@ export class AgentRegistry {
 
   /** Every node's status, with as much of its probes and pods as `detail` asks for. */
   list(detail: AgentsDetail = ALL_DETAIL): AgentStatus[] {
+    const probes = detail.peers === "all" || (detail.peers === "matrix" && this.nodes.size <= MATRIX_MAX_NODES);
     return [...this.nodes.values()]
       .map((r): AgentStatus => {
         const { pods, ...rest } = r.status;
@@ -253,7 +258,7 @@ export class AgentRegistry {
           ...structuredClone(rest),
           ...(detail.pods === "all" ? { pods: structuredClone(pods) } : {}),
           podCount: pods.length,
-          ...(detail.peers === "all" ? { peers: r.probes.list() } : {}),
+          ...(probes ? { peers: r.probes.list() } : {}),
           peerSummary: r.probes.summary(),
         };
       })

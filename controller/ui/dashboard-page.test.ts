@@ -5,6 +5,7 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { MATRIX_MAX_NODES } from "../../api/agent-service.ts";
 import { agent, type FakeApi, startFakeApi } from "./fake-api.fixture.ts";
 
 // Browser globals inside callbacks that run in the page (the project compiles without the DOM lib).
@@ -16,7 +17,6 @@ type El = { dataset: Record<string, string | undefined>; textContent: string | n
 
 const CHROMIUM = "/usr/bin/chromium";
 // static/api.js's: above it, the Nodes view sums each node's probes up.
-const MATRIX_MAX_NODES = 40;
 const RESULTS = new URL("../../test-results/", import.meta.url).pathname;
 
 interface Probe {
@@ -233,7 +233,7 @@ describe.skipIf(!existsSync(CHROMIUM))("dashboard page", () => {
     ]);
     // The poll asked for summaries and pod counts only: the probes and pods never left the controller.
     const agentCalls = api.requests.filter((r) => r.path.includes("/agents")).map((r) => r.path);
-    expect(new Set(agentCalls)).toEqual(new Set(["/apis/nodemesh.io/v1alpha1/agents?peers=summary&pods=count"]));
+    expect(new Set(agentCalls)).toEqual(new Set(["/apis/nodemesh.io/v1alpha1/agents?peers=matrix&pods=count"]));
     mkdirSync(RESULTS, { recursive: true });
     await page.getByTestId("rtt-summary-note").scrollIntoViewIfNeeded();
     await page.screenshot({ path: `${RESULTS}dashboard-fixture-nodes-summary.png` });

@@ -6,6 +6,7 @@
 
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { MATRIX_MAX_NODES } from "../../api/agent-service.ts";
 import type { GraphEdge, GraphNode, ServiceDetail, ServiceGraph } from "../../api/service-graph.ts";
 import type { AgentStatus } from "../config/agent-registry.ts";
 import { PeerProbes } from "../config/peer-probes.ts";
@@ -286,8 +287,10 @@ export async function startFakeApi(port = 0, host = "127.0.0.1"): Promise<FakeAp
     if (failed) return send(res, failed, { kind: "Status", message: `fake ${failed}`, code: failed });
     const windowSeconds = Number(url.searchParams.get("window") ?? 300);
     if (url.pathname === `${API}/agents`) {
-      // As the controller: ?peers=summary leaves the probes out, ?pods=count the pods.
-      const summary = url.searchParams.get("peers") === "summary";
+      // As the controller: ?peers=summary leaves the probes out (=matrix beyond MATRIX_MAX_NODES
+      // nodes), ?pods=count the pods.
+      const peers = url.searchParams.get("peers");
+      const summary = peers === "summary" || (peers === "matrix" && api.agents.length > MATRIX_MAX_NODES);
       const count = url.searchParams.get("pods") === "count";
       const items = api.agents.map(({ peers, pods, ...rest }) => ({
         ...rest,

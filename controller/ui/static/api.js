@@ -76,26 +76,14 @@ export const fetchService = (namespace, name, windowSeconds) =>
     `${API}/servicegraph/services/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}?window=${windowSeconds}`,
   );
 
-/** Meshes of up to this many nodes get the RTT matrix; a larger one each node's summary (the matrix is nodes²). */
-export const MATRIX_MAX_NODES = 40;
-
 /**
- * The agents list, with every probe when the mesh is small enough to draw them, else each node's
- * `peerSummary` only. `knownCount`: how many agents the last answer had (0: none yet; a summary
- * comes first then, and the whole list after it when the mesh is small).
+ * The agents list, with every probe when the mesh is small enough to draw them as a matrix (the
+ * controller decides: `?peers=matrix`), else each node's `peerSummary` only. The dashboard shows
+ * each node's number of pods only, so it asks for `podCount` instead of the pods. The REST server
+ * wraps the list as `{ items }`; older builds may send the array.
  */
-export async function fetchAgents(knownCount) {
-  if (knownCount > 0 && knownCount <= MATRIX_MAX_NODES) return agentsWith("all");
-  const summary = await agentsWith("summary");
-  return summary.length > 0 && summary.length <= MATRIX_MAX_NODES ? agentsWith("all") : summary;
-}
-
-/**
- * The REST server wraps the list as `{ items }`; older builds may send the array. The dashboard
- * shows each node's number of pods only, so it asks for `podCount` instead of the pods.
- */
-async function agentsWith(peers) {
-  const body = await getJson(`${API}/agents?peers=${peers}&pods=count`);
+export async function fetchAgents() {
+  const body = await getJson(`${API}/agents?peers=matrix&pods=count`);
   return Array.isArray(body) ? body : (body.items ?? []);
 }
 

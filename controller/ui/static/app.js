@@ -228,7 +228,7 @@ async function poll() {
   const sel = state.selected;
   const [g, a, d] = await Promise.allSettled([
     fetchGraph(w),
-    fetchAgents(state.agents.length),
+    fetchAgents(),
     sel ? fetchService(sel.namespace, sel.name, w) : Promise.resolve(null),
   ]);
   if (mine !== seq) return; // a newer poll (selection or window changed) took over

@@ -1,8 +1,7 @@
 // The Nodes view: each node's agent and facts, and the node-to-node round-trip times its agent
-// measures, as a matrix colored by how healthy the path is; a mesh too large for a matrix
-// (api.js MATRIX_MAX_NODES) gets each node's probes summed up instead.
+// measures, as a matrix colored by how healthy the path is; a mesh too large for a matrix (the
+// controller decides, api.js fetchAgents) gets each node's probes summed up instead.
 
-import { MATRIX_MAX_NODES } from "./api.js";
 import { esc, fmtAgo, fmtBytes, rttHealth } from "./format.js";
 
 function configCell(a) {
@@ -43,7 +42,7 @@ export function renderNodes(agents, els, now = Date.now()) {
 </tr>`;
     })
     .join("");
-  // The agents list came without the probes (fetchAgents asked for summaries only).
+  // The agents list came without the probes: too many nodes for a matrix.
   els.matrix.innerHTML = agents.some((a) => !a.peers) ? summaryTable(agents) : matrix(agents);
 }
 
@@ -98,6 +97,6 @@ function summaryTable(agents) {
       return `<tr data-testid="rtt-summary-row" data-node="${esc(a.node)}"><th>${esc(a.node)}</th><td class="num">${esc(s.probed ?? "–")}</td>${count(s.unreachable, "bad")}${count(s.lossy, "warn")}${rttCell(s.rttMedianMs)}${rttCell(s.rttMaxMs, s.slowestPeer ? `to ${s.slowestPeer}` : "")}<td>${esc(s.slowestPeer ?? "")}</td></tr>`;
     })
     .join("");
-  return `<caption data-testid="rtt-summary-note">${agents.length} nodes: the matrix is drawn for up to ${MATRIX_MAX_NODES}. Each node's latest probes, summed up; <code>nodemesh nodes -o json</code> lists every one.</caption>
+  return `<caption data-testid="rtt-summary-note">${agents.length} nodes: too many to draw the matrix. Each node's latest probes, summed up; <code>nodemesh nodes -o json</code> lists every one.</caption>
 <thead><tr><th class="corner">from</th><th class="num">peers probed</th><th class="num">unreachable</th><th class="num">with loss</th><th class="num">median ms</th><th class="num">slowest ms</th><th>slowest peer</th></tr></thead><tbody>${rows}</tbody>`;
 }
