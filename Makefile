@@ -101,7 +101,7 @@ fuzz: node_modules/.installed
 	  npx vitest run --project unit --configLoader runner --testTimeout=0 fuzz.test
 
 demo: setup
-	node test/demo.ts
+	node test/demo.ts $(DEMO_ARGS)
 
 # The agent, the controller and the CLI compiled to JavaScript in dist/ (what production runs;
 # the tests and the demo run the TypeScript sources directly).

@@ -54,7 +54,7 @@ Options:
   --insecure-controller     connect to a controller off loopback in plaintext: the token, the node
                             secret and the configuration then cross the network in the clear (tests
                             only; the controller must then run with --grpc-tls off)
-  --tunnel-key-file FILE    the mesh's tunnel key (at least 32 hex characters, the same file on every
+  --tunnel-key-file FILE    the mesh's tunnel key (32 to 128 hex characters, the same file on every
                             node): tunnel handshakes are signed with it and unsigned ones refused, so
                             a pod cannot reach another pod's tunnel port by slipping past its own
                             interception (docs/security.md). Without it handshakes are not checked
@@ -114,7 +114,7 @@ Limits (against floods; docs/operations.md):
   Fixed: HTTP request heads 16 KB (431); HTTP/2 header lists 16 KB and 128 fields, session
   memory 10 MB; CONTINUATION floods end their connection (nghttp2), as do SETTINGS and PING
   frames past ${HTTP2_CONTROL_FRAMES_PER_S} a second; request bodies are streamed, only their first 64 KB kept for a
-  retry (TrafficPolicy retries.maxBodyBytes); enrollment socket: bodies 64 KB, ${ENROLLMENT_LIMITS.connectionsPerCaller} connections
+  retry (TrafficPolicy retries.maxRetryBodyBytes); enrollment socket: bodies 64 KB, ${ENROLLMENT_LIMITS.connectionsPerCaller} connections
   per pod, requests whole within ${ENROLLMENT_LIMITS.requestTimeoutMs / 1000} s; each data-plane worker's heap 256 MB.
 `;
 

@@ -40,7 +40,7 @@ describe("nodemesh", () => {
     for (const flag of ["--version", "-v", "version"]) {
       expect(await nodemesh(flag)).toEqual({ code: 0, stdout: `nodemesh ${packageJson.version}\n`, stderr: "" });
     }
-    expect((await nodemesh("--help")).stdout).toContain("version     print nodemesh's version (also --version)");
+    expect((await nodemesh("--help")).stdout).toContain("version     print nodemesh's version (also --version, -v)");
   });
 
   it("check --help and explain --help say what they check and how to reach the agent", async () => {

@@ -27,7 +27,7 @@ Using the controller's API:
   (they find the controller by --server, $NODEMESH_SERVER or ~/.config/nodemesh/config;
   check and explain also ask the agent of the pod's node: --agent, default http://127.0.0.1:15020)
 
-  version     print nodemesh's version (also --version)
+  version     print nodemesh's version (also --version, -v)
   help        show this help
 
 Run 'nodemesh <command> --help' for the options of a command.

@@ -334,7 +334,7 @@ export class DataplaneMetrics {
   });
   readonly authzDenied = new Counter({
     name: "nodemesh_authorization_denied_total",
-    help: "Requests and connections denied at the destination by AuthorizationPolicy: policy is the DENY policy that matched, or empty when no ALLOW policy did; reason is deny_policy, no_allow_match or ambiguous_request",
+    help: "Requests and connections denied at the destination by AuthorizationPolicy: policy is the DENY policy that matched, or empty when no ALLOW policy did; reason is deny_policy, no_allow_match, ambiguous_request, jwt_invalid or jwt_required",
     labelNames: ["destination_service", "policy", "reason"],
     registers: [this.registry],
   });
