@@ -13,7 +13,7 @@ import type { ChannelSecurity } from "./control/controller-channel.ts";
 import type { ControllerStatus } from "./control/controller-client.ts";
 import { ControllerLink } from "./control/controller-link.ts";
 import { startEnrollmentServer } from "./control/enrollment-server.ts";
-import { requestHandover } from "./control/handover.ts";
+import { HANDOVER_OVERLAP_MS, requestHandover } from "./control/handover.ts";
 import { HealthChecker } from "./control/health-checks.ts";
 import { holdListeners, releaseHeldListeners } from "./control/listener-holder.ts";
 import { MemoryReleaser } from "./control/memory-release.ts";
@@ -88,6 +88,8 @@ export class Agent {
   private rttOrder = "";
   /** A successor took over (its listeners are beside ours): nothing to hold for the next agent. */
   private handedOver = false;
+  /** After taking over: the previous agent, until it is told to drain (HANDOVER_OVERLAP_MS). */
+  private overlap: { pid: number; timer: NodeJS.Timeout } | undefined;
   /** The table in force with its traffic objects parsed, and its endpoints' slots (health checks). */
   private parsedTable: ServiceTable = { services: [] };
   private endpointSlotOf: Record<string, number> = {};
@@ -247,10 +249,22 @@ export class Agent {
       { workers: o.workers, socket: o.enrollmentSocket, admin: `${o.adminAddress}:${o.adminPort}` },
       "agent ready",
     );
+    // Our listeners are in every pod beside its: once ours have served beside its for a while, it
+    // closes them and drains.
     if (previous) {
-      // Our listeners are in every pod beside its: it may close and drain now.
-      process.kill(previous.pid, "SIGTERM");
-      this.log.info({ pid: previous.pid }, "took over; the previous agent drains and exits");
+      const { pid } = previous;
+      this.overlap = { pid, timer: setTimeout(() => this.relieve(pid), HANDOVER_OVERLAP_MS) };
+    }
+  }
+
+  /** The previous agent, still serving beside us after a handover, is told to drain and exit. */
+  private relieve(pid: number): void {
+    this.overlap = undefined;
+    try {
+      process.kill(pid, "SIGTERM");
+      this.log.info({ pid }, "took over; the previous agent drains and exits");
+    } catch (err) {
+      this.log.warn({ pid, err: (err as Error).message }, "the previous agent could not be told to stop");
     }
   }
 
@@ -326,6 +340,11 @@ export class Agent {
    */
   async stop(): Promise<void> {
     this.started = false;
+    // Stopped while the previous agent still serves beside us: it is told to stop now.
+    if (this.overlap) {
+      clearTimeout(this.overlap.timer);
+      this.relieve(this.overlap.pid);
+    }
     this.healthChecks?.stop();
     this.memory.stop();
     this.idleHeap.stop();

@@ -157,6 +157,9 @@ export async function startEnrollmentServer(
           // No enrollment from now on: the successor reads the pods' state once we answered.
           gate.close();
           hooks.handOver();
+          // The connection ends with the answer: a successor's kept-alive connection would hold
+          // our stop (which waits for the gate's connections) until its keep-alive timeout.
+          res.shouldKeepAlive = false;
           return sendJson(res, 200, { status: "handed over", pid: process.pid });
         }
         const m = POD_PATH.exec(req.url ?? "");

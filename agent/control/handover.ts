@@ -3,19 +3,32 @@
 // enrollment socket, to hand over: the old agent stops taking enrollments and leaves the
 // controller, and answers. The new one then restores the node's pods, opening its listeners in
 // each pod beside the old ones (SO_REUSEPORT), connects to the controller, binds the enrollment
-// socket and admin port, and sends the old agent SIGTERM: it closes its listeners — what waits in
-// their queues moves to the new ones (tcp_migrate_req) — and drains (Dataplane.stop).
+// socket and admin port, and, HANDOVER_OVERLAP_MS later, sends the old agent SIGTERM: it closes its
+// listeners — what waits in their queues moves to the new ones (tcp_migrate_req) — and drains
+// (Dataplane.stop).
 
 import { http } from "../../api/node-http.ts";
 import { peerCredentials, socketFd } from "../sys/linux.ts";
 
 export const HANDOVER_PATH = "/v1/agent/handover";
 
+/**
+ * How long both agents accept new connections (the kernel spreads them over every listener)
+ * before the old one drains and sends the rest of the load over at once: the new agent's workers
+ * warm up (compiled code, pooled connections, tunnels) on part of it first. Under 1000 requests/s
+ * on the 2-core test machine, surges without this overlap collapsed into thousands of client
+ * timeouts in 3 of 6 runs, against 1 of 6 with about this much (docs/benchmarks.md,
+ * "Twenty-seventh session").
+ */
+export const HANDOVER_OVERLAP_MS = 3000;
+
 /** The agent serving `socketPath`, once it handed over; undefined when none serves it. */
 export function requestHandover(socketPath: string, timeoutMs = 5000): Promise<{ pid: number } | undefined> {
   return new Promise((resolve, reject) => {
     let peerPid: number | undefined;
-    const req = http.request({ socketPath, method: "POST", path: HANDOVER_PATH, timeout: timeoutMs }, (res) => {
+    // One request, on a connection of its own (agent: false): nothing to keep alive.
+    const request = { socketPath, method: "POST", path: HANDOVER_PATH, timeout: timeoutMs, agent: false };
+    const req = http.request(request, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (chunk: string) => {

@@ -15,8 +15,8 @@
 // keeps from PodsChanged; its probes of the other nodes: all of them first, then the 64 of a round;
 // a few edges; every 5 s) for this long, and the controller's CPU and memory under those reports
 // are measured (0: skipped). Last, the agents list is read once with every probe,
-// once with summaries only (?peers=summary), and with summaries and pod counts (&pods=count), as
-// the dashboard reads it.
+// once with summaries only (?peers=summary), and as the dashboard and `nodemesh nodes` read it
+// (?peers=matrix&pods=count: summaries at this size, and pod counts).
 // Clocks: every process reads performance.timeOrigin + performance.now(), all on this machine.
 
 import { type ChildProcess, fork, spawn } from "node:child_process";
@@ -531,11 +531,11 @@ async function main(): Promise<void> {
     const oneAgentSyncMs = (await reconnected).ms;
     const rssPeak = rssMB(pid, "VmHWM");
     const steady = steadyS > 0 ? await steadyReports(fleet, pid, agents, steadyS) : undefined;
-    // The agents list: with every probe and pod, with summaries only (`nodemesh status`), and with
-    // summaries and pod counts, what the dashboard reads every 2 s.
+    // The agents list: with every probe and pod, with summaries only, and as the dashboard reads it
+    // every 2 s (a mesh of this size gets summaries for the matrix, and pod counts).
     const listAll = await agentsListRead(controller.rest, pid, "peers=all");
     const listSummary = await agentsListRead(controller.rest, pid, "peers=summary");
-    const listDashboard = await agentsListRead(controller.rest, pid, "peers=summary&pods=count");
+    const listDashboard = await agentsListRead(controller.rest, pid, "peers=matrix&pods=count");
 
     samples.sort((a, b) => a - b);
     const round = (n: number, digits = 1) => Number(n.toFixed(digits));
@@ -616,7 +616,7 @@ async function main(): Promise<void> {
           ] as Array<[string, string]>)
         : []),
       [
-        "GET agents: every probe / ?peers=summary / &pods=count (size, time, controller CPU)",
+        "GET agents: every probe / ?peers=summary / ?peers=matrix&pods=count (size, time, controller CPU)",
         `${result.agentsListMB} MB, ${result.agentsListMs} ms, ${result.agentsListCpuS} s / ${result.agentsSummaryListMB} MB, ${result.agentsSummaryListMs} ms, ${result.agentsSummaryListCpuS} s / ${result.agentsDashboardListMB} MB, ${result.agentsDashboardListMs} ms, ${result.agentsDashboardListCpuS} s`,
       ],
     ];

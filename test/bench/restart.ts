@@ -2,7 +2,7 @@
 // the load and the two ways of replacing are the upgrade test's (test/e2e/agent-replacement.ts);
 // the agents run as built. Reports, per way: failed requests per replacement, refused connections,
 // and how long a replacement took (surge: from starting the new agent until the old one exited,
-// its drain included; stop-then-start: from SIGTERM until the next agent was ready).
+// the handover's overlap and the old one's drain included; stop-then-start: from SIGTERM until the next agent was ready).
 //
 //   node test/bench/restart.ts [--quick] [--replacements N] [--rate R] [--json FILE]
 

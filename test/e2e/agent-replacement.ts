@@ -10,6 +10,7 @@
 // in the shares 3:3:2:2, while one long opaque TCP stream echoes a line every 100 ms.
 
 import { setTimeout as sleep } from "node:timers/promises";
+import { HANDOVER_OVERLAP_MS } from "../../agent/control/handover.ts";
 import type { Node, Pod, World } from "../world/world.ts";
 import type { GrpcReport } from "./clients/grpc-call.ts";
 import type { LoadReport } from "./clients/http-load.ts";
@@ -18,6 +19,11 @@ import { type AgentHandle, Mesh } from "./mesh.ts";
 import { connectFrom } from "./netns-client.ts";
 
 export const VIP = "10.96.0.10";
+
+/** A pino line's time (epoch ms): both agents log on this machine's clock. */
+function logTime(line: string): number {
+  return (JSON.parse(line) as { time: number }).time;
+}
 
 const SERVICE = `apiVersion: nodemesh.io/v1alpha1
 kind: Service
@@ -96,14 +102,23 @@ export class ReplacementWorld {
     return w;
   }
 
-  /** Surge: a new agent starts beside the running one and takes over; the old one drains and exits 0. */
+  /**
+   * Surge: a new agent starts beside the running one and takes over; both serve for the handover's
+   * overlap, then the old one drains and exits 0.
+   */
   async surge(i: number): Promise<void> {
     const old = this.agent;
     const next = this.mesh.spawnAgent(this.node1, `agent node-1 #${i}`);
-    await next.proc.waitForLine(/"msg":"agent ready"/, 30_000);
-    const exit = await Promise.race([old.proc.exited, sleep((this.drainS + 10) * 1000).then(() => "still running")]);
+    const ready = logTime(await next.proc.waitForLine(/"msg":"agent ready"/, 30_000));
+    const limitMs = HANDOVER_OVERLAP_MS + (this.drainS + 10) * 1000;
+    const exit = await Promise.race([old.proc.exited, sleep(limitMs).then(() => "still running")]);
     if (JSON.stringify(exit) !== JSON.stringify({ code: 0, signal: null })) {
       throw new Error(`replacement ${i}: the old agent's exit was ${JSON.stringify(exit)}`);
+    }
+    const stopping = old.proc.lines.find((line) => line.includes('"msg":"agent stopping"'));
+    const overlapMs = stopping ? logTime(stopping) - ready : Number.NaN;
+    if (!(overlapMs >= HANDOVER_OVERLAP_MS - 50)) {
+      throw new Error(`replacement ${i}: the old agent stopped ${overlapMs} ms after the new one was ready`);
     }
     this.agent = { ...next, node: this.node1 };
   }
