@@ -16,9 +16,9 @@ export const HANDOVER_PATH = "/v1/agent/handover";
  * How long both agents accept new connections (the kernel spreads them over every listener)
  * before the old one drains and sends the rest of the load over at once: the new agent's workers
  * warm up (compiled code, pooled connections, tunnels) on part of it first. Under 1000 requests/s
- * on the 2-core test machine, surges without this overlap collapsed into thousands of client
- * timeouts in 3 of 6 runs, against 1 of 6 with about this much (docs/benchmarks.md,
- * "Twenty-seventh session").
+ * on the 2-core test machine, rounds of five surges collapsed into thousands of client timeouts in
+ * 3 of 6 without an overlap and in none of 5 with this one (docs/benchmarks.md, "Twenty-seventh
+ * session").
  */
 export const HANDOVER_OVERLAP_MS = 3000;
 

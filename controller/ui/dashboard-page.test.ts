@@ -16,7 +16,6 @@ declare const document: InPage;
 type El = { dataset: Record<string, string | undefined>; textContent: string | null };
 
 const CHROMIUM = "/usr/bin/chromium";
-// static/api.js's: above it, the Nodes view sums each node's probes up.
 const RESULTS = new URL("../../test-results/", import.meta.url).pathname;
 
 interface Probe {

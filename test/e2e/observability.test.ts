@@ -5,36 +5,19 @@
 // request rate by destination; access-log lines appear only when turned on; and the controller's
 // service graph, `nodemesh top` and `nodemesh edges` show the traffic.
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ADMIN_PORT } from "../../api/dataplane.ts";
 import type { ServiceGraph } from "../../api/service-graph.ts";
+import { readContract } from "../metrics-contract.ts";
 import { type Node, type Pod, World } from "../world/world.ts";
 import { Mesh } from "./mesh.ts";
 import { echoFrom, httpFrom, metricSum, parseMetrics } from "./netns-client.ts";
 
 const VIP = "10.96.0.10";
 const GRPC_CLIENT = new URL("./clients/grpc-call.ts", import.meta.url).pathname;
-
-/**
- * The metric names docs/metrics.md documents (the first cell of its tables' rows), and the
- * prefixes it documents as a family (`nodemesh_agent_process_*`).
- */
-function documentedMetrics(): { names: Set<string>; prefixes: string[] } {
-  const text = readFileSync(new URL("../../docs/metrics.md", import.meta.url), "utf8");
-  const names = new Set<string>();
-  const prefixes: string[] = [];
-  for (const line of text.split("\n")) {
-    const first = line.split("|")[1] ?? "";
-    for (const [, name] of first.matchAll(/`(nodemesh_[a-z0-9_]+\*?)`/g)) {
-      if (name!.endsWith("*")) prefixes.push(name!.slice(0, -1));
-      else names.add(name!);
-    }
-  }
-  return { names, prefixes };
-}
 
 const YAML = `apiVersion: nodemesh.io/v1alpha1
 kind: Service
@@ -169,7 +152,7 @@ describe("observability", () => {
     const outputs = [await metricsText(n1), await metricsText(n2)];
     const controller = mesh.controller!.place;
     outputs.push((await httpFrom(controller.netnsPath, "http://127.0.0.1:8080/metrics")).body);
-    const documented = documentedMetrics();
+    const documented = readContract();
     for (const text of outputs) {
       const r = await world.exec(controller, "promtool", ["check", "metrics"], { input: text });
       expect(r.code, `${r.stdout}${r.stderr}`).toBe(0);
@@ -178,7 +161,7 @@ describe("observability", () => {
       const served = [...text.matchAll(/^# HELP (\S+)/gm)].map((m) => m[1]!);
       expect(served.length).toBeGreaterThan(20);
       const undocumented = served.filter(
-        (name) => !documented.names.has(name) && !documented.prefixes.some((prefix) => name.startsWith(prefix)),
+        (name) => !documented.metrics.has(name) && !documented.prefixes.some((prefix) => name.startsWith(prefix)),
       );
       expect(undocumented).toEqual([]);
     }
