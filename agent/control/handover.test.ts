@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import type { Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { startEnrollmentServer } from "./enrollment-server.ts";
 import { requestHandover } from "./handover.ts";
 import type { PodRegistry } from "./pods.ts";
@@ -19,16 +19,9 @@ const NO_PODS = new Proxy({} as PodRegistry, {
   },
 });
 
-/** The gate's open connections, once they are `n` or after `withinMs` (bounded polling). */
-async function connectionsSettle(gate: Server, n: number, withinMs: number): Promise<number> {
-  const count = () =>
-    new Promise<number>((resolve, reject) => gate.getConnections((err, c) => (err ? reject(err) : resolve(c))));
-  let open = await count();
-  for (let waited = 0; open !== n && waited < withinMs; waited += 20) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    open = await count();
-  }
-  return open;
+/** The gate's open connections. */
+function connections(gate: Server): Promise<number> {
+  return new Promise((resolve, reject) => gate.getConnections((err, n) => (err ? reject(err) : resolve(n))));
 }
 
 describe("the handover", () => {
@@ -49,7 +42,8 @@ describe("the handover", () => {
     expect(handedOver).toBe(1);
     expect(gate.listening).toBe(false);
     // Without the answer's `Connection: close` the connection stayed until the keep-alive timeout (5 s).
-    expect(await connectionsSettle(gate, 0, 1000)).toBe(0);
+    const open = gate;
+    await vi.waitFor(async () => expect(await connections(open)).toBe(0), { timeout: 1000, interval: 20 });
     // Nobody listens any more: a later successor finds no agent to take over from.
     expect(await requestHandover(socketPath)).toBeUndefined();
   });
