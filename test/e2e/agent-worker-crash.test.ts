@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_PORT, OUTBOUND_PORT } from "../../api/dataplane.ts";
 import { type Pod, World } from "../world/world.ts";
+import { eventually } from "./eventually.ts";
 import { type AgentHandle, listenersOn, Mesh, oneNodeServer } from "./mesh.ts";
 import { connectFrom, httpFrom } from "./netns-client.ts";
 
@@ -100,6 +101,11 @@ describe("data-plane worker failure", () => {
   });
 
   it("logs a worker's uncaught exception with its stack, replaces the worker, and the sibling serves meanwhile", async () => {
+    // Both workers listening before the held connections are made: a worker still starting (the
+    // full suite's load) would leave them all to the other, and none to the sibling.
+    await eventually("both workers listening", 10_000, async () =>
+      (await outboundListeners()) === 2 ? true : undefined,
+    );
     for (let i = 0; i < HELD; i++) held.push(new HeldConnection(await connectFrom(client.netnsPath, VIP, 80)));
     for (const c of held) expect(await c.get()).toBe(true);
     expect(await outboundListeners()).toBe(2);
