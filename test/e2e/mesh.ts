@@ -92,8 +92,10 @@ export class Mesh {
     this.command = opts.cli ?? SOURCE_CLI;
     this.writeServices({ services: [] });
     // The world's signal hook ends the process before async cleanup could run; files go here.
-    process.once("exit", () => rmSync(this.dir, { recursive: true, force: true }));
+    process.once("exit", this.removeDir);
   }
+
+  private readonly removeDir = () => rmSync(this.dir, { recursive: true, force: true });
 
   writeServices(table: ServiceTable): void {
     this.writeServicesRaw(JSON.stringify(table, null, 2));
@@ -329,7 +331,9 @@ export class Mesh {
   /** The world's destroy stops the processes; this removes the agents' files. */
   async destroy(): Promise<void> {
     await this.world.destroy();
-    rmSync(this.dir, { recursive: true, force: true });
+    this.removeDir();
+    // A benchmark makes a Mesh per world, one after another: each would leave its hook behind.
+    process.off("exit", this.removeDir);
   }
 }
 
