@@ -13,6 +13,7 @@ import type { EdgeSample } from "../../api/service-graph.ts";
 import { mergeEdges } from "../dataplane/edges.ts";
 import type { FromWorker, ToWorker, WorkerHealth, WorkerInit } from "../dataplane/messages.ts";
 import type { WorkerIdentity } from "../dataplane/mtls.ts";
+import type { OtlpTransport } from "../dataplane/otlp-exporter.ts";
 import { allocateSharedBuffers } from "../dataplane/shared-state.ts";
 import type { SnapshotMessage } from "../dataplane/snapshot.ts";
 
@@ -154,6 +155,8 @@ export class WorkerPool {
   private lastIdentities: { identities: WorkerIdentity[]; pending: string[] } = { identities: [], pending: [] };
   private running = false;
   private readonly log: Logger;
+  /** Posts every worker's encoded span batches to the collector (loaded with the first batch). */
+  private spanTransport: Promise<{ send: OtlpTransport; close: () => void }> | undefined;
   /** Counters every worker sees (round robin, limits, budgets, ejections): shared-state.ts. */
   readonly shared = allocateSharedBuffers();
   /** Each worker's heartbeat (WorkerInit.heartbeats). */
@@ -229,6 +232,32 @@ export class WorkerPool {
     return this.slots.flatMap((s) => (s.worker ? [s.worker] : []));
   }
 
+  /**
+   * A worker's encoded span batch, posted from this thread: an HTTP client in the worker made the
+   * stream and HTTP functions its requests run slower (docs/benchmarks.md, twenty-eighth session).
+   */
+  private exportSpans(worker: Worker, endpoint: string | undefined, id: number, body: Uint8Array): void {
+    const answer = (msg: ToWorker) => {
+      try {
+        worker.postMessage(msg);
+      } catch {} // the worker has gone meanwhile
+    };
+    if (!endpoint) {
+      answer({ type: "exported", id, error: "export_failed" });
+      return;
+    }
+    this.spanTransport ??= import("../dataplane/otlp-exporter.ts").then(
+      ({ httpTransport, tracesUrl, EXPORTER_DEFAULTS }) =>
+        httpTransport(tracesUrl(endpoint), EXPORTER_DEFAULTS.timeoutMs),
+    );
+    this.spanTransport
+      .then((transport) => transport.send(body))
+      .then(
+        (a) => answer({ type: "exported", id, status: a.status, body: a.body }),
+        (err: Error) => answer({ type: "exported", id, error: err.message }),
+      );
+  }
+
   private spawn(slot: Slot): Promise<void> {
     const worker = new Worker(WORKER_MODULE, { workerData: slot.init, resourceLimits: WORKER_HEAP_LIMITS });
     slot.worker = worker;
@@ -238,6 +267,10 @@ export class WorkerPool {
     // Its predecessor's last heartbeat would make a starting worker look stuck.
     Atomics.store(this.heartbeats, slot.init.index, BigInt(slot.startedAt));
     worker.on("message", (msg: FromWorker) => {
+      if (msg.type === "export") {
+        this.exportSpans(worker, slot.init.settings.tracing.otlpEndpoint, msg.id, msg.body);
+        return;
+      }
       if (msg.type !== "reply") return;
       const p = this.pending.get(msg.id);
       if (!p) return;
@@ -451,5 +484,7 @@ export class WorkerPool {
     if (stopped === "timeout") this.log.warn({ timeoutMs }, "data-plane workers did not stop in time");
     else if (stopped instanceof Error) this.log.warn({ err: stopped.message }, "a data-plane worker failed to stop");
     await Promise.all(this.workers.map((w) => w.terminate()));
+    // The workers' last batches went out during their stop: nothing is left to post.
+    (await this.spanTransport)?.close();
   }
 }

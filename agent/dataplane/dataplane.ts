@@ -31,6 +31,7 @@ import { Gate, workerShare } from "./limits.ts";
 import type { WorkerHealth } from "./messages.ts";
 import { DataplaneMetrics, type Direction } from "./metrics.ts";
 import { identityKey, type Keyring } from "./mtls.ts";
+import type { OtlpTransport } from "./otlp-exporter.ts";
 import { handleOutbound } from "./outbound.ts";
 import { openPipes } from "./pipe.ts";
 import type { PodContext } from "./pod.ts";
@@ -48,6 +49,8 @@ export interface DataplaneOptions {
   sockets?: SocketMaker;
   /** Data-plane workers of the agent started so far (this one included): each enforces its share of the per-pod limits. */
   workers?: () => number;
+  /** How encoded span batches reach the collector (default: an HTTP client in this thread). */
+  spanTransport?: OtlpTransport;
 }
 
 interface PodListeners {
@@ -150,7 +153,7 @@ export class Dataplane implements DataplaneContext {
     this.podHandshakeCap = () => workerShare(podHandshakes, workers());
     this.shared = new SharedState(opts.shared);
     this.accessLog = new AccessLog(opts.settings.accessLog);
-    this.tracer = new Tracer(opts.settings.tracing, this.metrics);
+    this.tracer = new Tracer(opts.settings.tracing, this.metrics, opts.spanTransport);
     this.picker = new EndpointPicker(this.shared);
     this.log = opts.log;
     this.sockets = opts.sockets ?? inPodSockets;

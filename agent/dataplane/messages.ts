@@ -28,9 +28,15 @@ export type ToWorker =
   | { type: "health"; id: number }
   | { type: "listener-fds"; id: number }
   | { type: "outlast-streams"; id: number; deadline: number }
-  | { type: "stop"; id: number; drainMs?: number; noSuccessor?: boolean };
+  | { type: "stop"; id: number; drainMs?: number; noSuccessor?: boolean }
+  /** The control thread's answer to an "export": the collector's, or why the batch is dropped. */
+  | { type: "exported"; id: number; status?: number; body?: Uint8Array; error?: string };
 
-export type FromWorker = { type: "ready" } | { type: "reply"; id: number; error?: string; value?: unknown };
+export type FromWorker =
+  | { type: "ready" }
+  | { type: "reply"; id: number; error?: string; value?: unknown }
+  /** An encoded span batch for the control thread to post to the collector (otlp-exporter.ts). */
+  | { type: "export"; id: number; body: Uint8Array };
 
 /** A worker's answer to "health": the enrolled pods whose listeners it holds, and those it lost. */
 export interface WorkerHealth {

@@ -12,6 +12,7 @@ import {
   encodeSpans,
   type FinishedSpan,
   OtlpExporter,
+  type OtlpTransport,
   PROTOBUF,
   SPAN_KIND_CLIENT,
   SPAN_KIND_SERVER,
@@ -100,7 +101,7 @@ afterEach(async () => {
 function exporter(
   port: number,
   c: ReturnType<typeof counters>,
-  opts: Partial<{ maxQueue: number; maxBatch: number; timeoutMs: number }> = {},
+  opts: Partial<{ maxQueue: number; maxBatch: number; timeoutMs: number; transport: OtlpTransport }> = {},
 ) {
   const e = new OtlpExporter(
     {
@@ -112,6 +113,7 @@ function exporter(
       timeoutMs: opts.timeoutMs ?? 2000,
       exported: c.exported,
       dropped: c.dropped,
+      transport: opts.transport,
     },
     "0.1.0",
   );
@@ -269,6 +271,36 @@ describe("OtlpExporter", () => {
     expect(took).toBeGreaterThanOrEqual(190);
     expect(took).toBeLessThan(2000);
     expect(await c.value(c.dropped, "export_timeout")).toBe(4);
+  });
+
+  it("sends through the transport it is given (a worker's: the control thread), which may fail or never answer", async () => {
+    const c = counters();
+    const bodies: Uint8Array[] = [];
+    const relayed = exporter(0, c, {
+      transport: async (body) => {
+        bodies.push(body);
+        return { status: 200, body: new Uint8Array() };
+      },
+    });
+    for (let i = 0; i < 3; i++) relayed.add(span(i));
+    await relayed.flush();
+    const decoded = ExportTraceServiceRequest.decode(bodies[0]!) as unknown as {
+      resourceSpans: { scopeSpans: { spans: unknown[] }[] }[];
+    };
+    expect(decoded.resourceSpans[0]!.scopeSpans[0]!.spans).toHaveLength(3);
+    expect(await c.value(c.exported)).toBe(3);
+
+    const refused = exporter(0, c, { transport: () => Promise.reject(new Error("export_failed")) });
+    refused.add(span(3));
+    await refused.flush();
+    expect(await c.value(c.dropped, "export_failed")).toBe(1);
+
+    // A control thread that never answers: the exporter's own timeout drops the batch.
+    const silent = exporter(0, c, { timeoutMs: 100, transport: () => new Promise(() => {}) });
+    silent.add(span(4));
+    silent.add(span(5));
+    await silent.flush();
+    expect(await c.value(c.dropped, "export_timeout")).toBe(2);
   });
 
   it("counts spans the collector rejected (partial success) and refused answers", async () => {

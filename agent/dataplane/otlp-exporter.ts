@@ -4,7 +4,6 @@
 // wait for traffic: when the queue is full new spans are dropped, and a batch that fails is not
 // sent again (a retry would hold memory the queue's bound is there to cap).
 
-import type { Agent } from "node:http";
 import https from "node:https";
 import type { Counter } from "prom-client";
 import { http } from "../../api/node-http.ts";
@@ -66,14 +65,33 @@ export interface ExporterOptions {
   readonly timeoutMs: number;
   readonly exported: Counter<never>;
   readonly dropped: Counter<"reason">;
+  /** How an encoded batch reaches the collector (default: an HTTP client in this thread, httpTransport). */
+  readonly transport?: OtlpTransport;
+}
+
+/** The collector's answer to one export: its status and (up to 64 kB of) its body. */
+export interface OtlpAnswer {
+  readonly status: number;
+  readonly body: Uint8Array;
 }
 
 /**
+ * Posts an encoded batch; resolves with the collector's answer, or rejects with the reason the
+ * batch is dropped as (`export_failed`, `export_timeout`). A data-plane worker's is a request to
+ * the control thread (agent/control/workers.ts), which posts it: an HTTP client running in the
+ * worker made Node's stream and HTTP functions, which every proxied request runs too, lose their
+ * compiled fast paths (docs/benchmarks.md, twenty-eighth session).
+ */
+export type OtlpTransport = (body: Uint8Array) => Promise<OtlpAnswer>;
+
+/** How much longer than its timeout an exporter waits for its transport's own answer. */
+const TRANSPORT_ANSWER_MARGIN_MS = 250;
+
+/**
  * Every 5 s, as the OpenTelemetry SDK's batch processor (OTEL_BSP_SCHEDULE_DELAY): each export is a
- * POST from every worker, a cost per interval whatever the spans. At 1 s, 1 % sampling measured
- * 16–26 % more agent CPU per request than tracing off, while 0 %, or 1 % with every export failing
- * at once, measured no more than off (test/bench/tracing-cost.ts): the POSTs were the cost, not
- * the spans.
+ * batch from every worker, a cost per interval whatever the spans. (At 1 s, 1 % sampling once
+ * measured 16–26 % more agent CPU per request than tracing off. The cost was the HTTP client the
+ * workers then posted with, not the spans: see OtlpTransport.)
  */
 export const EXPORTER_DEFAULTS = { maxQueue: 2048, maxBatch: 512, intervalMs: 5000, timeoutMs: 2000 } as const;
 
@@ -166,8 +184,8 @@ export class OtlpExporter {
   private queue: FinishedSpan[] = [];
   /** The batch being sent: one at a time. */
   private inFlight: Promise<void> | undefined;
-  private readonly url: URL;
-  private readonly agent: Agent;
+  private readonly transport: OtlpTransport;
+  private readonly closeTransport: () => void;
   private readonly timer: NodeJS.Timeout;
   private readonly opts: ExporterOptions;
   private readonly scopeVersion: string;
@@ -176,12 +194,16 @@ export class OtlpExporter {
   constructor(opts: ExporterOptions, scopeVersion: string) {
     this.opts = opts;
     this.scopeVersion = scopeVersion;
-    this.url = tracesUrl(opts.endpoint);
     // Now, while the agent starts, rather than during the first export (a failure is counted then).
     loadOtlp().catch(() => {});
-    // One connection is enough: one batch is in flight at a time.
-    const Agent = this.url.protocol === "https:" ? https.Agent : http.Agent;
-    this.agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    if (opts.transport) {
+      this.transport = opts.transport;
+      this.closeTransport = () => {};
+    } else {
+      const own = httpTransport(tracesUrl(opts.endpoint), opts.timeoutMs);
+      this.transport = own.send;
+      this.closeTransport = own.close;
+    }
     this.timer = setInterval(() => this.flush(), opts.intervalMs);
     this.timer.unref();
   }
@@ -221,7 +243,7 @@ export class OtlpExporter {
     const left = this.queue.length;
     if (left > 0) this.opts.dropped.labels("shutdown").inc(left);
     this.queue = [];
-    this.agent.destroy();
+    this.closeTransport();
   }
 
   private async post(batch: FinishedSpan[]): Promise<void> {
@@ -235,30 +257,54 @@ export class OtlpExporter {
       dropped.labels("encode_failed").inc(batch.length);
       return;
     }
-    const transport = this.url.protocol === "https:" ? https : http;
-    return new Promise<void>((resolve) => {
-      let settled = false;
-      const settle = (reason: string | undefined, rejected = 0) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        if (reason) dropped.labels(reason).inc(batch.length);
-        else {
-          if (rejected > 0) dropped.labels("rejected").inc(rejected);
-          exported.inc(batch.length - rejected);
-        }
-        resolve();
-      };
-      const req = transport.request(this.url, {
+    let timer: NodeJS.Timeout | undefined;
+    // The transport gives up at timeoutMs; this covers a control thread that never answers, a little
+    // later, so that an answer on time is not counted as a timeout.
+    const timedOut = new Promise<"export_timeout">((resolve) => {
+      timer = setTimeout(() => resolve("export_timeout"), timeoutMs + TRANSPORT_ANSWER_MARGIN_MS);
+    });
+    const answer = await Promise.race([
+      this.transport(body).catch((err: Error) => (err.message === "export_timeout" ? err.message : "export_failed")),
+      timedOut,
+    ]);
+    clearTimeout(timer);
+    if (typeof answer === "string") {
+      dropped.labels(answer).inc(batch.length);
+      return;
+    }
+    if (answer.status < 200 || answer.status >= 300) {
+      dropped.labels("export_failed").inc(batch.length);
+      return;
+    }
+    const rejected = rejectedSpans(codec, Buffer.from(answer.body), batch.length);
+    if (rejected > 0) dropped.labels("rejected").inc(rejected);
+    exported.inc(batch.length - rejected);
+  }
+}
+
+/**
+ * One HTTP client for a collector, one connection kept alive (one batch is in flight at a time):
+ * what the control thread posts every worker's batches with (and an exporter outside the agent).
+ */
+export function httpTransport(url: URL, timeoutMs: number): { send: OtlpTransport; close: () => void } {
+  const transport = url.protocol === "https:" ? https : http;
+  const agent = new transport.Agent({ keepAlive: true, maxSockets: 1 });
+  const send: OtlpTransport = (body) =>
+    new Promise((resolve, reject) => {
+      const req = transport.request(url, {
         method: "POST",
-        agent: this.agent,
+        agent,
         headers: { "content-type": PROTOBUF, "content-length": body.byteLength },
       });
       const timer = setTimeout(() => {
-        settle("export_timeout");
+        reject(new Error("export_timeout"));
         req.destroy();
       }, timeoutMs);
-      req.on("error", () => settle("export_failed"));
+      const fail = () => {
+        clearTimeout(timer);
+        reject(new Error("export_failed"));
+      };
+      req.on("error", fail);
       req.on("response", (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
@@ -266,15 +312,15 @@ export class OtlpExporter {
           size += c.length;
           if (size <= 65_536) chunks.push(c);
         });
-        res.on("error", () => settle("export_failed"));
+        res.on("error", fail);
         res.on("end", () => {
-          const ok = res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 300;
-          settle(ok ? undefined : "export_failed", ok ? rejectedSpans(codec, Buffer.concat(chunks), batch.length) : 0);
+          clearTimeout(timer);
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) });
         });
       });
       req.end(body);
     });
-  }
+  return { send, close: () => agent.destroy() };
 }
 
 /** partial_success.rejected_spans of a protobuf answer (0 when empty or not protobuf). */

@@ -23,7 +23,7 @@ afterEach(async () => {
 });
 
 function tracer(random: () => number, otlpEndpoint?: string): Tracer {
-  const t = new Tracer({ ...settings, otlpEndpoint }, new DataplaneMetrics(), random);
+  const t = new Tracer({ ...settings, otlpEndpoint }, new DataplaneMetrics(), undefined, random);
   tracers.push(t);
   return t;
 }

@@ -1,9 +1,10 @@
 // A data-plane worker's tracer: the sampling decision and the exporter its finished spans go to.
-// Each worker has its own (no span crosses threads; the workers' counters are summed on /metrics
-// like every other data-plane metric), so a collector sees up to one export stream per worker.
+// Each worker queues, batches and encodes its own spans (the workers' counters are summed on
+// /metrics like every other data-plane metric), so a collector sees up to one export stream per
+// worker; the encoded batches are posted by the control thread (otlp-exporter.ts OtlpTransport).
 
 import type { DataplaneMetrics } from "./metrics.ts";
-import { EXPORTER_DEFAULTS, type FinishedSpan, OtlpExporter } from "./otlp-exporter.ts";
+import { EXPORTER_DEFAULTS, type FinishedSpan, OtlpExporter, type OtlpTransport } from "./otlp-exporter.ts";
 import type { IncomingTrace } from "./trace-context.ts";
 
 export interface TracingSettings {
@@ -25,7 +26,13 @@ export class Tracer {
   private readonly exporter: OtlpExporter | undefined;
   private readonly random: () => number;
 
-  constructor(settings: TracingSettings, metrics: DataplaneMetrics, random: () => number = Math.random) {
+  /** `transport`: how encoded batches leave (default: an HTTP client in this thread). */
+  constructor(
+    settings: TracingSettings,
+    metrics: DataplaneMetrics,
+    transport?: OtlpTransport,
+    random: () => number = Math.random,
+  ) {
     this.settings = settings;
     this.random = random;
     this.exporter = settings.otlpEndpoint
@@ -41,6 +48,7 @@ export class Tracer {
             ],
             exported: metrics.spansExported,
             dropped: metrics.spansDropped,
+            transport,
           },
           settings.version,
         )

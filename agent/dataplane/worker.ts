@@ -8,6 +8,7 @@ import { Dataplane } from "./dataplane.ts";
 import { type FromWorker, HEARTBEAT_INTERVAL_MS, type ToWorker, type WorkerInit } from "./messages.ts";
 import { registerWorkerMemory } from "./metrics.ts";
 import { keyringOf } from "./mtls.ts";
+import type { OtlpAnswer, OtlpTransport } from "./otlp-exporter.ts";
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
@@ -16,7 +17,22 @@ const log = pino({ level: init.logLevel, base: { component: "agent", worker: ini
 // nonzero ones are the workers started so far (--workers auto adds them with load).
 const heartbeats = new BigInt64Array(init.heartbeats);
 const workersStarted = () => heartbeats.reduce((n, beat) => (beat === 0n ? n : n + 1), 0);
-const dataplane = new Dataplane({ shared: init.shared, settings: init.settings, log, workers: workersStarted });
+// Span batches leave through the control thread: an HTTP client here would run beside the data path.
+const exports = new Map<number, { resolve: (a: OtlpAnswer) => void; reject: (e: Error) => void }>();
+let nextExport = 1;
+const spanTransport: OtlpTransport = (body) =>
+  new Promise((resolve, reject) => {
+    const id = nextExport++;
+    exports.set(id, { resolve, reject });
+    send({ type: "export", id, body });
+  });
+const dataplane = new Dataplane({
+  shared: init.shared,
+  settings: init.settings,
+  log,
+  workers: workersStarted,
+  spanTransport,
+});
 registerWorkerMemory(dataplane.metrics.registry, init.index);
 // Gives back what a burst of enrollments grew of this worker's heap (the pods' listeners survive
 // their first collections, so V8 grows the young generation for them) once the burst is over;
@@ -70,6 +86,13 @@ port.on("message", (msg: ToWorker) => {
     case "outlast-streams":
       void reply(msg.id, () => dataplane.outlastStreams(msg.deadline));
       return;
+    case "exported": {
+      const waiting = exports.get(msg.id);
+      exports.delete(msg.id);
+      if (msg.error !== undefined) waiting?.reject(new Error(msg.error));
+      else waiting?.resolve({ status: msg.status ?? 0, body: msg.body ?? new Uint8Array() });
+      return;
+    }
     case "stop":
       // Reply before closing the port: a message posted after close() is dropped.
       void reply(msg.id, () => dataplane.stop(msg.drainMs, msg.noSuccessor)).then(() => port.close());
