@@ -16,7 +16,6 @@
 // request has its span too), the headers sent on carry it, each attempt of the call is a CLIENT
 // span, and the spans are built and exported when the request is reported.
 
-import { setTimeout as sleep } from "node:timers/promises";
 import { AgentError, AgentErrors } from "../../errors.ts";
 import type { DataplaneContext } from "../context.ts";
 import type { ProxyTarget } from "../pod.ts";
@@ -26,6 +25,7 @@ import { RequestBody } from "./body.ts";
 import { RetryingCall } from "./call.ts";
 import type { Downstream } from "./downstream.ts";
 import { clientError } from "./errors.ts";
+import { delayAtLeast } from "./fault-delay.ts";
 import { applyHeaderOps, endToEnd, ensureRequestId, forwardFor, headerValue } from "./headers.ts";
 import { sendMirror } from "./mirror.ts";
 import { type PlanEnv, type PlanRequest, planRequest } from "./plan.ts";
@@ -76,7 +76,7 @@ async function handle(ctx: DataplaneContext, down: Downstream, target: Resolved,
   const service = rec.peers.destinationService;
   if (plan.delayMs > 0) {
     ctx.metrics.faults.labels(service, "delay").inc();
-    await sleep(plan.delayMs);
+    await delayAtLeast(plan.delayMs);
     if (down.gone) return;
   }
   if (plan.kind === "refuse") {
