@@ -8,7 +8,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 export async function delayAtLeast(ms: number): Promise<void> {
   const until = performance.now() + ms;
   await sleep(ms);
-  // Each extra timer ends on a later millisecond tick, so two rounds always suffice.
+  // An extra timer starts just after the loop clock's tick, where timers are nearly exact: one
+  // round is the rule, three bound the loop.
   for (let round = 0; round < 3; round++) {
     const left = until - performance.now();
     if (left <= 0) return;
